@@ -1,0 +1,67 @@
+use crate::DType;
+
+/// Every error Kiln returns. Each message names the op and the shapes or dtypes involved.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("{op}: shape mismatch: {msg}")]
+    ShapeMismatch { op: &'static str, msg: String },
+
+    #[error("{op}: dtype mismatch: expected {expected}, got {got}")]
+    DTypeMismatch { op: &'static str, expected: String, got: String },
+
+    #[error("{op}: dtype {dtype} is not supported{why}")]
+    UnsupportedDType { op: &'static str, dtype: DType, why: String },
+
+    #[error("{op}: device mismatch: {lhs} vs {rhs}")]
+    DeviceMismatch { op: &'static str, lhs: String, rhs: String },
+
+    #[error("{op}: index {index} out of range for {what} of size {size}")]
+    IndexOutOfRange { op: &'static str, index: i64, size: usize, what: String },
+
+    #[error("{op}: not supported on this adapter: {msg}")]
+    Unsupported { op: &'static str, msg: String },
+
+    #[error("{op}: out of memory: {msg}")]
+    OutOfMemory { op: &'static str, msg: String },
+
+    #[error("device lost: {msg}")]
+    DeviceLost { msg: String },
+
+    #[error("{op}: invalid argument: {msg}")]
+    InvalidArgument { op: &'static str, msg: String },
+
+    #[error("{op}: autograd: {msg}")]
+    Autograd { op: &'static str, msg: String },
+
+    #[error("no device available: {msg}")]
+    NoDevice { msg: String },
+
+    #[error("gpu error in {op}: {msg}")]
+    Backend { op: &'static str, msg: String },
+
+    #[error("io error on {path}: {msg}")]
+    Io { path: String, msg: String },
+
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: String, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::ShapeMismatch { op, msg: msg.into() }
+    }
+
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument { op, msg: msg.into() }
+    }
+
+    pub fn dtype(op: &'static str, expected: impl ToString, got: impl ToString) -> Self {
+        Error::DTypeMismatch { op, expected: expected.to_string(), got: got.to_string() }
+    }
+
+    pub fn unsupported_dtype(op: &'static str, dtype: DType) -> Self {
+        Error::UnsupportedDType { op, dtype, why: String::new() }
+    }
+}

@@ -1,0 +1,246 @@
+/// How a tensor's elements sit in its storage: `element[i0, i1, ..] = storage[offset + Σ ik·stride_k]`.
+///
+/// Views (transpose, narrow, expand, ...) only build a new `Layout` over the same storage;
+/// kernels on both backends read strided inputs directly, so a view costs no copy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Layout {
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+impl Layout {
+    /// Row-major layout of a fresh tensor.
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Self::contiguous_with_offset(shape, 0)
+    }
+
+    pub fn contiguous_with_offset(shape: &[usize], offset: usize) -> Self {
+        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset }
+    }
+
+    pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
+        debug_assert_eq!(shape.len(), strides.len());
+        Layout { shape, strides, offset }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the elements are exactly `storage[offset .. offset + numel]` in row-major order.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1;
+        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
+            if d != 1 && s != expected {
+                return false;
+            }
+            expected *= d;
+        }
+        true
+    }
+
+    /// One past the largest storage index this layout can touch (0 for an empty tensor).
+    pub fn storage_extent(&self) -> usize {
+        if self.numel() == 0 {
+            return 0;
+        }
+        self.offset + self.shape.iter().zip(&self.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>() + 1
+    }
+
+    pub fn permute(&self, dims: &[usize]) -> Layout {
+        Layout {
+            shape: dims.iter().map(|&d| self.shape[d]).collect(),
+            strides: dims.iter().map(|&d| self.strides[d]).collect(),
+            offset: self.offset,
+        }
+    }
+
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
+        let mut l = self.clone();
+        l.offset += start * self.strides[dim];
+        l.shape[dim] = len;
+        l
+    }
+
+    /// Every `step`-th element of `dim`, starting at `start`, `len` of them.
+    pub fn step(&self, dim: usize, start: usize, len: usize, step: usize) -> Layout {
+        let mut l = self.narrow(dim, start, len);
+        l.strides[dim] *= step;
+        l
+    }
+
+    /// Broadcast view: size-1 (or missing leading) dims get stride 0. Caller checks compatibility.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Layout {
+        let extra = shape.len() - self.rank();
+        let mut strides = vec![0; shape.len()];
+        for i in 0..self.rank() {
+            strides[extra + i] = if self.shape[i] == 1 && shape[extra + i] != 1 { 0 } else { self.strides[i] };
+        }
+        Layout { shape: shape.to_vec(), strides, offset: self.offset }
+    }
+
+    pub fn unsqueeze(&self, dim: usize) -> Layout {
+        let mut l = self.clone();
+        let stride = if dim < self.rank() { self.strides[dim] * self.shape[dim] } else { 1 };
+        l.shape.insert(dim, 1);
+        l.strides.insert(dim, stride);
+        l
+    }
+
+    pub fn squeeze(&self, dim: usize) -> Layout {
+        let mut l = self.clone();
+        l.shape.remove(dim);
+        l.strides.remove(dim);
+        l
+    }
+
+    /// A view with a new shape over the same storage, when the strides allow it (`None` means
+    /// the caller must copy). Splits and merges dims the way `torch.view` does.
+    pub fn reshape_view(&self, new_shape: &[usize]) -> Option<Layout> {
+        if self.is_contiguous() {
+            return Some(Layout::contiguous_with_offset(new_shape, self.offset));
+        }
+        // Group old dims into runs that are contiguous among themselves, then map new dims onto them.
+        let old: Vec<(usize, usize)> =
+            self.shape.iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
+        let mut strides = vec![0; new_shape.len()];
+        let (mut oi, mut ni) = (0, 0);
+        while ni < new_shape.len() {
+            if new_shape[ni] == 1 {
+                strides[ni] = 0;
+                ni += 1;
+                continue;
+            }
+            if oi >= old.len() {
+                return None;
+            }
+            // Take old dims until their product matches new dims' product.
+            let (mut op, mut np) = (old[oi].0, new_shape[ni]);
+            let mut oj = oi;
+            let mut nj = ni;
+            while op != np {
+                if op < np {
+                    oj += 1;
+                    if oj >= old.len() || old[oj - 1].1 != old[oj].1 * old[oj].0 {
+                        return None;
+                    }
+                    op *= old[oj].0;
+                } else {
+                    nj += 1;
+                    if nj >= new_shape.len() {
+                        return None;
+                    }
+                    np *= new_shape[nj];
+                }
+            }
+            // New dims ni..=nj cover old dims oi..=oj, which are mutually contiguous.
+            let mut stride = old[oj].1;
+            for k in (ni..=nj).rev() {
+                strides[k] = stride;
+                stride *= new_shape[k];
+            }
+            oi = oj + 1;
+            ni = nj + 1;
+        }
+        if oi != old.len() {
+            return None;
+        }
+        Some(Layout { shape: new_shape.to_vec(), strides, offset: self.offset })
+    }
+
+    /// Storage indices of every element in row-major order.
+    pub fn indices(&self) -> StridedIndex<'_> {
+        StridedIndex::new(self)
+    }
+}
+
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// Iterates the storage index of each element of a layout, in row-major order.
+pub struct StridedIndex<'a> {
+    layout: &'a Layout,
+    pos: Vec<usize>,
+    next: Option<usize>,
+}
+
+impl<'a> StridedIndex<'a> {
+    fn new(layout: &'a Layout) -> Self {
+        let next = if layout.numel() == 0 { None } else { Some(layout.offset) };
+        StridedIndex { layout, pos: vec![0; layout.rank()], next }
+    }
+}
+
+impl Iterator for StridedIndex<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let current = self.next?;
+        let mut idx = current;
+        let mut d = self.layout.rank();
+        loop {
+            if d == 0 {
+                self.next = None;
+                break;
+            }
+            d -= 1;
+            self.pos[d] += 1;
+            idx += self.layout.strides[d];
+            if self.pos[d] < self.layout.shape[d] {
+                self.next = Some(idx);
+                break;
+            }
+            idx -= self.layout.strides[d] * self.pos[d];
+            self.pos[d] = 0;
+        }
+        Some(current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_index_of_transpose() {
+        let l = Layout::contiguous(&[2, 3]).permute(&[1, 0]);
+        assert_eq!(l.indices().collect::<Vec<_>>(), vec![0, 3, 1, 4, 2, 5]);
+        assert!(!l.is_contiguous());
+    }
+
+    #[test]
+    fn reshape_view_merges_and_refuses() {
+        let l = Layout::contiguous(&[4, 6]).narrow(1, 0, 3); // [4,3] strides [6,1]
+        assert!(l.reshape_view(&[12]).is_none());
+        let v = l.reshape_view(&[4, 3, 1]).expect("split with unit dim");
+        assert_eq!(v.strides()[..2], [6, 1]);
+        let t = Layout::contiguous(&[2, 3, 4]).permute(&[1, 0, 2]); // [3,2,4] strides [4,12,1]
+        assert!(t.reshape_view(&[3, 8]).is_none());
+        let s = t.reshape_view(&[3, 2, 2, 2]).expect("split last dim");
+        assert_eq!(s.strides(), &[4, 12, 2, 1]);
+        let e = Layout::contiguous(&[0, 3]);
+        assert_eq!(e.indices().count(), 0);
+    }
+}

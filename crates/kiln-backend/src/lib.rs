@@ -1,0 +1,19 @@
+//! The vocabulary that `kiln-core` and its backends (`kiln-cpu`, `kiln-wgpu`) share.
+//!
+//! Backends know nothing about tensors, autodiff or devices-as-a-user-sees-them: they receive
+//! storage plus a [`Layout`] and an op description, and return new storage. Keeping that
+//! contract in its own crate lets the core depend on both backends without a cycle.
+
+mod dtype;
+mod error;
+mod host;
+mod layout;
+mod ops;
+mod storage;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use host::HostData;
+pub use layout::{Layout, StridedIndex};
+pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, UnaryOp};
+pub use storage::BackendStorage;

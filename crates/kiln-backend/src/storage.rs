@@ -1,0 +1,70 @@
+use crate::{BinaryOp, ConvGeometry, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+
+/// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
+/// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
+///
+/// Shapes and dtypes are validated by the core before a call; a backend still returns errors
+/// for what only it can know (adapter limits, unsupported dtypes, device loss).
+pub trait BackendStorage: Sized + Send + Sync + 'static {
+    type Device: Clone + Send + Sync;
+
+    fn dtype(&self) -> DType;
+
+    /// Uploads host data as a contiguous tensor.
+    fn from_host(device: &Self::Device, data: &HostData) -> Result<Self>;
+
+    /// `numel` elements equal to `value` (cast to `dtype`).
+    fn full(device: &Self::Device, numel: usize, value: f64, dtype: DType) -> Result<Self>;
+
+    /// Reads the elements of `layout` back, in row-major order.
+    fn to_host(&self, layout: &Layout) -> Result<HostData>;
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self>;
+
+    /// Both layouts have the same shape (broadcast views have stride 0).
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self>;
+
+    /// `cond ? on_true : on_false`; `self` is the bool condition; all three layouts share a shape.
+    fn where_cond(&self, layout: &Layout, on_true: &Self, t_layout: &Layout, on_false: &Self, f_layout: &Layout)
+    -> Result<Self>;
+
+    /// Converts to `dtype` (float → int truncates toward zero and saturates; nonzero → true).
+    /// With `dtype == self.dtype()` this is the contiguous copy.
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self>;
+
+    /// Writes the elements of `layout` into `dst` at `dst_layout` (same shape and dtype).
+    fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()>;
+
+    /// Reduces the last `reduced_dims` dims of `layout`; the output has the leading dims' shape.
+    fn reduce(&self, layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<Self>;
+
+    /// Softmax (or log-softmax) over the last dim.
+    fn softmax_last(&self, layout: &Layout, log: bool) -> Result<Self>;
+
+    /// Inclusive prefix sum along `dim`.
+    fn cumsum(&self, layout: &Layout, dim: usize) -> Result<Self>;
+
+    /// `[b, m, k] · [b, k, n] → [b, m, n]`, any strides (broadcast batch = stride 0).
+    fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self>;
+
+    /// Picks entries of `dim` by `ids` (1-D, u32 or i32, already range-checked).
+    fn index_select(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
+
+    /// `out[..i..] = self[..ids[..i..]..]` along `dim`; output has the shape of `ids`.
+    fn gather(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
+
+    /// A copy of `self` with `src` added at the positions `ids` names along `dim`
+    /// (`ids` and `src` share a shape, no larger than `self` in the other dims).
+    fn scatter_add(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout, dim: usize)
+    -> Result<Self>;
+
+    /// Unfolds `[n, c, h, w]` into `[n, c·kh·kw, oh·ow]`; positions in the padding read `pad_value`.
+    fn im2col(&self, layout: &Layout, geometry: &ConvGeometry, pad_value: f64) -> Result<Self>;
+
+    /// The adjoint of `im2col`: sums `[n, c·kh·kw, oh·ow]` back into `[n, c, h, w]`.
+    fn col2im(&self, layout: &Layout, geometry: &ConvGeometry) -> Result<Self>;
+
+    /// The `k` largest (or smallest) entries of the last dim, sorted, with their u32 positions;
+    /// ties keep the lower index first.
+    fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)>;
+}

@@ -1,0 +1,93 @@
+//! Helpers every kernel shares: errors, fallible allocation, and maps that go parallel when the
+//! data is big enough to repay the threads.
+
+use kiln_backend::{DType, Error, Result};
+use rayon::prelude::*;
+
+/// Below this many elements, work stays on the calling thread: splitting it costs more than it saves.
+pub(crate) const PAR_MIN: usize = 1 << 15;
+
+pub(crate) fn unsupported(op: &'static str, dtype: DType, why: &str) -> Error {
+    Error::UnsupportedDType { op, dtype, why: format!(" ({why})") }
+}
+
+/// A vector of `n` copies of `fill`, or `OutOfMemory` instead of an abort when `n` is absurd.
+pub(crate) fn alloc<T: Clone>(op: &'static str, n: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom(op, n))?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
+/// An empty vector with room for `n` elements, or `OutOfMemory`.
+pub(crate) fn with_capacity<T>(op: &'static str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom(op, n))?;
+    Ok(v)
+}
+
+fn oom(op: &'static str, n: usize) -> Error {
+    Error::OutOfMemory { op, msg: format!("cannot allocate {n} elements on the host") }
+}
+
+/// Product of `dims`, or `InvalidArgument` when it overflows `usize`.
+pub(crate) fn product(op: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::invalid(op, format!("shape {dims:?} has more elements than fit in memory")))
+}
+
+pub(crate) fn map<T, U, F>(src: &[T], f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    F: Fn(T) -> U + Sync + Send,
+{
+    if src.len() >= PAR_MIN {
+        src.par_iter().map(|&x| f(x)).collect()
+    } else {
+        src.iter().map(|&x| f(x)).collect()
+    }
+}
+
+/// `f` over pairs; `a` and `b` have equal lengths (callers check shapes first).
+pub(crate) fn zip_map<A, B, U, F>(a: &[A], b: &[B], f: F) -> Vec<U>
+where
+    A: Copy + Sync,
+    B: Copy + Sync,
+    U: Send,
+    F: Fn(A, B) -> U + Sync + Send,
+{
+    if a.len() >= PAR_MIN {
+        a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
+    } else {
+        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
+    }
+}
+
+/// `f(row)` for each consecutive row of `len` elements (`len > 0`, `src.len()` a multiple of it).
+pub(crate) fn map_rows<T, U, F>(src: &[T], len: usize, f: F) -> Vec<U>
+where
+    T: Sync,
+    U: Send,
+    F: Fn(&[T]) -> U + Sync + Send,
+{
+    if src.len() >= PAR_MIN && src.len() / len > 1 {
+        src.par_chunks_exact(len).map(f).collect()
+    } else {
+        src.chunks_exact(len).map(f).collect()
+    }
+}
+
+/// `f(block_index, block)` over consecutive blocks of `out` (`len > 0`).
+pub(crate) fn for_each_block<T, F>(out: &mut [T], len: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    if out.len() >= PAR_MIN && out.len() / len > 1 {
+        out.par_chunks_mut(len).enumerate().for_each(|(i, b)| f(i, b));
+    } else {
+        out.chunks_mut(len).enumerate().for_each(|(i, b)| f(i, b));
+    }
+}

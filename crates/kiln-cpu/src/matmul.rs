@@ -1,0 +1,139 @@
+//! Batched matmul `[b, m, k] · [b, k, n] → [b, m, n]` over arbitrary strides.
+//!
+//! f32 and f64 go straight to `matrixmultiply`'s sgemm/dgemm, which take any row/column
+//! stride (zero included), so transposed and broadcast inputs cost no copy. f16 is converted to
+//! f32 and multiplied there (f32 accumulation). Integers use a plain triple loop with wrapping
+//! arithmetic. `k = 0` gives zeros.
+
+use half::f16;
+use kiln_backend::{Error, HostData, Layout, Result};
+
+use crate::binary::same;
+use crate::elem::{Elem, Int};
+use crate::kernel::{alloc, for_each_block, product, unsupported};
+use crate::strided::{check, read};
+
+const OP: &str = "matmul";
+
+pub(crate) fn matmul(a: &HostData, al: &Layout, b: &HostData, bl: &Layout) -> Result<HostData> {
+    let dims = Dims::new(al, bl)?;
+    match a {
+        HostData::F32(x) => Ok(HostData::F32(gemm(x, al, same(OP, b)?, bl, dims)?)),
+        HostData::F64(x) => Ok(HostData::F64(gemm(x, al, same(OP, b)?, bl, dims)?)),
+        HostData::F16(x) => {
+            let y: &[f16] = same(OP, b)?;
+            let widen = |v: &[f16], l: &Layout| -> Result<Vec<f32>> {
+                Ok(read(OP, v, l)?.iter().map(|e| e.to_f32()).collect())
+            };
+            let (x32, y32) = (widen(x, al)?, widen(y, bl)?);
+            let (cal, cbl) = (Layout::contiguous(al.shape()), Layout::contiguous(bl.shape()));
+            let c = gemm(&x32, &cal, &y32, &cbl, dims)?;
+            Ok(HostData::F16(c.iter().map(|&e| f16::from_f32(e)).collect()))
+        }
+        HostData::I32(x) => Ok(HostData::I32(int_matmul(x, al, same(OP, b)?, bl, dims)?)),
+        HostData::U32(x) => Ok(HostData::U32(int_matmul(x, al, same(OP, b)?, bl, dims)?)),
+        HostData::Bool(_) => Err(unsupported(OP, a.dtype(), "numeric dtypes only")),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+impl Dims {
+    fn new(al: &Layout, bl: &Layout) -> Result<Dims> {
+        let (&[batch, m, k], &[b2, k2, n]) = (al.shape(), bl.shape()) else {
+            return Err(Error::shape(OP, format!("expected [b, m, k] · [b, k, n], got {:?} · {:?}", al.shape(), bl.shape())));
+        };
+        if batch != b2 || k != k2 {
+            return Err(Error::shape(OP, format!("{:?} · {:?}: batch or inner dims differ", al.shape(), bl.shape())));
+        }
+        Ok(Dims { batch, m, k, n })
+    }
+}
+
+trait Gemm: Elem {
+    /// # Safety
+    /// Every `a + i·rsa + p·csa` (i < m, p < k) and `b + p·rsb + j·csb` (p < k, j < n) is in
+    /// bounds of its allocation, and `c` is a distinct, writable, row-major m×n block.
+    unsafe fn gemm(d: Dims, a: *const Self, rsa: isize, csa: isize, b: *const Self, rsb: isize, csb: isize, c: *mut Self);
+}
+
+impl Gemm for f32 {
+    unsafe fn gemm(d: Dims, a: *const f32, rsa: isize, csa: isize, b: *const f32, rsb: isize, csb: isize, c: *mut f32) {
+        // SAFETY: forwarded from this function's contract; C is row-major (stride n, 1).
+        unsafe { matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, d.n as isize, 1) }
+    }
+}
+
+impl Gemm for f64 {
+    unsafe fn gemm(d: Dims, a: *const f64, rsa: isize, csa: isize, b: *const f64, rsb: isize, csb: isize, c: *mut f64) {
+        // SAFETY: forwarded from this function's contract; C is row-major (stride n, 1).
+        unsafe { matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, d.n as isize, 1) }
+    }
+}
+
+/// Per-batch matrices below this many multiply-adds are spread over threads by batch; larger
+/// ones run one batch at a time and let matrixmultiply thread inside each product.
+const SMALL_GEMM: usize = 1 << 18;
+
+fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<Vec<T>> {
+    check(OP, al, a.len())?;
+    check(OP, bl, b.len())?;
+    let per_batch = product(OP, &[d.m, d.n])?;
+    let mut out = alloc(OP, product(OP, &[d.batch, per_batch])?, T::default())?;
+    if out.is_empty() || d.k == 0 {
+        return Ok(out);
+    }
+    let stride = |l: &Layout, i: usize| {
+        isize::try_from(l.strides()[i]).map_err(|_| Error::invalid(OP, format!("stride {:?} too large", l.strides())))
+    };
+    let (rsa, csa, rsb, csb) = (stride(al, 1)?, stride(al, 2)?, stride(bl, 1)?, stride(bl, 2)?);
+    isize::try_from(d.n).map_err(|_| Error::invalid(OP, "n too large"))?;
+    let run = |bi: usize, c: &mut [T]| {
+        let a_off = al.offset() + bi * al.strides()[0];
+        let b_off = bl.offset() + bi * bl.strides()[0];
+        // SAFETY: `check` proved that every element of both layouts, i.e. every offset
+        // `offset + bi·s0 + i·s1 + p·s2` with indices below the shape, is inside its slice, so
+        // `a_off`/`b_off` are in bounds and so is every element gemm reads from them; `c` is this
+        // batch's own m×n block of `out`.
+        unsafe { T::gemm(d, a.as_ptr().add(a_off), rsa, csa, b.as_ptr().add(b_off), rsb, csb, c.as_mut_ptr()) }
+    };
+    if d.m.saturating_mul(d.n).saturating_mul(d.k) < SMALL_GEMM {
+        for_each_block(&mut out, per_batch, run);
+    } else {
+        out.chunks_mut(per_batch).enumerate().for_each(|(bi, c)| run(bi, c));
+    }
+    Ok(out)
+}
+
+fn int_matmul<T: Int>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<Vec<T>> {
+    check(OP, al, a.len())?;
+    check(OP, bl, b.len())?;
+    let mut out = alloc(OP, product(OP, &[d.batch, d.m, d.n])?, T::ZERO)?;
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let ([sa0, sa1, sa2], [sb0, sb1, sb2]) = (stride3(al), stride3(bl));
+    // One block per output row: (batch, i).
+    for_each_block(&mut out, d.n, |row, o| {
+        let (bi, i) = (row / d.m, row % d.m);
+        let a0 = al.offset() + bi * sa0 + i * sa1;
+        let b0 = bl.offset() + bi * sb0;
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = (0..d.k).fold(T::ZERO, |acc, p| acc.wadd(a[a0 + p * sa2].wmul(b[b0 + p * sb1 + j * sb2])));
+        }
+    });
+    Ok(out)
+}
+
+fn stride3(l: &Layout) -> [usize; 3] {
+    match l.strides() {
+        &[s0, s1, s2] => [s0, s1, s2],
+        _ => [0; 3],
+    }
+}

@@ -1,0 +1,166 @@
+//! Elementwise ops of one input.
+//!
+//! Floats compute in f64 and round once. Integers support `Neg` (i32 only), `Abs`, `Sign`,
+//! `Square`, `Relu` and `Clamp`, with wrapping overflow (`|i32::MIN| = i32::MIN`, as PyTorch).
+//! `IsNan`/`IsInf` are false for every non-float dtype. `Not` takes bool only.
+
+use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_PI};
+
+use kiln_backend::{HostData, Layout, Result, UnaryOp};
+
+use crate::elem::{Elem, Float, Int};
+use crate::kernel::{alloc, map, unsupported};
+use crate::special::{erf, erfc};
+use crate::strided::read;
+
+pub(crate) fn unary(data: &HostData, layout: &Layout, op: UnaryOp) -> Result<HostData> {
+    match data {
+        HostData::F32(v) => float_unary(v, layout, op),
+        HostData::F16(v) => float_unary(v, layout, op),
+        HostData::F64(v) => float_unary(v, layout, op),
+        HostData::I32(v) => int_unary(v, layout, op),
+        HostData::U32(v) => int_unary(v, layout, op),
+        HostData::Bool(v) => bool_unary(v, layout, op),
+    }
+}
+
+fn float_unary<T: Float>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostData> {
+    let x = read(op.name(), v, layout)?;
+    Ok(match op {
+        UnaryOp::IsNan => HostData::Bool(map(&x, |e| e.is_nan())),
+        UnaryOp::IsInf => HostData::Bool(map(&x, |e| e.to_f64().is_infinite())),
+        UnaryOp::Not => return Err(unsupported(op.name(), T::DTYPE, "logical not takes bool")),
+        _ => T::wrap(map(&x, |e| T::from_f64(float_fn(op, e.to_f64())))),
+    })
+}
+
+/// The value of `op` at `x`, PyTorch's definition, in f64.
+pub(crate) fn float_fn(op: UnaryOp, x: f64) -> f64 {
+    use UnaryOp::*;
+    match op {
+        Neg => -x,
+        Abs => x.abs(),
+        // Returning x for ±0 and NaN keeps NaN NaN and zero zero.
+        Sign => {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        }
+        Exp => x.exp(),
+        Exp2 => x.exp2(),
+        Log => x.ln(),
+        Log2 => x.log2(),
+        Log1p => x.ln_1p(),
+        Expm1 => x.exp_m1(),
+        Sqrt => x.sqrt(),
+        Rsqrt => 1.0 / x.sqrt(),
+        Recip => 1.0 / x,
+        Square => x * x,
+        Sin => x.sin(),
+        Cos => x.cos(),
+        Tanh => x.tanh(),
+        Sigmoid => sigmoid(x),
+        // PyTorch propagates NaN through relu; `x > 0` alone would turn it into 0.
+        Relu => {
+            if x > 0.0 || x.is_nan() {
+                x
+            } else {
+                0.0
+            }
+        }
+        LeakyRelu(alpha) => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        Elu(alpha) => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * x.exp_m1()
+            }
+        }
+        GeluErf => gelu_erf(x),
+        GeluTanh => 0.5 * x * (1.0 + (FRAC_2_PI.sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+        Silu => x * sigmoid(x),
+        Softplus => softplus(x),
+        Mish => x * softplus(x).tanh(),
+        Floor => x.floor(),
+        Ceil => x.ceil(),
+        // torch.round rounds half to even.
+        Round => x.round_ties_even(),
+        Clamp(lo, hi) => clamp(x, lo, hi),
+        Powf(p) => x.powf(p),
+        // Bool-valued ops never reach here (handled by the caller); identity keeps this total.
+        IsNan | IsInf | Not => x,
+    }
+}
+
+/// Never forms exp of a large positive number, so it cannot overflow to inf/inf.
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// log(1 + eˣ); above 20 PyTorch returns x itself (its `threshold`), and so do we.
+fn softplus(x: f64) -> f64 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+/// x·Φ(x). For x < 0, Φ(x) = erfc(−x/√2)/2 keeps full relative precision where 1 + erf would cancel.
+fn gelu_erf(x: f64) -> f64 {
+    let z = x * FRAC_1_SQRT_2;
+    if x < 0.0 { 0.5 * x * erfc(-z) } else { 0.5 * x * (1.0 + erf(z)) }
+}
+
+/// `min(max(x, lo), hi)` as torch.clamp: NaN stays NaN, and `lo > hi` gives `hi`
+/// (`f64::clamp` would panic on that).
+fn clamp(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let y = if x < lo { lo } else { x };
+    if y > hi { hi } else { y }
+}
+
+/// Integer unary ops. `Clamp` bounds are cast to the integer dtype the way `cast` casts
+/// (truncating toward zero, saturating); because truncation is monotonic this equals clamping in
+/// f64 and casting the result back.
+fn int_unary<T: Int>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostData> {
+    use UnaryOp::*;
+    let x = read(op.name(), v, layout)?;
+    let out = match op {
+        Neg if T::SIGNED => map(&x, T::wneg),
+        Abs => map(&x, T::wabs),
+        Sign => map(&x, T::sign),
+        Square => map(&x, |e| e.wmul(e)),
+        Relu => map(&x, |e| e.max(T::ZERO)),
+        Clamp(lo, hi) => {
+            let (lo, hi) = (T::from_f64(lo), T::from_f64(hi));
+            map(&x, |e| e.max(lo).min(hi))
+        }
+        IsNan | IsInf => return Ok(HostData::Bool(alloc(op.name(), x.len(), false)?)),
+        Neg => return Err(unsupported(op.name(), T::DTYPE, "negating an unsigned integer")),
+        _ => return Err(unsupported(op.name(), T::DTYPE, "floating-point op")),
+    };
+    Ok(T::wrap(out))
+}
+
+fn bool_unary(v: &[bool], layout: &Layout, op: UnaryOp) -> Result<HostData> {
+    let x = read(op.name(), v, layout)?;
+    match op {
+        UnaryOp::Not => Ok(HostData::Bool(map(&x, |e| !e))),
+        UnaryOp::IsNan | UnaryOp::IsInf => Ok(HostData::Bool(alloc(op.name(), x.len(), false)?)),
+        _ => Err(unsupported(op.name(), bool::DTYPE, "numeric op on bool")),
+    }
+}

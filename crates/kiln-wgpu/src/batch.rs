@@ -1,0 +1,129 @@
+//! Batched dispatch. Ops are recorded into one shared command encoder and submitted together:
+//! on readback, on `sync`, or once a batch holds `MAX_DISPATCHES`. Each dispatch's small
+//! metadata (shapes, strides, scalars) is appended to a host-side arena that is written to one
+//! GPU buffer just before the submit, so recording an op never waits for the GPU.
+
+use crate::{cache::Kernel, context::GpuContext};
+use kiln_backend::{Error, Result};
+
+const MAX_DISPATCHES: usize = 512;
+const ARENA_WORDS: usize = 1 << 18;
+
+#[derive(Default)]
+pub(crate) struct Batch {
+    encoder: Option<wgpu::CommandEncoder>,
+    meta: Vec<u32>,
+    arena: Option<wgpu::Buffer>,
+    dispatches: usize,
+    pub(crate) submits: u64,
+}
+
+/// Splits a 1-D workgroup count into a grid within the 65,535-per-dimension limit; kernels
+/// rebuild the linear id as `wid.x + wid.y * nwg.x`.
+pub(crate) fn grid(groups: u32) -> (u32, u32) {
+    let x = groups.clamp(1, 65_535);
+    (x, groups.div_ceil(x).max(1))
+}
+
+impl GpuContext {
+    /// Records one dispatch of `kernel` over `groups` workgroups. Binding 0 is the metadata
+    /// (`meta` as `array<u32>`), bindings 1.. are `buffers` in order.
+    pub(crate) fn dispatch(
+        &self,
+        op: &'static str,
+        kernel: &Kernel,
+        buffers: &[&wgpu::Buffer],
+        meta: &[u32],
+        groups: u32,
+    ) -> Result<()> {
+        if self.is_lost() {
+            return self.check(op);
+        }
+        if groups == 0 {
+            return Ok(());
+        }
+        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let words = meta.len().max(4);
+        if words > ARENA_WORDS {
+            return Err(Error::invalid(op, "kernel metadata too large"));
+        }
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if batch.meta.len().next_multiple_of(align) + words > ARENA_WORDS {
+            self.submit_locked(&mut batch);
+        }
+        let start = batch.meta.len().next_multiple_of(align);
+        batch.meta.resize(start, 0);
+        batch.meta.extend_from_slice(meta);
+        batch.meta.resize(start + words, 0);
+        let arena = batch
+            .arena
+            .get_or_insert_with(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln-meta"),
+                    size: (ARENA_WORDS * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone();
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &arena,
+                offset: (start * 4) as u64,
+                size: wgpu::BufferSize::new((words * 4) as u64),
+            }),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group =
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
+        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(op), timestamp_writes: None });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            let (x, y) = grid(groups);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        batch.dispatches += 1;
+        if batch.dispatches >= MAX_DISPATCHES {
+            self.submit_locked(&mut batch);
+        }
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy in order with the dispatches.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+    }
+
+    /// True when recorded work has not been submitted yet.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.batch.lock().map(|b| b.encoder.is_some()).unwrap_or(true)
+    }
+
+    /// Submits the recorded batch (if any); returns its submission index.
+    pub fn flush(&self) -> Result<Option<wgpu::SubmissionIndex>> {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.submit_locked(&mut batch);
+        drop(batch);
+        self.check("submit")?;
+        Ok(index)
+    }
+
+    fn submit_locked(&self, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
+        let encoder = batch.encoder.take()?;
+        if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty()) {
+            // Ordered before this submit's commands and after every earlier submit's.
+            self.queue.write_buffer(arena, 0, bytemuck::cast_slice(&batch.meta));
+        }
+        batch.meta.clear();
+        batch.dispatches = 0;
+        batch.submits += 1;
+        Some(self.queue.submit([encoder.finish()]))
+    }
+}

@@ -1,0 +1,58 @@
+//! Pipelines are built once per specialisation key and reused for every later dispatch.
+
+use kiln_backend::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering};
+
+/// A compiled compute kernel: pipeline plus the bind-group layout its dispatches use.
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+pub(crate) struct KernelCache {
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    built: AtomicU64,
+}
+
+impl KernelCache {
+    /// The kernel for `key`, compiling `source()` on first use. WGSL errors become `Error::Backend`.
+    pub(crate) fn get(
+        &self,
+        device: &wgpu::Device,
+        op: &'static str,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<Kernel>> {
+        if let Some(k) = self.kernels.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Ok(k.clone());
+        }
+        let wgsl = source();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Backend { op, msg: format!("building kernel {key}: {e}") });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let kernel = Arc::new(Kernel { pipeline, layout });
+        self.built.fetch_add(1, Ordering::Relaxed);
+        self.kernels.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), kernel.clone());
+        Ok(kernel)
+    }
+
+    pub(crate) fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,229 @@
+//! The GPU device: adapter choice, device creation with the adapter's real limits, error capture.
+
+use crate::{batch::Batch, cache::KernelCache, pool::BufferPool};
+use kiln_backend::{Error, Result};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+/// A shared handle to one GPU context; what `kiln-core`'s `Device::gpu()` holds.
+pub type GpuDevice = Arc<GpuContext>;
+
+/// How to pick an adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// The best adapter of any kind, software included (a hardware one wins when present).
+    Any,
+    /// Hardware only: software rasterisers such as lavapipe are skipped.
+    Hardware,
+    /// Adapters of these backends only (`vulkan`, `metal`, `dx12`, `gl`).
+    Backend(wgpu::Backends),
+    /// The first adapter whose name contains this text (case-insensitive).
+    Name(String),
+}
+
+/// What the user sees of an adapter: `device.describe()`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub driver: String,
+    pub device_type: String,
+    pub software: bool,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {}, driver {})", self.name, self.backend, self.device_type, self.driver)
+    }
+}
+
+/// Bytes held by the pool: `live` in tensors, `pooled` in free lists, `allocations` made so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub live_bytes: u64,
+    pub pooled_bytes: u64,
+    pub allocations: u64,
+    pub pipelines: u64,
+    pub submits: u64,
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub summary: AdapterSummary,
+    pub(crate) pool: BufferPool,
+    pub(crate) cache: KernelCache,
+    pub(crate) batch: Mutex<Batch>,
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<AtomicBool>,
+}
+
+/// Optional features Kiln uses when the adapter has them.
+const WANTED: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
+
+impl GpuContext {
+    /// Opens a device on the adapter `choice` selects.
+    pub fn new(choice: &AdapterChoice) -> Result<GpuDevice> {
+        let adapter = pick_adapter(choice)?;
+        let features = adapter.features() & WANTED;
+        // The defaults are far below what real adapters offer (e.g. 128 MiB bindings): ask for all of it.
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("kiln"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::NoDevice { msg: format!("request_device on {}: {e}", adapter.get_info().name) })?;
+        Ok(Self::from_wgpu(&adapter, device, queue))
+    }
+
+    /// Wraps a device an application already owns (egui, Bevy, winit): Kiln's kernels then share
+    /// its queue, and tensors can be bound in the application's own passes.
+    pub fn from_wgpu(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> GpuDevice {
+        let error = Arc::new(Mutex::new(None::<String>));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
+        let limits = device.limits();
+        let features = device.features();
+        Arc::new(GpuContext {
+            pool: BufferPool::new(&limits),
+            cache: KernelCache::default(),
+            batch: Mutex::new(Batch::default()),
+            summary: summarize(&adapter.get_info()),
+            features,
+            limits,
+            device,
+            queue,
+            error,
+            lost,
+        })
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Errors wgpu reported since the last check, and device loss, as a Kiln error.
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(Error::DeviceLost { msg: format!("{op}: the GPU device was lost") });
+        }
+        let pending = self.error.lock().ok().and_then(|mut e| e.take());
+        match pending {
+            Some(msg) if msg.to_lowercase().contains("out of memory") => Err(Error::OutOfMemory { op, msg }),
+            Some(msg) => Err(Error::Backend { op, msg }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Marks the device lost and destroys it (tests use this to simulate a GPU reset).
+    pub fn destroy(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.device.destroy();
+    }
+
+    pub fn memory_stats(&self) -> MemoryStats {
+        let mut s = self.pool.stats();
+        s.pipelines = self.cache.built();
+        s.submits = self.batch.lock().map(|b| b.submits).unwrap_or(0);
+        s
+    }
+
+    /// Submits everything recorded so far and waits for the GPU to finish it.
+    pub fn sync(&self) -> Result<()> {
+        let index = self.flush()?;
+        self.wait(index)
+    }
+
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        if self.is_lost() {
+            return self.check("sync");
+        }
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
+            .map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
+        self.check("sync")
+    }
+}
+
+fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend).to_lowercase(),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        device_type: format!("{:?}", info.device_type),
+        software: info.device_type == wgpu::DeviceType::Cpu,
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> u32 {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    // Compute wants the native APIs; GL lacks f16 and subgroups.
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    ty * 2 + backend
+}
+
+fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+    let backends = match choice {
+        AdapterChoice::Backend(b) => *b,
+        _ => wgpu::Backends::all(),
+    };
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        flags: wgpu::InstanceFlags::empty().with_env(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    adapters.retain(|a| {
+        let info = a.get_info();
+        match choice {
+            AdapterChoice::Hardware => info.device_type != wgpu::DeviceType::Cpu,
+            AdapterChoice::Name(n) => info.name.to_lowercase().contains(&n.to_lowercase()),
+            _ => true,
+        }
+    });
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters.into_iter().next().ok_or_else(|| Error::NoDevice {
+        msg: format!(
+            "no GPU adapter matches {choice:?} (on Linux without a GPU, install Mesa's lavapipe: \
+             apt-get install mesa-vulkan-drivers libvulkan1)"
+        ),
+    })
+}
+
+/// Lists every adapter wgpu can see, for diagnostics.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| summarize(&a.get_info())).collect()
+}

@@ -1,0 +1,283 @@
+//! Unary, binary, where, cast, copy and fill: one WGSL template (`shaders/elementwise.wgsl`)
+//! specialised by the op's expression, the dtypes and which inputs are contiguous.
+
+use super::{WG, compute_type, enables, load, module, param, push_layout, storage_type, store};
+use crate::{context::GpuContext, storage::GpuStorage};
+use kiln_backend::{BinaryOp, DType, Error, Layout, Result, UnaryOp};
+
+/// A fully described elementwise kernel: the value expression reads `x0`, `x1`, `x2` (compute
+/// types) and `p0`, `p1` (scalar parameters).
+pub(crate) struct Spec {
+    pub name: String,
+    pub inputs: Vec<(DType, bool)>,
+    pub out: DType,
+    pub value: String,
+    /// Writes through a strided output layout (block after the inputs') instead of `out[i]`.
+    pub strided_out: bool,
+}
+
+impl Spec {
+    pub(crate) fn key(&self) -> String {
+        let ins: Vec<String> = self.inputs.iter().map(|(d, c)| format!("{d}{}", if *c { "c" } else { "s" })).collect();
+        format!("ew|{}|{}|{}{}", self.name, ins.join(","), self.out, if self.strided_out { "s" } else { "" })
+    }
+
+    pub(crate) fn source(&self) -> Result<String> {
+        let op = "elementwise";
+        let mut bindings = String::new();
+        let mut loads = String::new();
+        let mut dtypes = vec![self.out];
+        for (k, &(dtype, contiguous)) in self.inputs.iter().enumerate() {
+            dtypes.push(dtype);
+            bindings += &format!("@group(0) @binding({}) var<storage, read> in{k}: array<{}>;\n", k + 1, storage_type(op, dtype)?);
+            let index = if contiguous { format!("info[info[{}u]] + i", 3 + k) } else { format!("layout_index(info[{}u], i)", 3 + k) };
+            loads += &format!("    let x{k} = {};\n", load(dtype, &format!("in{k}[{index}]")));
+        }
+        let pty = self.inputs.first().map(|d| d.0).unwrap_or(self.out);
+        loads += &format!("    let p0 = {};\n    let p1 = {};\n", param(pty, 1), param(pty, 2));
+        bindings += &format!(
+            "@group(0) @binding({}) var<storage, read_write> out: array<{}>;\n",
+            self.inputs.len() + 1,
+            storage_type(op, self.out)?
+        );
+        let out_index =
+            if self.strided_out { format!("layout_index(info[{}u], i)", 3 + self.inputs.len()) } else { "i".to_string() };
+        let body = crate::shaders::ELEMENTWISE
+            .replace("{{BINDINGS}}", &bindings)
+            .replace("{{LOADS}}", &loads)
+            .replace("{{OUT_INDEX}}", &out_index)
+            .replace("{{VALUE}}", &store(self.out, &self.value));
+        Ok(module(enables(&dtypes), true, &body))
+    }
+}
+
+impl GpuContext {
+    /// Runs `spec` over `numel` elements of the given inputs into a fresh contiguous buffer.
+    pub(crate) fn elementwise(
+        self: &std::sync::Arc<Self>,
+        op: &'static str,
+        spec: &Spec,
+        inputs: &[(&GpuStorage, &Layout)],
+        params: [u32; 2],
+        numel: usize,
+    ) -> Result<GpuStorage> {
+        let out = GpuStorage::alloc(self, op, spec.out, numel)?;
+        self.elementwise_into(op, spec, inputs, params, numel, &out, None)?;
+        Ok(out)
+    }
+
+    /// Like [`elementwise`](Self::elementwise) but into `out`, through `out_layout` when the spec
+    /// writes strided.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn elementwise_into(
+        self: &std::sync::Arc<Self>,
+        op: &'static str,
+        spec: &Spec,
+        inputs: &[(&GpuStorage, &Layout)],
+        params: [u32; 2],
+        numel: usize,
+        out: &GpuStorage,
+        out_layout: Option<&Layout>,
+    ) -> Result<()> {
+        if numel == 0 {
+            return Ok(());
+        }
+        let kernel = self.cache.get(&self.device, op, &spec.key(), || spec.source().unwrap_or_default())?;
+        let mut meta = vec![numel as u32, params[0], params[1]];
+        let base = meta.len() + inputs.len();
+        meta.resize(base, 0);
+        meta.push(0);
+        for (k, (_, layout)) in inputs.iter().enumerate() {
+            meta[3 + k] = meta.len() as u32;
+            push_layout(op, &mut meta, layout)?;
+        }
+        if let Some(l) = out_layout {
+            meta[3 + inputs.len()] = meta.len() as u32;
+            push_layout(op, &mut meta, l)?;
+        }
+        let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(s, _)| s.buffer()).collect();
+        buffers.push(out.buffer());
+        self.dispatch(op, &kernel, &buffers, &meta, (numel as u32).div_ceil(WG))
+    }
+}
+
+/// WGSL for a unary op on `x0` of `dtype`; `None` when the op is undefined for that dtype.
+pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
+    use UnaryOp::*;
+    let float = dtype.is_float();
+    if op.float_only() && !float && !matches!(op, IsNan | IsInf) {
+        return None;
+    }
+    let v = match (op, dtype) {
+        (Not, DType::Bool) => "!x0",
+        (Not, _) | (_, DType::Bool) => return None,
+        (IsNan, _) if float => "kiln_isnan(x0)",
+        (IsInf, _) if float => "kiln_isinf(x0)",
+        (IsNan | IsInf, _) => "false",
+        (Neg, DType::U32) => return None,
+        (Neg, _) => "-x0",
+        (Abs, DType::U32) => "x0",
+        (Abs, _) => "abs(x0)",
+        (Sign, DType::U32) => "min(x0, 1u)",
+        (Sign, DType::I32) => "sign(x0)",
+        (Sign, _) => "kiln_sign(x0)",
+        (Square, _) => "x0 * x0",
+        (Relu, DType::U32) => "x0",
+        (Relu, DType::I32) => "max(x0, 0)",
+        (Relu, _) => "select(x0, 0.0, x0 < 0.0)",
+        (Clamp(..), DType::I32 | DType::U32) => "min(max(x0, p0), p1)",
+        (Clamp(..), _) => "select(select(x0, p0, x0 < p0), p1, x0 > p1)",
+        (Exp, _) => "exp(x0)",
+        (Exp2, _) => "exp2(x0)",
+        (Log, _) => "log(x0)",
+        (Log2, _) => "log2(x0)",
+        (Log1p, _) => "kiln_log1p(x0)",
+        (Expm1, _) => "kiln_expm1(x0)",
+        (Sqrt, _) => "sqrt(x0)",
+        (Rsqrt, _) => "inverseSqrt(x0)",
+        (Recip, _) => "1.0 / x0",
+        (Sin, _) => "sin(x0)",
+        (Cos, _) => "cos(x0)",
+        (Tanh, _) => "kiln_tanh(x0)",
+        (Sigmoid, _) => "kiln_sigmoid(x0)",
+        (LeakyRelu(_), _) => "select(p0 * x0, x0, x0 > 0.0 || kiln_isnan(x0))",
+        (Elu(_), _) => "select(p0 * kiln_expm1(x0), x0, x0 > 0.0 || kiln_isnan(x0))",
+        (GeluErf, _) => "0.5 * x0 * (1.0 + kiln_erf(x0 * 0.70710678118654752))",
+        (GeluTanh, _) => "0.5 * x0 * (1.0 + kiln_tanh(0.79788456080286536 * (x0 + 0.044715 * x0 * x0 * x0)))",
+        (Silu, _) => "x0 * kiln_sigmoid(x0)",
+        (Softplus, _) => "kiln_softplus(x0)",
+        (Mish, _) => "x0 * kiln_tanh(kiln_softplus(x0))",
+        (Floor, _) => "floor(x0)",
+        (Ceil, _) => "ceil(x0)",
+        (Round, _) => "round(x0)",
+        (Powf(_), _) => "kiln_pow(x0, p0)",
+    };
+    Some(v.to_string())
+}
+
+/// WGSL for a binary op on `x0`, `x1` of `dtype`; `None` when undefined for that dtype.
+pub(crate) fn binary_value(op: BinaryOp, dtype: DType) -> Option<String> {
+    use BinaryOp::*;
+    let v = match (op, dtype) {
+        (And, DType::Bool) => "x0 && x1",
+        (Or, DType::Bool) => "x0 || x1",
+        (And | Or, _) => return None,
+        (Eq, _) => "x0 == x1",
+        (Ne, _) => "x0 != x1",
+        (_, DType::Bool) => return None,
+        (Lt, _) => "x0 < x1",
+        (Le, _) => "x0 <= x1",
+        (Gt, _) => "x0 > x1",
+        (Ge, _) => "x0 >= x1",
+        (Add, _) => "x0 + x1",
+        (Sub, _) => "x0 - x1",
+        (Mul, _) => "x0 * x1",
+        (Div, DType::I32) => "kiln_floordiv_i32(x0, x1)",
+        (Div, DType::U32) => "kiln_div_u32(x0, x1)",
+        (Div, _) => "x0 / x1",
+        (Rem, DType::I32) => "kiln_rem_i32(x0, x1)",
+        (Rem, DType::U32) => "kiln_rem_u32(x0, x1)",
+        (Rem, _) => "x0 - floor(x0 / x1) * x1",
+        (Pow, DType::I32) => "kiln_pow_i32(x0, x1)",
+        (Pow, DType::U32) => "kiln_pow_u32(x0, x1)",
+        (Pow, _) => "kiln_pow(x0, x1)",
+        (Maximum, DType::I32 | DType::U32) => "max(x0, x1)",
+        (Minimum, DType::I32 | DType::U32) => "min(x0, x1)",
+        (Maximum, _) => "select(select(x1, x0, x0 > x1), x0 + x1, kiln_isnan(x0) || kiln_isnan(x1))",
+        (Minimum, _) => "select(select(x1, x0, x0 < x1), x0 + x1, kiln_isnan(x0) || kiln_isnan(x1))",
+    };
+    Some(v.to_string())
+}
+
+/// WGSL converting `x0` from `from`'s compute type to `to`'s, as Rust's `as` does (saturating,
+/// NaN → 0, nonzero → true).
+pub(crate) fn cast_value(from: DType, to: DType) -> String {
+    let (f, t) = (compute_type(from), compute_type(to));
+    match (f, t) {
+        _ if f == t => "x0".into(),
+        ("bool", "f32") => "select(0.0, 1.0, x0)".into(),
+        ("bool", "i32") => "select(0, 1, x0)".into(),
+        ("bool", "u32") => "select(0u, 1u, x0)".into(),
+        ("f32", "bool") => "x0 != 0.0".into(),
+        ("i32", "bool") => "x0 != 0".into(),
+        ("u32", "bool") => "x0 != 0u".into(),
+        ("f32", "i32") => "select(i32(clamp(x0, -2147483648.0, 2147483520.0)), 0, kiln_isnan(x0))".into(),
+        ("f32", "u32") => "select(u32(clamp(x0, 0.0, 4294967040.0)), 0u, kiln_isnan(x0))".into(),
+        _ => format!("{t}(x0)"),
+    }
+}
+
+fn contiguous(l: &Layout) -> bool {
+    l.is_contiguous()
+}
+
+pub(crate) fn unary_spec(op: UnaryOp, dtype: DType, layout_contiguous: bool) -> Result<Spec> {
+    let value = unary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
+    let out = if op.returns_bool() { DType::Bool } else { dtype };
+    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, layout_contiguous)], out, value, strided_out: false })
+}
+
+pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Result<Spec> {
+    let value = binary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
+    let out = if op.returns_bool() { DType::Bool } else { dtype };
+    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false })
+}
+
+pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
+    Spec {
+        name: "where".into(),
+        inputs: vec![(DType::Bool, c[0]), (dtype, c[1]), (dtype, c[2])],
+        out: dtype,
+        value: "select(x2, x1, x0)".into(),
+        strided_out: false,
+    }
+}
+
+pub(crate) fn cast_spec(from: DType, to: DType, c: bool) -> Spec {
+    Spec { name: "cast".into(), inputs: vec![(from, c)], out: to, value: cast_value(from, to), strided_out: false }
+}
+
+pub(crate) fn fill_spec(dtype: DType) -> Spec {
+    // A fill has no input: the parameter is read in the output's own compute type.
+    Spec { name: "fill".into(), inputs: vec![], out: dtype, value: "p0".into(), strided_out: false }
+}
+
+pub(crate) fn copy_into_spec(dtype: DType, c: bool) -> Spec {
+    Spec { name: "copy_into".into(), inputs: vec![(dtype, c)], out: dtype, value: "x0".into(), strided_out: true }
+}
+
+pub(crate) fn layout_flags(layouts: &[&Layout]) -> Vec<bool> {
+    layouts.iter().map(|l| contiguous(l)).collect()
+}
+
+const GPU_DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
+
+/// Every elementwise source the backend can generate.
+pub(crate) fn specialisations() -> Vec<(String, String)> {
+    let mut specs = Vec::new();
+    for &d in &GPU_DTYPES {
+        for c in [true, false] {
+            for op in UnaryOp::ALL {
+                specs.extend(unary_spec(op, d, c).ok());
+            }
+            for op in BinaryOp::ALL {
+                for c1 in [true, false] {
+                    specs.extend(binary_spec(op, d, c, c1).ok());
+                }
+            }
+            for &to in &GPU_DTYPES {
+                specs.push(cast_spec(d, to, c));
+            }
+            for c1 in [true, false] {
+                for c2 in [true, false] {
+                    specs.push(where_spec(d, [c, c1, c2]));
+                }
+            }
+        }
+        specs.push(fill_spec(d));
+        for c in [true, false] {
+            specs.push(copy_into_spec(d, c));
+        }
+    }
+    specs.into_iter().filter_map(|s| Some((s.key(), s.source().ok()?))).collect()
+}

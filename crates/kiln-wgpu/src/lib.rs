@@ -1,0 +1,20 @@
+//! Kiln's GPU backend: every op is a WGSL compute shader run through wgpu.
+//!
+//! The pieces, one file each: [`context`] (adapter choice, device with the adapter's real limits
+//! and features), [`pool`] (size-class buffer reuse), [`cache`] (pipelines built once per
+//! specialisation key), [`batch`] (many dispatches per command encoder and submit, one metadata
+//! arena per batch), [`readback`] (pooled staging, blocking and async), and the kernels grouped
+//! by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
+//! build time.
+
+mod batch;
+mod cache;
+pub mod context;
+mod kernels;
+mod pool;
+mod readback;
+pub mod shaders;
+mod storage;
+
+pub use context::{AdapterSummary, GpuContext, GpuDevice, MemoryStats};
+pub use storage::GpuStorage;

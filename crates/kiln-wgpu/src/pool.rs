@@ -1,0 +1,182 @@
+//! Buffer reuse. A dropped tensor returns its buffer to a free list keyed by size class;
+//! allocation takes from that list before it asks the driver. Classes are quarter-octave steps,
+//! so no request wastes more than a quarter of its buffer.
+
+use crate::context::MemoryStats;
+use kiln_backend::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const MIN_CLASS: u64 = 256;
+
+/// Storage buffers can be bound, copied from and copied to.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+#[derive(Default)]
+struct PoolState {
+    free: HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>,
+    live_bytes: u64,
+    pooled_bytes: u64,
+    allocations: u64,
+}
+
+pub(crate) struct BufferPool {
+    state: Arc<Mutex<PoolState>>,
+    max_buffer: u64,
+    max_binding: u64,
+    budget: u64,
+}
+
+/// A buffer on loan from the pool; returned when dropped.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    usage: wgpu::BufferUsages,
+    state: Arc<Mutex<PoolState>>,
+    budget: u64,
+}
+
+fn lock(state: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
+    // A panic elsewhere while holding the lock leaves plain counters behind: keep going.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    if bytes <= MIN_CLASS {
+        return MIN_CLASS;
+    }
+    let top = 1u64 << (63 - bytes.leading_zeros());
+    let step = (top / 4).max(MIN_CLASS);
+    bytes.div_ceil(step) * step
+}
+
+impl BufferPool {
+    pub(crate) fn new(limits: &wgpu::Limits) -> Self {
+        let budget = std::env::var("KILN_POOL_BUDGET_MB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|mb| mb << 20)
+            .unwrap_or(2 << 30);
+        BufferPool {
+            state: Arc::default(),
+            max_buffer: limits.max_buffer_size,
+            max_binding: limits.max_storage_buffer_binding_size as u64,
+            budget,
+        }
+    }
+
+    /// A storage buffer of at least `bytes` bytes (contents undefined).
+    pub(crate) fn storage(&self, device: &wgpu::Device, op: &'static str, bytes: u64) -> Result<PooledBuffer> {
+        if bytes > self.max_binding {
+            return Err(Error::OutOfMemory {
+                op,
+                msg: format!(
+                    "a tensor of {bytes} bytes exceeds this adapter's max_storage_buffer_binding_size of {} bytes",
+                    self.max_binding
+                ),
+            });
+        }
+        self.get(device, op, bytes, STORAGE_USAGE)
+    }
+
+    pub(crate) fn get(
+        &self,
+        device: &wgpu::Device,
+        op: &'static str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<PooledBuffer> {
+        let class = size_class(bytes.max(4));
+        if class > self.max_buffer {
+            return Err(Error::OutOfMemory {
+                op,
+                msg: format!("{bytes} bytes exceeds this adapter's max_buffer_size of {} bytes", self.max_buffer),
+            });
+        }
+        let reused = {
+            let mut s = lock(&self.state);
+            let b = s.free.get_mut(&(class, usage)).and_then(|v| v.pop());
+            if b.is_some() {
+                s.pooled_bytes -= class;
+                s.live_bytes += class;
+            }
+            b
+        };
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.create(device, op, class, usage)?,
+        };
+        Ok(PooledBuffer { buffer: Some(buffer), class, usage, state: self.state.clone(), budget: self.budget })
+    }
+
+    fn create(&self, device: &wgpu::Device, op: &'static str, class: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let make = || {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let b = device.create_buffer(&wgpu::BufferDescriptor { label: Some("kiln"), size: class, usage, mapped_at_creation: false });
+            (b, pollster::block_on(scope.pop()))
+        };
+        let (mut buffer, mut err) = make();
+        if err.is_some() {
+            // Give the driver back what the free lists hold, then try once more.
+            self.trim();
+            (buffer, err) = make();
+        }
+        if let Some(e) = err {
+            return Err(Error::OutOfMemory { op, msg: format!("allocating {class} bytes: {e}") });
+        }
+        let mut s = lock(&self.state);
+        s.live_bytes += class;
+        s.allocations += 1;
+        Ok(buffer)
+    }
+
+    /// Drops every pooled buffer.
+    pub(crate) fn trim(&self) {
+        let mut s = lock(&self.state);
+        s.free.clear();
+        s.pooled_bytes = 0;
+    }
+
+    pub(crate) fn stats(&self) -> MemoryStats {
+        let s = lock(&self.state);
+        MemoryStats { live_bytes: s.live_bytes, pooled_bytes: s.pooled_bytes, allocations: s.allocations, ..Default::default() }
+    }
+}
+
+impl PooledBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        // Only `drop` takes the buffer out.
+        self.buffer.as_ref().expect("pooled buffer present until drop")
+    }
+
+    pub fn size(&self) -> u64 {
+        self.class
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let Some(buffer) = self.buffer.take() else { return };
+        let mut s = lock(&self.state);
+        s.live_bytes -= self.class;
+        if s.pooled_bytes + self.class <= self.budget {
+            s.pooled_bytes += self.class;
+            s.free.entry((self.class, self.usage)).or_default().push(buffer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn classes_waste_at_most_a_quarter() {
+        for bytes in [1u64, 255, 256, 257, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(bytes);
+            assert!(c >= bytes);
+            assert!(c <= 256 || (c as f64) <= bytes as f64 * 1.25 + 256.0, "{bytes} -> {c}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `GpuStorage`: a pooled buffer plus its dtype, and the `BackendStorage` impl that routes each
+//! primitive to its kernel family.
+
+use crate::context::GpuDevice;
+use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
+use crate::pool::PooledBuffer;
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+
+/// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
+pub struct GpuStorage {
+    buf: PooledBuffer,
+    dtype: DType,
+    len: usize,
+    ctx: GpuDevice,
+}
+
+impl GpuStorage {
+    /// A fresh buffer for `len` elements (contents undefined).
+    pub(crate) fn alloc(ctx: &GpuDevice, op: &'static str, dtype: DType, len: usize) -> Result<Self> {
+        kernels::storage_type(op, dtype)?;
+        check_f16(ctx, op, dtype)?;
+        let bytes = (len as u64).checked_mul(gpu_size(dtype)).ok_or_else(|| Error::OutOfMemory {
+            op,
+            msg: format!("{len} elements of {dtype} overflow the address space"),
+        })?;
+        let buf = ctx.pool.storage(&ctx.device, op, bytes)?;
+        Ok(GpuStorage { buf, dtype, len, ctx: ctx.clone() })
+    }
+
+    /// The underlying wgpu buffer, for binding a tensor in an application's own passes. Elements
+    /// start at the tensor layout's offset × element size.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn context(&self) -> &GpuDevice {
+        &self.ctx
+    }
+
+    /// Reads the layout's elements asynchronously (no thread blocks on the GPU).
+    pub async fn to_host_async(&self, layout: &Layout) -> Result<HostData> {
+        let flat = self.contiguous_for_read(layout)?;
+        let src = flat.as_ref().unwrap_or(self);
+        let bytes = gpu_size(self.dtype) * layout.numel() as u64;
+        let raw = self.ctx.read_bytes_async("to_vec_async", src.buffer(), bytes).await?;
+        decode(self.dtype, &raw, layout.numel())
+    }
+
+    /// A contiguous copy when `layout` is not already the buffer's prefix.
+    fn contiguous_for_read(&self, layout: &Layout) -> Result<Option<GpuStorage>> {
+        if layout.is_contiguous() && layout.offset() == 0 {
+            Ok(None)
+        } else {
+            Ok(Some(self.cast(layout, self.dtype)?))
+        }
+    }
+}
+
+fn check_f16(ctx: &GpuDevice, op: &'static str, dtype: DType) -> Result<()> {
+    if dtype == DType::F16 && !ctx.has_f16() {
+        return Err(Error::Unsupported { op, msg: format!("f16 needs SHADER_F16, which {} lacks", ctx.summary.name) });
+    }
+    Ok(())
+}
+
+fn same_device(op: &'static str, a: &GpuStorage, b: &GpuStorage) -> Result<()> {
+    if std::sync::Arc::ptr_eq(&a.ctx, &b.ctx) {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch { op, lhs: a.ctx.summary.name.clone(), rhs: b.ctx.summary.name.clone() })
+    }
+}
+
+fn encode(data: &HostData) -> Vec<u8> {
+    match data {
+        HostData::F32(v) => bytemuck::cast_slice(v).to_vec(),
+        HostData::F16(v) => bytemuck::cast_slice(v).to_vec(),
+        HostData::F64(v) => bytemuck::cast_slice(v).to_vec(),
+        HostData::I32(v) => bytemuck::cast_slice(v).to_vec(),
+        HostData::U32(v) => bytemuck::cast_slice(v).to_vec(),
+        HostData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+    }
+}
+
+fn decode(dtype: DType, raw: &[u8], n: usize) -> Result<HostData> {
+    let need = gpu_size(dtype) as usize * n;
+    if raw.len() < need {
+        return Err(Error::Backend { op: "to_vec", msg: format!("readback returned {} of {need} bytes", raw.len()) });
+    }
+    let raw = &raw[..need];
+    let words = || raw.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+    Ok(match dtype {
+        DType::F32 => HostData::F32(words().map(f32::from_le_bytes).collect()),
+        DType::I32 => HostData::I32(words().map(i32::from_le_bytes).collect()),
+        DType::U32 => HostData::U32(words().map(u32::from_le_bytes).collect()),
+        DType::Bool => HostData::Bool(words().map(|w| u32::from_le_bytes(w) != 0).collect()),
+        DType::F16 => HostData::F16(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect()),
+        DType::F64 => return Err(Error::unsupported_dtype("to_vec", dtype)),
+    })
+}
+
+impl BackendStorage for GpuStorage {
+    type Device = GpuDevice;
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn from_host(device: &GpuDevice, data: &HostData) -> Result<Self> {
+        let dtype = data.dtype();
+        kernels::storage_type("from_vec", dtype)?;
+        check_f16(device, "from_vec", dtype)?;
+        let buf = device.upload("from_vec", &encode(data))?;
+        Ok(GpuStorage { buf, dtype, len: data.len(), ctx: device.clone() })
+    }
+
+    fn full(device: &GpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {
+        device.elementwise("full", &ew::fill_spec(dtype), &[], [param_bits(value, dtype), 0], numel)
+    }
+
+    fn to_host(&self, layout: &Layout) -> Result<HostData> {
+        let flat = self.contiguous_for_read(layout)?;
+        let src = flat.as_ref().unwrap_or(self);
+        let bytes = gpu_size(self.dtype) * layout.numel() as u64;
+        let raw = self.ctx.read_bytes("to_vec", src.buffer(), bytes)?;
+        decode(self.dtype, &raw, layout.numel())
+    }
+
+    fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
+        let spec = ew::unary_spec(op, self.dtype, layout.is_contiguous())?;
+        let [a, b] = op.params();
+        let params = [param_bits(a, self.dtype), param_bits(b, self.dtype)];
+        self.ctx.elementwise(op.name(), &spec, &[(self, layout)], params, layout.numel())
+    }
+
+    fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
+        same_device(op.name(), self, rhs)?;
+        let spec = ew::binary_spec(op, self.dtype, layout.is_contiguous(), rhs_layout.is_contiguous())?;
+        self.ctx.elementwise(op.name(), &spec, &[(self, layout), (rhs, rhs_layout)], [0, 0], layout.numel())
+    }
+
+    fn where_cond(&self, layout: &Layout, t: &Self, tl: &Layout, f: &Self, fl: &Layout) -> Result<Self> {
+        same_device("where", self, t)?;
+        same_device("where", self, f)?;
+        let flags = ew::layout_flags(&[layout, tl, fl]);
+        let spec = ew::where_spec(t.dtype, [flags[0], flags[1], flags[2]]);
+        self.ctx.elementwise("where", &spec, &[(self, layout), (t, tl), (f, fl)], [0, 0], layout.numel())
+    }
+
+    fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
+        let spec = ew::cast_spec(self.dtype, dtype, layout.is_contiguous());
+        self.ctx.elementwise("cast", &spec, &[(self, layout)], [0, 0], layout.numel())
+    }
+
+    fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {
+        same_device("copy_into", self, dst)?;
+        let spec = ew::copy_into_spec(self.dtype, layout.is_contiguous());
+        let ctx = self.ctx.clone();
+        ctx.elementwise_into("copy_into", &spec, &[(self, layout)], [0, 0], layout.numel(), dst, Some(dst_layout))
+    }
+
+    fn reduce(&self, layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<Self> {
+        kernels::reduce::reduce(self, layout, op, reduced_dims)
+    }
+
+    fn softmax_last(&self, layout: &Layout, log: bool) -> Result<Self> {
+        kernels::reduce::softmax_last(self, layout, log)
+    }
+
+    fn cumsum(&self, layout: &Layout, dim: usize) -> Result<Self> {
+        kernels::reduce::cumsum(self, layout, dim)
+    }
+
+    fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
+        same_device("matmul", self, rhs)?;
+        kernels::matmul::matmul(self, layout, rhs, rhs_layout)
+    }
+
+    fn index_select(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        same_device("index_select", self, ids)?;
+        kernels::index::index_select(self, layout, ids, il, dim)
+    }
+
+    fn gather(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+        same_device("gather", self, ids)?;
+        kernels::index::gather(self, layout, ids, il, dim)
+    }
+
+    fn scatter_add(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
+        same_device("scatter_add", self, ids)?;
+        same_device("scatter_add", self, src)?;
+        kernels::index::scatter_add(self, layout, ids, il, src, sl, dim)
+    }
+
+    fn im2col(&self, layout: &Layout, g: &ConvGeometry, pad_value: f64) -> Result<Self> {
+        kernels::conv::im2col(self, layout, g, pad_value)
+    }
+
+    fn col2im(&self, layout: &Layout, g: &ConvGeometry) -> Result<Self> {
+        kernels::conv::col2im(self, layout, g)
+    }
+
+    fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)> {
+        kernels::index::topk(self, layout, k, largest)
+    }
+}

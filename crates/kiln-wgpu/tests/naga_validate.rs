@@ -1,0 +1,31 @@
+//! Every WGSL specialisation the backend can generate parses, validates and translates to
+//! SPIR-V with naga, without an adapter.
+
+#[test]
+fn every_specialisation_validates() {
+    let all = kiln_wgpu::shaders::all_specialisations();
+    assert!(all.len() > 300, "only {} specialisations listed", all.len());
+    let mut failures = Vec::new();
+    for (key, src) in &all {
+        let module = match naga::front::wgsl::parse_str(src) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{key}: parse: {}", e.emit_to_string(src)));
+                continue;
+            }
+        };
+        let mut validator =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let info = match validator.validate(&module) {
+            Ok(i) => i,
+            Err(e) => {
+                failures.push(format!("{key}: validate: {}", e.emit_to_string(src)));
+                continue;
+            }
+        };
+        if let Err(e) = naga::back::spv::write_vec(&module, &info, &Default::default(), None) {
+            failures.push(format!("{key}: spir-v: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} kernels failed:\n{}", failures.len(), all.len(), failures.join("\n"));
+}

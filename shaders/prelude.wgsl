@@ -1,0 +1,25 @@
+// Shared by every Kiln kernel: the metadata binding and strided indexing.
+// A layout block in `info` is [offset, rank, shape[rank], strides[rank]].
+
+@group(0) @binding(0) var<storage, read> info: array<u32>;
+
+// Storage index of the i-th element (row-major) of the layout block at `base`.
+fn layout_index(base: u32, i: u32) -> u32 {
+    let rank = info[base + 1u];
+    var idx = info[base];
+    var rem = i;
+    var d = rank;
+    loop {
+        if d == 0u { break; }
+        d -= 1u;
+        let size = info[base + 2u + d];
+        idx += (rem % size) * info[base + 2u + rank + d];
+        rem /= size;
+    }
+    return idx;
+}
+
+// Workgroup grids may be 2-D when a 1-D count would pass 65,535 (see batch.rs).
+fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
