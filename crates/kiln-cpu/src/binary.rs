@@ -36,16 +36,39 @@ pub(crate) fn same<'a, T: Elem>(op: &'static str, other: &'a HostData) -> Result
 fn float_binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Result<HostData> {
     let name = op.name();
     let (x, y) = (read(name, a, al)?, read(name, b, bl)?);
-    if op.is_logical() {
-        return Err(unsupported(name, T::DTYPE, "logical ops take bool"));
+    use BinaryOp::*;
+    // One closure per op with `op` constant, so the per-element `match` folds away.
+    macro_rules! arith {
+        ($k:expr) => {
+            T::wrap(zip_map(&x, &y, |p, q| T::from_f64(float_fn($k, p.to_f64(), q.to_f64()))))
+        };
     }
-    if op.is_comparison() {
-        return Ok(HostData::Bool(zip_map(&x, &y, |p, q| compare(op, &p.to_f64(), &q.to_f64()))));
+    macro_rules! cmp {
+        ($k:expr) => {
+            HostData::Bool(zip_map(&x, &y, |p, q| compare($k, &p.to_f64(), &q.to_f64())))
+        };
     }
-    Ok(T::wrap(zip_map(&x, &y, |p, q| T::from_f64(float_fn(op, p.to_f64(), q.to_f64())))))
+    Ok(match op {
+        Add => arith!(Add),
+        Sub => arith!(Sub),
+        Mul => arith!(Mul),
+        Div => arith!(Div),
+        Pow => arith!(Pow),
+        Maximum => arith!(Maximum),
+        Minimum => arith!(Minimum),
+        Rem => arith!(Rem),
+        Eq => cmp!(Eq),
+        Ne => cmp!(Ne),
+        Lt => cmp!(Lt),
+        Le => cmp!(Le),
+        Gt => cmp!(Gt),
+        Ge => cmp!(Ge),
+        And | Or => return Err(unsupported(name, T::DTYPE, "logical ops take bool")),
+    })
 }
 
 /// The value of an arithmetic `op`, PyTorch's definition, in f64.
+#[inline(always)]
 pub(crate) fn float_fn(op: BinaryOp, x: f64, y: f64) -> f64 {
     use BinaryOp::*;
     match op {
@@ -80,6 +103,7 @@ pub(crate) fn float_fn(op: BinaryOp, x: f64, y: f64) -> f64 {
     }
 }
 
+#[inline(always)]
 fn compare<T: PartialOrd>(op: BinaryOp, x: &T, y: &T) -> bool {
     use BinaryOp::*;
     match op {

@@ -49,7 +49,6 @@ pub(crate) trait Float: Num<Acc = f64> {}
 pub(crate) trait Int: Num<Acc = Self> + Ord {
     const SIGNED: bool;
     const ZERO: Self;
-    const ONE: Self;
     fn wadd(self, o: Self) -> Self;
     fn wsub(self, o: Self) -> Self;
     fn wmul(self, o: Self) -> Self;
@@ -213,7 +212,6 @@ int_num!(u32);
 impl Int for i32 {
     const SIGNED: bool = true;
     const ZERO: i32 = 0;
-    const ONE: i32 = 1;
     fn wadd(self, o: i32) -> i32 {
         self.wrapping_add(o)
     }
@@ -274,7 +272,6 @@ impl Int for i32 {
 impl Int for u32 {
     const SIGNED: bool = false;
     const ZERO: u32 = 0;
-    const ONE: u32 = 1;
     fn wadd(self, o: u32) -> u32 {
         self.wrapping_add(o)
     }
@@ -285,10 +282,10 @@ impl Int for u32 {
         self.wrapping_mul(o)
     }
     fn floor_div(self, o: u32) -> u32 {
-        if o == 0 { 0 } else { self / o }
+        self.checked_div(o).unwrap_or(0)
     }
     fn floor_rem(self, o: u32) -> u32 {
-        if o == 0 { 0 } else { self % o }
+        self.checked_rem(o).unwrap_or(0)
     }
     fn wpow(self, e: u32) -> u32 {
         self.wrapping_pow(e)

@@ -56,24 +56,34 @@ impl Dims {
     }
 }
 
+/// One gemm operand: where its (0, 0) element is and how to step along rows and columns.
+#[derive(Clone, Copy)]
+struct Operand<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
 trait Gemm: Elem {
+    /// `c ← a · b` for one m×k by k×n product.
+    ///
     /// # Safety
-    /// Every `a + i·rsa + p·csa` (i < m, p < k) and `b + p·rsb + j·csb` (p < k, j < n) is in
-    /// bounds of its allocation, and `c` is a distinct, writable, row-major m×n block.
-    unsafe fn gemm(d: Dims, a: *const Self, rsa: isize, csa: isize, b: *const Self, rsb: isize, csb: isize, c: *mut Self);
+    /// Every `a.ptr + i·a.rs + p·a.cs` (i < m, p < k) and `b.ptr + p·b.rs + j·b.cs` (p < k, j < n)
+    /// is in bounds of its allocation, and `c` is a distinct, writable, row-major m×n block.
+    unsafe fn gemm(d: Dims, a: Operand<Self>, b: Operand<Self>, c: *mut Self);
 }
 
 impl Gemm for f32 {
-    unsafe fn gemm(d: Dims, a: *const f32, rsa: isize, csa: isize, b: *const f32, rsb: isize, csb: isize, c: *mut f32) {
-        // SAFETY: forwarded from this function's contract; C is row-major (stride n, 1).
-        unsafe { matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, d.n as isize, 1) }
+    unsafe fn gemm(d: Dims, a: Operand<f32>, b: Operand<f32>, c: *mut f32) {
+        // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
+        unsafe { matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1) }
     }
 }
 
 impl Gemm for f64 {
-    unsafe fn gemm(d: Dims, a: *const f64, rsa: isize, csa: isize, b: *const f64, rsb: isize, csb: isize, c: *mut f64) {
-        // SAFETY: forwarded from this function's contract; C is row-major (stride n, 1).
-        unsafe { matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, d.n as isize, 1) }
+    unsafe fn gemm(d: Dims, a: Operand<f64>, b: Operand<f64>, c: *mut f64) {
+        // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
+        unsafe { matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1) }
     }
 }
 
@@ -101,7 +111,11 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
         // `offset + bi·s0 + i·s1 + p·s2` with indices below the shape, is inside its slice, so
         // `a_off`/`b_off` are in bounds and so is every element gemm reads from them; `c` is this
         // batch's own m×n block of `out`.
-        unsafe { T::gemm(d, a.as_ptr().add(a_off), rsa, csa, b.as_ptr().add(b_off), rsb, csb, c.as_mut_ptr()) }
+        unsafe {
+            let a = Operand { ptr: a.as_ptr().add(a_off), rs: rsa, cs: csa };
+            let b = Operand { ptr: b.as_ptr().add(b_off), rs: rsb, cs: csb };
+            T::gemm(d, a, b, c.as_mut_ptr())
+        }
     };
     if d.m.saturating_mul(d.n).saturating_mul(d.k) < SMALL_GEMM {
         for_each_block(&mut out, per_batch, run);

@@ -30,11 +30,56 @@ fn float_unary<T: Float>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostDa
         UnaryOp::IsNan => HostData::Bool(map(&x, |e| e.is_nan())),
         UnaryOp::IsInf => HostData::Bool(map(&x, |e| e.to_f64().is_infinite())),
         UnaryOp::Not => return Err(unsupported(op.name(), T::DTYPE, "logical not takes bool")),
-        _ => T::wrap(map(&x, |e| T::from_f64(float_fn(op, e.to_f64())))),
+        _ => T::wrap(float_map(&x, op)),
     })
 }
 
+/// `float_fn(op, ·)` over `x`, with one closure per op in which `op` is a constant, so the
+/// per-element `match` folds away (it otherwise costs ~20× on cheap ops like relu).
+fn float_map<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
+    use UnaryOp::*;
+    macro_rules! with {
+        ($k:expr) => {
+            map(x, move |e| T::from_f64(float_fn($k, e.to_f64())))
+        };
+    }
+    match op {
+        Neg => with!(Neg),
+        Abs => with!(Abs),
+        Sign => with!(Sign),
+        Exp => with!(Exp),
+        Exp2 => with!(Exp2),
+        Log => with!(Log),
+        Log2 => with!(Log2),
+        Log1p => with!(Log1p),
+        Expm1 => with!(Expm1),
+        Sqrt => with!(Sqrt),
+        Rsqrt => with!(Rsqrt),
+        Recip => with!(Recip),
+        Square => with!(Square),
+        Sin => with!(Sin),
+        Cos => with!(Cos),
+        Tanh => with!(Tanh),
+        Sigmoid => with!(Sigmoid),
+        Relu => with!(Relu),
+        LeakyRelu(a) => with!(LeakyRelu(a)),
+        Elu(a) => with!(Elu(a)),
+        GeluErf => with!(GeluErf),
+        GeluTanh => with!(GeluTanh),
+        Silu => with!(Silu),
+        Softplus => with!(Softplus),
+        Mish => with!(Mish),
+        Floor => with!(Floor),
+        Ceil => with!(Ceil),
+        Round => with!(Round),
+        Clamp(lo, hi) => with!(Clamp(lo, hi)),
+        Powf(p) => with!(Powf(p)),
+        IsNan | IsInf | Not => with!(op),
+    }
+}
+
 /// The value of `op` at `x`, PyTorch's definition, in f64.
+#[inline(always)]
 pub(crate) fn float_fn(op: UnaryOp, x: f64) -> f64 {
     use UnaryOp::*;
     match op {

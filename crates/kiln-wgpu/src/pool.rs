@@ -150,9 +150,6 @@ impl PooledBuffer {
         self.buffer.as_ref().expect("pooled buffer present until drop")
     }
 
-    pub fn size(&self) -> u64 {
-        self.class
-    }
 }
 
 impl Drop for PooledBuffer {

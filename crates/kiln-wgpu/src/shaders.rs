@@ -4,6 +4,17 @@
 pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
 pub const MATH: &str = include_str!("../../../shaders/math.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+pub const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
+pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
+pub const CUMSUM: &str = include_str!("../../../shaders/cumsum.wgsl");
+pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+pub const MATMUL_SMALL: &str = include_str!("../../../shaders/matmul_small.wgsl");
+pub const INDEX_SELECT: &str = include_str!("../../../shaders/index_select.wgsl");
+pub const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
+pub const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
+pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
+pub const IM2COL: &str = include_str!("../../../shaders/im2col.wgsl");
+pub const COL2IM: &str = include_str!("../../../shaders/col2im.wgsl");
 
 /// Every kernel source the backend can build, with its cache key. Each kernel family adds
 /// its own list; a test compiles all of them with naga (WGSL → IR → validation → SPIR-V).

@@ -201,8 +201,14 @@ pub(crate) fn cast_value(from: DType, to: DType) -> String {
         ("f32", "bool") => "x0 != 0.0".into(),
         ("i32", "bool") => "x0 != 0".into(),
         ("u32", "bool") => "x0 != 0u".into(),
-        ("f32", "i32") => "select(i32(clamp(x0, -2147483648.0, 2147483520.0)), 0, kiln_isnan(x0))".into(),
-        ("f32", "u32") => "select(u32(clamp(x0, 0.0, 4294967040.0)), 0u, kiln_isnan(x0))".into(),
+        // f32 cannot represent i32::MAX: saturate explicitly past the largest float below 2^31.
+        ("f32", "i32") => {
+            "select(select(i32(clamp(x0, -2147483648.0, 2147483520.0)), 2147483647, x0 >= 2147483648.0), 0, kiln_isnan(x0))"
+                .into()
+        }
+        ("f32", "u32") => {
+            "select(select(u32(clamp(x0, 0.0, 4294967040.0)), 4294967295u, x0 >= 4294967296.0), 0u, kiln_isnan(x0))".into()
+        }
         _ => format!("{t}(x0)"),
     }
 }

@@ -1,19 +1,454 @@
-//! Reductions over trailing dims, softmax over the last dim, cumulative sum.
-use crate::storage::GpuStorage;
-use kiln_backend::{Error, Layout, ReduceOp, Result};
+//! Reductions over trailing dims (`shaders/reduce.wgsl`), softmax over the last dim
+//! (`shaders/softmax.wgsl`) and cumulative sums (`shaders/cumsum.wgsl`).
+//!
+//! Every kernel is parametrised by data in `info` (row counts, lanes per row, strides, layout
+//! blocks); sources are specialised only by op, dtype, pass and whether the reduced elements
+//! of a row can be addressed as `base + j·s`.
 
-pub(crate) fn reduce(_s: &GpuStorage, _l: &Layout, op: ReduceOp, _dims: usize) -> Result<GpuStorage> {
-    Err(Error::Unsupported { op: op.name(), msg: "not yet on the GPU".into() })
+use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
+use crate::{context::GpuContext, storage::GpuStorage};
+use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};
+use std::sync::Arc;
+
+/// Enough workgroups to keep a large GPU busy (an H100 holds about 8 × 132 of 256 threads);
+/// fewer rows than this get their rows split into chunks folded by a second pass.
+const TARGET_GROUPS: usize = 1024;
+/// Elements each lane should fold per chunk at least, so a split pays for its second pass.
+const MIN_PER_LANE: usize = 16;
+/// Most chunks per row: the second pass folds them with one workgroup per row in one sweep.
+const MAX_CHUNKS: usize = 256;
+
+const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
+
+/// Which pass of a reduction a kernel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Input rows straight to the output.
+    Full,
+    /// Input rows to one partial (compute type, plus position for Arg ops) per chunk.
+    PartialOut,
+    /// Partials (contiguous, `P` per row) to the output.
+    PartialIn,
 }
 
-pub(crate) fn softmax_last(_s: &GpuStorage, _l: &Layout, _log: bool) -> Result<GpuStorage> {
-    Err(Error::Unsupported { op: "softmax", msg: "not yet on the GPU".into() })
+#[derive(Clone, Copy, Debug)]
+struct ReduceSpec {
+    op: ReduceOp,
+    dtype: DType,
+    stage: Stage,
+    /// The reduced dims do not collapse to one stride: walk them with `layout_index`.
+    strided: bool,
 }
 
-pub(crate) fn cumsum(_s: &GpuStorage, _l: &Layout, _dim: usize) -> Result<GpuStorage> {
-    Err(Error::Unsupported { op: "cumsum", msg: "not yet on the GPU".into() })
+impl ReduceSpec {
+    fn key(&self) -> String {
+        format!("reduce|{}|{}|{:?}|{}", self.op.name(), self.dtype, self.stage, if self.strided { "s" } else { "l" })
+    }
+
+    fn source(&self) -> Result<String> {
+        let name = self.op.name();
+        let st = storage_type(name, self.dtype)?;
+        let ct = compute_type(self.dtype);
+        let arg = self.op.is_arg();
+        let mut b = String::new();
+        let src_ty = if self.stage == Stage::PartialIn { ct } else { st };
+        b += &format!("@group(0) @binding(1) var<storage, read> src: array<{src_ty}>;\n");
+        let mut next = 2;
+        if self.stage == Stage::PartialIn && arg {
+            b += "@group(0) @binding(2) var<storage, read> src_idx: array<u32>;\n";
+            next = 3;
+        }
+        let dst_ty = match self.stage {
+            Stage::PartialOut => ct,
+            _ if arg => "u32",
+            _ => st,
+        };
+        b += &format!("@group(0) @binding({next}) var<storage, read_write> dst: array<{dst_ty}>;\n");
+        if self.stage == Stage::PartialOut && arg {
+            b += &format!("@group(0) @binding({}) var<storage, read_write> dst_idx: array<u32>;\n", next + 1);
+        }
+        let loaded = if self.stage == Stage::PartialIn { "src[k]".to_string() } else { load(self.dtype, "src[k]") };
+        b += &format!("fn load_src(k: u32) -> {ct} {{ return {loaded}; }}\n");
+        let (row_base, element, position) = match (self.stage, self.strided) {
+            (Stage::PartialIn, _) => {
+                ("g * info[1]", "base + j", if arg { "src_idx[base + j]" } else { "j" })
+            }
+            (_, false) => ("layout_index(info[7], g)", "base + j * info[6]", "j"),
+            (_, true) => ("layout_index(info[7], g)", "base + layout_index(info[8], j)", "j"),
+        };
+        b += &format!("fn row_base(g: u32) -> u32 {{ return {row_base}; }}\n");
+        b += &format!("fn element(base: u32, j: u32) -> u32 {{ return {element}; }}\n");
+        b += &format!("fn position(base: u32, j: u32) -> u32 {{ return {position}; }}\n");
+        let write = match self.stage {
+            Stage::PartialOut if arg => "let k = g * chunks + p; dst[k] = st.v; dst_idx[k] = st.i;".to_string(),
+            Stage::PartialOut => "dst[g * chunks + p] = st.v;".to_string(),
+            _ if arg => "dst[g] = st.i;".to_string(),
+            _ => format!("dst[g] = {};", store(self.dtype, "st.v")),
+        };
+        b += &format!("fn write_out(g: u32, p: u32, chunks: u32, st: State) {{ {write} }}\n");
+
+        let identity = match self.op {
+            ReduceOp::Prod => format!("{ct}(1)"),
+            _ => format!("{ct}(0)"),
+        };
+        let float = ct == "f32";
+        let fold = match self.op {
+            ReduceOp::Sum => "    return State(a.v + b.v, 0u);".to_string(),
+            ReduceOp::Prod => "    return State(a.v * b.v, 0u);".to_string(),
+            ReduceOp::Max | ReduceOp::ArgMax => extreme_fold(">", float),
+            ReduceOp::Min | ReduceOp::ArgMin => extreme_fold("<", float),
+        };
+        let accumulate = if self.op == ReduceOp::Sum && float {
+            // Blocks of 32 summed apart, then added to the lane's total: a lane folding
+            // thousands of elements stays near pairwise accuracy, and the tree across lanes
+            // is pairwise already.
+            "        var part = 0.0;
+        var count = 0u;
+        for (var j = lo + lane; j < hi; j += lanes) {
+            part += load_src(element(base, j));
+            count += 1u;
+            if count == 32u {
+                st.v += part;
+                part = 0.0;
+                count = 0u;
+            }
+        }
+        st.v += part;"
+        } else {
+            "        for (var j = lo + lane; j < hi; j += lanes) {
+            st = fold(st, State(load_src(element(base, j)), position(base, j)));
+        }"
+        };
+        let body = crate::shaders::REDUCE
+            .replace("{{BINDINGS}}", &b)
+            .replace("{{CT}}", ct)
+            .replace("{{IDENTITY}}", &identity)
+            .replace("{{FOLD}}", &fold)
+            .replace("{{ACCUMULATE}}", accumulate);
+        Ok(module(enables(&[self.dtype]), false, &body))
+    }
 }
 
+/// The fold of Max/Min/ArgMax/ArgMin: `b` replaces `a` when it is more extreme, or equal and
+/// earlier. NaN is more extreme than anything (first NaN wins), as torch's max/argmax have it.
+fn extreme_fold(cmp: &str, float: bool) -> String {
+    let nan = if float {
+        "    let an = kiln_isnan(a.v);
+    let bn = kiln_isnan(b.v);
+    if an || bn {
+        if bn && (!an || b.i < a.i) { return b; }
+        return a;
+    }
+"
+    } else {
+        ""
+    };
+    format!(
+        "    if a.i == EMPTY {{ return b; }}
+    if b.i == EMPTY {{ return a; }}
+{nan}    if b.v {cmp} a.v || (b.v == a.v && b.i < a.i) {{ return b; }}
+    return a;"
+    )
+}
+
+/// Drops size-1 dims and merges neighbours that step through memory as one dim.
+fn collapse(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (&d, &s) in shape.iter().zip(strides) {
+        if d == 1 {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 == s * d => *last = (last.0 * d, s),
+            _ => out.push((d, s)),
+        }
+    }
+    out.into_iter().unzip()
+}
+
+fn checked_product(op: &'static str, dims: &[usize]) -> Result<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
+        op,
+        msg: format!("shape {dims:?} has more elements than the address space"),
+    })
+}
+
+fn to_u32(op: &'static str, v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::OutOfMemory { op, msg: format!("{what} ({v}) needs indices past u32") })
+}
+
+fn lanes_for(len: usize) -> usize {
+    len.max(1).next_power_of_two().min(WG as usize)
+}
+
+fn tune(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// How one reduction is laid over workgroups.
+struct Plan {
+    /// Rows per workgroup.
+    r: usize,
+    lane_major: bool,
+    /// Chunks per row (1: no second pass) and chunk length.
+    chunks: usize,
+    chunk: usize,
+}
+
+/// `row_step` is the storage distance between neighbouring rows (innermost kept dim), `linear`
+/// whether a row's elements are `base + j·s`, with `s` = `elem_step`.
+fn plan(rows: usize, len: usize, linear: bool, elem_step: usize, row_step: Option<usize>) -> Plan {
+    let wg = WG as usize;
+    let rows_adjacent = row_step == Some(1) && !(linear && elem_step == 1);
+    let (r, lane_major) = if rows_adjacent {
+        // Column reduction: neighbouring threads take neighbouring rows so a warp reads one
+        // stretch of memory per step; up to 32 rows, and no more lanes than the row has.
+        let r_cap = rows.next_power_of_two().min(32);
+        let lanes = lanes_for(len).min(wg / r_cap);
+        (wg / lanes, true)
+    } else {
+        (wg / lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 1))), false)
+    };
+    let lanes = wg / r;
+    let tiles = rows.div_ceil(r);
+    let per_lane = len.div_ceil(lanes);
+    let mut chunks = 1;
+    if tiles < TARGET_GROUPS && per_lane >= 2 * MIN_PER_LANE {
+        chunks = TARGET_GROUPS.div_ceil(tiles).min(per_lane / MIN_PER_LANE).min(MAX_CHUNKS);
+    }
+    let chunk = len.div_ceil(chunks.max(1)).max(1);
+    // Recount so that no chunk is empty.
+    let chunks = len.div_ceil(chunk).max(1);
+    Plan { r, lane_major, chunks, chunk }
+}
+
+pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<GpuStorage> {
+    let name = op.name();
+    let dtype = s.dtype();
+    if dtype == DType::Bool {
+        return Err(Error::UnsupportedDType { op: name, dtype, why: " (cast bool to an integer dtype first)".into() });
+    }
+    storage_type(name, dtype)?;
+    if reduced_dims > l.rank() {
+        return Err(Error::invalid(
+            name,
+            format!("cannot reduce {reduced_dims} dims of a rank-{} tensor {:?}", l.rank(), l.shape()),
+        ));
+    }
+    let split = l.rank() - reduced_dims;
+    let (kept, reduced) = l.shape().split_at(split);
+    let (kept_strides, reduced_strides) = l.strides().split_at(split);
+    let rows = checked_product(name, kept)?;
+    let len = checked_product(name, reduced)?;
+    let out_dtype = if op.is_arg() { DType::U32 } else { dtype };
+    let ctx = s.context();
+    if rows == 0 {
+        return GpuStorage::alloc(ctx, name, out_dtype, 0);
+    }
+    if len == 0 {
+        return match op {
+            ReduceOp::Sum => GpuStorage::full(ctx, rows, 0.0, dtype),
+            ReduceOp::Prod => GpuStorage::full(ctx, rows, 1.0, dtype),
+            _ => Err(Error::invalid(name, format!("reducing dims {reduced:?} of {:?}: no elements", l.shape()))),
+        };
+    }
+    to_u32(name, rows, "output rows")?;
+    to_u32(name, len, "reduced elements")?;
+
+    let (kshape, kstrides) = collapse(kept, kept_strides);
+    let (rshape, rstrides) = collapse(reduced, reduced_strides);
+    let linear = rshape.len() <= 1;
+    let elem_step = rstrides.first().copied().unwrap_or(0);
+    let row_step = kstrides.last().copied();
+    let p = plan(rows, len, linear, elem_step, row_step);
+
+    let mut meta = vec![
+        rows as u32,
+        len as u32,
+        p.r as u32,
+        p.lane_major as u32,
+        p.chunks as u32,
+        p.chunk as u32,
+        to_u32(name, elem_step, "reduced stride")?,
+        0,
+        0,
+    ];
+    meta[7] = meta.len() as u32;
+    push_layout(name, &mut meta, &Layout::new(kshape, kstrides, l.offset()))?;
+    if !linear {
+        meta[8] = meta.len() as u32;
+        push_layout(name, &mut meta, &Layout::new(rshape, rstrides, 0))?;
+    }
+    let tiles = rows.div_ceil(p.r);
+    let out = GpuStorage::alloc(ctx, name, out_dtype, rows)?;
+
+    if p.chunks == 1 {
+        let spec = ReduceSpec { op, dtype, stage: Stage::Full, strided: !linear };
+        ctx.run_reduce(name, &spec, &[s.buffer(), out.buffer()], &meta, tiles)?;
+        return Ok(out);
+    }
+
+    let partials = rows * p.chunks;
+    let part_dtype = match compute_type(dtype) {
+        "i32" => DType::I32,
+        "u32" => DType::U32,
+        _ => DType::F32,
+    };
+    let part = GpuStorage::alloc(ctx, name, part_dtype, partials)?;
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, strided: !linear };
+    let groups = tiles.checked_mul(p.chunks).ok_or_else(|| Error::invalid(name, "too many workgroups"))?;
+    let part_idx = if op.is_arg() { Some(GpuStorage::alloc(ctx, name, DType::U32, partials)?) } else { None };
+    let mut bufs = vec![s.buffer(), part.buffer()];
+    bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
+    ctx.run_reduce(name, &spec, &bufs, &meta, groups)?;
+
+    // Second pass: `chunks` contiguous partials per row, one row per lane group.
+    let q = plan(rows, p.chunks, true, 1, None);
+    let meta2 = vec![rows as u32, p.chunks as u32, q.r as u32, 0, 1, p.chunks as u32, 1, 0, 0];
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, strided: false };
+    let mut bufs = vec![part.buffer()];
+    bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
+    bufs.push(out.buffer());
+    ctx.run_reduce(name, &spec, &bufs, &meta2, rows.div_ceil(q.r))?;
+    Ok(out)
+}
+
+impl GpuContext {
+    fn run_reduce(
+        self: &Arc<Self>,
+        op: &'static str,
+        spec: &ReduceSpec,
+        buffers: &[&wgpu::Buffer],
+        meta: &[u32],
+        groups: usize,
+    ) -> Result<()> {
+        // Sources only fail for dtypes `reduce` has already turned away.
+        let kernel = self.cache.get(&self.device, op, &spec.key(), || spec.source().unwrap_or_default())?;
+        self.dispatch(op, &kernel, buffers, meta, to_u32(op, groups, "workgroups")?)
+    }
+}
+
+fn softmax_key(dtype: DType, log: bool) -> String {
+    format!("softmax|{dtype}|{}", if log { "log" } else { "exp" })
+}
+
+fn softmax_source(dtype: DType, log: bool) -> Result<String> {
+    let op = if log { "log_softmax" } else { "softmax" };
+    let st = storage_type(op, dtype)?;
+    let b = format!(
+        "@group(0) @binding(1) var<storage, read> src: array<{st}>;
+@group(0) @binding(2) var<storage, read_write> dst: array<{st}>;
+fn load_src(k: u32) -> f32 {{ return {}; }}
+fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
+",
+        load(dtype, "src[k]"),
+        store(dtype, "v")
+    );
+    let output = if log { "x - m - lz" } else { "exp(x - m) / z" };
+    let body = crate::shaders::SOFTMAX.replace("{{BINDINGS}}", &b).replace("{{OUTPUT}}", output);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuStorage> {
+    let name = if log { "log_softmax" } else { "softmax" };
+    let dtype = s.dtype();
+    if !matches!(dtype, DType::F32 | DType::F16) {
+        return Err(Error::UnsupportedDType { op: name, dtype, why: " (f32 and f16 only on the GPU)".into() });
+    }
+    let numel = l.numel();
+    let ctx = s.context();
+    let out = GpuStorage::alloc(ctx, name, dtype, numel)?;
+    if numel == 0 {
+        return Ok(out);
+    }
+    to_u32(name, numel, "elements")?;
+    // A rank-0 tensor is one row of one element.
+    let (n, stride, lead) = match l.rank() {
+        0 => (1, 0, Layout::new(vec![], vec![], l.offset())),
+        r => {
+            let lead = Layout::new(l.shape()[..r - 1].to_vec(), l.strides()[..r - 1].to_vec(), l.offset());
+            (l.shape()[r - 1], l.strides()[r - 1], lead)
+        }
+    };
+    let rows = numel / n;
+    let lanes = lanes_for(n);
+    let mut meta = vec![rows as u32, n as u32, to_u32(name, stride, "stride")?, lanes as u32, 5];
+    push_layout(name, &mut meta, &lead)?;
+    let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log), || {
+        softmax_source(dtype, log).unwrap_or_default()
+    })?;
+    let groups = to_u32(name, rows.div_ceil(WG as usize / lanes), "workgroups")?;
+    ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
+    Ok(out)
+}
+
+fn cumsum_key(dtype: DType) -> String {
+    format!("cumsum|{dtype}")
+}
+
+fn cumsum_source(dtype: DType) -> Result<String> {
+    let op = "cumsum";
+    let st = storage_type(op, dtype)?;
+    let ct = compute_type(dtype);
+    let b = format!(
+        "@group(0) @binding(1) var<storage, read> src: array<{st}>;
+@group(0) @binding(2) var<storage, read_write> dst: array<{st}>;
+fn load_src(k: u32) -> {ct} {{ return {}; }}
+fn store_dst(k: u32, v: {ct}) {{ dst[k] = {}; }}
+",
+        load(dtype, "src[k]"),
+        store(dtype, "v")
+    );
+    let body = crate::shaders::CUMSUM.replace("{{BINDINGS}}", &b).replace("{{CT}}", ct);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorage> {
+    let name = "cumsum";
+    let dtype = s.dtype();
+    if dtype == DType::Bool {
+        return Err(Error::UnsupportedDType { op: name, dtype, why: " (cast bool to an integer dtype first)".into() });
+    }
+    storage_type(name, dtype)?;
+    if dim >= l.rank() {
+        return Err(Error::invalid(name, format!("dim {dim} out of range for shape {:?}", l.shape())));
+    }
+    let numel = l.numel();
+    let ctx = s.context();
+    let out = GpuStorage::alloc(ctx, name, dtype, numel)?;
+    if numel == 0 {
+        return Ok(out);
+    }
+    to_u32(name, numel, "elements")?;
+    let len = l.shape()[dim];
+    let stride = l.strides()[dim];
+    let inner: usize = l.shape()[dim + 1..].iter().product();
+    let lines = numel / len;
+    let lanes = if inner == 1 || stride == 1 { lanes_for(len) } else { 1 };
+    let mut meta = vec![lines as u32, len as u32, inner as u32, lanes as u32, to_u32(name, stride, "stride")?, 6];
+    push_layout(name, &mut meta, &l.squeeze(dim))?;
+    let kernel = ctx.cache.get(&ctx.device, name, &cumsum_key(dtype), || cumsum_source(dtype).unwrap_or_default())?;
+    let groups = to_u32(name, lines.div_ceil(WG as usize / lanes), "workgroups")?;
+    ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
+    Ok(out)
+}
+
+/// Every source this module can generate.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
-    Vec::new()
+    let mut all = Vec::new();
+    for dtype in DTYPES {
+        for op in ReduceOp::ALL {
+            for (stage, strided) in
+                [(Stage::Full, false), (Stage::Full, true), (Stage::PartialOut, false), (Stage::PartialOut, true), (Stage::PartialIn, false)]
+            {
+                let spec = ReduceSpec { op, dtype, stage, strided };
+                all.extend(spec.source().ok().map(|src| (spec.key(), src)));
+            }
+        }
+        for log in [false, true] {
+            all.extend(softmax_source(dtype, log).ok().filter(|_| dtype.is_float()).map(|src| (softmax_key(dtype, log), src)));
+        }
+        all.extend(cumsum_source(dtype).ok().map(|src| (cumsum_key(dtype), src)));
+    }
+    all
 }

@@ -1,0 +1,171 @@
+//! Where tensors live: the CPU backend or a GPU adapter, chosen explicitly and printably.
+
+use kiln_backend::{Error, Result};
+use kiln_wgpu::context::AdapterChoice;
+use kiln_wgpu::{GpuContext, GpuDevice, MemoryStats};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A compute device. Cheap to clone; GPU devices opened through [`Device::gpu`] or
+/// [`Device::best`] are shared process-wide.
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    Gpu(GpuDevice),
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            (Device::Gpu(a), Device::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn open(choice: AdapterChoice) -> Result<Device> {
+    static OPEN: OnceLock<Mutex<HashMap<String, GpuDevice>>> = OnceLock::new();
+    let key = format!("{choice:?}");
+    let mut open = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = open.get(&key) {
+        return Ok(Device::Gpu(d.clone()));
+    }
+    let dev = GpuContext::new(&choice)?;
+    open.insert(key, dev.clone());
+    Ok(Device::Gpu(dev))
+}
+
+/// Parses a `KILN_DEVICE` value: `cpu`, `gpu`, a backend name, or part of an adapter's name.
+fn choice_from(value: &str) -> Option<AdapterChoice> {
+    let v = value.trim().to_lowercase();
+    Some(match v.as_str() {
+        "cpu" => return None,
+        "gpu" | "" => AdapterChoice::Any,
+        "vulkan" => AdapterChoice::Backend(wgpu::Backends::VULKAN),
+        "metal" => AdapterChoice::Backend(wgpu::Backends::METAL),
+        "dx12" => AdapterChoice::Backend(wgpu::Backends::DX12),
+        "gl" => AdapterChoice::Backend(wgpu::Backends::GL),
+        _ => AdapterChoice::Name(v),
+    })
+}
+
+impl Device {
+    /// The CPU backend: the reference semantics of every op, and the fallback without a GPU.
+    ///
+    /// ```
+    /// let cpu = kiln_core::Device::cpu();
+    /// assert!(cpu.is_cpu());
+    /// ```
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The first suitable GPU adapter (software adapters such as lavapipe included), or the one
+    /// `KILN_DEVICE` names. Errors when there is none.
+    pub fn gpu() -> Result<Device> {
+        match std::env::var("KILN_DEVICE").ok().and_then(|v| choice_from(&v)) {
+            Some(choice) => open(choice),
+            None => open(AdapterChoice::Any),
+        }
+    }
+
+    /// A GPU adapter chosen by [`AdapterChoice`] semantics: `"vulkan"`, `"gl"`, a name fragment...
+    pub fn gpu_named(selector: &str) -> Result<Device> {
+        match choice_from(selector) {
+            Some(c) => open(c),
+            None => Err(Error::invalid("Device::gpu_named", format!("{selector:?} names the CPU, not a GPU"))),
+        }
+    }
+
+    /// What a user wants by default: a hardware GPU, else the CPU backend (with a one-line
+    /// note on stderr). A software adapter is used only when asked for by name, because the
+    /// native CPU backend beats it. `KILN_DEVICE` overrides.
+    pub fn best() -> Device {
+        if let Ok(v) = std::env::var("KILN_DEVICE") {
+            match choice_from(&v) {
+                None => return Device::Cpu,
+                Some(choice) => match open(choice) {
+                    Ok(d) => return d,
+                    Err(e) => eprintln!("kiln: KILN_DEVICE={v}: {e}; using the CPU backend"),
+                },
+            }
+            return Device::Cpu;
+        }
+        match open(AdapterChoice::Hardware) {
+            Ok(d) => d,
+            Err(_) => {
+                eprintln!("kiln: no hardware GPU adapter found; using the CPU backend");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// Picks from a command-line style word: `best`, `cpu`, `gpu`, a backend or an adapter name.
+    pub fn parse(word: &str) -> Result<Device> {
+        match word.trim().to_lowercase().as_str() {
+            "best" | "auto" => Ok(Device::best()),
+            "cpu" => Ok(Device::Cpu),
+            other => Device::gpu_named(other),
+        }
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Device::Cpu)
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+
+    /// Adapter name, backend, driver and device type (or "cpu").
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => format!("cpu (kiln-cpu reference backend, {} threads)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+            Device::Gpu(g) => format!("gpu: {}", g.summary),
+        }
+    }
+
+    /// Bytes live and pooled on this device (zeros on the CPU).
+    pub fn memory_stats(&self) -> MemoryStats {
+        match self {
+            Device::Cpu => MemoryStats::default(),
+            Device::Gpu(g) => g.memory_stats(),
+        }
+    }
+
+    /// Submits recorded GPU work and waits for it.
+    pub fn sync(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.sync(),
+        }
+    }
+
+    /// The wgpu context behind a GPU device, for interop (binding tensors in your own passes).
+    pub fn gpu_context(&self) -> Option<&GpuDevice> {
+        match self {
+            Device::Gpu(g) => Some(g),
+            Device::Cpu => None,
+        }
+    }
+
+    /// A Kiln device on an application's own wgpu device and queue (egui, Bevy, winit).
+    pub fn from_wgpu(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Device {
+        Device::Gpu(GpuContext::from_wgpu(adapter, device, queue))
+    }
+
+    /// A short name: `cpu` or `gpu(<adapter>)`.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Gpu(g) => format!("gpu({})", g.summary.name),
+        }
+    }
+}

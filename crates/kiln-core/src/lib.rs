@@ -1,0 +1,24 @@
+//! Kiln's core: [`Tensor`], [`Device`], the op set and reverse-mode autodiff.
+//!
+//! Ops validate shapes, dtypes and devices here, then call a backend primitive
+//! (`kiln-cpu` or `kiln-wgpu`) through the shared `kiln-backend` contract. Every op that sees
+//! an input needing gradients records a node with its gradient rule next to its forward code.
+
+mod autograd;
+mod creation;
+mod device;
+mod element;
+mod ops;
+mod rng;
+mod storage;
+mod tensor;
+
+pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
+pub use device::Device;
+pub use element::Element;
+pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+pub use kiln_wgpu::MemoryStats;
+pub use ops::binary::broadcast_shapes;
+pub use ops::conv::Conv2dOptions;
+pub use rng::manual_seed;
+pub use tensor::Tensor;

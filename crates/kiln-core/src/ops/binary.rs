@@ -1,0 +1,223 @@
+//! Elementwise ops of two tensors with NumPy broadcasting, scalar variants, `where_`, and the
+//! operator overloads (`&a + &b` is a `Result<Tensor>`).
+
+use crate::Tensor;
+use kiln_backend::{BinaryOp, DType, Error, Result};
+
+/// The broadcast shape of two shapes, NumPy rules.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let x = if i < n - a.len() { 1 } else { a[i - (n - a.len())] };
+        let y = if i < n - b.len() { 1 } else { b[i - (n - b.len())] };
+        out[i] = match (x, y) {
+            _ if x == y => x,
+            (1, _) => y,
+            (_, 1) => x,
+            _ => return Err(Error::shape(op, format!("cannot broadcast {a:?} with {b:?}"))),
+        };
+    }
+    Ok(out)
+}
+
+impl Tensor {
+    /// Applies a binary op after broadcasting both inputs to a common shape.
+    pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        self.check_same_device(op.name(), rhs)?;
+        if self.dtype() != rhs.dtype() {
+            return Err(Error::dtype(op.name(), self.dtype(), rhs.dtype()));
+        }
+        let shape = broadcast_shapes(op.name(), self.shape(), rhs.shape())?;
+        let (a, b) = (self.expand(&shape)?, rhs.expand(&shape)?);
+        let out = a.storage().binary(a.layout(), &b.storage(), b.layout(), op)?;
+        let differentiable = self.dtype().is_float() && !op.returns_bool();
+        let inputs: &[&Tensor] = if differentiable { &[self, rhs] } else { &[] };
+        let (x, y) = (self.clone(), rhs.clone());
+        Ok(Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
+            let (ga, gb) = binary_grad(op, &x, &y, g)?;
+            Ok(vec![ga.map(|t| t.sum_to_shape(x.shape())).transpose()?, gb.map(|t| t.sum_to_shape(y.shape())).transpose()?])
+        }))
+    }
+
+    /// A 0-d tensor of this tensor's dtype on its device, for scalar ops.
+    pub(crate) fn scalar_like(&self, value: f64) -> Result<Tensor> {
+        Tensor::full_dtype(&[], value, self.dtype(), self.device())
+    }
+
+    /// `cond ? a : b` elementwise, with broadcasting; `cond` is bool.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let d = Device::cpu();
+    /// let c = Tensor::from_vec(vec![true, false], &[2], &d).unwrap();
+    /// let a = Tensor::ones(&[2], &d).unwrap();
+    /// let b = Tensor::zeros(&[2], &d).unwrap();
+    /// assert_eq!(Tensor::where_(&c, &a, &b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0]);
+    /// ```
+    pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if cond.dtype() != DType::Bool {
+            return Err(Error::dtype("where", DType::Bool, cond.dtype()));
+        }
+        if a.dtype() != b.dtype() {
+            return Err(Error::dtype("where", a.dtype(), b.dtype()));
+        }
+        cond.check_same_device("where", a)?;
+        cond.check_same_device("where", b)?;
+        let shape = broadcast_shapes("where", &broadcast_shapes("where", cond.shape(), a.shape())?, b.shape())?;
+        let (c, x, y) = (cond.expand(&shape)?, a.expand(&shape)?, b.expand(&shape)?);
+        let out = c.storage().where_cond(c.layout(), &x.storage(), x.layout(), &y.storage(), y.layout())?;
+        let inputs: &[&Tensor] = if a.dtype().is_float() { &[a, b] } else { &[] };
+        let (cc, sa, sb) = (cond.clone(), a.shape().to_vec(), b.shape().to_vec());
+        Ok(Tensor::from_op(out, &shape, a.device(), "where", inputs, move |g| {
+            let zero = Tensor::zeros_like(g)?;
+            let ga = Tensor::where_(&cc, g, &zero)?.sum_to_shape(&sa)?;
+            let gb = Tensor::where_(&cc, &zero, g)?.sum_to_shape(&sb)?;
+            Ok(vec![Some(ga), Some(gb)])
+        }))
+    }
+
+    /// Replaces elements where `mask` is true with `value`.
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        Tensor::where_(mask, &self.scalar_like(value)?, self)
+    }
+}
+
+fn binary_grad(op: BinaryOp, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    use BinaryOp::*;
+    Ok(match op {
+        Add => (Some(g.clone()), Some(g.clone())),
+        Sub => (Some(g.clone()), Some(g.neg()?)),
+        Mul => (Some((g * b)?), Some((g * a)?)),
+        Div => {
+            let ga = (g / b)?;
+            let gb = (&(&ga * a)? / b)?.neg()?;
+            (Some(ga), Some(gb))
+        }
+        Pow => {
+            let y = a.pow(b)?;
+            let ga = (&(g * b)? * &a.pow(&b.add_scalar(-1.0)?)?)?;
+            // d/db a^b = a^b ln a; where a == 0 the limit is 0 (for b > 0).
+            let ln_a = a.log()?;
+            let safe = Tensor::where_(&a.eq_scalar(0.0)?, &Tensor::zeros_like(&ln_a)?, &ln_a)?;
+            (Some(ga), Some((&(g * &y)? * &safe)?))
+        }
+        Maximum | Minimum => {
+            let wins = if op == Maximum { a.gt(b)? } else { a.lt(b)? };
+            let ties = a.eq(b)?.to_dtype(a.dtype())?.mul_scalar(0.5)?;
+            let wa = (&wins.to_dtype(a.dtype())? + &ties)?;
+            let wb = (&wa.neg()?.add_scalar(1.0)?).clone();
+            (Some((g * &wa)?), Some((g * &wb)?))
+        }
+        Rem => (Some(g.clone()), Some((g * &(a / b)?.floor()?)?.neg()?)),
+        Eq | Ne | Lt | Le | Gt | Ge | And | Or => (None, None),
+    })
+}
+
+macro_rules! binary_methods {
+    ($($(#[$doc:meta])* $name:ident, $scalar:ident => $op:expr;)*) => {
+        impl Tensor {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                    self.binary(rhs, $op)
+                }
+
+                /// Scalar variant: the scalar takes this tensor's dtype.
+                pub fn $scalar(&self, rhs: f64) -> Result<Tensor> {
+                    self.binary(&self.scalar_like(rhs)?, $op)
+                }
+            )*
+        }
+    };
+}
+
+binary_methods! {
+    /// `a + b`
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let d = Device::cpu();
+    /// let a = Tensor::ones(&[2, 3], &d).unwrap();
+    /// let b = Tensor::arange(0.0, 3.0, 1.0, &d).unwrap();
+    /// assert_eq!(a.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    /// ```
+    add, add_scalar => BinaryOp::Add;
+    /// `a - b`
+    sub, sub_scalar => BinaryOp::Sub;
+    /// `a · b`
+    mul, mul_scalar => BinaryOp::Mul;
+    /// `a / b` (integers: floor division, 0 on division by zero).
+    div, div_scalar => BinaryOp::Div;
+    /// `a ^ b`
+    pow, pow_scalar => BinaryOp::Pow;
+    /// Elementwise max (NaN propagates).
+    maximum, maximum_scalar => BinaryOp::Maximum;
+    /// Elementwise min (NaN propagates).
+    minimum, minimum_scalar => BinaryOp::Minimum;
+    /// Remainder with the divisor's sign (Python `%`, `torch.remainder`).
+    rem, rem_scalar => BinaryOp::Rem;
+    /// `a == b` (bool)
+    eq, eq_scalar => BinaryOp::Eq;
+    /// `a != b` (bool)
+    ne, ne_scalar => BinaryOp::Ne;
+    /// `a < b` (bool)
+    lt, lt_scalar => BinaryOp::Lt;
+    /// `a <= b` (bool)
+    le, le_scalar => BinaryOp::Le;
+    /// `a > b` (bool)
+    gt, gt_scalar => BinaryOp::Gt;
+    /// `a >= b` (bool)
+    ge, ge_scalar => BinaryOp::Ge;
+    /// Logical and of bool tensors.
+    logical_and, logical_and_scalar => BinaryOp::And;
+    /// Logical or of bool tensors.
+    logical_or, logical_or_scalar => BinaryOp::Or;
+}
+
+macro_rules! operator {
+    ($trait:ident, $method:ident, $fn:ident, $scalar:ident) => {
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$fn(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$fn(&self, &rhs)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$fn(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: f64) -> Result<Tensor> {
+                Tensor::$scalar(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: f64) -> Result<Tensor> {
+                Tensor::$scalar(&self, rhs)
+            }
+        }
+    };
+}
+
+operator!(Add, add, add, add_scalar);
+operator!(Sub, sub, sub, sub_scalar);
+operator!(Mul, mul, mul, mul_scalar);
+operator!(Div, div, div, div_scalar);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(self)
+    }
+}

@@ -1,0 +1,286 @@
+//! Indexing and assembling: index_select, gather, scatter_add, one_hot, cat/stack,
+//! split/chunk, repeat, flip, pad, tril/triu, topk.
+
+use crate::Tensor;
+use crate::ops::views::write_into;
+use kiln_backend::{DType, Error, Layout, Result};
+
+impl Tensor {
+    /// Checks that an index tensor is integer-typed and every entry is below `size`.
+    /// Reads the indices back: an out-of-range index must be an error, never a wild read.
+    fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
+        if !matches!(self.dtype(), DType::U32 | DType::I32) {
+            return Err(Error::dtype(op, "u32 or i32 indices", self.dtype()));
+        }
+        if self.numel() == 0 {
+            return Ok(());
+        }
+        for v in self.to_f64_vec()? {
+            if v < 0.0 || v >= size as f64 {
+                return Err(Error::IndexOutOfRange { op, index: v as i64, size, what: "indexed dim".into() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows (entries of `dim`) picked by the 1-D index tensor `ids`.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let d = Device::cpu();
+    /// let t = Tensor::arange(0.0, 6.0, 1.0, &d).unwrap().reshape(&[3, 2]).unwrap();
+    /// let ids = Tensor::from_vec(vec![2u32, 0], &[2], &d).unwrap();
+    /// assert_eq!(t.index_select(0, &ids).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 5.0, 0.0, 1.0]);
+    /// ```
+    pub fn index_select(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        let d = self.axis("index_select", dim)?;
+        self.check_same_device("index_select", ids)?;
+        if ids.rank() != 1 {
+            return Err(Error::shape("index_select", format!("indices must be 1-D, got {:?}", ids.shape())));
+        }
+        ids.check_ids("index_select", self.shape()[d])?;
+        let out = self.storage().index_select(self.layout(), &ids.storage(), ids.layout(), d)?;
+        let mut shape = self.shape().to_vec();
+        shape[d] = ids.numel();
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
+        Ok(Tensor::from_op(out, &shape, self.device(), "index_select", inputs, move |g| {
+            // Scatter each picked row's gradient back onto the row it came from.
+            let mut view = vec![1; g.rank()];
+            view[d] = idx.numel();
+            let full_ids = idx.reshape(&view)?.expand(g.shape())?.contiguous()?;
+            let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
+            Ok(vec![Some(zeros.scatter_add(d as isize, &full_ids, g)?)])
+        }))
+    }
+
+    /// `out[i][j] = self[ids[i][j]][j]` (for `dim` 0), the shape of `ids`.
+    pub fn gather(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        let d = self.axis("gather", dim)?;
+        self.check_same_device("gather", ids)?;
+        check_index_shape("gather", self.shape(), ids.shape(), d)?;
+        ids.check_ids("gather", self.shape()[d])?;
+        let out = self.storage().gather(self.layout(), &ids.storage(), ids.layout(), d)?;
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
+        Ok(Tensor::from_op(out, ids.shape(), self.device(), "gather", inputs, move |g| {
+            let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
+            Ok(vec![Some(zeros.scatter_add(d as isize, &idx, g)?)])
+        }))
+    }
+
+    /// A copy of `self` with `src` added at the positions `ids` names along `dim`.
+    pub fn scatter_add(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
+        let d = self.axis("scatter_add", dim)?;
+        self.check_same_device("scatter_add", ids)?;
+        self.check_same_device("scatter_add", src)?;
+        if ids.shape() != src.shape() {
+            return Err(Error::shape("scatter_add", format!("indices {:?} vs source {:?}", ids.shape(), src.shape())));
+        }
+        if src.dtype() != self.dtype() {
+            return Err(Error::dtype("scatter_add", self.dtype(), src.dtype()));
+        }
+        check_index_shape("scatter_add", self.shape(), ids.shape(), d)?;
+        ids.check_ids("scatter_add", self.shape()[d])?;
+        let out = self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, src] } else { &[] };
+        let idx = ids.clone();
+        Ok(Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
+            Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &idx)?)])
+        }))
+    }
+
+    /// One-hot encoding of integer class ids: shape `ids.shape + [classes]`, f32.
+    pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
+        ids.check_ids("one_hot", classes)?;
+        let range = Tensor::arange_u32(classes, ids.device())?;
+        let ids = ids.to_dtype(DType::U32)?.unsqueeze(-1)?;
+        ids.eq(&range)?.to_dtype(DType::F32)
+    }
+
+    /// Concatenates along `dim`; all other dims must match.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let d = Device::cpu();
+    /// let a = Tensor::ones(&[1, 2], &d).unwrap();
+    /// let b = Tensor::zeros(&[2, 2], &d).unwrap();
+    /// assert_eq!(Tensor::cat(&[a, b], 0).unwrap().shape(), &[3, 2]);
+    /// ```
+    pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::invalid("cat", "no tensors given"))?;
+        let d = first.axis("cat", dim)?;
+        let mut total = 0;
+        for t in tensors {
+            first.check_same_device("cat", t)?;
+            if t.dtype() != first.dtype() {
+                return Err(Error::dtype("cat", first.dtype(), t.dtype()));
+            }
+            let same = t.rank() == first.rank() && (0..t.rank()).all(|i| i == d || t.shape()[i] == first.shape()[i]);
+            if !same {
+                return Err(Error::shape("cat", format!("{:?} vs {:?} along dim {d}", first.shape(), t.shape())));
+            }
+            total += t.shape()[d];
+        }
+        let mut shape = first.shape().to_vec();
+        shape[d] = total;
+        let mut out = Tensor::full_dtype(&shape, 0.0, first.dtype(), first.device())?.detach();
+        let mut start = 0;
+        for t in tensors {
+            let target = out.layout().narrow(d, start, t.shape()[d]);
+            write_into(&t.detach(), &mut out, &target)?;
+            start += t.shape()[d];
+        }
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[d]).collect();
+        let refs: Vec<&Tensor> = tensors.iter().collect();
+        let inputs: Vec<&Tensor> = if first.dtype().is_float() { refs } else { vec![] };
+        let storage = out.storage();
+        let node = crate::autograd::node("cat", &inputs, move |g| {
+            let mut grads = Vec::new();
+            let mut start = 0;
+            for &s in &sizes {
+                grads.push(Some(g.narrow(d as isize, start, s)?));
+                start += s;
+            }
+            Ok(grads)
+        });
+        Ok(Tensor::build(storage, out.layout().clone(), first.device().clone(), node))
+    }
+
+    /// Stacks equal-shaped tensors along a new dim.
+    pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::invalid("stack", "no tensors given"))?;
+        let d = crate::tensor::axis_in("stack", dim, first.rank() + 1)? as isize;
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect::<Result<_>>()?;
+        Tensor::cat(&parts, d)
+    }
+
+    /// Splits into pieces of `size` along `dim` (the last may be smaller).
+    pub fn split(&self, size: usize, dim: isize) -> Result<Vec<Tensor>> {
+        let d = self.axis("split", dim)?;
+        if size == 0 {
+            return Err(Error::invalid("split", "split size 0"));
+        }
+        let n = self.shape()[d];
+        (0..n).step_by(size).map(|s| self.narrow(d as isize, s, size.min(n - s))).collect()
+    }
+
+    /// Splits into `chunks` nearly equal pieces along `dim`, like `torch.chunk`.
+    pub fn chunk(&self, chunks: usize, dim: isize) -> Result<Vec<Tensor>> {
+        let d = self.axis("chunk", dim)?;
+        if chunks == 0 {
+            return Err(Error::invalid("chunk", "0 chunks"));
+        }
+        self.split(self.shape()[d].div_ceil(chunks).max(1), dim)
+    }
+
+    /// Tiles the tensor `reps[i]` times along each dim (like `torch.Tensor.repeat`).
+    pub fn repeat(&self, reps: &[usize]) -> Result<Tensor> {
+        if reps.len() < self.rank() {
+            return Err(Error::shape("repeat", format!("{} repeats for shape {:?}", reps.len(), self.shape())));
+        }
+        let lead = reps.len() - self.rank();
+        let mut src = vec![1; lead];
+        src.extend_from_slice(self.shape());
+        // View as [1, s0, 1, s1, ...], expand to [r0, s0, r1, s1, ...], merge pairs.
+        let mut inter = Vec::new();
+        let mut expanded = Vec::new();
+        for (&s, &r) in src.iter().zip(reps) {
+            inter.extend([1, s]);
+            expanded.extend([r, s]);
+        }
+        let out_shape: Vec<usize> = src.iter().zip(reps).map(|(&s, &r)| s * r).collect();
+        self.reshape(&inter)?.expand(&expanded)?.contiguous()?.reshape(&out_shape)
+    }
+
+    /// Reverses the order of entries along each of `dims`.
+    pub fn flip(&self, dims: &[isize]) -> Result<Tensor> {
+        let mut out = self.clone();
+        for &dim in dims {
+            let d = self.axis("flip", dim)?;
+            let n = self.shape()[d];
+            let ids = Tensor::from_vec((0..n as u32).rev().collect::<Vec<u32>>(), &[n], self.device())?;
+            out = out.index_select(d as isize, &ids)?;
+        }
+        Ok(out)
+    }
+
+    /// Pads with `value`: `pads[i] = (before, after)` for the last `pads.len()` dims.
+    pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
+        if pads.len() > self.rank() {
+            return Err(Error::shape("pad", format!("{} pads for shape {:?}", pads.len(), self.shape())));
+        }
+        let first = self.rank() - pads.len();
+        let mut shape = self.shape().to_vec();
+        for (i, &(a, b)) in pads.iter().enumerate() {
+            shape[first + i] += a + b;
+        }
+        let mut out = Tensor::full_dtype(&shape, value, self.dtype(), self.device())?;
+        let mut target = out.layout().clone();
+        for (i, &(a, _)) in pads.iter().enumerate() {
+            target = target.narrow(first + i, a, self.shape()[first + i]);
+        }
+        write_into(&self.detach(), &mut out, &target)?;
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        let (pads_v, src) = (pads.to_vec(), self.shape().to_vec());
+        let node = crate::autograd::node("pad", inputs, move |g| {
+            let mut v = g.clone();
+            for (i, &(a, _)) in pads_v.iter().enumerate() {
+                v = v.narrow((first + i) as isize, a, src[first + i])?;
+            }
+            Ok(vec![Some(v)])
+        });
+        Ok(Tensor::build(out.storage(), Layout::contiguous(&shape), self.device().clone(), node))
+    }
+
+    /// Keeps the lower triangle (`j <= i + diagonal`) of the last two dims, zeroing the rest.
+    pub fn tril(&self, diagonal: i64) -> Result<Tensor> {
+        self.triangle("tril", diagonal, true)
+    }
+
+    /// Keeps the upper triangle (`j >= i + diagonal`).
+    pub fn triu(&self, diagonal: i64) -> Result<Tensor> {
+        self.triangle("triu", diagonal, false)
+    }
+
+    fn triangle(&self, op: &'static str, diagonal: i64, lower: bool) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(Error::shape(op, format!("needs at least 2 dims, got {:?}", self.shape())));
+        }
+        let (r, c) = (self.shape()[self.rank() - 2], self.shape()[self.rank() - 1]);
+        let mut mask = vec![false; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                let (i, j) = (i as i64, j as i64);
+                mask[(i as usize) * c + j as usize] = if lower { j <= i + diagonal } else { j >= i + diagonal };
+            }
+        }
+        let mask = Tensor::from_vec(mask, &[r, c], self.device())?;
+        Tensor::where_(&mask, self, &Tensor::full_dtype(&[], 0.0, self.dtype(), self.device())?)
+    }
+
+    /// The `k` largest (or smallest) entries along the last dim, sorted, with their u32 positions.
+    pub fn topk(&self, k: usize, largest: bool) -> Result<(Tensor, Tensor)> {
+        if self.rank() == 0 || k > self.shape()[self.rank() - 1] {
+            return Err(Error::invalid("topk", format!("k = {k} for shape {:?}", self.shape())));
+        }
+        let (v, i) = self.storage().topk(self.layout(), k, largest)?;
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = k;
+        let idx = Tensor::leaf(i, &shape, self.device());
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        let (src, ids) = (self.shape().to_vec(), idx.clone());
+        let values = Tensor::from_op(v, &shape, self.device(), "topk", inputs, move |g| {
+            let zeros = Tensor::full_dtype(&src, 0.0, g.dtype(), g.device())?;
+            Ok(vec![Some(zeros.scatter_add(-1, &ids, g)?)])
+        });
+        Ok((values, idx))
+    }
+}
+
+fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
+    if ids.len() != src.len() || ids.iter().zip(src).enumerate().any(|(i, (&a, &b))| i != dim && a > b) {
+        return Err(Error::shape(op, format!("indices {ids:?} do not fit source {src:?} along dim {dim}")));
+    }
+    Ok(())
+}

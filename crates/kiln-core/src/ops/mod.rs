@@ -1,0 +1,9 @@
+//! The op set. Each file holds one family: forward, gradient rule and docs together.
+
+pub(crate) mod binary;
+pub(crate) mod conv;
+pub(crate) mod index;
+pub(crate) mod matmul;
+pub(crate) mod reduce;
+pub(crate) mod unary;
+pub(crate) mod views;

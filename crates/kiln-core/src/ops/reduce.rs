@@ -1,0 +1,271 @@
+//! Reductions over any set of axes (with `keepdim`), softmax / log-softmax, cumsum.
+
+use crate::Tensor;
+use kiln_backend::{DType, Error, ReduceOp, Result};
+
+impl Tensor {
+    fn axes(&self, op: &'static str, dims: &[isize]) -> Result<Vec<usize>> {
+        let mut axes = Vec::with_capacity(dims.len());
+        for &d in dims {
+            let a = self.axis(op, d)?;
+            if axes.contains(&a) {
+                return Err(Error::invalid(op, format!("dim {d} repeated in {dims:?}")));
+            }
+            axes.push(a);
+        }
+        axes.sort_unstable();
+        Ok(axes)
+    }
+
+    /// The shape with `axes` set to 1 (keepdim) or removed.
+    fn reduced_shape(&self, axes: &[usize], keepdim: bool) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, &d) in self.shape().iter().enumerate() {
+            if !axes.contains(&i) {
+                out.push(d);
+            } else if keepdim {
+                out.push(1);
+            }
+        }
+        out
+    }
+
+    /// Runs a backend reduction over `axes` (sorted, unique) without recording a gradient.
+    fn raw_reduce(&self, op: ReduceOp, axes: &[usize], keepdim: bool) -> Result<(crate::storage::Storage, Vec<usize>)> {
+        let mut order: Vec<usize> = (0..self.rank()).filter(|d| !axes.contains(d)).collect();
+        order.extend_from_slice(axes);
+        let layout = self.layout().permute(&order);
+        let out = self.storage().reduce(&layout, op, axes.len())?;
+        Ok((out, self.reduced_shape(axes, keepdim)))
+    }
+
+    /// Reduces with `op` over the sorted, unique `axes`, recording the gradient.
+    pub(crate) fn reduce_axes(&self, op: ReduceOp, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        if self.dtype() == DType::Bool && !op.is_arg() {
+            return self.to_dtype(DType::U32)?.reduce_axes(op, axes, keepdim);
+        }
+        let (out, shape) = self.raw_reduce(op, axes, keepdim)?;
+        let differentiable = self.dtype().is_float() && !op.is_arg();
+        let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
+        let x = self.clone();
+        let keep_shape = self.reduced_shape(axes, true);
+        let axes_v = axes.to_vec();
+        let result = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
+        let slot = result.clone();
+        let t = Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
+            let g = g.reshape(&keep_shape)?.expand(x.shape())?;
+            let y = || slot.get().cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
+            let grad = match op {
+                ReduceOp::Sum => g,
+                ReduceOp::Prod => (&g * &(&y()?.reshape(&keep_shape)? / &x)?)?,
+                ReduceOp::Max | ReduceOp::Min => {
+                    // Ties share the gradient equally (as torch.amax / amin).
+                    let mask = x.eq(&y()?.reshape(&keep_shape)?)?.to_dtype(x.dtype())?;
+                    let count = mask.sum_axes(&axes_v, true)?;
+                    (&(&g * &mask)? / &count)?
+                }
+                ReduceOp::ArgMax | ReduceOp::ArgMin => return Ok(vec![None]),
+            };
+            Ok(vec![Some(grad)])
+        });
+        if t.requires_grad() && matches!(op, ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min) {
+            let _ = result.set(t.detach());
+        }
+        Ok(t)
+    }
+
+    pub(crate) fn sum_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        self.reduce_axes(ReduceOp::Sum, axes, keepdim)
+    }
+
+    /// Sum over `dims` (negative counts from the end).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::ones(&[2, 3], &Device::cpu()).unwrap();
+    /// assert_eq!(t.sum(&[1], false).unwrap().to_vec::<f32>().unwrap(), vec![3.0, 3.0]);
+    /// ```
+    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("sum", dims)?;
+        self.sum_axes(&axes, keepdim)
+    }
+
+    /// Sum of every element (0-d result).
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let axes: Vec<usize> = (0..self.rank()).collect();
+        self.sum_axes(&axes, false)
+    }
+
+    /// Mean over `dims`.
+    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("mean", dims)?;
+        self.mean_axes(&axes, keepdim)
+    }
+
+    fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType { op: "mean", dtype: self.dtype(), why: " (needs a float tensor)".into() });
+        }
+        let n: usize = axes.iter().map(|&a| self.shape()[a]).product();
+        self.sum_axes(axes, keepdim)?.div_scalar(n as f64)
+    }
+
+    /// Mean of every element.
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let axes: Vec<usize> = (0..self.rank()).collect();
+        self.mean_axes(&axes, false)
+    }
+
+    /// Max over `dims` (NaN propagates; ties share the gradient).
+    pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("max", dims)?;
+        self.reduce_axes(ReduceOp::Max, &axes, keepdim)
+    }
+
+    /// Min over `dims`.
+    pub fn min(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("min", dims)?;
+        self.reduce_axes(ReduceOp::Min, &axes, keepdim)
+    }
+
+    /// Product over `dims`.
+    pub fn prod(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("prod", dims)?;
+        self.reduce_axes(ReduceOp::Prod, &axes, keepdim)
+    }
+
+    /// Position of the max along `dim` (u32; the first of ties, as PyTorch).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 2.0], &[4], &Device::cpu()).unwrap();
+    /// assert_eq!(t.argmax(0, false).unwrap().to_vec::<u32>().unwrap(), vec![1]);
+    /// ```
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let a = self.axis("argmax", dim)?;
+        self.reduce_axes(ReduceOp::ArgMax, &[a], keepdim)
+    }
+
+    /// Position of the min along `dim`.
+    pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        let a = self.axis("argmin", dim)?;
+        self.reduce_axes(ReduceOp::ArgMin, &[a], keepdim)
+    }
+
+    /// Variance over `dims`; `unbiased` divides by n − 1 (Bessel), as `torch.var`'s default.
+    pub fn var(&self, dims: &[isize], unbiased: bool, keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("var", dims)?;
+        let n: usize = axes.iter().map(|&a| self.shape()[a]).product();
+        let mean = self.mean_axes(&axes, true)?;
+        let sq = (self - &mean)?.square()?.sum_axes(&axes, keepdim)?;
+        let denom = if unbiased { n as f64 - 1.0 } else { n as f64 };
+        sq.div_scalar(denom)
+    }
+
+    /// Standard deviation over `dims`.
+    pub fn std(&self, dims: &[isize], unbiased: bool, keepdim: bool) -> Result<Tensor> {
+        self.var(dims, unbiased, keepdim)?.sqrt()
+    }
+
+    /// `log Σ exp(x)` over `dims`, computed stably.
+    pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("logsumexp", dims)?;
+        let m = self.detach().reduce_axes(ReduceOp::Max, &axes, true)?;
+        // An all -inf slice has max -inf: shift by 0 there so the result is -inf, not NaN.
+        let m = Tensor::where_(&m.isinf()?, &Tensor::zeros_like(&m)?, &m)?;
+        let s = (self - &m)?.exp()?.sum_axes(&axes, true)?.log()?;
+        let out = (&s + &m)?;
+        if keepdim { Ok(out) } else { out.reshape(&self.reduced_shape(&axes, false)) }
+    }
+
+    /// True where every element along `dims` is nonzero (bool).
+    pub fn all(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("all", dims)?;
+        self.ne_scalar_any_dtype()?.to_dtype(DType::U32)?.reduce_axes(ReduceOp::Min, &axes, keepdim)?.to_dtype(DType::Bool)
+    }
+
+    /// True where any element along `dims` is nonzero (bool).
+    pub fn any(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
+        let axes = self.axes("any", dims)?;
+        self.ne_scalar_any_dtype()?.to_dtype(DType::U32)?.reduce_axes(ReduceOp::Max, &axes, keepdim)?.to_dtype(DType::Bool)
+    }
+
+    fn ne_scalar_any_dtype(&self) -> Result<Tensor> {
+        if self.dtype() == DType::Bool { Ok(self.clone()) } else { self.ne_scalar(0.0) }
+    }
+
+    /// Softmax along `dim` (one fused kernel).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::zeros(&[2, 4], &Device::cpu()).unwrap().softmax(-1).unwrap();
+    /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.25; 8]);
+    /// ```
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, false)
+    }
+
+    /// Log-softmax along `dim`.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, true)
+    }
+
+    fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
+        let op = if log { "log_softmax" } else { "softmax" };
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType { op, dtype: self.dtype(), why: " (needs a float tensor)".into() });
+        }
+        if self.rank() == 0 {
+            return self.unsqueeze(0)?.softmax_impl(0, log)?.squeeze(0);
+        }
+        let d = self.axis(op, dim)?;
+        let last = self.rank() - 1;
+        let moved = self.layout().permute(&swap(self.rank(), d, last));
+        let out = self.storage().softmax_last(&moved, log)?;
+        let shape = moved.shape().to_vec();
+        let slot = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
+        let saved = slot.clone();
+        let y = Tensor::from_op(out, &shape, self.device(), op, &[self], move |g| {
+            let y = saved.get().cloned().ok_or_else(|| Error::Autograd { op, msg: "output not saved".into() })?;
+            let last = g.rank() as isize - 1;
+            let grad = if log {
+                (g - &(&y.exp()? * &g.sum(&[last], true)?)?)?
+            } else {
+                (&y * &(g - &(g * &y)?.sum(&[last], true)?)?)?
+            };
+            Ok(vec![Some(grad)])
+        });
+        let y = if y.requires_grad() {
+            let _ = slot.set(y.detach());
+            y
+        } else {
+            y
+        };
+        // `y` is in the permuted order; permuting back is a view (and its own inverse).
+        let y = if d == last { y } else { y.permute(&swap(self.rank(), d, last))? };
+        Ok(y)
+    }
+
+    /// Inclusive cumulative sum along `dim`.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::ones(&[4], &Device::cpu()).unwrap().cumsum(0).unwrap();
+    /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    /// ```
+    pub fn cumsum(&self, dim: isize) -> Result<Tensor> {
+        let d = self.axis("cumsum", dim)?;
+        let out = self.storage().cumsum(self.layout(), d)?;
+        let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
+        Ok(Tensor::from_op(out, self.shape(), self.device(), "cumsum", inputs, move |g| {
+            let di = d as isize;
+            Ok(vec![Some(g.flip(&[di])?.cumsum(di)?.flip(&[di])?)])
+        }))
+    }
+}
+
+fn swap(rank: usize, a: usize, b: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..rank).collect();
+    v.swap(a, b);
+    v
+}

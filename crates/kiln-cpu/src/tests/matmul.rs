@@ -1,0 +1,149 @@
+use half::f16;
+use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+
+use super::{Rng, assert_close, assert_unsupported, c, f64s, host, st};
+
+/// Logical A [b][m][k] stored as [b, k, m] (each matrix transposed), logical B [k][n] shared by
+/// every batch (batch stride 0) behind two junk elements. Returns buffers, layouts and the naive
+/// triple-loop product computed from the logical arrays.
+struct Case {
+    a_buf: Vec<f64>,
+    al: Layout,
+    b_buf: Vec<f64>,
+    bl: Layout,
+    want: Vec<f64>,
+}
+
+fn case(rng: &mut Rng, b: usize, m: usize, k: usize, n: usize) -> Case {
+    let a: Vec<Vec<Vec<f64>>> = (0..b).map(|_| (0..m).map(|_| rng.vec(k)).collect()).collect();
+    let bm: Vec<Vec<f64>> = (0..k).map(|_| rng.vec(n)).collect();
+    let mut a_buf = vec![0.0; b * k * m];
+    for (bi, mat) in a.iter().enumerate() {
+        for (i, row) in mat.iter().enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                a_buf[(bi * k + p) * m + i] = v;
+            }
+        }
+    }
+    let al = Layout::new(vec![b, m, k], vec![k * m, 1, m], 0);
+    let mut b_buf = vec![f64::NAN, f64::NAN];
+    b_buf.extend(bm.iter().flatten());
+    let bl = Layout::new(vec![b, k, n], vec![0, n, 1], 2);
+    let mut want = Vec::new();
+    for mat in &a {
+        for row in mat {
+            want.extend((0..n).map(|j| (0..k).map(|p| row[p] * bm[p][j]).sum::<f64>()));
+        }
+    }
+    Case { a_buf, al, b_buf, bl, want }
+}
+
+#[test]
+fn f64_strided_with_broadcast_batch_matches_naive() {
+    let mut rng = Rng::new(1);
+    for (b, m, k, n) in [(3, 7, 5, 3), (1, 1, 1, 1), (2, 1, 9, 1), (4, 13, 1, 6)] {
+        let t = case(&mut rng, b, m, k, n);
+        let out = st(t.a_buf).matmul(&t.al, &st(t.b_buf), &t.bl).expect("matmul");
+        assert_eq!(out.dtype(), DType::F64);
+        assert_close(&f64s(&out), &t.want, 1e-13);
+    }
+}
+
+#[test]
+fn f32_strided_matches_naive_f64() {
+    let mut rng = Rng::new(2);
+    // The second shape is big enough for the one-batch-at-a-time path.
+    for (b, m, k, n) in [(5, 6, 7, 8), (2, 64, 70, 65)] {
+        let t = case(&mut rng, b, m, k, n);
+        let a32: Vec<f32> = t.a_buf.iter().map(|&x| x as f32).collect();
+        let b32: Vec<f32> = t.b_buf.iter().map(|&x| x as f32).collect();
+        // Expected from the f32-rounded inputs, in f64.
+        let t64 = Case {
+            a_buf: a32.iter().map(|&x| x as f64).collect(),
+            b_buf: b32.iter().map(|&x| x as f64).collect(),
+            ..t
+        };
+        let want = naive(&t64, b, m, k, n);
+        let out = st(a32).matmul(&t64.al, &st(b32), &t64.bl).expect("matmul");
+        assert_eq!(out.dtype(), DType::F32);
+        assert_close(&f64s(&out), &want, 1e-5);
+    }
+}
+
+fn naive(t: &Case, b: usize, m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for bi in 0..b {
+        for i in 0..m {
+            for j in 0..n {
+                out.push(
+                    (0..k)
+                        .map(|p| super::at(&t.a_buf, &t.al, &[bi, i, p]) * super::at(&t.b_buf, &t.bl, &[bi, p, j]))
+                        .sum(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn f16_small_integers_are_exact() {
+    // [[1, 2], [3, 4]] · [[5, 6], [7, 8]] = [[19, 22], [43, 50]].
+    let h = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+    let out = st(h(&[1.0, 2.0, 3.0, 4.0])).matmul(&c(&[1, 2, 2]), &st(h(&[5.0, 6.0, 7.0, 8.0])), &c(&[1, 2, 2]));
+    assert_eq!(host(&out.expect("f16")), HostData::F16(h(&[19.0, 22.0, 43.0, 50.0])));
+    // Transposed rhs: B logical [[5, 7], [6, 8]] gives [[17, 23], [39, 53]].
+    let bt = c(&[1, 2, 2]).permute(&[0, 2, 1]);
+    let out = st(h(&[1.0, 2.0, 3.0, 4.0])).matmul(&c(&[1, 2, 2]), &st(h(&[5.0, 6.0, 7.0, 8.0])), &bt);
+    assert_eq!(host(&out.expect("f16 t")), HostData::F16(h(&[17.0, 23.0, 39.0, 53.0])));
+}
+
+#[test]
+fn integer_matmul_wraps_and_matches_naive() {
+    let out = st(vec![i32::MAX]).matmul(&c(&[1, 1, 1]), &st(vec![2i32]), &c(&[1, 1, 1])).expect("i32");
+    assert_eq!(host(&out), HostData::I32(vec![-2]));
+    let mut rng = Rng::new(5);
+    let (b, m, k, n) = (2, 3, 4, 5);
+    let a: Vec<i32> = (0..b * m * k).map(|_| rng.below(21) as i32 - 10).collect();
+    let bb: Vec<i32> = (0..k * n).map(|_| rng.below(21) as i32 - 10).collect();
+    let mut want = Vec::new();
+    for bi in 0..b {
+        for i in 0..m {
+            for j in 0..n {
+                want.push((0..k).map(|p| a[(bi * m + i) * k + p] * bb[p * n + j]).sum::<i32>());
+            }
+        }
+    }
+    let bl = Layout::new(vec![b, k, n], vec![0, n, 1], 0);
+    let out = st(a).matmul(&c(&[b, m, k]), &st(bb.clone()), &bl).expect("i32 matmul");
+    assert_eq!(host(&out), HostData::I32(want));
+    let ub: Vec<u32> = bb.iter().map(|&x| x as u32).collect();
+    let out = st(vec![1u32; k]).matmul(&c(&[1, 1, k]), &st(ub), &c(&[1, k, n])).expect("u32");
+    let col_sums: Vec<u32> = (0..n).map(|j| (0..k).map(|p| bb[p * n + j]).sum::<i32>() as u32).collect();
+    assert_eq!(host(&out), HostData::U32(col_sums));
+}
+
+#[test]
+fn zero_inner_dim_gives_zeros_and_empty_dims_give_empty() {
+    let out = st(Vec::<f32>::new()).matmul(&c(&[2, 3, 0]), &st(Vec::<f32>::new()), &c(&[2, 0, 4])).expect("k=0");
+    assert_eq!(host(&out), HostData::F32(vec![0.0; 24]));
+    let out = st(Vec::<f64>::new()).matmul(&c(&[2, 0, 3]), &st(vec![1.0f64; 12]), &c(&[2, 3, 2])).expect("m=0");
+    assert_eq!(host(&out), HostData::F64(vec![]));
+    let out = st(Vec::<i32>::new()).matmul(&c(&[1, 2, 0]), &st(Vec::<i32>::new()), &c(&[1, 0, 2])).expect("int k=0");
+    assert_eq!(host(&out), HostData::I32(vec![0; 4]));
+}
+
+#[test]
+fn matmul_errors() {
+    let a = st(vec![1.0f32; 6]);
+    let r = a.matmul(&c(&[1, 2, 3]), &a, &c(&[1, 2, 3]));
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let r = a.matmul(&c(&[2, 3]), &a, &c(&[3, 2]));
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let r = a.matmul(&c(&[1, 2, 3]), &st(vec![1.0f64; 6]), &c(&[1, 3, 2]));
+    assert!(matches!(r, Err(Error::DTypeMismatch { .. })), "{r:?}");
+    let r = a.matmul(&c(&[1, 2, 3]), &a, &c(&[1, 3, 3]));
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+    let b = st(vec![true; 4]);
+    assert_unsupported(b.matmul(&c(&[1, 2, 2]), &b, &c(&[1, 2, 2])), DType::Bool);
+}

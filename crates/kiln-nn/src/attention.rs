@@ -1,0 +1,110 @@
+//! Multi-head self-attention.
+
+use crate::linear::Linear;
+use crate::module::{Module, prefixed};
+use kiln_core::{DType, Device, Error, Result, Tensor};
+
+/// Multi-head scaled dot-product self-attention with separate `q_proj`, `k_proj`, `v_proj` and
+/// `out_proj` linear layers (each `d_model → d_model`, PyTorch `Linear` init). Parameter names:
+/// `"q_proj.weight"`, `"q_proj.bias"`, ..., `"out_proj.bias"`.
+///
+/// Unlike PyTorch's `nn.MultiheadAttention` the projections are not packed into one
+/// `in_proj_weight`, and a query whose every key is masked attends to nothing (its
+/// pre-projection output is zero) instead of producing NaN.
+pub struct MultiHeadAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+/// The most negative finite value of `dtype`: masked scores become this rather than −∞, so that
+/// softmax never computes `−∞ − (−∞)`.
+fn lowest(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    }
+}
+
+impl MultiHeadAttention {
+    /// `d_model` must be a multiple of `heads`.
+    pub fn new(d_model: usize, heads: usize, bias: bool, device: &Device) -> Result<MultiHeadAttention> {
+        if heads == 0 || d_model == 0 || d_model % heads != 0 {
+            return Err(Error::invalid("MultiHeadAttention::new", format!("d_model {d_model} is not a positive multiple of heads {heads}")));
+        }
+        Ok(MultiHeadAttention {
+            q_proj: Linear::new(d_model, d_model, bias, device)?,
+            k_proj: Linear::new(d_model, d_model, bias, device)?,
+            v_proj: Linear::new(d_model, d_model, bias, device)?,
+            out_proj: Linear::new(d_model, d_model, bias, device)?,
+            heads,
+        })
+    }
+
+    /// Model width.
+    pub fn d_model(&self) -> usize {
+        self.q_proj.out_features()
+    }
+
+    /// Self-attention over `x: [b, t, d_model]`. `causal` stops position `i` from seeing
+    /// positions after it; `padding_mask: [b, t]` (bool, `true` = padding) hides padded keys.
+    pub fn forward_masked(&self, x: &Tensor, causal: bool, padding_mask: Option<&Tensor>) -> Result<Tensor> {
+        const OP: &str = "MultiHeadAttention";
+        let d = self.d_model();
+        if x.rank() != 3 || x.shape()[2] != d {
+            return Err(Error::shape(OP, format!("expects [b, t, {d}], got {:?}", x.shape())));
+        }
+        let (b, t, h) = (x.shape()[0], x.shape()[1], self.heads);
+        let dh = d / h;
+        let heads = |y: Tensor| -> Result<Tensor> { y.reshape(&[b, t, h, dh])?.transpose(1, 2) }; // [b, h, t, dh]
+        let q = heads(self.q_proj.forward(x)?)?;
+        let k = heads(self.k_proj.forward(x)?)?;
+        let v = heads(self.v_proj.forward(x)?)?;
+        let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(1.0 / (dh as f64).sqrt())?; // [b, h, t, t]
+
+        let mut mask: Option<Tensor> = None;
+        if causal {
+            let future: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
+            mask = Some(Tensor::from_vec(future, &[t, t], x.device())?);
+        }
+        if let Some(pm) = padding_mask {
+            if pm.shape() != [b, t] {
+                return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
+            }
+            let pm = if pm.dtype() == DType::Bool { pm.clone() } else { pm.ne_scalar(0.0)? };
+            let keys = pm.reshape(&[b, 1, 1, t])?;
+            mask = Some(match mask {
+                Some(m) => keys.logical_or(&m)?,
+                None => keys,
+            });
+        }
+        let attn = match &mask {
+            Some(m) => {
+                let p = scores.masked_fill(m, lowest(scores.dtype()))?.softmax(-1)?;
+                // A fully masked row would otherwise spread evenly over its hidden keys.
+                p.masked_fill(m, 0.0)?
+            }
+            None => scores.softmax(-1)?,
+        };
+        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape(&[b, t, d])?;
+        self.out_proj.forward(&out)
+    }
+}
+
+impl Module for MultiHeadAttention {
+    /// Bidirectional attention with no padding mask.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_masked(x, false, None)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut out = prefixed("q_proj", self.q_proj.named_parameters());
+        out.extend(prefixed("k_proj", self.k_proj.named_parameters()));
+        out.extend(prefixed("v_proj", self.v_proj.named_parameters()));
+        out.extend(prefixed("out_proj", self.out_proj.named_parameters()));
+        out
+    }
+}

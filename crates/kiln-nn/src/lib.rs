@@ -1,0 +1,39 @@
+//! Neural-network building blocks on top of `kiln-core`: modules with PyTorch's names and
+//! defaults, losses, optimizers, learning-rate schedules and safetensors checkpoints.
+
+pub mod activation;
+pub mod attention;
+pub mod checkpoint;
+pub mod clip;
+pub mod conv;
+pub mod dropout;
+pub mod embedding;
+pub mod init;
+pub mod linear;
+pub mod loss;
+pub mod module;
+pub mod norm;
+pub mod optim;
+pub mod pool;
+pub mod sched;
+pub mod sequential;
+pub mod transformer;
+
+pub use activation::{Gelu, GeluTanh, LeakyRelu, Relu, Sigmoid, Silu, Tanh};
+pub use attention::MultiHeadAttention;
+pub use clip::{clip_grad_norm_, clip_grad_value_};
+pub use conv::{Conv1d, Conv2d, ConvTranspose2d};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use kiln_core::Conv2dOptions;
+pub use linear::Linear;
+pub use loss::{CrossEntropyOptions, Reduction, Target, cross_entropy, cross_entropy_loss};
+pub use module::{Module, ModuleExt};
+pub use optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+};
+pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RmsNorm};
+pub use pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use sched::{CosineAnnealingLr, ExponentialLr, LrScheduler, MultiStepLr, OneCycleLr, StepLr, WarmupCosine};
+pub use sequential::Sequential;
+pub use transformer::TransformerBlock;

@@ -1,0 +1,261 @@
+//! im2col and col2im on the GPU against naive loops written here (f64 accumulation), on random
+//! data, strided inputs and several window geometries, plus the adjoint identity
+//! ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩.
+
+mod common;
+
+use kiln_backend::{BackendStorage, ConvGeometry, DType, Error, HostData, Layout};
+use kiln_wgpu::{GpuDevice, GpuStorage};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn value(&mut self, dtype: DType) -> f64 {
+        match dtype {
+            DType::I32 => (self.next() % 201) as f64 - 100.0,
+            DType::U32 => (self.next() % 201) as f64,
+            DType::Bool => (self.next() % 2) as f64,
+            _ => (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0,
+        }
+    }
+}
+
+fn upload(dev: &GpuDevice, raw: &[f64], dtype: DType) -> (GpuStorage, Vec<f64>) {
+    let host = HostData::from_f64(raw, dtype);
+    let vals = host.to_f64_vec();
+    (GpuStorage::from_host(dev, &host).expect("upload"), vals)
+}
+
+fn random(dev: &GpuDevice, rng: &mut Rng, dtype: DType, len: usize) -> (GpuStorage, Vec<f64>) {
+    let raw: Vec<f64> = (0..len).map(|_| rng.value(dtype)).collect();
+    upload(dev, &raw, dtype)
+}
+
+fn read(s: &GpuStorage, shape: &[usize]) -> Vec<f64> {
+    s.to_host(&Layout::contiguous(shape)).expect("readback").to_f64_vec()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geometry(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    d: (usize, usize),
+) -> ConvGeometry {
+    ConvGeometry { n, c, h, w, kh: k.0, kw: k.1, stride: s, padding: p, dilation: d }
+}
+
+fn geometries() -> Vec<ConvGeometry> {
+    vec![
+        geometry(1, 1, 5, 5, (3, 3), (1, 1), (0, 0), (1, 1)),
+        geometry(2, 3, 7, 6, (3, 3), (2, 2), (1, 1), (1, 1)),
+        geometry(1, 2, 9, 8, (3, 2), (1, 2), (1, 0), (2, 2)),
+        geometry(2, 3, 5, 7, (1, 1), (1, 1), (0, 0), (1, 1)),
+        geometry(1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1)),
+        geometry(1, 4, 8, 8, (2, 2), (2, 2), (0, 0), (1, 1)),
+        geometry(2, 1, 6, 5, (2, 4), (3, 1), (2, 1), (1, 1)),
+        geometry(1, 2, 4, 4, (3, 3), (1, 1), (2, 2), (1, 1)),
+        geometry(1, 3, 32, 31, (5, 5), (1, 1), (2, 2), (1, 1)),
+    ]
+}
+
+/// Input views of logical shape [n, c, h, w]: (name, storage elements, layout).
+fn views(g: &ConvGeometry) -> Vec<(&'static str, usize, Layout)> {
+    let (n, c, h, w) = (g.n, g.c, g.h, g.w);
+    let numel = n * c * h * w;
+    let nhwc = Layout::contiguous(&[n, h, w, c]).permute(&[0, 3, 1, 2]);
+    let big = [n + 1, c + 1, h + 2, w + 3];
+    let narrowed = Layout::contiguous(&big).narrow(0, 1, n).narrow(1, 1, c).narrow(2, 2, h).narrow(3, 1, w);
+    vec![
+        ("contiguous", numel, Layout::contiguous(&[n, c, h, w])),
+        ("nhwc", numel, nhwc),
+        ("narrowed", big.iter().product(), narrowed),
+        ("broadcast-c", n * h * w, Layout::contiguous(&[n, 1, h, w]).broadcast_to(&[n, c, h, w])),
+    ]
+}
+
+fn at(l: &Layout, p: [usize; 4]) -> usize {
+    l.offset() + p.iter().zip(l.strides()).map(|(a, s)| a * s).sum::<usize>()
+}
+
+/// Calls `f(b, row, col, Some((ci, y, x)))` for every column entry, `None` in the padding.
+fn for_each_entry(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, Option<(usize, usize, usize)>)) {
+    let (oh, ow) = (g.out_h().expect("oh"), g.out_w().expect("ow"));
+    for b in 0..g.n {
+        for ci in 0..g.c {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let row = (ci * g.kh + ki) * g.kw + kj;
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let y = (oy * g.stride.0 + ki * g.dilation.0) as i64 - g.padding.0 as i64;
+                            let x = (ox * g.stride.1 + kj * g.dilation.1) as i64 - g.padding.1 as i64;
+                            let inside = y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w;
+                            f(b, row, oy * ow + ox, inside.then_some((ci, y as usize, x as usize)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn im2col_ref(vals: &[f64], l: &Layout, g: &ConvGeometry, pad: f64) -> Vec<f64> {
+    let [n, rows, cols] = g.cols_shape().expect("cols");
+    let mut out = vec![f64::NAN; n * rows * cols];
+    for_each_entry(g, |b, row, col, src| {
+        out[(b * rows + row) * cols + col] = match src {
+            Some((ci, y, x)) => vals[at(l, [b, ci, y, x])],
+            None => pad,
+        };
+    });
+    out
+}
+
+fn col2im_ref(vals: &[f64], l: &Layout, g: &ConvGeometry) -> Vec<f64> {
+    let mut out = vec![0.0; g.n * g.c * g.h * g.w];
+    for_each_entry(g, |b, row, col, src| {
+        if let Some((ci, y, x)) = src {
+            let from = l.offset() + b * l.strides()[0] + row * l.strides()[1] + col * l.strides()[2];
+            out[((b * g.c + ci) * g.h + y) * g.w + x] += vals[from];
+        }
+    });
+    out
+}
+
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g == w || (g - w).abs() <= tol * w.abs().max(1.0), "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+#[test]
+fn im2col_matches_reference() {
+    let Some(dev) = common::gpu("im2col_matches_reference") else { return };
+    let mut rng = Rng(0x00c0_ffee_0000_0001);
+    for dtype in [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool] {
+        if dtype == DType::F16 && !dev.has_f16() {
+            continue;
+        }
+        for g in geometries() {
+            for (name, len, layout) in views(&g) {
+                let (x, vals) = random(&dev, &mut rng, dtype, len);
+                let pads: &[f64] = if dtype == DType::F32 { &[0.0, f64::NEG_INFINITY, 1.5] } else { &[0.0, 3.0] };
+                for &pad in pads {
+                    let out = x.im2col(&layout, &g, pad).expect("im2col");
+                    let shape = g.cols_shape().expect("cols");
+                    // What the dtype stores for the pad value.
+                    let pad = HostData::from_f64(&[pad], dtype).to_f64_vec()[0];
+                    let what = format!("im2col {dtype} {g:?} {name} pad {pad}");
+                    assert_close(&read(&out, &shape), &im2col_ref(&vals, &layout, &g, pad), 0.0, &what);
+                }
+            }
+        }
+    }
+    // Max pooling pads with -inf, which f16 and i32 store as -inf and i32::MIN.
+    let g = geometry(1, 1, 2, 2, (2, 2), (1, 1), (1, 1), (1, 1));
+    let l = Layout::contiguous(&[1, 1, 2, 2]);
+    for (dtype, pad) in [(DType::F16, f64::NEG_INFINITY), (DType::I32, i32::MIN as f64)] {
+        if dtype == DType::F16 && !dev.has_f16() {
+            continue;
+        }
+        let (x, _) = upload(&dev, &[1.0, 2.0, 3.0, 4.0], dtype);
+        let out = read(&x.im2col(&l, &g, f64::NEG_INFINITY).expect("pool pad"), &[1, 4, 9]);
+        assert_eq!(out[0], pad, "{dtype}");
+        assert_eq!(out[4], 1.0, "{dtype}");
+    }
+}
+
+#[test]
+fn col2im_matches_reference() {
+    let Some(dev) = common::gpu("col2im_matches_reference") else { return };
+    let mut rng = Rng(0x00c0_ffee_0000_0002);
+    for dtype in [DType::F32, DType::F16, DType::I32, DType::U32] {
+        if dtype == DType::F16 && !dev.has_f16() {
+            continue;
+        }
+        for g in geometries() {
+            let [n, rows, cols] = g.cols_shape().expect("cols");
+            // Contiguous columns, and columns stored as [n, oh·ow, rows] viewed transposed.
+            let layouts = [
+                ("contiguous", Layout::contiguous(&[n, rows, cols])),
+                ("transposed", Layout::contiguous(&[n, cols, rows]).permute(&[0, 2, 1])),
+            ];
+            for (name, layout) in layouts {
+                let (y, vals) = random(&dev, &mut rng, dtype, n * rows * cols);
+                let out = y.col2im(&layout, &g).expect("col2im");
+                let what = format!("col2im {dtype} {g:?} {name}");
+                let tol = match dtype {
+                    DType::F32 => 1e-5,
+                    // The f32 sum is rounded to f16 once.
+                    DType::F16 => 1e-3,
+                    _ => 0.0,
+                };
+                assert_close(&read(&out, &[g.n, g.c, g.h, g.w]), &col2im_ref(&vals, &layout, &g), tol, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    let Some(dev) = common::gpu("col2im_is_the_adjoint_of_im2col") else { return };
+    let mut rng = Rng(0x00c0_ffee_0000_0003);
+    for g in geometries() {
+        let shape = g.cols_shape().expect("cols");
+        let xl = Layout::contiguous(&[g.n, g.c, g.h, g.w]);
+        let (x, xv) = random(&dev, &mut rng, DType::F32, xl.numel());
+        let (y, yv) = random(&dev, &mut rng, DType::F32, shape.iter().product());
+        let ax = read(&x.im2col(&xl, &g, 0.0).expect("im2col"), &shape);
+        let aty = read(&y.col2im(&Layout::contiguous(&shape), &g).expect("col2im"), xl.shape());
+        let lhs: f64 = ax.iter().zip(&yv).map(|(a, b)| a * b).sum();
+        let rhs: f64 = xv.iter().zip(&aty).map(|(a, b)| a * b).sum();
+        let scale: f64 = ax.iter().zip(&yv).map(|(a, b)| (a * b).abs()).sum::<f64>().max(1.0);
+        assert!((lhs - rhs).abs() <= 1e-5 * scale, "{g:?}: {lhs} vs {rhs}");
+    }
+}
+
+#[test]
+fn large_unfold_and_errors() {
+    let Some(dev) = common::gpu("large_unfold_and_errors") else { return };
+    let mut rng = Rng(0x00c0_ffee_0000_0004);
+    // A layer-sized unfold of an NHWC view: 4·27·64·64 = 442,368 entries.
+    let g = geometry(4, 3, 64, 64, (3, 3), (1, 1), (1, 1), (1, 1));
+    let (_, len, layout) = views(&g).swap_remove(1);
+    let (x, vals) = random(&dev, &mut rng, DType::F32, len);
+    let shape = g.cols_shape().expect("cols");
+    let cols = x.im2col(&layout, &g, 0.0).expect("im2col");
+    assert_close(&read(&cols, &shape), &im2col_ref(&vals, &layout, &g, 0.0), 0.0, "large im2col");
+    let back = cols.col2im(&Layout::contiguous(&shape), &g).expect("col2im");
+    let cl = Layout::contiguous(&shape);
+    let cv = read(&cols, &shape);
+    assert_close(&read(&back, layout.shape()), &col2im_ref(&cv, &cl, &g), 1e-5, "large col2im");
+
+    // Shape, geometry and dtype errors, and empty batches.
+    let small = geometry(1, 1, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1));
+    let bad = x.im2col(&Layout::contiguous(&[1, 1, 3, 4]), &small, 0.0);
+    assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
+    let too_big = geometry(1, 1, 3, 3, (5, 5), (1, 1), (0, 0), (1, 1));
+    let bad = x.im2col(&Layout::contiguous(&[1, 1, 3, 3]), &too_big, 0.0);
+    assert!(matches!(bad, Err(Error::InvalidArgument { .. })), "{:?}", bad.err());
+    let bad = x.col2im(&Layout::contiguous(&[1, 4, 5]), &small);
+    assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
+    let (b, _) = upload(&dev, &[1.0; 16], DType::Bool);
+    let bad = b.col2im(&Layout::contiguous(&[1, 4, 4]), &small);
+    assert!(matches!(bad, Err(Error::UnsupportedDType { .. })), "{:?}", bad.err());
+    let empty = geometry(0, 1, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1));
+    assert!(x.im2col(&Layout::contiguous(&[0, 1, 3, 3]), &empty, 0.0).expect("n = 0").is_empty());
+    assert!(x.col2im(&Layout::contiguous(&[0, 4, 4]), &empty).expect("n = 0").is_empty());
+}

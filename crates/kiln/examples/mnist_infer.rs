@@ -1,0 +1,82 @@
+//! Classifies digits with a model saved by the `mnist` example: the first test images, or
+//! a 28×28 grayscale PNG of your own.
+//!
+//! ```text
+//! cargo run --release --example mnist_infer                        # first 10 test images
+//! cargo run --release --example mnist_infer -- --count 25
+//! cargo run --release --example mnist_infer -- --image digit.png   # white digit on black (or inverted)
+//! cargo run --release --example mnist_infer -- --model cnn --checkpoint runs/mnist-cnn/model.safetensors
+//! ```
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::AnyResult;
+use common::cli::{self, FlagSpec, Parsed};
+use common::infer::{classify, load_model, read_digit_png};
+use common::model::ModelKind;
+use kiln::Device;
+use kiln_data::{MNIST_PIXELS, Mnist};
+
+const ABOUT: &str = "Classify MNIST digits with a checkpoint written by the mnist example.";
+
+const FLAGS: &[FlagSpec] = &[
+    FlagSpec { name: "checkpoint", value: Some("PATH"), help: "weights (default runs/mnist/model.safetensors)" },
+    FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture the checkpoint was trained as (default mlp)" },
+    FlagSpec { name: "count", value: Some("N"), help: "classify the first N test images (default 10)" },
+    FlagSpec { name: "image", value: Some("PATH"), help: "classify this 28x28 grayscale PNG instead" },
+    FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
+];
+
+fn main() -> std::process::ExitCode {
+    common::main_with(run)
+}
+
+fn run() -> AnyResult<()> {
+    let flags = match cli::parse(std::env::args().skip(1), FLAGS)? {
+        Parsed::Run(flags) => flags,
+        Parsed::Help => {
+            print!("{}", cli::usage("mnist_infer", ABOUT, FLAGS));
+            return Ok(());
+        }
+    };
+    let kind: ModelKind = flags.get_or("model", ModelKind::Mlp)?;
+    let checkpoint: PathBuf = flags.get_or("checkpoint", PathBuf::from("runs/mnist/model.safetensors"))?;
+    let count: usize = flags.get_or("count", 10)?;
+    let device = match flags.str("device") {
+        Some(word) => Device::parse(word)?,
+        None => Device::best(),
+    };
+
+    let model = load_model(kind, &checkpoint, &device)?;
+    println!("device: {}", device.describe());
+    println!("model: {kind} from {}", checkpoint.display());
+
+    if let Some(path) = flags.str("image") {
+        let pixels = read_digit_png(Path::new(path))?;
+        let (digit, prob) = classify(&model, kind, pixels, 1, &device)?[0];
+        println!("{path}: predicted {digit} (p = {prob:.3})");
+        return Ok(());
+    }
+
+    let test = Mnist::test()?;
+    let n = count.min(test.len());
+    if n == 0 {
+        return Err("--count must be at least 1".into());
+    }
+    let mut pixels = Vec::with_capacity(n * MNIST_PIXELS);
+    for i in 0..n {
+        pixels.extend(test.image_f32(i).ok_or("test image out of range")?);
+    }
+    let predictions = classify(&model, kind, pixels, n, &device)?;
+    let mut right = 0;
+    for (i, &(digit, prob)) in predictions.iter().enumerate() {
+        let truth = test.label(i).ok_or("test label out of range")?;
+        let mark = if u32::from(truth) == digit { "" } else { "   <- wrong" };
+        right += usize::from(u32::from(truth) == digit);
+        println!("test image {i:>5}: predicted {digit} (p = {prob:.3}), label {truth}{mark}");
+    }
+    println!("{right}/{n} correct");
+    Ok(())
+}

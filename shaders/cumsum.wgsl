@@ -1,0 +1,76 @@
+// Inclusive prefix sum along one dim of a strided layout, into a contiguous output.
+//
+// info: [lines, len, inner, lanes, s, lines_base, ...layout block without the scanned dim]
+//
+// A "line" is one 1-D slice along the scanned dim; line t starts at storage index
+// layout_index(lines_base, t) and steps by s. Its output starts at
+// (t / inner) * len * inner + t % inner and steps by inner.
+//
+// lanes == 1: one thread scans a whole line sequentially. Chosen when the dim is not the
+// innermost one, so neighbouring threads hold neighbouring lines and both reads and writes
+// are coalesced across threads. A line that is both long and alone runs serially: correct, slow.
+// lanes > 1: 256 / lanes lines per workgroup; a line is walked in tiles of `lanes` elements,
+// each tile scanned in shared memory (Hillis-Steele, log2(lanes) steps) and offset by the
+// running total of the earlier tiles. Chosen when the dim is innermost, where lanes read and
+// write neighbouring elements.
+//
+// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and CT.
+
+{{BINDINGS}}
+
+var<workgroup> sh: array<{{CT}}, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let lines = info[0];
+    let len = info[1];
+    let inner = info[2];
+    let lanes = info[3];
+    let stride = info[4];
+    let row_local = lid / lanes;
+    let lane = lid % lanes;
+    let t = linear_group(wid, nwg) * (256u / lanes) + row_local;
+    let live = t < lines;
+    var base = 0u;
+    if live {
+        base = layout_index(info[5], t);
+    }
+    let out_base = (t / inner) * len * inner + t % inner;
+
+    if lanes == 1u {
+        if live {
+            var acc = {{CT}}(0);
+            for (var j = 0u; j < len; j++) {
+                acc += load_src(base + j * stride);
+                store_dst(out_base + j * inner, acc);
+            }
+        }
+        return;
+    }
+
+    var carry = {{CT}}(0);
+    for (var start = 0u; start < len; start += lanes) {
+        let j = start + lane;
+        let inside = live && j < len;
+        var v = {{CT}}(0);
+        if inside {
+            v = load_src(base + j * stride);
+        }
+        sh[lid] = v;
+        workgroupBarrier();
+        for (var d = 1u; d < lanes; d <<= 1u) {
+            var add = {{CT}}(0);
+            if lane >= d {
+                add = sh[lid - d];
+            }
+            workgroupBarrier();
+            sh[lid] += add;
+            workgroupBarrier();
+        }
+        if inside {
+            store_dst(out_base + j * inner, carry + sh[lid]);
+        }
+        carry += sh[row_local * lanes + lanes - 1u];
+        workgroupBarrier();
+    }
+}

@@ -1,0 +1,84 @@
+// Register-tiled batched matmul: out[b, m, n] = Σ_k a[b, m, k] · b[b, k, n], strided operands.
+// info: [M, N, K, tiles_m, tiles_n, tiles_total,
+//        a_off, a_sb, a_sm, a_sk, b_off, b_sb, b_sk, b_sn]
+// The host zeroes the stride of every size-1 dim.
+//
+// A workgroup owns a TM×TN tile of one batch entry (the batch is folded into the linear
+// workgroup id); each thread accumulates RM×RN outputs in registers, as vec4 rows. Both operands
+// pass through workgroup memory TK deep along k, k-major, as vec4 quads of 4 neighbouring rows
+// (a) or columns (b), so a thread reads its rows and columns with RM/4 + RN/4 loads per k and
+// every workgroup store is a whole vec4. Which thread fetches which quad follows the operand's
+// smaller stride (the generator's SETUP), so that neighbouring threads read neighbouring
+// addresses for row-major and transposed operands alike; fetches walk the strides, so transposed
+// and broadcast operands are never copied. The next slab is fetched into registers while the
+// current one is multiplied. Edge tiles fetch zeros past M, N and K and skip stores past M and N.
+
+{{BINDINGS}}
+
+// Row pitches of the workgroup tiles in vec4s: the extra vec4 spreads the stores of k-fast
+// fetchers (one column of a tile each) over the memory banks.
+const PA: u32 = {{PA}}u;
+const PB: u32 = {{PB}}u;
+const TK: u32 = {{TK}}u;
+
+var<workgroup> As: array<vec4<{{C}}>, {{AS_LEN}}>;
+var<workgroup> Bs: array<vec4<{{C}}>, {{BS_LEN}}>;
+
+fn load_a(p: u32, ok: bool) -> {{C}} {
+    if ok { return {{LOAD_A}}; }
+    return {{C}}(0);
+}
+
+fn load_b(p: u32, ok: bool) -> {{C}} {
+    if ok { return {{LOAD_B}}; }
+    return {{C}}(0);
+}
+
+// Rows x..x+3 of a at one k (p points at row x, rows `step` apart); zeros past M or when !ok.
+fn quad_a(p: u32, step: u32, x: u32, ok: bool) -> vec4<{{C}}> {
+    let M = info[0];
+    return vec4<{{C}}>(load_a(p, ok && x < M), load_a(p + step, ok && x + 1u < M),
+        load_a(p + 2u * step, ok && x + 2u < M), load_a(p + 3u * step, ok && x + 3u < M));
+}
+
+// Columns x..x+3 of b at one k, likewise against N.
+fn quad_b(p: u32, step: u32, x: u32, ok: bool) -> vec4<{{C}}> {
+    let N = info[1];
+    return vec4<{{C}}>(load_b(p, ok && x < N), load_b(p + step, ok && x + 1u < N),
+        load_b(p + 2u * step, ok && x + 2u < N), load_b(p + 3u * step, ok && x + 3u < N));
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let tile = linear_group(wid, nwg);
+    if tile >= info[5] { return; }
+    let M = info[0];
+    let N = info[1];
+    let K = info[2];
+    let per_batch = info[3] * info[4];
+    let bi = tile / per_batch;
+    let t = tile % per_batch;
+    let m0 = (t / info[4]) * {{TM}}u;
+    let n0 = (t % info[4]) * {{TN}}u;
+    let a_sm = info[8];
+    let a_sk = info[9];
+    let b_sk = info[12];
+    let b_sn = info[13];
+    // This thread's outputs: row quads ty + i·TY, column quads tx + j·TX of the tile.
+    let tx = lid % {{TX}}u;
+    let ty = lid / {{TX}}u;
+{{SETUP}}
+{{FETCH_FIRST}}
+{{ACC_DECL}}
+    for (var k0 = 0u; k0 < K; k0 += TK) {
+{{PUT}}
+        workgroupBarrier();
+{{FETCH_NEXT}}
+        for (var kk = 0u; kk < TK; kk++) {
+{{MAC}}
+        }
+        workgroupBarrier();
+    }
+    let out_base = bi * M * N;
+{{STORE}}
+}

@@ -1,0 +1,111 @@
+// Softmax and log-softmax over the last dim, computed in f32.
+//
+// info: [rows, n, s, lanes, outer_base, ...layout block of the leading dims]
+//
+// A workgroup of 256 threads owns 256 / lanes rows; a row's lanes are neighbours, so a
+// contiguous row is read coalesced. One online pass keeps a running (max, sum of exp(x - max))
+// per lane, rescaling the sum when the max grows; a shared-memory tree merges the lanes; a
+// second pass writes the outputs. The row is read twice and written once.
+//
+// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and OUTPUT (the value
+// written for `x`, given the row's max `m`, sum `z` and `log(z)` as `lz`).
+
+{{BINDINGS}}
+
+struct MaxSum {
+    m: f32,
+    z: f32,
+}
+
+var<workgroup> sh: array<MaxSum, 256>;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+
+fn is_neg_inf(x: f32) -> bool {
+    return bitcast<u32>(x) == 0xff800000u;
+}
+
+fn push(a: MaxSum, x: f32) -> MaxSum {
+    if x > a.m {
+        // exp(-inf) is 0, so the first finite element starts the sum at 1.
+        return MaxSum(x, a.z * exp(a.m - x) + 1.0);
+    }
+    // -inf adds nothing; skipping it also avoids exp(-inf - -inf) = NaN while a.m is -inf.
+    // NaN falls through and poisons the sum, as it should.
+    if is_neg_inf(x) {
+        return a;
+    }
+    return MaxSum(a.m, a.z + exp(x - a.m));
+}
+
+fn rescale(a: MaxSum, m: f32) -> f32 {
+    if a.m == m {
+        return a.z;
+    }
+    return a.z * exp(a.m - m);
+}
+
+fn merge(a: MaxSum, b: MaxSum) -> MaxSum {
+    let m = max(a.m, b.m);
+    return MaxSum(m, rescale(a, m) + rescale(b, m));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let rows = info[0];
+    let n = info[1];
+    let stride = info[2];
+    let lanes = info[3];
+    let row_local = lid / lanes;
+    let lane = lid % lanes;
+    let g = linear_group(wid, nwg) * (256u / lanes) + row_local;
+    let live = g < rows;
+
+    var base = 0u;
+    var st = MaxSum(neg_inf(), 0.0);
+    if live {
+        base = layout_index(info[4], g);
+        for (var j = lane; j < n; j += lanes) {
+            st = push(st, load_src(base + j * stride));
+        }
+    }
+
+    sh[lid] = st;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if s < lanes && lane < s {
+            sh[lid] = merge(sh[lid], sh[lid + s]);
+        }
+        workgroupBarrier();
+    }
+
+    if live {
+        let total = sh[row_local * lanes];
+        let m = total.m;
+        let z = total.z;
+        let lz = log(z);
+        // All -inf (max -inf), any +inf (max +inf) or any NaN (sum NaN): the row is NaN, as in
+        // PyTorch, where x - max or the sum is NaN.
+        let poisoned = is_inf(m) || is_nan(z);
+        let nan = bitcast<f32>(0x7fc00000u);
+        let out_base = g * n;
+        for (var j = lane; j < n; j += lanes) {
+            let x = load_src(base + j * stride);
+            var y = {{OUTPUT}};
+            if poisoned {
+                y = nan;
+            }
+            store_dst(out_base + j, y);
+        }
+    }
+}
