@@ -148,6 +148,14 @@ impl Device {
         }
     }
 
+    /// Destroys a GPU device, as a driver reset would: later ops and readbacks on it return
+    /// `Error::DeviceLost`. For testing recovery paths; a no-op on the CPU.
+    pub fn destroy(&self) {
+        if let Device::Gpu(g) = self {
+            g.destroy();
+        }
+    }
+
     /// The wgpu context behind a GPU device, for interop (binding tensors in your own passes).
     pub fn gpu_context(&self) -> Option<&GpuDevice> {
         match self {

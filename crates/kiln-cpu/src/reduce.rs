@@ -94,10 +94,18 @@ fn softmax_typed<T: Float>(name: &'static str, v: &[T], layout: &Layout, log: bo
     for_each_block(&mut out, n, |r, row| {
         let src = &x[r * n..(r + 1) * n];
         let m = src.iter().fold(f64::NEG_INFINITY, |m, &e| m.max(e.to_f64()));
-        let sum: f64 = src.iter().map(|&e| (e.to_f64() - m).exp()).sum();
-        for (o, &e) in row.iter_mut().zip(src) {
-            let d = e.to_f64() - m;
-            *o = T::from_f64(if log { d - sum.ln() } else { d.exp() / sum });
+        let shifted: Vec<f64> = src.iter().map(|&e| e.to_f64() - m).collect();
+        if log {
+            let lse = shifted.iter().map(|d| d.exp()).sum::<f64>().ln();
+            for (o, d) in row.iter_mut().zip(&shifted) {
+                *o = T::from_f64(d - lse);
+            }
+        } else {
+            let exps: Vec<f64> = shifted.iter().map(|d| d.exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            for (o, e) in row.iter_mut().zip(&exps) {
+                *o = T::from_f64(e / sum);
+            }
         }
     });
     Ok(T::wrap(out))

@@ -32,7 +32,7 @@ fn lowest(dtype: DType) -> f64 {
 impl MultiHeadAttention {
     /// `d_model` must be a multiple of `heads`.
     pub fn new(d_model: usize, heads: usize, bias: bool, device: &Device) -> Result<MultiHeadAttention> {
-        if heads == 0 || d_model == 0 || d_model % heads != 0 {
+        if heads == 0 || d_model == 0 || !d_model.is_multiple_of(heads) {
             return Err(Error::invalid("MultiHeadAttention::new", format!("d_model {d_model} is not a positive multiple of heads {heads}")));
         }
         Ok(MultiHeadAttention {

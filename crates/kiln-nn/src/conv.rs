@@ -15,7 +15,7 @@ fn conv_params(shape: &[usize], fan_in: usize, bias: bool, bias_len: usize, devi
 }
 
 fn check_channels(op: &'static str, in_ch: usize, out_ch: usize, groups: usize, kernel: &[usize]) -> Result<()> {
-    if groups == 0 || in_ch == 0 || out_ch == 0 || in_ch % groups != 0 || out_ch % groups != 0 {
+    if groups == 0 || in_ch == 0 || out_ch == 0 || !in_ch.is_multiple_of(groups) || !out_ch.is_multiple_of(groups) {
         return Err(Error::invalid(op, format!("{in_ch} input and {out_ch} output channels must both be positive multiples of groups = {groups}")));
     }
     if kernel.contains(&0) {

@@ -238,7 +238,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// `channels` must be a multiple of `groups`.
     pub fn new(groups: usize, channels: usize, device: &Device) -> Result<GroupNorm> {
-        if groups == 0 || channels == 0 || channels % groups != 0 {
+        if groups == 0 || channels == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::invalid("GroupNorm::new", format!("{channels} channels in {groups} groups")));
         }
         Ok(GroupNorm { weight: init::ones(&[channels], device)?, bias: init::zeros(&[channels], device)?, groups, eps: 1e-5 })

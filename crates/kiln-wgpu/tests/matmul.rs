@@ -242,15 +242,23 @@ fn mismatches_are_errors() {
 }
 
 /// Ad-hoc timing, not an assertion: `cargo test -p kiln-wgpu --test matmul -- --ignored --nocapture`.
+/// `KILN_MM_SIZES` (comma-separated square sizes, default 512) and `KILN_MM_FLOP` (work per timed
+/// run, default 1e9) adjust it.
 #[test]
 #[ignore]
 fn bench_matmul() {
     let Some(dev) = common::gpu("bench_matmul") else { return };
     println!("adapter: {}", dev.summary);
-    let shapes: Vec<(usize, usize, usize, &str)> = match std::env::var("KILN_MM_BENCH").ok().as_deref() {
-        Some("big") => vec![(4096, 4096, 4096, "nn"), (4096, 4096, 4096, "tn"), (4096, 4096, 4096, "nt")],
-        _ => vec![(512, 512, 512, "nn"), (512, 512, 512, "tn"), (512, 512, 512, "nt"), (1, 4096, 1024, "nt")],
-    };
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+    let flop_target: f64 = env("KILN_MM_FLOP", "1e9").parse().expect("KILN_MM_FLOP");
+    let mut shapes = Vec::new();
+    for size in env("KILN_MM_SIZES", "512").split(',') {
+        let s: usize = size.parse().expect("KILN_MM_SIZES");
+        for class in ["nn", "tn", "nt", "tt"] {
+            shapes.push((s, s, s, class));
+        }
+        shapes.push((1, s, s, "nt"));
+    }
     for (m, k, n, class) in shapes {
         let mut rng = Rng(7);
         let al = if class.starts_with('t') { transposed(1, m, k) } else { Layout::contiguous(&[1, m, k]) };
@@ -260,8 +268,9 @@ fn bench_matmul() {
         let one = Layout::contiguous(&[1]);
         let warm = a.matmul(&al, &b, &bl).expect("matmul");
         warm.to_host(&one).expect("read");
-        // Best of several short runs: the machine's cores are shared with other work.
-        let reps = if m * n * k >= 1 << 30 { 20 } else { 3 };
+        let flop = 2.0 * (m * n * k) as f64;
+        let reps = (flop_target / flop).ceil().clamp(1.0, 2000.0) as usize;
+        // Best of several runs: the machine's cores are shared with other work.
         let mut secs = f64::INFINITY;
         for _ in 0..5 {
             let start = std::time::Instant::now();
@@ -272,7 +281,6 @@ fn bench_matmul() {
             last.expect("ran").to_host(&one).expect("read");
             secs = secs.min(start.elapsed().as_secs_f64() / reps as f64);
         }
-        let gflops = 2.0 * (m * n * k) as f64 / secs / 1e9;
-        println!("{m}x{k}x{n} {class}: {:.2} ms, {gflops:.2} GFLOP/s", secs * 1e3);
+        println!("{m}x{k}x{n} {class}: {:.3} ms, {:.2} GFLOP/s", secs * 1e3, flop / secs / 1e9);
     }
 }

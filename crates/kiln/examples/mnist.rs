@@ -21,6 +21,7 @@ use std::time::Instant;
 use common::cli::{self, FlagSpec, Parsed};
 use common::model::ModelKind;
 use common::plot::{Panel, write_panels_png};
+use plotters::chart::SeriesLabelPosition;
 use common::train::{EpochStats, TrainConfig, load_mnist, train};
 use common::AnyResult;
 use kiln::Device;
@@ -117,10 +118,17 @@ fn print_epoch(s: &EpochStats) {
 fn panels(history: &[EpochStats]) -> [Panel<'static>; 2] {
     let col = |f: fn(&EpochStats) -> f64| history.iter().map(f).collect::<Vec<f64>>();
     [
-        Panel { title: "Cross-entropy loss", series: vec![("train", col(|s| s.train_loss)), ("test", col(|s| s.test_loss))] },
+        Panel {
+            title: "Cross-entropy loss",
+            series: vec![("train", col(|s| s.train_loss)), ("test", col(|s| s.test_loss))],
+            y_decimals: 3,
+            legend: SeriesLabelPosition::UpperRight,
+        },
         Panel {
             title: "Accuracy (%)",
             series: vec![("train", col(|s| 100.0 * s.train_acc)), ("test", col(|s| 100.0 * s.test_acc))],
+            y_decimals: 1,
+            legend: SeriesLabelPosition::LowerRight,
         },
     ]
 }

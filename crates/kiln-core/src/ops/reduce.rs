@@ -220,12 +220,15 @@ impl Tensor {
         }
         let d = self.axis(op, dim)?;
         let last = self.rank() - 1;
-        let moved = self.layout().permute(&swap(self.rank(), d, last));
-        let out = self.storage().softmax_last(&moved, log)?;
+        // Softmax runs over the last dim of a (free) permuted view; the view's own gradient
+        // rule permutes the gradient back.
+        let x = if d == last { self.clone() } else { self.permute(&swap(self.rank(), d, last))? };
+        let moved = x.layout().clone();
+        let out = x.storage().softmax_last(&moved, log)?;
         let shape = moved.shape().to_vec();
         let slot = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
         let saved = slot.clone();
-        let y = Tensor::from_op(out, &shape, self.device(), op, &[self], move |g| {
+        let y = Tensor::from_op(out, &shape, self.device(), op, &[&x], move |g| {
             let y = saved.get().cloned().ok_or_else(|| Error::Autograd { op, msg: "output not saved".into() })?;
             let last = g.rank() as isize - 1;
             let grad = if log {

@@ -85,6 +85,8 @@ fn col2im_is_the_adjoint_of_im2col() {
         geom(1, 2, 1, 7, (1, 3), (1, 3), (0, 1), (1, 1)),
         geom(3, 1, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
         geom(1, 1, 5, 4, (2, 2), (3, 2), (2, 0), (3, 2)),
+        // Big enough for both kernels to split across threads.
+        geom(64, 8, 9, 9, (3, 3), (1, 1), (1, 1), (1, 1)),
     ] {
         let cols = g.cols_shape().expect("cols");
         let x = rng.vec(g.n * g.c * g.h * g.w);

@@ -101,4 +101,3 @@ pub(crate) fn at(buf: &[f64], layout: &Layout, pos: &[usize]) -> f64 {
     let idx = layout.offset() + pos.iter().zip(layout.strides()).map(|(p, s)| p * s).sum::<usize>();
     buf[idx]
 }
-mod perf_tmp;

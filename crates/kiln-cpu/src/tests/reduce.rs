@@ -132,6 +132,20 @@ fn softmax_rows() {
 }
 
 #[test]
+fn softmax_of_many_rows_matches_naive() {
+    let mut rng = Rng::new(12);
+    let (rows, n) = (40, 1001);
+    let x: Vec<f64> = rng.vec(rows * n).iter().map(|v| 30.0 * v).collect();
+    let mut want = Vec::new();
+    for row in x.chunks(n) {
+        let z: f64 = row.iter().map(|v| v.exp()).sum();
+        want.extend(row.iter().map(|v| v.exp() / z));
+    }
+    let got = f64s(&st(x).softmax_last(&c(&[rows, n]), false).expect("softmax"));
+    assert_close(&got, &want, 1e-12);
+}
+
+#[test]
 fn softmax_of_all_minus_inf_row_is_nan() {
     let ninf = f32::NEG_INFINITY;
     let out = f64s(&st(vec![ninf, ninf, 0.0, ninf]).softmax_last(&c(&[2, 2]), false).expect("softmax"));

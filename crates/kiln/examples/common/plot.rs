@@ -21,6 +21,10 @@ const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), R
 pub struct Panel<'a> {
     pub title: &'a str,
     pub series: Vec<(&'a str, Vec<f64>)>,
+    /// Decimals shown on the y axis.
+    pub y_decimals: usize,
+    /// Where the legend goes: upper right suits falling curves, lower right rising ones.
+    pub legend: SeriesLabelPosition,
 }
 
 fn register_font() -> AnyResult<()> {
@@ -59,7 +63,7 @@ fn draw(pixels: &mut [u8], width: u32, panels: &[Panel<'_>]) -> Result<(), Box<d
             .x_desc("epoch")
             .x_labels(epochs.min(12) + 1)
             .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() })
-            .y_label_formatter(&|y| format!("{y:.3}"))
+            .y_label_formatter(&|y| format!("{y:.*}", panel.y_decimals))
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 15))
             .draw()?;
@@ -77,7 +81,7 @@ fn draw(pixels: &mut [u8], width: u32, panels: &[Panel<'_>]) -> Result<(), Box<d
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font((FAMILY, 14))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(panel.legend.clone())
             .draw()?;
     }
     root.present()?;

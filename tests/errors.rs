@@ -1,0 +1,102 @@
+//! Bad input gives a typed error naming the op, never a panic; and the inputs stay intact.
+
+mod common;
+
+use kiln::prelude::*;
+
+fn cpu() -> Device {
+    Device::cpu()
+}
+
+#[test]
+fn shape_errors() {
+    let d = cpu();
+    let e = Tensor::from_vec(vec![1.0f32; 5], &[2, 3], &d).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "from_vec", .. }), "{e}");
+    let a = Tensor::ones(&[2, 3], &d).unwrap();
+    let b = Tensor::ones(&[4], &d).unwrap();
+    let e = (&a + &b).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { op: "add", .. }));
+    assert!(e.to_string().contains("[2, 3]") && e.to_string().contains("[4]"), "{e}");
+    assert!(matches!(a.matmul(&a), Err(Error::ShapeMismatch { op: "matmul", .. })));
+    assert!(matches!(a.reshape(&[5]), Err(Error::ShapeMismatch { op: "reshape", .. })));
+    assert!(matches!(a.item(), Err(Error::ShapeMismatch { op: "item", .. })));
+    assert_eq!(a.to_vec::<f32>().unwrap(), vec![1.0; 6], "inputs untouched");
+}
+
+#[test]
+fn dtype_errors() {
+    let d = cpu();
+    let a = Tensor::ones(&[3], &d).unwrap();
+    let i = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
+    assert!(matches!(&a + &i, Err(Error::DTypeMismatch { op: "add", .. })));
+    assert!(matches!(i.exp(), Err(Error::UnsupportedDType { op: "exp", .. })));
+    assert!(matches!(a.to_vec::<i32>(), Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(Tensor::where_(&a, &a, &a), Err(Error::DTypeMismatch { op: "where", .. })));
+    if let Some(g) = common::gpu("dtype_errors") {
+        let f = Tensor::ones(&[2], &d).unwrap().to_dtype(DType::F64).unwrap();
+        assert!(matches!(f.to(&g), Err(Error::UnsupportedDType { .. })));
+    }
+}
+
+#[test]
+fn index_and_argument_errors() {
+    let d = cpu();
+    let a = Tensor::ones(&[3, 2], &d).unwrap();
+    let ids = Tensor::from_vec(vec![0u32, 3], &[2], &d).unwrap();
+    assert!(matches!(a.index_select(0, &ids), Err(Error::IndexOutOfRange { op: "index_select", .. })));
+    let neg = Tensor::from_vec(vec![-1i32], &[1], &d).unwrap();
+    assert!(matches!(a.index_select(0, &neg), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(a.sum(&[2], false), Err(Error::IndexOutOfRange { op: "sum", .. })));
+    assert!(matches!(a.narrow(0, 2, 2), Err(Error::IndexOutOfRange { op: "slice", .. })));
+    assert!(matches!(Tensor::arange(0.0, 1.0, 0.0, &d), Err(Error::InvalidArgument { op: "arange", .. })));
+    assert!(matches!(a.permute(&[0, 0]), Err(Error::InvalidArgument { op: "permute", .. })));
+    assert!(matches!(a.clamp(1.0, 0.0), Err(Error::InvalidArgument { op: "clamp", .. })));
+    assert!(matches!(Tensor::cat(&[], 0), Err(Error::InvalidArgument { op: "cat", .. })));
+    assert!(matches!(a.topk(5, true), Err(Error::InvalidArgument { op: "topk", .. })));
+    if let Some(g) = common::gpu("index_and_argument_errors") {
+        let ag = a.to(&g).unwrap();
+        assert!(matches!(ag.index_select(0, &ids.to(&g).unwrap()), Err(Error::IndexOutOfRange { .. })));
+    }
+}
+
+#[test]
+fn device_errors() {
+    let Some(g) = common::gpu("device_errors") else { return };
+    let a = Tensor::ones(&[3], &cpu()).unwrap();
+    let b = Tensor::ones(&[3], &g).unwrap();
+    assert!(matches!(&a + &b, Err(Error::DeviceMismatch { op: "add", .. })));
+    assert!(matches!(a.matmul(&b), Err(Error::DeviceMismatch { .. })));
+    assert!(matches!(Device::gpu_named("no-such-adapter-anywhere"), Err(Error::NoDevice { .. })));
+    assert!(g.describe().contains("gpu"));
+}
+
+#[test]
+fn allocations_past_the_limits_are_errors_and_the_device_stays_usable() {
+    let huge = [1usize << 20, 1 << 20, 1 << 10];
+    assert!(matches!(Tensor::zeros(&huge, &cpu()), Err(Error::OutOfMemory { .. })));
+    assert!(matches!(Tensor::zeros(&[usize::MAX, 2], &cpu()), Err(Error::OutOfMemory { .. })));
+    let Some(g) = common::gpu("allocations_past_the_limits") else { return };
+    assert!(matches!(Tensor::zeros(&huge, &g), Err(Error::OutOfMemory { .. })));
+    let t = Tensor::ones(&[4], &g).unwrap().add_scalar(1.0).unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![2.0; 4]);
+}
+
+#[test]
+fn f16_needs_shader_f16() {
+    // The GL adapter of lavapipe has no SHADER_F16; where it (or any such adapter) exists,
+    // f16 must be a typed error. Where every adapter has f16, f16 must work.
+    let Some(g) = common::gpu("f16_needs_shader_f16") else { return };
+    let h = Tensor::ones(&[2], &cpu()).unwrap().to_dtype(DType::F16).unwrap();
+    let has_f16 = g.gpu_context().map(|c| c.has_f16()).unwrap_or(false);
+    match h.to(&g) {
+        Ok(t) => assert!(has_f16 && t.to_f64_vec().unwrap() == vec![1.0, 1.0]),
+        Err(e) => assert!(!has_f16 && matches!(e, Error::Unsupported { .. }), "{e}"),
+    }
+    if let Ok(gl) = Device::gpu_named("gl") {
+        let gl_f16 = gl.gpu_context().map(|c| c.has_f16()).unwrap_or(false);
+        if !gl_f16 {
+            assert!(matches!(h.to(&gl), Err(Error::Unsupported { .. })));
+        }
+    }
+}
