@@ -7,13 +7,17 @@
 // workgroup id); each thread accumulates RM×RN outputs in registers, as vec4 rows. Both operands
 // pass through workgroup memory TK deep along k, k-major, as vec4 quads of 4 neighbouring rows
 // (a) or columns (b), so a thread reads its rows and columns with RM/4 + RN/4 loads per k and
-// every workgroup store is a whole vec4. Which thread fetches which quad follows the operand's
-// smaller stride (the generator's SETUP), so that neighbouring threads read neighbouring
-// addresses for row-major and transposed operands alike; fetches walk the strides, so transposed
-// and broadcast operands are never copied. The next slab is fetched into registers while the
-// current one is multiplied. Edge tiles fetch zeros past M, N and K and skip stores past M and N.
+// every workgroup store is a whole vec4. How an operand is fetched depends on its layout class
+// (the generator's SETUP/FETCH/PUT): through a vec4 view when its m (n) or k stride is 1 and the
+// rest is 4-aligned (matmul_load_vec4.wgsl; a k-contiguous operand is fetched in 4×4 blocks and
+// transposed in registers), else element by element (matmul_load.wgsl) with neighbouring threads
+// on the operand's smaller stride. Either way neighbouring threads read neighbouring addresses for
+// row-major and transposed operands alike, and transposed or broadcast operands are never copied.
+// The next slab is fetched into registers while the current one is multiplied. Edge tiles fetch
+// zeros past M, N and K and skip stores past M and N.
 
-{{BINDINGS}}
+{{OPERANDS}}
+@group(0) @binding(3) var<storage, read_write> out: array<{{T}}>;
 
 // Row pitches of the workgroup tiles in vec4s: the extra vec4 spreads the stores of k-fast
 // fetchers (one column of a tile each) over the memory banks.
@@ -23,30 +27,6 @@ const TK: u32 = {{TK}}u;
 
 var<workgroup> As: array<vec4<{{C}}>, {{AS_LEN}}>;
 var<workgroup> Bs: array<vec4<{{C}}>, {{BS_LEN}}>;
-
-fn load_a(p: u32, ok: bool) -> {{C}} {
-    if ok { return {{LOAD_A}}; }
-    return {{C}}(0);
-}
-
-fn load_b(p: u32, ok: bool) -> {{C}} {
-    if ok { return {{LOAD_B}}; }
-    return {{C}}(0);
-}
-
-// Rows x..x+3 of a at one k (p points at row x, rows `step` apart); zeros past M or when !ok.
-fn quad_a(p: u32, step: u32, x: u32, ok: bool) -> vec4<{{C}}> {
-    let M = info[0];
-    return vec4<{{C}}>(load_a(p, ok && x < M), load_a(p + step, ok && x + 1u < M),
-        load_a(p + 2u * step, ok && x + 2u < M), load_a(p + 3u * step, ok && x + 3u < M));
-}
-
-// Columns x..x+3 of b at one k, likewise against N.
-fn quad_b(p: u32, step: u32, x: u32, ok: bool) -> vec4<{{C}}> {
-    let N = info[1];
-    return vec4<{{C}}>(load_b(p, ok && x < N), load_b(p + step, ok && x + 1u < N),
-        load_b(p + 2u * step, ok && x + 2u < N), load_b(p + 3u * step, ok && x + 3u < N));
-}
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

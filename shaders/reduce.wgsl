@@ -79,15 +79,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         return;
     }
-    sh[lid] = st;
-    workgroupBarrier();
-    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
-        if lane < s {
-            sh[lid] = fold(sh[lid], sh[lid + s * lane_stride]);
-        }
-        workgroupBarrier();
-    }
-    if live && lane == 0u {
-        write_out(g, p, chunks, sh[lid]);
-    }
 }

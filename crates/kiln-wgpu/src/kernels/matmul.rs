@@ -1,10 +1,11 @@
 //! Batched strided matmul, `[b, m, k] · [b, k, n] → [b, m, n]` (contiguous). Operands are read in
 //! place through their strides: transposed views, a batch stride of 0 (broadcast) and offsets
-//! cost no copy. Two WGSL templates: a register-tiled kernel (`shaders/matmul.wgsl`) specialised
-//! by dtype and by each operand's fast dim, and a split-k dot-product kernel for
-//! matrix-vector-like shapes (`shaders/matmul_small.wgsl`).
+//! cost no copy. Two WGSL templates: a register-tiled kernel (`shaders/matmul.wgsl`, operand
+//! fetches from `shaders/matmul_load*.wgsl`) specialised by dtype, tile size and each operand's
+//! layout class, and a split-k dot-product kernel for matrix-vector-like shapes
+//! (`shaders/matmul_small.wgsl`).
 
-use super::{compute_type, enables, load, module, storage_type, store};
+use super::{compute_type, enables, gpu_size, load, module, storage_type, store};
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
 
@@ -27,13 +28,15 @@ impl Tile {
     }
 }
 
-const TILE: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
-
-fn tile_from_env() -> Tile {
-    let Ok(v) = std::env::var("KILN_MM_TILE") else { return TILE };
-    let p: Vec<u32> = v.split(',').filter_map(|x| x.parse().ok()).collect();
-    Tile { tm: p[0], tn: p[1], tk: p[2], rm: p[3], rn: p[4] }
-}
+/// 64×64 tiles, 4×4 per thread: enough workgroups to fill a large GPU from about 1024² outputs.
+const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
+/// 128×128 tiles, 8×8 per thread: twice the multiply-adds per workgroup-memory read. Measured on
+/// an H100 (Vulkan): 28 TFLOP/s at 4096³ against 21 for MEDIUM, but slower up to 1024³, where
+/// too few workgroups fill the GPU. Always used on CPU adapters (lavapipe), where every
+/// workgroup-memory read is a loop over SIMD lanes and costs more than the arithmetic.
+const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8 };
+/// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
+const LARGE_MIN_TILES: u64 = 256;
 
 /// Shapes with this few rows or columns take the dot-product kernel: a 64-wide tile would be
 /// mostly padding.
@@ -41,28 +44,31 @@ const SMALL_MN: usize = 4;
 
 const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
 
+/// How the tiled kernel fetches one operand: its layout class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetch {
+    /// Element by element, neighbouring threads on neighbouring k.
+    K,
+    /// Element by element, neighbouring threads on neighbouring m (a) or n (b).
+    X,
+    /// vec4s along m (n), whose stride is 1.
+    X4,
+    /// 4×4 blocks read as vec4s along k, whose stride is 1, transposed in registers.
+    K4,
+}
+
+const FETCHES: [Fetch; 4] = [Fetch::K, Fetch::X, Fetch::X4, Fetch::K4];
+
 enum Spec {
-    /// `a_k_fast`: neighbouring threads load along k of `a` (its k-stride is the smaller one);
-    /// otherwise along m. `b_k_fast` likewise for `b` against n.
-    Tiled { dtype: DType, tile: Tile, a_k_fast: bool, b_k_fast: bool },
+    Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch },
     Small { dtype: DType },
 }
 
 impl Spec {
     fn key(&self) -> String {
         match self {
-            Spec::Tiled { dtype, tile: t, a_k_fast, b_k_fast } => {
-                let class = |k_fast: bool| if k_fast { "k" } else { "x" };
-                format!(
-                    "matmul|tiled{}x{}x{}/{}x{}|{dtype}|a{}|b{}",
-                    t.tm,
-                    t.tn,
-                    t.tk,
-                    t.rm,
-                    t.rn,
-                    class(*a_k_fast),
-                    class(*b_k_fast)
-                )
+            Spec::Tiled { dtype, tile: t, a, b } => {
+                format!("matmul|{}x{}x{}/{}x{}|{dtype}|a{a:?}|b{b:?}", t.tm, t.tn, t.tk, t.rm, t.rn)
             }
             Spec::Small { dtype } => format!("matmul|small|{dtype}"),
         }
@@ -70,7 +76,7 @@ impl Spec {
 
     fn source(&self) -> Result<String> {
         match *self {
-            Spec::Tiled { dtype, tile, a_k_fast, b_k_fast } => tiled_source(dtype, tile, a_k_fast, b_k_fast),
+            Spec::Tiled { dtype, tile, a, b } => tiled_source(dtype, tile, a, b),
             Spec::Small { dtype } => small_source(dtype),
         }
     }
@@ -90,49 +96,95 @@ fn mac(dtype: DType, acc: &str, x: &str, y: &str) -> String {
     if dtype.is_float() { format!("fma({x}, {y}, {acc})") } else { format!("{acc} + {x} * {y}") }
 }
 
-/// The generated pieces that move one operand's tk-deep slabs into workgroup memory.
+/// The generated WGSL that moves both operands' tk-deep slabs into workgroup memory.
 #[derive(Default)]
 struct Staging {
+    decls: String,
     setup: String,
     fetch_first: String,
     put: String,
     fetch_next: String,
 }
 
-/// Staging for operand `name` (`a` or `b`) in quads of 4 neighbouring rows (columns) at one k;
-/// `len` is the tile's length along m (n), `k_fast` says neighbouring threads take neighbouring k.
-fn stage(tile: Tile, name: &str, len: u32, k_fast: bool, out: &mut Staging) {
-    let (array, pitch) = if name == "a" { ("As", "PA") } else { ("Bs", "PB") };
+/// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n).
+fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut Staging) -> Result<()> {
+    let is_a = name == "a";
+    let (array, pitch, binding, lim, origin) =
+        if is_a { ("As", "PA", 1, "M", "m0") } else { ("Bs", "PB", 2, "N", "n0") };
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
-    let (off, sb, sx, sk, origin) =
-        if name == "a" { (6, 7, "a_sm", "a_sk", "m0") } else { (10, 11, "b_sn", "b_sk", "n0") };
-    let (threads, quads) = (tile.threads(), len / 4);
-    for r in 0..quads * tile.tk / threads {
+    let (off, sb, sx, sk) = if is_a { (6, 7, "a_sm", "a_sk") } else { (10, 11, "b_sn", "b_sk") };
+    let template = if matches!(fetch, Fetch::X4 | Fetch::K4) { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
+    out.decls += &template
+        .replace("{{X}}", name)
+        .replace("{{BINDING}}", &binding.to_string())
+        .replace("{{T}}", storage_type(OP, dtype)?)
+        .replace("{{C}}", compute_type(dtype))
+        .replace("{{LIMIT}}", if is_a { "info[0]" } else { "info[1]" });
+    out.decls += "\n";
+    let (threads, quads, tk) = (tile.threads(), len / 4, tile.tk);
+    // A slot is what one thread moves per slab: a quad (4 neighbours along m or n at one k), or
+    // for K4 a 4×4 block.
+    let slots = if fetch == Fetch::K4 { quads * tk / 4 } else { quads * tk };
+    for r in 0..slots.div_ceil(threads) {
         let q = format!("(lid + {}u)", r * threads);
-        let (k, x) =
-            if k_fast { (format!("{q} % TK"), format!("{q} / TK")) } else { (format!("{q} / {quads}u"), format!("{q} % {quads}u")) };
-        let (kv, xv, pv, vv) = (format!("{name}k{r}"), format!("{name}q{r}"), format!("{name}p{r}"), format!("{name}v{r}"));
-        out.setup += &format!(
-            "    let {kv} = {k};\n    let {xv} = {x};\n    \
-             var {pv} = info[{off}] + bi * info[{sb}] + ({origin} + {xv} * 4u) * {sx} + {kv} * {sk};\n"
-        );
-        let fetch = |kbase: &str| {
-            format!(
-                "{vv} = quad_{name}({pv}, {sx}, {origin} + {xv} * 4u, {kbase}{kv} < K);\n        {pv} += TK * {sk};\n"
-            )
+        let v = |s: &str| format!("{name}{s}{r}");
+        let (k, x, p, on) = (v("k"), v("x"), v("p"), v("on"));
+        let (kq, xq) = match fetch {
+            Fetch::K => (format!("{q} % TK"), format!("{q} / TK")),
+            Fetch::X | Fetch::X4 => (format!("{q} / {quads}u"), format!("{q} % {quads}u")),
+            Fetch::K4 => (format!("({q} % {}u) * 4u", tk / 4), format!("{q} / {}u", tk / 4)),
         };
-        out.fetch_first += &format!("    var {}", fetch(""));
-        out.fetch_next += &format!("        {}", fetch("k0 + TK + "));
-        out.put += &format!("        {array}[{kv} * {pitch} + {xv}] = {vv};\n");
+        let guarded = (r + 1) * threads > slots;
+        let on_expr = if guarded { format!("{q} < {slots}u") } else { "true".into() };
+        out.setup += &format!(
+            "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    let {on} = {on_expr};\n    \
+             var {p} = info[{off}] + bi * info[{sb}] + {x} * {sx} + {k} * {sk};\n"
+        );
+        let guard = |code: String| if guarded { format!("        if {on} {{\n    {code}        }}\n") } else { code };
+        if fetch == Fetch::K4 {
+            // Rows (columns) x..x+3, each four k as one vec4; PUT transposes them into quads.
+            let fetch_code = |decl: &str, kbase: &str| {
+                let mut c = String::new();
+                for i in 0..4 {
+                    c += &format!(
+                        "        {decl}{name}v{r}_{i} = {name}_quad_k({p} + {i}u * {sx}, {kbase}{k}, {on} && {x} + {i}u < {lim});\n"
+                    );
+                }
+                c + &format!("        {p} += TK;\n")
+            };
+            out.fetch_first += &fetch_code("var ", "");
+            out.fetch_next += &fetch_code("", "k0 + TK + ");
+            let mut put = String::new();
+            for (j, lane) in ["x", "y", "z", "w"].iter().enumerate() {
+                put += &format!(
+                    "        {array}[({k} + {j}u) * {pitch} + {x}q] = vec4({name}v{r}_0.{lane}, {name}v{r}_1.{lane}, {name}v{r}_2.{lane}, {name}v{r}_3.{lane});\n"
+                );
+            }
+            out.put += &guard(put);
+        } else {
+            let fetch_code = |decl: &str, kbase: &str| {
+                let ok = format!("{on} && {kbase}{k} < K");
+                let quad = if fetch == Fetch::X4 {
+                    format!("{name}_quad_x({p}, {x}, {ok})")
+                } else {
+                    format!("{name}_quad({p}, {sx}, {x}, {ok})")
+                };
+                format!("        {decl}{name}v{r} = {quad};\n        {p} += TK * {sk};\n")
+            };
+            out.fetch_first += &fetch_code("var ", "");
+            out.fetch_next += &fetch_code("", "k0 + TK + ");
+            out.put += &guard(format!("        {array}[{k} * {pitch} + {x}q] = {name}v{r};\n"));
+        }
     }
+    Ok(())
 }
 
-fn tiled_source(dtype: DType, tile: Tile, a_k_fast: bool, b_k_fast: bool) -> Result<String> {
+fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String> {
     let Tile { tm, tn, tk, rm, rn } = tile;
     let c = compute_type(dtype);
     let mut st = Staging::default();
-    stage(tile, "a", tm, a_k_fast, &mut st);
-    stage(tile, "b", tn, b_k_fast, &mut st);
+    stage(dtype, tile, "a", tm, fa, &mut st)?;
+    stage(dtype, tile, "b", tn, fb, &mut st)?;
     // Threads along m and n; a thread's row quads sit TY quads apart, its column quads TX apart,
     // so that neighbouring threads read neighbouring vec4s of workgroup memory.
     let (ty_n, tx_n) = (tm / rm, tn / rn);
@@ -168,10 +220,9 @@ fn tiled_source(dtype: DType, tile: Tile, a_k_fast: bool, b_k_fast: bool) -> Res
         }
     }
     let body = crate::shaders::MATMUL
-        .replace("{{BINDINGS}}", &bindings(dtype)?)
+        .replace("{{OPERANDS}}", &st.decls)
+        .replace("{{T}}", storage_type(OP, dtype)?)
         .replace("{{C}}", c)
-        .replace("{{LOAD_A}}", &load(dtype, "a[p]"))
-        .replace("{{LOAD_B}}", &load(dtype, "b[p]"))
         .replace("{{PA}}", &(tm / 4 + 1).to_string())
         .replace("{{PB}}", &(tn / 4 + 1).to_string())
         .replace("{{TK}}", &tk.to_string())
@@ -224,6 +275,29 @@ fn k_fast(sk: u32, sx: u32, k: usize, x: usize) -> bool {
     k > 1 && (x <= 1 || sk <= sx)
 }
 
+/// The layout class of an operand with words `[off, sb, sx, sk]` (x is m for a, n for b) in a
+/// buffer of `bytes`: vec4 fetches need stride 1 on one of the two dims, every other stride and
+/// the offset 4-aligned, and a buffer of whole vec4s.
+fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes: u64) -> Fetch {
+    let aligned = dtype.is_float() && off % 4 == 0 && sb % 4 == 0 && bytes % (4 * gpu_size(dtype)) == 0
+        && std::env::var("KILN_MM_NOVEC").is_err();
+    if aligned && sx == 1 && sk % 4 == 0 {
+        Fetch::X4
+    } else if aligned && sk == 1 && sx % 4 == 0 {
+        Fetch::K4
+    } else if k_fast(sk, sx, k, x) {
+        Fetch::K
+    } else {
+        Fetch::X
+    }
+}
+
+fn tile_from_env() -> Option<Tile> {
+    let v = std::env::var("KILN_MM_TILE").ok()?;
+    let p: Vec<u32> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+    Some(Tile { tm: p[0], tn: p[1], tk: p[2], rm: p[3], rn: p[4] })
+}
+
 pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -> Result<GpuStorage> {
     let (sa, sb) = (al.shape(), bl.shape());
     if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
@@ -247,26 +321,33 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     if numel == 0 {
         return Ok(out);
     }
-    let wa = words(al, a.len(), "lhs")?;
-    let wb = words(bl, b.len(), "rhs")?;
+    let [a_off, a_sb, a_sm, a_sk] = words(al, a.len(), "lhs")?;
+    let [b_off, b_sb, b_sk, b_sn] = words(bl, b.len(), "rhs")?;
     let dims = [m as u32, n as u32, k as u32];
-    // info[6..14]: a's [off, sb, sm, sk], then b's [off, sb, sk, sn].
-    let strides = [wa[0], wa[1], wa[2], wa[3], wb[0], wb[1], wb[2], wb[3]];
+    let strides = [a_off, a_sb, a_sm, a_sk, b_off, b_sb, b_sk, b_sn];
     let (spec, head, groups) = if m.min(n) <= SMALL_MN {
         // Enough lanes per dot product to keep a workgroup busy on long k, few enough that a
         // short k still fills the workgroup with outputs.
         let lanes = k.div_ceil(32).next_power_of_two().clamp(1, 64) as u32;
-        let k_inner = if m <= n { k_fast(wb[2], wb[3], k, n) } else { k_fast(wa[3], wa[2], k, m) };
+        let k_inner = if m <= n { k_fast(b_sk, b_sn, k, n) } else { k_fast(a_sk, a_sm, k, m) };
         let head = [numel as u32, lanes, k_inner as u32];
         (Spec::Small { dtype }, head, (numel as u32).div_ceil(256 / lanes))
     } else {
-        let tile = tile_from_env();
+        let large_tiles = (m.div_ceil(128) * n.div_ceil(128)) as u64 * batch as u64;
+        let tile = if !dtype.is_float() {
+            MEDIUM
+        } else if ctx.summary.software || large_tiles >= LARGE_MIN_TILES {
+            LARGE
+        } else {
+            MEDIUM
+        };
+        let tile = tile_from_env().unwrap_or(tile);
         let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
-        let total = tiles_m as u64 * tiles_n as u64 * batch as u64;
-        let total = u32::try_from(total)
+        let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
             .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} needs too many workgroups") })?;
-        let spec = Spec::Tiled { dtype, tile, a_k_fast: k_fast(wa[3], wa[2], k, m), b_k_fast: k_fast(wb[2], wb[3], k, n) };
-        (spec, [tiles_m, tiles_n, total], total)
+        let fa = classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.buffer().size());
+        let fb = classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size());
+        (Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total)
     };
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
     let mut meta = dims.to_vec();
@@ -276,13 +357,18 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     Ok(out)
 }
 
-/// Every matmul source the backend can generate.
+/// Every matmul source the backend can generate: floats in both tile sizes and every pair of
+/// layout classes, integers (which never take vec4 fetches) in MEDIUM tiles.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut specs = Vec::new();
     for dtype in DTYPES {
-        for a_k_fast in [true, false] {
-            for b_k_fast in [true, false] {
-                specs.push(Spec::Tiled { dtype, tile: TILE, a_k_fast, b_k_fast });
+        let (tiles, fetches): (&[Tile], &[Fetch]) =
+            if dtype.is_float() { (&[MEDIUM, LARGE], &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
+        for &tile in tiles {
+            for &a in fetches {
+                for &b in fetches {
+                    specs.push(Spec::Tiled { dtype, tile, a, b });
+                }
             }
         }
         specs.push(Spec::Small { dtype });
