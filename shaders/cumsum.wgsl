@@ -6,19 +6,22 @@
 // layout_index(lines_base, t) and steps by s. Its output starts at
 // (t / inner) * len * inner + t % inner and steps by inner.
 //
-// lanes == 1: one thread scans a whole line sequentially. Chosen when the dim is not the
-// innermost one, so neighbouring threads hold neighbouring lines and both reads and writes
-// are coalesced across threads. A line that is both long and alone runs serially: correct, slow.
-// lanes > 1: 256 / lanes lines per workgroup; a line is walked in tiles of `lanes` elements,
-// each tile scanned in shared memory (Hillis-Steele, log2(lanes) steps) and offset by the
-// running total of the earlier tiles. Chosen when the dim is innermost, where lanes read and
-// write neighbouring elements.
+// Two specialisations fill SHARED and SCAN from the `// @@` sections below:
+// - sequential (lanes == 1): one thread scans a whole line. Chosen when the scanned dim is not
+//   the innermost one, so neighbouring threads hold neighbouring lines and both reads and
+//   writes are coalesced across threads. A line that is both long and alone runs serially:
+//   correct, but slow.
+// - tiled (lanes > 1): 256 / lanes lines per workgroup; a line is walked in tiles of `lanes`
+//   elements, each tile scanned in shared memory (Hillis-Steele, log2(lanes) steps) and offset
+//   by the running total of the earlier tiles. Chosen when the dim is innermost (or read with
+//   stride 1), where lanes read and write neighbouring elements.
+// The sequential one holds no barrier (see reduce.wgsl for why that matters on lavapipe).
 //
-// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and CT.
+// The generator also fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and CT.
 
 {{BINDINGS}}
 
-var<workgroup> sh: array<{{CT}}, 256>;
+{{SHARED}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -36,18 +39,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         base = layout_index(info[5], t);
     }
     let out_base = (t / inner) * len * inner + t % inner;
+{{SCAN}}
+}
 
-    if lanes == 1u {
-        if live {
-            var acc = {{CT}}(0);
-            for (var j = 0u; j < len; j++) {
-                acc += load_src(base + j * stride);
-                store_dst(out_base + j * inner, acc);
-            }
+// @@ shared-tiled
+var<workgroup> sh: array<{{CT}}, 256>;
+// @@ scan-sequential
+    if live {
+        var acc = {{CT}}(0);
+        for (var j = 0u; j < len; j++) {
+            acc += load_src(base + j * stride);
+            store_dst(out_base + j * inner, acc);
         }
-        return;
     }
-
+// @@ scan-tiled
     var carry = {{CT}}(0);
     for (var start = 0u; start < len; start += lanes) {
         let j = start + lane;
@@ -73,4 +78,3 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         carry += sh[row_local * lanes + lanes - 1u];
         workgroupBarrier();
     }
-}

@@ -13,7 +13,11 @@
 // this pass writes one partial per (row, chunk) and a second pass (PARTIAL_IN) folds them.
 //
 // The generator fills BINDINGS (buffers, `load_src`, `row_base`, `element`, `position`,
-// `write_out`), CT (compute type), IDENTITY, FOLD and ACCUMULATE.
+// `write_out`), CT (compute type) and IDENTITY, and the other slots from the `// @@` sections
+// at the end of this file: FOLD, ACCUMULATE, SHARED and MERGE. With one lane per row there is
+// nothing to merge, and that specialisation declares no shared memory and no barrier
+// (lavapipe runs any shader holding a barrier as one coroutine per invocation, several times
+// slower even where the barrier is never reached).
 //
 // A state with i == EMPTY holds no element yet (threads past the row's end, rows past the
 // last): the extreme ops skip it, so they need no ±inf or INT_MIN sentinel, and a real -inf
@@ -30,7 +34,7 @@ struct State {
 
 const EMPTY: u32 = 0xffffffffu;
 
-var<workgroup> sh: array<State, 256>;
+{{SHARED}}
 
 fn kiln_isnan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
@@ -71,12 +75,62 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 {{ACCUMULATE}}
     }
 
-    // One thread per row has nothing to merge, and a barrier-free path is much cheaper where
-    // workgroups with barriers are emulated (lavapipe runs each invocation as a coroutine).
-    if lanes == 1u {
-        if live {
-            write_out(g, p, chunks, st);
-        }
-        return;
-    }
+{{MERGE}}
 }
+
+// @@ fold-sum
+    return State(a.v + b.v, 0u);
+// @@ fold-prod
+    return State(a.v * b.v, 0u);
+// @@ fold-extreme
+    // `b` replaces `a` when more extreme ({{CMP}}), or equal and earlier.
+    if a.i == EMPTY { return b; }
+    if b.i == EMPTY { return a; }
+{{NAN}}
+    if b.v {{CMP}} a.v || (b.v == a.v && b.i < a.i) { return b; }
+    return a;
+// @@ fold-nan
+    // NaN is more extreme than any number and the first NaN wins, as in torch.max/argmax.
+    let an = kiln_isnan(a.v);
+    let bn = kiln_isnan(b.v);
+    if an || bn {
+        if bn && (!an || b.i < a.i) { return b; }
+        return a;
+    }
+// @@ accumulate-fold
+        for (var j = lo + lane; j < hi; j += lanes) {
+            st = fold(st, State(load_src(element(base, j)), position(base, j)));
+        }
+// @@ accumulate-float-sum
+        // Blocks of 32 summed apart, then added to the lane's total: a lane folding thousands
+        // of elements stays near pairwise accuracy; the tree across lanes is pairwise already.
+        var part = 0.0;
+        var count = 0u;
+        for (var j = lo + lane; j < hi; j += lanes) {
+            part += load_src(element(base, j));
+            count += 1u;
+            if count == 32u {
+                st.v += part;
+                part = 0.0;
+                count = 0u;
+            }
+        }
+        st.v += part;
+// @@ shared-tree
+var<workgroup> sh: array<State, 256>;
+// @@ merge-tree
+    sh[lid] = st;
+    workgroupBarrier();
+    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            sh[lid] = fold(sh[lid], sh[lid + s * lane_stride]);
+        }
+        workgroupBarrier();
+    }
+    if live && lane == 0u {
+        write_out(g, p, chunks, sh[lid]);
+    }
+// @@ merge-single
+    if live {
+        write_out(g, p, chunks, st);
+    }

@@ -7,8 +7,11 @@
 // per lane, rescaling the sum when the max grows; a shared-memory tree merges the lanes; a
 // second pass writes the outputs. The row is read twice and written once.
 //
-// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and OUTPUT (the value
-// written for `x`, given the row's max `m`, sum `z` and `log(z)` as `lz`).
+// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`), and from the `// @@`
+// sections at the end of this file OUTPUT (the value written for `x`, given the row's max
+// `m`, sum `z` and `log(z)` as `lz`), SHARED and MERGE, which leave the row's (max, sum) in
+// `total`: with one lane per row (short rows) that is the lane's own state, and the shader
+// holds no shared memory and no barrier (see reduce.wgsl for why that matters on lavapipe).
 
 {{BINDINGS}}
 
@@ -17,7 +20,7 @@ struct MaxSum {
     z: f32,
 }
 
-var<workgroup> sh: array<MaxSum, 256>;
+{{SHARED}}
 
 fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
@@ -80,17 +83,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 
-    sh[lid] = st;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if s < lanes && lane < s {
-            sh[lid] = merge(sh[lid], sh[lid + s]);
-        }
-        workgroupBarrier();
-    }
+{{MERGE}}
 
     if live {
-        let total = sh[row_local * lanes];
         let m = total.m;
         let z = total.z;
         let lz = log(z);
@@ -109,3 +104,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+
+// @@ output-softmax
+exp(x - m) / z
+// @@ output-log-softmax
+x - m - lz
+// @@ shared-tree
+var<workgroup> sh: array<MaxSum, 256>;
+// @@ merge-tree
+    sh[lid] = st;
+    workgroupBarrier();
+    for (var s = lanes / 2u; s > 0u; s >>= 1u) {
+        if lane < s {
+            sh[lid] = merge(sh[lid], sh[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let total = sh[row_local * lanes];
+// @@ merge-single
+    let total = st;

@@ -9,7 +9,13 @@ use crate::kernel::{product, with_capacity};
 use crate::strided::{check, for_each_index, for_each_position, read};
 
 /// Entries `ids` of `dim`, in the order of `ids` (repeats allowed).
-pub(crate) fn index_select(data: &HostData, layout: &Layout, ids: &HostData, il: &Layout, dim: usize) -> Result<HostData> {
+pub(crate) fn index_select(
+    data: &HostData,
+    layout: &Layout,
+    ids: &HostData,
+    il: &Layout,
+    dim: usize,
+) -> Result<HostData> {
     const OP: &str = "index_select";
     check_dim(OP, layout, dim)?;
     if il.rank() != 1 {
@@ -77,7 +83,14 @@ pub(crate) fn scatter_add(
     dispatch_num!(data, OP, v => scatter_typed(v, layout, &idx, same(OP, src)?, sl, dim))
 }
 
-fn scatter_typed<T: Num>(v: &[T], layout: &Layout, idx: &[usize], src: &[T], sl: &Layout, dim: usize) -> Result<HostData> {
+fn scatter_typed<T: Num>(
+    v: &[T],
+    layout: &Layout,
+    idx: &[usize],
+    src: &[T],
+    sl: &Layout,
+    dim: usize,
+) -> Result<HostData> {
     const OP: &str = "scatter_add";
     let x = read(OP, v, layout)?;
     let s = read(OP, src, sl)?;
@@ -100,7 +113,8 @@ fn check_dim(op: &'static str, layout: &Layout, dim: usize) -> Result<()> {
 
 /// `ids` must have self's rank and fit inside self in every dim but `dim`.
 fn check_index_shape(op: &'static str, shape: &[usize], ishape: &[usize], dim: usize) -> Result<()> {
-    let fits = ishape.len() == shape.len() && ishape.iter().zip(shape).enumerate().all(|(d, (&i, &s))| d == dim || i <= s);
+    let fits =
+        ishape.len() == shape.len() && ishape.iter().zip(shape).enumerate().all(|(d, (&i, &s))| d == dim || i <= s);
     if fits {
         Ok(())
     } else {
@@ -116,7 +130,8 @@ fn offset_with(pos: &[usize], strides: &[usize], dim: usize, id: usize) -> usize
 /// The ids in row-major order as usize, each checked to be in `0..shape[dim]`.
 fn read_ids(op: &'static str, ids: &HostData, il: &Layout, shape: &[usize], dim: usize) -> Result<Vec<usize>> {
     let size = shape[dim];
-    let out_of_range = |index: i64| Error::IndexOutOfRange { op, index, size, what: format!("dim {dim} of shape {shape:?}") };
+    let out_of_range =
+        |index: i64| Error::IndexOutOfRange { op, index, size, what: format!("dim {dim} of shape {shape:?}") };
     match ids {
         HostData::U32(v) => read(op, v, il)?
             .iter()

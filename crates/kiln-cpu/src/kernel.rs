@@ -43,11 +43,7 @@ where
     U: Send,
     F: Fn(T) -> U + Sync + Send,
 {
-    if src.len() >= PAR_MIN {
-        src.par_iter().map(|&x| f(x)).collect()
-    } else {
-        src.iter().map(|&x| f(x)).collect()
-    }
+    if src.len() >= PAR_MIN { src.par_iter().map(|&x| f(x)).collect() } else { src.iter().map(|&x| f(x)).collect() }
 }
 
 /// `f` over pairs; `a` and `b` have equal lengths (callers check shapes first).

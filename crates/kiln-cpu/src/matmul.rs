@@ -47,7 +47,10 @@ struct Dims {
 impl Dims {
     fn new(al: &Layout, bl: &Layout) -> Result<Dims> {
         let (&[batch, m, k], &[b2, k2, n]) = (al.shape(), bl.shape()) else {
-            return Err(Error::shape(OP, format!("expected [b, m, k] · [b, k, n], got {:?} · {:?}", al.shape(), bl.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("expected [b, m, k] · [b, k, n], got {:?} · {:?}", al.shape(), bl.shape()),
+            ));
         };
         if batch != b2 || k != k2 {
             return Err(Error::shape(OP, format!("{:?} · {:?}: batch or inner dims differ", al.shape(), bl.shape())));
@@ -76,14 +79,18 @@ trait Gemm: Elem {
 impl Gemm for f32 {
     unsafe fn gemm(d: Dims, a: Operand<f32>, b: Operand<f32>, c: *mut f32) {
         // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
-        unsafe { matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1) }
+        unsafe {
+            matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1)
+        }
     }
 }
 
 impl Gemm for f64 {
     unsafe fn gemm(d: Dims, a: Operand<f64>, b: Operand<f64>, c: *mut f64) {
         // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
-        unsafe { matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1) }
+        unsafe {
+            matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1)
+        }
     }
 }
 

@@ -44,9 +44,9 @@ fn reduce_typed<T: Num>(v: &[T], layout: &Layout, op: ReduceOp, reduced_dims: us
         ReduceOp::Sum => T::wrap(map_rows(&x, group_len, |g| {
             T::narrow(g.iter().fold(T::ACC_ZERO, |a, &e| T::acc_add(a, e.widen())))
         })),
-        ReduceOp::Prod => T::wrap(map_rows(&x, group_len, |g| {
-            T::narrow(g.iter().fold(T::ACC_ONE, |a, &e| T::acc_mul(a, e.widen())))
-        })),
+        ReduceOp::Prod => {
+            T::wrap(map_rows(&x, group_len, |g| T::narrow(g.iter().fold(T::ACC_ONE, |a, &e| T::acc_mul(a, e.widen())))))
+        }
         ReduceOp::Max => T::wrap(map_rows(&x, group_len, |g| extreme(g, true).1)),
         ReduceOp::Min => T::wrap(map_rows(&x, group_len, |g| extreme(g, false).1)),
         ReduceOp::ArgMax => HostData::U32(map_rows(&x, group_len, |g| extreme(g, true).0 as u32)),

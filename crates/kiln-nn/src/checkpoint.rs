@@ -344,9 +344,6 @@ fn read(path: &Path) -> Result<FileContents> {
         if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::F64 | Dtype::I32 | Dtype::U32 | Dtype::BOOL) {
             return Err(ckpt_err(path, format!("key {name:?} has dtype {dtype:?}, which Kiln tensors cannot hold")));
         }
-        if dtype == Dtype::BOOL && view.data().iter().any(|&b| b > 1) {
-            return Err(ckpt_err(path, format!("key {name:?}: bool tensor holds bytes other than 0 and 1")));
-        }
         entries.push(Entry { name, dtype, shape: view.shape().to_vec(), bytes: view.data().to_vec() });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -360,6 +357,10 @@ fn read(path: &Path) -> Result<FileContents> {
         }
         None if written_by_kiln => return Err(ckpt_err(path, format!("metadata {CHECKSUM_KEY:?} is missing: the file is corrupt"))),
         None => {}
+    }
+    // After the checksum, so that a corrupt file is reported as such.
+    if let Some(e) = entries.iter().find(|e| e.dtype == Dtype::BOOL && e.bytes.iter().any(|&b| b > 1)) {
+        return Err(ckpt_err(path, format!("key {:?}: bool tensor holds bytes other than 0 and 1", e.name)));
     }
     Ok(FileContents { entries, metadata })
 }

@@ -772,12 +772,14 @@ fn layers_on_gpu_match_cpu() {
             let (mc, mg) = (build(&c)?, build(&g)?);
             copy_state(mc.as_ref(), mg.as_ref());
             let x = data(140, &shape, DType::F32, &c).0;
-            let (yc, yg) = (mc.forward(&x)?, mg.forward(&x.to(&g)?)?);
+            let (xc, xg) = (x.with_grad(), x.to(&g)?.with_grad());
+            let (yc, yg) = (mc.forward(&xc)?, mg.forward(&xg)?);
             assert_close(name, &vals(&yg), &vals(&yc), 1e-4);
             // Gradients too, through a weighted sum.
             let r = data(141, yc.shape(), DType::F32, &c).0;
             (&yc * &r)?.sum_all()?.backward()?;
             (&yg * &r.to(&g)?)?.sum_all()?.backward()?;
+            assert_close(&format!("{name}: input grad"), &vals(&xg.grad().unwrap()), &vals(&xc.grad().unwrap()), 1e-3);
             for ((n, pc), (_, pg)) in mc.named_parameters().into_iter().zip(mg.named_parameters()) {
                 assert_close(&format!("{name}.{n}.grad"), &vals(&pg.grad().unwrap()), &vals(&pc.grad().unwrap()), 1e-3);
             }

@@ -311,28 +311,3 @@ fn cross_entropy_on_gpu_matches_cpu() {
     assert!((c - gv).abs() < 1e-5, "cpu {c} gpu {gv}");
 }
 
-#[test]
-fn zz_debug_gpu() {
-    let Some(g) = common::gpu() else { return };
-    let (x, _) = data(20, &[5, 7], DType::F32, &cpu());
-    let t = ids(&[6, 0, 3, 3, 1]);
-    let show = |name: &str, f: &dyn Fn(&Device) -> kiln_core::Result<Tensor>| {
-        let c = f(&cpu()).map(|t| vals(&t));
-        let gg = f(&g).map(|t| vals(&t));
-        eprintln!("{name}: cpu {c:?}\n   gpu {gg:?}");
-    };
-    show("log_softmax", &|d| x.to(d)?.log_softmax(-1));
-    show("ne_scalar", &|d| t.to(d)?.ne_scalar(3.0));
-    show("where u32", &|d| { let t = t.to(d)?; Tensor::where_(&t.ne_scalar(3.0)?, &t, &Tensor::zeros_like(&t)?) });
-    show("gather", &|d| x.to(d)?.gather(1, &t.to(d)?.reshape(&[5, 1])?));
-    show("sum_all", &|d| x.to(d)?.sum_all());
-    show("sum -1", &|d| x.to(d)?.sum(&[-1], false));
-    show("bool to f32 sum", &|d| t.to(d)?.ne_scalar(3.0)?.to_dtype(DType::F32)?.sum_all());
-    show("where f32", &|d| { let t = t.to(d)?; let xx = x.to(d)?.sum(&[-1], false)?; Tensor::where_(&t.ne_scalar(3.0)?, &xx, &Tensor::zeros_like(&xx)?) });
-    show("div", &|d| &x.to(d)?.sum_all()? / &x.to(d)?.sum_all()?);
-    show("ce", &|d| cross_entropy(&x.to(d)?, &Target::Indices(&t.to(d)?), &opts(Reduction::None, Some(3), 0.1)));
-    show("ce mean", &|d| cross_entropy(&x.to(d)?, &Target::Indices(&t.to(d)?), &opts(Reduction::Mean, Some(3), 0.1)));
-    show("ce mean plain", &|d| cross_entropy(&x.to(d)?, &Target::Indices(&t.to(d)?), &opts(Reduction::Mean, None, 0.0)));
-    show("bce", &|d| binary_cross_entropy_with_logits(&x.to(d)?, &x.to(d)?, Reduction::None));
-    panic!("debug");
-}

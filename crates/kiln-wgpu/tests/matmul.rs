@@ -99,7 +99,9 @@ fn transposed(batch: usize, rows: usize, cols: usize) -> Layout {
     Layout::contiguous(&[batch, cols, rows]).permute(&[0, 2, 1])
 }
 
-const SHAPES: [(usize, usize, usize); 9] = [
+/// (m, k, n): edge tiles everywhere, the matrix-vector kernel (m or n ≤ 4), and from 256×256
+/// outputs the large tile (on CPU adapters).
+const SHAPES: [(usize, usize, usize); 10] = [
     (1, 1, 1),
     (7, 13, 5),
     (65, 67, 63),
@@ -109,6 +111,7 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (3, 300, 70),
     (64, 64, 64),
     (130, 33, 129),
+    (257, 35, 259),
 ];
 
 #[test]
@@ -129,6 +132,34 @@ fn transposed_operands() {
         check(&dev, DType::F32, &at, &bl, 10 + s as u64);
         check(&dev, DType::F32, &al, &bt, 20 + s as u64);
         check(&dev, DType::F32, &at, &bt, 30 + s as u64);
+    }
+}
+
+/// Views whose fast dim has stride 1 and whose other strides are multiples of 4 take the vec4
+/// fetches; their dims here are not multiples of 4, so edge quads fall back to single elements.
+#[test]
+fn aligned_views_with_ragged_edges() {
+    let Some(dev) = common::gpu("aligned_views_with_ragged_edges") else { return };
+    for (s, &(m, k, n)) in [(70, 37, 67), (258, 37, 263)].iter().enumerate() {
+        let s = 400 + 10 * s as u64;
+        let pad = |x: usize| x.next_multiple_of(4) + 4;
+        // a: [m, k] rows of pad(k); b: [k, n] rows of pad(n); offsets of 4 and 0.
+        let al = Layout::contiguous(&[2, m + 1, pad(k)]).narrow(1, 1, m).narrow(2, 0, k);
+        let bl = Layout::contiguous(&[2, k, pad(n)]).narrow(2, 4, n);
+        check(&dev, DType::F32, &al, &bl, s);
+        // Transposed: a m-contiguous, b k-contiguous.
+        let at = Layout::contiguous(&[2, k, pad(m)]).narrow(2, 4, m).permute(&[0, 2, 1]);
+        let bt = Layout::contiguous(&[2, n, pad(k)]).narrow(2, 0, k).permute(&[0, 2, 1]);
+        check(&dev, DType::F32, &at, &bt, s + 1);
+        check(&dev, DType::F32, &al, &bt, s + 2);
+        check(&dev, DType::F32, &at, &bl, s + 3);
+        if dev.has_f16() {
+            check(&dev, DType::F16, &al, &bt, s + 4);
+            check(&dev, DType::F16, &at, &bl, s + 5);
+        }
+        // Offset 1: same strides, but no longer 4-aligned.
+        let am = Layout::contiguous(&[2, m + 1, pad(k)]).narrow(2, 1, k).narrow(1, 0, m);
+        check(&dev, DType::F32, &am, &bt, s + 6);
     }
 }
 

@@ -5,8 +5,11 @@
 //! cargo run --release --example mnist_infer                        # first 10 test images
 //! cargo run --release --example mnist_infer -- --count 25
 //! cargo run --release --example mnist_infer -- --image digit.png   # white digit on black (or inverted)
-//! cargo run --release --example mnist_infer -- --model cnn --checkpoint runs/mnist-cnn/model.safetensors
+//! cargo run --release --example mnist_infer -- --checkpoint runs/mnist-cnn/model.safetensors
 //! ```
+//!
+//! The architecture (MLP or CNN) is read from the checkpoint unless `--model` names it; a
+//! missing checkpoint, or one of another architecture, ends with a message and exit status 1.
 
 mod common;
 
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use common::AnyResult;
 use common::cli::{self, FlagSpec, Parsed};
-use common::infer::{classify, load_model, read_digit_png};
+use common::infer::{classify, detect_kind, load_model, read_digit_png};
 use common::model::ModelKind;
 use kiln::Device;
 use kiln_data::{MNIST_PIXELS, Mnist};
@@ -23,7 +26,7 @@ const ABOUT: &str = "Classify MNIST digits with a checkpoint written by the mnis
 
 const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "checkpoint", value: Some("PATH"), help: "weights (default runs/mnist/model.safetensors)" },
-    FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture the checkpoint was trained as (default mlp)" },
+    FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture the checkpoint was trained as (default: read from the checkpoint)" },
     FlagSpec { name: "count", value: Some("N"), help: "classify the first N test images (default 10)" },
     FlagSpec { name: "image", value: Some("PATH"), help: "classify this 28x28 grayscale PNG instead" },
     FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
@@ -41,8 +44,13 @@ fn run() -> AnyResult<()> {
             return Ok(());
         }
     };
-    let kind: ModelKind = flags.get_or("model", ModelKind::Mlp)?;
     let checkpoint: PathBuf = flags.get_or("checkpoint", PathBuf::from("runs/mnist/model.safetensors"))?;
+    // An explicit --model wins (and a wrong one is reported by the load); otherwise the
+    // checkpoint says which architecture it holds.
+    let kind = match flags.get::<ModelKind>("model")? {
+        Some(kind) => kind,
+        None => detect_kind(&checkpoint).unwrap_or(ModelKind::Mlp),
+    };
     let count: usize = flags.get_or("count", 10)?;
     let device = match flags.str("device") {
         Some(word) => Device::parse(word)?,

@@ -5,7 +5,7 @@
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use common::infer::load_model;
+use common::infer::{detect_kind, load_model};
 use common::model::ModelKind;
 use common::train::{TrainConfig, load_mnist, train};
 use kiln::Device;
@@ -92,6 +92,8 @@ fn mnist_infer_rejects_missing_and_mismatched_checkpoints() {
     let err = load_model(ModelKind::Cnn, &mlp_file, &cpu).err().expect("mismatched checkpoint is an error");
     assert!(err.to_string().contains("--model cnn"), "{err}");
     load_model(ModelKind::Mlp, &mlp_file, &cpu).expect("the matching model loads");
+    assert_eq!(detect_kind(&mlp_file), Some(ModelKind::Mlp));
+    assert_eq!(detect_kind(&missing), None);
 
     // The binary itself, when `cargo test` has built the examples (it does unless a single
     // test target is selected): exit status 1 and an `Error:` line.

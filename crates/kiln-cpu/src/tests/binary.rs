@@ -25,7 +25,9 @@ fn i32_division_identity_holds_on_random_pairs() {
     let mut rng = super::Rng::new(3);
     let a: Vec<i32> = (0..500).map(|_| rng.next_u64() as i32 >> (rng.below(30) as u32)).collect();
     let b: Vec<i32> = (0..500).map(|_| (rng.next_u64() as i32 >> (rng.below(31) as u32)) | 1).collect();
-    let (HostData::I32(q), HostData::I32(r)) = (bin(a.clone(), b.clone(), BinaryOp::Div), bin(a.clone(), b.clone(), BinaryOp::Rem)) else {
+    let (HostData::I32(q), HostData::I32(r)) =
+        (bin(a.clone(), b.clone(), BinaryOp::Div), bin(a.clone(), b.clone(), BinaryOp::Rem))
+    else {
         panic!("wrong dtype")
     };
     for i in 0..500 {
@@ -40,7 +42,10 @@ fn i32_division_identity_holds_on_random_pairs() {
 
 #[test]
 fn integer_arithmetic_wraps() {
-    assert_eq!(bin(vec![i32::MAX, i32::MIN, 65536], vec![1, 1, 65536], BinaryOp::Add), HostData::I32(vec![i32::MIN, i32::MIN + 1, 131072]));
+    assert_eq!(
+        bin(vec![i32::MAX, i32::MIN, 65536], vec![1, 1, 65536], BinaryOp::Add),
+        HostData::I32(vec![i32::MIN, i32::MIN + 1, 131072])
+    );
     assert_eq!(bin(vec![i32::MIN], vec![1], BinaryOp::Sub), HostData::I32(vec![i32::MAX]));
     assert_eq!(bin(vec![65536, -3], vec![65536, 4], BinaryOp::Mul), HostData::I32(vec![0, -12]));
     assert_eq!(bin(vec![0u32, 3], vec![1u32, 5], BinaryOp::Sub), HostData::U32(vec![u32::MAX, u32::MAX - 1]));
@@ -63,7 +68,9 @@ fn integer_pow() {
 fn float_ieee_and_torch_semantics() {
     let nan = f64::NAN;
     let inf = f64::INFINITY;
-    let run = |a: Vec<f64>, b: Vec<f64>, op| f64s(&st(a.clone()).binary(&c(&[a.len()]), &st(b), &c(&[a.len()]), op).expect("op"));
+    let run = |a: Vec<f64>, b: Vec<f64>, op| {
+        f64s(&st(a.clone()).binary(&c(&[a.len()]), &st(b), &c(&[a.len()]), op).expect("op"))
+    };
     assert_rel(&run(vec![1.0, -1.0, 0.0], vec![0.0, 0.0, 0.0], BinaryOp::Div), &[inf, -inf, nan], 0.0);
     assert_rel(&run(vec![1.0, nan, 3.0], vec![nan, 2.0, 2.0], BinaryOp::Maximum), &[nan, nan, 3.0], 0.0);
     assert_rel(&run(vec![1.0, nan, 3.0], vec![nan, 2.0, 2.0], BinaryOp::Minimum), &[nan, nan, 2.0], 0.0);

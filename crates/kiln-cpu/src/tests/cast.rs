@@ -62,10 +62,7 @@ fn copy_into_writes_only_the_destination_view() {
     let mut dst = st(vec![0.0f32; 12]);
     let dl = c(&[3, 4]).narrow(1, 1, 2);
     src.copy_into(&sl, &mut dst, &dl).expect("copy_into");
-    assert_eq!(
-        host(&dst),
-        HostData::F32(vec![0.0, 1.0, 4.0, 0.0, 0.0, 2.0, 5.0, 0.0, 0.0, 3.0, 6.0, 0.0])
-    );
+    assert_eq!(host(&dst), HostData::F32(vec![0.0, 1.0, 4.0, 0.0, 0.0, 2.0, 5.0, 0.0, 0.0, 3.0, 6.0, 0.0]));
 
     let mut wrong = st(vec![0i32; 12]);
     let r = src.copy_into(&sl, &mut wrong, &dl);

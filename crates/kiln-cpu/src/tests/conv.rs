@@ -3,7 +3,16 @@ use kiln_backend::{BackendStorage, ConvGeometry, DType, Error, HostData, Layout}
 use super::{Rng, assert_close, at, c, f64s, host, st};
 
 #[allow(clippy::too_many_arguments)]
-fn geom(n: usize, ch: usize, h: usize, w: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize), d: (usize, usize)) -> ConvGeometry {
+fn geom(
+    n: usize,
+    ch: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    d: (usize, usize),
+) -> ConvGeometry {
     ConvGeometry { n, c: ch, h, w, kh: k.0, kw: k.1, stride: s, padding: p, dilation: d }
 }
 

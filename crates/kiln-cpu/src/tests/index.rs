@@ -68,7 +68,8 @@ fn gather_with_ids_smaller_than_self() {
 #[test]
 fn scatter_add_accumulates_repeats() {
     let x = st(vec![0.0f64; 3]);
-    let out = x.scatter_add(&c(&[3]), &st(vec![0u32, 2, 0, 1]), &c(&[4]), &st(vec![1.0f64, 2.0, 3.0, 4.0]), &c(&[4]), 0);
+    let out =
+        x.scatter_add(&c(&[3]), &st(vec![0u32, 2, 0, 1]), &c(&[4]), &st(vec![1.0f64, 2.0, 3.0, 4.0]), &c(&[4]), 0);
     assert_eq!(host(&out.expect("1-D")), HostData::F64(vec![4.0, 4.0, 2.0]));
 
     // 2-D along dim 1 with ids covering only the first row; self read through a transpose.

@@ -156,7 +156,8 @@ fn softmax_of_all_minus_inf_row_is_nan() {
 #[test]
 fn softmax_reads_strided_rows_and_refuses_ints() {
     // Logical rows of the transpose of [[0, 1], [2, 3]]: [0, 2] and [1, 3].
-    let out = f64s(&st(vec![0.0f64, 1.0, 2.0, 3.0]).softmax_last(&c(&[2, 2]).permute(&[1, 0]), false).expect("softmax"));
+    let out =
+        f64s(&st(vec![0.0f64, 1.0, 2.0, 3.0]).softmax_last(&c(&[2, 2]).permute(&[1, 0]), false).expect("softmax"));
     let p = 1.0 / (1.0 + 2f64.exp());
     assert_close(&out, &[p, 1.0 - p, p, 1.0 - p], 1e-15);
     assert_unsupported(st(vec![1i32, 2]).softmax_last(&c(&[2]), false), DType::I32);
@@ -171,7 +172,10 @@ fn cumsum_along_each_dim_of_a_transpose() {
     let run = |dim| host(&st(x.clone()).cumsum(&t, dim).expect("cumsum"));
     assert_eq!(run(0), HostData::I32(vec![1, 4, 3, 9, 6, 15]));
     assert_eq!(run(1), HostData::I32(vec![1, 5, 2, 7, 3, 9]));
-    assert_eq!(host(&st(vec![i32::MAX, 1]).cumsum(&c(&[2]), 0).expect("wrap")), HostData::I32(vec![i32::MAX, i32::MIN]));
+    assert_eq!(
+        host(&st(vec![i32::MAX, 1]).cumsum(&c(&[2]), 0).expect("wrap")),
+        HostData::I32(vec![i32::MAX, i32::MIN])
+    );
     let mut f = vec![1e8f32];
     f.extend([1.0f32; 8]);
     let HostData::F32(out) = host(&st(f).cumsum(&c(&[9]), 0).expect("f32")) else { panic!("dtype") };

@@ -32,11 +32,14 @@ impl Tile {
 const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
 /// 128×128 tiles, 8×8 per thread: twice the multiply-adds per workgroup-memory read. Measured on
 /// an H100 (Vulkan): 28 TFLOP/s at 4096³ against 21 for MEDIUM, but slower up to 1024³, where
-/// too few workgroups fill the GPU. Always used on CPU adapters (lavapipe), where every
-/// workgroup-memory read is a loop over SIMD lanes and costs more than the arithmetic.
+/// too few workgroups fill the GPU.
 const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8 };
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
+/// CPU adapters (lavapipe) take it as soon as both cores get work: there every workgroup-memory
+/// read is a loop over SIMD lanes and costs more than the arithmetic, so LARGE is about twice as
+/// fast.
+const LARGE_MIN_TILES_CPU: u64 = 4;
 
 /// Shapes with this few rows or columns take the dot-product kernel: a 64-wide tile would be
 /// mostly padding.
@@ -334,13 +337,8 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         (Spec::Small { dtype }, head, (numel as u32).div_ceil(256 / lanes))
     } else {
         let large_tiles = (m.div_ceil(128) * n.div_ceil(128)) as u64 * batch as u64;
-        let tile = if !dtype.is_float() {
-            MEDIUM
-        } else if ctx.summary.software || large_tiles >= LARGE_MIN_TILES {
-            LARGE
-        } else {
-            MEDIUM
-        };
+        let min_tiles = if ctx.summary.software { LARGE_MIN_TILES_CPU } else { LARGE_MIN_TILES };
+        let tile = if dtype.is_float() && large_tiles >= min_tiles { LARGE } else { MEDIUM };
         let tile = tile_from_env().unwrap_or(tile);
         let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
         let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
@@ -349,6 +347,7 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         let fb = classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size());
         (Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total)
     };
+    if std::env::var("KILN_MM_DEBUG").is_ok() { eprintln!("KEY {}", spec.key()); }
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
     let mut meta = dims.to_vec();
     meta.extend(head);

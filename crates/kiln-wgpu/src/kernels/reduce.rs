@@ -38,11 +38,15 @@ struct ReduceSpec {
     stage: Stage,
     /// The reduced dims do not collapse to one stride: walk them with `layout_index`.
     strided: bool,
+    /// One lane per row: no shared memory, no barriers.
+    single: bool,
 }
 
 impl ReduceSpec {
     fn key(&self) -> String {
-        format!("reduce|{}|{}|{:?}|{}", self.op.name(), self.dtype, self.stage, if self.strided { "s" } else { "l" })
+        let walk = if self.strided { "s" } else { "l" };
+        let merge = if self.single { "1" } else { "t" };
+        format!("reduce|{}|{}|{:?}|{walk}{merge}", self.op.name(), self.dtype, self.stage)
     }
 
     fn source(&self) -> Result<String> {
@@ -91,64 +95,41 @@ impl ReduceSpec {
             ReduceOp::Prod => format!("{ct}(1)"),
             _ => format!("{ct}(0)"),
         };
+        let src = crate::shaders::REDUCE;
         let float = ct == "f32";
+        let nan = if float { section(src, "fold-nan") } else { "" };
         let fold = match self.op {
-            ReduceOp::Sum => "    return State(a.v + b.v, 0u);".to_string(),
-            ReduceOp::Prod => "    return State(a.v * b.v, 0u);".to_string(),
-            ReduceOp::Max | ReduceOp::ArgMax => extreme_fold(">", float),
-            ReduceOp::Min | ReduceOp::ArgMin => extreme_fold("<", float),
+            ReduceOp::Sum => section(src, "fold-sum").to_string(),
+            ReduceOp::Prod => section(src, "fold-prod").to_string(),
+            ReduceOp::Max | ReduceOp::ArgMax => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">"),
+            ReduceOp::Min | ReduceOp::ArgMin => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<"),
         };
-        let accumulate = if self.op == ReduceOp::Sum && float {
-            // Blocks of 32 summed apart, then added to the lane's total: a lane folding
-            // thousands of elements stays near pairwise accuracy, and the tree across lanes
-            // is pairwise already.
-            "        var part = 0.0;
-        var count = 0u;
-        for (var j = lo + lane; j < hi; j += lanes) {
-            part += load_src(element(base, j));
-            count += 1u;
-            if count == 32u {
-                st.v += part;
-                part = 0.0;
-                count = 0u;
-            }
-        }
-        st.v += part;"
-        } else {
-            "        for (var j = lo + lane; j < hi; j += lanes) {
-            st = fold(st, State(load_src(element(base, j)), position(base, j)));
-        }"
-        };
-        let body = crate::shaders::REDUCE
+        let accumulate = section(src, if self.op == ReduceOp::Sum && float { "accumulate-float-sum" } else { "accumulate-fold" });
+        let (shared, merge) = if self.single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
+        let body = template(src)
             .replace("{{BINDINGS}}", &b)
-            .replace("{{CT}}", ct)
-            .replace("{{IDENTITY}}", &identity)
+            .replace("{{SHARED}}", section(src, shared))
+            .replace("{{MERGE}}", section(src, merge))
             .replace("{{FOLD}}", &fold)
-            .replace("{{ACCUMULATE}}", accumulate);
+            .replace("{{ACCUMULATE}}", accumulate)
+            .replace("{{CT}}", ct)
+            .replace("{{IDENTITY}}", &identity);
         Ok(module(enables(&[self.dtype]), false, &body))
     }
 }
 
-/// The fold of Max/Min/ArgMax/ArgMin: `b` replaces `a` when it is more extreme, or equal and
-/// earlier. NaN is more extreme than anything (first NaN wins), as torch's max/argmax have it.
-fn extreme_fold(cmp: &str, float: bool) -> String {
-    let nan = if float {
-        "    let an = kiln_isnan(a.v);
-    let bn = kiln_isnan(b.v);
-    if an || bn {
-        if bn && (!an || b.i < a.i) { return b; }
-        return a;
-    }
-"
-    } else {
-        ""
-    };
-    format!(
-        "    if a.i == EMPTY {{ return b; }}
-    if b.i == EMPTY {{ return a; }}
-{nan}    if b.v {cmp} a.v || (b.v == a.v && b.i < a.i) {{ return b; }}
-    return a;"
-    )
+/// The part of a shader file before its first `// @@ name` marker line.
+fn template(src: &str) -> &str {
+    src.find("\n// @@ ").map_or(src, |end| &src[..end + 1])
+}
+
+/// The lines after `// @@ name` up to the next marker (empty when there is none; the naga test
+/// would then fail on the generated source).
+fn section<'a>(src: &'a str, name: &str) -> &'a str {
+    let marker = format!("\n// @@ {name}\n");
+    let Some(start) = src.find(&marker).map(|i| i + marker.len()) else { return "" };
+    let rest = &src[start..];
+    rest.find("\n// @@ ").map_or(rest, |end| &rest[..end + 1])
 }
 
 /// Drops size-1 dims and merges neighbours that step through memory as one dim.
@@ -283,7 +264,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     let out = GpuStorage::alloc(ctx, name, out_dtype, rows)?;
 
     if p.chunks == 1 {
-        let spec = ReduceSpec { op, dtype, stage: Stage::Full, strided: !linear };
+        let spec = ReduceSpec { op, dtype, stage: Stage::Full, strided: !linear, single: p.r == WG as usize };
         ctx.run_reduce(name, &spec, &[s.buffer(), out.buffer()], &meta, tiles)?;
         return Ok(out);
     }
@@ -295,7 +276,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
         _ => DType::F32,
     };
     let part = GpuStorage::alloc(ctx, name, part_dtype, partials)?;
-    let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, strided: !linear };
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, strided: !linear, single: p.r == WG as usize };
     let groups = tiles.checked_mul(p.chunks).ok_or_else(|| Error::invalid(name, "too many workgroups"))?;
     let part_idx = if op.is_arg() { Some(GpuStorage::alloc(ctx, name, DType::U32, partials)?) } else { None };
     let mut bufs = vec![s.buffer(), part.buffer()];
@@ -305,7 +286,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     // Second pass: `chunks` contiguous partials per row, one row per lane group.
     let q = plan(rows, p.chunks, true, 1, None);
     let meta2 = vec![rows as u32, p.chunks as u32, q.r as u32, 0, 1, p.chunks as u32, 1, 0, 0];
-    let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, strided: false };
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, strided: false, single: q.r == WG as usize };
     let mut bufs = vec![part.buffer()];
     bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
     bufs.push(out.buffer());
@@ -328,11 +309,11 @@ impl GpuContext {
     }
 }
 
-fn softmax_key(dtype: DType, log: bool) -> String {
-    format!("softmax|{dtype}|{}", if log { "log" } else { "exp" })
+fn softmax_key(dtype: DType, log: bool, single: bool) -> String {
+    format!("softmax|{dtype}|{}|{}", if log { "log" } else { "exp" }, if single { "1" } else { "t" })
 }
 
-fn softmax_source(dtype: DType, log: bool) -> Result<String> {
+fn softmax_source(dtype: DType, log: bool, single: bool) -> Result<String> {
     let op = if log { "log_softmax" } else { "softmax" };
     let st = storage_type(op, dtype)?;
     let b = format!(
@@ -344,8 +325,14 @@ fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
         load(dtype, "src[k]"),
         store(dtype, "v")
     );
-    let output = if log { "x - m - lz" } else { "exp(x - m) / z" };
-    let body = crate::shaders::SOFTMAX.replace("{{BINDINGS}}", &b).replace("{{OUTPUT}}", output);
+    let src = crate::shaders::SOFTMAX;
+    let output = section(src, if log { "output-log-softmax" } else { "output-softmax" }).trim();
+    let (shared, merge) = if single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
+    let body = template(src)
+        .replace("{{BINDINGS}}", &b)
+        .replace("{{SHARED}}", section(src, shared))
+        .replace("{{MERGE}}", section(src, merge))
+        .replace("{{OUTPUT}}", output);
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -371,22 +358,23 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
         }
     };
     let rows = numel / n;
-    let lanes = lanes_for(n);
+    let lanes = lanes_for(n.div_ceil(tune("KILN_SOFTMAX_K", 1)));
+    let single = lanes == 1;
     let mut meta = vec![rows as u32, n as u32, to_u32(name, stride, "stride")?, lanes as u32, 5];
     push_layout(name, &mut meta, &lead)?;
-    let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log), || {
-        softmax_source(dtype, log).unwrap_or_default()
+    let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log, single), || {
+        softmax_source(dtype, log, single).unwrap_or_default()
     })?;
     let groups = to_u32(name, rows.div_ceil(WG as usize / lanes), "workgroups")?;
     ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
     Ok(out)
 }
 
-fn cumsum_key(dtype: DType) -> String {
-    format!("cumsum|{dtype}")
+fn cumsum_key(dtype: DType, tiled: bool) -> String {
+    format!("cumsum|{dtype}|{}", if tiled { "tiled" } else { "seq" })
 }
 
-fn cumsum_source(dtype: DType) -> Result<String> {
+fn cumsum_source(dtype: DType, tiled: bool) -> Result<String> {
     let op = "cumsum";
     let st = storage_type(op, dtype)?;
     let ct = compute_type(dtype);
@@ -399,7 +387,13 @@ fn store_dst(k: u32, v: {ct}) {{ dst[k] = {}; }}
         load(dtype, "src[k]"),
         store(dtype, "v")
     );
-    let body = crate::shaders::CUMSUM.replace("{{BINDINGS}}", &b).replace("{{CT}}", ct);
+    let src = crate::shaders::CUMSUM;
+    let (shared, scan) = if tiled { ("shared-tiled", "scan-tiled") } else { ("", "scan-sequential") };
+    let body = template(src)
+        .replace("{{BINDINGS}}", &b)
+        .replace("{{SHARED}}", section(src, shared))
+        .replace("{{SCAN}}", section(src, scan))
+        .replace("{{CT}}", ct);
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -424,10 +418,13 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
     let stride = l.strides()[dim];
     let inner: usize = l.shape()[dim + 1..].iter().product();
     let lines = numel / len;
-    let lanes = if inner == 1 || stride == 1 { lanes_for(len) } else { 1 };
+    // Short lines scan faster in one thread than in a tile with its barriers.
+    let tiled = (inner == 1 || stride == 1) && len > tune("KILN_CUMSUM_MIN", 16);
+    let lanes = if tiled { lanes_for(len) } else { 1 };
     let mut meta = vec![lines as u32, len as u32, inner as u32, lanes as u32, to_u32(name, stride, "stride")?, 6];
     push_layout(name, &mut meta, &l.squeeze(dim))?;
-    let kernel = ctx.cache.get(&ctx.device, name, &cumsum_key(dtype), || cumsum_source(dtype).unwrap_or_default())?;
+    let kernel =
+        ctx.cache.get(&ctx.device, name, &cumsum_key(dtype, tiled), || cumsum_source(dtype, tiled).unwrap_or_default())?;
     let groups = to_u32(name, lines.div_ceil(WG as usize / lanes), "workgroups")?;
     ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
     Ok(out)
@@ -441,14 +438,21 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             for (stage, strided) in
                 [(Stage::Full, false), (Stage::Full, true), (Stage::PartialOut, false), (Stage::PartialOut, true), (Stage::PartialIn, false)]
             {
-                let spec = ReduceSpec { op, dtype, stage, strided };
-                all.extend(spec.source().ok().map(|src| (spec.key(), src)));
+                for single in [false, true] {
+                    let spec = ReduceSpec { op, dtype, stage, strided, single };
+                    all.extend(spec.source().ok().map(|src| (spec.key(), src)));
+                }
             }
         }
         for log in [false, true] {
-            all.extend(softmax_source(dtype, log).ok().filter(|_| dtype.is_float()).map(|src| (softmax_key(dtype, log), src)));
+            for single in [false, true] {
+                let src = softmax_source(dtype, log, single).ok().filter(|_| dtype.is_float());
+                all.extend(src.map(|src| (softmax_key(dtype, log, single), src)));
+            }
         }
-        all.extend(cumsum_source(dtype).ok().map(|src| (cumsum_key(dtype), src)));
+        for tiled in [false, true] {
+            all.extend(cumsum_source(dtype, tiled).ok().map(|src| (cumsum_key(dtype, tiled), src)));
+        }
     }
     all
 }

@@ -29,6 +29,19 @@ pub fn load_model(kind: ModelKind, path: &Path, device: &Device) -> AnyResult<Se
     Ok(model)
 }
 
+/// The architecture a checkpoint was saved from, told by the rank of its first weight
+/// (a matrix for the MLP's first `Linear`, a 4-d kernel for the CNN's first `Conv2d`).
+/// `None` when the file cannot be read or matches neither.
+pub fn detect_kind(path: &Path) -> Option<ModelKind> {
+    let tensors = kiln_nn::checkpoint::load_state_dict(path).ok()?;
+    let (_, first) = tensors.iter().find(|(name, _)| name == "0.weight")?;
+    match first.rank() {
+        2 => Some(ModelKind::Mlp),
+        4 => Some(ModelKind::Cnn),
+        _ => None,
+    }
+}
+
 /// Predicted digit and its softmax probability for each of the `n` images in `pixels`.
 pub fn classify(model: &Sequential, kind: ModelKind, pixels: Vec<f32>, n: usize, device: &Device) -> AnyResult<Vec<(u32, f64)>> {
     no_grad(|| {

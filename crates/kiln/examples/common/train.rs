@@ -113,9 +113,10 @@ pub fn train(
             loss_sum = (&loss_sum + &(&loss.detach() * n as f64)?)?;
             correct = (&correct + &count_correct(&logits.detach(), &y)?)?;
             seen += n;
+            bar.inc(1);
+            // The only host reads of the step loop: one sync every `log_every` steps.
             if (i + 1) % cfg.log_every == 0 {
                 let (l, c) = (loss_sum.item()?, correct.item()?);
-                bar.set_position(i as u64 + 1);
                 bar.set_message(format!(
                     "loss {:.4}  acc {:.2}%  {:.0} img/s",
                     l / seen as f64,
