@@ -98,22 +98,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return a;
     }
 // @@ accumulate-fold
-        for (var j = lo + lane; j < hi; j += lanes) {
+        // Four loads in flight per step: a lane that waits on one load at a time leaves most of
+        // the memory bandwidth idle. Folding them in order keeps ties with the earlier position.
+        var j = lo + lane;
+        for (; j < hi && hi - j > 3u * lanes; j += 4u * lanes) {
+            let e0 = State(load_src(element(base, j)), position(base, j));
+            let e1 = State(load_src(element(base, j + lanes)), position(base, j + lanes));
+            let e2 = State(load_src(element(base, j + 2u * lanes)), position(base, j + 2u * lanes));
+            let e3 = State(load_src(element(base, j + 3u * lanes)), position(base, j + 3u * lanes));
+            st = fold(fold(fold(fold(st, e0), e1), e2), e3);
+        }
+        for (; j < hi; j += lanes) {
             st = fold(st, State(load_src(element(base, j)), position(base, j)));
         }
 // @@ accumulate-float-sum
-        // Blocks of 32 summed apart, then added to the lane's total: a lane folding thousands
-        // of elements stays near pairwise accuracy; the tree across lanes is pairwise already.
+        // Four loads in flight per step (see accumulate-fold). Blocks of 32 elements are summed
+        // apart, then added to the lane's total: a lane folding thousands of elements stays near
+        // pairwise accuracy; the tree across lanes is pairwise already.
         var part = 0.0;
         var count = 0u;
-        for (var j = lo + lane; j < hi; j += lanes) {
-            part += load_src(element(base, j));
+        var j = lo + lane;
+        for (; j < hi && hi - j > 3u * lanes; j += 4u * lanes) {
+            let x0 = load_src(element(base, j));
+            let x1 = load_src(element(base, j + lanes));
+            let x2 = load_src(element(base, j + 2u * lanes));
+            let x3 = load_src(element(base, j + 3u * lanes));
+            part += (x0 + x1) + (x2 + x3);
             count += 1u;
-            if count == 32u {
+            if count == 8u {
                 st.v += part;
                 part = 0.0;
                 count = 0u;
             }
+        }
+        for (; j < hi; j += lanes) {
+            part += load_src(element(base, j));
         }
         st.v += part;
 // @@ shared-tree

@@ -51,6 +51,13 @@ fn push(a: MaxSum, x: f32) -> MaxSum {
     return MaxSum(a.m, a.z + exp(x - a.m));
 }
 
+fn finish(x: f32, m: f32, z: f32, lz: f32, poisoned: bool) -> f32 {
+    if poisoned {
+        return bitcast<f32>(0x7fc00000u);
+    }
+    return {{OUTPUT}};
+}
+
 fn rescale(a: MaxSum, m: f32) -> f32 {
     if a.m == m {
         return a.z;
@@ -78,7 +85,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var st = MaxSum(neg_inf(), 0.0);
     if live {
         base = layout_index(info[4], g);
-        for (var j = lane; j < n; j += lanes) {
+        // Four loads in flight per step: one at a time leaves most of the bandwidth idle.
+        var j = lane;
+        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
+            let x0 = load_src(base + j * stride);
+            let x1 = load_src(base + (j + lanes) * stride);
+            let x2 = load_src(base + (j + 2u * lanes) * stride);
+            let x3 = load_src(base + (j + 3u * lanes) * stride);
+            st = push(push(push(push(st, x0), x1), x2), x3);
+        }
+        for (; j < n; j += lanes) {
             st = push(st, load_src(base + j * stride));
         }
     }
@@ -92,15 +108,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // All -inf (max -inf), any +inf (max +inf) or any NaN (sum NaN): the row is NaN, as in
         // PyTorch, where x - max or the sum is NaN.
         let poisoned = is_inf(m) || is_nan(z);
-        let nan = bitcast<f32>(0x7fc00000u);
         let out_base = g * n;
-        for (var j = lane; j < n; j += lanes) {
-            let x = load_src(base + j * stride);
-            var y = {{OUTPUT}};
-            if poisoned {
-                y = nan;
-            }
-            store_dst(out_base + j, y);
+        // Loads first, then stores: the compiler cannot move a load above a store to a
+        // buffer that might alias it.
+        var j = lane;
+        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
+            let x0 = load_src(base + j * stride);
+            let x1 = load_src(base + (j + lanes) * stride);
+            let x2 = load_src(base + (j + 2u * lanes) * stride);
+            let x3 = load_src(base + (j + 3u * lanes) * stride);
+            store_dst(out_base + j, finish(x0, m, z, lz, poisoned));
+            store_dst(out_base + j + lanes, finish(x1, m, z, lz, poisoned));
+            store_dst(out_base + j + 2u * lanes, finish(x2, m, z, lz, poisoned));
+            store_dst(out_base + j + 3u * lanes, finish(x3, m, z, lz, poisoned));
+        }
+        for (; j < n; j += lanes) {
+            store_dst(out_base + j, finish(load_src(base + j * stride), m, z, lz, poisoned));
         }
     }
 }

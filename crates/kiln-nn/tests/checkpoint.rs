@@ -198,18 +198,18 @@ fn saving_overwrites_atomically() {
     assert!(matches!(load(&m, dir.path().join("absent.safetensors")), Err(Error::Io { .. })));
 }
 
-/// Asserts that loading `path` into a fresh model fails with `Error::Checkpoint` (whose
-/// message contains `needle`) and leaves the model unchanged.
-fn assert_rejected(path: &Path, needle: &str, what: &str) {
-    let m = Tiny::new(42);
+/// Asserts that loading `path` into `m` fails with `Error::Checkpoint` (whose message contains
+/// `needle`) and leaves `m` as it was, with and without an optimizer.
+fn assert_rejected(m: &Tiny, path: &Path, needle: &str, what: &str) {
     let before = m.snapshot();
-    let msg = is_checkpoint_err(load(&m, path), what);
+    let msg = is_checkpoint_err(load(m, path), what);
     assert!(msg.contains(needle), "{what}: message {msg:?} lacks {needle:?}");
     assert_eq!(m.snapshot(), before, "{what}: model changed");
     let mut opt = Adam::new(m.parameters(), AdamConfig::default()).unwrap();
-    is_checkpoint_err(load_with_optimizer(&m, &mut opt, path), what);
+    is_checkpoint_err(load_with_optimizer(m, &mut opt, path), what);
     assert_eq!(m.snapshot(), before, "{what}: model changed (with optimizer)");
     assert_eq!(opt.step_count(), 0);
+    assert!(opt.state().is_empty());
 }
 
 #[test]
@@ -222,37 +222,38 @@ fn bad_files_are_rejected_and_leave_the_model_unchanged() {
     save_with_optimizer(&src, &opt, &good_path).unwrap();
     let good = std::fs::read(&good_path).unwrap();
     let p = |name: &str| dir.path().join(name);
+    let m = Tiny::new(42);
 
     // Missing key: a file with only `w`.
     save(&OnlyW(Tensor::zeros(&[3, 2], &Device::cpu()).unwrap()), p("missing")).unwrap();
-    assert_rejected(&p("missing"), "missing key \"b\"", "missing key");
+    assert_rejected(&m, &p("missing"), "missing key \"b\"", "missing key");
 
     // Extra key.
     let mut named = load_state_dict(&good_path).unwrap();
     named.push(("extra".into(), Tensor::zeros(&[1], &Device::cpu()).unwrap()));
     checkpoint::save_state_dict(&named, p("extra")).unwrap();
-    assert_rejected(&p("extra"), "unexpected key \"extra\"", "extra key");
+    assert_rejected(&m, &p("extra"), "unexpected key \"extra\"", "extra key");
 
     // Wrong shape.
     let swap = |name: &str, t: Tensor| -> Vec<(String, Tensor)> {
         load_state_dict(&good_path).unwrap().into_iter().map(|(n, old)| if n == name { (n, t.clone()) } else { (n, old) }).collect()
     };
     checkpoint::save_state_dict(&swap("w", Tensor::zeros(&[2, 3], &Device::cpu()).unwrap()), p("shape")).unwrap();
-    assert_rejected(&p("shape"), "key \"w\" has shape [2, 3]", "wrong shape");
+    assert_rejected(&m, &p("shape"), "key \"w\" has shape [2, 3]", "wrong shape");
 
     // Wrong dtype.
     checkpoint::save_state_dict(&swap("b", Tensor::zeros(&[2], &Device::cpu()).unwrap().to_dtype(DType::F64).unwrap()), p("dtype"))
         .unwrap();
-    assert_rejected(&p("dtype"), "key \"b\" has dtype", "wrong dtype");
+    assert_rejected(&m, &p("dtype"), "key \"b\" has dtype", "wrong dtype");
 
     // A dtype Kiln has no tensors for (I64).
     write_raw(&p("i64"), &[("w".into(), vec![1], safetensors::Dtype::I64, vec![0; 8])], None);
-    assert_rejected(&p("i64"), "I64", "unsupported dtype");
+    assert_rejected(&m, &p("i64"), "I64", "unsupported dtype");
 
     // Truncated at every length.
     for len in (0..good.len()).step_by(7).chain([good.len() - 1]) {
         std::fs::write(p("trunc"), &good[..len]).unwrap();
-        assert_rejected(&p("trunc"), "", &format!("truncated to {len}"));
+        assert_rejected(&m, &p("trunc"), "", &format!("truncated to {len}"));
     }
 
     // Random bytes, and text.
@@ -266,11 +267,11 @@ fn bad_files_are_rejected_and_leave_the_model_unchanged() {
         })
         .collect();
     std::fs::write(p("random"), &random).unwrap();
-    assert_rejected(&p("random"), "not a valid safetensors file", "random bytes");
+    assert_rejected(&m, &p("random"), "not a valid safetensors file", "random bytes");
     std::fs::write(p("text"), b"this is not a checkpoint at all, just some text").unwrap();
-    assert_rejected(&p("text"), "not a valid safetensors file", "text");
+    assert_rejected(&m, &p("text"), "not a valid safetensors file", "text");
     std::fs::write(p("empty"), b"").unwrap();
-    assert_rejected(&p("empty"), "", "empty file");
+    assert_rejected(&m, &p("empty"), "", "empty file");
 
     // Every single bit flip in the length prefix and the JSON header.
     let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
@@ -279,7 +280,7 @@ fn bad_files_are_rejected_and_leave_the_model_unchanged() {
             let mut bad = good.clone();
             bad[byte] ^= 1 << bit;
             std::fs::write(p("flip"), &bad).unwrap();
-            assert_rejected(&p("flip"), "", &format!("header bit {bit} of byte {byte} flipped"));
+            assert_rejected(&m, &p("flip"), "", &format!("header bit {bit} of byte {byte} flipped"));
         }
     }
 
@@ -288,11 +289,11 @@ fn bad_files_are_rejected_and_leave_the_model_unchanged() {
         let mut bad = good.clone();
         bad[byte] ^= 0x10;
         std::fs::write(p("flip"), &bad).unwrap();
-        assert_rejected(&p("flip"), "checksum", &format!("data byte {byte} flipped"));
+        assert_rejected(&m, &p("flip"), "checksum", &format!("data byte {byte} flipped"));
     }
 
     // The good file still loads after all that.
-    let m = Tiny::new(43);
+    assert_ne!(m.snapshot(), src.snapshot());
     load(&m, &good_path).unwrap();
     assert_eq!(m.snapshot(), src.snapshot());
 }

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 /// Enough workgroups to keep a large GPU busy (an H100 holds about 8 × 132 of 256 threads);
 /// fewer rows than this get their rows split into chunks folded by a second pass.
-const TARGET_GROUPS: usize = 1024;
+const TARGET_GROUPS: usize = 2048;
 /// Elements each lane should fold per chunk at least, so a split pays for its second pass.
 const MIN_PER_LANE: usize = 16;
 /// Most chunks per row: the second pass folds them with one workgroup per row in one sweep.
-const MAX_CHUNKS: usize = 256;
+const MAX_CHUNKS: usize = 1024;
 
 const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
 
@@ -185,17 +185,17 @@ fn plan(rows: usize, len: usize, linear: bool, elem_step: usize, row_step: Optio
         // Column reduction: neighbouring threads take neighbouring rows so a warp reads one
         // stretch of memory per step; up to 32 rows, and no more lanes than the row has.
         let r_cap = rows.next_power_of_two().min(32);
-        let lanes = lanes_for(len).min(wg / r_cap);
+        let lanes = lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 16))).min(wg / r_cap);
         (wg / lanes, true)
     } else {
-        (wg / lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 1))), false)
+        (wg / lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 16))), false)
     };
     let lanes = wg / r;
     let tiles = rows.div_ceil(r);
     let per_lane = len.div_ceil(lanes);
     let mut chunks = 1;
     if tiles < TARGET_GROUPS && per_lane >= 2 * MIN_PER_LANE {
-        chunks = TARGET_GROUPS.div_ceil(tiles).min(per_lane / MIN_PER_LANE).min(MAX_CHUNKS);
+        chunks = tune("KILN_TARGET", TARGET_GROUPS).div_ceil(tiles).min(per_lane / MIN_PER_LANE).min(MAX_CHUNKS);
     }
     let chunk = len.div_ceil(chunks.max(1)).max(1);
     // Recount so that no chunk is empty.
@@ -358,7 +358,7 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
         }
     };
     let rows = numel / n;
-    let lanes = lanes_for(n.div_ceil(tune("KILN_SOFTMAX_K", 1)));
+    let lanes = lanes_for(n.div_ceil(tune("KILN_SOFTMAX_K", 16))).max(lanes_for(n).min(tune("KILN_SOFTMAX_MINL", 4)));
     let single = lanes == 1;
     let mut meta = vec![rows as u32, n as u32, to_u32(name, stride, "stride")?, lanes as u32, 5];
     push_layout(name, &mut meta, &lead)?;
