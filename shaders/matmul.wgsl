@@ -8,11 +8,11 @@
 // pass through workgroup memory TK deep along k, k-major, as vec4 quads of 4 neighbouring rows
 // (a) or columns (b), so a thread reads its rows and columns with RM/4 + RN/4 loads per k and
 // every workgroup store is a whole vec4. How an operand is fetched depends on its layout class
-// (the generator's SETUP/FETCH/PUT): through a vec4 view when its m (n) or k stride is 1 and the
-// rest is 4-aligned (matmul_load_vec4.wgsl; a k-contiguous operand is fetched in 4×4 blocks and
-// transposed in registers), else element by element (matmul_load.wgsl) with neighbouring threads
-// on the operand's smaller stride. Either way neighbouring threads read neighbouring addresses for
-// row-major and transposed operands alike, and transposed or broadcast operands are never copied.
+// (the generator's SETUP/FETCH/PUT): as one vec4 per quad when its m (n) stride is 1 and the rest
+// is 4-aligned (matmul_load_vec4.wgsl), else element by element (matmul_load.wgsl) with
+// neighbouring threads on the operand's smaller stride. Either way neighbouring threads read
+// neighbouring addresses for row-major and transposed operands alike, and transposed or
+// broadcast operands are never copied.
 // The next slab is fetched into registers while the current one is multiplied. Edge tiles fetch
 // zeros past M, N and K and skip stores past M and N.
 

@@ -14,7 +14,9 @@
 //
 // The generator fills BINDINGS (buffers, `load_src`, `row_base`, `element`, `position`,
 // `write_out`), CT (compute type) and IDENTITY, and the other slots from the `// @@` sections
-// at the end of this file: FOLD, ACCUMULATE, SHARED and MERGE. With one lane per row there is
+// at the end of this file: FOLD, ACCUMULATE, SHARED and MERGE. ACCUMULATE has vec4 forms for
+// rows that are contiguous and 4-aligned: there `len`, `chunk`, `base` and `j` count vec4s,
+// the element positions are 4j + c, and a lane issues a quarter of the load instructions. With one lane per row there is
 // nothing to merge, and that specialisation declares no shared memory and no barrier
 // (lavapipe runs any shader holding a barrier as one coroutine per invocation, several times
 // slower even where the barrier is never reached).
@@ -42,6 +44,10 @@ fn kiln_isnan(x: f32) -> bool {
 
 fn fold(a: State, b: State) -> State {
 {{FOLD}}
+}
+
+fn fold4(a: State, v: vec4<{{CT}}>, p: u32) -> State {
+    return fold(fold(fold(fold(a, State(v.x, p)), State(v.y, p + 1u)), State(v.z, p + 2u)), State(v.w, p + 3u));
 }
 
 @compute @workgroup_size(256)
@@ -133,6 +139,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         for (; j < hi; j += lanes) {
             part += load_src(element(base, j));
+        }
+        st.v += part;
+// @@ accumulate-vec-fold
+        var j = lo + lane;
+        for (; j < hi && hi - j > lanes; j += 2u * lanes) {
+            let v0 = load_src4(element(base, j));
+            let v1 = load_src4(element(base, j + lanes));
+            st = fold4(fold4(st, v0, 4u * j), v1, 4u * (j + lanes));
+        }
+        for (; j < hi; j += lanes) {
+            st = fold4(st, load_src4(element(base, j)), 4u * j);
+        }
+// @@ accumulate-vec-float-sum
+        var part = 0.0;
+        var count = 0u;
+        var j = lo + lane;
+        for (; j < hi && hi - j > lanes; j += 2u * lanes) {
+            let v0 = load_src4(element(base, j));
+            let v1 = load_src4(element(base, j + lanes));
+            part += ((v0.x + v0.y) + (v0.z + v0.w)) + ((v1.x + v1.y) + (v1.z + v1.w));
+            count += 1u;
+            if count == 4u {
+                st.v += part;
+                part = 0.0;
+                count = 0u;
+            }
+        }
+        for (; j < hi; j += lanes) {
+            let v = load_src4(element(base, j));
+            part += (v.x + v.y) + (v.z + v.w);
         }
         st.v += part;
 // @@ shared-tree

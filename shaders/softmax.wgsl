@@ -7,11 +7,15 @@
 // per lane, rescaling the sum when the max grows; a shared-memory tree merges the lanes; a
 // second pass writes the outputs. The row is read twice and written once.
 //
-// The generator fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`), and from the `// @@`
-// sections at the end of this file OUTPUT (the value written for `x`, given the row's max
-// `m`, sum `z` and `log(z)` as `lz`), SHARED and MERGE, which leave the row's (max, sum) in
-// `total`: with one lane per row (short rows) that is the lane's own state, and the shader
-// holds no shared memory and no barrier (see reduce.wgsl for why that matters on lavapipe).
+// The generator fills BINDINGS (`src`, `dst`, `row_base` and the loads and stores), and from
+// the `// @@` sections at the end of this file:
+// - OUTPUT: the value written for `x`, given the row's max `m`, sum `z` and `log(z)` as `lz`;
+// - FIRST and SECOND, the two passes: scalar (any stride), or vec4 when the rows are
+//   contiguous and 4-aligned (then `base`, `j` and the loads count vec4s: a quarter of the
+//   load and store instructions);
+// - SHARED and MERGE, which leave the row's (max, sum) in `total`: with one lane per row
+//   that is the lane's own state, and the shader holds no shared memory and no barrier (see
+//   reduce.wgsl for why that matters on lavapipe).
 
 {{BINDINGS}}
 
@@ -58,6 +62,14 @@ fn finish(x: f32, m: f32, z: f32, lz: f32, poisoned: bool) -> f32 {
     return {{OUTPUT}};
 }
 
+fn push4(a: MaxSum, v: vec4<f32>) -> MaxSum {
+    return push(push(push(push(a, v.x), v.y), v.z), v.w);
+}
+
+fn finish4(v: vec4<f32>, m: f32, z: f32, lz: f32, poisoned: bool) -> vec4<f32> {
+    return vec4<f32>(finish(v.x, m, z, lz, poisoned), finish(v.y, m, z, lz, poisoned), finish(v.z, m, z, lz, poisoned), finish(v.w, m, z, lz, poisoned));
+}
+
 fn rescale(a: MaxSum, m: f32) -> f32 {
     if a.m == m {
         return a.z;
@@ -84,19 +96,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var base = 0u;
     var st = MaxSum(neg_inf(), 0.0);
     if live {
-        base = layout_index(info[4], g);
-        // Four loads in flight per step: one at a time leaves most of the bandwidth idle.
-        var j = lane;
-        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
-            let x0 = load_src(base + j * stride);
-            let x1 = load_src(base + (j + lanes) * stride);
-            let x2 = load_src(base + (j + 2u * lanes) * stride);
-            let x3 = load_src(base + (j + 3u * lanes) * stride);
-            st = push(push(push(push(st, x0), x1), x2), x3);
-        }
-        for (; j < n; j += lanes) {
-            st = push(st, load_src(base + j * stride));
-        }
+        base = row_base(g);
+{{FIRST}}
     }
 
 {{MERGE}}
@@ -108,23 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // All -inf (max -inf), any +inf (max +inf) or any NaN (sum NaN): the row is NaN, as in
         // PyTorch, where x - max or the sum is NaN.
         let poisoned = is_inf(m) || is_nan(z);
-        let out_base = g * n;
-        // Loads first, then stores: the compiler cannot move a load above a store to a
-        // buffer that might alias it.
-        var j = lane;
-        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
-            let x0 = load_src(base + j * stride);
-            let x1 = load_src(base + (j + lanes) * stride);
-            let x2 = load_src(base + (j + 2u * lanes) * stride);
-            let x3 = load_src(base + (j + 3u * lanes) * stride);
-            store_dst(out_base + j, finish(x0, m, z, lz, poisoned));
-            store_dst(out_base + j + lanes, finish(x1, m, z, lz, poisoned));
-            store_dst(out_base + j + 2u * lanes, finish(x2, m, z, lz, poisoned));
-            store_dst(out_base + j + 3u * lanes, finish(x3, m, z, lz, poisoned));
-        }
-        for (; j < n; j += lanes) {
-            store_dst(out_base + j, finish(load_src(base + j * stride), m, z, lz, poisoned));
-        }
+{{SECOND}}
     }
 }
 
@@ -146,3 +131,58 @@ var<workgroup> sh: array<MaxSum, 256>;
     let total = sh[row_local * lanes];
 // @@ merge-single
     let total = st;
+// @@ first-scalar
+        // Four loads in flight per step: one at a time leaves most of the bandwidth idle.
+        var j = lane;
+        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
+            let x0 = load_src(base + j * stride);
+            let x1 = load_src(base + (j + lanes) * stride);
+            let x2 = load_src(base + (j + 2u * lanes) * stride);
+            let x3 = load_src(base + (j + 3u * lanes) * stride);
+            st = push(push(push(push(st, x0), x1), x2), x3);
+        }
+        for (; j < n; j += lanes) {
+            st = push(st, load_src(base + j * stride));
+        }
+// @@ second-scalar
+        // Loads first, then stores: the compiler cannot move a load above a store to a buffer
+        // that might alias it.
+        let out_base = g * n;
+        var j = lane;
+        for (; j < n && n - j > 3u * lanes; j += 4u * lanes) {
+            let x0 = load_src(base + j * stride);
+            let x1 = load_src(base + (j + lanes) * stride);
+            let x2 = load_src(base + (j + 2u * lanes) * stride);
+            let x3 = load_src(base + (j + 3u * lanes) * stride);
+            store_dst(out_base + j, finish(x0, m, z, lz, poisoned));
+            store_dst(out_base + j + lanes, finish(x1, m, z, lz, poisoned));
+            store_dst(out_base + j + 2u * lanes, finish(x2, m, z, lz, poisoned));
+            store_dst(out_base + j + 3u * lanes, finish(x3, m, z, lz, poisoned));
+        }
+        for (; j < n; j += lanes) {
+            store_dst(out_base + j, finish(load_src(base + j * stride), m, z, lz, poisoned));
+        }
+// @@ first-vec
+        let n4 = n / 4u;
+        var j = lane;
+        for (; j < n4 && n4 - j > lanes; j += 2u * lanes) {
+            let v0 = load_src4(base + j);
+            let v1 = load_src4(base + j + lanes);
+            st = push4(push4(st, v0), v1);
+        }
+        for (; j < n4; j += lanes) {
+            st = push4(st, load_src4(base + j));
+        }
+// @@ second-vec
+        let n4 = n / 4u;
+        let out_base = g * n4;
+        var j = lane;
+        for (; j < n4 && n4 - j > lanes; j += 2u * lanes) {
+            let v0 = load_src4(base + j);
+            let v1 = load_src4(base + j + lanes);
+            store_dst4(out_base + j, finish4(v0, m, z, lz, poisoned));
+            store_dst4(out_base + j + lanes, finish4(v1, m, z, lz, poisoned));
+        }
+        for (; j < n4; j += lanes) {
+            store_dst4(out_base + j, finish4(load_src4(base + j), m, z, lz, poisoned));
+        }

@@ -125,7 +125,7 @@ impl Tensor {
                     Some(prev) => (&prev + &g)?,
                     None => g.contiguous()?,
                 };
-                t.set_grad(Some(total));
+                t.set_grad(Some(total))?;
                 continue;
             }
             let node: Option<Arc<Node>> = t.0.node.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -16,6 +16,7 @@ mod tensor;
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::Device;
 pub use element::Element;
+pub use half::f16;
 pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 pub use kiln_wgpu::MemoryStats;
 pub use ops::binary::broadcast_shapes;

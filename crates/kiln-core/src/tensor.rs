@@ -237,8 +237,22 @@ impl Tensor {
         *lock(&self.0.grad) = None;
     }
 
-    pub(crate) fn set_grad(&self, g: Option<Tensor>) {
+    /// Replaces the accumulated gradient (gradient clipping, custom updates). The gradient must
+    /// have this tensor's shape.
+    pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &g {
+            if g.shape() != self.shape() {
+                return Err(Error::shape("set_grad", format!("gradient {:?} for tensor {:?}", g.shape(), self.shape())));
+            }
+        }
         *lock(&self.0.grad) = g;
+        Ok(())
+    }
+
+    /// True when both handles are the same tensor (not merely equal values): how optimizers
+    /// reject a parameter passed twice.
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Replaces this tensor's data in place with `value`'s (same shape and dtype): how

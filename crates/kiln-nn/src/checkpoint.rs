@@ -90,7 +90,9 @@ pub fn load_with_optimizer(model: &dyn Module, optimizer: &mut dyn Optimizer, pa
     let file = read(path)?;
     let plan = plan_model(model, &file, path)?;
     let step = match file.metadata.get(STEP_KEY) {
-        Some(s) => s.parse::<u64>().map_err(|_| ckpt_err(path, format!("metadata {STEP_KEY:?} is {s:?}, not a step count")))?,
+        Some(s) => {
+            s.parse::<u64>().map_err(|_| ckpt_err(path, format!("metadata {STEP_KEY:?} is {s:?}, not a step count")))?
+        }
         None => return Err(ckpt_err(path, format!("no optimizer state (metadata {STEP_KEY:?} is missing)"))),
     };
     let mut state = Vec::new();
@@ -273,7 +275,8 @@ fn write(path: &Path, named: Vec<(String, Tensor)>, step: Option<u64>) -> Result
         }
     }
     let entries: Vec<Entry> = named.into_iter().map(|(n, t)| Entry::from_tensor(n, &t)).collect::<Result<_>>()?;
-    let mut metadata = HashMap::from([("format".to_string(), "pt".to_string()), (VERSION_KEY.to_string(), "1".to_string())]);
+    let mut metadata =
+        HashMap::from([("format".to_string(), "pt".to_string()), (VERSION_KEY.to_string(), "1".to_string())]);
     if let Some(step) = step {
         metadata.insert(STEP_KEY.to_string(), step.to_string());
     }
@@ -335,8 +338,10 @@ struct FileContents {
 
 fn read(path: &Path) -> Result<FileContents> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let mut entries = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
@@ -355,7 +360,9 @@ fn read(path: &Path) -> Result<FileContents> {
                 return Err(ckpt_err(path, "checksum mismatch: the file is corrupt"));
             }
         }
-        None if written_by_kiln => return Err(ckpt_err(path, format!("metadata {CHECKSUM_KEY:?} is missing: the file is corrupt"))),
+        None if written_by_kiln => {
+            return Err(ckpt_err(path, format!("metadata {CHECKSUM_KEY:?} is missing: the file is corrupt")));
+        }
         None => {}
     }
     // After the checksum, so that a corrupt file is reported as such.
@@ -386,9 +393,17 @@ fn plan_model(model: &dyn Module, file: &FileContents, path: &Path) -> Result<Pl
             continue;
         };
         if e.shape != t.shape() {
-            problems.push(format!("key {name:?} has shape {:?} in the file, the model expects {:?}", e.shape, t.shape()));
+            problems.push(format!(
+                "key {name:?} has shape {:?} in the file, the model expects {:?}",
+                e.shape,
+                t.shape()
+            ));
         } else if e.kiln_dtype() != t.dtype() {
-            problems.push(format!("key {name:?} has dtype {} in the file, the model expects {}", e.kiln_dtype(), t.dtype()));
+            problems.push(format!(
+                "key {name:?} has dtype {} in the file, the model expects {}",
+                e.kiln_dtype(),
+                t.dtype()
+            ));
         } else {
             matched.push((t, *e));
         }

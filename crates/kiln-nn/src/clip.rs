@@ -98,7 +98,9 @@ fn replace_grad(param: &Tensor, grad: &Tensor, value: &Tensor) -> Result<()> {
             if !through.requires_grad() {
                 return Err(Error::Autograd {
                     op: "clip_grad",
-                    msg: "this gradient is a view that can only be replaced with autodiff enabled; call outside no_grad".into(),
+                    msg:
+                        "this gradient is a view that can only be replaced with autodiff enabled; call outside no_grad"
+                            .into(),
                 });
             }
             param.zero_grad();

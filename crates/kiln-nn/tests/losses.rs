@@ -1,6 +1,8 @@
 //! Losses against formulas worked out independently here (on host f64 data), PyTorch's
 //! reductions and options, gradient checks, and error cases.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, data, gradcheck, leaf64};

@@ -1,6 +1,8 @@
 //! Optimizers, schedulers and gradient clipping against update rules written out here in plain
 //! f64 arithmetic (PyTorch's formulas), plus GPU-against-CPU trajectories.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use kiln_core::{DType, Device, Error, HostData, Tensor};
 use kiln_nn::optim::*;
 use kiln_nn::sched::*;
@@ -34,7 +36,12 @@ fn grad_ref(x: &[f64]) -> Vec<f64> {
 }
 
 /// `steps` optimizer steps on the quadratic; the parameter after each.
-fn trajectory(opt_for: impl Fn(Vec<Tensor>) -> Box<dyn Optimizer>, steps: usize, dtype: DType, device: &Device) -> Vec<Vec<f64>> {
+fn trajectory(
+    opt_for: impl Fn(Vec<Tensor>) -> Box<dyn Optimizer>,
+    steps: usize,
+    dtype: DType,
+    device: &Device,
+) -> Vec<Vec<f64>> {
     let x = param(&X0, dtype, device);
     let mut opt = opt_for(vec![x.clone()]);
     let mut out = Vec::new();
@@ -94,7 +101,13 @@ fn sgd_ref(cfg: SgdConfig) -> impl FnMut(&mut Vec<f64>, &[f64], &mut RefState) {
     }
 }
 
-fn adam_ref(lr: f64, (b1, b2): (f64, f64), eps: f64, wd: f64, decoupled: bool) -> impl FnMut(&mut Vec<f64>, &[f64], &mut RefState) {
+fn adam_ref(
+    lr: f64,
+    (b1, b2): (f64, f64),
+    eps: f64,
+    wd: f64,
+    decoupled: bool,
+) -> impl FnMut(&mut Vec<f64>, &[f64], &mut RefState) {
     move |x, g, st| {
         let t = st.step as i32;
         let m = st.a.get_or_insert_with(|| vec![0.0; 4]);
@@ -227,7 +240,8 @@ fn param_groups_use_their_own_lr_and_decay() {
     let a = param(&X0, DType::F64, &cpu());
     let b = param(&X0, DType::F64, &cpu());
     let cfg = SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) };
-    let groups = vec![ParamGroup::new(vec![a.clone()]), ParamGroup::new(vec![b.clone()]).with_lr(0.01).with_weight_decay(0.5)];
+    let groups =
+        vec![ParamGroup::new(vec![a.clone()]), ParamGroup::new(vec![b.clone()]).with_lr(0.01).with_weight_decay(0.5)];
     let mut opt = Sgd::with_groups(groups, cfg).unwrap();
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -281,17 +295,25 @@ fn load_state_validates_before_changing_anything() {
     backward_quadratic(&x);
     opt.step().unwrap();
     let good = opt.state();
-    let shape_bad: Vec<(String, Tensor)> = good
-        .iter()
-        .map(|(n, t)| if n == "0.exp_avg" { (n.clone(), Tensor::zeros(&[3], &cpu()).unwrap()) } else { (n.clone(), t.clone()) })
-        .collect();
+    let shape_bad: Vec<(String, Tensor)> =
+        good.iter()
+            .map(|(n, t)| {
+                if n == "0.exp_avg" {
+                    (n.clone(), Tensor::zeros(&[3], &cpu()).unwrap())
+                } else {
+                    (n.clone(), t.clone())
+                }
+            })
+            .collect();
     let cases: Vec<Vec<(String, Tensor)>> = vec![
         shape_bad,
         good.iter().filter(|(n, _)| n != "0.exp_avg_sq").cloned().collect(),
         good.iter().filter(|(n, _)| n != "0.step").cloned().collect(),
         [good.clone(), vec![("1.exp_avg".into(), Tensor::zeros(&[4], &cpu()).unwrap())]].concat(),
         [good.clone(), vec![("0.momentum".into(), Tensor::zeros(&[4], &cpu()).unwrap())]].concat(),
-        good.iter().map(|(n, t)| (n.clone(), if n == "0.exp_avg" { t.to_dtype(DType::F64).unwrap() } else { t.clone() })).collect(),
+        good.iter()
+            .map(|(n, t)| (n.clone(), if n == "0.exp_avg" { t.to_dtype(DType::F64).unwrap() } else { t.clone() }))
+            .collect(),
         vec![("garbage".into(), Tensor::zeros(&[4], &cpu()).unwrap())],
     ];
     for (i, bad) in cases.iter().enumerate() {
@@ -321,7 +343,10 @@ fn gpu() -> Option<Device> {
     match Device::gpu() {
         Ok(d) => Some(d),
         Err(e) => {
-            assert!(std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"), "KILN_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            assert!(
+                std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"),
+                "KILN_REQUIRE_GPU=1 but no GPU adapter: {e}"
+            );
             eprintln!("SKIPPED GPU test: no GPU adapter ({e})");
             None
         }
@@ -333,11 +358,39 @@ fn gpu_trajectories_match_cpu() {
     let Some(gpu) = gpu() else { return };
     type Make = Box<dyn Fn(Vec<Tensor>) -> Box<dyn Optimizer>>;
     let makers: Vec<(&str, Make)> = vec![
-        ("sgd", Box::new(|p| Box::new(Sgd::new(p, SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 0.01, ..SgdConfig::new(0.05) }).unwrap()))),
-        ("adam", Box::new(|p| Box::new(Adam::new(p, AdamConfig { lr: 0.05, weight_decay: 0.01, ..Default::default() }).unwrap()))),
+        (
+            "sgd",
+            Box::new(|p| {
+                Box::new(
+                    Sgd::new(
+                        p,
+                        SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 0.01, ..SgdConfig::new(0.05) },
+                    )
+                    .unwrap(),
+                )
+            }),
+        ),
+        (
+            "adam",
+            Box::new(|p| {
+                Box::new(Adam::new(p, AdamConfig { lr: 0.05, weight_decay: 0.01, ..Default::default() }).unwrap())
+            }),
+        ),
         ("adamw", Box::new(|p| Box::new(AdamW::new(p, AdamWConfig { lr: 0.05, ..Default::default() }).unwrap()))),
-        ("rmsprop", Box::new(|p| Box::new(RmsProp::new(p, RmsPropConfig { momentum: 0.5, centered: true, ..Default::default() }).unwrap()))),
-        ("adagrad", Box::new(|p| Box::new(Adagrad::new(p, AdagradConfig { lr: 0.1, lr_decay: 0.01, ..Default::default() }).unwrap()))),
+        (
+            "rmsprop",
+            Box::new(|p| {
+                Box::new(
+                    RmsProp::new(p, RmsPropConfig { momentum: 0.5, centered: true, ..Default::default() }).unwrap(),
+                )
+            }),
+        ),
+        (
+            "adagrad",
+            Box::new(|p| {
+                Box::new(Adagrad::new(p, AdagradConfig { lr: 0.1, lr_decay: 0.01, ..Default::default() }).unwrap())
+            }),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, make) in &makers {
@@ -380,7 +433,19 @@ fn step_multistep_exponential() {
     assert_eq!(&got[..4], &[0.1, 0.1, 0.1, 0.05]);
 
     let got = sched_sequence(MultiStepLr::new(1.0, vec![5, 2], 0.1).unwrap(), 7);
-    assert_seq(&got, |t| if t < 2 { 1.0 } else if t < 5 { 0.1 } else { 0.1 * 0.1 }, "MultiStepLr");
+    assert_seq(
+        &got,
+        |t| {
+            if t < 2 {
+                1.0
+            } else if t < 5 {
+                0.1
+            } else {
+                0.1 * 0.1
+            }
+        },
+        "MultiStepLr",
+    );
 
     let got = sched_sequence(ExponentialLr::new(0.3, 0.9).unwrap(), 10);
     assert_seq(&got, |t| 0.3 * 0.9f64.powi(t as i32), "ExponentialLr");
@@ -485,7 +550,7 @@ fn clip_grad_norm_scales_all_grads_together() {
 
     // Below the threshold: untouched.
     let c = with_grad_values(&[0.3, 0.4]);
-    let norm = clip_grad_norm_(&[c.clone()], 1.0).unwrap();
+    let norm = clip_grad_norm_(std::slice::from_ref(&c), 1.0).unwrap();
     assert!((norm - 0.5).abs() < 1e-6);
     assert_eq!(grad_of(&c), vec![0.30000001192092896, 0.4000000059604645]);
     assert!(clip_grad_norm_(&[c], -1.0).is_err());

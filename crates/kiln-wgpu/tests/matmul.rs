@@ -135,8 +135,8 @@ fn transposed_operands() {
     }
 }
 
-/// Views whose fast dim has stride 1 and whose other strides are multiples of 4 take the vec4
-/// fetches; their dims here are not multiples of 4, so edge quads fall back to single elements.
+/// Views whose m (a) or n (b) dim has stride 1 and whose other strides are multiples of 4 take
+/// vec4 fetches; their dims here are not multiples of 4, so edge quads fall back to elements.
 #[test]
 fn aligned_views_with_ragged_edges() {
     let Some(dev) = common::gpu("aligned_views_with_ragged_edges") else { return };
@@ -273,8 +273,8 @@ fn mismatches_are_errors() {
 }
 
 /// Ad-hoc timing, not an assertion: `cargo test -p kiln-wgpu --test matmul -- --ignored --nocapture`.
-/// `KILN_MM_SIZES` (comma-separated square sizes, default 512) and `KILN_MM_FLOP` (work per timed
-/// run, default 1e9) adjust it.
+/// `KILN_MM_SIZES` (comma-separated square sizes, default 512), `KILN_MM_FLOP` (work per timed
+/// run, default 1e9) and `KILN_MM_DTYPE` (f32 or f16) adjust it.
 #[test]
 #[ignore]
 fn bench_matmul() {
@@ -282,24 +282,28 @@ fn bench_matmul() {
     println!("adapter: {}", dev.summary);
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
     let flop_target: f64 = env("KILN_MM_FLOP", "1e9").parse().expect("KILN_MM_FLOP");
+    let dtype = if env("KILN_MM_DTYPE", "f32") == "f16" { DType::F16 } else { DType::F32 };
     let mut shapes = Vec::new();
     for size in env("KILN_MM_SIZES", "512").split(',') {
         let s: usize = size.parse().expect("KILN_MM_SIZES");
         for class in ["nn", "tn", "nt", "tt"] {
-            shapes.push((s, s, s, class));
+            shapes.push((1, s, s, s, class));
         }
-        shapes.push((1, s, s, "nt"));
+        shapes.push((1, 1, s, s, "nt"));
     }
-    for (m, k, n, class) in shapes {
+    // Attention-like batches: q·kᵀ and p·v.
+    shapes.push((16, 512, 64, 512, "nt"));
+    shapes.push((16, 512, 512, 64, "nn"));
+    for (batch, m, k, n, class) in shapes {
         let mut rng = Rng(7);
-        let al = if class.starts_with('t') { transposed(1, m, k) } else { Layout::contiguous(&[1, m, k]) };
-        let bl = if class.ends_with('t') { transposed(1, k, n) } else { Layout::contiguous(&[1, k, n]) };
-        let (a, _) = upload(&dev, DType::F32, m * k, &mut rng);
-        let (b, _) = upload(&dev, DType::F32, k * n, &mut rng);
+        let al = if class.starts_with('t') { transposed(batch, m, k) } else { Layout::contiguous(&[batch, m, k]) };
+        let bl = if class.ends_with('t') { transposed(batch, k, n) } else { Layout::contiguous(&[batch, k, n]) };
+        let (a, _) = upload(&dev, dtype, batch * m * k, &mut rng);
+        let (b, _) = upload(&dev, dtype, batch * k * n, &mut rng);
         let one = Layout::contiguous(&[1]);
         let warm = a.matmul(&al, &b, &bl).expect("matmul");
         warm.to_host(&one).expect("read");
-        let flop = 2.0 * (m * n * k) as f64;
+        let flop = 2.0 * (batch * m * n * k) as f64;
         let reps = (flop_target / flop).ceil().clamp(1.0, 2000.0) as usize;
         // Best of several runs: the machine's cores are shared with other work.
         let mut secs = f64::INFINITY;
@@ -312,6 +316,7 @@ fn bench_matmul() {
             last.expect("ran").to_host(&one).expect("read");
             secs = secs.min(start.elapsed().as_secs_f64() / reps as f64);
         }
-        println!("{m}x{k}x{n} {class}: {:.3} ms, {:.2} GFLOP/s", secs * 1e3, flop / secs / 1e9);
+        let gflops = flop / secs / 1e9;
+        println!("{dtype} {batch}x{m}x{k}x{n} {class}: {:.3} ms, {gflops:.2} GFLOP/s", secs * 1e3);
     }
 }

@@ -65,10 +65,7 @@ fn adam_update(
     // Both moments start at zero, so the first update is just the weighted gradient.
     let (m, v) = match state {
         None => ((&g * (1.0 - b1))?, (&g_sq * (1.0 - b2))?),
-        Some(s) => (
-            (&(&s.bufs[0] * b1)? + &(&g * (1.0 - b1))?)?,
-            (&(&s.bufs[1] * b2)? + &(&g_sq * (1.0 - b2))?)?,
-        ),
+        Some(s) => ((&(&s.bufs[0] * b1)? + &(&g * (1.0 - b1))?)?, (&(&s.bufs[1] * b2)? + &(&g_sq * (1.0 - b2))?)?),
     };
     let t = h.step as f64;
     let bias1 = 1.0 - b1.powf(t);

@@ -34,7 +34,9 @@ use kiln_core::{Device, Error, Result, Tensor};
 /// What every optimizer does. Object safe: schedulers and checkpoints take `&mut dyn Optimizer`.
 pub trait Optimizer {
     /// Applies one update to every parameter that has a gradient (parameters without one are
-    /// skipped, as in PyTorch).
+    /// skipped, as in PyTorch). Gradients are checked against their parameters (shape, dtype,
+    /// device) before anything changes; only a backend failure partway through (a lost device)
+    /// can leave some parameters updated and others not.
     fn step(&mut self) -> Result<()>;
 
     /// Clears the gradients of every parameter this optimizer updates.
@@ -45,7 +47,7 @@ pub trait Optimizer {
 
     /// Sets the learning rate. Groups that override it are scaled by the same factor, so a
     /// schedule keeps their ratio to the default (PyTorch schedulers scale each group's
-    /// initial lr the same way).
+    /// initial lr the same way). When the configured lr was 0 every group gets `lr`.
     fn set_lr(&mut self, lr: f64);
 
     /// Per-parameter buffers for checkpoints, named `"<index>.<buffer>"` where `index` counts
@@ -158,7 +160,10 @@ impl OptimCore {
                 if !p.dtype().is_float() {
                     return Err(Error::invalid(
                         name,
-                        format!("parameter {pi} of group {gi} has dtype {}; only float tensors can be optimized", p.dtype()),
+                        format!(
+                            "parameter {pi} of group {gi} has dtype {}; only float tensors can be optimized",
+                            p.dtype()
+                        ),
                     ));
                 }
             }
@@ -168,7 +173,15 @@ impl OptimCore {
         if count == 0 {
             return Err(Error::invalid(name, "got an empty parameter list"));
         }
-        Ok(OptimCore { name, groups: resolved, base_lr: lr, lr, fields, states: (0..count).map(|_| None).collect(), steps: 0 })
+        Ok(OptimCore {
+            name,
+            groups: resolved,
+            base_lr: lr,
+            lr,
+            fields,
+            states: (0..count).map(|_| None).collect(),
+            steps: 0,
+        })
     }
 
     fn params(&self) -> impl Iterator<Item = &Tensor> {
@@ -191,7 +204,13 @@ impl OptimCore {
             if g.shape() != p.shape() || g.dtype() != p.dtype() {
                 return Err(Error::shape(
                     name,
-                    format!("parameter {i} is {:?} {} but its grad is {:?} {}", p.shape(), p.dtype(), g.shape(), g.dtype()),
+                    format!(
+                        "parameter {i} is {:?} {} but its grad is {:?} {}",
+                        p.shape(),
+                        p.dtype(),
+                        g.shape(),
+                        g.dtype()
+                    ),
                 ));
             }
             if g.device() != p.device() {
@@ -309,7 +328,10 @@ impl OptimCore {
                     let mut moved = Vec::with_capacity(self.fields.len());
                     for (f, b) in bufs[i].iter().enumerate() {
                         let Some(b) = b else {
-                            return Err(Error::invalid(op, format!("{}: \"{i}.{}\" is missing", self.name, self.fields[f])));
+                            return Err(Error::invalid(
+                                op,
+                                format!("{}: \"{i}.{}\" is missing", self.name, self.fields[f]),
+                            ));
                         };
                         // Detached: a state tensor that was itself a grad-tracking leaf must not
                         // drag autodiff history into the updates.

@@ -26,6 +26,11 @@ impl Tile {
     const fn threads(self) -> u32 {
         (self.tm / self.rm) * (self.tn / self.rn)
     }
+
+    /// Bytes of workgroup memory: both staged slabs, rows padded by one vec4 of f32 or i32.
+    const fn workgroup_bytes(self) -> u32 {
+        self.tk * (self.tm / 4 + 1 + self.tn / 4 + 1) * 16
+    }
 }
 
 /// 64×64 tiles, 4×4 per thread: enough workgroups to fill a large GPU from about 1024² outputs.
@@ -54,13 +59,12 @@ enum Fetch {
     K,
     /// Element by element, neighbouring threads on neighbouring m (a) or n (b).
     X,
-    /// vec4s along m (n), whose stride is 1.
+    /// vec4s along m (n), whose stride is 1. (vec4s along a stride-1 k, fetched as 4×4 blocks
+    /// and transposed in registers, measured slower than `K` on an H200: they are not offered.)
     X4,
-    /// 4×4 blocks read as vec4s along k, whose stride is 1, transposed in registers.
-    K4,
 }
 
-const FETCHES: [Fetch; 4] = [Fetch::K, Fetch::X, Fetch::X4, Fetch::K4];
+const FETCHES: [Fetch; 3] = [Fetch::K, Fetch::X, Fetch::X4];
 
 enum Spec {
     Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch },
@@ -109,14 +113,14 @@ struct Staging {
     fetch_next: String,
 }
 
-/// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n).
+/// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
+/// thread moves `quads·tk / threads` quads (4 neighbours along m or n at one k) per slab.
 fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut Staging) -> Result<()> {
     let is_a = name == "a";
-    let (array, pitch, binding, lim, origin) =
-        if is_a { ("As", "PA", 1, "M", "m0") } else { ("Bs", "PB", 2, "N", "n0") };
+    let (array, pitch, binding, origin) = if is_a { ("As", "PA", 1, "m0") } else { ("Bs", "PB", 2, "n0") };
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
     let (off, sb, sx, sk) = if is_a { (6, 7, "a_sm", "a_sk") } else { (10, 11, "b_sn", "b_sk") };
-    let template = if matches!(fetch, Fetch::X4 | Fetch::K4) { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
+    let template = if fetch == Fetch::X4 { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
     out.decls += &template
         .replace("{{X}}", name)
         .replace("{{BINDING}}", &binding.to_string())
@@ -124,60 +128,32 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut
         .replace("{{C}}", compute_type(dtype))
         .replace("{{LIMIT}}", if is_a { "info[0]" } else { "info[1]" });
     out.decls += "\n";
-    let (threads, quads, tk) = (tile.threads(), len / 4, tile.tk);
-    // A slot is what one thread moves per slab: a quad (4 neighbours along m or n at one k), or
-    // for K4 a 4×4 block.
-    let slots = if fetch == Fetch::K4 { quads * tk / 4 } else { quads * tk };
-    for r in 0..slots.div_ceil(threads) {
+    let (threads, quads) = (tile.threads(), len / 4);
+    for r in 0..quads * tile.tk / threads {
         let q = format!("(lid + {}u)", r * threads);
         let v = |s: &str| format!("{name}{s}{r}");
-        let (k, x, p, on) = (v("k"), v("x"), v("p"), v("on"));
-        let (kq, xq) = match fetch {
-            Fetch::K => (format!("{q} % TK"), format!("{q} / TK")),
-            Fetch::X | Fetch::X4 => (format!("{q} / {quads}u"), format!("{q} % {quads}u")),
-            Fetch::K4 => (format!("({q} % {}u) * 4u", tk / 4), format!("{q} / {}u", tk / 4)),
+        let (k, x, p, val) = (v("k"), v("x"), v("p"), v("v"));
+        let (kq, xq) = if fetch == Fetch::K {
+            (format!("{q} % TK"), format!("{q} / TK"))
+        } else {
+            (format!("{q} / {quads}u"), format!("{q} % {quads}u"))
         };
-        let guarded = (r + 1) * threads > slots;
-        let on_expr = if guarded { format!("{q} < {slots}u") } else { "true".into() };
         out.setup += &format!(
-            "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    let {on} = {on_expr};\n    \
+            "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    \
              var {p} = info[{off}] + bi * info[{sb}] + {x} * {sx} + {k} * {sk};\n"
         );
-        let guard = |code: String| if guarded { format!("        if {on} {{\n    {code}        }}\n") } else { code };
-        if fetch == Fetch::K4 {
-            // Rows (columns) x..x+3, each four k as one vec4; PUT transposes them into quads.
-            let fetch_code = |decl: &str, kbase: &str| {
-                let mut c = String::new();
-                for i in 0..4 {
-                    c += &format!(
-                        "        {decl}{name}v{r}_{i} = {name}_quad_k({p} + {i}u * {sx}, {kbase}{k}, {on} && {x} + {i}u < {lim});\n"
-                    );
-                }
-                c + &format!("        {p} += TK;\n")
+        let fetch_code = |decl: &str, kbase: &str| {
+            let ok = format!("{kbase}{k} < K");
+            let quad = if fetch == Fetch::X4 {
+                format!("{name}_quad_x({p}, {x}, {ok})")
+            } else {
+                format!("{name}_quad({p}, {sx}, {x}, {ok})")
             };
-            out.fetch_first += &fetch_code("var ", "");
-            out.fetch_next += &fetch_code("", "k0 + TK + ");
-            let mut put = String::new();
-            for (j, lane) in ["x", "y", "z", "w"].iter().enumerate() {
-                put += &format!(
-                    "        {array}[({k} + {j}u) * {pitch} + {x}q] = vec4({name}v{r}_0.{lane}, {name}v{r}_1.{lane}, {name}v{r}_2.{lane}, {name}v{r}_3.{lane});\n"
-                );
-            }
-            out.put += &guard(put);
-        } else {
-            let fetch_code = |decl: &str, kbase: &str| {
-                let ok = format!("{on} && {kbase}{k} < K");
-                let quad = if fetch == Fetch::X4 {
-                    format!("{name}_quad_x({p}, {x}, {ok})")
-                } else {
-                    format!("{name}_quad({p}, {sx}, {x}, {ok})")
-                };
-                format!("        {decl}{name}v{r} = {quad};\n        {p} += TK * {sk};\n")
-            };
-            out.fetch_first += &fetch_code("var ", "");
-            out.fetch_next += &fetch_code("", "k0 + TK + ");
-            out.put += &guard(format!("        {array}[{k} * {pitch} + {x}q] = {name}v{r};\n"));
-        }
+            format!("        {decl}{val} = {quad};\n        {p} += TK * {sk};\n")
+        };
+        out.fetch_first += &fetch_code("var ", "");
+        out.fetch_next += &fetch_code("", "k0 + TK + ");
+        out.put += &format!("        {array}[{k} * {pitch} + {x}q] = {val};\n");
     }
     Ok(())
 }
@@ -279,15 +255,12 @@ fn k_fast(sk: u32, sx: u32, k: usize, x: usize) -> bool {
 }
 
 /// The layout class of an operand with words `[off, sb, sx, sk]` (x is m for a, n for b) in a
-/// buffer of `bytes`: vec4 fetches need stride 1 on one of the two dims, every other stride and
-/// the offset 4-aligned, and a buffer of whole vec4s.
+/// buffer of `bytes`: vec4 fetches need stride 1 along x, the other strides and the offset
+/// 4-aligned, and a buffer of whole vec4s.
 fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes: u64) -> Fetch {
-    let aligned = dtype.is_float() && off % 4 == 0 && sb % 4 == 0 && bytes % (4 * gpu_size(dtype)) == 0
-        && std::env::var("KILN_MM_NOVEC").is_err();
-    if aligned && sx == 1 && sk % 4 == 0 {
+    let aligned = dtype.is_float() && off % 4 == 0 && sb % 4 == 0 && sk % 4 == 0 && bytes % (4 * gpu_size(dtype)) == 0;
+    if aligned && sx == 1 && std::env::var("KILN_MM_NOVEC").is_err() {
         Fetch::X4
-    } else if aligned && sk == 1 && sx % 4 == 0 {
-        Fetch::K4
     } else if k_fast(sk, sx, k, x) {
         Fetch::K
     } else {
@@ -338,7 +311,9 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     } else {
         let large_tiles = (m.div_ceil(128) * n.div_ceil(128)) as u64 * batch as u64;
         let min_tiles = if ctx.summary.software { LARGE_MIN_TILES_CPU } else { LARGE_MIN_TILES };
-        let tile = if dtype.is_float() && large_tiles >= min_tiles { LARGE } else { MEDIUM };
+        // LARGE needs 16.5 KiB of workgroup memory, just past WebGPU's guaranteed 16 KiB.
+        let fits = ctx.limits.max_compute_workgroup_storage_size >= LARGE.workgroup_bytes();
+        let tile = if dtype.is_float() && fits && large_tiles >= min_tiles { LARGE } else { MEDIUM };
         let tile = tile_from_env().unwrap_or(tile);
         let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
         let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)

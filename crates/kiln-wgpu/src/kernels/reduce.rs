@@ -2,8 +2,10 @@
 //! (`shaders/softmax.wgsl`) and cumulative sums (`shaders/cumsum.wgsl`).
 //!
 //! Every kernel is parametrised by data in `info` (row counts, lanes per row, strides, layout
-//! blocks); sources are specialised only by op, dtype, pass and whether the reduced elements
-//! of a row can be addressed as `base + j·s`.
+//! blocks); sources are specialised only by op, dtype, pass, how a row is walked (one stride,
+//! a strided layout, or 4-aligned contiguous rows read as vec4) and whether a row has one lane
+//! (no shared memory, no barriers). Each shader file holds its main template and, after
+//! `// @@ name` marker lines, the snippets the generator splices into it.
 
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
@@ -13,8 +15,9 @@ use std::sync::Arc;
 /// Enough workgroups to keep a large GPU busy (an H100 holds about 8 × 132 of 256 threads);
 /// fewer rows than this get their rows split into chunks folded by a second pass.
 const TARGET_GROUPS: usize = 2048;
-/// Elements each lane should fold per chunk at least, so a split pays for its second pass.
-const MIN_PER_LANE: usize = 16;
+/// Elements each lane folds at least before a row gets more lanes, or a split more chunks:
+/// fewer rows per workgroup waste lanes, and a split must pay for its second pass.
+const PER_LANE: usize = 16;
 /// Most chunks per row: the second pass folds them with one workgroup per row in one sweep.
 const MAX_CHUNKS: usize = 1024;
 
@@ -31,22 +34,31 @@ enum Stage {
     PartialIn,
 }
 
+/// How a kernel steps through the reduced elements of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// `base + j·s`: the reduced dims collapse to one stride (or the row is one element).
+    Linear,
+    /// `base + layout_index(inner, j)`: they do not.
+    Strided,
+    /// Contiguous rows, 4-aligned in offset, length and row strides: vec4 loads.
+    Vec4,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct ReduceSpec {
     op: ReduceOp,
     dtype: DType,
     stage: Stage,
-    /// The reduced dims do not collapse to one stride: walk them with `layout_index`.
-    strided: bool,
+    walk: Walk,
     /// One lane per row: no shared memory, no barriers.
     single: bool,
 }
 
 impl ReduceSpec {
     fn key(&self) -> String {
-        let walk = if self.strided { "s" } else { "l" };
         let merge = if self.single { "1" } else { "t" };
-        format!("reduce|{}|{}|{:?}|{walk}{merge}", self.op.name(), self.dtype, self.stage)
+        format!("reduce|{}|{}|{:?}|{:?}|{merge}", self.op.name(), self.dtype, self.stage, self.walk)
     }
 
     fn source(&self) -> Result<String> {
@@ -55,7 +67,12 @@ impl ReduceSpec {
         let ct = compute_type(self.dtype);
         let arg = self.op.is_arg();
         let mut b = String::new();
-        let src_ty = if self.stage == Stage::PartialIn { ct } else { st };
+        let vec = self.walk == Walk::Vec4;
+        let src_ty = match self.stage {
+            Stage::PartialIn => ct.to_string(),
+            _ if vec => format!("vec4<{st}>"),
+            _ => st.to_string(),
+        };
         b += &format!("@group(0) @binding(1) var<storage, read> src: array<{src_ty}>;\n");
         let mut next = 2;
         if self.stage == Stage::PartialIn && arg {
@@ -71,14 +88,19 @@ impl ReduceSpec {
         if self.stage == Stage::PartialOut && arg {
             b += &format!("@group(0) @binding({}) var<storage, read_write> dst_idx: array<u32>;\n", next + 1);
         }
-        let loaded = if self.stage == Stage::PartialIn { "src[k]".to_string() } else { load(self.dtype, "src[k]") };
-        b += &format!("fn load_src(k: u32) -> {ct} {{ return {loaded}; }}\n");
-        let (row_base, element, position) = match (self.stage, self.strided) {
+        if vec {
+            b += &format!("fn load_src4(k: u32) -> vec4<{ct}> {{ return vec4<{ct}>(src[k]); }}\n");
+        } else {
+            let loaded = if self.stage == Stage::PartialIn { "src[k]".to_string() } else { load(self.dtype, "src[k]") };
+            b += &format!("fn load_src(k: u32) -> {ct} {{ return {loaded}; }}\n");
+        }
+        let (row_base, element, position) = match (self.stage, self.walk) {
             (Stage::PartialIn, _) => {
                 ("g * info[1]", "base + j", if arg { "src_idx[base + j]" } else { "j" })
             }
-            (_, false) => ("layout_index(info[7], g)", "base + j * info[6]", "j"),
-            (_, true) => ("layout_index(info[7], g)", "base + layout_index(info[8], j)", "j"),
+            (_, Walk::Linear) => ("layout_index(info[7], g)", "base + j * info[6]", "j"),
+            (_, Walk::Strided) => ("layout_index(info[7], g)", "base + layout_index(info[8], j)", "j"),
+            (_, Walk::Vec4) => ("layout_index(info[7], g) / 4u", "base + j", "4u * j"),
         };
         b += &format!("fn row_base(g: u32) -> u32 {{ return {row_base}; }}\n");
         b += &format!("fn element(base: u32, j: u32) -> u32 {{ return {element}; }}\n");
@@ -104,7 +126,15 @@ impl ReduceSpec {
             ReduceOp::Max | ReduceOp::ArgMax => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">"),
             ReduceOp::Min | ReduceOp::ArgMin => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<"),
         };
-        let accumulate = section(src, if self.op == ReduceOp::Sum && float { "accumulate-float-sum" } else { "accumulate-fold" });
+        let accumulate = section(
+            src,
+            match (self.op == ReduceOp::Sum && float, vec) {
+                (true, false) => "accumulate-float-sum",
+                (false, false) => "accumulate-fold",
+                (true, true) => "accumulate-vec-float-sum",
+                (false, true) => "accumulate-vec-fold",
+            },
+        );
         let (shared, merge) = if self.single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
         let body = template(src)
             .replace("{{BINDINGS}}", &b)
@@ -162,10 +192,6 @@ fn lanes_for(len: usize) -> usize {
     len.max(1).next_power_of_two().min(WG as usize)
 }
 
-fn tune(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// How one reduction is laid over workgroups.
 struct Plan {
     /// Rows per workgroup.
@@ -176,26 +202,28 @@ struct Plan {
     chunk: usize,
 }
 
+/// `len` is in the units a lane loads (elements, or vec4s), `per_lane` how many of them a lane
+/// should fold at least before a row gets more lanes (and, split into chunks, per chunk).
 /// `row_step` is the storage distance between neighbouring rows (innermost kept dim), `linear`
 /// whether a row's elements are `base + j·s`, with `s` = `elem_step`.
-fn plan(rows: usize, len: usize, linear: bool, elem_step: usize, row_step: Option<usize>) -> Plan {
+fn plan(rows: usize, len: usize, per_lane: usize, linear: bool, elem_step: usize, row_step: Option<usize>) -> Plan {
     let wg = WG as usize;
     let rows_adjacent = row_step == Some(1) && !(linear && elem_step == 1);
     let (r, lane_major) = if rows_adjacent {
         // Column reduction: neighbouring threads take neighbouring rows so a warp reads one
         // stretch of memory per step; up to 32 rows, and no more lanes than the row has.
         let r_cap = rows.next_power_of_two().min(32);
-        let lanes = lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 16))).min(wg / r_cap);
+        let lanes = lanes_for(len.div_ceil(per_lane)).min(wg / r_cap);
         (wg / lanes, true)
     } else {
-        (wg / lanes_for(len.div_ceil(tune("KILN_REDUCE_K", 16))), false)
+        (wg / lanes_for(len.div_ceil(per_lane)), false)
     };
     let lanes = wg / r;
     let tiles = rows.div_ceil(r);
-    let per_lane = len.div_ceil(lanes);
+    let each = len.div_ceil(lanes);
     let mut chunks = 1;
-    if tiles < TARGET_GROUPS && per_lane >= 2 * MIN_PER_LANE {
-        chunks = tune("KILN_TARGET", TARGET_GROUPS).div_ceil(tiles).min(per_lane / MIN_PER_LANE).min(MAX_CHUNKS);
+    if tiles < TARGET_GROUPS && each >= 2 * per_lane {
+        chunks = TARGET_GROUPS.div_ceil(tiles).min(each / per_lane).min(MAX_CHUNKS);
     }
     let chunk = len.div_ceil(chunks.max(1)).max(1);
     // Recount so that no chunk is empty.
@@ -241,11 +269,22 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     let linear = rshape.len() <= 1;
     let elem_step = rstrides.first().copied().unwrap_or(0);
     let row_step = kstrides.last().copied();
-    let p = plan(rows, len, linear, elem_step, row_step);
+    let vec = linear
+        && elem_step == 1
+        && len % 4 == 0
+        && l.offset() % 4 == 0
+        && kstrides.iter().all(|s| s % 4 == 0);
+    let walk = match (linear, vec) {
+        (_, true) => Walk::Vec4,
+        (true, false) => Walk::Linear,
+        (false, false) => Walk::Strided,
+    };
+    let units = if vec { len / 4 } else { len };
+    let p = plan(rows, units, if vec { PER_LANE / 4 } else { PER_LANE }, linear, elem_step, row_step);
 
     let mut meta = vec![
         rows as u32,
-        len as u32,
+        units as u32,
         p.r as u32,
         p.lane_major as u32,
         p.chunks as u32,
@@ -264,7 +303,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     let out = GpuStorage::alloc(ctx, name, out_dtype, rows)?;
 
     if p.chunks == 1 {
-        let spec = ReduceSpec { op, dtype, stage: Stage::Full, strided: !linear, single: p.r == WG as usize };
+        let spec = ReduceSpec { op, dtype, stage: Stage::Full, walk, single: p.r == WG as usize };
         ctx.run_reduce(name, &spec, &[s.buffer(), out.buffer()], &meta, tiles)?;
         return Ok(out);
     }
@@ -276,7 +315,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
         _ => DType::F32,
     };
     let part = GpuStorage::alloc(ctx, name, part_dtype, partials)?;
-    let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, strided: !linear, single: p.r == WG as usize };
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, walk, single: p.r == WG as usize };
     let groups = tiles.checked_mul(p.chunks).ok_or_else(|| Error::invalid(name, "too many workgroups"))?;
     let part_idx = if op.is_arg() { Some(GpuStorage::alloc(ctx, name, DType::U32, partials)?) } else { None };
     let mut bufs = vec![s.buffer(), part.buffer()];
@@ -284,9 +323,9 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     ctx.run_reduce(name, &spec, &bufs, &meta, groups)?;
 
     // Second pass: `chunks` contiguous partials per row, one row per lane group.
-    let q = plan(rows, p.chunks, true, 1, None);
+    let q = plan(rows, p.chunks, PER_LANE, true, 1, None);
     let meta2 = vec![rows as u32, p.chunks as u32, q.r as u32, 0, 1, p.chunks as u32, 1, 0, 0];
-    let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, strided: false, single: q.r == WG as usize };
+    let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, walk: Walk::Linear, single: q.r == WG as usize };
     let mut bufs = vec![part.buffer()];
     bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
     bufs.push(out.buffer());
@@ -309,29 +348,45 @@ impl GpuContext {
     }
 }
 
-fn softmax_key(dtype: DType, log: bool, single: bool) -> String {
-    format!("softmax|{dtype}|{}|{}", if log { "log" } else { "exp" }, if single { "1" } else { "t" })
+fn softmax_key(dtype: DType, log: bool, single: bool, vec: bool) -> String {
+    let kind = if log { "log" } else { "exp" };
+    format!("softmax|{dtype}|{kind}|{}|{}", if single { "1" } else { "t" }, if vec { "vec4" } else { "scalar" })
 }
 
-fn softmax_source(dtype: DType, log: bool, single: bool) -> Result<String> {
+fn softmax_source(dtype: DType, log: bool, single: bool, vec: bool) -> Result<String> {
     let op = if log { "log_softmax" } else { "softmax" };
     let st = storage_type(op, dtype)?;
-    let b = format!(
-        "@group(0) @binding(1) var<storage, read> src: array<{st}>;
+    let b = if vec {
+        format!(
+            "@group(0) @binding(1) var<storage, read> src: array<vec4<{st}>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<{st}>>;
+fn row_base(g: u32) -> u32 {{ return layout_index(info[4], g) / 4u; }}
+fn load_src4(k: u32) -> vec4<f32> {{ return vec4<f32>(src[k]); }}
+fn store_dst4(k: u32, v: vec4<f32>) {{ dst[k] = vec4<{st}>(v); }}
+"
+        )
+    } else {
+        format!(
+            "@group(0) @binding(1) var<storage, read> src: array<{st}>;
 @group(0) @binding(2) var<storage, read_write> dst: array<{st}>;
+fn row_base(g: u32) -> u32 {{ return layout_index(info[4], g); }}
 fn load_src(k: u32) -> f32 {{ return {}; }}
 fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
 ",
-        load(dtype, "src[k]"),
-        store(dtype, "v")
-    );
+            load(dtype, "src[k]"),
+            store(dtype, "v")
+        )
+    };
     let src = crate::shaders::SOFTMAX;
     let output = section(src, if log { "output-log-softmax" } else { "output-softmax" }).trim();
     let (shared, merge) = if single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
+    let (first, second) = if vec { ("first-vec", "second-vec") } else { ("first-scalar", "second-scalar") };
     let body = template(src)
         .replace("{{BINDINGS}}", &b)
         .replace("{{SHARED}}", section(src, shared))
         .replace("{{MERGE}}", section(src, merge))
+        .replace("{{FIRST}}", section(src, first))
+        .replace("{{SECOND}}", section(src, second))
         .replace("{{OUTPUT}}", output);
     Ok(module(enables(&[dtype]), false, &body))
 }
@@ -358,12 +413,16 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
         }
     };
     let rows = numel / n;
-    let lanes = lanes_for(n.div_ceil(tune("KILN_SOFTMAX_K", 16))).max(lanes_for(n).min(tune("KILN_SOFTMAX_MINL", 4)));
+    let vec = stride == 1 && n % 4 == 0 && l.offset() % 4 == 0 && lead.strides().iter().all(|s| s % 4 == 0);
+    let (units, per_lane) = if vec { (n / 4, PER_LANE / 4) } else { (n, PER_LANE) };
+    // At least 4 lanes a row where it has that many units: one lane per short row leaves each
+    // thread walking its own row, and the writes no longer coalesce.
+    let lanes = lanes_for(units.div_ceil(per_lane)).max(lanes_for(units).min(4));
     let single = lanes == 1;
     let mut meta = vec![rows as u32, n as u32, to_u32(name, stride, "stride")?, lanes as u32, 5];
     push_layout(name, &mut meta, &lead)?;
-    let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log, single), || {
-        softmax_source(dtype, log, single).unwrap_or_default()
+    let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log, single, vec), || {
+        softmax_source(dtype, log, single, vec).unwrap_or_default()
     })?;
     let groups = to_u32(name, rows.div_ceil(WG as usize / lanes), "workgroups")?;
     ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
@@ -419,7 +478,7 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
     let inner: usize = l.shape()[dim + 1..].iter().product();
     let lines = numel / len;
     // Short lines scan faster in one thread than in a tile with its barriers.
-    let tiled = (inner == 1 || stride == 1) && len > tune("KILN_CUMSUM_MIN", 16);
+    let tiled = (inner == 1 || stride == 1) && len > PER_LANE;
     let lanes = if tiled { lanes_for(len) } else { 1 };
     let mut meta = vec![lines as u32, len as u32, inner as u32, lanes as u32, to_u32(name, stride, "stride")?, 6];
     push_layout(name, &mut meta, &l.squeeze(dim))?;
@@ -435,19 +494,21 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut all = Vec::new();
     for dtype in DTYPES {
         for op in ReduceOp::ALL {
-            for (stage, strided) in
-                [(Stage::Full, false), (Stage::Full, true), (Stage::PartialOut, false), (Stage::PartialOut, true), (Stage::PartialIn, false)]
-            {
-                for single in [false, true] {
-                    let spec = ReduceSpec { op, dtype, stage, strided, single };
+            for stage in [Stage::Full, Stage::PartialOut, Stage::PartialIn] {
+                let walks: &[Walk] =
+                    if stage == Stage::PartialIn { &[Walk::Linear] } else { &[Walk::Linear, Walk::Strided, Walk::Vec4] };
+                for (&walk, single) in walks.iter().flat_map(|w| [(w, false), (w, true)]) {
+                    let spec = ReduceSpec { op, dtype, stage, walk, single };
                     all.extend(spec.source().ok().map(|src| (spec.key(), src)));
                 }
             }
         }
         for log in [false, true] {
             for single in [false, true] {
-                let src = softmax_source(dtype, log, single).ok().filter(|_| dtype.is_float());
-                all.extend(src.map(|src| (softmax_key(dtype, log, single), src)));
+                for vec in [false, true] {
+                    let src = softmax_source(dtype, log, single, vec).ok().filter(|_| dtype.is_float());
+                    all.extend(src.map(|src| (softmax_key(dtype, log, single, vec), src)));
+                }
             }
         }
         for tiled in [false, true] {
