@@ -33,6 +33,9 @@ pub enum Error {
     #[error("{op}: autograd: {msg}")]
     Autograd { op: &'static str, msg: String },
 
+    #[error("{op}: anomaly: {msg}")]
+    Anomaly { op: &'static str, msg: String },
+
     #[error("no device available: {msg}")]
     NoDevice { msg: String },
 

@@ -141,6 +141,7 @@ impl Tensor {
             })?;
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 let Some(ig) = ig else { continue };
+                crate::anomaly::check(node.op, "gradient", &ig)?;
                 if !input.requires_grad() {
                     continue;
                 }

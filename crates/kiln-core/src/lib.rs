@@ -4,6 +4,7 @@
 //! (`kiln-cpu` or `kiln-wgpu`) through the shared `kiln-backend` contract. Every op that sees
 //! an input needing gradients records a node with its gradient rule next to its forward code.
 
+mod anomaly;
 mod autograd;
 mod creation;
 mod device;
@@ -13,6 +14,7 @@ mod rng;
 mod storage;
 mod tensor;
 
+pub use anomaly::{is_detect_anomaly, set_detect_anomaly};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::Device;
 pub use element::Element;

@@ -59,9 +59,11 @@ impl Tensor {
         op: &'static str,
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let node = autograd::node(op, inputs, backward);
-        Tensor::build(Arc::new(storage), Layout::contiguous(shape), device.clone(), node)
+        let t = Tensor::build(Arc::new(storage), Layout::contiguous(shape), device.clone(), node);
+        crate::anomaly::check(op, "output", &t)?;
+        Ok(t)
     }
 
     /// A tensor with no history.
@@ -191,7 +193,7 @@ impl Tensor {
         let data = self.to_host()?;
         let storage = Storage::from_host(device, &data)?;
         let source = self.device().clone();
-        Ok(Tensor::from_op(storage, self.shape(), device, "to", &[self], move |g| Ok(vec![Some(g.to(&source)?)])))
+        Tensor::from_op(storage, self.shape(), device, "to", &[self], move |g| Ok(vec![Some(g.to(&source)?)]))
     }
 
     /// Does this tensor take part in autodiff?

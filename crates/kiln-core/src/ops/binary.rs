@@ -34,10 +34,10 @@ impl Tensor {
         let differentiable = self.dtype().is_float() && !op.returns_bool();
         let inputs: &[&Tensor] = if differentiable { &[self, rhs] } else { &[] };
         let (x, y) = (self.clone(), rhs.clone());
-        Ok(Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
+        Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
             let (ga, gb) = binary_grad(op, &x, &y, g)?;
             Ok(vec![ga.map(|t| t.sum_to_shape(x.shape())).transpose()?, gb.map(|t| t.sum_to_shape(y.shape())).transpose()?])
-        }))
+        })
     }
 
     /// A 0-d tensor of this tensor's dtype on its device, for scalar ops.
@@ -69,12 +69,12 @@ impl Tensor {
         let out = c.storage().where_cond(c.layout(), &x.storage(), x.layout(), &y.storage(), y.layout())?;
         let inputs: &[&Tensor] = if a.dtype().is_float() { &[a, b] } else { &[] };
         let (cc, sa, sb) = (cond.clone(), a.shape().to_vec(), b.shape().to_vec());
-        Ok(Tensor::from_op(out, &shape, a.device(), "where", inputs, move |g| {
+        Tensor::from_op(out, &shape, a.device(), "where", inputs, move |g| {
             let zero = Tensor::zeros_like(g)?;
             let ga = Tensor::where_(&cc, g, &zero)?.sum_to_shape(&sa)?;
             let gb = Tensor::where_(&cc, &zero, g)?.sum_to_shape(&sb)?;
             Ok(vec![Some(ga), Some(gb)])
-        }))
+        })
     }
 
     /// Replaces elements where `mask` is true with `value`.

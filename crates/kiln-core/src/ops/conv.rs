@@ -40,16 +40,16 @@ impl Tensor {
         let shape = g.cols_shape().ok_or_else(|| Error::shape("im2col", format!("{g:?}")))?;
         let out = self.storage().im2col(self.layout(), g, pad_value)?;
         let geo = *g;
-        Ok(Tensor::from_op(out, &shape, self.device(), "im2col", &[self], move |grad| Ok(vec![Some(grad.col2im(&geo)?)])))
+        Tensor::from_op(out, &shape, self.device(), "im2col", &[self], move |grad| Ok(vec![Some(grad.col2im(&geo)?)]))
     }
 
     /// The adjoint of [`im2col`](Self::im2col): sums columns back into `[n, c, h, w]`.
     pub fn col2im(&self, g: &ConvGeometry) -> Result<Tensor> {
         let out = self.storage().col2im(self.layout(), g)?;
         let geo = *g;
-        Ok(Tensor::from_op(out, &[g.n, g.c, g.h, g.w], self.device(), "col2im", &[self], move |grad| {
+        Tensor::from_op(out, &[g.n, g.c, g.h, g.w], self.device(), "col2im", &[self], move |grad| {
             Ok(vec![Some(grad.im2col(&geo, 0.0)?)])
-        }))
+        })
     }
 
     /// 2-D convolution (cross-correlation, as PyTorch): input `[n, c, h, w]`, weight

@@ -44,14 +44,14 @@ impl Tensor {
         shape[d] = ids.numel();
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
         let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
-        Ok(Tensor::from_op(out, &shape, self.device(), "index_select", inputs, move |g| {
+        Tensor::from_op(out, &shape, self.device(), "index_select", inputs, move |g| {
             // Scatter each picked row's gradient back onto the row it came from.
             let mut view = vec![1; g.rank()];
             view[d] = idx.numel();
             let full_ids = idx.reshape(&view)?.expand(g.shape())?.contiguous()?;
             let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
             Ok(vec![Some(zeros.scatter_add(d as isize, &full_ids, g)?)])
-        }))
+        })
     }
 
     /// `out[i][j] = self[ids[i][j]][j]` (for `dim` 0), the shape of `ids`.
@@ -63,10 +63,10 @@ impl Tensor {
         let out = self.storage().gather(self.layout(), &ids.storage(), ids.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
         let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
-        Ok(Tensor::from_op(out, ids.shape(), self.device(), "gather", inputs, move |g| {
+        Tensor::from_op(out, ids.shape(), self.device(), "gather", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
             Ok(vec![Some(zeros.scatter_add(d as isize, &idx, g)?)])
-        }))
+        })
     }
 
     /// A copy of `self` with `src` added at the positions `ids` names along `dim`.
@@ -85,9 +85,9 @@ impl Tensor {
         let out = self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, src] } else { &[] };
         let idx = ids.clone();
-        Ok(Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
+        Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
             Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &idx)?)])
-        }))
+        })
     }
 
     /// One-hot encoding of integer class ids: shape `ids.shape + [classes]`, f32.
@@ -273,7 +273,7 @@ impl Tensor {
         let values = Tensor::from_op(v, &shape, self.device(), "topk", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src, 0.0, g.dtype(), g.device())?;
             Ok(vec![Some(zeros.scatter_add(-1, &ids, g)?)])
-        });
+        })?;
         Ok((values, idx))
     }
 }

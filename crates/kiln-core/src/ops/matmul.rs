@@ -52,11 +52,11 @@ impl Tensor {
         let out = self.storage().matmul(self.layout(), &rhs.storage(), rhs.layout())?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, rhs] } else { &[] };
         let (a, b) = (self.clone(), rhs.clone());
-        Ok(Tensor::from_op(out, &[bsz, m, n], self.device(), "matmul", inputs, move |g| {
+        Tensor::from_op(out, &[bsz, m, n], self.device(), "matmul", inputs, move |g| {
             let ga = g.bmm(&b.transpose(1, 2)?)?;
             let gb = a.transpose(1, 2)?.bmm(g)?;
             Ok(vec![Some(ga), Some(gb)])
-        }))
+        })
     }
 
     /// Dot product of two 1-D tensors.

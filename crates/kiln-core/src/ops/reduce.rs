@@ -67,7 +67,7 @@ impl Tensor {
                 ReduceOp::ArgMax | ReduceOp::ArgMin => return Ok(vec![None]),
             };
             Ok(vec![Some(grad)])
-        });
+        })?;
         if t.requires_grad() && matches!(op, ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min) {
             let _ = result.set(t.detach());
         }
@@ -237,7 +237,7 @@ impl Tensor {
                 (&y * &(g - &(g * &y)?.sum(&[last], true)?)?)?
             };
             Ok(vec![Some(grad)])
-        });
+        })?;
         let y = if y.requires_grad() {
             let _ = slot.set(y.detach());
             y
@@ -260,10 +260,10 @@ impl Tensor {
         let d = self.axis("cumsum", dim)?;
         let out = self.storage().cumsum(self.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
-        Ok(Tensor::from_op(out, self.shape(), self.device(), "cumsum", inputs, move |g| {
+        Tensor::from_op(out, self.shape(), self.device(), "cumsum", inputs, move |g| {
             let di = d as isize;
             Ok(vec![Some(g.flip(&[di])?.cumsum(di)?.flip(&[di])?)])
-        }))
+        })
     }
 }
 

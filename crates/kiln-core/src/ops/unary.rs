@@ -18,7 +18,7 @@ impl Tensor {
         let t = Tensor::from_op(out, self.shape(), self.device(), op.name(), inputs, move |g| {
             let y = y_slot.get().cloned();
             Ok(vec![Some(unary_grad(op, &x, y.as_ref(), g)?)])
-        });
+        })?;
         if t.requires_grad() && needs_output(op) {
             // The gradient reuses the output; keep it detached to avoid a reference cycle.
             let _ = node_out.set(t.detach());
@@ -232,6 +232,6 @@ impl Tensor {
         let out = self.storage().cast(self.layout(), dtype)?;
         let from = self.dtype();
         let inputs: &[&Tensor] = if from.is_float() && dtype.is_float() { &[self] } else { &[] };
-        Ok(Tensor::from_op(out, self.shape(), self.device(), "to_dtype", inputs, move |g| Ok(vec![Some(g.to_dtype(from)?)])))
+        Tensor::from_op(out, self.shape(), self.device(), "to_dtype", inputs, move |g| Ok(vec![Some(g.to_dtype(from)?)]))
     }
 }

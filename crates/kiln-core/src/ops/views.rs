@@ -181,7 +181,7 @@ impl Tensor {
     /// A fresh contiguous copy.
     pub fn copy(&self) -> Result<Tensor> {
         let s = self.storage().cast(self.layout(), self.dtype())?;
-        Ok(Tensor::from_op(s, self.shape(), self.device(), "copy", &[self], |g| Ok(vec![Some(g.clone())])))
+        Tensor::from_op(s, self.shape(), self.device(), "copy", &[self], |g| Ok(vec![Some(g.clone())]))
     }
 
     /// Sums a broadcast gradient back down to `shape` (the adjoint of `expand`).
