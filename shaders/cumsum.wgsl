@@ -13,8 +13,10 @@
 //   correct, but slow.
 // - tiled (lanes > 1): 256 / lanes lines per workgroup; a line is walked in tiles of `lanes`
 //   elements, each tile scanned in shared memory (Hillis-Steele, log2(lanes) steps) and offset
-//   by the running total of the earlier tiles. Chosen when the dim is innermost (or read with
-//   stride 1), where lanes read and write neighbouring elements.
+//   by the running total of the earlier tiles. Chosen for lines longer than 16 when the dim is
+//   innermost (or read with stride 1), where lanes read and write neighbouring elements.
+//   A few very long lines still get one workgroup each (a chunked multi-pass scan would
+//   spread them over the GPU; not needed yet).
 // The sequential one holds no barrier (see reduce.wgsl for why that matters on lavapipe).
 //
 // The generator also fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and CT.

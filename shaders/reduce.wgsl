@@ -10,16 +10,18 @@
 // rows: coalesced for column reductions, where rows sit next to each other in memory).
 //
 // When there are too few rows to fill the GPU, each row is split into P chunks of C elements:
-// this pass writes one partial per (row, chunk) and a second pass (PARTIAL_IN) folds them.
+// this pass writes one partial per (row, chunk) and a second pass (stage PartialIn, reading
+// the partials as contiguous rows of P) folds them.
 //
 // The generator fills BINDINGS (buffers, `load_src`, `row_base`, `element`, `position`,
 // `write_out`), CT (compute type) and IDENTITY, and the other slots from the `// @@` sections
-// at the end of this file: FOLD, ACCUMULATE, SHARED and MERGE. ACCUMULATE has vec4 forms for
-// rows that are contiguous and 4-aligned: there `len`, `chunk`, `base` and `j` count vec4s,
-// the element positions are 4j + c, and a lane issues a quarter of the load instructions. With one lane per row there is
-// nothing to merge, and that specialisation declares no shared memory and no barrier
-// (lavapipe runs any shader holding a barrier as one coroutine per invocation, several times
-// slower even where the barrier is never reached).
+// at the end of this file: FOLD, ACCUMULATE, SHARED and MERGE.
+// - ACCUMULATE keeps several loads in flight per lane and step (four scalars, or two vec4s).
+//   Its vec4 forms serve rows that are contiguous and 4-aligned: there `len`, `chunk`, `base`
+//   and `j` count vec4s and the element positions are 4j + c.
+// - With one lane per row there is nothing to merge, and that specialisation declares no
+//   shared memory and no barrier (lavapipe runs any shader holding a barrier as one coroutine
+//   per invocation, several times slower even where the barrier is never reached).
 //
 // A state with i == EMPTY holds no element yet (threads past the row's end, rows past the
 // last): the extreme ops skip it, so they need no ±inf or INT_MIN sentinel, and a real -inf

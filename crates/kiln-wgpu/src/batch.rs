@@ -1,7 +1,9 @@
 //! Batched dispatch. Ops are recorded into one shared command encoder and submitted together:
 //! on readback, on `sync`, or once a batch holds `MAX_DISPATCHES`. Each dispatch's small
 //! metadata (shapes, strides, scalars) is appended to a host-side arena that is written to one
-//! GPU buffer just before the submit, so recording an op never waits for the GPU.
+//! GPU buffer just before the submit, so recording an op never waits for the GPU. Consecutive
+//! dispatches share one compute pass (wgpu still orders them by their buffer uses): opening a
+//! pass per dispatch cost ~20 µs each on an H200, a shared pass a few µs.
 
 use crate::{cache::Kernel, context::GpuContext};
 use kiln_backend::{Error, Result};
@@ -12,6 +14,8 @@ const ARENA_WORDS: usize = 1 << 18;
 #[derive(Default)]
 pub(crate) struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
+    /// The open compute pass; ended before a copy or a submit.
+    pass: Option<wgpu::ComputePass<'static>>,
     meta: Vec<u32>,
     arena: Option<wgpu::Buffer>,
     dispatches: usize,
@@ -79,9 +83,12 @@ impl GpuContext {
         }
         let bind_group =
             self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
-        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(op), timestamp_writes: None });
+        if batch.pass.is_none() {
+            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+            let desc = wgpu::ComputePassDescriptor { label: Some("kiln"), timestamp_writes: None };
+            batch.pass = Some(encoder.begin_compute_pass(&desc).forget_lifetime());
+        }
+        if let Some(pass) = batch.pass.as_mut() {
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             let (x, y) = grid(groups);
@@ -97,6 +104,7 @@ impl GpuContext {
     /// Records a buffer-to-buffer copy in order with the dispatches.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        batch.pass = None;
         let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
@@ -116,6 +124,7 @@ impl GpuContext {
     }
 
     fn submit_locked(&self, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
+        batch.pass = None;
         let encoder = batch.encoder.take()?;
         if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty()) {
             // Ordered before this submit's commands and after every earlier submit's.

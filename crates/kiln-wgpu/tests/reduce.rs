@@ -90,18 +90,18 @@ fn check_reduce(dev: &GpuDevice, storage: &[f64], layout: &Layout, dims: usize, 
     for (r, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let ok = same(g, w)
             || match (op, dtype) {
-            (ReduceOp::Sum, DType::F32) => {
-                let mag: f64 = vals[r * len..(r + 1) * len].iter().map(|x| x.abs()).sum();
-                (g - w).abs() <= 1e-5 * mag + 1e-6
-            }
-            (ReduceOp::Sum, DType::F16) => {
-                let mag: f64 = vals[r * len..(r + 1) * len].iter().map(|x| x.abs()).sum();
-                (g - w).abs() <= 1e-3 * mag + 1e-3
-            }
-            (ReduceOp::Prod, DType::F32) => (g - w).abs() <= 1e-4 * w.abs() + 1e-30,
-            (ReduceOp::Prod, DType::F16) => (g - w).abs() <= 2e-3 * w.abs() + 1e-6,
-            _ => same(g, w),
-        };
+                (ReduceOp::Sum, DType::F32) => {
+                    let mag: f64 = vals[r * len..(r + 1) * len].iter().map(|x| x.abs()).sum();
+                    (g - w).abs() <= 1e-5 * mag + 1e-6
+                }
+                (ReduceOp::Sum, DType::F16) => {
+                    let mag: f64 = vals[r * len..(r + 1) * len].iter().map(|x| x.abs()).sum();
+                    (g - w).abs() <= 1e-3 * mag + 1e-3
+                }
+                (ReduceOp::Prod, DType::F32) => (g - w).abs() <= 1e-4 * w.abs() + 1e-30,
+                (ReduceOp::Prod, DType::F16) => (g - w).abs() <= 2e-3 * w.abs() + 1e-6,
+                _ => same(g, w),
+            };
         assert!(ok, "{what}: row {r}: gpu {g} vs reference {w}");
     }
 }
@@ -387,11 +387,11 @@ fn softmax_infinities_nan_and_empty() {
     let Some(dev) = common::gpu("softmax_infinities_nan_and_empty") else { return };
     let (inf, nan) = (f64::INFINITY, f64::NAN);
     let rows = [
-        [f64::NEG_INFINITY; 4],           // all -inf: NaN, as in torch
-        [-inf, 1.0, -inf, 1.0],           // -inf entries: 0 (log: -inf)
-        [-inf, -inf, -inf, 3.0],          // -inf before the max
-        [1.0, inf, 2.0, 3.0],             // +inf: NaN
-        [1.0, nan, 2.0, 3.0],             // NaN: NaN
+        [f64::NEG_INFINITY; 4],  // all -inf: NaN, as in torch
+        [-inf, 1.0, -inf, 1.0],  // -inf entries: 0 (log: -inf)
+        [-inf, -inf, -inf, 3.0], // -inf before the max
+        [1.0, inf, 2.0, 3.0],    // +inf: NaN
+        [1.0, nan, 2.0, 3.0],    // NaN: NaN
         [1.0e4, -1.0e4, 1.0e4 - 1.0, 0.0],
     ];
     let flat: Vec<f64> = rows.iter().flatten().copied().collect();
@@ -499,10 +499,10 @@ fn cumsum_layouts_and_dtypes() {
 }
 
 /// Throughput on the adapter at hand: `cargo test -p kiln-wgpu --test reduce -- --ignored
-/// --nocapture bench` (`KILN_BENCH_ONLY=<text>` keeps the lines containing it). Each line: the op,
-/// the view, GPU microseconds per call (best of 5 rounds of 20 calls recorded, then submitted at
-/// once), GB/s counting
-/// each input element read once and each output written once, and the host's recording time.
+/// --nocapture bench` (`KILN_BENCH_ONLY=<text>` keeps the lines containing it; `KILN_BENCH_BIG=1`
+/// adds 256 MB inputs). Each line: the op, the view, GPU microseconds per call (best of 5 rounds
+/// of 20 calls recorded, then submitted at once), GB/s counting each input element read once and
+/// each output written once, and the host's recording time per call.
 #[test]
 #[ignore]
 fn bench_reduce_family() {
@@ -540,7 +540,11 @@ fn bench_reduce_family() {
         let bytes = 4.0 * (layout.numel() + out_elems) as f64;
         let shape = format!("{:?}", layout.shape());
         let host = record / iters as f64 * 1e6;
-        eprintln!("{label:<10} {shape:<16} {:>9.1} us {:>8.1} GB/s (recording {host:.1} us)", secs * 1e6, bytes / secs / 1e9);
+        eprintln!(
+            "{label:<10} {shape:<16} {:>9.1} us {:>8.1} GB/s (recording {host:.1} us)",
+            secs * 1e6,
+            bytes / secs / 1e9
+        );
     };
     time("copy", &c(&[n]), n, &|l| x.cast(l, DType::F32).expect("copy"));
     // The fixed cost of one recorded dispatch, and a 4x larger input, to tell it apart.
@@ -569,10 +573,23 @@ fn bench_reduce_family() {
     ];
     for (label, l, op) in &reductions {
         let rows = l.shape()[0];
-        let rows = if l.rank() == 1 { 1 } else if l.rank() == 3 { rows * l.shape()[1] } else { rows };
+        let rows = if l.rank() == 1 {
+            1
+        } else if l.rank() == 3 {
+            rows * l.shape()[1]
+        } else {
+            rows
+        };
         time(label, l, rows, &|l| x.reduce(l, *op, 1).expect("reduce"));
     }
-    for l in [c(&[4096, 4096]), c(&[4097, 4095]), c(&[131072, 128]), c(&[1 << 20, 16]), c(&[256, 65536]), c(&[4096, 4096]).permute(&[1, 0])] {
+    for l in [
+        c(&[4096, 4096]),
+        c(&[4097, 4095]),
+        c(&[131072, 128]),
+        c(&[1 << 20, 16]),
+        c(&[256, 65536]),
+        c(&[4096, 4096]).permute(&[1, 0]),
+    ] {
         time("softmax", &l, n, &|l| x.softmax_last(l, false).expect("softmax"));
     }
     time("cumsum", &c(&[4096, 4096]), n, &|l| x.cumsum(l, 1).expect("cumsum"));

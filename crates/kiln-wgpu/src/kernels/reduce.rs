@@ -95,9 +95,7 @@ impl ReduceSpec {
             b += &format!("fn load_src(k: u32) -> {ct} {{ return {loaded}; }}\n");
         }
         let (row_base, element, position) = match (self.stage, self.walk) {
-            (Stage::PartialIn, _) => {
-                ("g * info[1]", "base + j", if arg { "src_idx[base + j]" } else { "j" })
-            }
+            (Stage::PartialIn, _) => ("g * info[1]", "base + j", if arg { "src_idx[base + j]" } else { "j" }),
             (_, Walk::Linear) => ("layout_index(info[7], g)", "base + j * info[6]", "j"),
             (_, Walk::Strided) => ("layout_index(info[7], g)", "base + layout_index(info[8], j)", "j"),
             (_, Walk::Vec4) => ("layout_index(info[7], g) / 4u", "base + j", "4u * j"),
@@ -123,8 +121,12 @@ impl ReduceSpec {
         let fold = match self.op {
             ReduceOp::Sum => section(src, "fold-sum").to_string(),
             ReduceOp::Prod => section(src, "fold-prod").to_string(),
-            ReduceOp::Max | ReduceOp::ArgMax => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">"),
-            ReduceOp::Min | ReduceOp::ArgMin => section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<"),
+            ReduceOp::Max | ReduceOp::ArgMax => {
+                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">")
+            }
+            ReduceOp::Min | ReduceOp::ArgMin => {
+                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<")
+            }
         };
         let accumulate = section(
             src,
@@ -271,9 +273,9 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     let row_step = kstrides.last().copied();
     let vec = linear
         && elem_step == 1
-        && len % 4 == 0
-        && l.offset() % 4 == 0
-        && kstrides.iter().all(|s| s % 4 == 0);
+        && len.is_multiple_of(4)
+        && l.offset().is_multiple_of(4)
+        && kstrides.iter().all(|s| s.is_multiple_of(4));
     let walk = match (linear, vec) {
         (_, true) => Walk::Vec4,
         (true, false) => Walk::Linear,
@@ -413,7 +415,10 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
         }
     };
     let rows = numel / n;
-    let vec = stride == 1 && n % 4 == 0 && l.offset() % 4 == 0 && lead.strides().iter().all(|s| s % 4 == 0);
+    let vec = stride == 1
+        && n.is_multiple_of(4)
+        && l.offset().is_multiple_of(4)
+        && lead.strides().iter().all(|s| s.is_multiple_of(4));
     let (units, per_lane) = if vec { (n / 4, PER_LANE / 4) } else { (n, PER_LANE) };
     // At least 4 lanes a row where it has that many units: one lane per short row leaves each
     // thread walking its own row, and the writes no longer coalesce.
@@ -482,8 +487,9 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
     let lanes = if tiled { lanes_for(len) } else { 1 };
     let mut meta = vec![lines as u32, len as u32, inner as u32, lanes as u32, to_u32(name, stride, "stride")?, 6];
     push_layout(name, &mut meta, &l.squeeze(dim))?;
-    let kernel =
-        ctx.cache.get(&ctx.device, name, &cumsum_key(dtype, tiled), || cumsum_source(dtype, tiled).unwrap_or_default())?;
+    let kernel = ctx
+        .cache
+        .get(&ctx.device, name, &cumsum_key(dtype, tiled), || cumsum_source(dtype, tiled).unwrap_or_default())?;
     let groups = to_u32(name, lines.div_ceil(WG as usize / lanes), "workgroups")?;
     ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
     Ok(out)
@@ -495,8 +501,11 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     for dtype in DTYPES {
         for op in ReduceOp::ALL {
             for stage in [Stage::Full, Stage::PartialOut, Stage::PartialIn] {
-                let walks: &[Walk] =
-                    if stage == Stage::PartialIn { &[Walk::Linear] } else { &[Walk::Linear, Walk::Strided, Walk::Vec4] };
+                let walks: &[Walk] = if stage == Stage::PartialIn {
+                    &[Walk::Linear]
+                } else {
+                    &[Walk::Linear, Walk::Strided, Walk::Vec4]
+                };
                 for (&walk, single) in walks.iter().flat_map(|w| [(w, false), (w, true)]) {
                     let spec = ReduceSpec { op, dtype, stage, walk, single };
                     all.extend(spec.source().ok().map(|src| (spec.key(), src)));
