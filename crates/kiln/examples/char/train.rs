@@ -1,0 +1,387 @@
+//! Training, evaluation and sampling for the `char_transformer` example, shared with
+//! `crates/kiln/tests/char_smoke.rs` (which includes this file by path, so the smoke test runs
+//! exactly the loop a user runs).
+
+// The example and the smoke test each use a different subset.
+#![allow(dead_code)]
+
+#[path = "model.rs"]
+pub mod model;
+
+use std::f64::consts::LN_2;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln::{Device, Tensor, no_grad};
+use kiln_data::{Rng, TextDataset};
+use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
+use kiln_nn::sched::{LrScheduler, WarmupCosine};
+use kiln_nn::{Module, ModuleExt};
+
+pub use model::{CharTransformer, ModelConfig, Size};
+
+/// Errors from any layer (Kiln ops, data loading, flags), shown to the user as text.
+pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+/// Shorthand for results carrying an [`AnyError`].
+pub type AnyResult<T> = std::result::Result<T, AnyError>;
+
+/// Nats to bits: a per-character cross-entropy in bits is the average code length an ideal
+/// compressor driven by the model would spend on each character.
+pub fn bits(nats: f64) -> f64 {
+    nats / LN_2
+}
+
+/// Hyper-parameters of one run: the model's shape and the optimisation.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    pub dropout: f64,
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Characters per training window, and the model's context length.
+    pub seq_len: usize,
+    /// Peak learning rate, reached after `warmup` steps and cosine-decayed to `min_lr`.
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup: usize,
+    /// AdamW's decoupled decay, applied to weight matrices only (not to biases, LayerNorm
+    /// gains or embedding tables).
+    pub weight_decay: f64,
+    /// Gradients are rescaled to at most this global L2 norm before each step.
+    pub grad_clip: f64,
+    /// Seeds the initialisation, dropout and the choice of training windows.
+    pub seed: u64,
+    /// Steps between evaluations (the last step is always evaluated).
+    pub eval_every: usize,
+    /// Number of fixed validation windows each evaluation averages over.
+    pub eval_windows: usize,
+    /// Draw an indicatif progress bar (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl TrainConfig {
+    /// The defaults of `--size`. Small: measured on two CPU cores, about 0.2 s per step, so a
+    /// default run takes about five minutes and ends near 2.2 bits per character.
+    /// Large: nanoGPT's character-level shape (d 384, 6 layers, 6 heads, context 256), for a GPU.
+    pub fn preset(size: Size) -> TrainConfig {
+        match size {
+            Size::Small => TrainConfig {
+                d_model: 128,
+                layers: 3,
+                heads: 4,
+                mlp_ratio: 4,
+                dropout: 0.0,
+                steps: 1000,
+                batch_size: 32,
+                seq_len: 64,
+                lr: 3e-3,
+                min_lr: 3e-4,
+                warmup: 50,
+                weight_decay: 0.1,
+                grad_clip: 1.0,
+                seed: 0,
+                eval_every: 100,
+                eval_windows: 128,
+                progress: true,
+            },
+            Size::Large => TrainConfig {
+                d_model: 384,
+                layers: 6,
+                heads: 6,
+                mlp_ratio: 4,
+                dropout: 0.2,
+                steps: 5000,
+                batch_size: 64,
+                seq_len: 256,
+                lr: 1e-3,
+                min_lr: 1e-4,
+                warmup: 100,
+                weight_decay: 0.1,
+                grad_clip: 1.0,
+                seed: 0,
+                eval_every: 250,
+                eval_windows: 256,
+                progress: true,
+            },
+        }
+    }
+
+    /// The model shape for a text of `vocab_size` characters.
+    pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
+        ModelConfig {
+            vocab_size,
+            d_model: self.d_model,
+            layers: self.layers,
+            heads: self.heads,
+            context: self.seq_len,
+            mlp_ratio: self.mlp_ratio,
+            dropout: self.dropout,
+        }
+    }
+
+    /// Rejects settings that cannot train, with a message naming the flag to change.
+    pub fn validate(&self) -> AnyResult<()> {
+        let positive = [
+            ("--steps", self.steps),
+            ("--batch-size", self.batch_size),
+            ("--seq-len", self.seq_len),
+            ("--eval-every", self.eval_every),
+            ("the number of validation windows", self.eval_windows),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1").into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("--lr must be a positive number, got {}", self.lr).into());
+        }
+        if self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
+            return Err(format!("d_model {} is not a multiple of {} heads", self.d_model, self.heads).into());
+        }
+        Ok(())
+    }
+}
+
+/// One evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalPoint {
+    /// Optimizer steps taken so far.
+    pub step: usize,
+    /// Mean training loss (bits per character) over the steps since the previous evaluation.
+    pub train_bpc: f64,
+    /// Mean loss (bits per character) over the fixed validation windows.
+    pub val_bpc: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Seconds spent training so far, evaluations excluded.
+    pub train_secs: f64,
+}
+
+/// Moby-Dick split 90 % / 10 % into contiguous training and validation texts.
+pub fn load_moby_dick() -> AnyResult<(TextDataset, TextDataset)> {
+    let text = TextDataset::moby_dick()?;
+    Ok(text.split(0.9)?)
+}
+
+/// `count` windows of `seq_len` characters spread evenly over `text`, as `(inputs, targets)`
+/// laid out window after window: the same windows at every evaluation and in every run, so
+/// validation numbers compare across steps, seeds and sizes.
+pub fn fixed_windows(text: &TextDataset, count: usize, seq_len: usize) -> AnyResult<(Vec<u32>, Vec<u32>)> {
+    let tokens = text.tokens();
+    let last_start = tokens.len().checked_sub(seq_len + 1).ok_or_else(|| {
+        format!("the validation text ({} characters) is shorter than one window of --seq-len {seq_len}", tokens.len())
+    })?;
+    let (mut inputs, mut targets) = (Vec::with_capacity(count * seq_len), Vec::with_capacity(count * seq_len));
+    for i in 0..count {
+        let start = if count == 1 { 0 } else { i * last_start / (count - 1) };
+        inputs.extend_from_slice(&tokens[start..start + seq_len]);
+        targets.extend_from_slice(&tokens[start + 1..start + seq_len + 1]);
+    }
+    Ok((inputs, targets))
+}
+
+/// Trains a fresh model on `train` and evaluates it on fixed windows of `val` every
+/// `cfg.eval_every` steps and after the last; `on_eval` sees each evaluation as it happens.
+pub fn train(
+    cfg: &TrainConfig,
+    device: &Device,
+    train: &TextDataset,
+    val: &TextDataset,
+    mut on_eval: impl FnMut(&EvalPoint),
+) -> AnyResult<(CharTransformer, Vec<EvalPoint>)> {
+    cfg.validate()?;
+    if train.vocab() != val.vocab() {
+        return Err("the training and validation texts have different vocabularies".into());
+    }
+    let (b, t, vocab) = (cfg.batch_size, cfg.seq_len, train.vocab_size());
+    let val_windows = fixed_windows(val, cfg.eval_windows, t)?;
+
+    kiln::manual_seed(cfg.seed);
+    let model = CharTransformer::new(cfg.model_config(vocab), device)?;
+    let mut opt = optimizer(&model, cfg)?;
+    let mut schedule = WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.min_lr)?;
+    schedule.apply(&mut opt);
+    let params = model.parameters();
+    let mut rng = Rng::new(cfg.seed);
+
+    let bar = progress_bar(cfg);
+    let mut history = Vec::new();
+    let mut train_secs = 0.0;
+    let mut loss_sum = Tensor::zeros(&[], device)?;
+    let mut since_eval = 0usize;
+    model.train();
+    for step in 1..=cfg.steps {
+        let start = Instant::now();
+        let (x, y) = train.random_windows(b, t, &mut rng)?;
+        let x = Tensor::from_vec(x, &[b, t], device)?;
+        let y = Tensor::from_vec(y, &[b * t], device)?;
+        let t0 = Instant::now();
+        let logits = model.logits(&x)?.reshape(&[b * t, vocab])?;
+        let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+        let t1 = Instant::now();
+        opt.zero_grad();
+        loss.backward()?;
+        let t2 = Instant::now();
+        let norm = kiln_nn::clip_grad_norm_(&params, cfg.grad_clip)?;
+        let t3 = Instant::now();
+        if std::env::var("PROF").is_ok() { eprintln!("fwd {:?} bwd {:?} clip {:?}", t1-t0, t2-t1, t3-t2); }
+        if !norm.is_finite() {
+            return Err(format!("training diverged at step {step} (gradient norm {norm}); try a lower --lr").into());
+        }
+        let lr = opt.lr();
+        let t4 = Instant::now();
+        opt.step()?;
+        if std::env::var("PROF").is_ok() { eprintln!("opt {:?}", t4.elapsed()); }
+        schedule.step(&mut opt);
+        loss_sum = (&loss_sum + &loss.detach())?;
+        since_eval += 1;
+        train_secs += start.elapsed().as_secs_f64();
+        bar.inc(1);
+        if step % 10 == 0 {
+            bar.set_message(format!("train {:.3} bpc, lr {lr:.2e}, {:.2} s/step", bits(loss_sum.item()? / since_eval as f64), train_secs / step as f64));
+        }
+
+        if step % cfg.eval_every == 0 || step == cfg.steps {
+            let train_bpc = bits(loss_sum.item()? / since_eval as f64);
+            let val_bpc = bits(evaluate(&model, &val_windows, cfg.batch_size, t, device)?);
+            if !(train_bpc.is_finite() && val_bpc.is_finite()) {
+                return Err(format!("training diverged by step {step} (loss is not finite); try a lower --lr").into());
+            }
+            let point = EvalPoint { step, train_bpc, val_bpc, lr, train_secs };
+            bar.suspend(|| on_eval(&point));
+            history.push(point);
+            loss_sum = Tensor::zeros(&[], device)?;
+            since_eval = 0;
+        }
+    }
+    bar.finish_and_clear();
+    model.eval();
+    Ok((model, history))
+}
+
+/// AdamW with weight decay on the weight matrices only: decaying gains, biases or embedding
+/// rows toward zero only fights LayerNorm and the lookup tables.
+fn optimizer(model: &CharTransformer, cfg: &TrainConfig) -> AnyResult<AdamW> {
+    let (mut decay, mut keep) = (Vec::new(), Vec::new());
+    for (name, p) in model.named_parameters() {
+        if p.rank() >= 2 && !name.ends_with("_emb.weight") {
+            decay.push(p);
+        } else {
+            keep.push(p);
+        }
+    }
+    let groups = vec![ParamGroup::new(decay), ParamGroup::new(keep).with_weight_decay(0.0)];
+    // β₂ = 0.99 rather than 0.999: with few steps the second moment must adapt quickly.
+    let config = AdamWConfig { lr: cfg.lr, betas: (0.9, 0.99), weight_decay: cfg.weight_decay, ..Default::default() };
+    Ok(AdamW::with_groups(groups, config)?)
+}
+
+/// Mean cross-entropy (nats per character) of `model` over `windows` (as from
+/// [`fixed_windows`]), `batch` windows per forward pass, in evaluation mode.
+pub fn evaluate(model: &CharTransformer, windows: &(Vec<u32>, Vec<u32>), batch: usize, seq_len: usize, device: &Device) -> AnyResult<f64> {
+    let (inputs, targets) = windows;
+    let count = inputs.len() / seq_len;
+    if count == 0 || batch == 0 {
+        return Err("no validation windows to evaluate".into());
+    }
+    model.eval();
+    let result = no_grad(|| -> AnyResult<f64> {
+        let vocab = model.config.vocab_size;
+        let mut sum = Tensor::zeros(&[], device)?;
+        for first in (0..count).step_by(batch) {
+            let n = batch.min(count - first);
+            let span = first * seq_len..(first + n) * seq_len;
+            let x = Tensor::from_slice(&inputs[span.clone()], &[n, seq_len], device)?;
+            let y = Tensor::from_slice(&targets[span], &[n * seq_len], device)?;
+            let logits = model.logits(&x)?.reshape(&[n * seq_len, vocab])?;
+            let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+            // `loss` is a mean over this batch's characters; weight it by their number.
+            sum = (&sum + &(&loss * (n * seq_len) as f64)?)?;
+        }
+        Ok(sum.item()? / (count * seq_len) as f64)
+    });
+    model.train();
+    result
+}
+
+/// How to pick each generated character.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleConfig {
+    /// Divides the logits: below 1 sharpens the distribution, above 1 flattens it; 0 always
+    /// takes the most likely character.
+    pub temperature: f64,
+    /// Sample only among the `k` most likely characters; `None` or `Some(0)` keeps them all.
+    pub top_k: Option<usize>,
+    /// Seeds the sampling generator.
+    pub seed: u64,
+}
+
+/// Continues `prompt` by `tokens` characters and returns only the new ones. Each step runs the
+/// model on the last `context` characters, reads the next-character probabilities back to the
+/// host and draws from them with a seeded [`Rng`].
+pub fn generate(model: &CharTransformer, text: &TextDataset, prompt: &str, tokens: usize, sample: SampleConfig, device: &Device) -> AnyResult<String> {
+    if !(sample.temperature.is_finite() && sample.temperature >= 0.0) {
+        return Err(format!("--temperature must be a number ≥ 0, got {}", sample.temperature).into());
+    }
+    let mut ids = text.encode(prompt).map_err(|e| format!("the prompt {prompt:?} cannot be encoded: {e}"))?;
+    if ids.is_empty() {
+        return Err("the prompt must hold at least one character".into());
+    }
+    let context = model.config.context;
+    let mut rng = Rng::new(sample.seed);
+    let start = ids.len();
+    model.eval();
+    no_grad(|| -> AnyResult<()> {
+        for _ in 0..tokens {
+            let window = &ids[ids.len().saturating_sub(context)..];
+            let x = Tensor::from_slice(window, &[1, window.len()], device)?;
+            let last = model.logits(&x)?.narrow(1, window.len() - 1, 1)?.reshape(&[model.config.vocab_size])?;
+            let next = if sample.temperature == 0.0 {
+                last.argmax(-1, false)?.to_vec::<u32>()?.first().copied().ok_or("empty argmax")?
+            } else {
+                let probs = last.mul_scalar(1.0 / sample.temperature)?.softmax(-1)?.to_vec::<f32>()?;
+                draw(&probs, sample.top_k, &mut rng)
+            };
+            ids.push(next);
+        }
+        Ok(())
+    })?;
+    Ok(text.decode(&ids[start..]))
+}
+
+/// Draws an index from `probs` restricted to its `top_k` largest entries (renormalised).
+fn draw(probs: &[f32], top_k: Option<usize>, rng: &mut Rng) -> u32 {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    let keep = match top_k {
+        Some(k) if k > 0 && k < probs.len() => {
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            k
+        }
+        _ => probs.len(),
+    };
+    let kept = &order[..keep];
+    let total: f64 = kept.iter().map(|&i| f64::from(probs[i])).sum();
+    let mut u = f64::from(rng.next_f32()) * total;
+    for &i in kept {
+        u -= f64::from(probs[i]);
+        if u < 0.0 {
+            return i as u32;
+        }
+    }
+    // Rounding can leave a sliver of `u`: it belongs to the last kept entry.
+    kept.last().map_or(0, |&i| i as u32)
+}
+
+fn progress_bar(cfg: &TrainConfig) -> ProgressBar {
+    if !cfg.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(cfg.steps as u64);
+    let style = ProgressStyle::with_template("step [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
