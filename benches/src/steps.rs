@@ -1,0 +1,86 @@
+//! Whole-model workloads: training steps W5 (MLP, Adam), W6 (transformer, AdamW), W7 (CNN, SGD
+//! with momentum) and inference W9 (the W6 model, forward only).
+
+use crate::harness::{Ctx, measure};
+use crate::inputs::{ids, randn};
+use crate::models::{GPT_VOCAB, Gpt, cnn, mlp, positions};
+use kiln_core::{Result, Tensor};
+use kiln_nn::{Adam, AdamConfig, AdamW, AdamWConfig, Module, ModuleExt, Optimizer, Sgd, SgdConfig, cross_entropy_loss};
+
+/// One timed training step: clear gradients, forward, cross-entropy against `targets`,
+/// backward, optimizer step, device sync.
+fn train_step(ctx: &Ctx, opt: &mut dyn Optimizer, forward: impl Fn() -> Result<Tensor>, targets: &Tensor) -> Result<()> {
+    opt.zero_grad();
+    let loss = cross_entropy_loss(&forward()?, targets)?;
+    loss.backward()?;
+    opt.step()?;
+    ctx.sync()
+}
+
+/// W5: MLP 784-1024-1024-10, Adam lr 1e-3: steps/s.
+pub fn w5(ctx: &Ctx) -> Result<()> {
+    let batch = if ctx.small { 64 } else { 512 };
+    let d = &ctx.device;
+    let model = mlp(d)?;
+    let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 1e-3, ..Default::default() })?;
+    let x = randn(&[batch, 784], d)?;
+    let y = ids(&[batch], 10, 5, d)?;
+    ctx.sync()?;
+    let t = measure(ctx, "W5", || train_step(ctx, &mut opt, || model.forward(&x), &y))?;
+    ctx.emit("W5", &format!("batch{batch}"), "steps/s", 1.0 / t);
+    Ok(())
+}
+
+fn gpt_shape(ctx: &Ctx) -> (usize, usize) {
+    if ctx.small { (2, 64) } else { (16, 256) }
+}
+
+/// W6: the decoder-only transformer, AdamW (lr 1e-3, weight decay 0.01): tokens/s.
+pub fn w6(ctx: &Ctx) -> Result<()> {
+    let (b, s) = gpt_shape(ctx);
+    let d = &ctx.device;
+    let model = Gpt::new(d)?;
+    model.train();
+    let mut opt = AdamW::new(model.parameters(), AdamWConfig { lr: 1e-3, weight_decay: 0.01, ..Default::default() })?;
+    let tokens = ids(&[b, s], GPT_VOCAB as u32, 6, d)?;
+    let targets = ids(&[b * s], GPT_VOCAB as u32, 7, d)?;
+    let pos = positions(s, d)?;
+    ctx.sync()?;
+    let forward = || model.logits(&tokens, &pos)?.reshape(&[b * s, GPT_VOCAB]);
+    let t = measure(ctx, "W6", || train_step(ctx, &mut opt, forward, &targets))?;
+    ctx.emit("W6", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
+    Ok(())
+}
+
+/// W7: the CNN on `[batch, 1, 28, 28]`, SGD lr 1e-2 with momentum 0.9: steps/s.
+pub fn w7(ctx: &Ctx) -> Result<()> {
+    let batch = if ctx.small { 16 } else { 128 };
+    let d = &ctx.device;
+    let model = cnn(d)?;
+    let mut opt = Sgd::new(model.parameters(), SgdConfig { momentum: 0.9, ..SgdConfig::new(1e-2) })?;
+    let x = randn(&[batch, 1, 28, 28], d)?;
+    let y = ids(&[batch], 10, 8, d)?;
+    ctx.sync()?;
+    let t = measure(ctx, "W7", || train_step(ctx, &mut opt, || model.forward(&x), &y))?;
+    ctx.emit("W7", &format!("batch{batch}"), "steps/s", 1.0 / t);
+    Ok(())
+}
+
+/// W9: the W6 model in eval mode, forward only under `no_grad`: tokens/s.
+pub fn w9(ctx: &Ctx) -> Result<()> {
+    let (b, s) = gpt_shape(ctx);
+    let d = &ctx.device;
+    let model = Gpt::new(d)?;
+    model.eval();
+    let tokens = ids(&[b, s], GPT_VOCAB as u32, 9, d)?;
+    let pos = positions(s, d)?;
+    ctx.sync()?;
+    let t = measure(ctx, "W9", || {
+        let logits = kiln_core::no_grad(|| model.logits(&tokens, &pos))?;
+        ctx.sync()?;
+        drop(logits);
+        Ok(())
+    })?;
+    ctx.emit("W9", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
+    Ok(())
+}
