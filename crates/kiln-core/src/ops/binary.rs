@@ -41,8 +41,11 @@ impl Tensor {
     }
 
     /// A 0-d tensor of this tensor's dtype on its device, for scalar ops.
+    ///
+    /// Training loops use the same few constants every step (1, 0.5, β, ε, ...): they are kept
+    /// in a small per-device cache so a scalar op costs one dispatch, not a fill and an op.
     pub(crate) fn scalar_like(&self, value: f64) -> Result<Tensor> {
-        Tensor::full_dtype(&[], value, self.dtype(), self.device())
+        scalar_cache::get(value, self.dtype(), self.device())
     }
 
     /// `cond ? a : b` elementwise, with broadcasting; `cond` is bool.
@@ -80,6 +83,41 @@ impl Tensor {
     /// Replaces elements where `mask` is true with `value`.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
         Tensor::where_(mask, &self.scalar_like(value)?, self)
+    }
+}
+
+mod scalar_cache {
+    use crate::{Device, Tensor};
+    use kiln_backend::{DType, Result};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    const CAPACITY: usize = 512;
+
+    type Key = (usize, DType, u64);
+
+    fn device_key(device: &Device) -> usize {
+        match device {
+            Device::Cpu => 0,
+            Device::Gpu(g) => std::sync::Arc::as_ptr(g) as usize,
+        }
+    }
+
+    pub(super) fn get(value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        static CACHE: OnceLock<Mutex<HashMap<Key, Tensor>>> = OnceLock::new();
+        let key = (device_key(device), dtype, value.to_bits());
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(t) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(t.clone());
+        }
+        let t = Tensor::full_dtype(&[], value, dtype, device)?;
+        let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= CAPACITY {
+            // Constants that vary per step (schedules) would grow it forever: start over.
+            map.clear();
+        }
+        map.insert(key, t.clone());
+        Ok(t)
     }
 }
 
