@@ -8,13 +8,14 @@
 // pass through workgroup memory TK deep along k, k-major, as vec4 quads of 4 neighbouring rows
 // (a) or columns (b), so a thread reads its rows and columns with RM/4 + RN/4 loads per k and
 // every workgroup store is a whole vec4. How an operand is fetched depends on its layout class
-// (the generator's SETUP/FETCH/PUT): as one vec4 per quad when its m (n) stride is 1 and the rest
+// (the generator's SETUP and STAGE): as one vec4 per quad when its m (n) stride is 1 and the rest
 // is 4-aligned (matmul_load_vec4.wgsl), else element by element (matmul_load.wgsl) with
 // neighbouring threads on the operand's smaller stride. Either way neighbouring threads read
 // neighbouring addresses for row-major and transposed operands alike, and transposed or
 // broadcast operands are never copied.
-// The next slab is fetched into registers while the current one is multiplied. Edge tiles fetch
-// zeros past M, N and K and skip stores past M and N.
+// Edge tiles fetch zeros past M, N and K and skip stores past M and N. (Fetching the next slab
+// into registers during the multiply measured up to 25% slower on an H200: the extra registers
+// cost resident workgroups.)
 
 {{OPERANDS}}
 @group(0) @binding(3) var<storage, read_write> out: array<{{T}}>;
@@ -48,12 +49,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tx = lid % {{TX}}u;
     let ty = lid / {{TX}}u;
 {{SETUP}}
-{{FETCH_FIRST}}
 {{ACC_DECL}}
     for (var k0 = 0u; k0 < K; k0 += TK) {
-{{PUT}}
+{{STAGE}}
         workgroupBarrier();
-{{FETCH_NEXT}}
         for (var kk = 0u; kk < TK; kk++) {
 {{MAC}}
         }

@@ -99,9 +99,9 @@ fn transposed(batch: usize, rows: usize, cols: usize) -> Layout {
     Layout::contiguous(&[batch, cols, rows]).permute(&[0, 2, 1])
 }
 
-/// (m, k, n): edge tiles everywhere, the matrix-vector kernel (m or n ≤ 4), and from 256×256
-/// outputs the large tile (on CPU adapters).
-const SHAPES: [(usize, usize, usize); 10] = [
+/// (m, k, n): edge tiles everywhere, the matrix-vector kernel (m or n ≤ 4), long k, and
+/// (250, 35, 255) in 128×128 tiles on CPU adapters.
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (7, 13, 5),
     (65, 67, 63),
@@ -111,7 +111,9 @@ const SHAPES: [(usize, usize, usize); 10] = [
     (3, 300, 70),
     (64, 64, 64),
     (130, 33, 129),
-    (257, 35, 259),
+    (250, 35, 255),
+    (1, 4097, 9),
+    (33, 1023, 47),
 ];
 
 #[test]
@@ -140,7 +142,7 @@ fn transposed_operands() {
 #[test]
 fn aligned_views_with_ragged_edges() {
     let Some(dev) = common::gpu("aligned_views_with_ragged_edges") else { return };
-    for (s, &(m, k, n)) in [(70, 37, 67), (258, 37, 263)].iter().enumerate() {
+    for (s, &(m, k, n)) in [(70, 37, 67), (250, 37, 253)].iter().enumerate() {
         let s = 400 + 10 * s as u64;
         let pad = |x: usize| x.next_multiple_of(4) + 4;
         // a: [m, k] rows of pad(k); b: [k, n] rows of pad(n); offsets of 4 and 0.
@@ -260,14 +262,23 @@ fn mismatches_are_errors() {
             Err(e @ Error::ShapeMismatch { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.contains("matmul"), "{msg}");
-                assert!(msg.contains(&format!("{:?}", al.shape())) && msg.contains(&format!("{:?}", bl.shape())), "{msg}");
+                assert!(
+                    msg.contains(&format!("{:?}", al.shape())) && msg.contains(&format!("{:?}", bl.shape())),
+                    "{msg}"
+                );
             }
             other => panic!("{al:?} · {bl:?}: {:?}", other.map(|_| ())),
         }
     }
     let l = Layout::contiguous(&[1, 2, 2]);
     let flags = GpuStorage::from_host(&dev, &HostData::Bool(vec![true; 4])).expect("upload");
-    assert!(matches!(flags.matmul(&l, &flags, &l), Err(Error::UnsupportedDType { op: "matmul", dtype: DType::Bool, .. })));
+    assert!(matches!(
+        flags.matmul(&l, &flags, &l),
+        Err(Error::UnsupportedDType { op: "matmul", dtype: DType::Bool, .. })
+    ));
+    // A view reaching past its buffer is refused rather than read out of bounds.
+    let big = Layout::contiguous(&[1, 10, 10]);
+    assert!(matches!(x.matmul(&big, &x, &big), Err(Error::InvalidArgument { op: "matmul", .. })));
     let ints = GpuStorage::from_host(&dev, &HostData::I32(vec![1; 4])).expect("upload");
     assert!(matches!(x.matmul(&l, &ints, &l), Err(Error::DTypeMismatch { op: "matmul", .. })));
 }

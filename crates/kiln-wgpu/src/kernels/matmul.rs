@@ -36,8 +36,8 @@ impl Tile {
 /// 64×64 tiles, 4×4 per thread: enough workgroups to fill a large GPU from about 1024² outputs.
 const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
 /// 128×128 tiles, 8×8 per thread: twice the multiply-adds per workgroup-memory read. Measured on
-/// an H100 (Vulkan): 28 TFLOP/s at 4096³ against 21 for MEDIUM, but slower up to 1024³, where
-/// too few workgroups fill the GPU.
+/// an H200 (Vulkan, f32): 30–31 TFLOP/s at 4096³ in every layout against 19–21 for MEDIUM, 28
+/// against 21 at 2048³, but 13–17 against 17–19 at 1536³, where too few workgroups fill the GPU.
 const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8 };
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
@@ -108,9 +108,7 @@ fn mac(dtype: DType, acc: &str, x: &str, y: &str) -> String {
 struct Staging {
     decls: String,
     setup: String,
-    fetch_first: String,
-    put: String,
-    fetch_next: String,
+    stage: String,
 }
 
 /// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
@@ -131,8 +129,7 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut
     let (threads, quads) = (tile.threads(), len / 4);
     for r in 0..quads * tile.tk / threads {
         let q = format!("(lid + {}u)", r * threads);
-        let v = |s: &str| format!("{name}{s}{r}");
-        let (k, x, p, val) = (v("k"), v("x"), v("p"), v("v"));
+        let (k, x, p) = (format!("{name}k{r}"), format!("{name}x{r}"), format!("{name}p{r}"));
         let (kq, xq) = if fetch == Fetch::K {
             (format!("{q} % TK"), format!("{q} / TK"))
         } else {
@@ -142,18 +139,12 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut
             "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    \
              var {p} = info[{off}] + bi * info[{sb}] + {x} * {sx} + {k} * {sk};\n"
         );
-        let fetch_code = |decl: &str, kbase: &str| {
-            let ok = format!("{kbase}{k} < K");
-            let quad = if fetch == Fetch::X4 {
-                format!("{name}_quad_x({p}, {x}, {ok})")
-            } else {
-                format!("{name}_quad({p}, {sx}, {x}, {ok})")
-            };
-            format!("        {decl}{val} = {quad};\n        {p} += TK * {sk};\n")
+        let quad = if fetch == Fetch::X4 {
+            format!("{name}_quad_x({p}, {x}, k0 + {k} < K)")
+        } else {
+            format!("{name}_quad({p}, {sx}, {x}, k0 + {k} < K)")
         };
-        out.fetch_first += &fetch_code("var ", "");
-        out.fetch_next += &fetch_code("", "k0 + TK + ");
-        out.put += &format!("        {array}[{k} * {pitch} + {x}q] = {val};\n");
+        out.stage += &format!("        {array}[{k} * {pitch} + {x}q] = {quad};\n        {p} += TK * {sk};\n");
     }
     Ok(())
 }
@@ -186,7 +177,10 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String
             for j in 0..rn / 4 {
                 let v = format!("acc{i}{lane}{j}");
                 acc += &format!("    var {v} = vec4<{c}>(0);\n");
-                macs += &format!("            {v} = {};\n", mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}")));
+                macs += &format!(
+                    "            {v} = {};\n",
+                    mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}"))
+                );
                 stores += &format!("            let col{j} = n0 + (tx + {}u) * 4u;\n", j * tx_n);
                 for (l2, lane2) in lanes.iter().enumerate() {
                     stores += &format!(
@@ -212,10 +206,8 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String
         .replace("{{TN}}", &tn.to_string())
         .replace("{{TX}}", &tx_n.to_string())
         .replace("{{SETUP}}", &st.setup)
-        .replace("{{FETCH_FIRST}}", &st.fetch_first)
         .replace("{{ACC_DECL}}", &acc)
-        .replace("{{PUT}}", &st.put)
-        .replace("{{FETCH_NEXT}}", &st.fetch_next)
+        .replace("{{STAGE}}", &st.stage)
         .replace("{{MAC}}", &macs)
         .replace("{{STORE}}", &stores);
     Ok(module(enables(&[dtype]), false, &body))
@@ -231,8 +223,8 @@ fn small_source(dtype: DType) -> Result<String> {
     Ok(module(enables(&[dtype]), false, &body))
 }
 
-/// An operand's `[offset, batch, x, k]` strides as u32 words (for `b` the caller swaps x and k
-/// back into info's order). Size-1 dims get stride 0 so that no pointer walk can pass u32.
+/// A 3-D operand's offset and strides as u32 words, `[offset, s0, s1, s2]`. Size-1 dims get
+/// stride 0, so that no pointer walk can pass u32.
 fn words(l: &Layout, len: usize, side: &str) -> Result<[u32; 4]> {
     if l.numel() == 0 {
         return Ok([0; 4]);
@@ -258,8 +250,12 @@ fn k_fast(sk: u32, sx: u32, k: usize, x: usize) -> bool {
 /// buffer of `bytes`: vec4 fetches need stride 1 along x, the other strides and the offset
 /// 4-aligned, and a buffer of whole vec4s.
 fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes: u64) -> Fetch {
-    let aligned = dtype.is_float() && off % 4 == 0 && sb % 4 == 0 && sk % 4 == 0 && bytes % (4 * gpu_size(dtype)) == 0;
-    if aligned && sx == 1 && std::env::var("KILN_MM_NOVEC").is_err() {
+    let aligned = dtype.is_float()
+        && off.is_multiple_of(4)
+        && sb.is_multiple_of(4)
+        && sk.is_multiple_of(4)
+        && bytes.is_multiple_of(4 * gpu_size(dtype));
+    if aligned && sx == 1 {
         Fetch::X4
     } else if k_fast(sk, sx, k, x) {
         Fetch::K
@@ -268,10 +264,15 @@ fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes
     }
 }
 
-fn tile_from_env() -> Option<Tile> {
-    let v = std::env::var("KILN_MM_TILE").ok()?;
-    let p: Vec<u32> = v.split(',').filter_map(|x| x.parse().ok()).collect();
-    Some(Tile { tm: p[0], tn: p[1], tk: p[2], rm: p[3], rn: p[4] })
+/// Whether a float matmul with these output dims should take LARGE tiles.
+fn prefer_large(ctx: &crate::context::GpuContext, batch: usize, m: usize, n: usize) -> bool {
+    let padded = |t: usize| (m.next_multiple_of(t) * n.next_multiple_of(t)) as u64;
+    let tiles = (m.div_ceil(128) * n.div_ceil(128)) as u64 * batch as u64;
+    let min_tiles = if ctx.summary.software { LARGE_MIN_TILES_CPU } else { LARGE_MIN_TILES };
+    // LARGE needs 16.5 KiB of workgroup memory, just past WebGPU's guaranteed 16 KiB.
+    let fits = ctx.limits.max_compute_workgroup_storage_size >= LARGE.workgroup_bytes();
+    // Padding an edge to 128 rather than 64 must not add more than a quarter to the work.
+    fits && tiles >= min_tiles && padded(128) * 4 <= padded(64) * 5
 }
 
 pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -> Result<GpuStorage> {
@@ -309,12 +310,7 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         let head = [numel as u32, lanes, k_inner as u32];
         (Spec::Small { dtype }, head, (numel as u32).div_ceil(256 / lanes))
     } else {
-        let large_tiles = (m.div_ceil(128) * n.div_ceil(128)) as u64 * batch as u64;
-        let min_tiles = if ctx.summary.software { LARGE_MIN_TILES_CPU } else { LARGE_MIN_TILES };
-        // LARGE needs 16.5 KiB of workgroup memory, just past WebGPU's guaranteed 16 KiB.
-        let fits = ctx.limits.max_compute_workgroup_storage_size >= LARGE.workgroup_bytes();
-        let tile = if dtype.is_float() && fits && large_tiles >= min_tiles { LARGE } else { MEDIUM };
-        let tile = tile_from_env().unwrap_or(tile);
+        let tile = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
         let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
         let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
             .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} needs too many workgroups") })?;
@@ -322,7 +318,6 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         let fb = classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size());
         (Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total)
     };
-    if std::env::var("KILN_MM_DEBUG").is_ok() { eprintln!("KEY {}", spec.key()); }
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
     let mut meta = dims.to_vec();
     meta.extend(head);
