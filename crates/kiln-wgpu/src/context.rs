@@ -55,11 +55,37 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     pub summary: AdapterSummary,
+    /// The tensor-core configuration f16 matmul may use; `None` without cooperative matrices.
+    pub coop: Option<CoopConfig>,
     pub(crate) pool: BufferPool,
     pub(crate) cache: KernelCache,
     pub(crate) batch: Mutex<Batch>,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
+}
+
+/// A cooperative-matrix shape the adapter runs: 16×16×16, f16 inputs, f32 accumulators, on
+/// subgroups of `subgroup_size` invocations (the kernels assume a fixed size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopConfig {
+    pub subgroup_size: u32,
+}
+
+/// The configuration Kiln's cooperative kernels need, if the adapter offers it. Only fixed
+/// 32-wide subgroups qualify: the kernels split a workgroup into subgroups by that size.
+fn coop_config(adapter: &wgpu::Adapter, features: wgpu::Features) -> Option<CoopConfig> {
+    let needed =
+        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+    let info = adapter.get_info();
+    if !features.contains(needed) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return None;
+    }
+    use wgpu::CooperativeScalarType as S;
+    adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .any(|p| (p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type) == (16, 16, 16, S::F16, S::F32))
+        .then_some(CoopConfig { subgroup_size: 32 })
 }
 
 /// Optional features Kiln uses when the adapter has them.
@@ -72,14 +98,24 @@ impl GpuContext {
     /// Opens a device on the adapter `choice` selects.
     pub fn new(choice: &AdapterChoice) -> Result<GpuDevice> {
         let adapter = pick_adapter(choice)?;
-        let features = adapter.features() & WANTED;
+        let mut features = adapter.features() & WANTED;
+        let coop = coop_config(&adapter, adapter.features()).is_some();
+        if coop {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         // The defaults are far below what real adapters offer (e.g. 128 MiB bindings): ask for all of it.
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: wgpu's condition for experimental features is that the caller accepts
+            // their unfinished validation; only the cooperative-matrix kernels use them.
+            experimental_features: if coop {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -108,6 +144,7 @@ impl GpuContext {
             cache: KernelCache::default(),
             batch: Mutex::new(Batch::default()),
             summary: summarize(&adapter.get_info()),
+            coop: coop_config(adapter, features),
             features,
             limits,
             device,

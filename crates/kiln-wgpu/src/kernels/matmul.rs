@@ -293,6 +293,9 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     let Some(numel) = numel else {
         return Err(Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} has more than 2^32 outputs") });
     };
+    if numel > 0 && let Some(out) = super::matmul_coop::matmul(a, al, b, bl)? {
+        return Ok(out);
+    }
     let ctx = a.context();
     let out = GpuStorage::alloc(ctx, OP, dtype, numel)?;
     if numel == 0 {

@@ -5,6 +5,7 @@ pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;
+pub(crate) mod matmul_coop;
 pub(crate) mod reduce;
 
 use kiln_backend::{DType, Error, Layout, Result};
@@ -109,6 +110,7 @@ pub(crate) fn module(enable: &str, with_math: bool, body: &str) -> String {
 pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     let mut all = reduce::specialisations();
     all.extend(matmul::specialisations());
+    all.extend(matmul_coop::specialisations());
     all.extend(index::specialisations());
     all.extend(conv::specialisations());
     all

@@ -1,0 +1,125 @@
+//! The cooperative-matrix (tensor-core) f16 matmul: its sources compile with naga to SPIR-V
+//! without an adapter; on adapters without cooperative matrices (lavapipe) f16 matmuls of every
+//! shape it would take still run, on the tiled kernel; on one with them (run the ignored test
+//! there) it matches an f64 reference.
+
+mod common;
+
+use kiln_backend::{BackendStorage, DType, HostData, Layout};
+use kiln_wgpu::{GpuDevice, GpuStorage};
+
+/// xorshift64*: deterministic values in [-1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+#[test]
+fn cooperative_sources_compile_to_spirv() {
+    let coop: Vec<_> =
+        kiln_wgpu::shaders::all_specialisations().into_iter().filter(|(key, _)| key.contains("|coop|")).collect();
+    assert!(coop.len() >= 2, "no cooperative specialisations listed");
+    for (key, src) in &coop {
+        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(src)));
+        let mut validator =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        let info = validator.validate(&module).unwrap_or_else(|e| panic!("{key}: {}", e.emit_to_string(src)));
+        // naga's SPIR-V writer has panicked on cooperative stores the validator accepts.
+        let spv = naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+            .unwrap_or_else(|e| panic!("{key}: spir-v: {e}"));
+        assert!(!spv.is_empty());
+    }
+}
+
+/// `a · b` for `[batch, m, k] · [batch, k, n]` f16 operands with the given layouts, checked
+/// against f64; returns the largest error relative to sqrt(k).
+fn check(dev: &GpuDevice, al: &Layout, bl: &Layout, seed: u64) -> f64 {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut upload = |len: usize| {
+        let data = HostData::F16((0..len).map(|_| half::f16::from_f64(rng.next())).collect());
+        let exact = data.to_f64_vec();
+        (GpuStorage::from_host(dev, &data).expect("upload"), exact)
+    };
+    let (a, av) = upload(al.storage_extent());
+    let (b, bv) = upload(bl.storage_extent());
+    let out = a.matmul(al, &b, bl).unwrap_or_else(|e| panic!("{al:?} · {bl:?}: {e}"));
+    assert_eq!(out.dtype(), DType::F16);
+    let (sa, sb) = (al.shape(), bl.shape());
+    let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
+    let got = out.to_host(&Layout::contiguous(&[batch, m, n])).expect("readback").to_f64_vec();
+    let (ast, bst) = (al.strides(), bl.strides());
+    let mut worst = 0f64;
+    for bi in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|kk| {
+                        av[al.offset() + bi * ast[0] + i * ast[1] + kk * ast[2]]
+                            * bv[bl.offset() + bi * bst[0] + kk * bst[1] + j * bst[2]]
+                    })
+                    .sum();
+                let g = got[(bi * m + i) * n + j];
+                // f32 accumulation, then one f16 rounding of a value about sqrt(k) in size.
+                let err = (g - want).abs() / (k as f64).sqrt();
+                assert!(err < 4e-3, "{al:?} · {bl:?} at [{bi}, {i}, {j}]: got {g}, want {want}");
+                worst = worst.max(err);
+            }
+        }
+    }
+    worst
+}
+
+/// Shapes on both sides of every routing condition: multiples of 16 and 128, ragged m, k and
+/// n still multiples of 4, odd n (tiled only), transposed a (tiled only), a batch with an offset.
+fn layouts() -> Vec<(Layout, Layout)> {
+    let pair =
+        |b: usize, m: usize, k: usize, n: usize| (Layout::contiguous(&[b, m, k]), Layout::contiguous(&[b, k, n]));
+    let mut v = vec![pair(1, 64, 64, 64), pair(1, 130, 36, 100), pair(2, 48, 100, 20), pair(1, 33, 32, 17)];
+    // a transposed: [1, k, m] viewed as [1, m, k].
+    v.push((Layout::contiguous(&[1, 32, 48]).permute(&[0, 2, 1]), Layout::contiguous(&[1, 32, 64])));
+    // An offset of 8 halves and a batch stride past the rows.
+    let a = Layout::contiguous(&[3, 40, 24]).narrow(0, 1, 2);
+    v.push((a, Layout::contiguous(&[2, 24, 40])));
+    v
+}
+
+#[test]
+fn f16_matmul_routes_and_matches() {
+    let Some(dev) = common::gpu("f16_matmul_routes_and_matches") else {
+        return;
+    };
+    if !dev.has_f16() {
+        eprintln!("SKIPPED f16_matmul_routes_and_matches: no SHADER_F16");
+        return;
+    }
+    for (seed, (al, bl)) in layouts().iter().enumerate() {
+        check(&dev, al, bl, seed as u64);
+    }
+}
+
+/// On an adapter with cooperative matrices (an NVIDIA GPU through Vulkan): the tensor-core path
+/// at the sizes that take each block size, plus the edge shapes. `KILN_COOP=0` runs the same on
+/// the tiled kernel.
+#[test]
+#[ignore = "needs an adapter with cooperative matrices"]
+fn cooperative_matches_reference_on_gpu() {
+    let Some(dev) = common::gpu("cooperative_matches_reference_on_gpu") else {
+        return;
+    };
+    eprintln!("adapter {} coop {:?}", dev.summary, dev.coop);
+    let mut all = layouts();
+    for n in [256, 1024] {
+        all.push((Layout::contiguous(&[1, n, n]), Layout::contiguous(&[1, n, n])));
+    }
+    for (seed, (al, bl)) in all.iter().enumerate() {
+        let worst = check(&dev, al, bl, seed as u64);
+        eprintln!("{:?} · {:?}: max error / sqrt(k) {worst:.3e}", al.shape(), bl.shape());
+    }
+}

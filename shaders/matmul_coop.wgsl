@@ -1,0 +1,80 @@
+// Tensor-core f16 matmul: out[b, m, n] = Σ_k a[b, m, k] · b[b, k, n], f16 operands and output,
+// f32 accumulation, through wgpu's experimental cooperative matrices (16×16×16 tiles).
+// info: [M, N, K, tiles_m, tiles_n, tiles_total,
+//        a_off, a_sb, a_sm, b_off, b_sb, b_sk]   (offsets and strides in vec4<f16> units)
+// Both operands are row-major along their last dim (a along k, b along n) with 4-aligned
+// offsets and strides, K and N multiples of 4; the host routes everything else elsewhere.
+//
+// A workgroup owns a BM×BN block of one batch entry and is split into SG_M×SG_N subgroups of 32,
+// each owning an (FM·16)×(FN·16) sub-block held in FM·FN accumulator tiles. Both operands pass
+// through workgroup memory BK deep: every thread fetches a few vec4s per slab into registers
+// while the subgroups multiply the previous slab, so global latency hides behind the tensor
+// cores. Rows of the staged slabs are padded by 8 halves to spread the tile loads over the
+// banks. Edge blocks stage zeros past M, N and K and skip stores past M and N. The f32
+// accumulators reach the f16 output through a per-subgroup 16×16 f32 scratch tile, since a
+// cooperative matrix cannot change its element type in WGSL.
+// Every control-flow decision around cooperative ops and barriers depends on the workgroup
+// alone (they need uniform control flow); the subgroup's identity only picks addresses.
+
+@group(0) @binding(1) var<storage, read> a: array<vec4<f16>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
+@group(0) @binding(3) var<storage, read_write> out: array<f16>;
+
+const BM: u32 = {{BM}}u;
+const BN: u32 = {{BN}}u;
+const BK: u32 = 32u;
+// Row pitches of the staged slabs in halves, and in elements of the staging type.
+const PA_H: u32 = BK + 8u;
+const PB_H: u32 = BN + 8u;
+const PA: u32 = PA_H / {{W}}u;
+const PB: u32 = PB_H / {{W}}u;
+
+var<workgroup> As: array<{{WT}}, {{AS_LEN}}>;
+var<workgroup> Bs: array<{{WT}}, {{BS_LEN}}>;
+var<workgroup> Cs: array<f32, {{CS_LEN}}>;
+
+@compute @workgroup_size({{WG}})
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    // A workgroup past the last block (the grid may overshoot, see batch.rs) recomputes the
+    // last one and stores nothing: an early return would break the uniform control flow that
+    // naga demands around cooperative ops.
+    let linear = linear_group(wid, nwg);
+    let live = linear < info[5];
+    let tile = min(linear, info[5] - 1u);
+    let M = info[0];
+    let N = info[1];
+    let K = info[2];
+    let per_batch = info[3] * info[4];
+    let bi = tile / per_batch;
+    let t = tile % per_batch;
+    let m0 = (t / info[4]) * BM;
+    let n0 = (t % info[4]) * BN;
+    let a_base = info[6] + bi * info[7];
+    let a_sm = info[8];
+    let b_base = info[9] + bi * info[10];
+    let b_sk = info[11];
+    // This subgroup's sub-block within the workgroup's block.
+    let wm = (sid / {{SG_N}}u) * {{FM}}u * 16u;
+    let wn = (sid % {{SG_N}}u) * {{FN}}u * 16u;
+{{SETUP}}
+{{ACC_DECL}}
+{{FETCH0}}
+    for (var k0 = 0u; k0 < K; k0 += BK) {
+{{STAGE}}
+        workgroupBarrier();
+        let k1 = k0 + BK;
+{{FETCH1}}
+{{MMA}}
+        workgroupBarrier();
+    }
+    let out_base = bi * M * N;
+    let scratch = sid * 256u;
+    let pitch = 16u;
+{{STORE}}
+}
