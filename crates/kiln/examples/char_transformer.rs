@@ -16,8 +16,6 @@
 //! character, and a uniform guess over the vocabulary log2(vocab) ≈ 6.4.
 
 mod common;
-#[path = "char/bench.rs"]
-mod bench;
 #[path = "char/plot.rs"]
 mod plot;
 #[path = "char/train.rs"]
@@ -38,11 +36,11 @@ const TARGET_BPC: f64 = 2.5;
 
 const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "size", value: Some("small|large"), help: "model preset (default small; large is meant for a GPU)" },
-    FlagSpec { name: "steps", value: Some("N"), help: "optimizer steps (default: small 1000, large 5000)" },
-    FlagSpec { name: "batch-size", value: Some("N"), help: "windows per step (default: small 32, large 64)" },
+    FlagSpec { name: "steps", value: Some("N"), help: "optimizer steps (default: small 2000, large 5000)" },
+    FlagSpec { name: "batch-size", value: Some("N"), help: "windows per step (default: small 16, large 64)" },
     FlagSpec { name: "seq-len", value: Some("N"), help: "characters per window = context length (default: small 64, large 256)" },
-    FlagSpec { name: "lr", value: Some("F"), help: "peak AdamW learning rate (default: small 0.003, large 0.001)" },
-    FlagSpec { name: "eval-every", value: Some("N"), help: "steps between validation passes (default: small 100, large 250)" },
+    FlagSpec { name: "lr", value: Some("F"), help: "peak AdamW learning rate, warm-up then cosine decay (default: small 0.005, large 0.001)" },
+    FlagSpec { name: "eval-every", value: Some("N"), help: "steps between validation passes (default: small 200, large 250)" },
     FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
     FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation, batches and sampling (default 0)" },
     FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/char_transformer)" },
@@ -89,7 +87,6 @@ fn run() -> AnyResult<()> {
         None => Device::best(),
     };
     println!("device: {}", device.describe());
-    if std::env::var("BENCH").is_ok() { bench::bench(&device)?; return Ok(()); }
 
     let (train_text, val_text) = load_moby_dick()?;
     // Checked before training so that a typo in the prompt does not cost a whole run.
@@ -101,8 +98,8 @@ fn run() -> AnyResult<()> {
         train_text.vocab_size()
     );
     println!(
-        "model: {size}, d_model {}, {} layers, {} heads, context {} | {} steps, batch {}, peak lr {}, eval every {} steps on {} windows",
-        cfg.d_model, cfg.layers, cfg.heads, cfg.seq_len, cfg.steps, cfg.batch_size, cfg.lr, cfg.eval_every, cfg.eval_windows
+        "model: {size}, d_model {}, {} layers, {} heads, {:?} MLP, context {} | {} steps, batch {}, peak lr {}, eval every {} steps on {} windows",
+        cfg.d_model, cfg.layers, cfg.heads, cfg.activation, cfg.seq_len, cfg.steps, cfg.batch_size, cfg.lr, cfg.eval_every, cfg.eval_windows
     );
 
     let start = Instant::now();
