@@ -156,7 +156,7 @@ const _: () = {
         total += CASES[i].1;
         i += 1;
     }
-    assert!(total >= 10_000, "the brief asks for at least 10,000 random op calls");
+    assert!(total >= 10_000, "a run must make at least 10,000 random op calls");
 };
 
 fn family_ops(family: &str) -> Vec<&'static str> {
@@ -948,7 +948,8 @@ fn known_crash(call: &Call) -> Option<&'static str> {
             Some("expand to a shape whose element count overflows usize: numel() panics")
         }
         "reshape_infer"
-            if (0..small(call.ints[5])).filter(|&j| call.ints[j] >= 0).try_fold(1usize, |n, j| n.checked_mul(call.ints[j] as usize)).is_none() =>
+            if (0..small(call.ints[5])).filter(|&j| call.ints[j] >= 0).try_fold(1usize, |n, j| n.checked_mul(call.ints[j] as usize)).is_none()
+                || strides_overflow(&(0..small(call.ints[5])).map(|j| if call.ints[j] < 0 { 1 } else { call.ints[j] as usize }).collect::<Vec<_>>()) =>
         {
             Some("reshape_infer with dims whose product overflows: panics")
         }
@@ -1304,31 +1305,26 @@ fn huge_sizes_that_are_already_typed_errors() {
 }
 
 #[test]
-#[ignore = "bug: Tensor::arange with a tiny step collects usize::MAX elements (panic or abort), no size check"]
 fn bug_arange_with_a_tiny_step_is_an_error() {
     errs_in_child("bug_arange_with_a_tiny_step_is_an_error", || Ok(format!("{:?}", Tensor::arange(0.0, 1.0, 1e-30, &cpu())?)));
 }
 
 #[test]
-#[ignore = "bug: Tensor::arange(0, 1e12, 1) allocates 4 TB infallibly (abort)"]
 fn bug_arange_with_a_huge_count_is_an_error() {
     errs_in_child("bug_arange_with_a_huge_count_is_an_error", || Ok(format!("{:?}", Tensor::arange(0.0, 1e12, 1.0, &cpu())?)));
 }
 
 #[test]
-#[ignore = "bug: Tensor::linspace(0, 1, 2^40) allocates 4 TB infallibly (abort)"]
 fn bug_linspace_with_a_huge_count_is_an_error() {
     errs_in_child("bug_linspace_with_a_huge_count_is_an_error", || Ok(format!("{:?}", Tensor::linspace(0.0, 1.0, 1 << 40, &cpu())?)));
 }
 
 #[test]
-#[ignore = "bug: Tensor::eye(2^20) allocates 4 TB with vec![0; n] (abort)"]
 fn bug_eye_with_a_huge_size_is_an_error() {
     errs_in_child("bug_eye_with_a_huge_size_is_an_error", || Ok(format!("{:?}", Tensor::eye(1 << 20, &cpu())?)));
 }
 
 #[test]
-#[ignore = "bug: Tensor::rand/randn/rand_uniform of 2^40 elements allocate infallibly on the host (abort)"]
 fn bug_rand_with_a_huge_size_is_an_error() {
     errs_in_child("bug_rand_with_a_huge_size_is_an_error", || Ok(format!("{:?}", Tensor::rand(&[1 << 40], &cpu())?)));
 }
@@ -1498,7 +1494,6 @@ fn gpu_agrees(test: &str, f: impl Fn(&Device) -> Result<Tensor>) {
 }
 
 #[test]
-#[ignore = "bug: lt/le/gt/ge of bool tensors: UnsupportedDType on the GPU, fine on the CPU"]
 fn bug_gpu_orders_bools_like_the_cpu() {
     for op in [BinaryOp::Lt, BinaryOp::Le, BinaryOp::Gt, BinaryOp::Ge] {
         gpu_agrees("bug_gpu_orders_bools_like_the_cpu", |d| {
@@ -1510,14 +1505,12 @@ fn bug_gpu_orders_bools_like_the_cpu() {
 }
 
 #[test]
-#[ignore = "bug: isnan/isinf of a bool tensor: UnsupportedDType on the GPU, all-false on the CPU"]
 fn bug_gpu_isnan_of_bools_matches_the_cpu() {
     gpu_agrees("bug_gpu_isnan_of_bools_matches_the_cpu", |d| Tensor::from_vec(vec![false, true], &[2], d)?.isnan());
     gpu_agrees("bug_gpu_isnan_of_bools_matches_the_cpu", |d| Tensor::from_vec(vec![false, true], &[2], d)?.isinf());
 }
 
 #[test]
-#[ignore = "bug: NaN != x is false on the GPU (true on the CPU, as IEEE and PyTorch); all/any and the cast to bool of NaN follow"]
 fn bug_gpu_nan_is_not_equal_to_anything() {
     let v = || vec![f32::NAN, 0.0, 1.0];
     gpu_agrees("bug_gpu_nan_is_not_equal_to_anything", |d| Tensor::from_vec(v(), &[3], d)?.ne_scalar(0.0));

@@ -4,6 +4,17 @@ use crate::storage::Storage;
 use crate::{Device, Element, Tensor, rng};
 use kiln_backend::{DType, Error, HostData, Result};
 
+/// Creation ops that build their values on the host refuse counts no machine could hold, rather
+/// than letting the allocator abort.
+const MAX_HOST_ELEMENTS: usize = 1 << 34;
+
+fn host_count(op: &'static str, n: usize) -> Result<usize> {
+    if n > MAX_HOST_ELEMENTS {
+        return Err(Error::OutOfMemory { op, msg: format!("{n} elements is more than the host can build") });
+    }
+    Ok(n)
+}
+
 fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
         op,
@@ -96,7 +107,11 @@ impl Tensor {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid("arange", format!("start {start}, end {end}, step {step}")));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let count = ((end - start) / step).ceil().max(0.0);
+        if count > MAX_HOST_ELEMENTS as f64 {
+            return Err(Error::OutOfMemory { op: "arange", msg: format!("{count} elements (start {start}, end {end}, step {step})") });
+        }
+        let n = count as usize;
         let v: Vec<f32> = (0..n).map(|i| (start + i as f64 * step) as f32).collect();
         Tensor::from_vec(v, &[n], device)
     }
@@ -108,6 +123,7 @@ impl Tensor {
 
     /// `steps` evenly spaced values from `start` to `end` inclusive (f32).
     pub fn linspace(start: f64, end: f64, steps: usize, device: &Device) -> Result<Tensor> {
+        host_count("linspace", steps)?;
         let v: Vec<f32> = match steps {
             0 => vec![],
             1 => vec![start as f32],
@@ -118,7 +134,7 @@ impl Tensor {
 
     /// The `n × n` identity (f32).
     pub fn eye(n: usize, device: &Device) -> Result<Tensor> {
-        let mut v = vec![0f32; checked_numel("eye", &[n, n])?];
+        let mut v = vec![0f32; host_count("eye", checked_numel("eye", &[n, n])?)?];
         for i in 0..n {
             v[i * n + i] = 1.0;
         }
@@ -128,19 +144,19 @@ impl Tensor {
     /// Uniform in [0, 1) from Kiln's seeded generator (see [`crate::manual_seed`]): the same
     /// numbers on every device.
     pub fn rand(shape: &[usize], device: &Device) -> Result<Tensor> {
-        let n = checked_numel("rand", shape)?;
+        let n = host_count("rand", checked_numel("rand", shape)?)?;
         Tensor::from_host(HostData::from_f64(&rng::uniform(n), DType::F32), shape, device)
     }
 
     /// Standard normal from Kiln's seeded generator.
     pub fn randn(shape: &[usize], device: &Device) -> Result<Tensor> {
-        let n = checked_numel("randn", shape)?;
+        let n = host_count("randn", checked_numel("randn", shape)?)?;
         Tensor::from_host(HostData::from_f64(&rng::normal(n), DType::F32), shape, device)
     }
 
     /// Uniform in [lo, hi).
     pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, device: &Device) -> Result<Tensor> {
-        let n = checked_numel("rand_uniform", shape)?;
+        let n = host_count("rand_uniform", checked_numel("rand_uniform", shape)?)?;
         let v: Vec<f64> = rng::uniform(n).into_iter().map(|u| lo + (hi - lo) * u).collect();
         Tensor::from_host(HostData::from_f64(&v, DType::F32), shape, device)
     }

@@ -87,6 +87,9 @@ fn run() -> AnyResult<()> {
         None => Device::best(),
     };
     println!("device: {}", device.describe());
+    if size == Size::Large && device.is_cpu() {
+        eprintln!("note: --size large is meant for a GPU; on the CPU backend each step takes seconds");
+    }
 
     let (train_text, val_text) = load_moby_dick()?;
     // Checked before training so that a typo in the prompt does not cost a whole run.

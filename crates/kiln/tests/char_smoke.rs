@@ -85,7 +85,7 @@ fn char_transformer_learns_on_cpu() {
 
 // Lavapipe runs this model at about a second per step, too slow to train it far: instead, a
 // few steps must follow the CPU run (same seed, so same initial weights and batches) and the
-// loss must already have left the uniform guess (log2 83 ≈ 6.4) behind.
+// loss must already have left the uniform guess (log2 83 ≈ 6.4) behind (4.29 bits/char after 20 steps).
 #[test]
 fn char_transformer_trains_on_gpu_like_on_cpu() {
     let Some(gpu) = gpu() else { return };
@@ -101,7 +101,7 @@ fn char_transformer_trains_on_gpu_like_on_cpu() {
         assert!((c.val_bpc - g.val_bpc).abs() < 0.02, "step {}: cpu {:.4} vs gpu {:.4} bits/char", c.step, c.val_bpc, g.val_bpc);
     }
     let last = on_gpu.last().expect("evaluated");
-    assert!(last.val_bpc < 5.0, "gpu: {:.3} bits/char after {} steps", last.val_bpc, last.step);
+    assert!(last.val_bpc < 4.6, "gpu: {:.3} bits/char after {} steps", last.val_bpc, last.step);
     let out = generate(&model, &train_text, "Ahab", 10, SampleConfig { temperature: 1.0, top_k: Some(5), seed: 0 }, &gpu).expect("generation");
     assert_eq!(out.chars().count(), 10, "{out:?}");
 }
@@ -113,7 +113,7 @@ fn sampling_rejects_bad_input() {
     kiln::manual_seed(0);
     let model = train::CharTransformer::new(tiny(1, 1).model_config(train_text.vocab_size()), &cpu).expect("model");
     let ok = SampleConfig { temperature: 1.0, top_k: None, seed: 0 };
-    let err = |prompt: &str, sample: SampleConfig| generate(&model, &train_text, prompt, 3, sample, &cpu).err().expect("an error").to_string();
+    let err = |prompt: &str, sample: SampleConfig| generate(&model, &train_text, prompt, 3, sample, &cpu).expect_err("an error").to_string();
     assert!(err("", ok).contains("at least one character"));
     assert!(err("日本", ok).contains("cannot be encoded"));
     assert!(err("a", SampleConfig { temperature: -1.0, ..ok }).contains("temperature"));
@@ -121,9 +121,9 @@ fn sampling_rejects_bad_input() {
     assert_eq!(generate(&model, &train_text, "a", 0, ok, &cpu).expect("zero tokens"), "");
 
     let bad = TrainConfig { lr: -1.0, ..tiny(1, 1) };
-    assert!(bad.validate().err().expect("negative lr").to_string().contains("--lr"));
+    assert!(bad.validate().expect_err("negative lr").to_string().contains("--lr"));
     let bad = TrainConfig { seq_len: 0, ..tiny(1, 1) };
-    assert!(bad.validate().err().expect("zero seq").to_string().contains("--seq-len"));
+    assert!(bad.validate().expect_err("zero seq").to_string().contains("--seq-len"));
 }
 
 /// A leak through the causal mask would make the loss fall far below any honest model's, so

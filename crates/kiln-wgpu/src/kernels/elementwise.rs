@@ -109,6 +109,7 @@ pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
         return None;
     }
     let v = match (op, dtype) {
+        (IsNan | IsInf, _) if !float => "false",
         (Not, DType::Bool) => "!x0",
         (Not, _) | (_, DType::Bool) => return None,
         (IsNan, _) if float => "kiln_isnan(x0)",
@@ -162,8 +163,16 @@ pub(crate) fn binary_value(op: BinaryOp, dtype: DType) -> Option<String> {
         (And, DType::Bool) => "x0 && x1",
         (Or, DType::Bool) => "x0 || x1",
         (And | Or, _) => return None,
+        // NaN compares unequal to everything: test the bits, since drivers may fold `!=`.
+        (Ne, DType::F32 | DType::F16) => "x0 != x1 || kiln_isnan(x0) || kiln_isnan(x1)",
+        (Eq, DType::F32 | DType::F16) => "x0 == x1 && !kiln_isnan(x0) && !kiln_isnan(x1)",
         (Eq, _) => "x0 == x1",
         (Ne, _) => "x0 != x1",
+        // false < true, as on the CPU.
+        (Lt, DType::Bool) => "select(0u, 1u, x0) < select(0u, 1u, x1)",
+        (Le, DType::Bool) => "select(0u, 1u, x0) <= select(0u, 1u, x1)",
+        (Gt, DType::Bool) => "select(0u, 1u, x0) > select(0u, 1u, x1)",
+        (Ge, DType::Bool) => "select(0u, 1u, x0) >= select(0u, 1u, x1)",
         (_, DType::Bool) => return None,
         (Lt, _) => "x0 < x1",
         (Le, _) => "x0 <= x1",
@@ -198,7 +207,7 @@ pub(crate) fn cast_value(from: DType, to: DType) -> String {
         ("bool", "f32") => "select(0.0, 1.0, x0)".into(),
         ("bool", "i32") => "select(0, 1, x0)".into(),
         ("bool", "u32") => "select(0u, 1u, x0)".into(),
-        ("f32", "bool") => "x0 != 0.0".into(),
+        ("f32", "bool") => "x0 != 0.0 || kiln_isnan(x0)".into(),
         ("i32", "bool") => "x0 != 0".into(),
         ("u32", "bool") => "x0 != 0u".into(),
         // f32 cannot represent i32::MAX: saturate explicitly past the largest float below 2^31.

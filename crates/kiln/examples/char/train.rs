@@ -221,7 +221,6 @@ pub fn train(
     let model = CharTransformer::new(cfg.model_config(vocab), device)?;
     let mut opt = optimizer(&model, cfg)?;
     let mut schedule = WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.lr * cfg.final_lr_frac)?;
-    schedule.apply(&mut opt);
     let params = model.parameters();
     let mut rng = Rng::new(cfg.seed);
 
@@ -244,9 +243,11 @@ pub fn train(
         if !norm.is_finite() {
             return Err(format!("training diverged at step {step} (gradient norm {norm}); try a lower --lr").into());
         }
+        // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
+        // (`lr_at(0)` is 0) and the last one lands on the final rate.
+        schedule.step(&mut opt);
         let lr = opt.lr();
         opt.step()?;
-        schedule.step(&mut opt);
         loss_sum = (&loss_sum + &loss.detach())?;
         since_eval += 1;
         train_secs += start.elapsed().as_secs_f64();
@@ -294,8 +295,8 @@ fn optimizer(model: &CharTransformer, cfg: &TrainConfig) -> AnyResult<AdamW> {
 /// [`fixed_windows`]), `batch` windows per forward pass, in evaluation mode.
 pub fn evaluate(model: &CharTransformer, windows: &(Vec<u32>, Vec<u32>), batch: usize, seq_len: usize, device: &Device) -> AnyResult<f64> {
     let (inputs, targets) = windows;
-    let count = inputs.len() / seq_len;
-    if count == 0 || batch == 0 {
+    let count = inputs.len().checked_div(seq_len).unwrap_or(0);
+    if count == 0 || batch == 0 || targets.len() != inputs.len() {
         return Err("no validation windows to evaluate".into());
     }
     model.eval();
