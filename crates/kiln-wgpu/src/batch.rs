@@ -20,6 +20,8 @@ pub(crate) struct Batch {
     arena: Option<wgpu::Buffer>,
     dispatches: usize,
     pub(crate) submits: u64,
+    /// Per-kernel timing (`KILN_PROFILE`); `None` costs one branch per dispatch.
+    pub(crate) profile: Option<crate::profile::Profiler>,
 }
 
 /// Splits a 1-D workgroup count into a grid within the 65,535-per-dimension limit; kernels
@@ -83,16 +85,47 @@ impl GpuContext {
         }
         let bind_group =
             self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
-        if batch.pass.is_none() {
+        let slot = match batch.profile.as_mut() {
+            Some(p) => {
+                if p.full() {
+                    self.submit_locked(&mut batch);
+                }
+                batch.profile.as_mut().and_then(|p| p.record(&self.device, &kernel.name))
+            }
+            None => None,
+        };
+        let (x, y) = grid(groups);
+        if let Some(slot) = slot.as_ref().filter(|s| !s.inside) {
+            // Profiling without timestamps inside passes: this dispatch gets a timed pass of its own.
+            batch.pass = None;
             let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-            let desc = wgpu::ComputePassDescriptor { label: Some("kiln"), timestamp_writes: None };
-            batch.pass = Some(encoder.begin_compute_pass(&desc).forget_lifetime());
-        }
-        if let Some(pass) = batch.pass.as_mut() {
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: &slot.set,
+                beginning_of_pass_write_index: Some(slot.index),
+                end_of_pass_write_index: Some(slot.index + 1),
+            };
+            let desc = wgpu::ComputePassDescriptor { label: Some("kiln-timed"), timestamp_writes: Some(writes) };
+            let mut pass = encoder.begin_compute_pass(&desc);
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            let (x, y) = grid(groups);
             pass.dispatch_workgroups(x, y, 1);
+        } else {
+            if batch.pass.is_none() {
+                let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+                let desc = wgpu::ComputePassDescriptor { label: Some("kiln"), timestamp_writes: None };
+                batch.pass = Some(encoder.begin_compute_pass(&desc).forget_lifetime());
+            }
+            if let Some(pass) = batch.pass.as_mut() {
+                if let Some(slot) = &slot {
+                    pass.write_timestamp(&slot.set, slot.index);
+                }
+                pass.set_pipeline(&kernel.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(x, y, 1);
+                if let Some(slot) = &slot {
+                    pass.write_timestamp(&slot.set, slot.index + 1);
+                }
+            }
         }
         batch.dispatches += 1;
         if batch.dispatches >= MAX_DISPATCHES {
@@ -123,9 +156,12 @@ impl GpuContext {
         Ok(index)
     }
 
-    fn submit_locked(&self, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
+    pub(crate) fn submit_locked(&self, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
         batch.pass = None;
-        let encoder = batch.encoder.take()?;
+        let mut encoder = batch.encoder.take()?;
+        if let Some(p) = batch.profile.as_mut() {
+            p.resolve(&mut encoder);
+        }
         if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty()) {
             // Ordered before this submit's commands and after every earlier submit's.
             self.queue.write_buffer(arena, 0, bytemuck::cast_slice(&batch.meta));
@@ -133,6 +169,10 @@ impl GpuContext {
         batch.meta.clear();
         batch.dispatches = 0;
         batch.submits += 1;
-        Some(self.queue.submit([encoder.finish()]))
+        let index = self.queue.submit([encoder.finish()]);
+        if let Some(p) = batch.profile.as_mut() {
+            p.submitted();
+        }
+        Some(index)
     }
 }

@@ -1,5 +1,7 @@
-//! Pipelines are built once per specialisation key and reused for every later dispatch.
+//! Pipelines are built once per specialisation key and reused for every later dispatch, through
+//! the persistent pipeline cache where there is one.
 
+use crate::pipeline_cache::PipelineStore;
 use kiln_backend::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering};
@@ -8,12 +10,15 @@ use std::sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering};
 pub(crate) struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+    /// The key, shortened for the profile table.
+    pub name: Arc<str>,
 }
 
 #[derive(Default)]
 pub(crate) struct KernelCache {
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     built: AtomicU64,
+    pub(crate) store: Option<PipelineStore>,
 }
 
 impl KernelCache {
@@ -40,14 +45,17 @@ impl KernelCache {
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
-            cache: None,
+            cache: self.store.as_ref().map(|s| s.cache()),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Backend { op, msg: format!("building kernel {key}: {e}") });
         }
         let layout = pipeline.get_bind_group_layout(0);
-        let kernel = Arc::new(Kernel { pipeline, layout });
-        self.built.fetch_add(1, Ordering::Relaxed);
+        let kernel = Arc::new(Kernel { pipeline, layout, name: crate::profile::short_name(key) });
+        let built = self.built.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(store) = &self.store {
+            store.built(built);
+        }
         self.kernels.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), kernel.clone());
         Ok(kernel)
     }

@@ -1,7 +1,10 @@
 //! The GPU device: adapter choice, device creation with the adapter's real limits, error capture.
 
+use crate::pipeline_cache::{self, PipelineStore};
+use crate::profile::{ProfileMode, Profiler};
 use crate::{batch::Batch, cache::KernelCache, pool::BufferPool};
 use kiln_backend::{Error, Result};
+use std::path::PathBuf;
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicBool, Ordering},
@@ -49,6 +52,46 @@ pub struct MemoryStats {
     pub submits: u64,
 }
 
+/// Per-context settings that programs normally take from the environment
+/// ([`ContextOptions::from_env`]); tests and embedders set them directly.
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    /// Per-kernel profiling: `KILN_PROFILE=1` gives [`ProfileMode::Timestamps`].
+    pub profile: ProfileMode,
+    /// Print the profile table when the process exits (or the context drops).
+    pub print_profile: bool,
+    /// Where compiled pipelines and autotuning choices persist (`KILN_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/kiln` or `~/.cache/kiln`); `None`: nothing is written.
+    pub cache_dir: Option<PathBuf>,
+    /// Matmul autotuning: `KILN_AUTOTUNE=1`/`0` forces it on or off; `None` tunes on hardware
+    /// adapters only (a software adapter's timings are noisy and its tile choice fixed).
+    pub autotune: Option<bool>,
+}
+
+impl ContextOptions {
+    pub fn from_env() -> ContextOptions {
+        let flag = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string());
+        let profile = flag("KILN_PROFILE").is_some_and(|v| !v.is_empty() && v != "0");
+        ContextOptions {
+            profile: if profile { ProfileMode::Timestamps } else { ProfileMode::Off },
+            print_profile: profile,
+            cache_dir: pipeline_cache::default_dir(),
+            autotune: flag("KILN_AUTOTUNE").and_then(|v| match v.as_str() {
+                "1" | "on" | "true" => Some(true),
+                "0" | "off" | "false" => Some(false),
+                _ => None,
+            }),
+        }
+    }
+}
+
+impl Default for ContextOptions {
+    /// No profiling, no persistence, autotuning by adapter kind.
+    fn default() -> Self {
+        ContextOptions { profile: ProfileMode::Off, print_profile: false, cache_dir: None, autotune: None }
+    }
+}
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -92,11 +135,17 @@ fn coop_config(adapter: &wgpu::Adapter, features: wgpu::Features) -> Option<Coop
 const WANTED: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     .union(wgpu::Features::PIPELINE_CACHE);
 
 impl GpuContext {
-    /// Opens a device on the adapter `choice` selects.
+    /// Opens a device on the adapter `choice` selects, with options from the environment.
     pub fn new(choice: &AdapterChoice) -> Result<GpuDevice> {
+        Self::new_with(choice, &ContextOptions::from_env())
+    }
+
+    /// Opens a device on the adapter `choice` selects, with explicit options.
+    pub fn new_with(choice: &AdapterChoice, options: &ContextOptions) -> Result<GpuDevice> {
         let adapter = pick_adapter(choice)?;
         let mut features = adapter.features() & WANTED;
         let coop = coop_config(&adapter, adapter.features()).is_some();
@@ -121,12 +170,22 @@ impl GpuContext {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::NoDevice { msg: format!("request_device on {}: {e}", adapter.get_info().name) })?;
-        Ok(Self::from_wgpu(&adapter, device, queue))
+        Ok(Self::from_wgpu_with(&adapter, device, queue, options))
     }
 
     /// Wraps a device an application already owns (egui, Bevy, winit): Kiln's kernels then share
     /// its queue, and tensors can be bound in the application's own passes.
     pub fn from_wgpu(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> GpuDevice {
+        Self::from_wgpu_with(adapter, device, queue, &ContextOptions::from_env())
+    }
+
+    /// [`from_wgpu`](Self::from_wgpu) with explicit options.
+    pub fn from_wgpu_with(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &ContextOptions,
+    ) -> GpuDevice {
         let error = Arc::new(Mutex::new(None::<String>));
         let slot = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -151,7 +210,75 @@ impl GpuContext {
             queue,
             error,
             lost,
-        })
+        });
+        crate::exit::register(&ctx);
+        ctx
+    }
+
+    /// The per-kernel profile table (see [`ContextOptions::profile`]); waits for recorded work.
+    pub fn profile_report(&self) -> String {
+        if self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.is_none() {
+            return format!("kiln profile: {}: off (set KILN_PROFILE=1 before the device opens)\n", self.summary.name);
+        }
+        let index = self.flush().ok().flatten();
+        let waiting = self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref().is_some_and(|p| p.waiting());
+        if waiting && !self.is_lost() {
+            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+        }
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        match batch.profile.as_mut() {
+            Some(p) => {
+                p.collect();
+                p.table(&self.summary.to_string())
+            }
+            None => String::new(),
+        }
+    }
+
+    /// Where compiled pipelines persist, when they do.
+    pub fn pipeline_cache_path(&self) -> Option<PathBuf> {
+        self.cache.store.as_ref().map(|s| s.path().to_path_buf())
+    }
+
+    /// Whether this context's pipeline cache started from a valid file on disk.
+    pub fn pipeline_cache_loaded(&self) -> bool {
+        self.cache.store.as_ref().is_some_and(|s| s.loaded)
+    }
+
+    /// Writes the pipeline cache now if pipelines were built since it was last written.
+    pub fn save_pipeline_cache(&self) {
+        if let Some(store) = &self.cache.store {
+            store.flush();
+        }
+    }
+
+    /// Whether float matmuls are autotuned on this context.
+    pub fn autotune_enabled(&self) -> bool {
+        self.tuner.enabled
+    }
+
+    /// Shape classes the matmul autotuner has a choice for (loaded or tuned).
+    pub fn autotuned_classes(&self) -> usize {
+        self.tuner.len()
+    }
+
+    /// How many tile configurations the matmul autotuner chooses from.
+    pub fn matmul_candidates(&self) -> usize {
+        crate::kernels::matmul::candidate_count()
+    }
+
+    /// Makes every float tiled matmul take candidate `index` (`None`: back to normal), so that
+    /// tests can check each configuration against the CPU.
+    #[doc(hidden)]
+    pub fn force_matmul_candidate(&self, index: Option<usize>) {
+        self.tuner.force(index);
+    }
+
+    pub(crate) fn at_exit(&self) {
+        if self.options.print_profile {
+            eprint!("{}", self.profile_report());
+        }
+        self.save_pipeline_cache();
     }
 
     pub fn has_f16(&self) -> bool {
@@ -203,6 +330,23 @@ impl GpuContext {
             .map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
         self.check("sync")
     }
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        if !self.is_lost() {
+            self.at_exit();
+        }
+    }
+}
+
+/// The profile tables of every open GPU context, one after another.
+pub fn profile_report_all() -> String {
+    let live = crate::exit::live();
+    if live.is_empty() {
+        return "kiln profile: no GPU device is open\n".to_string();
+    }
+    live.iter().map(|c| c.profile_report()).collect::<Vec<_>>().join("\n")
 }
 
 fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {

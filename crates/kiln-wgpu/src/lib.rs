@@ -7,14 +7,19 @@
 //! by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
 //! build time.
 
+mod autotune;
 mod batch;
 mod cache;
 pub mod context;
+mod exit;
 mod kernels;
+mod pipeline_cache;
 mod pool;
+pub mod profile;
 mod readback;
 pub mod shaders;
 mod storage;
 
-pub use context::{AdapterSummary, GpuContext, GpuDevice, MemoryStats};
+pub use context::{AdapterSummary, ContextOptions, GpuContext, GpuDevice, MemoryStats, profile_report_all};
+pub use profile::ProfileMode;
 pub use storage::GpuStorage;

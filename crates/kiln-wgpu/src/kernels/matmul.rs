@@ -23,6 +23,10 @@ struct Tile {
 }
 
 impl Tile {
+    fn name(self) -> String {
+        format!("{}x{}x{}/{}x{}", self.tm, self.tn, self.tk, self.rm, self.rn)
+    }
+
     const fn threads(self) -> u32 {
         (self.tm / self.rm) * (self.tn / self.rn)
     }
@@ -39,6 +43,16 @@ const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
 /// an H200 (Vulkan, f32): 30–31 TFLOP/s at 4096³ in every layout against 19–21 for MEDIUM, 28
 /// against 21 at 2048³, but 13–17 against 17–19 at 1536³, where too few workgroups fill the GPU.
 const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8 };
+/// 32×32 tiles, 4×4 per thread (64 threads): four times the workgroups of MEDIUM, for shapes
+/// too small to fill a GPU with 64×64 tiles. Offered to the autotuner only.
+const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4 };
+/// 64×128 and 128×64 tiles, 4×8 (8×4) per thread: between MEDIUM and LARGE. Autotuner only.
+const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8 };
+const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4 };
+
+/// Every tile the autotuner may pick for a float matmul, in the order tests address them.
+const CANDIDATES: [Tile; 5] = [SMALL, MEDIUM, WIDE, TALL, LARGE];
+
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
 /// CPU adapters (lavapipe) take it as soon as both cores get work: there every workgroup-memory
@@ -264,6 +278,49 @@ fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes
     }
 }
 
+/// The number of tiles the autotuner chooses from (tests force each in turn).
+pub(crate) fn candidate_count() -> usize {
+    CANDIDATES.len()
+}
+
+/// The candidates this adapter can run (LARGE needs more than 16 KiB of workgroup memory).
+fn usable(ctx: &crate::context::GpuContext) -> Vec<Tile> {
+    let max = ctx.limits.max_compute_workgroup_storage_size;
+    CANDIDATES.into_iter().filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup).collect()
+}
+
+/// The tile for a float matmul: a forced candidate (tests), the autotuner's choice for the
+/// shape class (tuning it now on `run` when there is none), or the size rule.
+fn choose_tile(
+    ctx: &crate::context::GpuContext,
+    class: impl FnOnce() -> String,
+    fallback: Tile,
+    mut run: impl FnMut(Tile) -> Result<()>,
+) -> Result<Tile> {
+    if let Some(i) = ctx.tuner.forced() {
+        return Ok(CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
+    }
+    if !ctx.tuner.enabled {
+        return Ok(fallback);
+    }
+    let class = class();
+    let tiles = usable(ctx);
+    if let Some(name) = ctx.tuner.lookup(&class)
+        && let Some(&tile) = tiles.iter().find(|t| t.name() == name)
+    {
+        return Ok(tile);
+    }
+    let mut best = (f64::INFINITY, fallback);
+    for &tile in &tiles {
+        let secs = crate::autotune::time_runs(|| run(tile), || ctx.sync())?;
+        if secs < best.0 {
+            best = (secs, tile);
+        }
+    }
+    ctx.tuner.store(&class, &best.1.name());
+    Ok(best.1)
+}
+
 /// Whether a float matmul with these output dims should take LARGE tiles.
 fn prefer_large(ctx: &crate::context::GpuContext, batch: usize, m: usize, n: usize) -> bool {
     let padded = |t: usize| (m.next_multiple_of(t) * n.next_multiple_of(t)) as u64;
@@ -313,29 +370,57 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         let head = [numel as u32, lanes, k_inner as u32];
         (Spec::Small { dtype }, head, (numel as u32).div_ceil(256 / lanes))
     } else {
-        let tile = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
-        let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
-        let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
-            .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} needs too many workgroups") })?;
         let fa = classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.buffer().size());
         let fb = classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size());
-        (Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total)
+        let plan = |tile: Tile| -> Result<(Spec, [u32; 3], u32)> {
+            let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
+            let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
+                .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} needs too many workgroups") })?;
+            Ok((Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total))
+        };
+        let fallback = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
+        let tile = if dtype.is_float() {
+            let class = || {
+                use crate::autotune::bucket;
+                format!("{dtype}|a{fa:?}|b{fb:?}|b{}|m{}|n{}|k{}", bucket(batch), bucket(m), bucket(n), bucket(k))
+            };
+            choose_tile(ctx, class, fallback, |tile| {
+                let (spec, head, groups) = plan(tile)?;
+                record(ctx, &spec, dims, head, strides, groups, [a.buffer(), b.buffer(), out.buffer()])
+            })?
+        } else {
+            fallback
+        };
+        plan(tile)?
     };
+    record(ctx, &spec, dims, head, strides, groups, [a.buffer(), b.buffer(), out.buffer()])?;
+    Ok(out)
+}
+
+/// Builds (or reuses) the kernel for `spec` and records one dispatch of it.
+fn record(
+    ctx: &crate::context::GpuContext,
+    spec: &Spec,
+    dims: [u32; 3],
+    head: [u32; 3],
+    strides: [u32; 8],
+    groups: u32,
+    buffers: [&wgpu::Buffer; 3],
+) -> Result<()> {
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
     let mut meta = dims.to_vec();
     meta.extend(head);
     meta.extend(strides);
-    ctx.dispatch(OP, &kernel, &[a.buffer(), b.buffer(), out.buffer()], &meta, groups)?;
-    Ok(out)
+    ctx.dispatch(OP, &kernel, &buffers, &meta, groups)
 }
 
-/// Every matmul source the backend can generate: floats in both tile sizes and every pair of
+/// Every matmul source the backend can generate: floats in every candidate tile and every pair of
 /// layout classes, integers (which never take vec4 fetches) in MEDIUM tiles.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut specs = Vec::new();
     for dtype in DTYPES {
         let (tiles, fetches): (&[Tile], &[Fetch]) =
-            if dtype.is_float() { (&[MEDIUM, LARGE], &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
+            if dtype.is_float() { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
         for &tile in tiles {
             for &a in fetches {
                 for &b in fetches {

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 /// The test GPU (lavapipe in CI). Without an adapter: a failure when `KILN_REQUIRE_GPU=1`,
 /// otherwise `None` and a line on stderr naming the skipped test.
+#[allow(dead_code)]
 pub fn gpu(test: &str) -> Option<GpuDevice> {
     static DEV: OnceLock<Option<GpuDevice>> = OnceLock::new();
     let dev = DEV.get_or_init(|| GpuContext::new(&AdapterChoice::Any).ok()).clone();
@@ -15,4 +16,29 @@ pub fn gpu(test: &str) -> Option<GpuDevice> {
         eprintln!("SKIPPED {test}: no GPU adapter (set KILN_REQUIRE_GPU=1 to make this a failure)");
     }
     dev
+}
+
+/// A context of its own with explicit options (profiling, cache directory, autotuning); loud
+/// under KILN_REQUIRE_GPU=1 like [`gpu`].
+#[allow(dead_code)]
+pub fn gpu_with(test: &str, options: &kiln_wgpu::ContextOptions) -> Option<GpuDevice> {
+    match GpuContext::new_with(&AdapterChoice::Any, options) {
+        Ok(dev) => Some(dev),
+        Err(e) if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU context: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: no GPU adapter ({e}; set KILN_REQUIRE_GPU=1 to make this a failure)");
+            None
+        }
+    }
+}
+
+/// A fresh empty directory under the system temp dir, unique to this process and `name`.
+#[allow(dead_code)]
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    dir
 }

@@ -1,0 +1,108 @@
+//! Matmul tile autotuning. The first float matmul of a shape class (dtype, operand layout classes,
+//! and the log2 buckets of batch, m, n and k) times every candidate tile on the real operands and
+//! keeps the fastest; later matmuls of the class reuse the choice. Choices persist in the cache
+//! directory, one file per adapter and driver, so tuning happens once per machine.
+//!
+//! On by default on hardware adapters; off on software ones (lavapipe: the timings are noisy and
+//! the fixed rule already picks the right tile there), where the size heuristic decides.
+//! `KILN_AUTOTUNE=1` or `0` overrides. Timing is wall time around synchronised runs: the tuner
+//! waits for the GPU a few times per class, which is why it only runs once per class.
+
+use crate::pipeline_cache::write_atomic;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Each candidate is timed over repetitions adding up to about this long.
+const TARGET: Duration = Duration::from_millis(3);
+const MAX_REPS: u32 = 20;
+
+pub(crate) struct Tuner {
+    pub(crate) enabled: bool,
+    path: Option<PathBuf>,
+    choices: Mutex<Option<HashMap<String, String>>>,
+    /// Test hook: every float tiled matmul takes this candidate (`usize::MAX`: none).
+    forced: AtomicUsize,
+}
+
+impl Tuner {
+    pub(crate) fn new(enabled: bool, dir: Option<&std::path::Path>, tag: &str) -> Tuner {
+        let path = dir.map(|d| d.join(format!("matmul-tune-{tag}.txt")));
+        Tuner { enabled, path, choices: Mutex::new(None), forced: AtomicUsize::new(usize::MAX) }
+    }
+
+    pub(crate) fn forced(&self) -> Option<usize> {
+        Some(self.forced.load(Ordering::Relaxed)).filter(|&i| i != usize::MAX)
+    }
+
+    pub(crate) fn force(&self, index: Option<usize>) {
+        self.forced.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// The stored choice for `class`, loading the file on first use.
+    pub(crate) fn lookup(&self, class: &str) -> Option<String> {
+        let mut guard = self.choices.lock().unwrap_or_else(|e| e.into_inner());
+        guard.get_or_insert_with(|| self.load()).get(class).cloned()
+    }
+
+    /// Records (and persists) the winner for `class`.
+    pub(crate) fn store(&self, class: &str, tile: &str) {
+        let mut guard = self.choices.lock().unwrap_or_else(|e| e.into_inner());
+        let map = guard.get_or_insert_with(|| self.load());
+        map.insert(class.to_string(), tile.to_string());
+        if let Some(path) = &self.path {
+            let mut lines: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+            lines.sort();
+            // A write failure only means the next run tunes again.
+            if path.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok()) {
+                let _ = write_atomic(path, lines.concat().as_bytes());
+            }
+        }
+    }
+
+    /// The number of classes with a choice (tests).
+    pub(crate) fn len(&self) -> usize {
+        let mut guard = self.choices.lock().unwrap_or_else(|e| e.into_inner());
+        guard.get_or_insert_with(|| self.load()).len()
+    }
+
+    fn load(&self) -> HashMap<String, String> {
+        let Some(text) = self.path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else {
+            return HashMap::new();
+        };
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().rsplit_once(' ')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// `ceil(log2(x))`, the bucket a dimension falls in.
+pub(crate) fn bucket(x: usize) -> u32 {
+    x.max(1).next_power_of_two().trailing_zeros()
+}
+
+/// Seconds per run of `run` (which records one dispatch), after one untimed run that builds the
+/// pipeline; `sync` waits for the GPU.
+pub(crate) fn time_runs(
+    mut run: impl FnMut() -> kiln_backend::Result<()>,
+    sync: impl Fn() -> kiln_backend::Result<()>,
+) -> kiln_backend::Result<f64> {
+    run()?;
+    sync()?;
+    let t0 = Instant::now();
+    run()?;
+    sync()?;
+    let once = t0.elapsed();
+    let reps = (TARGET.as_secs_f64() / once.as_secs_f64().max(1e-7)).ceil().clamp(1.0, MAX_REPS as f64) as u32;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        run()?;
+    }
+    sync()?;
+    Ok(t0.elapsed().as_secs_f64() / reps as f64)
+}
