@@ -1,9 +1,13 @@
 // Tensor-core f16 matmul: out[b, m, n] = Σ_k a[b, m, k] · b[b, k, n], f16 operands and output,
 // f32 accumulation, through wgpu's experimental cooperative matrices (16×16×16 tiles).
 // info: [M, N, K, tiles_m, tiles_n, tiles_total,
-//        a_off, a_sb, a_sm, b_off, b_sb, b_sk]   (offsets and strides in vec4<f16> units)
-// Both operands are row-major along their last dim (a along k, b along n) with 4-aligned
-// offsets and strides, K and N multiples of 4; the host routes everything else elsewhere.
+//        a_off, a_sb, a_row, b_off, b_sb, b_row]   (offsets and strides in vec4<f16> units)
+// Each operand has one contiguous matrix dim whose extent is a multiple of 4, with 4-aligned
+// offsets and other strides; the host routes everything else elsewhere. a_row / b_row is the
+// stride of the other matrix dim. Which dim is contiguous is baked into the generated code
+// (SETUP, FETCH, MMA): a row-major a ([m, k], k contiguous) is staged one row per m, a
+// transposed one (m contiguous, as `g · bᵀ`'s and `aᵀ · g`'s operands are) one row per k and
+// its tiles load column-major (`coopLoad`); likewise for b.
 //
 // A workgroup owns a BM×BN block of one batch entry and is split into SG_M×SG_N subgroups of 32,
 // each owning an (FM·16)×(FN·16) sub-block held in FM·FN accumulator tiles. Both operands pass
@@ -22,10 +26,11 @@
 
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
-const BK: u32 = 32u;
-// Row pitches of the staged slabs in halves, and in elements of the staging type.
-const PA_H: u32 = BK + 8u;
-const PB_H: u32 = BN + 8u;
+const BK: u32 = {{BK}}u;
+// Row pitches of the staged slabs in halves (8 halves of padding each), and in elements of the
+// staging type.
+const PA_H: u32 = {{PA_H}}u;
+const PB_H: u32 = {{PB_H}}u;
 const PA: u32 = PA_H / {{W}}u;
 const PB: u32 = PB_H / {{W}}u;
 
@@ -56,9 +61,9 @@ fn main(
     let m0 = (t / info[4]) * BM;
     let n0 = (t % info[4]) * BN;
     let a_base = info[6] + bi * info[7];
-    let a_sm = info[8];
+    let a_row = info[8];
     let b_base = info[9] + bi * info[10];
-    let b_sk = info[11];
+    let b_row = info[11];
     // This subgroup's sub-block within the workgroup's block.
     let wm = (sid / {{SG_N}}u) * {{FM}}u * 16u;
     let wn = (sid % {{SG_N}}u) * {{FN}}u * 16u;

@@ -5,6 +5,7 @@
 //! an input needing gradients records a node with its gradient rule next to its forward code.
 
 mod anomaly;
+mod autocast;
 mod autograd;
 mod creation;
 mod device;
@@ -15,6 +16,7 @@ mod storage;
 mod tensor;
 
 pub use anomaly::{is_detect_anomaly, set_detect_anomaly};
+pub use autocast::{AutocastGuard, autocast, autocast_dtype, pretend_no_f16_for_tests};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::Device;
 pub use element::Element;

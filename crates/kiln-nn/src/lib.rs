@@ -2,6 +2,7 @@
 //! defaults, losses, optimizers, learning-rate schedules and safetensors checkpoints.
 
 pub mod activation;
+pub mod amp;
 pub mod attention;
 pub mod checkpoint;
 pub mod clip;
@@ -19,6 +20,7 @@ pub mod sched;
 pub mod sequential;
 pub mod transformer;
 
+pub use amp::{GradScaler, GradScalerConfig};
 pub use activation::{Gelu, GeluTanh, LeakyRelu, Relu, Sigmoid, Silu, Tanh};
 pub use attention::MultiHeadAttention;
 pub use clip::{clip_grad_norm_, clip_grad_value_};

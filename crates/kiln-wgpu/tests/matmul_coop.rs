@@ -77,7 +77,7 @@ fn check(dev: &GpuDevice, al: &Layout, bl: &Layout, seed: u64) -> f64 {
 }
 
 /// Shapes on both sides of every routing condition: multiples of 16 and 128, ragged m, k and
-/// n still multiples of 4, odd n (tiled only), transposed a (tiled only), a batch with an offset.
+/// n still multiples of 4, odd n (tiled only), transposed operands, a batch with an offset.
 fn layouts() -> Vec<(Layout, Layout)> {
     let pair =
         |b: usize, m: usize, k: usize, n: usize| (Layout::contiguous(&[b, m, k]), Layout::contiguous(&[b, k, n]));
@@ -87,6 +87,12 @@ fn layouts() -> Vec<(Layout, Layout)> {
     // An offset of 8 halves and a batch stride past the rows.
     let a = Layout::contiguous(&[3, 40, 24]).narrow(0, 1, 2);
     v.push((a, Layout::contiguous(&[2, 24, 40])));
+    // Transposed operands, as backward's `g · bᵀ` and `aᵀ · g` pass them: b alone (ragged m,
+    // n), both, and a alone with a batch.
+    let t = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, cols, rows]).permute(&[0, 2, 1]);
+    v.push((Layout::contiguous(&[1, 36, 52]), t(1, 52, 20)));
+    v.push((t(1, 64, 40), t(1, 40, 100)));
+    v.push((t(2, 20, 48), Layout::contiguous(&[2, 48, 33])));
     v
 }
 
@@ -118,6 +124,12 @@ fn cooperative_matches_reference_on_gpu() {
     for n in [256, 1024] {
         all.push((Layout::contiguous(&[1, n, n]), Layout::contiguous(&[1, n, n])));
     }
+    // Transposed operands in 128×128 blocks (8 × 16 blocks reach the LARGE threshold).
+    let t = |rows: usize, cols: usize| Layout::contiguous(&[8, cols, rows]).permute(&[0, 2, 1]);
+    let c = |rows: usize, cols: usize| Layout::contiguous(&[8, rows, cols]);
+    all.push((t(512, 256), c(256, 512)));
+    all.push((c(512, 256), t(256, 512)));
+    all.push((t(512, 256), t(256, 512)));
     for (seed, (al, bl)) in all.iter().enumerate() {
         let worst = check(&dev, al, bl, seed as u64);
         eprintln!("{:?} · {:?}: max error / sqrt(k) {worst:.3e}", al.shape(), bl.shape());

@@ -18,6 +18,10 @@ impl Tensor {
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.check_same_device("matmul", rhs)?;
+        // Under autocast, f32 operands run as f16 and the result comes back as f32.
+        if let Some(out) = crate::autocast::product(self, rhs, Tensor::matmul) {
+            return out;
+        }
         if self.dtype() != rhs.dtype() {
             return Err(Error::dtype("matmul", self.dtype(), rhs.dtype()));
         }

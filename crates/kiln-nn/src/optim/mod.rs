@@ -65,6 +65,13 @@ pub trait Optimizer {
 
     /// Restores the step counter (checkpoints store it in the file's metadata).
     fn set_step_count(&mut self, steps: u64);
+
+    /// Handles of every parameter this optimizer updates, in order across groups (what
+    /// `GradScaler` unscales and checks). An optimizer written outside kiln-nn that does not
+    /// override it returns none, and `GradScaler` reports that as an error.
+    fn params(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
 }
 
 /// Parameters that share hyper-parameter overrides (PyTorch's `param_groups`). `None` uses the
@@ -184,7 +191,7 @@ impl OptimCore {
         })
     }
 
-    fn params(&self) -> impl Iterator<Item = &Tensor> {
+    pub(crate) fn params(&self) -> impl Iterator<Item = &Tensor> {
         self.groups.iter().flat_map(|g| g.params.iter())
     }
 
@@ -370,6 +377,9 @@ macro_rules! delegate_to_core {
         }
         fn set_step_count(&mut self, steps: u64) {
             self.core.set_step_count(steps)
+        }
+        fn params(&self) -> Vec<kiln_core::Tensor> {
+            self.core.params().cloned().collect()
         }
     };
 }

@@ -9,13 +9,24 @@ use std::sync::OnceLock;
 
 const OP: &str = "matmul";
 
-/// The block of one workgroup (bm×bn) and its split into sg_m×sg_n subgroups of 32.
+/// The block of one workgroup (bm×bn), its split into sg_m×sg_n subgroups of 32, and the depth
+/// bk of the slabs staged in workgroup memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Block {
     bm: u32,
     bn: u32,
     sg_m: u32,
     sg_n: u32,
+    bk: u32,
+}
+
+/// How an operand lies in memory. `Rows`: row-major along k for a (`[m, k]`), along n for b
+/// (`[k, n]`). `Cols`: the other dim is contiguous (a transposed view, as in backward's
+/// `g · bᵀ` and `aᵀ · g`); the slab is staged as stored and the tiles load column-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Major {
+    Rows,
+    Cols,
 }
 
 impl Block {
@@ -28,22 +39,62 @@ impl Block {
         (self.bm / self.sg_m / 16, self.bn / self.sg_n / 16)
     }
 
-    /// Halves of the staged a and b slabs (rows padded by 8 halves), f32s of the scratch tiles.
-    const fn lens(self) -> (u32, u32, u32) {
-        (self.bm * (BK + 8), BK * (self.bn + 8), self.sg_m * self.sg_n * 256)
+    /// Staged rows and their pitch in halves (padded by 8 halves to spread the tile loads over
+    /// the banks) of a's slab (`a = true`) or b's.
+    const fn slab(self, a: bool, major: Major) -> (u32, u32) {
+        let (outer, kdim) = if a { (self.bm, self.bk) } else { (self.bn, self.bk) };
+        // a/Rows and b/Cols stage one row per m (n) of bk halves; the other two one row per k.
+        match (a, major) {
+            (true, Major::Rows) | (false, Major::Cols) => (outer, kdim + 8),
+            _ => (kdim, outer + 8),
+        }
     }
 
-    const fn workgroup_bytes(self) -> u32 {
-        let (a, b, c) = self.lens();
-        (a + b) * 2 + c * 4
+    const fn workgroup_bytes(self, ma: Major, mb: Major) -> u32 {
+        let (ra, pa) = self.slab(true, ma);
+        let (rb, pb) = self.slab(false, mb);
+        (ra * pa + rb * pb) * 2 + self.sg_m * self.sg_n * 256 * 4
+    }
+
+    fn name(self) -> String {
+        format!("{}x{}/{}x{}/k{}", self.bm, self.bn, self.sg_m, self.sg_n, self.bk)
+    }
+
+    /// `"128x128/2x4/k32"` (the `KILN_COOP_TILE` syntax), if every part divides evenly.
+    fn parse(s: &str) -> Option<Block> {
+        let nums: Vec<u32> = s.split(['x', '/', 'k']).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let &[bm, bn, sg_m, sg_n, bk] = nums.as_slice() else { return None };
+        let b = Block { bm, bn, sg_m, sg_n, bk };
+        b.valid().then_some(b)
+    }
+
+    /// Every thread fetches whole vec4s of both slabs, and every subgroup owns whole tiles.
+    fn valid(self) -> bool {
+        let t = self.threads();
+        self.sg_m > 0
+            && self.sg_n > 0
+            && t <= 1024
+            && self.bk % 16 == 0
+            && self.bk > 0
+            && self.bm % (self.sg_m * 16) == 0
+            && self.bn % (self.sg_n * 16) == 0
+            && (self.bm * self.bk / 4) % t == 0
+            && (self.bn * self.bk / 4) % t == 0
     }
 }
 
-const BK: u32 = 32;
 /// 64×64 blocks, 4 subgroups of 2×2 tiles: enough workgroups to fill a large GPU at 1024².
-const MEDIUM: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2 };
+const MEDIUM: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2, bk: 32 };
 /// 128×128 blocks, 8 subgroups of 4×2 tiles: twice the tile loads' reuse.
-const LARGE: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4 };
+const LARGE: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32 };
+/// Blocks `KILN_COOP_TILE` is expected to try on a new GPU (all of them are compiled by the
+/// shader tests): deeper slabs, fewer subgroups with more tiles each, taller blocks.
+const TRIAL: [Block; 4] = [
+    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 64 },
+    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 2, bk: 32 },
+    Block { bm: 256, bn: 128, sg_m: 4, sg_n: 2, bk: 32 },
+    Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 32 },
+];
 /// LARGE from this many LARGE blocks on: about one per SM of a large GPU.
 const LARGE_MIN_BLOCKS: u64 = 128;
 /// Halves per element of the staged slabs as the tile loads see them (f16, vec2 or vec4).
@@ -54,71 +105,135 @@ const DEFAULT_WIDTH: u32 = 4;
 struct Spec {
     block: Block,
     width: u32,
+    ma: Major,
+    mb: Major,
+}
+
+/// One operand's side of the generated code: register fetches from global memory, their
+/// stores into the staged slab, and the tile loads from it.
+struct Operand {
+    /// `a` or `b`.
+    name: &'static str,
+    /// The staged slab's array.
+    slab: &'static str,
+    /// Its row pitch constant (halves).
+    pitch: &'static str,
+    /// Rows of the slab and vec4s per row.
+    rows: u32,
+    quads: u32,
+    /// The dim that runs along a slab row (`M`, `N` or `K`) and its block origin (`m0`, `n0`,
+    /// or the slab's k) — and the same for the rows.
+    col_dim: &'static str,
+    row_dim: &'static str,
+    /// Whether k runs along the slab's rows (then rows are offset by the slab's k).
+    k_in_rows: bool,
+    origin: &'static str,
+}
+
+impl Operand {
+    fn new(a: bool, block: Block, major: Major) -> Operand {
+        let (rows, pitch_h) = block.slab(a, major);
+        let quads = (pitch_h - 8) / 4;
+        let (name, slab, pitch, origin, outer) = if a { ("a", "As", "PA_H", "m0", "M") } else { ("b", "Bs", "PB_H", "n0", "N") };
+        // a/Rows and b/Cols: one slab row per m (n), k along the row.
+        let k_along_row = matches!((a, major), (true, Major::Rows) | (false, Major::Cols));
+        let (col_dim, row_dim) = if k_along_row { ("K", outer) } else { (outer, "K") };
+        Operand { name, slab, pitch, rows, quads, col_dim, row_dim, k_in_rows: !k_along_row, origin }
+    }
+
+    fn fetches(&self, threads: u32) -> u32 {
+        self.rows * self.quads / threads
+    }
+
+    /// Per-thread constants: which slab row and quad each of its fetches covers, whether the
+    /// non-k coordinate is in range, the k-independent part of its address, its slab index.
+    fn setup(&self, threads: u32, w: u32) -> String {
+        let (x, q) = (self.name, self.quads);
+        let mut s = String::new();
+        for r in 0..self.fetches(threads) {
+            let c = format!("(lid + {}u)", r * threads);
+            s += &format!("    let {x}r{r} = {c} / {q}u;\n    let {x}q{r} = {c} % {q}u;\n");
+            // The coordinate that does not move with k, and the address without k's part.
+            let (fixed_ok, base) = if self.k_in_rows {
+                (
+                    format!("{o} + {x}q{r} * 4u < {d}", o = self.origin, d = self.col_dim),
+                    format!("{x}_base + {x}r{r} * {x}_row + {o} / 4u + {x}q{r}", o = self.origin),
+                )
+            } else {
+                (
+                    format!("{o} + {x}r{r} < {d}", o = self.origin, d = self.row_dim),
+                    format!("{x}_base + ({o} + {x}r{r}) * {x}_row + {x}q{r}", o = self.origin),
+                )
+            };
+            s += &format!(
+                "    let {x}_ok{r} = {fixed_ok};\n    let {x}_p{r} = {base};\n    \
+                 let {x}s{r} = ({x}r{r} * {p} + {x}q{r} * 4u) / {w}u;\n    var {x}v{r}: vec4<f16>;\n",
+                p = self.pitch
+            );
+        }
+        s
+    }
+
+    /// Register fetches of the slab starting at k = `k`.
+    fn fetch(&self, threads: u32, k: &str) -> String {
+        let x = self.name;
+        let mut s = String::new();
+        for r in 0..self.fetches(threads) {
+            let (k_ok, addr) = if self.k_in_rows {
+                (format!("{k} + {x}r{r} < K"), format!("{x}_p{r} + {k} * {x}_row"))
+            } else {
+                (format!("{k} + {x}q{r} * 4u < K"), format!("{x}_p{r} + {k} / 4u"))
+            };
+            s += &format!("        {x}v{r} = vec4<f16>();\n        if {x}_ok{r} && {k_ok} {{ {x}v{r} = {x}[{addr}]; }}\n");
+        }
+        s
+    }
+
+    /// Stores of the fetched registers into the slab, as `w`-half elements.
+    fn stage(&self, threads: u32, w: u32) -> String {
+        let (x, lanes) = (self.name, ["x", "y", "z", "w"]);
+        let mut s = String::new();
+        for r in 0..self.fetches(threads) {
+            for p in 0..4 / w {
+                let part = if w == 4 {
+                    format!("{x}v{r}")
+                } else {
+                    format!("{x}v{r}.{}", lanes[(p * w) as usize..((p + 1) * w) as usize].concat())
+                };
+                s += &format!("        {}[{x}s{r} + {p}u] = {part};\n", self.slab);
+            }
+        }
+        s
+    }
+
+    /// The tile load at slab coordinates (`outer`: the m or n offset; `k`).
+    fn load(&self, role: &str, outer: &str, k: u32, w: u32) -> String {
+        let k_along_row = !self.k_in_rows;
+        let idx = if k_along_row { format!("(({outer}) * {p} + {k}u) / {w}u", p = self.pitch) } else { format!("({k}u * {p} + {outer}) / {w}u", p = self.pitch) };
+        // A tile whose rows are the slab's rows loads row-major; otherwise it is stored
+        // transposed and loads column-major.
+        let f = if (role == "A") == k_along_row { "coopLoadT" } else { "coopLoad" };
+        let stride = if self.name == "a" { "PA" } else { "PB" };
+        format!("{f}<coop_mat16x16<f16, {role}>>(&{}[{idx}], {stride})", self.slab)
+    }
 }
 
 impl Spec {
     fn key(&self) -> String {
-        let b = self.block;
-        format!("matmul|coop|{}x{}/{}x{}|w{}", b.bm, b.bn, b.sg_m, b.sg_n, self.width)
+        let m = |x: Major| if x == Major::Rows { "n" } else { "t" };
+        format!("matmul|coop|{}|w{}|{}{}", self.block.name(), self.width, m(self.ma), m(self.mb))
     }
 
     fn source(&self) -> String {
-        let Spec { block, width: w } = *self;
+        let Spec { block, width: w, ma, mb } = *self;
         let threads = block.threads();
         let (fm, fn_) = block.frags();
-        let (quads_a, quads_b) = (BK / 4, block.bn / 4);
         let wt = if w == 1 { "f16".to_string() } else { format!("vec{w}<f16>") };
-        let lanes = ["x", "y", "z", "w"];
-        let (mut setup, mut fetch0, mut fetch1, mut stage) =
-            (String::new(), String::new(), String::new(), String::new());
-        // Each thread fetches vec4s of 4 neighbouring halves along k (a) or n (b).
-        let fetch = |k: &str| {
-            let mut s = String::new();
-            for r in 0..block.bm * quads_a / threads {
-                s += &format!(
-                    "        av{r} = vec4<f16>();\n        if a_ok{r} && {k} + aq{r} * 4u < K {{ av{r} = a[a_p{r} + {k} / 4u]; }}\n"
-                );
-            }
-            for r in 0..BK * quads_b / threads {
-                s += &format!(
-                    "        bv{r} = vec4<f16>();\n        if b_ok{r} && {k} + bk{r} < K {{ bv{r} = b[b_p{r} + {k} * b_sk]; }}\n"
-                );
-            }
-            s
-        };
-        fetch0 += &fetch("0u");
-        fetch1 += &fetch("k1");
-        let put = |array: &str, idx: &str, v: &str| -> String {
-            (0..4 / w)
-                .map(|p| {
-                    let part = if w == 4 {
-                        v.to_string()
-                    } else {
-                        let sw: String = lanes[(p * w) as usize..((p + 1) * w) as usize].concat();
-                        format!("{v}.{sw}")
-                    };
-                    format!("        {array}[{idx} + {p}u] = {part};\n")
-                })
-                .collect()
-        };
-        for r in 0..block.bm * quads_a / threads {
-            let c = format!("(lid + {}u)", r * threads);
-            setup += &format!(
-                "    let ar{r} = {c} / {quads_a}u;\n    let aq{r} = {c} % {quads_a}u;\n    \
-                 let a_ok{r} = m0 + ar{r} < M;\n    let a_p{r} = a_base + (m0 + ar{r}) * a_sm + aq{r};\n    \
-                 let as{r} = (ar{r} * PA_H + aq{r} * 4u) / {w}u;\n    var av{r}: vec4<f16>;\n"
-            );
-            stage += &put("As", &format!("as{r}"), &format!("av{r}"));
-        }
-        for r in 0..BK * quads_b / threads {
-            let c = format!("(lid + {}u)", r * threads);
-            setup += &format!(
-                "    let bk{r} = {c} / {quads_b}u;\n    let bq{r} = {c} % {quads_b}u;\n    \
-                 let b_ok{r} = n0 + bq{r} * 4u < N;\n    let b_p{r} = b_base + bk{r} * b_sk + n0 / 4u + bq{r};\n    \
-                 let bs{r} = (bk{r} * PB_H + bq{r} * 4u) / {w}u;\n    var bv{r}: vec4<f16>;\n"
-            );
-            stage += &put("Bs", &format!("bs{r}"), &format!("bv{r}"));
-        }
+        let (a, b) = (Operand::new(true, block, ma), Operand::new(false, block, mb));
+        let setup = a.setup(threads, w) + &b.setup(threads, w);
+        let fetch0 = a.fetch(threads, "0u") + &b.fetch(threads, "0u");
+        let fetch1 = a.fetch(threads, "k1") + &b.fetch(threads, "k1");
+        let stage = a.stage(threads, w) + &b.stage(threads, w);
         let mut acc = String::new();
         let mut mma = String::new();
         let mut store = String::new();
@@ -136,21 +251,13 @@ impl Spec {
                 );
             }
         }
-        for kk in 0..BK / 16 {
+        for kk in 0..block.bk / 16 {
             mma += "        {\n";
             for i in 0..fm {
-                mma += &format!(
-                    "            let fa{i} = coopLoadT<coop_mat16x16<f16, A>>(&As[((wm + {}u) * PA_H + {}u) / {w}u], PA);\n",
-                    i * 16,
-                    kk * 16
-                );
+                mma += &format!("            let fa{i} = {};\n", a.load("A", &format!("wm + {}u", i * 16), kk * 16, w));
             }
             for j in 0..fn_ {
-                mma += &format!(
-                    "            let fb{j} = coopLoadT<coop_mat16x16<f16, B>>(&Bs[({}u * PB_H + wn + {}u) / {w}u], PB);\n",
-                    kk * 16,
-                    j * 16
-                );
+                mma += &format!("            let fb{j} = {};\n", b.load("B", &format!("wn + {}u", j * 16), kk * 16, w));
             }
             for i in 0..fm {
                 for j in 0..fn_ {
@@ -159,15 +266,19 @@ impl Spec {
             }
             mma += "        }\n";
         }
-        let (la, lb, lc) = block.lens();
+        let (ra, pa) = block.slab(true, ma);
+        let (rb, pb) = block.slab(false, mb);
         let body = crate::shaders::MATMUL_COOP
             .replace("{{BM}}", &block.bm.to_string())
             .replace("{{BN}}", &block.bn.to_string())
+            .replace("{{BK}}", &block.bk.to_string())
+            .replace("{{PA_H}}", &pa.to_string())
+            .replace("{{PB_H}}", &pb.to_string())
             .replace("{{W}}", &w.to_string())
             .replace("{{WT}}", &wt)
-            .replace("{{AS_LEN}}", &(la / w).to_string())
-            .replace("{{BS_LEN}}", &(lb / w).to_string())
-            .replace("{{CS_LEN}}", &lc.to_string())
+            .replace("{{AS_LEN}}", &(ra * pa / w).to_string())
+            .replace("{{BS_LEN}}", &(rb * pb / w).to_string())
+            .replace("{{CS_LEN}}", &(block.sg_m * block.sg_n * 256).to_string())
             .replace("{{WG}}", &threads.to_string())
             .replace("{{SG_N}}", &block.sg_n.to_string())
             .replace("{{FM}}", &fm.to_string())
@@ -184,53 +295,74 @@ impl Spec {
 }
 
 /// `KILN_COOP=0` turns the path off (to compare against the tiled kernel); `KILN_COOP_WIDTH`
-/// picks how the tile loads read workgroup memory (1, 2 or 4 halves an element).
-fn settings() -> (bool, u32) {
-    static S: OnceLock<(bool, u32)> = OnceLock::new();
-    *S.get_or_init(|| {
+/// picks how the tile loads read workgroup memory (1, 2 or 4 halves an element);
+/// `KILN_COOP_TILE=128x128/2x4/k32` forces one block for every product (tuning on a new GPU).
+struct Settings {
+    on: bool,
+    width: u32,
+    tile: Option<Block>,
+}
+
+fn settings() -> &'static Settings {
+    static S: OnceLock<Settings> = OnceLock::new();
+    S.get_or_init(|| {
         let on = !std::env::var("KILN_COOP").is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("off"));
         let width = std::env::var("KILN_COOP_WIDTH")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|w| WIDTHS.contains(w))
             .unwrap_or(DEFAULT_WIDTH);
-        (on, width)
+        let tile = std::env::var("KILN_COOP_TILE").ok().and_then(|v| {
+            let b = Block::parse(&v);
+            if b.is_none() {
+                eprintln!("kiln: KILN_COOP_TILE={v:?} is not a valid block (e.g. 128x128/2x4/k32); ignored");
+            }
+            b
+        });
+        Settings { on, width, tile }
     })
 }
 
-/// An operand's `[offset, batch stride, row stride]` in vec4<f16> units, if it is row-major
-/// along its last dim with every other stride and the offset 4-aligned and indexable in u32.
-fn quad_words(l: &Layout, len: usize, bytes: u64) -> Option<[u32; 3]> {
+/// An operand's major order and `[offset, batch stride, row stride]` in vec4<f16> units, if one
+/// of its two matrix dims is contiguous, its extent a multiple of 4, and every other stride and
+/// the offset 4-aligned and indexable in u32. Dim 2 contiguous is `Rows`, dim 1 `Cols`.
+fn quad_words(l: &Layout, len: usize, bytes: u64) -> Option<(Major, [u32; 3])> {
     let (shape, strides) = (l.shape(), l.strides());
     let s = |d: usize| if shape[d] <= 1 { 0 } else { strides[d] };
-    let ok = (shape[2] <= 1 || strides[2] == 1)
-        && [l.offset(), s(0), s(1)].iter().all(|x| x % 4 == 0)
-        && l.storage_extent() <= len
-        && bytes.is_multiple_of(8)
-        && bytes / 8 <= u32::MAX as u64;
-    ok.then(|| [l.offset() / 4, s(0) / 4, s(1) / 4].map(|x| x as u32))
+    let fits = l.storage_extent() <= len && bytes.is_multiple_of(8) && bytes / 8 <= u32::MAX as u64;
+    let try_major = |inner: usize, row: usize, major: Major| {
+        let ok = s(inner) == 1 && shape[inner].is_multiple_of(4) && [l.offset(), s(0), s(row)].iter().all(|x| x % 4 == 0);
+        ok.then(|| (major, [l.offset() / 4, s(0) / 4, s(row) / 4].map(|x| x as u32)))
+    };
+    if !fits {
+        return None;
+    }
+    try_major(2, 1, Major::Rows).or_else(|| try_major(1, 2, Major::Cols))
 }
 
 /// The cooperative product of `[b, m, k] · [b, k, n]` f16 operands (shapes already checked by
 /// the caller), or `None` where this kernel does not apply.
 pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -> Result<Option<GpuStorage>> {
     let ctx = a.context();
-    let (on, width) = settings();
-    if ctx.coop.is_none() || !on || a.dtype() != DType::F16 || b.dtype() != DType::F16 {
+    let set = settings();
+    if ctx.coop.is_none() || !set.on || a.dtype() != DType::F16 || b.dtype() != DType::F16 {
         return Ok(None);
     }
     let (batch, m, k, n) = (al.shape()[0], al.shape()[1], al.shape()[2], bl.shape()[2]);
     // Below 16 along any dim most of every tile would be padding.
-    if m < 16 || n < 16 || k < 16 || k % 4 != 0 || n % 4 != 0 {
+    if m < 16 || n < 16 || k < 16 {
         return Ok(None);
     }
-    let (Some(wa), Some(wb)) = (quad_words(al, a.len(), a.buffer().size()), quad_words(bl, b.len(), b.buffer().size()))
+    let (Some((ma, wa)), Some((mb, wb))) =
+        (quad_words(al, a.len(), a.buffer().size()), quad_words(bl, b.len(), b.buffer().size()))
     else {
         return Ok(None);
     };
     let blocks = |blk: Block| (m.div_ceil(blk.bm as usize) * n.div_ceil(blk.bn as usize)) as u64 * batch as u64;
-    let block = if blocks(LARGE) >= LARGE_MIN_BLOCKS { LARGE } else { MEDIUM };
-    if ctx.limits.max_compute_workgroup_storage_size < block.workgroup_bytes() {
+    let block = set.tile.unwrap_or(if blocks(LARGE) >= LARGE_MIN_BLOCKS { LARGE } else { MEDIUM });
+    if ctx.limits.max_compute_workgroup_storage_size < block.workgroup_bytes(ma, mb)
+        || ctx.limits.max_compute_invocations_per_workgroup < block.threads()
+    {
         return Ok(None);
     }
     let Some(numel) = batch.checked_mul(m).and_then(|x| x.checked_mul(n)).filter(|&x| x <= u32::MAX as usize) else {
@@ -240,18 +372,49 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     let total = u32::try_from(blocks(block))
         .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{al:?} · {bl:?} needs too many workgroups") })?;
     let out = GpuStorage::alloc(ctx, OP, DType::F16, numel)?;
-    let spec = Spec { block, width };
+    let spec = Spec { block, width: set.width, ma, mb };
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source())?;
     let meta = [m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
     ctx.dispatch(OP, &kernel, &[a.buffer(), b.buffer(), out.buffer()], &meta, total)?;
     Ok(Some(out))
 }
 
-/// Every cooperative source: both block sizes in every staging width.
+/// Every cooperative source: both default blocks in every staging width and operand order, and
+/// the trial blocks in the default width.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
-    [MEDIUM, LARGE]
-        .into_iter()
-        .flat_map(|block| WIDTHS.map(|width| Spec { block, width }))
-        .map(|s| (s.key(), s.source()))
-        .collect()
+    let orders = [(Major::Rows, Major::Rows), (Major::Rows, Major::Cols), (Major::Cols, Major::Rows), (Major::Cols, Major::Cols)];
+    let mut specs = Vec::new();
+    for block in [MEDIUM, LARGE] {
+        for width in WIDTHS {
+            for (ma, mb) in orders {
+                specs.push(Spec { block, width, ma, mb });
+            }
+        }
+    }
+    for block in TRIAL {
+        for (ma, mb) in orders {
+            specs.push(Spec { block, width: DEFAULT_WIDTH, ma, mb });
+        }
+    }
+    specs.into_iter().map(|s| (s.key(), s.source())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_parse_and_divide_evenly() {
+        for b in [MEDIUM, LARGE].iter().chain(TRIAL.iter()) {
+            assert!(b.valid(), "{b:?}");
+            assert_eq!(Block::parse(&b.name()), Some(*b));
+            for ma in [Major::Rows, Major::Cols] {
+                for mb in [Major::Rows, Major::Cols] {
+                    assert!(b.workgroup_bytes(ma, mb) <= 48 * 1024, "{b:?} {ma:?} {mb:?}");
+                }
+            }
+        }
+        assert_eq!(Block::parse("128x128/2x4"), None);
+        assert_eq!(Block::parse("100x128/2x4/k32"), None);
+    }
 }
