@@ -1,0 +1,238 @@
+//! WGSL for one fused kernel, and the cache key that names its structure. The key holds op
+//! expressions, dtypes, load kinds and wiring, never buffers or sizes or parameter values, so a
+//! repeated training step reuses every kernel it built the first time.
+
+use crate::kernels::{compute_type, enables, load, module, param, storage_type, store};
+use kiln_backend::{DType, Result};
+use std::fmt::Write;
+
+/// One op's expression as a function of `x0..x2` and `p0`, `p1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FnSig {
+    pub value: String,
+    pub in_dtypes: Vec<DType>,
+    pub out: DType,
+}
+
+impl FnSig {
+    /// Parameters are read in the first input's compute type (the output's for a fill).
+    fn param_dtype(&self) -> DType {
+        self.in_dtypes.first().copied().unwrap_or(self.out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LoadKind {
+    /// `in[offset + i]`.
+    Contiguous,
+    /// One element broadcast to all: `in[offset]`.
+    Scalar,
+    /// Through a layout block.
+    Strided,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct LoadPlan {
+    pub binding: usize,
+    pub dtype: DType,
+    pub kind: LoadKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    Load(usize),
+    /// The value of the group's op with this index.
+    Local(usize),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct OpPlan {
+    pub func: usize,
+    pub args: Vec<Arg>,
+}
+
+/// Everything that shapes one fused kernel's source.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupPlan {
+    pub fns: Vec<FnSig>,
+    pub ops: Vec<OpPlan>,
+    pub loads: Vec<LoadPlan>,
+    /// The dtype of each input binding.
+    pub inputs: Vec<DType>,
+    /// (op index, dtype) of each output binding, after the inputs.
+    pub outputs: Vec<(usize, DType)>,
+}
+
+impl GroupPlan {
+    pub(crate) fn key(&self) -> String {
+        let mut k = String::with_capacity(64 + 16 * self.ops.len());
+        k.push_str("fz|");
+        for f in &self.fns {
+            let _ = write!(k, "{}:", f.value);
+            for d in &f.in_dtypes {
+                let _ = write!(k, "{d},");
+            }
+            let _ = write!(k, ">{};", f.out);
+        }
+        k.push('|');
+        for op in &self.ops {
+            let _ = write!(k, "{}(", op.func);
+            for a in &op.args {
+                let _ = match a {
+                    Arg::Load(l) => write!(k, "a{l}"),
+                    Arg::Local(v) => write!(k, "v{v}"),
+                };
+            }
+            k.push(')');
+        }
+        k.push('|');
+        for l in &self.loads {
+            let _ = write!(k, "{}{}{:?};", l.binding, l.dtype, l.kind);
+        }
+        k.push('|');
+        for d in &self.inputs {
+            let _ = write!(k, "{d},");
+        }
+        k.push('|');
+        for (v, d) in &self.outputs {
+            let _ = write!(k, "{v}{d},");
+        }
+        k
+    }
+
+    fn dtypes(&self) -> Vec<DType> {
+        let mut all: Vec<DType> = self.inputs.clone();
+        all.extend(self.outputs.iter().map(|o| o.1));
+        for f in &self.fns {
+            all.extend(&f.in_dtypes);
+            all.push(f.out);
+        }
+        all
+    }
+
+    pub(crate) fn try_source(&self) -> Result<String> {
+        let op = "fused elementwise";
+        let mut bindings = String::new();
+        for (b, &d) in self.inputs.iter().enumerate() {
+            let _ = writeln!(bindings, "@group(0) @binding({}) var<storage, read> in{b}: array<{}>;", b + 1, storage_type(op, d)?);
+        }
+        for (m, &(_, d)) in self.outputs.iter().enumerate() {
+            let binding = self.inputs.len() + m + 1;
+            let _ = writeln!(bindings, "@group(0) @binding({binding}) var<storage, read_write> out{m}: array<{}>;", storage_type(op, d)?);
+        }
+        let mut functions = String::new();
+        for (f, sig) in self.fns.iter().enumerate() {
+            let mut args: Vec<String> = sig.in_dtypes.iter().enumerate().map(|(k, &d)| format!("x{k}: {}", compute_type(d))).collect();
+            let pty = compute_type(sig.param_dtype());
+            args.push(format!("p0: {pty}"));
+            args.push(format!("p1: {pty}"));
+            // Unfused, every f16 result is rounded to f16 when stored: round here too.
+            let value = if sig.out == DType::F16 { format!("f32(f16({}))", sig.value) } else { sig.value.clone() };
+            let _ = writeln!(functions, "fn kf{f}({}) -> {} {{\n    return {value};\n}}", args.join(", "), compute_type(sig.out));
+        }
+        let loads_base = 2 + 2 * self.ops.len();
+        // Every use of a value goes through `kiln_opaque_*` with its own factor, so the compiler
+        // cannot prove two operands equal and fold `x - x` to 0 or `x / x` to 1 (wrong for NaN
+        // and inf) or contract across ops: each op then computes what it computes unfused.
+        let mut uses = 0u32;
+        let mut body = String::new();
+        for (l, plan) in self.loads.iter().enumerate() {
+            let word = format!("info[{}u]", loads_base + l);
+            let index = match plan.kind {
+                LoadKind::Contiguous => format!("{word} + i"),
+                LoadKind::Scalar => word,
+                LoadKind::Strided => format!("layout_index({word}, i)"),
+            };
+            let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("in{}[{index}]", plan.binding)));
+        }
+        for (k, op) in self.ops.iter().enumerate() {
+            let sig = &self.fns[op.func];
+            let mut args = Vec::with_capacity(op.args.len() + 2);
+            for (a, &dtype) in op.args.iter().zip(&sig.in_dtypes) {
+                let name = match a {
+                    Arg::Load(l) => format!("a{l}"),
+                    Arg::Local(v) => format!("v{v}"),
+                };
+                uses += 1;
+                args.push(format!("kiln_opaque_{}({name}, {uses}u)", compute_type(dtype)));
+            }
+            args.push(param(sig.param_dtype(), 2 + 2 * k));
+            args.push(param(sig.param_dtype(), 3 + 2 * k));
+            let _ = writeln!(body, "    let v{k} = kf{}({});", op.func, args.join(", "));
+        }
+        for (m, &(v, d)) in self.outputs.iter().enumerate() {
+            let _ = writeln!(body, "    out{m}[i] = {};", store(d, &format!("v{v}")));
+        }
+        let src = crate::shaders::FUSED.replace("{{BINDINGS}}", &bindings).replace("{{FUNCTIONS}}", &functions).replace("{{BODY}}", &body);
+        Ok(module(enables(&self.dtypes()), true, &src))
+    }
+
+    /// The source, or an empty module whose build error names the problem.
+    pub(crate) fn source(&self) -> String {
+        self.try_source().unwrap_or_default()
+    }
+}
+
+/// A few fused structures for the shader validation test: a long scalar-add chain (W8b), the
+/// W3 chain with a broadcast operand, mixed dtypes through compare/where/cast, f16, and a fill.
+pub(crate) fn specialisations() -> Vec<(String, String)> {
+    use crate::kernels::elementwise::{binary_value, cast_value, unary_value};
+    use kiln_backend::{BinaryOp, UnaryOp};
+    let sig = |value: Option<String>, ins: &[DType], out: DType| FnSig {
+        value: value.unwrap_or_default(),
+        in_dtypes: ins.to_vec(),
+        out,
+    };
+    let load = |binding, dtype, kind| LoadPlan { binding, dtype, kind };
+    let (f, i, b, h) = (DType::F32, DType::I32, DType::Bool, DType::F16);
+    let add = sig(binary_value(BinaryOp::Add, f), &[f, f], f);
+    let mut chain = GroupPlan {
+        fns: vec![add.clone()],
+        ops: vec![OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] }],
+        loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Scalar)],
+        inputs: vec![f, f],
+        outputs: vec![(63, f)],
+    };
+    for k in 1..64 {
+        chain.ops.push(OpPlan { func: 0, args: vec![Arg::Local(k - 1), Arg::Load(1)] });
+    }
+    let w3 = GroupPlan {
+        fns: vec![
+            sig(binary_value(BinaryOp::Mul, f), &[f, f], f),
+            add,
+            sig(unary_value(UnaryOp::GeluTanh, f), &[f], f),
+        ],
+        ops: vec![
+            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] },
+            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(2)] },
+            OpPlan { func: 2, args: vec![Arg::Local(1)] },
+        ],
+        loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Contiguous), load(2, f, LoadKind::Strided)],
+        inputs: vec![f, f, f],
+        outputs: vec![(0, f), (2, f)],
+    };
+    let mixed = GroupPlan {
+        fns: vec![
+            sig(binary_value(BinaryOp::Gt, f), &[f, f], b),
+            sig(Some("select(x2, x1, x0)".into()), &[b, f, f], f),
+            sig(Some(cast_value(f, i)), &[f], i),
+            sig(binary_value(BinaryOp::Div, i), &[i, i], i),
+            sig(Some(cast_value(i, h)), &[i], h),
+            sig(unary_value(UnaryOp::Clamp(0.0, 1.0), h), &[h], h),
+            sig(Some("p0".into()), &[], i),
+        ],
+        ops: vec![
+            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] },
+            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(0), Arg::Load(1)] },
+            OpPlan { func: 2, args: vec![Arg::Local(1)] },
+            OpPlan { func: 6, args: vec![] },
+            OpPlan { func: 3, args: vec![Arg::Local(2), Arg::Local(3)] },
+            OpPlan { func: 4, args: vec![Arg::Local(4)] },
+            OpPlan { func: 5, args: vec![Arg::Local(5)] },
+        ],
+        loads: vec![load(0, f, LoadKind::Strided), load(1, f, LoadKind::Scalar)],
+        inputs: vec![f, f],
+        outputs: vec![(0, b), (4, i), (6, h)],
+    };
+    [chain, w3, mixed].iter().map(|p| (p.key(), p.source())).collect()
+}

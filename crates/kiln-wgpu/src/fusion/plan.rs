@@ -1,0 +1,258 @@
+//! Turning the pending list into kernels. Ops are taken in record order; an op joins the open
+//! kernel when it has the same element count and reads every producer inside that kernel
+//! index-for-index (contiguous, offset 0), within the op and binding caps. A producer read any
+//! other way (a transpose, a broadcast, a narrow) is written by its kernel and read back from
+//! memory by a later one. An output is written only when someone still holds it or a later
+//! kernel reads it.
+
+use super::codegen::{Arg, FnSig, GroupPlan, LoadKind, LoadPlan, OpPlan};
+use super::{Node, Src};
+use crate::{context::GpuContext, kernels, pool::PooledBuffer};
+use kiln_backend::{Layout, Result};
+use std::sync::Arc;
+
+/// Ops per kernel: keeps the generated WGSL small enough to compile quickly everywhere.
+const MAX_OPS: usize = 64;
+
+const OP: &str = "fused elementwise";
+
+pub(crate) struct Done {
+    pub kernels: u64,
+    pub outputs: u64,
+}
+
+/// A consumer may compute its producer inline only when it reads element i at index i.
+fn inline_read(layout: &Layout, numel: usize) -> bool {
+    layout.is_contiguous() && layout.offset() == 0 && layout.numel() == numel
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SourceKey {
+    Buf(usize),
+    Node(usize),
+}
+
+fn source_key(src: &Src) -> SourceKey {
+    match src {
+        Src::Buf(b) => SourceKey::Buf(Arc::as_ptr(b) as usize),
+        Src::Node(i) => SourceKey::Node(*i),
+    }
+}
+
+struct Grouping<'a> {
+    nodes: &'a [Node],
+    alive: &'a [bool],
+    consumers: &'a [Vec<usize>],
+    max_bindings: usize,
+}
+
+impl Grouping<'_> {
+    /// Whether node `j` may join the kernel holding nodes `start..j`.
+    fn joins(&self, start: usize, j: usize) -> bool {
+        let node = &self.nodes[j];
+        if j - start >= MAX_OPS || self.nodes[start].numel != node.numel {
+            return false;
+        }
+        let inside = |i: usize| i >= start;
+        for (src, layout) in &node.inputs {
+            if let Src::Node(i) = src
+                && inside(*i)
+                && !inline_read(layout, node.numel)
+            {
+                return false;
+            }
+        }
+        self.bindings(start, j) <= self.max_bindings
+    }
+
+    /// Buffers a kernel of nodes `start..=end` binds, counting as outputs every node a later
+    /// op may still read (those not planned yet included).
+    fn bindings(&self, start: usize, end: usize) -> usize {
+        let mut sources: Vec<SourceKey> = Vec::new();
+        let mut outputs = 0;
+        for k in start..=end {
+            for (src, _) in &self.nodes[k].inputs {
+                if matches!(src, Src::Node(i) if *i >= start) {
+                    continue;
+                }
+                let key = source_key(src);
+                if !sources.contains(&key) {
+                    sources.push(key);
+                }
+            }
+            if self.alive[k] || self.consumers[k].iter().any(|&c| c > end) {
+                outputs += 1;
+            }
+        }
+        sources.len() + outputs
+    }
+}
+
+impl GpuContext {
+    /// Plans, builds and dispatches kernels for `nodes`; the caller holds the pending lock.
+    pub(crate) fn run_pending(&self, nodes: Vec<super::Node>) -> Result<Done> {
+        let n = nodes.len();
+        // Strong for the flush: a tensor still held now is written even if dropped meanwhile.
+        let held: Vec<Option<Arc<PooledBuffer>>> = nodes.iter().map(|n| n.out_buf.upgrade()).collect();
+        let alive: Vec<bool> = held.iter().map(Option::is_some).collect();
+        let mut consumers = vec![Vec::new(); n];
+        for (j, node) in nodes.iter().enumerate() {
+            for (src, _) in &node.inputs {
+                if let Src::Node(i) = src {
+                    consumers[*i].push(j);
+                }
+            }
+        }
+        // Binding 0 is the metadata.
+        let max_bindings = (self.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(1).max(4);
+        let grouping = Grouping { nodes: &nodes, alive: &alive, consumers: &consumers, max_bindings };
+        let mut starts = Vec::new();
+        let mut group_of = vec![0usize; n];
+        for j in 0..n {
+            let joins = starts.last().is_some_and(|&s| grouping.joins(s, j));
+            if !joins {
+                starts.push(j);
+            }
+            group_of[j] = starts.len() - 1;
+        }
+        // Buffers for every output that will be written: the holder's, or a temporary one for
+        // an intermediate only a later kernel reads.
+        let mut bufs: Vec<Option<Arc<PooledBuffer>>> = Vec::with_capacity(n);
+        for (k, held) in held.into_iter().enumerate() {
+            let later = consumers[k].iter().any(|&c| group_of[c] != group_of[k]);
+            bufs.push(match held {
+                Some(b) => Some(b),
+                None if later => {
+                    let bytes = nodes[k].numel as u64 * kernels::gpu_size(nodes[k].out);
+                    Some(Arc::new(self.pool.storage(&self.device, OP, bytes)?))
+                }
+                None => None,
+            });
+        }
+        let mut done = Done { kernels: 0, outputs: 0 };
+        for (g, &start) in starts.iter().enumerate() {
+            let end = starts.get(g + 1).copied().unwrap_or(n);
+            done.outputs += self.run_group(&nodes, start..end, &bufs)?;
+            done.kernels += 1;
+        }
+        Ok(done)
+    }
+
+    /// Builds (or reuses) and dispatches the kernel of nodes `range`; returns outputs written.
+    fn run_group(
+        &self,
+        nodes: &[Node],
+        range: std::ops::Range<usize>,
+        bufs: &[Option<Arc<PooledBuffer>>],
+    ) -> Result<u64> {
+        let start = range.start;
+        let numel = nodes[start].numel;
+        let mut plan = GroupPlan { fns: Vec::new(), ops: Vec::new(), loads: Vec::new(), inputs: Vec::new(), outputs: Vec::new() };
+        // Binding sources in order, and the buffers behind them.
+        let mut sources: Vec<SourceKey> = Vec::new();
+        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        // (source binding, layout) per load, for dedup and metadata.
+        let mut load_layouts: Vec<(usize, &Layout)> = Vec::new();
+        for k in range.clone() {
+            let node = &nodes[k];
+            let sig = FnSig { value: node.value.clone(), in_dtypes: node.in_dtypes.clone(), out: node.out };
+            let func = match plan.fns.iter().position(|f| *f == sig) {
+                Some(f) => f,
+                None => {
+                    plan.fns.push(sig);
+                    plan.fns.len() - 1
+                }
+            };
+            let mut args = Vec::with_capacity(node.inputs.len());
+            for (a, (src, layout)) in node.inputs.iter().enumerate() {
+                if let Src::Node(i) = src
+                    && *i >= start
+                {
+                    args.push(Arg::Local(*i - start));
+                    continue;
+                }
+                let key = source_key(src);
+                let binding = match sources.iter().position(|s| *s == key) {
+                    Some(b) => b,
+                    None => {
+                        let buffer = match src {
+                            Src::Buf(b) => b.buffer(),
+                            Src::Node(i) => match &bufs[*i] {
+                                Some(b) => b.buffer(),
+                                None => unreachable_output(*i)?,
+                            },
+                        };
+                        sources.push(key);
+                        buffers.push(buffer);
+                        plan.inputs.push(node.in_dtypes[a]);
+                        sources.len() - 1
+                    }
+                };
+                let kind = load_kind(layout);
+                let same = |(l, (b, lay)): &(usize, &(usize, &Layout))| {
+                    *b == binding
+                        && plan.loads[*l].kind == kind
+                        && if kind == LoadKind::Scalar { lay.offset() == layout.offset() } else { *lay == layout }
+                };
+                let load = match load_layouts.iter().enumerate().find(same).map(|(l, _)| l) {
+                    Some(l) => l,
+                    None => {
+                        plan.loads.push(LoadPlan { binding, dtype: node.in_dtypes[a], kind });
+                        load_layouts.push((binding, layout));
+                        plan.loads.len() - 1
+                    }
+                };
+                args.push(Arg::Load(load));
+            }
+            plan.ops.push(OpPlan { func, args });
+        }
+        let mut written = 0;
+        for k in range.clone() {
+            // Only outputs someone holds, or a later kernel reads, got a buffer.
+            if let Some(b) = &bufs[k] {
+                plan.outputs.push((k - start, nodes[k].out));
+                buffers.push(b.buffer());
+                written += 1;
+            }
+        }
+        if plan.outputs.is_empty() {
+            return Ok(0);
+        }
+        // Metadata: [numel, 0, params per op, one word per load, layout blocks of strided loads].
+        // Word 1 is always 0: the kernel cannot know that (see `kiln_opaque_*` in fused.wgsl).
+        let mut meta = vec![numel as u32, 0];
+        for k in range.clone() {
+            meta.extend_from_slice(&nodes[k].params);
+        }
+        let words = meta.len();
+        meta.resize(words + plan.loads.len(), 0);
+        for (l, (_, layout)) in load_layouts.iter().enumerate() {
+            meta[words + l] = match plan.loads[l].kind {
+                LoadKind::Contiguous | LoadKind::Scalar => layout.offset() as u32,
+                LoadKind::Strided => {
+                    let base = meta.len() as u32;
+                    kernels::push_layout(OP, &mut meta, layout)?;
+                    base
+                }
+            };
+        }
+        let key = plan.key();
+        let kernel = self.cache.get(&self.device, OP, &key, || plan.source())?;
+        self.dispatch(OP, &kernel, &buffers, &meta, (numel as u32).div_ceil(kernels::WG))?;
+        Ok(written)
+    }
+}
+
+fn unreachable_output<T>(i: usize) -> Result<T> {
+    Err(kiln_backend::Error::Backend { op: OP, msg: format!("fused op {i} is read but has no buffer") })
+}
+
+fn load_kind(layout: &Layout) -> LoadKind {
+    if layout.strides().iter().zip(layout.shape()).all(|(&s, &d)| s == 0 || d == 1) {
+        LoadKind::Scalar
+    } else if layout.is_contiguous() {
+        LoadKind::Contiguous
+    } else {
+        LoadKind::Strided
+    }
+}

@@ -1,0 +1,341 @@
+//! Elementwise fusion: fused ≡ unfused ≡ CPU on random expression graphs, and fusion really
+//! happens (few kernels for long chains, dropped intermediates not written).
+
+mod common;
+
+use kiln::prelude::*;
+use kiln::{BinaryOp, UnaryOp};
+use std::sync::Mutex;
+
+/// Fusion is a process-wide switch: tests that flip it or count kernels run one at a time.
+static SWITCH: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SWITCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deterministic generator for graph shapes and choices (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One step of a random graph; indices refer to earlier values of the same dtype family.
+#[derive(Clone, Debug)]
+enum Step {
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+    Scalar(BinaryOp, usize, f64),
+    /// f32 → clamp → i32 → i32 arithmetic → f32.
+    IntRoundTrip(usize, usize),
+    /// `where(a > b, c, d)`.
+    Select(usize, usize, usize, usize),
+    Transpose(usize),
+    /// Row `k` as `[1, c]`: contiguous at a nonzero offset, broadcast back.
+    Row(usize, usize),
+    /// Column `k` as `[r, 1]`: strided, broadcast back.
+    Col(usize, usize),
+    /// A `[1, c]` or `[r, 1]` value expanded to the full shape.
+    Expand(usize),
+    SumLast(usize),
+    MaxFirst(usize),
+}
+
+const UNARY: [UnaryOp; 14] = [
+    UnaryOp::Neg,
+    UnaryOp::Abs,
+    UnaryOp::Relu,
+    UnaryOp::Tanh,
+    UnaryOp::Sigmoid,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
+    UnaryOp::Square,
+    UnaryOp::Exp,
+    UnaryOp::Sqrt,
+    UnaryOp::Log1p,
+    UnaryOp::Silu,
+    UnaryOp::GeluTanh,
+    UnaryOp::Floor,
+];
+
+const BINARY: [BinaryOp; 6] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Div];
+
+struct Graph {
+    shape: [usize; 2],
+    leaves: Vec<Vec<f32>>,
+    steps: Vec<Step>,
+    /// Values read back (the rest are dropped before the readback).
+    outputs: Vec<usize>,
+}
+
+/// Shapes of values as the graph grows: full `[r, c]`, row `[1, c]`, column `[r, 1]`.
+fn random_graph(seed: u64) -> Graph {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let r = 1 + rng.below(5);
+    let c = if rng.below(2) == 0 { r } else { 1 + rng.below(7) };
+    let n_leaves = 1 + rng.below(3);
+    let leaves: Vec<Vec<f32>> =
+        (0..n_leaves).map(|_| (0..r * c).map(|_| (rng.unit() * 4.0 - 2.0) as f32).collect()).collect();
+    let mut shapes: Vec<[usize; 2]> = vec![[r, c]; n_leaves];
+    let mut steps = Vec::new();
+    let n_steps = 2 + rng.below(10);
+    let full = |shapes: &[[usize; 2]], rng: &mut Rng| {
+        let ids: Vec<usize> = (0..shapes.len()).filter(|&i| shapes[i] == [r, c]).collect();
+        // Mostly recent values, so chains form.
+        let k = ids.len() - 1 - rng.below(ids.len().min(3));
+        ids[k]
+    };
+    let any = |shapes: &[[usize; 2]], rng: &mut Rng| {
+        let n = shapes.len();
+        n - 1 - rng.below(n.min(4))
+    };
+    for _ in 0..n_steps {
+        let (step, shape) = match rng.below(14) {
+            0..=3 => {
+                let i = any(&shapes, &mut rng);
+                (Step::Unary(UNARY[rng.below(UNARY.len())], i), shapes[i])
+            }
+            4..=6 => {
+                let (i, j) = (full(&shapes, &mut rng), any(&shapes, &mut rng));
+                let (i, j) = if rng.below(2) == 0 { (i, j) } else { (j, i) };
+                (Step::Binary(BINARY[rng.below(BINARY.len())], i, j), [r, c])
+            }
+            7 => {
+                let i = any(&shapes, &mut rng);
+                let op = [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub][rng.below(3)];
+                (Step::Scalar(op, i, (rng.unit() * 3.0 - 1.5) as f64), shapes[i])
+            }
+            8 => {
+                let (i, j) = (full(&shapes, &mut rng), full(&shapes, &mut rng));
+                (Step::IntRoundTrip(i, j), [r, c])
+            }
+            9 => {
+                let ids: Vec<usize> = (0..4).map(|_| full(&shapes, &mut rng)).collect();
+                (Step::Select(ids[0], ids[1], ids[2], ids[3]), [r, c])
+            }
+            10 if r == c => (Step::Transpose(full(&shapes, &mut rng)), [r, c]),
+            10 | 11 => {
+                let i = full(&shapes, &mut rng);
+                if rng.below(2) == 0 { (Step::Row(i, rng.below(r)), [1, c]) } else { (Step::Col(i, rng.below(c)), [r, 1]) }
+            }
+            12 => {
+                let i = any(&shapes, &mut rng);
+                (Step::Expand(i), [r, c])
+            }
+            _ => {
+                let i = full(&shapes, &mut rng);
+                if rng.below(2) == 0 { (Step::SumLast(i), [r, 1]) } else { (Step::MaxFirst(i), [1, c]) }
+            }
+        };
+        steps.push(step);
+        shapes.push(shape);
+    }
+    let total = shapes.len();
+    let mut outputs = vec![total - 1];
+    for i in n_leaves..total - 1 {
+        if rng.below(4) == 0 {
+            outputs.push(i);
+        }
+    }
+    Graph { shape: [r, c], leaves, steps, outputs }
+}
+
+/// Builds the graph on `device` and reads back its outputs, dropping everything else first.
+fn evaluate(g: &Graph, device: &Device) -> Vec<Vec<f32>> {
+    let [r, c] = g.shape;
+    let mut vals: Vec<Option<Tensor>> =
+        g.leaves.iter().map(|v| Some(Tensor::from_vec(v.clone(), &[r, c], device).unwrap())).collect();
+    let get = |vals: &Vec<Option<Tensor>>, i: usize| vals[i].clone().unwrap();
+    for step in &g.steps {
+        let t = match *step {
+            Step::Unary(op, i) => get(&vals, i).unary(op),
+            Step::Binary(op, i, j) => {
+                let b = get(&vals, j);
+                // Keep divisors away from zero: what is tested is fusion, not cancellation.
+                let b = if op == BinaryOp::Div { b.abs().unwrap().add_scalar(0.5).unwrap() } else { b };
+                get(&vals, i).binary(&b, op)
+            }
+            Step::Scalar(op, i, s) => get(&vals, i).binary(&Tensor::from_vec(vec![s as f32], &[1], device).unwrap(), op),
+            Step::IntRoundTrip(i, j) => {
+                let a = get(&vals, i).mul_scalar(10.0).unwrap().clamp(-100.0, 100.0).unwrap().to_dtype(DType::I32).unwrap();
+                let b = get(&vals, j).clamp(-10.0, 10.0).unwrap().to_dtype(DType::I32).unwrap();
+                let m = a.mul(&b).unwrap().add(&a).unwrap().maximum(&b).unwrap();
+                m.to_dtype(DType::F32).unwrap().mul_scalar(0.01)
+            }
+            Step::Select(a, b, x, y) => {
+                let cond = get(&vals, a).binary(&get(&vals, b), BinaryOp::Gt).unwrap();
+                Tensor::where_(&cond, &get(&vals, x), &get(&vals, y))
+            }
+            Step::Transpose(i) => get(&vals, i).transpose(0, 1),
+            Step::Row(i, k) => get(&vals, i).narrow(0, k, 1),
+            Step::Col(i, k) => get(&vals, i).narrow(1, k, 1),
+            Step::Expand(i) => get(&vals, i).expand(&[r, c]),
+            Step::SumLast(i) => get(&vals, i).sum(&[-1], true),
+            Step::MaxFirst(i) => get(&vals, i).max(&[0], true),
+        };
+        vals.push(Some(t.unwrap_or_else(|e| panic!("{step:?}: {e}"))));
+    }
+    // Drop what is not read back, so fusion may skip writing it.
+    for (i, v) in vals.iter_mut().enumerate() {
+        if !g.outputs.contains(&i) {
+            *v = None;
+        }
+    }
+    g.outputs.iter().map(|&i| vals[i].as_ref().unwrap().to_vec::<f32>().unwrap()).collect()
+}
+
+fn close(a: f32, b: f32, rtol: f32) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return a == b || (a - b).abs() <= rtol * a.abs().max(b.abs());
+    }
+    (a - b).abs() <= rtol * (1.0 + a.abs().max(b.abs()))
+}
+
+fn compare(what: &str, seed: u64, g: &Graph, x: &[Vec<f32>], y: &[Vec<f32>], rtol: f32) -> std::result::Result<(), String> {
+    for (k, (a, b)) in x.iter().zip(y).enumerate() {
+        for (e, (&p, &q)) in a.iter().zip(b).enumerate() {
+            if !close(p, q, rtol) {
+                return Err(format!(
+                    "graph {seed} {what}: output {k} (value {}) element {e}: {p} vs {q}\nshape {:?}, steps {:?}",
+                    g.outputs[k], g.shape, g.steps
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn random_graphs_fused_unfused_and_cpu_agree() {
+    let Some(gpu) = common::gpu("random_graphs_fused_unfused_and_cpu_agree") else { return };
+    let _g = lock();
+    let ctx = gpu.gpu_context().unwrap().clone();
+    let cpu = Device::cpu();
+    let before = ctx.fusion_stats();
+    let pipelines_before = ctx.memory_stats().pipelines;
+    let graphs = 1000;
+    let mut failures = Vec::new();
+    for seed in 0..graphs {
+        let g = random_graph(seed);
+        kiln::set_fusion(true);
+        let fused = evaluate(&g, &gpu);
+        kiln::set_fusion(false);
+        let unfused = evaluate(&g, &gpu);
+        kiln::set_fusion(true);
+        let reference = evaluate(&g, &cpu);
+        // Fused and unfused run the same expressions: only contraction may differ.
+        if let Err(e) = compare("fused vs unfused", seed, &g, &fused, &unfused, 1e-4) {
+            failures.push(e);
+        }
+        if let Err(e) = compare("fused vs cpu", seed, &g, &fused, &reference, 2e-3) {
+            failures.push(e);
+        }
+    }
+    let after = ctx.fusion_stats();
+    eprintln!(
+        "{graphs} graphs: {} ops fused into {} kernels writing {} outputs; {} pipelines built",
+        after.recorded - before.recorded,
+        after.kernels - before.kernels,
+        after.outputs_written - before.outputs_written,
+        ctx.memory_stats().pipelines - pipelines_before
+    );
+    assert!(after.kernels > before.kernels, "no fused kernel ran");
+    assert!(failures.is_empty(), "{} of {graphs} graphs differ:\n{}", failures.len(), failures[..failures.len().min(5)].join("\n"));
+}
+
+#[test]
+fn thousand_chained_ops_are_a_handful_of_kernels() {
+    let Some(gpu) = common::gpu("thousand_chained_ops_are_a_handful_of_kernels") else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let ctx = gpu.gpu_context().unwrap().clone();
+    // The first add also builds the cached scalar operand: not part of the count.
+    let mut y = Tensor::zeros(&[3], &gpu).unwrap().add_scalar(0.0).unwrap();
+    gpu.sync().unwrap();
+    let before = ctx.fusion_stats();
+    for _ in 0..1000 {
+        y = y.add_scalar(1.0).unwrap();
+    }
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![1000.0; 3]);
+    let after = ctx.fusion_stats();
+    assert_eq!(after.recorded - before.recorded, 1000);
+    let kernels = after.kernels - before.kernels;
+    assert!(kernels <= 20, "1000 chained adds took {kernels} kernels");
+    // Each kernel writes only the value the next one starts from (the last: the result).
+    assert_eq!(after.outputs_written - before.outputs_written, kernels, "{before:?} -> {after:?}");
+}
+
+#[test]
+fn dropped_intermediates_are_not_written() {
+    let Some(gpu) = common::gpu("dropped_intermediates_are_not_written") else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let ctx = gpu.gpu_context().unwrap().clone();
+    let a = Tensor::from_vec((0..1000).map(|i| i as f32 / 500.0 - 1.0).collect::<Vec<_>>(), &[10, 100], &gpu).unwrap();
+    let b = Tensor::from_vec((0..1000).map(|i| (i % 7) as f32).collect::<Vec<_>>(), &[10, 100], &gpu).unwrap();
+    let c = Tensor::from_vec((0..100).map(|i| i as f32 * 0.01).collect::<Vec<_>>(), &[100], &gpu).unwrap();
+    gpu.sync().unwrap();
+    let before = ctx.fusion_stats();
+    // W3's shape: gelu(a·b + c), with c broadcast; only the gelu is held.
+    let kept_mid = a.mul(&b).unwrap();
+    let y = kept_mid.add(&c).unwrap().gelu_tanh().unwrap();
+    let got = y.to_vec::<f32>().unwrap();
+    let after = ctx.fusion_stats();
+    assert_eq!(after.kernels - before.kernels, 1, "{before:?} -> {after:?}");
+    assert_eq!(after.outputs_written - before.outputs_written, 2, "a·b is still held, a·b + c is not");
+    let cpu = Device::cpu();
+    let want = a.to(&cpu).unwrap().mul(&b.to(&cpu).unwrap()).unwrap().add(&c.to(&cpu).unwrap()).unwrap().gelu_tanh().unwrap();
+    for (p, q) in got.iter().zip(want.to_vec::<f32>().unwrap()) {
+        assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
+    }
+    let want_mid = a.to(&cpu).unwrap().mul(&b.to(&cpu).unwrap()).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(kept_mid.to_vec::<f32>().unwrap(), want_mid);
+}
+
+#[test]
+fn strided_reads_of_a_pending_value_and_in_place_writes_keep_order() {
+    let Some(gpu) = common::gpu("strided_reads_of_a_pending_value_and_in_place_writes_keep_order") else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let x = Tensor::from_vec((0..12).map(|i| i as f32).collect::<Vec<_>>(), &[3, 4], &gpu).unwrap();
+    // The transpose of a pending value must be written before it is read through the view;
+    // the intermediate itself is dropped.
+    let t = x.add_scalar(1.0).unwrap().transpose(0, 1).unwrap();
+    let y = t.mul_scalar(2.0).unwrap().add(&t).unwrap();
+    drop(t);
+    let want: Vec<f32> = (0..12).map(|k| (((k % 3) * 4 + k / 3) as f32 + 1.0) * 3.0).collect();
+    assert_eq!(y.to_vec::<f32>().unwrap(), want);
+    // A matmul (not fused) reading a pending value sees it written.
+    let s = x.mul_scalar(0.5).unwrap();
+    let m = s.matmul(&Tensor::ones(&[4, 1], &gpu).unwrap()).unwrap();
+    assert_eq!(m.to_vec::<f32>().unwrap(), vec![3.0, 11.0, 19.0]);
+}
+
+#[test]
+fn switching_fusion_off_dispatches_eagerly() {
+    let Some(gpu) = common::gpu("switching_fusion_off_dispatches_eagerly") else { return };
+    let _g = lock();
+    let ctx = gpu.gpu_context().unwrap().clone();
+    kiln::set_fusion(false);
+    let before = ctx.fusion_stats();
+    let y = Tensor::ones(&[5], &gpu).unwrap().add_scalar(1.0).unwrap().exp().unwrap();
+    let v = y.to_vec::<f32>().unwrap();
+    kiln::set_fusion(true);
+    assert_eq!(ctx.fusion_stats(), before);
+    assert!(v.iter().all(|&e| (e - 2f32.exp()).abs() < 1e-5));
+}
