@@ -7,12 +7,18 @@ use kiln_backend::{DType, Error, HostData, Layout, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+// In-place device moves need the private fields below.
+#[path = "relocate.rs"]
+mod relocate;
+
 pub(crate) struct Inner {
     pub(crate) id: u64,
-    storage: RwLock<Arc<Storage>>,
+    pub(crate) storage: RwLock<Arc<Storage>>,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
-    pub(crate) device: Device,
+    device: Device,
+    /// Set when `move_to_` relocated this tensor in place; wins over `device`.
+    moved: RwLock<Option<&'static Device>>,
     pub(crate) requires_grad: bool,
     pub(crate) is_leaf: bool,
     pub(crate) node: Mutex<Option<Arc<Node>>>,
@@ -44,6 +50,7 @@ impl Tensor {
             layout,
             dtype,
             device,
+            moved: RwLock::new(None),
             requires_grad,
             is_leaf: !requires_grad,
             node: Mutex::new(node.map(Arc::new)),
@@ -125,7 +132,10 @@ impl Tensor {
     }
 
     pub fn device(&self) -> &Device {
-        &self.0.device
+        match *self.0.moved.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(d) => d,
+            None => &self.0.device,
+        }
     }
 
     /// True when the elements are stored densely in row-major order.
@@ -217,6 +227,7 @@ impl Tensor {
             layout: self.layout().clone(),
             dtype: self.dtype(),
             device: self.device().clone(),
+            moved: RwLock::new(None),
             requires_grad: true,
             is_leaf: true,
             node: Mutex::new(None),

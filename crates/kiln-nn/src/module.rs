@@ -1,6 +1,6 @@
 //! The `Module` trait: forward, named parameters (PyTorch `state_dict` keys), train/eval.
 
-use kiln_core::{Result, Tensor};
+use kiln_core::{Device, Result, Tensor};
 
 /// A layer or model. Parameters are leaf tensors created with `with_grad()`; optimizers update
 /// them in place with `Tensor::set_data`, so a module never needs `&mut` to be trained.
@@ -43,6 +43,15 @@ pub trait ModuleExt: Module {
         for p in self.parameters() {
             p.zero_grad();
         }
+    }
+
+    /// Moves every parameter and buffer to `device` in place (PyTorch's `model.to(device)`):
+    /// handles taken earlier, e.g. by an optimizer, see the new device. Create the optimizer
+    /// after moving: optimizer state stays where it was made. All or nothing: on an error
+    /// (out of memory on the target, say) every tensor stays where it was.
+    fn to_device(&self, device: &Device) -> Result<()> {
+        let all: Vec<Tensor> = self.named_parameters().into_iter().chain(self.named_buffers()).map(|(_, t)| t).collect();
+        Tensor::move_all_to_(&all, device)
     }
 
     /// Number of trainable scalars.

@@ -47,6 +47,8 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "prompt", value: Some("TEXT"), help: "text the generated sample continues (default \"The whale \")" },
     FlagSpec { name: "tokens", value: Some("N"), help: "characters to generate (default 500)" },
     FlagSpec { name: "temperature", value: Some("F"), help: "sampling temperature; 0 = always the likeliest (default 0.8)" },
+    FlagSpec { name: "minutes", value: Some("M"), help: "stop after M minutes of training even if steps remain (soak runs)" },
+    FlagSpec { name: "memory-log", value: Some("FILE"), help: "append device memory (live, pooled MiB) to FILE once a minute" },
     FlagSpec { name: "top-k", value: Some("N"), help: "sample among the N likeliest characters; 0 = all (default 0)" },
 ];
 
@@ -71,6 +73,8 @@ fn run() -> AnyResult<()> {
         lr: flags.get_or("lr", preset.lr)?,
         eval_every: flags.get_or("eval-every", preset.eval_every)?,
         seed: flags.get_or("seed", preset.seed)?,
+        max_minutes: flags.get("minutes")?,
+        memory_log: flags.get("memory-log")?,
         ..preset
     };
     cfg.validate()?;

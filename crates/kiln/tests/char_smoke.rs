@@ -37,6 +37,8 @@ fn tiny(steps: usize, batch_size: usize) -> TrainConfig {
         eval_every: steps,
         eval_windows: 64,
         progress: false,
+        max_minutes: None,
+        memory_log: None,
     }
 }
 

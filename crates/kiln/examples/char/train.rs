@@ -62,6 +62,10 @@ pub struct TrainConfig {
     pub eval_windows: usize,
     /// Draw an indicatif progress bar (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Stop after this much training time even if steps remain (a soak run: `--minutes`).
+    pub max_minutes: Option<f64>,
+    /// Append `elapsed_s,step,live_mib,pooled_mib` here once a minute (`--memory-log`).
+    pub memory_log: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -96,6 +100,8 @@ impl TrainConfig {
                 eval_every: 200,
                 eval_windows: 128,
                 progress: true,
+                max_minutes: None,
+                memory_log: None,
             },
             Size::Large => TrainConfig {
                 d_model: 384,
@@ -116,6 +122,8 @@ impl TrainConfig {
                 eval_every: 250,
                 eval_windows: 256,
                 progress: true,
+                max_minutes: None,
+                memory_log: None,
             },
         }
     }
@@ -230,6 +238,8 @@ pub fn train(
     let mut loss_sum = Tensor::zeros(&[], device)?;
     let mut since_eval = 0usize;
     model.train();
+    let run_start = Instant::now();
+    let mut memory = MemoryLog::open(cfg.memory_log.as_deref())?;
     for step in 1..=cfg.steps {
         let start = Instant::now();
         let (x, y) = train.random_windows(b, t, &mut rng)?;
@@ -256,7 +266,9 @@ pub fn train(
             bar.set_message(format!("train {:.3} bpc, lr {lr:.2e}, {:.2} s/step", bits(loss_sum.item()? / since_eval as f64), train_secs / step as f64));
         }
 
-        if step % cfg.eval_every == 0 || step == cfg.steps {
+        memory.sample(device, step, run_start)?;
+        let out_of_time = cfg.max_minutes.is_some_and(|m| run_start.elapsed().as_secs_f64() >= m * 60.0);
+        if step % cfg.eval_every == 0 || step == cfg.steps || out_of_time {
             let train_bpc = bits(loss_sum.item()? / since_eval as f64);
             let val_bpc = bits(evaluate(&model, &val_windows, EVAL_BATCH, t, device)?);
             if !(train_bpc.is_finite() && val_bpc.is_finite()) {
@@ -268,10 +280,47 @@ pub fn train(
             loss_sum = Tensor::zeros(&[], device)?;
             since_eval = 0;
         }
+        if out_of_time {
+            break;
+        }
     }
     bar.finish_and_clear();
     model.eval();
     Ok((model, history))
+}
+
+/// Once-a-minute samples of the device's memory, for soak runs.
+struct MemoryLog {
+    file: Option<std::fs::File>,
+    next_at: f64,
+}
+
+impl MemoryLog {
+    fn open(path: Option<&std::path::Path>) -> AnyResult<MemoryLog> {
+        let file = match path {
+            Some(p) => {
+                let mut f = std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                std::io::Write::write_all(&mut f, b"elapsed_s,step,live_mib,pooled_mib\n")?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(MemoryLog { file, next_at: 0.0 })
+    }
+
+    fn sample(&mut self, device: &Device, step: usize, start: Instant) -> AnyResult<()> {
+        let Some(f) = self.file.as_mut() else { return Ok(()) };
+        let t = start.elapsed().as_secs_f64();
+        if t < self.next_at {
+            return Ok(());
+        }
+        self.next_at += 60.0;
+        let m = device.memory_stats();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let line = format!("{t:.0},{step},{:.2},{:.2}\n", mib(m.live_bytes), mib(m.pooled_bytes));
+        std::io::Write::write_all(f, line.as_bytes())?;
+        Ok(())
+    }
 }
 
 /// AdamW with weight decay on the weight matrices only: decaying gains, biases or embedding
