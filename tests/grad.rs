@@ -189,3 +189,21 @@ fn autograd_rules() {
     assert!(!z.requires_grad());
     assert!(!x.detach().requires_grad());
 }
+
+#[test]
+fn fused_op_gradients() {
+    gradcheck("layer_norm", &[&[3, 5], &[5], &[5]], -2.0, 2.0, |t| t[0].layer_norm(&[5], Some(&t[1]), Some(&t[2]), 1e-5));
+    gradcheck("layer_norm 2-d shape", &[&[2, 3, 2]], -2.0, 2.0, |t| t[0].layer_norm(&[3, 2], None, None, 1e-3));
+    gradcheck("rms_norm", &[&[4, 3], &[3]], -2.0, 2.0, |t| t[0].rms_norm(&[3], Some(&t[1]), 1e-6));
+    gradcheck("cross_entropy_rows", &[&[4, 5]], -2.0, 2.0, |t| {
+        let ids = Tensor::from_vec(vec![4u32, 0, 2, 2], &[4], t[0].device())?;
+        t[0].cross_entropy_rows(&ids, Some(2), 0.1)
+    });
+    gradcheck("attention", &[&[1, 2, 3, 2], &[1, 2, 4, 2], &[1, 2, 4, 2]], -1.5, 1.5, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, None)
+    });
+    gradcheck("attention causal masked", &[&[2, 1, 4, 3], &[2, 1, 4, 3], &[2, 1, 4, 3]], -1.5, 1.5, |t| {
+        let mask = Tensor::from_vec(vec![false, false, true, false, false, true, false, false], &[2, 4], t[0].device())?;
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask))
+    });
+}

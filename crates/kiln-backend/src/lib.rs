@@ -6,6 +6,7 @@
 
 mod dtype;
 mod error;
+mod fused;
 mod host;
 mod layout;
 mod ops;
@@ -13,6 +14,7 @@ mod storage;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use fused::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 pub use host::HostData;
 pub use layout::{Layout, StridedIndex};
 pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, UnaryOp};

@@ -1,3 +1,4 @@
+use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 use crate::{BinaryOp, ConvGeometry, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
@@ -67,4 +68,43 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// The `k` largest (or smallest) entries of the last dim, sorted, with their u32 positions;
     /// ties keep the lower index first.
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)>;
+
+    // Fused primitives (see `fused.rs`): inputs contiguous at offset 0, float dtypes.
+
+    /// Normalises `self: [rows, n]` per row, then scales by `weight` and shifts by `bias`
+    /// (both `[n]`, optional). Returns `y` and per-row statistics `[rows, 2]` (mean, rstd) in a
+    /// backend-chosen float dtype, only ever handed back to `norm_backward`.
+    fn norm_forward(&self, weight: Option<&Self>, bias: Option<&Self>, p: &NormParams) -> Result<(Self, Self)>;
+
+    /// Gradients of `norm_forward` given `dy`: `(dx [rows, n], dweight [n], dbias [n])`
+    /// (dweight = Σ_rows dy·x̂, dbias = Σ_rows dy; weight `None` means ones).
+    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)>;
+
+    /// Per-row loss `[rows]` (dtype of `self`) and log-sum-exp `[rows]` of logits `self`
+    /// against class ids `targets` (u32 or i32, in range unless ignored).
+    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)>;
+
+    /// `grad[r] · (softmax(x_r) − (1 − ε)·onehot(t_r) − ε/C)`, zero for ignored rows.
+    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self>;
+
+    /// Attention output `[batch·heads, q_len, head_dim]` and the row log-sum-exp of the scaled
+    /// scores `[batch·heads, q_len]` (f32 or wider; +inf for a query that sees no key).
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)>;
+
+    /// `(dq, dk, dv)` from the forward's output `o`, its `lse` and the output gradient `dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        o: &Self,
+        lse: &Self,
+        dout: &Self,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self, Self)>;
+
+    /// One Adam step in place: `self` (the parameter), `m` and `v` are updated; all four share
+    /// a dtype and length.
+    fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()>;
 }

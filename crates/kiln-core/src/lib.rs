@@ -22,6 +22,8 @@ pub use device::Device;
 pub use element::Element;
 pub use half::f16;
 pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+pub use kiln_backend::AdamParams;
+pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
 pub use kiln_wgpu::MemoryStats;
 pub use ops::binary::broadcast_shapes;
 pub use ops::conv::Conv2dOptions;

@@ -4,6 +4,7 @@ use crate::Device;
 use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_wgpu::GpuStorage;
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 
 pub(crate) enum Storage {
     Cpu(CpuStorage),
@@ -157,6 +158,95 @@ impl Storage {
         })
     }
 
+    pub(crate) fn norm_forward(&self, w: Option<&Storage>, b: Option<&Storage>, p: &NormParams) -> Result<(Storage, Storage)> {
+        match self {
+            Storage::Cpu(x) => {
+                let (y, s) = x.norm_forward(cpu_opt("norm", w)?, cpu_opt("norm", b)?, p)?;
+                Ok((Storage::Cpu(y), Storage::Cpu(s)))
+            }
+            Storage::Gpu(x) => {
+                let (y, s) = x.norm_forward(gpu_opt("norm", w)?, gpu_opt("norm", b)?, p)?;
+                Ok((Storage::Gpu(y), Storage::Gpu(s)))
+            }
+        }
+    }
+
+    pub(crate) fn norm_backward(&self, dy: &Storage, stats: &Storage, w: Option<&Storage>, p: &NormParams) -> Result<[Storage; 3]> {
+        const OP: &str = "norm_backward";
+        match self {
+            Storage::Cpu(x) => {
+                let (a, b, c) = x.norm_backward(cpu(OP, dy)?, cpu(OP, stats)?, cpu_opt(OP, w)?, p)?;
+                Ok([Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)])
+            }
+            Storage::Gpu(x) => {
+                let (a, b, c) = x.norm_backward(gpu(OP, dy)?, gpu(OP, stats)?, gpu_opt(OP, w)?, p)?;
+                Ok([Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(c)])
+            }
+        }
+    }
+
+    pub(crate) fn cross_entropy_forward(&self, ids: &Storage, p: &CrossEntropyParams) -> Result<(Storage, Storage)> {
+        const OP: &str = "cross_entropy";
+        match self {
+            Storage::Cpu(x) => {
+                let (l, z) = x.cross_entropy_forward(cpu(OP, ids)?, p)?;
+                Ok((Storage::Cpu(l), Storage::Cpu(z)))
+            }
+            Storage::Gpu(x) => {
+                let (l, z) = x.cross_entropy_forward(gpu(OP, ids)?, p)?;
+                Ok((Storage::Gpu(l), Storage::Gpu(z)))
+            }
+        }
+    }
+
+    pub(crate) fn cross_entropy_backward(&self, ids: &Storage, lse: &Storage, g: &Storage, p: &CrossEntropyParams) -> Result<Storage> {
+        const OP: &str = "cross_entropy_backward";
+        Ok(match self {
+            Storage::Cpu(x) => Storage::Cpu(x.cross_entropy_backward(cpu(OP, ids)?, cpu(OP, lse)?, cpu(OP, g)?, p)?),
+            Storage::Gpu(x) => Storage::Gpu(x.cross_entropy_backward(gpu(OP, ids)?, gpu(OP, lse)?, gpu(OP, g)?, p)?),
+        })
+    }
+
+    pub(crate) fn attention_forward(&self, k: &Storage, v: &Storage, mask: Option<&Storage>, p: &AttentionParams) -> Result<(Storage, Storage)> {
+        const OP: &str = "scaled_dot_product_attention";
+        match self {
+            Storage::Cpu(q) => {
+                let (o, z) = q.attention_forward(cpu(OP, k)?, cpu(OP, v)?, cpu_opt(OP, mask)?, p)?;
+                Ok((Storage::Cpu(o), Storage::Cpu(z)))
+            }
+            Storage::Gpu(q) => {
+                let (o, z) = q.attention_forward(gpu(OP, k)?, gpu(OP, v)?, gpu_opt(OP, mask)?, p)?;
+                Ok((Storage::Gpu(o), Storage::Gpu(z)))
+            }
+        }
+    }
+
+    /// `[q, k, v, o, lse, dout]` in, `[dq, dk, dv]` out.
+    pub(crate) fn attention_backward(t: [&Storage; 6], mask: Option<&Storage>, p: &AttentionParams) -> Result<[Storage; 3]> {
+        const OP: &str = "scaled_dot_product_attention_backward";
+        match t[0] {
+            Storage::Cpu(q) => {
+                let c = |i: usize| cpu(OP, t[i]);
+                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, cpu_opt(OP, mask)?, c(3)?, c(4)?, c(5)?, p)?;
+                Ok([Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(d)])
+            }
+            Storage::Gpu(q) => {
+                let c = |i: usize| gpu(OP, t[i]);
+                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, gpu_opt(OP, mask)?, c(3)?, c(4)?, c(5)?, p)?;
+                Ok([Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(d)])
+            }
+        }
+    }
+
+    pub(crate) fn adam_step(&mut self, g: &Storage, m: &mut Storage, v: &mut Storage, p: &AdamParams) -> Result<()> {
+        const OP: &str = "adam_step";
+        match (self, m, v) {
+            (Storage::Cpu(x), Storage::Cpu(m), Storage::Cpu(v)) => x.adam_step(cpu(OP, g)?, m, v, p),
+            (Storage::Gpu(x), Storage::Gpu(m), Storage::Gpu(v)) => x.adam_step(gpu(OP, g)?, m, v, p),
+            (x, m, _) => Err(mismatch(OP, x, m)),
+        }
+    }
+
     /// The wgpu buffer behind GPU storage.
     pub(crate) fn gpu(&self) -> Option<&GpuStorage> {
         match self {
@@ -164,4 +254,26 @@ impl Storage {
             Storage::Cpu(_) => None,
         }
     }
+}
+
+fn cpu<'a>(op: &'static str, s: &'a Storage) -> Result<&'a CpuStorage> {
+    match s {
+        Storage::Cpu(c) => Ok(c),
+        Storage::Gpu(_) => Err(Error::DeviceMismatch { op, lhs: "cpu".into(), rhs: "gpu".into() }),
+    }
+}
+
+fn gpu<'a>(op: &'static str, s: &'a Storage) -> Result<&'a GpuStorage> {
+    match s {
+        Storage::Gpu(g) => Ok(g),
+        Storage::Cpu(_) => Err(Error::DeviceMismatch { op, lhs: "gpu".into(), rhs: "cpu".into() }),
+    }
+}
+
+fn cpu_opt<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a CpuStorage>> {
+    s.map(|s| cpu(op, s)).transpose()
+}
+
+fn gpu_opt<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a GpuStorage>> {
+    s.map(|s| gpu(op, s)).transpose()
 }

@@ -45,6 +45,7 @@ mod binary;
 mod cast;
 mod conv;
 mod elem;
+mod fused;
 mod index;
 mod kernel;
 mod matmul;

@@ -1,6 +1,7 @@
 //! `CpuStorage`: a tensor's elements in host memory, and the `BackendStorage` implementation
 //! that routes each op to its kernel module.
 
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 use crate::elem::Elem;
@@ -155,5 +156,42 @@ impl BackendStorage for CpuStorage {
 
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)> {
         topk::topk(&self.data, layout, k, largest).map(|(v, i)| (wrap(v), wrap(i)))
+    }
+
+    fn norm_forward(&self, weight: Option<&Self>, bias: Option<&Self>, p: &NormParams) -> Result<(Self, Self)> {
+        crate::fused::norm_forward(self, weight, bias, p)
+    }
+
+    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)> {
+        crate::fused::norm_backward(self, dy, stats, weight, p)
+    }
+
+    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+        crate::fused::cross_entropy_forward(self, targets, p)
+    }
+
+    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+        crate::fused::cross_entropy_backward(self, targets, lse, grad, p)
+    }
+
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+        crate::fused::attention_forward(self, k, v, key_mask, p)
+    }
+
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        o: &Self,
+        lse: &Self,
+        dout: &Self,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self, Self)> {
+        crate::fused::attention_backward(self, k, v, key_mask, o, lse, dout, p)
+    }
+
+    fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
+        crate::fused::adam_step(self, grad, m, v, p)
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::linear::Linear;
 use crate::module::{Module, prefixed};
-use kiln_core::{DType, Device, Error, Result, Tensor};
+use kiln_core::{ATTENTION_MAX_HEAD_DIM, DType, Device, Error, Result, Tensor};
+use std::sync::Mutex;
 
 /// Multi-head scaled dot-product self-attention with separate `q_proj`, `k_proj`, `v_proj` and
 /// `out_proj` linear layers (each `d_model → d_model`, PyTorch `Linear` init). Parameter names:
@@ -17,6 +18,8 @@ pub struct MultiHeadAttention {
     pub v_proj: Linear,
     pub out_proj: Linear,
     pub heads: usize,
+    /// The general path's causal mask, kept between calls.
+    causal_mask: Mutex<Option<Tensor>>,
 }
 
 /// The most negative finite value of `dtype`: masked scores become this rather than −∞, so that
@@ -41,6 +44,7 @@ impl MultiHeadAttention {
             v_proj: Linear::new(d_model, d_model, bias, device)?,
             out_proj: Linear::new(d_model, d_model, bias, device)?,
             heads,
+            causal_mask: Mutex::new(None),
         })
     }
 
@@ -63,17 +67,31 @@ impl MultiHeadAttention {
         let q = heads(self.q_proj.forward(x)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
-        let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(1.0 / (dh as f64).sqrt())?; // [b, h, t, t]
-
-        let mut mask: Option<Tensor> = None;
-        if causal {
-            let future: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
-            mask = Some(Tensor::from_vec(future, &[t, t], x.device())?);
-        }
         if let Some(pm) = padding_mask {
             if pm.shape() != [b, t] {
                 return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
             }
+        }
+        let out = if dh <= ATTENTION_MAX_HEAD_DIM || x.device().is_cpu() {
+            // One flash-attention kernel: no [t, t] scores, the causal mask from indices.
+            Tensor::scaled_dot_product_attention(&q, &k, &v, causal, padding_mask)?
+        } else {
+            self.attend_materialised(&q, &k, &v, causal, padding_mask)?
+        };
+        let out = out.transpose(1, 2)?.reshape(&[b, t, d])?;
+        self.out_proj.forward(&out)
+    }
+
+    /// The general path: scores `[b, h, t, t]`, masked softmax, then the values (head dims
+    /// past the fused GPU kernel's limit).
+    fn attend_materialised(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, padding_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, dh) = (q.shape()[0], q.shape()[2], q.shape()[3]);
+        let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(1.0 / (dh as f64).sqrt())?; // [b, h, t, t]
+        let mut mask: Option<Tensor> = None;
+        if causal {
+            mask = Some(self.causal_mask(t, q.device())?);
+        }
+        if let Some(pm) = padding_mask {
             let pm = if pm.dtype() == DType::Bool { pm.clone() } else { pm.ne_scalar(0.0)? };
             let keys = pm.reshape(&[b, 1, 1, t])?;
             mask = Some(match mask {
@@ -89,8 +107,20 @@ impl MultiHeadAttention {
             }
             None => scores.softmax(-1)?,
         };
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape(&[b, t, d])?;
-        self.out_proj.forward(&out)
+        attn.matmul(v)
+    }
+
+    /// The `[t, t]` mask of future positions on `device`, built on the host once per length
+    /// and device and reused.
+    fn causal_mask(&self, t: usize, device: &Device) -> Result<Tensor> {
+        let mut cached = self.causal_mask.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cached.as_ref().filter(|m| m.shape() == [t, t] && m.device() == device) {
+            return Ok(m.clone());
+        }
+        let future: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
+        let m = Tensor::from_vec(future, &[t, t], device)?;
+        *cached = Some(m.clone());
+        Ok(m)
     }
 }
 

@@ -133,6 +133,30 @@ fn nll_core(
     }
 }
 
+/// Cross-entropy of scores `[m, c]` against class ids with the batch shape, through the fused
+/// per-row kernel (log-sum-exp and the target's logit in one pass; `softmax − onehot` back).
+fn fused_cross_entropy(scores: &Tensor, batch: &[usize], ids: &Tensor, opts: &CrossEntropyOptions) -> Result<Tensor> {
+    const OP: &str = "cross_entropy";
+    if !matches!(ids.dtype(), DType::U32 | DType::I32) {
+        return Err(Error::dtype(OP, "u32 or i32 class ids", ids.dtype()));
+    }
+    if ids.shape() != batch && !(batch.is_empty() && ids.numel() == 1) {
+        return Err(Error::shape(OP, format!("targets {:?} for batch shape {batch:?}", ids.shape())));
+    }
+    let m = scores.shape()[0];
+    let ids = ids.reshape(&[m])?;
+    let per = scores.cross_entropy_rows(&ids, opts.ignore_index, opts.label_smoothing)?;
+    match opts.reduction {
+        Reduction::Mean => match opts.ignore_index {
+            Some(ii) => &per.sum_all()? / &ids.ne_scalar(ii as f64)?.to_dtype(per.dtype())?.sum_all()?,
+            None => per.mean_all(),
+        },
+        Reduction::Sum => per.sum_all(),
+        Reduction::None => per.reshape(batch),
+        Reduction::BatchMean => Err(Error::invalid(OP, "Reduction::BatchMean is only defined for kl_div")),
+    }
+}
+
 /// Cross-entropy between softmax(logits) over dim 1 and the target, PyTorch's
 /// `F.cross_entropy`: with class ids, `−log p[target]`, label smoothing ε giving
 /// `(1 − ε)·nll + ε·mean_c(−log p_c)`, and ignored targets left out of the mean's denominator;
@@ -155,10 +179,10 @@ pub fn cross_entropy(logits: &Tensor, target: &Target, opts: &CrossEntropyOption
         return Err(Error::invalid(OP, format!("label_smoothing {eps} is not in [0, 1]")));
     }
     let (scores, batch) = classes_last(OP, logits)?;
-    let log_probs = scores.log_softmax(-1)?;
     match *target {
-        Target::Indices(ids) => nll_core(OP, &log_probs, &batch, ids, opts.ignore_index, eps, opts.reduction),
+        Target::Indices(ids) => fused_cross_entropy(&scores, &batch, ids, opts),
         Target::Probs(p) => {
+            let log_probs = scores.log_softmax(-1)?;
             if opts.ignore_index.is_some() {
                 return Err(Error::invalid(OP, "ignore_index needs class-id targets, not probabilities"));
             }

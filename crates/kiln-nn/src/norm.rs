@@ -173,6 +173,10 @@ impl Module for LayerNorm {
         if x.rank() < ns.len() || &x.shape()[x.rank() - ns.len()..] != ns {
             return Err(Error::shape("LayerNorm", format!("input {:?} does not end in normalized_shape {ns:?}", x.shape())));
         }
+        if x.dtype() == self.weight.dtype() && x.dtype() == self.bias.dtype() {
+            return x.layer_norm(ns, Some(&self.weight), Some(&self.bias), self.eps);
+        }
+        // Mixed dtypes (parameters kept in another precision): the composite form promotes.
         let dims: Vec<isize> = (-(ns.len() as isize)..0).collect();
         let (y, _, _) = standardize(x, &dims, self.eps)?;
         &(&y * &self.weight)? + &self.bias
@@ -216,6 +220,9 @@ impl Module for RmsNorm {
             return Err(Error::shape("RmsNorm", format!("input {:?} does not end in {d}", x.shape())));
         }
         let eps = self.eps.unwrap_or_else(|| machine_eps(x.dtype()));
+        if x.dtype() == self.weight.dtype() {
+            return x.rms_norm(&[d], Some(&self.weight), eps);
+        }
         let inv = x.square()?.mean(&[-1], true)?.add_scalar(eps)?.rsqrt()?;
         &(x * &inv)? * &self.weight
     }

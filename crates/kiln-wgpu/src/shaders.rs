@@ -18,6 +18,14 @@ pub const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
 pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
 pub const IM2COL: &str = include_str!("../../../shaders/im2col.wgsl");
 pub const COL2IM: &str = include_str!("../../../shaders/col2im.wgsl");
+pub const LAYER_NORM: &str = include_str!("../../../shaders/layer_norm.wgsl");
+pub const LAYER_NORM_BACKWARD: &str = include_str!("../../../shaders/layer_norm_backward.wgsl");
+pub const NORM_PARAMS_GRAD: &str = include_str!("../../../shaders/norm_params_grad.wgsl");
+pub const CROSS_ENTROPY: &str = include_str!("../../../shaders/cross_entropy.wgsl");
+pub const CROSS_ENTROPY_BACKWARD: &str = include_str!("../../../shaders/cross_entropy_backward.wgsl");
+pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const ATTENTION_BACKWARD: &str = include_str!("../../../shaders/attention_backward.wgsl");
+pub const ADAM: &str = include_str!("../../../shaders/adam.wgsl");
 
 /// Every kernel source the backend can build, with its cache key. Each kernel family adds
 /// its own list; a test compiles all of them with naga (WGSL → IR → validation → SPIR-V).

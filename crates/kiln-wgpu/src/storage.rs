@@ -4,6 +4,7 @@
 use crate::context::GpuDevice;
 use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
@@ -210,5 +211,61 @@ impl BackendStorage for GpuStorage {
 
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)> {
         kernels::index::topk(self, layout, k, largest)
+    }
+
+    fn norm_forward(&self, weight: Option<&Self>, bias: Option<&Self>, p: &NormParams) -> Result<(Self, Self)> {
+        for t in weight.iter().chain(bias.iter()) {
+            same_device("norm", self, t)?;
+        }
+        kernels::norm::forward(self, weight, bias, p)
+    }
+
+    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)> {
+        for t in [dy, stats].into_iter().chain(weight) {
+            same_device("norm_backward", self, t)?;
+        }
+        kernels::norm::backward(self, dy, stats, weight, p)
+    }
+
+    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+        same_device("cross_entropy", self, targets)?;
+        kernels::cross_entropy::forward(self, targets, p)
+    }
+
+    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+        for t in [targets, lse, grad] {
+            same_device("cross_entropy_backward", self, t)?;
+        }
+        kernels::cross_entropy::backward(self, targets, lse, grad, p)
+    }
+
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+        for t in [k, v].into_iter().chain(key_mask) {
+            same_device("scaled_dot_product_attention", self, t)?;
+        }
+        kernels::attention::forward(self, k, v, key_mask, p)
+    }
+
+    fn attention_backward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        o: &Self,
+        lse: &Self,
+        dout: &Self,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self, Self)> {
+        for t in [k, v, o, lse, dout].into_iter().chain(key_mask) {
+            same_device("scaled_dot_product_attention_backward", self, t)?;
+        }
+        kernels::attention::backward(self, k, v, key_mask, o, lse, dout, p)
+    }
+
+    fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
+        for t in [grad, &*m, &*v] {
+            same_device("adam_step", self, t)?;
+        }
+        kernels::optim::adam_step(self, grad, m, v, p)
     }
 }

@@ -35,6 +35,17 @@ impl Tensor {
         if k != k2 {
             return Err(Error::shape("matmul", format!("inner dims differ: {:?} · {:?}", self.shape(), rhs.shape())));
         }
+        // `[b, t, k] · [k, n]` as one `[b·t, k] · [k, n]` product when the rows merge without a
+        // copy: one kernel instead of a batch, and the weight gradient becomes one
+        // `[k, b·t] · [b·t, n]` product instead of b products and a sum over the broadcast.
+        if self.rank() > 2 && rhs.rank() == 2 {
+            let rows = a.numel() / k.max(1);
+            if k > 0 && a.layout().reshape_view(&[rows, k]).is_some() {
+                let mut shape = a.shape()[..a.rank() - 1].to_vec();
+                shape.push(n);
+                return a.reshape(&[rows, k])?.matmul(&b)?.reshape(&shape);
+            }
+        }
         let batch = broadcast_shapes("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
         let bsz: usize = batch.iter().product();
         let a3 = a.expand(&[batch.clone(), vec![m, k]].concat())?.reshape(&[bsz, m, k])?;

@@ -1,8 +1,8 @@
 //! Adam (`torch.optim.Adam`, L2 penalty in the gradient) and AdamW (`torch.optim.AdamW`,
 //! decoupled weight decay), without AMSGrad.
 
-use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core, with_l2};
-use kiln_core::{Error, Result, Tensor};
+use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core};
+use kiln_core::{AdamParams, Error, Result, Tensor};
 
 /// Hyper-parameters of [`Adam`] (PyTorch's defaults via `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,34 +45,30 @@ fn check_adam(op: &'static str, betas: (f64, f64), eps: f64) -> Result<()> {
     check_non_negative(op, "eps", eps)
 }
 
-/// The shared Adam step. `decoupled` selects AdamW's `p ← p·(1 − lr·wd)` over the L2 term.
-fn adam_update(
+/// One Adam step, fused: one kernel per parameter updates the parameter and both moments in
+/// place (`decoupled` selects AdamW's `p ← p·(1 − lr·wd)` over the L2 term). The old moment
+/// handles are dropped before the write, so the kernel updates their storage in place unless
+/// someone else (a `state()` export) still holds it; then that storage is copied first.
+fn adam_fused(
     h: Hyper,
     p: &Tensor,
     g: &Tensor,
-    state: Option<&ParamState>,
-    (b1, b2): (f64, f64),
+    old: Option<ParamState>,
+    (beta1, beta2): (f64, f64),
     eps: f64,
     decoupled: bool,
-) -> Result<(Tensor, Vec<Tensor>)> {
-    let (p, g) = if decoupled {
-        let p = if h.weight_decay != 0.0 { (p * (1.0 - h.lr * h.weight_decay))? } else { p.clone() };
-        (p, g.clone())
-    } else {
-        (p.clone(), with_l2(g, p, h.weight_decay)?)
+) -> Result<Vec<Tensor>> {
+    let (m, v) = match old {
+        Some(s) => {
+            let mut bufs = s.bufs.into_iter();
+            let mut next = || bufs.next().ok_or_else(|| Error::invalid("Adam", "optimizer state lost a moment buffer"));
+            (next()?.detach(), next()?.detach())
+        }
+        None => (Tensor::zeros_like(p)?, Tensor::zeros_like(p)?),
     };
-    let g_sq = g.square()?;
-    // Both moments start at zero, so the first update is just the weighted gradient.
-    let (m, v) = match state {
-        None => ((&g * (1.0 - b1))?, (&g_sq * (1.0 - b2))?),
-        Some(s) => ((&(&s.bufs[0] * b1)? + &(&g * (1.0 - b1))?)?, (&(&s.bufs[1] * b2)? + &(&g_sq * (1.0 - b2))?)?),
-    };
-    let t = h.step as f64;
-    let bias1 = 1.0 - b1.powf(t);
-    let bias2 = 1.0 - b2.powf(t);
-    let denom = v.sqrt()?.div_scalar(bias2.sqrt())?.add_scalar(eps)?;
-    let update = (&m / &denom)?.mul_scalar(h.lr / bias1)?;
-    Ok(((&p - &update)?, vec![m, v]))
+    let params = AdamParams { lr: h.lr, beta1, beta2, eps, weight_decay: h.weight_decay, decoupled, step: h.step };
+    p.adam_step_(g, &m, &v, &params)?;
+    Ok(vec![m, v])
 }
 
 /// `torch.optim.Adam`: moments `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
@@ -103,7 +99,7 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step(|h, p, g, s| adam_update(h, p, g, s, c.betas, c.eps, false))
+        self.core.step_in_place(|h, p, g, s| adam_fused(h, p, g, s, c.betas, c.eps, false))
     }
 
     delegate_to_core!();
@@ -137,7 +133,7 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step(|h, p, g, s| adam_update(h, p, g, s, c.betas, c.eps, true))
+        self.core.step_in_place(|h, p, g, s| adam_fused(h, p, g, s, c.betas, c.eps, true))
     }
 
     delegate_to_core!();

@@ -204,6 +204,32 @@ impl OptimCore {
         &mut self,
         mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
     ) -> Result<()> {
+        let grads = self.checked_grads()?;
+        let OptimCore { groups, states, fields, .. } = self;
+        kiln_core::no_grad(|| {
+            let mut index = 0;
+            for group in groups.iter() {
+                for p in &group.params {
+                    let i = index;
+                    index += 1;
+                    let Some(g) = &grads[i] else { continue };
+                    let step = states[i].as_ref().map_or(0, |s| s.step) + 1;
+                    let hyper = Hyper { lr: group.lr, weight_decay: group.weight_decay, step };
+                    let (value, bufs) = update(hyper, p, g, states[i].as_ref())?;
+                    debug_assert_eq!(bufs.len(), fields.len());
+                    p.set_data(&value)?;
+                    states[i] = Some(ParamState { step, bufs });
+                }
+            }
+            Ok::<(), Error>(())
+        })?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Every parameter's gradient, checked against the parameter (shape, dtype, device)
+    /// before anything changes.
+    fn checked_grads(&self) -> Result<Vec<Option<Tensor>>> {
         let name = self.name;
         let grads: Vec<Option<Tensor>> = self.params().map(|p| p.grad()).collect();
         for (i, (p, g)) in self.params().zip(&grads).enumerate() {
@@ -224,6 +250,17 @@ impl OptimCore {
                 return Err(Error::DeviceMismatch { op: name, lhs: p.device().name(), rhs: g.device().name() });
             }
         }
+        Ok(grads)
+    }
+
+    /// Like [`OptimCore::step`] for rules that update the parameter and its buffers in place:
+    /// `update(hyper, param, grad, old_state) -> buffers` takes the old state by value, so it
+    /// can drop the old handles before writing (in-place writes copy storage that is shared).
+    pub(crate) fn step_in_place(
+        &mut self,
+        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<ParamState>) -> Result<Vec<Tensor>>,
+    ) -> Result<()> {
+        let grads = self.checked_grads()?;
         let OptimCore { groups, states, fields, .. } = self;
         kiln_core::no_grad(|| {
             let mut index = 0;
@@ -232,11 +269,11 @@ impl OptimCore {
                     let i = index;
                     index += 1;
                     let Some(g) = &grads[i] else { continue };
-                    let step = states[i].as_ref().map_or(0, |s| s.step) + 1;
+                    let old = states[i].take();
+                    let step = old.as_ref().map_or(0, |s| s.step) + 1;
                     let hyper = Hyper { lr: group.lr, weight_decay: group.weight_decay, step };
-                    let (value, bufs) = update(hyper, p, g, states[i].as_ref())?;
+                    let bufs = update(hyper, p, g, old)?;
                     debug_assert_eq!(bufs.len(), fields.len());
-                    p.set_data(&value)?;
                     states[i] = Some(ParamState { step, bufs });
                 }
             }

@@ -1,11 +1,16 @@
 //! Kernel families. Each module turns a backend call into a specialisation key, WGSL source
 //! (from `shaders/`), metadata words and a dispatch.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod matmul_coop;
+pub(crate) mod norm;
+pub(crate) mod optim;
 pub(crate) mod reduce;
 
 use kiln_backend::{DType, Error, Layout, Result};
@@ -113,5 +118,9 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(matmul_coop::specialisations());
     all.extend(index::specialisations());
     all.extend(conv::specialisations());
+    all.extend(norm::specialisations());
+    all.extend(cross_entropy::specialisations());
+    all.extend(attention::specialisations());
+    all.extend(optim::specialisations());
     all
 }

@@ -1,0 +1,277 @@
+//! Fused ops, each one backend primitive forward and one backward: layer/RMS normalisation,
+//! cross-entropy from logits, scaled dot-product attention, and the in-place Adam step.
+//! They compute what the composite ops would (the composite forms are the tests' reference),
+//! with fewer kernels and no large intermediates: attention never builds the
+//! `[q_len, kv_len]` score matrix.
+//!
+//! Backends take these inputs dense at offset 0; a strided view is copied first.
+
+use crate::Tensor;
+use crate::storage::Storage;
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, DType, Error, Layout, NormParams, Result};
+use std::sync::Arc;
+
+/// Largest head dim the GPU attention kernel takes (rows live in registers).
+pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
+
+/// Dense row-major at offset 0, without autodiff history (a copy only for strided views).
+fn dense(t: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.layout().offset() == 0 {
+        return Ok(t.detach());
+    }
+    let s = t.storage().cast(t.layout(), t.dtype())?;
+    Ok(Tensor::leaf(s, t.shape(), t.device()))
+}
+
+fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if !t.dtype().is_float() {
+        return Err(Error::UnsupportedDType { op, dtype: t.dtype(), why: " (needs a float tensor)".into() });
+    }
+    Ok(())
+}
+
+/// `other` must be on `x`'s device with `x`'s dtype.
+fn check_like(op: &'static str, x: &Tensor, other: &Tensor) -> Result<()> {
+    x.check_same_device(op, other)?;
+    if other.dtype() != x.dtype() {
+        return Err(Error::dtype(op, x.dtype(), other.dtype()));
+    }
+    Ok(())
+}
+
+fn storage_of(t: &Option<Tensor>) -> Option<Arc<Storage>> {
+    t.as_ref().map(|t| t.storage())
+}
+
+impl Tensor {
+    /// Layer normalisation over the trailing `normalized_shape` dims, PyTorch's
+    /// `F.layer_norm`: `(x − mean)/√(var + eps)·weight + bias`, biased variance, weight and
+    /// bias (optional) of shape `normalized_shape`. One fused kernel forward, one backward.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let x = Tensor::from_vec(vec![1.0f32, 3.0], &[1, 2], &Device::cpu()).unwrap();
+    /// let y = x.layer_norm(&[2], None, None, 0.0).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![-1.0, 1.0]);
+    /// ```
+    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.fused_norm("layer_norm", normalized_shape, weight, bias, eps, false)
+    }
+
+    /// RMS normalisation over the trailing `normalized_shape` dims, PyTorch's `F.rms_norm`:
+    /// `x/√(mean(x²) + eps)·weight`.
+    pub fn rms_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        self.fused_norm("rms_norm", normalized_shape, weight, None, eps, true)
+    }
+
+    fn fused_norm(
+        &self,
+        op: &'static str,
+        ns: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<Tensor> {
+        check_float(op, self)?;
+        let r = self.rank();
+        if ns.is_empty() || r < ns.len() || &self.shape()[r - ns.len()..] != ns {
+            return Err(Error::shape(op, format!("input {:?} does not end in normalized_shape {ns:?}", self.shape())));
+        }
+        for t in weight.iter().chain(bias.iter()) {
+            check_like(op, self, t)?;
+            if t.shape() != ns {
+                return Err(Error::shape(op, format!("weight/bias {:?} for normalized_shape {ns:?}", t.shape())));
+            }
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(Error::invalid(op, format!("eps must be finite and >= 0, got {eps}")));
+        }
+        let n: usize = ns.iter().product();
+        let rows = if n == 0 { 0 } else { self.numel() / n };
+        let p = NormParams { rows, n, eps, rms };
+        let x = dense(self)?;
+        let w = weight.map(dense).transpose()?;
+        let b = bias.map(dense).transpose()?;
+        let (ws, bs) = (storage_of(&w), storage_of(&b));
+        let (y, stats) = x.storage().norm_forward(ws.as_deref(), bs.as_deref(), &p)?;
+        let stats = Tensor::leaf(stats, &[rows, 2], self.device());
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        let (shape, ns, device) = (self.shape().to_vec(), ns.to_vec(), self.device().clone());
+        Tensor::from_op(y, self.shape(), self.device(), op, &inputs, move |g| {
+            let g = dense(g)?;
+            let ws = storage_of(&w);
+            let [dx, dw, db] = x.storage().norm_backward(&g.storage(), &stats.storage(), ws.as_deref(), &p)?;
+            let mut out = vec![Some(Tensor::leaf(dx, &shape, &device))];
+            if has_w {
+                out.push(Some(Tensor::leaf(dw, &ns, &device)));
+            }
+            if has_b {
+                out.push(Some(Tensor::leaf(db, &ns, &device)));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Per-row cross-entropy of logits `[rows, classes]` against class ids `[rows]` (u32 or
+    /// i32), in one fused kernel: `(1 − ε)·(lse − x[t]) + ε·(lse − mean(x))`, 0 for rows whose
+    /// target is `ignore_index`. The gradient is one kernel too: `softmax − smoothed onehot`.
+    /// Ids other than `ignore_index` must be in range (checked; this reads them back).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let d = Device::cpu();
+    /// let logits = Tensor::zeros(&[2, 4], &d).unwrap();
+    /// let ids = Tensor::from_vec(vec![1u32, 3], &[2], &d).unwrap();
+    /// let loss = logits.cross_entropy_rows(&ids, None, 0.0).unwrap();
+    /// assert!((loss.to_vec::<f32>().unwrap()[0] as f64 - 4f64.ln()).abs() < 1e-6);
+    /// ```
+    pub fn cross_entropy_rows(&self, targets: &Tensor, ignore_index: Option<u32>, label_smoothing: f64) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        check_float(OP, self)?;
+        self.check_same_device(OP, targets)?;
+        if self.rank() != 2 || targets.shape() != [self.shape()[0]] {
+            return Err(Error::shape(OP, format!("expects logits [rows, classes] and ids [rows], got {:?} and {:?}", self.shape(), targets.shape())));
+        }
+        if !matches!(targets.dtype(), DType::U32 | DType::I32) {
+            return Err(Error::dtype(OP, "u32 or i32 class ids", targets.dtype()));
+        }
+        if !(0.0..=1.0).contains(&label_smoothing) {
+            return Err(Error::invalid(OP, format!("label_smoothing {label_smoothing} is not in [0, 1]")));
+        }
+        let (rows, classes) = (self.shape()[0], self.shape()[1]);
+        for t in targets.to_f64_vec()? {
+            let ignored = ignore_index.is_some_and(|ii| t == ii as f64);
+            if !ignored && (t < 0.0 || t >= classes as f64) {
+                return Err(Error::IndexOutOfRange { op: OP, index: t as i64, size: classes, what: "classes".into() });
+            }
+        }
+        let p = CrossEntropyParams { rows, classes, ignore_index, smoothing: label_smoothing };
+        let x = dense(self)?;
+        let ids = dense(targets)?;
+        let (loss, lse) = x.storage().cross_entropy_forward(&ids.storage(), &p)?;
+        let lse = Tensor::leaf(lse, &[rows], self.device());
+        let device = self.device().clone();
+        Tensor::from_op(loss, &[rows], self.device(), OP, &[self], move |g| {
+            let g = dense(g)?;
+            let dx = x.storage().cross_entropy_backward(&ids.storage(), &lse.storage(), &g.storage(), &p)?;
+            Ok(vec![Some(Tensor::leaf(dx, &[rows, classes], &device))])
+        })
+    }
+
+    /// Scaled dot-product attention, PyTorch's `F.scaled_dot_product_attention` with scale
+    /// `1/√head_dim`: `q: [batch, heads, q_len, head_dim]`, `k, v: [batch, heads, kv_len,
+    /// head_dim]`. `causal` hides key `j > i` from query `i` (top-left aligned, as PyTorch's
+    /// `is_causal`); `key_padding_mask: [batch, kv_len]` (bool or nonzero = hidden) hides
+    /// padded keys. A query that sees no key gets zeros (PyTorch gives NaN).
+    ///
+    /// Forward is one flash-attention kernel (tiled, online softmax, the causal mask computed
+    /// from indices) that also saves each row's log-sum-exp; backward recomputes the
+    /// probabilities from it in two kernels (dq; dk and dv), so no `[q_len, kv_len]` matrix is
+    /// ever stored. The GPU kernel takes head dims up to [`ATTENTION_MAX_HEAD_DIM`].
+    pub fn scaled_dot_product_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+        key_padding_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        const OP: &str = "scaled_dot_product_attention";
+        check_float(OP, q)?;
+        check_like(OP, q, k)?;
+        check_like(OP, q, v)?;
+        let shapes = || format!("q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
+        if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[..2] != k.shape()[..2] || q.shape()[3] != k.shape()[3] {
+            return Err(Error::shape(OP, format!("expects q [b, h, tq, d] and k, v [b, h, tk, d], got {}", shapes())));
+        }
+        let (batch, heads, q_len, head_dim) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let kv_len = k.shape()[2];
+        if head_dim > ATTENTION_MAX_HEAD_DIM && q.device().is_gpu() {
+            return Err(Error::Unsupported { op: OP, msg: format!("head dim {head_dim} on the GPU (at most {ATTENTION_MAX_HEAD_DIM})") });
+        }
+        let mask = match key_padding_mask {
+            None => None,
+            Some(m) => {
+                q.check_same_device(OP, m)?;
+                if m.shape() != [batch, kv_len] {
+                    return Err(Error::shape(OP, format!("key padding mask {:?} for {} (expects [b, tk])", m.shape(), shapes())));
+                }
+                let m = if m.dtype() == DType::Bool { m.clone() } else { m.ne_scalar(0.0)? };
+                Some(dense(&m)?)
+            }
+        };
+        let p = AttentionParams { batch, heads, q_len, kv_len, head_dim, causal, scale: 1.0 / (head_dim.max(1) as f64).sqrt() };
+        let (qd, kd, vd) = (dense(q)?, dense(k)?, dense(v)?);
+        let ms = storage_of(&mask);
+        let (o, lse) = qd.storage().attention_forward(&kd.storage(), &vd.storage(), ms.as_deref(), &p)?;
+        let device = q.device().clone();
+        let o = Arc::new(o);
+        // The backward needs the output: a history-free handle on the same storage (capturing
+        // the output tensor itself would make a reference cycle through its node).
+        let saved_o = Tensor::build(o.clone(), Layout::contiguous(q.shape()), device.clone(), None);
+        let lse = Tensor::leaf(lse, &[batch * heads * q_len], &device);
+        let (q_shape, k_shape) = (q.shape().to_vec(), k.shape().to_vec());
+        let dev = device.clone();
+        let node = crate::autograd::node(OP, &[q, k, v], move |g| {
+            let g = dense(g)?;
+            let ms = storage_of(&mask);
+            let (qs, ks, vs, os, ls, gs) = (qd.storage(), kd.storage(), vd.storage(), saved_o.storage(), lse.storage(), g.storage());
+            let [dq, dk, dv] = Storage::attention_backward([&qs, &ks, &vs, &os, &ls, &gs], ms.as_deref(), &p)?;
+            Ok(vec![
+                Some(Tensor::leaf(dq, &q_shape, &dev)),
+                Some(Tensor::leaf(dk, &k_shape, &dev)),
+                Some(Tensor::leaf(dv, &k_shape, &dev)),
+            ])
+        });
+        let out = Tensor::build(o, Layout::contiguous(q.shape()), device, node);
+        crate::anomaly::check(OP, "output", &out)?;
+        Ok(out)
+    }
+
+    /// One Adam/AdamW step in place on this parameter and its moment buffers `m` and `v`
+    /// (one kernel on the GPU): see [`AdamParams`] for the formula. The parameter, `m` and `v`
+    /// must each own dense storage; storage shared with another tensor is copied first, so
+    /// that tensor keeps the old values.
+    pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, p: &AdamParams) -> Result<()> {
+        const OP: &str = "adam_step";
+        check_float(OP, self)?;
+        for t in [grad, m, v] {
+            check_like(OP, self, t)?;
+            if t.shape() != self.shape() {
+                return Err(Error::shape(OP, format!("{:?} for a parameter of shape {:?}", t.shape(), self.shape())));
+            }
+        }
+        if self.same(m) || self.same(v) || m.same(v) || grad.same(self) || grad.same(m) || grad.same(v) {
+            return Err(Error::invalid(OP, "parameter, gradient and moments must be distinct tensors"));
+        }
+        for t in [self, m, v] {
+            if !t.is_contiguous() || t.layout().offset() != 0 {
+                return Err(Error::invalid(OP, "parameter and moments must own contiguous storage"));
+            }
+        }
+        let g = dense(grad)?;
+        let gs = g.storage();
+        let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
+        let own = |s: &mut Arc<Storage>, t: &Tensor| -> Result<()> {
+            if Arc::get_mut(s).is_none() {
+                *s = Arc::new(s.cast(&Layout::contiguous(t.shape()), t.dtype())?);
+            }
+            Ok(())
+        };
+        own(&mut ps, self)?;
+        own(&mut mst, m)?;
+        own(&mut vst, v)?;
+        let unique = || Error::invalid(OP, "storage is shared");
+        let pm = Arc::get_mut(&mut ps).ok_or_else(unique)?;
+        let mm = Arc::get_mut(&mut mst).ok_or_else(unique)?;
+        let vm = Arc::get_mut(&mut vst).ok_or_else(unique)?;
+        pm.adam_step(&gs, mm, vm, p)
+    }
+}
+
+fn lock(t: &Tensor) -> std::sync::RwLockWriteGuard<'_, Arc<Storage>> {
+    t.0.storage.write().unwrap_or_else(|e| e.into_inner())
+}

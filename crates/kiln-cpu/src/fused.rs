@@ -1,0 +1,310 @@
+//! The fused primitives' reference semantics: norms, cross-entropy from logits, attention and
+//! the Adam step, computed in f64 from the inputs' values and rounded once into the output dtype.
+//! Statistics handed from a forward to its backward (norm mean/rstd, log-sum-exp) stay f64.
+
+use kiln_backend::{AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result};
+
+use crate::storage::CpuStorage;
+
+fn floats(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<f64>> {
+    if !s.dtype().is_float() {
+        return Err(Error::UnsupportedDType { op, dtype: s.dtype(), why: " (needs a float tensor)".into() });
+    }
+    values(op, s, len)
+}
+
+fn values(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<f64>> {
+    if s.len() < len {
+        return Err(Error::invalid(op, format!("storage holds {} elements, needs {len}", s.len())));
+    }
+    let mut v = s.as_host().to_f64_vec();
+    v.truncate(len);
+    Ok(v)
+}
+
+fn wrap(v: &[f64], dtype: DType) -> CpuStorage {
+    CpuStorage::from_host_data(HostData::from_f64(v, dtype))
+}
+
+pub(crate) fn norm_forward(
+    x: &CpuStorage,
+    weight: Option<&CpuStorage>,
+    bias: Option<&CpuStorage>,
+    p: &NormParams,
+) -> Result<(CpuStorage, CpuStorage)> {
+    const OP: &str = "norm";
+    let (rows, n) = (p.rows, p.n);
+    let xs = floats(OP, x, rows * n)?;
+    let w = weight.map(|w| floats(OP, w, n)).transpose()?;
+    let b = bias.map(|b| floats(OP, b, n)).transpose()?;
+    let mut y = vec![0.0; rows * n];
+    let mut stats = vec![0.0; rows * 2];
+    for r in 0..rows {
+        let row = &xs[r * n..(r + 1) * n];
+        let mean = if p.rms { 0.0 } else { row.iter().sum::<f64>() / n as f64 };
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+        let rstd = 1.0 / (var + p.eps).sqrt();
+        stats[2 * r] = mean;
+        stats[2 * r + 1] = rstd;
+        for j in 0..n {
+            let mut v = (row[j] - mean) * rstd;
+            if let Some(w) = &w {
+                v *= w[j];
+            }
+            if let Some(b) = &b {
+                v += b[j];
+            }
+            y[r * n + j] = v;
+        }
+    }
+    Ok((wrap(&y, x.dtype()), wrap(&stats, DType::F64)))
+}
+
+pub(crate) fn norm_backward(
+    x: &CpuStorage,
+    dy: &CpuStorage,
+    stats: &CpuStorage,
+    weight: Option<&CpuStorage>,
+    p: &NormParams,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    const OP: &str = "norm_backward";
+    let (rows, n) = (p.rows, p.n);
+    let xs = floats(OP, x, rows * n)?;
+    let gs = floats(OP, dy, rows * n)?;
+    let st = floats(OP, stats, rows * 2)?;
+    let w = weight.map(|w| floats(OP, w, n)).transpose()?;
+    let mut dx = vec![0.0; rows * n];
+    let mut dw = vec![0.0; n];
+    let mut db = vec![0.0; n];
+    for r in 0..rows {
+        let (mean, rstd) = (st[2 * r], st[2 * r + 1]);
+        let xhat: Vec<f64> = (0..n).map(|j| (xs[r * n + j] - mean) * rstd).collect();
+        // g = dy·w is the gradient at x̂; dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), without the
+        // mean(g) term for RMSNorm (no centring).
+        let g: Vec<f64> = (0..n).map(|j| gs[r * n + j] * w.as_ref().map_or(1.0, |w| w[j])).collect();
+        let mean_g = if p.rms { 0.0 } else { g.iter().sum::<f64>() / n as f64 };
+        let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n as f64;
+        for j in 0..n {
+            dx[r * n + j] = rstd * (g[j] - mean_g - xhat[j] * mean_gx);
+            dw[j] += gs[r * n + j] * xhat[j];
+            db[j] += gs[r * n + j];
+        }
+    }
+    let dt = x.dtype();
+    Ok((wrap(&dx, dt), wrap(&dw, dt), wrap(&db, dt)))
+}
+
+/// The class of row `r`, or `None` when it is ignored.
+fn target(ids: &[f64], r: usize, p: &CrossEntropyParams) -> Result<Option<usize>> {
+    let t = ids[r];
+    if p.ignore_index.is_some_and(|ii| t == ii as f64) {
+        return Ok(None);
+    }
+    if t < 0.0 || t >= p.classes as f64 {
+        return Err(Error::IndexOutOfRange { op: "cross_entropy", index: t as i64, size: p.classes, what: "classes".into() });
+    }
+    Ok(Some(t as usize))
+}
+
+fn ids_of(op: &'static str, targets: &CpuStorage, rows: usize) -> Result<Vec<f64>> {
+    if !matches!(targets.dtype(), DType::U32 | DType::I32) {
+        return Err(Error::dtype(op, "u32 or i32 class ids", targets.dtype()));
+    }
+    values(op, targets, rows)
+}
+
+pub(crate) fn cross_entropy_forward(
+    logits: &CpuStorage,
+    targets: &CpuStorage,
+    p: &CrossEntropyParams,
+) -> Result<(CpuStorage, CpuStorage)> {
+    const OP: &str = "cross_entropy";
+    let (rows, c) = (p.rows, p.classes);
+    let xs = floats(OP, logits, rows * c)?;
+    let ids = ids_of(OP, targets, rows)?;
+    let mut loss = vec![0.0; rows];
+    let mut lse = vec![0.0; rows];
+    for r in 0..rows {
+        let row = &xs[r * c..(r + 1) * c];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        lse[r] = z;
+        let Some(t) = target(&ids, r, p)? else { continue };
+        let mean = row.iter().sum::<f64>() / c as f64;
+        loss[r] = (1.0 - p.smoothing) * (z - row[t]) + p.smoothing * (z - mean);
+    }
+    Ok((wrap(&loss, logits.dtype()), wrap(&lse, DType::F64)))
+}
+
+pub(crate) fn cross_entropy_backward(
+    logits: &CpuStorage,
+    targets: &CpuStorage,
+    lse: &CpuStorage,
+    grad: &CpuStorage,
+    p: &CrossEntropyParams,
+) -> Result<CpuStorage> {
+    const OP: &str = "cross_entropy_backward";
+    let (rows, c) = (p.rows, p.classes);
+    let xs = floats(OP, logits, rows * c)?;
+    let ids = ids_of(OP, targets, rows)?;
+    let z = floats(OP, lse, rows)?;
+    let g = floats(OP, grad, rows)?;
+    let mut dx = vec![0.0; rows * c];
+    for r in 0..rows {
+        let Some(t) = target(&ids, r, p)? else { continue };
+        for j in 0..c {
+            let onehot = if j == t { 1.0 - p.smoothing } else { 0.0 };
+            dx[r * c + j] = g[r] * ((xs[r * c + j] - z[r]).exp() - onehot - p.smoothing / c as f64);
+        }
+    }
+    Ok(wrap(&dx, logits.dtype()))
+}
+
+struct Attn {
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    mask: Option<Vec<f64>>,
+}
+
+impl Attn {
+    fn load(op: &'static str, q: &CpuStorage, k: &CpuStorage, v: &CpuStorage, mask: Option<&CpuStorage>, p: &AttentionParams) -> Result<Attn> {
+        let bh = p.batch * p.heads;
+        Ok(Attn {
+            q: floats(op, q, bh * p.q_len * p.head_dim)?,
+            k: floats(op, k, bh * p.kv_len * p.head_dim)?,
+            v: floats(op, v, bh * p.kv_len * p.head_dim)?,
+            mask: mask.map(|m| values(op, m, p.batch * p.kv_len)).transpose()?,
+        })
+    }
+
+    fn visible(&self, p: &AttentionParams, bh: usize, i: usize, j: usize) -> bool {
+        let hidden = self.mask.as_ref().is_some_and(|m| m[(bh / p.heads) * p.kv_len + j] != 0.0);
+        !hidden && !(p.causal && j > i)
+    }
+
+    /// Scaled scores of query `i` against every key of head `bh` (`None` where hidden).
+    fn scores(&self, p: &AttentionParams, bh: usize, i: usize) -> Vec<Option<f64>> {
+        let d = p.head_dim;
+        let q = &self.q[(bh * p.q_len + i) * d..][..d];
+        (0..p.kv_len)
+            .map(|j| {
+                self.visible(p, bh, i, j).then(|| {
+                    let k = &self.k[(bh * p.kv_len + j) * d..][..d];
+                    p.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn attention_forward(
+    q: &CpuStorage,
+    k: &CpuStorage,
+    v: &CpuStorage,
+    mask: Option<&CpuStorage>,
+    p: &AttentionParams,
+) -> Result<(CpuStorage, CpuStorage)> {
+    let a = Attn::load("scaled_dot_product_attention", q, k, v, mask, p)?;
+    let (bhs, d) = (p.batch * p.heads, p.head_dim);
+    let mut out = vec![0.0; bhs * p.q_len * d];
+    let mut lse = vec![f64::INFINITY; bhs * p.q_len];
+    for bh in 0..bhs {
+        for i in 0..p.q_len {
+            let s = a.scores(p, bh, i);
+            let m = s.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if m == f64::NEG_INFINITY {
+                continue;
+            }
+            let z: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum();
+            let row = bh * p.q_len + i;
+            lse[row] = m + z.ln();
+            for (j, sj) in s.iter().enumerate() {
+                let Some(sj) = sj else { continue };
+                let w = (sj - lse[row]).exp();
+                for c in 0..d {
+                    out[row * d + c] += w * a.v[(bh * p.kv_len + j) * d + c];
+                }
+            }
+        }
+    }
+    Ok((wrap(&out, q.dtype()), wrap(&lse, DType::F64)))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(
+    q: &CpuStorage,
+    k: &CpuStorage,
+    v: &CpuStorage,
+    mask: Option<&CpuStorage>,
+    o: &CpuStorage,
+    lse: &CpuStorage,
+    dout: &CpuStorage,
+    p: &AttentionParams,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    const OP: &str = "scaled_dot_product_attention_backward";
+    let a = Attn::load(OP, q, k, v, mask, p)?;
+    let (bhs, d) = (p.batch * p.heads, p.head_dim);
+    let os = floats(OP, o, bhs * p.q_len * d)?;
+    let z = floats(OP, lse, bhs * p.q_len)?;
+    let dos = floats(OP, dout, bhs * p.q_len * d)?;
+    let mut dq = vec![0.0; a.q.len()];
+    let mut dk = vec![0.0; a.k.len()];
+    let mut dv = vec![0.0; a.v.len()];
+    for bh in 0..bhs {
+        for i in 0..p.q_len {
+            let row = bh * p.q_len + i;
+            let dorow = &dos[row * d..][..d];
+            // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term.
+            let delta: f64 = dorow.iter().zip(&os[row * d..][..d]).map(|(a, b)| a * b).sum();
+            for (j, sj) in a.scores(p, bh, i).into_iter().enumerate() {
+                let Some(sj) = sj else { continue };
+                let pij = (sj - z[row]).exp();
+                let kv = (bh * p.kv_len + j) * d;
+                let dp: f64 = dorow.iter().zip(&a.v[kv..kv + d]).map(|(a, b)| a * b).sum();
+                let ds = pij * (dp - delta) * p.scale;
+                for c in 0..d {
+                    dv[kv + c] += pij * dorow[c];
+                    dq[row * d + c] += ds * a.k[kv + c];
+                    dk[kv + c] += ds * a.q[row * d + c];
+                }
+            }
+        }
+    }
+    let dt = q.dtype();
+    Ok((wrap(&dq, dt), wrap(&dk, dt), wrap(&dv, dt)))
+}
+
+pub(crate) fn adam_step(
+    param: &mut CpuStorage,
+    grad: &CpuStorage,
+    m: &mut CpuStorage,
+    v: &mut CpuStorage,
+    p: &AdamParams,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    let n = param.len();
+    let mut ps = floats(OP, param, n)?;
+    let gs = floats(OP, grad, n)?;
+    let mut ms = floats(OP, m, n)?;
+    let mut vs = floats(OP, v, n)?;
+    let t = p.step as f64;
+    let (bias1, bias2) = (1.0 - p.beta1.powf(t), 1.0 - p.beta2.powf(t));
+    for i in 0..n {
+        let mut g = gs[i];
+        if p.decoupled {
+            ps[i] *= 1.0 - p.lr * p.weight_decay;
+        } else {
+            g += p.weight_decay * ps[i];
+        }
+        ms[i] = p.beta1 * ms[i] + (1.0 - p.beta1) * g;
+        vs[i] = p.beta2 * vs[i] + (1.0 - p.beta2) * g * g;
+        let denom = vs[i].sqrt() / bias2.sqrt() + p.eps;
+        ps[i] -= p.lr / bias1 * ms[i] / denom;
+    }
+    let dt = param.dtype();
+    *param = wrap(&ps, dt);
+    *m = wrap(&ms, m.dtype());
+    *v = wrap(&vs, v.dtype());
+    Ok(())
+}

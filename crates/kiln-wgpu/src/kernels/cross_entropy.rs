@@ -1,0 +1,93 @@
+//! Cross-entropy from logits: forward (`shaders/cross_entropy.wgsl`, per-row loss and
+//! log-sum-exp in one kernel) and backward (`cross_entropy_backward.wgsl`, one kernel).
+
+use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::{WG, module};
+use crate::storage::GpuStorage;
+use kiln_backend::{BackendStorage, CrossEntropyParams, DType, Error, Result};
+
+fn forward_source(dtype: DType) -> String {
+    let mut b = float_binding(1, "x", dtype, Access::Read);
+    b += &raw_binding(2, "targets", "u32", Access::Read);
+    b += &float_binding(3, "loss", dtype, Access::Write);
+    b += &raw_binding(4, "lse", "f32", Access::Write);
+    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::CROSS_ENTROPY))
+}
+
+fn backward_source(dtype: DType) -> String {
+    let mut b = float_binding(1, "x", dtype, Access::Read);
+    b += &raw_binding(2, "targets", "u32", Access::Read);
+    b += &raw_binding(3, "lse", "f32", Access::Read);
+    b += &float_binding(4, "grad", dtype, Access::Read);
+    b += &float_binding(5, "dx", dtype, Access::Write);
+    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::CROSS_ENTROPY_BACKWARD))
+}
+
+fn meta(p: &CrossEntropyParams) -> [u32; 5] {
+    [
+        p.rows as u32,
+        p.classes as u32,
+        p.ignore_index.is_some() as u32,
+        p.ignore_index.unwrap_or(0),
+        (p.smoothing as f32).to_bits(),
+    ]
+}
+
+fn check_ids(op: &'static str, ids: &GpuStorage) -> Result<()> {
+    if matches!(ids.dtype(), DType::U32 | DType::I32) {
+        Ok(())
+    } else {
+        Err(Error::dtype(op, "u32 or i32 class ids", ids.dtype()))
+    }
+}
+
+pub(crate) fn forward(x: &GpuStorage, targets: &GpuStorage, p: &CrossEntropyParams) -> Result<(GpuStorage, GpuStorage)> {
+    const OP: &str = "cross_entropy";
+    let dtype = x.dtype();
+    check_float(OP, dtype)?;
+    check_ids(OP, targets)?;
+    check_len(OP, p.rows * p.classes)?;
+    let ctx = x.context();
+    let loss = GpuStorage::alloc(ctx, OP, dtype, p.rows)?;
+    let lse = GpuStorage::alloc(ctx, OP, DType::F32, p.rows)?;
+    if p.rows == 0 {
+        return Ok((loss, lse));
+    }
+    let kernel = ctx.cache.get(&ctx.device, OP, &format!("cross_entropy|{dtype}"), || forward_source(dtype))?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), targets.buffer(), loss.buffer(), lse.buffer()], &meta(p), p.rows as u32)?;
+    Ok((loss, lse))
+}
+
+pub(crate) fn backward(
+    x: &GpuStorage,
+    targets: &GpuStorage,
+    lse: &GpuStorage,
+    grad: &GpuStorage,
+    p: &CrossEntropyParams,
+) -> Result<GpuStorage> {
+    const OP: &str = "cross_entropy_backward";
+    let dtype = x.dtype();
+    check_float(OP, dtype)?;
+    check_ids(OP, targets)?;
+    let numel = p.rows * p.classes;
+    check_len(OP, numel)?;
+    let ctx = x.context();
+    let dx = GpuStorage::alloc(ctx, OP, dtype, numel)?;
+    if numel == 0 {
+        return Ok(dx);
+    }
+    let kernel = ctx.cache.get(&ctx.device, OP, &format!("cross_entropy_bwd|{dtype}"), || backward_source(dtype))?;
+    let groups = check_len(OP, numel.div_ceil(WG as usize))?;
+    let buffers = [x.buffer(), targets.buffer(), lse.buffer(), grad.buffer(), dx.buffer()];
+    ctx.dispatch(OP, &kernel, &buffers, &meta(p), groups)?;
+    Ok(dx)
+}
+
+pub(crate) fn specialisations() -> Vec<(String, String)> {
+    FLOATS
+        .iter()
+        .flat_map(|&d| {
+            [(format!("cross_entropy|{d}"), forward_source(d)), (format!("cross_entropy_bwd|{d}"), backward_source(d))]
+        })
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! LayerNorm / RMSNorm forward (`shaders/layer_norm.wgsl`), dx (`layer_norm_backward.wgsl`)
+//! and the weight/bias gradients (`norm_params_grad.wgsl`, then the reduce kernel over chunks).
+
+use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::{WG, module};
+use crate::storage::GpuStorage;
+use kiln_backend::{BackendStorage, DType, Layout, NormParams, ReduceOp, Result};
+
+/// Rows each thread of the parameter-gradient pass sums before the chunks are folded.
+const CHUNK_ROWS: usize = 32;
+
+fn forward_source(dtype: DType, rms: bool) -> String {
+    let mut b = float_binding(1, "x", dtype, Access::Read);
+    b += &float_binding(2, "w", dtype, Access::Read);
+    b += &float_binding(3, "b", dtype, Access::Read);
+    b += &float_binding(4, "y", dtype, Access::Write);
+    b += &raw_binding(5, "stats", "f32", Access::Write);
+    let body = crate::shaders::LAYER_NORM.replace("{{CENTER}}", if rms { "false" } else { "true" });
+    module(enable_for(dtype), false, &format!("{b}\n{body}"))
+}
+
+fn backward_source(dtype: DType, rms: bool) -> String {
+    let mut b = float_binding(1, "x", dtype, Access::Read);
+    b += &float_binding(2, "dy", dtype, Access::Read);
+    b += &float_binding(3, "w", dtype, Access::Read);
+    b += &raw_binding(4, "stats", "f32", Access::Read);
+    b += &float_binding(5, "dx", dtype, Access::Write);
+    let body = crate::shaders::LAYER_NORM_BACKWARD.replace("{{CENTER}}", if rms { "false" } else { "true" });
+    module(enable_for(dtype), false, &format!("{b}\n{body}"))
+}
+
+fn params_source(dtype: DType) -> String {
+    let mut b = float_binding(1, "x", dtype, Access::Read);
+    b += &float_binding(2, "dy", dtype, Access::Read);
+    b += &raw_binding(3, "stats", "f32", Access::Read);
+    b += &raw_binding(4, "pw", "f32", Access::Write);
+    b += &raw_binding(5, "pb", "f32", Access::Write);
+    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::NORM_PARAMS_GRAD))
+}
+
+fn key(kind: &str, dtype: DType, rms: bool) -> String {
+    format!("{kind}|{dtype}|{}", if rms { "rms" } else { "layer" })
+}
+
+pub(crate) fn forward(
+    x: &GpuStorage,
+    weight: Option<&GpuStorage>,
+    bias: Option<&GpuStorage>,
+    p: &NormParams,
+) -> Result<(GpuStorage, GpuStorage)> {
+    const OP: &str = "norm";
+    let dtype = x.dtype();
+    check_float(OP, dtype)?;
+    let ctx = x.context();
+    let numel = p.rows * p.n;
+    check_len(OP, numel)?;
+    let y = GpuStorage::alloc(ctx, OP, dtype, numel)?;
+    let stats = GpuStorage::alloc(ctx, OP, DType::F32, 2 * p.rows)?;
+    if numel == 0 {
+        return Ok((y, stats));
+    }
+    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm", dtype, p.rms), || forward_source(dtype, p.rms))?;
+    let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32, bias.is_some() as u32, (p.eps as f32).to_bits()];
+    let w = weight.unwrap_or(x);
+    let b = bias.unwrap_or(x);
+    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], &meta, check_len(OP, p.rows)?)?;
+    Ok((y, stats))
+}
+
+pub(crate) fn backward(
+    x: &GpuStorage,
+    dy: &GpuStorage,
+    stats: &GpuStorage,
+    weight: Option<&GpuStorage>,
+    p: &NormParams,
+) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
+    const OP: &str = "norm_backward";
+    let dtype = x.dtype();
+    check_float(OP, dtype)?;
+    let ctx = x.context();
+    let numel = p.rows * p.n;
+    check_len(OP, numel)?;
+    let dx = GpuStorage::alloc(ctx, OP, dtype, numel)?;
+    if numel == 0 {
+        let zeros = GpuStorage::full(ctx, p.n, 0.0, dtype)?;
+        let zeros2 = GpuStorage::full(ctx, p.n, 0.0, dtype)?;
+        return Ok((dx, zeros, zeros2));
+    }
+    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms), || backward_source(dtype, p.rms))?;
+    let w = weight.unwrap_or(x);
+    let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32];
+    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], &meta, check_len(OP, p.rows)?)?;
+
+    let chunks = p.rows.div_ceil(CHUNK_ROWS);
+    let pw = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
+    let pb = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
+    let kernel = ctx.cache.get(&ctx.device, OP, &format!("norm_params|{dtype}"), || params_source(dtype))?;
+    let meta = [p.rows as u32, p.n as u32, CHUNK_ROWS as u32, chunks as u32];
+    let groups = check_len(OP, (chunks * p.n).div_ceil(WG as usize))?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()], &meta, groups)?;
+    // [chunks, n] read as [n, chunks]: the reduce kernel sums each column's chunks.
+    let columns = Layout::new(vec![p.n, chunks], vec![1, p.n], 0);
+    let fold = |s: &GpuStorage| -> Result<GpuStorage> {
+        let sum = super::reduce::reduce(s, &columns, ReduceOp::Sum, 1)?;
+        if dtype == DType::F32 { Ok(sum) } else { sum.cast(&Layout::contiguous(&[p.n]), dtype) }
+    };
+    Ok((dx, fold(&pw)?, fold(&pb)?))
+}
+
+pub(crate) fn specialisations() -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for dtype in FLOATS {
+        for rms in [false, true] {
+            all.push((key("norm", dtype, rms), forward_source(dtype, rms)));
+            all.push((key("norm_bwd", dtype, rms), backward_source(dtype, rms)));
+        }
+        all.push((format!("norm_params|{dtype}"), params_source(dtype)));
+    }
+    all
+}

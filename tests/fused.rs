@@ -1,0 +1,282 @@
+//! Fused ops (layer/RMS norm, cross-entropy from logits, attention, the Adam step) and the
+//! flattened `[b, t, d]·[d, k]` matmul: against their composite definitions in f64 on the CPU,
+//! and the GPU against the CPU on random odd sizes, with strided and broadcast inputs.
+
+mod common;
+
+use common::{assert_close, gpu, random, values};
+use kiln::prelude::*;
+use kiln::AdamParams;
+
+/// The output and the gradient of Σ out·w for every input, read back as f64.
+fn run(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let leaves: Vec<Tensor> = inputs.iter().map(|t| t.with_grad()).collect();
+    let out = f(&leaves).expect("forward");
+    let w = Tensor::from_host(
+        kiln::HostData::from_f64(&values(out.numel(), 9, -1.0, 1.0), out.dtype()),
+        out.shape(),
+        out.device(),
+    )
+    .expect("weights");
+    out.mul(&w).unwrap().sum_all().unwrap().backward().expect("backward");
+    let grads = leaves.iter().map(|l| l.grad().map_or(vec![0.0; l.numel()], |g| g.to_f64_vec().unwrap())).collect();
+    (out.to_f64_vec().unwrap(), grads)
+}
+
+/// `fused` against `reference` on the same f64 CPU inputs: outputs and gradients.
+fn same_as_composite(what: &str, inputs: &[Tensor], fused: &dyn Fn(&[Tensor]) -> Result<Tensor>, reference: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+    let (fo, fg) = run(inputs, fused);
+    let (ro, rg) = run(inputs, reference);
+    assert_close(&format!("{what}: output"), &fo, &ro, 1e-10, 1e-12);
+    for (i, (a, b)) in fg.iter().zip(&rg).enumerate() {
+        assert_close(&format!("{what}: grad {i}"), a, b, 1e-9, 1e-11);
+    }
+}
+
+/// `f` on the GPU against the CPU (f32): outputs and gradients.
+fn gpu_matches_cpu(what: &str, dev: &Device, inputs: &[Tensor], rtol: f64, atol: f64, f: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+    let (co, cg) = run(inputs, f);
+    let on_gpu: Vec<Tensor> = inputs.iter().map(|t| t.to(dev).unwrap()).collect();
+    let (go, gg) = run(&on_gpu, f);
+    assert_close(&format!("{what}: output"), &go, &co, rtol, atol);
+    for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
+        assert_close(&format!("{what}: grad {i}"), a, b, rtol, atol);
+    }
+}
+
+fn f64_input(shape: &[usize], seed: u64) -> Tensor {
+    random(shape, DType::F64, seed, -2.0, 2.0)
+}
+
+fn composite_norm(x: &Tensor, dims: &[isize], eps: f64, rms: bool) -> Result<Tensor> {
+    if rms {
+        return x * &x.square()?.mean(dims, true)?.add_scalar(eps)?.rsqrt()?;
+    }
+    let c = (x - &x.mean(dims, true)?)?;
+    &c * &c.square()?.mean(dims, true)?.add_scalar(eps)?.rsqrt()?
+}
+
+#[test]
+fn norms_match_their_composite_definition() {
+    // A transposed input, and a normalized shape of two dims.
+    let x = f64_input(&[5, 3, 4], 1).transpose(0, 1).unwrap();
+    let w = f64_input(&[5, 4], 2);
+    let b = f64_input(&[5, 4], 3);
+    same_as_composite(
+        "layer_norm",
+        &[x.clone(), w.clone(), b.clone()],
+        &|t| t[0].layer_norm(&[5, 4], Some(&t[1]), Some(&t[2]), 1e-5),
+        &|t| &(&composite_norm(&t[0], &[-2, -1], 1e-5, false)? * &t[1])? + &t[2],
+    );
+    same_as_composite("layer_norm without affine", &[x.clone()], &|t| t[0].layer_norm(&[4], None, None, 0.1), &|t| {
+        composite_norm(&t[0], &[-1], 0.1, false)
+    });
+    let w4 = f64_input(&[4], 4);
+    same_as_composite(
+        "rms_norm",
+        &[x, w4],
+        &|t| t[0].rms_norm(&[4], Some(&t[1]), 1e-6),
+        &|t| &composite_norm(&t[0], &[-1], 1e-6, true)? * &t[1],
+    );
+}
+
+fn composite_cross_entropy(x: &Tensor, ids: &[u32], ignore: Option<u32>, eps: f64) -> Result<Tensor> {
+    let (rows, c) = (x.shape()[0], x.shape()[1]);
+    let lp = x.log_softmax(-1)?;
+    let safe: Vec<u32> = ids.iter().map(|&t| if Some(t) == ignore { 0 } else { t }).collect();
+    let ids_t = Tensor::from_vec(safe, &[rows, 1], x.device())?;
+    let nll = lp.gather(1, &ids_t)?.reshape(&[rows])?.neg()?;
+    let smooth = lp.sum(&[-1], false)?.neg()?.mul_scalar(eps / c as f64)?;
+    let per = (&nll.mul_scalar(1.0 - eps)? + &smooth)?;
+    let keep: Vec<f64> = ids.iter().map(|&t| if Some(t) == ignore { 0.0 } else { 1.0 }).collect();
+    &per * &Tensor::from_host(kiln::HostData::from_f64(&keep, x.dtype()), &[rows], x.device())?
+}
+
+#[test]
+fn cross_entropy_rows_match_log_softmax_and_gather() {
+    let ids = [3u32, 0, 6, 2, 6, 1, 5];
+    for (ignore, eps) in [(None, 0.0), (Some(6), 0.0), (Some(6), 0.1), (None, 0.25)] {
+        // Logits as a transposed view: [7 rows, 9 classes] read column-major.
+        let x = f64_input(&[9, 7], 5).t().unwrap();
+        same_as_composite(
+            &format!("cross_entropy ignore {ignore:?} smoothing {eps}"),
+            &[x],
+            &|t| {
+                let ids = Tensor::from_vec(ids.to_vec(), &[7], t[0].device())?;
+                t[0].cross_entropy_rows(&ids, ignore, eps)
+            },
+            &|t| composite_cross_entropy(&t[0], &ids, ignore, eps),
+        );
+    }
+}
+
+fn composite_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, tq, d) = (q.shape()[0], q.shape()[2], q.shape()[3]);
+    let tk = k.shape()[2];
+    let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(1.0 / (d as f64).sqrt())?;
+    let mut hidden: Vec<bool> = vec![false; b * tq * tk];
+    for bi in 0..b {
+        for i in 0..tq {
+            for j in 0..tk {
+                let padded = match mask {
+                    Some(m) => m.to_f64_vec()?[bi * tk + j] != 0.0,
+                    None => false,
+                };
+                hidden[(bi * tq + i) * tk + j] = padded || (causal && j > i);
+            }
+        }
+    }
+    let hidden = Tensor::from_vec(hidden, &[b, 1, tq, tk], q.device())?;
+    let p = scores.masked_fill(&hidden, -1e300)?.softmax(-1)?.masked_fill(&hidden, 0.0)?;
+    p.matmul(v)
+}
+
+#[test]
+fn attention_matches_softmax_of_scores() {
+    let cpu = Device::cpu();
+    // [b, h, t, d] built as [b, t, h, d] and transposed, as attention layers do.
+    let qkv = |tq: usize, tk: usize, d: usize, seed: u64| {
+        [
+            f64_input(&[2, tq, 3, d], seed).transpose(1, 2).unwrap(),
+            f64_input(&[2, tk, 3, d], seed + 1).transpose(1, 2).unwrap(),
+            f64_input(&[2, tk, 3, d], seed + 2).transpose(1, 2).unwrap(),
+        ]
+    };
+    // The second batch row hides every key: its queries attend to nothing.
+    let mask = Tensor::from_vec(vec![false, true, false, false, true, true, true, true, true, true], &[2, 5], &cpu).unwrap();
+    for (tq, tk, d, causal, m) in [(5, 5, 4, false, None), (5, 5, 3, true, None), (3, 5, 4, false, Some(&mask)), (5, 5, 2, true, Some(&mask))] {
+        same_as_composite(
+            &format!("attention tq {tq} tk {tk} d {d} causal {causal} mask {}", m.is_some()),
+            &qkv(tq, tk, d, 10),
+            &|t| Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m),
+            &|t| composite_attention(&t[0], &t[1], &t[2], causal, m),
+        );
+    }
+}
+
+#[test]
+fn fused_ops_on_gpu_match_cpu() {
+    let Some(dev) = gpu("fused_ops_on_gpu_match_cpu") else { return };
+    let f32_input = |shape: &[usize], seed: u64| random(shape, DType::F32, seed, -2.0, 2.0);
+
+    // Rows of 300 (more than one workgroup's lanes) and of 5; a transposed input.
+    for n in [300usize, 5] {
+        let x = f32_input(&[n, 7], 20).t().unwrap();
+        let (w, b) = (f32_input(&[n], 21), f32_input(&[n], 22));
+        gpu_matches_cpu(&format!("layer_norm n {n}"), &dev, &[x.clone(), w.clone(), b], 1e-4, 1e-4, &|t| {
+            t[0].layer_norm(&[n], Some(&t[1]), Some(&t[2]), 1e-5)
+        });
+        gpu_matches_cpu(&format!("rms_norm n {n}"), &dev, &[x, w], 1e-4, 1e-4, &|t| t[0].rms_norm(&[n], Some(&t[1]), 1e-6));
+    }
+    // 70 rows: the weight gradient folds three chunks of rows.
+    let x = f32_input(&[70, 9], 23);
+    gpu_matches_cpu("layer_norm 70 rows", &dev, &[x, f32_input(&[9], 24), f32_input(&[9], 25)], 1e-4, 1e-4, &|t| {
+        t[0].layer_norm(&[9], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+
+    for (classes, ignore, eps) in [(11usize, None, 0.0), (300, Some(2u32), 0.1)] {
+        let x = f32_input(&[classes, 6], 30).t().unwrap();
+        let ids: Vec<u32> = [0u32, 2, 5, 2, 10, 1].iter().map(|&i| i % classes as u32).collect();
+        gpu_matches_cpu(&format!("cross_entropy classes {classes}"), &dev, &[x], 1e-4, 1e-5, &|t| {
+            let ids = Tensor::from_vec(ids.clone(), &[6], t[0].device())?;
+            t[0].cross_entropy_rows(&ids, ignore, eps)
+        });
+    }
+
+    let cpu = Device::cpu();
+    let mask = Tensor::from_vec((0..2 * 70).map(|i| i % 7 == 3 || i >= 130).collect::<Vec<bool>>(), &[2, 70], &cpu).unwrap();
+    // 70 rows: two query tiles of 64; head dims 3 (odd), 16 and 64.
+    for (tq, tk, d, causal, m) in [(70, 70, 16, true, None), (70, 70, 3, false, Some(&mask)), (5, 70, 64, false, None), (70, 70, 64, true, Some(&mask))] {
+        let q = f32_input(&[2, tq, 2, d], 40).transpose(1, 2).unwrap();
+        let k = f32_input(&[2, tk, 2, d], 41).transpose(1, 2).unwrap();
+        let v = f32_input(&[2, tk, 2, d], 42).transpose(1, 2).unwrap();
+        gpu_matches_cpu(&format!("attention tq {tq} tk {tk} d {d} causal {causal}"), &dev, &[q, k, v], 1e-3, 1e-4, &|t| {
+            let m = match m {
+                Some(m) => Some(m.to(t[0].device())?),
+                None => None,
+            };
+            Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m.as_ref())
+        });
+    }
+}
+
+#[test]
+fn adam_step_is_in_place_and_gpu_matches_cpu() {
+    let params = |step, decoupled| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decoupled, step };
+    let cpu = Device::cpu();
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu("adam_step_is_in_place_and_gpu_matches_cpu"));
+    let mut results: Vec<Vec<f64>> = Vec::new();
+    for dev in &devices {
+        let mut all = Vec::new();
+        for decoupled in [false, true] {
+            let p = random(&[3, 67], DType::F32, 50, -1.0, 1.0).to(dev).unwrap();
+            let (m, v) = (Tensor::zeros_like(&p).unwrap(), Tensor::zeros_like(&p).unwrap());
+            let before = p.detach();
+            for step in 1..=3 {
+                // A transposed gradient: the step reads it through a copy.
+                let g = random(&[67, 3], DType::F32, 50 + step, -1.0, 1.0).to(dev).unwrap().t().unwrap();
+                p.adam_step_(&g, &m, &v, &params(step, decoupled)).unwrap();
+            }
+            // `before` shared the parameter's storage: the first step copied it, so it still
+            // holds the starting values.
+            assert_eq!(before.to_f64_vec().unwrap(), random(&[3, 67], DType::F32, 50, -1.0, 1.0).to_f64_vec().unwrap());
+            all.extend(p.to_f64_vec().unwrap());
+            all.extend(m.to_f64_vec().unwrap());
+            all.extend(v.to_f64_vec().unwrap());
+        }
+        results.push(all);
+    }
+    if let [c, g] = &results[..] {
+        assert_close("adam trajectory gpu vs cpu", g, c, 1e-5, 1e-6);
+    }
+    let p = Tensor::zeros(&[4], &cpu).unwrap();
+    let bad = Tensor::zeros(&[5], &cpu).unwrap();
+    assert!(matches!(p.adam_step_(&bad, &bad, &bad, &params(1, true)), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(p.adam_step_(&p, &p, &p, &params(1, true)), Err(Error::InvalidArgument { .. })));
+}
+
+#[test]
+fn batched_times_matrix_runs_as_one_product() {
+    let cpu = Device::cpu();
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu("batched_times_matrix_runs_as_one_product"));
+    for dev in &devices {
+        let x = random(&[3, 5, 7], DType::F32, 60, -1.0, 1.0).to(dev).unwrap();
+        let w = random(&[7, 4], DType::F32, 61, -1.0, 1.0).to(dev).unwrap();
+        // Flattenable, and not (a transposed left operand must keep the batched path).
+        for (name, a) in [("dense", x.clone()), ("strided", x.transpose(0, 1).unwrap())] {
+            let (out, grads) = run(&[a.clone(), w.clone()], &|t| t[0].matmul(&t[1]));
+            let (ref_out, ref_grads) = run(&[a.clone(), w.clone()], &|t| {
+                let per: Vec<Tensor> = (0..t[0].shape()[0]).map(|i| t[0].narrow(0, i, 1).unwrap().squeeze(0).unwrap().matmul(&t[1]).unwrap()).collect();
+                Tensor::stack(&per, 0)
+            });
+            assert_close(&format!("{name} output"), &out, &ref_out, 1e-5, 1e-6);
+            assert_close(&format!("{name} grad x"), &grads[0], &ref_grads[0], 1e-5, 1e-6);
+            assert_close(&format!("{name} grad w"), &grads[1], &ref_grads[1], 1e-5, 1e-6);
+        }
+        // A vector on the right still drops its dim.
+        let v = random(&[7], DType::F32, 62, -1.0, 1.0).to(dev).unwrap();
+        assert_eq!(x.matmul(&v).unwrap().shape(), &[3, 5]);
+    }
+}
+
+#[test]
+fn fused_ops_reject_bad_inputs() {
+    let cpu = Device::cpu();
+    let x = Tensor::zeros(&[2, 3], &cpu).unwrap();
+    assert!(matches!(x.layer_norm(&[4], None, None, 1e-5), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(x.layer_norm(&[3], Some(&Tensor::zeros(&[2], &cpu).unwrap()), None, 1e-5), Err(Error::ShapeMismatch { .. })));
+    let ids = Tensor::from_vec(vec![0u32, 3], &[2], &cpu).unwrap();
+    assert!(matches!(x.cross_entropy_rows(&ids, None, 0.0), Err(Error::IndexOutOfRange { .. })));
+    assert!(x.cross_entropy_rows(&ids, Some(3), 0.0).is_ok());
+    let q = Tensor::zeros(&[1, 2, 3, 4], &cpu).unwrap();
+    let k = Tensor::zeros(&[1, 2, 5, 3], &cpu).unwrap();
+    assert!(matches!(Tensor::scaled_dot_product_attention(&q, &k, &k, false, None), Err(Error::ShapeMismatch { .. })));
+    let mask = Tensor::zeros(&[1, 4], &cpu).unwrap();
+    assert!(matches!(Tensor::scaled_dot_product_attention(&q, &q, &q, false, Some(&mask)), Err(Error::ShapeMismatch { .. })));
+    if let Some(dev) = gpu("fused_ops_reject_bad_inputs") {
+        let big = Tensor::zeros(&[1, 1, 2, 300], &dev).unwrap();
+        assert!(matches!(Tensor::scaled_dot_product_attention(&big, &big, &big, true, None), Err(Error::Unsupported { .. })));
+    }
+}
