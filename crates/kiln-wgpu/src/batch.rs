@@ -170,6 +170,7 @@ impl GpuContext {
         batch.dispatches = 0;
         batch.submits += 1;
         let index = self.queue.submit([encoder.finish()]);
+        self.uploads.submitted();
         if let Some(p) = batch.profile.as_mut() {
             p.submitted();
         }

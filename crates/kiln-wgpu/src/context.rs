@@ -103,6 +103,9 @@ pub struct GpuContext {
     pub(crate) pool: BufferPool,
     pub(crate) cache: KernelCache,
     pub(crate) batch: Mutex<Batch>,
+    pub(crate) options: ContextOptions,
+    pub(crate) tuner: crate::autotune::Tuner,
+    pub(crate) uploads: crate::readback::UploadRing,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
 }
@@ -198,10 +201,23 @@ impl GpuContext {
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
         let limits = device.limits();
         let features = device.features();
-        Arc::new(GpuContext {
+        let info = adapter.get_info();
+        let store = options.cache_dir.as_deref().and_then(|dir| PipelineStore::open(&device, &info, dir));
+        let mut batch = Batch::default();
+        batch.profile = Profiler::new(options.profile, features, &queue);
+        let mut cache = KernelCache::default();
+        cache.store = store;
+        let ctx = Arc::new(GpuContext {
             pool: BufferPool::new(&limits),
-            cache: KernelCache::default(),
-            batch: Mutex::new(Batch::default()),
+            cache,
+            batch: Mutex::new(batch),
+            options: options.clone(),
+            uploads: Default::default(),
+            tuner: crate::autotune::Tuner::new(
+                options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
+                options.cache_dir.as_deref(),
+                &pipeline_cache::adapter_tag(&info),
+            ),
             summary: summarize(&adapter.get_info()),
             coop: coop_config(adapter, features),
             features,

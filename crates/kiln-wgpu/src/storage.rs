@@ -51,8 +51,8 @@ impl GpuStorage {
         let flat = self.contiguous_for_read(layout)?;
         let src = flat.as_ref().unwrap_or(self);
         let bytes = gpu_size(self.dtype) * layout.numel() as u64;
-        let raw = self.ctx.read_bytes_async("to_vec_async", src.buffer(), bytes).await?;
-        decode(self.dtype, &raw, layout.numel())
+        let (dtype, n) = (self.dtype, layout.numel());
+        self.ctx.read_with_async("to_vec_async", src.buffer(), bytes, |raw| decode(dtype, raw, n)).await?
     }
 
     /// A contiguous copy when `layout` is not already the buffer's prefix.
@@ -80,14 +80,17 @@ fn same_device(op: &'static str, a: &GpuStorage, b: &GpuStorage) -> Result<()> {
     }
 }
 
-fn encode(data: &HostData) -> Vec<u8> {
+/// The bytes a GPU buffer holds for `data`: borrowed where the host layout already matches
+/// (every dtype but bool), so an upload copies once, into the staging memory.
+fn encode(data: &HostData) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
     match data {
-        HostData::F32(v) => bytemuck::cast_slice(v).to_vec(),
-        HostData::F16(v) => bytemuck::cast_slice(v).to_vec(),
-        HostData::F64(v) => bytemuck::cast_slice(v).to_vec(),
-        HostData::I32(v) => bytemuck::cast_slice(v).to_vec(),
-        HostData::U32(v) => bytemuck::cast_slice(v).to_vec(),
-        HostData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+        HostData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        HostData::F16(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        HostData::F64(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        HostData::I32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        HostData::U32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+        HostData::Bool(v) => Cow::Owned(v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect()),
     }
 }
 
@@ -98,12 +101,14 @@ fn decode(dtype: DType, raw: &[u8], n: usize) -> Result<HostData> {
     }
     let raw = &raw[..need];
     let words = || raw.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+    // GPUs and the hosts Kiln runs on are little-endian: the mapped bytes are the values, and
+    // one memcpy (alignment-safe) moves them.
     Ok(match dtype {
-        DType::F32 => HostData::F32(words().map(f32::from_le_bytes).collect()),
-        DType::I32 => HostData::I32(words().map(i32::from_le_bytes).collect()),
-        DType::U32 => HostData::U32(words().map(u32::from_le_bytes).collect()),
+        DType::F32 => HostData::F32(bytemuck::pod_collect_to_vec(raw)),
+        DType::I32 => HostData::I32(bytemuck::pod_collect_to_vec(raw)),
+        DType::U32 => HostData::U32(bytemuck::pod_collect_to_vec(raw)),
         DType::Bool => HostData::Bool(words().map(|w| u32::from_le_bytes(w) != 0).collect()),
-        DType::F16 => HostData::F16(raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect()),
+        DType::F16 => HostData::F16(bytemuck::pod_collect_to_vec(raw)),
         DType::F64 => return Err(Error::unsupported_dtype("to_vec", dtype)),
     })
 }
@@ -131,8 +136,8 @@ impl BackendStorage for GpuStorage {
         let flat = self.contiguous_for_read(layout)?;
         let src = flat.as_ref().unwrap_or(self);
         let bytes = gpu_size(self.dtype) * layout.numel() as u64;
-        let raw = self.ctx.read_bytes("to_vec", src.buffer(), bytes)?;
-        decode(self.dtype, &raw, layout.numel())
+        let (dtype, n) = (self.dtype, layout.numel());
+        self.ctx.read_with("to_vec", src.buffer(), bytes, |raw| decode(dtype, raw, n))?
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
