@@ -24,8 +24,7 @@ mod train;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::cli::{self, FlagSpec, Parsed};
-use kiln::Device;
+use common::cli::{self, FlagSpec};
 use kiln_nn::ModuleExt;
 use train::{AnyResult, EvalPoint, SampleConfig, Size, TrainConfig, generate, load_moby_dick};
 
@@ -41,7 +40,7 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "seq-len", value: Some("N"), help: "characters per window = context length (default: small 64, large 256)" },
     FlagSpec { name: "lr", value: Some("F"), help: "peak AdamW learning rate, warm-up then cosine decay (default: small 0.005, large 0.001)" },
     FlagSpec { name: "eval-every", value: Some("N"), help: "steps between validation passes (default: small 200, large 250)" },
-    FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
+    cli::DEVICE_FLAG,
     FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation, batches and sampling (default 0)" },
     FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/char_transformer)" },
     FlagSpec { name: "prompt", value: Some("TEXT"), help: "text the generated sample continues (default \"The whale \")" },
@@ -57,13 +56,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> AnyResult<()> {
-    let flags = match cli::parse(std::env::args().skip(1), FLAGS)? {
-        Parsed::Run(flags) => flags,
-        Parsed::Help => {
-            print!("{}", cli::usage("char_transformer", ABOUT, FLAGS));
-            return Ok(());
-        }
-    };
+    let Some(flags) = cli::parse_args("char_transformer", ABOUT, FLAGS)? else { return Ok(()) };
     let size: Size = flags.get_or("size", Size::Small)?;
     let preset = TrainConfig::preset(size);
     let cfg = TrainConfig {
@@ -86,10 +79,7 @@ fn run() -> AnyResult<()> {
         return Err(format!("--temperature must be a number ≥ 0, got {}", sample.temperature).into());
     }
 
-    let device = match flags.str("device") {
-        Some(word) => Device::parse(word)?,
-        None => Device::best(),
-    };
+    let device = flags.device()?;
     println!("device: {}", device.describe());
     if size == Size::Large && device.is_cpu() {
         eprintln!("note: --size large is meant for a GPU; on the CPU backend each step takes seconds");

@@ -16,10 +16,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::AnyResult;
-use common::cli::{self, FlagSpec, Parsed};
+use common::cli::{self, FlagSpec};
 use common::infer::{classify, detect_kind, load_model, read_digit_png};
 use common::model::ModelKind;
-use kiln::Device;
 use kiln_data::{MNIST_PIXELS, Mnist};
 
 const ABOUT: &str = "Classify MNIST digits with a checkpoint written by the mnist example.";
@@ -29,7 +28,7 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture the checkpoint was trained as (default: read from the checkpoint)" },
     FlagSpec { name: "count", value: Some("N"), help: "classify the first N test images (default 10)" },
     FlagSpec { name: "image", value: Some("PATH"), help: "classify this 28x28 grayscale PNG instead" },
-    FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
+    cli::DEVICE_FLAG,
 ];
 
 fn main() -> std::process::ExitCode {
@@ -37,13 +36,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> AnyResult<()> {
-    let flags = match cli::parse(std::env::args().skip(1), FLAGS)? {
-        Parsed::Run(flags) => flags,
-        Parsed::Help => {
-            print!("{}", cli::usage("mnist_infer", ABOUT, FLAGS));
-            return Ok(());
-        }
-    };
+    let Some(flags) = cli::parse_args("mnist_infer", ABOUT, FLAGS)? else { return Ok(()) };
     let checkpoint: PathBuf = flags.get_or("checkpoint", PathBuf::from("runs/mnist/model.safetensors"))?;
     // An explicit --model wins (and a wrong one is reported by the load); otherwise the
     // checkpoint says which architecture it holds.
@@ -52,10 +45,7 @@ fn run() -> AnyResult<()> {
         None => detect_kind(&checkpoint).unwrap_or(ModelKind::Mlp),
     };
     let count: usize = flags.get_or("count", 10)?;
-    let device = match flags.str("device") {
-        Some(word) => Device::parse(word)?,
-        None => Device::best(),
-    };
+    let device = flags.device()?;
 
     let model = load_model(kind, &checkpoint, &device)?;
     println!("device: {}", device.describe());

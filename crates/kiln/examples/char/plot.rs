@@ -1,34 +1,18 @@
 //! The `char_transformer` training curve as a PNG: bits per character against optimizer
-//! steps. Like the MNIST plot (`examples/common/plot.rs`, which charts per-epoch points),
-//! plotters draws into an RGB buffer with the vendored font and `png` encodes it, so nothing
-//! depends on system fonts.
+//! steps, drawn with the MNIST plot's embedded font and PNG writer (`examples/common/plot.rs`).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
+use super::common::plot::{FAMILY, encode_png, register_font};
 use super::train::{AnyResult, EvalPoint};
 
-/// Roboto Regular (SIL OFL 1.1, see `assets/fonts/README.md`), embedded because a fresh
-/// machine may have no fonts installed at all.
-static FONT: &[u8] = include_bytes!("../../../../assets/fonts/Roboto-Regular.ttf");
-
-const FAMILY: &str = "sans-serif";
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 480;
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
 const TARGET: RGBColor = RGBColor(120, 120, 120);
-
-fn register_font() -> AnyResult<()> {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| "the embedded font does not parse".to_owned())
-    })
-    .clone()
-    .map_err(Into::into)
-}
 
 /// Draws training and validation bits per character at each evaluation of `history`, with a
 /// dashed reference line at `target` bits when given, and writes the chart to `path`.
@@ -36,7 +20,7 @@ pub fn write_curves_png(path: &Path, history: &[EvalPoint], target: Option<f64>)
     register_font()?;
     let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     draw(&mut pixels, history, target).map_err(|e| format!("drawing {}: {e}", path.display()))?;
-    encode_png(path, &pixels)
+    encode_png(path, &pixels, WIDTH, HEIGHT)
 }
 
 fn draw(pixels: &mut [u8], history: &[EvalPoint], target: Option<f64>) -> Result<(), Box<dyn std::error::Error>> {
@@ -91,16 +75,5 @@ fn draw(pixels: &mut [u8], history: &[EvalPoint], target: Option<f64>) -> Result
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
-    Ok(())
-}
-
-fn encode_png(path: &Path, rgb: &[u8]) -> AnyResult<()> {
-    let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(rgb)?;
-    writer.finish()?;
     Ok(())
 }

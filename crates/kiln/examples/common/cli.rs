@@ -93,6 +93,32 @@ impl Flags {
     }
 }
 
+/// The `--device` flag every example takes; read it with [`Flags::device`].
+pub const DEVICE_FLAG: FlagSpec =
+    FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" };
+
+/// Parses the process's arguments against `spec`; on `--help` prints the usage and returns
+/// `None`, so an example's `run` can simply return.
+pub fn parse_args(program: &str, about: &str, spec: &[FlagSpec]) -> Result<Option<Flags>, String> {
+    match parse(std::env::args().skip(1), spec)? {
+        Parsed::Run(flags) => Ok(Some(flags)),
+        Parsed::Help => {
+            print!("{}", usage(program, about, spec));
+            Ok(None)
+        }
+    }
+}
+
+impl Flags {
+    /// The device `--device` names, or the best one present.
+    pub fn device(&self) -> kiln::Result<kiln::Device> {
+        match self.str("device") {
+            Some(word) => kiln::Device::parse(word),
+            None => Ok(kiln::Device::best()),
+        }
+    }
+}
+
 /// The usage text for `program` with `spec`.
 pub fn usage(program: &str, about: &str, spec: &[FlagSpec]) -> String {
     let mut out = format!("{about}\n\nUsage: cargo run --release --example {program} -- [FLAGS]\n\nFlags:\n");

@@ -12,7 +12,8 @@ use super::AnyResult;
 /// machine may have no fonts installed at all.
 static FONT: &[u8] = include_bytes!("../../../../assets/fonts/Roboto-Regular.ttf");
 
-const FAMILY: &str = "sans-serif";
+/// The family name the embedded font is registered under.
+pub const FAMILY: &str = "sans-serif";
 const PANEL_W: u32 = 560;
 const HEIGHT: u32 = 420;
 const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
@@ -27,7 +28,8 @@ pub struct Panel<'a> {
     pub legend: SeriesLabelPosition,
 }
 
-fn register_font() -> AnyResult<()> {
+/// Makes the embedded font available to plotters (once per process).
+pub fn register_font() -> AnyResult<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| "the embedded font does not parse".to_owned())
@@ -99,7 +101,8 @@ fn value_range(panel: &Panel<'_>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn encode_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> AnyResult<()> {
+/// Writes an RGB buffer as a PNG file.
+pub fn encode_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> AnyResult<()> {
     let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
