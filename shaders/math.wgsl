@@ -25,6 +25,9 @@ fn kiln_expm1(x: f32) -> f32 {
 }
 
 fn kiln_log1p(x: f32) -> f32 {
+    // Below -1 (-inf included) the log is undefined, as Rust's ln_1p says; 1 + x alone would
+    // turn -inf into log(-inf) = -inf through the inf shortcut below.
+    if x < -1.0 { return bitcast<f32>(0x7fc00000u); }
     let u = 1.0 + x;
     if u == 1.0 { return x; }
     if kiln_isinf(u) { return u; }
@@ -62,19 +65,40 @@ fn kiln_softplus(x: f32) -> f32 {
     return kiln_log1p(exp(x));
 }
 
+// IEEE 754 pow's special cases, as f64::powf on the CPU: WGSL's pow is exp2(y·log2(x)), which
+// is undefined for x < 0 and gives NaN for 1^inf (0·inf).
 fn kiln_pow(x: f32, y: f32) -> f32 {
-    if y == 0.0 { return 1.0; }
+    let inf = bitcast<f32>(0x7f800000u);
+    if y == 0.0 || x == 1.0 { return 1.0; }
     if kiln_isnan(x) || kiln_isnan(y) { return x + y; }
-    let r = pow(abs(x), y);
-    if x < 0.0 {
-        if floor(y) != y { return bitcast<f32>(0x7fc00000u); }
-        let odd = abs(y) < 16777216.0 && (i32(abs(y)) & 1) == 1;
-        return select(r, -r, odd);
+    let ax = abs(x);
+    if kiln_isinf(y) {
+        if ax == 1.0 { return 1.0; }
+        return select(0.0, inf, (ax > 1.0) == (y > 0.0));
     }
-    if x == 0.0 {
-        return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0);
+    let ay = abs(y);
+    let integral = floor(y) == y;
+    let odd = integral && ay < 16777216.0 && (i32(ay) & 1) == 1;
+    // The sign bit, so that -0 and -inf count as negative.
+    let negative = (bitcast<u32>(x) & 0x80000000u) != 0u;
+    if negative && !integral && ax != 0.0 && !kiln_isinf(x) { return bitcast<f32>(0x7fc00000u); }
+    var r = 0.0;
+    if ax == 0.0 || kiln_isinf(x) {
+        r = select(0.0, inf, (ax == 0.0) == (y < 0.0));
+    } else {
+        r = pow(ax, y);
     }
-    return r;
+    return select(r, -r, negative && odd);
+}
+
+// torch.remainder: fmod, then the divisor's sign. By ±inf, fmod leaves a finite x as it is
+// (x − floor(x/inf)·inf would be 0·inf = NaN).
+fn kiln_rem_f32(x: f32, y: f32) -> f32 {
+    if kiln_isinf(y) && !kiln_isinf(x) && !kiln_isnan(x) {
+        if x != 0.0 && ((x < 0.0) != (y < 0.0)) { return y; }
+        return x;
+    }
+    return x - floor(x / y) * y;
 }
 
 fn kiln_floordiv_i32(a: i32, b: i32) -> i32 {

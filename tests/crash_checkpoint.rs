@@ -118,17 +118,13 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Temporary files a killed save left next to the checkpoint (removed once counted).
-fn sweep_temporaries(dir: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "tmp") {
-            std::fs::remove_file(&p).unwrap();
-            n += 1;
-        }
-    }
-    n
+/// Names of the temporary files in `dir`.
+fn temporaries(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
 }
 
 #[test]
@@ -146,6 +142,7 @@ fn checkpoints_survive_sigkill_mid_save() {
     let started = Instant::now();
     let (mut on_disk, mut survived, mut killed_mid_write, mut saves) = (0u64, 0usize, 0usize, 0u64);
     let mut new_version_seen = 0usize;
+    let mut left_behind = std::collections::BTreeSet::new();
     for kill in 0..KILLS {
         let start = on_disk + 1;
         let mut child = Command::new(&exe)
@@ -190,7 +187,17 @@ fn checkpoints_survive_sigkill_mid_save() {
             .last();
         let last_done = acknowledged.unwrap_or(on_disk);
         saves += last_done - on_disk;
-        killed_mid_write += sweep_temporaries(&dir);
+        // Each save removes the temporaries of the dead children before it, so they never pile
+        // up: at most the one this child was writing is new, and the older ones are gone once
+        // it finished a save.
+        let now = temporaries(&dir);
+        let new: Vec<&String> = now.difference(&left_behind).collect();
+        assert!(new.len() <= 1, "kill {kill}: more than one new temporary: {now:?}");
+        killed_mid_write += new.len();
+        if acknowledged.is_some() {
+            assert!(now.is_subset(&new.iter().map(|s| s.to_string()).collect()), "kill {kill}: a finished save left stale temporaries: {left_behind:?} -> {now:?}");
+        }
+        left_behind = now;
 
         let fresh = Net::new(-1.0);
         checkpoint::load(&fresh, &path)
@@ -216,6 +223,9 @@ fn checkpoints_survive_sigkill_mid_save() {
     assert_eq!(survived, KILLS);
     // The schedule must actually have exercised the loop, not only killed idle children.
     assert!(saves > 0, "no child ever finished a save before being killed");
+    // The next save, here, cleans up after the last killed child.
+    checkpoint::save(&Net::new(0.0), &path).unwrap();
+    assert!(temporaries(&dir).is_empty(), "stale temporaries after a save: {:?}", temporaries(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -412,5 +422,42 @@ fn files_that_are_not_safetensors_are_checkpoint_errors() {
     let e = checkpoint::load(&m, &dir).unwrap_err();
     assert!(matches!(e, Error::Io { .. } | Error::Checkpoint { .. }), "directory: {e:?}");
     assert_eq!(m.values(), Tiny::blank().values());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A save removes the temporaries that killed saves of the same checkpoint left behind (its
+/// own naming pattern, writer process gone), and nothing else: not another checkpoint's, not
+/// files that merely look similar, not those of a writer still running.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_save_removes_stale_temporaries_of_its_checkpoint_only() {
+    let dir = scratch_dir("stale-tmp");
+    let path = dir.join("model.safetensors");
+    // Linux pids stop at 2^22: no live process has this one.
+    let dead = 4_194_305u32;
+    let me = std::process::id();
+    let stale = [format!(".model.safetensors.{dead}.0.tmp"), format!(".model.safetensors.{dead}.17.tmp")];
+    let kept = [
+        format!(".other.safetensors.{dead}.0.tmp"),   // another checkpoint's
+        format!(".model.safetensors.1.{dead}.0.tmp"), // checkpoint "model.safetensors.1"'s
+        ".model.safetensors.notes.tmp".to_string(),   // not our pattern
+        "model.safetensors.tmp".to_string(),
+        format!(".model.safetensors.{me}.999999.tmp"), // this process: maybe a concurrent save
+        format!(".model.safetensors.{}.0.tmp", std::os::unix::process::parent_id()), // alive
+    ];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(dir.join(f), b"partial").unwrap();
+    }
+    checkpoint::save(&Tiny::saved(), &path).unwrap();
+    let left = temporaries(&dir);
+    for f in &stale {
+        assert!(!left.contains(f), "{f} was not removed: {left:?}");
+    }
+    for f in &kept {
+        assert!(left.contains(f), "{f} was removed: {left:?}");
+    }
+    let fresh = Tiny::blank();
+    checkpoint::load(&fresh, &path).unwrap();
+    assert_eq!(fresh.values(), Tiny::saved().values());
     let _ = std::fs::remove_dir_all(&dir);
 }

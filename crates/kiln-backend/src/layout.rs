@@ -40,8 +40,10 @@ impl Layout {
         self.shape.len()
     }
 
+    /// A shape with a 0 dim holds nothing, whatever its other dims (which may then multiply
+    /// past `usize`); a non-empty layout's count fits, as every op that builds one checks.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        numel_of(&self.shape)
     }
 
     /// True when the elements are exactly `storage[offset .. offset + numel]` in row-major order.
@@ -51,7 +53,7 @@ impl Layout {
             if d != 1 && s != expected {
                 return false;
             }
-            expected *= d;
+            expected = expected.saturating_mul(d);
         }
         true
     }
@@ -74,7 +76,8 @@ impl Layout {
 
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Layout {
         let mut l = self.clone();
-        l.offset += start * self.strides[dim];
+        // Saturating: only an empty view can get here with an offset past usize, and it reads nothing.
+        l.offset = l.offset.saturating_add(start.saturating_mul(self.strides[dim]));
         l.shape[dim] = len;
         l
     }
@@ -82,7 +85,8 @@ impl Layout {
     /// Every `step`-th element of `dim`, starting at `start`, `len` of them.
     pub fn step(&self, dim: usize, start: usize, len: usize, step: usize) -> Layout {
         let mut l = self.narrow(dim, start, len);
-        l.strides[dim] *= step;
+        // With at most one entry the stride is never followed, so a huge step must not overflow it.
+        l.strides[dim] = if len <= 1 { l.strides[dim] } else { l.strides[dim].saturating_mul(step) };
         l
     }
 
@@ -98,7 +102,7 @@ impl Layout {
 
     pub fn unsqueeze(&self, dim: usize) -> Layout {
         let mut l = self.clone();
-        let stride = if dim < self.rank() { self.strides[dim] * self.shape[dim] } else { 1 };
+        let stride = if dim < self.rank() { self.strides[dim].saturating_mul(self.shape[dim]) } else { 1 };
         l.shape.insert(dim, 1);
         l.strides.insert(dim, stride);
         l
@@ -171,12 +175,28 @@ impl Layout {
     }
 }
 
+/// Row-major strides. They saturate: only a shape with a 0 dim can overflow them (a non-empty
+/// shape's strides are at most its element count), and such a tensor never follows a stride.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
+        strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
     strides
+}
+
+/// Element count of `shape`: 0 when any dim is 0 (without multiplying the others), else the
+/// product.
+pub fn numel_of(shape: &[usize]) -> usize {
+    if shape.contains(&0) { 0 } else { shape.iter().product() }
+}
+
+/// Element count of `shape`, or `None` when it does not fit a `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// Iterates the storage index of each element of a layout, in row-major order.

@@ -234,15 +234,20 @@ impl ConvGeometry {
         out_len(self.w, self.kw, self.stride.1, self.padding.1, self.dilation.1)
     }
 
-    /// Shape of the im2col matrix: `[n, c·kh·kw, oh·ow]`.
+    /// Shape of the im2col matrix: `[n, c·kh·kw, oh·ow]`, or `None` when the window does not
+    /// fit or the matrix's element count would not fit a `usize`.
     pub fn cols_shape(&self) -> Option<[usize; 3]> {
-        Some([self.n, self.c * self.kh * self.kw, self.out_h()? * self.out_w()?])
+        let rows = self.c.checked_mul(self.kh)?.checked_mul(self.kw)?;
+        let cols = self.out_h()?.checked_mul(self.out_w()?)?;
+        let shape = [self.n, rows, cols];
+        crate::checked_numel(&shape)?;
+        Some(shape)
     }
 }
 
 fn out_len(input: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
-    let span = dil.checked_mul(k.checked_sub(1)?)? + 1;
-    let padded = input + 2 * pad;
+    let span = dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = pad.checked_mul(2)?.checked_add(input)?;
     if stride == 0 || padded < span {
         return None;
     }

@@ -22,6 +22,24 @@ fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
     })
 }
 
+/// `0..n` (or `n-1..=0` when `reversed`) as a u32 tensor, built in a fallible host allocation:
+/// `n` past 2^32 cannot be u32 indices, and one too large for the host is `OutOfMemory`.
+pub(crate) fn u32_range(op: &'static str, n: usize, reversed: bool, device: &Device) -> Result<Tensor> {
+    if n > u32::MAX as usize + 1 {
+        return Err(Error::invalid(op, format!("{n} positions do not fit u32 indices")));
+    }
+    let mut v: Vec<u32> = Vec::new();
+    v.try_reserve_exact(host_count(op, n)?)
+        .map_err(|_| Error::OutOfMemory { op, msg: format!("{n} u32 indices do not fit in host memory") })?;
+    // `as u32` is exact: i < n <= 2^32.
+    if reversed {
+        v.extend((0..n).rev().map(|i| i as u32));
+    } else {
+        v.extend((0..n).map(|i| i as u32));
+    }
+    Tensor::from_vec(v, &[n], device)
+}
+
 impl Tensor {
     /// A tensor from host values, checked against `shape`.
     ///
@@ -118,7 +136,7 @@ impl Tensor {
 
     /// `n` integers `0..n` as u32 (indices).
     pub fn arange_u32(n: usize, device: &Device) -> Result<Tensor> {
-        Tensor::from_vec((0..n as u32).collect::<Vec<u32>>(), &[n], device)
+        u32_range("arange_u32", n, false, device)
     }
 
     /// `steps` evenly spaced values from `start` to `end` inclusive (f32).

@@ -31,9 +31,9 @@ fn oom(op: &'static str, n: usize) -> Error {
 }
 
 /// Product of `dims`, or `InvalidArgument` when it overflows `usize`.
+/// Element count of `dims`: 0 when any dim is 0, however large the others.
 pub(crate) fn product(op: &'static str, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    kiln_backend::checked_numel(dims)
         .ok_or_else(|| Error::invalid(op, format!("shape {dims:?} has more elements than fit in memory")))
 }
 

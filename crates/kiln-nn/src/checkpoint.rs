@@ -288,6 +288,7 @@ fn write(path: &Path, named: Vec<(String, Tensor)>, step: Option<u64>) -> Result
         _ => PathBuf::from("."),
     };
     let file_name = path.file_name().ok_or_else(|| ckpt_err(path, "not a file path"))?;
+    remove_stale_temps(&dir, &file_name.to_string_lossy());
     let (tmp, _reserved) = reserve_temp(&dir, &file_name.to_string_lossy()).map_err(|e| io_err(path, e))?;
     let result = (|| -> Result<()> {
         safetensors::serialize_to_file(refs.iter().map(|e| (e.name.as_str(), *e)), Some(metadata), &tmp)
@@ -300,6 +301,45 @@ fn write(path: &Path, named: Vec<(String, Tensor)>, step: Option<u64>) -> Result
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The writer's process id if `file` is one of our temporaries for checkpoint `name`
+/// (`.{name}.{pid}.{n}.tmp`, as [`reserve_temp`] names them).
+fn temp_owner(file: &str, name: &str) -> Option<u32> {
+    let rest = file.strip_prefix('.')?.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (pid, n) = rest.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Is process `pid` gone? Only answered where `/proc` shows processes (Linux); elsewhere a
+/// temporary counts as stale once it is an hour old, far longer than any save takes.
+fn writer_gone(pid: u32, tmp: &Path) -> bool {
+    if Path::new("/proc/self").exists() {
+        return !Path::new(&format!("/proc/{pid}")).exists();
+    }
+    let age = std::fs::metadata(tmp).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+    age.is_some_and(|a| a > std::time::Duration::from_secs(3600))
+}
+
+/// Deletes the temporaries that earlier saves of this checkpoint left when they were killed
+/// mid-write. Only our own naming pattern for this file name, and only where the process that
+/// wrote it is gone: a concurrent save (this process's or another's) keeps its file. Best
+/// effort: a failure here must not fail the save.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| temp_owner(f, name)) else { continue };
+        let p = entry.path();
+        if pid != me && entry.file_type().is_ok_and(|t| t.is_file()) && writer_gone(pid, &p) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
 }
 
 /// Creates an empty, uniquely named file next to the target so that concurrent saves never

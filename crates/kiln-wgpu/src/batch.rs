@@ -52,6 +52,17 @@ impl GpuContext {
         let words = meta.len().max(4);
         if words > ARENA_WORDS {
             return Err(Error::invalid(op, "kernel metadata too large"));
+        let max_binding = self.limits.max_storage_buffer_binding_size as u64;
+        if let Some(b) = buffers.iter().find(|b| b.size() > max_binding) {
+            return Err(Error::OutOfMemory {
+                op,
+                msg: format!(
+                    "a tensor of {} bytes exceeds this adapter's max_storage_buffer_binding_size of {max_binding} bytes \
+                     (elementwise ops, reductions and matmul split such tensors; this op does not)",
+                    b.size()
+                ),
+            });
+        }
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         if batch.meta.len().next_multiple_of(align) + words > ARENA_WORDS {

@@ -11,6 +11,7 @@ mod autotune;
 mod batch;
 mod cache;
 pub mod context;
+mod chunked;
 mod exit;
 mod kernels;
 mod pipeline_cache;

@@ -24,7 +24,6 @@ struct PoolState {
 pub(crate) struct BufferPool {
     state: Arc<Mutex<PoolState>>,
     max_buffer: u64,
-    max_binding: u64,
     budget: u64,
 }
 
@@ -61,22 +60,14 @@ impl BufferPool {
         BufferPool {
             state: Arc::default(),
             max_buffer: limits.max_buffer_size,
-            max_binding: limits.max_storage_buffer_binding_size as u64,
             budget,
         }
     }
 
-    /// A storage buffer of at least `bytes` bytes (contents undefined).
+    /// A storage buffer of at least `bytes` bytes (contents undefined). It may exceed
+    /// `max_storage_buffer_binding_size`: `chunked` runs ops on such buffers in windows, and
+    /// `dispatch` refuses to bind one whole.
     pub(crate) fn storage(&self, device: &wgpu::Device, op: &'static str, bytes: u64) -> Result<PooledBuffer> {
-        if bytes > self.max_binding {
-            return Err(Error::OutOfMemory {
-                op,
-                msg: format!(
-                    "a tensor of {bytes} bytes exceeds this adapter's max_storage_buffer_binding_size of {} bytes",
-                    self.max_binding
-                ),
-            });
-        }
         self.get(device, op, bytes, STORAGE_USAGE)
     }
 

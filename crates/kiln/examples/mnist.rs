@@ -38,6 +38,7 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation and shuffling (default 0)" },
     FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/mnist)" },
     FlagSpec { name: "train-limit", value: Some("N"), help: "use only the first N training images" },
+    FlagSpec { name: "memory-log", value: Some("CSV"), help: "append device memory (live, pooled bytes) after each epoch to CSV" },
     FlagSpec { name: "test-limit", value: Some("N"), help: "evaluate on only the first N test images" },
 ];
 
@@ -83,7 +84,11 @@ fn run() -> AnyResult<()> {
     );
 
     let start = Instant::now();
-    let (model, history) = train(&cfg, &device, train_set, &test_set, print_epoch)?;
+    let mut memory_log = common::memlog::open(flags.get("memory-log")?)?;
+    let (model, history) = train(&cfg, &device, train_set, &test_set, |s| {
+        print_epoch(s);
+        memory_log(s.epoch, &device);
+    })?;
     let wall = start.elapsed().as_secs_f64();
     let last = history.last().ok_or("no epoch ran")?;
     println!("done in {wall:.1} s: test accuracy {:.2}%", 100.0 * last.test_acc);

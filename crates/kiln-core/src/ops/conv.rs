@@ -130,6 +130,9 @@ impl Tensor {
             return Err(Error::shape("adaptive_avg_pool2d", format!("input {:?}, output size {out:?}", self.shape())));
         }
         let (h, w) = (self.shape()[2], self.shape()[3]);
+        if h == 0 || w == 0 {
+            return Err(Error::shape("adaptive_avg_pool2d", format!("input {:?} has an empty image (as PyTorch refuses)", self.shape())));
+        }
         let ph = pooling_matrix(out.0, h, self)?; // [oh, h]
         let pw = pooling_matrix(out.1, w, self)?; // [ow, w]
         ph.matmul(self)?.matmul(&pw.t()?)
@@ -137,10 +140,19 @@ impl Tensor {
 }
 
 fn pooling_matrix(out: usize, input: usize, like: &Tensor) -> Result<Tensor> {
-    let mut m = vec![0f64; out * input];
+    let oom = || Error::OutOfMemory {
+        op: "adaptive_avg_pool2d",
+        msg: format!("a {out}×{input} pooling matrix for input {:?} does not fit in memory", like.shape()),
+    };
+    let count = out.checked_mul(input).ok_or_else(oom)?;
+    let mut m: Vec<f64> = Vec::new();
+    m.try_reserve_exact(count).map_err(|_| oom())?;
+    m.resize(count, 0.0);
     for i in 0..out {
-        let start = i * input / out;
-        let end = ((i + 1) * input).div_ceil(out);
+        // In u128: (i + 1)·input may pass usize when both are large.
+        let (iu, n, o) = (i as u128, input as u128, out as u128);
+        let start = (iu * n / o) as usize;
+        let end = ((iu + 1) * n).div_ceil(o) as usize;
         for j in start..end {
             m[i * input + j] = 1.0 / (end - start) as f64;
         }

@@ -5,6 +5,10 @@ use crate::Tensor;
 use crate::ops::views::write_into;
 use kiln_backend::{DType, Error, Layout, Result};
 
+/// At most this many views from one split: each is a tensor header on the host, so a split of
+/// a huge (typically empty or broadcast) dim into unit pieces would exhaust memory instead.
+const MAX_PIECES: usize = 1 << 20;
+
 impl Tensor {
     /// Checks that an index tensor is integer-typed and every entry is below `size`.
     /// Reads the indices back: an out-of-range index must be an error, never a wild read.
@@ -93,6 +97,12 @@ impl Tensor {
     /// One-hot encoding of integer class ids: shape `ids.shape + [classes]`, f32.
     pub fn one_hot(ids: &Tensor, classes: usize) -> Result<Tensor> {
         ids.check_ids("one_hot", classes)?;
+        if kiln_backend::checked_numel(&[ids.numel(), classes]).is_none() {
+            return Err(Error::OutOfMemory {
+                op: "one_hot",
+                msg: format!("ids {:?} with {classes} classes: more elements than fit in memory", ids.shape()),
+            });
+        }
         let range = Tensor::arange_u32(classes, ids.device())?;
         let ids = ids.to_dtype(DType::U32)?.unsqueeze(-1)?;
         ids.eq(&range)?.to_dtype(DType::F32)
@@ -162,6 +172,13 @@ impl Tensor {
             return Err(Error::invalid("split", "split size 0"));
         }
         let n = self.shape()[d];
+        let pieces = n.div_ceil(size);
+        if pieces > MAX_PIECES {
+            return Err(Error::OutOfMemory {
+                op: "split",
+                msg: format!("{pieces} pieces of {size} along dim {d} of {:?}: more views than fit in memory", self.shape()),
+            });
+        }
         (0..n).step_by(size).map(|s| self.narrow(d as isize, s, size.min(n - s))).collect()
     }
 
@@ -189,17 +206,27 @@ impl Tensor {
             inter.extend([1, s]);
             expanded.extend([r, s]);
         }
-        let out_shape: Vec<usize> = src.iter().zip(reps).map(|(&s, &r)| s * r).collect();
+        let out_shape: Vec<usize> = src.iter().zip(reps).map(|(&s, &r)| s.saturating_mul(r)).collect();
+        if kiln_backend::checked_numel(&expanded).is_none() {
+            return Err(Error::OutOfMemory {
+                op: "repeat",
+                msg: format!("{:?} repeated {reps:?} has more elements than fit in memory", self.shape()),
+            });
+        }
         self.reshape(&inter)?.expand(&expanded)?.contiguous()?.reshape(&out_shape)
     }
 
     /// Reverses the order of entries along each of `dims`.
     pub fn flip(&self, dims: &[isize]) -> Result<Tensor> {
+        let axes: Vec<usize> = dims.iter().map(|&dim| self.axis("flip", dim)).collect::<Result<_>>()?;
+        if self.numel() == 0 {
+            // Nothing to reorder, and the (possibly huge) dim must not become a host index list.
+            return Ok(self.clone());
+        }
         let mut out = self.clone();
-        for &dim in dims {
-            let d = self.axis("flip", dim)?;
+        for d in axes {
             let n = self.shape()[d];
-            let ids = Tensor::from_vec((0..n as u32).rev().collect::<Vec<u32>>(), &[n], self.device())?;
+            let ids = crate::creation::u32_range("flip", n, true, self.device())?;
             out = out.index_select(d as isize, &ids)?;
         }
         Ok(out)
@@ -213,7 +240,10 @@ impl Tensor {
         let first = self.rank() - pads.len();
         let mut shape = self.shape().to_vec();
         for (i, &(a, b)) in pads.iter().enumerate() {
-            shape[first + i] += a + b;
+            shape[first + i] = a.checked_add(b).and_then(|p| p.checked_add(shape[first + i])).ok_or_else(|| Error::OutOfMemory {
+                op: "pad",
+                msg: format!("padding {:?} by {pads:?} overflows its size", self.shape()),
+            })?;
         }
         let mut out = Tensor::full_dtype(&shape, value, self.dtype(), self.device())?;
         let mut target = out.layout().clone();
@@ -247,12 +277,17 @@ impl Tensor {
         if self.rank() < 2 {
             return Err(Error::shape(op, format!("needs at least 2 dims, got {:?}", self.shape())));
         }
+        if self.numel() == 0 {
+            // Nothing to mask, and the (possibly huge) last two dims must not become a host mask.
+            return Ok(self.clone());
+        }
         let (r, c) = (self.shape()[self.rank() - 2], self.shape()[self.rank() - 1]);
         let mut mask = vec![false; r * c];
         for i in 0..r {
             for j in 0..c {
-                let (i, j) = (i as i64, j as i64);
-                mask[(i as usize) * c + j as usize] = if lower { j <= i + diagonal } else { j >= i + diagonal };
+                // Saturating: a diagonal near i64::MAX (or MIN) keeps (or drops) every column.
+                let edge = (i as i64).saturating_add(diagonal);
+                mask[i * c + j] = if lower { (j as i64) <= edge } else { (j as i64) >= edge };
             }
         }
         let mask = Tensor::from_vec(mask, &[r, c], self.device())?;

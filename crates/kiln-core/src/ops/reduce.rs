@@ -143,13 +143,25 @@ impl Tensor {
     /// ```
     pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
         let a = self.axis("argmax", dim)?;
+        self.check_u32_positions("argmax", a)?;
         self.reduce_axes(ReduceOp::ArgMax, &[a], keepdim)
     }
 
     /// Position of the min along `dim`.
     pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
         let a = self.axis("argmin", dim)?;
+        self.check_u32_positions("argmin", a)?;
         self.reduce_axes(ReduceOp::ArgMin, &[a], keepdim)
+    }
+
+    /// Arg ops answer u32 positions: a dim past 2^32 entries cannot have one, even when the
+    /// tensor is empty (checked here so that every backend refuses it alike).
+    fn check_u32_positions(&self, op: &'static str, dim: usize) -> Result<()> {
+        let n = self.shape()[dim];
+        if n > u32::MAX as usize + 1 {
+            return Err(Error::invalid(op, format!("dim {dim} of {:?}: {n} positions do not fit a u32 index", self.shape())));
+        }
+        Ok(())
     }
 
     /// Variance over `dims`; `unbiased` divides by n − 1 (Bessel), as `torch.var`'s default.

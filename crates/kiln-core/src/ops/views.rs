@@ -34,7 +34,10 @@ impl Tensor {
 
     /// Reshape where one entry may be `-1` (inferred).
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
-        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known = shape.iter().filter(|&&d| d >= 0).try_fold(1usize, |n, &d| n.checked_mul(d as usize));
+        let Some(known) = known else {
+            return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}: too many elements", self.shape())));
+        };
         let unknown = shape.iter().filter(|&&d| d < 0).count();
         if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || self.numel() % known != 0)) {
             return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}", self.shape())));
@@ -161,6 +164,9 @@ impl Tensor {
         if !ok {
             return Err(Error::shape("expand", format!("cannot broadcast {:?} to {shape:?}", self.shape())));
         }
+        if kiln_backend::checked_numel(shape).is_none() {
+            return Err(Error::shape("expand", format!("cannot broadcast {:?} to {shape:?}: more elements than fit a usize", self.shape())));
+        }
         let src = self.shape().to_vec();
         Ok(self.view_of(self.layout().broadcast_to(shape), "expand", move |g| Ok(vec![Some(g.sum_to_shape(&src)?)])))
     }
@@ -192,6 +198,9 @@ impl Tensor {
         let extra = self.rank().checked_sub(shape.len()).ok_or_else(|| {
             Error::shape("sum_to_shape", format!("{:?} has fewer dims than {shape:?}", self.shape()))
         })?;
+        if shape.iter().zip(&self.shape()[extra..]).any(|(&t, &s)| t != s && t != 1) {
+            return Err(Error::shape("sum_to_shape", format!("{:?} does not broadcast from {shape:?}", self.shape())));
+        }
         let mut axes: Vec<usize> = (0..extra).collect();
         for (i, &s) in shape.iter().enumerate() {
             if s == 1 && self.shape()[extra + i] != 1 {
@@ -199,8 +208,6 @@ impl Tensor {
             }
         }
         let summed = self.sum_axes(&axes, true)?;
-        let squeezed: Vec<usize> = summed.shape()[extra..].to_vec();
-        debug_assert_eq!(squeezed, shape);
         summed.reshape(shape)
     }
 }

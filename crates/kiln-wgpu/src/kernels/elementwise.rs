@@ -186,7 +186,7 @@ pub(crate) fn binary_value(op: BinaryOp, dtype: DType) -> Option<String> {
         (Div, _) => "x0 / x1",
         (Rem, DType::I32) => "kiln_rem_i32(x0, x1)",
         (Rem, DType::U32) => "kiln_rem_u32(x0, x1)",
-        (Rem, _) => "x0 - floor(x0 / x1) * x1",
+        (Rem, _) => "kiln_rem_f32(x0, x1)",
         (Pow, DType::I32) => "kiln_pow_i32(x0, x1)",
         (Pow, DType::U32) => "kiln_pow_u32(x0, x1)",
         (Pow, _) => "kiln_pow(x0, x1)",

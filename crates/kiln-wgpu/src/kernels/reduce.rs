@@ -180,7 +180,8 @@ fn collapse(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 fn checked_product(op: &'static str, dims: &[usize]) -> Result<usize> {
-    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
+    // 0 when any dim is 0, however large the others (as on the CPU).
+    kiln_backend::checked_numel(dims).ok_or_else(|| Error::OutOfMemory {
         op,
         msg: format!("shape {dims:?} has more elements than the address space"),
     })

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod infer;
+pub mod memlog;
 pub mod model;
 pub mod plot;
 pub mod train;
