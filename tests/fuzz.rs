@@ -148,7 +148,7 @@ const ACCUMULATING: [&str; 20] = [
 
 /// Cases per family (one call each). Their sum is the number of random calls per run.
 const CASES: [(&str, u32); 6] =
-    [("elementwise", 3600), ("reduce", 2000), ("views", 1700), ("index", 1500), ("linalg", 1100), ("create", 500)];
+    [("elementwise", 4800), ("reduce", 3000), ("views", 2600), ("index", 2300), ("linalg", 1600), ("create", 700)];
 const _: () = {
     let mut total = 0;
     let mut i = 0;

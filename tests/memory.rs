@@ -249,6 +249,13 @@ fn ops_on_a_tensor_past_the_binding_limit_match_the_cpu() {
         }
     }
 
+    // A layout spread thin over the whole buffer (the transpose) cannot be cut into windows:
+    // a typed error, not a crawl through thousands of near-whole copies.
+    match x.t().unwrap().contiguous() {
+        Err(Error::OutOfMemory { op, msg }) => assert!(msg.contains("binding"), "{op}: {msg}"),
+        other => panic!("a huge transposed copy: expected OutOfMemory, got {:?}", other.map(|t| t.shape().to_vec())),
+    }
+
     // Ops without a split still refuse such a tensor with a typed error, and the device goes on.
     let ids = Tensor::from_vec(vec![0u32, 5], &[2], &g).unwrap();
     match x.index_select(1, &ids) {

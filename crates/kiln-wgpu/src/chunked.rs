@@ -17,7 +17,9 @@
 //!
 //! A piece must cover a compact span of each input: a non-contiguous input whose rows are spread
 //! over more than a binding (a transposed huge matrix, say) is refused with a typed
-//! `OutOfMemory` naming the op; make it contiguous in smaller parts first. Every other op given
+//! `OutOfMemory` naming the op; make it contiguous in smaller parts first. Pieces are placed by
+//! buffer copies, which move whole 4-byte words: an f16 result whose piece would start at an odd
+//! element is refused (`Unsupported`) rather than written torn. Every other op given
 //! a buffer past the limit refuses the same way (see `batch.rs`), so nothing is ever bound out
 //! of bounds.
 
