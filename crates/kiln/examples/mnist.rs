@@ -19,13 +19,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::cli::{self, FlagSpec, Parsed};
+use common::cli::{self, FlagSpec};
 use common::model::ModelKind;
 use common::plot::{Panel, write_panels_png};
 use plotters::chart::SeriesLabelPosition;
 use common::train::{EpochStats, TrainConfig, load_mnist, train};
 use common::AnyResult;
-use kiln::Device;
 
 const ABOUT: &str = "Train an MNIST classifier (MLP or CNN) and save it with its training curves.";
 
@@ -34,12 +33,12 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "epochs", value: Some("N"), help: "passes over the training set (default: mlp 8, cnn 2)" },
     FlagSpec { name: "batch-size", value: Some("N"), help: "images per step (default: mlp 128, cnn 64)" },
     FlagSpec { name: "lr", value: Some("F"), help: "peak Adam learning rate, cosine-decayed to 0 (default: mlp 0.001, cnn 0.002)" },
-    FlagSpec { name: "device", value: Some("WHICH"), help: "best (default), cpu, gpu, vulkan, or part of an adapter name" },
+    cli::DEVICE_FLAG,
     FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation and shuffling (default 0)" },
     FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/mnist)" },
     FlagSpec { name: "train-limit", value: Some("N"), help: "use only the first N training images" },
-    FlagSpec { name: "memory-log", value: Some("CSV"), help: "append device memory (live, pooled bytes) after each epoch to CSV" },
     FlagSpec { name: "test-limit", value: Some("N"), help: "evaluate on only the first N test images" },
+    FlagSpec { name: "memory-log", value: Some("CSV"), help: "append device memory (live, pooled bytes) after each epoch to CSV" },
 ];
 
 fn main() -> std::process::ExitCode {
@@ -47,13 +46,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> AnyResult<()> {
-    let flags = match cli::parse(std::env::args().skip(1), FLAGS)? {
-        Parsed::Run(flags) => flags,
-        Parsed::Help => {
-            print!("{}", cli::usage("mnist", ABOUT, FLAGS));
-            return Ok(());
-        }
-    };
+    let Some(flags) = cli::parse_args("mnist", ABOUT, FLAGS)? else { return Ok(()) };
     let kind: ModelKind = flags.get_or("model", ModelKind::Mlp)?;
     let (epochs, batch_size, lr) = defaults(kind);
     let cfg = TrainConfig {
@@ -67,10 +60,7 @@ fn run() -> AnyResult<()> {
     };
     let out: PathBuf = flags.get_or("out", PathBuf::from("runs/mnist"))?;
 
-    let device = match flags.str("device") {
-        Some(word) => Device::parse(word)?,
-        None => Device::best(),
-    };
+    let device = flags.device()?;
     println!("device: {}", device.describe());
 
     let (train_set, test_set) = load_mnist(flags.get("train-limit")?, flags.get("test-limit")?)?;
