@@ -1,7 +1,8 @@
 // Tensor-core f16 matmul: out[b, m, n] = Σ_k a[b, m, k] · b[b, k, n], f16 operands and output,
 // f32 accumulation, through wgpu's experimental cooperative matrices (16×16×16 tiles).
 // info: [M, N, K, tiles_m, tiles_n, tiles_total,
-//        a_off, a_sb, a_row, b_off, b_sb, b_row]   (offsets and strides in vec4<f16> units)
+//        a_off, a_sb, a_row, b_off, b_sb, b_row,   (offsets and strides in vec4<f16> units)
+//        splits, k_chunk]                          (split-k variant only)
 // Each operand has one contiguous matrix dim whose extent is a multiple of 4, with 4-aligned
 // offsets and other strides; the host routes everything else elsewhere. a_row / b_row is the
 // stride of the other matrix dim. Which dim is contiguous is baked into the generated code
@@ -22,7 +23,7 @@
 
 @group(0) @binding(1) var<storage, read> a: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read_write> out: array<f16>;
+@group(0) @binding(3) var<storage, read_write> out: array<{{OUT_T}}>;
 
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
@@ -56,13 +57,16 @@ fn main(
     let N = info[1];
     let K = info[2];
     let per_batch = info[3] * info[4];
+    // With split k (info[12] ranges of info[13] each) `bi` counts (batch entry, range) pairs
+    // and the output holds one f32 partial product per pair.
     let bi = tile / per_batch;
     let t = tile % per_batch;
+{{K_RANGE}}
     let m0 = (t / info[4]) * BM;
     let n0 = (t % info[4]) * BN;
-    let a_base = info[6] + bi * info[7];
+    let a_base = info[6] + ba * info[7];
     let a_row = info[8];
-    let b_base = info[9] + bi * info[10];
+    let b_base = info[9] + ba * info[10];
     let b_row = info[11];
     // This subgroup's sub-block within the workgroup's block.
     let wm = (sid / {{SG_N}}u) * {{FM}}u * 16u;
@@ -70,7 +74,7 @@ fn main(
 {{SETUP}}
 {{ACC_DECL}}
 {{FETCH0}}
-    for (var k0 = 0u; k0 < K; k0 += BK) {
+    for (var k0 = KB; k0 < KE; k0 += BK) {
 {{STAGE}}
         workgroupBarrier();
         let k1 = k0 + BK;

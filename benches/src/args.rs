@@ -16,12 +16,16 @@ pub struct Args {
     /// The least measured time per result before the median is taken (the protocol says 1 s);
     /// at least `MIN_ITERS` iterations always run. Smaller values make smoke tests fast.
     pub min_time: f64,
+    /// Mixed precision for the model workloads (W5, W6, W7, W9): forward under f16 autocast,
+    /// training steps through a `GradScaler`. Results carry the framework name `kiln-<ver>-amp`,
+    /// so they join with the fp32 baselines on (workload, size) as a column of their own.
+    pub amp: bool,
 }
 
 /// `--help` text.
 pub const USAGE: &str = "\
 usage: kiln-bench [--small] [--only W1,W3,...] [--device gpu|cpu|best|vulkan|<adapter name>]
-                  [--max-seconds N] [--min-time S]
+                  [--max-seconds N] [--min-time S] [--amp]
 
   --small          scaled-down sizes for a software adapter (recorded in \"size\")
   --only LIST      comma-separated workload ids; W4 = W4a+W4b, W8 = W8a+W8b
@@ -31,12 +35,14 @@ usage: kiln-bench [--small] [--only W1,W3,...] [--device gpu|cpu|best|vulkan|<ad
                    loop stops after 5 iterations once past it (as torch_bench.py / burn-bench)
   --min-time S     least measured seconds per result (default 1, the suite's protocol);
                    3 warm-up and 5 timed iterations always run
+  --amp            W5, W6, W7, W9 in mixed precision (f16 autocast, GradScaler); the results'
+                   framework is kiln-<version>-amp
 workloads: W1 W1h W2 W3 W4a W4b W5 W6 W7 W8a W8b W9
 results go to stdout, one JSON object per line; progress goes to stderr";
 
 /// Parses the arguments after the program name. `Ok(None)` means `--help` was asked for.
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args = Args { small: false, only: None, device: "gpu".into(), max_seconds: None, min_time: 1.0 };
+    let mut args = Args { small: false, only: None, device: "gpu".into(), max_seconds: None, min_time: 1.0, amp: false };
     while let Some(a) = it.next() {
         // Both `--flag value` and `--flag=value`.
         let (key, inline) = match a.split_once('=') {
@@ -46,6 +52,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
         let mut value = |name: &str| inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
         match key.as_str() {
             "--small" => args.small = true,
+            "--amp" => args.amp = true,
             "--only" => {
                 let list: Vec<String> =
                     value("--only")?.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
@@ -85,6 +92,8 @@ mod tests {
         assert_eq!(a.device, "cpu");
         assert_eq!(a.max_seconds, Some(5.0));
         assert_eq!(a.min_time, 0.0);
+        assert!(!a.amp);
+        assert!(p(&["--amp"]).unwrap().unwrap().amp);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Ctx {
     pub framework: String,
     pub adapter: String,
     pub small: bool,
+    /// Model workloads run under f16 autocast with a `GradScaler` (`--amp`).
+    pub amp: bool,
     pub device: Device,
     only: Option<Vec<String>>,
     deadline: Option<Instant>,
@@ -24,9 +26,10 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(device: Device, adapter: String, args: &crate::args::Args, start: Instant) -> Ctx {
         Ctx {
-            framework: format!("kiln-{}", env!("CARGO_PKG_VERSION")),
+            framework: format!("kiln-{}{}", env!("CARGO_PKG_VERSION"), if args.amp { "-amp" } else { "" }),
             adapter,
             small: args.small,
+            amp: args.amp,
             device,
             only: args.only.clone(),
             deadline: args.max_seconds.map(|s| start + Duration::from_secs_f64(s)),

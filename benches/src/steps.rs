@@ -1,20 +1,52 @@
 //! Whole-model workloads: training steps W5 (MLP, Adam), W6 (transformer, AdamW), W7 (CNN, SGD
-//! with momentum) and inference W9 (the W6 model, forward only).
+//! with momentum) and inference W9 (the W6 model, forward only); with `--amp` all four in mixed
+//! precision.
 
 use crate::harness::{Ctx, measure};
 use crate::inputs::{ids, randn};
 use crate::models::{GPT_VOCAB, Gpt, cnn, mlp, positions};
-use kiln_core::{Result, Tensor};
-use kiln_nn::{Adam, AdamConfig, AdamW, AdamWConfig, Module, ModuleExt, Optimizer, Sgd, SgdConfig, cross_entropy_loss};
+use kiln_core::{DType, Result, Tensor};
+use kiln_nn::{
+    Adam, AdamConfig, AdamW, AdamWConfig, GradScaler, GradScalerConfig, Module, ModuleExt, Optimizer, Sgd, SgdConfig,
+    cross_entropy_loss,
+};
 
-/// One timed training step: clear gradients, forward, cross-entropy against `targets`,
-/// backward, optimizer step, device sync.
-fn train_step(ctx: &Ctx, opt: &mut dyn Optimizer, forward: impl Fn() -> Result<Tensor>, targets: &Tensor) -> Result<()> {
-    opt.zero_grad();
-    let loss = cross_entropy_loss(&forward()?, targets)?;
-    loss.backward()?;
-    opt.step()?;
-    ctx.sync()
+/// One optimizer and, under `--amp`, its loss scaler.
+struct Trainer<'a> {
+    opt: &'a mut dyn Optimizer,
+    scaler: Option<GradScaler>,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(ctx: &Ctx, opt: &'a mut dyn Optimizer) -> Result<Self> {
+        let scaler = if ctx.amp { Some(GradScaler::new(GradScalerConfig::default())?) } else { None };
+        Ok(Trainer { opt, scaler })
+    }
+
+    /// One timed training step: clear gradients, forward (under f16 autocast with `--amp`),
+    /// cross-entropy against `targets`, backward, optimizer step, device sync. The scaler's
+    /// inf/NaN check adds one readback per step, as PyTorch's does.
+    fn step(&mut self, ctx: &Ctx, forward: impl Fn() -> Result<Tensor>, targets: &Tensor) -> Result<()> {
+        self.opt.zero_grad();
+        let loss = amp(ctx, || cross_entropy_loss(&forward()?, targets))?;
+        match &mut self.scaler {
+            Some(scaler) => {
+                scaler.scale(&loss)?.backward()?;
+                scaler.step(self.opt)?;
+                scaler.update()?;
+            }
+            None => {
+                loss.backward()?;
+                self.opt.step()?;
+            }
+        }
+        ctx.sync()
+    }
+}
+
+/// `f` under f16 autocast when `--amp` is on.
+fn amp<T>(ctx: &Ctx, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if ctx.amp { kiln_core::autocast(DType::F16, f) } else { f() }
 }
 
 /// W5: MLP 784-1024-1024-10, Adam lr 1e-3: steps/s.
@@ -26,7 +58,8 @@ pub fn w5(ctx: &Ctx) -> Result<()> {
     let x = randn(&[batch, 784], d)?;
     let y = ids(&[batch], 10, 5, d)?;
     ctx.sync()?;
-    let t = measure(ctx, "W5", || train_step(ctx, &mut opt, || model.forward(&x), &y))?;
+    let mut trainer = Trainer::new(ctx, &mut opt)?;
+    let t = measure(ctx, "W5", || trainer.step(ctx, || model.forward(&x), &y))?;
     ctx.emit("W5", &format!("batch{batch}"), "steps/s", 1.0 / t);
     Ok(())
 }
@@ -47,7 +80,8 @@ pub fn w6(ctx: &Ctx) -> Result<()> {
     let pos = positions(s, d)?;
     ctx.sync()?;
     let forward = || model.logits(&tokens, &pos)?.reshape(&[b * s, GPT_VOCAB]);
-    let t = measure(ctx, "W6", || train_step(ctx, &mut opt, forward, &targets))?;
+    let mut trainer = Trainer::new(ctx, &mut opt)?;
+    let t = measure(ctx, "W6", || trainer.step(ctx, forward, &targets))?;
     ctx.emit("W6", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
     Ok(())
 }
@@ -61,7 +95,8 @@ pub fn w7(ctx: &Ctx) -> Result<()> {
     let x = randn(&[batch, 1, 28, 28], d)?;
     let y = ids(&[batch], 10, 8, d)?;
     ctx.sync()?;
-    let t = measure(ctx, "W7", || train_step(ctx, &mut opt, || model.forward(&x), &y))?;
+    let mut trainer = Trainer::new(ctx, &mut opt)?;
+    let t = measure(ctx, "W7", || trainer.step(ctx, || model.forward(&x), &y))?;
     ctx.emit("W7", &format!("batch{batch}"), "steps/s", 1.0 / t);
     Ok(())
 }
@@ -76,7 +111,7 @@ pub fn w9(ctx: &Ctx) -> Result<()> {
     let pos = positions(s, d)?;
     ctx.sync()?;
     let t = measure(ctx, "W9", || {
-        let logits = kiln_core::no_grad(|| model.logits(&tokens, &pos))?;
+        let logits = kiln_core::no_grad(|| amp(ctx, || model.logits(&tokens, &pos)))?;
         ctx.sync()?;
         drop(logits);
         Ok(())

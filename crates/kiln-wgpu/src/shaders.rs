@@ -11,6 +11,7 @@ pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const MATMUL_SMALL: &str = include_str!("../../../shaders/matmul_small.wgsl");
 pub const MATMUL_LOAD: &str = include_str!("../../../shaders/matmul_load.wgsl");
 pub const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
+pub const MATMUL_COOP_SPLITK: &str = include_str!("../../../shaders/matmul_coop_splitk.wgsl");
 pub const MATMUL_LOAD_VEC4: &str = include_str!("../../../shaders/matmul_load_vec4.wgsl");
 pub const INDEX_SELECT: &str = include_str!("../../../shaders/index_select.wgsl");
 pub const GATHER: &str = include_str!("../../../shaders/gather.wgsl");

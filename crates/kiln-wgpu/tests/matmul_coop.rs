@@ -130,6 +130,13 @@ fn cooperative_matches_reference_on_gpu() {
     all.push((t(512, 256), c(256, 512)));
     all.push((c(512, 256), t(256, 512)));
     all.push((t(512, 256), t(256, 512)));
+    // Split k (few blocks, long k): a W6-like weight gradient xᵀ·g, ragged k, a batch, bᵀ.
+    let t1 = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, cols, rows]).permute(&[0, 2, 1]);
+    let c1 = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, rows, cols]);
+    all.push((t1(1, 256, 4096), c1(1, 4096, 256)));
+    all.push((c1(1, 64, 2048), c1(1, 2048, 64)));
+    all.push((c1(1, 48, 1000), c1(1, 1000, 36)));
+    all.push((c1(2, 40, 768), t1(2, 768, 36)));
     for (seed, (al, bl)) in all.iter().enumerate() {
         let worst = check(&dev, al, bl, seed as u64);
         eprintln!("{:?} · {:?}: max error / sqrt(k) {worst:.3e}", al.shape(), bl.shape());
