@@ -28,9 +28,12 @@ use crate::kernels::gpu_size;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};
 
+/// An elementwise op on one piece: its inputs, its element count; its contiguous output.
+pub(crate) type PieceOp<'a> = dyn Fn(&[(&GpuStorage, &Layout)], usize) -> Result<GpuStorage> + 'a;
+
 /// The largest buffer a shader may bind.
 fn limit(ctx: &GpuContext) -> u64 {
-    ctx.limits.max_storage_buffer_binding_size as u64
+    ctx.limits.max_storage_buffer_binding_size
 }
 
 fn too_big(op: &'static str, ctx: &GpuContext, what: String) -> Error {
@@ -146,7 +149,7 @@ pub(crate) fn elementwise(
     op: &'static str,
     inputs: &[(&GpuStorage, &Layout)],
     numel: usize,
-    f: &dyn Fn(&[(&GpuStorage, &Layout)], usize) -> Result<GpuStorage>,
+    f: &PieceOp,
 ) -> Result<Option<GpuStorage>> {
     if (numel as u64).saturating_mul(4) <= limit(ctx) && !inputs.iter().any(|(s, _)| oversized(s)) {
         return Ok(None);

@@ -39,7 +39,7 @@ impl Tensor {
             return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}: too many elements", self.shape())));
         };
         let unknown = shape.iter().filter(|&&d| d < 0).count();
-        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || self.numel() % known != 0)) {
+        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
             return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}", self.shape())));
         }
         let dims: Vec<usize> = shape.iter().map(|&d| if d < 0 { self.numel() / known.max(1) } else { d as usize }).collect();
