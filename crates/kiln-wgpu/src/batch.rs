@@ -48,6 +48,10 @@ impl GpuContext {
         if groups == 0 {
             return Ok(());
         }
+        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let words = meta.len().max(4);
+        if words > ARENA_WORDS {
+            return Err(Error::invalid(op, "kernel metadata too large"));
         let max_binding = self.limits.max_storage_buffer_binding_size;
         if let Some(b) = buffers.iter().find(|b| b.size() > max_binding) {
             return Err(Error::OutOfMemory {
