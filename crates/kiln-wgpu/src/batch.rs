@@ -22,6 +22,8 @@ pub(crate) struct Batch {
     pub(crate) submits: u64,
     /// Per-kernel timing (`KILN_PROFILE`); `None` costs one branch per dispatch.
     pub(crate) profile: Option<crate::profile::Profiler>,
+    /// Bind groups of kernels with a dynamic metadata offset, reused across dispatches.
+    pub(crate) binds: crate::bind_cache::BindCache,
 }
 
 /// Splits a 1-D workgroup count into a grid within the 65,535-per-dimension limit; kernels
@@ -48,10 +50,6 @@ impl GpuContext {
         if groups == 0 {
             return Ok(());
         }
-        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-        let words = meta.len().max(4);
-        if words > ARENA_WORDS {
-            return Err(Error::invalid(op, "kernel metadata too large"));
         let max_binding = self.limits.max_storage_buffer_binding_size;
         if let Some(b) = buffers.iter().find(|b| b.size() > max_binding) {
             return Err(Error::OutOfMemory {
@@ -63,8 +61,15 @@ impl GpuContext {
                 ),
             });
         }
+        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let words = meta.len().max(4);
+        if words > ARENA_WORDS {
+            return Err(Error::invalid(op, "kernel metadata too large"));
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if batch.profile.as_ref().is_some_and(|p| p.full()) {
+            self.submit_locked(&mut batch);
+        }
         if batch.meta.len().next_multiple_of(align) + words > ARENA_WORDS {
             self.submit_locked(&mut batch);
         }
@@ -77,32 +82,40 @@ impl GpuContext {
             .get_or_insert_with(|| {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln-meta"),
-                    size: (ARENA_WORDS * 4) as u64,
+                    // A cached bind group sees META_WINDOW bytes from any dispatch's offset.
+                    size: (ARENA_WORDS * 4) as u64 + crate::bind_cache::META_WINDOW,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
             })
             .clone();
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &arena,
-                offset: (start * 4) as u64,
-                size: wgpu::BufferSize::new((words * 4) as u64),
-            }),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let bind_group =
-            self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
-        let slot = match batch.profile.as_mut() {
-            Some(p) => {
-                if p.full() {
-                    self.submit_locked(&mut batch);
-                }
-                batch.profile.as_mut().and_then(|p| p.record(&self.device, &kernel.name))
+        let meta_bytes = (words * 4) as u64;
+        let (bind_group, offset) = if !kernel.dynamic_meta {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &arena,
+                    offset: (start * 4) as u64,
+                    size: wgpu::BufferSize::new(meta_bytes),
+                }),
+            }];
+            for (i, b) in buffers.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
             }
+            let desc = wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries };
+            (self.device.create_bind_group(&desc), None)
+        } else if meta_bytes <= crate::bind_cache::META_WINDOW {
+            let released = self.pool.released();
+            (batch.binds.get(&self.device, kernel, &arena, buffers, released), Some((start * 4) as u32))
+        } else {
+            (crate::bind_cache::create(&self.device, kernel, &arena, meta_bytes, buffers), Some((start * 4) as u32))
+        };
+        let offsets: &[u32] = match &offset {
+            Some(o) => std::slice::from_ref(o),
+            None => &[],
+        };
+        let slot = match batch.profile.as_mut() {
+            Some(p) => p.record(&self.device, &kernel.name),
             None => None,
         };
         let (x, y) = grid(groups);
@@ -118,7 +131,7 @@ impl GpuContext {
             let desc = wgpu::ComputePassDescriptor { label: Some("kiln-timed"), timestamp_writes: Some(writes) };
             let mut pass = encoder.begin_compute_pass(&desc);
             pass.set_pipeline(&kernel.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
+            pass.set_bind_group(0, &bind_group, offsets);
             pass.dispatch_workgroups(x, y, 1);
         } else {
             if batch.pass.is_none() {
@@ -131,7 +144,7 @@ impl GpuContext {
                     pass.write_timestamp(&slot.set, slot.index);
                 }
                 pass.set_pipeline(&kernel.pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_bind_group(0, &bind_group, offsets);
                 pass.dispatch_workgroups(x, y, 1);
                 if let Some(slot) = &slot {
                     pass.write_timestamp(&slot.set, slot.index + 1);

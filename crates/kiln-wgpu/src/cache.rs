@@ -12,6 +12,58 @@ pub(crate) struct Kernel {
     pub layout: wgpu::BindGroupLayout,
     /// The key, shortened for the profile table.
     pub name: Arc<str>,
+    /// Binding 0 takes a dynamic offset: bind groups can be reused across dispatches.
+    pub dynamic_meta: bool,
+}
+
+/// The storage bindings of a generated kernel, `(binding, read_only)` for bindings 0..n in
+/// order, or `None` when the source declares anything else (then wgpu derives the layout).
+pub(crate) fn storage_bindings(wgsl: &str) -> Option<Vec<(u32, bool)>> {
+    let mut found = Vec::new();
+    for line in wgsl.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let Some(at) = code.find("@binding(") else { continue };
+        if !code.contains("@group(0)") {
+            return None;
+        }
+        let rest = &code[at + "@binding(".len()..];
+        let binding: u32 = rest[..rest.find(')')?].trim().parse().ok()?;
+        let decl = &rest[rest.find("var<")? + 4..];
+        let access: Vec<&str> = decl[..decl.find('>')?].split(',').map(str::trim).collect();
+        let read_only = match access.as_slice() {
+            ["storage"] | ["storage", "read"] => true,
+            ["storage", "read_write"] => false,
+            _ => return None,
+        };
+        found.push((binding, read_only));
+    }
+    found.sort_unstable();
+    let complete = found.iter().enumerate().all(|(i, &(b, _))| b == i as u32);
+    (complete && found.first() == Some(&(0, true))).then_some(found)
+}
+
+/// A layout whose binding 0 (the metadata) takes a dynamic offset.
+fn dynamic_layout(device: &wgpu::Device, bindings: &[(u32, bool)]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .map(|&(binding, read_only)| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: binding == 0,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: None,
+        bind_group_layouts: &[Some(&bgl)],
+        immediate_size: 0,
+    });
+    (bgl, pl)
 }
 
 #[derive(Default)]
@@ -34,24 +86,40 @@ impl KernelCache {
             return Ok(k.clone());
         }
         let wgsl = source();
+        let explicit = storage_bindings(&wgsl).map(|b| dynamic_layout(device, &b));
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key),
             source: wgpu::ShaderSource::Wgsl(wgsl.into()),
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: self.store.as_ref().map(|s| s.cache()),
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let build = |layout: Option<&wgpu::PipelineLayout>| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: self.store.as_ref().map(|s| s.cache()),
+            })
+        };
+        let mut built = explicit.as_ref().map(|(bgl, pl)| (build(Some(pl)), bgl.clone(), true));
+        let mut error = pollster::block_on(scope.pop());
+        if built.is_none() || error.is_some() {
+            // No explicit layout could be derived, or the shader disagreed with it: let wgpu
+            // derive one (binding 0 then takes a fresh bind group per dispatch).
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let pipeline = build(None);
+            error = pollster::block_on(scope.pop());
+            let layout = pipeline.get_bind_group_layout(0);
+            built = Some((pipeline, layout, false));
+        }
+        if let Some(e) = error {
             return Err(Error::Backend { op, msg: format!("building kernel {key}: {e}") });
         }
-        let layout = pipeline.get_bind_group_layout(0);
-        let kernel = Arc::new(Kernel { pipeline, layout, name: crate::profile::short_name(key) });
+        let Some((pipeline, layout, dynamic_meta)) = built else {
+            return Err(Error::Backend { op, msg: format!("building kernel {key}: no pipeline") });
+        };
+        let kernel = Arc::new(Kernel { pipeline, layout, name: crate::profile::short_name(key), dynamic_meta });
         let built = self.built.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(store) = &self.store {
             store.built(built);
@@ -62,5 +130,26 @@ impl KernelCache {
 
     pub(crate) fn built(&self) -> u64 {
         self.built.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storage_bindings;
+
+    #[test]
+    fn explicit_layouts_only_for_plain_storage_bindings() {
+        let src = "@group(0) @binding(0) var<storage, read> info: array<u32>;\n\
+                   // @group(0) @binding(7) var<uniform> in_a_comment: u32;\n\
+                   @group(0) @binding(2) var<storage, read_write> out: array<f32>;\n\
+                   @group(0) @binding(1) var<storage> a: array<f32>;\n";
+        assert_eq!(storage_bindings(src), Some(vec![(0, true), (1, true), (2, false)]));
+        let uniform = "@group(0) @binding(0) var<storage, read> info: array<u32>;\n@group(0) @binding(1) var<uniform> u: vec4<f32>;";
+        assert_eq!(storage_bindings(uniform), None);
+        let gap = "@group(0) @binding(0) var<storage, read> info: array<u32>;\n@group(0) @binding(2) var<storage, read> a: array<f32>;";
+        assert_eq!(storage_bindings(gap), None);
+        let writable_meta = "@group(0) @binding(0) var<storage, read_write> info: array<u32>;";
+        assert_eq!(storage_bindings(writable_meta), None);
+        assert_eq!(storage_bindings("@group(1) @binding(0) var<storage, read> x: array<u32>;"), None);
     }
 }

@@ -50,6 +50,8 @@ pub struct MemoryStats {
     pub allocations: u64,
     pub pipelines: u64,
     pub submits: u64,
+    /// Dispatches that reused a cached bind group instead of creating one.
+    pub bind_groups_reused: u64,
 }
 
 /// Per-context settings that programs normally take from the environment
@@ -327,7 +329,10 @@ impl GpuContext {
     pub fn memory_stats(&self) -> MemoryStats {
         let mut s = self.pool.stats();
         s.pipelines = self.cache.built();
-        s.submits = self.batch.lock().map(|b| b.submits).unwrap_or(0);
+        if let Ok(b) = self.batch.lock() {
+            s.submits = b.submits;
+            s.bind_groups_reused = b.binds.hits;
+        }
         s
     }
 

@@ -9,6 +9,7 @@
 
 mod autotune;
 mod batch;
+mod bind_cache;
 mod cache;
 pub mod context;
 mod chunked;

@@ -19,6 +19,8 @@ struct PoolState {
     live_bytes: u64,
     pooled_bytes: u64,
     allocations: u64,
+    /// Times the pool let buffers go to the driver (bind-group caches drop theirs then).
+    released: u64,
 }
 
 pub(crate) struct BufferPool {
@@ -127,6 +129,12 @@ impl BufferPool {
         let mut s = lock(&self.state);
         s.free.clear();
         s.pooled_bytes = 0;
+        s.released += 1;
+    }
+
+    /// How many times buffers have left the pool for good.
+    pub(crate) fn released(&self) -> u64 {
+        lock(&self.state).released
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -151,6 +159,8 @@ impl Drop for PooledBuffer {
         if s.pooled_bytes + self.class <= self.budget {
             s.pooled_bytes += self.class;
             s.free.entry((self.class, self.usage)).or_default().push(buffer);
+        } else {
+            s.released += 1;
         }
     }
 }

@@ -78,3 +78,30 @@ fn many_uploads_between_syncs() {
         assert!(g.to_host(&Layout::contiguous(&[n])).expect("read") == *h, "reupload {i}");
     }
 }
+
+/// Repeated dispatches over recycled buffers reuse their bind groups (metadata at a dynamic
+/// offset), and the results stay right.
+#[test]
+fn repeated_dispatches_reuse_bind_groups() {
+    let Some(dev) = common::gpu("repeated_dispatches_reuse_bind_groups") else { return };
+    let (m, k, n) = (9, 7, 5);
+    let a: Vec<f32> = (0..m * k).map(|i| i as f32 / 8.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 / 16.0).collect();
+    let ga = GpuStorage::from_host(&dev, &HostData::F32(a.clone())).expect("a");
+    let gb = GpuStorage::from_host(&dev, &HostData::F32(b.clone())).expect("b");
+    let (al, bl, ol) = (Layout::contiguous(&[1, m, k]), Layout::contiguous(&[1, k, n]), Layout::contiguous(&[1, m, n]));
+    let before = dev.memory_stats().bind_groups_reused;
+    let mut last = None;
+    for _ in 0..20 {
+        last = Some(ga.matmul(&al, &gb, &bl).expect("matmul"));
+    }
+    let got = last.expect("ran").to_host(&ol).expect("read").to_f64_vec();
+    let reused = dev.memory_stats().bind_groups_reused - before;
+    assert!(reused >= 10, "only {reused} of 20 dispatches reused a bind group");
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64).sum();
+            assert!((got[i * n + j] - want).abs() < 1e-4, "out[{i},{j}] = {}, want {want}", got[i * n + j]);
+        }
+    }
+}
