@@ -80,6 +80,7 @@ pub fn train(
         return Err(format!("--lr must be a positive number, got {}", cfg.lr).into());
     }
     kiln::manual_seed(cfg.seed);
+    let began = Instant::now();
     let model = cfg.kind.build(device)?;
     let mut opt = Adam::new(model.parameters(), AdamConfig { lr: cfg.lr, ..Default::default() })?;
     let loader = DataLoader::new(train, MnistBatcher, cfg.batch_size)?.shuffle(cfg.seed);
@@ -108,6 +109,13 @@ pub fn train(
             loss.backward()?;
             opt.step()?;
             schedule.step(&mut opt);
+            if epoch == 1 && i == 0 {
+                // Mostly pipeline builds: what a warm pipeline cache (KILN_CACHE_DIR) saves.
+                device.sync()?;
+                let pipelines = device.memory_stats().pipelines;
+                let secs = began.elapsed().as_secs_f64();
+                bar.suspend(|| println!("time to first step: {secs:.3} s ({pipelines} pipelines built)"));
+            }
 
             // Sums stay on the device; `loss` is a batch mean, so weight it by the batch size.
             loss_sum = (&loss_sum + &(&loss.detach() * n as f64)?)?;
