@@ -235,6 +235,24 @@ fn ops_on_a_tensor_past_the_binding_limit_match_the_cpu() {
     assert!((got_total - total).abs() <= 1.0 + 1e-5 * total.abs(), "sum of everything: gpu {got_total} vs {total}");
     let got_min = x.reshape(&[N]).unwrap().min(&[0], false).unwrap().item().unwrap();
     assert_eq!(got_min, host.iter().copied().fold(f32::INFINITY, f32::min) as f64, "min of everything");
+    // Positions: per row, and over everything (the part holding the first extreme wins).
+    let first_of = |xs: &[f32], better: fn(f32, f32) -> bool| {
+        xs.iter().enumerate().fold(0, |best, (i, &v)| if better(v, xs[best]) { i } else { best })
+    };
+    let row_args = x.argmax(1, false).unwrap().to_vec::<u32>().unwrap();
+    for r in (0..ROWS).step_by(7) {
+        assert_eq!(row_args[r] as usize, first_of(&host[r * COLS..(r + 1) * COLS], |a, b| a > b), "row argmax {r}");
+    }
+    // Plant the unique extremes in the second half, so that finding them needs the part offset.
+    let mut planted = host.clone();
+    planted[N - 12_345] = 7.0;
+    planted[N / 2 + 3] = -7.0;
+    let flat = Tensor::from_vec(planted, &[N], &g).unwrap();
+    assert_eq!(flat.argmax(0, false).unwrap().item().unwrap(), (N - 12_345) as f64, "argmax of everything");
+    assert_eq!(flat.argmin(0, false).unwrap().item().unwrap(), (N / 2 + 3) as f64, "argmin of everything");
+    drop(flat);
+    let flat = x.reshape(&[N]).unwrap();
+    assert_eq!(flat.argmax(0, false).unwrap().item().unwrap(), first_of(&host, |a, b| a > b) as f64, "first of tied maxima");
 
     // Matmul: [400 000, 130] · [130, 8], A past the limit, checked on every 97th row.
     let (m, k, n) = (N / 130, 130, 8);

@@ -10,16 +10,17 @@
 //!   cut along the outermost dims first;
 //! - reductions over trailing dims: pieces are ranges of output rows; a single row whose reduced
 //!   group itself is too big is reduced in parts whose partial results are reduced again (sum,
-//!   prod, max, min; the arg ops refuse with a typed error, as partial positions would need
-//!   rebasing);
+//!   prod, max, min); argmax/argmin pick the part by its extreme value and add the part's first
+//!   position to the position within it (read back on the host: one sync per such row);
 //! - matmul `[b, m, k] · [b, k, n]`: pieces are rows of A and C, per batch entry; B (one batch
 //!   entry of it) must fit a binding.
 //!
 //! A piece must cover a compact span of each input: a non-contiguous input whose rows are spread
 //! over more than a binding (a transposed huge matrix, say) is refused with a typed
 //! `OutOfMemory` naming the op; make it contiguous in smaller parts first. Pieces are placed by
-//! buffer copies, which move whole 4-byte words: an f16 result whose piece would start at an odd
-//! element is refused (`Unsupported`) rather than written torn. Every other op given
+//! buffer copies, which move whole 4-byte words; an f16 piece at an odd element goes through
+//! the copy kernel instead, which is refused (`Unsupported`) when the output itself is past the
+//! limit. Every other op given
 //! a buffer past the limit refuses the same way (see `batch.rs`), so nothing is ever bound out
 //! of bounds.
 
@@ -83,18 +84,24 @@ fn window(op: &'static str, s: &GpuStorage, l: &Layout) -> Result<Option<(GpuSto
     Ok(Some((copy, rebased)))
 }
 
-/// Copies `piece` (contiguous) to element `at` of `out`.
-fn place(op: &'static str, out: &GpuStorage, at: usize, piece: &GpuStorage, elems: usize) -> Result<()> {
+/// Copies `piece` (contiguous) to element `at` of `out`: a buffer copy, or, where the bytes
+/// are not whole 4-byte words (f16 at an odd element), the copy kernel, which needs `out` to
+/// fit a binding.
+fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, elems: usize) -> Result<()> {
     let size = gpu_size(out.dtype());
     let (dst, bytes) = (at as u64 * size, elems as u64 * size);
     if bytes == 0 {
         return Ok(());
     }
     if dst % 4 != 0 || bytes % 4 != 0 {
-        return Err(Error::Unsupported {
-            op,
-            msg: format!("a {} tensor past the binding limit split at element {at}: pieces must start on 4-byte boundaries", out.dtype()),
-        });
+        if oversized(out) {
+            return Err(Error::Unsupported {
+                op,
+                msg: format!("a {} tensor past the binding limit split at element {at}: pieces must start on 4-byte boundaries", out.dtype()),
+            });
+        }
+        let target = Layout::contiguous_with_offset(&[elems], at);
+        return piece.copy_into(&Layout::contiguous(&[elems]), out, &target);
     }
     out.context().copy(piece.buffer(), 0, out.buffer(), dst, bytes);
     Ok(())
@@ -194,7 +201,7 @@ pub(crate) fn elementwise(
         if out.is_none() {
             out = Some(GpuStorage::alloc(ctx, op, piece.dtype(), numel)?);
         }
-        if let Some(target) = &out {
+        if let Some(target) = out.as_mut() {
             place(op, target, ls[n_in].offset(), &piece, ls[n_in].numel())?;
         }
     }
@@ -227,7 +234,7 @@ pub(crate) fn reduce(
     out_strides.resize(l.rank(), 0);
     let out_layout = Layout::new(l.shape().to_vec(), out_strides, 0);
     let out_dtype = if op.is_arg() { DType::U32 } else { s.dtype() };
-    let out = GpuStorage::alloc(ctx, name, out_dtype, rows)?;
+    let mut out = GpuStorage::alloc(ctx, name, out_dtype, rows)?;
     // Rows first; a single row too big for a window is split over its reduced dims below.
     let row_fits = |ls: &[Layout]| {
         let piece_rows: usize = ls[1].shape()[..kept_rank].iter().product();
@@ -242,7 +249,7 @@ pub(crate) fn reduce(
         } else {
             one_big_row(s, &ls[0], op, kept_rank, f)?
         };
-        place(name, &out, ls[1].offset(), &result, piece_rows)?;
+        place(name, &mut out, ls[1].offset(), &result, piece_rows)?;
     }
     Ok(Some(out))
 }
@@ -258,22 +265,49 @@ fn one_big_row(
 ) -> Result<GpuStorage> {
     let name = op.name();
     let ctx = s.context();
-    if op.is_arg() {
-        return Err(too_big(name, ctx, format!("the {} positions of one {name} group of {:?}", l.numel(), l.shape())));
-    }
-    // Drop the (size-1) kept dims so that the parts are cut along the reduced ones.
+    // Drop the (size-1) kept dims so that the parts are cut along the reduced ones; the second
+    // layout tracks each part's first position in the group (parts are row-major ranges).
     let group = Layout::new(l.shape()[kept_rank..].to_vec(), l.strides()[kept_rank..].to_vec(), l.offset());
     let rank = group.rank();
     let fits = |ls: &[Layout]| piece_fits(ctx, &[(s, ls[0].clone())], 1);
-    let parts = pieces(name, ctx, vec![group], rank, &fits)?;
-    let partials = GpuStorage::alloc(ctx, name, s.dtype(), parts.len())?;
+    let positions = Layout::contiguous(group.shape());
+    let parts = pieces(name, ctx, vec![group, positions], rank, &fits)?;
+    let one = Layout::contiguous(&[1]);
+    let all = Layout::contiguous(&[parts.len()]);
+    // The arg ops find the part holding the extreme by its extreme value, then add that part's
+    // first position to the position within it.
+    let value_op = match op {
+        ReduceOp::ArgMax => Some(ReduceOp::Max),
+        ReduceOp::ArgMin => Some(ReduceOp::Min),
+        _ => None,
+    };
+    let mut partials = GpuStorage::alloc(ctx, name, s.dtype(), parts.len())?;
+    let mut args = GpuStorage::alloc(ctx, name, DType::U32, if value_op.is_some() { parts.len() } else { 0 })?;
     for (i, ls) in parts.iter().enumerate() {
         let w = window(name, s, &ls[0])?;
         let (ws, wl) = w.as_ref().map_or((s, &ls[0]), |(a, b)| (a, b));
-        place(name, &partials, i, &f(ws, wl, rank)?, 1)?;
+        match value_op {
+            Some(v) => {
+                place(name, &mut partials, i, &crate::kernels::reduce::reduce(ws, wl, v, rank)?, 1)?;
+                place(name, &mut args, i, &f(ws, wl, rank)?, 1)?;
+            }
+            None => place(name, &mut partials, i, &f(ws, wl, rank)?, 1)?,
+        }
     }
-    // Sum of sums, product of products, max of maxes, min of mins.
-    f(&partials, &Layout::contiguous(&[parts.len()]), 1)
+    if value_op.is_none() {
+        // Sum of sums, product of products, max of maxes, min of mins.
+        return f(&partials, &all, 1);
+    }
+    let read_u32 = |t: &GpuStorage, l: &Layout| match t.to_host(l)? {
+        kiln_backend::HostData::U32(v) => Ok(v),
+        other => Err(Error::Backend { op: name, msg: format!("expected u32 positions, read {}", other.dtype()) }),
+    };
+    // The first part with the extreme (first NaN for max/min, as within a part) wins ties.
+    let best = read_u32(&f(&partials, &all, 1)?, &one)?.first().copied().unwrap_or(0) as usize;
+    let within = read_u32(&args, &all)?.get(best).copied().unwrap_or(0) as usize;
+    let position = parts.get(best).map_or(0, |ls| ls[1].offset()) + within;
+    let position = u32::try_from(position).map_err(|_| Error::invalid(name, format!("position {position} does not fit a u32")))?;
+    GpuStorage::from_host(ctx, &kiln_backend::HostData::U32(vec![position]))
 }
 
 /// Runs `[b, m, k] · [b, k, n]` in pieces of A's and C's rows when A or C is past the binding
@@ -296,7 +330,7 @@ pub(crate) fn matmul(
     if (!oversized(a) && !oversized(b) && (numel as u64).saturating_mul(4) <= limit(ctx)) || numel == 0 || sa[2] == 0 {
         return Ok(None);
     }
-    let out = GpuStorage::alloc(ctx, OP, a.dtype(), numel)?;
+    let mut out = GpuStorage::alloc(ctx, OP, a.dtype(), numel)?;
     // C, and the batch index, as layouts over A's dims [b, m, ·]: narrowing them with A tracks
     // each piece's place in C and its batch entries.
     let c = Layout::new(vec![batch, m, sa[2]], vec![m * n, n, 0], 0);
@@ -310,7 +344,7 @@ pub(crate) fn matmul(
         let (pa, pal) = wa.as_ref().map_or((a, &ls[0]), |(s, l)| (s, l));
         let (pb, pbl) = wb.as_ref().map_or((b, &bp), |(s, l)| (s, l));
         let piece = f(pa, pal, pb, pbl)?;
-        place(OP, &out, ls[1].offset(), &piece, ls[1].shape()[0] * ls[1].shape()[1] * n)?;
+        place(OP, &mut out, ls[1].offset(), &piece, ls[1].shape()[0] * ls[1].shape()[1] * n)?;
     }
     Ok(Some(out))
 }
