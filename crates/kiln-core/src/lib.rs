@@ -24,7 +24,7 @@ pub use half::f16;
 pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 pub use kiln_backend::AdamParams;
 pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
-pub use kiln_wgpu::MemoryStats;
+pub use kiln_wgpu::{FusionStats, MemoryStats, fusion_enabled, set_fusion};
 pub use ops::binary::broadcast_shapes;
 pub use ops::conv::Conv2dOptions;
 pub use rng::manual_seed;

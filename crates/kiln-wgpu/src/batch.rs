@@ -44,6 +44,8 @@ impl GpuContext {
         meta: &[u32],
         groups: u32,
     ) -> Result<()> {
+        // Pending elementwise work may produce what this dispatch reads.
+        self.flush_fusion()?;
         if self.is_lost() {
             return self.check(op);
         }
@@ -160,6 +162,8 @@ impl GpuContext {
 
     /// Records a buffer-to-buffer copy in order with the dispatches.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        // Callers that can report errors flush first; this keeps the order for the rest.
+        let _ = self.flush_fusion();
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         batch.pass = None;
         let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
@@ -173,6 +177,7 @@ impl GpuContext {
 
     /// Submits the recorded batch (if any); returns its submission index.
     pub fn flush(&self) -> Result<Option<wgpu::SubmissionIndex>> {
+        self.flush_fusion()?;
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         let index = self.submit_locked(&mut batch);
         drop(batch);

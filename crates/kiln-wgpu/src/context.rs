@@ -105,6 +105,8 @@ pub struct GpuContext {
     pub(crate) pool: BufferPool,
     pub(crate) cache: KernelCache,
     pub(crate) batch: Mutex<Batch>,
+    /// Elementwise ops recorded but not dispatched yet (see `fusion`).
+    pub(crate) fusion: crate::fusion::Fusion,
     pub(crate) options: ContextOptions,
     pub(crate) tuner: crate::autotune::Tuner,
     pub(crate) uploads: crate::readback::UploadRing,
@@ -214,6 +216,7 @@ impl GpuContext {
             cache,
             batch: Mutex::new(batch),
             options: options.clone(),
+            fusion: Default::default(),
             uploads: Default::default(),
             tuner: crate::autotune::Tuner::new(
                 options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),

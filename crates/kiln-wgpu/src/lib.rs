@@ -12,6 +12,7 @@ mod batch;
 mod bind_cache;
 mod cache;
 pub mod context;
+mod fusion;
 mod chunked;
 mod exit;
 mod kernels;
@@ -24,4 +25,5 @@ mod storage;
 
 pub use context::{AdapterSummary, ContextOptions, GpuContext, GpuDevice, MemoryStats, profile_report_all};
 pub use profile::ProfileMode;
+pub use fusion::{FusionStats, fusion_enabled, set_fusion};
 pub use storage::GpuStorage;

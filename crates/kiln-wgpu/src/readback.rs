@@ -141,6 +141,7 @@ impl GpuContext {
     fn stage(&self, op: &'static str, src: &wgpu::Buffer, bytes: u64) -> Result<(PooledBuffer, u64, Option<wgpu::SubmissionIndex>)> {
         let padded = bytes.next_multiple_of(4).max(4);
         let staging = self.pool.get(&self.device, op, padded, STAGING_USAGE)?;
+        self.flush_fusion()?;
         self.copy(src, 0, staging.buffer(), 0, padded);
         let index = self.flush()?;
         Ok((staging, padded, index))

@@ -4,6 +4,7 @@
 pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
 pub const MATH: &str = include_str!("../../../shaders/math.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+pub const FUSED: &str = include_str!("../../../shaders/fused.wgsl");
 pub const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
 pub const CUMSUM: &str = include_str!("../../../shaders/cumsum.wgsl");
@@ -33,6 +34,7 @@ pub const ADAM: &str = include_str!("../../../shaders/adam.wgsl");
 pub fn all_specialisations() -> Vec<(String, String)> {
     let mut all = Vec::new();
     all.extend(crate::kernels::elementwise::specialisations());
+    all.extend(crate::fusion::codegen::specialisations());
     all.extend(crate::kernels::extra_specialisations());
     all
 }

@@ -6,11 +6,13 @@ use crate::context::GpuDevice;
 use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
+use std::sync::Arc;
 use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
-    buf: PooledBuffer,
+    /// Shared with pending fused ops: they read it strongly and track their output weakly.
+    buf: Arc<PooledBuffer>,
     dtype: DType,
     len: usize,
     ctx: GpuDevice,
@@ -26,13 +28,24 @@ impl GpuStorage {
             msg: format!("{len} elements of {dtype} overflow the address space"),
         })?;
         let buf = ctx.pool.storage(&ctx.device, op, bytes)?;
-        Ok(GpuStorage { buf, dtype, len, ctx: ctx.clone() })
+        Ok(GpuStorage { buf: Arc::new(buf), dtype, len, ctx: ctx.clone() })
     }
 
     /// The underlying wgpu buffer, for binding a tensor in an application's own passes. Elements
-    /// start at the tensor layout's offset × element size.
+    /// start at the tensor layout's offset × element size. Pending fused work is recorded first,
+    /// so the buffer's contents are defined once the recorded work is submitted.
     pub fn buffer(&self) -> &wgpu::Buffer {
+        let _ = self.ctx.flush_fusion();
         self.buf.buffer()
+    }
+
+    pub(crate) fn shared_buffer(&self) -> &Arc<PooledBuffer> {
+        &self.buf
+    }
+
+    /// Identifies the buffer while any pending op refers to it.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.buf) as usize
     }
 
     pub fn len(&self) -> usize {
@@ -126,7 +139,7 @@ impl BackendStorage for GpuStorage {
         kernels::storage_type("from_vec", dtype)?;
         check_f16(device, "from_vec", dtype)?;
         let buf = device.upload("from_vec", &encode(data))?;
-        Ok(GpuStorage { buf, dtype, len: data.len(), ctx: device.clone() })
+        Ok(GpuStorage { buf: Arc::new(buf), dtype, len: data.len(), ctx: device.clone() })
     }
 
     fn full(device: &GpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {

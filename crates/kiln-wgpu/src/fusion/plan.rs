@@ -116,24 +116,33 @@ impl GpuContext {
             group_of[j] = starts.len() - 1;
         }
         // Buffers for every output that will be written: the holder's, or a temporary one for
-        // an intermediate only a later kernel reads.
-        let mut bufs: Vec<Option<Arc<PooledBuffer>>> = Vec::with_capacity(n);
-        for (k, held) in held.into_iter().enumerate() {
-            let later = consumers[k].iter().any(|&c| group_of[c] != group_of[k]);
-            bufs.push(match held {
-                Some(b) => Some(b),
-                None if later => {
-                    let bytes = nodes[k].numel as u64 * kernels::gpu_size(nodes[k].out);
-                    Some(Arc::new(self.pool.storage(&self.device, OP, bytes)?))
-                }
-                None => None,
-            });
+        // an intermediate only a later kernel reads. Temporaries are taken just before their
+        // kernel and returned after their last reader, so a long chain reuses one or two.
+        let mut last_reader = group_of.clone();
+        for (k, readers) in consumers.iter().enumerate() {
+            if let Some(&c) = readers.last() {
+                last_reader[k] = group_of[c];
+            }
         }
+        let mut release: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
+        for (k, &g) in last_reader.iter().enumerate() {
+            release[g].push(k);
+        }
+        let mut bufs: Vec<Option<Arc<PooledBuffer>>> = held;
         let mut done = Done { kernels: 0, outputs: 0 };
         for (g, &start) in starts.iter().enumerate() {
             let end = starts.get(g + 1).copied().unwrap_or(n);
+            for k in start..end {
+                if bufs[k].is_none() && last_reader[k] != g {
+                    let bytes = nodes[k].numel as u64 * kernels::gpu_size(nodes[k].out);
+                    bufs[k] = Some(Arc::new(self.pool.storage(&self.device, OP, bytes)?));
+                }
+            }
             done.outputs += self.run_group(&nodes, start..end, &bufs)?;
             done.kernels += 1;
+            for &k in &release[g] {
+                bufs[k] = None;
+            }
         }
         Ok(done)
     }

@@ -61,6 +61,9 @@ impl GpuContext {
         params: [u32; 2],
         numel: usize,
     ) -> Result<GpuStorage> {
+        if crate::fusion::may_fuse(self, spec.out, inputs, numel) {
+            return self.record_elementwise(op, spec, inputs, params, numel);
+        }
         let out = GpuStorage::alloc(self, op, spec.out, numel)?;
         self.elementwise_into(op, spec, inputs, params, numel, &out, None)?;
         Ok(out)
