@@ -105,11 +105,11 @@ pub struct GpuContext {
     pub(crate) pool: BufferPool,
     pub(crate) cache: KernelCache,
     pub(crate) batch: Mutex<Batch>,
-    /// Elementwise ops recorded but not dispatched yet (see `fusion`).
-    pub(crate) fusion: crate::fusion::Fusion,
     pub(crate) options: ContextOptions,
     pub(crate) tuner: crate::autotune::Tuner,
     pub(crate) uploads: crate::readback::UploadRing,
+    /// Elementwise ops recorded but not dispatched yet (see `fusion`).
+    pub(crate) fusion: crate::fusion::Fusion,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
 }
@@ -216,13 +216,13 @@ impl GpuContext {
             cache,
             batch: Mutex::new(batch),
             options: options.clone(),
-            fusion: Default::default(),
             uploads: Default::default(),
             tuner: crate::autotune::Tuner::new(
                 options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
                 options.cache_dir.as_deref(),
                 &pipeline_cache::adapter_tag(&info),
             ),
+            fusion: Default::default(),
             summary: summarize(&adapter.get_info()),
             coop: coop_config(adapter, features),
             features,
