@@ -1,10 +1,12 @@
-// Scaled dot-product attention forward, flash-attention style: a workgroup owns BR = 64 query
-// rows of one (batch, head), one thread per row holding its scaled query and output
-// accumulator in registers (D is baked in). Keys and values stream through shared memory in
-// tiles of BC rows; each thread keeps an online softmax (running max m, running sum l,
-// rescaling acc when m grows), so no [q_len, kv_len] score matrix ever exists. The causal
-// mask is computed from indices (key j > query i is hidden, and tiles wholly past the
-// workgroup's last row are never loaded); the key mask is [batch, kv_len] u32 words.
+// Scaled dot-product attention forward, flash-attention style. A workgroup of 64 threads owns
+// BR = 16 query rows of one (batch, head); each row is split over a quad of 4 threads, each
+// holding a V-vec4 slice of the (zero-padded) head dim for its scaled query and its output
+// accumulator. Keys and values stream through shared memory in tiles of BC rows. Per tile, each
+// thread writes its partial dot products to shared memory, the quad sums them, and the row's
+// online softmax (running max m, running sum l) rescales the accumulator once per tile. No
+// [q_len, kv_len] score matrix ever exists. The causal mask is computed from indices (key j > i
+// is hidden; tiles past the workgroup's last row are never loaded); the key mask is
+// [batch, kv_len] u32 words. Small fixed-size slices let the compiler keep them in registers.
 //
 // info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles]
 // Bindings (prepended): q, k, v (read), mask (u32, read), o (q's dtype), lse (f32);
@@ -12,11 +14,18 @@
 // with o = 0: the backward then gives that row zero gradients).
 
 const D: u32 = {{D}}u;
+const V: u32 = {{V}}u;
+const W4: u32 = 4u * V;
 const BC: u32 = {{BC}}u;
-const BR: u32 = 64u;
+const BR: u32 = 16u;
 
-var<workgroup> ks: array<f32, {{TILE}}>;
-var<workgroup> vs: array<f32, {{TILE}}>;
+var<workgroup> ks: array<vec4<f32>, {{TILE4}}>;
+var<workgroup> vs: array<vec4<f32>, {{TILE4}}>;
+var<workgroup> part: array<f32, {{PART}}>;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -33,64 +42,73 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let causal = info[4] != 0u;
     let has_mask = info[5] != 0u;
     let scale = bitcast<f32>(info[6]);
-    let i = tile * BR + lid;
+    let r = lid / 4u;
+    let quad = lid % 4u;
+    let i = tile * BR + r;
     let live = i < q_len;
     let q_base = (bh * q_len + min(i, q_len - 1u)) * D;
     let kv_base = bh * kv_len * D;
     let mask_base = (bh / heads) * kv_len;
 
-    var qr: array<f32, D>;
-    var acc: array<f32, D>;
-    for (var e = 0u; e < D; e++) {
-        qr[e] = ld_q(q_base + e) * scale;
-        acc[e] = 0.0;
+    var qr: array<vec4<f32>, V>;
+    var acc: array<vec4<f32>, V>;
+    for (var u = 0u; u < V; u++) {
+        qr[u] = ld4_q(q_base, (quad * V + u) * 4u) * scale;
+        acc[u] = vec4<f32>(0.0);
     }
-    var m = bitcast<f32>(0xff800000u);
+    var m = neg_inf();
     var l = 0.0;
     var kv_end = kv_len;
     if causal {
         kv_end = min(kv_len, tile * BR + BR);
     }
     for (var t0 = 0u; t0 < kv_end; t0 += BC) {
-        for (var e = lid; e < BC * D; e += BR) {
-            let j = t0 + e / D;
-            var kx = 0.0;
-            var vx = 0.0;
+        for (var x = lid; x < BC * W4; x += 64u) {
+            let j = t0 + x / W4;
+            var kx = vec4<f32>(0.0);
+            var vx = vec4<f32>(0.0);
             if j < kv_len {
-                kx = ld_k(kv_base + j * D + e % D);
-                vx = ld_v(kv_base + j * D + e % D);
+                kx = ld4_k(kv_base + j * D, (x % W4) * 4u);
+                vx = ld4_v(kv_base + j * D, (x % W4) * 4u);
             }
-            ks[e] = kx;
-            vs[e] = vx;
+            ks[x] = kx;
+            vs[x] = vx;
         }
         workgroupBarrier();
-        if live {
-            let here = min(BC, kv_len - t0);
-            for (var c = 0u; c < here; c++) {
-                let j = t0 + c;
-                if causal && j > i {
-                    break;
-                }
-                if has_mask && mask[mask_base + j] != 0u {
-                    continue;
-                }
-                var s = 0.0;
-                for (var e = 0u; e < D; e++) {
-                    s += qr[e] * ks[c * D + e];
-                }
-                if s > m {
-                    // exp(-inf) = 0 clears the (empty) accumulator on the first visible key.
-                    let corr = exp(m - s);
-                    l *= corr;
-                    for (var e = 0u; e < D; e++) {
-                        acc[e] *= corr;
-                    }
-                    m = s;
-                }
-                let p = exp(s - m);
+        for (var c = 0u; c < BC; c++) {
+            var s = 0.0;
+            for (var u = 0u; u < V; u++) {
+                s += dot(qr[u], ks[c * W4 + quad * V + u]);
+            }
+            part[(r * BC + c) * 4u + quad] = s;
+        }
+        workgroupBarrier();
+        var sc: array<f32, BC>;
+        var tmax = neg_inf();
+        for (var c = 0u; c < BC; c++) {
+            let j = t0 + c;
+            let p = (r * BC + c) * 4u;
+            var visible = live && j < kv_len && !(causal && j > i);
+            if visible && has_mask {
+                visible = mask[mask_base + j] == 0u;
+            }
+            sc[c] = select(neg_inf(), part[p] + part[p + 1u] + part[p + 2u] + part[p + 3u], visible);
+            tmax = max(tmax, sc[c]);
+        }
+        if tmax > neg_inf() {
+            let m_new = max(m, tmax);
+            // exp(-inf) = 0 clears the (empty) accumulator on the first visible tile.
+            let corr = exp(m - m_new);
+            l *= corr;
+            for (var u = 0u; u < V; u++) {
+                acc[u] *= corr;
+            }
+            m = m_new;
+            for (var c = 0u; c < BC; c++) {
+                let p = exp(sc[c] - m);
                 l += p;
-                for (var e = 0u; e < D; e++) {
-                    acc[e] += p * vs[c * D + e];
+                for (var u = 0u; u < V; u++) {
+                    acc[u] += p * vs[c * W4 + quad * V + u];
                 }
             }
         }
@@ -104,9 +122,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             inv = 1.0 / l;
             z = m + log(l);
         }
-        for (var e = 0u; e < D; e++) {
-            st_o(row * D + e, acc[e] * inv);
+        for (var u = 0u; u < V; u++) {
+            st4_o(row * D, (quad * V + u) * 4u, acc[u] * inv);
         }
-        lse[row] = z;
+        if quad == 0u {
+            lse[row] = z;
+        }
     }
 }

@@ -1,43 +1,45 @@
 // Attention backward, recomputing probabilities from the forward's saved log-sum-exp
 // (P_ij = exp(scale·q_i·k_j − lse_i)) instead of storing them: nothing of size q_len × kv_len
-// is ever materialised. Two kernels, selected by PASS, share this file:
+// is ever materialised. Two kernels, selected by PASS, share this file; both split each row
+// over a quad of 4 threads (V-vec4 slices of the zero-padded head dim) as the forward does, and
+// sum the quad's partial dot products through shared memory once per tile.
 //
-// PASS 0 (dq): one thread per query row i, keys streamed through shared memory as in the
-//   forward. δ_i = dO_i·O_i (the softmax backward's row term, also written out for pass 1);
+// PASS 0 (dq): BR query rows i per workgroup, keys and values streamed through shared memory.
+//   δ_i = dO_i·O_i (the softmax backward's row term, also written out for pass 1);
 //   dS_ij = P_ij (dO_i·v_j − δ_i);  dq_i = scale · Σ_j dS_ij k_j.
-// PASS 1 (dk, dv): one thread per key row j, query rows (q, dO, lse, δ) streamed through
-//   shared memory: dv_j = Σ_i P_ij dO_i;  dk_j = scale · Σ_i dS_ij q_i.
+// PASS 1 (dk, dv): BR key rows j per workgroup, queries and output gradients (with lse and δ)
+//   streamed through shared memory: dv_j = Σ_i P_ij dO_i;  dk_j = scale · Σ_i dS_ij q_i.
 // Each thread owns its outputs, so there are no atomics and the result is deterministic.
 //
 // info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), tiles]
 // Bindings (prepended): q, k, v, o, dout (read), mask (u32), lse (f32, read), delta (f32,
-// written by pass 0, read by pass 1), then dq (pass 0: st_ga) or dk, dv (pass 1: st_ga, st_gb);
-// ld_*/st_* helpers, the unused ones as no-ops.
+// written by pass 0, read by pass 1), then dq (pass 0: st4_ga) or dk, dv (pass 1: st4_ga,
+// st4_gb); ld_*/st_* helpers, the unused ones as no-ops.
 
 const D: u32 = {{D}}u;
+const V: u32 = {{V}}u;
+const W4: u32 = 4u * V;
 const BC: u32 = {{BC}}u;
-const BR: u32 = 64u;
+const BR: u32 = 16u;
 const PASS: u32 = {{PASS}}u;
 
-var<workgroup> ta: array<f32, {{TILE}}>;
-var<workgroup> tb: array<f32, {{TILE}}>;
+// Pass 0: k and v tiles; pass 1: q and dO tiles.
+var<workgroup> ta: array<vec4<f32>, {{TILE4}}>;
+var<workgroup> tb: array<vec4<f32>, {{TILE4}}>;
+var<workgroup> part_a: array<f32, {{PART}}>;
+var<workgroup> part_b: array<f32, {{PART}}>;
 var<workgroup> tl: array<f32, {{BC}}>;
 var<workgroup> td: array<f32, {{BC}}>;
 
-fn dot_a(c: u32, x: ptr<function, array<f32, D>>) -> f32 {
-    var s = 0.0;
-    for (var e = 0u; e < D; e++) {
-        s += (*x)[e] * ta[c * D + e];
-    }
-    return s;
+// The quad's four partial dot products for (row r, key or query c).
+fn sum_a(r: u32, c: u32) -> f32 {
+    let k = (r * BC + c) * 4u;
+    return part_a[k] + part_a[k + 1u] + part_a[k + 2u] + part_a[k + 3u];
 }
 
-fn dot_b(c: u32, x: ptr<function, array<f32, D>>) -> f32 {
-    var s = 0.0;
-    for (var e = 0u; e < D; e++) {
-        s += (*x)[e] * tb[c * D + e];
-    }
-    return s;
+fn sum_b(r: u32, c: u32) -> f32 {
+    let k = (r * BC + c) * 4u;
+    return part_b[k] + part_b[k + 1u] + part_b[k + 2u] + part_b[k + 3u];
 }
 
 @compute @workgroup_size(64)
@@ -58,94 +60,115 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let mask_base = (bh / heads) * kv_len;
     let q0 = bh * q_len;
     let k0 = bh * kv_len;
+    let r = lid / 4u;
+    let quad = lid % 4u;
     // This thread's row: a query (pass 0) or a key (pass 1).
-    let r = tile * BR + lid;
+    let row_i = tile * BR + r;
 
-    var a: array<f32, D>;
-    var b: array<f32, D>;
-    var ga: array<f32, D>;
-    var gb: array<f32, D>;
+    var a: array<vec4<f32>, V>;
+    var b: array<vec4<f32>, V>;
+    var ga: array<vec4<f32>, V>;
+    var gb: array<vec4<f32>, V>;
     if PASS == 0u {
-        let live = r < q_len;
-        let row = q0 + min(r, q_len - 1u);
-        var delta = 0.0;
-        for (var e = 0u; e < D; e++) {
-            a[e] = ld_q(row * D + e);
-            b[e] = ld_dout(row * D + e);
-            ga[e] = 0.0;
-            delta += b[e] * ld_o(row * D + e);
+        let live = row_i < q_len;
+        let row = q0 + min(row_i, q_len - 1u);
+        var dpart = 0.0;
+        for (var u = 0u; u < V; u++) {
+            let e = (quad * V + u) * 4u;
+            a[u] = ld4_q(row * D, e);
+            b[u] = ld4_dout(row * D, e);
+            ga[u] = vec4<f32>(0.0);
+            dpart += dot(b[u], ld4_o(row * D, e));
         }
+        part_a[r * 4u + quad] = dpart;
+        workgroupBarrier();
+        let delta = part_a[r * 4u] + part_a[r * 4u + 1u] + part_a[r * 4u + 2u] + part_a[r * 4u + 3u];
+        workgroupBarrier();
         let z = lse[row];
         var kv_end = kv_len;
         if causal {
             kv_end = min(kv_len, tile * BR + BR);
         }
         for (var t0 = 0u; t0 < kv_end; t0 += BC) {
-            for (var e = lid; e < BC * D; e += BR) {
-                let j = t0 + e / D;
-                var kx = 0.0;
-                var vx = 0.0;
+            for (var x = lid; x < BC * W4; x += 64u) {
+                let j = t0 + x / W4;
+                var kx = vec4<f32>(0.0);
+                var vx = vec4<f32>(0.0);
                 if j < kv_len {
-                    kx = ld_k((k0 + j) * D + e % D);
-                    vx = ld_v((k0 + j) * D + e % D);
+                    kx = ld4_k((k0 + j) * D, (x % W4) * 4u);
+                    vx = ld4_v((k0 + j) * D, (x % W4) * 4u);
                 }
-                ta[e] = kx;
-                tb[e] = vx;
+                ta[x] = kx;
+                tb[x] = vx;
             }
             workgroupBarrier();
-            if live {
-                let here = min(BC, kv_len - t0);
-                for (var c = 0u; c < here; c++) {
-                    let j = t0 + c;
-                    if causal && j > r {
-                        break;
-                    }
-                    if has_mask && mask[mask_base + j] != 0u {
-                        continue;
-                    }
-                    let p = exp(scale * dot_a(c, &a) - z);
-                    let ds = p * (dot_b(c, &b) - delta);
-                    for (var e = 0u; e < D; e++) {
-                        ga[e] += ds * ta[c * D + e];
+            for (var c = 0u; c < BC; c++) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var u = 0u; u < V; u++) {
+                    s += dot(a[u], ta[c * W4 + quad * V + u]);
+                    dp += dot(b[u], tb[c * W4 + quad * V + u]);
+                }
+                part_a[(r * BC + c) * 4u + quad] = s;
+                part_b[(r * BC + c) * 4u + quad] = dp;
+            }
+            workgroupBarrier();
+            for (var c = 0u; c < BC; c++) {
+                let j = t0 + c;
+                var visible = live && j < kv_len && !(causal && j > row_i);
+                if visible && has_mask {
+                    visible = mask[mask_base + j] == 0u;
+                }
+                if visible {
+                    let p = exp(scale * sum_a(r, c) - z);
+                    let ds = p * (sum_b(r, c) - delta);
+                    for (var u = 0u; u < V; u++) {
+                        ga[u] += ds * ta[c * W4 + quad * V + u];
                     }
                 }
             }
             workgroupBarrier();
         }
         if live {
-            st_delta(row, delta);
-            for (var e = 0u; e < D; e++) {
-                st_ga(row * D + e, ga[e] * scale);
+            if quad == 0u {
+                st_delta(row, delta);
+            }
+            for (var u = 0u; u < V; u++) {
+                st4_ga(row * D, (quad * V + u) * 4u, ga[u] * scale);
             }
         }
     } else {
-        let live = r < kv_len;
-        let row = k0 + min(r, kv_len - 1u);
-        for (var e = 0u; e < D; e++) {
-            a[e] = ld_k(row * D + e);
-            b[e] = ld_v(row * D + e);
-            ga[e] = 0.0;
-            gb[e] = 0.0;
+        let live = row_i < kv_len;
+        let row = k0 + min(row_i, kv_len - 1u);
+        for (var u = 0u; u < V; u++) {
+            let e = (quad * V + u) * 4u;
+            a[u] = ld4_k(row * D, e);
+            b[u] = ld4_v(row * D, e);
+            ga[u] = vec4<f32>(0.0);
+            gb[u] = vec4<f32>(0.0);
         }
-        let hidden = has_mask && mask[mask_base + min(r, kv_len - 1u)] != 0u;
+        var seen = live;
+        if live && has_mask {
+            seen = mask[mask_base + row_i] == 0u;
+        }
         // Causal: query i sees key j only when i >= j, so earlier query tiles are skipped.
         var start = 0u;
         if causal {
             start = (tile * BR / BC) * BC;
         }
         for (var t0 = start; t0 < q_len; t0 += BC) {
-            for (var e = lid; e < BC * D; e += BR) {
-                let i = t0 + e / D;
-                var qx = 0.0;
-                var dx = 0.0;
+            for (var x = lid; x < BC * W4; x += 64u) {
+                let i = t0 + x / W4;
+                var qx = vec4<f32>(0.0);
+                var dx = vec4<f32>(0.0);
                 if i < q_len {
-                    qx = ld_q((q0 + i) * D + e % D);
-                    dx = ld_dout((q0 + i) * D + e % D);
+                    qx = ld4_q((q0 + i) * D, (x % W4) * 4u);
+                    dx = ld4_dout((q0 + i) * D, (x % W4) * 4u);
                 }
-                ta[e] = qx;
-                tb[e] = dx;
+                ta[x] = qx;
+                tb[x] = dx;
             }
-            for (var c = lid; c < BC; c += BR) {
+            for (var c = lid; c < BC; c += 64u) {
                 let i = t0 + c;
                 var z = bitcast<f32>(0x7f800000u);
                 var dl = 0.0;
@@ -157,26 +180,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 td[c] = dl;
             }
             workgroupBarrier();
-            if live && !hidden {
-                let here = min(BC, q_len - t0);
-                for (var c = 0u; c < here; c++) {
-                    if causal && r > t0 + c {
-                        continue;
-                    }
-                    let p = exp(scale * dot_a(c, &a) - tl[c]);
-                    let ds = p * (dot_b(c, &b) - td[c]);
-                    for (var e = 0u; e < D; e++) {
-                        gb[e] += p * tb[c * D + e];
-                        ga[e] += ds * ta[c * D + e];
+            for (var c = 0u; c < BC; c++) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var u = 0u; u < V; u++) {
+                    s += dot(a[u], ta[c * W4 + quad * V + u]);
+                    dp += dot(b[u], tb[c * W4 + quad * V + u]);
+                }
+                part_a[(r * BC + c) * 4u + quad] = s;
+                part_b[(r * BC + c) * 4u + quad] = dp;
+            }
+            workgroupBarrier();
+            for (var c = 0u; c < BC; c++) {
+                let i = t0 + c;
+                if seen && i < q_len && !(causal && row_i > i) {
+                    let p = exp(scale * sum_a(r, c) - tl[c]);
+                    let ds = p * (sum_b(r, c) - td[c]);
+                    for (var u = 0u; u < V; u++) {
+                        gb[u] += p * tb[c * W4 + quad * V + u];
+                        ga[u] += ds * ta[c * W4 + quad * V + u];
                     }
                 }
             }
             workgroupBarrier();
         }
         if live {
-            for (var e = 0u; e < D; e++) {
-                st_ga(row * D + e, ga[e] * scale);
-                st_gb(row * D + e, gb[e]);
+            for (var u = 0u; u < V; u++) {
+                st4_ga(row * D, (quad * V + u) * 4u, ga[u] * scale);
+                st4_gb(row * D, (quad * V + u) * 4u, gb[u]);
             }
         }
     }

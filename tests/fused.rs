@@ -185,8 +185,8 @@ fn fused_ops_on_gpu_match_cpu() {
 
     let cpu = Device::cpu();
     let mask = Tensor::from_vec((0..2 * 70).map(|i| i % 7 == 3 || i >= 130).collect::<Vec<bool>>(), &[2, 70], &cpu).unwrap();
-    // 70 rows: two query tiles of 64; head dims 3 (odd), 16 and 64.
-    for (tq, tk, d, causal, m) in [(70, 70, 16, true, None), (70, 70, 3, false, Some(&mask)), (5, 70, 64, false, None), (70, 70, 64, true, Some(&mask))] {
+    // 70 rows: five tiles of 16 rows; head dims 3 (odd, padded to 16), 16, 64, 128 and 256.
+    for (tq, tk, d, causal, m) in [(70, 70, 16, true, None), (70, 70, 3, false, Some(&mask)), (5, 70, 64, false, None), (70, 70, 64, true, Some(&mask)), (9, 33, 128, false, None), (20, 20, 256, true, None)] {
         let q = f32_input(&[2, tq, 2, d], 40).transpose(1, 2).unwrap();
         let k = f32_input(&[2, tk, 2, d], 41).transpose(1, 2).unwrap();
         let v = f32_input(&[2, tk, 2, d], 42).transpose(1, 2).unwrap();

@@ -8,20 +8,52 @@ use super::module;
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Error, Result};
 
-/// Rows (queries, or keys in the dk/dv pass) per workgroup: one thread each.
-const BR: usize = 64;
-/// Largest head dim with a kernel: the per-thread rows must stay in registers.
+/// Rows (queries, or keys in the dk/dv pass) per workgroup: four threads each.
+const BR: usize = 16;
+/// Largest head dim with a kernel: each thread keeps a quarter row in registers.
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Keys per shared-memory tile: two tiles of `BC·D` f32 stay within 8 KiB each, under every
-/// adapter's workgroup-memory limit.
+/// vec4s in each of a row's four slices: the head dim padded to a multiple of 16.
+fn slices(d: usize) -> usize {
+    d.div_ceil(16)
+}
+
+/// Rows per shared-memory tile: each tile (`rows · 4 · slices` vec4s) stays within 2 KiB and
+/// each partial-sum array within 4 KiB, so a kernel's shared memory stays under the 16 KiB that
+/// every adapter offers.
 fn tile_rows(d: usize) -> usize {
-    (1024 / d).clamp(1, 32)
+    (32 / slices(d)).clamp(1, 16)
 }
 
 fn fill(src: &str, d: usize) -> String {
-    let bc = tile_rows(d);
-    src.replace("{{D}}", &d.to_string()).replace("{{BC}}", &bc.to_string()).replace("{{TILE}}", &(bc * d).to_string())
+    let (v, bc) = (slices(d), tile_rows(d));
+    src.replace("{{D}}", &d.to_string())
+        .replace("{{V}}", &v.to_string())
+        .replace("{{BC}}", &bc.to_string())
+        .replace("{{TILE4}}", &(bc * 4 * v).to_string())
+        .replace("{{PART}}", &(BR * bc * 4).to_string())
+}
+
+/// `ld4_<name>(base, e)`: elements `e..e + 4` of the row at `base` (zero past the head dim), and
+/// `st4_<name>` storing the ones inside it.
+fn vec4_io(name: &str, write: bool) -> String {
+    let mut s = format!(
+        "fn ld4_{name}(base_: u32, e_: u32) -> vec4<f32> {{
+    var r_ = vec4<f32>(0.0);
+    for (var x_ = 0u; x_ < 4u; x_++) {{ if e_ + x_ < D {{ r_[x_] = ld_{name}(base_ + e_ + x_); }} }}
+    return r_;
+}}
+"
+    );
+    if write {
+        s += &format!(
+            "fn st4_{name}(base_: u32, e_: u32, v_: vec4<f32>) {{
+    for (var x_ = 0u; x_ < 4u; x_++) {{ if e_ + x_ < D {{ st_{name}(base_ + e_ + x_, v_[x_]); }} }}
+}}
+"
+        );
+    }
+    s
 }
 
 fn forward_source(dtype: DType, d: usize) -> String {
@@ -31,6 +63,10 @@ fn forward_source(dtype: DType, d: usize) -> String {
     b += &raw_binding(4, "mask", "u32", Access::Read);
     b += &float_binding(5, "o", dtype, Access::Write);
     b += &raw_binding(6, "lse", "f32", Access::Write);
+    for name in ["q", "k", "v"] {
+        b += &vec4_io(name, false);
+    }
+    b += &vec4_io("o", true);
     module(enable_for(dtype), false, &format!("{b}\n{}", fill(crate::shaders::ATTENTION, d)))
 }
 
@@ -45,7 +81,7 @@ fn backward_source(dtype: DType, d: usize, pass: u32) -> String {
         b += &raw_binding(8, "delta", "f32", Access::Write);
         b += "fn st_delta(at_: u32, val_: f32) { delta[at_] = val_; }\n";
         b += &float_binding(9, "ga", dtype, Access::Write);
-        b += "fn st_gb(at_: u32, val_: f32) {}\n";
+        b += "fn st4_gb(base_: u32, e_: u32, v_: vec4<f32>) {}\n";
     } else {
         b += &raw_binding(8, "delta", "f32", Access::Read);
         b += "fn st_delta(at_: u32, val_: f32) {}\n";
@@ -53,6 +89,13 @@ fn backward_source(dtype: DType, d: usize, pass: u32) -> String {
         b += &float_binding(10, "gb", dtype, Access::Write);
     }
     b += "fn ld_delta(at_: u32) -> f32 { return delta[at_]; }\n";
+    for name in ["q", "k", "v", "o", "dout"] {
+        b += &vec4_io(name, false);
+    }
+    b += &vec4_io("ga", true);
+    if pass == 1 {
+        b += &vec4_io("gb", true);
+    }
     let body = fill(crate::shaders::ATTENTION_BACKWARD, d).replace("{{PASS}}", &pass.to_string());
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
