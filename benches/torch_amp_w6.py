@@ -5,11 +5,12 @@
 inputs and timing protocol under `torch.autocast("cuda", torch.float16)` with a
 `torch.amp.GradScaler`, TF32 off, and prints one JSON line with framework "torch-<ver>-amp".
 
-Usage: python3 torch_amp_w6.py [--small]
+Usage: python3 torch_amp_w6.py [--small] [--device cuda]
+
+(Not yet run on a GPU: its first device run failed on an argument-parsing bug fixed since.)
 """
 
 import argparse
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -20,20 +21,22 @@ import torch_bench as tb
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true")
-    args = p.parse_args(sys.argv[1:] + ["--only", "W6"])
+    p.add_argument("--device", default="cuda")
+    args = p.parse_args()
+    args.only = "W6"  # what torch_bench's Ctx reads
     tb.set_tf32(False)
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     ctx = tb.Ctx(args, f"torch-{tb.torch_version()}-amp", tb.adapter_name(device), None)
     b, s = tb.gpt_shape(ctx)
     model = tb.Gpt().to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    scaler = torch.amp.GradScaler("cuda")
+    scaler = torch.amp.GradScaler(device.type)
     tokens, targets, positions, mask = tb.gpt_inputs(ctx, b, s)
     ctx.sync()
 
     def run(_):
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16):
+        with torch.autocast(device.type, dtype=torch.float16):
             logits = model(tokens, positions, mask)
             loss = F.cross_entropy(logits.reshape(b * s, tb.GPT_VOCAB), targets)
         scaler.scale(loss).backward()

@@ -6,7 +6,11 @@
 //! tensor. Everything else (elementwise ops, reductions, softmax, norms, losses) is untouched and
 //! stays in f32, which is PyTorch's "autocast to f16" list reduced to the one op family that has
 //! it in Kiln: `matmul` and what is built on it (`Linear`, `conv1d`/`conv2d` through im2col,
-//! attention's two products, `adaptive_avg_pool2d`'s pooling products).
+//! `adaptive_avg_pool2d`'s pooling products, and attention's two products where
+//! `MultiHeadAttention` materialises the scores). The fused attention kernel
+//! (`scaled_dot_product_attention`, which `MultiHeadAttention` uses up to its head-dim limit) is
+//! not a product in this sense and runs in f32; the q/k/v/out projections around it are
+//! `Linear`s and do run in f16.
 //!
 //! Why f32 outputs, where PyTorch returns f16: Kiln has no type promotion, so an f16 product
 //! would make the very next `+ bias` (an f32 parameter) a dtype error; casting back inside the

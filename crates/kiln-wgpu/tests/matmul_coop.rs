@@ -130,6 +130,8 @@ fn cooperative_matches_reference_on_gpu() {
     all.push((t(512, 256), c(256, 512)));
     all.push((c(512, 256), t(256, 512)));
     all.push((t(512, 256), t(256, 512)));
+    // 16 × 2 × 4 blocks of 128×256: the HUGE block's threshold.
+    all.push((Layout::contiguous(&[16, 512, 128]), Layout::contiguous(&[16, 128, 1024])));
     // Split k (few blocks, long k): a W6-like weight gradient xᵀ·g, ragged k, a batch, bᵀ.
     let t1 = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, cols, rows]).permute(&[0, 2, 1]);
     let c1 = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, rows, cols]);

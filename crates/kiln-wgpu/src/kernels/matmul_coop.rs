@@ -85,20 +85,25 @@ impl Block {
 
 /// 64×64 blocks, 4 subgroups of 2×2 tiles: enough workgroups to fill a large GPU at 1024².
 const MEDIUM: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2, bk: 32 };
-/// 128×256 blocks, 8 subgroups of 4×4 tiles. H200 (Vulkan), W1h 4096³: 115 TFLOP/s, against
-/// 97 for 128×128 in 8 subgroups of 4×2, 100 for 256×128 in 4×2 subgroups, 91 for 128×128 in
-/// 2×2 subgroups and 87 for 128×128 with 64-deep slabs.
-const LARGE: Block = Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 32 };
+/// 128×128 blocks, 8 subgroups of 4×2 tiles: twice the tile loads' reuse. H200 (Vulkan), W1h
+/// 2048³: 93 TFLOP/s, against 80 for HUGE.
+const LARGE: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32 };
+/// 128×256 blocks, 16 subgroups of 2×4 tiles. H200 (Vulkan), W1h 4096³ (one session, every
+/// block forced in turn): 155 TFLOP/s, against 96 for LARGE, 77 for 64×256 in 2×4 subgroups;
+/// an earlier session: 115 for 128×256 in 2×4 subgroups, 100 for 256×128 in 4×2, 91 for
+/// 128×128 in 2×2, 87 for LARGE with 64-deep slabs.
+const HUGE: Block = Block { bm: 128, bn: 256, sg_m: 4, sg_n: 4, bk: 32 };
 /// Blocks `KILN_COOP_TILE` is expected to try on a new GPU (all of them are compiled by the
-/// shader tests): the runners-up above and two more.
-const TRIAL: [Block; 6] = [
-    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32 },
+/// shader tests): the runners-up above.
+const TRIAL: [Block; 5] = [
+    Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 32 },
     Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 64 },
     Block { bm: 128, bn: 128, sg_m: 2, sg_n: 2, bk: 32 },
     Block { bm: 256, bn: 128, sg_m: 4, sg_n: 2, bk: 32 },
-    Block { bm: 128, bn: 256, sg_m: 4, sg_n: 4, bk: 32 },
     Block { bm: 64, bn: 256, sg_m: 2, sg_n: 4, bk: 32 },
 ];
+/// HUGE from this many HUGE blocks on (4096² has 512; 2048², where LARGE wins, 128).
+const HUGE_MIN_BLOCKS: u64 = 256;
 /// Split k when a product has fewer blocks than this: the GPU would idle (a 256×256 weight
 /// gradient over 4096 rows is 16 MEDIUM blocks on a 132-SM H200).
 const SPLIT_TARGET: u64 = 256;
@@ -384,7 +389,13 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         return Ok(None);
     };
     let blocks = |blk: Block| (m.div_ceil(blk.bm as usize) * n.div_ceil(blk.bn as usize)) as u64 * batch as u64;
-    let block = set.tile.unwrap_or(if blocks(LARGE) >= LARGE_MIN_BLOCKS { LARGE } else { MEDIUM });
+    let block = set.tile.unwrap_or(if blocks(HUGE) >= HUGE_MIN_BLOCKS {
+        HUGE
+    } else if blocks(LARGE) >= LARGE_MIN_BLOCKS {
+        LARGE
+    } else {
+        MEDIUM
+    });
     if ctx.limits.max_compute_workgroup_storage_size < block.workgroup_bytes(ma, mb)
         || ctx.limits.max_compute_invocations_per_workgroup < block.threads()
     {
@@ -450,7 +461,7 @@ fn split_sum_source() -> String {
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     let orders = [(Major::Rows, Major::Rows), (Major::Rows, Major::Cols), (Major::Cols, Major::Rows), (Major::Cols, Major::Cols)];
     let mut specs = Vec::new();
-    for block in [MEDIUM, LARGE] {
+    for block in [MEDIUM, LARGE, HUGE] {
         for width in WIDTHS {
             for (ma, mb) in orders {
                 specs.push(Spec { block, width, ma, mb, split: false });
@@ -462,7 +473,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             specs.push(Spec { block, width: DEFAULT_WIDTH, ma, mb, split: false });
         }
     }
-    for block in [MEDIUM, LARGE] {
+    for block in [MEDIUM, LARGE, HUGE] {
         for (ma, mb) in orders {
             specs.push(Spec { block, width: DEFAULT_WIDTH, ma, mb, split: true });
         }
@@ -478,7 +489,7 @@ mod tests {
 
     #[test]
     fn blocks_parse_and_divide_evenly() {
-        for b in [MEDIUM, LARGE].iter().chain(TRIAL.iter()) {
+        for b in [MEDIUM, LARGE, HUGE].iter().chain(TRIAL.iter()) {
             assert!(b.valid(), "{b:?}");
             assert_eq!(Block::parse(&b.name()), Some(*b));
             for ma in [Major::Rows, Major::Cols] {
