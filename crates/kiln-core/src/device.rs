@@ -30,6 +30,12 @@ impl std::fmt::Debug for Device {
     }
 }
 
+/// The per-kernel GPU profile of every open GPU device, as printed at exit under
+/// `KILN_PROFILE=1` (see [`Device::profile_report`] for one device).
+pub fn profile_report() -> String {
+    kiln_wgpu::profile_report_all()
+}
+
 fn open(choice: AdapterChoice) -> Result<Device> {
     static OPEN: OnceLock<Mutex<HashMap<String, GpuDevice>>> = OnceLock::new();
     let key = format!("{choice:?}");
@@ -137,6 +143,21 @@ impl Device {
         match self {
             Device::Cpu => MemoryStats::default(),
             Device::Gpu(g) => g.memory_stats(),
+        }
+    }
+
+    /// The per-kernel GPU time table of this device (`KILN_PROFILE=1` when it opened): kernel,
+    /// count, total and mean GPU time, share. Waits for recorded work.
+    ///
+    /// ```
+    /// let table = kiln_core::Device::cpu().profile_report();
+    /// assert!(table.contains("CPU backend is not profiled"));
+    /// assert!(kiln_core::profile_report().starts_with("kiln profile"));
+    /// ```
+    pub fn profile_report(&self) -> String {
+        match self {
+            Device::Cpu => "kiln profile: the CPU backend is not profiled\n".to_string(),
+            Device::Gpu(g) => g.profile_report(),
         }
     }
 

@@ -18,7 +18,7 @@ mod tensor;
 pub use anomaly::{is_detect_anomaly, set_detect_anomaly};
 pub use autocast::{AutocastGuard, autocast, autocast_dtype, pretend_no_f16_for_tests};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
-pub use device::Device;
+pub use device::{Device, profile_report};
 pub use element::Element;
 pub use half::f16;
 pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
