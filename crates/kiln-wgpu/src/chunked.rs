@@ -93,7 +93,7 @@ fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, 
     if bytes == 0 {
         return Ok(());
     }
-    if dst % 4 != 0 || bytes % 4 != 0 {
+    if dst % 4 != 0 {
         if oversized(out) {
             return Err(Error::Unsupported {
                 op,
@@ -103,7 +103,10 @@ fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, 
         let target = Layout::contiguous_with_offset(&[elems], at);
         return piece.copy_into(&Layout::contiguous(&[elems]), out, &target);
     }
-    out.context().copy(piece.buffer(), 0, out.buffer(), dst, bytes);
+    // A copy moves whole words: an odd f16 tail takes one more element along, from the piece's
+    // (pooled, larger) buffer into the next piece's place, which that piece overwrites after,
+    // or into the output's padding past its last element.
+    out.context().copy(piece.buffer(), 0, out.buffer(), dst, bytes.next_multiple_of(4));
     Ok(())
 }
 
@@ -111,7 +114,9 @@ fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, 
 fn halve(ls: &[Layout], dims: usize) -> Option<(Vec<Layout>, Vec<Layout>)> {
     let shape = ls[0].shape();
     let d = (0..dims).find(|&d| shape[d] > 1)?;
-    let half = shape[d] / 2;
+    // Even where possible: then every piece starts at an even element, on a 4-byte boundary
+    // even for 2-byte f16, and is placed by a plain buffer copy.
+    let half = if shape[d] >= 4 { shape[d] / 4 * 2 } else { shape[d] / 2 };
     let lo = ls.iter().map(|l| l.narrow(d, 0, half)).collect();
     let hi = ls.iter().map(|l| l.narrow(d, half, shape[d] - half)).collect();
     Some((lo, hi))
