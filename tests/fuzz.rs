@@ -19,8 +19,9 @@
 //! merely large cannot exhaust the machine: fallible allocations report `OutOfMemory`,
 //! infallible ones abort and are reported.
 //!
-//! Bugs already found are listed in `known_crash` / `known_divergence`, which the fuzz steps
-//! around, each with an `#[ignore]`d regression test at the end of this file.
+//! Bugs found and not yet fixed go in `known_crash` / `known_divergence`, which the fuzz steps
+//! around, each with an `#[ignore]`d regression test at the end of this file; fixed ones keep
+//! their regression test, run like any other.
 //!
 //! Seeds are fixed for a reproducible CI. To explore: `KILN_FUZZ_SEED=<n>` (other inputs),
 //! `KILN_FUZZ_SCALE=<k>` (k times the cases), `KILN_FUZZ_STATS=1` (outcomes per op),
@@ -933,8 +934,10 @@ static KNOWN: AtomicUsize = AtomicUsize::new(0);
 static ERROR_KINDS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs. Each has an `#[ignore]`d regression test at the end of this file; the fuzz steps
-// around them so that it keeps finding new ones. Delete an entry when its bug is fixed.
+// Known bugs. A bug found and not yet fixed gets an entry here, so that the fuzz steps around it
+// and keeps finding new ones, and an `#[ignore]`d regression test at the end of this file.
+// Delete the entry and the `#[ignore]` when it is fixed. (The first 19 are fixed; their
+// regression tests run below.)
 
 /// Calls that panic or abort: not run at all. None known.
 fn known_crash(_call: &Call) -> Option<&'static str> {
