@@ -74,12 +74,12 @@ impl Block {
         self.sg_m > 0
             && self.sg_n > 0
             && t <= 1024
-            && self.bk % 16 == 0
+            && self.bk.is_multiple_of(16)
             && self.bk > 0
-            && self.bm % (self.sg_m * 16) == 0
-            && self.bn % (self.sg_n * 16) == 0
-            && (self.bm * self.bk / 4) % t == 0
-            && (self.bn * self.bk / 4) % t == 0
+            && self.bm.is_multiple_of(self.sg_m * 16)
+            && self.bn.is_multiple_of(self.sg_n * 16)
+            && (self.bm * self.bk / 4).is_multiple_of(t)
+            && (self.bn * self.bk / 4).is_multiple_of(t)
     }
 }
 
@@ -410,7 +410,7 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     let part_bytes = (numel as u64).saturating_mul(splits as u64).saturating_mul(4);
     let (splits, chunk) = if splits > 1
         && numel.checked_mul(splits).is_some_and(|x| x <= u32::MAX as usize)
-        && part_bytes <= ctx.limits.max_storage_buffer_binding_size as u64
+        && part_bytes <= ctx.limits.max_storage_buffer_binding_size
     {
         (splits, chunk)
     } else {
