@@ -6,15 +6,27 @@ use crate::kernels::{compute_type, enables, load, module, param, storage_type, s
 use kiln_backend::{DType, Result};
 use std::fmt::Write;
 
-/// One op's expression as a function of `x0..x2` and `p0`, `p1`.
+/// One op's expression as a function of `x0..x2` and `p0`, `p1`. Interned per context, so a
+/// pending op holds a pointer and a kernel compares them by identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FnSig {
     pub value: String,
     pub in_dtypes: Vec<DType>,
     pub out: DType,
+    /// Its part of a kernel's cache key.
+    pub key: String,
 }
 
 impl FnSig {
+    pub(crate) fn new(value: String, in_dtypes: Vec<DType>, out: DType) -> FnSig {
+        let mut key = format!("{value}:");
+        for d in &in_dtypes {
+            let _ = write!(key, "{d},");
+        }
+        let _ = write!(key, ">{out};");
+        FnSig { value, in_dtypes, out, key }
+    }
+
     /// Parameters are read in the first input's compute type (the output's for a fill).
     fn param_dtype(&self) -> DType {
         self.in_dtypes.first().copied().unwrap_or(self.out)
@@ -54,7 +66,7 @@ pub(crate) struct OpPlan {
 /// Everything that shapes one fused kernel's source.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupPlan {
-    pub fns: Vec<FnSig>,
+    pub fns: Vec<std::sync::Arc<FnSig>>,
     pub ops: Vec<OpPlan>,
     pub loads: Vec<LoadPlan>,
     /// The dtype of each input binding.
@@ -68,11 +80,7 @@ impl GroupPlan {
         let mut k = String::with_capacity(64 + 16 * self.ops.len());
         k.push_str("fz|");
         for f in &self.fns {
-            let _ = write!(k, "{}:", f.value);
-            for d in &f.in_dtypes {
-                let _ = write!(k, "{d},");
-            }
-            let _ = write!(k, ">{};", f.out);
+            k.push_str(&f.key);
         }
         k.push('|');
         for op in &self.ops {
@@ -178,10 +186,8 @@ impl GroupPlan {
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     use crate::kernels::elementwise::{binary_value, cast_value, unary_value};
     use kiln_backend::{BinaryOp, UnaryOp};
-    let sig = |value: Option<String>, ins: &[DType], out: DType| FnSig {
-        value: value.unwrap_or_default(),
-        in_dtypes: ins.to_vec(),
-        out,
+    let sig = |value: Option<String>, ins: &[DType], out: DType| {
+        std::sync::Arc::new(FnSig::new(value.unwrap_or_default(), ins.to_vec(), out))
     };
     let load = |binding, dtype, kind| LoadPlan { binding, dtype, kind };
     let (f, i, b, h) = (DType::F32, DType::I32, DType::Bool, DType::F16);

@@ -13,6 +13,7 @@ pub(crate) mod codegen;
 mod plan;
 
 use crate::{context::GpuContext, kernels::elementwise::Spec, pool::PooledBuffer, storage::GpuStorage};
+use codegen::FnSig;
 use kiln_backend::{DType, Layout, Result};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -67,9 +68,7 @@ pub(crate) enum Src {
 }
 
 pub(crate) struct Node {
-    pub value: String,
-    pub in_dtypes: Vec<DType>,
-    pub out: DType,
+    pub sig: Arc<FnSig>,
     pub params: [u32; 2],
     pub inputs: Vec<(Src, Layout)>,
     pub numel: usize,
@@ -81,6 +80,20 @@ pub(crate) struct Pending {
     pub nodes: Vec<Node>,
     /// Output buffer identity → node index, to wire a consumer to its pending producer.
     by_buffer: HashMap<usize, usize>,
+    /// Every op expression seen, by value (kept across flushes; the set of specs is finite).
+    sigs: HashMap<String, Vec<Arc<FnSig>>>,
+}
+
+impl Pending {
+    fn intern(&mut self, spec: &Spec) -> Arc<FnSig> {
+        let same = |f: &&Arc<FnSig>| f.out == spec.out && f.in_dtypes.iter().eq(spec.inputs.iter().map(|d| &d.0));
+        if let Some(f) = self.sigs.get(&spec.value).and_then(|v| v.iter().find(same)) {
+            return f.clone();
+        }
+        let f = Arc::new(FnSig::new(spec.value.clone(), spec.inputs.iter().map(|d| d.0).collect(), spec.out));
+        self.sigs.entry(spec.value.clone()).or_default().push(f.clone());
+        f
+    }
 }
 
 #[derive(Default)]
@@ -126,8 +139,13 @@ impl GpuContext {
             self.check(op)?;
         }
         for (_, layout) in inputs {
-            // The same u32 limits the kernel's metadata has, reported at record time.
-            crate::kernels::push_layout(op, &mut Vec::new(), layout)?;
+            // The kernel's metadata is u32: report what does not fit at record time.
+            if layout.storage_extent() > u32::MAX as usize || layout.numel() > u32::MAX as usize {
+                return Err(kiln_backend::Error::OutOfMemory {
+                    op,
+                    msg: format!("layout {layout:?} needs indices past u32"),
+                });
+            }
         }
         let out = GpuStorage::alloc(self, op, spec.out, numel)?;
         if numel == 0 {
@@ -145,10 +163,9 @@ impl GpuContext {
             })
             .collect();
         let index = st.nodes.len();
+        let sig = st.intern(spec);
         st.nodes.push(Node {
-            value: spec.value.clone(),
-            in_dtypes: spec.inputs.iter().map(|d| d.0).collect(),
-            out: spec.out,
+            sig,
             params,
             inputs,
             numel,

@@ -5,7 +5,7 @@
 //! memory by a later one. An output is written only when someone still holds it or a later
 //! kernel reads it.
 
-use super::codegen::{Arg, FnSig, GroupPlan, LoadKind, LoadPlan, OpPlan};
+use super::codegen::{Arg, GroupPlan, LoadKind, LoadPlan, OpPlan};
 use super::{Node, Src};
 use crate::{context::GpuContext, kernels, pool::PooledBuffer};
 use kiln_backend::{Layout, Result};
@@ -39,52 +39,83 @@ fn source_key(src: &Src) -> SourceKey {
     }
 }
 
+/// The open kernel while ops are assigned in order; joining is checked incrementally.
 struct Grouping<'a> {
     nodes: &'a [Node],
     alive: &'a [bool],
-    consumers: &'a [Vec<usize>],
+    /// The last op reading each op's output (`NONE` when nothing pending reads it).
+    last_use: &'a [usize],
     max_bindings: usize,
+    start: usize,
+    /// Distinct buffers the open kernel reads.
+    sources: Vec<SourceKey>,
+    /// For each op index m: how many unheld ops of the open kernel are last read by op m.
+    ending: Vec<(usize, u32)>,
+    /// Outputs the open kernel writes if it closes now.
+    outputs: usize,
 }
 
+const NONE: usize = usize::MAX;
+
 impl Grouping<'_> {
-    /// Whether node `j` may join the kernel holding nodes `start..j`.
-    fn joins(&self, start: usize, j: usize) -> bool {
-        let node = &self.nodes[j];
-        if j - start >= MAX_OPS || self.nodes[start].numel != node.numel {
-            return false;
-        }
-        let inside = |i: usize| i >= start;
-        for (src, layout) in &node.inputs {
-            if let Src::Node(i) = src
-                && inside(*i)
-                && !inline_read(layout, node.numel)
-            {
-                return false;
-            }
-        }
-        self.bindings(start, j) <= self.max_bindings
+    fn open(&mut self, j: usize) {
+        self.start = j;
+        self.sources.clear();
+        self.outputs = 0;
+        self.add(j);
     }
 
-    /// Buffers a kernel of nodes `start..=end` binds, counting as outputs every node a later
-    /// op may still read (those not planned yet included).
-    fn bindings(&self, start: usize, end: usize) -> usize {
-        let mut sources: Vec<SourceKey> = Vec::new();
-        let mut outputs = 0;
-        for k in start..=end {
-            for (src, _) in &self.nodes[k].inputs {
-                if matches!(src, Src::Node(i) if *i >= start) {
-                    continue;
-                }
-                let key = source_key(src);
-                if !sources.contains(&key) {
-                    sources.push(key);
-                }
+    /// Adds node `j` (already checked) to the open kernel.
+    fn add(&mut self, j: usize) {
+        let node = &self.nodes[j];
+        for (src, _) in &node.inputs {
+            if matches!(src, Src::Node(i) if *i >= self.start) {
+                continue;
             }
-            if self.alive[k] || self.consumers[k].iter().any(|&c| c > end) {
-                outputs += 1;
+            let key = source_key(src);
+            if !self.sources.contains(&key) {
+                self.sources.push(key);
             }
         }
-        sources.len() + outputs
+        self.outputs -= self.ended_by(j);
+        let last = self.last_use[j];
+        if self.alive[j] || last != NONE {
+            self.outputs += 1;
+        }
+        if !self.alive[j] && last != NONE {
+            let e = &mut self.ending[last];
+            *e = if e.0 == self.start { (e.0, e.1 + 1) } else { (self.start, 1) };
+        }
+    }
+
+    /// Unheld ops of the open kernel whose last reader is `j`: once `j` joins, they need no store.
+    fn ended_by(&self, j: usize) -> usize {
+        let e = self.ending[j];
+        if e.0 == self.start { e.1 as usize } else { 0 }
+    }
+
+    /// Whether node `j` may join the open kernel (nodes `start..j`).
+    fn joins(&self, j: usize) -> bool {
+        let node = &self.nodes[j];
+        if j - self.start >= MAX_OPS || self.nodes[self.start].numel != node.numel {
+            return false;
+        }
+        let mut new_sources = 0;
+        for (k, (src, layout)) in node.inputs.iter().enumerate() {
+            if let Src::Node(i) = src
+                && *i >= self.start
+            {
+                if !inline_read(layout, node.numel) {
+                    return false;
+                }
+                continue;
+            }
+            let key = source_key(src);
+            let seen = self.sources.contains(&key) || node.inputs[..k].iter().any(|(s, _)| source_key(s) == key);
+            new_sources += usize::from(!seen);
+        }
+        let mine = usize::from(self.alive[j] || self.last_use[j] != NONE);
+        self.sources.len() + new_sources + self.outputs - self.ended_by(j) + mine <= self.max_bindings
     }
 }
 
@@ -95,38 +126,47 @@ impl GpuContext {
         // Strong for the flush: a tensor still held now is written even if dropped meanwhile.
         let held: Vec<Option<Arc<PooledBuffer>>> = nodes.iter().map(|n| n.out_buf.upgrade()).collect();
         let alive: Vec<bool> = held.iter().map(Option::is_some).collect();
-        let mut consumers = vec![Vec::new(); n];
+        let mut last_use = vec![NONE; n];
         for (j, node) in nodes.iter().enumerate() {
             for (src, _) in &node.inputs {
                 if let Src::Node(i) = src {
-                    consumers[*i].push(j);
+                    last_use[*i] = j;
                 }
             }
         }
         // Binding 0 is the metadata.
         let max_bindings = (self.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(1).max(4);
-        let grouping = Grouping { nodes: &nodes, alive: &alive, consumers: &consumers, max_bindings };
+        let mut grouping = Grouping {
+            nodes: &nodes,
+            alive: &alive,
+            last_use: &last_use,
+            max_bindings,
+            start: 0,
+            sources: Vec::new(),
+            ending: vec![(NONE, 0); n],
+            outputs: 0,
+        };
         let mut starts = Vec::new();
         let mut group_of = vec![0usize; n];
         for j in 0..n {
-            let joins = starts.last().is_some_and(|&s| grouping.joins(s, j));
-            if !joins {
+            if !starts.is_empty() && grouping.joins(j) {
+                grouping.add(j);
+            } else {
                 starts.push(j);
+                grouping.open(j);
             }
             group_of[j] = starts.len() - 1;
         }
         // Buffers for every output that will be written: the holder's, or a temporary one for
         // an intermediate only a later kernel reads. Temporaries are taken just before their
         // kernel and returned after their last reader, so a long chain reuses one or two.
-        let mut last_reader = group_of.clone();
-        for (k, readers) in consumers.iter().enumerate() {
-            if let Some(&c) = readers.last() {
-                last_reader[k] = group_of[c];
-            }
-        }
+        let last_reader: Vec<usize> =
+            (0..n).map(|k| if last_use[k] == NONE { group_of[k] } else { group_of[last_use[k]] }).collect();
         let mut release: Vec<Vec<usize>> = vec![Vec::new(); starts.len()];
         for (k, &g) in last_reader.iter().enumerate() {
-            release[g].push(k);
+            if alive[k] || g != group_of[k] {
+                release[g].push(k);
+            }
         }
         let mut bufs: Vec<Option<Arc<PooledBuffer>>> = held;
         let mut done = Done { kernels: 0, outputs: 0 };
@@ -134,7 +174,7 @@ impl GpuContext {
             let end = starts.get(g + 1).copied().unwrap_or(n);
             for k in start..end {
                 if bufs[k].is_none() && last_reader[k] != g {
-                    let bytes = nodes[k].numel as u64 * kernels::gpu_size(nodes[k].out);
+                    let bytes = nodes[k].numel as u64 * kernels::gpu_size(nodes[k].sig.out);
                     bufs[k] = Some(Arc::new(self.pool.storage(&self.device, OP, bytes)?));
                 }
             }
@@ -164,11 +204,10 @@ impl GpuContext {
         let mut load_layouts: Vec<(usize, &Layout)> = Vec::new();
         for k in range.clone() {
             let node = &nodes[k];
-            let sig = FnSig { value: node.value.clone(), in_dtypes: node.in_dtypes.clone(), out: node.out };
-            let func = match plan.fns.iter().position(|f| *f == sig) {
+            let func = match plan.fns.iter().position(|f| Arc::ptr_eq(f, &node.sig)) {
                 Some(f) => f,
                 None => {
-                    plan.fns.push(sig);
+                    plan.fns.push(node.sig.clone());
                     plan.fns.len() - 1
                 }
             };
@@ -193,7 +232,7 @@ impl GpuContext {
                         };
                         sources.push(key);
                         buffers.push(buffer);
-                        plan.inputs.push(node.in_dtypes[a]);
+                        plan.inputs.push(node.sig.in_dtypes[a]);
                         sources.len() - 1
                     }
                 };
@@ -206,7 +245,7 @@ impl GpuContext {
                 let load = match load_layouts.iter().enumerate().find(same).map(|(l, _)| l) {
                     Some(l) => l,
                     None => {
-                        plan.loads.push(LoadPlan { binding, dtype: node.in_dtypes[a], kind });
+                        plan.loads.push(LoadPlan { binding, dtype: node.sig.in_dtypes[a], kind });
                         load_layouts.push((binding, layout));
                         plan.loads.len() - 1
                     }
@@ -219,7 +258,7 @@ impl GpuContext {
         for k in range.clone() {
             // Only outputs someone holds, or a later kernel reads, got a buffer.
             if let Some(b) = &bufs[k] {
-                plan.outputs.push((k - start, nodes[k].out));
+                plan.outputs.push((k - start, nodes[k].sig.out));
                 buffers.push(b.buffer());
                 written += 1;
             }
