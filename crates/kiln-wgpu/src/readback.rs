@@ -109,11 +109,7 @@ impl GpuContext {
         if bytes.len() >= RING_MIN
             && let Some(staging) = self.uploads.take(&self.device, crate::pool::size_class(padded as u64))
         {
-            let written = staging.get_mapped_range_mut(..padded as u64).map(|mut view| {
-                let (mut head, mut tail) = view.slice(..).split_at(bytes.len());
-                head.copy_from_slice(bytes);
-                tail.fill(0);
-            });
+            let written = fill_mapped(&staging, bytes, padded);
             staging.unmap();
             if written.is_ok() {
                 self.copy(&staging, 0, buf.buffer(), 0, padded as u64);
@@ -199,6 +195,45 @@ impl GpuContext {
             Err(_) => Err(Error::DeviceLost { msg: format!("{op}: readback never completed") }),
         }
     }
+}
+
+/// Uploads from this size on are copied into the mapping by several threads: a single core's
+/// stores into write-combined, PCIe-mapped memory fall short of what the bus takes.
+const PARALLEL_MIN: usize = 8 << 20;
+
+/// Copies `bytes` into the mapped `staging` buffer and zeroes the rest up to `padded`.
+fn fill_mapped(staging: &wgpu::Buffer, bytes: &[u8], padded: usize) -> std::result::Result<(), wgpu::MapRangeError> {
+    let threads = if bytes.len() >= PARALLEL_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+    } else {
+        1
+    };
+    // Pieces start at multiples of 4 KiB (views need 8-byte aligned offsets, 4-byte lengths).
+    let piece = padded.div_ceil(threads).next_multiple_of(4096);
+    let views = (0..padded)
+        .step_by(piece)
+        .map(|start| {
+            let end = (start + piece).min(padded);
+            staging.get_mapped_range_mut(start as u64..end as u64).map(|v| (start, end, v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let fill = |(start, end, mut view): (usize, usize, wgpu::BufferViewMut)| {
+        let data = &bytes[start.min(bytes.len())..end.min(bytes.len())];
+        let (mut head, mut tail) = view.slice(..).split_at(data.len());
+        head.copy_from_slice(data);
+        tail.fill(0);
+        debug_assert_eq!(start + data.len() + tail.len(), end);
+    };
+    if views.len() == 1 {
+        views.into_iter().for_each(fill);
+    } else {
+        std::thread::scope(|s| {
+            for v in views {
+                s.spawn(move || fill(v));
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Runs `decode` on the mapped bytes, then unmaps (also when the range cannot be had).
