@@ -421,3 +421,28 @@ fn tiny_model_trains_under_autocast_and_grad_scaler() {
         assert!(last.is_finite() && last < first * 0.2, "{d:?}: loss {first} -> {last}");
     }
 }
+
+/// Not an injected inf: with the default scale 65536, a sum loss's gradient (1 per element)
+/// scaled to 65536 overflows f16 (max 65504) on its way into backward's product; at 32768 the
+/// weight gradient x·32768 = [32768, 65536] overflows the product's f16 result. The scaler must
+/// see both, skip those steps, halve the scale each time, and step normally at 16384.
+#[test]
+fn grad_scaler_backs_off_from_a_real_f16_overflow() {
+    for d in devices("grad_scaler_backs_off_from_a_real_f16_overflow") {
+        let w = Tensor::from_vec(vec![0.5f32, -0.5], &[2, 1], &d).unwrap().with_grad();
+        let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2], &d).unwrap();
+        let mut opt = Sgd::new(vec![w.clone()], SgdConfig::new(0.1)).unwrap();
+        let mut scaler = GradScaler::new(GradScalerConfig::default()).unwrap();
+        let mut stepped = Vec::new();
+        for _ in 0..3 {
+            opt.zero_grad();
+            let loss = autocast(DType::F16, || x.matmul(&w)?.sum_all()).unwrap();
+            scaler.scale(&loss).unwrap().backward().unwrap();
+            stepped.push(scaler.step(&mut opt).unwrap());
+            scaler.update().unwrap();
+        }
+        assert_eq!(stepped, vec![false, false, true], "{d:?}");
+        assert_eq!(scaler.get_scale(), 16384.0);
+        assert_close(&format!("{d:?} w"), &w.to_f64_vec().unwrap(), &[0.4, -0.7], 1e-6, 1e-6);
+    }
+}

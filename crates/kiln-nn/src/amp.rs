@@ -15,7 +15,9 @@
 //! let w = Tensor::from_vec(vec![0.5f32, -0.5], &[2, 1], &d).unwrap().with_grad();
 //! let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2], &d).unwrap();
 //! let mut opt = Sgd::new(vec![w.clone()], SgdConfig::new(0.1)).unwrap();
-//! let mut scaler = GradScaler::new(GradScalerConfig::default()).unwrap();
+//! // With the default 65536 this step would be skipped: d(loss)/dy = 1 scaled to 65536 does not
+//! // fit in f16 (max 65504), so backward's f16 product sees an inf, and the scale halves.
+//! let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
 //! opt.zero_grad();
 //! let loss = kiln_core::autocast(DType::F16, || x.matmul(&w)?.sum_all()).unwrap();
 //! scaler.scale(&loss).unwrap().backward().unwrap();
