@@ -280,3 +280,25 @@ fn fused_ops_reject_bad_inputs() {
         assert!(matches!(Tensor::scaled_dot_product_attention(&big, &big, &big, true, None), Err(Error::Unsupported { .. })));
     }
 }
+
+#[test]
+fn fused_ops_take_empty_inputs() {
+    let mut devices = vec![Device::cpu()];
+    devices.extend(gpu("fused_ops_take_empty_inputs"));
+    for dev in &devices {
+        let x = Tensor::zeros(&[0, 5], dev).unwrap().with_grad();
+        let w = Tensor::ones(&[5], dev).unwrap().with_grad();
+        let y = x.layer_norm(&[5], Some(&w), None, 1e-5).unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(w.grad().unwrap().to_f64_vec().unwrap(), vec![0.0; 5]);
+        let ids = Tensor::zeros(&[0], dev).unwrap().to_dtype(DType::U32).unwrap();
+        assert_eq!(x.cross_entropy_rows(&ids, None, 0.0).unwrap().shape(), &[0]);
+        // No keys: every query sees nothing and gets zeros.
+        let q = Tensor::ones(&[1, 2, 3, 4], dev).unwrap().with_grad();
+        let kv = Tensor::zeros(&[1, 2, 0, 4], dev).unwrap();
+        let o = Tensor::scaled_dot_product_attention(&q, &kv, &kv, false, None).unwrap();
+        assert_eq!(o.to_f64_vec().unwrap(), vec![0.0; 24]);
+        o.sum_all().unwrap().backward().unwrap();
+        assert_eq!(q.grad().unwrap().to_f64_vec().unwrap(), vec![0.0; 24]);
+    }
+}
