@@ -180,7 +180,7 @@ impl Attn {
 
     fn visible(&self, p: &AttentionParams, bh: usize, i: usize, j: usize) -> bool {
         let hidden = self.mask.as_ref().is_some_and(|m| m[(bh / p.heads) * p.kv_len + j] != 0.0);
-        !hidden && !(p.causal && j > i)
+        !(hidden || (p.causal && j > i))
     }
 
     /// Scaled scores of query `i` against every key of head `bh` (`None` where hidden).

@@ -67,10 +67,8 @@ impl MultiHeadAttention {
         let q = heads(self.q_proj.forward(x)?)?;
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
-        if let Some(pm) = padding_mask {
-            if pm.shape() != [b, t] {
-                return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
-            }
+        if let Some(pm) = padding_mask.filter(|pm| pm.shape() != [b, t]) {
+            return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
         }
         let out = if dh <= ATTENTION_MAX_HEAD_DIM || x.device().is_cpu() {
             // One flash-attention kernel: no [t, t] scores, the causal mask from indices.

@@ -88,7 +88,7 @@ impl Tensor {
             return Err(Error::invalid(op, format!("eps must be finite and >= 0, got {eps}")));
         }
         let n: usize = ns.iter().product();
-        let rows = if n == 0 { 0 } else { self.numel() / n };
+        let rows = self.numel().checked_div(n).unwrap_or(0);
         let p = NormParams { rows, n, eps, rms };
         let x = dense(self)?;
         let w = weight.map(dense).transpose()?;

@@ -50,15 +50,10 @@ pub(crate) fn check_len(op: &'static str, len: usize) -> Result<u32> {
     u32_of(op, len, "elements")
 }
 
-/// Is `dtype` one a fused kernel can store (for source lists in tests)?
+/// The dtypes the fused kernels store (their specialisation lists cover both).
 pub(crate) const FLOATS: [DType; 2] = [DType::F32, DType::F16];
 
 /// `enable f16;` when any dtype is f16.
 pub(crate) fn enable_for(dtype: DType) -> &'static str {
     super::enables(&[dtype])
-}
-
-#[allow(dead_code)]
-pub(crate) fn storage(dtype: DType) -> &'static str {
-    storage_type("fused", dtype).unwrap_or("f32")
 }
