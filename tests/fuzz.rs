@@ -1453,3 +1453,21 @@ fn bug_argmax_of_an_empty_tensor_with_a_huge_dim_agrees() {
         Tensor::zeros(&[0], d)?.reshape(&[0, 1 << 33, 3])?.argmax(1, false)
     });
 }
+
+/// Found by seed 31337 (scale 3): an empty tensor's view with a huge dim, reshaped in a
+/// backward pass, multiplied its dims out in `Layout::reshape_view`.
+#[test]
+fn bug_reshaping_an_empty_view_with_huge_dims_does_not_panic() {
+    let v = in_child("bug_reshaping_an_empty_view_with_huge_dims_does_not_panic", || {
+        let a = Tensor::zeros(&[1, 2], &cpu())?.with_grad();
+        let e = a.reshape(&[1, 1, 1, 2])?.expand(&[0, 1, usize::MAX - 1, 2])?;
+        let r = e.reshape(&[0, 2, usize::MAX - 1])?;
+        r.sum_all()?.backward()?;
+        Ok(format!("{:?} {:?}", r.shape(), a.grad().map(|g| g.to_f64_vec()).transpose()?))
+    });
+    assert_eq!(v, Ok(format!("[0, 2, {}] Some([0.0, 0.0])", usize::MAX - 1)));
+    // A repeat whose (empty) result has a dim past usize is an error, not a wrapped shape.
+    errs_in_child("bug_reshaping_an_empty_view_with_huge_dims_does_not_panic", || {
+        Ok(format!("{:?}", Tensor::zeros(&[1, 2], &cpu())?.repeat(&[0, 0, usize::MAX - 1])?.shape()))
+    });
+}

@@ -118,7 +118,9 @@ impl Layout {
     /// A view with a new shape over the same storage, when the strides allow it (`None` means
     /// the caller must copy). Splits and merges dims the way `torch.view` does.
     pub fn reshape_view(&self, new_shape: &[usize]) -> Option<Layout> {
-        if self.is_contiguous() {
+        // An empty tensor reads nothing: any layout of the new shape views it (and its dims,
+        // which may multiply past usize, are never multiplied out).
+        if self.is_contiguous() || self.numel() == 0 {
             return Some(Layout::contiguous_with_offset(new_shape, self.offset));
         }
         // Group old dims into runs that are contiguous among themselves, then map new dims onto them.
@@ -142,23 +144,23 @@ impl Layout {
             while op != np {
                 if op < np {
                     oj += 1;
-                    if oj >= old.len() || old[oj - 1].1 != old[oj].1 * old[oj].0 {
+                    if oj >= old.len() || Some(old[oj - 1].1) != old[oj].1.checked_mul(old[oj].0) {
                         return None;
                     }
-                    op *= old[oj].0;
+                    op = op.checked_mul(old[oj].0)?;
                 } else {
                     nj += 1;
                     if nj >= new_shape.len() {
                         return None;
                     }
-                    np *= new_shape[nj];
+                    np = np.checked_mul(new_shape[nj])?;
                 }
             }
             // New dims ni..=nj cover old dims oi..=oj, which are mutually contiguous.
             let mut stride = old[oj].1;
             for k in (ni..=nj).rev() {
                 strides[k] = stride;
-                stride *= new_shape[k];
+                stride = stride.saturating_mul(new_shape[k]);
             }
             oi = oj + 1;
             ni = nj + 1;

@@ -206,13 +206,13 @@ impl Tensor {
             inter.extend([1, s]);
             expanded.extend([r, s]);
         }
-        let out_shape: Vec<usize> = src.iter().zip(reps).map(|(&s, &r)| s.saturating_mul(r)).collect();
-        if kiln_backend::checked_numel(&expanded).is_none() {
+        let out_shape: Option<Vec<usize>> = src.iter().zip(reps).map(|(&s, &r)| s.checked_mul(r)).collect();
+        let Some(out_shape) = out_shape.filter(|_| kiln_backend::checked_numel(&expanded).is_some()) else {
             return Err(Error::OutOfMemory {
                 op: "repeat",
                 msg: format!("{:?} repeated {reps:?} has more elements than fit in memory", self.shape()),
             });
-        }
+        };
         self.reshape(&inter)?.expand(&expanded)?.contiguous()?.reshape(&out_shape)
     }
 
