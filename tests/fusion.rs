@@ -81,10 +81,16 @@ struct Graph {
 }
 
 /// Shapes of values as the graph grows: full `[r, c]`, row `[1, c]`, column `[r, 1]`.
-fn random_graph(seed: u64) -> Graph {
+/// `big` graphs have at least 1024 elements, a multiple of 4: the kernels' vec4 form.
+fn random_graph(seed: u64, big: bool) -> Graph {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let r = 1 + rng.below(5);
-    let c = if rng.below(2) == 0 { r } else { 1 + rng.below(7) };
+    let (r, c) = match (big, rng.below(2)) {
+        (false, 0) => (1 + rng.below(5), 0),
+        (false, _) => (1 + rng.below(5), 1 + rng.below(7)),
+        (true, 0) => (32, 0),
+        (true, _) => (8 * (1 + rng.below(3)), 128 + 4 * rng.below(32)),
+    };
+    let c = if c == 0 { r } else { c };
     let n_leaves = 1 + rng.below(3);
     let leaves: Vec<Vec<f32>> =
         (0..n_leaves).map(|_| (0..r * c).map(|_| (rng.unit() * 4.0 - 2.0) as f32).collect()).collect();
@@ -228,10 +234,11 @@ fn random_graphs_fused_unfused_and_cpu_agree() {
     let cpu = Device::cpu();
     let before = ctx.fusion_stats();
     let pipelines_before = ctx.memory_stats().pipelines;
-    let graphs = 1000;
+    // 1000 small graphs (scalar kernels) and 100 big ones (vec4 kernels).
+    let graphs = 1100;
     let mut failures = Vec::new();
     for seed in 0..graphs {
-        let g = random_graph(seed);
+        let g = random_graph(seed, seed >= 1000);
         kiln::set_fusion(true);
         let fused = evaluate(&g, &gpu);
         kiln::set_fusion(false);

@@ -73,12 +73,14 @@ pub(crate) struct GroupPlan {
     pub inputs: Vec<DType>,
     /// (op index, dtype) of each output binding, after the inputs.
     pub outputs: Vec<(usize, DType)>,
+    /// Four elements per invocation through `vec4` bindings (see `plan::vec4_ok`).
+    pub vec4: bool,
 }
 
 impl GroupPlan {
     pub(crate) fn key(&self) -> String {
         let mut k = String::with_capacity(64 + 16 * self.ops.len());
-        k.push_str("fz|");
+        k.push_str(if self.vec4 { "fz4|" } else { "fz|" });
         for f in &self.fns {
             k.push_str(&f.key);
         }
@@ -120,13 +122,20 @@ impl GroupPlan {
 
     pub(crate) fn try_source(&self) -> Result<String> {
         let op = "fused elementwise";
+        // In vec4 mode every binding is an array of 4-element vectors and each invocation
+        // computes 4 consecutive elements: 16-byte loads and stores.
+        let lanes = if self.vec4 { 4 } else { 1 };
+        let array = |d: DType| -> Result<String> {
+            let t = storage_type(op, d)?;
+            Ok(if self.vec4 { format!("vec4<{t}>") } else { t.to_string() })
+        };
         let mut bindings = String::new();
         for (b, &d) in self.inputs.iter().enumerate() {
-            let _ = writeln!(bindings, "@group(0) @binding({}) var<storage, read> in{b}: array<{}>;", b + 1, storage_type(op, d)?);
+            let _ = writeln!(bindings, "@group(0) @binding({}) var<storage, read> in{b}: array<{}>;", b + 1, array(d)?);
         }
         for (m, &(_, d)) in self.outputs.iter().enumerate() {
             let binding = self.inputs.len() + m + 1;
-            let _ = writeln!(bindings, "@group(0) @binding({binding}) var<storage, read_write> out{m}: array<{}>;", storage_type(op, d)?);
+            let _ = writeln!(bindings, "@group(0) @binding({binding}) var<storage, read_write> out{m}: array<{}>;", array(d)?);
         }
         let mut functions = String::new();
         for (f, sig) in self.fns.iter().enumerate() {
@@ -144,32 +153,65 @@ impl GroupPlan {
         // and inf) or contract across ops: each op then computes what it computes unfused.
         let mut uses = 0u32;
         let mut body = String::new();
+        // The WGSL naming lane `c` of load `l`.
+        let mut lane_of: Vec<Vec<String>> = Vec::with_capacity(self.loads.len());
         for (l, plan) in self.loads.iter().enumerate() {
             let word = format!("info[{}u]", loads_base + l);
-            let index = match plan.kind {
-                LoadKind::Contiguous => format!("{word} + i"),
-                LoadKind::Scalar => word,
-                LoadKind::Strided => format!("layout_index({word}, i)"),
-            };
-            let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("in{}[{index}]", plan.binding)));
-        }
-        for (k, op) in self.ops.iter().enumerate() {
-            let sig = &self.fns[op.func];
-            let mut args = Vec::with_capacity(op.args.len() + 2);
-            for (a, &dtype) in op.args.iter().zip(&sig.in_dtypes) {
-                let name = match a {
-                    Arg::Load(l) => format!("a{l}"),
-                    Arg::Local(v) => format!("v{v}"),
+            let buf = format!("in{}", plan.binding);
+            let names = if !self.vec4 {
+                let index = match plan.kind {
+                    LoadKind::Contiguous => format!("{word} + i"),
+                    LoadKind::Scalar => word,
+                    LoadKind::Strided => format!("layout_index({word}, i)"),
                 };
-                uses += 1;
-                args.push(format!("kiln_opaque_{}({name}, {uses}u)", compute_type(dtype)));
+                let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("{buf}[{index}]")));
+                vec![format!("a{l}")]
+            } else {
+                match plan.kind {
+                    LoadKind::Contiguous => {
+                        let _ = writeln!(body, "    let a{l} = {buf}[({word} >> 2u) + i];");
+                        ["x", "y", "z", "w"].iter().map(|c| load(plan.dtype, &format!("a{l}.{c}"))).collect()
+                    }
+                    LoadKind::Scalar => {
+                        let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("{buf}[{word} >> 2u][{word} & 3u]")));
+                        vec![format!("a{l}"); 4]
+                    }
+                    LoadKind::Strided => (0..4)
+                        .map(|c| {
+                            let _ = writeln!(body, "    let e{l}_{c} = layout_index({word}, 4u * i + {c}u);");
+                            let _ = writeln!(body, "    let a{l}_{c} = {};", load(plan.dtype, &format!("{buf}[e{l}_{c} >> 2u][e{l}_{c} & 3u]")));
+                            format!("a{l}_{c}")
+                        })
+                        .collect(),
+                }
+            };
+            lane_of.push(names);
+        }
+        for c in 0..lanes {
+            for (k, op) in self.ops.iter().enumerate() {
+                let sig = &self.fns[op.func];
+                let mut args = Vec::with_capacity(op.args.len() + 2);
+                for (a, &dtype) in op.args.iter().zip(&sig.in_dtypes) {
+                    let name = match a {
+                        Arg::Load(l) => lane_of[*l][c].clone(),
+                        Arg::Local(v) => format!("v{v}_{c}"),
+                    };
+                    uses += 1;
+                    args.push(format!("kiln_opaque_{}({name}, {uses}u)", compute_type(dtype)));
+                }
+                args.push(param(sig.param_dtype(), 2 + 2 * k));
+                args.push(param(sig.param_dtype(), 3 + 2 * k));
+                let _ = writeln!(body, "    let v{k}_{c} = kf{}({});", op.func, args.join(", "));
             }
-            args.push(param(sig.param_dtype(), 2 + 2 * k));
-            args.push(param(sig.param_dtype(), 3 + 2 * k));
-            let _ = writeln!(body, "    let v{k} = kf{}({});", op.func, args.join(", "));
         }
         for (m, &(v, d)) in self.outputs.iter().enumerate() {
-            let _ = writeln!(body, "    out{m}[i] = {};", store(d, &format!("v{v}")));
+            let value = if self.vec4 {
+                let parts: Vec<String> = (0..4).map(|c| store(d, &format!("v{v}_{c}"))).collect();
+                format!("vec4<{}>({})", storage_type(op, d)?, parts.join(", "))
+            } else {
+                store(d, &format!("v{v}_0"))
+            };
+            let _ = writeln!(body, "    out{m}[i] = {value};");
         }
         let src = crate::shaders::FUSED.replace("{{BINDINGS}}", &bindings).replace("{{FUNCTIONS}}", &functions).replace("{{BODY}}", &body);
         Ok(module(enables(&self.dtypes()), true, &src))
@@ -198,6 +240,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Scalar)],
         inputs: vec![f, f],
         outputs: vec![(63, f)],
+        vec4: false,
     };
     for k in 1..64 {
         chain.ops.push(OpPlan { func: 0, args: vec![Arg::Local(k - 1), Arg::Load(1)] });
@@ -216,6 +259,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Contiguous), load(2, f, LoadKind::Strided)],
         inputs: vec![f, f, f],
         outputs: vec![(0, f), (2, f)],
+        vec4: true,
     };
     let mixed = GroupPlan {
         fns: vec![
@@ -239,6 +283,13 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         loads: vec![load(0, f, LoadKind::Strided), load(1, f, LoadKind::Scalar)],
         inputs: vec![f, f],
         outputs: vec![(0, b), (4, i), (6, h)],
+        vec4: false,
     };
-    [chain, w3, mixed].iter().map(|p| (p.key(), p.source())).collect()
+    // Mixed dtypes in vec4 mode: no f16 binding there.
+    let mut mixed4 = mixed.clone();
+    mixed4.outputs = vec![(0, b), (4, i)];
+    mixed4.vec4 = true;
+    let mut chain4 = chain.clone();
+    chain4.vec4 = true;
+    [chain, chain4, w3, mixed, mixed4].iter().map(|p| (p.key(), p.source())).collect()
 }

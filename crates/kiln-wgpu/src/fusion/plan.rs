@@ -8,8 +8,12 @@
 use super::codegen::{Arg, GroupPlan, LoadKind, LoadPlan, OpPlan};
 use super::{Node, Src};
 use crate::{context::GpuContext, kernels, pool::PooledBuffer};
-use kiln_backend::{Layout, Result};
+use kiln_backend::{DType, Layout, Result};
 use std::sync::Arc;
+
+/// Below this many elements a kernel is one workgroup or so either way: keep it scalar (and its
+/// source small).
+const VEC4_MIN: usize = 1024;
 
 /// Ops per kernel: keeps the generated WGSL small enough to compile quickly everywhere.
 const MAX_OPS: usize = 64;
@@ -196,7 +200,8 @@ impl GpuContext {
     ) -> Result<u64> {
         let start = range.start;
         let numel = nodes[start].numel;
-        let mut plan = GroupPlan { fns: Vec::new(), ops: Vec::new(), loads: Vec::new(), inputs: Vec::new(), outputs: Vec::new() };
+        let mut plan =
+            GroupPlan { fns: Vec::new(), ops: Vec::new(), loads: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), vec4: false };
         // Binding sources in order, and the buffers behind them.
         let mut sources: Vec<SourceKey> = Vec::new();
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -266,9 +271,11 @@ impl GpuContext {
         if plan.outputs.is_empty() {
             return Ok(0);
         }
+        plan.vec4 = vec4_ok(&plan, &load_layouts, numel);
+        let invocations = if plan.vec4 { numel / 4 } else { numel };
         // Metadata: [numel, 0, params per op, one word per load, layout blocks of strided loads].
         // Word 1 is always 0: the kernel cannot know that (see `kiln_opaque_*` in fused.wgsl).
-        let mut meta = vec![numel as u32, 0];
+        let mut meta = vec![invocations as u32, 0];
         for k in range.clone() {
             meta.extend_from_slice(&nodes[k].params);
         }
@@ -286,9 +293,21 @@ impl GpuContext {
         }
         let key = plan.key();
         let kernel = self.cache.get(&self.device, OP, &key, || plan.source())?;
-        self.dispatch(OP, &kernel, &buffers, &meta, (numel as u32).div_ceil(kernels::WG))?;
+        self.dispatch(OP, &kernel, &buffers, &meta, (invocations as u32).div_ceil(kernels::WG))?;
         Ok(written)
     }
+}
+
+/// Four elements per invocation when every binding holds 4-byte elements and every contiguous
+/// load starts on a 4-element boundary (pool buffers are multiples of 256 bytes, so `vec4`
+/// arrays cover them).
+fn vec4_ok(plan: &GroupPlan, loads: &[(usize, &Layout)], numel: usize) -> bool {
+    let wide = |d: &DType| *d != DType::F16;
+    numel % 4 == 0
+        && numel >= VEC4_MIN
+        && plan.inputs.iter().all(wide)
+        && plan.outputs.iter().all(|(_, d)| wide(d))
+        && plan.loads.iter().zip(loads).all(|(l, (_, layout))| l.kind != LoadKind::Contiguous || layout.offset() % 4 == 0)
 }
 
 fn unreachable_output<T>(i: usize) -> Result<T> {
