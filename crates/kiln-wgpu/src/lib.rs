@@ -6,6 +6,12 @@
 //! arena per batch), [`readback`] (pooled staging, blocking and async), and the kernels grouped
 //! by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
 //! build time.
+//!
+//! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),
+//! `pipeline_cache` (compiled pipelines persisted in `KILN_CACHE_DIR`), `autotune` (matmul tile
+//! choice per shape class, timed once per machine), `bind_cache` (bind groups reused across
+//! dispatches through a dynamic metadata offset), `exit` (profile table and cache written at
+//! process exit).
 
 mod autotune;
 mod batch;
