@@ -183,23 +183,24 @@ pub(crate) fn backward(
     let ctx = q.context();
     let bh = p.batch * p.heads;
     let d = p.head_dim;
+    let pass0 = plan(OP, q, p, p.q_len)?.with_mask(mask);
+    let pass1 = plan(OP, q, p, p.kv_len)?.with_mask(mask);
+    if bh * p.q_len * p.kv_len == 0 {
+        // No query sees a key: every gradient is zero.
+        let zero = |n| GpuStorage::full(ctx, n, 0.0, dtype);
+        return Ok((zero(bh * p.q_len * d)?, zero(bh * p.kv_len * d)?, zero(bh * p.kv_len * d)?));
+    }
     let dq = GpuStorage::alloc(ctx, OP, dtype, bh * p.q_len * d)?;
     let dk = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let dv = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let delta = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
-    if bh * p.q_len * p.kv_len == 0 {
-        let zero = |n| GpuStorage::full(ctx, n, 0.0, dtype);
-        return Ok((zero(bh * p.q_len * d)?, zero(bh * p.kv_len * d)?, zero(bh * p.kv_len * d)?));
-    }
     let m = mask.unwrap_or(q);
-    let pass0 = plan(OP, q, p, p.q_len)?.with_mask(mask);
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_bwd|{dtype}|{d}|0"), || backward_source(dtype, d, 0))?;
     let inputs = [q.buffer(), k.buffer(), v.buffer(), o.buffer(), dout.buffer(), m.buffer(), lse.buffer(), delta.buffer()];
     let mut buffers = inputs.to_vec();
     buffers.push(dq.buffer());
     ctx.dispatch(OP, &kernel, &buffers, &pass0.meta, pass0.groups())?;
 
-    let pass1 = plan(OP, q, p, p.kv_len)?.with_mask(mask);
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_bwd|{dtype}|{d}|1"), || backward_source(dtype, d, 1))?;
     let mut buffers = inputs.to_vec();
     buffers.extend([dk.buffer(), dv.buffer()]);
