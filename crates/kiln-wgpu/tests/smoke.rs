@@ -5,9 +5,13 @@ mod common;
 use kiln_backend::{BackendStorage, BinaryOp, DType, HostData, Layout, UnaryOp};
 use kiln_wgpu::GpuStorage;
 
+/// The tests share one device: the one that counts allocations must not see the other's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn chain_of_ops_reads_back_and_reuses_buffers() {
     let Some(dev) = common::gpu("chain_of_ops_reads_back_and_reuses_buffers") else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let n = 4097;
     let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 100.0).collect();
     let l = Layout::contiguous(&[n]);
@@ -31,6 +35,7 @@ fn chain_of_ops_reads_back_and_reuses_buffers() {
 #[test]
 fn strided_read_and_f16_and_bool() {
     let Some(dev) = common::gpu("strided_read_and_f16_and_bool") else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let x: Vec<i32> = (0..6).collect();
     let a = GpuStorage::from_host(&dev, &HostData::I32(x)).expect("upload");
     let t = Layout::contiguous(&[2, 3]).permute(&[1, 0]);
