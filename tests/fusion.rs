@@ -121,7 +121,7 @@ fn random_graph(seed: u64, big: bool) -> Graph {
             7 => {
                 let i = any(&shapes, &mut rng);
                 let op = [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub][rng.below(3)];
-                (Step::Scalar(op, i, (rng.unit() * 3.0 - 1.5) as f64), shapes[i])
+                (Step::Scalar(op, i, rng.unit() * 3.0 - 1.5), shapes[i])
             }
             8 => {
                 let (i, j) = (full(&shapes, &mut rng), full(&shapes, &mut rng));

@@ -3,8 +3,9 @@
 //! The pieces, one file each: [`context`] (adapter choice, device with the adapter's real limits
 //! and features), [`pool`] (size-class buffer reuse), [`cache`] (pipelines built once per
 //! specialisation key), [`batch`] (many dispatches per command encoder and submit, one metadata
-//! arena per batch), [`readback`] (pooled staging, blocking and async), and the kernels grouped
-//! by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
+//! arena per batch), [`readback`] (pooled staging, blocking and async), [`fusion`] (elementwise
+//! ops deferred and fused into generated kernels; `set_fusion(false)` or `KILN_FUSION=0` turns
+//! it off), and the kernels grouped by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
 //! build time.
 //!
 //! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),

@@ -187,6 +187,7 @@ impl GroupPlan {
             };
             lane_of.push(names);
         }
+        #[allow(clippy::needless_range_loop)] // `c` also names the lane's values
         for c in 0..lanes {
             for (k, op) in self.ops.iter().enumerate() {
                 let sig = &self.fns[op.func];

@@ -222,7 +222,7 @@ pub(crate) fn may_fuse(ctx: &GpuContext, out: DType, inputs: &[(&GpuStorage, &La
     if !fusion_enabled() {
         return false;
     }
-    let max = ctx.limits.max_storage_buffer_binding_size as u64;
+    let max = ctx.limits.max_storage_buffer_binding_size;
     let fits = |d: DType, n: usize| (n as u64).saturating_mul(crate::kernels::gpu_size(d)) <= max;
     fits(out, numel) && inputs.iter().all(|(s, _)| fits(kiln_backend::BackendStorage::dtype(*s), s.len()))
 }

@@ -152,14 +152,14 @@ impl GpuContext {
         };
         let mut starts = Vec::new();
         let mut group_of = vec![0usize; n];
-        for j in 0..n {
+        for (j, group) in group_of.iter_mut().enumerate() {
             if !starts.is_empty() && grouping.joins(j) {
                 grouping.add(j);
             } else {
                 starts.push(j);
                 grouping.open(j);
             }
-            group_of[j] = starts.len() - 1;
+            *group = starts.len() - 1;
         }
         // Buffers for every output that will be written: the holder's, or a temporary one for
         // an intermediate only a later kernel reads. Temporaries are taken just before their
@@ -303,11 +303,11 @@ impl GpuContext {
 /// arrays cover them).
 fn vec4_ok(plan: &GroupPlan, loads: &[(usize, &Layout)], numel: usize) -> bool {
     let wide = |d: &DType| *d != DType::F16;
-    numel % 4 == 0
+    numel.is_multiple_of(4)
         && numel >= VEC4_MIN
         && plan.inputs.iter().all(wide)
         && plan.outputs.iter().all(|(_, d)| wide(d))
-        && plan.loads.iter().zip(loads).all(|(l, (_, layout))| l.kind != LoadKind::Contiguous || layout.offset() % 4 == 0)
+        && plan.loads.iter().zip(loads).all(|(l, (_, layout))| l.kind != LoadKind::Contiguous || layout.offset().is_multiple_of(4))
 }
 
 fn unreachable_output<T>(i: usize) -> Result<T> {
