@@ -5,8 +5,8 @@
 //! specialisation key), [`batch`] (many dispatches per command encoder and submit, one metadata
 //! arena per batch), [`readback`] (pooled staging, blocking and async), [`fusion`] (elementwise
 //! ops deferred and fused into generated kernels; `set_fusion(false)` or `KILN_FUSION=0` turns
-//! it off), and the kernels grouped by op family. WGSL sources live in the workspace's `shaders/` folder and are embedded at
-//! build time.
+//! it off), and the kernels grouped by op family. WGSL sources live in the workspace's
+//! `shaders/` folder and are embedded at build time.
 //!
 //! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),
 //! `pipeline_cache` (compiled pipelines persisted in `KILN_CACHE_DIR`), `autotune` (matmul tile
