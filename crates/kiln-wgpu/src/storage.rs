@@ -5,8 +5,8 @@ use crate::chunked;
 use crate::context::GpuDevice;
 use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
-use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 use std::sync::Arc;
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
@@ -143,6 +143,9 @@ impl BackendStorage for GpuStorage {
     }
 
     fn full(device: &GpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {
+        if let Some(out) = chunked::elementwise(device, "full", &[], numel, &|_, n| Self::full(device, n, value, dtype))? {
+            return Ok(out);
+        }
         device.elementwise("full", &ew::fill_spec(dtype), &[], [param_bits(value, dtype), 0], numel)
     }
 
@@ -155,10 +158,10 @@ impl BackendStorage for GpuStorage {
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
-        let spec = ew::unary_spec(op, self.dtype, layout.is_contiguous())?;
-        if let Some(out) = chunked::elementwise(device, "full", &[], numel, &|_, n| Self::full(device, n, value, dtype))? {
+        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout)], layout.numel(), &|p, _| p[0].0.unary(p[0].1, op))? {
             return Ok(out);
         }
+        let spec = ew::unary_spec(op, self.dtype, layout.is_contiguous())?;
         let [a, b] = op.params();
         let params = [param_bits(a, self.dtype), param_bits(b, self.dtype)];
         self.ctx.elementwise(op.name(), &spec, &[(self, layout)], params, layout.numel())
@@ -166,24 +169,28 @@ impl BackendStorage for GpuStorage {
 
     fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
         same_device(op.name(), self, rhs)?;
+        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.binary(p[0].1, p[1].0, p[1].1, op);
+        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout), (rhs, rhs_layout)], layout.numel(), &piece)? {
+            return Ok(out);
+        }
         let spec = ew::binary_spec(op, self.dtype, layout.is_contiguous(), rhs_layout.is_contiguous())?;
         self.ctx.elementwise(op.name(), &spec, &[(self, layout), (rhs, rhs_layout)], [0, 0], layout.numel())
     }
 
     fn where_cond(&self, layout: &Layout, t: &Self, tl: &Layout, f: &Self, fl: &Layout) -> Result<Self> {
-        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout)], layout.numel(), &|p, _| p[0].0.unary(p[0].1, op))? {
-            return Ok(out);
-        }
         same_device("where", self, t)?;
         same_device("where", self, f)?;
+        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.where_cond(p[0].1, p[1].0, p[1].1, p[2].0, p[2].1);
+        if let Some(out) = chunked::elementwise(&self.ctx, "where", &[(self, layout), (t, tl), (f, fl)], layout.numel(), &piece)? {
+            return Ok(out);
+        }
         let flags = ew::layout_flags(&[layout, tl, fl]);
         let spec = ew::where_spec(t.dtype, [flags[0], flags[1], flags[2]]);
         self.ctx.elementwise("where", &spec, &[(self, layout), (t, tl), (f, fl)], [0, 0], layout.numel())
     }
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
-        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.binary(p[0].1, p[1].0, p[1].1, op);
-        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout), (rhs, rhs_layout)], layout.numel(), &piece)? {
+        if let Some(out) = chunked::elementwise(&self.ctx, "cast", &[(self, layout)], layout.numel(), &|p, _| p[0].0.cast(p[0].1, dtype))? {
             return Ok(out);
         }
         let spec = ew::cast_spec(self.dtype, dtype, layout.is_contiguous());
@@ -193,19 +200,15 @@ impl BackendStorage for GpuStorage {
     fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {
         same_device("copy_into", self, dst)?;
         let spec = ew::copy_into_spec(self.dtype, layout.is_contiguous());
-        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.where_cond(p[0].1, p[1].0, p[1].1, p[2].0, p[2].1);
-        if let Some(out) = chunked::elementwise(&self.ctx, "where", &[(self, layout), (t, tl), (f, fl)], layout.numel(), &piece)? {
-            return Ok(out);
-        }
         let ctx = self.ctx.clone();
         ctx.elementwise_into("copy_into", &spec, &[(self, layout)], [0, 0], layout.numel(), dst, Some(dst_layout))
     }
 
     fn reduce(&self, layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<Self> {
-        kernels::reduce::reduce(self, layout, op, reduced_dims)
-        if let Some(out) = chunked::elementwise(&self.ctx, "cast", &[(self, layout)], layout.numel(), &|p, _| p[0].0.cast(p[0].1, dtype))? {
+        if let Some(out) = chunked::reduce(self, layout, op, reduced_dims, &|s, l, r| kernels::reduce::reduce(s, l, op, r))? {
             return Ok(out);
         }
+        kernels::reduce::reduce(self, layout, op, reduced_dims)
     }
 
     fn softmax_last(&self, layout: &Layout, log: bool) -> Result<Self> {
@@ -218,7 +221,7 @@ impl BackendStorage for GpuStorage {
 
     fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self> {
         same_device("matmul", self, rhs)?;
-        if let Some(out) = chunked::reduce(self, layout, op, reduced_dims, &|s, l, r| kernels::reduce::reduce(s, l, op, r))? {
+        if let Some(out) = chunked::matmul(self, layout, rhs, rhs_layout, &kernels::matmul::matmul)? {
             return Ok(out);
         }
         kernels::matmul::matmul(self, layout, rhs, rhs_layout)
@@ -234,9 +237,6 @@ impl BackendStorage for GpuStorage {
         kernels::index::gather(self, layout, ids, il, dim)
     }
 
-        if let Some(out) = chunked::matmul(self, layout, rhs, rhs_layout, &kernels::matmul::matmul)? {
-            return Ok(out);
-        }
     fn scatter_add(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
         same_device("scatter_add", self, ids)?;
         same_device("scatter_add", self, src)?;
