@@ -199,7 +199,6 @@ impl GpuContext {
         batch.dispatches = 0;
         batch.submits += 1;
         let index = self.queue.submit([encoder.finish()]);
-        self.uploads.submitted();
         if let Some(p) = batch.profile.as_mut() {
             p.submitted();
         }

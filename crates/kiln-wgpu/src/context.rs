@@ -107,7 +107,6 @@ pub struct GpuContext {
     pub(crate) batch: Mutex<Batch>,
     pub(crate) options: ContextOptions,
     pub(crate) tuner: crate::autotune::Tuner,
-    pub(crate) uploads: crate::readback::UploadRing,
     /// Elementwise ops recorded but not dispatched yet (see `fusion`).
     pub(crate) fusion: crate::fusion::Fusion,
     error: Arc<Mutex<Option<String>>>,
@@ -216,7 +215,6 @@ impl GpuContext {
             cache,
             batch: Mutex::new(batch),
             options: options.clone(),
-            uploads: Default::default(),
             tuner: crate::autotune::Tuner::new(
                 options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
                 options.cache_dir.as_deref(),

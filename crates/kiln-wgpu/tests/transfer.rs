@@ -1,6 +1,6 @@
-//! Uploads and readbacks around the staging-ring threshold (256 KiB): odd byte counts, every
-//! dtype, buffer reuse while recorded work still reads the old contents, and many uploads
-//! between two synchronisations.
+//! Uploads and readbacks from a few bytes to several MiB: odd byte counts, every dtype, buffer
+//! reuse while recorded work still reads the old contents, and many uploads between two
+//! synchronisations.
 
 mod common;
 
@@ -20,8 +20,8 @@ fn data(dtype: DType, n: usize, seed: u32) -> HostData {
 }
 
 #[test]
-fn round_trips_around_the_ring_threshold() {
-    let Some(dev) = common::gpu("round_trips_around_the_ring_threshold") else { return };
+fn round_trips_of_every_dtype_and_size() {
+    let Some(dev) = common::gpu("round_trips_of_every_dtype_and_size") else { return };
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool] {
         if dtype == DType::F16 && !dev.has_f16() {
             continue;
@@ -72,7 +72,7 @@ fn many_uploads_between_syncs() {
     for (i, (h, g)) in hosts.iter().zip(&gpus).enumerate() {
         assert!(g.to_host(&Layout::contiguous(&[n])).expect("read") == *h, "upload {i}");
     }
-    // And again, now that the ring's buffers are mapped for reuse.
+    // And again, into recycled buffers.
     for (i, h) in hosts.iter().enumerate().rev() {
         let g = GpuStorage::from_host(&dev, h).expect("upload");
         assert!(g.to_host(&Layout::contiguous(&[n])).expect("read") == *h, "reupload {i}");
