@@ -81,7 +81,9 @@ fn python_safetensors_reads_kiln_checkpoints() {
     named.push(("extra.scalar".into(), Tensor::from_vec(vec![2.5f32], &[], &cpu).unwrap()));
     named.push(("extra.empty".into(), Tensor::from_vec(Vec::<f32>::new(), &[0, 4], &cpu).unwrap()));
 
-    let dir = std::env::temp_dir().join(format!("kiln-py-{}", std::process::id()));
+    // KILN_PY_OUT keeps the files (to check them with PyTorch on another machine).
+    let keep = std::env::var_os("KILN_PY_OUT").map(std::path::PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-py-{}", std::process::id())));
     std::fs::create_dir_all(&dir).unwrap();
     let (file, expected) = (dir.join("all.safetensors"), dir.join("all.json"));
     checkpoint::save_state_dict(&named, &file).unwrap();
@@ -93,5 +95,7 @@ fn python_safetensors_reads_kiln_checkpoints() {
     checkpoint::save(&model, &file).unwrap();
     std::fs::write(&expected, expected_json(&model.named_parameters())).unwrap();
     run_checker(&file, &expected);
-    std::fs::remove_dir_all(&dir).ok();
+    if keep.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
