@@ -204,27 +204,11 @@ impl OptimCore {
         &mut self,
         mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
     ) -> Result<()> {
-        let grads = self.checked_grads()?;
-        let OptimCore { groups, states, fields, .. } = self;
-        kiln_core::no_grad(|| {
-            let mut index = 0;
-            for group in groups.iter() {
-                for p in &group.params {
-                    let i = index;
-                    index += 1;
-                    let Some(g) = &grads[i] else { continue };
-                    let step = states[i].as_ref().map_or(0, |s| s.step) + 1;
-                    let hyper = Hyper { lr: group.lr, weight_decay: group.weight_decay, step };
-                    let (value, bufs) = update(hyper, p, g, states[i].as_ref())?;
-                    debug_assert_eq!(bufs.len(), fields.len());
-                    p.set_data(&value)?;
-                    states[i] = Some(ParamState { step, bufs });
-                }
-            }
-            Ok::<(), Error>(())
-        })?;
-        self.steps += 1;
-        Ok(())
+        self.step_in_place(|hyper, p, g, old| {
+            let (value, bufs) = update(hyper, p, g, old.as_ref())?;
+            p.set_data(&value)?;
+            Ok(bufs)
+        })
     }
 
     /// Every parameter's gradient, checked against the parameter (shape, dtype, device)
