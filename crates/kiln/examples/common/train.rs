@@ -112,9 +112,12 @@ pub fn train(
             if epoch == 1 && i == 0 {
                 // Mostly pipeline builds: what a warm pipeline cache (KILN_CACHE_DIR) saves.
                 device.sync()?;
-                let pipelines = device.memory_stats().pipelines;
                 let secs = began.elapsed().as_secs_f64();
-                bar.suspend(|| println!("time to first step: {secs:.3} s ({pipelines} pipelines built)"));
+                let built = match device.is_cpu() {
+                    true => String::new(),
+                    false => format!(" ({} pipelines built)", device.memory_stats().pipelines),
+                };
+                bar.suspend(|| println!("time to first step: {secs:.3} s{built}"));
             }
 
             // Sums stay on the device; `loss` is a batch mean, so weight it by the batch size.
