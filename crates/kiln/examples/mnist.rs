@@ -74,10 +74,10 @@ fn run() -> AnyResult<()> {
     );
 
     let start = Instant::now();
-    let mut memory_log = common::memlog::open(flags.get("memory-log")?)?;
+    let mut memory_log = common::memlog::open(flags.get("memory-log")?, "epoch")?;
     let (model, history) = train(&cfg, &device, train_set, &test_set, |s| {
         print_epoch(s);
-        memory_log(s.epoch, &device);
+        memory_log(&s.epoch.to_string(), &device);
     })?;
     let wall = start.elapsed().as_secs_f64();
     let last = history.last().ok_or("no epoch ran")?;

@@ -64,7 +64,7 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Stop after this much training time even if steps remain (a soak run: `--minutes`).
     pub max_minutes: Option<f64>,
-    /// Append `elapsed_s,step,live_mib,pooled_mib` here once a minute (`--memory-log`).
+    /// Write device memory here once a minute (`--memory-log`; see `common/memlog.rs`).
     pub memory_log: Option<std::path::PathBuf>,
 }
 
@@ -239,7 +239,8 @@ pub fn train(
     let mut since_eval = 0usize;
     model.train();
     let run_start = Instant::now();
-    let mut memory = MemoryLog::open(cfg.memory_log.as_deref())?;
+    let mut memory = super::common::memlog::open(cfg.memory_log.clone(), "elapsed_s,step")?;
+    let mut next_sample = 0.0;
     for step in 1..=cfg.steps {
         let start = Instant::now();
         let (x, y) = train.random_windows(b, t, &mut rng)?;
@@ -266,7 +267,11 @@ pub fn train(
             bar.set_message(format!("train {:.3} bpc, lr {lr:.2e}, {:.2} s/step", bits(loss_sum.item()? / since_eval as f64), train_secs / step as f64));
         }
 
-        memory.sample(device, step, run_start)?;
+        let elapsed = run_start.elapsed().as_secs_f64();
+        if elapsed >= next_sample {
+            next_sample += 60.0;
+            memory(&format!("{elapsed:.0},{step}"), device);
+        }
         let out_of_time = cfg.max_minutes.is_some_and(|m| run_start.elapsed().as_secs_f64() >= m * 60.0);
         if step % cfg.eval_every == 0 || step == cfg.steps || out_of_time {
             let train_bpc = bits(loss_sum.item()? / since_eval as f64);
@@ -287,40 +292,6 @@ pub fn train(
     bar.finish_and_clear();
     model.eval();
     Ok((model, history))
-}
-
-/// Once-a-minute samples of the device's memory, for soak runs.
-struct MemoryLog {
-    file: Option<std::fs::File>,
-    next_at: f64,
-}
-
-impl MemoryLog {
-    fn open(path: Option<&std::path::Path>) -> AnyResult<MemoryLog> {
-        let file = match path {
-            Some(p) => {
-                let mut f = std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-                std::io::Write::write_all(&mut f, b"elapsed_s,step,live_mib,pooled_mib\n")?;
-                Some(f)
-            }
-            None => None,
-        };
-        Ok(MemoryLog { file, next_at: 0.0 })
-    }
-
-    fn sample(&mut self, device: &Device, step: usize, start: Instant) -> AnyResult<()> {
-        let Some(f) = self.file.as_mut() else { return Ok(()) };
-        let t = start.elapsed().as_secs_f64();
-        if t < self.next_at {
-            return Ok(());
-        }
-        self.next_at += 60.0;
-        let m = device.memory_stats();
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let line = format!("{t:.0},{step},{:.2},{:.2}\n", mib(m.live_bytes), mib(m.pooled_bytes));
-        std::io::Write::write_all(f, line.as_bytes())?;
-        Ok(())
-    }
 }
 
 /// AdamW with weight decay on the weight matrices only: decaying gains, biases or embedding
