@@ -182,21 +182,112 @@ fn fused_ops_on_gpu_match_cpu() {
             t[0].cross_entropy_rows(&ids, ignore, eps)
         });
     }
+}
 
-    let cpu = Device::cpu();
-    let mask = Tensor::from_vec((0..2 * 70).map(|i| i % 7 == 3 || i >= 130).collect::<Vec<bool>>(), &[2, 70], &cpu).unwrap();
-    // 70 rows: five tiles of 16 rows; head dims 3 (odd, padded to 16), 16, 64, 128 and 256.
-    for (tq, tk, d, causal, m) in [(70, 70, 16, true, None), (70, 70, 3, false, Some(&mask)), (5, 70, 64, false, None), (70, 70, 64, true, Some(&mask)), (9, 33, 128, false, None), (20, 20, 256, true, None)] {
-        let q = f32_input(&[2, tq, 2, d], 40).transpose(1, 2).unwrap();
-        let k = f32_input(&[2, tk, 2, d], 41).transpose(1, 2).unwrap();
-        let v = f32_input(&[2, tk, 2, d], 42).transpose(1, 2).unwrap();
-        gpu_matches_cpu(&format!("attention tq {tq} tk {tk} d {d} causal {causal}"), &dev, &[q, k, v], 1e-3, 1e-4, &|t| {
-            let m = match m {
-                Some(m) => Some(m.to(t[0].device())?),
-                None => None,
+/// Serialises the tests that force an attention path (the switch is process-wide) and puts
+/// `Auto` back afterwards, panic or not.
+fn on_path<R>(path: kiln::AttentionPath, f: impl FnOnce() -> R) -> R {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kiln::set_attention_path(kiln::AttentionPath::Auto);
+        }
+    }
+    let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = Restore;
+    kiln::set_attention_path(path);
+    f()
+}
+
+const BOTH_PATHS: [kiln::AttentionPath; 2] = [kiln::AttentionPath::Flash, kiln::AttentionPath::Materialized];
+
+/// A `[2, tk]` key mask: batch 0 hides key 0 (with causal, query 0 sees nothing) and every
+/// seventh key; batch 1 hides every key (`all`: its queries see nothing) or every fifth.
+fn key_mask(tk: usize, all: bool) -> Tensor {
+    let hidden: Vec<bool> = (0..2 * tk).map(|i| if i < tk { i == 0 || i % 7 == 3 } else { all || i % 5 == 1 }).collect();
+    Tensor::from_vec(hidden, &[2, tk], &Device::cpu()).unwrap()
+}
+
+#[test]
+fn attention_on_gpu_matches_cpu_on_both_paths() {
+    let Some(dev) = gpu("attention_on_gpu_matches_cpu_on_both_paths") else { return };
+    let f32_input = |shape: &[usize], seed: u64| random(shape, DType::F32, seed, -2.0, 2.0);
+    // (tq, tk, d, causal, mask: None, Some(false) partial, Some(true) with a batch that sees
+    // nothing). Odd lengths (1, 7, 33, 65) take the materialised row kernel's scalar form, key
+    // counts that are multiples of 4 its vec4 form; 70 rows span five flash tiles; head dims 3
+    // and 80 pad the flash kernel's slices; 256 is its largest.
+    let cases: [(usize, usize, usize, bool, Option<bool>); 12] = [
+        (1, 1, 1, false, None),
+        (7, 1, 3, true, None),
+        (7, 7, 3, true, Some(false)),
+        (33, 65, 64, false, Some(true)),
+        (65, 33, 80, true, Some(true)),
+        (12, 64, 32, true, Some(false)),
+        (70, 70, 16, true, None),
+        (70, 70, 3, false, Some(true)),
+        (5, 70, 64, false, None),
+        (9, 33, 128, false, None),
+        (20, 20, 256, true, None),
+        (3, 300, 8, false, Some(false)),
+    ];
+    for path in BOTH_PATHS {
+        for (n, &(tq, tk, d, causal, masked)) in cases.iter().enumerate() {
+            let seed = 40 + 3 * n as u64;
+            // [b, h, t, d] built as [b, t, h, d] and transposed, as attention layers do.
+            let q = f32_input(&[2, tq, 2, d], seed).transpose(1, 2).unwrap();
+            let k = f32_input(&[2, tk, 2, d], seed + 1).transpose(1, 2).unwrap();
+            // One head's values broadcast to both heads.
+            let v = f32_input(&[2, 1, tk, d], seed + 2).expand(&[2, 2, tk, d]).unwrap();
+            let mask = masked.map(|all| key_mask(tk, all));
+            let what = format!("{path:?} attention tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
+            on_path(path, || {
+                gpu_matches_cpu(&what, &dev, &[q, k, v], 1e-3, 1e-4, &|t| {
+                    let m = match &mask {
+                        Some(m) => Some(m.to(t[0].device())?),
+                        None => None,
+                    };
+                    Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m.as_ref())
+                })
+            });
+        }
+    }
+}
+
+/// f16 inputs on the GPU (f16 storage, f32 softmax) against the CPU in f32 on the same
+/// f16-rounded values, on both paths.
+#[test]
+fn attention_in_f16_on_gpu_matches_cpu_on_both_paths() {
+    let Some(dev) = gpu("attention_in_f16_on_gpu_matches_cpu_on_both_paths") else { return };
+    if Tensor::zeros(&[1], &dev).and_then(|t| t.to_dtype(DType::F16)).is_err() {
+        eprintln!("SKIPPED attention_in_f16_on_gpu_matches_cpu_on_both_paths: the adapter has no SHADER_F16");
+        return;
+    }
+    let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+    for path in BOTH_PATHS {
+        for (tq, tk, d, causal, masked) in [(33usize, 20usize, 64usize, true, Some(true)), (16, 19, 16, false, None)] {
+            let q = round(random(&[2, 2, tq, d], DType::F32, 60, -1.0, 1.0));
+            let k = round(random(&[2, 2, tk, d], DType::F32, 61, -1.0, 1.0));
+            let v = round(random(&[2, 2, tk, d], DType::F32, 62, -1.0, 1.0));
+            let mask = masked.map(|all| key_mask(tk, all));
+            let attend = |t: &[Tensor], half: bool| -> Result<Tensor> {
+                let m = match &mask {
+                    Some(m) => Some(m.to(t[0].device())?),
+                    None => None,
+                };
+                let cast = |x: &Tensor| if half { x.to_dtype(DType::F16) } else { Ok(x.clone()) };
+                let o = Tensor::scaled_dot_product_attention(&cast(&t[0])?, &cast(&t[1])?, &cast(&t[2])?, causal, m.as_ref())?;
+                o.to_dtype(DType::F32)
             };
-            Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m.as_ref())
-        });
+            let (co, cg) = run(&[q.clone(), k.clone(), v.clone()], &|t| attend(t, false));
+            let on_gpu: Vec<Tensor> = [q, k, v].iter().map(|t| t.to(&dev).unwrap()).collect();
+            let (go, gg) = on_path(path, || run(&on_gpu, &|t| attend(t, true)));
+            let what = format!("{path:?} f16 attention tq {tq} tk {tk} d {d} causal {causal}");
+            assert_close(&format!("{what}: output"), &go, &co, 2e-2, 1e-2);
+            for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
+                assert_close(&format!("{what}: grad {i}"), a, b, 3e-2, 2e-2);
+            }
+        }
     }
 }
 

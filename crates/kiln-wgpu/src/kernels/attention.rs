@@ -1,7 +1,8 @@
 //! Scaled dot-product attention: forward (`shaders/attention.wgsl`, flash-style with online
 //! softmax, saving the row log-sum-exp) and backward (`attention_backward.wgsl`, two passes
 //! that recompute probabilities from that log-sum-exp). Specialised by head dim: each thread
-//! keeps its row in registers.
+//! keeps its row in registers. Calls whose score matrix is small take the materialised path
+//! (`attention_matmul.rs`) instead; `attention_path.rs` decides.
 
 use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
 use super::module;
@@ -102,6 +103,12 @@ fn backward_source(dtype: DType, d: usize, pass: u32) -> String {
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
+/// Whether this call takes the materialised path rather than the flash kernels here.
+fn materialised(q: &GpuStorage, p: &AttentionParams) -> bool {
+    use super::attention_path::{ATTENTION_SCORE_BUDGET, attention_path, materialise};
+    materialise(attention_path(), p, ATTENTION_SCORE_BUDGET, q.context().limits.max_storage_buffer_binding_size)
+}
+
 struct Plan {
     meta: [u32; 8],
     mask_on: bool,
@@ -150,6 +157,9 @@ pub(crate) fn forward(
     p: &AttentionParams,
 ) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "scaled_dot_product_attention";
+    if materialised(q, p) {
+        return super::attention_matmul::forward(q, k, v, mask, p);
+    }
     let dtype = q.dtype();
     let plan = plan(OP, q, p, p.q_len)?.with_mask(mask);
     let ctx = q.context();
@@ -179,6 +189,9 @@ pub(crate) fn backward(
     p: &AttentionParams,
 ) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
     const OP: &str = "scaled_dot_product_attention_backward";
+    if materialised(q, p) {
+        return super::attention_matmul::backward(q, k, v, mask, lse, dout, p);
+    }
     let dtype = q.dtype();
     let ctx = q.context();
     let bh = p.batch * p.heads;

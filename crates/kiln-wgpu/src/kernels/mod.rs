@@ -2,6 +2,8 @@
 //! (from `shaders/`), metadata words and a dispatch.
 
 pub(crate) mod attention;
+pub(crate) mod attention_matmul;
+pub(crate) mod attention_path;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
@@ -121,6 +123,7 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(norm::specialisations());
     all.extend(cross_entropy::specialisations());
     all.extend(attention::specialisations());
+    all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
     all
 }

@@ -1,0 +1,124 @@
+//! Which attention kernels run: the flash kernels (`attention.rs`: no score matrix, any
+//! sequence length) or the materialised path (`attention_matmul.rs`: the `[bh, q, kv]` score
+//! matrix built by batched matmuls, several times faster while that matrix is small). A
+//! process-wide switch, `KILN_ATTENTION=auto|flash|matmul` or [`set_attention_path`], for A/B
+//! runs and tests; both paths give the same results within rounding.
+
+use kiln_backend::AttentionParams;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The attention kernels to use on GPU devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// Materialised while the score matrix fits [`ATTENTION_SCORE_BUDGET`], flash beyond.
+    Auto,
+    /// Always the flash kernels.
+    Flash,
+    /// The materialised path whenever its score matrix fits one storage binding (beyond
+    /// that, flash: the materialised path cannot run there).
+    Materialized,
+}
+
+/// Bytes of f32 scores (`batch·heads·q_len·kv_len·4`) up to which `Auto` materialises them.
+/// The backward holds two such matrices (P and dS) for the length of one layer's gradient.
+/// W6 (batch 16, 4 heads, 256 tokens) needs 16 MiB per layer; this budget covers it up to
+/// 512 tokens while bounding the transient memory at 128 MiB.
+pub const ATTENTION_SCORE_BUDGET: u64 = 64 << 20;
+
+/// 0: not decided yet (read `KILN_ATTENTION` on first use), then 1 + the path's index.
+static SWITCH: AtomicU8 = AtomicU8::new(0);
+
+const PATHS: [AttentionPath; 3] = [AttentionPath::Auto, AttentionPath::Flash, AttentionPath::Materialized];
+
+/// Chooses the attention kernels for every GPU device from now on (default: `Auto`, or
+/// `KILN_ATTENTION`). Results are the same either way, within rounding.
+pub fn set_attention_path(path: AttentionPath) {
+    let code = PATHS.iter().position(|&p| p == path).unwrap_or(0) as u8 + 1;
+    SWITCH.store(code, Ordering::SeqCst);
+}
+
+/// The attention kernels in use.
+pub fn attention_path() -> AttentionPath {
+    let code = SWITCH.load(Ordering::Relaxed);
+    if code != 0 {
+        return PATHS[(code - 1) as usize];
+    }
+    let path = std::env::var("KILN_ATTENTION").map_or(AttentionPath::Auto, |v| parse(&v));
+    let code = PATHS.iter().position(|&p| p == path).unwrap_or(0) as u8 + 1;
+    // A concurrent `set_attention_path` wins over the environment.
+    let _ = SWITCH.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+    PATHS[(SWITCH.load(Ordering::Relaxed) - 1) as usize]
+}
+
+fn parse(value: &str) -> AttentionPath {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => AttentionPath::Auto,
+        "flash" => AttentionPath::Flash,
+        "matmul" | "materialized" | "materialised" => AttentionPath::Materialized,
+        other => {
+            eprintln!("kiln: KILN_ATTENTION={other:?} is not auto, flash or matmul; using auto");
+            AttentionPath::Auto
+        }
+    }
+}
+
+/// Whether a call takes the materialised path: `path` as set, `budget` the most score bytes
+/// (at 4 bytes each) `Auto` materialises, `max_binding` the adapter's storage-binding limit,
+/// which the pooled score buffer must fit. Empty calls take the flash kernels, which handle
+/// them without dispatching.
+pub(crate) fn materialise(path: AttentionPath, p: &AttentionParams, budget: u64, max_binding: u64) -> bool {
+    let scores = [p.batch, p.heads, p.q_len, p.kv_len].iter().try_fold(1u64, |acc, &x| acc.checked_mul(x as u64));
+    let Some(scores) = scores.filter(|&n| n > 0 && n <= u32::MAX as u64) else {
+        return false;
+    };
+    let bytes = scores * 4;
+    let fits = crate::pool::size_class(bytes) <= max_binding;
+    match path {
+        AttentionPath::Flash => false,
+        AttentionPath::Materialized => fits,
+        AttentionPath::Auto => fits && bytes <= budget,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(batch: usize, heads: usize, q_len: usize, kv_len: usize) -> AttentionParams {
+        AttentionParams { batch, heads, q_len, kv_len, head_dim: 64, causal: false, scale: 0.125 }
+    }
+
+    #[test]
+    fn auto_materialises_within_the_budget_only() {
+        let big = u64::MAX;
+        // W6: 16 · 4 heads · 256 · 256 · 4 B = 16 MiB.
+        assert!(materialise(AttentionPath::Auto, &params(16, 4, 256, 256), ATTENTION_SCORE_BUDGET, big));
+        assert!(materialise(AttentionPath::Auto, &params(16, 4, 512, 512), ATTENTION_SCORE_BUDGET, big));
+        assert!(!materialise(AttentionPath::Auto, &params(16, 4, 512, 513), ATTENTION_SCORE_BUDGET, big));
+        // The budget is a parameter: 1 · 1 · 7 · 9 · 4 = 252 bytes.
+        assert!(materialise(AttentionPath::Auto, &params(1, 1, 7, 9), 252, big));
+        assert!(!materialise(AttentionPath::Auto, &params(1, 1, 7, 9), 251, big));
+    }
+
+    #[test]
+    fn forced_paths_and_limits() {
+        let p = params(2, 3, 70, 33);
+        assert!(!materialise(AttentionPath::Flash, &p, u64::MAX, u64::MAX));
+        assert!(materialise(AttentionPath::Materialized, &p, 0, u64::MAX));
+        // Past the binding limit not even a forced materialised call can run.
+        assert!(!materialise(AttentionPath::Materialized, &p, u64::MAX, 1024));
+        assert!(!materialise(AttentionPath::Auto, &p, u64::MAX, 1024));
+        // Empty, or past u32 indexing: flash.
+        assert!(!materialise(AttentionPath::Materialized, &params(2, 3, 0, 33), u64::MAX, u64::MAX));
+        assert!(!materialise(AttentionPath::Materialized, &params(2, 3, 70, 0), u64::MAX, u64::MAX));
+        assert!(!materialise(AttentionPath::Materialized, &params(1 << 20, 1, 1 << 10, 1 << 10), u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn environment_values() {
+        assert_eq!(parse("flash"), AttentionPath::Flash);
+        assert_eq!(parse(" MatMul "), AttentionPath::Materialized);
+        assert_eq!(parse("auto"), AttentionPath::Auto);
+        assert_eq!(parse("nonsense"), AttentionPath::Auto);
+    }
+}

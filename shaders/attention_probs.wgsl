@@ -1,0 +1,121 @@
+// Materialised attention, forward: the row softmax between S = Q·Kᵀ and O = P·V. Rows of the
+// score matrix [batch·heads, q_len, kv_len] are overwritten in place with the probabilities
+// P = softmax(scale·S) over the keys each query sees; the row's log-sum-exp goes to `lse`.
+// Same contract as the flash kernel (attention.wgsl): a key is hidden when causal and j > i, or
+// when the key mask word is nonzero; hidden keys get P = 0; a row that sees no key gets P = 0
+// and lse = +inf (the backward then gives it zero gradients).
+//
+// A workgroup of 64 threads owns 64 / LANES rows; a row's LANES threads are neighbours and walk
+// it in chunks of 4 elements (one vec4 load where rows are 4-aligned). One online pass keeps a
+// running (max, sum) per thread, a shared-memory tree merges the lanes, a second pass writes P.
+// LANES comes from `info`, so it is uniform and the barriers in the tree are too.
+//
+// info: [rows (batch·heads·q_len), q_len, kv_len, heads, causal, has_mask, scale (f32 bits), lanes]
+// Bindings (prepended): s (read_write, ld4_s / st4_s by row base and chunk), mask (u32), lse (f32).
+
+const WG: u32 = 64u;
+
+var<workgroup> red_m: array<f32, 64>;
+var<workgroup> red_l: array<f32, 64>;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+fn row_len() -> u32 {
+    return info[2u];
+}
+
+// Key j of a row whose visible prefix ends at `end` (causal, or kv_len), under the key mask.
+fn visible(j: u32, end: u32, mask_base: u32) -> bool {
+    if j >= end {
+        return false;
+    }
+    return info[5u] == 0u || mask[mask_base + j] == 0u;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let rows = info[0u];
+    let q_len = info[1u];
+    let kv_len = info[2u];
+    let causal = info[4u] != 0u;
+    let scale = bitcast<f32>(info[6u]);
+    let lanes = info[7u];
+    let row = linear_group(wid, nwg) * (WG / lanes) + lid / lanes;
+    let lane = lid % lanes;
+    let live = row < rows;
+    let r = min(row, rows - 1u);
+    let i = r % q_len;
+    let mask_base = (r / q_len / info[3u]) * kv_len;
+    let base = r * kv_len;
+    var end = kv_len;
+    if causal {
+        end = min(kv_len, i + 1u);
+    }
+    if !live {
+        end = 0u;
+    }
+
+    var m = neg_inf();
+    var l = 0.0;
+    for (var c = lane; c * 4u < end; c += lanes) {
+        let x = ld4_s(base, c) * scale;
+        for (var e = 0u; e < 4u; e++) {
+            if visible(c * 4u + e, end, mask_base) {
+                let xe = x[e];
+                if xe > m {
+                    // exp(-inf) = 0: the first visible key starts the sum at 1.
+                    l = l * exp(m - xe) + 1.0;
+                    m = xe;
+                } else {
+                    l += exp(xe - m);
+                }
+            }
+        }
+    }
+    red_m[lid] = m;
+    red_l[lid] = l;
+    workgroupBarrier();
+    for (var half = lanes / 2u; half > 0u; half = half / 2u) {
+        if lane < half {
+            let mb = red_m[lid + half];
+            let lb = red_l[lid + half];
+            let ma = red_m[lid];
+            let mm = max(ma, mb);
+            if mm > neg_inf() {
+                red_l[lid] = red_l[lid] * exp(ma - mm) + lb * exp(mb - mm);
+                red_m[lid] = mm;
+            }
+        }
+        workgroupBarrier();
+    }
+    m = red_m[lid - lane];
+    l = red_l[lid - lane];
+
+    if !live {
+        return;
+    }
+    var inv = 0.0;
+    if l > 0.0 {
+        inv = 1.0 / l;
+    }
+    // The whole row is written: hidden keys (past `end` too) get 0.
+    for (var c = lane; c * 4u < kv_len; c += lanes) {
+        let x = ld4_s(base, c) * scale;
+        var p = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            if visible(c * 4u + e, end, mask_base) {
+                p[e] = exp(x[e] - m) * inv;
+            }
+        }
+        st4_s(base, c, p);
+    }
+    if lane == 0u {
+        var z = bitcast<f32>(0x7f800000u);
+        if l > 0.0 {
+            z = m + log(l);
+        }
+        lse[r] = z;
+    }
+}
