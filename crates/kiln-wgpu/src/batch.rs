@@ -17,6 +17,9 @@ pub(crate) struct Batch {
     /// The open compute pass; ended before a copy or a submit.
     pass: Option<wgpu::ComputePass<'static>>,
     meta: Vec<u32>,
+    /// What the arena holds since the last write: a batch whose metadata is the same (a loop
+    /// repeating one step) skips the write, which costs more than a small kernel.
+    written: Vec<u32>,
     arena: Option<wgpu::Buffer>,
     dispatches: usize,
     pub(crate) submits: u64,
@@ -191,9 +194,12 @@ impl GpuContext {
         if let Some(p) = batch.profile.as_mut() {
             p.resolve(&mut encoder);
         }
-        if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty()) {
+        if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty())
+            && !batch.written.starts_with(&batch.meta)
+        {
             // Ordered before this submit's commands and after every earlier submit's.
             self.queue.write_buffer(arena, 0, bytemuck::cast_slice(&batch.meta));
+            batch.written.clone_from(&batch.meta);
         }
         batch.meta.clear();
         batch.dispatches = 0;

@@ -105,3 +105,37 @@ fn repeated_dispatches_reuse_bind_groups() {
         }
     }
 }
+
+/// A sync may spin on non-blocking polls, fall back to a blocking wait when the spin runs out,
+/// or block at once; and a batch whose metadata repeats the last one (or a prefix of it) skips
+/// rewriting it. Every combination must read back what was computed.
+#[test]
+fn waits_and_repeated_metadata_read_back_the_right_values() {
+    use kiln_backend::{BinaryOp, UnaryOp};
+    use std::time::Duration;
+    for spin in [Duration::ZERO, Duration::from_nanos(1), Duration::from_secs(5)] {
+        let options = kiln_wgpu::ContextOptions { spin: Some(spin), ..Default::default() };
+        let Some(dev) = common::gpu_with("waits_and_repeated_metadata_read_back_the_right_values", &options) else { return };
+        let (n, m) = (1_001, 37);
+        let (l, lm) = (Layout::contiguous(&[n]), Layout::contiguous(&[m]));
+        let (a, b) = (data(DType::F32, n, 3), data(DType::F32, m, 4));
+        let x = GpuStorage::from_host(&dev, &a).expect("upload");
+        let w = GpuStorage::from_host(&dev, &b).expect("upload");
+        let neg: Vec<f64> = a.to_f64_vec().iter().map(|v| -v).collect();
+        let twice: Vec<f64> = b.to_f64_vec().iter().map(|v| v + v).collect();
+        // Same batch twice, then a longer one, then its prefix again, then a different one.
+        for round in ["neg", "neg", "neg+sum", "neg", "twice", "neg"] {
+            let y = x.unary(&l, UnaryOp::Neg).expect("neg");
+            if round == "twice" {
+                let t = w.binary(&lm, &w, &lm, BinaryOp::Add).expect("add");
+                assert_eq!(t.to_host(&lm).expect("read").to_f64_vec(), twice, "spin {spin:?}, round {round}");
+                continue;
+            }
+            if round == "neg+sum" {
+                let t = y.binary(&l, &x, &l, BinaryOp::Add).expect("add");
+                assert!(t.to_host(&l).expect("read").to_f64_vec().iter().all(|v| *v == 0.0), "spin {spin:?}, round {round}");
+            }
+            assert_eq!(y.to_host(&l).expect("read").to_f64_vec(), neg, "spin {spin:?}, round {round}");
+        }
+    }
+}
