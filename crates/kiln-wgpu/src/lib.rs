@@ -6,7 +6,9 @@
 //! arena per batch), [`readback`] (pooled staging, blocking and async), [`fusion`] (elementwise
 //! ops deferred and fused into generated kernels; `set_fusion(false)` or `KILN_FUSION=0` turns
 //! it off), and the kernels grouped by op family. WGSL sources live in the workspace's
-//! `shaders/` folder and are embedded at build time.
+//! `shaders/` folder and are embedded at build time. Attention takes the flash kernels or, while
+//! its score matrix fits [`ATTENTION_SCORE_BUDGET`], batched matmuls around a row softmax;
+//! `set_attention_path` or `KILN_ATTENTION=auto|flash|matmul` forces one.
 //!
 //! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),
 //! `pipeline_cache` (compiled pipelines persisted in `KILN_CACHE_DIR`), `autotune` (matmul tile

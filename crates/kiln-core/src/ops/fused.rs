@@ -168,10 +168,13 @@ impl Tensor {
     /// `is_causal`); `key_padding_mask: [batch, kv_len]` (bool or nonzero = hidden) hides
     /// padded keys. A query that sees no key gets zeros (PyTorch gives NaN).
     ///
-    /// Forward is one flash-attention kernel (tiled, online softmax, the causal mask computed
-    /// from indices) that also saves each row's log-sum-exp; backward recomputes the
-    /// probabilities from it in two kernels (dq; dk and dv), so no `[q_len, kv_len]` matrix is
-    /// ever stored. The GPU kernel takes head dims up to [`ATTENTION_MAX_HEAD_DIM`].
+    /// On long sequences the forward is one flash-attention kernel (tiled, online softmax, the
+    /// causal mask computed from indices) that also saves each row's log-sum-exp; backward
+    /// recomputes the probabilities from it in two kernels (dq; dk and dv), so no
+    /// `[q_len, kv_len]` matrix is ever stored. Where that matrix is small (see
+    /// [`crate::ATTENTION_SCORE_BUDGET`] and [`crate::set_attention_path`]) the GPU builds it
+    /// with batched matmuls around a row-softmax kernel instead, which is much faster. The GPU
+    /// takes head dims up to [`ATTENTION_MAX_HEAD_DIM`].
     pub fn scaled_dot_product_attention(
         q: &Tensor,
         k: &Tensor,
