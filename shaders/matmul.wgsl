@@ -1,7 +1,13 @@
 // Register-tiled batched matmul: out[b, m, n] = Σ_k a[b, m, k] · b[b, k, n], strided operands.
 // info: [M, N, K, tiles_m, tiles_n, tiles_total,
-//        a_off, a_sb, a_sm, a_sk, b_off, b_sb, b_sk, b_sn]
+//        a_off, a_sb, a_sm, a_sk, b_off, b_sb, b_sk, b_sn(, batch, chunk)]
 // The host zeroes the stride of every size-1 dim.
+//
+// Split k (the last two words): a product with too few output tiles to fill the GPU and a long k
+// runs as S independent k ranges of `chunk` (a multiple of TK; the last range may be short or
+// empty), folded into the workgroup id after the batch. Each writes its f32 partial tile to
+// `out` = part[S, batch, M, N], and matmul_splitk_sum.wgsl adds the S partials. An empty range
+// writes zeros.
 //
 // A workgroup owns a TM×TN tile of one batch entry (the batch is folded into the linear
 // workgroup id); each thread accumulates RM×RN outputs in registers, as vec4 rows. Both operands
@@ -18,7 +24,7 @@
 // cost resident workgroups.)
 
 {{OPERANDS}}
-@group(0) @binding(3) var<storage, read_write> out: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> out: array<{{OUT_T}}>;
 
 // Row pitches of the workgroup tiles in vec4s: the extra vec4 spreads the stores of k-fast
 // fetchers (one column of a tile each) over the memory banks.
@@ -35,10 +41,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if tile >= info[5] { return; }
     let M = info[0];
     let N = info[1];
-    let K = info[2];
     let per_batch = info[3] * info[4];
-    let bi = tile / per_batch;
+    // The output matrix this workgroup writes: its batch entry, or split · batch + batch entry.
+    let slot = tile / per_batch;
     let t = tile % per_batch;
+    // This workgroup's k range is [KB, K).
+{{K_RANGE}}
     let m0 = (t / info[4]) * {{TM}}u;
     let n0 = (t % info[4]) * {{TN}}u;
     let a_sm = info[8];
@@ -50,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ty = lid / {{TX}}u;
 {{SETUP}}
 {{ACC_DECL}}
-    for (var k0 = 0u; k0 < K; k0 += TK) {
+    for (var k0 = KB; k0 < K; k0 += TK) {
 {{STAGE}}
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
@@ -58,6 +66,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    let out_base = bi * M * N;
+    let out_base = slot * M * N;
 {{STORE}}
 }

@@ -25,12 +25,20 @@ pub(crate) struct Tuner {
     choices: Mutex<Option<HashMap<String, String>>>,
     /// Test hook: every float tiled matmul takes this candidate (`usize::MAX`: none).
     forced: AtomicUsize,
+    /// Test hook: every float tiled matmul runs as this many k ranges (`0`: none).
+    forced_split: AtomicUsize,
 }
 
 impl Tuner {
     pub(crate) fn new(enabled: bool, dir: Option<&std::path::Path>, tag: &str) -> Tuner {
         let path = dir.map(|d| d.join(format!("matmul-tune-{tag}.txt")));
-        Tuner { enabled, path, choices: Mutex::new(None), forced: AtomicUsize::new(usize::MAX) }
+        Tuner {
+            enabled,
+            path,
+            choices: Mutex::new(None),
+            forced: AtomicUsize::new(usize::MAX),
+            forced_split: AtomicUsize::new(0),
+        }
     }
 
     pub(crate) fn forced(&self) -> Option<usize> {
@@ -39,6 +47,10 @@ impl Tuner {
 
     pub(crate) fn force(&self, index: Option<usize>) {
         self.forced.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn forced_split(&self) -> Option<usize> {
+        Some(self.forced_split.load(Ordering::Relaxed)).filter(|&s| s != 0)
     }
 
     /// The stored choice for `class`, loading the file on first use.
@@ -78,6 +90,16 @@ impl Tuner {
                 Some((k.to_string(), v.to_string()))
             })
             .collect()
+    }
+}
+
+impl crate::context::GpuContext {
+    /// Makes every float tiled matmul run as `splits` k ranges (split k; `Some(1)`: never split,
+    /// `None`: back to normal), so that tests can exercise the split kernel where the size rule
+    /// would not split. Applies even where split k is turned off.
+    #[doc(hidden)]
+    pub fn force_matmul_split(&self, splits: Option<usize>) {
+        self.tuner.forced_split.store(splits.map_or(0, |s| s.max(1)), Ordering::Relaxed);
     }
 }
 

@@ -72,6 +72,10 @@ pub struct ContextOptions {
     /// (`KILN_SPIN_US`); `None`: 2 ms on hardware adapters, none on software ones, whose
     /// worker threads need the cores a spinning host would take.
     pub spin: Option<std::time::Duration>,
+    /// Split k for float matmuls with few output tiles and a long k: `KILN_MATMUL_SPLITK=0`/`1`
+    /// turns it off or on; `None`: on for hardware adapters only (a software adapter's few
+    /// cores are busy without it).
+    pub matmul_splitk: Option<bool>,
 }
 
 impl ContextOptions {
@@ -88,6 +92,11 @@ impl ContextOptions {
                 _ => None,
             }),
             spin: flag("KILN_SPIN_US").and_then(|v| v.parse().ok()).map(std::time::Duration::from_micros),
+            matmul_splitk: flag("KILN_MATMUL_SPLITK").and_then(|v| match v.as_str() {
+                "1" | "on" | "true" => Some(true),
+                "0" | "off" | "false" => Some(false),
+                _ => None,
+            }),
         }
     }
 }
@@ -95,7 +104,7 @@ impl ContextOptions {
 impl Default for ContextOptions {
     /// No profiling, no persistence, autotuning by adapter kind.
     fn default() -> Self {
-        ContextOptions { profile: ProfileMode::Off, print_profile: false, cache_dir: None, autotune: None, spin: None }
+        ContextOptions { profile: ProfileMode::Off, print_profile: false, cache_dir: None, autotune: None, spin: None, matmul_splitk: None }
     }
 }
 

@@ -14,6 +14,7 @@ pub const MATMUL_LOAD: &str = include_str!("../../../shaders/matmul_load.wgsl");
 pub const MATMUL_COOP: &str = include_str!("../../../shaders/matmul_coop.wgsl");
 pub const MATMUL_COOP_SPLITK: &str = include_str!("../../../shaders/matmul_coop_splitk.wgsl");
 pub const MATMUL_LOAD_VEC4: &str = include_str!("../../../shaders/matmul_load_vec4.wgsl");
+pub const MATMUL_SPLITK_SUM: &str = include_str!("../../../shaders/matmul_splitk_sum.wgsl");
 pub const INDEX_SELECT: &str = include_str!("../../../shaders/index_select.wgsl");
 pub const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 pub const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");

@@ -4,6 +4,11 @@
 //! fetches from `shaders/matmul_load*.wgsl`) specialised by dtype, tile size and each operand's
 //! layout class, and a split-k dot-product kernel for matrix-vector-like shapes
 //! (`shaders/matmul_small.wgsl`).
+//!
+//! Float products with too few output tiles to fill the GPU and a long k (weight gradients
+//! `xᵀ · dy` over many rows) run the tiled kernel split along k: S workgroups per output tile,
+//! each over its own k range, write f32 partials `[S, batch, m, n]` to a pooled buffer, and
+//! `shaders/matmul_splitk_sum.wgsl` adds them into the output.
 
 use super::{compute_type, enables, gpu_size, load, module, storage_type, store};
 use crate::storage::GpuStorage;
@@ -66,6 +71,18 @@ const SMALL_MN: usize = 4;
 
 const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
 
+/// Split k aims for this many threads in flight: 512 workgroups of MEDIUM's 256, about four per
+/// SM of a 132-SM GPU (H200), where MEDIUM reaches 17–19 TFLOP/s (1536³, 576 tiles) against 6
+/// for the 256 SMALL tiles of an unsplit W6 weight gradient. A product splits only when that is
+/// at least twice its tiles' threads.
+const SPLIT_TARGET_THREADS: u64 = 512 * 256;
+/// The shortest k range the size rule gives one split: 16 slabs of 16, so that each workgroup's
+/// prologue, its partial-tile store and the sum pass (S·8 bytes per output) stay small next to
+/// its 2·256 flops per output.
+const SPLIT_MIN_CHUNK: usize = 256;
+/// The shortest k range the autotuner tries.
+const SPLIT_MIN_CHUNK_TUNED: usize = 128;
+
 /// How the tiled kernel fetches one operand: its layout class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fetch {
@@ -81,25 +98,108 @@ enum Fetch {
 const FETCHES: [Fetch; 3] = [Fetch::K, Fetch::X, Fetch::X4];
 
 enum Spec {
-    Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch },
+    /// `split`: one k range per workgroup, f32 partials out.
+    Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch, split: bool },
     Small { dtype: DType },
+    /// The sum of split k's partials into a `dtype` output, 4 elements per thread when `vec4`.
+    SplitSum { dtype: DType, vec4: bool },
 }
 
 impl Spec {
     fn key(&self) -> String {
         match self {
-            Spec::Tiled { dtype, tile: t, a, b } => {
-                format!("matmul|{}x{}x{}/{}x{}|{dtype}|a{a:?}|b{b:?}", t.tm, t.tn, t.tk, t.rm, t.rn)
+            Spec::Tiled { dtype, tile: t, a, b, split } => {
+                let split = if *split { "|split" } else { "" };
+                format!("matmul|{}x{}x{}/{}x{}|{dtype}|a{a:?}|b{b:?}{split}", t.tm, t.tn, t.tk, t.rm, t.rn)
             }
             Spec::Small { dtype } => format!("matmul|small|{dtype}"),
+            Spec::SplitSum { dtype, vec4 } => format!("matmul|splitk-sum|{dtype}|{}", if *vec4 { "v4" } else { "v1" }),
         }
     }
 
     fn source(&self) -> Result<String> {
         match *self {
-            Spec::Tiled { dtype, tile, a, b } => tiled_source(dtype, tile, a, b),
+            Spec::Tiled { dtype, tile, a, b, split } => tiled_source(dtype, tile, a, b, split),
             Spec::Small { dtype } => small_source(dtype),
+            Spec::SplitSum { dtype, vec4 } => split_sum_source(dtype, vec4),
         }
+    }
+}
+
+/// A tiled configuration: the tile, and how many k ranges the product runs as (1: no split).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Choice {
+    tile: Tile,
+    splits: usize,
+}
+
+impl Choice {
+    const fn whole(tile: Tile) -> Choice {
+        Choice { tile, splits: 1 }
+    }
+
+    /// `"64x64x16/4x4"`, or `"64x64x16/4x4/s8"` with split k: the form the autotuner stores.
+    fn name(self) -> String {
+        if self.splits > 1 { format!("{}/s{}", self.tile.name(), self.splits) } else { self.tile.name() }
+    }
+
+    /// The choice `name` stands for among `tiles`; `None` for anything else (an older or
+    /// damaged tuning file), which the caller treats as no choice.
+    fn parse(name: &str, tiles: &[Tile]) -> Option<Choice> {
+        let (tile, splits) = match name.rsplit_once("/s") {
+            Some((tile, s)) => (tile, s.parse().ok().filter(|&s| (1..=u16::MAX as usize).contains(&s))?),
+            None => (name, 1),
+        };
+        Some(Choice { tile: tiles.iter().copied().find(|t| t.name() == tile)?, splits })
+    }
+}
+
+/// The dims of a batched product `[batch, m, k] · [batch, k, n]`.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Dims {
+    fn tiles(self, t: Tile) -> u64 {
+        (self.m.div_ceil(t.tm as usize) * self.n.div_ceil(t.tn as usize)) as u64 * self.batch as u64
+    }
+
+    fn numel(self) -> usize {
+        self.batch * self.m * self.n
+    }
+
+    /// The length of each of `splits` k ranges: a whole number of slabs, so that the last range
+    /// is the short one (or, with more ranges than slabs, empty ranges that write zeros).
+    fn chunk(self, tile: Tile, splits: usize) -> usize {
+        self.k.div_ceil(splits.max(1)).max(1).next_multiple_of(tile.tk as usize)
+    }
+
+    /// Whether `splits` ranges can run: partials and workgroups indexable in u32, and the
+    /// partial buffer (as the pool rounds it) within one storage binding.
+    fn split_fits(self, tile: Tile, splits: usize, max_binding: u64) -> bool {
+        let Some(elems) = self.numel().checked_mul(splits) else { return false };
+        elems <= u32::MAX as usize
+            && (splits as u64).saturating_mul(self.chunk(tile, splits) as u64) <= u32::MAX as u64
+            && self.tiles(tile).saturating_mul(splits as u64) <= u32::MAX as u64
+            && crate::pool::size_class((elems as u64).saturating_mul(4)) <= max_binding
+    }
+
+    /// The size rule's number of k ranges for `tile`: enough to bring the threads near
+    /// `SPLIT_TARGET_THREADS`, none shorter than `min_chunk`, no empty one. 1: no split.
+    fn rule_splits(self, tile: Tile, min_chunk: usize) -> usize {
+        let tiles = self.tiles(tile);
+        if tiles == 0 || self.k < 2 * min_chunk {
+            return 1;
+        }
+        let want = (SPLIT_TARGET_THREADS / tile.threads() as u64 / tiles).min((self.k / min_chunk) as u64) as usize;
+        if want < 2 {
+            return 1;
+        }
+        self.k.div_ceil(self.chunk(tile, want))
     }
 }
 
@@ -127,7 +227,7 @@ struct Staging {
 
 /// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
 /// thread moves `quads·tk / threads` quads (4 neighbours along m or n at one k) per slab.
-fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut Staging) -> Result<()> {
+fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, split: bool, out: &mut Staging) -> Result<()> {
     let is_a = name == "a";
     let (array, pitch, binding, origin) = if is_a { ("As", "PA", 1, "m0") } else { ("Bs", "PB", 2, "n0") };
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
@@ -153,6 +253,9 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut
             "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    \
              var {p} = info[{off}] + bi * info[{sb}] + {x} * {sx} + {k} * {sk};\n"
         );
+        if split {
+            out.setup += &format!("    {p} += KB * {sk};\n");
+        }
         let quad = if fetch == Fetch::X4 {
             format!("{name}_quad_x({p}, {x}, k0 + {k} < K)")
         } else {
@@ -163,12 +266,12 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, out: &mut
     Ok(())
 }
 
-fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String> {
+fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> Result<String> {
     let Tile { tm, tn, tk, rm, rn } = tile;
     let c = compute_type(dtype);
     let mut st = Staging::default();
-    stage(dtype, tile, "a", tm, fa, &mut st)?;
-    stage(dtype, tile, "b", tn, fb, &mut st)?;
+    stage(dtype, tile, "a", tm, fa, split, &mut st)?;
+    stage(dtype, tile, "b", tn, fb, split, &mut st)?;
     // Threads along m and n; a thread's row quads sit TY quads apart, its column quads TX apart,
     // so that neighbouring threads read neighbouring vec4s of workgroup memory.
     let (ty_n, tx_n) = (tm / rm, tn / rn);
@@ -199,7 +302,7 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String
                 for (l2, lane2) in lanes.iter().enumerate() {
                     stores += &format!(
                         "            if col{j} + {l2}u < N {{ out[base + col{j} + {l2}u] = {}; }}\n",
-                        store(dtype, &format!("{v}.{lane2}"))
+                        if split { format!("{v}.{lane2}") } else { store(dtype, &format!("{v}.{lane2}")) }
                     );
                 }
             }
@@ -208,8 +311,17 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String
     }
     let body = crate::shaders::MATMUL
         .replace("{{OPERANDS}}", &st.decls)
+        .replace("{{OUT_T}}", if split { "f32" } else { storage_type(OP, dtype)? })
         .replace("{{T}}", storage_type(OP, dtype)?)
         .replace("{{C}}", c)
+        .replace(
+            "{{K_RANGE}}",
+            if split {
+                "    let bi = slot % info[14];\n    let KB = (slot / info[14]) * info[15];\n    let K = min(info[2], KB + info[15]);"
+            } else {
+                "    let bi = slot;\n    let KB = 0u;\n    let K = info[2];"
+            },
+        )
         .replace("{{PA}}", &(tm / 4 + 1).to_string())
         .replace("{{PB}}", &(tn / 4 + 1).to_string())
         .replace("{{TK}}", &tk.to_string())
@@ -224,6 +336,13 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch) -> Result<String
         .replace("{{STAGE}}", &st.stage)
         .replace("{{MAC}}", &macs)
         .replace("{{STORE}}", &stores);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+fn split_sum_source(dtype: DType, vec4: bool) -> Result<String> {
+    let t = storage_type(OP, dtype)?;
+    let (pt, ot) = if vec4 { ("vec4<f32>".to_string(), format!("vec4<{t}>")) } else { ("f32".to_string(), t.to_string()) };
+    let body = crate::shaders::MATMUL_SPLITK_SUM.replace("{{PT}}", &pt).replace("{{OT}}", &ot);
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -289,32 +408,63 @@ fn usable(ctx: &crate::context::GpuContext) -> Vec<Tile> {
     CANDIDATES.into_iter().filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup).collect()
 }
 
-/// The tile for a float matmul: a forced candidate (tests), the autotuner's choice for the
-/// shape class (tuning it now on `run` when there is none), or the size rule.
-fn choose_tile(
+/// The configuration for a float tiled matmul: forced by tests (tile, split or both), the
+/// autotuner's choice for the shape class (tuning it now on `run` when there is none), or the
+/// size rule (`fallback`'s tile, split where `split_on` and the rule says so).
+fn choose(
     ctx: &crate::context::GpuContext,
+    d: Dims,
     class: impl FnOnce() -> String,
     fallback: Tile,
-    mut run: impl FnMut(Tile) -> Result<()>,
-) -> Result<Tile> {
-    if let Some(i) = ctx.tuner.forced() {
-        return Ok(CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
+    split_on: bool,
+    mut run: impl FnMut(Choice) -> Result<()>,
+) -> Result<Choice> {
+    let max_binding = ctx.limits.max_storage_buffer_binding_size;
+    // A split whose partials do not fit one binding (chunked pieces near the limit) runs whole.
+    let fit = |c: Choice| if c.splits > 1 && !d.split_fits(c.tile, c.splits, max_binding) { Choice::whole(c.tile) } else { c };
+    let rule = |tile: Tile| fit(Choice { tile, splits: if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 } });
+    let forced_tile = ctx.tuner.forced().map(|i| CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
+    let forced_split = ctx.tuner.forced_split();
+    if forced_tile.is_some() || forced_split.is_some() {
+        let tile = forced_tile.unwrap_or(fallback);
+        return Ok(match forced_split {
+            Some(splits) => fit(Choice { tile, splits }),
+            None => rule(tile),
+        });
     }
     if !ctx.tuner.enabled {
-        return Ok(fallback);
+        return Ok(rule(fallback));
     }
-    let class = class();
     let tiles = usable(ctx);
-    if let Some(name) = ctx.tuner.lookup(&class)
-        && let Some(&tile) = tiles.iter().find(|t| t.name() == name)
-    {
-        return Ok(tile);
-    }
-    let mut best = (f64::INFINITY, fallback);
+    let mut candidates = Vec::new();
     for &tile in &tiles {
-        let secs = crate::autotune::time_runs(|| run(tile), || ctx.sync())?;
+        candidates.push(Choice::whole(tile));
+        let s = if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 };
+        for splits in [s / 2, s, s * 2] {
+            let c = Choice { tile, splits };
+            if splits >= 2
+                && d.chunk(tile, splits) >= SPLIT_MIN_CHUNK_TUNED
+                && d.k.div_ceil(d.chunk(tile, splits)) == splits
+                && fit(c) == c
+                && !candidates.contains(&c)
+            {
+                candidates.push(c);
+            }
+        }
+    }
+    // Classes with split candidates get their own name, so that choices stored before split k
+    // existed (tiles only) are tuned again rather than reused.
+    let class = class() + if candidates.iter().any(|c| c.splits > 1) { "|sk" } else { "" };
+    if let Some(name) = ctx.tuner.lookup(&class)
+        && let Some(choice) = Choice::parse(&name, &tiles)
+    {
+        return Ok(fit(choice));
+    }
+    let mut best = (f64::INFINITY, rule(fallback));
+    for c in candidates {
+        let secs = crate::autotune::time_runs(|| run(c), || ctx.sync())?;
         if secs < best.0 {
-            best = (secs, tile);
+            best = (secs, c);
         }
     }
     ctx.tuner.store(&class, &best.1.name());
@@ -360,75 +510,175 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     }
     let [a_off, a_sb, a_sm, a_sk] = words(al, a.len(), "lhs")?;
     let [b_off, b_sb, b_sk, b_sn] = words(bl, b.len(), "rhs")?;
-    let dims = [m as u32, n as u32, k as u32];
     let strides = [a_off, a_sb, a_sm, a_sk, b_off, b_sb, b_sk, b_sn];
-    let (spec, head, groups) = if m.min(n) <= SMALL_MN {
+    if m.min(n) <= SMALL_MN {
         // Enough lanes per dot product to keep a workgroup busy on long k, few enough that a
         // short k still fills the workgroup with outputs.
         let lanes = k.div_ceil(32).next_power_of_two().clamp(1, 64) as u32;
         let k_inner = if m <= n { k_fast(b_sk, b_sn, k, n) } else { k_fast(a_sk, a_sm, k, m) };
-        let head = [numel as u32, lanes, k_inner as u32];
-        (Spec::Small { dtype }, head, (numel as u32).div_ceil(256 / lanes))
-    } else {
-        let fa = classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.buffer().size());
-        let fb = classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size());
-        let plan = |tile: Tile| -> Result<(Spec, [u32; 3], u32)> {
-            let (tiles_m, tiles_n) = ((m as u32).div_ceil(tile.tm), (n as u32).div_ceil(tile.tn));
-            let total = u32::try_from(tiles_m as u64 * tiles_n as u64 * batch as u64)
-                .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} needs too many workgroups") })?;
-            Ok((Spec::Tiled { dtype, tile, a: fa, b: fb }, [tiles_m, tiles_n, total], total))
-        };
-        let fallback = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
-        let tile = if dtype.is_float() {
-            let class = || {
-                use crate::autotune::bucket;
-                format!("{dtype}|a{fa:?}|b{fb:?}|b{}|m{}|n{}|k{}", bucket(batch), bucket(m), bucket(n), bucket(k))
-            };
-            choose_tile(ctx, class, fallback, |tile| {
-                let (spec, head, groups) = plan(tile)?;
-                record(ctx, &spec, dims, head, strides, groups, [a.buffer(), b.buffer(), out.buffer()])
-            })?
-        } else {
-            fallback
-        };
-        plan(tile)?
+        let mut meta = vec![m as u32, n as u32, k as u32, numel as u32, lanes, k_inner as u32];
+        meta.extend(strides);
+        let groups = (numel as u32).div_ceil(256 / lanes);
+        record(ctx, &Spec::Small { dtype }, &meta, groups, &[a.buffer(), b.buffer(), out.buffer()])?;
+        return Ok(out);
+    }
+    let d = Dims { batch, m, n, k };
+    let tiled = Tiled {
+        ctx,
+        dtype,
+        a: classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.buffer().size()),
+        b: classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size()),
+        d,
+        strides,
+        buffers: [a.buffer(), b.buffer(), out.buffer()],
     };
-    record(ctx, &spec, dims, head, strides, groups, [a.buffer(), b.buffer(), out.buffer()])?;
+    let fallback = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
+    let choice = if dtype.is_float() {
+        let (fa, fb) = (tiled.a, tiled.b);
+        let class = || {
+            use crate::autotune::bucket;
+            format!("{dtype}|a{fa:?}|b{fb:?}|b{}|m{}|n{}|k{}", bucket(batch), bucket(m), bucket(n), bucket(k))
+        };
+        let split_on = ctx.options.matmul_splitk.unwrap_or(!ctx.summary.software);
+        choose(ctx, d, class, fallback, split_on, |c| tiled.run(c))?
+    } else {
+        // Integers never split: their tiles are few only for small products anyway.
+        Choice::whole(fallback)
+    };
+    tiled.run(choice)?;
     Ok(out)
 }
 
-/// Builds (or reuses) the kernel for `spec` and records one dispatch of it.
-fn record(
-    ctx: &crate::context::GpuContext,
-    spec: &Spec,
-    dims: [u32; 3],
-    head: [u32; 3],
+/// A tiled product ready to record in any configuration.
+struct Tiled<'a> {
+    ctx: &'a crate::context::GpuDevice,
+    dtype: DType,
+    a: Fetch,
+    b: Fetch,
+    d: Dims,
     strides: [u32; 8],
-    groups: u32,
-    buffers: [&wgpu::Buffer; 3],
-) -> Result<()> {
+    /// a, b and the output.
+    buffers: [&'a wgpu::Buffer; 3],
+}
+
+impl Tiled<'_> {
+    /// Records the product in configuration `c`: one dispatch, or (split k) the partial
+    /// products into a pooled f32 buffer, dropped after their sum into the output is recorded.
+    fn run(&self, c: Choice) -> Result<()> {
+        let Dims { batch, m, n, k } = self.d;
+        let (tiles_m, tiles_n) = ((m as u32).div_ceil(c.tile.tm), (n as u32).div_ceil(c.tile.tn));
+        let split = c.splits > 1;
+        let total = u32::try_from(self.d.tiles(c.tile).saturating_mul(c.splits as u64)).map_err(|_| Error::OutOfMemory {
+            op: OP,
+            msg: format!("[{batch}, {m}, {k}] · [{batch}, {k}, {n}] needs too many workgroups"),
+        })?;
+        let spec = Spec::Tiled { dtype: self.dtype, tile: c.tile, a: self.a, b: self.b, split };
+        let mut meta = vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total];
+        meta.extend(self.strides);
+        if !split {
+            return record(self.ctx, &spec, &meta, total, &self.buffers);
+        }
+        meta.extend([batch as u32, self.d.chunk(c.tile, c.splits) as u32]);
+        let numel = self.d.numel();
+        let part = GpuStorage::alloc(self.ctx, OP, DType::F32, numel * c.splits)?;
+        record(self.ctx, &spec, &meta, total, &[self.buffers[0], self.buffers[1], part.buffer()])?;
+        let vec4 = numel.is_multiple_of(4);
+        let count = if vec4 { numel / 4 } else { numel } as u32;
+        let sum = Spec::SplitSum { dtype: self.dtype, vec4 };
+        record(self.ctx, &sum, &[count, c.splits as u32], count.div_ceil(256), &[part.buffer(), self.buffers[2]])
+    }
+}
+
+/// Builds (or reuses) the kernel for `spec` and records one dispatch of it.
+fn record(ctx: &crate::context::GpuContext, spec: &Spec, meta: &[u32], groups: u32, buffers: &[&wgpu::Buffer]) -> Result<()> {
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
-    let mut meta = dims.to_vec();
-    meta.extend(head);
-    meta.extend(strides);
-    ctx.dispatch(OP, &kernel, &buffers, &meta, groups)
+    ctx.dispatch(OP, &kernel, buffers, meta, groups)
 }
 
 /// Every matmul source the backend can generate: floats in every candidate tile and every pair of
-/// layout classes, integers (which never take vec4 fetches) in MEDIUM tiles.
+/// layout classes, whole and split along k, and split k's sums; integers (which never take vec4
+/// fetches or split) in MEDIUM tiles.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut specs = Vec::new();
     for dtype in DTYPES {
-        let (tiles, fetches): (&[Tile], &[Fetch]) =
-            if dtype.is_float() { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
+        let float = dtype.is_float();
+        let (tiles, fetches): (&[Tile], &[Fetch]) = if float { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
         for &tile in tiles {
             for &a in fetches {
                 for &b in fetches {
-                    specs.push(Spec::Tiled { dtype, tile, a, b });
+                    specs.push(Spec::Tiled { dtype, tile, a, b, split: false });
+                    if float {
+                        specs.push(Spec::Tiled { dtype, tile, a, b, split: true });
+                    }
                 }
             }
         }
         specs.push(Spec::Small { dtype });
+        if float {
+            specs.extend([false, true].map(|vec4| Spec::SplitSum { dtype, vec4 }));
+        }
     }
     specs.into_iter().filter_map(|s| Some((s.key(), s.source().ok()?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_rule_splits_long_k_products_with_few_tiles() {
+        let d = |batch, m, k, n| Dims { batch, m, n, k };
+        // W6's weight gradient [256, 4096] · [4096, 1024]: 64 MEDIUM tiles → 8 ranges of 512.
+        assert_eq!(d(1, 256, 4096, 1024).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 8);
+        assert_eq!(d(1, 256, 4096, 1024).chunk(MEDIUM, 8), 512);
+        // 16 tiles: the ranges stop at 256 long.
+        assert_eq!(d(1, 256, 4096, 256).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 16);
+        // W7's conv weight gradient, k = 128·28·28: ranges of whole slabs, none empty.
+        let w7 = d(1, 64, 128 * 28 * 28, 288);
+        let s = w7.rule_splits(MEDIUM, SPLIT_MIN_CHUNK);
+        let c = w7.chunk(MEDIUM, s);
+        assert!((90..=110).contains(&s) && c % 16 == 0 && (s - 1) * c < w7.k && s * c >= w7.k, "{s} {c}");
+        // Enough tiles, or a short k: no split.
+        assert_eq!(d(1, 4096, 4096, 4096).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 1);
+        assert_eq!(d(1, 2048, 8192, 1024).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 1);
+        assert_eq!(d(1, 64, 511, 64).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 1);
+        assert_eq!(d(1, 64, 512, 64).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 2);
+        // The batch counts as tiles.
+        assert_eq!(d(64, 256, 4096, 256).rule_splits(MEDIUM, SPLIT_MIN_CHUNK), 1);
+        // More ranges than slabs: the tail ranges are empty.
+        let tiny = d(1, 37, 20, 29);
+        assert_eq!(tiny.chunk(SMALL, 3), 16);
+        assert_eq!(tiny.k.div_ceil(tiny.chunk(SMALL, 3)), 2);
+    }
+
+    #[test]
+    fn partials_must_fit_a_binding() {
+        let d = Dims { batch: 1, m: 1024, n: 1024, k: 1 << 20 };
+        // 4 MiB of partials per range.
+        assert!(d.split_fits(MEDIUM, 8, 128 << 20));
+        assert!(d.split_fits(MEDIUM, 32, 128 << 20));
+        assert!(!d.split_fits(MEDIUM, 33, 128 << 20));
+        assert!(!d.split_fits(MEDIUM, 2, 4 << 20));
+        // Partials past u32 indexing.
+        let big = Dims { batch: 1, m: 65536, n: 32768, k: 4096 };
+        assert!(!big.split_fits(MEDIUM, 2, u64::MAX));
+    }
+
+    #[test]
+    fn choices_round_trip_and_unknown_names_are_none() {
+        let tiles = CANDIDATES.to_vec();
+        for tile in CANDIDATES {
+            for splits in [1, 2, 7, 102] {
+                let c = Choice { tile, splits };
+                assert_eq!(Choice::parse(&c.name(), &tiles), Some(c), "{}", c.name());
+            }
+        }
+        // Names stored before split k existed are whole tiles.
+        assert_eq!(Choice::parse("64x64x16/4x4", &tiles), Some(Choice::whole(MEDIUM)));
+        for bad in ["", "64x64x16/4x4/s", "64x64x16/4x4/s0", "64x64x16/4x4/sx", "64x64x16/4x4/s-2", "99x99x16/4x4", "64x64x16/4x4/s99999999999999999999"] {
+            assert_eq!(Choice::parse(bad, &tiles), None, "{bad:?}");
+        }
+        // A tile the adapter cannot run is no choice either.
+        assert_eq!(Choice::parse(&LARGE.name(), &[MEDIUM]), None);
+    }
 }
