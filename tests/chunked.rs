@@ -13,24 +13,10 @@ const LIMIT: u64 = 64 << 10;
 
 /// The test adapter again, as a device whose bindings stop at [`LIMIT`].
 fn small_binding_gpu(test: &str) -> Option<Device> {
-    let g = common::gpu(test)?;
-    let name = g.gpu_context().map(|c| c.summary.name.clone()).expect("a GPU device");
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    let adapter = adapters.into_iter().find(|a| a.get_info().name == name).expect("the test adapter is listed");
-    let mut limits = adapter.limits();
-    limits.max_storage_buffer_binding_size = LIMIT;
-    let desc = wgpu::DeviceDescriptor {
-        label: Some("kiln-small-binding"),
-        required_features: adapter.features() & wgpu::Features::SHADER_F16,
-        required_limits: limits,
-        experimental_features: wgpu::ExperimentalFeatures::disabled(),
-        memory_hints: wgpu::MemoryHints::Performance,
-        trace: wgpu::Trace::Off,
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("a device with a 64 KiB binding limit");
-    assert_eq!(device.limits().max_storage_buffer_binding_size, LIMIT);
-    Some(Device::from_wgpu(&adapter, device, queue))
+    let dev = common::own_gpu(test, |l| l.max_storage_buffer_binding_size = LIMIT)?;
+    let limit = dev.gpu_context().map(|c| c.limits.max_storage_buffer_binding_size);
+    assert_eq!(limit, Some(LIMIT));
+    Some(dev)
 }
 
 fn bytes(t: &Tensor) -> u64 {

@@ -60,6 +60,45 @@ fn index_and_argument_errors() {
     }
 }
 
+/// Ids uploaded from the host carry their range, so checking them needs no readback (no
+/// submit mid-step); ids the GPU computed, and ids whose buffer the application took, are read
+/// back and checked as before.
+#[test]
+fn index_checks_use_the_uploaded_range_and_read_back_otherwise() {
+    // A device of its own: its submit count is this test's alone.
+    let Some(g) = common::own_gpu("index_checks_use_the_uploaded_range_and_read_back_otherwise", |_| {}) else { return };
+    let c = cpu();
+    let table = Tensor::randn(&[5, 3], &g).unwrap();
+    let logits = Tensor::randn(&[4, 5], &g).unwrap();
+    let ids = Tensor::from_vec(vec![4u32, 0, 2, 4], &[4], &g).unwrap();
+    g.sync().unwrap();
+    let before = g.memory_stats().submits;
+    let rows = table.index_select(0, &ids).unwrap();
+    let loss = logits.cross_entropy_rows(&ids, None, 0.0).unwrap();
+    assert_eq!(g.memory_stats().submits, before, "in-range ids from the host were read back");
+    let ids_c = ids.to(&c).unwrap();
+    let want_rows = table.to(&c).unwrap().index_select(0, &ids_c).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(rows.to_vec::<f32>().unwrap(), want_rows);
+    let want_loss = logits.to(&c).unwrap().cross_entropy_rows(&ids_c, None, 0.0).unwrap().to_vec::<f32>().unwrap();
+    for (a, b) in loss.to_vec::<f32>().unwrap().iter().zip(&want_loss) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    // Computed on the GPU: no known range, so the readback still catches it.
+    let shifted = ids.add_scalar(1.0).unwrap();
+    assert!(matches!(table.index_select(0, &shifted), Err(Error::IndexOutOfRange { index: 5, .. })));
+    assert!(matches!(logits.cross_entropy_rows(&shifted, None, 0.0), Err(Error::IndexOutOfRange { index: 5, .. })));
+    // Out of range from the host: the exact error, from the readback.
+    let bad = Tensor::from_vec(vec![0i32, -2], &[2], &g).unwrap();
+    assert!(matches!(table.index_select(0, &bad), Err(Error::IndexOutOfRange { index: -2, .. })));
+    // The application may write a buffer it was given: the range is no longer trusted.
+    let _ = ids.wgpu_buffer();
+    g.sync().unwrap();
+    let before = g.memory_stats().submits;
+    table.index_select(0, &ids).unwrap();
+    assert!(g.memory_stats().submits > before, "ids whose buffer went to the application were not read back");
+}
+
 #[test]
 fn device_errors() {
     let Some(g) = common::gpu("device_errors") else { return };

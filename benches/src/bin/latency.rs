@@ -64,6 +64,29 @@ fn main() -> Result<()> {
         ctx.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None }).ok();
         Ok(())
     })?;
+    let scratch = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    for (label, write) in [("raw wgpu: empty submit, host side only", false), ("raw wgpu: write_buffer 64 B + submit, host side", true)] {
+        let mut host = Vec::with_capacity(ITERS);
+        for i in 0..ITERS + 50 {
+            let t0 = Instant::now();
+            if write {
+                ctx.queue.write_buffer(&scratch, 0, &[7u8; 64]);
+            }
+            let index = ctx.queue.submit([ctx.device.create_command_encoder(&Default::default()).finish()]);
+            let t1 = Instant::now();
+            ctx.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None }).ok();
+            if i >= 50 {
+                host.push((t1 - t0).as_secs_f64() * 1e6);
+            }
+        }
+        let (m, p) = stats(host);
+        println!("{label:<44} median {m:8.1} µs   p90 {p:8.1} µs");
+    }
     let x = Tensor::randn(&[4096, 4096], &device)?;
     time("W4a: sum [4096, 4096] over rows + sync", || {
         let s = x.sum(&[-1], false)?;

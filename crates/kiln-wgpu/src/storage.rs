@@ -16,6 +16,12 @@ pub struct GpuStorage {
     dtype: DType,
     len: usize,
     ctx: GpuDevice,
+    /// Integer data uploaded from the host: its smallest and largest value, so that index
+    /// checks need no readback (a readback is a host sync in the middle of a training step).
+    known_range: Option<(i64, i64)>,
+    /// Set once the raw buffer went to the application, whose own passes may write it: the
+    /// known range is no longer trusted.
+    handed_out: std::sync::atomic::AtomicBool,
 }
 
 impl GpuStorage {
@@ -28,7 +34,20 @@ impl GpuStorage {
             msg: format!("{len} elements of {dtype} overflow the address space"),
         })?;
         let buf = ctx.pool.storage(&ctx.device, op, bytes)?;
-        Ok(GpuStorage { buf: Arc::new(buf), dtype, len, ctx: ctx.clone() })
+        Ok(GpuStorage { buf: Arc::new(buf), dtype, len, ctx: ctx.clone(), known_range: None, handed_out: Default::default() })
+    }
+
+    /// The smallest and largest value of integer data uploaded from the host, while nothing
+    /// else can have written the buffer; `None` for everything else.
+    pub fn known_range(&self) -> Option<(i64, i64)> {
+        self.known_range.filter(|_| !self.handed_out.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The buffer for an application's own passes ([`buffer`](Self::buffer)), which may write
+    /// it: the known range is dropped.
+    pub fn buffer_for_app(&self) -> &wgpu::Buffer {
+        self.handed_out.store(true, std::sync::atomic::Ordering::Release);
+        self.buffer()
     }
 
     /// The underlying wgpu buffer, for binding a tensor in an application's own passes. Elements
@@ -139,7 +158,14 @@ impl BackendStorage for GpuStorage {
         kernels::storage_type("from_vec", dtype)?;
         check_f16(device, "from_vec", dtype)?;
         let buf = device.upload("from_vec", &encode(data))?;
-        Ok(GpuStorage { buf: Arc::new(buf), dtype, len: data.len(), ctx: device.clone() })
+        Ok(GpuStorage {
+            buf: Arc::new(buf),
+            dtype,
+            len: data.len(),
+            ctx: device.clone(),
+            known_range: int_range(data),
+            handed_out: Default::default(),
+        })
     }
 
     fn full(device: &GpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {
@@ -198,6 +224,7 @@ impl BackendStorage for GpuStorage {
     }
 
     fn copy_into(&self, layout: &Layout, dst: &mut Self, dst_layout: &Layout) -> Result<()> {
+        dst.known_range = None;
         same_device("copy_into", self, dst)?;
         let spec = ew::copy_into_spec(self.dtype, layout.is_contiguous());
         let ctx = self.ctx.clone();
@@ -305,9 +332,22 @@ impl BackendStorage for GpuStorage {
     }
 
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
+        self.known_range = None;
         for t in [grad, &*m, &*v] {
             same_device("adam_step", self, t)?;
         }
         kernels::optim::adam_step(self, grad, m, v, p)
+    }
+}
+
+/// Smallest and largest value of integer host data (`None` for other dtypes and no data).
+fn int_range(data: &HostData) -> Option<(i64, i64)> {
+    fn span(v: impl Iterator<Item = i64>) -> Option<(i64, i64)> {
+        v.fold(None, |r, x| Some(r.map_or((x, x), |(lo, hi): (i64, i64)| (lo.min(x), hi.max(x)))))
+    }
+    match data {
+        HostData::U32(v) => span(v.iter().map(|&x| x as i64)),
+        HostData::I32(v) => span(v.iter().map(|&x| x as i64)),
+        _ => None,
     }
 }

@@ -119,7 +119,8 @@ impl Tensor {
     /// Per-row cross-entropy of logits `[rows, classes]` against class ids `[rows]` (u32 or
     /// i32), in one fused kernel: `(1 − ε)·(lse − x[t]) + ε·(lse − mean(x))`, 0 for rows whose
     /// target is `ignore_index`. The gradient is one kernel too: `softmax − smoothed onehot`.
-    /// Ids other than `ignore_index` must be in range (checked; this reads them back).
+    /// Ids other than `ignore_index` must be in range (checked; this reads them back unless they
+    /// were uploaded from the host, whose range is known).
     ///
     /// ```
     /// # use kiln_core::{Tensor, Device};
@@ -143,7 +144,8 @@ impl Tensor {
             return Err(Error::invalid(OP, format!("label_smoothing {label_smoothing} is not in [0, 1]")));
         }
         let (rows, classes) = (self.shape()[0], self.shape()[1]);
-        for t in targets.to_f64_vec()? {
+        let ids = if targets.ids_known_below(classes) { Vec::new() } else { targets.to_f64_vec()? };
+        for t in ids {
             let ignored = ignore_index.is_some_and(|ii| t == ii as f64);
             if !ignored && (t < 0.0 || t >= classes as f64) {
                 return Err(Error::IndexOutOfRange { op: OP, index: t as i64, size: classes, what: "classes".into() });

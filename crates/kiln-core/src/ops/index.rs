@@ -16,7 +16,7 @@ impl Tensor {
         if !matches!(self.dtype(), DType::U32 | DType::I32) {
             return Err(Error::dtype(op, "u32 or i32 indices", self.dtype()));
         }
-        if self.numel() == 0 {
+        if self.numel() == 0 || self.ids_known_below(size) {
             return Ok(());
         }
         for v in self.to_f64_vec()? {
@@ -25,6 +25,14 @@ impl Tensor {
             }
         }
         Ok(())
+    }
+
+    /// True when every value of this integer tensor is known to lie in `0..size` without
+    /// reading it back: GPU data uploaded from the host carries its range. A readback would
+    /// make every embedding lookup and loss a host sync.
+    pub(crate) fn ids_known_below(&self, size: usize) -> bool {
+        let range = self.storage().gpu().and_then(|g| g.known_range());
+        range.is_some_and(|(lo, hi)| lo >= 0 && hi < size as i64)
     }
 
     /// Rows (entries of `dim`) picked by the 1-D index tensor `ids`.
