@@ -99,3 +99,25 @@ fn forced_split_k_gradients_match_cpu() {
         }
     });
 }
+
+#[test]
+fn forced_split_k_past_the_binding_limit_falls_back_where_partials_would_not_fit() {
+    // A device whose bindings stop at 64 KiB: matmul runs in pieces (tests/chunked.rs), and S
+    // partial copies of a piece's output may not fit one binding; such pieces run unsplit instead
+    // of failing. (Partials past the limit would be refused by the dispatch.)
+    let test = "forced_split_k_past_the_binding_limit_falls_back_where_partials_would_not_fit";
+    let Some(g) = common::own_gpu(test, |l| l.max_storage_buffer_binding_size = 64 << 10) else { return };
+    let tall = random(&[600, 40], DType::F32, 31, -1.0, 1.0);
+    let wide = random(&[40, 41], DType::F32, 32, -1.0, 1.0); // C: 98 KB, pieces of ~64 KB
+    let a = random(&[200, 600], DType::F32, 33, -1.0, 1.0); // A: 480 KB, pieces of rows
+    let b = random(&[600, 20], DType::F32, 34, -1.0, 1.0);
+    let small = random(&[60, 600], DType::F32, 35, -1.0, 1.0); // one piece, partials fit
+    for splits in [2, 3, 7] {
+        with_splits(&g, splits, || {
+            let (rt, at) = tolerances(DType::F32, 600);
+            check(&format!("C past the limit, split {splits}"), &g, &[tall.clone(), wide.clone()], rt, at, |t| t[0].matmul(&t[1]));
+            check(&format!("A past the limit, split {splits}"), &g, &[a.clone(), b.clone()], rt, at, |t| t[0].matmul(&t[1]));
+            check(&format!("in one binding, split {splits}"), &g, &[small.clone(), b.clone()], rt, at, |t| t[0].matmul(&t[1]));
+        });
+    }
+}

@@ -1,7 +1,10 @@
 //! Matmul tile autotuning. The first float matmul of a shape class (dtype, operand layout classes,
 //! and the log2 buckets of batch, m, n and k) times every candidate tile on the real operands and
-//! keeps the fastest; later matmuls of the class reuse the choice. Choices persist in the cache
-//! directory, one file per adapter and driver, so tuning happens once per machine.
+//! keeps the fastest; later matmuls of the class reuse the choice. Where split k applies (few
+//! output tiles, long k) each tile is also timed split into about the size rule's number of k
+//! ranges, half and twice that; such classes end in `|sk` and their choices read like
+//! `64x64x16/4x4/s8`. Choices persist in the cache directory, one file per adapter and driver, so
+//! tuning happens once per machine; a stored choice this build cannot read is tuned again.
 //!
 //! On by default on hardware adapters; off on software ones (lavapipe: the timings are noisy and
 //! the fixed rule already picks the right tile there), where the size heuristic decides.

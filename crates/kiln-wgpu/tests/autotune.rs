@@ -125,3 +125,106 @@ fn software_adapters_do_not_tune_by_default() {
     all_layouts(&dev, DType::F32, "untuned");
     assert_eq!(dev.autotuned_classes(), 0);
 }
+
+/// The kernel keys a profiled context ran.
+fn kernels_run(dev: &GpuDevice) -> Vec<String> {
+    dev.profile_report().lines().filter(|l| l.starts_with("matmul|")).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+}
+
+#[test]
+fn every_candidate_split_along_k_matches_the_reference() {
+    // Three k ranges over k = 17..33 and 16-deep slabs: short last ranges and empty ones.
+    let options = ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..ContextOptions::default() };
+    let Some(dev) = common::gpu_with("every_candidate_split_along_k_matches_the_reference", &options) else { return };
+    dev.force_matmul_split(Some(3));
+    for i in 0..dev.matmul_candidates() {
+        dev.force_matmul_candidate(Some(i));
+        all_layouts(&dev, DType::F32, &format!("candidate {i} split 3"));
+        if dev.has_f16() && dev.coop.is_none() {
+            all_layouts(&dev, DType::F16, &format!("candidate {i} split 3"));
+        }
+    }
+    dev.force_matmul_candidate(None);
+    dev.force_matmul_split(None);
+    let run = kernels_run(&dev);
+    let split = run.iter().filter(|k| k.ends_with("|split")).count();
+    assert!(split >= dev.matmul_candidates(), "every tile should have run split: {run:?}");
+    assert!(run.iter().any(|k| k.starts_with("matmul|splitk-sum|f32|v1")), "{run:?}");
+    assert!(run.iter().any(|k| k.starts_with("matmul|splitk-sum|f32|v4")), "{run:?}");
+    assert!(!run.iter().any(|k| k.contains("|i32|") || k.contains("|u32|")), "{run:?}");
+}
+
+/// A weight-gradient-like product: one 64×64 output tile, k = 1024.
+fn long_k(dev: &GpuDevice, what: &str) {
+    let (al, bl) = (Layout::contiguous(&[1, 1024, 64]).permute(&[0, 2, 1]), Layout::contiguous(&[1, 1024, 64]));
+    check(dev, DType::F32, &al, &bl, 7, what);
+}
+
+#[test]
+fn the_size_rule_splits_long_k_where_split_k_is_on() {
+    let test = "the_size_rule_splits_long_k_where_split_k_is_on";
+    let profiled = |split: Option<bool>| ContextOptions {
+        profile: kiln_wgpu::ProfileMode::Counts,
+        autotune: Some(false),
+        matmul_splitk: split,
+        ..ContextOptions::default()
+    };
+    let split_ran = |dev: &GpuDevice| kernels_run(dev).iter().any(|k| k.ends_with("|split"));
+    let Some(on) = common::gpu_with(test, &profiled(Some(true))) else { return };
+    long_k(&on, "split k on");
+    assert!(split_ran(&on), "{}", on.profile_report());
+    // Integers never split.
+    let (al, bl) = (Layout::contiguous(&[1, 64, 1024]), Layout::contiguous(&[1, 1024, 64]));
+    let data = GpuStorage::from_host(&on, &HostData::I32((0..65536).map(|i| i % 3 - 1).collect())).expect("upload");
+    data.matmul(&al, &data, &bl).expect("i32 matmul");
+    assert!(!kernels_run(&on).iter().any(|k| k.contains("|i32|") && k.ends_with("|split")));
+    let off = common::gpu_with(test, &profiled(Some(false))).expect("context");
+    long_k(&off, "split k off");
+    assert!(!split_ran(&off), "{}", off.profile_report());
+    // By default only hardware adapters split.
+    let default = common::gpu_with(test, &profiled(None)).expect("context");
+    long_k(&default, "split k by adapter kind");
+    assert_eq!(split_ran(&default), !default.summary.software, "{}", default.profile_report());
+}
+
+#[test]
+fn split_choices_persist_and_damaged_ones_are_tuned_again() {
+    let test = "split_choices_persist_and_damaged_ones_are_tuned_again";
+    let dir = common::temp_dir("autotune-split");
+    let options =
+        ContextOptions { cache_dir: Some(dir.clone()), autotune: Some(true), matmul_splitk: Some(true), ..ContextOptions::default() };
+    let Some(dev) = common::gpu_with(test, &options) else { return };
+    long_k(&dev, "tuned with split candidates");
+    assert_eq!(dev.autotuned_classes(), 1);
+    drop(dev);
+    let file = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("matmul-tune-"))
+        .expect("a tuning file")
+        .path();
+    let text = std::fs::read_to_string(&file).expect("read");
+    let (class, choice) = text.trim().rsplit_once(' ').expect("one line");
+    assert!(class.ends_with("|sk"), "split candidates should mark the class: {text}");
+    assert!(choice.contains('x'), "{text}");
+    // Reloaded: the stored choice (whole or split) is reused, nothing is tuned again.
+    let again = common::gpu_with(test, &options).expect("second context");
+    long_k(&again, "reloaded");
+    assert_eq!(again.autotuned_classes(), 1);
+    drop(again);
+    // A choice this build cannot read is tuned again, never trusted or fatal.
+    for bad in ["64x64x16/4x4/s", "64x64x16/4x4/s0", "12x12x12/4x4/s3", "junk"] {
+        std::fs::write(&file, format!("{class} {bad}\n")).expect("write");
+        let dev = common::gpu_with(test, &options).expect("context");
+        long_k(&dev, &format!("after a stored {bad:?}"));
+        drop(dev);
+        let text = std::fs::read_to_string(&file).expect("read");
+        let (_, choice) = text.trim().rsplit_once(' ').expect("one line");
+        assert_ne!(choice, bad, "{text}");
+    }
+    // A readable split count the shape cannot use well still runs correctly.
+    std::fs::write(&file, format!("{class} 64x64x16/4x4/s200\n")).expect("write");
+    let dev = common::gpu_with(test, &options).expect("context");
+    long_k(&dev, "stored s200");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -458,7 +458,9 @@ fn choose(
     if let Some(name) = ctx.tuner.lookup(&class)
         && let Some(choice) = Choice::parse(&name, &tiles)
     {
-        return Ok(fit(choice));
+        // Shapes of one class differ in k by up to 2×: no more ranges than this k has slabs.
+        let splits = choice.splits.min(d.k.div_ceil(choice.tile.tk as usize)).max(1);
+        return Ok(fit(Choice { splits, ..choice }));
     }
     let mut best = (f64::INFINITY, rule(fallback));
     for c in candidates {
