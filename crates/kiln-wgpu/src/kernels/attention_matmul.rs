@@ -78,7 +78,7 @@ fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool) -> Result<([u3
         (p.scale as f32).to_bits(),
         lanes as u32,
     ];
-    Ok((meta, groups, p.kv_len % 4 == 0))
+    Ok((meta, groups, p.kv_len.is_multiple_of(4)))
 }
 
 /// `[bh, rows, d]`, contiguous.
