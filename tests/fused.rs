@@ -254,6 +254,36 @@ fn attention_on_gpu_matches_cpu_on_both_paths() {
     }
 }
 
+/// The forward of one path and the backward of the other (the switch flipped in between): both
+/// save and read the same log-sum-exp, +inf for rows that see no key included.
+#[test]
+fn attention_paths_share_the_saved_log_sum_exp() {
+    use kiln::AttentionPath::{Flash, Materialized};
+    let Some(dev) = gpu("attention_paths_share_the_saved_log_sum_exp") else { return };
+    let (tq, tk, d) = (9, 13, 5);
+    let mask = key_mask(tk, true);
+    let inputs: Vec<Tensor> = (0..3).map(|i| random(&[2, 2, if i == 0 { tq } else { tk }, d], DType::F32, 70 + i, -2.0, 2.0)).collect();
+    let attend = |t: &[Tensor]| Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask.to(t[0].device()).unwrap()));
+    let (co, cg) = run(&inputs, &attend);
+    for (first, second) in [(Flash, Materialized), (Materialized, Flash)] {
+        let (go, gg) = on_path(first, || {
+            let leaves: Vec<Tensor> = inputs.iter().map(|t| t.to(&dev).unwrap().with_grad()).collect();
+            let out = attend(&leaves).unwrap();
+            let w = Tensor::from_host(kiln::HostData::from_f64(&values(out.numel(), 9, -1.0, 1.0), out.dtype()), out.shape(), &dev).unwrap();
+            let loss = out.mul(&w).unwrap().sum_all().unwrap();
+            kiln::set_attention_path(second);
+            loss.backward().unwrap();
+            let grads: Vec<Vec<f64>> = leaves.iter().map(|l| l.grad().unwrap().to_f64_vec().unwrap()).collect();
+            (out.to_f64_vec().unwrap(), grads)
+        });
+        let what = format!("forward {first:?}, backward {second:?}");
+        assert_close(&format!("{what}: output"), &go, &co, 1e-3, 1e-4);
+        for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
+            assert_close(&format!("{what}: grad {i}"), a, b, 1e-3, 1e-4);
+        }
+    }
+}
+
 /// f16 inputs on the GPU (f16 storage, f32 softmax) against the CPU in f32 on the same
 /// f16-rounded values, on both paths.
 #[test]
