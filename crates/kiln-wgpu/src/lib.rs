@@ -12,7 +12,8 @@
 //!
 //! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),
 //! `pipeline_cache` (compiled pipelines persisted in `KILN_CACHE_DIR`), `autotune` (matmul tile
-//! choice per shape class, timed once per machine), `bind_cache` (bind groups reused across
+//! and split-k choice per shape class, timed once per machine; `KILN_MATMUL_SPLITK=0` turns
+//! split k off), `bind_cache` (bind groups reused across
 //! dispatches through a dynamic metadata offset), `exit` (profile table and cache written at
 //! process exit).
 

@@ -341,8 +341,8 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
 
 fn split_sum_source(dtype: DType, vec4: bool) -> Result<String> {
     let t = storage_type(OP, dtype)?;
-    let (pt, ot) = if vec4 { ("vec4<f32>".to_string(), format!("vec4<{t}>")) } else { ("f32".to_string(), t.to_string()) };
-    let body = crate::shaders::MATMUL_SPLITK_SUM.replace("{{PT}}", &pt).replace("{{OT}}", &ot);
+    let (pt, ot) = if vec4 { ("vec4<f32>", format!("vec4<{t}>")) } else { ("f32", t.to_string()) };
+    let body = crate::shaders::MATMUL_SPLITK_SUM.replace("{{PT}}", pt).replace("{{OT}}", &ot);
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -421,9 +421,13 @@ fn choose(
 ) -> Result<Choice> {
     let max_binding = ctx.limits.max_storage_buffer_binding_size;
     // A split whose partials do not fit one binding (chunked pieces near the limit) runs whole.
-    let fit = |c: Choice| if c.splits > 1 && !d.split_fits(c.tile, c.splits, max_binding) { Choice::whole(c.tile) } else { c };
-    let rule = |tile: Tile| fit(Choice { tile, splits: if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 } });
-    let forced_tile = ctx.tuner.forced().map(|i| CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
+    let fit = |c: Choice| {
+        if c.splits > 1 && !d.split_fits(c.tile, c.splits, max_binding) { Choice::whole(c.tile) } else { c }
+    };
+    let rule_splits = |tile: Tile| if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 };
+    let rule = |tile: Tile| fit(Choice { tile, splits: rule_splits(tile) });
+    let forced_tile =
+        ctx.tuner.forced().map(|i| CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
     let forced_split = ctx.tuner.forced_split();
     if forced_tile.is_some() || forced_split.is_some() {
         let tile = forced_tile.unwrap_or(fallback);
@@ -439,7 +443,7 @@ fn choose(
     let mut candidates = Vec::new();
     for &tile in &tiles {
         candidates.push(Choice::whole(tile));
-        let s = if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 };
+        let s = rule_splits(tile);
         for splits in [s / 2, s, s * 2] {
             let c = Choice { tile, splits };
             if splits >= 2
@@ -592,7 +596,13 @@ impl Tiled<'_> {
 }
 
 /// Builds (or reuses) the kernel for `spec` and records one dispatch of it.
-fn record(ctx: &crate::context::GpuContext, spec: &Spec, meta: &[u32], groups: u32, buffers: &[&wgpu::Buffer]) -> Result<()> {
+fn record(
+    ctx: &crate::context::GpuContext,
+    spec: &Spec,
+    meta: &[u32],
+    groups: u32,
+    buffers: &[&wgpu::Buffer],
+) -> Result<()> {
     let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
     ctx.dispatch(OP, &kernel, buffers, meta, groups)
 }
@@ -604,7 +614,8 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut specs = Vec::new();
     for dtype in DTYPES {
         let float = dtype.is_float();
-        let (tiles, fetches): (&[Tile], &[Fetch]) = if float { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
+        let (tiles, fetches): (&[Tile], &[Fetch]) =
+            if float { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
         for &tile in tiles {
             for &a in fetches {
                 for &b in fetches {
@@ -677,7 +688,8 @@ mod tests {
         }
         // Names stored before split k existed are whole tiles.
         assert_eq!(Choice::parse("64x64x16/4x4", &tiles), Some(Choice::whole(MEDIUM)));
-        for bad in ["", "64x64x16/4x4/s", "64x64x16/4x4/s0", "64x64x16/4x4/sx", "64x64x16/4x4/s-2", "99x99x16/4x4", "64x64x16/4x4/s99999999999999999999"] {
+        let bad_names = ["", "64x64x16/4x4/s", "64x64x16/4x4/s0", "64x64x16/4x4/sx", "64x64x16/4x4/s-2", "99x99x16/4x4"];
+        for bad in bad_names.into_iter().chain(["64x64x16/4x4/s99999999999999999999"]) {
             assert_eq!(Choice::parse(bad, &tiles), None, "{bad:?}");
         }
         // A tile the adapter cannot run is no choice either.
