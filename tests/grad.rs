@@ -164,6 +164,33 @@ fn gpu_gradients_match_cpu() {
     }
 }
 
+/// Lookup-table gradients (index_select on dim 0 of a 2-D table, as Embedding does) take a
+/// one-hot matmul on the GPU: repeated, unused and i32 ids, f32 and f16, against the CPU.
+#[test]
+fn gpu_lookup_gradients_match_cpu() {
+    let Some(g) = common::gpu("gpu_lookup_gradients_match_cpu") else { return };
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !g.gpu_context().is_some_and(|c| c.features.contains(wgpu::Features::SHADER_F16)) {
+            continue;
+        }
+        for (rows, cols, ids) in [(5, 3, vec![4i32, 0, 4, 4, 2]), (37, 19, (0..131).map(|i| (i * 7 % 37) as i32).collect())] {
+            let grads = |device: &Device| -> Vec<f64> {
+                let table = common::random(&[rows, cols], DType::F32, 5, -1.0, 1.0).to_dtype(dtype).unwrap();
+                let table = table.to(device).unwrap().with_grad();
+                let upstream = common::random(&[ids.len(), cols], DType::F32, 6, -1.0, 1.0).to_dtype(dtype).unwrap();
+                let ids_i32 = Tensor::from_vec(ids.clone(), &[ids.len()], device).unwrap();
+                let ids_u32 = ids_i32.to_dtype(DType::U32).unwrap();
+                let picked = table.index_select(0, &ids_i32).unwrap();
+                let both = (&picked + &table.index_select(0, &ids_u32).unwrap()).unwrap();
+                both.mul(&upstream.to(device).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+                table.grad().unwrap().to_f64_vec().unwrap()
+            };
+            let tol = if dtype == DType::F16 { 2e-2 } else { 1e-5 };
+            assert_close(&format!("{dtype} table {rows}x{cols}, {} ids", ids.len()), &grads(&g), &grads(&Device::cpu()), tol, tol);
+        }
+    }
+}
+
 #[test]
 fn autograd_rules() {
     let d = Device::cpu();
