@@ -302,9 +302,9 @@ impl GpuContext {
         self.tuner.len()
     }
 
-    /// How many tile configurations the matmul autotuner chooses from.
+    /// How many tile configurations the matmul autotuner chooses from on this adapter.
     pub fn matmul_candidates(&self) -> usize {
-        crate::kernels::matmul::candidate_count()
+        crate::kernels::matmul::candidate_count(self)
     }
 
     /// Makes every float tiled matmul take candidate `index` (`None`: back to normal), so that

@@ -55,8 +55,11 @@ const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4 };
 const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8 };
 const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4 };
 
+/// LARGE staged 32 deep: half the barriers per k step, for the biggest products. Autotuner only.
+const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8 };
+
 /// Every tile the autotuner may pick for a float matmul, in the order tests address them.
-const CANDIDATES: [Tile; 5] = [SMALL, MEDIUM, WIDE, TALL, LARGE];
+const CANDIDATES: [Tile; 6] = [SMALL, MEDIUM, WIDE, TALL, LARGE, DEEP];
 
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
@@ -397,12 +400,13 @@ fn classify(dtype: DType, [off, sb, sx, sk]: [u32; 4], k: usize, x: usize, bytes
     }
 }
 
-/// The number of tiles the autotuner chooses from (tests force each in turn).
-pub(crate) fn candidate_count() -> usize {
-    CANDIDATES.len()
+/// The number of tiles the autotuner chooses from on this adapter (tests force each in turn).
+pub(crate) fn candidate_count(ctx: &crate::context::GpuContext) -> usize {
+    usable(ctx).len()
 }
 
-/// The candidates this adapter can run (LARGE needs more than 16 KiB of workgroup memory).
+/// The candidates this adapter can run (LARGE needs more than 16 KiB of workgroup memory, DEEP
+/// more than 32 KiB).
 fn usable(ctx: &crate::context::GpuContext) -> Vec<Tile> {
     let max = ctx.limits.max_compute_workgroup_storage_size;
     CANDIDATES.into_iter().filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup).collect()
@@ -427,7 +431,7 @@ fn choose(
     let rule_splits = |tile: Tile| if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 };
     let rule = |tile: Tile| fit(Choice { tile, splits: rule_splits(tile) });
     let forced_tile =
-        ctx.tuner.forced().map(|i| CANDIDATES.get(i).copied().filter(|t| usable(ctx).contains(t)).unwrap_or(fallback));
+        ctx.tuner.forced().map(|i| usable(ctx).get(i).copied().unwrap_or(fallback));
     let forced_split = ctx.tuner.forced_split();
     if forced_tile.is_some() || forced_split.is_some() {
         let tile = forced_tile.unwrap_or(fallback);
