@@ -159,8 +159,9 @@ fn fused_ops_on_gpu_match_cpu() {
     let Some(dev) = gpu("fused_ops_on_gpu_match_cpu") else { return };
     let f32_input = |shape: &[usize], seed: u64| random(shape, DType::F32, seed, -2.0, 2.0);
 
-    // Rows of 300 (more than one workgroup's lanes) and of 5; a transposed input.
-    for n in [300usize, 5] {
+    // Rows of 5, 300, 1000 and 2100 (32, 64, 128 and 256 threads per row; several rows share a
+    // workgroup, the last one partly past the end); a transposed input.
+    for n in [300usize, 5, 1000, 2100] {
         let x = f32_input(&[n, 7], 20).t().unwrap();
         let (w, b) = (f32_input(&[n], 21), f32_input(&[n], 22));
         gpu_matches_cpu(&format!("layer_norm n {n}"), &dev, &[x.clone(), w.clone(), b], 1e-4, 1e-4, &|t| {

@@ -9,23 +9,33 @@ use kiln_backend::{BackendStorage, DType, Layout, NormParams, ReduceOp, Result};
 /// Rows each thread of the parameter-gradient pass sums before the chunks are folded.
 const CHUNK_ROWS: usize = 32;
 
-fn forward_source(dtype: DType, rms: bool) -> String {
+/// Threads per row: about eight elements each, from 32 (a row of at most 256 shares its
+/// workgroup with seven others) to the whole workgroup of 256.
+fn lanes(n: usize) -> usize {
+    n.div_ceil(8).next_power_of_two().clamp(32, WG as usize)
+}
+
+/// Every lane count [`lanes`] gives.
+const LANE_COUNTS: [usize; 4] = [32, 64, 128, 256];
+
+fn forward_source(dtype: DType, rms: bool, lanes: usize) -> String {
     let mut b = float_binding(1, "x", dtype, Access::Read);
     b += &float_binding(2, "w", dtype, Access::Read);
     b += &float_binding(3, "b", dtype, Access::Read);
     b += &float_binding(4, "y", dtype, Access::Write);
     b += &raw_binding(5, "stats", "f32", Access::Write);
-    let body = crate::shaders::LAYER_NORM.replace("{{CENTER}}", if rms { "false" } else { "true" });
+    let body = crate::shaders::LAYER_NORM.replace("{{CENTER}}", if rms { "false" } else { "true" }).replace("{{LANES}}", &lanes.to_string());
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
-fn backward_source(dtype: DType, rms: bool) -> String {
+fn backward_source(dtype: DType, rms: bool, lanes: usize) -> String {
     let mut b = float_binding(1, "x", dtype, Access::Read);
     b += &float_binding(2, "dy", dtype, Access::Read);
     b += &float_binding(3, "w", dtype, Access::Read);
     b += &raw_binding(4, "stats", "f32", Access::Read);
     b += &float_binding(5, "dx", dtype, Access::Write);
-    let body = crate::shaders::LAYER_NORM_BACKWARD.replace("{{CENTER}}", if rms { "false" } else { "true" });
+    let body =
+        crate::shaders::LAYER_NORM_BACKWARD.replace("{{CENTER}}", if rms { "false" } else { "true" }).replace("{{LANES}}", &lanes.to_string());
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
@@ -38,8 +48,13 @@ fn params_source(dtype: DType) -> String {
     module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::NORM_PARAMS_GRAD))
 }
 
-fn key(kind: &str, dtype: DType, rms: bool) -> String {
-    format!("{kind}|{dtype}|{}", if rms { "rms" } else { "layer" })
+fn key(kind: &str, dtype: DType, rms: bool, lanes: usize) -> String {
+    format!("{kind}|{dtype}|{}|{lanes}", if rms { "rms" } else { "layer" })
+}
+
+/// Workgroups for `rows` rows of `lanes` threads.
+fn groups(op: &'static str, rows: usize, lanes: usize) -> Result<u32> {
+    check_len(op, rows.div_ceil(WG as usize / lanes))
 }
 
 pub(crate) fn forward(
@@ -59,11 +74,12 @@ pub(crate) fn forward(
     if numel == 0 {
         return Ok((y, stats));
     }
-    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm", dtype, p.rms), || forward_source(dtype, p.rms))?;
+    let l = lanes(p.n);
+    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm", dtype, p.rms, l), || forward_source(dtype, p.rms, l))?;
     let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32, bias.is_some() as u32, (p.eps as f32).to_bits()];
     let w = weight.unwrap_or(x);
     let b = bias.unwrap_or(x);
-    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], &meta, check_len(OP, p.rows)?)?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], &meta, groups(OP, p.rows, l)?)?;
     Ok((y, stats))
 }
 
@@ -86,10 +102,11 @@ pub(crate) fn backward(
         let zeros2 = GpuStorage::full(ctx, p.n, 0.0, dtype)?;
         return Ok((dx, zeros, zeros2));
     }
-    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms), || backward_source(dtype, p.rms))?;
+    let l = lanes(p.n);
+    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms, l), || backward_source(dtype, p.rms, l))?;
     let w = weight.unwrap_or(x);
     let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32];
-    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], &meta, check_len(OP, p.rows)?)?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], &meta, groups(OP, p.rows, l)?)?;
 
     let chunks = p.rows.div_ceil(CHUNK_ROWS);
     let pw = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
@@ -111,8 +128,10 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut all = Vec::new();
     for dtype in FLOATS {
         for rms in [false, true] {
-            all.push((key("norm", dtype, rms), forward_source(dtype, rms)));
-            all.push((key("norm_bwd", dtype, rms), backward_source(dtype, rms)));
+            for l in LANE_COUNTS {
+                all.push((key("norm", dtype, rms, l), forward_source(dtype, rms, l)));
+                all.push((key("norm_bwd", dtype, rms, l), backward_source(dtype, rms, l)));
+            }
         }
         all.push((format!("norm_params|{dtype}"), params_source(dtype)));
     }
