@@ -9,6 +9,10 @@ use crate::{cache::Kernel, context::GpuContext};
 use kiln_backend::{Error, Result};
 
 const MAX_DISPATCHES: usize = 512;
+/// With early submission on, every this many dispatches a batch goes to the GPU at once if the
+/// GPU has nothing left to run: otherwise it idles while the host records the rest of a step
+/// (a whole MLP step, or 512 dispatches of a transformer's).
+const EARLY: usize = 16;
 const ARENA_WORDS: usize = 1 << 18;
 
 #[derive(Default)]
@@ -23,6 +27,8 @@ pub(crate) struct Batch {
     arena: Option<wgpu::Buffer>,
     dispatches: usize,
     pub(crate) submits: u64,
+    /// Submits the GPU has not finished (as far as the last poll saw).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Per-kernel timing (`KILN_PROFILE`); `None` costs one branch per dispatch.
     pub(crate) profile: Option<crate::profile::Profiler>,
     /// Bind groups of kernels with a dynamic metadata offset, reused across dispatches.
@@ -157,10 +163,21 @@ impl GpuContext {
             }
         }
         batch.dispatches += 1;
-        if batch.dispatches >= MAX_DISPATCHES {
+        let early = self.options.early_submit && batch.dispatches.is_multiple_of(EARLY) && self.gpu_idle(&batch);
+        if batch.dispatches >= MAX_DISPATCHES || early {
             self.submit_locked(&mut batch);
         }
         Ok(())
+    }
+
+    /// Whether every submit so far has finished; polls (without waiting) to find out.
+    fn gpu_idle(&self, batch: &Batch) -> bool {
+        use std::sync::atomic::Ordering;
+        if batch.in_flight.load(Ordering::Acquire) == 0 {
+            return true;
+        }
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        batch.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Records a buffer-to-buffer copy in order with the dispatches.
@@ -205,6 +222,11 @@ impl GpuContext {
         batch.dispatches = 0;
         batch.submits += 1;
         let index = self.queue.submit([encoder.finish()]);
+        let in_flight = batch.in_flight.clone();
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.queue.on_submitted_work_done(move || {
+            in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        });
         if let Some(p) = batch.profile.as_mut() {
             p.submitted();
         }

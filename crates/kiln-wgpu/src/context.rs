@@ -76,6 +76,9 @@ pub struct ContextOptions {
     /// turns it off or on; `None`: on for hardware adapters only (a software adapter's few
     /// cores are busy without it).
     pub matmul_splitk: Option<bool>,
+    /// Submit recorded work early, whenever the GPU has run out of it (`KILN_EARLY_SUBMIT=0`
+    /// turns this off: work then waits for a sync, a readback or a full batch).
+    pub early_submit: bool,
 }
 
 impl ContextOptions {
@@ -97,6 +100,7 @@ impl ContextOptions {
                 "0" | "off" | "false" => Some(false),
                 _ => None,
             }),
+            early_submit: !flag("KILN_EARLY_SUBMIT").is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false")),
         }
     }
 }
@@ -104,7 +108,15 @@ impl ContextOptions {
 impl Default for ContextOptions {
     /// No profiling, no persistence, autotuning by adapter kind.
     fn default() -> Self {
-        ContextOptions { profile: ProfileMode::Off, print_profile: false, cache_dir: None, autotune: None, spin: None, matmul_splitk: None }
+        ContextOptions {
+            profile: ProfileMode::Off,
+            print_profile: false,
+            cache_dir: None,
+            autotune: None,
+            spin: None,
+            matmul_splitk: None,
+            early_submit: true,
+        }
     }
 }
 

@@ -139,3 +139,49 @@ fn waits_and_repeated_metadata_read_back_the_right_values() {
         }
     }
 }
+
+/// A long chain of dependent dispatches goes to the GPU in several early submits while the GPU
+/// has run dry (or in one at the sync when early submission is off), with the same result: 200
+/// products with a permutation matrix, exact in f32.
+#[test]
+fn early_submits_keep_a_dependent_chain_exact() {
+    let n = 6;
+    let perm = |i: usize| (i * 5 + 1) % n;
+    let mut w = vec![0.0f32; n * n];
+    for i in 0..n {
+        w[i * n + perm(i)] = 1.0;
+    }
+    let x: Vec<f32> = (0..2 * n).map(|i| i as f32 * 1.5 - 4.0).collect();
+    let steps = 200;
+    // Row r of x·W moves column i to column perm(i); `steps` times over.
+    let mut want = x.clone();
+    for _ in 0..steps {
+        let mut next = vec![0.0f32; 2 * n];
+        for r in 0..2 {
+            for i in 0..n {
+                next[r * n + perm(i)] = want[r * n + i];
+            }
+        }
+        want = next;
+    }
+    for early in [true, false] {
+        let options = kiln_wgpu::ContextOptions { early_submit: early, ..Default::default() };
+        let Some(dev) = common::gpu_with("early_submits_keep_a_dependent_chain_exact", &options) else { return };
+        let (xl, wl) = (Layout::contiguous(&[1, 2, n]), Layout::contiguous(&[1, n, n]));
+        let ws = GpuStorage::from_host(&dev, &HostData::F32(w.clone())).expect("upload");
+        let mut y = GpuStorage::from_host(&dev, &HostData::F32(x.clone())).expect("upload");
+        dev.sync().expect("sync");
+        let before = dev.memory_stats().submits;
+        for _ in 0..steps {
+            y = y.matmul(&xl, &ws, &wl).expect("matmul");
+        }
+        let got = y.to_host(&Layout::contiguous(&[2 * n])).expect("read");
+        assert_eq!(got, HostData::F32(want.clone()), "early submission {early}");
+        let submits = dev.memory_stats().submits - before;
+        if early {
+            assert!(submits > 1, "{steps} dispatches went in {submits} submit(s) with early submission on");
+        } else {
+            assert_eq!(submits, 1, "early submission off: one submit at the readback");
+        }
+    }
+}
