@@ -10,10 +10,8 @@
 // running (max, sum) per thread, a shared-memory tree merges the lanes, a second pass writes P.
 // LANES comes from `info`, so it is uniform and the barriers in the tree are too.
 //
-// info: [rows (batch·heads·q_len), q_len, kv_len, heads, causal, has_mask, scale (f32 bits), lanes]
+// info and the row layout: attention_rows.wgsl, prepended.
 // Bindings (prepended): s (read_write, ld4_s / st4_s by row base and chunk), mask (u32), lse (f32).
-
-const WG: u32 = 64u;
 
 var<workgroup> red_m: array<f32, 64>;
 var<workgroup> red_l: array<f32, 64>;
@@ -22,47 +20,19 @@ fn neg_inf() -> f32 {
     return bitcast<f32>(0xff800000u);
 }
 
-fn row_len() -> u32 {
-    return info[2u];
-}
-
-// Key j of a row whose visible prefix ends at `end` (causal, or kv_len), under the key mask.
-fn visible(j: u32, end: u32, mask_base: u32) -> bool {
-    if j >= end {
-        return false;
-    }
-    return info[5u] == 0u || mask[mask_base + j] == 0u;
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rows = info[0u];
-    let q_len = info[1u];
-    let kv_len = info[2u];
-    let causal = info[4u] != 0u;
-    let scale = bitcast<f32>(info[6u]);
+    let row = score_row(wid, nwg, lid);
+    // Read here, not through score_row: the barrier loops need it visibly uniform.
     let lanes = info[7u];
-    let row = linear_group(wid, nwg) * (WG / lanes) + lid / lanes;
-    let lane = lid % lanes;
-    let live = row < rows;
-    let r = min(row, rows - 1u);
-    let i = r % q_len;
-    let mask_base = (r / q_len / info[3u]) * kv_len;
-    let base = r * kv_len;
-    var end = kv_len;
-    if causal {
-        end = min(kv_len, i + 1u);
-    }
-    if !live {
-        end = 0u;
-    }
+    let kv_len = info[2u];
 
     var m = neg_inf();
     var l = 0.0;
-    for (var c = lane; c * 4u < end; c += lanes) {
-        let x = ld4_s(base, c) * scale;
+    for (var c = row.lane; c * 4u < row.end; c += lanes) {
+        let x = ld4_s(row.base, c) * row.scale;
         for (var e = 0u; e < 4u; e++) {
-            if visible(c * 4u + e, end, mask_base) {
+            if visible(c * 4u + e, row.end, row.mask_base) {
                 let xe = x[e];
                 if xe > m {
                     // exp(-inf) = 0: the first visible key starts the sum at 1.
@@ -78,7 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     red_l[lid] = l;
     workgroupBarrier();
     for (var half = lanes / 2u; half > 0u; half = half / 2u) {
-        if lane < half {
+        if row.lane < half {
             let mb = red_m[lid + half];
             let lb = red_l[lid + half];
             let ma = red_m[lid];
@@ -90,32 +60,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    m = red_m[lid - lane];
-    l = red_l[lid - lane];
+    m = red_m[lid - row.lane];
+    l = red_l[lid - row.lane];
 
-    if !live {
+    if !row.live {
         return;
     }
     var inv = 0.0;
     if l > 0.0 {
         inv = 1.0 / l;
     }
-    // The whole row is written: hidden keys (past `end` too) get 0.
-    for (var c = lane; c * 4u < kv_len; c += lanes) {
-        let x = ld4_s(base, c) * scale;
+    // The whole row is written: hidden keys (past `row.end` too) get 0.
+    for (var c = row.lane; c * 4u < kv_len; c += lanes) {
+        let x = ld4_s(row.base, c) * row.scale;
         var p = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
-            if visible(c * 4u + e, end, mask_base) {
+            if visible(c * 4u + e, row.end, row.mask_base) {
                 p[e] = exp(x[e] - m) * inv;
             }
         }
-        st4_s(base, c, p);
+        st4_s(row.base, c, p);
     }
-    if lane == 0u {
+    if row.lane == 0u {
         var z = bitcast<f32>(0x7f800000u);
         if l > 0.0 {
             z = m + log(l);
         }
-        lse[r] = z;
+        lse[row.r] = z;
     }
 }

@@ -28,6 +28,7 @@ pub const CROSS_ENTROPY: &str = include_str!("../../../shaders/cross_entropy.wgs
 pub const CROSS_ENTROPY_BACKWARD: &str = include_str!("../../../shaders/cross_entropy_backward.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const ATTENTION_BACKWARD: &str = include_str!("../../../shaders/attention_backward.wgsl");
+pub const ATTENTION_ROWS: &str = include_str!("../../../shaders/attention_rows.wgsl");
 pub const ATTENTION_PROBS: &str = include_str!("../../../shaders/attention_probs.wgsl");
 pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../../../shaders/attention_probs_backward.wgsl");
 pub const ADAM: &str = include_str!("../../../shaders/adam.wgsl");

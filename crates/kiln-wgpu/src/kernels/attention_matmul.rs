@@ -50,7 +50,7 @@ fn forward_source(dtype: DType, vec4: bool) -> String {
     let mut b = row_binding(1, "s", dtype, vec4);
     b += &raw_binding(2, "mask", "u32", Access::Read);
     b += &raw_binding(3, "lse", "f32", Access::Write);
-    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::ATTENTION_PROBS))
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}", crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS))
 }
 
 fn backward_source(dtype: DType, vec4: bool) -> String {
@@ -58,7 +58,7 @@ fn backward_source(dtype: DType, vec4: bool) -> String {
     b += &row_binding(2, "dp", dtype, vec4);
     b += &raw_binding(3, "mask", "u32", Access::Read);
     b += &raw_binding(4, "lse", "f32", Access::Read);
-    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::ATTENTION_PROBS_BACKWARD))
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}", crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS_BACKWARD))
 }
 
 /// A row kernel's metadata and workgroup count. Lanes per row: a power of two giving each thread
