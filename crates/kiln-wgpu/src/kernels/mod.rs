@@ -11,6 +11,7 @@ pub(crate) mod fused;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod matmul_coop;
+pub(crate) mod matmul_source;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod reduce;
@@ -116,7 +117,7 @@ pub(crate) fn module(enable: &str, with_math: bool, body: &str) -> String {
 /// Specialisations of the families other than elementwise.
 pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     let mut all = reduce::specialisations();
-    all.extend(matmul::specialisations());
+    all.extend(matmul_source::specialisations());
     all.extend(matmul_coop::specialisations());
     all.extend(index::specialisations());
     all.extend(conv::specialisations());

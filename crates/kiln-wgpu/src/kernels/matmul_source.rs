@@ -1,0 +1,224 @@
+//! WGSL for the matmul kernels of `matmul.rs`, which picks and records them: each specialisation's
+//! key and generated source, and the list of every one the backend can generate.
+//!
+//! Two WGSL templates: a register-tiled kernel (`shaders/matmul.wgsl`, operand fetches from
+//! `shaders/matmul_load*.wgsl`) specialised by dtype, tile size and each operand's layout class,
+//! and a split-k dot-product kernel for matrix-vector-like shapes (`shaders/matmul_small.wgsl`).
+//! Split along k, the tiled kernel writes f32 partials that `shaders/matmul_splitk_sum.wgsl` adds
+//! into the output.
+
+use super::matmul::{CANDIDATES, DTYPES, Fetch, MEDIUM, OP, Tile};
+use super::{compute_type, enables, load, module, storage_type, store};
+use kiln_backend::{DType, Result};
+
+const FETCHES: [Fetch; 3] = [Fetch::K, Fetch::X, Fetch::X4];
+
+/// One matmul kernel the backend can build.
+pub(super) enum Spec {
+    /// `split`: one k range per workgroup, f32 partials out.
+    Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch, split: bool },
+    Small { dtype: DType },
+    /// The sum of split k's partials into a `dtype` output, 4 elements per thread when `vec4`.
+    SplitSum { dtype: DType, vec4: bool },
+}
+
+impl Spec {
+    pub(super) fn key(&self) -> String {
+        match self {
+            Spec::Tiled { dtype, tile: t, a, b, split } => {
+                let split = if *split { "|split" } else { "" };
+                format!("matmul|{}x{}x{}/{}x{}|{dtype}|a{a:?}|b{b:?}{split}", t.tm, t.tn, t.tk, t.rm, t.rn)
+            }
+            Spec::Small { dtype } => format!("matmul|small|{dtype}"),
+            Spec::SplitSum { dtype, vec4 } => format!("matmul|splitk-sum|{dtype}|{}", if *vec4 { "v4" } else { "v1" }),
+        }
+    }
+
+    pub(super) fn source(&self) -> Result<String> {
+        match *self {
+            Spec::Tiled { dtype, tile, a, b, split } => tiled_source(dtype, tile, a, b, split),
+            Spec::Small { dtype } => small_source(dtype),
+            Spec::SplitSum { dtype, vec4 } => split_sum_source(dtype, vec4),
+        }
+    }
+}
+
+fn bindings(dtype: DType) -> Result<String> {
+    let t = storage_type(OP, dtype)?;
+    Ok(format!(
+        "@group(0) @binding(1) var<storage, read> a: array<{t}>;\n\
+         @group(0) @binding(2) var<storage, read> b: array<{t}>;\n\
+         @group(0) @binding(3) var<storage, read_write> out: array<{t}>;\n"
+    ))
+}
+
+/// `acc + x * y` for vectors of the compute type (a fused multiply-add for floats).
+fn mac(dtype: DType, acc: &str, x: &str, y: &str) -> String {
+    if dtype.is_float() { format!("fma({x}, {y}, {acc})") } else { format!("{acc} + {x} * {y}") }
+}
+
+/// The generated WGSL that moves both operands' tk-deep slabs into workgroup memory.
+#[derive(Default)]
+struct Staging {
+    decls: String,
+    setup: String,
+    stage: String,
+}
+
+/// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
+/// thread moves `quads·tk / threads` quads (4 neighbours along m or n at one k) per slab.
+fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, split: bool, out: &mut Staging) -> Result<()> {
+    let is_a = name == "a";
+    let (array, pitch, binding, origin) = if is_a { ("As", "PA", 1, "m0") } else { ("Bs", "PB", 2, "n0") };
+    // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
+    let (off, sb, sx, sk) = if is_a { (6, 7, "a_sm", "a_sk") } else { (10, 11, "b_sn", "b_sk") };
+    let template = if fetch == Fetch::X4 { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
+    out.decls += &template
+        .replace("{{X}}", name)
+        .replace("{{BINDING}}", &binding.to_string())
+        .replace("{{T}}", storage_type(OP, dtype)?)
+        .replace("{{C}}", compute_type(dtype))
+        .replace("{{LIMIT}}", if is_a { "info[0]" } else { "info[1]" });
+    out.decls += "\n";
+    let (threads, quads) = (tile.threads(), len / 4);
+    for r in 0..quads * tile.tk / threads {
+        let q = format!("(lid + {}u)", r * threads);
+        let (k, x, p) = (format!("{name}k{r}"), format!("{name}x{r}"), format!("{name}p{r}"));
+        let (kq, xq) = if fetch == Fetch::K {
+            (format!("{q} % TK"), format!("{q} / TK"))
+        } else {
+            (format!("{q} / {quads}u"), format!("{q} % {quads}u"))
+        };
+        out.setup += &format!(
+            "    let {k} = {kq};\n    let {x}q = {xq};\n    let {x} = {origin} + {x}q * 4u;\n    \
+             var {p} = info[{off}] + bi * info[{sb}] + {x} * {sx} + {k} * {sk};\n"
+        );
+        if split {
+            out.setup += &format!("    {p} += KB * {sk};\n");
+        }
+        let quad = if fetch == Fetch::X4 {
+            format!("{name}_quad_x({p}, {x}, k0 + {k} < K)")
+        } else {
+            format!("{name}_quad({p}, {sx}, {x}, k0 + {k} < K)")
+        };
+        out.stage += &format!("        {array}[{k} * {pitch} + {x}q] = {quad};\n        {p} += TK * {sk};\n");
+    }
+    Ok(())
+}
+
+fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> Result<String> {
+    let Tile { tm, tn, tk, rm, rn } = tile;
+    let c = compute_type(dtype);
+    let mut st = Staging::default();
+    stage(dtype, tile, "a", tm, fa, split, &mut st)?;
+    stage(dtype, tile, "b", tn, fb, split, &mut st)?;
+    // Threads along m and n; a thread's row quads sit TY quads apart, its column quads TX apart,
+    // so that neighbouring threads read neighbouring vec4s of workgroup memory.
+    let (ty_n, tx_n) = (tm / rm, tn / rn);
+    let mut acc = String::new();
+    let mut macs = String::new();
+    let mut stores = String::new();
+    for i in 0..rm / 4 {
+        macs += &format!("            let a{i} = As[kk * PA + ty + {}u];\n", i * ty_n);
+    }
+    for j in 0..rn / 4 {
+        macs += &format!("            let b{j} = Bs[kk * PB + tx + {}u];\n", j * tx_n);
+    }
+    let lanes = ["x", "y", "z", "w"];
+    for i in 0..rm / 4 {
+        for (l, lane) in lanes.iter().enumerate() {
+            stores += &format!(
+                "    {{\n        let row = m0 + (ty + {}u) * 4u + {l}u;\n        if row < M {{\n            let base = out_base + row * N;\n",
+                i * ty_n
+            );
+            for j in 0..rn / 4 {
+                let v = format!("acc{i}{lane}{j}");
+                acc += &format!("    var {v} = vec4<{c}>(0);\n");
+                macs += &format!(
+                    "            {v} = {};\n",
+                    mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}"))
+                );
+                stores += &format!("            let col{j} = n0 + (tx + {}u) * 4u;\n", j * tx_n);
+                for (l2, lane2) in lanes.iter().enumerate() {
+                    stores += &format!(
+                        "            if col{j} + {l2}u < N {{ out[base + col{j} + {l2}u] = {}; }}\n",
+                        if split { format!("{v}.{lane2}") } else { store(dtype, &format!("{v}.{lane2}")) }
+                    );
+                }
+            }
+            stores += "        }\n    }\n";
+        }
+    }
+    let body = crate::shaders::MATMUL
+        .replace("{{OPERANDS}}", &st.decls)
+        .replace("{{OUT_T}}", if split { "f32" } else { storage_type(OP, dtype)? })
+        .replace("{{T}}", storage_type(OP, dtype)?)
+        .replace("{{C}}", c)
+        .replace(
+            "{{K_RANGE}}",
+            if split {
+                "    let bi = slot % info[14];\n    let KB = (slot / info[14]) * info[15];\n    let K = min(info[2], KB + info[15]);"
+            } else {
+                "    let bi = slot;\n    let KB = 0u;\n    let K = info[2];"
+            },
+        )
+        .replace("{{PA}}", &(tm / 4 + 1).to_string())
+        .replace("{{PB}}", &(tn / 4 + 1).to_string())
+        .replace("{{TK}}", &tk.to_string())
+        .replace("{{AS_LEN}}", &(tk * (tm / 4 + 1)).to_string())
+        .replace("{{BS_LEN}}", &(tk * (tn / 4 + 1)).to_string())
+        .replace("{{WG}}", &tile.threads().to_string())
+        .replace("{{TM}}", &tm.to_string())
+        .replace("{{TN}}", &tn.to_string())
+        .replace("{{TX}}", &tx_n.to_string())
+        .replace("{{SETUP}}", &st.setup)
+        .replace("{{ACC_DECL}}", &acc)
+        .replace("{{STAGE}}", &st.stage)
+        .replace("{{MAC}}", &macs)
+        .replace("{{STORE}}", &stores);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+fn split_sum_source(dtype: DType, vec4: bool) -> Result<String> {
+    let t = storage_type(OP, dtype)?;
+    let (pt, ot) = if vec4 { ("vec4<f32>", format!("vec4<{t}>")) } else { ("f32", t.to_string()) };
+    let body = crate::shaders::MATMUL_SPLITK_SUM.replace("{{PT}}", pt).replace("{{OT}}", &ot);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+fn small_source(dtype: DType) -> Result<String> {
+    let body = crate::shaders::MATMUL_SMALL
+        .replace("{{BINDINGS}}", &bindings(dtype)?)
+        .replace("{{C}}", compute_type(dtype))
+        .replace("{{LOAD_A}}", &load(dtype, "a[pa]"))
+        .replace("{{LOAD_B}}", &load(dtype, "b[pb]"))
+        .replace("{{STORE}}", &store(dtype, "partial[slot]"));
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+/// Every matmul source the backend can generate: floats in every candidate tile and every pair of
+/// layout classes, whole and split along k, and split k's sums; integers (which never take vec4
+/// fetches or split) in MEDIUM tiles.
+pub(crate) fn specialisations() -> Vec<(String, String)> {
+    let mut specs = Vec::new();
+    for dtype in DTYPES {
+        let float = dtype.is_float();
+        let (tiles, fetches): (&[Tile], &[Fetch]) =
+            if float { (&CANDIDATES, &FETCHES) } else { (&[MEDIUM], &FETCHES[..2]) };
+        for &tile in tiles {
+            for &a in fetches {
+                for &b in fetches {
+                    specs.push(Spec::Tiled { dtype, tile, a, b, split: false });
+                    if float {
+                        specs.push(Spec::Tiled { dtype, tile, a, b, split: true });
+                    }
+                }
+            }
+        }
+        specs.push(Spec::Small { dtype });
+        if float {
+            specs.extend([false, true].map(|vec4| Spec::SplitSum { dtype, vec4 }));
+        }
+    }
+    specs.into_iter().filter_map(|s| Some((s.key(), s.source().ok()?))).collect()
+}
