@@ -36,13 +36,22 @@ impl GpuContext {
         Ok(buf)
     }
 
-    fn stage(&self, op: &'static str, src: &wgpu::Buffer, bytes: u64) -> Result<(PooledBuffer, u64, Option<wgpu::SubmissionIndex>)> {
+    /// Records a copy of `src`'s first `bytes` into a staging buffer, submits, and asks for the
+    /// staging buffer to be mapped; `notify` gets the mapping's outcome from inside some poll.
+    fn stage(
+        &self,
+        op: &'static str,
+        src: &wgpu::Buffer,
+        bytes: u64,
+        notify: impl FnOnce(std::result::Result<(), wgpu::BufferAsyncError>) + Send + 'static,
+    ) -> Result<(PooledBuffer, Option<wgpu::SubmissionIndex>)> {
         let padded = bytes.next_multiple_of(4).max(4);
         let staging = self.pool.get(&self.device, op, padded, STAGING_USAGE)?;
         self.flush_fusion()?;
         self.copy(src, 0, staging.buffer(), 0, padded);
         let index = self.flush()?;
-        Ok((staging, padded, index))
+        staging.buffer().map_async(wgpu::MapMode::Read, 0..padded, notify);
+        Ok((staging, index))
     }
 
     /// Waits for all recorded work, then hands the first `bytes` bytes of `src` to `decode`
@@ -57,17 +66,12 @@ impl GpuContext {
         if bytes == 0 {
             return Ok(decode(&[]));
         }
-        let (staging, padded, index) = self.stage(op, src, bytes)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.buffer().map_async(wgpu::MapMode::Read, 0..padded, move |r| {
+        let (staging, index) = self.stage(op, src, bytes, move |r| {
             let _ = tx.send(r);
-        });
+        })?;
         self.wait(index)?;
-        match rx.recv() {
-            Ok(Ok(())) => mapped(op, &staging, bytes, decode),
-            Ok(Err(e)) => Err(Error::Backend { op, msg: format!("mapping the readback buffer: {e}") }),
-            Err(_) => Err(Error::DeviceLost { msg: format!("{op}: readback never completed") }),
-        }
+        finish(op, &staging, bytes, decode, rx.recv().ok())
     }
 
     /// Like [`read_with`](Self::read_with) but resolves without blocking the calling task.
@@ -81,21 +85,32 @@ impl GpuContext {
         if bytes == 0 {
             return Ok(decode(&[]));
         }
-        let (staging, padded, index) = self.stage(op, src, bytes)?;
         let (tx, rx) = futures::channel::oneshot::channel();
-        staging.buffer().map_async(wgpu::MapMode::Read, 0..padded, move |r| {
+        let (staging, index) = self.stage(op, src, bytes, move |r| {
             let _ = tx.send(r);
-        });
+        })?;
         let ctx = self.clone();
         // The map callback fires from inside a poll; a helper thread does that blocking poll.
         std::thread::spawn(move || {
             let _ = ctx.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
         });
-        match rx.await {
-            Ok(Ok(())) => mapped(op, &staging, bytes, decode),
-            Ok(Err(e)) => Err(Error::Backend { op, msg: format!("mapping the readback buffer: {e}") }),
-            Err(_) => Err(Error::DeviceLost { msg: format!("{op}: readback never completed") }),
-        }
+        finish(op, &staging, bytes, decode, rx.await.ok())
+    }
+}
+
+/// Decodes a readback whose mapping reported `outcome` (`None`: the callback never ran, so the
+/// device went away).
+fn finish<T>(
+    op: &'static str,
+    staging: &PooledBuffer,
+    bytes: u64,
+    decode: impl FnOnce(&[u8]) -> T,
+    outcome: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+) -> Result<T> {
+    match outcome {
+        Some(Ok(())) => mapped(op, staging, bytes, decode),
+        Some(Err(e)) => Err(Error::Backend { op, msg: format!("mapping the readback buffer: {e}") }),
+        None => Err(Error::DeviceLost { msg: format!("{op}: readback never completed") }),
     }
 }
 
