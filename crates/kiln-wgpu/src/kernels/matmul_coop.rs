@@ -410,7 +410,8 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     let part_bytes = (numel as u64).saturating_mul(splits as u64).saturating_mul(4);
     let (splits, chunk) = if splits > 1
         && numel.checked_mul(splits).is_some_and(|x| x <= u32::MAX as usize)
-        && part_bytes <= ctx.limits.max_storage_buffer_binding_size
+        // As the pool rounds it: the partial buffer must fit one binding.
+        && crate::pool::size_class(part_bytes) <= ctx.limits.max_storage_buffer_binding_size
     {
         (splits, chunk)
     } else {
