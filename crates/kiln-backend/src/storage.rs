@@ -107,4 +107,10 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// One Adam step in place: `self` (the parameter), `m` and `v` are updated; all four share
     /// a dtype and length.
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()>;
+
+    /// Loss-scaling's unscale in place: every element of `self` (a float gradient) becomes
+    /// `x · inv_scale` in its own dtype, and when any *result* is inf or NaN (an inf or NaN
+    /// input, or a finite product that overflows the dtype) a 1 is ORed into `found_inf[0]`, a
+    /// u32 flag the op never clears, so one flag can gather many gradients before one readback.
+    fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()>;
 }

@@ -247,6 +247,23 @@ impl Storage {
         }
     }
 
+    pub(crate) fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Storage) -> Result<()> {
+        const OP: &str = "unscale_check";
+        match (self, found_inf) {
+            (Storage::Cpu(x), Storage::Cpu(f)) => x.unscale_check(inv_scale, f),
+            (Storage::Gpu(x), Storage::Gpu(f)) => x.unscale_check(inv_scale, f),
+            (x, f) => Err(mismatch(OP, x, f)),
+        }
+    }
+
+    /// Elements the storage holds (a view may use fewer).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            Storage::Gpu(s) => s.len(),
+        }
+    }
+
     /// The wgpu buffer behind GPU storage.
     pub(crate) fn gpu(&self) -> Option<&GpuStorage> {
         match self {

@@ -143,6 +143,11 @@ impl Tensor {
         self.0.layout.is_contiguous()
     }
 
+    /// Where this tensor's first element sits in its storage (non-zero for some views).
+    pub fn storage_offset(&self) -> usize {
+        self.0.layout.offset()
+    }
+
     /// Size of dimension `dim` (negative counts from the end).
     pub fn dim(&self, dim: isize) -> Result<usize> {
         Ok(self.shape()[self.axis("dim", dim)?])

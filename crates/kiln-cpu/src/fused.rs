@@ -308,3 +308,36 @@ pub(crate) fn adam_step(
     *v = wrap(&vs, v.dtype());
     Ok(())
 }
+
+/// In place `x ← x · inv_scale`, ORing 1 into `found_inf[0]` when a result is inf or NaN.
+/// f32 and f16 multiply in f32 by `inv_scale` rounded to f32 (f16 then rounds the product once),
+/// exactly what the GPU kernel does; f64 stays f64.
+pub(crate) fn unscale_check(data: &mut HostData, inv_scale: f64, found_inf: &mut HostData) -> Result<()> {
+    const OP: &str = "unscale_check";
+    let flag = match found_inf {
+        HostData::U32(f) if !f.is_empty() => &mut f[0],
+        other => {
+            return Err(Error::invalid(OP, format!("found_inf must be a u32 flag of at least 1 element, got {} of {}", other.dtype(), other.len())));
+        }
+    };
+    let inv = inv_scale as f32;
+    let bad = match data {
+        HostData::F32(v) => v.iter_mut().fold(false, |bad, x| {
+            *x *= inv;
+            bad | !x.is_finite()
+        }),
+        HostData::F16(v) => v.iter_mut().fold(false, |bad, x| {
+            *x = half::f16::from_f32(x.to_f32() * inv);
+            bad | !x.is_finite()
+        }),
+        HostData::F64(v) => v.iter_mut().fold(false, |bad, x| {
+            *x *= inv_scale;
+            bad | !x.is_finite()
+        }),
+        other => return Err(Error::UnsupportedDType { op: OP, dtype: other.dtype(), why: " (needs a float gradient)".into() }),
+    };
+    if bad {
+        *flag |= 1;
+    }
+    Ok(())
+}

@@ -194,4 +194,8 @@ impl BackendStorage for CpuStorage {
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
         crate::fused::adam_step(self, grad, m, v, p)
     }
+
+    fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()> {
+        crate::fused::unscale_check(&mut self.data, inv_scale, &mut found_inf.data)
+    }
 }

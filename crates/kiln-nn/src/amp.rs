@@ -224,34 +224,45 @@ impl GradScaler {
     }
 }
 
-/// Multiplies every gradient of `params` by `inv_scale` and reports whether any element was
-/// inf or NaN.
+/// Multiplies every gradient of `params` by `inv_scale` in place and reports whether any result
+/// was inf or NaN.
 ///
-/// The check stays on the device until the end: each gradient's f32 sum is non-finite exactly
-/// when one of its elements is (inf + finite = inf, inf − inf = NaN, NaN spreads), or when the
-/// sum itself overflows f32, which only happens to gradients that are useless anyway. The sums
-/// of all gradients on one device add into one scalar, and one scalar per device is read back.
+/// One fused kernel per gradient ([`Tensor::unscale_check_`]) scales it and ORs into a u32 flag
+/// per device, which stays on the device until the end: one readback per device.
 fn unscale_grads(params: &[Tensor], inv_scale: f64) -> Result<bool> {
     kiln_core::no_grad(|| {
-        let mut fresh = Vec::new();
-        let mut sums: Vec<(Device, Tensor)> = Vec::new();
+        let mut flags: Vec<(Device, Tensor)> = Vec::new();
+        // (gradient as found, gradient as unscaled): two parameters may share one gradient
+        // tensor, which must be unscaled once.
+        let mut done: Vec<(Tensor, Tensor)> = Vec::new();
         for p in params {
             let Some(g) = p.grad() else { continue };
-            let g = g.mul_scalar(inv_scale)?;
-            let s = g.to_dtype(if g.dtype() == DType::F64 { DType::F64 } else { DType::F32 })?.sum_all()?;
-            match sums.iter_mut().find(|(d, _)| d == g.device()) {
-                Some((_, total)) => *total = (&*total + &s.to_dtype(total.dtype())?)?,
-                None => sums.push((g.device().clone(), s)),
+            if let Some((_, u)) = done.iter().find(|(seen, _)| seen.same(&g)) {
+                if !u.same(&g) {
+                    p.set_grad(Some(u.clone()))?;
+                }
+                continue;
             }
-            fresh.push((p, g));
-        }
-        // Computed before any is stored: two parameters may share one gradient tensor.
-        for (p, g) in fresh {
-            p.set_grad(Some(g))?;
+            // The in-place op needs dense storage at offset 0: a strided or offset view (a
+            // `cat` backward hands out narrowed slices) is replaced by an unscaled copy.
+            let u = if g.is_contiguous() && g.storage_offset() == 0 { g.clone() } else { g.copy()? };
+            let flag = match flags.iter().find(|(d, _)| d == u.device()) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let f = Tensor::full_dtype(&[1], 0.0, DType::U32, u.device())?;
+                    flags.push((u.device().clone(), f.clone()));
+                    f
+                }
+            };
+            u.unscale_check_(inv_scale, &flag)?;
+            if !u.same(&g) {
+                p.set_grad(Some(u.clone()))?;
+            }
+            done.push((g, u));
         }
         let mut found_inf = false;
-        for (_, s) in &sums {
-            found_inf |= !s.item()?.is_finite();
+        for (_, f) in &flags {
+            found_inf |= f.item()? != 0.0;
         }
         Ok(found_inf)
     })

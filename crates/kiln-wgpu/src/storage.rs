@@ -338,6 +338,13 @@ impl BackendStorage for GpuStorage {
         }
         kernels::optim::adam_step(self, grad, m, v, p)
     }
+
+    fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()> {
+        same_device("unscale_check", self, found_inf)?;
+        // The flag is written by the kernel: a range known from its upload no longer holds.
+        found_inf.known_range = None;
+        kernels::optim::unscale_check(self, inv_scale, found_inf)
+    }
 }
 
 /// Smallest and largest value of integer host data (`None` for other dtypes and no data).

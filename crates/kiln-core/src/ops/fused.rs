@@ -1,5 +1,6 @@
 //! Fused ops, each one backend primitive forward and one backward: layer/RMS normalisation,
-//! cross-entropy from logits, scaled dot-product attention, and the in-place Adam step.
+//! cross-entropy from logits, scaled dot-product attention, the in-place Adam step, and the
+//! in-place unscale-and-check of loss scaling.
 //! They compute what the composite ops would (the composite forms are the tests' reference),
 //! with fewer kernels and no large intermediates: attention never builds the
 //! `[q_len, kv_len]` score matrix.
@@ -274,6 +275,57 @@ impl Tensor {
         let mm = Arc::get_mut(&mut mst).ok_or_else(unique)?;
         let vm = Arc::get_mut(&mut vst).ok_or_else(unique)?;
         pm.adam_step(&gs, mm, vm, p)
+    }
+
+    /// Loss-scaling's unscale in place, with its overflow check (one kernel on the GPU): every
+    /// element becomes `x · inv_scale` in this tensor's dtype, and if any result is inf or NaN
+    /// (an inf or NaN element, or a product past the dtype's range) a 1 is ORed into
+    /// `found_inf`, a u32 tensor of one element that this never clears. Many gradients can share
+    /// one flag and one readback. This tensor must be dense at offset 0; storage shared with
+    /// another tensor is copied first, so that tensor keeps the old values.
+    ///
+    /// ```
+    /// # use kiln_core::{DType, Device, Tensor};
+    /// let d = Device::cpu();
+    /// let flag = Tensor::full_dtype(&[1], 0.0, DType::U32, &d).unwrap();
+    /// let g = Tensor::from_vec(vec![2.0f32, -4.0], &[2], &d).unwrap();
+    /// g.unscale_check_(0.5, &flag).unwrap();
+    /// assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, -2.0]);
+    /// assert_eq!(flag.to_vec::<u32>().unwrap(), vec![0]);
+    /// Tensor::from_vec(vec![f32::INFINITY], &[1], &d).unwrap().unscale_check_(0.5, &flag).unwrap();
+    /// assert_eq!(flag.to_vec::<u32>().unwrap(), vec![1]);
+    /// ```
+    pub fn unscale_check_(&self, inv_scale: f64, found_inf: &Tensor) -> Result<()> {
+        const OP: &str = "unscale_check";
+        check_float(OP, self)?;
+        self.check_same_device(OP, found_inf)?;
+        if found_inf.dtype() != DType::U32 {
+            return Err(Error::dtype(OP, DType::U32, found_inf.dtype()));
+        }
+        if found_inf.numel() != 1 {
+            return Err(Error::shape(OP, format!("found_inf {:?} (expects one element)", found_inf.shape())));
+        }
+        for t in [self, found_inf] {
+            if !t.is_contiguous() || t.layout().offset() != 0 {
+                return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+            }
+        }
+        let (mut gs, mut fs) = (lock(self), lock(found_inf));
+        // The backend op covers the whole storage: a buffer longer than the tensor (a prefix
+        // view whose base is gone) is trimmed by the copy too, so that stale elements past
+        // the tensor neither change nor raise the flag.
+        let own = |s: &mut Arc<Storage>, t: &Tensor| -> Result<()> {
+            if Arc::get_mut(s).is_none() || s.len() != t.numel() {
+                *s = Arc::new(s.cast(&Layout::contiguous(t.shape()), t.dtype())?);
+            }
+            Ok(())
+        };
+        own(&mut gs, self)?;
+        own(&mut fs, found_inf)?;
+        let unique = || Error::invalid(OP, "storage is shared");
+        let gm = Arc::get_mut(&mut gs).ok_or_else(unique)?;
+        let fm = Arc::get_mut(&mut fs).ok_or_else(unique)?;
+        gm.unscale_check(inv_scale, fm)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Adam / AdamW step (`shaders/adam.wgsl`): one dispatch per parameter, updating the
-//! parameter and both moments in place.
+//! parameter and both moments in place; and GradScaler's unscale with its inf/NaN flag
+//! (`shaders/unscale_check.wgsl`), one dispatch per gradient.
 
-use super::fused::{Access, check_float, check_len, enable_for, float_binding, FLOATS};
+use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
 use super::{WG, module};
 use crate::storage::GpuStorage;
 use kiln_backend::{AdamParams, BackendStorage, DType, Error, Result};
@@ -48,6 +49,59 @@ pub(crate) fn adam_step(p: &mut GpuStorage, g: &GpuStorage, m: &mut GpuStorage, 
     ctx.dispatch(OP, &kernel, &[p.buffer(), g.buffer(), m.buffer(), v.buffer()], &meta, groups)
 }
 
+/// The unscale kernel for `dtype`, four elements a thread when `vec4` (f32 as `vec4<f32>`,
+/// f16 as `vec4<f16>`: 16- or 8-byte loads).
+fn unscale_source(dtype: DType, vec4: bool) -> String {
+    let st = if dtype == DType::F16 { "f16" } else { "f32" };
+    let (v, s, u) = if vec4 { ("vec4<f32>", format!("vec4<{st}>"), "vec4<u32>") } else { ("f32", st.to_string(), "u32") };
+    // 65520 is where f16's round-to-nearest-even turns to inf (halfway past 65504).
+    let limit = if dtype == DType::F16 { "0x477ff000u" } else { "0x7f800000u" };
+    let mut b = raw_binding(1, "g", &s, Access::Write);
+    b += &raw_binding(2, "flag", "atomic<u32>", Access::Write);
+    b += &format!("fn ld_g(at_: u32) -> {v} {{ return {v}(g[at_]); }}\n");
+    b += &format!("fn st_g(at_: u32, val_: {v}) {{ g[at_] = {s}(val_); }}\n");
+    b += &format!("fn overflowed(y_: {v}) -> bool {{ return any((bitcast<{u}>(y_) & {u}(0x7fffffffu)) >= {u}({limit})); }}\n");
+    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::UNSCALE_CHECK))
+}
+
+fn unscale_key(dtype: DType, vec4: bool) -> String {
+    format!("unscale_check|{dtype}|x{}", if vec4 { 4 } else { 1 })
+}
+
+/// `g ← g · inv_scale` in place over all of `g`, ORing 1 into `found_inf[0]` (u32) when a
+/// result is inf or NaN.
+pub(crate) fn unscale_check(g: &mut GpuStorage, inv_scale: f64, found_inf: &GpuStorage) -> Result<()> {
+    const OP: &str = "unscale_check";
+    let dtype = g.dtype();
+    check_float(OP, dtype)?;
+    if found_inf.dtype() != DType::U32 || found_inf.is_empty() {
+        return Err(Error::invalid(
+            OP,
+            format!("found_inf must be a u32 flag of at least 1 element, got {} of {}", found_inf.dtype(), found_inf.len()),
+        ));
+    }
+    let n = g.len();
+    check_len(OP, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    // Storage starts at offset 0 of its buffer, so a length that is a multiple of 4 makes
+    // every vec4 aligned.
+    let vec4 = n % 4 == 0;
+    let units = if vec4 { n / 4 } else { n };
+    let ctx = g.context().clone();
+    let kernel = ctx.cache.get(&ctx.device, OP, &unscale_key(dtype, vec4), || unscale_source(dtype, vec4))?;
+    let meta = [units as u32, (inv_scale as f32).to_bits()];
+    let groups = check_len(OP, units.div_ceil(WG as usize))?;
+    ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer()], &meta, groups)
+}
+
 pub(crate) fn specialisations() -> Vec<(String, String)> {
-    FLOATS.iter().map(|&d| (format!("adam|{d}"), source(d))).collect()
+    let mut all: Vec<_> = FLOATS.iter().map(|&d| (format!("adam|{d}"), source(d))).collect();
+    for d in FLOATS {
+        for vec4 in [false, true] {
+            all.push((unscale_key(d, vec4), unscale_source(d, vec4)));
+        }
+    }
+    all
 }

@@ -1,0 +1,35 @@
+// GradScaler's unscale with its inf/NaN check, in place: g ← g · inv_scale, and flag[0] |= 1
+// when any result is inf or NaN. Replaces a scale kernel, one or two reduce kernels and an add
+// per gradient; the flag stays on the device, so many gradients share one readback.
+//
+// The check looks at the bits (WGSL lets a compiler assume floats are finite, so isinf-style
+// comparisons may be folded away) and at the *result*: an inf input stays inf, NaN stays NaN, and a
+// finite product past the stored dtype's range counts too. `LIMIT` is the smallest |y| bit pattern
+// (as f32) that is not finite once stored: 0x7f800000 for f32, 65520 = 0x477ff000 for f16, where
+// round-to-nearest-even first reaches inf.
+//
+// One flag write per workgroup at most: threads that see a bad value mark workgroup memory, and
+// after the barrier thread 0 ORs into the global flag once.
+//
+// info: [units, inv_scale as f32 bits]; a unit is one element, or four when the kernel is the
+// vec4 specialisation (length a multiple of 4).
+// Prepended: binding 1 `g` (read_write) and binding 2 `flag: array<atomic<u32>>`;
+//   ld_g(i) -> V, st_g(i, V) and overflowed(V) -> bool, where V is f32 or vec4<f32>.
+
+var<workgroup> wg_bad: atomic<u32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if i < info[0] {
+        let y = ld_g(i) * bitcast<f32>(info[1]);
+        st_g(i, y);
+        if overflowed(y) {
+            atomicStore(&wg_bad, 1u);
+        }
+    }
+    workgroupBarrier();
+    if lid == 0u && atomicLoad(&wg_bad) != 0u {
+        atomicOr(&flag[0], 1u);
+    }
+}
