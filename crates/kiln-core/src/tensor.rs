@@ -258,10 +258,10 @@ impl Tensor {
     /// Replaces the accumulated gradient (gradient clipping, custom updates). The gradient must
     /// have this tensor's shape.
     pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
-        if let Some(g) = &g {
-            if g.shape() != self.shape() {
-                return Err(Error::shape("set_grad", format!("gradient {:?} for tensor {:?}", g.shape(), self.shape())));
-            }
+        if let Some(g) = &g
+            && g.shape() != self.shape()
+        {
+            return Err(Error::shape("set_grad", format!("gradient {:?} for tensor {:?}", g.shape(), self.shape())));
         }
         *lock(&self.0.grad) = g;
         Ok(())

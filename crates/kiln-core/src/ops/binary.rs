@@ -144,7 +144,7 @@ fn binary_grad(op: BinaryOp, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Opti
             let wins = if op == Maximum { a.gt(b)? } else { a.lt(b)? };
             let ties = a.eq(b)?.to_dtype(a.dtype())?.mul_scalar(0.5)?;
             let wa = (&wins.to_dtype(a.dtype())? + &ties)?;
-            let wb = (&wa.neg()?.add_scalar(1.0)?).clone();
+            let wb = wa.neg()?.add_scalar(1.0)?;
             (Some((g * &wa)?), Some((g * &wb)?))
         }
         Rem => (Some(g.clone()), Some((g * &(a / b)?.floor()?)?.neg()?)),
