@@ -117,7 +117,7 @@ fn dispatch_unscale(g: &GpuStorage, n: usize, inv_scale: f64, found_inf: &GpuSto
     let dtype = g.dtype();
     // Storage starts at offset 0 of its buffer, so a length that is a multiple of 4 makes
     // every vec4 aligned.
-    let vec4 = n % 4 == 0;
+    let vec4 = n.is_multiple_of(4);
     let units = if vec4 { n / 4 } else { n };
     let ctx = g.context().clone();
     let kernel = ctx.cache.get(&ctx.device, OP, &unscale_key(dtype, vec4), || unscale_source(dtype, vec4))?;
