@@ -266,3 +266,55 @@ fn grad_scaler_unscales_a_shared_gradient_once() {
         assert_eq!(shared_gradient_run(&g), cpu, "gpu vs cpu");
     }
 }
+
+/// Kernel name and dispatch count of each row of a profile table.
+fn profile_counts(table: &str) -> Vec<(String, u64)> {
+    table
+        .lines()
+        .skip(3)
+        .filter(|l| !l.starts_with("total"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            assert!(cols.len() >= 5, "malformed row {l:?} in\n{table}");
+            let count = cols[cols.len() - 4].parse().unwrap_or_else(|_| panic!("count in {l:?}"));
+            (cols[..cols.len() - 4].join(" "), count)
+        })
+        .collect()
+}
+
+#[test]
+fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
+    const TEST: &str = "grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction";
+    if common::gpu(TEST).is_none() {
+        return;
+    }
+    // A context of its own, so that the counts are this test's alone.
+    let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
+    let d = Device::Gpu(kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context"));
+    let sizes: [&[usize]; 5] = [&[7], &[16, 4], &[1023], &[3, 5], &[64]];
+    let params: Vec<Tensor> = sizes.iter().map(|s| Tensor::zeros(s, &d).unwrap().with_grad()).collect();
+    for (i, p) in params.iter().enumerate() {
+        p.set_grad(Some(Tensor::full(p.shape(), 1024.0 * (i + 1) as f64, &d).unwrap())).unwrap();
+    }
+    // A sixth parameter shares the fifth's gradient tensor: five distinct gradients.
+    let twin = Tensor::zeros(&[64], &d).unwrap().with_grad();
+    twin.set_grad(params[4].grad()).unwrap();
+    let mut all = params.clone();
+    all.push(twin.clone());
+    let opt = Sgd::new(all, SgdConfig::new(1.0)).unwrap();
+    d.sync().unwrap();
+    let before = profile_counts(&d.profile_report());
+    let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
+    scaler.unscale_(&opt).unwrap();
+    let after = profile_counts(&d.profile_report());
+    let count = |rows: &[(String, u64)], prefix: &str| rows.iter().filter(|r| r.0.starts_with(prefix)).map(|r| r.1).sum::<u64>();
+    assert_eq!(count(&after, "unscale_check|") - count(&before, "unscale_check|"), 5, "unscale kernels:\n{after:?}");
+    assert_eq!(count(&after, "reduce|"), count(&before, "reduce|"), "a reduction ran:\n{after:?}");
+    let total = |rows: &[(String, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
+    // Five unscales and the flag's fill.
+    assert!(total(&after) - total(&before) <= 6, "{} dispatches:\n{after:?}", total(&after) - total(&before));
+    for (i, p) in params.iter().enumerate() {
+        assert!(p.grad().unwrap().to_vec::<f32>().unwrap().iter().all(|&v| v == (i + 1) as f32), "gradient {i}");
+    }
+    assert_eq!(twin.grad().unwrap().to_vec::<f32>().unwrap(), vec![5.0; 64], "the shared gradient");
+}
