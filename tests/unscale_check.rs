@@ -318,3 +318,19 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     }
     assert_eq!(twin.grad().unwrap().to_vec::<f32>().unwrap(), vec![5.0; 64], "the shared gradient");
 }
+
+#[test]
+fn grad_scaler_unscales_f64_gradients_on_the_cpu() {
+    let d = Device::cpu();
+    for (grad, stepped) in [(vec![1024.0f64, -512.0], true), (vec![1024.0, f64::INFINITY], false)] {
+        let p = Tensor::from_vec(vec![1.0f64, 2.0], &[2], &d).unwrap().with_grad();
+        p.set_grad(Some(Tensor::from_vec(grad.clone(), &[2], &d).unwrap())).unwrap();
+        let mut opt = Sgd::new(vec![p.clone()], SgdConfig::new(1.0)).unwrap();
+        let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
+        assert_eq!(scaler.step(&mut opt).unwrap(), stepped, "{grad:?}");
+        scaler.update().unwrap();
+        let want = if stepped { vec![0.0, 2.5] } else { vec![1.0, 2.0] };
+        assert_eq!(p.to_vec::<f64>().unwrap(), want, "{grad:?}");
+        assert_eq!(scaler.get_scale(), if stepped { 1024.0 } else { 512.0 });
+    }
+}
