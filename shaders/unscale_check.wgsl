@@ -4,9 +4,9 @@
 //
 // The check looks at the bits (WGSL lets a compiler assume floats are finite, so isinf-style
 // comparisons may be folded away) and at the *result*: an inf input stays inf, NaN stays NaN, and a
-// finite product past the stored dtype's range counts too. `LIMIT` is the smallest |y| bit pattern
-// (as f32) that is not finite once stored: 0x7f800000 for f32, 65520 = 0x477ff000 for f16, where
-// round-to-nearest-even first reaches inf.
+// finite product past the stored dtype's range counts too. `overflowed` compares |y|'s f32 bits
+// with the first value that is not finite once stored: 0x7f800000 (inf) for f32, 65520 =
+// 0x477ff000 for f16, where round-to-nearest-even first reaches inf.
 //
 // One flag write per workgroup at most: threads that see a bad value mark workgroup memory, and
 // after the barrier thread 0 ORs into the global flag once.

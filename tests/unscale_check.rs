@@ -2,8 +2,9 @@
 //! once per gradient): the GPU kernel against the CPU oracle on random data of odd and
 //! multiple-of-4 (vec4 kernel) lengths, f32 and f16, with inf/NaN at the first, a middle and the
 //! last element, finite products that overflow, a flag that stays set, gradients past the
-//! binding limit, copy-on-write of shared storage, typed errors, and gradients shared between
-//! parameters through `GradScaler`.
+//! binding limit, copy-on-write of shared storage, typed errors; and through `GradScaler`:
+//! gradients shared between parameters, f64 CPU gradients, and the dispatch count (one kernel
+//! per gradient, no reduction).
 
 mod common;
 
