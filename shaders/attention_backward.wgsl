@@ -42,6 +42,21 @@ fn sum_b(r: u32, c: u32) -> f32 {
     return part_b[k] + part_b[k + 1u] + part_b[k + 2u] + part_b[k + 3u];
 }
 
+// This thread's share of row r's dot products with every staged row c: a·ta_c into part_a
+// and b·tb_c into part_b (pass 0: q·k and dO·v; pass 1: k·q and v·dO).
+fn quad_dots(r: u32, quad: u32, a: array<vec4<f32>, V>, b: array<vec4<f32>, V>) {
+    for (var c = 0u; c < BC; c++) {
+        var s = 0.0;
+        var dp = 0.0;
+        for (var u = 0u; u < V; u++) {
+            s += dot(a[u], ta[c * W4 + quad * V + u]);
+            dp += dot(b[u], tb[c * W4 + quad * V + u]);
+        }
+        part_a[(r * BC + c) * 4u + quad] = s;
+        part_b[(r * BC + c) * 4u + quad] = dp;
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = linear_group(wid, nwg);
@@ -102,16 +117,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 tb[x] = vx;
             }
             workgroupBarrier();
-            for (var c = 0u; c < BC; c++) {
-                var s = 0.0;
-                var dp = 0.0;
-                for (var u = 0u; u < V; u++) {
-                    s += dot(a[u], ta[c * W4 + quad * V + u]);
-                    dp += dot(b[u], tb[c * W4 + quad * V + u]);
-                }
-                part_a[(r * BC + c) * 4u + quad] = s;
-                part_b[(r * BC + c) * 4u + quad] = dp;
-            }
+            quad_dots(r, quad, a, b);
             workgroupBarrier();
             for (var c = 0u; c < BC; c++) {
                 let j = t0 + c;
@@ -180,16 +186,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 td[c] = dl;
             }
             workgroupBarrier();
-            for (var c = 0u; c < BC; c++) {
-                var s = 0.0;
-                var dp = 0.0;
-                for (var u = 0u; u < V; u++) {
-                    s += dot(a[u], ta[c * W4 + quad * V + u]);
-                    dp += dot(b[u], tb[c * W4 + quad * V + u]);
-                }
-                part_a[(r * BC + c) * 4u + quad] = s;
-                part_b[(r * BC + c) * 4u + quad] = dp;
-            }
+            quad_dots(r, quad, a, b);
             workgroupBarrier();
             for (var c = 0u; c < BC; c++) {
                 let i = t0 + c;
