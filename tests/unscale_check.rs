@@ -268,21 +268,6 @@ fn grad_scaler_unscales_a_shared_gradient_once() {
     }
 }
 
-/// Kernel name and dispatch count of each row of a profile table.
-fn profile_counts(table: &str) -> Vec<(String, u64)> {
-    table
-        .lines()
-        .skip(3)
-        .filter(|l| !l.starts_with("total"))
-        .map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            assert!(cols.len() >= 5, "malformed row {l:?} in\n{table}");
-            let count = cols[cols.len() - 4].parse().unwrap_or_else(|_| panic!("count in {l:?}"));
-            (cols[..cols.len() - 4].join(" "), count)
-        })
-        .collect()
-}
-
 #[test]
 fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     const TEST: &str = "grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction";
@@ -291,7 +276,8 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     }
     // A context of its own, so that the counts are this test's alone.
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    let d = Device::Gpu(kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context"));
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context");
+    let d = Device::Gpu(ctx.clone());
     let sizes: [&[usize]; 5] = [&[7], &[16, 4], &[1023], &[3, 5], &[64]];
     let params: Vec<Tensor> = sizes.iter().map(|s| Tensor::zeros(s, &d).unwrap().with_grad()).collect();
     for (i, p) in params.iter().enumerate() {
@@ -304,10 +290,10 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     all.push(twin.clone());
     let opt = Sgd::new(all, SgdConfig::new(1.0)).unwrap();
     d.sync().unwrap();
-    let before = profile_counts(&d.profile_report());
+    let before = ctx.profile_counts();
     let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
     scaler.unscale_(&opt).unwrap();
-    let after = profile_counts(&d.profile_report());
+    let after = ctx.profile_counts();
     let count = |rows: &[(String, u64)], prefix: &str| rows.iter().filter(|r| r.0.starts_with(prefix)).map(|r| r.1).sum::<u64>();
     assert_eq!(count(&after, "unscale_check|") - count(&before, "unscale_check|"), 5, "unscale kernels:\n{after:?}");
     assert_eq!(count(&after, "reduce|"), count(&before, "reduce|"), "a reduction ran:\n{after:?}");

@@ -269,22 +269,29 @@ impl GpuContext {
 
     /// The per-kernel profile table (see [`ContextOptions::profile`]); waits for recorded work.
     pub fn profile_report(&self) -> String {
-        if self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.is_none() {
-            return format!("kiln profile: {}: off (set KILN_PROFILE=1 before the device opens)\n", self.summary.name);
-        }
+        self.with_profile(|p| p.table(&self.summary.to_string())).unwrap_or_else(|| {
+            format!("kiln profile: {}: off (set KILN_PROFILE=1 before the device opens)\n", self.summary.name)
+        })
+    }
+
+    /// Each profiled kernel's name (as in the table) and dispatch count, by name; empty when
+    /// profiling is off. Waits for recorded work.
+    pub fn profile_counts(&self) -> Vec<(String, u64)> {
+        self.with_profile(|p| p.counts()).unwrap_or_default()
+    }
+
+    /// Runs `f` on the profiler once every recorded dispatch has been counted and timed.
+    fn with_profile<T>(&self, f: impl FnOnce(&Profiler) -> T) -> Option<T> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref()?;
         let index = self.flush().ok().flatten();
         let waiting = self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref().is_some_and(|p| p.waiting());
         if waiting && !self.is_lost() {
             let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        match batch.profile.as_mut() {
-            Some(p) => {
-                p.collect();
-                p.table(&self.summary.to_string())
-            }
-            None => String::new(),
-        }
+        let p = batch.profile.as_mut()?;
+        p.collect();
+        Some(f(p))
     }
 
     /// Where compiled pipelines persist, when they do.

@@ -166,6 +166,13 @@ impl Profiler {
         !self.in_flight.is_empty()
     }
 
+    /// Each kernel's name and dispatch count, sorted by name.
+    pub(crate) fn counts(&self) -> Vec<(String, u64)> {
+        let mut rows: Vec<(String, u64)> = self.totals.iter().map(|(name, t)| (name.to_string(), t.count)).collect();
+        rows.sort();
+        rows
+    }
+
     /// The table: one row per kernel, by total GPU time (by count without timestamps).
     pub(crate) fn table(&self, adapter: &str) -> String {
         let timed = self.stamps != Stamps::None;
