@@ -261,19 +261,9 @@ impl Tensor {
         let g = dense(grad)?;
         let gs = g.storage();
         let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
-        let own = |s: &mut Arc<Storage>, t: &Tensor| -> Result<()> {
-            if Arc::get_mut(s).is_none() {
-                *s = Arc::new(s.cast(&Layout::contiguous(t.shape()), t.dtype())?);
-            }
-            Ok(())
-        };
-        own(&mut ps, self)?;
-        own(&mut mst, m)?;
-        own(&mut vst, v)?;
-        let unique = || Error::invalid(OP, "storage is shared");
-        let pm = Arc::get_mut(&mut ps).ok_or_else(unique)?;
-        let mm = Arc::get_mut(&mut mst).ok_or_else(unique)?;
-        let vm = Arc::get_mut(&mut vst).ok_or_else(unique)?;
+        let pm = owned(OP, &mut ps, self, false)?;
+        let mm = owned(OP, &mut mst, m, false)?;
+        let vm = owned(OP, &mut vst, v, false)?;
         pm.adam_step(&gs, mm, vm, p)
     }
 
@@ -314,19 +304,19 @@ impl Tensor {
         // The backend op covers the whole storage: a buffer longer than the tensor (a prefix
         // view whose base is gone) is trimmed by the copy too, so that stale elements past
         // the tensor neither change nor raise the flag.
-        let own = |s: &mut Arc<Storage>, t: &Tensor| -> Result<()> {
-            if Arc::get_mut(s).is_none() || s.len() != t.numel() {
-                *s = Arc::new(s.cast(&Layout::contiguous(t.shape()), t.dtype())?);
-            }
-            Ok(())
-        };
-        own(&mut gs, self)?;
-        own(&mut fs, found_inf)?;
-        let unique = || Error::invalid(OP, "storage is shared");
-        let gm = Arc::get_mut(&mut gs).ok_or_else(unique)?;
-        let fm = Arc::get_mut(&mut fs).ok_or_else(unique)?;
+        let gm = owned(OP, &mut gs, self, true)?;
+        let fm = owned(OP, &mut fs, found_inf, true)?;
         gm.unscale_check(inv_scale, fm)
     }
+}
+
+/// The storage `s` behind `t`, made `t`'s own for an in-place op: copied first when another
+/// tensor shares it, or (with `exact`) when it holds more elements than `t`.
+fn owned<'a>(op: &'static str, s: &'a mut Arc<Storage>, t: &Tensor, exact: bool) -> Result<&'a mut Storage> {
+    if Arc::get_mut(s).is_none() || (exact && s.len() != t.numel()) {
+        *s = Arc::new(s.cast(&Layout::contiguous(t.shape()), t.dtype())?);
+    }
+    Arc::get_mut(s).ok_or_else(|| Error::invalid(op, "storage is shared"))
 }
 
 fn lock(t: &Tensor) -> std::sync::RwLockWriteGuard<'_, Arc<Storage>> {
