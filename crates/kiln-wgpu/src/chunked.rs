@@ -13,7 +13,9 @@
 //!   prod, max, min); argmax/argmin pick the part by its extreme value and add the part's first
 //!   position to the position within it (read back on the host: one sync per such row);
 //! - matmul `[b, m, k] · [b, k, n]`: pieces are rows of A and C, per batch entry; B (one batch
-//!   entry of it) must fit a binding.
+//!   entry of it) must fit a binding;
+//! - in-place ops over a whole buffer (GradScaler's unscale): windows copied out, changed and
+//!   copied back.
 //!
 //! A piece must cover a compact span of each input: a non-contiguous input whose rows are spread
 //! over more than a binding (a transposed huge matrix, say) is refused with a typed
@@ -82,6 +84,33 @@ fn window(op: &'static str, s: &GpuStorage, l: &Layout) -> Result<Option<(GpuSto
     }
     let rebased = Layout::new(l.shape().to_vec(), l.strides().to_vec(), l.offset() - first + skip);
     Ok(Some((copy, rebased)))
+}
+
+/// Runs the in-place op `f(storage, len)` on the first `len` elements of `s`: on `s` itself
+/// when it fits a binding, else window by window, each copied out, changed and copied back.
+pub(crate) fn in_place(op: &'static str, s: &GpuStorage, f: &dyn Fn(&GpuStorage, usize) -> Result<()>) -> Result<()> {
+    let ctx = s.context();
+    // The pool rounds sizes up, and what is bound is the whole (rounded) buffer.
+    if s.buffer().size() <= limit(ctx) {
+        return f(s, s.len());
+    }
+    // A power-of-two window is its own pool size class, so its buffer fits the limit too; its
+    // multiple-of-4 length keeps windows on 4-byte boundaries (buffer copies move whole words)
+    // and on vec4 kernels.
+    let size = gpu_size(s.dtype());
+    let window = (((1u64 << (63 - limit(ctx).max(16).leading_zeros())) / size) as usize).max(4);
+    let temp = GpuStorage::alloc(ctx, op, s.dtype(), window)?;
+    let mut at = 0;
+    while at < s.len() {
+        let len = window.min(s.len() - at);
+        // An odd f16 tail moves one more element along, into the buffer's padding and back.
+        let bytes = (len as u64 * size).next_multiple_of(4);
+        ctx.copy(s.buffer(), at as u64 * size, temp.buffer(), 0, bytes);
+        f(&temp, len)?;
+        ctx.copy(temp.buffer(), 0, s.buffer(), at as u64 * size, bytes);
+        at += len;
+    }
+    Ok(())
 }
 
 /// Copies `piece` (contiguous) to element `at` of `out`: a buffer copy, or, where the bytes

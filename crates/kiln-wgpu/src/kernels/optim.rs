@@ -3,7 +3,7 @@
 //! (`shaders/unscale_check.wgsl`), one dispatch per gradient.
 
 use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
-use super::{WG, gpu_size, module};
+use super::{WG, module};
 use crate::storage::GpuStorage;
 use kiln_backend::{AdamParams, BackendStorage, DType, Error, Result};
 
@@ -69,8 +69,7 @@ fn unscale_key(dtype: DType, vec4: bool) -> String {
 }
 
 /// `g ← g · inv_scale` in place over all of `g`, ORing 1 into `found_inf[0]` (u32) when a
-/// result is inf or NaN. A gradient past the binding limit runs in windows: each span is copied
-/// out, scaled and checked, and copied back.
+/// result is inf or NaN. A gradient past the binding limit runs in windows (`chunked::in_place`).
 pub(crate) fn unscale_check(g: &mut GpuStorage, inv_scale: f64, found_inf: &GpuStorage) -> Result<()> {
     const OP: &str = "unscale_check";
     let dtype = g.dtype();
@@ -86,29 +85,7 @@ pub(crate) fn unscale_check(g: &mut GpuStorage, inv_scale: f64, found_inf: &GpuS
     if n == 0 {
         return Ok(());
     }
-    let ctx = g.context().clone();
-    let size = gpu_size(dtype);
-    let limit = ctx.limits.max_storage_buffer_binding_size;
-    // The pool rounds sizes up, and what is bound is the whole (rounded) buffer.
-    if g.buffer().size() <= limit {
-        return dispatch_unscale(g, n, inv_scale, found_inf);
-    }
-    // A power-of-two window is its own pool size class, so its buffer fits the limit too; its
-    // multiple-of-4 length keeps windows on 4-byte boundaries (buffer copies move whole words)
-    // and on the vec4 kernel.
-    let window = (((1u64 << (63 - limit.max(16).leading_zeros())) / size) as usize).max(4);
-    let temp = GpuStorage::alloc(&ctx, OP, dtype, window)?;
-    let mut at = 0;
-    while at < n {
-        let len = window.min(n - at);
-        // An odd f16 tail moves one more element along, into the buffer's padding and back.
-        let bytes = (len as u64 * size).next_multiple_of(4);
-        ctx.copy(g.buffer(), at as u64 * size, temp.buffer(), 0, bytes);
-        dispatch_unscale(&temp, len, inv_scale, found_inf)?;
-        ctx.copy(temp.buffer(), 0, g.buffer(), at as u64 * size, bytes);
-        at += len;
-    }
-    Ok(())
+    crate::chunked::in_place(OP, g, &|piece, len| dispatch_unscale(piece, len, inv_scale, found_inf))
 }
 
 /// The kernel over the first `n` elements of `g` (which fits a binding).
