@@ -18,6 +18,22 @@ pub fn gpu(test: &str) -> Option<GpuDevice> {
     dev
 }
 
+/// The test GPU when it has cooperative matrices (tensor cores). Without them: a failure when
+/// `KILN_REQUIRE_COOP=1` (set on the GPU machine, whose NVIDIA adapter has them), otherwise
+/// `None` and a `SKIPPED` line naming the test (lavapipe has none).
+#[allow(dead_code)]
+pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
+    let dev = gpu(test)?;
+    if dev.coop.is_some() {
+        return Some(dev);
+    }
+    if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
+        panic!("{test}: KILN_REQUIRE_COOP=1 but adapter {} has no cooperative matrices", dev.summary);
+    }
+    eprintln!("SKIPPED {test}: no cooperative matrices on {} (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.summary);
+    None
+}
+
 /// A context of its own with explicit options (profiling, cache directory, autotuning); loud
 /// under KILN_REQUIRE_GPU=1 like [`gpu`].
 #[allow(dead_code)]
