@@ -128,9 +128,11 @@ pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
         (Square, _) => "x0 * x0",
         (Relu, DType::U32) => "x0",
         (Relu, DType::I32) => "max(x0, 0)",
-        (Relu, _) => "select(x0, 0.0, x0 < 0.0)",
+        // NaN passes through. NVIDIA's Vulkan compiler folds a compare-and-select into
+        // max/min, which return the other operand for NaN, so NaN is tested on the bits.
+        (Relu, _) => "select(select(x0, 0.0, x0 < 0.0), x0, kiln_isnan(x0))",
         (Clamp(..), DType::I32 | DType::U32) => "min(max(x0, p0), p1)",
-        (Clamp(..), _) => "select(select(x0, p0, x0 < p0), p1, x0 > p1)",
+        (Clamp(..), _) => "select(select(select(x0, p0, x0 < p0), p1, x0 > p1), x0, kiln_isnan(x0))",
         (Exp, _) => "exp(x0)",
         (Exp2, _) => "exp2(x0)",
         (Log, _) => "log(x0)",
