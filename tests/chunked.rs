@@ -105,3 +105,27 @@ fn ops_without_a_split_refuse_with_a_typed_error() {
     let (got, want) = (a.sum_all().unwrap().item().unwrap(), a.to(&Device::cpu()).unwrap().sum_all().unwrap().item().unwrap());
     assert!((got - want).abs() < 1e-3, "sum after the refusal: {got} vs {want}");
 }
+
+#[test]
+fn random_tensors_past_the_binding_limit_match_the_cpu() {
+    let Some(g) = small_binding_gpu("random_tensors_past_the_binding_limit_match_the_cpu") else { return };
+    let cpu = Device::cpu();
+    // Generated in pieces whose first element is a multiple of 4: each piece starts on a
+    // Philox block, so the pieces join into the same stream as the CPU's (and dropout of a
+    // tensor past the limit multiplies by that mask).
+    let st = kiln::RngState { seed: 5, offset: 0xffff_f000 };
+    let draw = |d: &Device, f: &dyn Fn(&Device) -> Result<Tensor>| {
+        kiln::set_rng_state(st);
+        f(d).unwrap().to_f64_vec().unwrap()
+    };
+    let n = 50_001; // 200 KB of f32
+    assert!(n as u64 * 4 > 3 * LIMIT);
+    let same = |what: &str, f: &dyn Fn(&Device) -> Result<Tensor>| assert!(draw(&g, f) == draw(&cpu, f), "{what}");
+    same("random_bits", &|d| Tensor::random_bits(&[n], d));
+    same("rand", &|d| Tensor::rand(&[n], d));
+    same("bernoulli", &|d| Tensor::bernoulli(&[n], 0.7, d));
+    let x = common::random(&[n], DType::F32, 11, -2.0, 2.0);
+    same("dropout", &|d| x.to(d)?.dropout(0.25));
+    let (zg, zc) = (draw(&g, &|d| Tensor::randn(&[n], d)), draw(&cpu, &|d| Tensor::randn(&[n], d)));
+    common::assert_close("randn", &zg, &zc, 0.0, 1e-5);
+}

@@ -10,6 +10,7 @@ mod fused;
 mod host;
 mod layout;
 mod ops;
+pub mod philox;
 mod storage;
 
 pub use dtype::DType;
@@ -18,4 +19,5 @@ pub use fused::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 pub use host::HostData;
 pub use layout::{Layout, StridedIndex, checked_numel, numel_of};
 pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, UnaryOp};
+pub use philox::{Distribution, PhiloxKey};
 pub use storage::BackendStorage;

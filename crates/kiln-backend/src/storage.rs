@@ -1,5 +1,5 @@
 use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use crate::{BinaryOp, ConvGeometry, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, UnaryOp};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
 /// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
@@ -16,6 +16,11 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
 
     /// `numel` elements equal to `value` (cast to `dtype`).
     fn full(device: &Self::Device, numel: usize, value: f64, dtype: DType) -> Result<Self>;
+
+    /// `numel` elements drawn from `dist` at `key` (see `philox.rs`: element `i` is a pure
+    /// function of the key, `i` and the distribution), generated where the tensor lives. `Bits`
+    /// is u32; the others are float dtypes.
+    fn random(device: &Self::Device, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Self>;
 
     /// Reads the elements of `layout` back, in row-major order.
     fn to_host(&self, layout: &Layout) -> Result<HostData>;

@@ -2,7 +2,7 @@
 
 use crate::storage::Storage;
 use crate::{Device, Element, Tensor, rng};
-use kiln_backend::{DType, Error, HostData, Result};
+use kiln_backend::{DType, Distribution, Error, HostData, Result};
 
 /// Creation ops that build their values on the host refuse counts no machine could hold, rather
 /// than letting the allocator abort.
@@ -159,23 +159,82 @@ impl Tensor {
         Tensor::from_vec(v, &[n, n], device)
     }
 
-    /// Uniform in [0, 1) from Kiln's seeded generator (see [`crate::manual_seed`]): the same
-    /// numbers on every device.
+    /// Uniform in [0, 1) (f32) from Kiln's generator (see [`crate::manual_seed`]): generated on
+    /// `device` from the Philox stream (`(w >> 8)·2^-24` of each 32-bit word), so the same seed
+    /// gives the same numbers, bit for bit, on every device.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// kiln_core::manual_seed(3);
+    /// let a = Tensor::rand(&[5], &Device::cpu()).unwrap().to_vec::<f32>().unwrap();
+    /// kiln_core::manual_seed(3);
+    /// assert_eq!(a, Tensor::rand(&[5], &Device::cpu()).unwrap().to_vec::<f32>().unwrap());
+    /// assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
+    /// ```
     pub fn rand(shape: &[usize], device: &Device) -> Result<Tensor> {
-        let n = host_count("rand", checked_numel("rand", shape)?)?;
-        Tensor::from_host(HostData::from_f64(&rng::uniform(n), DType::F32), shape, device)
+        random(shape, Distribution::Uniform, DType::F32, device)
     }
 
-    /// Standard normal from Kiln's seeded generator.
+    /// Standard normal (f32) from Kiln's generator, by Box–Muller on the device. Equal across
+    /// devices to a few f32 ulps (each device's own log and sin/cos; see `kiln_backend::philox`).
     pub fn randn(shape: &[usize], device: &Device) -> Result<Tensor> {
-        let n = host_count("randn", checked_numel("randn", shape)?)?;
-        Tensor::from_host(HostData::from_f64(&rng::normal(n), DType::F32), shape, device)
+        random(shape, Distribution::Normal, DType::F32, device)
     }
 
-    /// Uniform in [lo, hi).
+    /// Uniform in [lo, hi) (f32): `rand · (hi − lo) + lo`, each step rounded in f32 (for extreme
+    /// ranges the rounding can reach `hi`).
     pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, device: &Device) -> Result<Tensor> {
-        let n = host_count("rand_uniform", checked_numel("rand_uniform", shape)?)?;
-        let v: Vec<f64> = rng::uniform(n).into_iter().map(|u| lo + (hi - lo) * u).collect();
-        Tensor::from_host(HostData::from_f64(&v, DType::F32), shape, device)
+        Tensor::rand(shape, device)?.mul_scalar(hi - lo)?.add_scalar(lo)
     }
+
+    /// 1 with probability `p`, else 0 (f32): a Bernoulli mask, drawn where the tensor lives
+    /// (`uniform < p`, compared in f32).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let m = Tensor::bernoulli(&[1000], 0.25, &Device::cpu()).unwrap().to_vec::<f32>().unwrap();
+    /// assert!(m.iter().all(|&v| v == 0.0 || v == 1.0));
+    /// assert!(Tensor::bernoulli(&[3], 1.5, &Device::cpu()).is_err());
+    /// ```
+    pub fn bernoulli(shape: &[usize], p: f64, device: &Device) -> Result<Tensor> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::invalid("bernoulli", format!("p = {p} is not a probability")));
+        }
+        random(shape, Distribution::Bernoulli { keep: p, value: 1.0 }, DType::F32, device)
+    }
+
+    /// The generator's raw 32-bit words (u32), as Philox 4x32-10 makes them.
+    pub fn random_bits(shape: &[usize], device: &Device) -> Result<Tensor> {
+        random(shape, Distribution::Bits, DType::U32, device)
+    }
+
+    /// Uniform in [0, 1) with `t`'s shape, float dtype and device (f16 takes the top 11 bits of
+    /// each word, `(w >> 21)·2^-11`, so that it stays below 1).
+    pub fn rand_like(t: &Tensor) -> Result<Tensor> {
+        random(t.shape(), Distribution::Uniform, float_dtype("rand_like", t)?, t.device())
+    }
+
+    /// Standard normal with `t`'s shape, float dtype and device.
+    pub fn randn_like(t: &Tensor) -> Result<Tensor> {
+        random(t.shape(), Distribution::Normal, float_dtype("randn_like", t)?, t.device())
+    }
+}
+
+fn float_dtype(op: &'static str, t: &Tensor) -> Result<DType> {
+    if t.dtype().is_float() {
+        Ok(t.dtype())
+    } else {
+        Err(Error::UnsupportedDType { op, dtype: t.dtype(), why: " (random values are floats)".into() })
+    }
+}
+
+/// A tensor of `shape` drawn from `dist` at the generator's next blocks, computed on `device`.
+fn random(shape: &[usize], dist: Distribution, dtype: DType, device: &Device) -> Result<Tensor> {
+    let op = dist.name();
+    let n = checked_numel(op, shape)?;
+    if matches!(device, Device::Cpu) {
+        host_count(op, n)?;
+    }
+    let key = rng::reserve(n);
+    Ok(Tensor::leaf(Storage::random(device, n, dist, key, dtype)?, shape, device))
 }

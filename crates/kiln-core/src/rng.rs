@@ -1,39 +1,48 @@
-//! The seedable generator behind `rand`/`randn`/dropout. Numbers are drawn on the host and
-//! uploaded, so the same seed gives the same tensors on every device.
+//! Kiln's global random generator: one Philox 4x32-10 stream (`kiln_backend::philox`) keyed by
+//! the seed. Each random op reserves the next blocks of the stream (4 numbers a block) and its
+//! device computes them there, a pure function of (seed, block, element): the same seed gives
+//! the same numbers on every device, and no number is drawn on the host.
 
+use kiln_backend::PhiloxKey;
 use std::sync::Mutex;
 
-static STATE: Mutex<u64> = Mutex::new(0x853c_49e6_748f_ea9b);
+/// The generator's position: its seed (the Philox key) and the next unused block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RngState {
+    pub seed: u64,
+    /// Blocks (of four 32-bit numbers) used so far; the next random op starts here.
+    pub offset: u64,
+}
 
-/// Seeds Kiln's global generator (like `torch.manual_seed`).
+/// Fixed, so a program that never seeds is still reproducible (PyTorch's default seed).
+const DEFAULT_SEED: u64 = 67_280_421_310_721;
+
+static STATE: Mutex<RngState> = Mutex::new(RngState { seed: DEFAULT_SEED, offset: 0 });
+
+fn state() -> std::sync::MutexGuard<'static, RngState> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Seeds Kiln's global generator (like `torch.manual_seed`): the offset goes back to 0.
 pub fn manual_seed(seed: u64) {
-    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = seed ^ 0x9e37_79b9_7f4a_7c15;
+    *state() = RngState { seed, offset: 0 };
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// Where the generator stands (like `torch.get_rng_state`).
+pub fn rng_state() -> RngState {
+    *state()
 }
 
-/// `n` uniform numbers in [0, 1).
-pub(crate) fn uniform(n: usize) -> Vec<f64> {
-    let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    (0..n).map(|_| (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64).collect()
+/// Puts the generator at `state`, e.g. one saved by [`rng_state`] to replay a step's dropout.
+pub fn set_rng_state(state_: RngState) {
+    *state() = state_;
 }
 
-/// `n` standard normal numbers (Box–Muller).
-pub(crate) fn normal(n: usize) -> Vec<f64> {
-    let u = uniform(n.div_ceil(2) * 2);
-    let mut out = Vec::with_capacity(n);
-    for pair in u.chunks_exact(2) {
-        let r = (-2.0 * (1.0 - pair[0]).ln()).sqrt();
-        let theta = 2.0 * std::f64::consts::PI * pair[1];
-        out.push(r * theta.cos());
-        out.push(r * theta.sin());
-    }
-    out.truncate(n);
-    out
+/// Reserves the blocks for `numel` numbers: the returned key is the op's, and the next op starts
+/// after it (wrapping past 2^64 blocks).
+pub(crate) fn reserve(numel: usize) -> PhiloxKey {
+    let mut s = state();
+    let key = PhiloxKey { seed: s.seed, counter: s.offset };
+    s.offset = s.offset.wrapping_add(numel.div_ceil(4) as u64);
+    key
 }

@@ -1,7 +1,7 @@
 //! One enum over the backends' storages: each call forwards to the backend that holds the data.
 
 use crate::Device;
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
 use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_wgpu::GpuStorage;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
@@ -60,6 +60,13 @@ impl Storage {
         Ok(match device {
             Device::Cpu => Storage::Cpu(CpuStorage::full(&CpuDevice, numel, value, dtype)?),
             Device::Gpu(g) => Storage::Gpu(GpuStorage::full(g, numel, value, dtype)?),
+        })
+    }
+
+    pub(crate) fn random(device: &Device, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Storage> {
+        Ok(match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::random(&CpuDevice, numel, dist, key, dtype)?),
+            Device::Gpu(g) => Storage::Gpu(GpuStorage::random(g, numel, dist, key, dtype)?),
         })
     }
 

@@ -49,6 +49,7 @@ mod fused;
 mod index;
 mod kernel;
 mod matmul;
+mod random;
 mod reduce;
 pub mod special;
 mod storage;

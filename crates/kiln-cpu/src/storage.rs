@@ -2,7 +2,7 @@
 //! that routes each op to its kernel module.
 
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
 
 use crate::elem::Elem;
 use crate::kernel::alloc;
@@ -77,6 +77,10 @@ impl BackendStorage for CpuStorage {
             DType::U32 => HostData::U32(alloc(OP, numel, u32::from_f64(value))?),
             DType::Bool => HostData::Bool(alloc(OP, numel, bool::from_f64(value))?),
         }))
+    }
+
+    fn random(_device: &CpuDevice, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Self> {
+        crate::random::random(numel, dist, key, dtype).map(wrap)
     }
 
     fn to_host(&self, layout: &Layout) -> Result<HostData> {

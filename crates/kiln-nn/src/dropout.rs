@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// PyTorch's `nn.Dropout`: in training each element is kept with probability `1 − p` and
 /// scaled by `1 / (1 − p)`, so the expectation is unchanged; in evaluation it is the identity.
-/// The mask comes from Kiln's seeded generator ([`kiln_core::manual_seed`]). Starts in
-/// training mode.
+/// The mask comes from Kiln's seeded generator ([`kiln_core::manual_seed`]) and is generated
+/// on the tensor's device inside the fused elementwise kernel ([`Tensor::dropout`]); backward
+/// regenerates it instead of keeping it. Starts in training mode.
 pub struct Dropout {
     pub p: f64,
     training: AtomicBool,
@@ -30,15 +31,10 @@ impl Module for Dropout {
         if !(0.0..=1.0).contains(&self.p) {
             return Err(Error::invalid("Dropout", format!("p = {} is not a probability", self.p)));
         }
-        if !self.is_training() || self.p == 0.0 {
+        if !self.is_training() {
             return Ok(x.clone());
         }
-        if self.p == 1.0 {
-            return x.mul_scalar(0.0);
-        }
-        let keep = 1.0 - self.p;
-        let mask = Tensor::rand(x.shape(), x.device())?.lt_scalar(keep)?.to_dtype(x.dtype())?.mul_scalar(1.0 / keep)?;
-        x * &mask
+        x.dropout(self.p)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

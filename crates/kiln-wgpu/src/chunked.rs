@@ -243,6 +243,39 @@ pub(crate) fn elementwise(
     out.ok_or_else(|| Error::invalid(op, "no pieces")).map(Some)
 }
 
+/// Generates an input-less op (random numbers) in pieces when its output is past the binding
+/// limit; `None` when it fits. `f(start, n)` makes elements `start..start + n` (`start` a
+/// multiple of 4, so a piece starts on a Philox block).
+pub(crate) fn generate(
+    ctx: &GpuDevice,
+    op: &'static str,
+    dtype: DType,
+    numel: usize,
+    f: &dyn Fn(usize, usize) -> Result<GpuStorage>,
+) -> Result<Option<GpuStorage>> {
+    let size = gpu_size(dtype);
+    if (numel as u64).saturating_mul(size) <= limit(ctx) {
+        return Ok(None);
+    }
+    if (numel as u64).saturating_mul(size) > ctx.limits.max_buffer_size {
+        return Err(Error::OutOfMemory {
+            op,
+            msg: format!("{numel} elements exceed this adapter's max_buffer_size of {} bytes", ctx.limits.max_buffer_size),
+        });
+    }
+    // A power of two elements: a multiple of 4 that fits the limit, in its own pool size class.
+    let window = (1usize << (63 - (limit(ctx) / size).max(4).leading_zeros())).min(u32::MAX as usize / 2 + 1);
+    let mut out = GpuStorage::alloc(ctx, op, dtype, numel)?;
+    let mut start = 0;
+    while start < numel {
+        let n = window.min(numel - start);
+        let piece = f(start, n)?;
+        place(op, &mut out, start, &piece, n)?;
+        start += n;
+    }
+    Ok(Some(out))
+}
+
 /// Runs a reduction over the last `reduced_dims` dims in pieces when the input or the output
 /// is past the binding limit; `None` when everything fits.
 pub(crate) fn reduce(

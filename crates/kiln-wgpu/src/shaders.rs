@@ -5,6 +5,7 @@ pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
 pub const MATH: &str = include_str!("../../../shaders/math.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const FUSED: &str = include_str!("../../../shaders/fused.wgsl");
+pub const PHILOX: &str = include_str!("../../../shaders/philox.wgsl");
 pub const REDUCE: &str = include_str!("../../../shaders/reduce.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
 pub const CUMSUM: &str = include_str!("../../../shaders/cumsum.wgsl");

@@ -7,7 +7,7 @@ use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
 use std::sync::Arc;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
@@ -173,6 +173,16 @@ impl BackendStorage for GpuStorage {
             return Ok(out);
         }
         device.elementwise("full", &ew::fill_spec(dtype), &[], [param_bits(value, dtype), 0], numel)
+    }
+
+    /// A random leaf: no upload, no input; fused with its consumers like a fill (a dropout
+    /// mask that only a product reads is never stored).
+    fn random(device: &GpuDevice, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Self> {
+        let spec = ew::random_spec(dist, key, dtype)?;
+        if let Some(out) = chunked::generate(device, dist.name(), dtype, numel, &|start, n| Self::random(device, n, dist, key.skip(start), dtype))? {
+            return Ok(out);
+        }
+        device.elementwise(dist.name(), &spec, &[], ew::random_params(dist, dtype), numel)
     }
 
     fn to_host(&self, layout: &Layout) -> Result<HostData> {

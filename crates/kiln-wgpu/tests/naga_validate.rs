@@ -5,6 +5,10 @@
 fn every_specialisation_validates() {
     let all = kiln_wgpu::shaders::all_specialisations();
     assert!(all.len() > 300, "only {} specialisations listed", all.len());
+    // The random kernels (Philox: bits, uniform, normal, Bernoulli masks) alone and fused.
+    for name in ["ew|random_bits|", "ew|rand|", "ew|randn|", "ew|bernoulli|", "fz|rng ", "fz4|rng "] {
+        assert!(all.iter().any(|(k, _)| k.contains(name)), "no {name} kernel listed");
+    }
     let mut failures = Vec::new();
     for (key, src) in &all {
         let module = match naga::front::wgsl::parse_str(src) {

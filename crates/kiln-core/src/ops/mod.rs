@@ -2,6 +2,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod conv;
+pub(crate) mod dropout;
 pub(crate) mod fused;
 pub(crate) mod index;
 pub(crate) mod matmul;

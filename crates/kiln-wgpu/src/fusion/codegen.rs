@@ -13,18 +13,21 @@ pub(crate) struct FnSig {
     pub value: String,
     pub in_dtypes: Vec<DType>,
     pub out: DType,
+    /// A random op (no inputs): the value reads `b`, its element's Philox block, and `l`, the
+    /// lane in it; the op's metadata carries 4 key words after its 2 parameters.
+    pub random: bool,
     /// Its part of a kernel's cache key.
     pub key: String,
 }
 
 impl FnSig {
-    pub(crate) fn new(value: String, in_dtypes: Vec<DType>, out: DType) -> FnSig {
-        let mut key = format!("{value}:");
+    pub(crate) fn new(value: String, in_dtypes: Vec<DType>, out: DType, random: bool) -> FnSig {
+        let mut key = format!("{}{value}:", if random { "rng " } else { "" });
         for d in &in_dtypes {
             let _ = write!(key, "{d},");
         }
         let _ = write!(key, ">{out};");
-        FnSig { value, in_dtypes, out, key }
+        FnSig { value, in_dtypes, out, random, key }
     }
 
     /// Parameters are read in the first input's compute type (the output's for a fill).
@@ -140,6 +143,9 @@ impl GroupPlan {
         let mut functions = String::new();
         for (f, sig) in self.fns.iter().enumerate() {
             let mut args: Vec<String> = sig.in_dtypes.iter().enumerate().map(|(k, &d)| format!("x{k}: {}", compute_type(d))).collect();
+            if sig.random {
+                args.extend(["b: vec4<u32>".to_string(), "l: u32".to_string()]);
+            }
             let pty = compute_type(sig.param_dtype());
             args.push(format!("p0: {pty}"));
             args.push(format!("p1: {pty}"));
@@ -147,7 +153,13 @@ impl GroupPlan {
             let value = if sig.out == DType::F16 { format!("f32(f16({}))", sig.value) } else { sig.value.clone() };
             let _ = writeln!(functions, "fn kf{f}({}) -> {} {{\n    return {value};\n}}", args.join(", "), compute_type(sig.out));
         }
-        let loads_base = 2 + 2 * self.ops.len();
+        // Each op's parameter words: p0, p1, and a random op's 4 key words.
+        let mut param_at = Vec::with_capacity(self.ops.len());
+        let mut loads_base = 2;
+        for op in &self.ops {
+            param_at.push(loads_base);
+            loads_base += if self.fns[op.func].random { 6 } else { 2 };
+        }
         // Every use of a value goes through `kiln_opaque_*` with its own factor, so the compiler
         // cannot prove two operands equal and fold `x - x` to 0 or `x / x` to 1 (wrong for NaN
         // and inf) or contract across ops: each op then computes what it computes unfused.
@@ -187,6 +199,21 @@ impl GroupPlan {
             };
             lane_of.push(names);
         }
+        // A random op's Philox block, once per invocation: element e = 4q + l is lane l of block
+        // q, and a vec4 invocation's four elements are exactly block i.
+        for (k, op) in self.ops.iter().enumerate() {
+            if self.fns[op.func].random {
+                let w = param_at[k] + 2;
+                let q = if self.vec4 { "i" } else { "(i >> 2u)" };
+                let _ = writeln!(
+                    body,
+                    "    let b{k} = kiln_philox_block({q}, vec4<u32>(info[{w}u], info[{}u], info[{}u], info[{}u]));",
+                    w + 1,
+                    w + 2,
+                    w + 3
+                );
+            }
+        }
         #[allow(clippy::needless_range_loop)] // `c` also names the lane's values
         for c in 0..lanes {
             for (k, op) in self.ops.iter().enumerate() {
@@ -200,8 +227,12 @@ impl GroupPlan {
                     uses += 1;
                     args.push(format!("kiln_opaque_{}({name}, {uses}u)", compute_type(dtype)));
                 }
-                args.push(param(sig.param_dtype(), 2 + 2 * k));
-                args.push(param(sig.param_dtype(), 3 + 2 * k));
+                if sig.random {
+                    args.push(format!("b{k}"));
+                    args.push(if self.vec4 { format!("{c}u") } else { "(i & 3u)".to_string() });
+                }
+                args.push(param(sig.param_dtype(), param_at[k]));
+                args.push(param(sig.param_dtype(), param_at[k] + 1));
                 let _ = writeln!(body, "    let v{k}_{c} = kf{}({});", op.func, args.join(", "));
             }
         }
@@ -214,7 +245,10 @@ impl GroupPlan {
             };
             let _ = writeln!(body, "    out{m}[i] = {value};");
         }
-        let src = crate::shaders::FUSED.replace("{{BINDINGS}}", &bindings).replace("{{FUNCTIONS}}", &functions).replace("{{BODY}}", &body);
+        let mut src = crate::shaders::FUSED.replace("{{BINDINGS}}", &bindings).replace("{{FUNCTIONS}}", &functions).replace("{{BODY}}", &body);
+        if self.fns.iter().any(|f| f.random) {
+            src = format!("{}\n{src}", crate::shaders::PHILOX);
+        }
         Ok(module(enables(&self.dtypes()), true, &src))
     }
 
@@ -230,7 +264,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     use crate::kernels::elementwise::{binary_value, cast_value, unary_value};
     use kiln_backend::{BinaryOp, UnaryOp};
     let sig = |value: Option<String>, ins: &[DType], out: DType| {
-        std::sync::Arc::new(FnSig::new(value.unwrap_or_default(), ins.to_vec(), out))
+        std::sync::Arc::new(FnSig::new(value.unwrap_or_default(), ins.to_vec(), out, false))
     };
     let load = |binding, dtype, kind| LoadPlan { binding, dtype, kind };
     let (f, i, b, h) = (DType::F32, DType::I32, DType::Bool, DType::F16);
@@ -292,5 +326,56 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     mixed4.vec4 = true;
     let mut chain4 = chain.clone();
     chain4.vec4 = true;
-    [chain, chain4, w3, mixed, mixed4].iter().map(|p| (p.key(), p.source())).collect()
+    // Dropout (x · mask, the mask never stored) after a producer, two random ops in one kernel,
+    // and every random value, scalar and vec4, f32 and f16.
+    let random = |dist, d| {
+        let spec = crate::kernels::elementwise::random_spec(dist, kiln_backend::PhiloxKey { seed: 0, counter: 0 }, d).ok()?;
+        Some(std::sync::Arc::new(FnSig::new(spec.value, vec![], d, true)))
+    };
+    let bern = kiln_backend::Distribution::Bernoulli { keep: 0.8, value: 1.25 };
+    let mut plans = vec![chain, chain4, w3, mixed, mixed4];
+    for vec4 in [false, true] {
+        let fns: Vec<_> = [
+            random(bern, f),
+            Some(sig(binary_value(BinaryOp::Mul, f), &[f, f], f)),
+            Some(sig(unary_value(UnaryOp::GeluErf, f), &[f], f)),
+            random(kiln_backend::Distribution::Normal, f),
+            random(kiln_backend::Distribution::Uniform, f),
+            random(kiln_backend::Distribution::Bits, DType::U32),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        plans.push(GroupPlan {
+            fns,
+            ops: vec![
+                OpPlan { func: 2, args: vec![Arg::Load(0)] },
+                OpPlan { func: 0, args: vec![] },
+                OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Local(1)] },
+                OpPlan { func: 3, args: vec![] },
+                OpPlan { func: 4, args: vec![] },
+                OpPlan { func: 0, args: vec![] },
+                OpPlan { func: 5, args: vec![] },
+            ],
+            loads: vec![load(0, f, LoadKind::Contiguous)],
+            inputs: vec![f],
+            outputs: vec![(2, f), (3, f), (4, f), (5, f), (6, DType::U32)],
+            vec4,
+        });
+        let fns16: Vec<_> = [random(bern, h), random(kiln_backend::Distribution::Normal, h), random(kiln_backend::Distribution::Uniform, h)]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !vec4 {
+            plans.push(GroupPlan {
+                fns: fns16,
+                ops: (0..3).map(|func| OpPlan { func, args: vec![] }).collect(),
+                loads: vec![],
+                inputs: vec![],
+                outputs: vec![(0, h), (1, h), (2, h)],
+                vec4,
+            });
+        }
+    }
+    plans.iter().map(|p| (p.key(), p.source())).collect()
 }

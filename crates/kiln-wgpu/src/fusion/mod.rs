@@ -1,5 +1,5 @@
 //! Elementwise fusion by deferred dispatch. An elementwise op (unary, binary, where, cast,
-//! fill) does not dispatch: it allocates its output buffer as before, records itself in the
+//! fill, random) does not dispatch: it allocates its output buffer as before, records itself in the
 //! context's pending list and returns. The list is flushed, as a few generated kernels, before
 //! anything else can touch those buffers: any other dispatch or copy, a submit, a readback, or
 //! `GpuStorage::buffer()` interop.
@@ -70,6 +70,8 @@ pub(crate) enum Src {
 pub(crate) struct Node {
     pub sig: Arc<FnSig>,
     pub params: [u32; 2],
+    /// A random op's key words (its `sig.random` is set).
+    pub philox: Option<[u32; 4]>,
     pub inputs: Vec<(Src, Layout)>,
     pub numel: usize,
     pub out_buf: Weak<PooledBuffer>,
@@ -86,11 +88,13 @@ pub(crate) struct Pending {
 
 impl Pending {
     fn intern(&mut self, spec: &Spec) -> Arc<FnSig> {
-        let same = |f: &&Arc<FnSig>| f.out == spec.out && f.in_dtypes.iter().eq(spec.inputs.iter().map(|d| &d.0));
+        let same = |f: &&Arc<FnSig>| {
+            f.out == spec.out && f.random == spec.philox.is_some() && f.in_dtypes.iter().eq(spec.inputs.iter().map(|d| &d.0))
+        };
         if let Some(f) = self.sigs.get(&spec.value).and_then(|v| v.iter().find(same)) {
             return f.clone();
         }
-        let f = Arc::new(FnSig::new(spec.value.clone(), spec.inputs.iter().map(|d| d.0).collect(), spec.out));
+        let f = Arc::new(FnSig::new(spec.value.clone(), spec.inputs.iter().map(|d| d.0).collect(), spec.out, spec.philox.is_some()));
         self.sigs.entry(spec.value.clone()).or_default().push(f.clone());
         f
     }
@@ -167,6 +171,7 @@ impl GpuContext {
         st.nodes.push(Node {
             sig,
             params,
+            philox: spec.philox,
             inputs,
             numel,
             out_buf: Arc::downgrade(out.shared_buffer()),

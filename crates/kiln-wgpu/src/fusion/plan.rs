@@ -273,11 +273,13 @@ impl GpuContext {
         }
         plan.vec4 = vec4_ok(&plan, &load_layouts, numel);
         let invocations = if plan.vec4 { numel / 4 } else { numel };
-        // Metadata: [numel, 0, params per op, one word per load, layout blocks of strided loads].
+        // Metadata: [numel, 0, params per op (and key words per random op), one word per load,
+        // layout blocks of strided loads].
         // Word 1 is always 0: the kernel cannot know that (see `kiln_opaque_*` in fused.wgsl).
         let mut meta = vec![invocations as u32, 0];
         for k in range.clone() {
             meta.extend_from_slice(&nodes[k].params);
+            meta.extend(nodes[k].philox.iter().flatten());
         }
         let words = meta.len();
         meta.resize(words + plan.loads.len(), 0);

@@ -1,9 +1,10 @@
-//! Unary, binary, where, cast, copy and fill: one WGSL template (`shaders/elementwise.wgsl`)
-//! specialised by the op's expression, the dtypes and which inputs are contiguous.
+//! Unary, binary, where, cast, copy, fill and random: one WGSL template
+//! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
+//! are contiguous.
 
-use super::{WG, compute_type, enables, load, module, param, push_layout, storage_type, store};
+use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
-use kiln_backend::{BinaryOp, DType, Error, Layout, Result, UnaryOp};
+use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, UnaryOp};
 
 /// A fully described elementwise kernel: the value expression reads `x0`, `x1`, `x2` (compute
 /// types) and `p0`, `p1` (scalar parameters).
@@ -14,12 +15,21 @@ pub(crate) struct Spec {
     pub value: String,
     /// Writes through a strided output layout (block after the inputs') instead of `out[i]`.
     pub strided_out: bool,
+    /// A random op's key words (`PhiloxKey::words`): its value reads `b`, its element's Philox
+    /// block, and `l`, the lane in it (see `shaders/philox.wgsl`). Data, like the parameters:
+    /// only whether it is set shapes the kernel.
+    pub philox: Option<[u32; 4]>,
 }
 
 impl Spec {
     pub(crate) fn key(&self) -> String {
         let ins: Vec<String> = self.inputs.iter().map(|(d, c)| format!("{d}{}", if *c { "c" } else { "s" })).collect();
-        format!("ew|{}|{}|{}{}", self.name, ins.join(","), self.out, if self.strided_out { "s" } else { "" })
+        let tail = match (self.strided_out, self.philox.is_some()) {
+            (true, _) => "s",
+            (false, true) => "r",
+            (false, false) => "",
+        };
+        format!("ew|{}|{}|{}{tail}", self.name, ins.join(","), self.out)
     }
 
     pub(crate) fn source(&self) -> Result<String> {
@@ -35,6 +45,16 @@ impl Spec {
         }
         let pty = self.inputs.first().map(|d| d.0).unwrap_or(self.out);
         loads += &format!("    let p0 = {};\n    let p1 = {};\n", param(pty, 1), param(pty, 2));
+        if self.philox.is_some() {
+            // The key words follow the output's layout word (see `elementwise_into`).
+            let w = 4 + self.inputs.len();
+            loads += &format!(
+                "    let b = kiln_philox_block(i >> 2u, vec4<u32>(info[{w}u], info[{}u], info[{}u], info[{}u]));\n    let l = i & 3u;\n",
+                w + 1,
+                w + 2,
+                w + 3
+            );
+        }
         bindings += &format!(
             "@group(0) @binding({}) var<storage, read_write> out: array<{}>;\n",
             self.inputs.len() + 1,
@@ -47,6 +67,7 @@ impl Spec {
             .replace("{{LOADS}}", &loads)
             .replace("{{OUT_INDEX}}", &out_index)
             .replace("{{VALUE}}", &store(self.out, &self.value));
+        let body = if self.philox.is_some() { format!("{}\n{body}", crate::shaders::PHILOX) } else { body };
         Ok(module(enables(&dtypes), true, &body))
     }
 }
@@ -90,6 +111,7 @@ impl GpuContext {
         let base = meta.len() + inputs.len();
         meta.resize(base, 0);
         meta.push(0);
+        meta.extend(spec.philox.iter().flatten());
         for (k, (_, layout)) in inputs.iter().enumerate() {
             meta[3 + k] = meta.len() as u32;
             push_layout(op, &mut meta, layout)?;
@@ -234,13 +256,13 @@ fn contiguous(l: &Layout) -> bool {
 pub(crate) fn unary_spec(op: UnaryOp, dtype: DType, layout_contiguous: bool) -> Result<Spec> {
     let value = unary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
     let out = if op.returns_bool() { DType::Bool } else { dtype };
-    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, layout_contiguous)], out, value, strided_out: false })
+    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, layout_contiguous)], out, value, strided_out: false, philox: None })
 }
 
 pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Result<Spec> {
     let value = binary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
     let out = if op.returns_bool() { DType::Bool } else { dtype };
-    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false })
+    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false, philox: None })
 }
 
 pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
@@ -250,20 +272,43 @@ pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
         out: dtype,
         value: "select(x2, x1, x0)".into(),
         strided_out: false,
+        philox: None,
     }
 }
 
 pub(crate) fn cast_spec(from: DType, to: DType, c: bool) -> Spec {
-    Spec { name: "cast".into(), inputs: vec![(from, c)], out: to, value: cast_value(from, to), strided_out: false }
+    Spec { name: "cast".into(), inputs: vec![(from, c)], out: to, value: cast_value(from, to), strided_out: false, philox: None }
 }
 
 pub(crate) fn fill_spec(dtype: DType) -> Spec {
     // A fill has no input: the parameter is read in the output's own compute type.
-    Spec { name: "fill".into(), inputs: vec![], out: dtype, value: "p0".into(), strided_out: false }
+    Spec { name: "fill".into(), inputs: vec![], out: dtype, value: "p0".into(), strided_out: false, philox: None }
+}
+
+/// A random op: `dist` at `key` into `dtype` (u32 for bits, f32 or f16 otherwise). Parameters
+/// ([`random_params`]): a Bernoulli's value and keep probability.
+pub(crate) fn random_spec(dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Spec> {
+    let value = match (dist, dtype) {
+        (Distribution::Bits, DType::U32) => "kiln_lane(b, l)",
+        (Distribution::Uniform, DType::F16) => "kiln_uniform_f16(kiln_lane(b, l))",
+        (Distribution::Uniform, DType::F32) => "kiln_uniform(kiln_lane(b, l))",
+        (Distribution::Normal, DType::F32 | DType::F16) => "kiln_normal(b, l)",
+        (Distribution::Bernoulli { .. }, DType::F32 | DType::F16) => "select(0.0, p0, kiln_uniform(kiln_lane(b, l)) < p1)",
+        _ => return Err(Error::UnsupportedDType { op: dist.name(), dtype, why: " (random bits are u32; the rest f32 or f16 on the GPU)".into() }),
+    };
+    Ok(Spec { name: dist.name().into(), inputs: vec![], out: dtype, value: value.into(), strided_out: false, philox: Some(key.words()) })
+}
+
+/// The parameter words of a random op of `dtype` (compute type f32 for the float outputs).
+pub(crate) fn random_params(dist: Distribution, dtype: DType) -> [u32; 2] {
+    match dist {
+        Distribution::Bernoulli { keep, value } => [param_bits(value, dtype), param_bits(keep, dtype)],
+        _ => [0, 0],
+    }
 }
 
 pub(crate) fn copy_into_spec(dtype: DType, c: bool) -> Spec {
-    Spec { name: "copy_into".into(), inputs: vec![(dtype, c)], out: dtype, value: "x0".into(), strided_out: true }
+    Spec { name: "copy_into".into(), inputs: vec![(dtype, c)], out: dtype, value: "x0".into(), strided_out: true, philox: None }
 }
 
 pub(crate) fn layout_flags(layouts: &[&Layout]) -> Vec<bool> {
@@ -295,6 +340,10 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             }
         }
         specs.push(fill_spec(d));
+        let key = PhiloxKey { seed: 0, counter: 0 };
+        for dist in [Distribution::Bits, Distribution::Uniform, Distribution::Normal, Distribution::Bernoulli { keep: 0.5, value: 2.0 }] {
+            specs.extend(random_spec(dist, key, d).ok());
+        }
         for c in [true, false] {
             specs.push(copy_into_spec(d, c));
         }
