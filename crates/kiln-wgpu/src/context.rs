@@ -81,6 +81,9 @@ pub struct ContextOptions {
     /// Submit recorded work early, whenever the GPU has run out of it (`KILN_EARLY_SUBMIT=0`
     /// turns this off: work then waits for a sync, a readback or a full batch).
     pub early_submit: bool,
+    /// Print a backtrace to stderr at every host wait (`KILN_SYNC_TRACE=1`), to find what
+    /// makes a loop wait for the GPU (see [`GpuContext::sync_count`]).
+    pub sync_trace: bool,
 }
 
 impl ContextOptions {
@@ -103,6 +106,7 @@ impl ContextOptions {
                 _ => None,
             }),
             early_submit: !flag("KILN_EARLY_SUBMIT").is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false")),
+            sync_trace: flag("KILN_SYNC_TRACE").is_some_and(|v| !v.is_empty() && v != "0"),
         }
     }
 }
@@ -118,6 +122,7 @@ impl Default for ContextOptions {
             spin: None,
             matmul_splitk: None,
             early_submit: true,
+            sync_trace: false,
         }
     }
 }
@@ -394,8 +399,10 @@ impl GpuContext {
 
     /// Counts one host wait (see [`sync_count`](Self::sync_count)).
     pub(crate) fn count_sync(&self) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        if std::env::var("KILN_SYNC_TRACE").is_ok() { eprintln!("SYNC TRACE\n{}", std::backtrace::Backtrace::force_capture()); }
+        let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.options.sync_trace {
+            eprintln!("kiln: host wait #{n} for {}\n{}", self.summary.name, std::backtrace::Backtrace::force_capture());
+        }
     }
 
     /// Submits everything recorded so far and waits for the GPU to finish it.
