@@ -276,14 +276,14 @@ fn grad_scaler_skips_the_step_on_inf_or_nan_and_halves_the_scale() {
                 let clean = param_with_grad(&d, &[3.0, 4.0, 5.0]);
                 let mut opt = make(vec![p.clone(), clean.clone()]);
                 let mut scaler = GradScaler::new(GradScalerConfig::default()).unwrap();
-                let stepped = scaler.step(opt.as_mut()).unwrap();
+                let stepped = scaler.step(opt.as_mut()).unwrap().stepped().unwrap();
                 scaler.update().unwrap();
                 assert!(!stepped, "{d:?} {name} {bad}: stepped");
                 assert_eq!(p.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 0.5], "{d:?} {name}: param moved");
                 assert_eq!(clean.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 0.5], "{d:?} {name}: clean param moved");
                 assert_eq!(opt.step_count(), 0, "{d:?} {name}");
-                assert_eq!(scaler.get_scale(), 32768.0, "{d:?} {name}");
-                assert_eq!(scaler.growth_tracker(), 0);
+                assert_eq!(scaler.get_scale().unwrap(), 32768.0, "{d:?} {name}");
+                assert_eq!(scaler.growth_tracker().unwrap(), 0);
             }
         }
     }
@@ -307,12 +307,12 @@ fn grad_scaler_unscales_and_steps_like_the_plain_optimizer() {
             assert_eq!(p.grad().unwrap().to_vec::<f32>().unwrap(), g.to_vec(), "{d:?} {name}: unscaled grad");
             // A second unscale_ in one iteration would divide twice: refused.
             assert!(matches!(scaler.unscale_(opt.as_ref()), Err(Error::InvalidArgument { .. })));
-            assert!(scaler.step(opt.as_mut()).unwrap(), "{d:?} {name}: skipped a clean step");
+            assert!(scaler.step(opt.as_mut()).unwrap().stepped().unwrap(), "{d:?} {name}: skipped a clean step");
             assert!(matches!(scaler.step(opt.as_mut()), Err(Error::InvalidArgument { .. })));
             scaler.update().unwrap();
             assert_eq!(p.to_vec::<f32>().unwrap(), reference.to_vec::<f32>().unwrap(), "{d:?} {name}: update differs");
-            assert_eq!(scaler.get_scale(), 1024.0);
-            assert_eq!(scaler.growth_tracker(), 1);
+            assert_eq!(scaler.get_scale().unwrap(), 1024.0);
+            assert_eq!(scaler.growth_tracker().unwrap(), 1);
         }
     }
 }
@@ -326,21 +326,21 @@ fn grad_scaler_grows_after_the_interval_and_backs_off() {
     let mut opt = Sgd::new(vec![p.clone()], SgdConfig::new(0.0)).unwrap();
     let mut iterate = |scaler: &mut GradScaler, grad: f32| {
         p.set_grad(Some(Tensor::from_vec(vec![grad; 3], &[3], &d).unwrap())).unwrap();
-        let stepped = scaler.step(&mut opt).unwrap();
+        let stepped = scaler.step(&mut opt).unwrap().stepped().unwrap();
         scaler.update().unwrap();
         stepped
     };
     let mut scales = Vec::new();
     for grad in [1.0, 1.0, 1.0, 1.0, f32::INFINITY, 1.0, 1.0, 1.0] {
         iterate(&mut scaler, grad);
-        scales.push(scaler.get_scale());
+        scales.push(scaler.get_scale().unwrap());
     }
     // Grows after 3 clean steps; the inf halves it and restarts the count.
     assert_eq!(scales, vec![8.0, 8.0, 16.0, 16.0, 8.0, 8.0, 8.0, 16.0]);
     // state() / load_state() carry the scale and the count across a checkpoint.
     let mut restored = GradScaler::new(config).unwrap();
-    restored.load_state(scaler.state().0, scaler.state().1).unwrap();
-    assert_eq!((restored.get_scale(), restored.growth_tracker()), (16.0, 0));
+    restored.load_state(scaler.state().unwrap().0, scaler.state().unwrap().1).unwrap();
+    assert_eq!((restored.get_scale().unwrap(), restored.growth_tracker().unwrap()), (16.0, 0));
     assert!(matches!(restored.load_state(f64::NAN, 0), Err(Error::InvalidArgument { .. })));
     // scale() multiplies the loss by the current scale, keeping it in the graph.
     let w = Tensor::from_vec(vec![2.0f32], &[1], &d).unwrap().with_grad();
@@ -372,10 +372,10 @@ fn grad_scaler_config_errors_and_disabled_mode() {
     let mut opt = Sgd::new(vec![p.clone()], SgdConfig::new(0.5)).unwrap();
     let loss = Tensor::from_vec(vec![3.0f32], &[], &Device::cpu()).unwrap();
     assert_eq!(off.scale(&loss).unwrap().item().unwrap(), 3.0);
-    assert!(off.step(&mut opt).unwrap());
+    assert!(off.step(&mut opt).unwrap().stepped().unwrap());
     off.update().unwrap();
     assert_eq!(p.to_vec::<f32>().unwrap(), vec![0.5, -2.5, 0.0]);
-    assert_eq!(off.get_scale(), 1.0);
+    assert_eq!(off.get_scale().unwrap(), 1.0);
 }
 
 /// A tiny regression model trained under autocast + GradScaler with AdamW: the loss must fall
@@ -438,11 +438,11 @@ fn grad_scaler_backs_off_from_a_real_f16_overflow() {
             opt.zero_grad();
             let loss = autocast(DType::F16, || x.matmul(&w)?.sum_all()).unwrap();
             scaler.scale(&loss).unwrap().backward().unwrap();
-            stepped.push(scaler.step(&mut opt).unwrap());
+            stepped.push(scaler.step(&mut opt).unwrap().stepped().unwrap());
             scaler.update().unwrap();
         }
         assert_eq!(stepped, vec![false, false, true], "{d:?}");
-        assert_eq!(scaler.get_scale(), 16384.0);
+        assert_eq!(scaler.get_scale().unwrap(), 16384.0);
         assert_close(&format!("{d:?} w"), &w.to_f64_vec().unwrap(), &[0.4, -0.7], 1e-6, 1e-6);
     }
 }

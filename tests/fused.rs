@@ -358,6 +358,98 @@ fn adam_step_is_in_place_and_gpu_matches_cpu() {
     assert!(matches!(p.adam_step_(&p, &p, &p, &params(1, true)), Err(Error::InvalidArgument { .. })));
 }
 
+/// The gated Adam step (GradScaler's): the step count on the device, skipped updates that
+/// change nothing and do not count. GPU against CPU, and both against the host-counted
+/// `adam_step_` run on the clean steps only; odd sizes, f16 on the GPU, β₁ = 0, and a count far
+/// past where the series for 1 − βᵗ hands over to `exp`.
+#[test]
+fn adam_step_gated_skips_without_counting_and_gpu_matches_cpu() {
+    let cpu = Device::cpu();
+    let mut devices = vec![cpu.clone()];
+    devices.extend(gpu("adam_step_gated_skips_without_counting_and_gpu_matches_cpu"));
+    let skips = [false, true, false, false, true, true, false];
+    // From 0; β₁ = 0 (ln β₁ = −∞); across t·ln β₂ = −0.5 (t ≈ 500), where the kernel's
+    // series hands over to exp; and far past it.
+    let cases = [(0.9, 0.999, 0u32), (0.0, 0.99, 0), (0.9, 0.999, 498), (0.9, 0.999, 100_000)];
+    for (n, (beta1, beta2, start)) in [1usize, 7, 1023, 4097].into_iter().zip(cases) {
+        for decoupled in [false, true] {
+            let h = |step| AdamParams { lr: 0.05, beta1, beta2, eps: 1e-8, weight_decay: 0.1, decoupled, step };
+            let what = format!("n {n} β ({beta1}, {beta2}) from step {start} decoupled {decoupled}");
+            let mut runs: Vec<Vec<f64>> = Vec::new();
+            for dev in &devices {
+                // Moments as mid-training (all-zero moments at a large count make each update
+                // ±lr·√(1/(1−β₂))/(1/(1−β₁))-sized whatever the gradient, which magnifies f32
+                // rounding far past what the comparison is about).
+                let p = random(&[n], DType::F32, 70, -1.0, 1.0).to(dev).unwrap();
+                let m = random(&[n], DType::F32, 72, -0.1, 0.1).to(dev).unwrap();
+                let v = random(&[n], DType::F32, 73, 0.01, 0.02).to(dev).unwrap();
+                let steps = Tensor::from_vec(vec![start; 2], &[2], dev).unwrap();
+                // The reference: the host-counted step on the clean gradients only.
+                let (rp, rm, rv) = (p.copy().unwrap(), m.copy().unwrap(), v.copy().unwrap());
+                let mut clean = u64::from(start);
+                for (i, &skip) in skips.iter().enumerate() {
+                    let mut gv = values(n, 80 + i as u64, -1.0, 1.0);
+                    if skip {
+                        gv[n / 2] = f64::INFINITY;
+                    }
+                    let g = Tensor::from_host(kiln::HostData::from_f64(&gv, DType::F32), &[n], dev).unwrap();
+                    let flag = Tensor::full_dtype(&[1], f64::from(u8::from(skip)), DType::U32, dev).unwrap();
+                    let before: Vec<Vec<f64>> = [&p, &m, &v].iter().map(|t| t.to_f64_vec().unwrap()).collect();
+                    p.adam_step_gated_(&g, &m, &v, &steps, Some(&flag), &h(i as u64 + 1)).unwrap();
+                    let now_slot = steps.to_vec::<u32>().unwrap()[(i + 1) % 2];
+                    if skip {
+                        let after: Vec<Vec<f64>> = [&p, &m, &v].iter().map(|t| t.to_f64_vec().unwrap()).collect();
+                        assert_eq!(after, before, "{what} step {i}: a skipped step changed the state");
+                    } else {
+                        clean += 1;
+                        rp.adam_step_(&g, &rm, &rv, &h(clean)).unwrap();
+                    }
+                    assert_eq!(u64::from(now_slot), clean, "{what} step {i}: the count");
+                    assert_close(&format!("{what} step {i} on {dev:?}: vs host-counted"), &p.to_f64_vec().unwrap(), &rp.to_f64_vec().unwrap(), 2e-6, 1e-7);
+                }
+                let mut all = p.to_f64_vec().unwrap();
+                all.extend(m.to_f64_vec().unwrap());
+                all.extend(v.to_f64_vec().unwrap());
+                runs.push(all);
+            }
+            if let [c, g] = &runs[..] {
+                // As `adam_step_is_in_place_and_gpu_matches_cpu`: f32 arithmetic on the GPU,
+                // f64 on the CPU.
+                assert_close(&format!("{what}: gpu vs cpu"), g, c, 1e-5, 1e-6);
+            }
+        }
+    }
+    // f16 parameters on the GPU: same count, values within f16 rounding of the CPU's f32 run.
+    if let Some(dev) = devices.get(1).filter(|d| d.gpu_context().is_some_and(|c| c.has_f16())) {
+        let h = |step| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step };
+        let mut outs = Vec::new();
+        for (d, dt) in [(&cpu, DType::F32), (dev, DType::F16)] {
+            let p = random(&[37], dt, 71, -1.0, 1.0).to(d).unwrap();
+            let (m, v) = (Tensor::zeros_like(&p).unwrap(), Tensor::zeros_like(&p).unwrap());
+            let steps = Tensor::full_dtype(&[2], 0.0, DType::U32, d).unwrap();
+            for (i, skip) in [false, true, false].into_iter().enumerate() {
+                let g = random(&[37], dt, 90 + i as u64, -1.0, 1.0).to(d).unwrap();
+                let flag = Tensor::full_dtype(&[1], f64::from(u8::from(skip)), DType::U32, d).unwrap();
+                p.adam_step_gated_(&g, &m, &v, &steps, Some(&flag), &h(i as u64 + 1)).unwrap();
+            }
+            assert_eq!(steps.to_vec::<u32>().unwrap()[1], 2, "{dt}: the count");
+            outs.push(p.to_f64_vec().unwrap());
+        }
+        assert_close("f16 gated adam vs f32 cpu", &outs[1], &outs[0], 2e-3, 2e-3);
+    }
+    // Typed errors, nothing changed.
+    let p = Tensor::zeros(&[4], &cpu).unwrap();
+    let (g, m, v) = (Tensor::ones(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap());
+    let h = AdamParams { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step: 1 };
+    let f32_steps = Tensor::zeros(&[2], &cpu).unwrap();
+    assert!(matches!(p.adam_step_gated_(&g, &m, &v, &f32_steps, None, &h), Err(Error::InvalidArgument { .. })));
+    let steps = Tensor::full_dtype(&[2], 0.0, DType::U32, &cpu).unwrap();
+    let f32_flag = Tensor::zeros(&[1], &cpu).unwrap();
+    assert!(matches!(p.adam_step_gated_(&g, &m, &v, &steps, Some(&f32_flag), &h), Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(p.adam_step_gated_(&g, &m, &v, &steps, None, &AdamParams { step: 0, ..h }), Err(Error::InvalidArgument { .. })));
+    assert_eq!((p.to_vec::<f32>().unwrap(), steps.to_vec::<u32>().unwrap()), (vec![0.0; 4], vec![0, 0]));
+}
+
 #[test]
 fn batched_times_matrix_runs_as_one_product() {
     let cpu = Device::cpu();

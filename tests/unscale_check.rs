@@ -4,7 +4,8 @@
 //! last element, finite products that overflow, a flag that stays set, gradients past the
 //! binding limit, copy-on-write of shared storage, typed errors; and through `GradScaler`:
 //! gradients shared between parameters, f64 CPU gradients, and the dispatch count (one kernel
-//! per gradient, no reduction).
+//! per gradient, no reduction). Every comparison also runs `unscale_check_by_`, which reads the
+//! scale on the device (GradScaler's form).
 
 mod common;
 
@@ -36,25 +37,35 @@ fn float_dtypes(test: &str, g: &Device) -> Vec<DType> {
 }
 
 /// The op on the CPU and on `g` over the same values: results agree (inf with inf of the same
-/// sign, NaN with NaN) and so do the flags, which must equal `want_flag`.
+/// sign, NaN with NaN) and so do the flags, which must equal `want_flag`. Both forms run: the
+/// factor from the host (`unscale_check_`), and `1 / scale` read on the device
+/// (`unscale_check_by_`, GradScaler's) with `scale = 1 / inv` as an f32.
 fn compare(what: &str, g: &Device, v: &[f64], dtype: DType, inv: f64, want_flag: u32) {
-    let mut outs = Vec::new();
-    for d in [Device::cpu(), g.clone()] {
-        let t = tensor(v, dtype, &d);
-        let f = flag(&d);
-        t.unscale_check_(inv, &f).unwrap_or_else(|e| panic!("{what} on {}: {e}", d.describe()));
-        assert_eq!(flag_value(&f), want_flag, "{what}: flag on {}", d.describe());
-        outs.push(t.to_f64_vec().unwrap());
-    }
-    // Both sides multiply in f32 and round once to the dtype: only a driver's rounding differs.
-    let rtol = if dtype == DType::F16 { 1e-3 } else { 1e-6 };
-    assert_close(what, &outs[1], &outs[0], rtol, 0.0);
-    // The oracle itself against f64 arithmetic, for the finite results.
-    let stored: Vec<f64> = HostData::from_f64(v, dtype).to_f64_vec();
-    for (i, (&x, &y)) in stored.iter().zip(&outs[0]).enumerate() {
-        let want = x * inv;
-        if want.is_finite() && y.is_finite() {
-            assert!((y - want).abs() <= 2.0 * rtol * want.abs(), "{what}: cpu element {i}: {y} vs {x}·{inv}");
+    for on_device in [false, true] {
+        let what = &format!("{what}{}", if on_device { " (scale on the device)" } else { "" });
+        let mut outs = Vec::new();
+        for d in [Device::cpu(), g.clone()] {
+            let t = tensor(v, dtype, &d);
+            let f = flag(&d);
+            let done = if on_device {
+                t.unscale_check_by_(&Tensor::full(&[], 1.0 / inv, &d).unwrap(), &f)
+            } else {
+                t.unscale_check_(inv, &f)
+            };
+            done.unwrap_or_else(|e| panic!("{what} on {}: {e}", d.describe()));
+            assert_eq!(flag_value(&f), want_flag, "{what}: flag on {}", d.describe());
+            outs.push(t.to_f64_vec().unwrap());
+        }
+        // Both sides multiply in f32 and round once to the dtype: only a driver's rounding differs.
+        let rtol = if dtype == DType::F16 { 1e-3 } else { 1e-6 };
+        assert_close(what, &outs[1], &outs[0], rtol, 0.0);
+        // The oracle itself against f64 arithmetic, for the finite results.
+        let stored: Vec<f64> = HostData::from_f64(v, dtype).to_f64_vec();
+        for (i, (&x, &y)) in stored.iter().zip(&outs[0]).enumerate() {
+            let want = x * inv;
+            if want.is_finite() && y.is_finite() {
+                assert!((y - want).abs() <= 2.0 * rtol * want.abs(), "{what}: cpu element {i}: {y} vs {x}·{inv}");
+            }
         }
     }
 }
@@ -212,6 +223,20 @@ fn unscale_check_rejects_bad_arguments_with_typed_errors() {
                 assert!(matches!(cpu_g.unscale_check_(0.5, &flag(gpu)), Err(Error::DeviceMismatch { .. })), "cpu grad, gpu flag");
             }
         }
+        // The device-scale form: the scale is one f32, distinct from the gradient.
+        let half = Tensor::full(&[], 2.0, &d).unwrap();
+        let two_scales = Tensor::full(&[2], 2.0, &d).unwrap();
+        assert!(matches!(g.unscale_check_by_(&two_scales, &f), Err(Error::InvalidArgument { .. })), "{name}: scale of 2");
+        let int_scale = Tensor::full_dtype(&[], 2.0, DType::I32, &d).unwrap();
+        assert!(matches!(g.unscale_check_by_(&int_scale, &f), Err(Error::InvalidArgument { .. })), "{name}: i32 scale");
+        let one = Tensor::from_vec(vec![2.0f32], &[1], &d).unwrap();
+        assert!(matches!(one.unscale_check_by_(&one, &f), Err(Error::InvalidArgument { .. })), "{name}: scale is the gradient");
+        assert!(matches!(g.unscale_check_by_(&half, &two), Err(Error::ShapeMismatch { .. })), "{name}: flag of 2");
+        if d.is_gpu() {
+            let cpu_scale = Tensor::full(&[], 2.0, &Device::cpu()).unwrap();
+            assert!(matches!(g.unscale_check_by_(&cpu_scale, &f), Err(Error::DeviceMismatch { .. })), "gpu grad, cpu scale");
+        }
+        assert_eq!(one.to_vec::<f32>().unwrap(), vec![2.0], "{name}");
         // Nothing was scaled by the refused calls.
         assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0; 6], "{name}");
         assert_eq!(flag_value(&f), 0, "{name}");
@@ -242,7 +267,7 @@ fn shared_gradient_run(d: &Device) -> Vec<Vec<f32>> {
     assert!(p1.grad().unwrap().same(&p2.grad().unwrap()), "{}: p1 and p2 no longer share their gradient", d.describe());
     let mut out: Vec<Vec<f32>> = params.iter().map(|p| p.grad().unwrap().to_vec::<f32>().unwrap()).collect();
     out.push(joint.to_vec::<f32>().unwrap());
-    assert!(scaler.step(&mut opt).unwrap());
+    assert!(scaler.step(&mut opt).unwrap().stepped().unwrap());
     scaler.update().unwrap();
     out.extend(params.iter().map(|p| p.to_vec::<f32>().unwrap()));
     out
@@ -314,10 +339,10 @@ fn grad_scaler_unscales_f64_gradients_on_the_cpu() {
         p.set_grad(Some(Tensor::from_vec(grad.clone(), &[2], &d).unwrap())).unwrap();
         let mut opt = Sgd::new(vec![p.clone()], SgdConfig::new(1.0)).unwrap();
         let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
-        assert_eq!(scaler.step(&mut opt).unwrap(), stepped, "{grad:?}");
+        assert_eq!(scaler.step(&mut opt).unwrap().stepped().unwrap(), stepped, "{grad:?}");
         scaler.update().unwrap();
         let want = if stepped { vec![0.0, 2.5] } else { vec![1.0, 2.0] };
         assert_eq!(p.to_vec::<f64>().unwrap(), want, "{grad:?}");
-        assert_eq!(scaler.get_scale(), if stepped { 1024.0 } else { 512.0 });
+        assert_eq!(scaler.get_scale().unwrap(), if stepped { 1024.0 } else { 512.0 });
     }
 }

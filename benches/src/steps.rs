@@ -25,7 +25,8 @@ impl<'a> Trainer<'a> {
 
     /// One timed training step: clear gradients, forward (under f16 autocast with `--amp`),
     /// cross-entropy against `targets`, backward, optimizer step, device sync. The scaler's
-    /// inf/NaN check adds one readback per step, as PyTorch's does.
+    /// inf/NaN check stays on the device (PyTorch's reads it back once per step); the sync at
+    /// the end is the harness's, to time whole steps.
     fn step(&mut self, ctx: &Ctx, forward: impl Fn() -> Result<Tensor>, targets: &Tensor) -> Result<()> {
         self.opt.zero_grad();
         let loss = amp(ctx, || cross_entropy_loss(&forward()?, targets))?;

@@ -118,4 +118,25 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// input, or a finite product that overflows the dtype) a 1 is ORed into `found_inf[0]`, a
     /// u32 flag the op never clears, so one flag can gather many gradients before one readback.
     fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()>;
+
+    /// [`unscale_check`](Self::unscale_check) by `inv_scale = 1 / scale[0]`, where `scale` is
+    /// one f32 read where it lives (a loss scale kept on the device needs no host value).
+    fn unscale_check_by(&mut self, scale: &Self, found_inf: &mut Self) -> Result<()>;
+
+    /// [`adam_step`](Self::adam_step) with the step count on the device, skipped when
+    /// `found_inf[0]` (u32) is not 0: GradScaler's overflow flag decides without a readback.
+    /// `steps` holds two u32 slots. `p.step` is this call's attempt number (1 on the first
+    /// call for this parameter, counting skipped ones): slot `(p.step − 1) % 2` holds the count
+    /// of updates so far; the update uses `t` = that count + 1, and `t` (or, when skipped, the
+    /// old count) is written to slot `p.step % 2`. A skipped call changes nothing else.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_step_gated(
+        &mut self,
+        grad: &Self,
+        m: &mut Self,
+        v: &mut Self,
+        steps: &mut Self,
+        found_inf: &Self,
+        p: &AdamParams,
+    ) -> Result<()>;
 }

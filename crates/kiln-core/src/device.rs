@@ -146,6 +146,21 @@ impl Device {
         }
     }
 
+    /// How many times the host has waited for this device: every `sync()` and every readback
+    /// (`item`, `to_vec`, `to_vec_async`, ...). A training step that reads no value adds none,
+    /// so the difference around a step shows whether it stalls the GPU. The CPU backend never
+    /// waits: 0.
+    ///
+    /// ```
+    /// assert_eq!(kiln_core::Device::cpu().sync_count(), 0);
+    /// ```
+    pub fn sync_count(&self) -> u64 {
+        match self {
+            Device::Cpu => 0,
+            Device::Gpu(g) => g.sync_count(),
+        }
+    }
+
     /// The per-kernel GPU time table of this device (`KILN_PROFILE=1` when it opened): kernel,
     /// count, total and mean GPU time, share. Waits for recorded work.
     ///

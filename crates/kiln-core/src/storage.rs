@@ -254,6 +254,37 @@ impl Storage {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adam_step_gated(
+        &mut self,
+        g: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+        steps: &mut Storage,
+        found_inf: &Storage,
+        p: &AdamParams,
+    ) -> Result<()> {
+        const OP: &str = "adam_step";
+        match (self, m, v, steps) {
+            (Storage::Cpu(x), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(s)) => {
+                x.adam_step_gated(cpu(OP, g)?, m, v, s, cpu(OP, found_inf)?, p)
+            }
+            (Storage::Gpu(x), Storage::Gpu(m), Storage::Gpu(v), Storage::Gpu(s)) => {
+                x.adam_step_gated(gpu(OP, g)?, m, v, s, gpu(OP, found_inf)?, p)
+            }
+            (x, m, _, _) => Err(mismatch(OP, x, m)),
+        }
+    }
+
+    pub(crate) fn unscale_check_by(&mut self, scale: &Storage, found_inf: &mut Storage) -> Result<()> {
+        const OP: &str = "unscale_check";
+        match (self, found_inf) {
+            (Storage::Cpu(x), Storage::Cpu(f)) => x.unscale_check_by(cpu(OP, scale)?, f),
+            (Storage::Gpu(x), Storage::Gpu(f)) => x.unscale_check_by(gpu(OP, scale)?, f),
+            (x, f) => Err(mismatch(OP, x, f)),
+        }
+    }
+
     pub(crate) fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Storage) -> Result<()> {
         const OP: &str = "unscale_check";
         match (self, found_inf) {

@@ -309,6 +309,47 @@ pub(crate) fn adam_step(
     Ok(())
 }
 
+/// [`adam_step`] with the step count in `steps` and the update skipped when `found_inf[0]` is
+/// set; see `BackendStorage::adam_step_gated` for the two slots.
+pub(crate) fn adam_step_gated(
+    param: &mut CpuStorage,
+    grad: &CpuStorage,
+    m: &mut CpuStorage,
+    v: &mut CpuStorage,
+    steps: &mut CpuStorage,
+    found_inf: &CpuStorage,
+    p: &AdamParams,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    let skip = match found_inf.as_host() {
+        HostData::U32(f) if !f.is_empty() => f[0] != 0,
+        other => return Err(Error::invalid(OP, format!("found_inf must be a u32 flag, got {} of {}", other.dtype(), other.len()))),
+    };
+    if p.step == 0 {
+        return Err(Error::invalid(OP, "the attempt number (AdamParams::step) starts at 1"));
+    }
+    let (rd, wr) = (((p.step - 1) % 2) as usize, (p.step % 2) as usize);
+    let mut slots = match steps.as_host() {
+        HostData::U32(s) if s.len() >= 2 => s.clone(),
+        other => return Err(Error::invalid(OP, format!("steps must be 2 u32 slots, got {} of {}", other.len(), other.dtype()))),
+    };
+    let t = slots[rd] + u32::from(!skip);
+    slots[wr] = t;
+    if !skip {
+        adam_step(param, grad, m, v, &AdamParams { step: u64::from(t), ..*p })?;
+    }
+    *steps = CpuStorage::from_host_data(HostData::U32(slots));
+    Ok(())
+}
+
+/// `1 / scale[0]` for an f32 scale of one element, as the GPU kernel computes it (in f32).
+pub(crate) fn inv_scale_of(scale: &HostData) -> Result<f64> {
+    match scale {
+        HostData::F32(s) if !s.is_empty() => Ok(f64::from(1.0 / s[0])),
+        other => Err(Error::invalid("unscale_check", format!("scale must be one f32, got {} of {}", other.len(), other.dtype()))),
+    }
+}
+
 /// In place `x ← x · inv_scale`, ORing 1 into `found_inf[0]` when a result is inf or NaN.
 /// f32 and f16 multiply in f32 by `inv_scale` rounded to f32 (f16 then rounds the product once),
 /// exactly what the GPU kernel does; f64 stays f64.

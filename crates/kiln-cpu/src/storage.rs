@@ -202,4 +202,21 @@ impl BackendStorage for CpuStorage {
     fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()> {
         crate::fused::unscale_check(&mut self.data, inv_scale, &mut found_inf.data)
     }
+
+    fn unscale_check_by(&mut self, scale: &Self, found_inf: &mut Self) -> Result<()> {
+        let inv = crate::fused::inv_scale_of(&scale.data)?;
+        crate::fused::unscale_check(&mut self.data, inv, &mut found_inf.data)
+    }
+
+    fn adam_step_gated(
+        &mut self,
+        grad: &Self,
+        m: &mut Self,
+        v: &mut Self,
+        steps: &mut Self,
+        found_inf: &Self,
+        p: &AdamParams,
+    ) -> Result<()> {
+        crate::fused::adam_step_gated(self, grad, m, v, steps, found_inf, p)
+    }
 }

@@ -11,13 +11,27 @@ fn grads_of(params: &[Tensor]) -> Vec<(&Tensor, Tensor)> {
 }
 
 /// Rescales every gradient of `params` so that their total L2 norm (over all elements of all
-/// gradients, as if concatenated) is at most `max_norm`, and returns the norm before clipping.
+/// gradients, as if concatenated) is at most `max_norm`, and returns the norm before clipping
+/// as a 0-d tensor, as PyTorch does. Nothing is read back: the norm and the factor stay on the
+/// device, so a training step that clips does not wait for the GPU. Read the norm (`item()`)
+/// only when you need it, e.g. together with the loss every few steps.
 ///
-/// As in PyTorch the factor is `max_norm / (norm + 1e-6)`, applied only when it is below 1.
-/// Partial sums stay on each gradient's device (in f32, or f64 when every gradient is f64);
-/// the one value read back to the host is the total. When the norm is not finite the gradients
-/// are left untouched and the norm is returned, so the caller can skip the step (PyTorch
-/// would scale them into NaNs).
+/// As in PyTorch the factor is `min(max_norm / (norm + 1e-6), 1)`, computed on the device;
+/// every gradient is multiplied by it (one fused elementwise chain per gradient). Partial sums
+/// are kept in f32, or in f64 when every gradient is f64 (the norm then is f64 too).
+/// Gradients on several devices are summed per device and the partial sums gathered on the
+/// device of the first gradient, where the norm lives; that gathering, and sending the factor
+/// back to the other devices, goes through the host (a sync per extra device).
+///
+/// **Non-finite norms** (an inf or NaN gradient, or a sum past f32's range): the factor is 1,
+/// so the gradients are left exactly as they were and the returned norm is inf or NaN. PyTorch
+/// (with `error_if_nonfinite=False`) multiplies by the factor computed from the inf/NaN norm
+/// instead, which turns every gradient into zeros or NaNs and destroys what a caller or a
+/// [`GradScaler`](crate::GradScaler) would inspect: Kiln keeps them, so the caller can check
+/// the norm (or let the scaler skip the step) and still see which gradient overflowed.
+///
+/// With no gradients at all the norm is a 0 on the device of the first parameter (the CPU
+/// when `params` is empty).
 ///
 /// ```
 /// use kiln_core::{Device, Tensor};
@@ -25,22 +39,24 @@ fn grads_of(params: &[Tensor]) -> Vec<(&Tensor, Tensor)> {
 /// let loss = (&p * &Tensor::from_vec(vec![3.0f32, 4.0], &[2], &Device::cpu()).unwrap()).unwrap().sum_all().unwrap();
 /// loss.backward().unwrap();
 /// let norm = kiln_nn::clip_grad_norm_(&[p.clone()], 1.0).unwrap();
-/// assert!((norm - 5.0).abs() < 1e-6);
+/// assert!((norm.item().unwrap() - 5.0).abs() < 1e-6);
 /// let g = p.grad().unwrap().to_vec::<f32>().unwrap();
 /// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
 /// ```
-pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<Tensor> {
     if max_norm.is_nan() || max_norm < 0.0 {
         return Err(Error::invalid("clip_grad_norm_", format!("max_norm must be >= 0, got {max_norm}")));
     }
     let grads = grads_of(params);
-    if grads.is_empty() {
-        return Ok(0.0);
-    }
+    let Some((_, first)) = grads.first() else {
+        let device = params.first().map_or(Device::cpu(), |p| p.device().clone());
+        return Tensor::zeros(&[], &device);
+    };
+    let home = first.device().clone();
     let acc = if grads.iter().all(|(_, g)| g.dtype() == DType::F64) { DType::F64 } else { DType::F32 };
-    let total = kiln_core::no_grad(|| -> Result<f64> {
+    let (norm, coef) = kiln_core::no_grad(|| -> Result<(Tensor, Tensor)> {
         // One running sum per device: parameters usually live on one, and summing there keeps
-        // the host out of the loop until the single read below.
+        // the host out of the loop entirely.
         let mut sums: Vec<(Device, Tensor)> = Vec::new();
         for (_, g) in &grads {
             let sq = g.to_dtype(acc)?.square()?.sum_all()?;
@@ -49,17 +65,38 @@ pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
                 None => sums.push((g.device().clone(), sq)),
             }
         }
-        let mut total = 0.0;
+        let mut total: Option<Tensor> = None;
         for (_, s) in &sums {
-            total += s.item()?;
+            let s = s.to(&home)?;
+            total = Some(match total {
+                Some(t) => (&t + &s)?,
+                None => s,
+            });
         }
-        Ok(total.sqrt())
+        let norm = total.ok_or_else(|| Error::invalid("clip_grad_norm_", "internal: no partial sums"))?.sqrt()?;
+        Ok((norm.clone(), clip_coef(&norm, max_norm)?))
     })?;
-    let coef = max_norm / (total + 1e-6);
-    if total.is_finite() && coef < 1.0 {
-        rewrite_grads(&grads, |g| g * coef)?;
-    }
-    Ok(total)
+    // The factor in each gradient's dtype and on each gradient's device, made once.
+    let mut coefs: Vec<(Device, DType, Tensor)> = Vec::new();
+    let mut coef_for = |g: &Tensor| -> Result<Tensor> {
+        if let Some((_, _, c)) = coefs.iter().find(|(d, t, _)| d == g.device() && *t == g.dtype()) {
+            return Ok(c.clone());
+        }
+        let c = coef.to(g.device())?.to_dtype(g.dtype())?;
+        coefs.push((g.device().clone(), g.dtype(), c.clone()));
+        Ok(c)
+    };
+    let scaled = kiln_core::no_grad(|| grads.iter().map(|(_, g)| g * &coef_for(g)?).collect::<Result<Vec<_>>>())?;
+    store_grads(&grads, &scaled)?;
+    Ok(norm)
+}
+
+/// `min(max_norm / (norm + 1e-6), 1)` as a 0-d tensor beside `norm`; exactly 1 when `norm` is
+/// inf or NaN (see [`clip_grad_norm_`]).
+fn clip_coef(norm: &Tensor, max_norm: f64) -> Result<Tensor> {
+    let clipped = norm.add_scalar(1e-6)?.recip()?.mul_scalar(max_norm)?.minimum_scalar(1.0)?;
+    let bad = norm.isnan()?.logical_or(&norm.isinf()?)?;
+    Tensor::where_(&bad, &Tensor::ones_like(norm)?, &clipped)
 }
 
 /// Clamps every gradient of `params` elementwise to `[-clip_value, clip_value]`.
@@ -78,7 +115,12 @@ pub fn clip_grad_value_(params: &[Tensor], clip_value: f64) -> Result<()> {
 /// apply `f` twice.
 fn rewrite_grads(grads: &[(&Tensor, Tensor)], f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
     let fresh = kiln_core::no_grad(|| grads.iter().map(|(_, g)| f(g)).collect::<Result<Vec<_>>>())?;
-    for ((p, g), new) in grads.iter().zip(&fresh) {
+    store_grads(grads, &fresh)
+}
+
+/// Stores each new value as its parameter's gradient, once all of them are computed.
+fn store_grads(grads: &[(&Tensor, Tensor)], fresh: &[Tensor]) -> Result<()> {
+    for ((p, g), new) in grads.iter().zip(fresh) {
         replace_grad(p, g, new)?;
     }
     Ok(())

@@ -20,7 +20,7 @@ pub mod sched;
 pub mod sequential;
 pub mod transformer;
 
-pub use amp::{GradScaler, GradScalerConfig};
+pub use amp::{GradScaler, GradScalerConfig, StepOutcome};
 pub use activation::{Gelu, GeluTanh, LeakyRelu, Relu, Sigmoid, Silu, Tanh};
 pub use attention::MultiHeadAttention;
 pub use clip::{clip_grad_norm_, clip_grad_value_};

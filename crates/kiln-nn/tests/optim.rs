@@ -540,7 +540,7 @@ fn clip_grad_norm_scales_all_grads_together() {
     let a = with_grad_values(&[3.0, 0.0]);
     let b = with_grad_values(&[0.0, 4.0, 0.0]);
     let idle = Tensor::zeros(&[2], &cpu()).unwrap().with_grad();
-    let norm = clip_grad_norm_(&[a.clone(), b.clone(), idle.clone()], 2.5).unwrap();
+    let norm = clip_grad_norm_(&[a.clone(), b.clone(), idle.clone()], 2.5).unwrap().item().unwrap();
     assert!((norm - 5.0).abs() < 1e-6);
     let coef = 2.5 / (5.0 + 1e-6);
     for (got, want) in grad_of(&a).iter().chain(&grad_of(&b)).zip([3.0 * coef, 0.0, 0.0, 4.0 * coef, 0.0]) {
@@ -550,11 +550,11 @@ fn clip_grad_norm_scales_all_grads_together() {
 
     // Below the threshold: untouched.
     let c = with_grad_values(&[0.3, 0.4]);
-    let norm = clip_grad_norm_(std::slice::from_ref(&c), 1.0).unwrap();
+    let norm = clip_grad_norm_(std::slice::from_ref(&c), 1.0).unwrap().item().unwrap();
     assert!((norm - 0.5).abs() < 1e-6);
     assert_eq!(grad_of(&c), vec![0.30000001192092896, 0.4000000059604645]);
     assert!(clip_grad_norm_(&[c], -1.0).is_err());
-    assert_eq!(clip_grad_norm_(&[], 1.0).unwrap(), 0.0);
+    assert_eq!(clip_grad_norm_(&[], 1.0).unwrap().item().unwrap(), 0.0);
 }
 
 #[test]
@@ -564,7 +564,7 @@ fn clip_handles_shared_and_view_grads() {
     let b = Tensor::zeros(&[2], &cpu()).unwrap().with_grad();
     let w = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &cpu()).unwrap();
     (&(&a + &b).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
-    let norm = clip_grad_norm_(&[a.clone(), b.clone()], 1.0).unwrap();
+    let norm = clip_grad_norm_(&[a.clone(), b.clone()], 1.0).unwrap().item().unwrap();
     assert!((norm - 50f64.sqrt()).abs() < 1e-5);
     let coef = 1.0 / (50f64.sqrt() + 1e-6);
     for g in [grad_of(&a), grad_of(&b)] {
@@ -579,7 +579,7 @@ fn clip_handles_shared_and_view_grads() {
     clip_grad_value_(&[a.clone(), b.clone()], 1.5).unwrap();
     assert_eq!(grad_of(&a), vec![1.0, 1.5]);
     assert_eq!(grad_of(&b), vec![1.5, 1.5]);
-    let norm = clip_grad_norm_(&[a.clone(), b.clone()], 1.0).unwrap();
+    let norm = clip_grad_norm_(&[a.clone(), b.clone()], 1.0).unwrap().item().unwrap();
     assert!((norm - (1.0f64 + 3.0 * 2.25).sqrt()).abs() < 1e-5);
     let total: f64 = grad_of(&a).iter().chain(&grad_of(&b)).map(|g| g * g).sum();
     assert!((total.sqrt() - 1.0).abs() < 1e-5);

@@ -7,7 +7,7 @@ use kiln_backend::{Error, Result};
 use std::path::PathBuf;
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 /// A shared handle to one GPU context; what `kiln-core`'s `Device::gpu()` holds.
@@ -52,6 +52,8 @@ pub struct MemoryStats {
     pub submits: u64,
     /// Dispatches that reused a cached bind group instead of creating one.
     pub bind_groups_reused: u64,
+    /// Times the host waited for the GPU (see [`GpuContext::sync_count`]).
+    pub syncs: u64,
 }
 
 /// Per-context settings that programs normally take from the environment
@@ -79,6 +81,9 @@ pub struct ContextOptions {
     /// Submit recorded work early, whenever the GPU has run out of it (`KILN_EARLY_SUBMIT=0`
     /// turns this off: work then waits for a sync, a readback or a full batch).
     pub early_submit: bool,
+    /// Print a backtrace to stderr at every host wait (`KILN_SYNC_TRACE=1`), to find what
+    /// makes a loop wait for the GPU (see [`GpuContext::sync_count`]).
+    pub sync_trace: bool,
 }
 
 impl ContextOptions {
@@ -101,6 +106,7 @@ impl ContextOptions {
                 _ => None,
             }),
             early_submit: !flag("KILN_EARLY_SUBMIT").is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false")),
+            sync_trace: flag("KILN_SYNC_TRACE").is_some_and(|v| !v.is_empty() && v != "0"),
         }
     }
 }
@@ -116,6 +122,7 @@ impl Default for ContextOptions {
             spin: None,
             matmul_splitk: None,
             early_submit: true,
+            sync_trace: false,
         }
     }
 }
@@ -139,6 +146,8 @@ pub struct GpuContext {
     spin: std::time::Duration,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
+    /// See [`GpuContext::sync_count`].
+    syncs: AtomicU64,
 }
 
 /// A cooperative-matrix shape the adapter runs: 16×16×16, f16 inputs, f32 accumulators, on
@@ -262,6 +271,7 @@ impl GpuContext {
             queue,
             error,
             lost,
+            syncs: AtomicU64::new(0),
         });
         crate::exit::register(&ctx);
         ctx
@@ -286,6 +296,7 @@ impl GpuContext {
         let index = self.flush().ok().flatten();
         let waiting = self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref().is_some_and(|p| p.waiting());
         if waiting && !self.is_lost() {
+            self.count_sync();
             let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
@@ -374,7 +385,24 @@ impl GpuContext {
             s.submits = b.submits;
             s.bind_groups_reused = b.binds.hits;
         }
+        s.syncs = self.sync_count();
         s
+    }
+
+    /// How many times the host has waited for this GPU so far: every `sync()`, every
+    /// readback (blocking or async: `item`, `to_vec`, `to_vec_async`) and every wait for the
+    /// profiler's timestamps. A training step that reads no value should add none; tests count
+    /// with it (`tests/syncs.rs`). Submits and non-blocking polls are not waits.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Counts one host wait (see [`sync_count`](Self::sync_count)).
+    pub(crate) fn count_sync(&self) {
+        let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.options.sync_trace {
+            eprintln!("kiln: host wait #{n} for {}\n{}", self.summary.name, std::backtrace::Backtrace::force_capture());
+        }
     }
 
     /// Submits everything recorded so far and waits for the GPU to finish it.
@@ -384,6 +412,7 @@ impl GpuContext {
     }
 
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.count_sync();
         if self.is_lost() {
             return self.check("sync");
         }

@@ -89,6 +89,7 @@ impl GpuContext {
         let (staging, index) = self.stage(op, src, bytes, move |r| {
             let _ = tx.send(r);
         })?;
+        self.count_sync();
         let ctx = self.clone();
         // The map callback fires from inside a poll; a helper thread does that blocking poll.
         std::thread::spawn(move || {

@@ -355,6 +355,30 @@ impl BackendStorage for GpuStorage {
         found_inf.known_range = None;
         kernels::optim::unscale_check(self, inv_scale, found_inf)
     }
+
+    fn unscale_check_by(&mut self, scale: &Self, found_inf: &mut Self) -> Result<()> {
+        same_device("unscale_check", self, found_inf)?;
+        same_device("unscale_check", self, scale)?;
+        found_inf.known_range = None;
+        kernels::optim::unscale_check_by(self, scale, found_inf)
+    }
+
+    fn adam_step_gated(
+        &mut self,
+        grad: &Self,
+        m: &mut Self,
+        v: &mut Self,
+        steps: &mut Self,
+        found_inf: &Self,
+        p: &AdamParams,
+    ) -> Result<()> {
+        self.known_range = None;
+        steps.known_range = None;
+        for t in [grad, &*m, &*v, &*steps, found_inf] {
+            same_device("adam_step", self, t)?;
+        }
+        kernels::optim::adam_step_gated(self, grad, m, v, steps, found_inf, p)
+    }
 }
 
 /// Smallest and largest value of integer host data (`None` for other dtypes and no data).

@@ -48,6 +48,11 @@ impl Tensor {
         scalar_cache::get(value, self.dtype(), self.device())
     }
 
+    /// A 0-d constant of `dtype` on `device`, made once and shared (read-only uses only).
+    pub(crate) fn constant(value: f64, dtype: DType, device: &crate::Device) -> Result<Tensor> {
+        scalar_cache::get(value, dtype, device)
+    }
+
     /// `cond ? a : b` elementwise, with broadcasting; `cond` is bool.
     ///
     /// ```

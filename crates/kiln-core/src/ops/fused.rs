@@ -243,6 +243,20 @@ impl Tensor {
     /// that tensor keeps the old values.
     pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, p: &AdamParams) -> Result<()> {
         const OP: &str = "adam_step";
+        self.check_adam(grad, m, v)?;
+        let g = dense(grad)?;
+        let gs = g.storage();
+        let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
+        let pm = owned(OP, &mut ps, self, false)?;
+        let mm = owned(OP, &mut mst, m, false)?;
+        let vm = owned(OP, &mut vst, v, false)?;
+        pm.adam_step(&gs, mm, vm, p)
+    }
+
+    /// The parameter, gradient and moments of an Adam step agree in device, dtype and shape,
+    /// are distinct, and the ones written own dense storage.
+    fn check_adam(&self, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
+        const OP: &str = "adam_step";
         check_float(OP, self)?;
         for t in [grad, m, v] {
             check_like(OP, self, t)?;
@@ -258,13 +272,69 @@ impl Tensor {
                 return Err(Error::invalid(OP, "parameter and moments must own contiguous storage"));
             }
         }
+        Ok(())
+    }
+
+    /// [`adam_step_`](Self::adam_step_) with the parameter's step count kept on the device and
+    /// the whole update skipped when `found_inf` (a u32 tensor of one element, e.g. GradScaler's
+    /// overflow flag; `None`: never) is not 0. Nothing is read back: a skipped step leaves the
+    /// parameter, the moments and the count as they were, and the bias corrections use the
+    /// device's count, so skipped steps do not advance it (what PyTorch's GradScaler gets by not
+    /// calling `optimizer.step()`).
+    ///
+    /// `steps` is a u32 tensor of two slots, zeros for a fresh parameter; `p.step` numbers this
+    /// call among all calls for this parameter, skipped ones included (1 on the first): slot
+    /// `(p.step − 1) % 2` holds the count of updates so far, and the call writes the new count
+    /// to slot `p.step % 2`. Read that slot to know the count.
+    ///
+    /// ```
+    /// # use kiln_core::{AdamParams, DType, Device, Tensor};
+    /// let d = Device::cpu();
+    /// let p = Tensor::from_vec(vec![1.0f32], &[1], &d).unwrap();
+    /// let g = Tensor::from_vec(vec![0.5f32], &[1], &d).unwrap();
+    /// let (m, v) = (Tensor::zeros(&[1], &d).unwrap(), Tensor::zeros(&[1], &d).unwrap());
+    /// let steps = Tensor::full_dtype(&[2], 0.0, DType::U32, &d).unwrap();
+    /// let inf = Tensor::full_dtype(&[1], 1.0, DType::U32, &d).unwrap();
+    /// let h = |step| AdamParams { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step };
+    /// p.adam_step_gated_(&g, &m, &v, &steps, Some(&inf), &h(1)).unwrap(); // skipped
+    /// assert_eq!((p.to_vec::<f32>().unwrap(), steps.to_vec::<u32>().unwrap()), (vec![1.0], vec![0, 0]));
+    /// p.adam_step_gated_(&g, &m, &v, &steps, None, &h(2)).unwrap(); // the first real update
+    /// assert_eq!(steps.to_vec::<u32>().unwrap(), vec![1, 0]);
+    /// assert!((p.to_vec::<f32>().unwrap()[0] - 0.9).abs() < 1e-6);
+    /// ```
+    pub fn adam_step_gated_(
+        &self,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        steps: &Tensor,
+        found_inf: Option<&Tensor>,
+        p: &AdamParams,
+    ) -> Result<()> {
+        const OP: &str = "adam_step";
+        self.check_adam(grad, m, v)?;
+        self.check_same_device(OP, steps)?;
+        if steps.dtype() != DType::U32 || steps.shape() != [2] || !steps.is_contiguous() || steps.layout().offset() != 0 {
+            return Err(Error::invalid(OP, format!("steps must own a u32 tensor of shape [2], got {} {:?}", steps.dtype(), steps.shape())));
+        }
+        if [self, grad, m, v].iter().any(|t| t.same(steps)) {
+            return Err(Error::invalid(OP, "steps must be a tensor of its own"));
+        }
+        let flag = match found_inf {
+            Some(f) => {
+                check_flag(OP, self, f)?;
+                dense(f)?
+            }
+            None => Tensor::constant(0.0, DType::U32, self.device())?,
+        };
         let g = dense(grad)?;
-        let gs = g.storage();
-        let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
+        let (gs, fs) = (g.storage(), flag.storage());
+        let (mut ps, mut mst, mut vst, mut sst) = (lock(self), lock(m), lock(v), lock(steps));
         let pm = owned(OP, &mut ps, self, false)?;
         let mm = owned(OP, &mut mst, m, false)?;
         let vm = owned(OP, &mut vst, v, false)?;
-        pm.adam_step(&gs, mm, vm, p)
+        let sm = owned(OP, &mut sst, steps, true)?;
+        pm.adam_step_gated(&gs, mm, vm, sm, &fs, p)
     }
 
     /// Loss-scaling's unscale in place, with its overflow check (one kernel on the GPU): every
@@ -288,13 +358,7 @@ impl Tensor {
     pub fn unscale_check_(&self, inv_scale: f64, found_inf: &Tensor) -> Result<()> {
         const OP: &str = "unscale_check";
         check_float(OP, self)?;
-        self.check_same_device(OP, found_inf)?;
-        if found_inf.dtype() != DType::U32 {
-            return Err(Error::dtype(OP, DType::U32, found_inf.dtype()));
-        }
-        if found_inf.numel() != 1 {
-            return Err(Error::shape(OP, format!("found_inf {:?} (expects one element)", found_inf.shape())));
-        }
+        check_flag(OP, self, found_inf)?;
         for t in [self, found_inf] {
             if !t.is_contiguous() || t.layout().offset() != 0 {
                 return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
@@ -308,6 +372,56 @@ impl Tensor {
         let fm = owned(OP, &mut fs, found_inf, true)?;
         gm.unscale_check(inv_scale, fm)
     }
+
+    /// [`unscale_check_`](Self::unscale_check_) by `1 / scale`, where `scale` is an f32 tensor
+    /// of one element read where it lives: a loss scale kept on the device never needs a host
+    /// value. The factor is `1 / scale` rounded to f32 (exact for GradScaler's powers of two).
+    ///
+    /// ```
+    /// # use kiln_core::{DType, Device, Tensor};
+    /// let d = Device::cpu();
+    /// let flag = Tensor::full_dtype(&[1], 0.0, DType::U32, &d).unwrap();
+    /// let scale = Tensor::full(&[], 4.0, &d).unwrap();
+    /// let g = Tensor::from_vec(vec![2.0f32, -4.0], &[2], &d).unwrap();
+    /// g.unscale_check_by_(&scale, &flag).unwrap();
+    /// assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.5, -1.0]);
+    /// assert_eq!(flag.to_vec::<u32>().unwrap(), vec![0]);
+    /// ```
+    pub fn unscale_check_by_(&self, scale: &Tensor, found_inf: &Tensor) -> Result<()> {
+        const OP: &str = "unscale_check";
+        check_float(OP, self)?;
+        check_flag(OP, self, found_inf)?;
+        self.check_same_device(OP, scale)?;
+        if scale.dtype() != DType::F32 || scale.numel() != 1 {
+            return Err(Error::invalid(OP, format!("scale must be one f32, got {} {:?}", scale.dtype(), scale.shape())));
+        }
+        if scale.same(self) || scale.same(found_inf) || found_inf.same(self) {
+            return Err(Error::invalid(OP, "gradient, scale and flag must be distinct tensors"));
+        }
+        for t in [self, found_inf] {
+            if !t.is_contiguous() || t.layout().offset() != 0 {
+                return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+            }
+        }
+        let sc = dense(scale)?;
+        let ss = sc.storage();
+        let (mut gs, mut fs) = (lock(self), lock(found_inf));
+        let gm = owned(OP, &mut gs, self, true)?;
+        let fm = owned(OP, &mut fs, found_inf, true)?;
+        gm.unscale_check_by(&ss, fm)
+    }
+}
+
+/// `found_inf` is a u32 tensor of one element on `x`'s device.
+fn check_flag(op: &'static str, x: &Tensor, found_inf: &Tensor) -> Result<()> {
+    x.check_same_device(op, found_inf)?;
+    if found_inf.dtype() != DType::U32 {
+        return Err(Error::dtype(op, DType::U32, found_inf.dtype()));
+    }
+    if found_inf.numel() != 1 {
+        return Err(Error::shape(op, format!("found_inf {:?} (expects one element)", found_inf.shape())));
+    }
+    Ok(())
 }
 
 /// The storage `s` behind `t`, made `t`'s own for an in-place op: copied first when another

@@ -1,6 +1,6 @@
 //! Adagrad (`torch.optim.Adagrad`) with learning-rate decay.
 
-use super::{OptimCore, Optimizer, ParamGroup, add_scaled, check_non_negative, delegate_to_core, with_l2};
+use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core, step_unless_on_host, with_l2};
 use kiln_core::{Result, Tensor};
 
 /// Hyper-parameters of [`Adagrad`] (PyTorch's defaults via `Default`).
@@ -47,23 +47,38 @@ impl Adagrad {
     }
 }
 
+/// One Adagrad update: the new parameter and `sum`.
+fn adagrad_rule(c: AdagradConfig, h: Hyper, p: &Tensor, g: &Tensor, state: Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)> {
+    let g = with_l2(g, p, h.weight_decay)?;
+    let clr = h.lr / (1.0 + (h.step as f64 - 1.0) * c.lr_decay);
+    let g_sq = g.square()?;
+    // PyTorch fills the accumulator at construction; starting it on the first update is
+    // the same arithmetic without holding memory for parameters that never get a grad.
+    let sum = match state {
+        Some(s) => (&s.bufs[0] + &g_sq)?,
+        None if c.initial_accumulator_value == 0.0 => g_sq,
+        None => g_sq.add_scalar(c.initial_accumulator_value)?,
+    };
+    let std = sum.sqrt()?.add_scalar(c.eps)?;
+    Ok((add_scaled(p, &(&g / &std)?, -clr)?, vec![sum]))
+}
+
 impl Optimizer for Adagrad {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step(|h, p, g, state| {
-            let g = with_l2(g, p, h.weight_decay)?;
-            let clr = h.lr / (1.0 + (h.step as f64 - 1.0) * c.lr_decay);
-            let g_sq = g.square()?;
-            // PyTorch fills the accumulator at construction; starting it on the first update is
-            // the same arithmetic without holding memory for parameters that never get a grad.
-            let sum = match state {
-                Some(s) => (&s.bufs[0] + &g_sq)?,
-                None if c.initial_accumulator_value == 0.0 => g_sq,
-                None => g_sq.add_scalar(c.initial_accumulator_value)?,
-            };
-            let std = sum.sqrt()?.add_scalar(c.eps)?;
-            Ok((add_scaled(p, &(&g / &std)?, -clr)?, vec![sum]))
-        })
+        self.core.step(|h, p, g, state| adagrad_rule(c, h, p, g, state))
+    }
+
+    /// Gated on the device: a skipped first step keeps `sum` at `initial_accumulator_value`,
+    /// which the rule treats like no state. With `lr_decay` the rate depends on the step
+    /// count, which only the host has: then it reads the flag.
+    fn step_unless(&mut self, found_inf: &Tensor) -> Result<()> {
+        let c = self.config;
+        if c.lr_decay != 0.0 || !self.core.gateable(found_inf) {
+            return step_unless_on_host(self, found_inf);
+        }
+        let neutral = |p: &Tensor| Ok(vec![Tensor::full_dtype(p.shape(), c.initial_accumulator_value, p.dtype(), p.device())?]);
+        self.core.step_gated(found_inf, |h, p, g, state| adagrad_rule(c, h, p, g, state), neutral)
     }
 
     delegate_to_core!();

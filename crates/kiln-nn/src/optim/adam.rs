@@ -1,8 +1,8 @@
 //! Adam (`torch.optim.Adam`, L2 penalty in the gradient) and AdamW (`torch.optim.AdamW`,
 //! decoupled weight decay), without AMSGrad.
 
-use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core};
-use kiln_core::{AdamParams, Error, Result, Tensor};
+use super::{Gate, Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core, step_unless_on_host};
+use kiln_core::{AdamParams, DType, Error, Result, Tensor};
 
 /// Hyper-parameters of [`Adam`] (PyTorch's defaults via `Default`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,26 +49,37 @@ fn check_adam(op: &'static str, betas: (f64, f64), eps: f64) -> Result<()> {
 /// place (`decoupled` selects AdamW's `p ← p·(1 − lr·wd)` over the L2 term). The old moment
 /// handles are dropped before the write, so the kernel updates their storage in place unless
 /// someone else (a `state()` export) still holds it; then that storage is copied first.
+///
+/// The step count that the bias corrections use lives on the device
+/// ([`Tensor::adam_step_gated_`]), for plain and gated steps alike, so both run the same
+/// kernel; a gated step whose flag is set changes nothing and is not counted.
+#[allow(clippy::too_many_arguments)]
 fn adam_fused(
     h: Hyper,
     p: &Tensor,
     g: &Tensor,
     old: Option<ParamState>,
+    gate: Option<Gate>,
     (beta1, beta2): (f64, f64),
     eps: f64,
     decoupled: bool,
-) -> Result<Vec<Tensor>> {
-    let (m, v) = match old {
+) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    let (m, v, steps) = match old {
         Some(s) => {
+            let steps = match s.device_steps {
+                Some(t) => t,
+                // Restored from a checkpoint: both slots hold the count.
+                None => Tensor::full_dtype(&[2], (h.step - 1) as f64, DType::U32, p.device())?,
+            };
             let mut bufs = s.bufs.into_iter();
             let mut next = || bufs.next().ok_or_else(|| Error::invalid("Adam", "optimizer state lost a moment buffer"));
-            (next()?.detach(), next()?.detach())
+            (next()?.detach(), next()?.detach(), steps)
         }
-        None => (Tensor::zeros_like(p)?, Tensor::zeros_like(p)?),
+        None => (Tensor::zeros_like(p)?, Tensor::zeros_like(p)?, Tensor::full_dtype(&[2], 0.0, DType::U32, p.device())?),
     };
     let params = AdamParams { lr: h.lr, beta1, beta2, eps, weight_decay: h.weight_decay, decoupled, step: h.step };
-    p.adam_step_(g, &m, &v, &params)?;
-    Ok(vec![m, v])
+    p.adam_step_gated_(g, &m, &v, &steps, gate.map(|g| g.flag), &params)?;
+    Ok((vec![m, v], Some(steps)))
 }
 
 /// `torch.optim.Adam`: moments `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
@@ -99,7 +110,15 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step_in_place(|h, p, g, s| adam_fused(h, p, g, s, c.betas, c.eps, false))
+        self.core.step_in_place(None, |h, p, g, s, gate| adam_fused(h, p, g, s, gate, c.betas, c.eps, false))
+    }
+
+    fn step_unless(&mut self, found_inf: &Tensor) -> Result<()> {
+        if !self.core.gateable(found_inf) {
+            return step_unless_on_host(self, found_inf);
+        }
+        let c = self.config;
+        self.core.step_in_place(Some(found_inf), |h, p, g, s, gate| adam_fused(h, p, g, s, gate, c.betas, c.eps, false))
     }
 
     delegate_to_core!();
@@ -133,7 +152,15 @@ impl AdamW {
 impl Optimizer for AdamW {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step_in_place(|h, p, g, s| adam_fused(h, p, g, s, c.betas, c.eps, true))
+        self.core.step_in_place(None, |h, p, g, s, gate| adam_fused(h, p, g, s, gate, c.betas, c.eps, true))
+    }
+
+    fn step_unless(&mut self, found_inf: &Tensor) -> Result<()> {
+        if !self.core.gateable(found_inf) {
+            return step_unless_on_host(self, found_inf);
+        }
+        let c = self.config;
+        self.core.step_in_place(Some(found_inf), |h, p, g, s, gate| adam_fused(h, p, g, s, gate, c.betas, c.eps, true))
     }
 
     delegate_to_core!();

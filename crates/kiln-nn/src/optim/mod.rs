@@ -29,7 +29,7 @@ pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
-use kiln_core::{Device, Error, Result, Tensor};
+use kiln_core::{DType, Device, Error, Result, Tensor};
 
 /// What every optimizer does. Object safe: schedulers and checkpoints take `&mut dyn Optimizer`.
 pub trait Optimizer {
@@ -60,7 +60,9 @@ pub trait Optimizer {
     /// optimizer is unchanged.
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
 
-    /// How many times [`Optimizer::step`] has completed.
+    /// How many times [`Optimizer::step`] has completed, steps that
+    /// [`step_unless`](Optimizer::step_unless) skipped not included. After a gated step only
+    /// the device knows whether it was skipped: asking then reads a counter back (one sync).
     fn step_count(&self) -> u64;
 
     /// Restores the step counter (checkpoints store it in the file's metadata).
@@ -72,6 +74,34 @@ pub trait Optimizer {
     fn params(&self) -> Vec<Tensor> {
         Vec::new()
     }
+
+    /// [`step`](Optimizer::step) unless `found_inf`, a u32 tensor of one element (what
+    /// `GradScaler` gathers its inf/NaN check into), is not 0. A skipped step changes nothing
+    /// and does not count: neither in [`step_count`](Optimizer::step_count) nor in the
+    /// per-parameter step numbers that Adam's bias correction uses (PyTorch's GradScaler gets
+    /// the same by not calling `step()`).
+    ///
+    /// The optimizers of this crate decide on the device, so the host does not wait for the
+    /// GPU: Adam and AdamW inside their fused kernel, the others by selecting old or new values
+    /// in their elementwise chains. They read the flag back instead (one sync) when the
+    /// parameters are not all on the flag's device, and for the two rules whose first update
+    /// cannot be expressed that way: `Sgd` with dampening and `Adagrad` with `lr_decay`.
+    /// The default, for optimizers written elsewhere, reads the flag and calls `step` when it
+    /// is 0.
+    fn step_unless(&mut self, found_inf: &Tensor) -> Result<()> {
+        step_unless_on_host(self, found_inf)
+    }
+}
+
+/// What [`Optimizer::step_unless`] does by default: read the flag (one sync), step if it is 0.
+pub(crate) fn step_unless_on_host<O: Optimizer + ?Sized>(opt: &mut O, found_inf: &Tensor) -> Result<()> {
+    if found_inf.numel() != 1 || found_inf.dtype() != DType::U32 {
+        return Err(Error::invalid(
+            "Optimizer::step_unless",
+            format!("found_inf must be one u32, got {} {:?}", found_inf.dtype(), found_inf.shape()),
+        ));
+    }
+    if found_inf.item()? == 0.0 { opt.step() } else { Ok(()) }
 }
 
 /// Parameters that share hyper-parameter overrides (PyTorch's `param_groups`). `None` uses the
@@ -111,10 +141,34 @@ pub(crate) struct Hyper {
     pub step: u64,
 }
 
-/// One parameter's buffers, in the order of the optimizer's field names.
+/// One parameter's buffers, in the order of the optimizer's field names, and its step count.
+///
+/// After gated steps ([`Optimizer::step_unless`]) only the device knows how many updates
+/// happened, so `step` counts *attempts*; the true count is `device_steps` (Adam, whose fused
+/// kernel counts on the device) or `step` minus the skips since `skip_base` (the others).
 pub(crate) struct ParamState {
     pub step: u64,
     pub bufs: Vec<Tensor>,
+    /// Adam's update count on the device: two u32 slots, see [`Tensor::adam_step_gated_`].
+    pub device_steps: Option<Tensor>,
+    /// The optimizer's skip counter (`OptimCore::skipped`) as it was when this count started,
+    /// plus the skips of gated steps this parameter sat out (no gradient): this parameter's
+    /// skipped attempts are the counter minus this. `None`: 0.
+    pub skip_base: Option<Tensor>,
+}
+
+impl ParamState {
+    pub(crate) fn new(step: u64, bufs: Vec<Tensor>) -> ParamState {
+        ParamState { step, bufs, device_steps: None, skip_base: None }
+    }
+}
+
+/// How [`OptimCore::step_in_place`] calls an update rule: the gate of a gated step (a 0-d bool
+/// tensor, true to skip, and the u32 flag it came from), `None` for a plain one.
+#[derive(Clone, Copy)]
+pub(crate) struct Gate<'a> {
+    pub skip: &'a Tensor,
+    pub flag: &'a Tensor,
 }
 
 struct Group {
@@ -133,7 +187,11 @@ pub(crate) struct OptimCore {
     lr: f64,
     fields: Vec<&'static str>,
     states: Vec<Option<ParamState>>,
+    /// Steps attempted; `skipped` of them were skipped on the device.
     steps: u64,
+    /// How many gated steps the device skipped (u32 `[1]` on the flags' device); `None`
+    /// before the first gated step.
+    skipped: Option<Tensor>,
 }
 
 /// Rejects NaN, infinite and negative hyper-parameters with an error naming the optimizer.
@@ -188,6 +246,7 @@ impl OptimCore {
             fields,
             states: (0..count).map(|_| None).collect(),
             steps: 0,
+            skipped: None,
         })
     }
 
@@ -202,12 +261,45 @@ impl OptimCore {
     /// (a grad of the wrong dtype or device) leaves every parameter and buffer as it was.
     pub(crate) fn step(
         &mut self,
-        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
+        update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
     ) -> Result<()> {
-        self.step_in_place(|hyper, p, g, old| {
+        self.step_selecting(None, update, |_| Ok(Vec::new()))
+    }
+
+    /// [`OptimCore::step`] gated on `found_inf` ([`Optimizer::step_unless`]): every new value
+    /// is `where(skip, old, new)`, so a skipped step keeps parameters and buffers as they were.
+    /// A parameter without state yet keeps `neutral(param)` as its buffers when skipped: values
+    /// the rule treats exactly like no state (zeros for running averages). Falls back to the
+    /// host when the flag and the parameters are on different devices.
+    pub(crate) fn step_gated(
+        &mut self,
+        found_inf: &Tensor,
+        update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
+        neutral: impl Fn(&Tensor) -> Result<Vec<Tensor>>,
+    ) -> Result<()> {
+        self.step_selecting(Some(found_inf), update, neutral)
+    }
+
+    fn step_selecting(
+        &mut self,
+        found_inf: Option<&Tensor>,
+        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)>,
+        neutral: impl Fn(&Tensor) -> Result<Vec<Tensor>>,
+    ) -> Result<()> {
+        self.step_in_place(found_inf, |hyper, p, g, old, gate| {
             let (value, bufs) = update(hyper, p, g, old.as_ref())?;
-            p.set_data(&value)?;
-            Ok(bufs)
+            let Some(gate) = gate else {
+                p.set_data(&value)?;
+                return Ok((bufs, None));
+            };
+            let keep = |old: &Tensor, new: &Tensor| Tensor::where_(gate.skip, old, new);
+            let olds = match &old {
+                Some(s) => s.bufs.clone(),
+                None => neutral(p)?,
+            };
+            p.set_data(&keep(p, &value)?)?;
+            let kept = olds.iter().zip(&bufs).map(|(o, n)| keep(o, n)).collect::<Result<Vec<_>>>()?;
+            Ok((kept, None))
         })
     }
 
@@ -237,29 +329,61 @@ impl OptimCore {
         Ok(grads)
     }
 
+    /// Whether a gated step with `found_inf` can be decided on the device: the flag is one u32
+    /// and every parameter with a gradient lives on its device.
+    pub(crate) fn gateable(&self, found_inf: &Tensor) -> bool {
+        found_inf.numel() == 1
+            && found_inf.dtype() == DType::U32
+            && self.params().filter_map(|p| p.grad()).all(|g| g.device() == found_inf.device())
+            && self.skipped.as_ref().is_none_or(|s| s.device() == found_inf.device())
+    }
+
     /// Like [`OptimCore::step`] for rules that update the parameter and its buffers in place:
-    /// `update(hyper, param, grad, old_state) -> buffers` takes the old state by value, so it
-    /// can drop the old handles before writing (in-place writes copy storage that is shared).
+    /// `update(hyper, param, grad, old_state, gate) -> (buffers, device step slots)` takes the
+    /// old state by value, so it can drop the old handles before writing (in-place writes copy
+    /// storage that is shared). With `found_inf` the step is gated
+    /// ([`Optimizer::step_unless`]): the rule gets the [`Gate`] and must leave everything as it
+    /// was where it says skip; this does the counting. The caller checks
+    /// [`OptimCore::gateable`] first.
     pub(crate) fn step_in_place(
         &mut self,
-        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<ParamState>) -> Result<Vec<Tensor>>,
+        found_inf: Option<&Tensor>,
+        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<ParamState>, Option<Gate>) -> Result<(Vec<Tensor>, Option<Tensor>)>,
     ) -> Result<()> {
         let grads = self.checked_grads()?;
-        let OptimCore { groups, states, fields, .. } = self;
+        let skip = match found_inf {
+            Some(f) => Some(kiln_core::no_grad(|| f.ne_scalar(0.0)?.reshape(&[]))?),
+            None => None,
+        };
+        let gate = found_inf.zip(skip.as_ref()).map(|(flag, skip)| Gate { skip, flag });
+        let OptimCore { groups, states, fields, skipped, .. } = self;
         kiln_core::no_grad(|| {
             let mut index = 0;
             for group in groups.iter() {
                 for p in &group.params {
                     let i = index;
                     index += 1;
-                    let Some(g) = &grads[i] else { continue };
+                    let Some(g) = &grads[i] else {
+                        // Sat out a gated step: its skips must not count against this parameter.
+                        if let (Some(gate), Some(st)) = (gate, states[i].as_mut())
+                            && st.device_steps.is_none()
+                        {
+                            st.skip_base = Some(add_flag(st.skip_base.as_ref(), gate.flag)?);
+                        }
+                        continue;
+                    };
                     let old = states[i].take();
                     let step = old.as_ref().map_or(0, |s| s.step) + 1;
+                    // A count that starts now starts from the skips so far.
+                    let skip_base = old.as_ref().map_or_else(|| skipped.clone(), |s| s.skip_base.clone());
                     let hyper = Hyper { lr: group.lr, weight_decay: group.weight_decay, step };
-                    let bufs = update(hyper, p, g, old)?;
+                    let (bufs, device_steps) = update(hyper, p, g, old, gate)?;
                     debug_assert_eq!(bufs.len(), fields.len());
-                    states[i] = Some(ParamState { step, bufs });
+                    states[i] = Some(ParamState { step, bufs, device_steps, skip_base });
                 }
+            }
+            if let Some(gate) = gate {
+                *skipped = Some(add_flag(skipped.as_ref(), gate.flag)?);
             }
             Ok::<(), Error>(())
         })?;
@@ -285,18 +409,21 @@ impl OptimCore {
     }
 
     pub(crate) fn step_count(&self) -> u64 {
-        self.steps
+        // A failed readback (a lost device) counts the skipped steps as taken.
+        self.steps.saturating_sub(count_of(self.skipped.as_ref()).unwrap_or(0))
     }
 
     pub(crate) fn set_step_count(&mut self, steps: u64) {
-        self.steps = steps;
+        // The skip counter stays (parameters' counts are relative to it), so it is added back.
+        self.steps = steps.saturating_add(count_of(self.skipped.as_ref()).unwrap_or(0));
     }
 
     pub(crate) fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, st) in self.states.iter().enumerate() {
             let Some(st) = st else { continue };
-            if let Ok(step) = Tensor::from_vec(vec![st.step as f64], &[], &Device::cpu()) {
+            let step = self.true_step(st);
+            if let Ok(step) = Tensor::from_vec(vec![step as f64], &[], &Device::cpu()) {
                 out.push((format!("{i}.step"), step));
             }
             for (field, buf) in self.fields.iter().zip(&st.bufs) {
@@ -304,6 +431,18 @@ impl OptimCore {
             }
         }
         out
+    }
+
+    /// A parameter's count of updates, skipped gated steps not included; reads the device
+    /// when gated steps happened (a failed read counts them as taken).
+    fn true_step(&self, st: &ParamState) -> u64 {
+        if let Some(slots) = &st.device_steps {
+            let slot = (st.step % 2) as usize;
+            return slots.to_vec::<u32>().ok().and_then(|v| v.get(slot).copied()).map_or(st.step, u64::from);
+        }
+        let total = count_of(self.skipped.as_ref()).unwrap_or(0);
+        let base = count_of(st.skip_base.as_ref()).unwrap_or(0);
+        st.step.saturating_sub(total.saturating_sub(base))
     }
 
     pub(crate) fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
@@ -365,7 +504,8 @@ impl OptimCore {
                         // drag autodiff history into the updates.
                         moved.push(kiln_core::no_grad(|| b.to(params[i].device()))?.detach());
                     }
-                    fresh.push(Some(ParamState { step, bufs: moved }));
+                    // Counts start afresh from the skips so far (see `ParamState::skip_base`).
+                    fresh.push(Some(ParamState { skip_base: self.skipped.clone(), ..ParamState::new(step, moved) }));
                 }
             }
         }
@@ -405,6 +545,23 @@ macro_rules! delegate_to_core {
     };
 }
 pub(crate) use delegate_to_core;
+
+/// `counter + flag` (u32 `[1]`; no counter yet: a copy of the flag), for skip counts.
+fn add_flag(counter: Option<&Tensor>, flag: &Tensor) -> Result<Tensor> {
+    let flag = flag.reshape(&[1])?;
+    match counter {
+        Some(c) => c + &flag,
+        None => flag.copy(),
+    }
+}
+
+/// The value of a skip counter (one sync); `None` counts as 0.
+fn count_of(counter: Option<&Tensor>) -> Result<u64> {
+    match counter {
+        Some(c) => Ok(c.item()? as u64),
+        None => Ok(0),
+    }
+}
 
 /// `a + alpha * b`, skipping the multiply when `alpha` is 1.
 pub(crate) fn add_scaled(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Tensor> {

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay
 //! (`torch.optim.SGD`).
 
-use super::{OptimCore, Optimizer, ParamGroup, add_scaled, check_non_negative, delegate_to_core, with_l2};
+use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core, step_unless_on_host, with_l2};
 use kiln_core::{Error, Result, Tensor};
 
 /// Hyper-parameters of [`Sgd`]; PyTorch's defaults except `lr`, which has none.
@@ -55,23 +55,37 @@ impl Sgd {
     }
 }
 
+/// One SGD update: the new parameter and momentum buffer (none without momentum).
+fn sgd_rule(c: SgdConfig, h: Hyper, p: &Tensor, g: &Tensor, state: Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)> {
+    let g = with_l2(g, p, h.weight_decay)?;
+    if c.momentum == 0.0 {
+        return Ok((add_scaled(p, &g, -h.lr)?, vec![]));
+    }
+    let buf = match state {
+        // A copy: the raw gradient tensor can be rewritten later (clipping), and the
+        // buffer must not follow it.
+        None => g.copy()?,
+        Some(s) => add_scaled(&(&s.bufs[0] * c.momentum)?, &g, 1.0 - c.dampening)?,
+    };
+    let direction = if c.nesterov { add_scaled(&g, &buf, c.momentum)? } else { buf.clone() };
+    Ok((add_scaled(p, &direction, -h.lr)?, vec![buf]))
+}
+
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        self.core.step(|h, p, g, state| {
-            let g = with_l2(g, p, h.weight_decay)?;
-            if c.momentum == 0.0 {
-                return Ok((add_scaled(p, &g, -h.lr)?, vec![]));
-            }
-            let buf = match state {
-                // A copy: the raw gradient tensor can be rewritten later (clipping), and the
-                // buffer must not follow it.
-                None => g.copy()?,
-                Some(s) => add_scaled(&(&s.bufs[0] * c.momentum)?, &g, 1.0 - c.dampening)?,
-            };
-            let direction = if c.nesterov { add_scaled(&g, &buf, c.momentum)? } else { buf.clone() };
-            Ok((add_scaled(p, &direction, -h.lr)?, vec![buf]))
-        })
+        self.core.step(|h, p, g, state| sgd_rule(c, h, p, g, state))
+    }
+
+    /// Gated on the device: a skipped first step keeps a zero momentum buffer, which the rule
+    /// treats like none when dampening is 0 (`μ·0 + g = g`); with dampening it reads the flag.
+    fn step_unless(&mut self, found_inf: &Tensor) -> Result<()> {
+        let c = self.config;
+        if c.dampening != 0.0 || !self.core.gateable(found_inf) {
+            return step_unless_on_host(self, found_inf);
+        }
+        let neutral = |p: &Tensor| Ok(if c.momentum == 0.0 { vec![] } else { vec![Tensor::zeros_like(p)?] });
+        self.core.step_gated(found_inf, |h, p, g, state| sgd_rule(c, h, p, g, state), neutral)
     }
 
     delegate_to_core!();

@@ -228,15 +228,14 @@ pub fn train(
     kiln::manual_seed(cfg.seed);
     let model = CharTransformer::new(cfg.model_config(vocab), device)?;
     let mut opt = optimizer(&model, cfg)?;
-    let mut schedule = WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.lr * cfg.final_lr_frac)?;
+    let mut schedule = schedule(cfg)?;
     let params = model.parameters();
     let mut rng = Rng::new(cfg.seed);
 
     let bar = progress_bar(cfg);
     let mut history = Vec::new();
     let mut train_secs = 0.0;
-    let mut loss_sum = Tensor::zeros(&[], device)?;
-    let mut since_eval = 0usize;
+    let mut totals = RunningTotals::new(device)?;
     model.train();
     let run_start = Instant::now();
     let mut memory = super::common::memlog::open(cfg.memory_log.clone(), "elapsed_s,step")?;
@@ -246,25 +245,14 @@ pub fn train(
         let (x, y) = train.random_windows(b, t, &mut rng)?;
         let x = Tensor::from_vec(x, &[b, t], device)?;
         let y = Tensor::from_vec(y, &[b * t], device)?;
-        let logits = model.logits(&x)?.reshape(&[b * t, vocab])?;
-        let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
-        opt.zero_grad();
-        loss.backward()?;
-        let norm = kiln_nn::clip_grad_norm_(&params, cfg.grad_clip)?;
-        if !norm.is_finite() {
-            return Err(format!("training diverged at step {step} (gradient norm {norm}); try a lower --lr").into());
-        }
-        // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
-        // (`lr_at(0)` is 0) and the last one lands on the final rate.
-        schedule.step(&mut opt);
+        let (loss, norm) = train_step(&model, &mut opt, &mut schedule, &params, cfg.grad_clip, &x, &y)?;
         let lr = opt.lr();
-        opt.step()?;
-        loss_sum = (&loss_sum + &loss.detach())?;
-        since_eval += 1;
+        totals.add(&loss, &norm)?;
         train_secs += start.elapsed().as_secs_f64();
         bar.inc(1);
         if step % 10 == 0 {
-            bar.set_message(format!("train {:.3} bpc, lr {lr:.2e}, {:.2} s/step", bits(loss_sum.item()? / since_eval as f64), train_secs / step as f64));
+            let train_bpc = bits(totals.read(step)?);
+            bar.set_message(format!("train {train_bpc:.3} bpc, lr {lr:.2e}, {:.2} s/step", train_secs / step as f64));
         }
 
         let elapsed = run_start.elapsed().as_secs_f64();
@@ -274,7 +262,7 @@ pub fn train(
         }
         let out_of_time = cfg.max_minutes.is_some_and(|m| run_start.elapsed().as_secs_f64() >= m * 60.0);
         if step % cfg.eval_every == 0 || step == cfg.steps || out_of_time {
-            let train_bpc = bits(loss_sum.item()? / since_eval as f64);
+            let train_bpc = bits(totals.read(step)?);
             let val_bpc = bits(evaluate(&model, &val_windows, EVAL_BATCH, t, device)?);
             if !(train_bpc.is_finite() && val_bpc.is_finite()) {
                 return Err(format!("training diverged by step {step} (loss is not finite); try a lower --lr").into());
@@ -282,8 +270,7 @@ pub fn train(
             let point = EvalPoint { step, train_bpc, val_bpc, lr, train_secs };
             bar.suspend(|| on_eval(&point));
             history.push(point);
-            loss_sum = Tensor::zeros(&[], device)?;
-            since_eval = 0;
+            totals = RunningTotals::new(device)?;
         }
         if out_of_time {
             break;
@@ -294,9 +281,73 @@ pub fn train(
     Ok((model, history))
 }
 
+/// One training step on the windows `x` (inputs, `[batch, seq_len]`) and `y` (next characters,
+/// `[batch · seq_len]`): forward, cross-entropy, backward, gradient clipping at `grad_clip`,
+/// the schedule, AdamW. Returns the loss and the gradient norm before clipping, both still on
+/// the device: the step itself never waits for the GPU.
+pub fn train_step(
+    model: &CharTransformer,
+    opt: &mut AdamW,
+    schedule: &mut WarmupCosine,
+    params: &[Tensor],
+    grad_clip: f64,
+    x: &Tensor,
+    y: &Tensor,
+) -> kiln::Result<(Tensor, Tensor)> {
+    let vocab = model.config.vocab_size;
+    let logits = model.logits(x)?.reshape(&[y.numel(), vocab])?;
+    let loss = kiln_nn::loss::cross_entropy_loss(&logits, y)?;
+    opt.zero_grad();
+    loss.backward()?;
+    let norm = kiln_nn::clip_grad_norm_(params, grad_clip)?;
+    // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
+    // (`lr_at(0)` is 0) and the last one lands on the final rate.
+    schedule.step(opt);
+    opt.step()?;
+    Ok((loss.detach(), norm))
+}
+
+/// What the loop sums between reads, on the device: the losses, and how many gradient norms
+/// were not finite. Both come back in one read, every few steps, so the steps in between
+/// never wait for the GPU.
+struct RunningTotals {
+    loss: Tensor,
+    nonfinite_norms: Tensor,
+    steps: usize,
+}
+
+impl RunningTotals {
+    fn new(device: &Device) -> kiln::Result<RunningTotals> {
+        Ok(RunningTotals { loss: Tensor::zeros(&[], device)?, nonfinite_norms: Tensor::zeros(&[], device)?, steps: 0 })
+    }
+
+    fn add(&mut self, loss: &Tensor, norm: &Tensor) -> kiln::Result<()> {
+        let bad = norm.isnan()?.logical_or(&norm.isinf()?)?.to_dtype(kiln::DType::F32)?;
+        self.loss = (&self.loss + loss)?;
+        self.nonfinite_norms = (&self.nonfinite_norms + &bad)?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// The mean loss (nats) since the last reset, in one read; an error if a gradient norm was
+    /// not finite (by `step`, the step being read at).
+    fn read(&self, step: usize) -> AnyResult<f64> {
+        let both = Tensor::stack(&[self.loss.clone(), self.nonfinite_norms.clone()], 0)?.to_vec::<f32>()?;
+        if both[1] != 0.0 {
+            return Err(format!("training diverged by step {step} (gradient norm not finite); try a lower --lr").into());
+        }
+        Ok(f64::from(both[0]) / self.steps.max(1) as f64)
+    }
+}
+
+/// Linear warm-up over `cfg.warmup` steps, then a cosine down to `lr · final_lr_frac`.
+pub fn schedule(cfg: &TrainConfig) -> AnyResult<WarmupCosine> {
+    Ok(WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.lr * cfg.final_lr_frac)?)
+}
+
 /// AdamW with weight decay on the weight matrices only: decaying gains, biases or embedding
 /// rows toward zero only fights LayerNorm and the lookup tables.
-fn optimizer(model: &CharTransformer, cfg: &TrainConfig) -> AnyResult<AdamW> {
+pub fn optimizer(model: &CharTransformer, cfg: &TrainConfig) -> AnyResult<AdamW> {
     let (mut decay, mut keep) = (Vec::new(), Vec::new());
     for (name, p) in model.named_parameters() {
         if p.rank() >= 2 && !name.ends_with("_emb.weight") {
