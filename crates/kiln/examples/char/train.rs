@@ -12,11 +12,11 @@ use std::f64::consts::LN_2;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::{Device, Tensor, no_grad};
+use kiln::{DType, Device, Tensor, no_grad};
 use kiln_data::{Rng, TextDataset};
 use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
 use kiln_nn::sched::{LrScheduler, WarmupCosine};
-use kiln_nn::{Module, ModuleExt};
+use kiln_nn::{GradScaler, Module, ModuleExt};
 
 pub use model::{Activation, CharTransformer, ModelConfig, Size};
 
@@ -222,43 +222,23 @@ pub fn train(
     if train.vocab() != val.vocab() {
         return Err("the training and validation texts have different vocabularies".into());
     }
-    let (b, t, vocab) = (cfg.batch_size, cfg.seq_len, train.vocab_size());
+    let t = cfg.seq_len;
     let val_windows = fixed_windows(val, cfg.eval_windows, t)?;
 
-    kiln::manual_seed(cfg.seed);
-    let model = CharTransformer::new(cfg.model_config(vocab), device)?;
-    let mut opt = optimizer(&model, cfg)?;
-    let mut schedule = WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.lr * cfg.final_lr_frac)?;
-    let params = model.parameters();
-    let mut rng = Rng::new(cfg.seed);
+    let mut trainer = Trainer::new(cfg, train.vocab_size(), device)?;
 
     let bar = progress_bar(cfg);
     let mut history = Vec::new();
     let mut train_secs = 0.0;
     let mut loss_sum = Tensor::zeros(&[], device)?;
     let mut since_eval = 0usize;
-    model.train();
+    trainer.model.train();
     let run_start = Instant::now();
     let mut memory = super::common::memlog::open(cfg.memory_log.clone(), "elapsed_s,step")?;
     let mut next_sample = 0.0;
     for step in 1..=cfg.steps {
         let start = Instant::now();
-        let (x, y) = train.random_windows(b, t, &mut rng)?;
-        let x = Tensor::from_vec(x, &[b, t], device)?;
-        let y = Tensor::from_vec(y, &[b * t], device)?;
-        let logits = model.logits(&x)?.reshape(&[b * t, vocab])?;
-        let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
-        opt.zero_grad();
-        loss.backward()?;
-        let norm = kiln_nn::clip_grad_norm_(&params, cfg.grad_clip)?;
-        if !norm.is_finite() {
-            return Err(format!("training diverged at step {step} (gradient norm {norm}); try a lower --lr").into());
-        }
-        // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
-        // (`lr_at(0)` is 0) and the last one lands on the final rate.
-        schedule.step(&mut opt);
-        let lr = opt.lr();
-        opt.step()?;
+        let (loss, lr) = trainer.step(step, train, device)?;
         loss_sum = (&loss_sum + &loss.detach())?;
         since_eval += 1;
         train_secs += start.elapsed().as_secs_f64();
@@ -275,7 +255,7 @@ pub fn train(
         let out_of_time = cfg.max_minutes.is_some_and(|m| run_start.elapsed().as_secs_f64() >= m * 60.0);
         if step % cfg.eval_every == 0 || step == cfg.steps || out_of_time {
             let train_bpc = bits(loss_sum.item()? / since_eval as f64);
-            let val_bpc = bits(evaluate(&model, &val_windows, EVAL_BATCH, t, device)?);
+            let val_bpc = bits(evaluate(&trainer.model, &val_windows, EVAL_BATCH, t, device)?);
             if !(train_bpc.is_finite() && val_bpc.is_finite()) {
                 return Err(format!("training diverged by step {step} (loss is not finite); try a lower --lr").into());
             }
@@ -290,8 +270,89 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    model.eval();
-    Ok((model, history))
+    trainer.model.eval();
+    Ok((trainer.model, history))
+}
+
+/// A run's model, optimizer, learning-rate schedule and window sampler, built as [`train`]
+/// builds them, and its training step: `train` loops over [`Trainer::step`], and kiln-bench's
+/// W10 times the same step (it includes this file by path).
+pub struct Trainer {
+    pub model: CharTransformer,
+    pub opt: AdamW,
+    schedule: WarmupCosine,
+    params: Vec<Tensor>,
+    rng: Rng,
+    batch_size: usize,
+    seq_len: usize,
+    grad_clip: f64,
+    /// Mixed precision (set by [`Trainer::with_grad_scaler`]; the example trains in f32).
+    scaler: Option<GradScaler>,
+}
+
+impl Trainer {
+    /// Seeds Kiln's generator with `cfg.seed` (initialisation and dropout) and builds a fresh
+    /// model for `vocab` characters, its AdamW, the warm-up + cosine schedule over `cfg.steps`
+    /// and the generator that picks training windows.
+    pub fn new(cfg: &TrainConfig, vocab: usize, device: &Device) -> AnyResult<Trainer> {
+        kiln::manual_seed(cfg.seed);
+        let model = CharTransformer::new(cfg.model_config(vocab), device)?;
+        let opt = optimizer(&model, cfg)?;
+        let schedule = WarmupCosine::new(cfg.lr, cfg.warmup.min(cfg.steps) as u64, cfg.steps as u64, cfg.lr * cfg.final_lr_frac)?;
+        let params = model.parameters();
+        let rng = Rng::new(cfg.seed);
+        let (batch_size, seq_len, grad_clip) = (cfg.batch_size, cfg.seq_len, cfg.grad_clip);
+        Ok(Trainer { model, opt, schedule, params, rng, batch_size, seq_len, grad_clip, scaler: None })
+    }
+
+    /// Trains in mixed precision from now on, as `torch.autocast` + `torch.amp.GradScaler`
+    /// do: the forward pass under f16 autocast, the loss scaled before backward, gradients
+    /// unscaled before clipping, and steps with an inf or NaN gradient skipped.
+    pub fn with_grad_scaler(mut self, scaler: GradScaler) -> Trainer {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// One optimizer step on `batch_size` fresh windows of `text`: upload, forward,
+    /// cross-entropy, backward, gradients clipped to `grad_clip`, the schedule's next rate, the
+    /// AdamW update. `step` (counted from 1) only names the step in errors. Returns the loss,
+    /// still on the device, and the learning rate used.
+    pub fn step(&mut self, step: usize, text: &TextDataset, device: &Device) -> AnyResult<(Tensor, f64)> {
+        let (b, t, vocab) = (self.batch_size, self.seq_len, self.model.config.vocab_size);
+        let (x, y) = text.random_windows(b, t, &mut self.rng)?;
+        let x = Tensor::from_vec(x, &[b, t], device)?;
+        let y = Tensor::from_vec(y, &[b * t], device)?;
+        let forward = || {
+            let logits = self.model.logits(&x)?.reshape(&[b * t, vocab])?;
+            kiln_nn::loss::cross_entropy_loss(&logits, &y)
+        };
+        let loss = if self.scaler.is_some() { kiln::autocast(DType::F16, forward)? } else { forward()? };
+        self.opt.zero_grad();
+        match &mut self.scaler {
+            None => loss.backward()?,
+            Some(scaler) => {
+                scaler.scale(&loss)?.backward()?;
+                scaler.unscale_(&self.opt)?;
+            }
+        }
+        let norm = kiln_nn::clip_grad_norm_(&self.params, self.grad_clip)?;
+        // Under a GradScaler an overflow is expected now and then: it skips that step.
+        if !norm.is_finite() && self.scaler.is_none() {
+            return Err(format!("training diverged at step {step} (gradient norm {norm}); try a lower --lr").into());
+        }
+        // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
+        // (`lr_at(0)` is 0) and the last one lands on the final rate.
+        self.schedule.step(&mut self.opt);
+        let lr = self.opt.lr();
+        match &mut self.scaler {
+            None => self.opt.step()?,
+            Some(scaler) => {
+                scaler.step(&mut self.opt)?;
+                scaler.update()?;
+            }
+        }
+        Ok((loss, lr))
+    }
 }
 
 /// AdamW with weight decay on the weight matrices only: decaying gains, biases or embedding
