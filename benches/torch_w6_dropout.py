@@ -64,6 +64,8 @@ def main():
     args.only = "W6d"  # what torch_bench's Ctx reads
     tb.set_tf32(False)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("CUDA is not available; pass --device cpu to run on the CPU anyway")
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -10,7 +10,8 @@
 # unpacked first. Every step runs under `timeout`; a step that fails or times out is noted in
 # "$OUT/run.log" and the next one runs. Knobs: W10_STEPS (300), W10_MAX_S (150: kiln-bench stops
 # timing W10 after this many seconds, at least 5 timed steps), SUITE_MAX_S (240, kiln-bench,
-# torch_bench.py and each burn binary), KILN_DEVICE_FLAG (--device vulkan).
+# torch_bench.py and each burn binary), KILN_DEVICE_FLAG (--device vulkan), SMALL=1 (every
+# program's --small sizes and W10_STEPS 22: a smoke test of this script, e.g. on lavapipe).
 set -uo pipefail
 
 groups_help() {
@@ -44,7 +45,9 @@ done
 
 OUT=${OUT:-$root/gpu-out}
 mkdir -p "$OUT"
-W10_STEPS=${W10_STEPS:-300}
+S=""
+[ "${SMALL:-0}" = 1 ] && S=--small
+W10_STEPS=${W10_STEPS:-$([ -n "$S" ] && echo 22 || echo 300)}
 W10_MAX_S=${W10_MAX_S:-150}
 SUITE_MAX_S=${SUITE_MAX_S:-240}
 DEV=${KILN_DEVICE_FLAG:---device vulkan}
@@ -91,32 +94,32 @@ step() {
 for g in $selected; do
     case $g in
     w10)
-        step kiln-w10 $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
-        step kiln-w10-amp $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV --amp --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
+        step kiln-w10 $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV $S --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
+        step kiln-w10-amp $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV $S --amp --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
         ;;
     chargpt)
         step chargpt 240 python3 "$G/shared/char_gpt.py" "$TEXT" --steps "$W10_STEPS" --modes fp32,amp16,bf16
         step chargpt-compile 300 python3 "$G/shared/char_gpt.py" "$TEXT" --steps "$W10_STEPS" --modes compile
         ;;
     memory)
-        step kiln-memory 300 "$BIN/kiln-bench" $DEV --only W5,W6,W6d,W7,W9
-        step torch-memory 300 python3 "$G/scripts/torch_memory.py" "$TEXT" --shared "$G/shared"
-        step torch-w6d 120 python3 "$G/scripts/torch_w6_dropout.py" --shared "$G/shared"
+        step kiln-memory 300 "$BIN/kiln-bench" $DEV $S --only W5,W6,W6d,W7,W9
+        step torch-memory 300 python3 "$G/scripts/torch_memory.py" "$TEXT" --shared "$G/shared" $S
+        step torch-w6d 120 python3 "$G/scripts/torch_w6_dropout.py" --shared "$G/shared" $S
         ;;
     suite)
-        step kiln-suite $((SUITE_MAX_S + 120)) "$BIN/kiln-bench" $DEV --only W1,W1h,W2,W3,W4,W5,W6,W6d,W7,W8,W9 --max-seconds "$SUITE_MAX_S"
+        step kiln-suite $((SUITE_MAX_S + 120)) "$BIN/kiln-bench" $DEV $S --only W1,W1h,W2,W3,W4,W5,W6,W6d,W7,W8,W9 --max-seconds "$SUITE_MAX_S"
         ;;
     amp)
-        step kiln-amp 300 "$BIN/kiln-bench" $DEV --amp --only W5,W6,W6d,W7,W9
-        step torch-amp-w6 120 python3 "$G/scripts/torch_amp_w6.py"
-        step torch-w6d-amp 120 python3 "$G/scripts/torch_w6_dropout.py" --shared "$G/shared" --amp
+        step kiln-amp 300 "$BIN/kiln-bench" $DEV $S --amp --only W5,W6,W6d,W7,W9
+        step torch-amp-w6 120 python3 "$G/scripts/torch_amp_w6.py" $S
+        step torch-w6d-amp 120 python3 "$G/scripts/torch_w6_dropout.py" --shared "$G/shared" $S --amp
         ;;
     torch)
-        step torch-suite $((SUITE_MAX_S + 200)) python3 "$G/shared/torch_bench.py" --max-seconds "$SUITE_MAX_S"
+        step torch-suite $((SUITE_MAX_S + 200)) python3 "$G/shared/torch_bench.py" $S --max-seconds "$SUITE_MAX_S"
         ;;
     burn)
-        step burn-wgsl $((SUITE_MAX_S + 60)) "$G/shared/burn-bench-wgsl" --max-seconds "$SUITE_MAX_S"
-        step burn-spirv $((SUITE_MAX_S + 60)) "$G/shared/burn-bench-spirv" --max-seconds "$SUITE_MAX_S"
+        step burn-wgsl $((SUITE_MAX_S + 60)) "$G/shared/burn-bench-wgsl" $S --max-seconds "$SUITE_MAX_S"
+        step burn-spirv $((SUITE_MAX_S + 60)) "$G/shared/burn-bench-spirv" $S --max-seconds "$SUITE_MAX_S"
         ;;
     profile)
         step profile-char 300 env KILN_PROFILE=1 "$BIN/char_transformer" --size large --steps 40 --eval-every 1000 \
