@@ -282,3 +282,154 @@ fn ops_on_a_tensor_past_the_binding_limit_match_the_cpu() {
     }
     assert_eq!(Tensor::ones(&[3], &g).unwrap().sum_all().unwrap().item().unwrap(), 3.0);
 }
+
+/// MiB, for messages and sizes.
+const MIB: u64 = 1 << 20;
+
+/// `mib` MiB of f32 whose values say where they came from: `seed + i`.
+fn filled(mib: u64, seed: f32, g: &Device) -> (Tensor, Vec<f32>) {
+    let n = (mib * MIB / 4) as usize;
+    let host: Vec<f32> = (0..n).map(|i| seed + (i % 1000) as f32).collect();
+    (Tensor::from_vec(host.clone(), &[n], g).unwrap(), host)
+}
+
+/// The device's stats after its recorded work has finished.
+fn settled(g: &Device) -> kiln::MemoryStats {
+    g.sync().unwrap();
+    g.memory_stats()
+}
+
+/// Lifts the pool limit when a test ends, passing or not, so the shared device stays usable.
+struct NoLimitAfter<'a>(&'a Device);
+
+impl Drop for NoLimitAfter<'_> {
+    fn drop(&mut self) {
+        self.0.set_pool_limit(None);
+    }
+}
+
+/// `empty_cache` gives every free buffer back and leaves tensors alone: their data reads back
+/// unchanged and new work runs (on buffers asked from the driver again).
+#[test]
+fn empty_cache_releases_free_buffers_and_keeps_tensors() {
+    let _serial = serial();
+    let Some(g) = common::gpu("empty_cache_releases_free_buffers_and_keeps_tensors") else { return };
+    let (keep, keep_host) = filled(1, 0.5, &g);
+    drop(filled(2, 1.0, &g).0);
+    drop(filled(3, 2.0, &g).0);
+    let before = settled(&g);
+    assert!(before.pooled_bytes >= 5 * MIB, "dropped tensors were not pooled: {before:?}");
+    g.empty_cache();
+    let after = g.memory_stats();
+    assert_eq!(after.pooled_bytes, 0, "{before:?} -> {after:?}");
+    assert_eq!(after.live_bytes, before.live_bytes, "tensors lost memory: {before:?} -> {after:?}");
+    assert_eq!(keep.to_vec::<f32>().unwrap(), keep_host);
+    // New buffers now come from the driver: the free lists are empty.
+    let doubled = keep.mul_scalar(2.0).unwrap().to_vec::<f32>().unwrap();
+    assert!(doubled.iter().zip(&keep_host).all(|(d, k)| *d == 2.0 * k));
+    let (again, again_host) = filled(2, 3.0, &g);
+    assert_eq!(again.to_vec::<f32>().unwrap(), again_host);
+    assert!(settled(&g).allocations > after.allocations, "no new buffer after empty_cache");
+    assert_eq!(Device::cpu().memory_stats(), kiln::MemoryStats::default());
+    Device::cpu().empty_cache(); // a no-op, not a panic
+}
+
+/// The peaks follow live bytes and live + free bytes through an allocation and its drop, and
+/// `reset_peak_memory_stats` restarts them from the current values.
+#[test]
+fn peak_memory_stats_follow_allocations_and_reset() {
+    let _serial = serial();
+    let Some(g) = common::gpu("peak_memory_stats_follow_allocations_and_reset") else { return };
+    g.sync().unwrap();
+    g.empty_cache();
+    g.reset_peak_memory_stats();
+    let start = g.memory_stats();
+    assert_eq!((start.peak_live_bytes, start.peak_total_bytes), (start.live_bytes, start.live_bytes + start.pooled_bytes));
+    let (t, _) = filled(4, 0.0, &g);
+    let with = settled(&g);
+    assert!(with.peak_live_bytes >= start.live_bytes + 4 * MIB, "{start:?} -> {with:?}");
+    assert!(with.peak_total_bytes >= with.live_bytes + with.pooled_bytes, "{with:?}");
+    drop(t);
+    let after = settled(&g);
+    assert!(after.live_bytes + 4 * MIB <= with.live_bytes, "the drop did not free: {with:?} -> {after:?}");
+    assert!(after.peak_live_bytes >= with.peak_live_bytes, "a peak went down: {with:?} -> {after:?}");
+    g.reset_peak_memory_stats();
+    let reset = g.memory_stats();
+    assert_eq!(reset.peak_live_bytes, reset.live_bytes, "{reset:?}");
+    assert_eq!(reset.peak_total_bytes, reset.live_bytes + reset.pooled_bytes, "{reset:?}");
+}
+
+/// With a pool limit, allocations that would pass it let free buffers go first (largest
+/// first) instead of failing; live + free stays under the limit whenever live bytes alone do;
+/// tensors bigger than the limit still get their memory; a lower limit trims at once.
+#[test]
+fn pool_limit_trims_free_buffers_instead_of_failing() {
+    let _serial = serial();
+    let Some(g) = common::gpu("pool_limit_trims_free_buffers_instead_of_failing") else { return };
+    let _lift = NoLimitAfter(&g);
+    g.sync().unwrap();
+    g.empty_cache();
+    let base = g.memory_stats().live_bytes;
+    let limit = base + 8 * MIB;
+    g.set_pool_limit(Some(limit));
+    assert_eq!(g.pool_limit(), Some(limit));
+    let total = |s: kiln::MemoryStats| s.live_bytes + s.pooled_bytes;
+
+    // Fill the free lists: 2 + 3 MiB dropped, 1 MiB kept.
+    let (keep, keep_host) = filled(1, 7.0, &g);
+    drop(filled(2, 1.0, &g).0);
+    drop(filled(3, 2.0, &g).0);
+    let full = settled(&g);
+    assert!(full.pooled_bytes >= 5 * MIB && total(full) <= limit, "{full:?} (limit {limit})");
+
+    // 5 MiB more does not fit beside 6 MiB held: the 3 MiB buffer goes first, then the 2 MiB.
+    let (big, big_host) = filled(5, 3.0, &g);
+    let s = settled(&g);
+    assert!(total(s) <= limit, "past the limit: {s:?} (limit {limit})");
+    assert_eq!(big.to_vec::<f32>().unwrap(), big_host);
+    assert_eq!(keep.to_vec::<f32>().unwrap(), keep_host);
+
+    // Live bytes alone past the limit: the tensor is made anyway, the pool keeps nothing free,
+    // and its buffer goes back to the driver when dropped.
+    let (huge, huge_host) = filled(12, 4.0, &g);
+    let s = settled(&g);
+    assert_eq!(huge.to_vec::<f32>().unwrap(), huge_host);
+    assert!(s.live_bytes > limit && s.pooled_bytes == 0, "{s:?} (limit {limit})");
+    drop(huge);
+    let s = settled(&g);
+    assert!(total(s) <= limit, "the dropped 12 MiB stayed in the pool: {s:?} (limit {limit})");
+
+    // Work under the limit gives the same results as without one.
+    let y = big.mul_scalar(0.5).unwrap().add_scalar(1.0).unwrap().to_vec::<f32>().unwrap();
+    assert!(y.iter().zip(&big_host).all(|(y, x)| *y == 0.5 * x + 1.0));
+    assert!(total(settled(&g)) <= limit);
+
+    // A lower limit lets free buffers go at once; lifting it keeps drops in the pool again.
+    drop(big);
+    let before = settled(&g);
+    assert!(before.pooled_bytes >= 5 * MIB, "{before:?}");
+    g.set_pool_limit(Some(base + 2 * MIB));
+    let after = g.memory_stats();
+    assert!(total(after) <= base + 2 * MIB, "{before:?} -> {after:?}");
+    assert_eq!(after.live_bytes, before.live_bytes);
+    g.set_pool_limit(None);
+    assert_eq!(g.pool_limit(), None);
+    drop(filled(3, 5.0, &g).0);
+    assert!(settled(&g).pooled_bytes >= 3 * MIB, "without a limit the pool keeps buffers again");
+    drop(keep);
+}
+
+/// `ContextOptions::pool_limit` (what `KILN_POOL_LIMIT=<MiB>` sets) is the limit a new device starts with.
+#[test]
+fn pool_limit_option_applies_to_a_new_device() {
+    let _serial = serial();
+    if common::gpu("pool_limit_option_applies_to_a_new_device").is_none() {
+        return;
+    }
+    let options = kiln_wgpu::ContextOptions { pool_limit: Some(64 * MIB), ..Default::default() };
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a second context");
+    let d = Device::Gpu(ctx);
+    assert_eq!(d.pool_limit(), Some(64 * MIB));
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+    assert_eq!(x.mul_scalar(2.0).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
+}

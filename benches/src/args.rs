@@ -20,12 +20,18 @@ pub struct Args {
     /// training steps through a `GradScaler`. Results carry the framework name `kiln-<ver>-amp`,
     /// so they join with the fp32 baselines on (workload, size) as a column of their own.
     pub amp: bool,
+    /// W10's optimizer steps; the first `W10_WARMUP` are not timed. `None`: 300 (as
+    /// `char_gpt.py --steps 300`), 30 with `--small`.
+    pub steps: Option<usize>,
 }
+
+/// W10's untimed first steps (as `char_gpt.py`: the clock starts at step 21).
+pub const W10_WARMUP: usize = 20;
 
 /// `--help` text.
 pub const USAGE: &str = "\
 usage: kiln-bench [--small] [--only W1,W3,...] [--device gpu|cpu|best|vulkan|<adapter name>]
-                  [--max-seconds N] [--min-time S] [--amp]
+                  [--max-seconds N] [--min-time S] [--amp] [--steps N]
 
   --small          scaled-down sizes for a software adapter (recorded in \"size\")
   --only LIST      comma-separated workload ids; W4 = W4a+W4b, W8 = W8a+W8b
@@ -35,14 +41,17 @@ usage: kiln-bench [--small] [--only W1,W3,...] [--device gpu|cpu|best|vulkan|<ad
                    loop stops after 5 iterations once past it (as torch_bench.py / burn-bench)
   --min-time S     least measured seconds per result (default 1, the suite's protocol);
                    3 warm-up and 5 timed iterations always run
-  --amp            W5, W6, W7, W9 in mixed precision (f16 autocast, GradScaler); the results'
-                   framework is kiln-<version>-amp
-workloads: W1 W1h W2 W3 W4a W4b W5 W6 W7 W8a W8b W9
+  --amp            W5, W6, W6d, W7, W9, W10 in mixed precision (f16 autocast, GradScaler); the
+                   results' framework is kiln-<version>-amp
+  --steps N        W10's optimizer steps (default 300, 30 with --small; at least 21): steps
+                   21..N are timed, as char_gpt.py times them
+workloads: W1 W1h W2 W3 W4a W4b W5 W6 W6d W7 W8a W8b W9 W10
 results go to stdout, one JSON object per line; progress goes to stderr";
 
 /// Parses the arguments after the program name. `Ok(None)` means `--help` was asked for.
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args = Args { small: false, only: None, device: "gpu".into(), max_seconds: None, min_time: 1.0, amp: false };
+    let mut args =
+        Args { small: false, only: None, device: "gpu".into(), max_seconds: None, min_time: 1.0, amp: false, steps: None };
     while let Some(a) = it.next() {
         // Both `--flag value` and `--flag=value`.
         let (key, inline) = match a.split_once('=') {
@@ -61,6 +70,13 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
             "--device" => args.device = value("--device")?,
             "--max-seconds" => args.max_seconds = Some(seconds("--max-seconds", &value("--max-seconds")?)?),
             "--min-time" => args.min_time = seconds("--min-time", &value("--min-time")?)?,
+            "--steps" => {
+                let v = value("--steps")?;
+                match v.parse::<usize>() {
+                    Ok(n) if n > W10_WARMUP => args.steps = Some(n),
+                    _ => return Err(format!("--steps: {v:?} is not a whole number above {W10_WARMUP} (the untimed warm-up steps)")),
+                }
+            }
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -93,7 +109,9 @@ mod tests {
         assert_eq!(a.max_seconds, Some(5.0));
         assert_eq!(a.min_time, 0.0);
         assert!(!a.amp);
+        assert_eq!(a.steps, None);
         assert!(p(&["--amp"]).unwrap().unwrap().amp);
+        assert_eq!(p(&["--steps=21"]).unwrap().unwrap().steps, Some(21));
     }
 
     #[test]
@@ -102,6 +120,8 @@ mod tests {
         assert!(p(&["--min-time", "-1"]).is_err());
         assert!(p(&["--only"]).is_err());
         assert!(p(&["--fast"]).is_err());
+        assert!(p(&["--steps", "20"]).is_err());
+        assert!(p(&["--steps", "many"]).is_err());
         assert!(p(&["--help"]).unwrap().is_none());
     }
 }

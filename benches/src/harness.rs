@@ -17,6 +17,8 @@ pub struct Ctx {
     pub small: bool,
     /// Model workloads run under f16 autocast with a `GradScaler` (`--amp`).
     pub amp: bool,
+    /// W10's optimizer steps (`--steps`, or its default for the size class).
+    pub w10_steps: usize,
     pub device: Device,
     only: Option<Vec<String>>,
     deadline: Option<Instant>,
@@ -30,6 +32,7 @@ impl Ctx {
             adapter,
             small: args.small,
             amp: args.amp,
+            w10_steps: args.steps.unwrap_or(if args.small { 30 } else { 300 }),
             device,
             only: args.only.clone(),
             deadline: args.max_seconds.map(|s| start + Duration::from_secs_f64(s)),
@@ -56,8 +59,33 @@ impl Ctx {
 
     /// Prints one result line on stdout.
     pub fn emit(&self, workload: &str, size: &str, metric: &str, value: f64) {
-        let line = format!(
-            "{{\"framework\": {}, \"adapter\": {}, \"workload\": {}, \"size\": {}, \"metric\": {}, \"value\": {}}}",
+        self.emit_with(workload, size, metric, value, &[]);
+    }
+
+    /// A result line with the device's memory since the workload started (see
+    /// [`Ctx::memory_keys`]) after the six keys; the model workloads report this way.
+    pub fn emit_with_memory(&self, workload: &str, size: &str, metric: &str, value: f64) {
+        self.emit_with(workload, size, metric, value, &self.memory_keys());
+    }
+
+    /// On a GPU: `peak_pool_mib`, the most bytes the buffer pool held from the driver (in
+    /// tensors plus free for reuse; PyTorch's `max_memory_reserved`), `peak_live_mib`, the most in
+    /// tensors (`max_memory_allocated`), both since `main` reset the peaks before the workload,
+    /// and `live_mib`, the bytes in tensors now (the model, its gradients and optimizer state).
+    /// Nothing on the CPU backend, which does not count its memory.
+    pub fn memory_keys(&self) -> Vec<(&'static str, f64)> {
+        if !self.device.is_gpu() {
+            return Vec::new();
+        }
+        let m = self.device.memory_stats();
+        let mib = |b: u64| b as f64 / 1048576.0;
+        vec![("peak_pool_mib", mib(m.peak_total_bytes)), ("peak_live_mib", mib(m.peak_live_bytes)), ("live_mib", mib(m.live_bytes))]
+    }
+
+    /// One result line: the six keys every program prints, then `extra` numbers.
+    pub fn emit_with(&self, workload: &str, size: &str, metric: &str, value: f64, extra: &[(&str, f64)]) {
+        let mut line = format!(
+            "{{\"framework\": {}, \"adapter\": {}, \"workload\": {}, \"size\": {}, \"metric\": {}, \"value\": {}",
             json_str(&self.framework),
             json_str(&self.adapter),
             json_str(workload),
@@ -65,6 +93,12 @@ impl Ctx {
             json_str(metric),
             json_num(value)
         );
+        for (key, v) in extra {
+            // Counts (W10's steps) print as whole numbers.
+            let num = if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { json_num(*v) };
+            line.push_str(&format!(", {}: {num}", json_str(key)));
+        }
+        line.push('}');
         let mut out = std::io::stdout().lock();
         // A closed stdout (`| head`) is not worth a panic: the results just go nowhere.
         let _ = writeln!(out, "{line}").and_then(|_| out.flush());

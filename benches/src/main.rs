@@ -17,6 +17,7 @@ mod models;
 mod ops;
 mod steps;
 mod transfer;
+mod w10;
 
 use harness::Ctx;
 use kiln_core::{Device, Result, Tensor};
@@ -34,10 +35,12 @@ const WORKLOADS: &[(&str, &[&str], Workload)] = &[
     ("W4", &["W4a", "W4b"], ops::w4),
     ("W5", &["W5"], steps::w5),
     ("W6", &["W6"], steps::w6),
+    ("W6d", &["W6d"], steps::w6d),
     ("W7", &["W7"], steps::w7),
     ("W8a", &["W8a"], transfer::w8a),
     ("W8b", &["W8b"], transfer::w8b),
     ("W9", &["W9"], steps::w9),
+    ("W10", &["W10"], w10::w10),
 ];
 
 fn open_device(word: &str) -> Result<Device> {
@@ -101,6 +104,15 @@ fn main() {
             continue;
         }
         eprintln!("{name}: start");
+        // Each workload's memory peaks start from what it inherits: no free buffers (as
+        // torch_bench.py empties PyTorch's cache after each workload) and its live bytes.
+        if let Err(e) = ctx.sync() {
+            eprintln!("{name}: FAILED: the device did not settle before it: {e}");
+            failed.push(name);
+            continue;
+        }
+        ctx.device.empty_cache();
+        ctx.device.reset_peak_memory_stats();
         let t0 = Instant::now();
         // A panic inside Kiln is a bug, but it must not hide the other workloads' numbers.
         match catch_unwind(AssertUnwindSafe(|| run(&ctx))) {

@@ -50,10 +50,16 @@ pub struct Gpt {
 
 impl Gpt {
     pub fn new(device: &Device) -> Result<Gpt> {
+        Gpt::with_dropout(0.0, device)
+    }
+
+    /// W6d's model: dropout `p` on each block's two residual branches while training (where
+    /// `TransformerBlock` puts it; `torch_w6_dropout.py` puts PyTorch's there too).
+    pub fn with_dropout(p: f64, device: &Device) -> Result<Gpt> {
         Ok(Gpt {
             tok: Embedding::new(GPT_VOCAB, GPT_D_MODEL, device)?,
             pos: Embedding::new(GPT_MAX_SEQ, GPT_D_MODEL, device)?,
-            blocks: (0..GPT_LAYERS).map(|_| TransformerBlock::new(GPT_D_MODEL, GPT_HEADS, 4, 0.0, device)).collect::<Result<_>>()?,
+            blocks: (0..GPT_LAYERS).map(|_| TransformerBlock::new(GPT_D_MODEL, GPT_HEADS, 4, p, device)).collect::<Result<_>>()?,
             ln_f: LayerNorm::new(&[GPT_D_MODEL], device)?,
             head: Linear::new(GPT_D_MODEL, GPT_VOCAB, true, device)?,
         })

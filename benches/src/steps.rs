@@ -1,6 +1,6 @@
-//! Whole-model workloads: training steps W5 (MLP, Adam), W6 (transformer, AdamW), W7 (CNN, SGD
-//! with momentum) and inference W9 (the W6 model, forward only); with `--amp` all four in mixed
-//! precision.
+//! Whole-model workloads: training steps W5 (MLP, Adam), W6 (transformer, AdamW; W6d with
+//! dropout), W7 (CNN, SGD with momentum) and inference W9 (the W6 model, forward only); with
+//! `--amp` all of them in mixed precision. Each result line carries the device's memory peaks.
 
 use crate::harness::{Ctx, measure};
 use crate::inputs::{ids, randn};
@@ -61,7 +61,7 @@ pub fn w5(ctx: &Ctx) -> Result<()> {
     ctx.sync()?;
     let mut trainer = Trainer::new(ctx, &mut opt)?;
     let t = measure(ctx, "W5", || trainer.step(ctx, || model.forward(&x), &y))?;
-    ctx.emit("W5", &format!("batch{batch}"), "steps/s", 1.0 / t);
+    ctx.emit_with_memory("W5", &format!("batch{batch}"), "steps/s", 1.0 / t);
     Ok(())
 }
 
@@ -71,9 +71,19 @@ fn gpt_shape(ctx: &Ctx) -> (usize, usize) {
 
 /// W6: the decoder-only transformer, AdamW (lr 1e-3, weight decay 0.01): tokens/s.
 pub fn w6(ctx: &Ctx) -> Result<()> {
+    gpt_training(ctx, "W6", 0.0)
+}
+
+/// W6d: W6 with dropout 0.1 on each block's residual branches, so that the suite sees what
+/// dropout costs per step (random masks every step), as real training loops pay it.
+pub fn w6d(ctx: &Ctx) -> Result<()> {
+    gpt_training(ctx, "W6d", 0.1)
+}
+
+fn gpt_training(ctx: &Ctx, id: &str, dropout: f64) -> Result<()> {
     let (b, s) = gpt_shape(ctx);
     let d = &ctx.device;
-    let model = Gpt::new(d)?;
+    let model = Gpt::with_dropout(dropout, d)?;
     model.train();
     let mut opt = AdamW::new(model.parameters(), AdamWConfig { lr: 1e-3, weight_decay: 0.01, ..Default::default() })?;
     let tokens = ids(&[b, s], GPT_VOCAB as u32, 6, d)?;
@@ -82,8 +92,8 @@ pub fn w6(ctx: &Ctx) -> Result<()> {
     ctx.sync()?;
     let forward = || model.logits(&tokens, &pos)?.reshape(&[b * s, GPT_VOCAB]);
     let mut trainer = Trainer::new(ctx, &mut opt)?;
-    let t = measure(ctx, "W6", || trainer.step(ctx, forward, &targets))?;
-    ctx.emit("W6", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
+    let t = measure(ctx, id, || trainer.step(ctx, forward, &targets))?;
+    ctx.emit_with_memory(id, &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
     Ok(())
 }
 
@@ -98,7 +108,7 @@ pub fn w7(ctx: &Ctx) -> Result<()> {
     ctx.sync()?;
     let mut trainer = Trainer::new(ctx, &mut opt)?;
     let t = measure(ctx, "W7", || trainer.step(ctx, || model.forward(&x), &y))?;
-    ctx.emit("W7", &format!("batch{batch}"), "steps/s", 1.0 / t);
+    ctx.emit_with_memory("W7", &format!("batch{batch}"), "steps/s", 1.0 / t);
     Ok(())
 }
 
@@ -117,6 +127,6 @@ pub fn w9(ctx: &Ctx) -> Result<()> {
         drop(logits);
         Ok(())
     })?;
-    ctx.emit("W9", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
+    ctx.emit_with_memory("W9", &format!("b{b}s{s}"), "tokens/s", (b * s) as f64 / t);
     Ok(())
 }

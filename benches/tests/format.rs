@@ -57,6 +57,32 @@ fn run_bench(args: &[&str]) -> (bool, String, String) {
     (status.success(), out.join().expect("stdout thread"), err.join().expect("stderr thread"))
 }
 
+/// Every stdout line parsed: a JSON object with the six keys (non-empty strings, a positive
+/// finite value, framework `kiln…`) and exactly the `extra` keys besides, each a finite number.
+fn result_lines(stdout: &str, stderr: &str, extra: &[&str]) -> Vec<serde_json::Map<String, Value>> {
+    let mut out = Vec::new();
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{stderr}"));
+        let obj = v.as_object().unwrap_or_else(|| panic!("not a JSON object: {line}")).clone();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want: Vec<&str> = KEYS.iter().chain(extra).copied().collect();
+        want.sort_unstable();
+        assert_eq!(keys, want, "keys of {line}");
+        for k in ["framework", "adapter", "workload", "size", "metric"] {
+            assert!(obj[k].as_str().is_some_and(|s| !s.is_empty()), "{k} is not a non-empty string: {line}");
+        }
+        assert!(obj["framework"].as_str().is_some_and(|f| f.starts_with("kiln")), "framework: {line}");
+        let value = obj["value"].as_f64().unwrap_or_else(|| panic!("value is not a number: {line}"));
+        assert!(value.is_finite() && value > 0.0, "value not positive and finite: {line}");
+        for k in extra {
+            assert!(obj[*k].as_f64().is_some_and(f64::is_finite), "{k} is not a finite number: {line}");
+        }
+        out.push(obj);
+    }
+    out
+}
+
 #[test]
 fn small_run_prints_joinable_json_lines() {
     if !gpu_available("small_run_prints_joinable_json_lines") {
@@ -68,20 +94,7 @@ fn small_run_prints_joinable_json_lines() {
     assert!(ok, "kiln-bench failed; stderr:\n{stderr}");
 
     let mut seen = Vec::new();
-    for line in stdout.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{stderr}"));
-        let obj = v.as_object().unwrap_or_else(|| panic!("not a JSON object: {line}"));
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        let mut want = KEYS.to_vec();
-        want.sort_unstable();
-        assert_eq!(keys, want, "keys of {line}");
-        for k in ["framework", "adapter", "workload", "size", "metric"] {
-            assert!(obj[k].as_str().is_some_and(|s| !s.is_empty()), "{k} is not a non-empty string: {line}");
-        }
-        assert!(obj["framework"].as_str().is_some_and(|f| f.starts_with("kiln")), "framework: {line}");
-        let value = obj["value"].as_f64().unwrap_or_else(|| panic!("value is not a number: {line}"));
-        assert!(value.is_finite() && value > 0.0, "value not positive and finite: {line}");
+    for obj in result_lines(&stdout, &stderr, &[]) {
         let field = |k: &str| obj[k].as_str().unwrap_or_default().to_string();
         seen.push((field("workload"), field("size"), field("metric")));
     }
@@ -100,4 +113,39 @@ fn bad_arguments_exit_with_usage() {
     assert!(!ok, "a bad --max-seconds must fail");
     assert!(stdout.is_empty(), "no results on a usage error: {stdout}");
     assert!(stderr.contains("usage: kiln-bench"), "usage on stderr: {stderr}");
+}
+
+/// The memory keys every model workload adds on a GPU.
+const MEMORY_KEYS: [&str; 3] = ["peak_pool_mib", "peak_live_mib", "live_mib"];
+
+/// W6d (W6 with dropout) and W10 (the char_transformer step) with `--small`: their (workload,
+/// size, metric) keys, the memory keys (peak pool ≥ peak live ≥ live now > 0), and W10's own keys
+/// (2 timed steps of `--steps 22`, tokens/s matching ms/step, a finite last loss).
+#[test]
+fn small_model_runs_report_memory_and_w10() {
+    if !gpu_available("small_model_runs_report_memory_and_w10") {
+        return;
+    }
+    let (ok, stdout, stderr) =
+        run_bench(&["--small", "--only", "W6d,W10", "--device", "gpu", "--min-time", "0", "--steps", "22", "--max-seconds", "240"]);
+    assert!(ok, "kiln-bench failed; stderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one line each for W6d and W10:\n{stdout}\nstderr:\n{stderr}");
+    let w6d = &result_lines(lines[0], &stderr, &MEMORY_KEYS)[0];
+    let w10_keys: Vec<&str> = MEMORY_KEYS.iter().copied().chain(["tokens_per_s", "steps", "last_loss_bits"]).collect();
+    let w10 = &result_lines(lines[1], &stderr, &w10_keys)[0];
+    let key = |o: &serde_json::Map<String, Value>| (o["workload"].as_str().map(String::from), o["size"].as_str().map(String::from), o["metric"].as_str().map(String::from));
+    let owned = |w: &str, s: &str, m: &str| (Some(w.to_string()), Some(s.to_string()), Some(m.to_string()));
+    assert_eq!(key(w6d), owned("W6d", "b2s64", "tokens/s"), "{stdout}");
+    assert_eq!(key(w10), owned("W10", "b8s32", "ms/step"), "{stdout}");
+    for o in [w6d, w10] {
+        let n = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+        assert!(n("peak_pool_mib") >= n("peak_live_mib") && n("peak_live_mib") >= n("live_mib") && n("live_mib") > 0.0, "memory keys out of order: {o:?}");
+    }
+    let n = |k: &str| w10[k].as_f64().unwrap_or(f64::NAN);
+    assert_eq!(n("steps"), 2.0, "{w10:?}");
+    let tokens = 8.0 * 32.0 * 1e3 / n("value");
+    assert!((n("tokens_per_s") - tokens).abs() <= 1e-3 * tokens, "tokens/s {} vs {tokens} from ms/step: {w10:?}", n("tokens_per_s"));
+    // A character model at step 22 of a warm-up is near the uniform guess, log2(83) ≈ 6.4 bits.
+    assert!(n("last_loss_bits") > 1.0 && n("last_loss_bits") < 8.0, "{w10:?}");
 }

@@ -161,6 +161,46 @@ impl Device {
         }
     }
 
+    /// Gives the buffer pool's free buffers back to the driver, like `torch.cuda.empty_cache()`;
+    /// tensors keep their memory. A no-op on the CPU.
+    pub fn empty_cache(&self) {
+        if let Device::Gpu(g) = self {
+            g.empty_cache();
+        }
+    }
+
+    /// Restarts the peaks of [`memory_stats`](Self::memory_stats) (`peak_live_bytes`,
+    /// `peak_total_bytes`) from the current bytes, like `torch.cuda.reset_peak_memory_stats()`.
+    pub fn reset_peak_memory_stats(&self) {
+        if let Device::Gpu(g) = self {
+            g.reset_peak_memory_stats();
+        }
+    }
+
+    /// Caps the bytes the GPU buffer pool holds, live plus free (`None`: no cap; the default
+    /// comes from `KILN_POOL_LIMIT=<MiB>`). Before an allocation would pass the cap, free
+    /// buffers go back to the driver, largest first; the cap never fails an allocation that
+    /// live tensors need. A no-op on the CPU.
+    ///
+    /// ```
+    /// let device = kiln_core::Device::cpu();
+    /// device.set_pool_limit(Some(512 << 20));
+    /// assert_eq!(device.pool_limit(), None); // the CPU backend has no pool
+    /// ```
+    pub fn set_pool_limit(&self, bytes: Option<u64>) {
+        if let Device::Gpu(g) = self {
+            g.set_pool_limit(bytes);
+        }
+    }
+
+    /// The cap [`set_pool_limit`](Self::set_pool_limit) set; `None` on the CPU.
+    pub fn pool_limit(&self) -> Option<u64> {
+        match self {
+            Device::Cpu => None,
+            Device::Gpu(g) => g.pool_limit(),
+        }
+    }
+
     /// The per-kernel GPU time table of this device (`KILN_PROFILE=1` when it opened): kernel,
     /// count, total and mean GPU time, share. Waits for recorded work.
     ///

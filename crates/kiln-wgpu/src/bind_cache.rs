@@ -30,6 +30,11 @@ pub(crate) fn enabled() -> bool {
 }
 
 impl BindCache {
+    /// Drops every cached group (and with them their hold on buffers the pool let go).
+    pub(crate) fn clear(&mut self) {
+        self.groups.clear();
+    }
+
     /// The group binding `arena` (at a dynamic offset, `META_WINDOW` long) and `buffers` to
     /// `kernel`'s layout. `released` is the pool's current release count.
     pub(crate) fn get(

@@ -48,6 +48,12 @@ pub struct MemoryStats {
     pub live_bytes: u64,
     pub pooled_bytes: u64,
     pub allocations: u64,
+    /// The most `live_bytes` since the device opened or the last
+    /// [`GpuContext::reset_peak_memory_stats`] (PyTorch's `max_memory_allocated`).
+    pub peak_live_bytes: u64,
+    /// The most `live_bytes + pooled_bytes` over the same span: every buffer the pool held from
+    /// the driver (PyTorch's `max_memory_reserved`).
+    pub peak_total_bytes: u64,
     pub pipelines: u64,
     pub submits: u64,
     /// Dispatches that reused a cached bind group instead of creating one.
@@ -84,6 +90,10 @@ pub struct ContextOptions {
     /// Print a backtrace to stderr at every host wait (`KILN_SYNC_TRACE=1`), to find what
     /// makes a loop wait for the GPU (see [`GpuContext::sync_count`]).
     pub sync_trace: bool,
+    /// The most bytes the buffer pool holds (live plus free) before it lets free buffers go
+    /// instead of keeping them (`KILN_POOL_LIMIT=<MiB>`; `None`: no limit). Never fails an
+    /// allocation; see [`GpuContext::set_pool_limit`].
+    pub pool_limit: Option<u64>,
 }
 
 impl ContextOptions {
@@ -107,6 +117,7 @@ impl ContextOptions {
             }),
             early_submit: !flag("KILN_EARLY_SUBMIT").is_some_and(|v| matches!(v.as_str(), "0" | "off" | "false")),
             sync_trace: flag("KILN_SYNC_TRACE").is_some_and(|v| !v.is_empty() && v != "0"),
+            pool_limit: crate::pool::parse_limit_mib(flag("KILN_POOL_LIMIT").as_deref()),
         }
     }
 }
@@ -123,6 +134,7 @@ impl Default for ContextOptions {
             matmul_splitk: None,
             early_submit: true,
             sync_trace: false,
+            pool_limit: None,
         }
     }
 }
@@ -248,7 +260,7 @@ impl GpuContext {
         let mut cache = KernelCache::default();
         cache.store = store;
         let ctx = Arc::new(GpuContext {
-            pool: BufferPool::new(&limits),
+            pool: BufferPool::new(&limits, options.pool_limit),
             cache,
             batch: Mutex::new(batch),
             options: options.clone(),
@@ -403,6 +415,39 @@ impl GpuContext {
         if self.options.sync_trace {
             eprintln!("kiln: host wait #{n} for {}\n{}", self.summary.name, std::backtrace::Backtrace::force_capture());
         }
+    }
+
+    /// Gives the pool's free buffers back to the driver (PyTorch's `torch.cuda.empty_cache`).
+    /// Tensors keep theirs; later allocations ask the driver again until the pool refills.
+    pub fn empty_cache(&self) {
+        self.pool.trim();
+        // Cached bind groups hold their buffers: let them go now, not at the next dispatch.
+        if let Ok(mut b) = self.batch.lock() {
+            b.binds.clear();
+        }
+    }
+
+    /// Restarts [`MemoryStats::peak_live_bytes`] and [`MemoryStats::peak_total_bytes`] from the
+    /// current bytes (PyTorch's `reset_peak_memory_stats`).
+    pub fn reset_peak_memory_stats(&self) {
+        self.pool.reset_peak();
+    }
+
+    /// Caps the bytes the pool holds, live plus free: an allocation that would pass `limit`
+    /// first gives free buffers back to the driver, largest first, and free buffers over a new,
+    /// lower limit go at once. The cap never fails an allocation: when live tensors alone need
+    /// more, they get it and the pool keeps nothing free. `None` lifts the cap. Starts as
+    /// [`ContextOptions::pool_limit`] (`KILN_POOL_LIMIT=<MiB>`).
+    pub fn set_pool_limit(&self, limit: Option<u64>) {
+        self.pool.set_limit(limit);
+        if let Ok(mut b) = self.batch.lock() {
+            b.binds.clear();
+        }
+    }
+
+    /// The cap [`set_pool_limit`](Self::set_pool_limit) set, if any.
+    pub fn pool_limit(&self) -> Option<u64> {
+        self.pool.limit()
     }
 
     /// Submits everything recorded so far and waits for the GPU to finish it.

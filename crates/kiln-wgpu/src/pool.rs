@@ -1,6 +1,13 @@
 //! Buffer reuse. A dropped tensor returns its buffer to a free list keyed by size class;
 //! allocation takes from that list before it asks the driver. Classes are quarter-octave steps,
 //! so no request wastes more than a quarter of its buffer.
+//!
+//! Two bounds, both on what the pool keeps rather than on what tensors need: the free lists
+//! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`, 2 GiB), and with a `limit`
+//! (`KILN_POOL_LIMIT` MiB or `set_limit`) a new buffer that would take live + free bytes past it
+//! first lets free buffers go, largest first, and a dropped buffer that would leave the pool
+//! past it goes to the driver. The limit never fails an allocation: tensors that need more than
+//! it still get their memory, the pool just keeps nothing free for them.
 
 use crate::context::MemoryStats;
 use kiln_backend::{Error, Result};
@@ -21,6 +28,52 @@ struct PoolState {
     allocations: u64,
     /// Times the pool let buffers go to the driver (bind-group caches drop theirs then).
     released: u64,
+    /// Most `live_bytes`, and most `live_bytes + pooled_bytes`, since creation or the last
+    /// `reset_peak`.
+    peak_live: u64,
+    peak_total: u64,
+    /// See the module comment; `None`: no limit.
+    limit: Option<u64>,
+}
+
+impl PoolState {
+    fn note_peaks(&mut self) {
+        self.peak_live = self.peak_live.max(self.live_bytes);
+        self.peak_total = self.peak_total.max(self.live_bytes + self.pooled_bytes);
+    }
+
+    /// Lets free buffers go, largest first, until `extra` more bytes fit under the limit (or
+    /// nothing is left free). Counts one release if any went.
+    fn make_room(&mut self, extra: u64) {
+        let Some(limit) = self.limit else { return };
+        let fits = |s: &PoolState| s.live_bytes + s.pooled_bytes + extra <= limit;
+        if fits(self) || self.pooled_bytes == 0 {
+            return;
+        }
+        let mut keys: Vec<(u64, wgpu::BufferUsages)> = self.free.keys().copied().collect();
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        for key in keys {
+            while !fits(self) {
+                let Some(list) = self.free.get_mut(&key) else { break };
+                let Some(buffer) = list.pop() else { break };
+                drop(buffer);
+                self.pooled_bytes -= key.0;
+            }
+            if self.free.get(&key).is_some_and(Vec::is_empty) {
+                self.free.remove(&key);
+            }
+            if fits(self) {
+                break;
+            }
+        }
+        self.released += 1;
+    }
+}
+
+/// `KILN_POOL_LIMIT`: MiB, a positive whole number; anything else means no limit.
+pub(crate) fn parse_limit_mib(value: Option<&str>) -> Option<u64> {
+    let mib = value?.trim().parse::<u64>().ok().filter(|&m| m > 0)?;
+    mib.checked_mul(1 << 20)
 }
 
 pub(crate) struct BufferPool {
@@ -53,14 +106,15 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 }
 
 impl BufferPool {
-    pub(crate) fn new(limits: &wgpu::Limits) -> Self {
+    /// `limit`: see the module comment (from `ContextOptions::pool_limit`).
+    pub(crate) fn new(limits: &wgpu::Limits, limit: Option<u64>) -> Self {
         let budget = std::env::var("KILN_POOL_BUDGET_MB")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(|mb| mb << 20)
             .unwrap_or(2 << 30);
         BufferPool {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(PoolState { limit, ..Default::default() })),
             max_buffer: limits.max_buffer_size,
             budget,
         }
@@ -93,6 +147,9 @@ impl BufferPool {
             if b.is_some() {
                 s.pooled_bytes -= class;
                 s.live_bytes += class;
+                s.note_peaks();
+            } else {
+                s.make_room(class);
             }
             b
         };
@@ -121,6 +178,7 @@ impl BufferPool {
         let mut s = lock(&self.state);
         s.live_bytes += class;
         s.allocations += 1;
+        s.note_peaks();
         Ok(buffer)
     }
 
@@ -132,6 +190,25 @@ impl BufferPool {
         s.released += 1;
     }
 
+    /// Restarts the peaks from the current live and total bytes.
+    pub(crate) fn reset_peak(&self) {
+        let mut s = lock(&self.state);
+        s.peak_live = s.live_bytes;
+        s.peak_total = s.live_bytes + s.pooled_bytes;
+    }
+
+    /// Sets (or with `None` lifts) the limit on live + free bytes; free buffers over a lower
+    /// limit go at once.
+    pub(crate) fn set_limit(&self, limit: Option<u64>) {
+        let mut s = lock(&self.state);
+        s.limit = limit;
+        s.make_room(0);
+    }
+
+    pub(crate) fn limit(&self) -> Option<u64> {
+        lock(&self.state).limit
+    }
+
     /// How many times buffers have left the pool for good.
     pub(crate) fn released(&self) -> u64 {
         lock(&self.state).released
@@ -139,7 +216,14 @@ impl BufferPool {
 
     pub(crate) fn stats(&self) -> MemoryStats {
         let s = lock(&self.state);
-        MemoryStats { live_bytes: s.live_bytes, pooled_bytes: s.pooled_bytes, allocations: s.allocations, ..Default::default() }
+        MemoryStats {
+            live_bytes: s.live_bytes,
+            pooled_bytes: s.pooled_bytes,
+            allocations: s.allocations,
+            peak_live_bytes: s.peak_live,
+            peak_total_bytes: s.peak_total,
+            ..Default::default()
+        }
     }
 }
 
@@ -156,7 +240,9 @@ impl Drop for PooledBuffer {
         let Some(buffer) = self.buffer.take() else { return };
         let mut s = lock(&self.state);
         s.live_bytes -= self.class;
-        if s.pooled_bytes + self.class <= self.budget {
+        // Live + free only passes the limit here if live bytes alone had passed it.
+        let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
+        if under_limit && s.pooled_bytes + self.class <= self.budget {
             s.pooled_bytes += self.class;
             s.free.entry((self.class, self.usage)).or_default().push(buffer);
         } else {
@@ -167,7 +253,16 @@ impl Drop for PooledBuffer {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use super::{parse_limit_mib, size_class};
+
+    #[test]
+    fn limit_from_the_environment_is_whole_mib() {
+        assert_eq!(parse_limit_mib(Some("512")), Some(512 << 20));
+        assert_eq!(parse_limit_mib(Some(" 1 ")), Some(1 << 20));
+        for bad in [None, Some(""), Some("0"), Some("-5"), Some("1.5"), Some("lots"), Some("99999999999999999999")] {
+            assert_eq!(parse_limit_mib(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn classes_waste_at_most_a_quarter() {

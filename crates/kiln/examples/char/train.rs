@@ -12,11 +12,11 @@ use std::f64::consts::LN_2;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::{Device, Tensor, no_grad};
+use kiln::{DType, Device, Tensor, no_grad};
 use kiln_data::{Rng, TextDataset};
 use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
 use kiln_nn::sched::{LrScheduler, WarmupCosine};
-use kiln_nn::{Module, ModuleExt};
+use kiln_nn::{GradScaler, Module, ModuleExt};
 
 pub use model::{Activation, CharTransformer, ModelConfig, Size};
 
@@ -222,31 +222,22 @@ pub fn train(
     if train.vocab() != val.vocab() {
         return Err("the training and validation texts have different vocabularies".into());
     }
-    let (b, t, vocab) = (cfg.batch_size, cfg.seq_len, train.vocab_size());
+    let t = cfg.seq_len;
     let val_windows = fixed_windows(val, cfg.eval_windows, t)?;
 
-    kiln::manual_seed(cfg.seed);
-    let model = CharTransformer::new(cfg.model_config(vocab), device)?;
-    let mut opt = optimizer(&model, cfg)?;
-    let mut schedule = schedule(cfg)?;
-    let params = model.parameters();
-    let mut rng = Rng::new(cfg.seed);
+    let mut trainer = Trainer::new(cfg, train.vocab_size(), device)?;
 
     let bar = progress_bar(cfg);
     let mut history = Vec::new();
     let mut train_secs = 0.0;
     let mut totals = RunningTotals::new(device)?;
-    model.train();
+    trainer.model.train();
     let run_start = Instant::now();
     let mut memory = super::common::memlog::open(cfg.memory_log.clone(), "elapsed_s,step")?;
     let mut next_sample = 0.0;
     for step in 1..=cfg.steps {
         let start = Instant::now();
-        let (x, y) = train.random_windows(b, t, &mut rng)?;
-        let x = Tensor::from_vec(x, &[b, t], device)?;
-        let y = Tensor::from_vec(y, &[b * t], device)?;
-        let (loss, norm) = train_step(&model, &mut opt, &mut schedule, &params, cfg.grad_clip, &x, &y)?;
-        let lr = opt.lr();
+        let (loss, norm, lr) = trainer.step(train, device)?;
         totals.add(&loss, &norm)?;
         train_secs += start.elapsed().as_secs_f64();
         bar.inc(1);
@@ -263,7 +254,7 @@ pub fn train(
         let out_of_time = cfg.max_minutes.is_some_and(|m| run_start.elapsed().as_secs_f64() >= m * 60.0);
         if step % cfg.eval_every == 0 || step == cfg.steps || out_of_time {
             let train_bpc = bits(totals.read(step)?);
-            let val_bpc = bits(evaluate(&model, &val_windows, EVAL_BATCH, t, device)?);
+            let val_bpc = bits(evaluate(&trainer.model, &val_windows, EVAL_BATCH, t, device)?);
             if !(train_bpc.is_finite() && val_bpc.is_finite()) {
                 return Err(format!("training diverged by step {step} (loss is not finite); try a lower --lr").into());
             }
@@ -277,8 +268,77 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    model.eval();
-    Ok((model, history))
+    trainer.model.eval();
+    Ok((trainer.model, history))
+}
+
+/// A run's model, optimizer, learning-rate schedule and window sampler, built as [`train`]
+/// builds them, and its training step: `train` loops over [`Trainer::step`], and kiln-bench's
+/// W10 times the same step (it includes this file by path).
+pub struct Trainer {
+    pub model: CharTransformer,
+    pub opt: AdamW,
+    schedule: WarmupCosine,
+    params: Vec<Tensor>,
+    rng: Rng,
+    batch_size: usize,
+    seq_len: usize,
+    grad_clip: f64,
+    /// Mixed precision (set by [`Trainer::with_grad_scaler`]; the example trains in f32).
+    scaler: Option<GradScaler>,
+}
+
+impl Trainer {
+    /// Seeds Kiln's generator with `cfg.seed` (initialisation and dropout) and builds a fresh
+    /// model for `vocab` characters, its AdamW, the warm-up + cosine schedule over `cfg.steps`
+    /// and the generator that picks training windows.
+    pub fn new(cfg: &TrainConfig, vocab: usize, device: &Device) -> AnyResult<Trainer> {
+        kiln::manual_seed(cfg.seed);
+        let model = CharTransformer::new(cfg.model_config(vocab), device)?;
+        let opt = optimizer(&model, cfg)?;
+        let schedule = schedule(cfg)?;
+        let params = model.parameters();
+        let rng = Rng::new(cfg.seed);
+        let (batch_size, seq_len, grad_clip) = (cfg.batch_size, cfg.seq_len, cfg.grad_clip);
+        Ok(Trainer { model, opt, schedule, params, rng, batch_size, seq_len, grad_clip, scaler: None })
+    }
+
+    /// Trains in mixed precision from now on, as `torch.autocast` + `torch.amp.GradScaler`
+    /// do: the forward pass under f16 autocast, the loss scaled before backward, gradients
+    /// unscaled before clipping, and steps with an inf or NaN gradient skipped.
+    pub fn with_grad_scaler(mut self, scaler: GradScaler) -> Trainer {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// One optimizer step on `batch_size` fresh windows of `text`: upload, forward,
+    /// cross-entropy, backward, gradients clipped to `grad_clip`, the schedule's next rate, the
+    /// AdamW update ([`train_step`]; under a GradScaler the forward runs in f16 autocast, the
+    /// loss is scaled, gradients are unscaled before clipping, and an overflowing step is
+    /// skipped on the device). Returns the loss and the gradient norm, both still on the device
+    /// (nothing here waits for the GPU), and the learning rate used.
+    pub fn step(&mut self, text: &TextDataset, device: &Device) -> AnyResult<(Tensor, Tensor, f64)> {
+        let (b, t, vocab) = (self.batch_size, self.seq_len, self.model.config.vocab_size);
+        let (x, y) = text.random_windows(b, t, &mut self.rng)?;
+        let x = Tensor::from_vec(x, &[b, t], device)?;
+        let y = Tensor::from_vec(y, &[b * t], device)?;
+        let Some(scaler) = &mut self.scaler else {
+            let (loss, norm) = train_step(&self.model, &mut self.opt, &mut self.schedule, &self.params, self.grad_clip, &x, &y)?;
+            return Ok((loss, norm, self.opt.lr()));
+        };
+        let loss = kiln::autocast(DType::F16, || {
+            let logits = self.model.logits(&x)?.reshape(&[b * t, vocab])?;
+            kiln_nn::loss::cross_entropy_loss(&logits, &y)
+        })?;
+        self.opt.zero_grad();
+        scaler.scale(&loss)?.backward()?;
+        scaler.unscale_(&self.opt)?;
+        let norm = kiln_nn::clip_grad_norm_(&self.params, self.grad_clip)?;
+        self.schedule.step(&mut self.opt);
+        scaler.step(&mut self.opt)?;
+        scaler.update()?;
+        Ok((loss.detach(), norm, self.opt.lr()))
+    }
 }
 
 /// One training step on the windows `x` (inputs, `[batch, seq_len]`) and `y` (next characters,
