@@ -1,7 +1,9 @@
 //! Tensor-core f16 matmul through wgpu's experimental cooperative matrices
 //! (`shaders/matmul_coop.wgsl`): f16 operands, f32 accumulation, f16 output, the same contract
 //! as the tiled kernel's f16 path. `matmul.rs` offers every call here first; shapes, layouts
-//! and adapters this kernel does not cover return `None` and take the tiled kernel.
+//! and adapters this kernel does not cover return `None` and take the tiled kernel. The block
+//! comes from the autotuner on hardware adapters (every candidate timed once per shape class,
+//! like the tiled kernel's tiles), else from a size rule.
 
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
@@ -397,7 +399,8 @@ impl Spec {
 
 /// `KILN_COOP=0` turns the path off (to compare against the tiled kernel); `KILN_COOP_WIDTH`
 /// picks how the tile loads read workgroup memory (1, 2 or 4 halves an element);
-/// `KILN_COOP_TILE=128x128/2x4/k32` forces one block for every product (tuning on a new GPU);
+/// `KILN_COOP_TILE=128x128/2x4/k32` (`..db`: double-buffered) forces one block for every
+/// product, over the autotuner;
 /// `KILN_COOP_SPLITK=0` turns split k off.
 struct Settings {
     on: bool,
