@@ -19,9 +19,17 @@
 // neighbouring threads on the operand's smaller stride. Either way neighbouring threads read
 // neighbouring addresses for row-major and transposed operands alike, and transposed or
 // broadcast operands are never copied.
-// Edge tiles fetch zeros past M, N and K and skip stores past M and N. (Fetching the next slab
-// into registers during the multiply measured up to 25% slower on an H200: the extra registers
-// cost resident workgroups.)
+// Edge tiles fetch zeros past M, N and K and skip stores past M and N.
+//
+// The main loop (MAIN) comes in two forms. Single-buffered: stage a slab, barrier, multiply,
+// barrier. (Fetching the next slab into registers during the multiply measured up to 25%
+// slower on an H200 in this form: the extra registers cost resident workgroups.)
+// Double-buffered (tiles named `..db`): two slabs per operand in workgroup memory; each thread
+// fetches its quads of slab i+1 into registers, multiplies slab i, stores the registers into the
+// other slab, and one barrier per slab separates the two (a thread past barrier i has finished
+// reading slab i-1's buffer, which it now overwrites). The loop runs two slabs per iteration so
+// that every workgroup-memory index is a constant offset from the thread's own; a slab past K is
+// all zeros. The multiply is unrolled along k.
 
 {{OPERANDS}}
 @group(0) @binding(3) var<storage, read_write> out: array<{{OUT_T}}>;
@@ -54,18 +62,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b_sk = info[12];
     let b_sn = info[13];
     // This thread's outputs: row quads ty + i·TY, column quads tx + j·TX of the tile.
-    let tx = lid % {{TX}}u;
-    let ty = lid / {{TX}}u;
+{{THREAD_XY}}
 {{SETUP}}
 {{ACC_DECL}}
-    for (var k0 = KB; k0 < K; k0 += TK) {
-{{STAGE}}
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-{{MAC}}
-        }
-        workgroupBarrier();
-    }
+{{MAIN}}
     let out_base = slot * M * N;
 {{STORE}}
 }

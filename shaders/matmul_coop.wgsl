@@ -14,7 +14,10 @@
 // each owning an (FM·16)×(FN·16) sub-block held in FM·FN accumulator tiles. Both operands pass
 // through workgroup memory BK deep: every thread fetches a few vec4s per slab into registers
 // while the subgroups multiply the previous slab, so global latency hides behind the tensor
-// cores. Rows of the staged slabs are padded by 8 halves to spread the tile loads over the
+// cores. The main loop (MAIN) is single-buffered (store the registers, barrier, fetch the next
+// slab, multiply, barrier) or, for blocks named `..db`, double-buffered: two slabs per operand,
+// the registers of slab i+1 stored into the other slab while slab i is multiplied, one barrier
+// per slab, two slabs per iteration so that slab offsets are constants (a slab past K is zeros). Rows of the staged slabs are padded by 8 halves to spread the tile loads over the
 // banks. Edge blocks stage zeros past M, N and K and skip stores past M and N. The f32
 // accumulators reach the f16 output through a per-subgroup 16×16 f32 scratch tile, since a
 // cooperative matrix cannot change its element type in WGSL.
@@ -73,15 +76,7 @@ fn main(
     let wn = (sid % {{SG_N}}u) * {{FN}}u * 16u;
 {{SETUP}}
 {{ACC_DECL}}
-{{FETCH0}}
-    for (var k0 = KB; k0 < KE; k0 += BK) {
-{{STAGE}}
-        workgroupBarrier();
-        let k1 = k0 + BK;
-{{FETCH1}}
-{{MMA}}
-        workgroupBarrier();
-    }
+{{MAIN}}
     let out_base = bi * M * N;
     let scratch = sid * 256u;
     let pitch = 16u;

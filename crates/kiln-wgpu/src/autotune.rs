@@ -15,7 +15,7 @@ use crate::pipeline_cache::write_atomic;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Each candidate is timed over repetitions adding up to about this long.
@@ -30,6 +30,10 @@ pub(crate) struct Tuner {
     forced: AtomicUsize,
     /// Test hook: every float tiled matmul runs as this many k ranges (`0`: none).
     forced_split: AtomicUsize,
+    /// Test hook: every f16 matmul on cooperative matrices takes this block (`usize::MAX`: none).
+    forced_coop: AtomicUsize,
+    /// Matmul kernels keep naga's runtime checks (`KILN_MM_CHECKS=1`; a bench hook).
+    checked: AtomicBool,
 }
 
 impl Tuner {
@@ -41,7 +45,17 @@ impl Tuner {
             choices: Mutex::new(None),
             forced: AtomicUsize::new(usize::MAX),
             forced_split: AtomicUsize::new(0),
+            forced_coop: AtomicUsize::new(usize::MAX),
+            checked: AtomicBool::new(std::env::var("KILN_MM_CHECKS").is_ok_and(|v| v.trim() == "1")),
         }
+    }
+
+    pub(crate) fn forced_coop(&self) -> Option<usize> {
+        Some(self.forced_coop.load(Ordering::Relaxed)).filter(|&i| i != usize::MAX)
+    }
+
+    pub(crate) fn checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
     }
 
     pub(crate) fn forced(&self) -> Option<usize> {
@@ -103,6 +117,31 @@ impl crate::context::GpuContext {
     #[doc(hidden)]
     pub fn force_matmul_split(&self, splits: Option<usize>) {
         self.tuner.forced_split.store(splits.map_or(0, |s| s.max(1)), Ordering::Relaxed);
+    }
+
+    /// Makes every f16 matmul that takes cooperative matrices use candidate block `index` of
+    /// [`coop_candidates`](Self::coop_candidates) (`None`: back to normal), so that tests and
+    /// the bench can run each.
+    #[doc(hidden)]
+    pub fn force_coop_candidate(&self, index: Option<usize>) {
+        self.tuner.forced_coop.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// Builds the tiled and cooperative matmul kernels with naga's runtime checks (index clamps,
+    /// loop counters) or, by default, without: for the bench to measure the difference.
+    #[doc(hidden)]
+    pub fn force_matmul_checks(&self, on: bool) {
+        self.tuner.checked.store(on, Ordering::Relaxed);
+    }
+
+    /// The matmul autotuner's choices so far, `(shape class, choice)` sorted by class: what the
+    /// bench prints.
+    #[doc(hidden)]
+    pub fn autotuned_choices(&self) -> Vec<(String, String)> {
+        let mut guard = self.tuner.choices.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = guard.get_or_insert_with(|| self.tuner.load()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort();
+        all
     }
 }
 

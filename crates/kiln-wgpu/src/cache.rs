@@ -66,6 +66,14 @@ fn dynamic_layout(device: &wgpu::Device, bindings: &[(u32, bool)]) -> (wgpu::Bin
     (bgl, pl)
 }
 
+/// Which of naga's runtime checks a kernel is built with.
+#[derive(Clone, Copy)]
+enum Checks {
+    All,
+    /// No index clamps, no loop counters (see [`KernelCache::get_trusted`]).
+    TrustedIndices,
+}
+
 #[derive(Default)]
 pub(crate) struct KernelCache {
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
@@ -82,16 +90,53 @@ impl KernelCache {
         key: &str,
         source: impl FnOnce() -> String,
     ) -> Result<Arc<Kernel>> {
+        self.get_with(device, op, key, source, Checks::All)
+    }
+
+    /// [`get`](Self::get) for a kernel whose every index is in range by construction and whose
+    /// every loop ends (the matmul kernels' hot loops): built without naga's index clamps and
+    /// loop counters. Those cost the inner loops of a register-tiled kernel an integer `min` per
+    /// workgroup-memory read, and keep the driver from unrolling them into reads at constant
+    /// offsets. Storage-buffer reads stay as robust as the platform makes them (Vulkan's
+    /// robustBufferAccess, which wgpu enables where it exists); integer division keeps its
+    /// checks. The caller promises the source's workgroup-array indices stay within bounds.
+    pub(crate) fn get_trusted(
+        &self,
+        device: &wgpu::Device,
+        op: &'static str,
+        key: &str,
+        source: impl FnOnce() -> String,
+    ) -> Result<Arc<Kernel>> {
+        self.get_with(device, op, key, source, Checks::TrustedIndices)
+    }
+
+    fn get_with(
+        &self,
+        device: &wgpu::Device,
+        op: &'static str,
+        key: &str,
+        source: impl FnOnce() -> String,
+        checks: Checks,
+    ) -> Result<Arc<Kernel>> {
         if let Some(k) = self.kernels.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Ok(k.clone());
         }
         let wgsl = source();
         let explicit = storage_bindings(&wgsl).map(|b| dynamic_layout(device, &b));
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(wgsl.into()) };
+        let module = match checks {
+            Checks::All => device.create_shader_module(desc),
+            Checks::TrustedIndices => {
+                let mut runtime = wgpu::ShaderRuntimeChecks::checked();
+                runtime.bounds_checks = false;
+                runtime.force_loop_bounding = false;
+                // SAFETY: `get_trusted`'s callers generate sources whose array indices are in
+                // range and whose loops terminate (see their templates); storage buffers keep
+                // the platform's own robustness, and every other check stays on.
+                unsafe { device.create_shader_module_trusted(desc, runtime) }
+            }
+        };
         let build = |layout: Option<&wgpu::PipelineLayout>| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(key),

@@ -349,6 +349,13 @@ impl GpuContext {
         crate::kernels::matmul::candidate_count(self)
     }
 
+    /// How many blocks the f16 cooperative-matrix matmul's autotuner chooses from (see
+    /// [`force_coop_candidate`](Self::force_coop_candidate)); they run only where the adapter
+    /// has cooperative matrices.
+    pub fn coop_candidates(&self) -> usize {
+        crate::kernels::matmul_coop::candidate_count()
+    }
+
     /// Makes every float tiled matmul take candidate `index` (`None`: back to normal), so that
     /// tests can check each configuration against the CPU.
     #[doc(hidden)]

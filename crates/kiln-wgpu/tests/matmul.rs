@@ -210,6 +210,32 @@ fn broadcast_batch_and_offsets() {
     }
 }
 
+/// Every candidate tile the autotuner may pick, forced in turn (on a context of its own: forcing
+/// is context-wide), on products spanning several of the largest tiles (256 wide) with ragged
+/// edges, and k an odd and an even number of 8- and 16-deep slabs (double-buffered tiles run
+/// two slabs per iteration): row-major, transposed, broadcast-batch and offset operands.
+#[test]
+fn every_candidate_over_several_tiles() {
+    let test = "every_candidate_over_several_tiles";
+    let Some(dev) = common::gpu_with(test, &kiln_wgpu::ContextOptions::default()) else { return };
+    for i in 0..dev.matmul_candidates() {
+        dev.force_matmul_candidate(Some(i));
+        for (s, &(m, k, n)) in [(300, 75, 520), (520, 48, 263)].iter().enumerate() {
+            let seed = 1000 + 100 * i as u64 + 10 * s as u64;
+            let (al, bl) = plain(1, m, k, n);
+            check(&dev, DType::F32, &al, &bl, seed);
+            // W10's forward x·Wᵀ (b transposed) and weight gradient xᵀ·g (a transposed).
+            check(&dev, DType::F32, &al, &transposed(1, k, n), seed + 1);
+            check(&dev, DType::F32, &transposed(1, m, k), &bl, seed + 2);
+            // b shared by a batch of 2; narrowed a with an offset and padded rows.
+            let b1 = Layout::contiguous(&[1, k, n]).broadcast_to(&[2, k, n]);
+            let an = Layout::contiguous(&[3, m + 3, k + 5]).narrow(0, 1, 2).narrow(1, 2, m).narrow(2, 3, k);
+            check(&dev, DType::F32, &an, &b1, seed + 3);
+        }
+    }
+    dev.force_matmul_candidate(None);
+}
+
 #[test]
 fn f16_storage_with_f32_accumulation() {
     let Some(dev) = common::gpu("f16_storage_with_f32_accumulation") else { return };
@@ -283,51 +309,148 @@ fn mismatches_are_errors() {
     assert!(matches!(x.matmul(&l, &ints, &l), Err(Error::DTypeMismatch { op: "matmul", .. })));
 }
 
-/// Ad-hoc timing, not an assertion: `cargo test -p kiln-wgpu --test matmul -- --ignored --nocapture`.
-/// `KILN_MM_SIZES` (comma-separated square sizes, default 512), `KILN_MM_FLOP` (work per timed
-/// run, default 1e9) and `KILN_MM_DTYPE` (f32 or f16) adjust it.
+/// Ad-hoc timing, not an assertion: `cargo test -p kiln-wgpu --test matmul --release --
+/// --ignored --nocapture bench_matmul`, or the test binary alone (`cargo test ... --release
+/// --no-run` names it) with the same arguments. Environment:
+/// - `KILN_MM_DTYPE`: `f32`, `f16` or `f32,f16` (default f32);
+/// - `KILN_MM_SIZES`: square sizes, each in the layout classes of `KILN_MM_LAYOUTS` (default
+///   `nn,tn,nt,tt`; `n` row-major, `t` transposed), default 512; `KILN_MM_SIZES=` (empty) none;
+/// - `KILN_MM_W10=1`: also the W10 products (nanoGPT char model, 16384 tokens, d 384, MLP 1536):
+///   forward `x·Wᵀ`, input gradients `g·W`, weight gradients `xᵀ·g`;
+/// - `KILN_MM_TILE`: `rule` (default: the size rule alone), `all` (the size rule, the size rule
+///   with naga's runtime checks, every candidate forced in turn, and the autotuner's choice),
+///   or candidate indices `0,3,7`. f16 on an adapter with cooperative matrices forces the
+///   cooperative candidates, otherwise the tiled ones. Each row names the kernel that ran.
+/// - `KILN_MM_SECS`: GPU time per timed repeat (default 0.02; the best of 5 repeats counts).
 #[test]
 #[ignore]
 fn bench_matmul() {
-    let Some(dev) = common::gpu("bench_matmul") else { return };
-    println!("adapter: {}", dev.summary);
+    let test = "bench_matmul";
+    let counts = |autotune| kiln_wgpu::ContextOptions {
+        profile: kiln_wgpu::ProfileMode::Counts,
+        autotune: Some(autotune),
+        ..kiln_wgpu::ContextOptions::default()
+    };
+    // The size rule and forced candidates on one context, the autotuner on another.
+    let Some(dev) = common::gpu_with(test, &counts(false)) else { return };
+    let tuned = common::gpu_with(test, &counts(true)).expect("a second context");
+    println!("adapter: {} (cooperative matrices: {:?})", dev.summary, dev.coop);
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-    let flop_target: f64 = env("KILN_MM_FLOP", "1e9").parse().expect("KILN_MM_FLOP");
-    let dtype = if env("KILN_MM_DTYPE", "f32") == "f16" { DType::F16 } else { DType::F32 };
-    let mut shapes = Vec::new();
-    for size in env("KILN_MM_SIZES", "512").split(',') {
-        let s: usize = size.parse().expect("KILN_MM_SIZES");
-        for class in ["nn", "tn", "nt", "tt"] {
-            shapes.push((1, s, s, s, class));
+    let secs_target: f64 = env("KILN_MM_SECS", "0.02").parse().expect("KILN_MM_SECS");
+    let dtypes: Vec<DType> = env("KILN_MM_DTYPE", "f32")
+        .split(',')
+        .map(|d| match d.trim() {
+            "f16" => DType::F16,
+            "f32" => DType::F32,
+            other => panic!("KILN_MM_DTYPE: {other:?} is neither f32 nor f16"),
+        })
+        .collect();
+    let mut shapes: Vec<(usize, usize, usize, usize, String)> = Vec::new();
+    let layouts = env("KILN_MM_LAYOUTS", "nn,tn,nt,tt");
+    for size in env("KILN_MM_SIZES", "512").split(',').filter(|s| !s.trim().is_empty()) {
+        let s: usize = size.trim().parse().expect("KILN_MM_SIZES");
+        for class in layouts.split(',') {
+            shapes.push((1, s, s, s, class.trim().to_string()));
         }
-        shapes.push((1, 1, s, s, "nt"));
     }
-    // Attention-like batches: q·kᵀ and p·v.
-    shapes.push((16, 512, 64, 512, "nt"));
-    shapes.push((16, 512, 512, 64, "nn"));
-    for (batch, m, k, n, class) in shapes {
-        let mut rng = Rng(7);
-        let al = if class.starts_with('t') { transposed(batch, m, k) } else { Layout::contiguous(&[batch, m, k]) };
-        let bl = if class.ends_with('t') { transposed(batch, k, n) } else { Layout::contiguous(&[batch, k, n]) };
-        let (a, _) = upload(&dev, dtype, batch * m * k, &mut rng);
-        let (b, _) = upload(&dev, dtype, batch * k * n, &mut rng);
-        let one = Layout::contiguous(&[1]);
-        let warm = a.matmul(&al, &b, &bl).expect("matmul");
-        warm.to_host(&one).expect("read");
-        let flop = 2.0 * (batch * m * n * k) as f64;
-        let reps = (flop_target / flop).ceil().clamp(1.0, 2000.0) as usize;
-        // Best of several runs: the machine's cores are shared with other work.
-        let mut secs = f64::INFINITY;
-        for _ in 0..5 {
-            let start = std::time::Instant::now();
-            let mut last = None;
-            for _ in 0..reps {
-                last = Some(a.matmul(&al, &b, &bl).expect("matmul"));
+    if env("KILN_MM_W10", "0") == "1" {
+        let (tokens, d, mlp) = (16384, 384, 1536);
+        for n in [d, 3 * d, mlp] {
+            shapes.push((1, tokens, d, n, "nt".into()));
+        }
+        shapes.push((1, tokens, mlp, d, "nt".into()));
+        for k in [d, 3 * d, mlp] {
+            shapes.push((1, tokens, k, d, "nn".into()));
+        }
+        shapes.push((1, tokens, d, mlp, "nn".into()));
+        for n in [d, 3 * d, mlp] {
+            shapes.push((1, d, tokens, n, "tn".into()));
+        }
+        shapes.push((1, mlp, tokens, d, "tn".into()));
+    }
+    let tile = env("KILN_MM_TILE", "rule");
+    for dtype in dtypes {
+        let coop = dtype == DType::F16 && dev.coop.is_some() && std::env::var("KILN_COOP").map_or(true, |v| v != "0");
+        let count = if coop { dev.coop_candidates() } else { dev.matmul_candidates() };
+        let forced: Vec<usize> = match tile.as_str() {
+            "rule" => vec![],
+            "all" => (0..count).collect(),
+            list => list.split(',').map(|i| i.trim().parse().expect("KILN_MM_TILE")).filter(|&i| i < count).collect(),
+        };
+        let force = |i: Option<usize>| if coop { dev.force_coop_candidate(i) } else { dev.force_matmul_candidate(i) };
+        for (batch, m, k, n, class) in &shapes {
+            let (batch, m, k, n) = (*batch, *m, *k, *n);
+            let al = if class.starts_with('t') { transposed(batch, m, k) } else { Layout::contiguous(&[batch, m, k]) };
+            let bl = if class.ends_with('t') { transposed(batch, k, n) } else { Layout::contiguous(&[batch, k, n]) };
+            let flop = 2.0 * (batch * m * n * k) as f64;
+            println!("{dtype} {batch}x{m}x{k}x{n} {class}:");
+            let operands = |ctx: &GpuDevice| {
+                let mut rng = Rng(7);
+                (upload(ctx, dtype, batch * m * k, &mut rng).0, upload(ctx, dtype, batch * k * n, &mut rng).0)
+            };
+            let (on_dev, on_tuned) = (operands(&dev), if tile == "all" { Some(operands(&tuned)) } else { None });
+            let mut rows: Vec<(String, f64)> = Vec::new();
+            let mut time = |ctx: &GpuDevice, (a, b): &(GpuStorage, GpuStorage), label: String| {
+                let (secs, kernels) = time_product(ctx, a, &al, b, &bl, secs_target);
+                let tflops = flop / secs / 1e12;
+                println!("  {label:<8} {tflops:8.3} TFLOP/s {:9.3} ms  {kernels}", secs * 1e3);
+                rows.push((format!("{label} {kernels}"), tflops));
+            };
+            time(&dev, &on_dev, "rule".into());
+            if tile == "all" {
+                dev.force_matmul_checks(true);
+                time(&dev, &on_dev, "checked".into());
+                dev.force_matmul_checks(false);
             }
-            last.expect("ran").to_host(&one).expect("read");
-            secs = secs.min(start.elapsed().as_secs_f64() / reps as f64);
+            for &i in &forced {
+                force(Some(i));
+                time(&dev, &on_dev, format!("#{i}"));
+            }
+            force(None);
+            if let Some(operands) = &on_tuned {
+                time(&tuned, operands, "auto".into());
+            }
+            let rule = rows[0].1;
+            if let Some((best, tflops)) = rows.iter().max_by(|x, y| x.1.total_cmp(&y.1)) {
+                println!("  best: {best}: {tflops:.2} TFLOP/s, {:.2}x the size rule", tflops / rule);
+            }
         }
-        let gflops = flop / secs / 1e9;
-        println!("{dtype} {batch}x{m}x{k}x{n} {class}: {:.3} ms, {gflops:.2} GFLOP/s", secs * 1e3);
     }
+    if tile == "all" {
+        println!("autotuner choices:");
+        for (class, choice) in tuned.autotuned_choices() {
+            println!("  {class} {choice}");
+        }
+    }
+}
+
+/// Seconds per run of `a · b` (best of 5 repeats of enough runs to take about `target`
+/// seconds), and the matmul kernels one run dispatched.
+fn time_product(dev: &GpuDevice, a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout, target: f64) -> (f64, String) {
+    let one = Layout::contiguous(&[1]);
+    let run = || a.matmul(al, b, bl).expect("matmul");
+    // Warm-up (builds pipelines, tunes), then one run alone to see its kernels and its time.
+    run().to_host(&one).expect("read");
+    let before = dev.profile_counts();
+    let start = std::time::Instant::now();
+    run().to_host(&one).expect("read");
+    let once = start.elapsed().as_secs_f64();
+    let after = dev.profile_counts();
+    let kernels: Vec<String> = after
+        .iter()
+        .filter(|(name, count)| name.starts_with("matmul") && before.iter().find(|(b, _)| b == name).map_or(0, |b| b.1) < *count)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let reps = (target / once.max(1e-6)).ceil().clamp(1.0, 2000.0) as usize;
+    let mut secs = f64::INFINITY;
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let mut last = None;
+        for _ in 0..reps {
+            last = Some(run());
+        }
+        last.expect("ran").to_host(&one).expect("read");
+        secs = secs.min(start.elapsed().as_secs_f64() / reps as f64);
+    }
+    (secs, kernels.join(" + "))
 }

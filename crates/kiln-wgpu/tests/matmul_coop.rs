@@ -143,3 +143,42 @@ fn cooperative_matches_reference_on_gpu() {
         eprintln!("{:?} · {:?}: max error / sqrt(k) {worst:.3e}", al.shape(), bl.shape());
     }
 }
+
+/// Every block the cooperative autotuner can pick, forced in turn on a context of its own
+/// (profiled, to see that each ran): the edge shapes, every operand order in blocks big enough
+/// to fill, a batch, and split k. Skipped like the test above without cooperative matrices.
+#[test]
+fn every_cooperative_candidate_matches_reference_on_gpu() {
+    let test = "every_cooperative_candidate_matches_reference_on_gpu";
+    if common::coop_gpu(test).is_none() {
+        return;
+    }
+    let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
+    let dev = common::gpu_with(test, &options).expect("a second context on the same adapter");
+    let t = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, cols, rows]).permute(&[0, 2, 1]);
+    let c = |b: usize, rows: usize, cols: usize| Layout::contiguous(&[b, rows, cols]);
+    let mut all = layouts();
+    // Each operand order over several blocks of the largest candidates, ragged edges, a k that
+    // is an odd number of 16- and 32-deep slabs (double-buffered blocks stage a zero slab last).
+    all.push((c(1, 300, 208), c(1, 208, 520)));
+    all.push((t(2, 264, 176), c(2, 176, 260)));
+    all.push((c(1, 260, 112), t(1, 112, 516)));
+    all.push((t(1, 516, 80), t(1, 80, 264)));
+    // Split k: a weight gradient xᵀ·g, and ragged k.
+    all.push((t(1, 128, 2048), c(1, 2048, 192)));
+    all.push((c(1, 48, 1000), c(1, 1000, 36)));
+    for i in 0..dev.coop_candidates() {
+        dev.force_coop_candidate(Some(i));
+        for (seed, (al, bl)) in all.iter().enumerate() {
+            check(&dev, al, bl, 1000 * i as u64 + seed as u64);
+        }
+    }
+    dev.force_coop_candidate(None);
+    let blocks: std::collections::BTreeSet<String> = dev
+        .profile_counts()
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_prefix("matmul|coop|").and_then(|r| r.split('|').next()).map(str::to_string))
+        .filter(|b| b.contains('x'))
+        .collect();
+    assert_eq!(blocks.len(), dev.coop_candidates(), "each candidate should have run its own block: {blocks:?}");
+}

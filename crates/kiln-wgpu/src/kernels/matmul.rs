@@ -19,8 +19,10 @@ use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
 
 pub(super) const OP: &str = "matmul";
 
-/// The output tile of one workgroup (tm×tn), how deep along k it stages the operands (tk), and
-/// the block of that tile each thread accumulates (rm×rn, multiples of 4: read as vec4s).
+/// The output tile of one workgroup (tm×tn), how deep along k it stages the operands (tk), the
+/// block of that tile each thread accumulates (rm×rn, multiples of 4: read as vec4s), whether
+/// it double-buffers its slabs (`db`: see `shaders/matmul.wgsl`), and whether each 32 threads
+/// cover an 8×4 patch of thread blocks (`warp`) rather than a 16×2 or wider strip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Tile {
     pub(super) tm: u32,
@@ -28,41 +30,89 @@ pub(super) struct Tile {
     pub(super) tk: u32,
     pub(super) rm: u32,
     pub(super) rn: u32,
+    pub(super) db: bool,
+    pub(super) warp: bool,
 }
 
 impl Tile {
-    fn name(self) -> String {
-        format!("{}x{}x{}/{}x{}", self.tm, self.tn, self.tk, self.rm, self.rn)
+    /// `"128x128x16/8x8"`, `"128x128x8/8x8db"` double-buffered, `..w` in 8×4 patches: kernel
+    /// keys and tuning files.
+    pub(super) fn name(self) -> String {
+        let db = if self.db { "db" } else { "" };
+        let warp = if self.warp { "w" } else { "" };
+        format!("{}x{}x{}/{}x{}{db}{warp}", self.tm, self.tn, self.tk, self.rm, self.rn)
     }
 
     pub(super) const fn threads(self) -> u32 {
         (self.tm / self.rm) * (self.tn / self.rn)
     }
 
-    /// Bytes of workgroup memory: both staged slabs, rows padded by one vec4 of f32 or i32.
+    /// Bytes of workgroup memory: both operands' staged slabs (two of each when
+    /// double-buffered), rows padded by one vec4 of f32 or i32.
     const fn workgroup_bytes(self) -> u32 {
-        self.tk * (self.tm / 4 + 1 + self.tn / 4 + 1) * 16
+        let slabs = if self.db { 2 } else { 1 };
+        slabs * self.tk * (self.tm / 4 + 1 + self.tn / 4 + 1) * 16
+    }
+
+    /// Whether the generator can build it: whole vec4 blocks per thread, and every thread
+    /// moving the same whole number of quads of each slab.
+    #[cfg(test)]
+    fn valid(self) -> bool {
+        let t = self.threads();
+        self.rm.is_multiple_of(4)
+            && self.rn.is_multiple_of(4)
+            && self.tm.is_multiple_of(self.rm)
+            && self.tn.is_multiple_of(self.rn)
+            && (self.tm / 4 * self.tk).is_multiple_of(t)
+            && (self.tn / 4 * self.tk).is_multiple_of(t)
+            && self.tm / 4 * self.tk >= t
+            && self.tn / 4 * self.tk >= t
+            && (!self.warp || ((self.tn / self.rn).is_multiple_of(8) && (self.tm / self.rm).is_multiple_of(4) && t.is_multiple_of(32)))
     }
 }
 
 /// 64×64 tiles, 4×4 per thread: enough workgroups to fill a large GPU from about 1024² outputs.
-pub(super) const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4 };
+pub(super) const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: false, warp: false };
 /// 128×128 tiles, 8×8 per thread: twice the multiply-adds per workgroup-memory read. Measured on
 /// an H200 (Vulkan, f32): 30–31 TFLOP/s at 4096³ in every layout against 19–21 for MEDIUM, 28
 /// against 21 at 2048³, but 13–17 against 17–19 at 1536³, where too few workgroups fill the GPU.
-const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8 };
+const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: false };
 /// 32×32 tiles, 4×4 per thread (64 threads): four times the workgroups of MEDIUM, for shapes
 /// too small to fill a GPU with 64×64 tiles. Offered to the autotuner only.
-const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4 };
+const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4, db: false, warp: false };
 /// 64×128 and 128×64 tiles, 4×8 (8×4) per thread: between MEDIUM and LARGE. Autotuner only.
-const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8 };
-const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4 };
+const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8, db: false, warp: false };
+const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: false, warp: false };
 
 /// LARGE staged 32 deep: half the barriers per k step, for the biggest products. Autotuner only.
-const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8 };
+const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8, db: false, warp: false };
 
-/// Every tile the autotuner may pick for a float matmul, in the order tests address them.
-pub(super) const CANDIDATES: [Tile; 6] = [SMALL, MEDIUM, WIDE, TALL, LARGE, DEEP];
+/// Double-buffered tiles (see `shaders/matmul.wgsl`): one barrier per slab instead of two, and
+/// the global reads of slab i+1 in flight while slab i is multiplied, for two slabs of
+/// workgroup memory and a few registers per thread. None is measured yet: the autotuner decides.
+/// All fit 32 KiB of workgroup memory (lavapipe's, where tests check them).
+/// LARGE 8 deep, double-buffered: as many barriers per k as LARGE, half its workgroup memory
+/// per slab.
+const LARGE_DB: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: false };
+/// 8×16 and 16×8 per thread: a third fewer workgroup-memory reads per multiply-add than 8×8, for
+/// 128 accumulators a thread (one 256-thread workgroup per SM on an H100/H200).
+const HUGE_N_DB: Tile = Tile { tm: 128, tn: 256, tk: 8, rm: 8, rn: 16, db: true, warp: false };
+const HUGE_M_DB: Tile = Tile { tm: 256, tn: 128, tk: 8, rm: 16, rn: 8, db: true, warp: false };
+/// 128×64, 8×4 per thread: twice LARGE's workgroups, for outputs a few LARGE tiles wide (W10's
+/// n = 384).
+const HALF_DB: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: true, warp: false };
+/// MEDIUM double-buffered, for mid-sized products.
+const MEDIUM_DB: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: true, warp: false };
+/// LARGE and LARGE_DB with each 32 threads on an 8×4 patch of thread blocks: a 32-wide subgroup's
+/// workgroup-memory reads then touch 8 of b's quads (128 bytes) and 4 of a's per k, against 16
+/// and 2 in a 16×2 strip: fewer bytes per read where the hardware serves repeated addresses once.
+const LARGE_W: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: true };
+const LARGE_DB_W: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: true };
+
+/// Every tile the autotuner may pick for a float matmul, in the order tests address them (new
+/// tiles go at the end, so that an index keeps naming the same tile).
+pub(super) const CANDIDATES: [Tile; 13] =
+    [SMALL, MEDIUM, WIDE, TALL, LARGE, DEEP, LARGE_DB, HUGE_N_DB, HUGE_M_DB, HALF_DB, MEDIUM_DB, LARGE_W, LARGE_DB_W];
 
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
@@ -224,8 +274,8 @@ pub(crate) fn candidate_count(ctx: &crate::context::GpuContext) -> usize {
     usable(ctx).len()
 }
 
-/// The candidates this adapter can run (LARGE needs more than 16 KiB of workgroup memory, DEEP
-/// more than 32 KiB).
+/// The candidates this adapter can run (LARGE and the double-buffered tiles need more than 16 KiB
+/// of workgroup memory, DEEP more than 32 KiB).
 fn usable(ctx: &crate::context::GpuContext) -> Vec<Tile> {
     let max = ctx.limits.max_compute_workgroup_storage_size;
     CANDIDATES.into_iter().filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup).collect()
@@ -291,12 +341,15 @@ fn choose(
     }
     let mut best = (f64::INFINITY, rule(fallback));
     for c in candidates {
-        let secs = crate::autotune::time_runs(|| run(c), || ctx.sync())?;
+        // A candidate this driver cannot build or run is no choice; the others still are.
+        let Ok(secs) = crate::autotune::time_runs(|| run(c), || ctx.sync()) else { continue };
         if secs < best.0 {
             best = (secs, c);
         }
     }
-    ctx.tuner.store(&class, &best.1.name());
+    if best.0.is_finite() {
+        ctx.tuner.store(&class, &best.1.name());
+    }
     Ok(best.1)
 }
 
@@ -418,7 +471,10 @@ impl Tiled<'_> {
     }
 }
 
-/// Builds (or reuses) the kernel for `spec` and records one dispatch of it.
+/// Builds (or reuses) the kernel for `spec` and records one dispatch of it. Tiled kernels are
+/// built without naga's index clamps and loop counters (`KernelCache::get_trusted`: every
+/// workgroup-memory index is a thread's own quad plus a constant below the slab's size, every
+/// loop walks k up to K) unless [`matmul_checks`] asks for them.
 fn record(
     ctx: &crate::context::GpuContext,
     spec: &Spec,
@@ -426,8 +482,20 @@ fn record(
     groups: u32,
     buffers: &[&wgpu::Buffer],
 ) -> Result<()> {
-    let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source().unwrap_or_default())?;
+    let source = || spec.source().unwrap_or_default();
+    let kernel = match spec {
+        Spec::Tiled { .. } if matmul_checks(ctx) => ctx.cache.get(&ctx.device, OP, &(spec.key() + "|checked"), source)?,
+        Spec::Tiled { .. } => ctx.cache.get_trusted(&ctx.device, OP, &spec.key(), source)?,
+        _ => ctx.cache.get(&ctx.device, OP, &spec.key(), source)?,
+    };
     ctx.dispatch(OP, &kernel, buffers, meta, groups)
+}
+
+/// Whether the tiled and cooperative matmul kernels keep naga's runtime checks
+/// (`KILN_MM_CHECKS=1`, or the test hook `force_matmul_checks`): to measure what dropping them
+/// gains.
+pub(super) fn matmul_checks(ctx: &crate::context::GpuContext) -> bool {
+    ctx.tuner.checked()
 }
 
 #[cfg(test)]
@@ -471,6 +539,20 @@ mod tests {
         // Partials past u32 indexing.
         let big = Dims { batch: 1, m: 65536, n: 32768, k: 4096 };
         assert!(!big.split_fits(MEDIUM, 2, u64::MAX));
+    }
+
+    #[test]
+    fn every_candidate_is_buildable_and_distinct() {
+        for t in CANDIDATES {
+            assert!(t.valid(), "{t:?}");
+            assert!(t.threads() <= 256, "{t:?}");
+            // Every double-buffered tile is checked on lavapipe, which has 32 KiB.
+            assert!(!t.db || t.workgroup_bytes() <= 32 * 1024, "{t:?}: {} bytes", t.workgroup_bytes());
+        }
+        let names: std::collections::BTreeSet<_> = CANDIDATES.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), CANDIDATES.len());
+        assert_eq!(LARGE_DB.name(), "128x128x8/8x8db");
+        assert_eq!(LARGE_DB.workgroup_bytes(), 2 * 8 * (33 + 33) * 16);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Tensor-core f16 matmul through wgpu's experimental cooperative matrices
 //! (`shaders/matmul_coop.wgsl`): f16 operands, f32 accumulation, f16 output, the same contract
 //! as the tiled kernel's f16 path. `matmul.rs` offers every call here first; shapes, layouts
-//! and adapters this kernel does not cover return `None` and take the tiled kernel.
+//! and adapters this kernel does not cover return `None` and take the tiled kernel. The block
+//! comes from the autotuner on hardware adapters (every candidate timed once per shape class,
+//! like the tiled kernel's tiles), else from a size rule.
 
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
@@ -9,8 +11,9 @@ use std::sync::OnceLock;
 
 const OP: &str = "matmul";
 
-/// The block of one workgroup (bm×bn), its split into sg_m×sg_n subgroups of 32, and the depth
-/// bk of the slabs staged in workgroup memory.
+/// The block of one workgroup (bm×bn), its split into sg_m×sg_n subgroups of 32, the depth bk
+/// of the slabs staged in workgroup memory, and whether it double-buffers them (`db`: see
+/// `shaders/matmul_coop.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Block {
     bm: u32,
@@ -18,6 +21,7 @@ struct Block {
     sg_m: u32,
     sg_n: u32,
     bk: u32,
+    db: bool,
 }
 
 /// How an operand lies in memory. `Rows`: row-major along k for a (`[m, k]`), along n for b
@@ -50,22 +54,39 @@ impl Block {
         }
     }
 
+    /// Halves in one staged slab of a (`a = true`) or b.
+    const fn slab_halves(self, a: bool, major: Major) -> u32 {
+        let (rows, pitch) = self.slab(a, major);
+        rows * pitch
+    }
+
     const fn workgroup_bytes(self, ma: Major, mb: Major) -> u32 {
-        let (ra, pa) = self.slab(true, ma);
-        let (rb, pb) = self.slab(false, mb);
-        (ra * pa + rb * pb) * 2 + self.sg_m * self.sg_n * 256 * 4
+        let slabs = if self.db { 2 } else { 1 };
+        (self.slab_halves(true, ma) + self.slab_halves(false, mb)) * 2 * slabs + self.sg_m * self.sg_n * 256 * 4
     }
 
     fn name(self) -> String {
-        format!("{}x{}/{}x{}/k{}", self.bm, self.bn, self.sg_m, self.sg_n, self.bk)
+        let db = if self.db { "db" } else { "" };
+        format!("{}x{}/{}x{}/k{}{db}", self.bm, self.bn, self.sg_m, self.sg_n, self.bk)
     }
 
-    /// `"128x128/2x4/k32"` (the `KILN_COOP_TILE` syntax), if every part divides evenly.
+    /// `"128x128/2x4/k32"`, `"128x256/2x4/k16db"` double-buffered (the `KILN_COOP_TILE` syntax
+    /// and the tuning file's), if every part divides evenly.
     fn parse(s: &str) -> Option<Block> {
+        let (s, db) = match s.strip_suffix("db") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let nums: Vec<u32> = s.split(['x', '/', 'k']).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect::<Option<_>>()?;
         let &[bm, bn, sg_m, sg_n, bk] = nums.as_slice() else { return None };
-        let b = Block { bm, bn, sg_m, sg_n, bk };
+        let b = Block { bm, bn, sg_m, sg_n, bk, db };
         b.valid().then_some(b)
+    }
+
+    /// Whether this adapter can run it for operands of these majors.
+    fn fits(self, limits: &wgpu::Limits, ma: Major, mb: Major) -> bool {
+        self.workgroup_bytes(ma, mb) <= limits.max_compute_workgroup_storage_size
+            && self.threads() <= limits.max_compute_invocations_per_workgroup
     }
 
     /// Every thread fetches whole vec4s of both slabs, and every subgroup owns whole tiles.
@@ -84,23 +105,44 @@ impl Block {
 }
 
 /// 64×64 blocks, 4 subgroups of 2×2 tiles: enough workgroups to fill a large GPU at 1024².
-const MEDIUM: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2, bk: 32 };
+const MEDIUM: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2, bk: 32, db: false };
 /// 128×128 blocks, 8 subgroups of 4×2 tiles: twice the tile loads' reuse. H200 (Vulkan), W1h
 /// 2048³: 93 TFLOP/s, against 80 for HUGE.
-const LARGE: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32 };
+const LARGE: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32, db: false };
 /// 128×256 blocks, 16 subgroups of 2×4 tiles. H200 (Vulkan), W1h 4096³ (one session, every
 /// block forced in turn): 155 TFLOP/s, against 96 for LARGE, 77 for 64×256 in 2×4 subgroups;
 /// an earlier session: 115 for 128×256 in 2×4 subgroups, 100 for 256×128 in 4×2, 91 for
 /// 128×128 in 2×2, 87 for LARGE with 64-deep slabs.
-const HUGE: Block = Block { bm: 128, bn: 256, sg_m: 4, sg_n: 4, bk: 32 };
+const HUGE: Block = Block { bm: 128, bn: 256, sg_m: 4, sg_n: 4, bk: 32, db: false };
+/// Double-buffered blocks: one barrier per slab instead of two, the next slab's stores overlapping
+/// the tensor-core work. Not measured yet: the autotuner (or `KILN_COOP_TILE`) decides. Their
+/// workgroup memory (two slabs of each operand, plus 1 KiB of f32 scratch per subgroup for the
+/// f16 output) is what 48 KiB allows.
+/// LARGE double-buffered: 42–48 KiB depending on the operands' majors.
+const LARGE_DB: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 32, db: true };
+/// HUGE double-buffered in 16-deep slabs: 41–45 KiB where b is row-major; over 48 KiB (so not
+/// offered) where b is transposed, whose 256 staged rows each hold 16 halves and 8 of padding.
+const HUGE_DB: Block = Block { bm: 128, bn: 256, sg_m: 4, sg_n: 4, bk: 16, db: true };
+/// 128×256 and 256×128 blocks of 8 subgroups with 4×4 accumulator tiles each (64×64): each tile
+/// load feeds four multiply-adds instead of two or three.
+const WIDE_DB: Block = Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 16, db: true };
+const TALL_DB: Block = Block { bm: 256, bn: 128, sg_m: 4, sg_n: 2, bk: 16, db: true };
+/// 128×128 blocks of 4 subgroups with 4×4 tiles each, 32 deep: the classic tensor-core layout
+/// (a 64×64 sub-block per subgroup), with two workgroups per SM.
+const SQUARE_DB: Block = Block { bm: 128, bn: 128, sg_m: 2, sg_n: 2, bk: 32, db: true };
+/// MEDIUM double-buffered, for products with few blocks.
+const MEDIUM_DB: Block = Block { bm: 64, bn: 64, sg_m: 2, sg_n: 2, bk: 32, db: true };
+/// Every block the autotuner times (those that fit the adapter and operands), in the order
+/// `force_coop_candidate` addresses them: the size rule's three, then the double-buffered ones.
+const CANDIDATES: [Block; 9] = [MEDIUM, LARGE, HUGE, LARGE_DB, HUGE_DB, WIDE_DB, TALL_DB, SQUARE_DB, MEDIUM_DB];
 /// Blocks `KILN_COOP_TILE` is expected to try on a new GPU (all of them are compiled by the
 /// shader tests): the runners-up above.
 const TRIAL: [Block; 5] = [
-    Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 32 },
-    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 64 },
-    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 2, bk: 32 },
-    Block { bm: 256, bn: 128, sg_m: 4, sg_n: 2, bk: 32 },
-    Block { bm: 64, bn: 256, sg_m: 2, sg_n: 4, bk: 32 },
+    Block { bm: 128, bn: 256, sg_m: 2, sg_n: 4, bk: 32, db: false },
+    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 4, bk: 64, db: false },
+    Block { bm: 128, bn: 128, sg_m: 2, sg_n: 2, bk: 32, db: false },
+    Block { bm: 256, bn: 128, sg_m: 4, sg_n: 2, bk: 32, db: false },
+    Block { bm: 64, bn: 256, sg_m: 2, sg_n: 4, bk: 32, db: false },
 ];
 /// HUGE from this many HUGE blocks on (4096² has 512; 2048², where LARGE wins, 128).
 const HUGE_MIN_BLOCKS: u64 = 256;
@@ -205,9 +247,11 @@ impl Operand {
         s
     }
 
-    /// Stores of the fetched registers into the slab, as `w`-half elements.
-    fn stage(&self, threads: u32, w: u32) -> String {
+    /// Stores of the fetched registers into the slab that starts `off` elements into the array,
+    /// as `w`-half elements.
+    fn stage(&self, threads: u32, w: u32, off: u32) -> String {
         let (x, lanes) = (self.name, ["x", "y", "z", "w"]);
+        let off = if off == 0 { String::new() } else { format!("{off}u + ") };
         let mut s = String::new();
         for r in 0..self.fetches(threads) {
             for p in 0..4 / w {
@@ -216,16 +260,18 @@ impl Operand {
                 } else {
                     format!("{x}v{r}.{}", lanes[(p * w) as usize..((p + 1) * w) as usize].concat())
                 };
-                s += &format!("        {}[{x}s{r} + {p}u] = {part};\n", self.slab);
+                s += &format!("        {}[{off}{x}s{r} + {p}u] = {part};\n", self.slab);
             }
         }
         s
     }
 
-    /// The tile load at slab coordinates (`outer`: the m or n offset; `k`).
-    fn load(&self, role: &str, outer: &str, k: u32, w: u32) -> String {
+    /// The tile load at slab coordinates (`outer`: the m or n offset; `k`) of the slab that
+    /// starts `off` elements into the array.
+    fn load(&self, role: &str, outer: &str, k: u32, w: u32, off: u32) -> String {
         let k_along_row = !self.k_in_rows;
         let idx = if k_along_row { format!("(({outer}) * {p} + {k}u) / {w}u", p = self.pitch) } else { format!("({k}u * {p} + {outer}) / {w}u", p = self.pitch) };
+        let idx = if off == 0 { idx } else { format!("{off}u + {idx}") };
         // A tile whose rows are the slab's rows loads row-major; otherwise it is stored
         // transposed and loads column-major.
         let f = if (role == "A") == k_along_row { "coopLoadT" } else { "coopLoad" };
@@ -248,11 +294,14 @@ impl Spec {
         let wt = if w == 1 { "f16".to_string() } else { format!("vec{w}<f16>") };
         let (a, b) = (Operand::new(true, block, ma), Operand::new(false, block, mb));
         let setup = a.setup(threads, w) + &b.setup(threads, w);
-        let fetch0 = a.fetch(threads, "KB") + &b.fetch(threads, "KB");
-        let fetch1 = a.fetch(threads, "k1") + &b.fetch(threads, "k1");
-        let stage = a.stage(threads, w) + &b.stage(threads, w);
+        let fetch = |k: &str| a.fetch(threads, k) + &b.fetch(threads, k);
+        // Slab `buf`'s offsets into As and Bs, in staging elements.
+        let offs = |buf: u32| (buf * block.slab_halves(true, ma) / w, buf * block.slab_halves(false, mb) / w);
+        let stage = |buf: u32| {
+            let (oa, ob) = offs(buf);
+            a.stage(threads, w, oa) + &b.stage(threads, w, ob)
+        };
         let mut acc = String::new();
-        let mut mma = String::new();
         let mut store = String::new();
         for i in 0..fm {
             for j in 0..fn_ {
@@ -269,23 +318,53 @@ impl Spec {
                 );
             }
         }
-        for kk in 0..block.bk / 16 {
-            mma += "        {\n";
-            for i in 0..fm {
-                mma += &format!("            let fa{i} = {};\n", a.load("A", &format!("wm + {}u", i * 16), kk * 16, w));
-            }
-            for j in 0..fn_ {
-                mma += &format!("            let fb{j} = {};\n", b.load("B", &format!("wn + {}u", j * 16), kk * 16, w));
-            }
-            for i in 0..fm {
-                for j in 0..fn_ {
-                    mma += &format!("            acc{i}{j} = coopMultiplyAdd(fa{i}, fb{j}, acc{i}{j});\n");
+        // The tensor-core work on slab `buf`.
+        let mma = |buf: u32| {
+            let (oa, ob) = offs(buf);
+            let mut mma = String::new();
+            for kk in 0..block.bk / 16 {
+                mma += "        {\n";
+                for i in 0..fm {
+                    mma += &format!("            let fa{i} = {};\n", a.load("A", &format!("wm + {}u", i * 16), kk * 16, w, oa));
                 }
+                for j in 0..fn_ {
+                    mma += &format!("            let fb{j} = {};\n", b.load("B", &format!("wn + {}u", j * 16), kk * 16, w, ob));
+                }
+                for i in 0..fm {
+                    for j in 0..fn_ {
+                        mma += &format!("            acc{i}{j} = coopMultiplyAdd(fa{i}, fb{j}, acc{i}{j});\n");
+                    }
+                }
+                mma += "        }\n";
             }
-            mma += "        }\n";
-        }
+            mma
+        };
+        let main = if block.db {
+            format!(
+                "{}{}    workgroupBarrier();\n    for (var k0 = KB; k0 < KE; k0 += 2u * BK) {{\n        let k1 = k0 + BK;\n\
+                 {}{}{}        workgroupBarrier();\n        let k2 = k1 + BK;\n{}{}{}        workgroupBarrier();\n    }}",
+                fetch("KB"),
+                stage(0),
+                fetch("k1"),
+                mma(0),
+                stage(1),
+                fetch("k2"),
+                mma(1),
+                stage(0)
+            )
+        } else {
+            format!(
+                "{}    for (var k0 = KB; k0 < KE; k0 += BK) {{\n{}        workgroupBarrier();\n        let k1 = k0 + BK;\n\
+                 {}{}        workgroupBarrier();\n    }}",
+                fetch("KB"),
+                stage(0),
+                fetch("k1"),
+                mma(0)
+            )
+        };
         let (ra, pa) = block.slab(true, ma);
         let (rb, pb) = block.slab(false, mb);
+        let slabs = if block.db { 2 } else { 1 };
         let body = crate::shaders::MATMUL_COOP
             .replace("{{BM}}", &block.bm.to_string())
             .replace("{{BN}}", &block.bn.to_string())
@@ -294,8 +373,8 @@ impl Spec {
             .replace("{{PB_H}}", &pb.to_string())
             .replace("{{W}}", &w.to_string())
             .replace("{{WT}}", &wt)
-            .replace("{{AS_LEN}}", &(ra * pa / w).to_string())
-            .replace("{{BS_LEN}}", &(rb * pb / w).to_string())
+            .replace("{{AS_LEN}}", &(slabs * ra * pa / w).to_string())
+            .replace("{{BS_LEN}}", &(slabs * rb * pb / w).to_string())
             .replace("{{CS_LEN}}", &(block.sg_m * block.sg_n * 256).to_string())
             .replace("{{WG}}", &threads.to_string())
             .replace("{{OUT_T}}", if split { "f32" } else { "f16" })
@@ -312,10 +391,7 @@ impl Spec {
             .replace("{{FN}}", &fn_.to_string())
             .replace("{{SETUP}}", &setup)
             .replace("{{ACC_DECL}}", &acc)
-            .replace("{{FETCH0}}", &fetch0)
-            .replace("{{FETCH1}}", &fetch1)
-            .replace("{{STAGE}}", &stage)
-            .replace("{{MMA}}", &mma)
+            .replace("{{MAIN}}", &main)
             .replace("{{STORE}}", &store);
         super::module("enable f16;\nenable wgpu_cooperative_matrix;\n", false, &body)
     }
@@ -323,7 +399,8 @@ impl Spec {
 
 /// `KILN_COOP=0` turns the path off (to compare against the tiled kernel); `KILN_COOP_WIDTH`
 /// picks how the tile loads read workgroup memory (1, 2 or 4 halves an element);
-/// `KILN_COOP_TILE=128x128/2x4/k32` forces one block for every product (tuning on a new GPU);
+/// `KILN_COOP_TILE=128x128/2x4/k32` (`..db`: double-buffered) forces one block for every
+/// product, over the autotuner;
 /// `KILN_COOP_SPLITK=0` turns split k off.
 struct Settings {
     on: bool,
@@ -388,52 +465,155 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     else {
         return Ok(None);
     };
-    let blocks = |blk: Block| (m.div_ceil(blk.bm as usize) * n.div_ceil(blk.bn as usize)) as u64 * batch as u64;
-    let block = set.tile.unwrap_or(if blocks(HUGE) >= HUGE_MIN_BLOCKS {
-        HUGE
-    } else if blocks(LARGE) >= LARGE_MIN_BLOCKS {
-        LARGE
-    } else {
-        MEDIUM
-    });
-    if ctx.limits.max_compute_workgroup_storage_size < block.workgroup_bytes(ma, mb)
-        || ctx.limits.max_compute_invocations_per_workgroup < block.threads()
-    {
-        return Ok(None);
-    }
     let Some(numel) = batch.checked_mul(m).and_then(|x| x.checked_mul(n)).filter(|&x| x <= u32::MAX as usize) else {
         return Ok(None);
     };
-    let (tiles_m, tiles_n) = ((m as u32).div_ceil(block.bm), (n as u32).div_ceil(block.bn));
-    let tiles = blocks(block);
-    let (splits, chunk) = split_k(set.split_k, tiles, k, block.bk as usize);
-    let part_bytes = (numel as u64).saturating_mul(splits as u64).saturating_mul(4);
-    let (splits, chunk) = if splits > 1
-        && numel.checked_mul(splits).is_some_and(|x| x <= u32::MAX as usize)
-        // As the pool rounds it: the partial buffer must fit one binding.
-        && crate::pool::size_class(part_bytes) <= ctx.limits.max_storage_buffer_binding_size
-    {
-        (splits, chunk)
+    let product = Product { a, b, ma, mb, wa, wb, batch, m, k, n, numel };
+    let fits = |blk: Block| blk.fits(&ctx.limits, ma, mb);
+    let rule = product.rule_block();
+    // The block: forced by a test or the bench, forced by `KILN_COOP_TILE`, the size rule's
+    // where nothing is tuned, else (`None`) the autotuner's.
+    let chosen = if let Some(i) = ctx.tuner.forced_coop() {
+        // A forced block that cannot run these operands here leaves the choice to the rule.
+        Some(CANDIDATES.get(i).copied().filter(|&blk| fits(blk)).unwrap_or(rule))
+    } else if set.tile.is_some() {
+        set.tile
+    } else if !ctx.tuner.enabled {
+        Some(rule)
     } else {
-        (1, k)
+        None
     };
-    let total = u32::try_from(tiles * splits as u64)
-        .map_err(|_| Error::OutOfMemory { op: OP, msg: format!("{al:?} · {bl:?} needs too many workgroups") })?;
-    let out = GpuStorage::alloc(ctx, OP, DType::F16, numel)?;
-    let spec = Spec { block, width: set.width, ma, mb, split: splits > 1 };
-    let kernel = ctx.cache.get(&ctx.device, OP, &spec.key(), || spec.source())?;
-    let mut meta = vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
-    if splits == 1 {
-        ctx.dispatch(OP, &kernel, &[a.buffer(), b.buffer(), out.buffer()], &meta, total)?;
-        return Ok(Some(out));
+    let runnable = match chosen {
+        Some(block) => fits(block),
+        None => CANDIDATES.into_iter().any(fits),
+    };
+    if !runnable {
+        return Ok(None);
     }
-    meta.extend([splits as u32, chunk as u32]);
-    let part = GpuStorage::alloc(ctx, OP, DType::F32, numel * splits)?;
-    ctx.dispatch(OP, &kernel, &[a.buffer(), b.buffer(), part.buffer()], &meta, total)?;
-    let sum = ctx.cache.get(&ctx.device, OP, SPLIT_SUM_KEY, split_sum_source)?;
-    let meta = [numel as u32, splits as u32, (m * n) as u32];
-    ctx.dispatch(OP, &sum, &[part.buffer(), out.buffer()], &meta, (numel as u32).div_ceil(256))?;
+    let out = GpuStorage::alloc(ctx, OP, DType::F16, numel)?;
+    let block = match chosen {
+        Some(block) => block,
+        None => product.tuned(&out, rule)?,
+    };
+    product.run(block, &out)?;
     Ok(Some(out))
+}
+
+/// A cooperative product whose operands passed `quad_words`, ready to record in any block.
+struct Product<'a> {
+    a: &'a GpuStorage,
+    b: &'a GpuStorage,
+    ma: Major,
+    mb: Major,
+    /// `[offset, batch stride, row stride]` of each operand in vec4<f16> units.
+    wa: [u32; 3],
+    wb: [u32; 3],
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    numel: usize,
+}
+
+impl Product<'_> {
+    fn blocks(&self, blk: Block) -> u64 {
+        (self.m.div_ceil(blk.bm as usize) * self.n.div_ceil(blk.bn as usize)) as u64 * self.batch as u64
+    }
+
+    /// The size rule: HUGE for large outputs, LARGE for mid-sized ones, else MEDIUM.
+    fn rule_block(&self) -> Block {
+        if self.blocks(HUGE) >= HUGE_MIN_BLOCKS {
+            HUGE
+        } else if self.blocks(LARGE) >= LARGE_MIN_BLOCKS {
+            LARGE
+        } else {
+            MEDIUM
+        }
+    }
+
+    /// The autotuner's block for this product's shape class: stored, or found now by timing
+    /// every candidate that fits (each split along k as the rule splits it) into `out`.
+    fn tuned(&self, out: &GpuStorage, rule: Block) -> Result<Block> {
+        use crate::autotune::bucket;
+        let ctx = self.a.context();
+        let major = |x: Major| if x == Major::Rows { "n" } else { "t" };
+        let class = format!(
+            "f16|coop|{}{}|b{}|m{}|n{}|k{}",
+            major(self.ma),
+            major(self.mb),
+            bucket(self.batch),
+            bucket(self.m),
+            bucket(self.n),
+            bucket(self.k)
+        );
+        let usable: Vec<Block> = CANDIDATES.into_iter().filter(|b| b.fits(&ctx.limits, self.ma, self.mb)).collect();
+        if let Some(name) = ctx.tuner.lookup(&class)
+            && let Some(block) = Block::parse(&name).filter(|b| usable.contains(b))
+        {
+            return Ok(block);
+        }
+        let mut best = (f64::INFINITY, usable.first().copied().unwrap_or(rule));
+        for block in usable {
+            // A block this driver cannot build or run is no choice; the others still are.
+            let Ok(secs) = crate::autotune::time_runs(|| self.run(block, out), || ctx.sync()) else { continue };
+            if secs < best.0 {
+                best = (secs, block);
+            }
+        }
+        if best.0.is_finite() {
+            ctx.tuner.store(&class, &best.1.name());
+        }
+        Ok(best.1)
+    }
+
+    /// Records the product in `block` into `out`: one dispatch, or (split k) the partial
+    /// products into a pooled f32 buffer and their sum.
+    fn run(&self, block: Block, out: &GpuStorage) -> Result<()> {
+        let ctx = self.a.context();
+        let set = settings();
+        let (m, n, k, numel) = (self.m, self.n, self.k, self.numel);
+        let (tiles_m, tiles_n) = ((m as u32).div_ceil(block.bm), (n as u32).div_ceil(block.bn));
+        let tiles = self.blocks(block);
+        let (splits, chunk) = split_k(set.split_k, tiles, k, block.bk as usize);
+        let part_bytes = (numel as u64).saturating_mul(splits as u64).saturating_mul(4);
+        let (splits, chunk) = if splits > 1
+            && numel.checked_mul(splits).is_some_and(|x| x <= u32::MAX as usize)
+            // As the pool rounds it: the partial buffer must fit one binding.
+            && crate::pool::size_class(part_bytes) <= ctx.limits.max_storage_buffer_binding_size
+        {
+            (splits, chunk)
+        } else {
+            (1, k)
+        };
+        let total = u32::try_from(tiles * splits as u64).map_err(|_| Error::OutOfMemory {
+            op: OP,
+            msg: format!("[{}, {m}, {k}] · [{}, {k}, {n}] needs too many workgroups", self.batch, self.batch),
+        })?;
+        let spec = Spec { block, width: set.width, ma: self.ma, mb: self.mb, split: splits > 1 };
+        // Built without naga's index clamps and loop counters (see `KernelCache::get_trusted`):
+        // slab indices are a thread's or subgroup's own offset plus constants within the slab.
+        let kernel = if super::matmul::matmul_checks(ctx) {
+            ctx.cache.get(&ctx.device, OP, &(spec.key() + "|checked"), || spec.source())?
+        } else {
+            ctx.cache.get_trusted(&ctx.device, OP, &spec.key(), || spec.source())?
+        };
+        let (wa, wb) = (self.wa, self.wb);
+        let mut meta = vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
+        if splits == 1 {
+            return ctx.dispatch(OP, &kernel, &[self.a.buffer(), self.b.buffer(), out.buffer()], &meta, total);
+        }
+        meta.extend([splits as u32, chunk as u32]);
+        let part = GpuStorage::alloc(ctx, OP, DType::F32, numel * splits)?;
+        ctx.dispatch(OP, &kernel, &[self.a.buffer(), self.b.buffer(), part.buffer()], &meta, total)?;
+        let sum = ctx.cache.get(&ctx.device, OP, SPLIT_SUM_KEY, split_sum_source)?;
+        let meta = [numel as u32, splits as u32, (m * n) as u32];
+        ctx.dispatch(OP, &sum, &[part.buffer(), out.buffer()], &meta, (numel as u32).div_ceil(256))
+    }
+}
+
+/// The number of blocks `force_coop_candidate` chooses from.
+pub(crate) fn candidate_count() -> usize {
+    CANDIDATES.len()
 }
 
 /// How many k ranges (and how long each, a multiple of `bk`) a product of `tiles` blocks gets:
@@ -457,8 +637,9 @@ fn split_sum_source() -> String {
     super::module("enable f16;\n", false, crate::shaders::MATMUL_COOP_SPLITK)
 }
 
-/// Every cooperative source: both default blocks in every staging width and operand order, and
-/// the trial blocks in the default width.
+/// Every cooperative source: the size rule's blocks in every staging width and operand order,
+/// whole and split; the trial blocks in the default width; the double-buffered candidates in
+/// the default width, whole and split.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
     let orders = [(Major::Rows, Major::Rows), (Major::Rows, Major::Cols), (Major::Cols, Major::Rows), (Major::Cols, Major::Cols)];
     let mut specs = Vec::new();
@@ -479,6 +660,14 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             specs.push(Spec { block, width: DEFAULT_WIDTH, ma, mb, split: true });
         }
     }
+    // The double-buffered candidates, whole and split, where they fit 48 KiB (an H100's).
+    for block in CANDIDATES.into_iter().filter(|b| b.db) {
+        for (ma, mb) in orders {
+            if block.workgroup_bytes(ma, mb) <= 48 * 1024 {
+                specs.extend([false, true].map(|split| Spec { block, width: DEFAULT_WIDTH, ma, mb, split }));
+            }
+        }
+    }
     let mut all: Vec<(String, String)> = specs.into_iter().map(|s| (s.key(), s.source())).collect();
     all.push((SPLIT_SUM_KEY.to_string(), split_sum_source()));
     all
@@ -490,15 +679,21 @@ mod tests {
 
     #[test]
     fn blocks_parse_and_divide_evenly() {
-        for b in [MEDIUM, LARGE, HUGE].iter().chain(TRIAL.iter()) {
+        for b in CANDIDATES.iter().chain(TRIAL.iter()) {
             assert!(b.valid(), "{b:?}");
             assert_eq!(Block::parse(&b.name()), Some(*b));
             for ma in [Major::Rows, Major::Cols] {
                 for mb in [Major::Rows, Major::Cols] {
-                    assert!(b.workgroup_bytes(ma, mb) <= 48 * 1024, "{b:?} {ma:?} {mb:?}");
+                    // HUGE_DB alone needs more than 48 KiB where b is transposed.
+                    let over = *b == HUGE_DB && mb == Major::Cols;
+                    assert_eq!(b.workgroup_bytes(ma, mb) > 48 * 1024, over, "{b:?} {ma:?} {mb:?}");
                 }
             }
         }
+        assert_eq!(Block::parse("128x256/4x4/k16db"), Some(HUGE_DB));
+        assert_eq!(LARGE_DB.workgroup_bytes(Major::Rows, Major::Cols), 48 * 1024);
+        assert_eq!(Block::parse("128x128/2x4/k32d"), None);
+        assert_eq!(Block::parse("db"), None);
         assert_eq!(Block::parse("128x128/2x4"), None);
         // A W6 weight gradient: 16 MEDIUM blocks over k = 4096 → 16 ranges of 256.
         assert_eq!(split_k(true, 16, 4096, 32), (16, 256));

@@ -25,9 +25,9 @@ pub(super) enum Spec {
 impl Spec {
     pub(super) fn key(&self) -> String {
         match self {
-            Spec::Tiled { dtype, tile: t, a, b, split } => {
+            Spec::Tiled { dtype, tile, a, b, split } => {
                 let split = if *split { "|split" } else { "" };
-                format!("matmul|{}x{}x{}/{}x{}|{dtype}|a{a:?}|b{b:?}{split}", t.tm, t.tn, t.tk, t.rm, t.rn)
+                format!("matmul|{}|{dtype}|a{a:?}|b{b:?}{split}", tile.name())
             }
             Spec::Small { dtype } => format!("matmul|small|{dtype}"),
             Spec::SplitSum { dtype, vec4 } => format!("matmul|splitk-sum|{dtype}|{}", if *vec4 { "v4" } else { "v1" }),
@@ -62,14 +62,67 @@ fn mac(dtype: DType, acc: &str, x: &str, y: &str) -> String {
 struct Staging {
     decls: String,
     setup: String,
-    stage: String,
+    /// Each quad one thread moves per slab, for both operands.
+    quads: Vec<Quad>,
+}
+
+/// One quad (4 neighbours along m or n at one k) a thread moves per slab: its place in the
+/// slab and its global pointer, which advances one slab per fetch.
+struct Quad {
+    /// `a` or `b`.
+    name: &'static str,
+    /// Its index among the operand's quads of this thread: names its register in double
+    /// buffering.
+    r: u32,
+    fetch: Fetch,
+    /// WGSL names of its k within the slab, its x (m or n) coordinate and its pointer.
+    k: String,
+    x: String,
+    p: String,
+    /// The operand's x and k strides.
+    sx: &'static str,
+    sk: &'static str,
+}
+
+impl Quad {
+    fn array(&self) -> &'static str {
+        if self.name == "a" { "As" } else { "Bs" }
+    }
+
+    /// The slab index of this quad, `slab` vec4s into the array (a WGSL expression; empty:
+    /// the first slab).
+    fn index(&self, slab: &str) -> String {
+        let pitch = if self.name == "a" { "PA" } else { "PB" };
+        let slab = if slab.is_empty() { String::new() } else { format!("{slab} + ") };
+        format!("{slab}{} * {pitch} + {}q", self.k, self.x)
+    }
+
+    /// The fetch of this quad from the slab that starts at k = `k0` (zeros past the edges).
+    fn load(&self, k0: &str) -> String {
+        let (name, p, x, k) = (self.name, &self.p, &self.x, &self.k);
+        if self.fetch == Fetch::X4 {
+            format!("{name}_quad_x({p}, {x}, {k0} + {k} < K)")
+        } else {
+            format!("{name}_quad({p}, {}, {x}, {k0} + {k} < K)", self.sx)
+        }
+    }
+
+    /// Moves the pointer on to the next slab.
+    fn step(&self) -> String {
+        format!("{} += TK * {};\n", self.p, self.sk)
+    }
+
+    /// The register a double-buffered kernel fetches this quad into.
+    fn reg(&self) -> String {
+        format!("{}v{}", self.name, self.r)
+    }
 }
 
 /// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
 /// thread moves `quads·tk / threads` quads (4 neighbours along m or n at one k) per slab.
-fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, split: bool, out: &mut Staging) -> Result<()> {
+fn stage(dtype: DType, tile: Tile, name: &'static str, len: u32, fetch: Fetch, split: bool, out: &mut Staging) -> Result<()> {
     let is_a = name == "a";
-    let (array, pitch, binding, origin) = if is_a { ("As", "PA", 1, "m0") } else { ("Bs", "PB", 2, "n0") };
+    let (binding, origin) = if is_a { (1, "m0") } else { (2, "n0") };
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
     let (off, sb, sx, sk) = if is_a { (6, 7, "a_sm", "a_sk") } else { (10, 11, "b_sn", "b_sk") };
     let template = if fetch == Fetch::X4 { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
@@ -96,18 +149,13 @@ fn stage(dtype: DType, tile: Tile, name: &str, len: u32, fetch: Fetch, split: bo
         if split {
             out.setup += &format!("    {p} += KB * {sk};\n");
         }
-        let quad = if fetch == Fetch::X4 {
-            format!("{name}_quad_x({p}, {x}, k0 + {k} < K)")
-        } else {
-            format!("{name}_quad({p}, {sx}, {x}, k0 + {k} < K)")
-        };
-        out.stage += &format!("        {array}[{k} * {pitch} + {x}q] = {quad};\n        {p} += TK * {sk};\n");
+        out.quads.push(Quad { name, r, fetch, k, x, p, sx, sk });
     }
     Ok(())
 }
 
 fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> Result<String> {
-    let Tile { tm, tn, tk, rm, rn } = tile;
+    let Tile { tm, tn, tk, rm, rn, db, warp } = tile;
     let c = compute_type(dtype);
     let mut st = Staging::default();
     stage(dtype, tile, "a", tm, fa, split, &mut st)?;
@@ -115,16 +163,30 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
     // Threads along m and n; a thread's row quads sit TY quads apart, its column quads TX apart,
     // so that neighbouring threads read neighbouring vec4s of workgroup memory.
     let (ty_n, tx_n) = (tm / rm, tn / rn);
+    let (pa, pb) = (tm / 4 + 1, tn / 4 + 1);
     let mut acc = String::new();
-    let mut macs = String::new();
     let mut stores = String::new();
-    for i in 0..rm / 4 {
-        macs += &format!("            let a{i} = As[kk * PA + ty + {}u];\n", i * ty_n);
-    }
-    for j in 0..rn / 4 {
-        macs += &format!("            let b{j} = Bs[kk * PB + tx + {}u];\n", j * tx_n);
-    }
     let lanes = ["x", "y", "z", "w"];
+    // One k step of the multiply: a's row quads and b's column quads (their slab indices for
+    // the quad offsets i·TY and j·TX), then every accumulator.
+    let mac = |a_at: &dyn Fn(u32) -> String, b_at: &dyn Fn(u32) -> String| {
+        let mut s = String::new();
+        for i in 0..rm / 4 {
+            s += &format!("            let a{i} = As[{}];\n", a_at(i * ty_n));
+        }
+        for j in 0..rn / 4 {
+            s += &format!("            let b{j} = Bs[{}];\n", b_at(j * tx_n));
+        }
+        for i in 0..rm / 4 {
+            for lane in lanes {
+                for j in 0..rn / 4 {
+                    let v = format!("acc{i}{lane}{j}");
+                    s += &format!("            {v} = {};\n", mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}")));
+                }
+            }
+        }
+        s
+    };
     for i in 0..rm / 4 {
         for (l, lane) in lanes.iter().enumerate() {
             stores += &format!(
@@ -134,10 +196,6 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
             for j in 0..rn / 4 {
                 let v = format!("acc{i}{lane}{j}");
                 acc += &format!("    var {v} = vec4<{c}>(0);\n");
-                macs += &format!(
-                    "            {v} = {};\n",
-                    mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}"))
-                );
                 stores += &format!("            let col{j} = n0 + (tx + {}u) * 4u;\n", j * tx_n);
                 for (l2, lane2) in lanes.iter().enumerate() {
                     stores += &format!(
@@ -149,6 +207,67 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
             stores += "        }\n    }\n";
         }
     }
+    let main = if db {
+        // Slab buffer 1 starts this many vec4s into each array.
+        let (a_slab, b_slab) = (tk * pa, tk * pb);
+        let fetch = |k0: &str, ind: &str| {
+            st.quads.iter().map(|q| format!("{ind}{} = {};\n{ind}{}", q.reg(), q.load(k0), q.step())).collect::<String>()
+        };
+        let store = |buf: u32, ind: &str| {
+            st.quads
+                .iter()
+                .map(|q| {
+                    let slab = if q.name == "a" { buf * a_slab } else { buf * b_slab };
+                    format!("{ind}{}[{}] = {};\n", q.array(), q.index(&format!("{slab}u")), q.reg())
+                })
+                .collect::<String>()
+        };
+        // Unrolled along k: every index is the thread's ty (tx) plus a constant.
+        let multiply = |buf: u32| {
+            (0..tk)
+                .map(|kk| {
+                    let a_at = |off: u32| format!("ty + {}u", buf * a_slab + kk * pa + off);
+                    let b_at = |off: u32| format!("tx + {}u", buf * b_slab + kk * pb + off);
+                    format!("        {{\n{}        }}\n", mac(&a_at, &b_at))
+                })
+                .collect::<String>()
+        };
+        let regs: String = st.quads.iter().map(|q| format!("    var {}: vec4<{c}>;\n", q.reg())).collect();
+        format!(
+            "{regs}{}{}    workgroupBarrier();\n    for (var k0 = KB; k0 < K; k0 += 2u * TK) {{\n        let k1 = k0 + TK;\n\
+             {}{}{}        workgroupBarrier();\n        let k2 = k1 + TK;\n{}{}{}        workgroupBarrier();\n    }}\n",
+            fetch("KB", "    "),
+            store(0, "    "),
+            fetch("k1", "        "),
+            multiply(0),
+            store(1, "        "),
+            fetch("k2", "        "),
+            multiply(1),
+            store(0, "        "),
+        )
+    } else {
+        let stage: String = st
+            .quads
+            .iter()
+            .map(|q| format!("        {}[{}] = {};\n        {}", q.array(), q.index(""), q.load("k0"), q.step()))
+            .collect();
+        format!(
+            "    for (var k0 = KB; k0 < K; k0 += TK) {{\n{stage}        workgroupBarrier();\n        \
+             for (var kk = 0u; kk < TK; kk++) {{\n{}        }}\n        workgroupBarrier();\n    }}",
+            mac(&|off| format!("kk * PA + ty + {off}u"), &|off| format!("kk * PB + tx + {off}u"))
+        )
+    };
+    let slabs = if db { 2 } else { 1 };
+    let thread_xy = if warp {
+        // Each 32 threads (lane = lid % 32) an 8×4 patch; the patches in rows of TX / 8.
+        let per_row = tx_n / 8;
+        format!(
+            "    let warp = lid / 32u;\n    let lane = lid % 32u;\n    \
+             let tx = (warp % {per_row}u) * 8u + lane % 8u;\n    let ty = (warp / {per_row}u) * 4u + lane / 8u;"
+        )
+    } else {
+        format!("    let tx = lid % {tx_n}u;\n    let ty = lid / {tx_n}u;")
+    };
     let body = crate::shaders::MATMUL
         .replace("{{OPERANDS}}", &st.decls)
         .replace("{{OUT_T}}", if split { "f32" } else { storage_type(OP, dtype)? })
@@ -162,19 +281,18 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
                 "    let bi = slot;\n    let KB = 0u;\n    let K = info[2];"
             },
         )
-        .replace("{{PA}}", &(tm / 4 + 1).to_string())
-        .replace("{{PB}}", &(tn / 4 + 1).to_string())
+        .replace("{{PA}}", &pa.to_string())
+        .replace("{{PB}}", &pb.to_string())
         .replace("{{TK}}", &tk.to_string())
-        .replace("{{AS_LEN}}", &(tk * (tm / 4 + 1)).to_string())
-        .replace("{{BS_LEN}}", &(tk * (tn / 4 + 1)).to_string())
+        .replace("{{AS_LEN}}", &(slabs * tk * pa).to_string())
+        .replace("{{BS_LEN}}", &(slabs * tk * pb).to_string())
         .replace("{{WG}}", &tile.threads().to_string())
         .replace("{{TM}}", &tm.to_string())
         .replace("{{TN}}", &tn.to_string())
-        .replace("{{TX}}", &tx_n.to_string())
+        .replace("{{THREAD_XY}}", &thread_xy)
         .replace("{{SETUP}}", &st.setup)
         .replace("{{ACC_DECL}}", &acc)
-        .replace("{{STAGE}}", &st.stage)
-        .replace("{{MAC}}", &macs)
+        .replace("{{MAIN}}", &main)
         .replace("{{STORE}}", &stores);
     Ok(module(enables(&[dtype]), false, &body))
 }
