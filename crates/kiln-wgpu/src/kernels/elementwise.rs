@@ -24,12 +24,8 @@ pub(crate) struct Spec {
 impl Spec {
     pub(crate) fn key(&self) -> String {
         let ins: Vec<String> = self.inputs.iter().map(|(d, c)| format!("{d}{}", if *c { "c" } else { "s" })).collect();
-        let tail = match (self.strided_out, self.philox.is_some()) {
-            (true, _) => "s",
-            (false, true) => "r",
-            (false, false) => "",
-        };
-        format!("ew|{}|{}|{}{tail}", self.name, ins.join(","), self.out)
+        let (s, r) = (if self.strided_out { "s" } else { "" }, if self.philox.is_some() { "r" } else { "" });
+        format!("ew|{}|{}|{}{s}{r}", self.name, ins.join(","), self.out)
     }
 
     pub(crate) fn source(&self) -> Result<String> {
