@@ -22,7 +22,7 @@ pub use device::{Device, profile_report};
 pub use element::Element;
 pub use half::f16;
 pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
-pub use kiln_backend::AdamParams;
+pub use kiln_backend::{AdamParams, AttentionParams};
 pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
 pub use kiln_wgpu::{FusionStats, MemoryStats, fusion_enabled, set_fusion};
 pub use kiln_wgpu::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path};

@@ -105,8 +105,7 @@ fn backward_source(dtype: DType, d: usize, pass: u32) -> String {
 
 /// Whether this call takes the materialised path rather than the flash kernels here.
 fn materialised(q: &GpuStorage, p: &AttentionParams) -> bool {
-    use super::attention_path::{ATTENTION_SCORE_BUDGET, attention_path, materialise};
-    materialise(attention_path(), p, ATTENTION_SCORE_BUDGET, q.context().limits.max_storage_buffer_binding_size)
+    q.context().attention_materialises(p)
 }
 
 struct Plan {
