@@ -255,6 +255,77 @@ fn attention_on_gpu_matches_cpu_on_both_paths() {
     }
 }
 
+/// `[2, 2, t, d]` q, k and v for the flash tests: q and k transposed views of `[b, t, h, d]` (as
+/// attention layers pass them), v one head's values broadcast to both heads.
+fn flash_inputs(tq: usize, tk: usize, d: usize, seed: u64) -> [Tensor; 3] {
+    let f32_input = |shape: &[usize], seed: u64| random(shape, DType::F32, seed, -2.0, 2.0);
+    [
+        f32_input(&[2, tq, 2, d], seed).transpose(1, 2).unwrap(),
+        f32_input(&[2, tk, 2, d], seed + 1).transpose(1, 2).unwrap(),
+        f32_input(&[2, 1, tk, d], seed + 2).expand(&[2, 2, tk, d]).unwrap(),
+    ]
+}
+
+fn flash_matches_cpu(dev: &Device, what: &str, inputs: [Tensor; 3], causal: bool, mask: Option<&Tensor>) {
+    gpu_matches_cpu(what, dev, &inputs, 1e-3, 1e-4, &|t| {
+        let m = match mask {
+            Some(m) => Some(m.to(t[0].device())?),
+            None => None,
+        };
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m.as_ref())
+    });
+}
+
+/// The flash kernels at lengths around their tile edges (1, 7, 33, 257) and every head-dim
+/// class (16, 32 and 64 split over 4, 8 and 16 threads; 80 over 4 threads of 5 vec4s; 128 over
+/// 16 of 2), causal and not, with rows that see no key.
+#[test]
+fn flash_attention_at_odd_lengths_and_head_dims() {
+    let Some(dev) = gpu("flash_attention_at_odd_lengths_and_head_dims") else { return };
+    let mut n = 0u64;
+    for t in [1usize, 7, 33, 257] {
+        for d in [16usize, 32, 64, 80, 128] {
+            n += 1;
+            let causal = n % 2 == 0;
+            // Every third case masks keys, the batch-1 half of those hiding every key.
+            let masked = (n % 3 == 0).then_some(n % 2 == 1);
+            let mask = masked.map(|all| key_mask(t, all));
+            // Queries and keys of different lengths in some cases.
+            let tk = if n % 4 == 1 { t + 2 } else { t };
+            let mask = if tk == t { mask } else { masked.map(|all| key_mask(tk, all)) };
+            let what = format!("flash tq {t} tk {tk} d {d} causal {causal} mask {masked:?}");
+            on_path(kiln::AttentionPath::Flash, || flash_matches_cpu(&dev, &what, flash_inputs(t, tk, d, 200 + 3 * n), causal, mask.as_ref()));
+        }
+    }
+}
+
+/// Every tile shape the flash kernels can be forced to (as on GPUs with more workgroup memory
+/// than lavapipe's 32 KiB) gives the CPU's results: one, two and four streamed rows per
+/// thread, 1 to 16 row groups.
+#[test]
+fn flash_attention_at_every_tiling() {
+    let Some(dev) = gpu("flash_attention_at_every_tiling") else { return };
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kiln::set_flash_tile(None);
+        }
+    }
+    on_path(kiln::AttentionPath::Flash, || {
+        let _restore = Restore;
+        for (s, shape) in [(1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (16, 2), (2, 4)].into_iter().enumerate() {
+            kiln::set_flash_tile(Some(shape));
+            for (c, &(tq, tk, d, causal, masked)) in
+                [(7usize, 33usize, 16usize, true, Some(false)), (33, 7, 32, false, Some(true)), (20, 20, 8, true, None)].iter().enumerate()
+            {
+                let mask = masked.map(|all| key_mask(tk, all));
+                let what = format!("flash tile {shape:?} tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
+                flash_matches_cpu(&dev, &what, flash_inputs(tq, tk, d, 300 + 10 * s as u64 + c as u64), causal, mask.as_ref());
+            }
+        }
+    });
+}
+
 /// The forward of one path and the backward of the other (the switch flipped in between): both
 /// save and read the same log-sum-exp, +inf for rows that see no key included.
 #[test]

@@ -25,7 +25,7 @@ pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, R
 pub use kiln_backend::{AdamParams, AttentionParams};
 pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
 pub use kiln_wgpu::{FusionStats, MemoryStats, fusion_enabled, set_fusion};
-pub use kiln_wgpu::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path};
+pub use kiln_wgpu::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path, set_flash_tile};
 pub use ops::binary::broadcast_shapes;
 pub use ops::conv::Conv2dOptions;
 pub use rng::manual_seed;

@@ -11,7 +11,7 @@ use super::fused::{Access, check_float, check_len, enable_for, raw_binding, FLOA
 use super::{module, storage_type};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Error, Result};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Largest head dim with a kernel.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -124,18 +124,38 @@ impl Tiling {
     }
 }
 
-/// `KILN_FLASH_TILE=TRxCN` (tuning on a new GPU): the tiling every flash kernel tries first.
+/// The forced flash tile shape: 0 until decided (`KILN_FLASH_TILE` is read on first use), then
+/// 1 for none, or `2 + (tr << 8 | cn)`.
+static FORCED: AtomicU32 = AtomicU32::new(0);
+
+fn encode(shape: Option<(u32, u32)>) -> u32 {
+    shape.map_or(1, |(tr, cn)| 2 + (tr << 8 | cn))
+}
+
+/// Makes every flash attention kernel compiled from now on try the tile shape `(tr, cn)` first
+/// (`4·tr` resident rows, `cn` streamed rows per thread), where it fits the adapter; `None`
+/// restores the automatic choice. The same as `KILN_FLASH_TILE=TRxCN`, for tuning on a new GPU
+/// and for tests; results are the same either way, within rounding.
+pub fn set_flash_tile(shape: Option<(u32, u32)>) {
+    FORCED.store(encode(shape.filter(|&(tr, cn)| (1..=64).contains(&tr) && (1..=8).contains(&cn))), Ordering::SeqCst);
+}
+
 fn forced_shape() -> Option<(u32, u32)> {
-    static SHAPE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
-    *SHAPE.get_or_init(|| {
-        let v = std::env::var("KILN_FLASH_TILE").ok()?;
-        let parsed = v.split_once('x').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-        let valid = parsed.filter(|&(tr, cn): &(u32, u32)| (1..=64).contains(&tr) && (1..=8).contains(&cn));
-        if valid.is_none() {
-            eprintln!("kiln: KILN_FLASH_TILE={v:?} is not TRxCN (e.g. 8x2); ignored");
-        }
-        valid
-    })
+    let mut code = FORCED.load(Ordering::Relaxed);
+    if code == 0 {
+        let shape = std::env::var("KILN_FLASH_TILE").ok().and_then(|v| {
+            let parsed = v.split_once('x').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+            let valid = parsed.filter(|&(tr, cn): &(u32, u32)| (1..=64).contains(&tr) && (1..=8).contains(&cn));
+            if valid.is_none() {
+                eprintln!("kiln: KILN_FLASH_TILE={v:?} is not TRxCN (e.g. 8x2); ignored");
+            }
+            valid
+        });
+        // A concurrent `set_flash_tile` wins over the environment.
+        let _ = FORCED.compare_exchange(0, encode(shape), Ordering::SeqCst, Ordering::SeqCst);
+        code = FORCED.load(Ordering::Relaxed);
+    }
+    (code >= 2).then(|| ((code - 2) >> 8, (code - 2) & 0xff))
 }
 
 /// A binding `name` of `dtype` with `ld4_<name>(base, e)`: elements `e..e + 4` of the row at
