@@ -14,7 +14,8 @@
 //! storage-binding limit runs flash); `peak_bytes` is what the buffer pool held at its fullest
 //! (live + pooled: each case runs in a fresh process, and the sweep lifts the pool's budget so
 //! nothing is released), `input_bytes` q, k, v and the output gradient alone; `score_bytes`
-//! the f32 score matrix b·h·t·t·4 the materialised path builds. `--sweep` runs every case as a
+//! the f32 score matrix b·h·t·t·4 the materialised path builds; `tile` the `KILN_FLASH_TILE` in
+//! force, if any. `--sweep` runs every case as a
 //! child process and passes its lines through (a failed case prints an `"error"` line).
 //! Default shape: 16 4 256 64 (W6).
 
@@ -104,10 +105,11 @@ fn run_case(device: &Device, c: &Case) -> Result<()> {
     let score_bytes = (b * h * t * t) as u64 * 4;
     // Useful flops: the causal half of the score matrix, or all of it.
     let flops = 4.0 * (b * h * t * t * d) as f64 / if c.causal { 2.0 } else { 1.0 };
+    let tile = std::env::var("KILN_FLASH_TILE").unwrap_or_default();
     for (pass, ms, f) in [("forward", fwd, flops), ("forward+backward", all, 3.5 * flops)] {
         println!(
             "{{\"bench\":\"attention\",\"shape\":[{b},{h},{t},{d}],\"causal\":{},\"dtype\":\"{}\",\"path\":\"{}\",\"taken\":\"{taken}\",\
-             \"pass\":\"{pass}\",\"ms\":{ms:.4},\"tflops\":{:.3},\"peak_bytes\":{peak},\"input_bytes\":{input_bytes},\"score_bytes\":{score_bytes}}}",
+             \"tile\":\"{tile}\",\"pass\":\"{pass}\",\"ms\":{ms:.4},\"tflops\":{:.3},\"peak_bytes\":{peak},\"input_bytes\":{input_bytes},\"score_bytes\":{score_bytes}}}",
             c.causal,
             c.dtype,
             c.path,
@@ -137,9 +139,18 @@ fn sweep(quick: bool, min_s: f64) -> Result<()> {
         // The whole W10 attention under f16 autocast, as `char_transformer --amp` runs it.
         cases.push((SWEEP[1], true, "autocast", "auto"));
     }
-    for (shape, causal, dtype, path) in cases {
+    let mut cases: Vec<_> = cases.into_iter().map(|(s, c, d, p)| (s, c, d, p, "")).collect();
+    // W10's flash kernels at other tile shapes (`KILN_FLASH_TILE`, rows/4 x streamed rows per
+    // thread), to tune the automatic choice.
+    for tile in ["16x1", "8x2", "8x1", "4x2", "4x1"] {
+        cases.push((SWEEP[1], true, "f32", "flash", tile));
+    }
+    for (shape, causal, dtype, path, tile) in cases {
         let [b, h, t, d] = shape;
         let mut cmd = Command::new(&exe);
+        if !tile.is_empty() {
+            cmd.env("KILN_FLASH_TILE", tile);
+        }
         cmd.args([b, h, t, d].map(|x| x.to_string()))
             .args(["--path", path, "--dtype", dtype, "--min-s", &min_s.to_string()])
             .env("KILN_POOL_BUDGET_MB", "1000000");
