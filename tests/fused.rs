@@ -393,6 +393,118 @@ fn attention_in_f16_on_gpu_matches_cpu_on_both_paths() {
     }
 }
 
+type AttentionCase = (usize, usize, usize, bool, Option<bool>);
+
+/// A device of its own on the test adapter that counts dispatches per kernel.
+fn counting_gpu() -> kiln_wgpu::GpuDevice {
+    let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
+    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context")
+}
+
+/// The tensor-core flash kernels (their names contain `coop` and `kind`) on `ctx` against the
+/// CPU in f32 on the same f16-rounded values: f16 inputs, and f32 inputs under f16 autocast
+/// (`autocast`), forward and backward, checking from the dispatch counts that they ran.
+fn tensor_core_attention_matches_cpu(ctx: &kiln_wgpu::GpuDevice, kind: &str, cases: &[AttentionCase], autocast: bool) {
+    let dev = Device::Gpu(ctx.clone());
+    let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+    let count = |prefix: &str| {
+        ctx.profile_counts().iter().filter(|(n, _)| n.starts_with(prefix) && n.contains("coop") && n.contains(kind)).map(|(_, c)| c).sum::<u64>()
+    };
+    let counts = || [count("attention|"), count("attention_bwd_dq|"), count("attention_bwd_dkv|")];
+    on_path(kiln::AttentionPath::Flash, || {
+        for (n, &(tq, tk, d, causal, masked)) in cases.iter().enumerate() {
+            let seed = 500 + 3 * n as u64;
+            let q = round(random(&[2, 2, tq, d], DType::F32, seed, -1.0, 1.0));
+            let k = round(random(&[2, 2, tk, d], DType::F32, seed + 1, -1.0, 1.0));
+            let v = round(random(&[2, 2, tk, d], DType::F32, seed + 2, -1.0, 1.0));
+            let mask = masked.map(|all| key_mask(tk, all));
+            // half: f16 inputs; autocast: f32 inputs under f16 autocast; neither: the CPU's f32.
+            let attend = |t: &[Tensor], half: bool, autocast: bool| -> Result<Tensor> {
+                let m = match &mask {
+                    Some(m) => Some(m.to(t[0].device())?),
+                    None => None,
+                };
+                let cast = |x: &Tensor| if half { x.to_dtype(DType::F16) } else { Ok(x.clone()) };
+                let run = || Tensor::scaled_dot_product_attention(&cast(&t[0])?, &cast(&t[1])?, &cast(&t[2])?, causal, m.as_ref());
+                let o = if autocast { kiln::autocast(DType::F16, run)? } else { run()? };
+                if autocast {
+                    assert_eq!(o.dtype(), DType::F32, "autocast hands back f32");
+                }
+                o.to_dtype(DType::F32)
+            };
+            let (co, cg) = run(&[q.clone(), k.clone(), v.clone()], &|t| attend(t, false, false));
+            let on_gpu: Vec<Tensor> = [q, k, v].iter().map(|t| t.to(&dev).unwrap()).collect();
+            let modes: &[(bool, bool)] = if autocast { &[(true, false), (false, true)] } else { &[(true, false)] };
+            for &(half, autocast) in modes {
+                let before = counts();
+                let (go, gg) = run(&on_gpu, &|t| attend(t, half, autocast));
+                let after = counts();
+                let what = format!("tensor-core attention{kind} (autocast {autocast}) tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
+                assert!(after.iter().zip(before).all(|(a, b)| *a > b), "{what}: tensor-core kernels did not run: {:?}", ctx.profile_counts());
+                assert_close(&format!("{what}: output"), &go, &co, 2e-2, 1e-2);
+                for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
+                    assert_close(&format!("{what}: grad {i}"), a, b, 3e-2, 2e-2);
+                }
+            }
+        }
+    });
+}
+
+/// The tensor-core (cooperative-matrix) flash kernels against the CPU on an adapter that has
+/// cooperative matrices. Adapters without them (lavapipe) skip this with a line on stderr, and
+/// fail it under `KILN_REQUIRE_COOP=1` (set that on a GPU that has them, e.g. an NVIDIA card
+/// through Vulkan).
+#[test]
+fn attention_on_tensor_cores_matches_cpu() {
+    const TEST: &str = "attention_on_tensor_cores_matches_cpu";
+    let Some(dev) = gpu(TEST) else { return };
+    if !dev.gpu_context().is_some_and(|c| c.uses_cooperative_matrices()) {
+        if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
+            panic!("{TEST}: KILN_REQUIRE_COOP=1 but {} has no cooperative matrices (or KILN_COOP=0)", dev.describe());
+        }
+        eprintln!("SKIPPED {TEST}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.describe());
+        return;
+    }
+    let ctx = counting_gpu();
+    assert!(ctx.uses_cooperative_matrices(), "{TEST}: the profiled context picked another adapter: {}", ctx.summary);
+    // Lengths off and on the 16-row tiles, every head-dim class the blocks take (16 to 128),
+    // causal or not, rows that see no key.
+    let cases = [
+        (33, 33, 64, true, Some(true)),
+        (70, 45, 16, false, None),
+        (128, 128, 128, true, Some(false)),
+        (1, 7, 32, false, None),
+        (257, 257, 64, true, None),
+        (20, 40, 80, true, Some(true)),
+        (64, 64, 64, false, Some(false)),
+    ];
+    tensor_core_attention_matches_cpu(&ctx, "", &cases, true);
+}
+
+/// The same kernels with their cooperative-matrix operations emulated in plain WGSL
+/// (`kiln_wgpu::emulate_cooperative_matrices`), on any adapter with f16: their indexing,
+/// masking and softmax logic checked where no tensor cores exist (lavapipe).
+#[test]
+fn attention_tensor_core_kernels_emulated_match_cpu() {
+    const TEST: &str = "attention_tensor_core_kernels_emulated_match_cpu";
+    let Some(dev) = gpu(TEST) else { return };
+    if !dev.gpu_context().is_some_and(|c| c.has_f16()) {
+        eprintln!("SKIPPED {TEST}: the adapter has no SHADER_F16");
+        return;
+    }
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kiln_wgpu::emulate_cooperative_matrices(false);
+        }
+    }
+    let _restore = Restore;
+    kiln_wgpu::emulate_cooperative_matrices(true);
+    let ctx = counting_gpu();
+    let cases = [(33, 33, 64, true, Some(true)), (20, 40, 16, false, None), (7, 7, 32, true, Some(false)), (17, 9, 48, false, Some(true))];
+    tensor_core_attention_matches_cpu(&ctx, "|emulated", &cases, false);
+}
+
 #[test]
 fn adam_step_is_in_place_and_gpu_matches_cpu() {
     let params = |step, decoupled| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decoupled, step };

@@ -11,6 +11,7 @@ use super::fused::{Access, check_float, check_len, enable_for, raw_binding, FLOA
 use super::{module, storage_type};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Error, Result};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Largest head dim with a kernel.
@@ -18,7 +19,7 @@ pub const MAX_HEAD_DIM: usize = 256;
 
 /// The three flash kernels: their workgroup memory differs, so each gets its own tiling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
+pub(crate) enum Kernel {
     Forward,
     /// Backward, first pass: dq and δ.
     Dq,
@@ -229,13 +230,15 @@ fn source(kernel: Kernel, dtype: DType, t: &Tiling) -> String {
     module(enable_for(dtype), false, &format!("{}\n{b}", t.fill(shader)))
 }
 
-fn key(kernel: Kernel, dtype: DType, t: &Tiling) -> String {
+/// A flash kernel's specialisation key (and `KILN_PROFILE` name): kernel, dtype, then the
+/// tiling's `name` (head dim and blocking).
+pub(crate) fn key(kernel: Kernel, dtype: DType, name: &str) -> String {
     let family = match kernel {
         Kernel::Forward => "attention",
         Kernel::Dq => "attention_bwd_dq",
         Kernel::Dkv => "attention_bwd_dkv",
     };
-    format!("{family}|{dtype}|{}", t.name())
+    format!("{family}|{dtype}|{name}")
 }
 
 /// Whether this call takes the materialised path rather than the flash kernels here.
@@ -244,19 +247,25 @@ fn materialised(q: &GpuStorage, p: &AttentionParams) -> bool {
 }
 
 /// One flash kernel ready to dispatch: its pipeline, metadata and workgroup count.
-struct Launch {
-    kernel: std::sync::Arc<crate::cache::Kernel>,
+pub(crate) struct Launch {
+    kernel: Arc<crate::cache::Kernel>,
     meta: [u32; 8],
     groups: u32,
 }
 
-/// The `kernel` launch for `rows` resident rows (queries, or keys for `Dkv`) per (batch, head).
+/// The `kernel` launch for `rows` resident rows (queries, or keys for `Dkv`) per (batch, head):
+/// on tensor cores where `attention_coop.rs` covers the call, else the tiled f32-math kernels.
 fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams, rows: usize, masked: bool) -> Result<Launch> {
     let dtype = q.dtype();
     check_float(op, dtype)?;
     let d = p.head_dim;
     if d == 0 || d > MAX_HEAD_DIM {
         return Err(Error::Unsupported { op, msg: format!("head dim {d} (the GPU kernel takes 1 to {MAX_HEAD_DIM})") });
+    }
+    let bh = p.batch * p.heads;
+    check_len(op, bh * p.q_len.max(p.kv_len) * d)?;
+    if let Some(run) = super::attention_coop::launch(op, kernel, q, p, rows, masked)? {
+        return Ok(run);
     }
     let ctx = q.context();
     let limits = &ctx.limits;
@@ -268,9 +277,22 @@ fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams,
                 limits.max_compute_workgroup_storage_size
             ),
         })?;
+    let pipeline = ctx.cache.get(&ctx.device, op, &key(kernel, dtype, &tiling.name()), || source(kernel, dtype, &tiling))?;
+    launch_with(op, pipeline, p, rows, tiling.rows(), masked)
+}
+
+/// A launch of `pipeline` whose workgroups each own `per_group` of the `rows` resident rows of
+/// every (batch, head).
+pub(crate) fn launch_with(
+    op: &'static str,
+    pipeline: Arc<crate::cache::Kernel>,
+    p: &AttentionParams,
+    rows: usize,
+    per_group: u32,
+    masked: bool,
+) -> Result<Launch> {
     let bh = p.batch * p.heads;
-    check_len(op, bh * p.q_len.max(p.kv_len) * d)?;
-    let tiles = rows.div_ceil(tiling.rows() as usize);
+    let tiles = rows.div_ceil(per_group as usize);
     let groups = check_len(op, bh * tiles)?;
     let meta = [
         bh as u32,
@@ -282,8 +304,7 @@ fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams,
         (p.scale as f32).to_bits(),
         tiles as u32,
     ];
-    let kernel = ctx.cache.get(&ctx.device, op, &key(kernel, dtype, &tiling), || source(kernel, dtype, &tiling))?;
-    Ok(Launch { kernel, meta, groups })
+    Ok(Launch { kernel: pipeline, meta, groups })
 }
 
 pub(crate) fn forward(
@@ -362,7 +383,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             for kernel in [Kernel::Forward, Kernel::Dq, Kernel::Dkv] {
                 for kib in [16, 32, 48] {
                     let Some(t) = Tiling::choose(kernel, d, kib << 10, 256) else { continue };
-                    let k = key(kernel, dtype, &t);
+                    let k = key(kernel, dtype, &t.name());
                     if !all.iter().any(|(x, _)| *x == k) {
                         all.push((k, source(kernel, dtype, &t)));
                     }
