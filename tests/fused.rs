@@ -255,6 +255,77 @@ fn attention_on_gpu_matches_cpu_on_both_paths() {
     }
 }
 
+/// `[2, 2, t, d]` q, k and v for the flash tests: q and k transposed views of `[b, t, h, d]` (as
+/// attention layers pass them), v one head's values broadcast to both heads.
+fn flash_inputs(tq: usize, tk: usize, d: usize, seed: u64) -> [Tensor; 3] {
+    let f32_input = |shape: &[usize], seed: u64| random(shape, DType::F32, seed, -2.0, 2.0);
+    [
+        f32_input(&[2, tq, 2, d], seed).transpose(1, 2).unwrap(),
+        f32_input(&[2, tk, 2, d], seed + 1).transpose(1, 2).unwrap(),
+        f32_input(&[2, 1, tk, d], seed + 2).expand(&[2, 2, tk, d]).unwrap(),
+    ]
+}
+
+fn flash_matches_cpu(dev: &Device, what: &str, inputs: [Tensor; 3], causal: bool, mask: Option<&Tensor>) {
+    gpu_matches_cpu(what, dev, &inputs, 1e-3, 1e-4, &|t| {
+        let m = match mask {
+            Some(m) => Some(m.to(t[0].device())?),
+            None => None,
+        };
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], causal, m.as_ref())
+    });
+}
+
+/// The flash kernels at lengths around their tile edges (1, 7, 33, 257) and every head-dim
+/// class (16, 32 and 64 split over 4, 8 and 16 threads; 80 over 4 threads of 5 vec4s; 128 over
+/// 16 of 2), causal and not, with rows that see no key.
+#[test]
+fn flash_attention_at_odd_lengths_and_head_dims() {
+    let Some(dev) = gpu("flash_attention_at_odd_lengths_and_head_dims") else { return };
+    let mut n = 0u64;
+    for t in [1usize, 7, 33, 257] {
+        for d in [16usize, 32, 64, 80, 128] {
+            n += 1;
+            let causal = n % 2 == 0;
+            // Every third case masks keys, the batch-1 half of those hiding every key.
+            let masked = (n % 3 == 0).then_some(n % 2 == 1);
+            let mask = masked.map(|all| key_mask(t, all));
+            // Queries and keys of different lengths in some cases.
+            let tk = if n % 4 == 1 { t + 2 } else { t };
+            let mask = if tk == t { mask } else { masked.map(|all| key_mask(tk, all)) };
+            let what = format!("flash tq {t} tk {tk} d {d} causal {causal} mask {masked:?}");
+            on_path(kiln::AttentionPath::Flash, || flash_matches_cpu(&dev, &what, flash_inputs(t, tk, d, 200 + 3 * n), causal, mask.as_ref()));
+        }
+    }
+}
+
+/// Every tile shape the flash kernels can be forced to (as on GPUs with more workgroup memory
+/// than lavapipe's 32 KiB) gives the CPU's results: one, two and four streamed rows per
+/// thread, 1 to 16 row groups.
+#[test]
+fn flash_attention_at_every_tiling() {
+    let Some(dev) = gpu("flash_attention_at_every_tiling") else { return };
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kiln::set_flash_tile(None);
+        }
+    }
+    on_path(kiln::AttentionPath::Flash, || {
+        let _restore = Restore;
+        for (s, shape) in [(1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (16, 2), (2, 4)].into_iter().enumerate() {
+            kiln::set_flash_tile(Some(shape));
+            for (c, &(tq, tk, d, causal, masked)) in
+                [(7usize, 33usize, 16usize, true, Some(false)), (33, 7, 32, false, Some(true)), (20, 20, 8, true, None)].iter().enumerate()
+            {
+                let mask = masked.map(|all| key_mask(tk, all));
+                let what = format!("flash tile {shape:?} tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
+                flash_matches_cpu(&dev, &what, flash_inputs(tq, tk, d, 300 + 10 * s as u64 + c as u64), causal, mask.as_ref());
+            }
+        }
+    });
+}
+
 /// The forward of one path and the backward of the other (the switch flipped in between): both
 /// save and read the same log-sum-exp, +inf for rows that see no key included.
 #[test]
@@ -320,6 +391,118 @@ fn attention_in_f16_on_gpu_matches_cpu_on_both_paths() {
             }
         }
     }
+}
+
+type AttentionCase = (usize, usize, usize, bool, Option<bool>);
+
+/// A device of its own on the test adapter that counts dispatches per kernel.
+fn counting_gpu() -> kiln_wgpu::GpuDevice {
+    let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
+    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context")
+}
+
+/// The tensor-core flash kernels (their names contain `coop` and `kind`) on `ctx` against the
+/// CPU in f32 on the same f16-rounded values: f16 inputs, and f32 inputs under f16 autocast
+/// (`autocast`), forward and backward, checking from the dispatch counts that they ran.
+fn tensor_core_attention_matches_cpu(ctx: &kiln_wgpu::GpuDevice, kind: &str, cases: &[AttentionCase], autocast: bool) {
+    let dev = Device::Gpu(ctx.clone());
+    let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
+    let count = |prefix: &str| {
+        ctx.profile_counts().iter().filter(|(n, _)| n.starts_with(prefix) && n.contains("coop") && n.contains(kind)).map(|(_, c)| c).sum::<u64>()
+    };
+    let counts = || [count("attention|"), count("attention_bwd_dq|"), count("attention_bwd_dkv|")];
+    on_path(kiln::AttentionPath::Flash, || {
+        for (n, &(tq, tk, d, causal, masked)) in cases.iter().enumerate() {
+            let seed = 500 + 3 * n as u64;
+            let q = round(random(&[2, 2, tq, d], DType::F32, seed, -1.0, 1.0));
+            let k = round(random(&[2, 2, tk, d], DType::F32, seed + 1, -1.0, 1.0));
+            let v = round(random(&[2, 2, tk, d], DType::F32, seed + 2, -1.0, 1.0));
+            let mask = masked.map(|all| key_mask(tk, all));
+            // half: f16 inputs; autocast: f32 inputs under f16 autocast; neither: the CPU's f32.
+            let attend = |t: &[Tensor], half: bool, autocast: bool| -> Result<Tensor> {
+                let m = match &mask {
+                    Some(m) => Some(m.to(t[0].device())?),
+                    None => None,
+                };
+                let cast = |x: &Tensor| if half { x.to_dtype(DType::F16) } else { Ok(x.clone()) };
+                let run = || Tensor::scaled_dot_product_attention(&cast(&t[0])?, &cast(&t[1])?, &cast(&t[2])?, causal, m.as_ref());
+                let o = if autocast { kiln::autocast(DType::F16, run)? } else { run()? };
+                if autocast {
+                    assert_eq!(o.dtype(), DType::F32, "autocast hands back f32");
+                }
+                o.to_dtype(DType::F32)
+            };
+            let (co, cg) = run(&[q.clone(), k.clone(), v.clone()], &|t| attend(t, false, false));
+            let on_gpu: Vec<Tensor> = [q, k, v].iter().map(|t| t.to(&dev).unwrap()).collect();
+            let modes: &[(bool, bool)] = if autocast { &[(true, false), (false, true)] } else { &[(true, false)] };
+            for &(half, autocast) in modes {
+                let before = counts();
+                let (go, gg) = run(&on_gpu, &|t| attend(t, half, autocast));
+                let after = counts();
+                let what = format!("tensor-core attention{kind} (autocast {autocast}) tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
+                assert!(after.iter().zip(before).all(|(a, b)| *a > b), "{what}: tensor-core kernels did not run: {:?}", ctx.profile_counts());
+                assert_close(&format!("{what}: output"), &go, &co, 2e-2, 1e-2);
+                for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
+                    assert_close(&format!("{what}: grad {i}"), a, b, 3e-2, 2e-2);
+                }
+            }
+        }
+    });
+}
+
+/// The tensor-core (cooperative-matrix) flash kernels against the CPU on an adapter that has
+/// cooperative matrices. Adapters without them (lavapipe) skip this with a line on stderr, and
+/// fail it under `KILN_REQUIRE_COOP=1` (set that on a GPU that has them, e.g. an NVIDIA card
+/// through Vulkan).
+#[test]
+fn attention_on_tensor_cores_matches_cpu() {
+    const TEST: &str = "attention_on_tensor_cores_matches_cpu";
+    let Some(dev) = gpu(TEST) else { return };
+    if !dev.gpu_context().is_some_and(|c| c.uses_cooperative_matrices()) {
+        if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
+            panic!("{TEST}: KILN_REQUIRE_COOP=1 but {} has no cooperative matrices (or KILN_COOP=0)", dev.describe());
+        }
+        eprintln!("SKIPPED {TEST}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.describe());
+        return;
+    }
+    let ctx = counting_gpu();
+    assert!(ctx.uses_cooperative_matrices(), "{TEST}: the profiled context picked another adapter: {}", ctx.summary);
+    // Lengths off and on the 16-row tiles, every head-dim class the blocks take (16 to 128),
+    // causal or not, rows that see no key.
+    let cases = [
+        (33, 33, 64, true, Some(true)),
+        (70, 45, 16, false, None),
+        (128, 128, 128, true, Some(false)),
+        (1, 7, 32, false, None),
+        (257, 257, 64, true, None),
+        (20, 40, 80, true, Some(true)),
+        (64, 64, 64, false, Some(false)),
+    ];
+    tensor_core_attention_matches_cpu(&ctx, "", &cases, true);
+}
+
+/// The same kernels with their cooperative-matrix operations emulated in plain WGSL
+/// (`kiln_wgpu::emulate_cooperative_matrices`), on any adapter with f16: their indexing,
+/// masking and softmax logic checked where no tensor cores exist (lavapipe).
+#[test]
+fn attention_tensor_core_kernels_emulated_match_cpu() {
+    const TEST: &str = "attention_tensor_core_kernels_emulated_match_cpu";
+    let Some(dev) = gpu(TEST) else { return };
+    if !dev.gpu_context().is_some_and(|c| c.has_f16()) {
+        eprintln!("SKIPPED {TEST}: the adapter has no SHADER_F16");
+        return;
+    }
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kiln_wgpu::emulate_cooperative_matrices(false);
+        }
+    }
+    let _restore = Restore;
+    kiln_wgpu::emulate_cooperative_matrices(true);
+    let ctx = counting_gpu();
+    let cases = [(33, 33, 64, true, Some(true)), (20, 40, 16, false, None), (7, 7, 32, true, Some(false)), (17, 9, 48, false, Some(true))];
+    tensor_core_attention_matches_cpu(&ctx, "|emulated", &cases, false);
 }
 
 #[test]

@@ -7,10 +7,13 @@
 //! stays in f32, which is PyTorch's "autocast to f16" list reduced to the one op family that has
 //! it in Kiln: `matmul` and what is built on it (`Linear`, `conv1d`/`conv2d` through im2col,
 //! `adaptive_avg_pool2d`'s pooling products, and attention's two products where
-//! `MultiHeadAttention` materialises the scores). The fused attention kernel
-//! (`scaled_dot_product_attention`, which `MultiHeadAttention` uses up to its head-dim limit) is
-//! not a product in this sense and runs in f32; the q/k/v/out projections around it are
-//! `Linear`s and do run in f16.
+//! `MultiHeadAttention` materialises the scores). The fused attention op
+//! (`scaled_dot_product_attention`, which `MultiHeadAttention` uses up to its head-dim limit)
+//! joins them where it runs on tensor cores: on a GPU with cooperative matrices and a head dim
+//! that is a multiple of 16, f32 q, k and v are cast to f16, attention runs with f16 operands and
+//! f32 softmax statistics, and the output comes back as f32. Elsewhere it runs in f32 (its f16
+//! kernels without tensor cores would only lose precision). The q/k/v/out projections around
+//! it are `Linear`s and run in f16 either way.
 //!
 //! Why f32 outputs, where PyTorch returns f16: Kiln has no type promotion, so an f16 product
 //! would make the very next `+ bias` (an f32 parameter) a dtype error; casting back inside the
@@ -137,4 +140,23 @@ pub(crate) fn product(
 ) -> Option<Result<Tensor>> {
     let low = product_dtype(a, b)?;
     Some((|| product(&a.to_dtype(low)?, &b.to_dtype(low)?)?.to_dtype(DType::F32))())
+}
+
+/// The autocast version of attention `attend(q, k, v)`, or `None` when autocast leaves it alone:
+/// off, inputs not f32, or no tensor-core kernel for it (see the module docs).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    attend: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Option<Result<Tensor>> {
+    let low = autocast_dtype()?;
+    if [q, k, v].iter().any(|t| t.dtype() != DType::F32) || q.rank() != 4 || !q.shape()[3].is_multiple_of(16) {
+        return None;
+    }
+    let ctx = q.device().gpu_context()?;
+    if !ctx.uses_cooperative_matrices() || !has_f16(q.device()) {
+        return None;
+    }
+    Some((|| attend(&q.to_dtype(low)?, &k.to_dtype(low)?, &v.to_dtype(low)?)?.to_dtype(DType::F32))())
 }

@@ -35,6 +35,8 @@ mod storage;
 
 pub use context::{AdapterSummary, ContextOptions, GpuContext, GpuDevice, MemoryStats, profile_report_all};
 pub use fusion::{FusionStats, fusion_enabled, set_fusion};
+pub use kernels::attention::set_flash_tile;
+pub use kernels::attention_coop::emulate_cooperative_matrices;
 pub use kernels::attention_path::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path};
 pub use profile::ProfileMode;
 pub use storage::GpuStorage;

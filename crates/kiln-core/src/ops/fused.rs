@@ -177,7 +177,9 @@ impl Tensor {
     /// `[q_len, kv_len]` matrix is ever stored. Where that matrix is small (see
     /// [`crate::ATTENTION_SCORE_BUDGET`] and [`crate::set_attention_path`]) the GPU builds it
     /// with batched matmuls around a row-softmax kernel instead, which is much faster. The GPU
-    /// takes head dims up to [`ATTENTION_MAX_HEAD_DIM`].
+    /// takes head dims up to [`ATTENTION_MAX_HEAD_DIM`]. f16 inputs on a GPU with cooperative
+    /// matrices and a head dim that is a multiple of 16 run on tensor cores (f32 accumulation and
+    /// softmax statistics); under f16 [`crate::autocast`] f32 inputs do too.
     pub fn scaled_dot_product_attention(
         q: &Tensor,
         k: &Tensor,
@@ -189,6 +191,9 @@ impl Tensor {
         check_float(OP, q)?;
         check_like(OP, q, k)?;
         check_like(OP, q, v)?;
+        if let Some(out) = crate::autocast::attention(q, k, v, |q, k, v| Tensor::scaled_dot_product_attention(q, k, v, causal, key_padding_mask)) {
+            return out;
+        }
         let shapes = || format!("q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
         if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[..2] != k.shape()[..2] || q.shape()[3] != k.shape()[3] {
             return Err(Error::shape(OP, format!("expects q [b, h, tq, d] and k, v [b, h, tk, d], got {}", shapes())));

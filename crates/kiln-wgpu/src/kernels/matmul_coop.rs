@@ -430,6 +430,14 @@ fn settings() -> &'static Settings {
     })
 }
 
+impl crate::GpuContext {
+    /// Whether Kiln's tensor-core kernels run on this device: the adapter has cooperative
+    /// matrices (see `CoopConfig`) and `KILN_COOP` is not `0`.
+    pub fn uses_cooperative_matrices(&self) -> bool {
+        self.coop.is_some() && settings().on
+    }
+}
+
 /// An operand's major order and `[offset, batch stride, row stride]` in vec4<f16> units, if one
 /// of its two matrix dims is contiguous, its extent a multiple of 4, and every other stride and
 /// the offset 4-aligned and indexable in u32. Dim 2 contiguous is `Rows`, dim 1 `Cols`.

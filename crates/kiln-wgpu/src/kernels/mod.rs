@@ -2,6 +2,7 @@
 //! (from `shaders/`), metadata words and a dispatch.
 
 pub(crate) mod attention;
+pub(crate) mod attention_coop;
 pub(crate) mod attention_matmul;
 pub(crate) mod attention_path;
 pub(crate) mod conv;
@@ -124,6 +125,7 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(norm::specialisations());
     all.extend(cross_entropy::specialisations());
     all.extend(attention::specialisations());
+    all.extend(attention_coop::specialisations());
     all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
     all
