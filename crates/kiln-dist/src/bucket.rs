@@ -10,14 +10,20 @@ pub(crate) struct Plan {
     pub bucket_of: Vec<usize>,
 }
 
-/// Buckets of at most `bucket_bytes` (f32) each; a tensor larger than that gets one of its own.
+/// The first bucket's cap (as PyTorch DDP's): small, so the first all-reduce starts early in
+/// backward, while a model of a single 25 MiB bucket would otherwise overlap nothing.
+pub(crate) const FIRST_BUCKET_BYTES: usize = 1024 * 1024;
+
+/// Buckets of at most `bucket_bytes` (f32) each, the first at most [`FIRST_BUCKET_BYTES`]; a
+/// tensor larger than its cap gets a bucket of its own.
 pub(crate) fn plan(tensors: &[Tensor], bucket_bytes: usize) -> Plan {
-    let mut buckets = Vec::new();
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut bytes = 0usize;
     for i in (0..tensors.len()).rev() {
         let size = tensors[i].numel() * 4;
-        if !current.is_empty() && bytes + size > bucket_bytes {
+        let cap = if buckets.is_empty() { bucket_bytes.min(FIRST_BUCKET_BYTES) } else { bucket_bytes };
+        if !current.is_empty() && bytes + size > cap {
             buckets.push(std::mem::take(&mut current));
             bytes = 0;
         }
@@ -55,5 +61,13 @@ mod tests {
             }
         }
         assert_eq!(plan(&ts, usize::MAX).buckets, vec![vec![5, 4, 3, 2, 1, 0]]);
+    }
+
+    #[test]
+    fn the_first_bucket_is_small_so_communication_starts_early() {
+        let d = Device::cpu();
+        let mib = 1024 * 1024 / 4;
+        let ts: Vec<Tensor> = [mib, mib, mib / 2, mib / 2].iter().map(|&n| Tensor::zeros(&[n], &d).unwrap()).collect();
+        assert_eq!(plan(&ts, 25 * 1024 * 1024).buckets, vec![vec![3, 2], vec![1, 0]]);
     }
 }

@@ -38,7 +38,8 @@ pub const TIMEOUT_ENV: &str = "KILN_DIST_TIMEOUT";
 /// (it is part of the model digest compared at start).
 #[derive(Clone, Debug)]
 pub struct DdpConfig {
-    /// Gradient bytes per all-reduce (25 MiB by default). Smaller buckets start sooner and
+    /// Gradient bytes per all-reduce (25 MiB by default; the first bucket holds at most 1 MiB,
+    /// so communication starts early in backward). Smaller buckets start sooner and
     /// overlap more of backward; larger ones pay less per-message latency.
     pub bucket_bytes: usize,
     /// How long a rank waits for the others in any one collective before failing with
@@ -128,6 +129,12 @@ impl DistributedDataParallel {
     /// The transport, rank and world, for logs.
     pub fn describe(&self) -> String {
         self.comm.describe()
+    }
+
+    /// Gives the communicator back (to build another `DistributedDataParallel` on the same
+    /// group: MPI can be initialized once per process).
+    pub fn into_communicator(self) -> Box<dyn Communicator> {
+        self.comm
     }
 
     /// What the synchronisations so far cost.

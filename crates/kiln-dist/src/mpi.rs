@@ -13,7 +13,7 @@
 
 use crate::comm::{Communicator, PendingSum};
 use crate::error::{DistError, Result};
-use mpi::collective::SystemOperation;
+use mpi::collective::{CommunicatorCollectives, SystemOperation};
 use mpi::datatype::Equivalence;
 use mpi::ffi;
 use mpi::raw::AsRaw;
@@ -23,11 +23,12 @@ use std::os::raw::c_int;
 /// The process group `mpirun` started (`MPI_COMM_WORLD`). Create it once per process, with
 /// [`MpiComm::init`] or, better, [`crate::init`], which falls back to one rank without mpirun.
 ///
-/// Dropping it finalizes MPI, unless a collective failed on this rank: then it calls
-/// `MPI_Abort`, which ends every process of the job (finalizing would wait for ranks that are
-/// out of step).
+/// Dropping it waits (bounded) for every rank to drop theirs, then finalizes MPI; when the
+/// ranks are out of step it ends the process instead (see its `Drop`).
 pub struct MpiComm {
     world: SimpleCommunicator,
+    /// A copy of the world for the goodbye barrier, apart from the gradient collectives.
+    goodbye: SimpleCommunicator,
     rank: usize,
     size: usize,
     poisoned: bool,
@@ -45,8 +46,9 @@ impl MpiComm {
             return Err(DistError::Mpi(format!("the MPI library offers thread level {level:?}; Kiln needs Serialized")));
         }
         let world = universe.world();
+        let goodbye = world.duplicate();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        Ok(MpiComm { world, rank, size, poisoned: false, _universe: universe })
+        Ok(MpiComm { world, goodbye, rank, size, poisoned: false, _universe: universe })
     }
 
     /// Ends every process of the job with `code` (`MPI_Abort`).
@@ -56,10 +58,38 @@ impl MpiComm {
 }
 
 impl Drop for MpiComm {
+    /// Finalizes MPI only once every rank got here (a barrier on a communicator of its own,
+    /// bounded by `KILN_DIST_TIMEOUT`, default 300 s). Otherwise — a collective failed here, or
+    /// another rank never arrives because it is stuck or failed — it ends the process with
+    /// status 1 without finalizing, and `mpirun` ends the rest of the job. Finalizing while
+    /// other ranks are out of step would wait for them forever, and Open MPI 4.1's mpirun was
+    /// seen to hang when one rank sat in `MPI_Finalize` while the others aborted.
     fn drop(&mut self) {
-        if self.poisoned {
-            eprintln!("kiln-dist: rank {}: a collective failed; aborting the MPI job", self.rank);
-            self.world.abort(1);
+        if !self.poisoned && self.everyone_arrives() {
+            return;
+        }
+        eprintln!("kiln-dist: rank {}: the ranks are out of step; ending this process (status 1) so mpirun ends the job", self.rank);
+        std::process::exit(1);
+    }
+}
+
+impl MpiComm {
+    fn everyone_arrives(&self) -> bool {
+        let timeout = crate::DdpConfig::default().timeout;
+        let started = std::time::Instant::now();
+        let mut request = self.goodbye.immediate_barrier();
+        let mut backoff = crate::comm::Backoff::default();
+        loop {
+            match request.test() {
+                Ok(_) => return true,
+                Err(pending) => request = pending,
+            }
+            if started.elapsed() >= timeout {
+                // MPI still owns the request; the process is about to exit.
+                std::mem::forget(request);
+                return false;
+            }
+            backoff.pause();
         }
     }
 }

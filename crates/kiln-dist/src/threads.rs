@@ -195,7 +195,7 @@ pub fn run_replicas<T: Send>(devices: &[Device], body: impl Fn(Replica) -> Resul
             .enumerate()
             .map(|(rank, h)| match h?.join() {
                 Ok(r) => r,
-                Err(payload) => Err(DistError::Panicked { rank, msg: panic_message(&payload) }),
+                Err(payload) => Err(DistError::Panicked { rank, msg: panic_message(&*payload) }),
             })
             .collect()
     });
