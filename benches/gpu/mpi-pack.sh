@@ -25,6 +25,8 @@ fi
 
 # The runtime packages and everything they depend on, less what every Debian system has
 # (priority required/important, and the C/C++ runtimes, which must stay the system's own).
+# Checked here: with the system's Open MPI, PMIx and hwloc directories hidden (tmpfs mounted
+# over them), the unpacked mpirun.openmpi runs 2 ranks of the MPI tests.
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64-mpi'
 apt-get $o update -qq
 wanted=$(apt-cache $o depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
@@ -58,14 +60,16 @@ lib="$prefix/usr/lib/x86_64-linux-gnu"
 export PATH="$prefix/usr/bin:$PATH"
 export LD_LIBRARY_PATH="$lib:$lib/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Relocates Open MPI: its helpers, plugins and help texts are found under the prefix, not /usr.
-export OPAL_PREFIX="$prefix/usr" OPAL_SYSCONFDIR="$prefix/etc/openmpi"
+export OPAL_PREFIX="$prefix/usr" OPAL_SYSCONFDIR="$prefix/etc/openmpi" PMIX_INSTALL_PREFIX="$lib/pmix2"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpirun --version | head -1
+# dpkg -x does not make Debian's alternatives links: mpirun is mpirun.openmpi.
+mpirun="$prefix/usr/bin/mpirun.openmpi"
+"$mpirun" --version | head -1
 bench="$here/kiln-ddp"
 mca=(--oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none)
 "$bench" --plain "$@"
 "$bench" "$@"
-mpirun -n 2 "${mca[@]}" "$bench" "$@"
+"$mpirun" -n 2 "${mca[@]}" "$bench" "$@"
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"

@@ -27,7 +27,7 @@ mod models;
 use kiln_core::{Device, Tensor};
 use kiln_dist::{DdpConfig, DistributedDataParallel};
 use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer};
-use kiln_nn::{Module, ModuleExt};
+use kiln_nn::ModuleExt;
 use models::{GPT_VOCAB, Gpt, positions};
 use std::time::Instant;
 
