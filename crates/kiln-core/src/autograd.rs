@@ -108,6 +108,18 @@ impl Tensor {
 
     /// Backpropagates `seed` (the gradient of some scalar w.r.t. this tensor).
     pub fn backward_with(&self, seed: &Tensor) -> Result<()> {
+        self.backward_with_hook(seed, &mut |_| Ok(()))
+    }
+
+    /// Like [`backward_with`](Tensor::backward_with), and calls `on_leaf(leaf)` as soon as a
+    /// leaf's gradient for this backward is final: every contribution has been summed into
+    /// [`Tensor::grad`] (on top of what earlier backwards accumulated), and nothing later in
+    /// this backward touches it. Leaves come in reverse topological order, roughly the
+    /// reverse of the order the forward used them; a leaf the loss does not depend on is never
+    /// reported. This is PyTorch's `register_post_accumulate_grad_hook`, for the whole graph:
+    /// data-parallel training (kiln-dist) starts a bucket's all-reduce from it while the rest
+    /// of backward still runs. An error from `on_leaf` stops backward and is returned.
+    pub fn backward_with_hook(&self, seed: &Tensor, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
         if !self.requires_grad() {
             return Err(Error::Autograd { op: "backward", msg: format!("tensor {:?} does not require grad", self.shape()) });
         }
@@ -126,6 +138,7 @@ impl Tensor {
                     None => g.contiguous()?,
                 };
                 t.set_grad(Some(total))?;
+                on_leaf(t)?;
                 continue;
             }
             let node: Option<Arc<Node>> = t.0.node.lock().unwrap_or_else(|e| e.into_inner()).take();

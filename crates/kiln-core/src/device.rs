@@ -58,7 +58,10 @@ fn choice_from(value: &str) -> Option<AdapterChoice> {
         "metal" => AdapterChoice::Backend(wgpu::Backends::METAL),
         "dx12" => AdapterChoice::Backend(wgpu::Backends::DX12),
         "gl" => AdapterChoice::Backend(wgpu::Backends::GL),
-        _ => AdapterChoice::Name(v),
+        _ => match v.strip_prefix("gpu:").map(str::parse::<usize>) {
+            Some(Ok(i)) => AdapterChoice::Index(i),
+            _ => AdapterChoice::Name(v),
+        },
     })
 }
 
@@ -87,6 +90,18 @@ impl Device {
         match choice_from(selector) {
             Some(c) => open(c),
             None => Err(Error::invalid("Device::gpu_named", format!("{selector:?} names the CPU, not a GPU"))),
+        }
+    }
+
+    /// A GPU device of its own on the adapter `selector` names (as [`Device::parse`] reads it:
+    /// `gpu`, `vulkan`, `gpu:1`, part of a name), not shared with [`Device::gpu`] or other
+    /// calls: each call opens a new wgpu device with its own queue, pool and caches. For one
+    /// model replica per device in one process, also on a single adapter (two devices on
+    /// lavapipe in tests). Ignores `KILN_DEVICE`.
+    pub fn open_gpu(selector: &str) -> Result<Device> {
+        match choice_from(selector) {
+            Some(c) => Ok(Device::Gpu(GpuContext::new(&c)?)),
+            None => Err(Error::invalid("Device::open_gpu", format!("{selector:?} names the CPU, not a GPU"))),
         }
     }
 

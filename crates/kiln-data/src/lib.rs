@@ -29,6 +29,7 @@ mod idx;
 mod loader;
 mod mnist;
 mod rng;
+mod shard;
 mod text;
 
 pub use dataset::{Batcher, Dataset, VecBatcher, VecDataset};
@@ -42,4 +43,5 @@ pub use mnist::{
     TRAIN_LABELS_SHA256, normalize_pixel,
 };
 pub use rng::Rng;
+pub use shard::shard_range;
 pub use text::{MOBY_DICK_SHA256, TextDataset, UNKNOWN_ID_CHAR};

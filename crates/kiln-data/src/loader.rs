@@ -40,6 +40,8 @@ pub struct DataLoader<D, B> {
     seed: Option<u64>,
     drop_last: bool,
     prefetch: usize,
+    /// `(rank, world)`: yield only this rank's part of every batch.
+    shard: Option<(usize, usize)>,
 }
 
 impl<D, B> DataLoader<D, B>
@@ -64,6 +66,7 @@ where
             seed: None,
             drop_last: false,
             prefetch: DEFAULT_PREFETCH,
+            shard: None,
         })
     }
 
@@ -87,6 +90,30 @@ where
     pub fn prefetch(mut self, batches: usize) -> Self {
         self.prefetch = batches;
         self
+    }
+
+    /// For data-parallel training: yield only rank `rank`'s part of every batch, `batch_size`
+    /// being the *global* batch over all `world` ranks. Every rank shuffles the same way (give
+    /// each the same seed), so the parts are disjoint; see [`shard_range`](crate::shard_range)
+    /// for how a batch is cut and why a part can be empty. [`len`](Self::len) stays the number
+    /// of steps, equal on every rank.
+    ///
+    /// ```
+    /// use kiln_data::{DataLoader, VecBatcher, VecDataset};
+    /// let data = VecDataset::new((0..7u32).collect());
+    /// let rank1 = DataLoader::new(data, VecBatcher, 4)?.shard(1, 3)?;
+    /// let parts: Vec<Vec<u32>> = rank1.epoch(0).collect::<Result<_, _>>()?;
+    /// assert_eq!(parts, vec![vec![2], vec![5]]); // batches [0..4] and [4..7]
+    /// # Ok::<(), kiln_data::DataError>(())
+    /// ```
+    ///
+    /// Fails with [`DataError::InvalidArgument`] unless `rank < world`.
+    pub fn shard(mut self, rank: usize, world: usize) -> Result<Self> {
+        if rank >= world {
+            return Err(DataError::InvalidArgument(format!("DataLoader::shard: rank {rank} is not below world size {world}")));
+        }
+        self.shard = Some((rank, world));
+        Ok(self)
     }
 
     /// Number of batches in an epoch.
@@ -116,7 +143,7 @@ where
 
     /// The sample indices epoch `epoch` visits, in order (without the dropped
     /// tail when `drop_last` is set). Consecutive runs of `batch_size` form
-    /// the batches.
+    /// the batches (before a [`shard`](Self::shard) takes its part of each).
     pub fn indices(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if let Some(seed) = self.seed {
@@ -142,9 +169,10 @@ where
         let dataset = Arc::clone(&self.dataset);
         let batcher = Arc::clone(&self.batcher);
         let batch_size = self.batch_size;
+        let shard = self.shard;
         let spawned = std::thread::Builder::new()
             .name("kiln-data-loader".into())
-            .spawn(move || produce(&*dataset, &*batcher, &order, batch_size, &tx));
+            .spawn(move || produce(&*dataset, &*batcher, &order, batch_size, shard, &tx));
         match spawned {
             Ok(worker) => Epoch {
                 rx: Some(rx),
@@ -169,9 +197,14 @@ fn produce<D: Dataset, B: Batcher<D::Item>>(
     batcher: &B,
     order: &[usize],
     batch_size: usize,
+    shard: Option<(usize, usize)>,
     tx: &SyncSender<Result<B::Batch>>,
 ) {
-    for chunk in order.chunks(batch_size) {
+    for batch in order.chunks(batch_size) {
+        let chunk = match shard {
+            Some((rank, world)) => &batch[crate::shard_range(batch.len(), rank, world)],
+            None => batch,
+        };
         let mut items = Vec::with_capacity(chunk.len());
         for &i in chunk {
             match dataset.get(i) {

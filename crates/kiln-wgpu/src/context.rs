@@ -24,6 +24,11 @@ pub enum AdapterChoice {
     Backend(wgpu::Backends),
     /// The first adapter whose name contains this text (case-insensitive).
     Name(String),
+    /// Adapter `i` (modulo their count) among those as preferred as the best one: the same
+    /// kind and backend class, e.g. every discrete GPU through Vulkan. How one process per GPU
+    /// picks its own (`KILN_DEVICE=gpu:<local rank>`); more processes than GPUs share them
+    /// round-robin.
+    Index(usize),
 }
 
 /// What the user sees of an adapter: `device.describe()`.
@@ -556,6 +561,13 @@ fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         }
     });
     adapters.sort_by_key(|a| rank(&a.get_info()));
+    if let AdapterChoice::Index(i) = choice
+        && let Some(best) = adapters.first().map(|a| rank(&a.get_info()))
+    {
+        adapters.retain(|a| rank(&a.get_info()) == best);
+        let n = adapters.len();
+        return Ok(adapters.swap_remove(i % n));
+    }
     adapters.into_iter().next().ok_or_else(|| Error::NoDevice {
         msg: format!(
             "no GPU adapter matches {choice:?} (on Linux without a GPU, install Mesa's lavapipe: \

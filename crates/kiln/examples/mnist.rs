@@ -41,12 +41,23 @@ const FLAGS: &[FlagSpec] = &[
     FlagSpec { name: "memory-log", value: Some("CSV"), help: "append device memory (live, pooled bytes) after each epoch to CSV" },
 ];
 
+/// `--ddp` exists only in builds with the `mpi` feature (`--features mpi`).
+#[cfg(feature = "mpi")]
+const DDP_FLAGS: &[FlagSpec] = &[FlagSpec {
+    name: "ddp",
+    value: None,
+    help: "data parallel over the processes mpirun starts (one per GPU); --batch-size is the global batch",
+}];
+#[cfg(not(feature = "mpi"))]
+const DDP_FLAGS: &[FlagSpec] = &[];
+
 fn main() -> std::process::ExitCode {
     common::main_with(run)
 }
 
 fn run() -> AnyResult<()> {
-    let Some(flags) = cli::parse_args("mnist", ABOUT, FLAGS)? else { return Ok(()) };
+    let spec: Vec<FlagSpec> = FLAGS.iter().chain(DDP_FLAGS).map(|f| FlagSpec { name: f.name, value: f.value, help: f.help }).collect();
+    let Some(flags) = cli::parse_args("mnist", ABOUT, &spec)? else { return Ok(()) };
     let kind: ModelKind = flags.get_or("model", ModelKind::Mlp)?;
     let (epochs, batch_size, lr) = defaults(kind);
     let cfg = TrainConfig {
@@ -59,6 +70,10 @@ fn run() -> AnyResult<()> {
         progress: true,
     };
     let out: PathBuf = flags.get_or("out", PathBuf::from("runs/mnist"))?;
+    #[cfg(feature = "mpi")]
+    if flags.switch("ddp") {
+        return run_ddp(&cfg, &flags, &out);
+    }
 
     let device = flags.device()?;
     println!("device: {}", device.describe());
@@ -89,6 +104,38 @@ fn run() -> AnyResult<()> {
     let curves = out.join("curves.png");
     write_panels_png(&curves, &panels(&history))?;
     println!("saved {} and {}", weights.display(), curves.display());
+    Ok(())
+}
+
+/// `--ddp`: the same training, data-parallel over the processes `mpirun` started; rank 0
+/// prints, and writes the checkpoint while the others wait at a barrier.
+#[cfg(feature = "mpi")]
+fn run_ddp(cfg: &TrainConfig, flags: &cli::Flags, out: &std::path::Path) -> AnyResult<()> {
+    let device = flags.str("device").map(kiln::Device::parse).transpose()?;
+    let (train_set, test_set) = load_mnist(flags.get("train-limit")?, flags.get("test-limit")?)?;
+    let start = Instant::now();
+    let mut run = common::ddp::train_ddp(cfg, device, train_set, &test_set, |rank, s| {
+        if rank == 0 {
+            print_epoch(s)
+        }
+    })?;
+    let (rank, world) = (run.ddp.rank(), run.ddp.world());
+    let last = run.history.last().ok_or("no epoch ran")?;
+    if rank == 0 {
+        let wall = start.elapsed().as_secs_f64();
+        println!("done in {wall:.1} s: test accuracy {:.2}% ({world} processes, global batch {})", 100.0 * last.test_acc, cfg.batch_size);
+    }
+    let weights = out.join("model.safetensors");
+    let model = &run.model;
+    run.ddp.save_on_root(|| {
+        std::fs::create_dir_all(out).map_err(|e| kiln::Error::invalid("mnist", format!("cannot create {}: {e}", out.display())))?;
+        kiln_nn::checkpoint::save(model, &weights)
+    })?;
+    if rank == 0 {
+        let curves = out.join("curves.png");
+        write_panels_png(&curves, &panels(&run.history))?;
+        println!("saved {} and {}", weights.display(), curves.display());
+    }
     Ok(())
 }
 

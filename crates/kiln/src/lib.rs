@@ -18,6 +18,10 @@
 
 pub use kiln_core::*;
 
+/// Data-parallel training (the `dist` feature; `mpi` adds multi-process training over MPI).
+#[cfg(feature = "dist")]
+pub use kiln_dist as dist;
+
 /// Everything a training script needs in scope.
 pub mod prelude {
     pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, Tensor, manual_seed, no_grad};

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod cli;
+#[cfg(feature = "mpi")]
+pub mod ddp;
 pub mod infer;
 pub mod memlog;
 pub mod model;
