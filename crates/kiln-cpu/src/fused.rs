@@ -304,23 +304,25 @@ fn adam_typed<T: Float>(ps: &mut [T], grad: &HostData, m: &mut HostData, v: &mut
         }
     }
     let (gs, ms, vs) = (&gs[..n], &mut ms[..n], &mut vs[..n]);
-    let t = p.step as f64;
-    let (bias1, bias2) = (1.0 - p.beta1.powf(t), 1.0 - p.beta2.powf(t));
+    let AdamParams { lr, beta1, beta2, eps, weight_decay, decoupled, step } = *p;
+    let (bias1, bias2) = (1.0 - beta1.powf(step as f64), 1.0 - beta2.powf(step as f64));
     // Hoisted factors, each the value the per-element formula would compute first anyway, so
-    // the results are those of the plain formula in f64.
-    let (decay, keep1, keep2) = (1.0 - p.lr * p.weight_decay, 1.0 - p.beta1, 1.0 - p.beta2);
-    let (rate, sqrt_bias2) = (p.lr / bias1, bias2.sqrt());
-    let update = |ps: &mut [T], gs: &[T], ms: &mut [T], vs: &mut [T]| vectorised(|| {
+    // the results are those of the plain formula in f64. Every parameter is a local: read
+    // through `p` inside the loop, it could not be proven unchanged by the stores, and the loop
+    // would not vectorise.
+    let (decay, keep1, keep2) = (1.0 - lr * weight_decay, 1.0 - beta1, 1.0 - beta2);
+    let (rate, sqrt_bias2) = (lr / bias1, bias2.sqrt());
+    let update = |ps: &mut [T], gs: &[T], ms: &mut [T], vs: &mut [T]| vectorised(#[inline(always)] move || {
         for (((x, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
             let (mut x64, mut g64) = (x.to_f64(), g.to_f64());
-            if p.decoupled {
+            if decoupled {
                 x64 *= decay;
             } else {
-                g64 += p.weight_decay * x64;
+                g64 += weight_decay * x64;
             }
-            let m64 = p.beta1 * m.to_f64() + keep1 * g64;
-            let v64 = p.beta2 * v.to_f64() + keep2 * g64 * g64;
-            let denom = v64.sqrt() / sqrt_bias2 + p.eps;
+            let m64 = beta1 * m.to_f64() + keep1 * g64;
+            let v64 = beta2 * v.to_f64() + keep2 * g64 * g64;
+            let denom = v64.sqrt() / sqrt_bias2 + eps;
             *x = T::from_f64(x64 - rate * m64 / denom);
             *m = T::from_f64(m64);
             *v = T::from_f64(v64);

@@ -67,8 +67,11 @@ where
 /// Runs `body`, a loop over slices, compiled for AVX2 when the CPU has it (detected once, then
 /// a cached check), else as built (x86-64's baseline is SSE2, two f64 or four f32 per
 /// instruction). Only what inlines into `body` gets the wider instructions, so keep the loop
-/// and its per-element closure inside it. Results are the same either way: Rust never fuses a
-/// multiply and an add on its own, and every other instruction rounds as IEEE says.
+/// and its per-element closure inside it, and pass `#[inline(always)] move || ...`: without
+/// `inline(always)` the closure may be compiled on its own at the baseline, and without `move`
+/// it reads every captured scalar through a pointer the loop's stores might alias, which keeps
+/// LLVM from vectorising. Results are the same either way: Rust never fuses a multiply and an
+/// add on its own, and every other instruction rounds as IEEE says.
 #[inline(always)]
 pub(crate) fn vectorised<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

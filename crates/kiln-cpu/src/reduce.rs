@@ -84,7 +84,8 @@ fn column_sums<T: Num>(v: &[T], layout: &Layout, reduced_dims: usize) -> Result<
     let mut acc = alloc("sum", cols, T::ACC_ZERO)?;
     for r in 0..rows {
         let row = &v[layout.offset() + r * row_stride..][..cols];
-        vectorised(|| acc.iter_mut().zip(row).for_each(|(a, &e)| *a = T::acc_add(*a, e.widen())));
+        let sums = &mut acc[..];
+        vectorised(#[inline(always)] move || sums.iter_mut().zip(row).for_each(|(a, &e)| *a = T::acc_add(*a, e.widen())));
     }
     Ok(Some(acc.into_iter().map(T::narrow).collect()))
 }

@@ -25,9 +25,12 @@ where
     let n = check(op, al, a.len())?;
     let walk = Walk::new(al.shape(), [al]);
     fill(op, n, &walk, |dst, [oa], [sa]| {
-        let len = dst.len();
+        let (len, f) = (dst.len(), &f);
         match sa {
-            1 => vectorised(|| dst.iter_mut().zip(&a[oa..oa + len]).for_each(|(d, &x)| _ = d.write(f(x)))),
+            1 => vectorised(
+                #[inline(always)]
+                move || dst.iter_mut().zip(&a[oa..oa + len]).for_each(|(d, &x)| _ = d.write(f(x))),
+            ),
             0 => {
                 let v = f(a[oa]);
                 dst.iter_mut().for_each(|d| _ = d.write(v));
@@ -49,17 +52,17 @@ where
     check(op, bl, b.len())?;
     let walk = Walk::new(al.shape(), [al, bl]);
     fill(op, n, &walk, |dst, [oa, ob], [sa, sb]| {
-        let len = dst.len();
+        let (len, f) = (dst.len(), &f);
         match (sa, sb) {
-            (1, 1) => vectorised(|| {
+            (1, 1) => vectorised(#[inline(always)] move || {
                 let (x, y) = (&a[oa..oa + len], &b[ob..ob + len]);
                 dst.iter_mut().zip(x.iter().zip(y)).for_each(|(d, (&p, &q))| _ = d.write(f(p, q)));
             }),
-            (0, 1) => vectorised(|| {
+            (0, 1) => vectorised(#[inline(always)] move || {
                 let p = a[oa];
                 dst.iter_mut().zip(&b[ob..ob + len]).for_each(|(d, &q)| _ = d.write(f(p, q)));
             }),
-            (1, 0) => vectorised(|| {
+            (1, 0) => vectorised(#[inline(always)] move || {
                 let q = b[ob];
                 dst.iter_mut().zip(&a[oa..oa + len]).for_each(|(d, &p)| _ = d.write(f(p, q)));
             }),
@@ -88,9 +91,9 @@ where
     check(op, cl, c.len())?;
     let walk = Walk::new(al.shape(), [al, bl, cl]);
     fill(op, n, &walk, |dst, [oa, ob, oc], [sa, sb, sc]| {
-        let len = dst.len();
+        let (len, f) = (dst.len(), &f);
         if (sa, sb, sc) == (1, 1, 1) {
-            vectorised(|| {
+            vectorised(#[inline(always)] move || {
                 let (x, y, z) = (&a[oa..oa + len], &b[ob..ob + len], &c[oc..oc + len]);
                 dst.iter_mut().zip(x.iter().zip(y).zip(z)).for_each(|(d, ((&p, &q), &r))| _ = d.write(f(p, q, r)));
             });
