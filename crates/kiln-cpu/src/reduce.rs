@@ -25,10 +25,10 @@ pub(crate) fn reduce(data: &HostData, layout: &Layout, op: ReduceOp, reduced_dim
 
 fn reduce_typed<T: Num>(v: &[T], layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<HostData> {
     let name = op.name();
-    if op == ReduceOp::Sum {
-        if let Some(out) = column_sums(v, layout, reduced_dims)? {
-            return Ok(T::wrap(out));
-        }
+    if op == ReduceOp::Sum
+        && let Some(out) = column_sums(v, layout, reduced_dims)?
+    {
+        return Ok(T::wrap(out));
     }
     let x = read(name, v, layout)?;
     let (kept, reduced) = layout.shape().split_at(layout.rank() - reduced_dims);
