@@ -71,14 +71,16 @@ fn column_sums<T: Num>(v: &[T], layout: &Layout, reduced_dims: usize) -> Result<
     if reduced_dims == 0 || reduced_dims == rank {
         return Ok(None);
     }
-    let n = check("sum", layout, v.len())?;
+    if check("sum", layout, v.len())? == 0 {
+        return Ok(None);
+    }
     let split = rank - reduced_dims;
     let (shape, strides) = (layout.shape(), layout.strides());
     let kept = Walk::new(&shape[..split], [&Layout::new(shape[..split].to_vec(), strides[..split].to_vec(), 0)]);
     let reduced = Walk::new(&shape[split..], [&Layout::new(shape[split..].to_vec(), strides[split..].to_vec(), 0)]);
     let (&[cols], &[1]) = (kept.dims(), kept.strides()) else { return Ok(None) };
     let (&[rows], &[row_stride]) = (reduced.dims(), reduced.strides()) else { return Ok(None) };
-    if n == 0 || rows < 2 {
+    if rows < 2 {
         return Ok(None);
     }
     let mut acc = alloc("sum", cols, T::ACC_ZERO)?;

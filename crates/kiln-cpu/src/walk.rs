@@ -167,7 +167,8 @@ impl<const N: usize> Walk<N> {
                 && (0..N).all(|k| layouts[k].strides()[d].checked_mul(size) == Some(strides[k][dims.len() - 1]));
             if merges {
                 let last = dims.len() - 1;
-                dims[last] *= size;
+                // Saturating: only a layout with a 0 dim (never walked) can overflow here.
+                dims[last] = dims[last].saturating_mul(size);
                 for (k, s) in strides.iter_mut().enumerate() {
                     s[last] = layouts[k].strides()[d];
                 }

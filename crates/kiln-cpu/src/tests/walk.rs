@@ -135,3 +135,15 @@ fn out_of_bounds_layouts_are_refused() {
     let err = st(vec![0.0f32; 12]).binary(&c(&[3, 4]), &st(vec![0.0f32; 12]), &l, BinaryOp::Add).expect_err("rhs past the end");
     assert!(err.to_string().contains("reaches past"), "{err}");
 }
+
+#[test]
+fn empty_layouts_with_huge_dims_give_empty_outputs() {
+    // A 0 dim beside dims whose product overflows usize: nothing to walk, and no overflow.
+    let l = Layout::new(vec![usize::MAX / 2, 4, 0], vec![0, 0, 0], 0);
+    let one = || st(vec![1.0f32]);
+    assert_eq!(one().unary(&l, UnaryOp::Neg).expect("neg").as_host(), &HostData::F32(vec![]));
+    assert_eq!(one().binary(&l, &one(), &l, BinaryOp::Add).expect("add").as_host(), &HostData::F32(vec![]));
+    assert_eq!(one().cast(&l, DType::I32).expect("cast").as_host(), &HostData::I32(vec![]));
+    let cond = st(vec![true]);
+    assert_eq!(cond.where_cond(&l, &one(), &l, &one(), &l).expect("where").as_host(), &HostData::F32(vec![]));
+}
