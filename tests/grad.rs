@@ -146,6 +146,8 @@ fn matmul_and_conv_gradients() {
     gradcheck("matmul batched broadcast", &[&[2, 3, 4], &[4, 2]], -1.0, 1.0, |t| t[0].matmul(&t[1]));
     gradcheck("matmul vector", &[&[4], &[4, 3]], -1.0, 1.0, |t| t[0].matmul(&t[1]));
     gradcheck("matmul transposed", &[&[4, 3], &[2, 4]], -1.0, 1.0, |t| t[0].t()?.matmul(&t[1].t()?));
+    gradcheck("linear x·wᵀ + b", &[&[3, 4], &[2, 4], &[2]], -1.0, 1.0, |t| &t[0].matmul(&t[1].t()?)? + &t[2]);
+    gradcheck("linear batched", &[&[2, 3, 4], &[5, 4], &[5]], -1.0, 1.0, |t| &t[0].matmul(&t[1].t()?)? + &t[2]);
     gradcheck("conv2d", &[&[1, 2, 5, 4], &[3, 2, 3, 2], &[3]], -1.0, 1.0, |t| {
         t[0].conv2d(&t[1], Some(&t[2]), Conv2dOptions { stride: (2, 1), padding: (1, 1), ..Default::default() })
     });
@@ -176,6 +178,38 @@ fn gpu_gradients_match_cpu() {
     for (i, (a, b)) in gg.iter().zip(&c).enumerate() {
         assert_close(&format!("grad {i}"), a, b, 1e-3, 1e-5);
     }
+}
+
+/// A Linear layer's product `x·wᵀ`: the input, which needs no gradient, gets none (its matmul is
+/// skipped), and the weight's gradient arrives dense in the weight's own layout; the numbers
+/// against a naive loop, and the GPU's against the CPU's.
+#[test]
+fn linear_gradients_skip_the_input_and_stay_dense() {
+    let (b, k, n) = (5, 7, 3);
+    let grads = |device: &Device| -> (Vec<f64>, Vec<f64>) {
+        let x = common::random(&[b, k], DType::F32, 11, -1.0, 1.0).to(device).unwrap();
+        let w = common::random(&[n, k], DType::F32, 12, -1.0, 1.0).to(device).unwrap().with_grad();
+        let bias = common::random(&[n], DType::F32, 13, -1.0, 1.0).to(device).unwrap().with_grad();
+        let g = common::random(&[b, n], DType::F32, 14, -1.0, 1.0).to(device).unwrap();
+        let y = (&x.matmul(&w.t().unwrap()).unwrap() + &bias).unwrap();
+        y.backward_with(&g).unwrap();
+        assert!(x.grad().is_none(), "an input without requires_grad gets no gradient");
+        let gw = w.grad().unwrap();
+        assert!(gw.is_contiguous(), "weight gradient strides {:?}", gw.strides());
+        (gw.to_f64_vec().unwrap(), bias.grad().unwrap().to_f64_vec().unwrap())
+    };
+    let (gw, gb) = grads(&Device::cpu());
+    let (xs, gs) = (common::random(&[b, k], DType::F32, 11, -1.0, 1.0), common::random(&[b, n], DType::F32, 14, -1.0, 1.0));
+    let (xs, gs) = (xs.to_f64_vec().unwrap(), gs.to_f64_vec().unwrap());
+    // dL/dw[o][i] = Σ_r g[r][o]·x[r][i]; dL/db[o] = Σ_r g[r][o].
+    let want_w: Vec<f64> = (0..n * k).map(|j| (0..b).map(|r| gs[r * n + j / k] * xs[r * k + j % k]).sum()).collect();
+    let want_b: Vec<f64> = (0..n).map(|o| (0..b).map(|r| gs[r * n + o]).sum()).collect();
+    assert_close("weight gradient", &gw, &want_w, 1e-5, 1e-6);
+    assert_close("bias gradient", &gb, &want_b, 1e-5, 1e-6);
+    let Some(gpu) = common::gpu("linear_gradients_skip_the_input_and_stay_dense") else { return };
+    let (gw_gpu, gb_gpu) = grads(&gpu);
+    assert_close("gpu weight gradient", &gw_gpu, &gw, 1e-4, 1e-5);
+    assert_close("gpu bias gradient", &gb_gpu, &gb, 1e-4, 1e-5);
 }
 
 /// Lookup-table gradients (index_select on dim 0 of a 2-D table, as Embedding does) take a

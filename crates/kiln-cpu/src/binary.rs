@@ -7,11 +7,10 @@
 //! comparisons (false < true) and `And`/`Or`, nothing arithmetic.
 
 use kiln_backend::{BinaryOp, Error, HostData, Layout, Result};
-use rayon::prelude::*;
 
 use crate::elem::{Elem, Float, Int};
-use crate::kernel::{PAR_MIN, unsupported, zip_map};
-use crate::strided::read;
+use crate::kernel::unsupported;
+use crate::walk::{map2, map3};
 
 pub(crate) fn binary(lhs: &HostData, ll: &Layout, rhs: &HostData, rl: &Layout, op: BinaryOp) -> Result<HostData> {
     let name = op.name();
@@ -35,17 +34,16 @@ pub(crate) fn same<'a, T: Elem>(op: &'static str, other: &'a HostData) -> Result
 
 fn float_binary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Result<HostData> {
     let name = op.name();
-    let (x, y) = (read(name, a, al)?, read(name, b, bl)?);
     use BinaryOp::*;
     // One closure per op with `op` constant, so the per-element `match` folds away.
     macro_rules! arith {
         ($k:expr) => {
-            T::wrap(zip_map(&x, &y, |p, q| T::from_f64(float_fn($k, p.to_f64(), q.to_f64()))))
+            T::wrap(map2(name, a, al, b, bl, |p: T, q: T| T::from_f64(float_fn($k, p.to_f64(), q.to_f64())))?)
         };
     }
     macro_rules! cmp {
         ($k:expr) => {
-            HostData::Bool(zip_map(&x, &y, |p, q| compare($k, &p.to_f64(), &q.to_f64())))
+            HostData::Bool(map2(name, a, al, b, bl, |p: T, q: T| compare($k, &p.to_f64(), &q.to_f64()))?)
         };
     }
     Ok(match op {
@@ -120,9 +118,8 @@ fn compare<T: PartialOrd>(op: BinaryOp, x: &T, y: &T) -> bool {
 fn int_binary<T: Int>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) -> Result<HostData> {
     use BinaryOp::*;
     let name = op.name();
-    let (x, y) = (read(name, a, al)?, read(name, b, bl)?);
     if op.is_comparison() {
-        return Ok(HostData::Bool(zip_map(&x, &y, |p, q| compare(op, &p, &q))));
+        return Ok(HostData::Bool(map2(name, a, al, b, bl, |p: T, q: T| compare(op, &p, &q))?));
     }
     let f: fn(T, T) -> T = match op {
         Add => T::wadd,
@@ -135,16 +132,15 @@ fn int_binary<T: Int>(a: &[T], al: &Layout, b: &[T], bl: &Layout, op: BinaryOp) 
         Minimum => Ord::min,
         _ => return Err(unsupported(name, T::DTYPE, "logical ops take bool")),
     };
-    Ok(T::wrap(zip_map(&x, &y, f)))
+    Ok(T::wrap(map2(name, a, al, b, bl, f)?))
 }
 
 fn bool_binary(a: &[bool], al: &Layout, b: &[bool], bl: &Layout, op: BinaryOp) -> Result<HostData> {
     let name = op.name();
-    let (x, y) = (read(name, a, al)?, read(name, b, bl)?);
     let out = match op {
-        BinaryOp::And => zip_map(&x, &y, |p, q| p && q),
-        BinaryOp::Or => zip_map(&x, &y, |p, q| p || q),
-        _ if op.is_comparison() => zip_map(&x, &y, |p, q| compare(op, &p, &q)),
+        BinaryOp::And => map2(name, a, al, b, bl, |p, q| p && q)?,
+        BinaryOp::Or => map2(name, a, al, b, bl, |p, q| p || q)?,
+        _ if op.is_comparison() => map2(name, a, al, b, bl, |p, q| compare(op, &p, &q))?,
         _ => return Err(unsupported(name, bool::DTYPE, "arithmetic on bool")),
     };
     Ok(HostData::Bool(out))
@@ -168,17 +164,9 @@ pub(crate) fn where_cond(
             format!("cond {:?}, on_true {:?}, on_false {:?}", cl.shape(), tl.shape(), fl.shape()),
         ));
     }
-    let c = read(OP, c, cl)?;
-    dispatch!(on_true, t => select(&c, t, tl, same(OP, on_false)?, fl))
+    dispatch!(on_true, t => select(c, cl, t, tl, same(OP, on_false)?, fl))
 }
 
-fn select<T: Elem>(c: &[bool], t: &[T], tl: &Layout, f: &[T], fl: &Layout) -> Result<HostData> {
-    let (t, f) = (read("where", t, tl)?, read("where", f, fl)?);
-    let pick = |((&c, &t), &f): ((&bool, &T), &T)| if c { t } else { f };
-    let out = if c.len() >= PAR_MIN {
-        c.par_iter().zip(t.par_iter()).zip(f.par_iter()).map(pick).collect()
-    } else {
-        c.iter().zip(t.iter()).zip(f.iter()).map(pick).collect()
-    };
-    Ok(T::wrap(out))
+fn select<T: Elem>(c: &[bool], cl: &Layout, t: &[T], tl: &Layout, f: &[T], fl: &Layout) -> Result<HostData> {
+    Ok(T::wrap(map3("where", (c, cl), (t, tl), (f, fl), |c, t, f| if c { t } else { f })?))
 }

@@ -9,14 +9,14 @@ use kiln_backend::{DType, Error, HostData, Layout, Result};
 
 use crate::binary::same;
 use crate::elem::Elem;
-use crate::kernel::map;
 use crate::strided::{check, for_each_index, read};
+use crate::walk::map1;
 
 pub(crate) fn cast(data: &HostData, layout: &Layout, dtype: DType) -> Result<HostData> {
     const OP: &str = "cast";
     match (data, dtype) {
-        (HostData::I32(v), DType::U32) => Ok(HostData::U32(map(&read(OP, v, layout)?, |x| x as u32))),
-        (HostData::U32(v), DType::I32) => Ok(HostData::I32(map(&read(OP, v, layout)?, |x| x as i32))),
+        (HostData::I32(v), DType::U32) => Ok(HostData::U32(map1(OP, v, layout, |x| x as u32)?)),
+        (HostData::U32(v), DType::I32) => Ok(HostData::I32(map1(OP, v, layout, |x| x as i32)?)),
         _ => dispatch!(data, v => cast_from(v, layout, dtype)),
     }
 }
@@ -24,22 +24,21 @@ pub(crate) fn cast(data: &HostData, layout: &Layout, dtype: DType) -> Result<Hos
 /// Every other pair goes through f64, which holds every value of every dtype exactly, so the
 /// only rounding is the final one into `dtype`.
 fn cast_from<S: Elem>(v: &[S], layout: &Layout, dtype: DType) -> Result<HostData> {
-    let x = read("cast", v, layout)?;
     if dtype == S::DTYPE {
-        return Ok(S::wrap(x.into_owned()));
+        return Ok(S::wrap(read("cast", v, layout)?.into_owned()));
     }
     Ok(match dtype {
-        DType::F32 => HostData::F32(convert(&x)),
-        DType::F16 => HostData::F16(convert(&x)),
-        DType::F64 => HostData::F64(convert(&x)),
-        DType::I32 => HostData::I32(convert(&x)),
-        DType::U32 => HostData::U32(convert(&x)),
-        DType::Bool => HostData::Bool(convert(&x)),
+        DType::F32 => HostData::F32(convert(v, layout)?),
+        DType::F16 => HostData::F16(convert(v, layout)?),
+        DType::F64 => HostData::F64(convert(v, layout)?),
+        DType::I32 => HostData::I32(convert(v, layout)?),
+        DType::U32 => HostData::U32(convert(v, layout)?),
+        DType::Bool => HostData::Bool(convert(v, layout)?),
     })
 }
 
-fn convert<S: Elem, D: Elem>(x: &[S]) -> Vec<D> {
-    map(x, |e| D::from_f64(e.to_f64()))
+fn convert<S: Elem, D: Elem>(v: &[S], layout: &Layout) -> Result<Vec<D>> {
+    map1("cast", v, layout, |e: S| D::from_f64(e.to_f64()))
 }
 
 /// Writes the elements of `sl` over `src` into `dst` at `dl`. With overlapping destination

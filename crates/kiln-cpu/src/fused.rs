@@ -3,7 +3,10 @@
 //! Statistics handed from a forward to its backward (norm mean/rstd, log-sum-exp) stay f64.
 
 use kiln_backend::{AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result};
+use rayon::prelude::*;
 
+use crate::elem::Float;
+use crate::kernel::{PAR_MIN, vectorised};
 use crate::storage::CpuStorage;
 
 fn floats(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<f64>> {
@@ -275,37 +278,66 @@ pub(crate) fn attention_backward(
     Ok((wrap(&dq, dt), wrap(&dk, dt), wrap(&dv, dt)))
 }
 
-pub(crate) fn adam_step(
-    param: &mut CpuStorage,
-    grad: &CpuStorage,
-    m: &mut CpuStorage,
-    v: &mut CpuStorage,
-    p: &AdamParams,
-) -> Result<()> {
-    const OP: &str = "adam_step";
-    let n = param.len();
-    let mut ps = floats(OP, param, n)?;
-    let gs = floats(OP, grad, n)?;
-    let mut ms = floats(OP, m, n)?;
-    let mut vs = floats(OP, v, n)?;
-    let t = p.step as f64;
-    let (bias1, bias2) = (1.0 - p.beta1.powf(t), 1.0 - p.beta2.powf(t));
-    for i in 0..n {
-        let mut g = gs[i];
-        if p.decoupled {
-            ps[i] *= 1.0 - p.lr * p.weight_decay;
-        } else {
-            g += p.weight_decay * ps[i];
-        }
-        ms[i] = p.beta1 * ms[i] + (1.0 - p.beta1) * g;
-        vs[i] = p.beta2 * vs[i] + (1.0 - p.beta2) * g * g;
-        let denom = vs[i].sqrt() / bias2.sqrt() + p.eps;
-        ps[i] -= p.lr / bias1 * ms[i] / denom;
+/// Adam's update in place, one pass over the four buffers. Each element computes in f64 from
+/// its stored values and rounds once into its dtype, as every other oracle op does; the loop
+/// has no per-element branch, so it vectorises, and a large tensor splits across threads.
+pub(crate) fn adam_step(param: &mut HostData, grad: &HostData, m: &mut HostData, v: &mut HostData, p: &AdamParams) -> Result<()> {
+    match param {
+        HostData::F32(x) => adam_typed(x, grad, m, v, p),
+        HostData::F16(x) => adam_typed(x, grad, m, v, p),
+        HostData::F64(x) => adam_typed(x, grad, m, v, p),
+        other => Err(Error::UnsupportedDType { op: ADAM, dtype: other.dtype(), why: " (needs a float tensor)".into() }),
     }
-    let dt = param.dtype();
-    *param = wrap(&ps, dt);
-    *m = wrap(&ms, m.dtype());
-    *v = wrap(&vs, v.dtype());
+}
+
+const ADAM: &str = "adam_step";
+
+fn adam_typed<T: Float>(ps: &mut [T], grad: &HostData, m: &mut HostData, v: &mut HostData, p: &AdamParams) -> Result<()> {
+    let n = ps.len();
+    let (m_dtype, v_dtype) = (m.dtype(), v.dtype());
+    let gs = T::slice(grad).ok_or_else(|| Error::dtype(ADAM, T::DTYPE, grad.dtype()))?;
+    let ms = T::slice_mut(m).ok_or_else(|| Error::dtype(ADAM, T::DTYPE, m_dtype))?;
+    let vs = T::slice_mut(v).ok_or_else(|| Error::dtype(ADAM, T::DTYPE, v_dtype))?;
+    for (what, len) in [("gradient", gs.len()), ("exp_avg", ms.len()), ("exp_avg_sq", vs.len())] {
+        if len < n {
+            return Err(Error::invalid(ADAM, format!("{what} storage holds {len} elements, the parameter {n}")));
+        }
+    }
+    let (gs, ms, vs) = (&gs[..n], &mut ms[..n], &mut vs[..n]);
+    let AdamParams { lr, beta1, beta2, eps, weight_decay, decoupled, step } = *p;
+    let (bias1, bias2) = (1.0 - beta1.powf(step as f64), 1.0 - beta2.powf(step as f64));
+    // Hoisted factors, each the value the per-element formula would compute first anyway, so
+    // the results are those of the plain formula in f64. Every parameter is a local: read
+    // through `p` inside the loop, it could not be proven unchanged by the stores, and the loop
+    // would not vectorise.
+    let (decay, keep1, keep2) = (1.0 - lr * weight_decay, 1.0 - beta1, 1.0 - beta2);
+    let (rate, sqrt_bias2) = (lr / bias1, bias2.sqrt());
+    let update = |ps: &mut [T], gs: &[T], ms: &mut [T], vs: &mut [T]| vectorised(#[inline(always)] move || {
+        for (((x, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
+            let (mut x64, mut g64) = (x.to_f64(), g.to_f64());
+            if decoupled {
+                x64 *= decay;
+            } else {
+                g64 += weight_decay * x64;
+            }
+            let m64 = beta1 * m.to_f64() + keep1 * g64;
+            let v64 = beta2 * v.to_f64() + keep2 * g64 * g64;
+            let denom = v64.sqrt() / sqrt_bias2 + eps;
+            *x = T::from_f64(x64 - rate * m64 / denom);
+            *m = T::from_f64(m64);
+            *v = T::from_f64(v64);
+        }
+    });
+    if n >= PAR_MIN {
+        let piece = n.div_ceil(4 * rayon::current_num_threads());
+        ps.par_chunks_mut(piece)
+            .zip(gs.par_chunks(piece))
+            .zip(ms.par_chunks_mut(piece))
+            .zip(vs.par_chunks_mut(piece))
+            .for_each(|(((x, g), m), v)| update(x, g, m, v));
+    } else {
+        update(ps, gs, ms, vs);
+    }
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 //!   plain loops. Floats compute in f64 and round once at the end; sums, products, prefix sums,
 //!   softmax, `scatter_add` and `col2im` accumulate in f64 for f32/f16.
 //! - **Fast where it is cheap to be.** Matmul goes to `matrixmultiply` (strided, no copies);
-//!   large elementwise ops, row reductions and im2col split across threads with rayon.
+//!   elementwise ops walk strided and broadcast inputs in place (`walk`), with inner loops the
+//!   compiler vectorises; large elementwise ops, row reductions and im2col split across threads
+//!   with rayon.
 //! - **Never panics, never reads out of bounds.** Every layout is checked against its storage,
 //!   every index against its dimension; unsupported dtype/op combinations return
 //!   [`kiln_backend::Error::UnsupportedDType`].
@@ -56,6 +58,7 @@ mod storage;
 mod strided;
 mod topk;
 mod unary;
+mod walk;
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,15 @@
 //! Batched matmul `[b, m, k] · [b, k, n] → [b, m, n]` over arbitrary strides.
 //!
 //! f32 and f64 go straight to `matrixmultiply`'s sgemm/dgemm, which take any row/column
-//! stride (zero included), so transposed and broadcast inputs cost no copy. f16 is converted to
+//! stride (zero included), so transposed and broadcast inputs cost no copy. matrixmultiply runs
+//! single-threaded; big products split into bands of rows over rayon's threads here, so one
+//! pool serves every kernel. f16 is converted to
 //! f32 and multiplied there (f32 accumulation). Integers use a plain triple loop with wrapping
 //! arithmetic. `k = 0` gives zeros.
 
 use half::f16;
 use kiln_backend::{Error, HostData, Layout, Result};
+use rayon::prelude::*;
 
 use crate::binary::same;
 use crate::elem::{Elem, Int};
@@ -94,9 +97,10 @@ impl Gemm for f64 {
     }
 }
 
-/// Per-batch matrices below this many multiply-adds are spread over threads by batch; larger
-/// ones run one batch at a time and let matrixmultiply thread inside each product.
-const SMALL_GEMM: usize = 1 << 18;
+/// Products of at least this many multiply-adds split across threads; smaller ones stay on one
+/// (a batch of them spreads over threads by batch). About 50 µs of work on one core: below
+/// that, waking a second thread costs more than it saves.
+const PAR_GEMM: usize = 1 << 21;
 
 fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<Vec<T>> {
     check(OP, al, a.len())?;
@@ -111,23 +115,33 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
     };
     let (rsa, csa, rsb, csb) = (stride(al, 1)?, stride(al, 2)?, stride(bl, 1)?, stride(bl, 2)?);
     isize::try_from(d.n).map_err(|_| Error::invalid(OP, "n too large"))?;
-    let run = |bi: usize, c: &mut [T]| {
-        let a_off = al.offset() + bi * al.strides()[0];
+    // Rows `first .. first + c.len() / n` of batch `bi`'s product into `c`.
+    let run = |bi: usize, first: usize, c: &mut [T]| {
+        let a_off = al.offset() + bi * al.strides()[0] + first * al.strides()[1];
         let b_off = bl.offset() + bi * bl.strides()[0];
+        let rows = Dims { m: c.len() / d.n, ..d };
         // SAFETY: `check` proved that every element of both layouts, i.e. every offset
         // `offset + bi·s0 + i·s1 + p·s2` with indices below the shape, is inside its slice, so
-        // `a_off`/`b_off` are in bounds and so is every element gemm reads from them; `c` is this
-        // batch's own m×n block of `out`.
+        // `a_off`/`b_off` are in bounds and so is every element gemm reads from them (rows
+        // `first ..` of A are rows of the layout); `c` is its own block of `out`, `rows.m` full
+        // rows of `n`.
         unsafe {
             let a = Operand { ptr: a.as_ptr().add(a_off), rs: rsa, cs: csa };
             let b = Operand { ptr: b.as_ptr().add(b_off), rs: rsb, cs: csb };
-            T::gemm(d, a, b, c.as_mut_ptr())
+            T::gemm(rows, a, b, c.as_mut_ptr())
         }
     };
-    if d.m.saturating_mul(d.n).saturating_mul(d.k) < SMALL_GEMM {
-        for_each_block(&mut out, per_batch, run);
-    } else {
-        out.chunks_mut(per_batch).enumerate().for_each(|(bi, c)| run(bi, c));
+    let macs = d.m.saturating_mul(d.n).saturating_mul(d.k);
+    if macs < PAR_GEMM {
+        for_each_block(&mut out, per_batch, |bi, c| run(bi, 0, c));
+        return Ok(out);
+    }
+    // A big product: one band of output rows per thread, each its own single-threaded gemm
+    // (each packs B for itself, in parallel, and its own rows of A).
+    let bands = rayon::current_num_threads().min(d.m).max(1);
+    let band_rows = d.m.div_ceil(bands);
+    for (bi, c) in out.chunks_mut(per_batch).enumerate() {
+        c.par_chunks_mut(band_rows * d.n).enumerate().for_each(|(i, band)| run(bi, i * band_rows, band));
     }
     Ok(out)
 }

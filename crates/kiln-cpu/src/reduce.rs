@@ -3,8 +3,9 @@
 use kiln_backend::{Error, HostData, Layout, ReduceOp, Result};
 
 use crate::elem::{Elem, Float, Num};
-use crate::kernel::{alloc, for_each_block, map_rows, product, unsupported};
-use crate::strided::read;
+use crate::kernel::{alloc, for_each_block, map_rows, product, unsupported, vectorised};
+use crate::strided::{check, read};
+use crate::walk::Walk;
 
 /// Reduces the last `reduced_dims` dims. Sum and Prod of f32/f16 accumulate in f64; integers
 /// wrap. Max/Min propagate NaN; ArgMax/ArgMin return the first position of the extreme, where a
@@ -24,6 +25,11 @@ pub(crate) fn reduce(data: &HostData, layout: &Layout, op: ReduceOp, reduced_dim
 
 fn reduce_typed<T: Num>(v: &[T], layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<HostData> {
     let name = op.name();
+    if op == ReduceOp::Sum
+        && let Some(out) = column_sums(v, layout, reduced_dims)?
+    {
+        return Ok(T::wrap(out));
+    }
     let x = read(name, v, layout)?;
     let (kept, reduced) = layout.shape().split_at(layout.rank() - reduced_dims);
     let (groups, group_len) = (product(name, kept)?, product(name, reduced)?);
@@ -52,6 +58,38 @@ fn reduce_typed<T: Num>(v: &[T], layout: &Layout, op: ReduceOp, reduced_dims: us
         ReduceOp::ArgMax => HostData::U32(map_rows(&x, group_len, |g| extreme(g, true).0 as u32)),
         ReduceOp::ArgMin => HostData::U32(map_rows(&x, group_len, |g| extreme(g, false).0 as u32)),
     })
+}
+
+/// Sums over leading dims of a dense block, the shape of a bias gradient (`[rows, n] → [n]`):
+/// when the kept dims collapse to one dense run of `n` and the reduced dims to one dim of any
+/// stride, `out[j] = Σ_r x[r·stride + j]` accumulates row after row into `n` accumulators, a
+/// vectorisable loop, instead of gathering the transposed input first. Each output still adds
+/// its elements in row-major order of the reduced dims, as the gathered path does, so the result
+/// is the same to the bit. `None` when the layout has another form.
+fn column_sums<T: Num>(v: &[T], layout: &Layout, reduced_dims: usize) -> Result<Option<Vec<T>>> {
+    let rank = layout.rank();
+    if reduced_dims == 0 || reduced_dims == rank {
+        return Ok(None);
+    }
+    if check("sum", layout, v.len())? == 0 {
+        return Ok(None);
+    }
+    let split = rank - reduced_dims;
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let kept = Walk::new(&shape[..split], [&Layout::new(shape[..split].to_vec(), strides[..split].to_vec(), 0)]);
+    let reduced = Walk::new(&shape[split..], [&Layout::new(shape[split..].to_vec(), strides[split..].to_vec(), 0)]);
+    let (&[cols], &[1]) = (kept.dims(), kept.strides()) else { return Ok(None) };
+    let (&[rows], &[row_stride]) = (reduced.dims(), reduced.strides()) else { return Ok(None) };
+    if rows < 2 {
+        return Ok(None);
+    }
+    let mut acc = alloc("sum", cols, T::ACC_ZERO)?;
+    for r in 0..rows {
+        let row = &v[layout.offset() + r * row_stride..][..cols];
+        let sums = &mut acc[..];
+        vectorised(#[inline(always)] move || sums.iter_mut().zip(row).for_each(|(a, &e)| *a = T::acc_add(*a, e.widen())));
+    }
+    Ok(Some(acc.into_iter().map(T::narrow).collect()))
 }
 
 /// Position and value of the first maximum (or minimum) of `g`; the first NaN beats everything.

@@ -196,7 +196,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
-        crate::fused::adam_step(self, grad, m, v, p)
+        crate::fused::adam_step(&mut self.data, &grad.data, &mut m.data, &mut v.data, p)
     }
 
     fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()> {

@@ -9,9 +9,10 @@ use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_PI};
 use kiln_backend::{HostData, Layout, Result, UnaryOp};
 
 use crate::elem::{Elem, Float, Int};
-use crate::kernel::{alloc, map, unsupported};
+use crate::kernel::{alloc, unsupported};
 use crate::special::{erf, erfc};
-use crate::strided::read;
+use crate::strided::check;
+use crate::walk::map1;
 
 pub(crate) fn unary(data: &HostData, layout: &Layout, op: UnaryOp) -> Result<HostData> {
     match data {
@@ -25,22 +26,22 @@ pub(crate) fn unary(data: &HostData, layout: &Layout, op: UnaryOp) -> Result<Hos
 }
 
 fn float_unary<T: Float>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostData> {
-    let x = read(op.name(), v, layout)?;
+    let name = op.name();
     Ok(match op {
-        UnaryOp::IsNan => HostData::Bool(map(&x, |e| e.is_nan())),
-        UnaryOp::IsInf => HostData::Bool(map(&x, |e| e.to_f64().is_infinite())),
-        UnaryOp::Not => return Err(unsupported(op.name(), T::DTYPE, "logical not takes bool")),
-        _ => T::wrap(float_map(&x, op)),
+        UnaryOp::IsNan => HostData::Bool(map1(name, v, layout, |e: T| e.is_nan())?),
+        UnaryOp::IsInf => HostData::Bool(map1(name, v, layout, |e: T| e.to_f64().is_infinite())?),
+        UnaryOp::Not => return Err(unsupported(name, T::DTYPE, "logical not takes bool")),
+        _ => T::wrap(float_map(v, layout, op)?),
     })
 }
 
-/// `float_fn(op, ·)` over `x`, with one closure per op in which `op` is a constant, so the
-/// per-element `match` folds away (it otherwise costs ~20× on cheap ops like relu).
-fn float_map<T: Float>(x: &[T], op: UnaryOp) -> Vec<T> {
+/// `float_fn(op, ·)` over the elements, with one closure per op in which `op` is a constant, so
+/// the per-element `match` folds away (it otherwise costs ~20× on cheap ops like relu).
+fn float_map<T: Float>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<Vec<T>> {
     use UnaryOp::*;
     macro_rules! with {
         ($k:expr) => {
-            map(x, move |e| T::from_f64(float_fn($k, e.to_f64())))
+            map1(op.name(), v, layout, move |e: T| T::from_f64(float_fn($k, e.to_f64())))
         };
     }
     match op {
@@ -183,18 +184,18 @@ fn clamp(x: f64, lo: f64, hi: f64) -> f64 {
 /// f64 and casting the result back.
 fn int_unary<T: Int>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostData> {
     use UnaryOp::*;
-    let x = read(op.name(), v, layout)?;
+    let name = op.name();
     let out = match op {
-        Neg if T::SIGNED => map(&x, T::wneg),
-        Abs => map(&x, T::wabs),
-        Sign => map(&x, T::sign),
-        Square => map(&x, |e| e.wmul(e)),
-        Relu => map(&x, |e| e.max(T::ZERO)),
+        Neg if T::SIGNED => map1(name, v, layout, T::wneg)?,
+        Abs => map1(name, v, layout, T::wabs)?,
+        Sign => map1(name, v, layout, T::sign)?,
+        Square => map1(name, v, layout, |e: T| e.wmul(e))?,
+        Relu => map1(name, v, layout, |e: T| e.max(T::ZERO))?,
         Clamp(lo, hi) => {
             let (lo, hi) = (T::from_f64(lo), T::from_f64(hi));
-            map(&x, |e| e.max(lo).min(hi))
+            map1(name, v, layout, |e: T| e.max(lo).min(hi))?
         }
-        IsNan | IsInf => return Ok(HostData::Bool(alloc(op.name(), x.len(), false)?)),
+        IsNan | IsInf => return Ok(HostData::Bool(alloc(name, check(name, layout, v.len())?, false)?)),
         Neg => return Err(unsupported(op.name(), T::DTYPE, "negating an unsigned integer")),
         _ => return Err(unsupported(op.name(), T::DTYPE, "floating-point op")),
     };
@@ -202,10 +203,10 @@ fn int_unary<T: Int>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<HostData> 
 }
 
 fn bool_unary(v: &[bool], layout: &Layout, op: UnaryOp) -> Result<HostData> {
-    let x = read(op.name(), v, layout)?;
+    let name = op.name();
     match op {
-        UnaryOp::Not => Ok(HostData::Bool(map(&x, |e| !e))),
-        UnaryOp::IsNan | UnaryOp::IsInf => Ok(HostData::Bool(alloc(op.name(), x.len(), false)?)),
+        UnaryOp::Not => Ok(HostData::Bool(map1(name, v, layout, |e: bool| !e)?)),
+        UnaryOp::IsNan | UnaryOp::IsInf => Ok(HostData::Bool(alloc(name, check(name, layout, v.len())?, false)?)),
         _ => Err(unsupported(op.name(), bool::DTYPE, "numeric op on bool")),
     }
 }

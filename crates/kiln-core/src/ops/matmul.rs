@@ -68,9 +68,23 @@ impl Tensor {
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, rhs] } else { &[] };
         let (a, b) = (self.clone(), rhs.clone());
         Tensor::from_op(out, &[bsz, m, n], self.device(), "matmul", inputs, move |g| {
-            let ga = g.bmm(&b.transpose(1, 2)?)?;
-            let gb = a.transpose(1, 2)?.bmm(g)?;
-            Ok(vec![Some(ga), Some(gb)])
+            // Only the gradients someone needs: a network's input needs none, and its product
+            // would be a whole matmul thrown away.
+            // An operand that is a transposed view (a Linear layer's `weightᵀ`) gets its gradient
+            // as the transpose of the product the other way round: the same numbers, stored in the
+            // operand's own orientation, so the view's backward hands the weight a dense gradient
+            // instead of one that must be transposed into place.
+            let ga = match (a.requires_grad(), is_transposed(&a)) {
+                (false, _) => None,
+                (true, true) => Some(b.bmm(&g.transpose(1, 2)?)?.transpose(1, 2)?),
+                (true, false) => Some(g.bmm(&b.transpose(1, 2)?)?),
+            };
+            let gb = match (b.requires_grad(), is_transposed(&b)) {
+                (false, _) => None,
+                (true, true) => Some(g.transpose(1, 2)?.bmm(&a)?.transpose(1, 2)?),
+                (true, false) => Some(a.transpose(1, 2)?.bmm(g)?),
+            };
+            Ok(vec![ga, gb])
         })
     }
 
@@ -83,3 +97,9 @@ impl Tensor {
     }
 }
 
+
+/// Is this `[b, r, c]` operand a column-major view (unit stride down its rows, `r, c > 1`)?
+fn is_transposed(t: &Tensor) -> bool {
+    let (shape, strides) = (t.shape(), t.strides());
+    shape[1] > 1 && shape[2] > 1 && strides[1] == 1 && strides[2] >= shape[1]
+}

@@ -4,6 +4,7 @@
 mod binary;
 mod cast;
 mod conv;
+mod fused;
 mod index;
 mod matmul;
 mod reduce;
@@ -11,6 +12,7 @@ mod special;
 mod storage;
 mod topk;
 mod unary;
+mod walk;
 
 use kiln_backend::{DType, Error, HostData, Layout};
 

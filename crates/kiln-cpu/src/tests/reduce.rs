@@ -183,3 +183,46 @@ fn cumsum_along_each_dim_of_a_transpose() {
     assert_unsupported(st(vec![true]).cumsum(&c(&[1]), 0), DType::Bool);
     assert!(matches!(st(vec![1.0f32]).cumsum(&c(&[1]), 1), Err(Error::InvalidArgument { .. })));
 }
+
+#[test]
+fn sums_over_leading_dims_match_row_major_f64_sums() {
+    // The bias-gradient shape: the kept dims are a dense run, the reduced dims lead. Each output
+    // must equal its elements added in f64 in row-major order and rounded once.
+    let mut rng = Rng::new(17);
+    // (buffer shape, logical layout, reduced dims) with the reduced dims moved last, as the core does.
+    let cases: Vec<(Vec<usize>, Layout, usize)> = vec![
+        (vec![128, 511], c(&[128, 511]).permute(&[1, 0]), 1),
+        (vec![3, 5, 7], c(&[3, 5, 7]).permute(&[2, 0, 1]), 2),
+        // A column block of a wider matrix: rows step past the block.
+        (vec![9, 20], c(&[9, 20]).narrow(1, 4, 11).permute(&[1, 0]), 1),
+        // [2, 3, 4] summed over dims 0 and 2 cannot take the fast path; must still be right.
+        (vec![2, 3, 4], c(&[2, 3, 4]).permute(&[1, 0, 2]), 2),
+        (vec![1, 6], c(&[1, 6]).permute(&[1, 0]), 1),
+    ];
+    for (buf_shape, l, dims) in cases {
+        let buf: Vec<f32> = rng.vec(buf_shape.iter().product()).into_iter().map(|v| v as f32).collect();
+        let wide: Vec<f64> = buf.iter().map(|&v| v as f64).collect();
+        let (kept, reduced) = l.shape().split_at(l.rank() - dims);
+        let (nk, nr): (usize, usize) = (kept.iter().product(), reduced.iter().product());
+        let mut want = Vec::new();
+        for i in 0..nk {
+            let mut acc = 0.0f64;
+            for j in 0..nr {
+                // Unflatten (i, j) into a position of the logical layout, row-major.
+                let mut pos = vec![0; l.rank()];
+                let (mut a, mut b) = (i, j);
+                for d in (0..l.rank()).rev() {
+                    let (flat, n) = if d >= kept.len() { (&mut b, l.shape()[d]) } else { (&mut a, l.shape()[d]) };
+                    pos[d] = *flat % n;
+                    *flat /= n;
+                }
+                acc += at(&wide, &l, &pos);
+            }
+            want.push(acc as f32);
+        }
+        assert_eq!(reduce(buf, &l, ReduceOp::Sum, dims), HostData::F32(want), "{buf_shape:?} as {l:?}");
+    }
+    // Integers wrap on the fast path too.
+    let l = c(&[2, 2]).permute(&[1, 0]);
+    assert_eq!(reduce(vec![i32::MAX, 1, 1, 2], &l, ReduceOp::Sum, 1), HostData::I32(vec![i32::MIN, 3]));
+}
