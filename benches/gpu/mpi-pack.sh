@@ -37,7 +37,8 @@ for p in $wanted; do
     case "$p" in
         libc6|libgcc-s1|libstdc++6|libc-bin|debconf|perl-base|dpkg|tar|coreutils|libcrypt1) continue ;;
     esac
-    prio=$(apt-cache $o show "$p" 2>/dev/null | awk -F': ' '/^Priority:/ {print $2; exit}')
+    # awk reads to the end: exiting early would kill apt-cache with SIGPIPE (fatal under pipefail).
+    prio=$(apt-cache $o show "$p" 2>/dev/null | awk -F': ' '/^Priority:/ && !seen {print $2; seen = 1}')
     [ "$prio" = required ] || [ "$prio" = important ] || keep+=("$p")
 done
 (cd "$out/debs" && rm -f ./*.deb && apt-get $o download "${keep[@]}" >/dev/null)

@@ -79,6 +79,10 @@ impl Ctx {
         }
         let m = self.device.memory_stats();
         let mib = |b: u64| b as f64 / 1048576.0;
+        // Under KILN_MEMORY_CENSUS=1: which ops' outputs made up the live peak.
+        for (op, buffers, bytes) in self.device.memory_census().into_iter().take(20) {
+            eprintln!("  live at peak: {:>10.1} MiB in {buffers:>5} buffers from {op}", mib(bytes));
+        }
         vec![("peak_pool_mib", mib(m.peak_total_bytes)), ("peak_live_mib", mib(m.peak_live_bytes)), ("live_mib", mib(m.live_bytes))]
     }
 

@@ -186,6 +186,16 @@ impl Device {
 
     /// Restarts the peaks of [`memory_stats`](Self::memory_stats) (`peak_live_bytes`,
     /// `peak_total_bytes`) from the current bytes, like `torch.cuda.reset_peak_memory_stats()`.
+    /// Where the GPU's live bytes were at their last peak: `(op that allocated, buffers,
+    /// bytes)`, largest first. Empty on the CPU and unless the process started with
+    /// `KILN_MEMORY_CENSUS=1` (the count costs a map update per buffer).
+    pub fn memory_census(&self) -> Vec<(&'static str, u64, u64)> {
+        match self {
+            Device::Cpu => Vec::new(),
+            Device::Gpu(g) => g.memory_census().into_iter().map(|e| (e.op, e.buffers, e.bytes)).collect(),
+        }
+    }
+
     pub fn reset_peak_memory_stats(&self) {
         if let Device::Gpu(g) = self {
             g.reset_peak_memory_stats();

@@ -441,6 +441,12 @@ impl GpuContext {
 
     /// Restarts [`MemoryStats::peak_live_bytes`] and [`MemoryStats::peak_total_bytes`] from the
     /// current bytes (PyTorch's `reset_peak_memory_stats`).
+    /// Live buffers by the op that allocated them, at the last live-bytes peak, largest first;
+    /// empty unless the process started with `KILN_MEMORY_CENSUS=1`.
+    pub fn memory_census(&self) -> Vec<crate::pool::CensusEntry> {
+        self.pool.census_at_peak()
+    }
+
     pub fn reset_peak_memory_stats(&self) {
         self.pool.reset_peak();
     }

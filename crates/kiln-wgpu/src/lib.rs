@@ -34,6 +34,7 @@ pub mod shaders;
 mod storage;
 
 pub use context::{AdapterSummary, ContextOptions, GpuContext, GpuDevice, MemoryStats, profile_report_all};
+pub use pool::CensusEntry;
 pub use fusion::{FusionStats, fusion_enabled, set_fusion};
 pub use kernels::attention::set_flash_tile;
 pub use kernels::attention_coop::emulate_cooperative_matrices;

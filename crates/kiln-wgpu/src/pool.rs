@@ -34,10 +34,54 @@ struct PoolState {
     peak_total: u64,
     /// See the module comment; `None`: no limit.
     limit: Option<u64>,
+    /// Live bytes per allocating op, kept only under `KILN_MEMORY_CENSUS=1`.
+    census: Option<Census>,
+}
+
+/// Which ops' outputs hold the live bytes, now and at the live peak: the answer to "why is the
+/// peak this high" that totals alone cannot give. Off by default (a map update per buffer).
+#[derive(Default)]
+struct Census {
+    live: HashMap<&'static str, (u64, u64)>,
+    at_peak: Vec<(&'static str, u64, u64)>,
+}
+
+impl Census {
+    fn add(&mut self, op: &'static str, bytes: u64) {
+        let e = self.live.entry(op).or_default();
+        e.0 += 1;
+        e.1 += bytes;
+    }
+
+    fn remove(&mut self, op: &'static str, bytes: u64) {
+        if let Some(e) = self.live.get_mut(op) {
+            e.0 -= 1;
+            e.1 -= bytes;
+        }
+    }
+
+    fn snapshot(&mut self) {
+        self.at_peak = self.live.iter().filter(|(_, v)| v.0 > 0).map(|(k, v)| (*k, v.0, v.1)).collect();
+        self.at_peak.sort_by(|a, b| b.2.cmp(&a.2));
+    }
+}
+
+/// One line of [`BufferPool::census_at_peak`]: the op that allocated, its live buffers and
+/// their bytes (size classes) at the moment live bytes peaked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CensusEntry {
+    pub op: &'static str,
+    pub buffers: u64,
+    pub bytes: u64,
 }
 
 impl PoolState {
     fn note_peaks(&mut self) {
+        if self.live_bytes > self.peak_live
+            && let Some(c) = &mut self.census
+        {
+            c.snapshot();
+        }
         self.peak_live = self.peak_live.max(self.live_bytes);
         self.peak_total = self.peak_total.max(self.live_bytes + self.pooled_bytes);
     }
@@ -85,6 +129,8 @@ pub(crate) struct BufferPool {
 /// A buffer on loan from the pool; returned when dropped.
 pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
+    /// The op that asked for it (the memory census's key).
+    op: &'static str,
     class: u64,
     usage: wgpu::BufferUsages,
     state: Arc<Mutex<PoolState>>,
@@ -114,7 +160,11 @@ impl BufferPool {
             .map(|mb| mb << 20)
             .unwrap_or(2 << 30);
         BufferPool {
-            state: Arc::new(Mutex::new(PoolState { limit, ..Default::default() })),
+            state: Arc::new(Mutex::new(PoolState {
+                limit,
+                census: std::env::var("KILN_MEMORY_CENSUS").is_ok_and(|v| v == "1").then(Census::default),
+                ..Default::default()
+            })),
             max_buffer: limits.max_buffer_size,
             budget,
         }
@@ -147,6 +197,9 @@ impl BufferPool {
             if b.is_some() {
                 s.pooled_bytes -= class;
                 s.live_bytes += class;
+                if let Some(c) = &mut s.census {
+                    c.add(op, class);
+                }
                 s.note_peaks();
             } else {
                 s.make_room(class);
@@ -157,7 +210,7 @@ impl BufferPool {
             Some(b) => b,
             None => self.create(device, op, class, usage)?,
         };
-        Ok(PooledBuffer { buffer: Some(buffer), class, usage, state: self.state.clone(), budget: self.budget })
+        Ok(PooledBuffer { buffer: Some(buffer), op, class, usage, state: self.state.clone(), budget: self.budget })
     }
 
     fn create(&self, device: &wgpu::Device, op: &'static str, class: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
@@ -178,6 +231,9 @@ impl BufferPool {
         let mut s = lock(&self.state);
         s.live_bytes += class;
         s.allocations += 1;
+        if let Some(c) = &mut s.census {
+            c.add(op, class);
+        }
         s.note_peaks();
         Ok(buffer)
     }
@@ -195,6 +251,9 @@ impl BufferPool {
         let mut s = lock(&self.state);
         s.peak_live = s.live_bytes;
         s.peak_total = s.live_bytes + s.pooled_bytes;
+        if let Some(c) = &mut s.census {
+            c.snapshot();
+        }
     }
 
     /// Sets (or with `None` lifts) the limit on live + free bytes; free buffers over a lower
@@ -212,6 +271,14 @@ impl BufferPool {
     /// How many times buffers have left the pool for good.
     pub(crate) fn released(&self) -> u64 {
         lock(&self.state).released
+    }
+
+    /// Live buffers by allocating op at the last live peak, largest first; empty unless the
+    /// process started with `KILN_MEMORY_CENSUS=1`.
+    pub(crate) fn census_at_peak(&self) -> Vec<CensusEntry> {
+        let s = lock(&self.state);
+        let Some(c) = &s.census else { return Vec::new() };
+        c.at_peak.iter().map(|&(op, buffers, bytes)| CensusEntry { op, buffers, bytes }).collect()
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -240,6 +307,9 @@ impl Drop for PooledBuffer {
         let Some(buffer) = self.buffer.take() else { return };
         let mut s = lock(&self.state);
         s.live_bytes -= self.class;
+        if let Some(c) = &mut s.census {
+            c.remove(self.op, self.class);
+        }
         // Live + free only passes the limit here if live bytes alone had passed it.
         let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
         if under_limit && s.pooled_bytes + self.class <= self.budget {
