@@ -433,3 +433,31 @@ fn pool_limit_option_applies_to_a_new_device() {
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
     assert_eq!(x.mul_scalar(2.0).unwrap().to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
 }
+
+/// The graph keeps what gradient rules read, not every forward intermediate: an op output no
+/// rule saves is freed as soon as the user drops it, though backward still runs through it.
+#[test]
+fn graph_frees_intermediates_no_gradient_needs() {
+    let _serial = serial();
+    let Some(g) = common::gpu("graph_frees_intermediates_no_gradient_needs") else { return };
+    kiln::manual_seed(5);
+    let x = Tensor::randn(&[256, 256], &g).unwrap().with_grad();
+    let w = Tensor::randn(&[256, 4096], &g).unwrap();
+    let before = settled(&g).live_bytes;
+    // `a` is 4 MiB; `sum`'s gradient needs only its shape, `matmul`'s needs x and w.
+    let a = x.matmul(&w).unwrap();
+    let loss = a.sum(&[1], false).unwrap().sum_all().unwrap();
+    let with_a = settled(&g).live_bytes;
+    assert!(with_a >= before + 4 * MIB, "{before} -> {with_a}");
+    drop(a);
+    let without_a = settled(&g).live_bytes;
+    assert!(without_a + 4 * MIB <= with_a, "the graph kept the intermediate alive: {with_a} -> {without_a}");
+    loss.backward().unwrap();
+    // d loss / dx = 1 · wᵀ summed over columns: every row of the gradient is w's row sums.
+    let rows = w.sum(&[1], false).unwrap().to_vec::<f32>().unwrap();
+    let grad = x.grad().unwrap().to_vec::<f32>().unwrap();
+    for (i, v) in grad.iter().enumerate() {
+        let want = rows[i % 256];
+        assert!((v - want).abs() <= 1e-3 * want.abs().max(1.0), "grad[{i}] = {v}, want {want}");
+    }
+}

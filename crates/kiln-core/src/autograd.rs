@@ -1,20 +1,82 @@
-//! Reverse-mode autodiff. Each op that sees an input needing gradients records a `Node`: its
-//! inputs and a closure mapping the output's gradient to the inputs'. `backward` walks the graph
-//! in reverse topological order and *takes* each node as it goes, freeing saved tensors early;
-//! a second `backward` through the same graph is therefore an error, as in PyTorch.
+//! Reverse-mode autodiff. Each op that sees an input needing gradients records a `Node`: an
+//! [`Edge`] to each input and a closure mapping the output's gradient to the inputs'. `backward`
+//! walks the graph in reverse topological order and *takes* each node as it goes, freeing saved
+//! tensors early; a second `backward` through the same graph is therefore an error, as in
+//! PyTorch.
+//!
+//! The graph holds no op outputs, only their node slots: an intermediate's memory goes as soon
+//! as neither the user nor a gradient closure (which saves exactly what its rule reads) holds
+//! it. Holding the input tensors themselves kept every forward intermediate alive until
+//! backward — on `char_transformer --size large` about twice the memory the model needs.
 
 use crate::Tensor;
 use kiln_backend::{Error, Result};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 type Backward = dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync;
 
 pub(crate) struct Node {
     pub(crate) op: &'static str,
-    pub(crate) inputs: Vec<Tensor>,
+    inputs: Vec<Edge>,
     backward: Box<Backward>,
+}
+
+/// A tensor's node, shared between the tensor and the edges that lead to it, so the graph
+/// outlives the tensor (and its storage) when the user drops it.
+pub(crate) type NodeSlot = Arc<Mutex<Option<Arc<Node>>>>;
+
+/// Where a node sends one input's gradient.
+#[derive(Clone)]
+enum Edge {
+    /// The input needs no gradient.
+    None,
+    /// A leaf that accumulates its gradient (a parameter): the tensor itself, as PyTorch's
+    /// `AccumulateGrad` holds its variable.
+    Leaf(Tensor),
+    /// An op's output: its id, shape (to check the gradient against) and node, not its data.
+    Interior { id: u64, shape: Vec<usize>, slot: NodeSlot },
+}
+
+impl Edge {
+    fn to(t: &Tensor) -> Edge {
+        if !t.requires_grad() {
+            Edge::None
+        } else if t.0.is_leaf {
+            Edge::Leaf(t.clone())
+        } else {
+            Edge::Interior { id: t.id(), shape: t.shape().to_vec(), slot: t.0.node.clone() }
+        }
+    }
+
+    fn id(&self) -> Option<u64> {
+        match self {
+            Edge::None => None,
+            Edge::Leaf(t) => Some(t.id()),
+            Edge::Interior { id, .. } => Some(*id),
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Edge::None => &[],
+            Edge::Leaf(t) => t.shape(),
+            Edge::Interior { shape, .. } => shape,
+        }
+    }
+
+    /// The edges out of this vertex's node (none for a leaf or a freed node).
+    fn inputs(&self) -> Vec<Edge> {
+        match self {
+            Edge::Interior { slot, .. } => lock(slot).as_ref().map(|n| n.inputs.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
@@ -65,26 +127,27 @@ pub(crate) fn node(
     if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
         return None;
     }
-    Some(Node { op, inputs: inputs.iter().map(|&t| t.clone()).collect(), backward: Box::new(backward) })
+    Some(Node { op, inputs: inputs.iter().map(|&t| Edge::to(t)).collect(), backward: Box::new(backward) })
 }
 
-fn topo_order(root: &Tensor) -> Vec<Tensor> {
+fn topo_order(root: &Tensor) -> Vec<Edge> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative DFS: deep graphs (long training unrolls) must not overflow the stack.
-    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
-    while let Some((t, expanded)) = stack.pop() {
+    let mut stack: Vec<(Edge, bool)> = vec![(Edge::to(root), false)];
+    while let Some((v, expanded)) = stack.pop() {
         if expanded {
-            order.push(t);
+            order.push(v);
             continue;
         }
-        if !seen.insert(t.id()) {
+        let Some(id) = v.id() else { continue };
+        if !seen.insert(id) {
             continue;
         }
-        let inputs: Vec<Tensor> = t.0.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|n| n.inputs.clone()).unwrap_or_default();
-        stack.push((t, true));
+        let inputs = v.inputs();
+        stack.push((v, true));
         for i in inputs {
-            if i.requires_grad() && !seen.contains(&i.id()) {
+            if i.id().is_some_and(|id| !seen.contains(&id)) {
                 stack.push((i, false));
             }
         }
@@ -130,18 +193,22 @@ impl Tensor {
         let order = topo_order(self);
         let mut grads: HashMap<u64, Tensor> = HashMap::new();
         grads.insert(self.id(), seed.to_dtype(self.dtype())?);
-        for t in order.iter().rev() {
-            let Some(g) = grads.remove(&t.id()) else { continue };
-            if t.0.is_leaf {
-                let total = match t.grad() {
-                    Some(prev) => (&prev + &g)?,
-                    None => g.contiguous()?,
-                };
-                t.set_grad(Some(total))?;
-                on_leaf(t)?;
-                continue;
-            }
-            let node: Option<Arc<Node>> = t.0.node.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for v in order.iter().rev() {
+            let Some(g) = v.id().and_then(|id| grads.remove(&id)) else { continue };
+            let slot = match v {
+                Edge::Leaf(t) => {
+                    let total = match t.grad() {
+                        Some(prev) => (&prev + &g)?,
+                        None => g.contiguous()?,
+                    };
+                    t.set_grad(Some(total))?;
+                    on_leaf(t)?;
+                    continue;
+                }
+                Edge::Interior { slot, .. } => slot,
+                Edge::None => continue,
+            };
+            let node: Option<Arc<Node>> = lock(slot).take();
             let Some(node) = node else {
                 return Err(Error::Autograd {
                     op: "backward",
@@ -155,20 +222,18 @@ impl Tensor {
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 let Some(ig) = ig else { continue };
                 crate::anomaly::check(node.op, "gradient", &ig)?;
-                if !input.requires_grad() {
-                    continue;
-                }
+                let Some(id) = input.id() else { continue };
                 if ig.shape() != input.shape() {
                     return Err(Error::Autograd {
                         op: node.op,
                         msg: format!("gradient shape {:?} for input {:?}", ig.shape(), input.shape()),
                     });
                 }
-                let sum = match grads.remove(&input.id()) {
+                let sum = match grads.remove(&id) {
                     Some(prev) => (&prev + &ig)?,
                     None => ig,
                 };
-                grads.insert(input.id(), sum);
+                grads.insert(id, sum);
             }
         }
         Ok(())

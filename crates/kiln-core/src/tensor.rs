@@ -1,6 +1,6 @@
 //! `Tensor`: a cheap-to-clone handle to shared storage plus a layout, with autodiff bookkeeping.
 
-use crate::autograd::{self, Node};
+use crate::autograd::{self, Node, NodeSlot};
 use crate::storage::Storage;
 use crate::Device;
 use kiln_backend::{DType, Error, HostData, Layout, Result};
@@ -21,7 +21,8 @@ pub(crate) struct Inner {
     moved: RwLock<Option<&'static Device>>,
     pub(crate) requires_grad: bool,
     pub(crate) is_leaf: bool,
-    pub(crate) node: Mutex<Option<Arc<Node>>>,
+    /// The op that made this tensor (shared with the graph's edges to it; see `autograd`).
+    pub(crate) node: NodeSlot,
     pub(crate) grad: Mutex<Option<Tensor>>,
 }
 
@@ -53,7 +54,7 @@ impl Tensor {
             moved: RwLock::new(None),
             requires_grad,
             is_leaf: !requires_grad,
-            node: Mutex::new(node.map(Arc::new)),
+            node: Arc::new(Mutex::new(node.map(Arc::new))),
             grad: Mutex::new(None),
         }))
     }
@@ -235,7 +236,7 @@ impl Tensor {
             moved: RwLock::new(None),
             requires_grad: true,
             is_leaf: true,
-            node: Mutex::new(None),
+            node: Arc::new(Mutex::new(None)),
             grad: Mutex::new(None),
         }))
     }

@@ -33,10 +33,13 @@ impl Tensor {
         let out = a.storage().binary(a.layout(), &b.storage(), b.layout(), op)?;
         let differentiable = self.dtype().is_float() && !op.returns_bool();
         let inputs: &[&Tensor] = if differentiable { &[self, rhs] } else { &[] };
-        let (x, y) = (self.clone(), rhs.clone());
+        let want = (self.requires_grad(), rhs.requires_grad());
+        let keep = saved_operands(op, want);
+        let (x, y) = (keep.0.then(|| self.clone()), keep.1.then(|| rhs.clone()));
+        let (xs, ys) = (self.shape().to_vec(), rhs.shape().to_vec());
         Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
-            let (ga, gb) = binary_grad(op, &x, &y, g)?;
-            Ok(vec![ga.map(|t| t.sum_to_shape(x.shape())).transpose()?, gb.map(|t| t.sum_to_shape(y.shape())).transpose()?])
+            let (ga, gb) = binary_grad(op, x.as_ref(), y.as_ref(), g, want)?;
+            Ok(vec![ga.map(|t| t.sum_to_shape(&xs)).transpose()?, gb.map(|t| t.sum_to_shape(&ys)).transpose()?])
         })
     }
 
@@ -126,33 +129,62 @@ mod scalar_cache {
     }
 }
 
-fn binary_grad(op: BinaryOp, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+/// Which operands a binary op's gradient reads, given which inputs need a gradient. The node
+/// keeps only those: an operand held for nothing (both sides of every residual add) would stay
+/// alive until backward.
+fn saved_operands(op: BinaryOp, (wa, wb): (bool, bool)) -> (bool, bool) {
     use BinaryOp::*;
+    match op {
+        Add | Sub => (false, false),
+        Mul => (wb, wa),
+        Div => (wb, true),
+        _ => (true, true),
+    }
+}
+
+/// The gradients of the inputs in `want` (the others are `None`); `a` and `b` are the operands
+/// [`saved_operands`] kept.
+fn binary_grad(
+    op: BinaryOp,
+    a: Option<&Tensor>,
+    b: Option<&Tensor>,
+    g: &Tensor,
+    (wa, wb): (bool, bool),
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    use BinaryOp::*;
+    let saved = |t: Option<&Tensor>| t.cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "operand not saved".into() });
+    let when = |w: bool, f: &dyn Fn() -> Result<Tensor>| if w { f().map(Some) } else { Ok(None) };
     Ok(match op {
-        Add => (Some(g.clone()), Some(g.clone())),
-        Sub => (Some(g.clone()), Some(g.neg()?)),
-        Mul => (Some((g * b)?), Some((g * a)?)),
+        Add => (wa.then(|| g.clone()), wb.then(|| g.clone())),
+        Sub => (wa.then(|| g.clone()), when(wb, &|| g.neg())?),
+        Mul => (when(wa, &|| g * &saved(b)?)?, when(wb, &|| g * &saved(a)?)?),
         Div => {
-            let ga = (g / b)?;
-            let gb = (&(&ga * a)? / b)?.neg()?;
-            (Some(ga), Some(gb))
+            let b = saved(b)?;
+            let ga = (g / &b)?;
+            let gb = when(wb, &|| (&(&ga * &saved(a)?)? / &b)?.neg())?;
+            (wa.then_some(ga), gb)
         }
         Pow => {
-            let y = a.pow(b)?;
-            let ga = (&(g * b)? * &a.pow(&b.add_scalar(-1.0)?)?)?;
+            let (a, b) = (saved(a)?, saved(b)?);
+            let y = a.pow(&b)?;
+            let ga = (&(g * &b)? * &a.pow(&b.add_scalar(-1.0)?)?)?;
             // d/db a^b = a^b ln a; where a == 0 the limit is 0 (for b > 0).
             let ln_a = a.log()?;
             let safe = Tensor::where_(&a.eq_scalar(0.0)?, &Tensor::zeros_like(&ln_a)?, &ln_a)?;
             (Some(ga), Some((&(g * &y)? * &safe)?))
         }
         Maximum | Minimum => {
-            let wins = if op == Maximum { a.gt(b)? } else { a.lt(b)? };
-            let ties = a.eq(b)?.to_dtype(a.dtype())?.mul_scalar(0.5)?;
+            let (a, b) = (saved(a)?, saved(b)?);
+            let wins = if op == Maximum { a.gt(&b)? } else { a.lt(&b)? };
+            let ties = a.eq(&b)?.to_dtype(a.dtype())?.mul_scalar(0.5)?;
             let wa = (&wins.to_dtype(a.dtype())? + &ties)?;
             let wb = wa.neg()?.add_scalar(1.0)?;
             (Some((g * &wa)?), Some((g * &wb)?))
         }
-        Rem => (Some(g.clone()), Some((g * &(a / b)?.floor()?)?.neg()?)),
+        Rem => {
+            let (a, b) = (saved(a)?, saved(b)?);
+            (Some(g.clone()), Some((g * &(&a / &b)?.floor()?)?.neg()?))
+        }
         Eq | Ne | Lt | Le | Gt | Ge | And | Or => (None, None),
     })
 }

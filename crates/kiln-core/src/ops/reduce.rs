@@ -47,17 +47,20 @@ impl Tensor {
         let (out, shape) = self.raw_reduce(op, axes, keepdim)?;
         let differentiable = self.dtype().is_float() && !op.is_arg();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
-        let x = self.clone();
+        // A sum's gradient reads only the input's shape: holding the input would keep it alive.
+        let x_saved = (differentiable && op != ReduceOp::Sum).then(|| self.clone());
+        let x_shape = self.shape().to_vec();
         let keep_shape = self.reduced_shape(axes, true);
         let axes_v = axes.to_vec();
         let result = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
         let slot = result.clone();
         let t = Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
-            let g = g.reshape(&keep_shape)?.expand(x.shape())?;
+            let g = g.reshape(&keep_shape)?.expand(&x_shape)?;
             let y = || slot.get().cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
+            let Some(x) = &x_saved else { return Ok(vec![Some(g)]) };
             let grad = match op {
                 ReduceOp::Sum => g,
-                ReduceOp::Prod => (&g * &(&y()?.reshape(&keep_shape)? / &x)?)?,
+                ReduceOp::Prod => (&g * &(&y()?.reshape(&keep_shape)? / x)?)?,
                 ReduceOp::Max | ReduceOp::Min => {
                     // Ties share the gradient equally (as torch.amax / amin).
                     let mask = x.eq(&y()?.reshape(&keep_shape)?)?.to_dtype(x.dtype())?;
