@@ -5,25 +5,16 @@
 mod common;
 
 use kiln_backend::{BackendStorage, ConvGeometry, DType, Error, HostData, Layout};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn value(&mut self, dtype: DType) -> f64 {
-        match dtype {
-            DType::I32 => (self.next() % 201) as f64 - 100.0,
-            DType::U32 => (self.next() % 201) as f64,
-            DType::Bool => (self.next() % 2) as f64,
-            _ => (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0,
-        }
+/// A value of `dtype`'s range, exactly representable in it.
+fn value(rng: &mut Rng, dtype: DType) -> f64 {
+    match dtype {
+        DType::I32 => rng.below(201) as f64 - 100.0,
+        DType::U32 => rng.below(201) as f64,
+        DType::Bool => rng.below(2) as f64,
+        _ => rng.unit() * 4.0 - 2.0,
     }
 }
 
@@ -34,7 +25,7 @@ fn upload(dev: &GpuDevice, raw: &[f64], dtype: DType) -> (GpuStorage, Vec<f64>) 
 }
 
 fn random(dev: &GpuDevice, rng: &mut Rng, dtype: DType, len: usize) -> (GpuStorage, Vec<f64>) {
-    let raw: Vec<f64> = (0..len).map(|_| rng.value(dtype)).collect();
+    let raw: Vec<f64> = (0..len).map(|_| value(rng, dtype)).collect();
     upload(dev, &raw, dtype)
 }
 
@@ -134,17 +125,15 @@ fn col2im_ref(vals: &[f64], l: &Layout, g: &ConvGeometry) -> Vec<f64> {
     out
 }
 
+#[track_caller]
 fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g == w || (g - w).abs() <= tol * w.abs().max(1.0), "{what}: element {i}: got {g}, want {w}");
-    }
+    kiln_testkit::assert_close(what, got, want, tol, tol);
 }
 
 #[test]
 fn im2col_matches_reference() {
     let Some(dev) = common::gpu("im2col_matches_reference") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0001);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0001);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool] {
         if dtype == DType::F16 && !dev.has_f16() {
             continue;
@@ -181,7 +170,7 @@ fn im2col_matches_reference() {
 #[test]
 fn col2im_matches_reference() {
     let Some(dev) = common::gpu("col2im_matches_reference") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0002);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0002);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32] {
         if dtype == DType::F16 && !dev.has_f16() {
             continue;
@@ -212,7 +201,7 @@ fn col2im_matches_reference() {
 #[test]
 fn col2im_is_the_adjoint_of_im2col() {
     let Some(dev) = common::gpu("col2im_is_the_adjoint_of_im2col") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0003);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0003);
     for g in geometries() {
         let shape = g.cols_shape().expect("cols");
         let xl = Layout::contiguous(&[g.n, g.c, g.h, g.w]);
@@ -230,7 +219,7 @@ fn col2im_is_the_adjoint_of_im2col() {
 #[test]
 fn large_unfold_and_errors() {
     let Some(dev) = common::gpu("large_unfold_and_errors") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0004);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0004);
     // A layer-sized unfold of an NHWC view: 4·27·64·64 = 442,368 entries.
     let g = geometry(4, 3, 64, 64, (3, 3), (1, 1), (1, 1), (1, 1));
     let (_, len, layout) = views(&g).swap_remove(1);

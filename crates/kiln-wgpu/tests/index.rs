@@ -4,43 +4,25 @@
 mod common;
 
 use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
 
 const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
 const NUMERIC: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A value of `dtype`'s range, exactly representable in it.
-    fn value(&mut self, dtype: DType) -> f64 {
-        match dtype {
-            DType::I32 => self.below(2001) as f64 - 1000.0,
-            DType::U32 => self.below(2001) as f64,
-            DType::Bool => self.below(2) as f64,
-            _ => self.unit() * 8.0 - 4.0,
-        }
+/// A value of `dtype`'s range, exactly representable in it.
+fn value(rng: &mut Rng, dtype: DType) -> f64 {
+    match dtype {
+        DType::I32 => rng.below(2001) as f64 - 1000.0,
+        DType::U32 => rng.below(2001) as f64,
+        DType::Bool => rng.below(2) as f64,
+        _ => rng.unit() * 8.0 - 4.0,
     }
 }
 
 /// Random storage of `len` elements, and the values it holds (after rounding to the dtype).
 fn random(dev: &GpuDevice, rng: &mut Rng, dtype: DType, len: usize) -> (GpuStorage, Vec<f64>) {
-    let raw: Vec<f64> = (0..len).map(|_| rng.value(dtype)).collect();
+    let raw: Vec<f64> = (0..len).map(|_| value(rng, dtype)).collect();
     upload(dev, &raw, dtype)
 }
 
@@ -101,17 +83,11 @@ fn views(shape: &[usize]) -> Vec<(&'static str, usize, Layout)> {
     v
 }
 
+/// The shared comparison at `dtype`'s tolerance (exact for integers and bool).
+#[track_caller]
 fn assert_close(got: &[f64], want: &[f64], dtype: DType, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let tol = match dtype {
-        DType::F32 => 1e-5,
-        DType::F16 => 2e-3,
-        _ => 0.0,
-    };
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= tol * w.abs().max(1.0);
-        assert!(ok, "{what}: element {i}: got {g}, want {w}");
-    }
+    let (rtol, atol) = kiln_testkit::dtype_tolerance(dtype);
+    kiln_testkit::assert_close(what, got, want, rtol, atol);
 }
 
 /// 1-D ids of `dtype` viewed through a narrowed, stepped layout (offset 3, stride 2).
@@ -140,7 +116,7 @@ fn index_select_ref(vals: &[f64], l: &Layout, ids: &[usize], dim: usize) -> Vec<
 #[test]
 fn index_select_matches_reference() {
     let Some(dev) = common::gpu("index_select_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0001);
     let cases: [(&[usize], usize, usize); 6] = [
         (&[7, 5, 3], 0, 9),
         (&[7, 5, 3], 1, 4),
@@ -226,7 +202,7 @@ fn nd_ids(
 #[test]
 fn gather_matches_reference() {
     let Some(dev) = common::gpu("gather_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0002);
     let shape = [5, 6, 7];
     for dtype in ALL {
         if dtype == DType::F16 && !dev.has_f16() {
@@ -276,7 +252,7 @@ fn scatter_add_ref(vals: &[f64], l: &Layout, ids: &[usize], src: &[f64], sl: &La
 #[test]
 fn scatter_add_matches_reference() {
     let Some(dev) = common::gpu("scatter_add_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0003);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0003);
     let shape = [5, 6, 7];
     for dtype in NUMERIC {
         if dtype == DType::F16 && !dev.has_f16() {
@@ -305,7 +281,7 @@ fn scatter_add_matches_reference() {
 #[test]
 fn scatter_add_accumulates_repeats() {
     let Some(dev) = common::gpu("scatter_add_accumulates_repeats") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0004);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0004);
     // Every source lands on one of three slots: each slot sums ~1365 terms.
     let n = 4097;
     let (s, vals) = random(&dev, &mut rng, DType::F32, 7);
@@ -354,7 +330,7 @@ fn topk_ref(row: &[f64], k: usize, largest: bool) -> Vec<usize> {
 #[test]
 fn topk_matches_reference() {
     let Some(dev) = common::gpu("topk_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0005);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0005);
     let cases: [(&[usize], &[usize]); 5] =
         [(&[3, 7], &[1, 3, 7]), (&[1], &[1]), (&[2, 1023], &[1, 10]), (&[4097], &[5]), (&[2, 3, 16], &[16, 4])];
     for dtype in NUMERIC {
