@@ -172,7 +172,7 @@ fn example_rejects_bad_flags() {
         (&["--steps", "0", "--device", "cpu"], "--steps"),
         (&["--lr", "fast"], "--lr"),
         (&["--device", "cpu", "--prompt", "日本"], "--prompt"),
-        (&["--bogus"], "unknown flag"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
     ];
     for (args, needle) in cases {
         let out = std::process::Command::new(&bin).args(*args).output().expect("run char_transformer");
