@@ -1,9 +1,10 @@
-//! index_select, gather, scatter_add and topk on the GPU against naive references written here
-//! (f64 accumulation), on random data, strided views and every dtype each op takes.
+//! index_select, gather and scatter_add on the GPU against the CPU backend (in f64), topk
+//! against a reference written here, on random data, strided views and every dtype each op takes.
 
 mod common;
 
 use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
 
@@ -100,17 +101,28 @@ fn ids_storage(dev: &GpuDevice, ids: &[usize], dtype: DType) -> (GpuStorage, Lay
     (s, Layout::contiguous(&[raw.len()]).step(0, 3, ids.len(), 2))
 }
 
+/// `vals` (a storage's values) on the CPU backend, the oracle, as f64 (exact for every dtype
+/// here: the ops copy, and scatter_add's sums of small integers stay exact).
+fn oracle(vals: &[f64]) -> CpuStorage {
+    CpuStorage::from_host(&CpuDevice, &HostData::F64(vals.to_vec())).expect("cpu upload")
+}
+
+/// `ids` as contiguous u32 storage on the CPU backend, with its layout of shape `shape`.
+fn oracle_ids(ids: &[usize], shape: &[usize]) -> (CpuStorage, Layout) {
+    let host = HostData::U32(ids.iter().map(|&i| i as u32).collect());
+    (CpuStorage::from_host(&CpuDevice, &host).expect("cpu ids"), Layout::contiguous(shape))
+}
+
+fn cpu_read(s: &CpuStorage, shape: &[usize]) -> Vec<f64> {
+    s.to_host(&Layout::contiguous(shape)).expect("cpu read").to_f64_vec()
+}
+
+/// The CPU backend's index_select of the view `l` of `vals`.
 fn index_select_ref(vals: &[f64], l: &Layout, ids: &[usize], dim: usize) -> Vec<f64> {
+    let (is, il) = oracle_ids(ids, &[ids.len()]);
     let mut shape = l.shape().to_vec();
     shape[dim] = ids.len();
-    positions(&shape)
-        .iter()
-        .map(|p| {
-            let mut q = p.clone();
-            q[dim] = ids[p[dim]];
-            vals[at(l, &q)]
-        })
-        .collect()
+    cpu_read(&oracle(vals).index_select(l, &is, &il, dim).expect("cpu index_select"), &shape)
 }
 
 #[test]
@@ -165,16 +177,10 @@ fn index_select_never_reads_past_the_dim() {
     assert_eq!(read(&out, &[2, 4]), vec![5.0, 0.0, 0.0, 1.0, 6.0, 0.0, 0.0, 2.0]);
 }
 
+/// The CPU backend's gather of the view `l` of `vals` with `ids` of shape `ishape`.
 fn gather_ref(vals: &[f64], l: &Layout, ids: &[usize], ishape: &[usize], dim: usize) -> Vec<f64> {
-    positions(ishape)
-        .iter()
-        .enumerate()
-        .map(|(k, p)| {
-            let mut q = p.clone();
-            q[dim] = ids[k];
-            vals[at(l, &q)]
-        })
-        .collect()
+    let (is, il) = oracle_ids(ids, ishape);
+    cpu_read(&oracle(vals).gather(l, &is, &il, dim).expect("cpu gather"), ishape)
 }
 
 /// Random ids of shape `ishape` (values below `size`), as a transposed view when rank allows.
@@ -238,15 +244,11 @@ fn gather_matches_reference() {
     assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
 }
 
+/// The CPU backend's scatter_add into the view `l` of `vals` of `src` (viewed by `sl`).
 fn scatter_add_ref(vals: &[f64], l: &Layout, ids: &[usize], src: &[f64], sl: &Layout, dim: usize) -> Vec<f64> {
-    let shape = l.shape();
-    let mut out: Vec<f64> = positions(shape).iter().map(|p| vals[at(l, p)]).collect();
-    for (k, q) in positions(sl.shape()).iter().enumerate() {
-        let mut t = q.clone();
-        t[dim] = ids[k];
-        out[row_major(shape, &t)] += src[at(sl, q)];
-    }
-    out
+    let (is, il) = oracle_ids(ids, sl.shape());
+    let out = oracle(vals).scatter_add(l, &is, &il, &oracle(src), sl, dim).expect("cpu scatter_add");
+    cpu_read(&out, l.shape())
 }
 
 #[test]
