@@ -9,7 +9,8 @@ mod common;
 
 use common::{assert_close, random, values};
 use kiln::prelude::*;
-use kiln::{AutocastGuard, autocast, autocast_dtype, f16, pretend_no_f16_for_tests};
+use kiln::testing::pretend_no_f16_for_tests;
+use kiln::{AutocastGuard, autocast, autocast_dtype, f16};
 use kiln_nn::{
     Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, GradScaler, GradScalerConfig, Linear, Module,
     ModuleExt, MultiHeadAttention, Optimizer, RmsProp, RmsPropConfig, Sgd, SgdConfig,

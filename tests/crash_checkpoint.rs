@@ -8,6 +8,7 @@
 use kiln::prelude::*;
 use kiln_nn::Module;
 use kiln_nn::checkpoint;
+use kiln_testkit::Rng;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -99,18 +100,6 @@ fn crash_child_save_loop() {
     }
 }
 
-/// xorshift64*: the kill schedule, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -137,7 +126,7 @@ fn checkpoints_survive_sigkill_mid_save() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
     });
     eprintln!("crash schedule seed {seed} (rerun with KILN_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_state(seed.max(1));
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let (mut on_disk, mut survived, mut killed_mid_write, mut saves) = (0u64, 0usize, 0usize, 0u64);
@@ -174,7 +163,7 @@ fn checkpoints_survive_sigkill_mid_save() {
                 }
             }
         }
-        let nap = 5 + rng.below(56);
+        let nap = 5 + rng.below(56) as u64;
         std::thread::sleep(Duration::from_millis(nap));
         child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, no cleanup
         let status = child.wait().unwrap();

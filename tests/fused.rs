@@ -7,6 +7,7 @@ mod common;
 use common::{assert_close, gpu, random, values};
 use kiln::prelude::*;
 use kiln::AdamParams;
+use kiln::optim_kernels::OptimKernels;
 
 /// The output and the gradient of Σ out·w for every input, read back as f64.
 fn run(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> (Vec<f64>, Vec<Vec<f64>>) {

@@ -5,6 +5,7 @@ mod common;
 
 use kiln::prelude::*;
 use kiln::{BinaryOp, UnaryOp};
+use kiln_testkit::Rng;
 use std::sync::Mutex;
 
 /// Fusion is a process-wide switch: tests that flip it or count kernels run one at a time.
@@ -12,24 +13,6 @@ static SWITCH: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SWITCH.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Deterministic generator for graph shapes and choices (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One step of a random graph; indices refer to earlier values of the same dtype family.
@@ -83,7 +66,7 @@ struct Graph {
 /// Shapes of values as the graph grows: full `[r, c]`, row `[1, c]`, column `[r, 1]`.
 /// `big` graphs have at least 1024 elements, a multiple of 4: the kernels' vec4 form.
 fn random_graph(seed: u64, big: bool) -> Graph {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let (r, c) = match (big, rng.below(2)) {
         (false, 0) => (1 + rng.below(5), 0),
         (false, _) => (1 + rng.below(5), 1 + rng.below(7)),

@@ -12,6 +12,7 @@ mod common;
 use common::{assert_close, values};
 use kiln::prelude::*;
 use kiln::HostData;
+use kiln::optim_kernels::OptimKernels;
 use kiln_nn::{GradScaler, GradScalerConfig, Sgd, SgdConfig};
 
 fn flag(d: &Device) -> Tensor {

@@ -11,16 +11,9 @@ const KEYS: [&str; 6] = ["framework", "adapter", "workload", "size", "metric", "
 /// Far above the few seconds this takes on lavapipe: only a hang should hit it.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The test GPU, or `None` (and a SKIPPED line) without one; a failure under KILN_REQUIRE_GPU=1.
+/// Whether the test GPU is there: a SKIPPED line without one; a failure under KILN_REQUIRE_GPU=1.
 fn gpu_available(test: &str) -> bool {
-    if kiln_core::Device::gpu().is_ok() {
-        return true;
-    }
-    if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-        panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU adapter was found");
-    }
-    eprintln!("SKIPPED {test}: no GPU adapter (set KILN_REQUIRE_GPU=1 to make this a failure)");
-    false
+    kiln_testkit::gpu_or_skip(test, kiln_core::Device::gpu()).is_some()
 }
 
 /// Runs the binary with `args`, killing it after `TIMEOUT`: (exit success, stdout, stderr).

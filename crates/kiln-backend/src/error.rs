@@ -1,7 +1,9 @@
 use crate::DType;
 
 /// Every error Kiln returns. Each message names the op and the shapes or dtypes involved.
+/// New kinds may be added: match with a `_` arm.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{op}: shape mismatch: {msg}")]
     ShapeMismatch { op: &'static str, msg: String },

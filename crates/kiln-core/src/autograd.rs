@@ -158,6 +158,14 @@ fn topo_order(root: &Tensor) -> Vec<Edge> {
 impl Tensor {
     /// Backpropagates from this scalar, accumulating gradients into every leaf that requires
     /// them (read them with [`Tensor::grad`]).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &Device::cpu()).unwrap().with_grad();
+    /// let loss = x.mul(&x).unwrap().sum_all().unwrap();
+    /// loss.backward().unwrap();
+    /// assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+    /// ```
     pub fn backward(&self) -> Result<()> {
         if self.numel() != 1 {
             return Err(Error::Autograd {

@@ -11,12 +11,13 @@ mod creation;
 mod device;
 mod element;
 mod ops;
+pub mod optim_kernels;
 mod rng;
 mod storage;
 mod tensor;
 
 pub use anomaly::{is_detect_anomaly, set_detect_anomaly};
-pub use autocast::{AutocastGuard, autocast, autocast_dtype, pretend_no_f16_for_tests};
+pub use autocast::{AutocastGuard, autocast, autocast_dtype};
 pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{Device, profile_report};
 pub use element::Element;
@@ -31,3 +32,9 @@ pub use ops::binary::broadcast_shapes;
 pub use ops::conv::Conv2dOptions;
 pub use rng::{RngState, manual_seed, rng_state, set_rng_state};
 pub use tensor::Tensor;
+
+/// Hooks for Kiln's own tests (forcing a fallback path); no part of the API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::autocast::pretend_no_f16_for_tests;
+}

@@ -202,6 +202,13 @@ impl Tensor {
 
     /// A copy of this tensor on `device` (a cheap clone when it is already there).
     /// Gradients flow back to the source device.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::ones(&[2], &Device::cpu()).unwrap();
+    /// let device = Device::best(); // a GPU if there is one, else the CPU
+    /// assert_eq!(x.to(&device).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+    /// ```
     pub fn to(&self, device: &Device) -> Result<Tensor> {
         if self.device() == device {
             return Ok(self.clone());
@@ -242,11 +249,25 @@ impl Tensor {
     }
 
     /// The same data with no autodiff history.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::ones(&[2], &Device::cpu()).unwrap().with_grad();
+    /// let y = x.mul_scalar(2.0).unwrap().detach();
+    /// assert!(!y.requires_grad());
+    /// ```
     pub fn detach(&self) -> Tensor {
         Tensor::build(self.storage(), self.layout().clone(), self.device().clone(), None)
     }
 
     /// The gradient accumulated on this leaf by `backward` calls, if any.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![3.0f32], &[1], &Device::cpu()).unwrap().with_grad();
+    /// x.square().unwrap().sum_all().unwrap().backward().unwrap();
+    /// assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), vec![6.0]); // d(x²)/dx = 2x
+    /// ```
     pub fn grad(&self) -> Option<Tensor> {
         lock(&self.0.grad).clone()
     }

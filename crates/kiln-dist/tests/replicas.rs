@@ -60,18 +60,9 @@ fn replicas_on_two_gpu_devices_train_like_one_process() {
     }
 }
 
-/// A GPU device, or `None` (with a note) where there is none, unless `KILN_REQUIRE_GPU=1`.
+/// A GPU device of its own, or `None` (with a note) where there is none, unless `KILN_REQUIRE_GPU=1`.
 fn gpu() -> Option<Device> {
-    match Device::open_gpu("gpu") {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("KILN_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("KILN_REQUIRE_GPU=1 but no GPU adapter: {e}");
-            }
-            eprintln!("SKIPPED (no GPU adapter: {e})");
-            None
-        }
-    }
+    kiln_testkit::gpu_or_skip(std::thread::current().name().unwrap_or("replicas"), Device::open_gpu("gpu"))
 }
 
 fn cfg(timeout_s: f64) -> DdpConfig {

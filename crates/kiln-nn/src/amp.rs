@@ -35,6 +35,7 @@
 //! ```
 
 use crate::optim::Optimizer;
+use kiln_core::optim_kernels::OptimKernels;
 use kiln_core::{DType, Device, Error, Result, Tensor};
 
 const OP: &str = "GradScaler";
@@ -345,7 +346,7 @@ impl GradScaler {
     /// Multiplies every gradient of `params` by `1 / scale` in place; returns the inf/NaN
     /// flags, one per device.
     ///
-    /// One fused kernel per gradient ([`Tensor::unscale_check_by_`]) reads the scale on the
+    /// One fused kernel per gradient ([`OptimKernels::unscale_check_by_`]) reads the scale on the
     /// device, scales the gradient, and ORs into the u32 flag of its device.
     fn unscale_grads(&mut self, params: &[Tensor]) -> Result<Vec<Tensor>> {
         let mut flags: Vec<(Device, Tensor, Tensor)> = Vec::new();

@@ -12,6 +12,16 @@ use std::sync::Mutex;
 /// Unlike PyTorch's `nn.MultiheadAttention` the projections are not packed into one
 /// `in_proj_weight`, and a query whose every key is masked attends to nothing (its
 /// pre-projection output is zero) instead of producing NaN.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Module, MultiHeadAttention};
+/// let d = Device::cpu();
+/// let mha = MultiHeadAttention::new(8, 2, true, &d).unwrap();
+/// let x = Tensor::randn(&[3, 5, 8], &d).unwrap(); // [batch, sequence, d_model]
+/// assert_eq!(mha.forward(&x).unwrap().shape(), &[3, 5, 8]);
+/// assert_eq!(mha.forward_masked(&x, true, None).unwrap().shape(), &[3, 5, 8]); // causal
+/// ```
 pub struct MultiHeadAttention {
     pub q_proj: Linear,
     pub k_proj: Linear,

@@ -34,6 +34,15 @@ fn params(weight: &Tensor, bias: &Option<Tensor>) -> Vec<(String, Tensor)> {
 
 /// 2-D convolution, PyTorch's `nn.Conv2d`: input `[n, in, h, w]`, weight
 /// `[out, in/groups, kh, kw]`, bias `[out]`. Names: `"weight"`, `"bias"`.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Conv2d, Conv2dOptions, Module};
+/// let d = Device::cpu();
+/// let conv = Conv2d::new(3, 4, (3, 3), Conv2dOptions { padding: (1, 1), ..Default::default() }, true, &d).unwrap();
+/// let x = Tensor::randn(&[2, 3, 8, 8], &d).unwrap();
+/// assert_eq!(conv.forward(&x).unwrap().shape(), &[2, 4, 8, 8]);
+/// ```
 pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -61,6 +70,16 @@ impl Module for Conv2d {
 }
 
 /// 1-D convolution, PyTorch's `nn.Conv1d`: input `[n, in, l]`, weight `[out, in/groups, k]`.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Conv1d, Module};
+/// let d = Device::cpu();
+/// // 2 → 6 channels, kernel 3, stride 2, no padding, dilation 1, 2 groups, with bias.
+/// let conv = Conv1d::new(2, 6, 3, 2, 0, 1, 2, true, &d).unwrap();
+/// let x = Tensor::randn(&[1, 2, 9], &d).unwrap();
+/// assert_eq!(conv.forward(&x).unwrap().shape(), &[1, 6, 4]);
+/// ```
 pub struct Conv1d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -110,6 +129,15 @@ impl Module for Conv1d {
 ///
 /// Computed as one matrix product `Wᵀ · x` giving every input pixel's `out·kh·kw` contributions,
 /// then `col2im` summing them into place: exactly the adjoint of im2col-based convolution.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{ConvTranspose2d, Module};
+/// let d = Device::cpu();
+/// let up = ConvTranspose2d::new(4, 2, (2, 2), (2, 2), (0, 0), (0, 0), true, &d).unwrap();
+/// let x = Tensor::randn(&[1, 4, 5, 5], &d).unwrap();
+/// assert_eq!(up.forward(&x).unwrap().shape(), &[1, 2, 10, 10]); // (5 − 1)·2 + 2
+/// ```
 pub struct ConvTranspose2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,

@@ -9,6 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The mask comes from Kiln's seeded generator ([`kiln_core::manual_seed`]) and is generated
 /// on the tensor's device inside the fused elementwise kernel ([`Tensor::dropout`]); backward
 /// regenerates it instead of keeping it. Starts in training mode.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Dropout, Module, ModuleExt};
+/// let x = Tensor::ones(&[1000], &Device::cpu()).unwrap();
+/// let drop = Dropout::new(0.5);
+/// let y = drop.forward(&x).unwrap().to_vec::<f32>().unwrap();
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0)); // kept elements scaled by 1 / (1 − p)
+/// drop.eval();
+/// assert_eq!(drop.forward(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 1000]);
+/// ```
 pub struct Dropout {
     pub p: f64,
     training: AtomicBool,

@@ -6,6 +6,18 @@ use kiln_core::{DType, Device, Error, Result, Tensor};
 
 /// PyTorch's `nn.Embedding`: `weight [num_embeddings, dim]` initialised `N(0, 1)`; forward maps
 /// u32/i32 ids of any shape to `[..ids.shape, dim]`. Name: `"weight"`.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Embedding, Module};
+/// let d = Device::cpu();
+/// let emb = Embedding::new(10, 4, &d).unwrap();
+/// let ids = Tensor::from_vec(vec![1u32, 7, 7], &[3], &d).unwrap();
+/// let y = emb.forward(&ids).unwrap();
+/// assert_eq!(y.shape(), &[3, 4]);
+/// let rows = y.to_vec::<f32>().unwrap();
+/// assert_eq!(rows[4..8], rows[8..12]); // the same id, the same row
+/// ```
 pub struct Embedding {
     pub weight: Tensor,
 }

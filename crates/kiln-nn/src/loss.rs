@@ -8,6 +8,7 @@ use kiln_core::{DType, Error, Result, Tensor};
 
 /// How per-element losses are combined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reduction {
     /// The mean (for cross-entropy with `ignore_index`: over the targets not ignored).
     #[default]

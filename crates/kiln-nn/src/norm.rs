@@ -142,15 +142,46 @@ macro_rules! batch_norm {
 
 batch_norm!(
     /// Batch normalisation of `[n, c]` or `[n, c, l]` inputs per channel, PyTorch's `nn.BatchNorm1d`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// use kiln_nn::{BatchNorm1d, Module, ModuleExt};
+    /// let d = Device::cpu();
+    /// let bn = BatchNorm1d::new(2, &d).unwrap();
+    /// let x = Tensor::from_vec(vec![1.0f32, 10.0, 3.0, 30.0], &[2, 2], &d).unwrap();
+    /// let y = bn.forward(&x).unwrap().to_vec::<f32>().unwrap(); // each channel: mean 0, var 1
+    /// assert!((y[0] + 1.0).abs() < 1e-3 && (y[2] - 1.0).abs() < 1e-3);
+    /// bn.eval(); // from now on the running statistics normalise
+    /// assert_eq!(bn.forward(&x).unwrap().shape(), &[2, 2]);
+    /// ```
     BatchNorm1d, "BatchNorm1d", [2usize, 3], "[n, c] or [n, c, l]"
 );
 batch_norm!(
     /// Batch normalisation of `[n, c, h, w]` inputs per channel, PyTorch's `nn.BatchNorm2d`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// use kiln_nn::{BatchNorm2d, Module};
+    /// let d = Device::cpu();
+    /// let bn = BatchNorm2d::new(3, &d).unwrap();
+    /// let x = Tensor::randn(&[4, 3, 5, 5], &d).unwrap();
+    /// assert_eq!(bn.forward(&x).unwrap().shape(), &[4, 3, 5, 5]);
+    /// ```
     BatchNorm2d, "BatchNorm2d", [4usize], "[n, c, h, w]"
 );
 
 /// Layer normalisation over the trailing `normalized_shape` dims, PyTorch's `nn.LayerNorm`:
 /// eps 1e-5, biased variance, elementwise `weight` (ones) and `bias` (zeros) of that shape.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{LayerNorm, Module};
+/// let d = Device::cpu();
+/// let ln = LayerNorm::new(&[4], &d).unwrap();
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 4], &d).unwrap();
+/// let y = ln.forward(&x).unwrap().to_vec::<f32>().unwrap();
+/// assert!(y.iter().sum::<f32>().abs() < 1e-5); // zero mean, unit variance per row
+/// ```
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -189,6 +220,16 @@ impl Module for LayerNorm {
 
 /// Root-mean-square normalisation over the last dim, PyTorch's `nn.RMSNorm`:
 /// `x / √(mean(x²) + eps) · weight`, weight ones, no bias.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Module, RmsNorm};
+/// let d = Device::cpu();
+/// let norm = RmsNorm::new(2, Some(0.0), &d).unwrap();
+/// let x = Tensor::from_vec(vec![3.0f32, 4.0], &[1, 2], &d).unwrap();
+/// let y = norm.forward(&x).unwrap().to_vec::<f32>().unwrap(); // rms = √12.5
+/// assert!((y[0] - 3.0 / 12.5f32.sqrt()).abs() < 1e-6 && (y[1] - 4.0 / 12.5f32.sqrt()).abs() < 1e-6);
+/// ```
 pub struct RmsNorm {
     pub weight: Tensor,
     /// `None` uses the machine epsilon of the input's dtype, as PyTorch.
@@ -235,6 +276,15 @@ impl Module for RmsNorm {
 /// Group normalisation, PyTorch's `nn.GroupNorm`: the channels of `[n, c, ...]` split into
 /// `groups` groups, each normalised over its channels and spatial positions (eps 1e-5, biased
 /// variance), then a per-channel `weight` (ones) and `bias` (zeros).
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{GroupNorm, Module};
+/// let d = Device::cpu();
+/// let gn = GroupNorm::new(2, 4, &d).unwrap(); // 4 channels in 2 groups
+/// let x = Tensor::randn(&[3, 4, 5, 5], &d).unwrap();
+/// assert_eq!(gn.forward(&x).unwrap().shape(), &[3, 4, 5, 5]);
+/// ```
 pub struct GroupNorm {
     pub weight: Tensor,
     pub bias: Tensor,

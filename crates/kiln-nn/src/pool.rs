@@ -5,6 +5,14 @@ use kiln_core::{Result, Tensor};
 
 /// 2-D max pooling over `[n, c, h, w]` (padding reads −∞), PyTorch's `nn.MaxPool2d`. Pass the
 /// stride explicitly (PyTorch defaults it to the kernel size).
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{MaxPool2d, Module};
+/// let x = Tensor::arange(0.0, 16.0, 1.0, &Device::cpu()).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
+/// let y = MaxPool2d::new((2, 2), (2, 2), (0, 0)).forward(&x).unwrap();
+/// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 13.0, 15.0]);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct MaxPool2d {
     pub kernel: (usize, usize),
@@ -30,6 +38,14 @@ impl Module for MaxPool2d {
 }
 
 /// 2-D average pooling, PyTorch's `nn.AvgPool2d` with `count_include_pad=True`.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{AvgPool2d, Module};
+/// let x = Tensor::arange(0.0, 16.0, 1.0, &Device::cpu()).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
+/// let y = AvgPool2d::new((2, 2), (2, 2), (0, 0)).forward(&x).unwrap();
+/// assert_eq!(y.to_vec::<f32>().unwrap(), vec![2.5, 4.5, 10.5, 12.5]);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AvgPool2d {
     pub kernel: (usize, usize),
@@ -56,6 +72,14 @@ impl Module for AvgPool2d {
 
 /// Average pooling to a fixed `(oh, ow)` whatever the input size, PyTorch's
 /// `nn.AdaptiveAvgPool2d` (`(1, 1)` is global average pooling).
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{AdaptiveAvgPool2d, Module};
+/// let x = Tensor::arange(0.0, 16.0, 1.0, &Device::cpu()).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
+/// let y = AdaptiveAvgPool2d::new((1, 1)).forward(&x).unwrap();
+/// assert_eq!((y.shape(), y.to_vec::<f32>().unwrap()), (&[1usize, 1, 1, 1][..], vec![7.5]));
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AdaptiveAvgPool2d {
     pub output_size: (usize, usize),
@@ -78,6 +102,13 @@ impl Module for AdaptiveAvgPool2d {
 }
 
 /// Flattens every dim from 1 on: `[n, c, h, w] → [n, c·h·w]` (PyTorch's `nn.Flatten()`).
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// use kiln_nn::{Flatten, Module};
+/// let x = Tensor::zeros(&[2, 3, 4, 5], &Device::cpu()).unwrap();
+/// assert_eq!(Flatten.forward(&x).unwrap().shape(), &[2, 60]);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten;
 

@@ -321,17 +321,7 @@ fn bad_files_are_rejected_and_leave_the_model_unchanged() {
 
 #[test]
 fn gpu_model_round_trip() {
-    let gpu = match Device::gpu() {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(
-                std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"),
-                "KILN_REQUIRE_GPU=1 but no GPU adapter: {e}"
-            );
-            eprintln!("SKIPPED GPU test: no GPU adapter ({e})");
-            return;
-        }
-    };
+    let Some(gpu) = kiln_testkit::gpu("gpu_model_round_trip") else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpu.safetensors");
     let on_gpu = |t: &Tensor| t.to(&gpu).unwrap().detach();

@@ -55,13 +55,10 @@ fn trajectory(
     out
 }
 
+/// Trajectories agree within tol·(1 + |want|) at every step (row).
+#[track_caller]
 fn assert_close(got: &[Vec<f64>], want: &[Vec<f64>], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len());
-    for (s, (g, w)) in got.iter().zip(want).enumerate() {
-        for (i, (a, b)) in g.iter().zip(w).enumerate() {
-            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: step {} element {i}: got {a}, want {b}", s + 1);
-        }
-    }
+    kiln_testkit::assert_close_rows(what, got, want, tol, tol);
 }
 
 // ---- reference update rules (torch.optim docs), one step each ----
@@ -340,17 +337,7 @@ fn step_without_grads_changes_nothing() {
 
 /// The GPU adapter, or `None` with a loud note (a failure under `KILN_REQUIRE_GPU=1`).
 fn gpu() -> Option<Device> {
-    match Device::gpu() {
-        Ok(d) => Some(d),
-        Err(e) => {
-            assert!(
-                std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"),
-                "KILN_REQUIRE_GPU=1 but no GPU adapter: {e}"
-            );
-            eprintln!("SKIPPED GPU test: no GPU adapter ({e})");
-            None
-        }
-    }
+    kiln_testkit::gpu(std::thread::current().name().unwrap_or("optim"))
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub type GpuDevice = Arc<GpuContext>;
 
 /// How to pick an adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AdapterChoice {
     /// The best adapter of any kind, software included (a hardware one wins when present).
     Any,

@@ -20,6 +20,7 @@ pub(crate) const PAIRS: u32 = 512;
 
 /// How dispatches are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProfileMode {
     /// No profiling (the default without `KILN_PROFILE=1`).
     Off,

@@ -7,16 +7,9 @@ mod common;
 use kiln_backend::{BackendStorage, DType, HostData, Layout};
 use kiln_wgpu::{ContextOptions, GpuDevice, GpuStorage};
 
+/// `n` values in [-1, 1) for `seed`.
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            (s.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        })
-        .collect()
+    kiln_testkit::Rng::new(seed).vec(n)
 }
 
 /// `al · bl` on the GPU against the f64 product of the values the GPU holds.

@@ -1,29 +1,21 @@
-//! im2col and col2im on the GPU against naive loops written here (f64 accumulation), on random
+//! im2col and col2im on the GPU against the CPU backend (in f64), on random
 //! data, strided inputs and several window geometries, plus the adjoint identity
 //! ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩.
 
 mod common;
 
 use kiln_backend::{BackendStorage, ConvGeometry, DType, Error, HostData, Layout};
+use kiln_cpu::{CpuDevice, CpuStorage};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn value(&mut self, dtype: DType) -> f64 {
-        match dtype {
-            DType::I32 => (self.next() % 201) as f64 - 100.0,
-            DType::U32 => (self.next() % 201) as f64,
-            DType::Bool => (self.next() % 2) as f64,
-            _ => (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0,
-        }
+/// A value of `dtype`'s range, exactly representable in it.
+fn value(rng: &mut Rng, dtype: DType) -> f64 {
+    match dtype {
+        DType::I32 => rng.below(201) as f64 - 100.0,
+        DType::U32 => rng.below(201) as f64,
+        DType::Bool => rng.below(2) as f64,
+        _ => rng.unit() * 4.0 - 2.0,
     }
 }
 
@@ -34,7 +26,7 @@ fn upload(dev: &GpuDevice, raw: &[f64], dtype: DType) -> (GpuStorage, Vec<f64>) 
 }
 
 fn random(dev: &GpuDevice, rng: &mut Rng, dtype: DType, len: usize) -> (GpuStorage, Vec<f64>) {
-    let raw: Vec<f64> = (0..len).map(|_| rng.value(dtype)).collect();
+    let raw: Vec<f64> = (0..len).map(|_| value(rng, dtype)).collect();
     upload(dev, &raw, dtype)
 }
 
@@ -85,66 +77,33 @@ fn views(g: &ConvGeometry) -> Vec<(&'static str, usize, Layout)> {
     ]
 }
 
-fn at(l: &Layout, p: [usize; 4]) -> usize {
-    l.offset() + p.iter().zip(l.strides()).map(|(a, s)| a * s).sum::<usize>()
+/// `vals` (a storage's values) on the CPU backend, the oracle, as f64: im2col copies and
+/// col2im sums, so f64 is exact for every dtype these tests use.
+fn oracle(vals: &[f64]) -> CpuStorage {
+    CpuStorage::from_host(&CpuDevice, &HostData::F64(vals.to_vec())).expect("cpu upload")
 }
 
-/// Calls `f(b, row, col, Some((ci, y, x)))` for every column entry, `None` in the padding.
-fn for_each_entry(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize, Option<(usize, usize, usize)>)) {
-    let (oh, ow) = (g.out_h().expect("oh"), g.out_w().expect("ow"));
-    for b in 0..g.n {
-        for ci in 0..g.c {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    let row = (ci * g.kh + ki) * g.kw + kj;
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let y = (oy * g.stride.0 + ki * g.dilation.0) as i64 - g.padding.0 as i64;
-                            let x = (ox * g.stride.1 + kj * g.dilation.1) as i64 - g.padding.1 as i64;
-                            let inside = y >= 0 && x >= 0 && (y as usize) < g.h && (x as usize) < g.w;
-                            f(b, row, oy * ow + ox, inside.then_some((ci, y as usize, x as usize)));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
+/// The CPU backend's im2col of the view `l` of `vals`.
 fn im2col_ref(vals: &[f64], l: &Layout, g: &ConvGeometry, pad: f64) -> Vec<f64> {
-    let [n, rows, cols] = g.cols_shape().expect("cols");
-    let mut out = vec![f64::NAN; n * rows * cols];
-    for_each_entry(g, |b, row, col, src| {
-        out[(b * rows + row) * cols + col] = match src {
-            Some((ci, y, x)) => vals[at(l, [b, ci, y, x])],
-            None => pad,
-        };
-    });
-    out
+    let cols = oracle(vals).im2col(l, g, pad).expect("cpu im2col");
+    cols.to_host(&Layout::contiguous(&g.cols_shape().expect("cols"))).expect("cpu read").to_f64_vec()
 }
 
+/// The CPU backend's col2im (the adjoint: overlapping entries summed) of the view `l` of `vals`.
 fn col2im_ref(vals: &[f64], l: &Layout, g: &ConvGeometry) -> Vec<f64> {
-    let mut out = vec![0.0; g.n * g.c * g.h * g.w];
-    for_each_entry(g, |b, row, col, src| {
-        if let Some((ci, y, x)) = src {
-            let from = l.offset() + b * l.strides()[0] + row * l.strides()[1] + col * l.strides()[2];
-            out[((b * g.c + ci) * g.h + y) * g.w + x] += vals[from];
-        }
-    });
-    out
+    let img = oracle(vals).col2im(l, g).expect("cpu col2im");
+    img.to_host(&Layout::contiguous(&[g.n, g.c, g.h, g.w])).expect("cpu read").to_f64_vec()
 }
 
+#[track_caller]
 fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g == w || (g - w).abs() <= tol * w.abs().max(1.0), "{what}: element {i}: got {g}, want {w}");
-    }
+    kiln_testkit::assert_close(what, got, want, tol, tol);
 }
 
 #[test]
 fn im2col_matches_reference() {
     let Some(dev) = common::gpu("im2col_matches_reference") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0001);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0001);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool] {
         if dtype == DType::F16 && !dev.has_f16() {
             continue;
@@ -181,7 +140,7 @@ fn im2col_matches_reference() {
 #[test]
 fn col2im_matches_reference() {
     let Some(dev) = common::gpu("col2im_matches_reference") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0002);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0002);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32] {
         if dtype == DType::F16 && !dev.has_f16() {
             continue;
@@ -212,7 +171,7 @@ fn col2im_matches_reference() {
 #[test]
 fn col2im_is_the_adjoint_of_im2col() {
     let Some(dev) = common::gpu("col2im_is_the_adjoint_of_im2col") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0003);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0003);
     for g in geometries() {
         let shape = g.cols_shape().expect("cols");
         let xl = Layout::contiguous(&[g.n, g.c, g.h, g.w]);
@@ -230,7 +189,7 @@ fn col2im_is_the_adjoint_of_im2col() {
 #[test]
 fn large_unfold_and_errors() {
     let Some(dev) = common::gpu("large_unfold_and_errors") else { return };
-    let mut rng = Rng(0x00c0_ffee_0000_0004);
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0004);
     // A layer-sized unfold of an NHWC view: 4·27·64·64 = 442,368 entries.
     let g = geometry(4, 3, 64, 64, (3, 3), (1, 1), (1, 1), (1, 1));
     let (_, len, layout) = views(&g).swap_remove(1);

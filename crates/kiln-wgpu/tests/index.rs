@@ -1,46 +1,29 @@
-//! index_select, gather, scatter_add and topk on the GPU against naive references written here
-//! (f64 accumulation), on random data, strided views and every dtype each op takes.
+//! index_select, gather and scatter_add on the GPU against the CPU backend (in f64), topk
+//! against a reference written here, on random data, strided views and every dtype each op takes.
 
 mod common;
 
 use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+use kiln_cpu::{CpuDevice, CpuStorage};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
 
 const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
 const NUMERIC: [DType; 4] = [DType::F32, DType::F16, DType::I32, DType::U32];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A value of `dtype`'s range, exactly representable in it.
-    fn value(&mut self, dtype: DType) -> f64 {
-        match dtype {
-            DType::I32 => self.below(2001) as f64 - 1000.0,
-            DType::U32 => self.below(2001) as f64,
-            DType::Bool => self.below(2) as f64,
-            _ => self.unit() * 8.0 - 4.0,
-        }
+/// A value of `dtype`'s range, exactly representable in it.
+fn value(rng: &mut Rng, dtype: DType) -> f64 {
+    match dtype {
+        DType::I32 => rng.below(2001) as f64 - 1000.0,
+        DType::U32 => rng.below(2001) as f64,
+        DType::Bool => rng.below(2) as f64,
+        _ => rng.unit() * 8.0 - 4.0,
     }
 }
 
 /// Random storage of `len` elements, and the values it holds (after rounding to the dtype).
 fn random(dev: &GpuDevice, rng: &mut Rng, dtype: DType, len: usize) -> (GpuStorage, Vec<f64>) {
-    let raw: Vec<f64> = (0..len).map(|_| rng.value(dtype)).collect();
+    let raw: Vec<f64> = (0..len).map(|_| value(rng, dtype)).collect();
     upload(dev, &raw, dtype)
 }
 
@@ -101,17 +84,11 @@ fn views(shape: &[usize]) -> Vec<(&'static str, usize, Layout)> {
     v
 }
 
+/// The shared comparison at `dtype`'s tolerance (exact for integers and bool).
+#[track_caller]
 fn assert_close(got: &[f64], want: &[f64], dtype: DType, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let tol = match dtype {
-        DType::F32 => 1e-5,
-        DType::F16 => 2e-3,
-        _ => 0.0,
-    };
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= tol * w.abs().max(1.0);
-        assert!(ok, "{what}: element {i}: got {g}, want {w}");
-    }
+    let (rtol, atol) = kiln_testkit::dtype_tolerance(dtype);
+    kiln_testkit::assert_close(what, got, want, rtol, atol);
 }
 
 /// 1-D ids of `dtype` viewed through a narrowed, stepped layout (offset 3, stride 2).
@@ -124,23 +101,34 @@ fn ids_storage(dev: &GpuDevice, ids: &[usize], dtype: DType) -> (GpuStorage, Lay
     (s, Layout::contiguous(&[raw.len()]).step(0, 3, ids.len(), 2))
 }
 
+/// `vals` (a storage's values) on the CPU backend, the oracle, as f64 (exact for every dtype
+/// here: the ops copy, and scatter_add's sums of small integers stay exact).
+fn oracle(vals: &[f64]) -> CpuStorage {
+    CpuStorage::from_host(&CpuDevice, &HostData::F64(vals.to_vec())).expect("cpu upload")
+}
+
+/// `ids` as contiguous u32 storage on the CPU backend, with its layout of shape `shape`.
+fn oracle_ids(ids: &[usize], shape: &[usize]) -> (CpuStorage, Layout) {
+    let host = HostData::U32(ids.iter().map(|&i| i as u32).collect());
+    (CpuStorage::from_host(&CpuDevice, &host).expect("cpu ids"), Layout::contiguous(shape))
+}
+
+fn cpu_read(s: &CpuStorage, shape: &[usize]) -> Vec<f64> {
+    s.to_host(&Layout::contiguous(shape)).expect("cpu read").to_f64_vec()
+}
+
+/// The CPU backend's index_select of the view `l` of `vals`.
 fn index_select_ref(vals: &[f64], l: &Layout, ids: &[usize], dim: usize) -> Vec<f64> {
+    let (is, il) = oracle_ids(ids, &[ids.len()]);
     let mut shape = l.shape().to_vec();
     shape[dim] = ids.len();
-    positions(&shape)
-        .iter()
-        .map(|p| {
-            let mut q = p.clone();
-            q[dim] = ids[p[dim]];
-            vals[at(l, &q)]
-        })
-        .collect()
+    cpu_read(&oracle(vals).index_select(l, &is, &il, dim).expect("cpu index_select"), &shape)
 }
 
 #[test]
 fn index_select_matches_reference() {
     let Some(dev) = common::gpu("index_select_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0001);
     let cases: [(&[usize], usize, usize); 6] = [
         (&[7, 5, 3], 0, 9),
         (&[7, 5, 3], 1, 4),
@@ -189,16 +177,10 @@ fn index_select_never_reads_past_the_dim() {
     assert_eq!(read(&out, &[2, 4]), vec![5.0, 0.0, 0.0, 1.0, 6.0, 0.0, 0.0, 2.0]);
 }
 
+/// The CPU backend's gather of the view `l` of `vals` with `ids` of shape `ishape`.
 fn gather_ref(vals: &[f64], l: &Layout, ids: &[usize], ishape: &[usize], dim: usize) -> Vec<f64> {
-    positions(ishape)
-        .iter()
-        .enumerate()
-        .map(|(k, p)| {
-            let mut q = p.clone();
-            q[dim] = ids[k];
-            vals[at(l, &q)]
-        })
-        .collect()
+    let (is, il) = oracle_ids(ids, ishape);
+    cpu_read(&oracle(vals).gather(l, &is, &il, dim).expect("cpu gather"), ishape)
 }
 
 /// Random ids of shape `ishape` (values below `size`), as a transposed view when rank allows.
@@ -226,7 +208,7 @@ fn nd_ids(
 #[test]
 fn gather_matches_reference() {
     let Some(dev) = common::gpu("gather_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0002);
     let shape = [5, 6, 7];
     for dtype in ALL {
         if dtype == DType::F16 && !dev.has_f16() {
@@ -262,21 +244,17 @@ fn gather_matches_reference() {
     assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
 }
 
+/// The CPU backend's scatter_add into the view `l` of `vals` of `src` (viewed by `sl`).
 fn scatter_add_ref(vals: &[f64], l: &Layout, ids: &[usize], src: &[f64], sl: &Layout, dim: usize) -> Vec<f64> {
-    let shape = l.shape();
-    let mut out: Vec<f64> = positions(shape).iter().map(|p| vals[at(l, p)]).collect();
-    for (k, q) in positions(sl.shape()).iter().enumerate() {
-        let mut t = q.clone();
-        t[dim] = ids[k];
-        out[row_major(shape, &t)] += src[at(sl, q)];
-    }
-    out
+    let (is, il) = oracle_ids(ids, sl.shape());
+    let out = oracle(vals).scatter_add(l, &is, &il, &oracle(src), sl, dim).expect("cpu scatter_add");
+    cpu_read(&out, l.shape())
 }
 
 #[test]
 fn scatter_add_matches_reference() {
     let Some(dev) = common::gpu("scatter_add_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0003);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0003);
     let shape = [5, 6, 7];
     for dtype in NUMERIC {
         if dtype == DType::F16 && !dev.has_f16() {
@@ -305,7 +283,7 @@ fn scatter_add_matches_reference() {
 #[test]
 fn scatter_add_accumulates_repeats() {
     let Some(dev) = common::gpu("scatter_add_accumulates_repeats") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0004);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0004);
     // Every source lands on one of three slots: each slot sums ~1365 terms.
     let n = 4097;
     let (s, vals) = random(&dev, &mut rng, DType::F32, 7);
@@ -354,7 +332,7 @@ fn topk_ref(row: &[f64], k: usize, largest: bool) -> Vec<usize> {
 #[test]
 fn topk_matches_reference() {
     let Some(dev) = common::gpu("topk_matches_reference") else { return };
-    let mut rng = Rng(0x5eed_1234_abcd_0005);
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0005);
     let cases: [(&[usize], &[usize]); 5] =
         [(&[3, 7], &[1, 3, 7]), (&[1], &[1]), (&[2, 1023], &[1, 10]), (&[4097], &[5]), (&[2, 3, 16], &[16, 4])];
     for dtype in NUMERIC {

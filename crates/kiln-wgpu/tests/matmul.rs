@@ -1,27 +1,12 @@
-//! Batched strided matmul on the GPU against a naive f64 reference: odd shapes, both kernels
+//! Batched strided matmul on the GPU against the CPU backend in f64: odd shapes, both kernels
 //! (tiled and matrix-vector), transposed, broadcast and offset operands, every numeric dtype.
 
 mod common;
 
 use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+use kiln_cpu::{CpuDevice, CpuStorage};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
-
-/// xorshift64*: deterministic values in [-1, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-
-    fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
 
 fn host(dtype: DType, v: &[f64]) -> HostData {
     match dtype {
@@ -34,25 +19,13 @@ fn host(dtype: DType, v: &[f64]) -> HostData {
     }
 }
 
-/// `out[b, i, j] = Σ_k a[b, i, k] · b[b, k, j]` read through both layouts, in f64.
+/// `out[b, i, j] = Σ_k a[b, i, k] · b[b, k, j]` read through both layouts: the CPU backend's
+/// matmul (the oracle) in f64 on the values the GPU holds.
 fn reference(a: &[f64], al: &Layout, b: &[f64], bl: &Layout) -> Vec<f64> {
-    let (sa, sb) = (al.shape(), bl.shape());
-    let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
-    let at = |bi: usize, i: usize, kk: usize| {
-        a[al.offset() + bi * al.strides()[0] + i * al.strides()[1] + kk * al.strides()[2]]
-    };
-    let bt = |bi: usize, kk: usize, j: usize| {
-        b[bl.offset() + bi * bl.strides()[0] + kk * bl.strides()[1] + j * bl.strides()[2]]
-    };
-    let mut out = Vec::with_capacity(batch * m * n);
-    for bi in 0..batch {
-        for i in 0..m {
-            for j in 0..n {
-                out.push((0..k).map(|kk| at(bi, i, kk) * bt(bi, kk, j)).sum());
-            }
-        }
-    }
-    out
+    let cpu = |v: &[f64]| CpuStorage::from_host(&CpuDevice, &HostData::F64(v.to_vec())).expect("cpu upload");
+    let out = cpu(a).matmul(al, &cpu(b), bl).expect("cpu matmul");
+    let shape = [al.shape()[0], al.shape()[1], bl.shape()[2]];
+    out.to_host(&Layout::contiguous(&shape)).expect("cpu read").to_f64_vec()
 }
 
 /// Storage of `len` random values, returned with those values as the GPU holds them.
@@ -64,7 +37,7 @@ fn upload(dev: &GpuDevice, dtype: DType, len: usize, rng: &mut Rng) -> (GpuStora
 
 /// Runs `al · bl` over fresh random buffers big enough for both layouts and checks every output.
 fn check(dev: &GpuDevice, dtype: DType, al: &Layout, bl: &Layout, seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let (a, av) = upload(dev, dtype, al.storage_extent().max(1), &mut rng);
     let (b, bv) = upload(dev, dtype, bl.storage_extent().max(1), &mut rng);
     let out = a.matmul(al, &b, bl).unwrap_or_else(|e| panic!("{dtype} {al:?} · {bl:?}: {e}"));
@@ -385,7 +358,7 @@ fn bench_matmul() {
             let flop = 2.0 * (batch * m * n * k) as f64;
             println!("{dtype} {batch}x{m}x{k}x{n} {class}:");
             let operands = |ctx: &GpuDevice| {
-                let mut rng = Rng(7);
+                let mut rng = Rng::from_state(7);
                 (upload(ctx, dtype, batch * m * k, &mut rng).0, upload(ctx, dtype, batch * k * n, &mut rng).0)
             };
             let (on_dev, on_tuned) = (operands(&dev), if tile == "all" { Some(operands(&tuned)) } else { None });

@@ -1,25 +1,14 @@
 //! The cooperative-matrix (tensor-core) f16 matmul: its sources compile with naga to SPIR-V
 //! without an adapter; on adapters without cooperative matrices (lavapipe) f16 matmuls of every
 //! shape it would take still run, on the tiled kernel; on one with them (run the ignored test
-//! there) it matches an f64 reference.
+//! there) it matches the CPU backend in f64.
 
 mod common;
 
 use kiln_backend::{BackendStorage, DType, HostData, Layout};
+use kiln_cpu::{CpuDevice, CpuStorage};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
-
-/// xorshift64*: deterministic values in [-1, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
 
 #[test]
 fn cooperative_sources_compile_to_spirv() {
@@ -41,9 +30,9 @@ fn cooperative_sources_compile_to_spirv() {
 /// `a · b` for `[batch, m, k] · [batch, k, n]` f16 operands with the given layouts, checked
 /// against f64; returns the largest error relative to sqrt(k).
 fn check(dev: &GpuDevice, al: &Layout, bl: &Layout, seed: u64) -> f64 {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let mut upload = |len: usize| {
-        let data = HostData::F16((0..len).map(|_| half::f16::from_f64(rng.next())).collect());
+        let data = HostData::F16((0..len).map(|_| half::f16::from_f64(rng.uniform())).collect());
         let exact = data.to_f64_vec();
         (GpuStorage::from_host(dev, &data).expect("upload"), exact)
     };
@@ -54,24 +43,17 @@ fn check(dev: &GpuDevice, al: &Layout, bl: &Layout, seed: u64) -> f64 {
     let (sa, sb) = (al.shape(), bl.shape());
     let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
     let got = out.to_host(&Layout::contiguous(&[batch, m, n])).expect("readback").to_f64_vec();
-    let (ast, bst) = (al.strides(), bl.strides());
+    // The oracle: the CPU backend's matmul in f64 on the values the GPU holds.
+    let cpu = |v: &[f64]| CpuStorage::from_host(&CpuDevice, &HostData::F64(v.to_vec())).expect("cpu upload");
+    let want = cpu(&av).matmul(al, &cpu(&bv), bl).expect("cpu matmul");
+    let want = want.to_host(&Layout::contiguous(&[batch, m, n])).expect("cpu read").to_f64_vec();
     let mut worst = 0f64;
-    for bi in 0..batch {
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k)
-                    .map(|kk| {
-                        av[al.offset() + bi * ast[0] + i * ast[1] + kk * ast[2]]
-                            * bv[bl.offset() + bi * bst[0] + kk * bst[1] + j * bst[2]]
-                    })
-                    .sum();
-                let g = got[(bi * m + i) * n + j];
-                // f32 accumulation, then one f16 rounding of a value about sqrt(k) in size.
-                let err = (g - want).abs() / (k as f64).sqrt();
-                assert!(err < 4e-3, "{al:?} · {bl:?} at [{bi}, {i}, {j}]: got {g}, want {want}");
-                worst = worst.max(err);
-            }
-        }
+    for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        // f32 accumulation, then one f16 rounding of a value about sqrt(k) in size.
+        let err = (g - w).abs() / (k as f64).sqrt();
+        let (bi, i, j) = (idx / (m * n), idx / n % m, idx % n);
+        assert!(err < 4e-3, "{al:?} · {bl:?} at [{bi}, {i}, {j}]: got {g}, want {w}");
+        worst = worst.max(err);
     }
     worst
 }

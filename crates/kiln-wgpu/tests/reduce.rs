@@ -1,25 +1,11 @@
-//! Reductions, softmax and cumsum on the GPU against naive f64 references written here.
+//! Reductions, softmax and cumsum on the GPU against the CPU backend (f64 for float inputs).
 
 mod common;
 
 use kiln_backend::{BackendStorage, DType, Error, HostData, Layout, ReduceOp};
+use kiln_cpu::{CpuDevice, CpuStorage};
+use kiln_testkit::Rng;
 use kiln_wgpu::{GpuDevice, GpuStorage};
-
-/// xorshift64*: uniform in [0, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| lo + (hi - lo) * self.next()).collect()
-    }
-}
 
 fn upload(dev: &GpuDevice, values: &[f64], dtype: DType) -> GpuStorage {
     GpuStorage::from_host(dev, &HostData::from_f64(values, dtype)).expect("upload")
@@ -35,39 +21,19 @@ fn gather(storage: &[f64], layout: &Layout, dtype: DType) -> Vec<f64> {
     layout.indices().map(|i| typed[i]).collect()
 }
 
-/// Position of the first extreme (NaN beats everything) of `row`.
-fn extreme(row: &[f64], max: bool) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if row[best].is_nan() {
-            break;
-        }
-        if x.is_nan() || (max && x > row[best]) || (!max && x < row[best]) {
-            best = i;
-        }
-    }
-    best
+/// `storage` on the CPU backend (the oracle): floats as f64 holding the values `dtype` stores,
+/// integers in `dtype` itself so that wrapping matches.
+fn oracle(storage: &[f64], dtype: DType) -> CpuStorage {
+    let typed = HostData::from_f64(storage, dtype);
+    let host = if dtype.is_float() { HostData::F64(typed.to_f64_vec()) } else { typed };
+    CpuStorage::from_host(&CpuDevice, &host).expect("cpu upload")
 }
 
-fn reference(vals: &[f64], len: usize, op: ReduceOp, dtype: DType) -> Vec<f64> {
-    vals.chunks(len)
-        .map(|row| match op {
-            ReduceOp::Sum => match dtype {
-                DType::I32 => row.iter().map(|&x| x as i64).sum::<i64>() as i32 as f64,
-                DType::U32 => row.iter().map(|&x| x as u64).sum::<u64>() as u32 as f64,
-                _ => row.iter().sum(),
-            },
-            ReduceOp::Prod => match dtype {
-                DType::I32 => row.iter().fold(1i32, |a, &x| a.wrapping_mul(x as i32)) as f64,
-                DType::U32 => row.iter().fold(1u32, |a, &x| a.wrapping_mul(x as u32)) as f64,
-                _ => row.iter().product(),
-            },
-            ReduceOp::Max => row[extreme(row, true)],
-            ReduceOp::Min => row[extreme(row, false)],
-            ReduceOp::ArgMax => extreme(row, true) as f64,
-            ReduceOp::ArgMin => extreme(row, false) as f64,
-        })
-        .collect()
+/// The CPU backend's `reduce` of the view, one value per row.
+fn reference(storage: &[f64], layout: &Layout, dims: usize, op: ReduceOp, dtype: DType) -> Vec<f64> {
+    let rows: usize = layout.shape()[..layout.rank() - dims].iter().product();
+    let out = oracle(storage, dtype).reduce(layout, op, dims).expect("cpu reduce");
+    out.to_host(&Layout::contiguous(&[rows])).expect("cpu read").to_f64_vec()
 }
 
 fn same(a: f64, b: f64) -> bool {
@@ -86,7 +52,7 @@ fn check_reduce(dev: &GpuDevice, storage: &[f64], layout: &Layout, dims: usize, 
     let len: usize = layout.shape()[layout.rank() - dims..].iter().product();
     let got = read(&out, rows);
     let vals = gather(storage, layout, dtype);
-    let want = reference(&vals, len, op, dtype);
+    let want = reference(storage, layout, dims, op, dtype);
     for (r, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let ok = same(g, w)
             || match (op, dtype) {
@@ -148,9 +114,9 @@ fn cases() -> Vec<(usize, Layout, usize)> {
 #[test]
 fn reduce_f32_all_ops_all_layouts() {
     let Some(dev) = common::gpu("reduce_f32_all_ops_all_layouts") else { return };
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::from_state(0x1234_5678_9abc_def1);
     for (n, layout, dims) in cases() {
-        let data = rng.vec(n, -1.0, 1.0);
+        let data = rng.vec_in(n, -1.0, 1.0);
         // Products of values near 1 stay representable over thousands of factors.
         let near_one: Vec<f64> = data.iter().map(|x| 1.0 + 0.01 * x).collect();
         for op in ReduceOp::ALL {
@@ -163,12 +129,12 @@ fn reduce_f32_all_ops_all_layouts() {
 #[test]
 fn reduce_ints_wrap_and_tie() {
     let Some(dev) = common::gpu("reduce_ints_wrap_and_tie") else { return };
-    let mut rng = Rng(42);
+    let mut rng = Rng::from_state(42);
     for (n, layout, dims) in cases() {
         // Few distinct values: ties everywhere, so the Arg ops must keep the first.
-        let small: Vec<f64> = rng.vec(n, -4.0, 4.0).iter().map(|x| x.floor()).collect();
-        let big_i: Vec<f64> = rng.vec(n, -2.0e9, 2.0e9).iter().map(|x| x.floor()).collect();
-        let big_u: Vec<f64> = rng.vec(n, 0.0, 4.0e9).iter().map(|x| x.floor()).collect();
+        let small: Vec<f64> = rng.vec_in(n, -4.0, 4.0).iter().map(|x| x.floor()).collect();
+        let big_i: Vec<f64> = rng.vec_in(n, -2.0e9, 2.0e9).iter().map(|x| x.floor()).collect();
+        let big_u: Vec<f64> = rng.vec_in(n, 0.0, 4.0e9).iter().map(|x| x.floor()).collect();
         let small_u: Vec<f64> = small.iter().map(|x| x + 4.0).collect();
         for op in ReduceOp::ALL {
             check_reduce(&dev, &small, &layout, dims, op, DType::I32);
@@ -193,9 +159,9 @@ fn reduce_f16() {
         eprintln!("SKIPPED reduce_f16: adapter lacks SHADER_F16");
         return;
     }
-    let mut rng = Rng(7);
+    let mut rng = Rng::from_state(7);
     for (n, layout, dims) in cases() {
-        let data = rng.vec(n, -1.0, 1.0);
+        let data = rng.vec_in(n, -1.0, 1.0);
         let near_one: Vec<f64> = data.iter().map(|x| 1.0 + 0.001 * x).collect();
         for op in ReduceOp::ALL {
             let d = if op == ReduceOp::Prod { &near_one } else { &data };
@@ -225,10 +191,10 @@ fn argmax_first_of_ties_and_nan() {
 
     // Across lanes, workgroups and the split pass: NaNs far apart in one long row, and in a
     // column reduction; infinities are ordinary extremes.
-    let mut rng = Rng(99);
+    let mut rng = Rng::from_state(99);
     for layout_of in [|n: usize| Layout::contiguous(&[1, n]), |n: usize| Layout::contiguous(&[n, 1]).permute(&[1, 0])] {
         let n = 300_000;
-        let mut data = rng.vec(n, -1.0, 1.0);
+        let mut data = rng.vec_in(n, -1.0, 1.0);
         data[123_456] = f64::INFINITY;
         data[7] = f64::NEG_INFINITY;
         data[200_000] = f64::INFINITY;
@@ -252,9 +218,9 @@ fn argmax_first_of_ties_and_nan() {
 #[test]
 fn sum_of_a_million_is_accurate() {
     let Some(dev) = common::gpu("sum_of_a_million_is_accurate") else { return };
-    let mut rng = Rng(2024);
+    let mut rng = Rng::from_state(2024);
     let n = 1 << 20;
-    let data = rng.vec(n, 0.0, 1.0);
+    let data = rng.vec_in(n, 0.0, 1.0);
     // The reference sums what the GPU sees: the f32-rounded inputs.
     let want: f64 = data.iter().map(|&x| x as f32 as f64).sum();
     let s = upload(&dev, &data, DType::F32);
@@ -304,14 +270,10 @@ fn reduce_over_nothing_and_errors() {
     ));
 }
 
-fn softmax_reference(vals: &[f64], n: usize, log: bool) -> Vec<f64> {
-    let mut out = Vec::with_capacity(vals.len());
-    for row in vals.chunks(n) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
-        let z: f64 = row.iter().map(|&x| (x - m).exp()).sum();
-        out.extend(row.iter().map(|&x| if log { x - m - z.ln() } else { (x - m).exp() / z }));
-    }
-    out
+/// The CPU backend's softmax (or log-softmax) over the last dim of the view, in f64.
+fn softmax_reference(storage: &[f64], layout: &Layout, log: bool, dtype: DType) -> Vec<f64> {
+    let out = oracle(storage, dtype).softmax_last(layout, log).expect("cpu softmax");
+    out.to_host(&Layout::contiguous(layout.shape())).expect("cpu read").to_f64_vec()
 }
 
 fn check_softmax(dev: &GpuDevice, storage: &[f64], layout: &Layout, log: bool, dtype: DType) {
@@ -321,8 +283,7 @@ fn check_softmax(dev: &GpuDevice, storage: &[f64], layout: &Layout, log: bool, d
     let numel = layout.numel();
     let got = read(&out, numel);
     let n = layout.shape().last().copied().unwrap_or(1);
-    let vals = gather(storage, layout, dtype);
-    let want = softmax_reference(&vals, n, log);
+    let want = softmax_reference(storage, layout, log, dtype);
     let tol = if dtype == DType::F16 { 2e-3 } else { 1e-5 };
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let ok = same(g, w) || (g - w).abs() <= tol * w.abs().max(1.0);
@@ -342,7 +303,7 @@ fn check_softmax(dev: &GpuDevice, storage: &[f64], layout: &Layout, log: bool, d
 #[test]
 fn softmax_and_log_softmax() {
     let Some(dev) = common::gpu("softmax_and_log_softmax") else { return };
-    let mut rng = Rng(5);
+    let mut rng = Rng::from_state(5);
     let c = Layout::contiguous;
     let cases = vec![
         (1, c(&[1])),
@@ -361,20 +322,20 @@ fn softmax_and_log_softmax() {
         (3, Layout::new(vec![], vec![], 2)),
     ];
     for (n, layout) in &cases {
-        let data = rng.vec(*n, -8.0, 8.0);
+        let data = rng.vec_in(*n, -8.0, 8.0);
         for log in [false, true] {
             check_softmax(&dev, &data, layout, log, DType::F32);
         }
     }
     // Large magnitudes: exp must see x - max, never x.
-    let big: Vec<f64> = rng.vec(3 * 1000, -1.0e4, 1.0e4);
+    let big: Vec<f64> = rng.vec_in(3 * 1000, -1.0e4, 1.0e4);
     for log in [false, true] {
         check_softmax(&dev, &big, &c(&[3, 1000]), log, DType::F32);
         check_softmax(&dev, &big, &c(&[1000, 3]).permute(&[1, 0]), log, DType::F32);
     }
     if dev.has_f16() {
         for (n, layout) in &cases {
-            let data = rng.vec(*n, -4.0, 4.0);
+            let data = rng.vec_in(*n, -4.0, 4.0);
             for log in [false, true] {
                 check_softmax(&dev, &data, layout, log, DType::F16);
             }
@@ -415,29 +376,10 @@ fn softmax_infinities_nan_and_empty() {
     ));
 }
 
-fn cumsum_reference(vals: &[f64], shape: &[usize], dim: usize, dtype: DType) -> Vec<f64> {
-    let len = shape[dim];
-    let inner: usize = shape[dim + 1..].iter().product();
-    let mut out = vals.to_vec();
-    for block in out.chunks_mut(len * inner) {
-        for i in 0..inner {
-            let mut acc = 0.0f64;
-            let mut wrap_i = 0i32;
-            let mut wrap_u = 0u32;
-            for j in 0..len {
-                let x = block[j * inner + i];
-                acc += x;
-                wrap_i = wrap_i.wrapping_add(x as i32);
-                wrap_u = wrap_u.wrapping_add(x as u32);
-                block[j * inner + i] = match dtype {
-                    DType::I32 => wrap_i as f64,
-                    DType::U32 => wrap_u as f64,
-                    _ => acc,
-                };
-            }
-        }
-    }
-    out
+/// The CPU backend's cumsum of the view along `dim` (f64 for floats, wrapping for integers).
+fn cumsum_reference(storage: &[f64], layout: &Layout, dim: usize, dtype: DType) -> Vec<f64> {
+    let out = oracle(storage, dtype).cumsum(layout, dim).expect("cpu cumsum");
+    out.to_host(&Layout::contiguous(layout.shape())).expect("cpu read").to_f64_vec()
 }
 
 fn check_cumsum(dev: &GpuDevice, storage: &[f64], layout: &Layout, dim: usize, dtype: DType) {
@@ -445,8 +387,7 @@ fn check_cumsum(dev: &GpuDevice, storage: &[f64], layout: &Layout, dim: usize, d
     let s = upload(dev, storage, dtype);
     let out = s.cumsum(layout, dim).unwrap_or_else(|e| panic!("{what}: {e}"));
     let got = read(&out, layout.numel());
-    let vals = gather(storage, layout, dtype);
-    let want = cumsum_reference(&vals, layout.shape(), dim, dtype);
+    let want = cumsum_reference(storage, layout, dim, dtype);
     let len = layout.shape()[dim] as f64;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let ok = match dtype {
@@ -461,7 +402,7 @@ fn check_cumsum(dev: &GpuDevice, storage: &[f64], layout: &Layout, dim: usize, d
 #[test]
 fn cumsum_layouts_and_dtypes() {
     let Some(dev) = common::gpu("cumsum_layouts_and_dtypes") else { return };
-    let mut rng = Rng(77);
+    let mut rng = Rng::from_state(77);
     let c = Layout::contiguous;
     let cases = vec![
         (1, c(&[1]), 0),
@@ -480,14 +421,14 @@ fn cumsum_layouts_and_dtypes() {
         (5, c(&[5, 1]).broadcast_to(&[5, 7]), 0),
     ];
     for (n, layout, dim) in &cases {
-        let data = rng.vec(*n, -1.0, 1.0);
+        let data = rng.vec_in(*n, -1.0, 1.0);
         check_cumsum(&dev, &data, layout, *dim, DType::F32);
-        let ints: Vec<f64> = rng.vec(*n, -2.0e9, 2.0e9).iter().map(|x| x.floor()).collect();
+        let ints: Vec<f64> = rng.vec_in(*n, -2.0e9, 2.0e9).iter().map(|x| x.floor()).collect();
         check_cumsum(&dev, &ints, layout, *dim, DType::I32);
-        let uints: Vec<f64> = rng.vec(*n, 0.0, 4.0e9).iter().map(|x| x.floor()).collect();
+        let uints: Vec<f64> = rng.vec_in(*n, 0.0, 4.0e9).iter().map(|x| x.floor()).collect();
         check_cumsum(&dev, &uints, layout, *dim, DType::U32);
         if dev.has_f16() {
-            let small = rng.vec(*n, 0.0, 0.01);
+            let small = rng.vec_in(*n, 0.0, 0.01);
             check_cumsum(&dev, &small, layout, *dim, DType::F16);
         }
     }
@@ -509,7 +450,7 @@ fn bench_reduce_family() {
     let Some(dev) = common::gpu("bench_reduce_family") else { return };
     eprintln!("adapter: {}", dev.summary);
     let n = 1 << 24;
-    let data: Vec<f64> = Rng(1).vec(n, -1.0, 1.0);
+    let data: Vec<f64> = Rng::from_state(1).vec_in(n, -1.0, 1.0);
     let x = upload(&dev, &data, DType::F32);
     let c = Layout::contiguous;
     let only = std::env::var("KILN_BENCH_ONLY").unwrap_or_default();
@@ -551,7 +492,7 @@ fn bench_reduce_family() {
     time("sum", &c(&[256]), 1, &|l| x.reduce(l, ReduceOp::Sum, 1).expect("sum"));
     time("copy", &c(&[256]), 256, &|l| x.cast(l, DType::F32).expect("copy"));
     if std::env::var("KILN_BENCH_BIG").is_ok() {
-        let big = upload(&dev, &Rng(3).vec(4 * n, -1.0, 1.0), DType::F32);
+        let big = upload(&dev, &Rng::from_state(3).vec_in(4 * n, -1.0, 1.0), DType::F32);
         time("sum", &c(&[16384, 4096]), 16384, &|l| big.reduce(l, ReduceOp::Sum, 1).expect("sum"));
         time("sum", &c(&[4 * n]), 1, &|l| big.reduce(l, ReduceOp::Sum, 1).expect("sum"));
         time("softmax", &c(&[16384, 4096]), 4 * n, &|l| big.softmax_last(l, false).expect("softmax"));

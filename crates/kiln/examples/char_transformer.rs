@@ -24,8 +24,9 @@ mod train;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::cli::{self, FlagSpec};
-use kiln_nn::ModuleExt;
+use clap::Parser;
+use common::cli;
+use kiln::prelude::*;
 use train::{AnyResult, EvalPoint, SampleConfig, Size, TrainConfig, generate, load_moby_dick};
 
 const ABOUT: &str = "Train a character-level transformer on Moby-Dick, report bits per character, then generate text.";
@@ -33,53 +34,84 @@ const ABOUT: &str = "Train a character-level transformer on Moby-Dick, report bi
 /// The bar the default (small) run is tuned to clear; drawn on the curve for reference.
 const TARGET_BPC: f64 = 2.5;
 
-const FLAGS: &[FlagSpec] = &[
-    FlagSpec { name: "size", value: Some("small|large"), help: "model preset (default small; large is meant for a GPU)" },
-    FlagSpec { name: "steps", value: Some("N"), help: "optimizer steps (default: small 2000, large 5000)" },
-    FlagSpec { name: "batch-size", value: Some("N"), help: "windows per step (default: small 16, large 64)" },
-    FlagSpec { name: "seq-len", value: Some("N"), help: "characters per window = context length (default: small 64, large 256)" },
-    FlagSpec { name: "lr", value: Some("F"), help: "peak AdamW learning rate, warm-up then cosine decay (default: small 0.005, large 0.001)" },
-    FlagSpec { name: "eval-every", value: Some("N"), help: "steps between validation passes (default: small 200, large 250)" },
-    cli::DEVICE_FLAG,
-    FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation, batches and sampling (default 0)" },
-    FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/char_transformer)" },
-    FlagSpec { name: "prompt", value: Some("TEXT"), help: "text the generated sample continues (default \"The whale \")" },
-    FlagSpec { name: "tokens", value: Some("N"), help: "characters to generate (default 500)" },
-    FlagSpec { name: "temperature", value: Some("F"), help: "sampling temperature; 0 = always the likeliest (default 0.8)" },
-    FlagSpec { name: "minutes", value: Some("M"), help: "stop after M minutes of training even if steps remain (soak runs)" },
-    FlagSpec { name: "memory-log", value: Some("FILE"), help: "append device memory (live, pooled MiB) to FILE once a minute" },
-    FlagSpec { name: "top-k", value: Some("N"), help: "sample among the N likeliest characters; 0 = all (default 0)" },
-];
+#[derive(Parser, Debug)]
+#[command(name = "char_transformer", about = ABOUT, override_usage = "cargo run --release --example char_transformer -- [FLAGS]")]
+struct Flags {
+    /// model preset (default small; large is meant for a GPU)
+    #[arg(long, value_name = "small|large")]
+    size: Option<Size>,
+    /// optimizer steps (default: small 2000, large 5000)
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// windows per step (default: small 16, large 64)
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// characters per window = context length (default: small 64, large 256)
+    #[arg(long, value_name = "N")]
+    seq_len: Option<usize>,
+    /// peak AdamW learning rate, warm-up then cosine decay (default: small 0.005, large 0.001)
+    #[arg(long, value_name = "F")]
+    lr: Option<f64>,
+    /// steps between validation passes (default: small 200, large 250)
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    #[command(flatten)]
+    device: cli::DeviceFlag,
+    /// seed for initialisation, batches and sampling (default 0)
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// output directory (default runs/char_transformer)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// text the generated sample continues (default "The whale ")
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// characters to generate (default 500)
+    #[arg(long, value_name = "N")]
+    tokens: Option<usize>,
+    /// sampling temperature; 0 = always the likeliest (default 0.8)
+    #[arg(long, value_name = "F")]
+    temperature: Option<f64>,
+    /// stop after M minutes of training even if steps remain (soak runs)
+    #[arg(long, value_name = "M")]
+    minutes: Option<f64>,
+    /// append device memory (live, pooled MiB) to FILE once a minute
+    #[arg(long, value_name = "FILE")]
+    memory_log: Option<PathBuf>,
+    /// sample among the N likeliest characters; 0 = all (default 0)
+    #[arg(long, value_name = "N")]
+    top_k: Option<usize>,
+}
 
 fn main() -> std::process::ExitCode {
     common::main_with(run)
 }
 
 fn run() -> AnyResult<()> {
-    let Some(flags) = cli::parse_args("char_transformer", ABOUT, FLAGS)? else { return Ok(()) };
-    let size: Size = flags.get_or("size", Size::Small)?;
+    let Some(flags) = cli::parse_args::<Flags>()? else { return Ok(()) };
+    let size = flags.size.unwrap_or(Size::Small);
     let preset = TrainConfig::preset(size);
     let cfg = TrainConfig {
-        steps: flags.get_or("steps", preset.steps)?,
-        batch_size: flags.get_or("batch-size", preset.batch_size)?,
-        seq_len: flags.get_or("seq-len", preset.seq_len)?,
-        lr: flags.get_or("lr", preset.lr)?,
-        eval_every: flags.get_or("eval-every", preset.eval_every)?,
-        seed: flags.get_or("seed", preset.seed)?,
-        max_minutes: flags.get("minutes")?,
-        memory_log: flags.get("memory-log")?,
+        steps: flags.steps.unwrap_or(preset.steps),
+        batch_size: flags.batch_size.unwrap_or(preset.batch_size),
+        seq_len: flags.seq_len.unwrap_or(preset.seq_len),
+        lr: flags.lr.unwrap_or(preset.lr),
+        eval_every: flags.eval_every.unwrap_or(preset.eval_every),
+        seed: flags.seed.unwrap_or(preset.seed),
+        max_minutes: flags.minutes,
+        memory_log: flags.memory_log.clone(),
         ..preset
     };
     cfg.validate()?;
-    let out: PathBuf = flags.get_or("out", PathBuf::from("runs/char_transformer"))?;
-    let prompt: String = flags.get_or("prompt", "The whale ".to_owned())?;
-    let tokens: usize = flags.get_or("tokens", 500)?;
-    let sample = SampleConfig { temperature: flags.get_or("temperature", 0.8)?, top_k: flags.get("top-k")?, seed: cfg.seed };
+    let out = flags.out.clone().unwrap_or_else(|| PathBuf::from("runs/char_transformer"));
+    let prompt = flags.prompt.clone().unwrap_or_else(|| "The whale ".to_owned());
+    let tokens = flags.tokens.unwrap_or(500);
+    let sample = SampleConfig { temperature: flags.temperature.unwrap_or(0.8), top_k: flags.top_k, seed: cfg.seed };
     if !(sample.temperature.is_finite() && sample.temperature >= 0.0) {
         return Err(format!("--temperature must be a number ≥ 0, got {}", sample.temperature).into());
     }
 
-    let device = flags.device()?;
+    let device = flags.device.device()?;
     println!("device: {}", device.describe());
     if size == Size::Large && device.is_cpu() {
         eprintln!("note: --size large is meant for a GPU; on the CPU backend each step takes seconds");
@@ -112,7 +144,7 @@ fn run() -> AnyResult<()> {
 
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let weights = out.join("model.safetensors");
-    kiln_nn::checkpoint::save(&model, &weights).map_err(|e| format!("cannot save {}: {e}", weights.display()))?;
+    kiln::nn::checkpoint::save(&model, &weights).map_err(|e| format!("cannot save {}: {e}", weights.display()))?;
     let curves = out.join("curves.png");
     plot::write_curves_png(&curves, &history, Some(TARGET_BPC))?;
     println!("saved {} and {}", weights.display(), curves.display());

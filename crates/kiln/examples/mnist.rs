@@ -19,7 +19,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::cli::{self, FlagSpec};
+use clap::Parser;
+use common::cli;
 use common::model::ModelKind;
 use common::plot::{Panel, write_panels_png};
 use plotters::chart::SeriesLabelPosition;
@@ -28,57 +29,71 @@ use common::AnyResult;
 
 const ABOUT: &str = "Train an MNIST classifier (MLP or CNN) and save it with its training curves.";
 
-const FLAGS: &[FlagSpec] = &[
-    FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture (default mlp)" },
-    FlagSpec { name: "epochs", value: Some("N"), help: "passes over the training set (default: mlp 8, cnn 2)" },
-    FlagSpec { name: "batch-size", value: Some("N"), help: "images per step (default: mlp 128, cnn 64)" },
-    FlagSpec { name: "lr", value: Some("F"), help: "peak Adam learning rate, cosine-decayed to 0 (default: mlp 0.001, cnn 0.002)" },
-    cli::DEVICE_FLAG,
-    FlagSpec { name: "seed", value: Some("N"), help: "seed for initialisation and shuffling (default 0)" },
-    FlagSpec { name: "out", value: Some("DIR"), help: "output directory (default runs/mnist)" },
-    FlagSpec { name: "train-limit", value: Some("N"), help: "use only the first N training images" },
-    FlagSpec { name: "test-limit", value: Some("N"), help: "evaluate on only the first N test images" },
-    FlagSpec { name: "memory-log", value: Some("CSV"), help: "append device memory (live, pooled bytes) after each epoch to CSV" },
-];
-
-/// `--ddp` exists only in builds with the `mpi` feature (`--features mpi`).
-#[cfg(feature = "mpi")]
-const DDP_FLAGS: &[FlagSpec] = &[FlagSpec {
-    name: "ddp",
-    value: None,
-    help: "data parallel over the processes mpirun starts (one per GPU); --batch-size is the global batch",
-}];
-#[cfg(not(feature = "mpi"))]
-const DDP_FLAGS: &[FlagSpec] = &[];
+#[derive(Parser, Debug)]
+#[command(name = "mnist", about = ABOUT, override_usage = "cargo run --release --example mnist -- [FLAGS]")]
+struct Flags {
+    /// architecture (default mlp)
+    #[arg(long, value_name = "mlp|cnn")]
+    model: Option<ModelKind>,
+    /// passes over the training set (default: mlp 8, cnn 2)
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// images per step (default: mlp 128, cnn 64)
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// peak Adam learning rate, cosine-decayed to 0 (default: mlp 0.001, cnn 0.002)
+    #[arg(long, value_name = "F")]
+    lr: Option<f64>,
+    #[command(flatten)]
+    device: cli::DeviceFlag,
+    /// seed for initialisation and shuffling (default 0)
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// output directory (default runs/mnist)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// use only the first N training images
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// evaluate on only the first N test images
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// append device memory (live, pooled bytes) after each epoch to CSV
+    #[arg(long, value_name = "CSV")]
+    memory_log: Option<PathBuf>,
+    /// data parallel over the processes mpirun starts (one per GPU); --batch-size is the global batch
+    #[cfg(feature = "mpi")]
+    #[arg(long)]
+    ddp: bool,
+}
 
 fn main() -> std::process::ExitCode {
     common::main_with(run)
 }
 
 fn run() -> AnyResult<()> {
-    let spec: Vec<FlagSpec> = FLAGS.iter().chain(DDP_FLAGS).map(|f| FlagSpec { name: f.name, value: f.value, help: f.help }).collect();
-    let Some(flags) = cli::parse_args("mnist", ABOUT, &spec)? else { return Ok(()) };
-    let kind: ModelKind = flags.get_or("model", ModelKind::Mlp)?;
+    let Some(flags) = cli::parse_args::<Flags>()? else { return Ok(()) };
+    let kind = flags.model.unwrap_or(ModelKind::Mlp);
     let (epochs, batch_size, lr) = defaults(kind);
     let cfg = TrainConfig {
         kind,
-        epochs: flags.get_or("epochs", epochs)?,
-        batch_size: flags.get_or("batch-size", batch_size)?,
-        lr: flags.get_or("lr", lr)?,
-        seed: flags.get_or("seed", 0)?,
+        epochs: flags.epochs.unwrap_or(epochs),
+        batch_size: flags.batch_size.unwrap_or(batch_size),
+        lr: flags.lr.unwrap_or(lr),
+        seed: flags.seed.unwrap_or(0),
         log_every: 50,
         progress: true,
     };
-    let out: PathBuf = flags.get_or("out", PathBuf::from("runs/mnist"))?;
+    let out = flags.out.clone().unwrap_or_else(|| PathBuf::from("runs/mnist"));
     #[cfg(feature = "mpi")]
-    if flags.switch("ddp") {
+    if flags.ddp {
         return run_ddp(&cfg, &flags, &out);
     }
 
-    let device = flags.device()?;
+    let device = flags.device.device()?;
     println!("device: {}", device.describe());
 
-    let (train_set, test_set) = load_mnist(flags.get("train-limit")?, flags.get("test-limit")?)?;
+    let (train_set, test_set) = load_mnist(flags.train_limit, flags.test_limit)?;
     println!(
         "model: {kind}, {} training / {} test images, {} epochs, batch {}, peak lr {}",
         train_set.len(),
@@ -89,7 +104,7 @@ fn run() -> AnyResult<()> {
     );
 
     let start = Instant::now();
-    let mut memory_log = common::memlog::open(flags.get("memory-log")?, "epoch")?;
+    let mut memory_log = common::memlog::open(flags.memory_log.clone(), "epoch")?;
     let (model, history) = train(&cfg, &device, train_set, &test_set, |s| {
         print_epoch(s);
         memory_log(&s.epoch.to_string(), &device);
@@ -100,7 +115,7 @@ fn run() -> AnyResult<()> {
 
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let weights = out.join("model.safetensors");
-    kiln_nn::checkpoint::save(&model, &weights)?;
+    kiln::nn::checkpoint::save(&model, &weights)?;
     let curves = out.join("curves.png");
     write_panels_png(&curves, &panels(&history))?;
     println!("saved {} and {}", weights.display(), curves.display());
@@ -110,9 +125,9 @@ fn run() -> AnyResult<()> {
 /// `--ddp`: the same training, data-parallel over the processes `mpirun` started; rank 0
 /// prints, and writes the checkpoint while the others wait at a barrier.
 #[cfg(feature = "mpi")]
-fn run_ddp(cfg: &TrainConfig, flags: &cli::Flags, out: &std::path::Path) -> AnyResult<()> {
-    let device = flags.str("device").map(kiln::Device::parse).transpose()?;
-    let (train_set, test_set) = load_mnist(flags.get("train-limit")?, flags.get("test-limit")?)?;
+fn run_ddp(cfg: &TrainConfig, flags: &Flags, out: &std::path::Path) -> AnyResult<()> {
+    let device = flags.device.device.as_deref().map(kiln::Device::parse).transpose()?;
+    let (train_set, test_set) = load_mnist(flags.train_limit, flags.test_limit)?;
     let start = Instant::now();
     let mut run = common::ddp::train_ddp(cfg, device, train_set, &test_set, |rank, s| {
         if rank == 0 {
@@ -129,7 +144,7 @@ fn run_ddp(cfg: &TrainConfig, flags: &cli::Flags, out: &std::path::Path) -> AnyR
     let model = &run.model;
     run.ddp.save_on_root(|| {
         std::fs::create_dir_all(out).map_err(|e| kiln::Error::invalid("mnist", format!("cannot create {}: {e}", out.display())))?;
-        kiln_nn::checkpoint::save(model, &weights)
+        kiln::nn::checkpoint::save(model, &weights)
     })?;
     if rank == 0 {
         let curves = out.join("curves.png");

@@ -16,42 +16,54 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::AnyResult;
-use common::cli::{self, FlagSpec};
+use clap::Parser;
+use common::cli;
 use common::infer::{classify, detect_kind, load_model, read_digit_png};
 use common::model::ModelKind;
-use kiln_data::{MNIST_PIXELS, Mnist};
+use kiln::data::{MNIST_PIXELS, Mnist};
 
 const ABOUT: &str = "Classify MNIST digits with a checkpoint written by the mnist example.";
 
-const FLAGS: &[FlagSpec] = &[
-    FlagSpec { name: "checkpoint", value: Some("PATH"), help: "weights (default runs/mnist/model.safetensors)" },
-    FlagSpec { name: "model", value: Some("mlp|cnn"), help: "architecture the checkpoint was trained as (default: read from the checkpoint)" },
-    FlagSpec { name: "count", value: Some("N"), help: "classify the first N test images (default 10)" },
-    FlagSpec { name: "image", value: Some("PATH"), help: "classify this 28x28 grayscale PNG instead" },
-    cli::DEVICE_FLAG,
-];
+#[derive(Parser, Debug)]
+#[command(name = "mnist_infer", about = ABOUT, override_usage = "cargo run --release --example mnist_infer -- [FLAGS]")]
+struct Flags {
+    /// weights (default runs/mnist/model.safetensors)
+    #[arg(long, value_name = "PATH")]
+    checkpoint: Option<PathBuf>,
+    /// architecture the checkpoint was trained as (default: read from the checkpoint)
+    #[arg(long, value_name = "mlp|cnn")]
+    model: Option<ModelKind>,
+    /// classify the first N test images (default 10)
+    #[arg(long, value_name = "N")]
+    count: Option<usize>,
+    /// classify this 28x28 grayscale PNG instead
+    #[arg(long, value_name = "PATH")]
+    image: Option<String>,
+    #[command(flatten)]
+    device: cli::DeviceFlag,
+}
 
 fn main() -> std::process::ExitCode {
     common::main_with(run)
 }
 
 fn run() -> AnyResult<()> {
-    let Some(flags) = cli::parse_args("mnist_infer", ABOUT, FLAGS)? else { return Ok(()) };
-    let checkpoint: PathBuf = flags.get_or("checkpoint", PathBuf::from("runs/mnist/model.safetensors"))?;
+    let Some(flags) = cli::parse_args::<Flags>()? else { return Ok(()) };
+    let checkpoint = flags.checkpoint.clone().unwrap_or_else(|| PathBuf::from("runs/mnist/model.safetensors"));
     // An explicit --model wins (and a wrong one is reported by the load); otherwise the
     // checkpoint says which architecture it holds.
-    let kind = match flags.get::<ModelKind>("model")? {
+    let kind = match flags.model {
         Some(kind) => kind,
         None => detect_kind(&checkpoint).unwrap_or(ModelKind::Mlp),
     };
-    let count: usize = flags.get_or("count", 10)?;
-    let device = flags.device()?;
+    let count = flags.count.unwrap_or(10);
+    let device = flags.device.device()?;
 
     let model = load_model(kind, &checkpoint, &device)?;
     println!("device: {}", device.describe());
     println!("model: {kind} from {}", checkpoint.display());
 
-    if let Some(path) = flags.str("image") {
+    if let Some(path) = flags.image.as_deref() {
         let pixels = read_digit_png(Path::new(path))?;
         let (digit, prob) = classify(&model, kind, pixels, 1, &device)?[0];
         println!("{path}: predicted {digit} (p = {prob:.3})");

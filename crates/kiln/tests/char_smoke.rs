@@ -68,16 +68,7 @@ fn trains_and_generates(cfg: &TrainConfig, device: &Device, text: &(TextDataset,
 
 /// The GPU adapter, or `None` (loudly) when there is none; `KILN_REQUIRE_GPU=1` makes that a failure.
 fn gpu() -> Option<Device> {
-    match Device::gpu() {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("KILN_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("KILN_REQUIRE_GPU=1 but no GPU adapter: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); the GPU half of this test did not run");
-            None
-        }
-    }
+    kiln_testkit::gpu(std::thread::current().name().unwrap_or("smoke"))
 }
 
 // 300 steps of 16 windows: about 3.2 bits/char, some 20 s on two cores.
@@ -181,7 +172,7 @@ fn example_rejects_bad_flags() {
         (&["--steps", "0", "--device", "cpu"], "--steps"),
         (&["--lr", "fast"], "--lr"),
         (&["--device", "cpu", "--prompt", "日本"], "--prompt"),
-        (&["--bogus"], "unknown flag"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
     ];
     for (args, needle) in cases {
         let out = std::process::Command::new(&bin).args(*args).output().expect("run char_transformer");

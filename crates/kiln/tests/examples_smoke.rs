@@ -25,16 +25,7 @@ fn accuracy(cfg: &TrainConfig, device: &Device, train_n: usize, test_n: usize) -
 
 /// The GPU adapter, or `None` (loudly) when there is none; `KILN_REQUIRE_GPU=1` makes that a failure.
 fn gpu() -> Option<Device> {
-    match Device::gpu() {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("KILN_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("KILN_REQUIRE_GPU=1 but no GPU adapter: {e}")
-        }
-        Err(e) => {
-            eprintln!("WARNING: no GPU adapter ({e}); skipping the GPU half of this test");
-            None
-        }
-    }
+    kiln_testkit::gpu(std::thread::current().name().unwrap_or("smoke"))
 }
 
 // One epoch over 5 000 images (79 steps): a working MLP reaches about 89 %; chance is 10 %.

@@ -66,6 +66,14 @@ impl Tensor {
     /// let b = Tensor::zeros(&[2], &d).unwrap();
     /// assert_eq!(Tensor::where_(&c, &a, &b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0]);
     /// ```
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let cond = Tensor::from_vec(vec![true, false], &[2], &d).unwrap();
+    /// let (a, b) = (Tensor::ones(&[2], &d).unwrap(), Tensor::zeros(&[2], &d).unwrap());
+    /// assert_eq!(Tensor::where_(&cond, &a, &b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 0.0]);
+    /// ```
     pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         if cond.dtype() != DType::Bool {
             return Err(Error::dtype("where", DType::Bool, cond.dtype()));
@@ -89,6 +97,14 @@ impl Tensor {
     }
 
     /// Replaces elements where `mask` is true with `value`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let x = Tensor::ones(&[3], &d).unwrap();
+    /// let mask = Tensor::from_vec(vec![false, true, false], &[3], &d).unwrap();
+    /// assert_eq!(x.masked_fill(&mask, -1.0).unwrap().to_vec::<f32>().unwrap(), vec![1.0, -1.0, 1.0]);
+    /// ```
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
         Tensor::where_(mask, &self.scalar_like(value)?, self)
     }
@@ -217,6 +233,28 @@ binary_methods! {
     /// let b = Tensor::arange(0.0, 3.0, 1.0, &d).unwrap();
     /// assert_eq!(a.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     /// ```
+    ///
+    /// # Operators
+    ///
+    /// `+ - * /` work between tensors (owned or borrowed), a tensor and an `f64`, and a tensor and a
+    /// `Result<Tensor>` on either side. Every operator returns `Result<Tensor>`, and a `Result`
+    /// operand carries its error through, so a chain needs a single `?`:
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// # fn main() -> kiln_core::Result<()> {
+    /// let d = Device::cpu();
+    /// let (a, b, c) = (Tensor::full(&[2], 2.0, &d)?, Tensor::full(&[2], 4.0, &d)?, Tensor::ones(&[2], &d)?);
+    /// let y = (&a * &b + &c)?; // Result<Tensor> + &Tensor
+    /// let z = (&c - (&a / &b))?; // &Tensor - Result<Tensor>
+    /// assert_eq!(y.to_vec::<f32>()?, vec![9.0, 9.0]);
+    /// assert_eq!(((&a * 0.5)? + &z)?.to_vec::<f32>()?, vec![1.5, 1.5]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Rust's orphan rule allows no impl between two `Result`s or a `Result` and an `f64`: write
+    /// `((&a * &b)? + (&c * &d))?` and `((&a + &b)? * 2.0)?` there.
     add, add_scalar => BinaryOp::Add;
     /// `a - b`
     sub, sub_scalar => BinaryOp::Sub;
@@ -250,6 +288,7 @@ binary_methods! {
     logical_or, logical_or_scalar => BinaryOp::Or;
 }
 
+// The `+ - * /` operators: see the "Operators" section of `Tensor::add`.
 macro_rules! operator {
     ($trait:ident, $method:ident, $fn:ident, $scalar:ident) => {
         impl std::ops::$trait<&Tensor> for &Tensor {
@@ -268,6 +307,38 @@ macro_rules! operator {
             type Output = Result<Tensor>;
             fn $method(self, rhs: &Tensor) -> Result<Tensor> {
                 Tensor::$fn(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$fn(self, &rhs)
+            }
+        }
+        // A `Result<Tensor>` on either side (the other a tensor) passes an error through, so
+        // chains need one `?` at the end: `(&a * &b + &c)?`.
+        impl std::ops::$trait<Result<Tensor>> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Result<Tensor>) -> Result<Tensor> {
+                Tensor::$fn(self, &rhs?)
+            }
+        }
+        impl std::ops::$trait<Result<Tensor>> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Result<Tensor>) -> Result<Tensor> {
+                Tensor::$fn(&self, &rhs?)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for Result<Tensor> {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$fn(&self?, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Result<Tensor> {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$fn(&self?, &rhs)
             }
         }
         impl std::ops::$trait<f64> for &Tensor {

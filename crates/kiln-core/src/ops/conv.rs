@@ -54,6 +54,15 @@ impl Tensor {
 
     /// 2-D convolution (cross-correlation, as PyTorch): input `[n, c, h, w]`, weight
     /// `[o, c/groups, kh, kw]`, optional bias `[o]`.
+    ///
+    /// ```
+    /// # use kiln_core::{Conv2dOptions, Device, Tensor};
+    /// let d = Device::cpu();
+    /// let x = Tensor::ones(&[1, 1, 3, 3], &d).unwrap();
+    /// let w = Tensor::ones(&[1, 1, 2, 2], &d).unwrap();
+    /// let y = x.conv2d(&w, None, Conv2dOptions::default()).unwrap();
+    /// assert_eq!((y.shape(), y.to_vec::<f32>().unwrap()), (&[1usize, 1, 2, 2][..], vec![4.0; 4]));
+    /// ```
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOptions) -> Result<Tensor> {
         if weight.rank() != 4 {
             return Err(Error::shape("conv2d", format!("weight must be [o, c/groups, kh, kw], got {:?}", weight.shape())));
@@ -112,6 +121,13 @@ impl Tensor {
     }
 
     /// 2-D max pooling (padding reads −inf). `stride` defaults to the kernel in PyTorch; pass it.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::arange(0.0, 16.0, 1.0, &Device::cpu()).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
+    /// let y = x.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// ```
     pub fn max_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
         let (cols, _, _) = self.pool_windows("max_pool2d", kernel, stride, padding, f64::NEG_INFINITY)?;
         cols.max(&[2], false)

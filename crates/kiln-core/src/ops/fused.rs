@@ -242,22 +242,6 @@ impl Tensor {
         Ok(out)
     }
 
-    /// One Adam/AdamW step in place on this parameter and its moment buffers `m` and `v`
-    /// (one kernel on the GPU): see [`AdamParams`] for the formula. The parameter, `m` and `v`
-    /// must each own dense storage; storage shared with another tensor is copied first, so
-    /// that tensor keeps the old values.
-    pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, p: &AdamParams) -> Result<()> {
-        const OP: &str = "adam_step";
-        self.check_adam(grad, m, v)?;
-        let g = dense(grad)?;
-        let gs = g.storage();
-        let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
-        let pm = owned(OP, &mut ps, self, false)?;
-        let mm = owned(OP, &mut mst, m, false)?;
-        let vm = owned(OP, &mut vst, v, false)?;
-        pm.adam_step(&gs, mm, vm, p)
-    }
-
     /// The parameter, gradient and moments of an Adam step agree in device, dtype and shape,
     /// are distinct, and the ones written own dense storage.
     fn check_adam(&self, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
@@ -279,6 +263,26 @@ impl Tensor {
         }
         Ok(())
     }
+}
+
+// The optimizers' fused kernels: a trait of their own, so they are no part of `Tensor`'s
+// user-facing methods (see `crate::optim_kernels`).
+impl crate::optim_kernels::OptimKernels for Tensor {
+    /// One Adam/AdamW step in place on this parameter and its moment buffers `m` and `v`
+    /// (one kernel on the GPU): see [`AdamParams`] for the formula. The parameter, `m` and `v`
+    /// must each own dense storage; storage shared with another tensor is copied first, so
+    /// that tensor keeps the old values.
+    fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, p: &AdamParams) -> Result<()> {
+        const OP: &str = "adam_step";
+        self.check_adam(grad, m, v)?;
+        let g = dense(grad)?;
+        let gs = g.storage();
+        let (mut ps, mut mst, mut vst) = (lock(self), lock(m), lock(v));
+        let pm = owned(OP, &mut ps, self, false)?;
+        let mm = owned(OP, &mut mst, m, false)?;
+        let vm = owned(OP, &mut vst, v, false)?;
+        pm.adam_step(&gs, mm, vm, p)
+    }
 
     /// [`adam_step_`](Self::adam_step_) with the parameter's step count kept on the device and
     /// the whole update skipped when `found_inf` (a u32 tensor of one element, e.g. GradScaler's
@@ -294,6 +298,7 @@ impl Tensor {
     ///
     /// ```
     /// # use kiln_core::{AdamParams, DType, Device, Tensor};
+    /// use kiln_core::optim_kernels::OptimKernels;
     /// let d = Device::cpu();
     /// let p = Tensor::from_vec(vec![1.0f32], &[1], &d).unwrap();
     /// let g = Tensor::from_vec(vec![0.5f32], &[1], &d).unwrap();
@@ -307,7 +312,7 @@ impl Tensor {
     /// assert_eq!(steps.to_vec::<u32>().unwrap(), vec![1, 0]);
     /// assert!((p.to_vec::<f32>().unwrap()[0] - 0.9).abs() < 1e-6);
     /// ```
-    pub fn adam_step_gated_(
+    fn adam_step_gated_(
         &self,
         grad: &Tensor,
         m: &Tensor,
@@ -351,6 +356,7 @@ impl Tensor {
     ///
     /// ```
     /// # use kiln_core::{DType, Device, Tensor};
+    /// use kiln_core::optim_kernels::OptimKernels;
     /// let d = Device::cpu();
     /// let flag = Tensor::full_dtype(&[1], 0.0, DType::U32, &d).unwrap();
     /// let g = Tensor::from_vec(vec![2.0f32, -4.0], &[2], &d).unwrap();
@@ -360,7 +366,7 @@ impl Tensor {
     /// Tensor::from_vec(vec![f32::INFINITY], &[1], &d).unwrap().unscale_check_(0.5, &flag).unwrap();
     /// assert_eq!(flag.to_vec::<u32>().unwrap(), vec![1]);
     /// ```
-    pub fn unscale_check_(&self, inv_scale: f64, found_inf: &Tensor) -> Result<()> {
+    fn unscale_check_(&self, inv_scale: f64, found_inf: &Tensor) -> Result<()> {
         const OP: &str = "unscale_check";
         check_float(OP, self)?;
         check_flag(OP, self, found_inf)?;
@@ -384,6 +390,7 @@ impl Tensor {
     ///
     /// ```
     /// # use kiln_core::{DType, Device, Tensor};
+    /// use kiln_core::optim_kernels::OptimKernels;
     /// let d = Device::cpu();
     /// let flag = Tensor::full_dtype(&[1], 0.0, DType::U32, &d).unwrap();
     /// let scale = Tensor::full(&[], 4.0, &d).unwrap();
@@ -392,7 +399,7 @@ impl Tensor {
     /// assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.5, -1.0]);
     /// assert_eq!(flag.to_vec::<u32>().unwrap(), vec![0]);
     /// ```
-    pub fn unscale_check_by_(&self, scale: &Tensor, found_inf: &Tensor) -> Result<()> {
+    fn unscale_check_by_(&self, scale: &Tensor, found_inf: &Tensor) -> Result<()> {
         const OP: &str = "unscale_check";
         check_float(OP, self)?;
         check_flag(OP, self, found_inf)?;

@@ -79,6 +79,14 @@ impl Tensor {
     }
 
     /// `out[i][j] = self[ids[i][j]][j]` (for `dim` 0), the shape of `ids`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], &d).unwrap();
+    /// let ids = Tensor::from_vec(vec![1u32, 0], &[2, 1], &d).unwrap();
+    /// assert_eq!(x.gather(1, &ids).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+    /// ```
     pub fn gather(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
         let d = self.axis("gather", dim)?;
         self.check_same_device("gather", ids)?;
@@ -94,6 +102,15 @@ impl Tensor {
     }
 
     /// A copy of `self` with `src` added at the positions `ids` names along `dim`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let x = Tensor::zeros(&[3], &d).unwrap();
+    /// let ids = Tensor::from_vec(vec![0u32, 2, 0], &[3], &d).unwrap();
+    /// let src = Tensor::ones(&[3], &d).unwrap();
+    /// assert_eq!(x.scatter_add(0, &ids, &src).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 0.0, 1.0]);
+    /// ```
     pub fn scatter_add(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
         let d = self.axis("scatter_add", dim)?;
         self.check_same_device("scatter_add", ids)?;
@@ -178,6 +195,13 @@ impl Tensor {
     }
 
     /// Stacks equal-shaped tensors along a new dim.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let (a, b) = (Tensor::zeros(&[2], &d).unwrap(), Tensor::ones(&[2], &d).unwrap());
+    /// assert_eq!(Tensor::stack(&[a, b], 0).unwrap().shape(), &[2, 2]);
+    /// ```
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
         let first = tensors.first().ok_or_else(|| Error::invalid("stack", "no tensors given"))?;
         let d = crate::tensor::axis_in("stack", dim, first.rank() + 1)? as isize;
@@ -186,6 +210,13 @@ impl Tensor {
     }
 
     /// Splits into pieces of `size` along `dim` (the last may be smaller).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::arange(0.0, 5.0, 1.0, &Device::cpu()).unwrap();
+    /// let parts = x.split(2, 0).unwrap();
+    /// assert_eq!(parts.iter().map(|p| p.shape()[0]).collect::<Vec<_>>(), vec![2, 2, 1]);
+    /// ```
     pub fn split(&self, size: usize, dim: isize) -> Result<Vec<Tensor>> {
         let d = self.axis("split", dim)?;
         if size == 0 {
@@ -253,6 +284,12 @@ impl Tensor {
     }
 
     /// Pads with `value`: `pads[i] = (before, after)` for the last `pads.len()` dims.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::ones(&[2], &Device::cpu()).unwrap();
+    /// assert_eq!(x.pad(&[(1, 2)], 0.0).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 1.0, 1.0, 0.0, 0.0]);
+    /// ```
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
         if pads.len() > self.rank() {
             return Err(Error::shape("pad", format!("{} pads for shape {:?}", pads.len(), self.shape())));
@@ -315,6 +352,13 @@ impl Tensor {
     }
 
     /// The `k` largest (or smallest) entries along the last dim, sorted, with their u32 positions.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![3.0f32, 1.0, 4.0, 1.5], &[4], &Device::cpu()).unwrap();
+    /// let (values, ids) = x.topk(2, true).unwrap();
+    /// assert_eq!((values.to_vec::<f32>().unwrap(), ids.to_vec::<u32>().unwrap()), (vec![4.0, 3.0], vec![2, 0]));
+    /// ```
     pub fn topk(&self, k: usize, largest: bool) -> Result<(Tensor, Tensor)> {
         if self.rank() == 0 || k > self.shape()[self.rank() - 1] {
             return Err(Error::invalid("topk", format!("k = {k} for shape {:?}", self.shape())));

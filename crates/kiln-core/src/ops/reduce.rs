@@ -100,6 +100,13 @@ impl Tensor {
     }
 
     /// Mean over `dims`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 6.0], &[2, 2], &Device::cpu()).unwrap();
+    /// assert_eq!(x.mean(&[1], false).unwrap().to_vec::<f32>().unwrap(), vec![1.5, 4.5]);
+    /// assert_eq!(x.mean(&[0], true).unwrap().shape(), &[1, 2]);
+    /// ```
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = self.axes("mean", dims)?;
         self.mean_axes(&axes, keepdim)
@@ -120,6 +127,12 @@ impl Tensor {
     }
 
     /// Max over `dims` (NaN propagates; ties share the gradient).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 5.0, 3.0, 2.0], &[2, 2], &Device::cpu()).unwrap();
+    /// assert_eq!(x.max(&[-1], false).unwrap().to_vec::<f32>().unwrap(), vec![5.0, 3.0]);
+    /// ```
     pub fn max(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = self.axes("max", dims)?;
         self.reduce_axes(ReduceOp::Max, &axes, keepdim)
@@ -168,6 +181,13 @@ impl Tensor {
     }
 
     /// Variance over `dims`; `unbiased` divides by n − 1 (Bessel), as `torch.var`'s default.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[4], &Device::cpu()).unwrap();
+    /// assert_eq!(x.var(&[0], false, false).unwrap().item().unwrap(), 1.25); // biased
+    /// assert!((x.var(&[0], true, false).unwrap().item().unwrap() - 5.0 / 3.0).abs() < 1e-6);
+    /// ```
     pub fn var(&self, dims: &[isize], unbiased: bool, keepdim: bool) -> Result<Tensor> {
         let axes = self.axes("var", dims)?;
         let n: usize = axes.iter().map(|&a| self.shape()[a]).product();
@@ -221,6 +241,13 @@ impl Tensor {
     }
 
     /// Log-softmax along `dim`.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![0.0f32, 0.0], &[1, 2], &Device::cpu()).unwrap();
+    /// let y = x.log_softmax(-1).unwrap().to_vec::<f32>().unwrap();
+    /// assert!(y.iter().all(|v| (v + std::f32::consts::LN_2).abs() < 1e-6));
+    /// ```
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.softmax_impl(dim, true)
     }

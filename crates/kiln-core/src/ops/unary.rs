@@ -225,6 +225,13 @@ impl Tensor {
     /// let t = Tensor::from_vec(vec![1.7f32, -2.5], &[2], &Device::cpu()).unwrap();
     /// assert_eq!(t.to_dtype(DType::I32).unwrap().to_vec::<i32>().unwrap(), vec![1, -2]);
     /// ```
+    ///
+    /// ```
+    /// # use kiln_core::{DType, Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.7f32, -2.5], &[2], &Device::cpu()).unwrap();
+    /// assert_eq!(x.to_dtype(DType::I32).unwrap().to_vec::<i32>().unwrap(), vec![1, -2]); // toward zero
+    /// assert_eq!(x.to_dtype(DType::F16).unwrap().dtype(), DType::F16);
+    /// ```
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());

@@ -81,6 +81,13 @@ impl Tensor {
     }
 
     /// Swaps two dims.
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::zeros(&[2, 3, 4], &Device::cpu()).unwrap();
+    /// let y = x.transpose(0, -1).unwrap(); // a view: no copy
+    /// assert_eq!((y.shape(), y.is_contiguous()), (&[4usize, 3, 2][..], false));
+    /// ```
     pub fn transpose(&self, a: isize, b: isize) -> Result<Tensor> {
         let (a, b) = (self.axis("transpose", a)?, self.axis("transpose", b)?);
         let mut dims: Vec<usize> = (0..self.rank()).collect();
@@ -108,6 +115,12 @@ impl Tensor {
     }
 
     /// Entries `start..end` of `dim`, every `step`-th, as a view (`x[.., start:end:step, ..]`).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::arange(0.0, 10.0, 1.0, &Device::cpu()).unwrap();
+    /// assert_eq!(x.slice(0, 1, 8, 3).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0, 7.0]);
+    /// ```
     pub fn slice(&self, dim: isize, start: usize, end: usize, step: usize) -> Result<Tensor> {
         let d = self.axis("slice", dim)?;
         let size = self.shape()[d];
@@ -143,6 +156,13 @@ impl Tensor {
     }
 
     /// Inserts a size-1 dim at `dim` (`-1` appends).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let x = Tensor::zeros(&[3], &Device::cpu()).unwrap();
+    /// assert_eq!(x.unsqueeze(0).unwrap().shape(), &[1, 3]);
+    /// assert_eq!(x.unsqueeze(-1).unwrap().squeeze(1).unwrap().shape(), &[3]);
+    /// ```
     pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
         let d = crate::tensor::axis_in("unsqueeze", dim, self.rank() + 1)?;
         Ok(self.view_of(self.layout().unsqueeze(d), "unsqueeze", move |g| Ok(vec![Some(g.squeeze(d as isize)?)])))

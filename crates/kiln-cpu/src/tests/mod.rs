@@ -34,30 +34,17 @@ pub(crate) fn f64s(s: &CpuStorage) -> Vec<f64> {
     s.as_host().to_f64_vec()
 }
 
-/// Elementwise |a − b| ≤ tol·max(1, |b|), with NaN matching NaN and infinities matching exactly.
+/// Elementwise |a − b| ≤ tol·(1 + |b|), NaN matching NaN and infinities matching exactly
+/// (`kiln_testkit::assert_close` with rtol = atol = tol).
 #[track_caller]
 pub(crate) fn assert_close(got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "length: got {got:?}, want {want:?}");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= tol * w.abs().max(1.0)
-        };
-        assert!(ok, "element {i}: got {g:e}, want {w:e} (tol {tol:e})\n got {got:?}\nwant {want:?}");
-    }
+    kiln_testkit::assert_close("kiln-cpu", got, want, tol, tol);
 }
 
 /// Elementwise |a − b| ≤ tol·|b| (so an expected 0 must be exactly 0), NaN matching NaN.
 #[track_caller]
 pub(crate) fn assert_rel(got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "length: got {got:?}, want {want:?}");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() { g.is_nan() } else { g == w || (g - w).abs() <= tol * w.abs() };
-        assert!(ok, "element {i}: got {g:e}, want {w:e} (rel tol {tol:e})\n got {got:?}\nwant {want:?}");
-    }
+    kiln_testkit::assert_close("kiln-cpu", got, want, tol, 0.0);
 }
 
 #[track_caller]
@@ -68,34 +55,8 @@ pub(crate) fn assert_unsupported<T: std::fmt::Debug>(r: Result<T, Error>, dtype:
     }
 }
 
-/// A small deterministic generator (xorshift64*), so tests need no dependency and repeat exactly.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [−1, 1).
-    pub(crate) fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-
-    pub(crate) fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.uniform()).collect()
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The shared deterministic generator (xorshift64*), so tests repeat exactly.
+pub(crate) use kiln_testkit::Rng;
 
 /// Reads element `pos` of a logical tensor through an explicit strided formula: the tests' own
 /// independent view of what a layout means.

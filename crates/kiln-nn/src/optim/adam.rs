@@ -2,6 +2,7 @@
 //! decoupled weight decay), without AMSGrad.
 
 use super::{Gate, Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core, step_unless_on_host};
+use kiln_core::optim_kernels::OptimKernels;
 use kiln_core::{AdamParams, DType, Error, Result, Tensor};
 
 /// Hyper-parameters of [`Adam`] (PyTorch's defaults via `Default`).
@@ -51,7 +52,7 @@ fn check_adam(op: &'static str, betas: (f64, f64), eps: f64) -> Result<()> {
 /// someone else (a `state()` export) still holds it; then that storage is copied first.
 ///
 /// The step count that the bias corrections use lives on the device
-/// ([`Tensor::adam_step_gated_`]), for plain and gated steps alike, so both run the same
+/// ([`OptimKernels::adam_step_gated_`](kiln_core::optim_kernels::OptimKernels::adam_step_gated_)), for plain and gated steps alike, so both run the same
 /// kernel; a gated step whose flag is set changes nothing and is not counted.
 #[allow(clippy::too_many_arguments)]
 fn adam_fused(

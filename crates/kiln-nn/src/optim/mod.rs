@@ -149,7 +149,7 @@ pub(crate) struct Hyper {
 pub(crate) struct ParamState {
     pub step: u64,
     pub bufs: Vec<Tensor>,
-    /// Adam's update count on the device: two u32 slots, see [`Tensor::adam_step_gated_`].
+    /// Adam's update count on the device: two u32 slots, see [`OptimKernels::adam_step_gated_`](kiln_core::optim_kernels::OptimKernels::adam_step_gated_).
     pub device_steps: Option<Tensor>,
     /// The optimizer's skip counter (`OptimCore::skipped`) as it was when this count started,
     /// plus the skips of gated steps this parameter sat out (no gradient): this parameter's

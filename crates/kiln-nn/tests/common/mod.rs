@@ -24,24 +24,9 @@ pub fn f64_params<T>(f: impl FnOnce() -> Result<T>) -> T {
     kiln_nn::init::with_default_dtype(DType::F64, f).expect("building in f64")
 }
 
-/// A small deterministic generator independent of Kiln's, for test data.
-pub struct Lcg(u64);
-
-impl Lcg {
-    pub fn new(seed: u64) -> Lcg {
-        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-
-    pub fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
+/// The shared deterministic generator (xorshift64*, independent of Kiln's): `Lcg::new(seed).vec(n)`
+/// gives `n` values uniform in [-1, 1).
+pub type Lcg = kiln_testkit::Rng;
 
 /// A tensor of uniform [-1, 1) values in `dtype` (and the same values as f64 for hand checks).
 pub fn data(seed: u64, shape: &[usize], dtype: DType, device: &Device) -> (Tensor, Vec<f64>) {
@@ -58,11 +43,10 @@ pub fn leaf64(seed: u64, shape: &[usize]) -> Tensor {
     data(seed, shape, DType::F64, &Device::cpu()).0.with_grad()
 }
 
+/// |got − want| ≤ tol·(1 + |want|) element by element (`kiln_testkit::assert_close`).
+#[track_caller]
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: got {g}, want {w} (tol {tol})");
-    }
+    kiln_testkit::assert_close(what, got, want, tol, tol);
 }
 
 /// Compares the gradients `backward` gives every tensor in `inputs` with central differences
@@ -129,17 +113,8 @@ pub fn sgd_step(params: &[Tensor], lr: f64) {
     });
 }
 
-/// The GPU device if an adapter is present. Without one the test says so loudly, and fails
-/// when `KILN_REQUIRE_GPU=1`.
+/// The GPU device if an adapter is present. Without one the test says so loudly (naming the
+/// test thread), and fails when `KILN_REQUIRE_GPU=1`.
 pub fn gpu() -> Option<Device> {
-    match Device::gpu() {
-        Ok(d) => Some(d),
-        Err(e) => {
-            if std::env::var("KILN_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("KILN_REQUIRE_GPU=1 but no GPU adapter: {e}");
-            }
-            eprintln!("!!! NO GPU ADAPTER ({e}): skipping the GPU half of this test !!!");
-            None
-        }
-    }
+    kiln_testkit::gpu(std::thread::current().name().unwrap_or("a kiln-nn test"))
 }

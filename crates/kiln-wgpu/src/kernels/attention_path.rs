@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The attention kernels to use on GPU devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttentionPath {
     /// Materialised while the score matrix fits [`ATTENTION_SCORE_BUDGET`], flash beyond.
     Auto,

@@ -1,4 +1,5 @@
-//! Shared by the GPU tests of this crate: the device, or a loud failure under KILN_REQUIRE_GPU.
+//! Shared by the GPU tests of this crate: the device, or a loud failure under KILN_REQUIRE_GPU
+//! (the rule itself is `kiln_testkit::gpu_or_skip`).
 
 use kiln_wgpu::{GpuContext, GpuDevice, context::AdapterChoice};
 use std::sync::OnceLock;
@@ -7,15 +8,8 @@ use std::sync::OnceLock;
 /// otherwise `None` and a line on stderr naming the skipped test.
 #[allow(dead_code)]
 pub fn gpu(test: &str) -> Option<GpuDevice> {
-    static DEV: OnceLock<Option<GpuDevice>> = OnceLock::new();
-    let dev = DEV.get_or_init(|| GpuContext::new(&AdapterChoice::Any).ok()).clone();
-    if dev.is_none() {
-        if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU adapter was found");
-        }
-        eprintln!("SKIPPED {test}: no GPU adapter (set KILN_REQUIRE_GPU=1 to make this a failure)");
-    }
-    dev
+    static DEV: OnceLock<Result<GpuDevice, String>> = OnceLock::new();
+    kiln_testkit::gpu_or_skip(test, DEV.get_or_init(|| GpuContext::new(&AdapterChoice::Any).map_err(|e| e.to_string())).clone())
 }
 
 /// The test GPU when it has cooperative matrices (tensor cores). Without them: a failure when
@@ -27,7 +21,7 @@ pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
     if dev.coop.is_some() {
         return Some(dev);
     }
-    if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
+    if kiln_testkit::required("KILN_REQUIRE_COOP") {
         panic!("{test}: KILN_REQUIRE_COOP=1 but adapter {} has no cooperative matrices", dev.summary);
     }
     eprintln!("SKIPPED {test}: no cooperative matrices on {} (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.summary);
@@ -38,23 +32,8 @@ pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
 /// under KILN_REQUIRE_GPU=1 like [`gpu`].
 #[allow(dead_code)]
 pub fn gpu_with(test: &str, options: &kiln_wgpu::ContextOptions) -> Option<GpuDevice> {
-    match GpuContext::new_with(&AdapterChoice::Any, options) {
-        Ok(dev) => Some(dev),
-        Err(e) if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU context: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: no GPU adapter ({e}; set KILN_REQUIRE_GPU=1 to make this a failure)");
-            None
-        }
-    }
+    kiln_testkit::gpu_or_skip(test, GpuContext::new_with(&AdapterChoice::Any, options))
 }
 
-/// A fresh empty directory under the system temp dir, unique to this process and `name`.
-#[allow(dead_code)]
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creating a temp dir");
-    dir
-}
+#[allow(unused_imports)]
+pub use kiln_testkit::temp_dir;

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kiln::{Device, Error, Result, Tensor};
-use kiln_nn::module::prefixed;
-use kiln_nn::{Embedding, Gelu, LayerNorm, Linear, Module, Relu, Sequential, TransformerBlock};
+use kiln::nn::module::prefixed;
+use kiln::nn::{Embedding, Gelu, LayerNorm, TransformerBlock};
+use kiln::prelude::*;
 
 /// The shape of a [`CharTransformer`].
 #[derive(Debug, Clone, Copy, PartialEq)]

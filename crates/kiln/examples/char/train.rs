@@ -12,11 +12,11 @@ use std::f64::consts::LN_2;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::{DType, Device, Tensor, no_grad};
-use kiln_data::{Rng, TextDataset};
-use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer, ParamGroup};
-use kiln_nn::sched::{LrScheduler, WarmupCosine};
-use kiln_nn::{GradScaler, Module, ModuleExt};
+use kiln::data::{Rng, TextDataset};
+use kiln::nn::GradScaler;
+use kiln::nn::optim::{AdamWConfig, ParamGroup};
+use kiln::nn::sched::WarmupCosine;
+use kiln::prelude::*;
 
 pub use model::{Activation, CharTransformer, ModelConfig, Size};
 
@@ -328,12 +328,12 @@ impl Trainer {
         };
         let loss = kiln::autocast(DType::F16, || {
             let logits = self.model.logits(&x)?.reshape(&[b * t, vocab])?;
-            kiln_nn::loss::cross_entropy_loss(&logits, &y)
+            kiln::nn::loss::cross_entropy_loss(&logits, &y)
         })?;
         self.opt.zero_grad();
         scaler.scale(&loss)?.backward()?;
         scaler.unscale_(&self.opt)?;
-        let norm = kiln_nn::clip_grad_norm_(&self.params, self.grad_clip)?;
+        let norm = kiln::nn::clip_grad_norm_(&self.params, self.grad_clip)?;
         self.schedule.step(&mut self.opt);
         scaler.step(&mut self.opt)?;
         scaler.update()?;
@@ -356,10 +356,10 @@ pub fn train_step(
 ) -> kiln::Result<(Tensor, Tensor)> {
     let vocab = model.config.vocab_size;
     let logits = model.logits(x)?.reshape(&[y.numel(), vocab])?;
-    let loss = kiln_nn::loss::cross_entropy_loss(&logits, y)?;
+    let loss = kiln::nn::loss::cross_entropy_loss(&logits, y)?;
     opt.zero_grad();
     loss.backward()?;
-    let norm = kiln_nn::clip_grad_norm_(params, grad_clip)?;
+    let norm = kiln::nn::clip_grad_norm_(params, grad_clip)?;
     // Advanced before the update, so step k uses `lr_at(k)`: the first step already moves
     // (`lr_at(0)` is 0) and the last one lands on the final rate.
     schedule.step(opt);
@@ -440,7 +440,7 @@ pub fn evaluate(model: &CharTransformer, windows: &(Vec<u32>, Vec<u32>), batch: 
             let x = Tensor::from_slice(&inputs[span.clone()], &[n, seq_len], device)?;
             let y = Tensor::from_slice(&targets[span], &[n * seq_len], device)?;
             let logits = model.logits(&x)?.reshape(&[n * seq_len, vocab])?;
-            let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+            let loss = kiln::nn::loss::cross_entropy_loss(&logits, &y)?;
             // `loss` is a mean over this batch's characters; weight it by their number.
             sum = (&sum + &(&loss * (n * seq_len) as f64)?)?;
         }

@@ -8,12 +8,10 @@
 
 use std::time::Instant;
 
-use kiln::{Device, Tensor};
-use kiln_data::{DataLoader, Mnist, MnistBatcher};
-use kiln_dist::{DdpConfig, DistributedDataParallel};
-use kiln_nn::optim::{Adam, AdamConfig, Optimizer};
-use kiln_nn::sched::{CosineAnnealingLr, LrScheduler};
-use kiln_nn::{Module, ModuleExt, Sequential};
+use kiln::data::{DataLoader, Mnist, MnistBatcher};
+use kiln::dist::{DdpConfig, DistributedDataParallel};
+use kiln::nn::sched::CosineAnnealingLr;
+use kiln::prelude::*;
 
 use super::AnyResult;
 use super::train::{EpochStats, TrainConfig, count_correct, evaluate};
@@ -34,11 +32,11 @@ pub fn train_ddp(
     test: &Mnist,
     mut on_epoch: impl FnMut(usize, &EpochStats),
 ) -> AnyResult<DdpRun> {
-    let comm = kiln_dist::init()?;
+    let comm = kiln::dist::init()?;
     let (rank, world) = (comm.rank(), comm.world());
     let device = match device {
         Some(d) => d,
-        None => kiln_dist::local_device()?,
+        None => kiln::dist::local_device()?,
     };
     if rank == 0 {
         println!("data parallel: {world} process(es); rank 0 on {}", device.describe());
@@ -72,7 +70,7 @@ pub fn train_ddp(
                 let x = cfg.kind.input(batch.images, n, &device)?;
                 let y = Tensor::from_vec(batch.labels, &[n], &device)?;
                 let logits = model.forward(&x)?;
-                let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+                let loss = kiln::nn::loss::cross_entropy_loss(&logits, &y)?;
                 ddp.backward(&loss, n)?;
                 loss_sum = (&loss_sum + &(&loss.detach() * n as f64)?)?;
                 correct = (&correct + &count_correct(&logits.detach(), &y)?)?;

@@ -2,9 +2,8 @@
 
 use std::path::Path;
 
-use kiln::{Device, no_grad};
-use kiln_data::{MNIST_SIDE, normalize_pixel};
-use kiln_nn::{Module, ModuleExt, Sequential};
+use kiln::data::{MNIST_SIDE, normalize_pixel};
+use kiln::prelude::*;
 
 use super::AnyResult;
 use super::model::ModelKind;
@@ -22,7 +21,7 @@ pub fn load_model(kind: ModelKind, path: &Path, device: &Device) -> AnyResult<Se
         .into());
     }
     let model = kind.build(device)?;
-    kiln_nn::checkpoint::load(&model, path).map_err(|e| {
+    kiln::nn::checkpoint::load(&model, path).map_err(|e| {
         format!("cannot load {} into the {kind} model (was it trained with --model {kind}?): {e}", path.display())
     })?;
     model.eval();
@@ -33,7 +32,7 @@ pub fn load_model(kind: ModelKind, path: &Path, device: &Device) -> AnyResult<Se
 /// (a matrix for the MLP's first `Linear`, a 4-d kernel for the CNN's first `Conv2d`).
 /// `None` when the file cannot be read or matches neither.
 pub fn detect_kind(path: &Path) -> Option<ModelKind> {
-    let tensors = kiln_nn::checkpoint::load_state_dict(path).ok()?;
+    let tensors = kiln::nn::checkpoint::load_state_dict(path).ok()?;
     let (_, first) = tensors.iter().find(|(name, _)| name == "0.weight")?;
     match first.rank() {
         2 => Some(ModelKind::Mlp),

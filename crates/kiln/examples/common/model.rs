@@ -3,8 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use kiln::{Conv2dOptions, Device, Result, Tensor};
-use kiln_nn::{Conv2d, Dropout, Flatten, Linear, MaxPool2d, Relu, Sequential};
+use kiln::prelude::*;
 
 /// Which architecture to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

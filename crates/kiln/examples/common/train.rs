@@ -7,11 +7,9 @@
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln::{Device, Tensor, no_grad};
-use kiln_data::{DataLoader, Mnist, MnistBatcher};
-use kiln_nn::optim::{Adam, AdamConfig, Optimizer};
-use kiln_nn::sched::{CosineAnnealingLr, LrScheduler};
-use kiln_nn::{Module, ModuleExt, Sequential};
+use kiln::data::{DataLoader, Mnist, MnistBatcher};
+use kiln::nn::sched::CosineAnnealingLr;
+use kiln::prelude::*;
 
 use super::AnyResult;
 use super::model::ModelKind;
@@ -104,7 +102,7 @@ pub fn train(
             let y = Tensor::from_vec(batch.labels, &[n], device)?;
 
             let logits = model.forward(&x)?;
-            let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+            let loss = kiln::nn::loss::cross_entropy_loss(&logits, &y)?;
             opt.zero_grad();
             loss.backward()?;
             opt.step()?;
@@ -172,7 +170,7 @@ pub fn evaluate(model: &Sequential, kind: ModelKind, data: &Mnist, device: &Devi
             let n = batch.size;
             let logits = model.forward(&kind.input(batch.images, n, device)?)?;
             let y = Tensor::from_vec(batch.labels, &[n], device)?;
-            let loss = kiln_nn::loss::cross_entropy_loss(&logits, &y)?;
+            let loss = kiln::nn::loss::cross_entropy_loss(&logits, &y)?;
             loss_sum = (&loss_sum + &(&loss * n as f64)?)?;
             correct = (&correct + &count_correct(&logits, &y)?)?;
         }
