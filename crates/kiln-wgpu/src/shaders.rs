@@ -19,6 +19,7 @@ pub const MATMUL_SPLITK_SUM: &str = include_str!("../../../shaders/matmul_splitk
 pub const INDEX_SELECT: &str = include_str!("../../../shaders/index_select.wgsl");
 pub const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
 pub const SCATTER_ADD: &str = include_str!("../../../shaders/scatter_add.wgsl");
+pub const SCATTER_REDUCE: &str = include_str!("../../../shaders/scatter_reduce.wgsl");
 pub const TOPK: &str = include_str!("../../../shaders/topk.wgsl");
 pub const IM2COL: &str = include_str!("../../../shaders/im2col.wgsl");
 pub const COL2IM: &str = include_str!("../../../shaders/col2im.wgsl");

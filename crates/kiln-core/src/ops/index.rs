@@ -1,5 +1,5 @@
 //! Indexing and assembling: index_select, gather, scatter_add, one_hot, cat/stack,
-//! split/chunk, repeat, flip, pad, tril/triu, topk.
+//! split/chunk, repeat, flip, pad, tril/triu, topk (any dim).
 
 use crate::Tensor;
 use crate::ops::views::write_into;
@@ -16,7 +16,7 @@ const ONE_HOT_GRAD_MAX: usize = 1 << 24;
 impl Tensor {
     /// Checks that an index tensor is integer-typed and every entry is below `size`.
     /// Reads the indices back: an out-of-range index must be an error, never a wild read.
-    fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
+    pub(crate) fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
         if !matches!(self.dtype(), DType::U32 | DType::I32) {
             return Err(Error::dtype(op, "u32 or i32 indices", self.dtype()));
         }
@@ -331,9 +331,42 @@ impl Tensor {
         })?;
         Ok((values, idx))
     }
+
+    /// PyTorch's `torch.topk(x, k, dim, largest, sorted)`: the `k` largest (or smallest)
+    /// entries along `dim` (negative counts from the end) and their u32 positions along it.
+    /// NaN ranks above every number; ties keep the lower position first. The results are
+    /// always sorted (descending for `largest`, else ascending): with `sorted == false` PyTorch
+    /// leaves the order unspecified, and sorted is one such order.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::from_vec(vec![1.0f32, 9.0, 4.0, 3.0, 2.0, 8.0], &[3, 2], &Device::cpu()).unwrap();
+    /// let (v, i) = t.topk_dim(2, 0, true, true).unwrap();
+    /// assert_eq!(v.to_vec::<f32>().unwrap(), vec![4.0, 9.0, 2.0, 8.0]);
+    /// assert_eq!(i.to_vec::<u32>().unwrap(), vec![1, 0, 2, 2]);
+    /// ```
+    pub fn topk_dim(&self, k: usize, dim: isize, largest: bool, sorted: bool) -> Result<(Tensor, Tensor)> {
+        let _ = sorted;
+        if self.rank() == 0 {
+            // A scalar is one entry along dim 0 (or -1), as in PyTorch.
+            crate::tensor::axis_in("topk", dim, 1)?;
+            let (v, i) = self.reshape(&[1])?.topk_dim(k, 0, largest, true)?;
+            return Ok((v.reshape(&[])?, i.reshape(&[])?));
+        }
+        let d = self.axis("topk", dim)?;
+        let last = self.rank() - 1;
+        if d == last {
+            return self.topk(k, largest);
+        }
+        // topk runs over the last dim of a (free) permuted view; permuting back is a view too.
+        let mut order: Vec<usize> = (0..self.rank()).collect();
+        order.swap(d, last);
+        let (v, i) = self.permute(&order)?.topk(k, largest)?;
+        Ok((v.permute(&order)?, i.permute(&order)?))
+    }
 }
 
-fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
+pub(crate) fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
     if ids.len() != src.len() || ids.iter().zip(src).enumerate().any(|(i, (&a, &b))| i != dim && a > b) {
         return Err(Error::shape(op, format!("indices {ids:?} do not fit source {src:?} along dim {dim}")));
     }
