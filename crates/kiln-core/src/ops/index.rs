@@ -80,21 +80,38 @@ impl Tensor {
 
     /// `out[i][j] = self[ids[i][j]][j]` (for `dim` 0), the shape of `ids`.
     pub fn gather(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        self.gather_checked(dim, ids, true)
+    }
+
+    /// [`gather`](Self::gather) at ids that a Kiln op produced in range (argmax, topk): no
+    /// range check, so no readback of GPU ids.
+    pub(crate) fn gather_in_range(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        self.gather_checked(dim, ids, false)
+    }
+
+    fn gather_checked(&self, dim: isize, ids: &Tensor, check: bool) -> Result<Tensor> {
         let d = self.axis("gather", dim)?;
         self.check_same_device("gather", ids)?;
         check_index_shape("gather", self.shape(), ids.shape(), d)?;
-        ids.check_ids("gather", self.shape()[d])?;
+        if check {
+            ids.check_ids("gather", self.shape()[d])?;
+        }
         let out = self.storage().gather(self.layout(), &ids.storage(), ids.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
         let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
         Tensor::from_op(out, ids.shape(), self.device(), "gather", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
-            Ok(vec![Some(zeros.scatter_add(d as isize, &idx, g)?)])
+            // The forward checked (or trusted) the ids: no second readback here.
+            Ok(vec![Some(zeros.scatter_add_checked(d as isize, &idx, g, false)?)])
         })
     }
 
     /// A copy of `self` with `src` added at the positions `ids` names along `dim`.
     pub fn scatter_add(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
+        self.scatter_add_checked(dim, ids, src, true)
+    }
+
+    pub(crate) fn scatter_add_checked(&self, dim: isize, ids: &Tensor, src: &Tensor, check: bool) -> Result<Tensor> {
         let d = self.axis("scatter_add", dim)?;
         self.check_same_device("scatter_add", ids)?;
         self.check_same_device("scatter_add", src)?;
@@ -105,12 +122,15 @@ impl Tensor {
             return Err(Error::dtype("scatter_add", self.dtype(), src.dtype()));
         }
         check_index_shape("scatter_add", self.shape(), ids.shape(), d)?;
-        ids.check_ids("scatter_add", self.shape()[d])?;
+        if check {
+            ids.check_ids("scatter_add", self.shape()[d])?;
+        }
         let out = self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, src] } else { &[] };
         let idx = ids.clone();
         Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
-            Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &idx)?)])
+            // The forward checked (or trusted) the ids: no second readback here.
+            Ok(vec![Some(g.clone()), Some(g.gather_checked(d as isize, &idx, false)?)])
         })
     }
 
@@ -327,7 +347,7 @@ impl Tensor {
         let (src, ids) = (self.shape().to_vec(), idx.clone());
         let values = Tensor::from_op(v, &shape, self.device(), "topk", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src, 0.0, g.dtype(), g.device())?;
-            Ok(vec![Some(zeros.scatter_add(-1, &ids, g)?)])
+            Ok(vec![Some(zeros.scatter_add_checked(-1, &ids, g, false)?)])
         })?;
         Ok((values, idx))
     }

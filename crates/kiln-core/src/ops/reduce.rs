@@ -188,7 +188,7 @@ impl Tensor {
         self.check_u32_positions(op, a)?;
         let idx = self.reduce_axes(arg, &[a], true)?;
         // Gathering at the position carries the gradient to it alone.
-        let values = self.gather(a as isize, &idx)?;
+        let values = self.gather_in_range(a as isize, &idx)?;
         if keepdim { Ok((values, idx)) } else { Ok((values.squeeze(a as isize)?, idx.squeeze(a as isize)?)) }
     }
 

@@ -28,13 +28,13 @@ impl Tensor {
     /// assert_eq!(x.scatter(0, &ids, &src).unwrap().to_vec::<f32>().unwrap(), vec![6.0, 0.0, 0.0, 5.0]);
     /// ```
     pub fn scatter(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
-        self.scatter_impl("scatter", dim, ids, src, ScatterOp::Replace, true)
+        self.scatter_impl("scatter", dim, ids, src, ScatterOp::Replace, true, true)
     }
 
     /// PyTorch's `Tensor.scatter(dim, index, value)`: [`scatter`](Self::scatter) of one value.
     pub fn scatter_value(&self, dim: isize, ids: &Tensor, value: f64) -> Result<Tensor> {
         let src = Tensor::full_dtype(ids.shape(), value, self.dtype(), self.device())?;
-        self.scatter_impl("scatter", dim, ids, &src, ScatterOp::Replace, true)
+        self.scatter_impl("scatter", dim, ids, &src, ScatterOp::Replace, true, true)
     }
 
     /// PyTorch's `Tensor.scatter_reduce(dim, index, src, reduce, include_self)`: each element
@@ -58,7 +58,7 @@ impl Tensor {
     /// ```
     pub fn scatter_reduce(&self, dim: isize, ids: &Tensor, src: &Tensor, op: ScatterOp, include_self: bool) -> Result<Tensor> {
         let name = if op == ScatterOp::Replace { "scatter" } else { "scatter_reduce" };
-        self.scatter_impl(name, dim, ids, src, op, include_self)
+        self.scatter_impl(name, dim, ids, src, op, include_self, true)
     }
 
     /// PyTorch's `Tensor.index_add(dim, index, source, alpha)`: a copy of `self` with
@@ -99,10 +99,14 @@ impl Tensor {
         view[d] = ids.numel();
         let full_ids = ids.reshape(&view)?.expand(source.shape())?.contiguous()?;
         let scaled = if alpha == 1.0 { source.clone() } else { source.mul_scalar(alpha)? };
-        self.scatter_add(d as isize, &full_ids, &scaled)
+        // Checked above: the expanded copy needs no second readback.
+        self.scatter_add_checked(d as isize, &full_ids, &scaled, false)
     }
 
-    fn scatter_impl(&self, op: &'static str, dim: isize, ids: &Tensor, src: &Tensor, kind: ScatterOp, include_self: bool) -> Result<Tensor> {
+    /// `check`: range-check the ids (a readback of GPU ids of unknown range); backward passes
+    /// false for ids its forward already checked.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_impl(&self, op: &'static str, dim: isize, ids: &Tensor, src: &Tensor, kind: ScatterOp, include_self: bool, check: bool) -> Result<Tensor> {
         let d = self.axis(op, dim)?;
         self.check_same_device(op, ids)?;
         self.check_same_device(op, src)?;
@@ -117,7 +121,11 @@ impl Tensor {
         if !fits_src {
             return Err(Error::shape(op, format!("indices {:?} do not fit source {:?}", ids.shape(), src.shape())));
         }
-        ids.check_ids(op, self.shape()[d])?;
+        if check {
+            ids.check_ids(op, self.shape()[d])?;
+        } else if !matches!(ids.dtype(), DType::U32 | DType::I32) {
+            return Err(Error::dtype(op, "u32 or i32 indices", ids.dtype()));
+        }
         // Only src's leading ids-shaped block is read: a free view.
         let mut src = src.clone();
         for (k, &n) in ids.shape().iter().enumerate() {
@@ -134,6 +142,21 @@ impl Tensor {
             let _ = slot.set(t.detach());
         }
         Ok(t)
+    }
+}
+
+impl Tensor {
+    /// A scatter at ids its caller's forward already checked (`None`: the value 0).
+    fn scatter_trusted(&self, d: isize, ids: &Tensor, src: Option<&Tensor>, kind: ScatterOp, include_self: bool) -> Result<Tensor> {
+        let zeros;
+        let src = match src {
+            Some(s) => s,
+            None => {
+                zeros = Tensor::full_dtype(ids.shape(), 0.0, self.dtype(), self.device())?;
+                &zeros
+            }
+        };
+        self.scatter_impl("scatter", d, ids, src, kind, include_self, false)
     }
 }
 
@@ -157,18 +180,18 @@ impl Saved {
             ScatterOp::Replace => {
                 // Only the value that won (the last landing on its element) reaches the output.
                 let order = Tensor::arange_u32(ids.numel(), ids.device())?.reshape(ids.shape())?;
-                let last = Tensor::full_dtype(x.shape(), 0.0, DType::U32, x.device())?.scatter(d, ids, &order)?;
-                let won = last.gather(d, ids)?.eq(&order)?.to_dtype(g.dtype())?;
-                (g.clone(), (&g.gather(d, ids)? * &won)?)
+                let last = Tensor::full_dtype(x.shape(), 0.0, DType::U32, x.device())?.scatter_trusted(d, ids, Some(&order), ScatterOp::Replace, true)?;
+                let won = last.gather_in_range(d, ids)?.eq(&order)?.to_dtype(g.dtype())?;
+                (g.clone(), (&g.gather_in_range(d, ids)? * &won)?)
             }
-            ScatterOp::Sum => (g.clone(), g.gather(d, ids)?),
+            ScatterOp::Sum => (g.clone(), g.gather_in_range(d, ids)?),
             ScatterOp::Mean => {
                 let start = if self.include_self { 1.0 } else { 0.0 };
                 let ones = Tensor::ones_like(src)?;
-                let n = Tensor::full_dtype(x.shape(), start, g.dtype(), g.device())?.scatter_add(d, ids, &ones)?;
+                let n = Tensor::full_dtype(x.shape(), start, g.dtype(), g.device())?.scatter_add_checked(d, ids, &ones, false)?;
                 let n = Tensor::where_(&n.eq_scalar(0.0)?, &Tensor::ones_like(&n)?, &n)?;
                 let share = (g / &n)?;
-                let dsrc = share.gather(d, ids)?;
+                let dsrc = share.gather_in_range(d, ids)?;
                 (share, dsrc)
             }
             ScatterOp::Prod => {
@@ -176,16 +199,16 @@ impl Saved {
                 // others is recomputed with the zero replaced by 1.
                 let one = Tensor::ones_like(x)?;
                 let x_safe = Tensor::where_(&x.eq_scalar(0.0)?, &one, x)?;
-                let others = x_safe.scatter_reduce(d, ids, src, ScatterOp::Prod, self.include_self)?;
+                let others = x_safe.scatter_trusted(d, ids, Some(src), ScatterOp::Prod, self.include_self)?;
                 let dx = (&(g * &others)? / &x_safe)?;
                 let src_zero = src.eq_scalar(0.0)?;
-                let zeros_landing = Tensor::zeros_like(x)?.scatter_add(d, ids, &src_zero.to_dtype(x.dtype())?)?.gather(d, ids)?;
+                let zeros_landing = Tensor::zeros_like(x)?.scatter_add_checked(d, ids, &src_zero.to_dtype(x.dtype())?, false)?.gather_in_range(d, ids)?;
                 let single = src_zero.logical_and(&zeros_landing.eq_scalar(1.0)?)?;
                 let src_one = Tensor::where_(&single, &Tensor::ones_like(src)?, src)?;
-                let without = x.scatter_reduce(d, ids, &src_one, ScatterOp::Prod, self.include_self)?;
+                let without = x.scatter_trusted(d, ids, Some(&src_one), ScatterOp::Prod, self.include_self)?;
                 let src_safe = Tensor::where_(&src_zero, &Tensor::ones_like(src)?, src)?;
-                let plain = (&(g * &result()?)?.gather(d, ids)? / &src_safe)?;
-                let dsrc = Tensor::where_(&single, &(g * &without)?.gather(d, ids)?, &plain)?;
+                let plain = (&(g * &result()?)?.gather_in_range(d, ids)? / &src_safe)?;
+                let dsrc = Tensor::where_(&single, &(g * &without)?.gather_in_range(d, ids)?, &plain)?;
                 (dx, dsrc)
             }
             ScatterOp::Amax | ScatterOp::Amin => {
@@ -193,16 +216,16 @@ impl Saved {
                 let result = result()?;
                 let mut self_is = x.eq(&result)?.to_dtype(g.dtype())?;
                 if !self.include_self {
-                    self_is = self_is.scatter_value(d, ids, 0.0)?;
+                    self_is = self_is.scatter_trusted(d, ids, None, ScatterOp::Replace, true)?;
                 }
-                let src_is = src.eq(&result.gather(d, ids)?)?.to_dtype(g.dtype())?;
-                let n = self_is.scatter_add(d, ids, &src_is)?;
+                let src_is = src.eq(&result.gather_in_range(d, ids)?)?.to_dtype(g.dtype())?;
+                let n = self_is.scatter_add_checked(d, ids, &src_is, false)?;
                 let share = (g / &n)?;
-                ((&self_is * &share)?, (&src_is * &share.gather(d, ids)?)?)
+                ((&self_is * &share)?, (&src_is * &share.gather_in_range(d, ids)?)?)
             }
         };
         // Elements that ids name lose their own value unless it was included.
-        let dx = if self.include_self && self.kind != ScatterOp::Replace { dx } else { dx.scatter_value(d, ids, 0.0)? };
+        let dx = if self.include_self && self.kind != ScatterOp::Replace { dx } else { dx.scatter_trusted(d, ids, None, ScatterOp::Replace, true)? };
         Ok(vec![Some(dx), Some(dsrc)])
     }
 }
