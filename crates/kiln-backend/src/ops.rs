@@ -210,6 +210,36 @@ impl ReduceOp {
     }
 }
 
+/// How `scatter_reduce` combines the source values that land on one element: PyTorch's
+/// `Tensor.scatter_reduce` reductions, and `Replace` for plain `Tensor.scatter` (the last value
+/// in row-major order of the index wins, so the result is deterministic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScatterOp {
+    Replace,
+    Sum,
+    Prod,
+    Mean,
+    Amax,
+    Amin,
+}
+
+impl ScatterOp {
+    pub const ALL: [ScatterOp; 6] =
+        [ScatterOp::Replace, ScatterOp::Sum, ScatterOp::Prod, ScatterOp::Mean, ScatterOp::Amax, ScatterOp::Amin];
+
+    /// PyTorch's name of the reduction (`"scatter"` for `Replace`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScatterOp::Replace => "scatter",
+            ScatterOp::Sum => "sum",
+            ScatterOp::Prod => "prod",
+            ScatterOp::Mean => "mean",
+            ScatterOp::Amax => "amax",
+            ScatterOp::Amin => "amin",
+        }
+    }
+}
+
 /// Geometry of a 2-D sliding window over `[n, c, h, w]` (convolution via im2col, pooling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvGeometry {

@@ -1,5 +1,5 @@
 use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, UnaryOp};
+use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, UnaryOp};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
 /// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
@@ -63,6 +63,24 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// (`ids` and `src` share a shape, no larger than `self` in the other dims).
     fn scatter_add(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout, dim: usize)
     -> Result<Self>;
+
+    /// A contiguous copy of `self` in which every element `p` named by an index position `q`
+    /// (`p` = `q` with `q[dim]` replaced by `ids[q]`) becomes `op` over the `src[q]` landing on
+    /// it, taken in row-major order of `q`, and over its own value too when `include_self`
+    /// (ignored by `Replace`). Elements no index names keep their value. `Mean` divides by the
+    /// number of values combined (floor division for integers). Amax/amin propagate NaN.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_reduce(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        ids_layout: &Layout,
+        src: &Self,
+        src_layout: &Layout,
+        dim: usize,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Self>;
 
     /// Unfolds `[n, c, h, w]` into `[n, c·kh·kw, oh·ow]`; positions in the padding read `pad_value`.
     fn im2col(&self, layout: &Layout, geometry: &ConvGeometry, pad_value: f64) -> Result<Self>;

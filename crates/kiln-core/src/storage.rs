@@ -1,7 +1,7 @@
 //! One enum over the backends' storages: each call forwards to the backend that holds the data.
 
 use crate::Device;
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
 use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_wgpu::GpuStorage;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
@@ -141,6 +141,29 @@ impl Storage {
             (Storage::Cpu(a), Storage::Cpu(i), Storage::Cpu(s)) => Storage::Cpu(a.scatter_add(l, i, il, s, sl, dim)?),
             (Storage::Gpu(a), Storage::Gpu(i), Storage::Gpu(s)) => Storage::Gpu(a.scatter_add(l, i, il, s, sl, dim)?),
             (a, i, s) => return Err(mismatch("scatter_add", a, if a.kind() == i.kind() { s } else { i })),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn scatter_reduce(
+        &self,
+        l: &Layout,
+        ids: &Storage,
+        il: &Layout,
+        src: &Storage,
+        sl: &Layout,
+        dim: usize,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Storage> {
+        Ok(match (self, ids, src) {
+            (Storage::Cpu(a), Storage::Cpu(i), Storage::Cpu(s)) => {
+                Storage::Cpu(a.scatter_reduce(l, i, il, s, sl, dim, op, include_self)?)
+            }
+            (Storage::Gpu(a), Storage::Gpu(i), Storage::Gpu(s)) => {
+                Storage::Gpu(a.scatter_reduce(l, i, il, s, sl, dim, op, include_self)?)
+            }
+            (a, i, s) => return Err(mismatch("scatter_reduce", a, if a.kind() == i.kind() { s } else { i })),
         })
     }
 

@@ -37,6 +37,8 @@ pub(crate) trait Num: Elem {
     fn narrow(a: Self::Acc) -> Self;
     fn acc_add(a: Self::Acc, b: Self::Acc) -> Self::Acc;
     fn acc_mul(a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    /// The accumulator's value (exact: f64 itself, or a 32-bit integer).
+    fn acc_f64(a: Self::Acc) -> f64;
 }
 
 /// f32, f16, f64. Float kernels compute in f64 and round once: for +, −, ×, ÷ and sqrt that is
@@ -177,6 +179,9 @@ macro_rules! float_num {
             fn acc_mul(a: f64, b: f64) -> f64 {
                 a * b
             }
+            fn acc_f64(a: f64) -> f64 {
+                a
+            }
         }
         impl Float for $t {}
     };
@@ -202,6 +207,9 @@ macro_rules! int_num {
             }
             fn acc_mul(a: $t, b: $t) -> $t {
                 a.wrapping_mul(b)
+            }
+            fn acc_f64(a: $t) -> f64 {
+                f64::from(a)
             }
         }
     };

@@ -1,7 +1,8 @@
-//! Index ops: `index_select`, `gather`, `scatter_add`. Ids are u32 or i32; every id is checked
-//! against its dimension (negative i32 ids are out of range) before any element is touched.
+//! Index ops: `index_select`, `gather`, `scatter_add`, `scatter_reduce`. Ids are u32 or i32;
+//! every id is checked against its dimension (negative i32 ids are out of range) before any
+//! element is touched.
 
-use kiln_backend::{Error, HostData, Layout, Result};
+use kiln_backend::{Error, HostData, Layout, Result, ScatterOp};
 
 use crate::binary::same;
 use crate::elem::{Elem, Num};
@@ -101,6 +102,97 @@ fn scatter_typed<T: Num>(
         acc[t] = T::acc_add(acc[t], s[flat].widen());
     });
     Ok(T::wrap(acc.into_iter().map(T::narrow).collect()))
+}
+
+/// A contiguous copy of self where each element named by `ids` becomes `op` over the `src`
+/// values landing on it (in row-major order of the index position) and, with `include_self`,
+/// its own value; see `BackendStorage::scatter_reduce`. Floats accumulate sums and products in
+/// f64 and round once; integers wrap, and their mean is floor division.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scatter_reduce(
+    data: &HostData,
+    layout: &Layout,
+    ids: &HostData,
+    il: &Layout,
+    src: &HostData,
+    sl: &Layout,
+    dim: usize,
+    op: ScatterOp,
+    include_self: bool,
+) -> Result<HostData> {
+    const OP: &str = "scatter_reduce";
+    check_dim(OP, layout, dim)?;
+    if il.shape() != sl.shape() {
+        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
+    }
+    check_index_shape(OP, layout.shape(), il.shape(), dim)?;
+    let idx = read_ids(OP, ids, il, layout.shape(), dim)?;
+    dispatch_num!(data, OP, v => reduce_typed(v, layout, &idx, same(OP, src)?, sl, dim, (op, include_self)))
+}
+
+fn reduce_typed<T: Num>(
+    v: &[T],
+    layout: &Layout,
+    idx: &[usize],
+    src: &[T],
+    sl: &Layout,
+    dim: usize,
+    (op, include_self): (ScatterOp, bool),
+) -> Result<HostData> {
+    const OP: &str = "scatter_reduce";
+    let x = read(OP, v, layout)?;
+    let s = read(OP, src, sl)?;
+    let out_strides = Layout::contiguous(layout.shape()).strides().to_vec();
+    // Per output element: how many source values landed, their running sum or product (in
+    // the accumulator type), and the running extreme or last value (amax, amin, replace).
+    let mut count = vec![0usize; x.len()];
+    let start = |t: usize| match op {
+        ScatterOp::Prod if !include_self => T::ACC_ONE,
+        ScatterOp::Sum | ScatterOp::Mean if !include_self => T::ACC_ZERO,
+        _ => x[t].widen(),
+    };
+    let mut acc: Vec<T::Acc> = (0..x.len()).map(start).collect();
+    let mut pick = x.to_vec();
+    for_each_position(sl.shape(), |flat, pos| {
+        let t = offset_with(pos, &out_strides, dim, idx[flat]);
+        let e = s[flat];
+        acc[t] = match op {
+            ScatterOp::Prod => T::acc_mul(acc[t], e.widen()),
+            _ => T::acc_add(acc[t], e.widen()),
+        };
+        let first = count[t] == 0 && !include_self;
+        pick[t] = match op {
+            ScatterOp::Amax | ScatterOp::Amin if first => e,
+            ScatterOp::Amax => extreme(pick[t], e, true),
+            ScatterOp::Amin => extreme(pick[t], e, false),
+            _ => e,
+        };
+        count[t] += 1;
+    });
+    let out = (0..x.len())
+        .map(|t| match op {
+            _ if count[t] == 0 => x[t],
+            ScatterOp::Replace | ScatterOp::Amax | ScatterOp::Amin => pick[t],
+            ScatterOp::Sum | ScatterOp::Prod => T::narrow(acc[t]),
+            ScatterOp::Mean => {
+                let n = (count[t] + usize::from(include_self)) as f64;
+                let q = T::acc_f64(acc[t]) / n;
+                T::from_f64(if T::DTYPE.is_float() { q } else { q.floor() })
+            }
+        })
+        .collect();
+    Ok(T::wrap(out))
+}
+
+/// The larger (`max`) or smaller of two values, NaN if either is NaN (torch.amax / amin).
+fn extreme<T: Elem>(a: T, b: T, max: bool) -> T {
+    if a.is_nan() {
+        return a;
+    }
+    if b.is_nan() || (max && b > a) || (!max && b < a) {
+        return b;
+    }
+    a
 }
 
 fn check_dim(op: &'static str, layout: &Layout, dim: usize) -> Result<()> {

@@ -2,7 +2,7 @@
 //! that routes each op to its kernel module.
 
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
 
 use crate::elem::Elem;
 use crate::kernel::alloc;
@@ -153,6 +153,21 @@ impl BackendStorage for CpuStorage {
         dim: usize,
     ) -> Result<Self> {
         index::scatter_add(&self.data, layout, &ids.data, ids_layout, &src.data, src_layout, dim).map(wrap)
+    }
+
+    fn scatter_reduce(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        ids_layout: &Layout,
+        src: &Self,
+        src_layout: &Layout,
+        dim: usize,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Self> {
+        index::scatter_reduce(&self.data, layout, &ids.data, ids_layout, &src.data, src_layout, dim, op, include_self)
+            .map(wrap)
     }
 
     fn im2col(&self, layout: &Layout, geometry: &ConvGeometry, pad_value: f64) -> Result<Self> {

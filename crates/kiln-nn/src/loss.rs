@@ -30,14 +30,19 @@ pub enum Target<'a> {
     Probs(&'a Tensor),
 }
 
-/// Options of [`cross_entropy`]; `Default` is PyTorch's (mean, no ignored index, no smoothing).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Options of [`cross_entropy`]; `Default` is PyTorch's (mean, no class weights, no ignored
+/// index, no smoothing).
+#[derive(Clone, Debug, Default)]
 pub struct CrossEntropyOptions {
     pub reduction: Reduction,
     /// Targets equal to this id contribute nothing and are left out of the mean's denominator.
     pub ignore_index: Option<u32>,
     /// ε in `[0, 1]`: the target becomes `(1 − ε)·onehot + ε/C`.
     pub label_smoothing: f64,
+    /// Per-class weights `[C]` (the logits' dtype and device), PyTorch's `weight`: class `c`'s
+    /// term is scaled by `weight[c]`, and with class-id targets the mean divides by the sum of
+    /// the weights of the targets not ignored instead of by their count.
+    pub weight: Option<Tensor>,
 }
 
 /// Moves the class dim (1, or 0 for an unbatched `[c]`) last and flattens the rest:
@@ -146,6 +151,9 @@ fn fused_cross_entropy(scores: &Tensor, batch: &[usize], ids: &Tensor, opts: &Cr
     }
     let m = scores.shape()[0];
     let ids = ids.reshape(&[m])?;
+    if let Some(w) = &opts.weight {
+        return weighted_cross_entropy(scores, batch, &ids, w, opts);
+    }
     let per = scores.cross_entropy_rows(&ids, opts.ignore_index, opts.label_smoothing)?;
     match opts.reduction {
         Reduction::Mean => match opts.ignore_index {
@@ -158,10 +166,67 @@ fn fused_cross_entropy(scores: &Tensor, batch: &[usize], ids: &Tensor, opts: &Cr
     }
 }
 
+/// `weight [C]` must be a float vector of the scores' dtype and device, one entry per class.
+fn check_weight(op: &'static str, scores: &Tensor, w: &Tensor) -> Result<()> {
+    if scores.device() != w.device() {
+        return Err(Error::DeviceMismatch { op, lhs: scores.device().name(), rhs: w.device().name() });
+    }
+    let c = scores.shape()[1];
+    if w.shape() != [c] {
+        return Err(Error::shape(op, format!("weight {:?} for {c} classes (expected [{c}])", w.shape())));
+    }
+    if w.dtype() != scores.dtype() {
+        return Err(Error::dtype(op, scores.dtype(), w.dtype()));
+    }
+    Ok(())
+}
+
+/// Class-weighted cross-entropy with PyTorch's formula, per row
+/// `(1 − ε)·w[t]·(lse − x[t]) + (ε/C)·Σ_c w_c·(lse − x_c)` (0 for ignored rows), the mean
+/// dividing by `Σ w[t]` over the rows not ignored. A composed path: the target term is the
+/// fused per-row kernel (no smoothing) scaled by `w[t]`, the smoothing term one log-softmax and
+/// one matrix-vector product.
+fn weighted_cross_entropy(scores: &Tensor, batch: &[usize], ids: &Tensor, w: &Tensor, opts: &CrossEntropyOptions) -> Result<Tensor> {
+    const OP: &str = "cross_entropy";
+    check_weight(OP, scores, w)?;
+    let (m, c) = (scores.shape()[0], scores.shape()[1]);
+    let eps = opts.label_smoothing;
+    // The fused kernel checks the ids (ignored ones may be out of range) and zeroes ignored rows.
+    let nll = scores.cross_entropy_rows(ids, opts.ignore_index, 0.0)?;
+    let valid = match opts.ignore_index {
+        Some(ii) => Some(ids.ne_scalar(ii as f64)?),
+        None => None,
+    };
+    let safe = match &valid {
+        Some(v) => Tensor::where_(v, ids, &Tensor::zeros_like(ids)?)?,
+        None => ids.clone(),
+    };
+    let mut w_t = w.index_select(0, &safe)?;
+    if let Some(v) = &valid {
+        w_t = (&w_t * &v.to_dtype(w_t.dtype())?)?;
+    }
+    let mut per = (&nll * &w_t)?;
+    if eps > 0.0 {
+        let smooth = scores.log_softmax(-1)?.matmul(&w.reshape(&[c, 1])?)?.reshape(&[m])?.neg()?;
+        let smooth = match &valid {
+            Some(v) => (&smooth * &v.to_dtype(smooth.dtype())?)?,
+            None => smooth,
+        };
+        per = (&per.mul_scalar(1.0 - eps)? + &smooth.mul_scalar(eps / c as f64)?)?;
+    }
+    match opts.reduction {
+        Reduction::Mean => &per.sum_all()? / &w_t.sum_all()?,
+        Reduction::Sum => per.sum_all(),
+        Reduction::None => per.reshape(batch),
+        Reduction::BatchMean => Err(Error::invalid(OP, "Reduction::BatchMean is only defined for kl_div")),
+    }
+}
+
 /// Cross-entropy between softmax(logits) over dim 1 and the target, PyTorch's
 /// `F.cross_entropy`: with class ids, `−log p[target]`, label smoothing ε giving
 /// `(1 − ε)·nll + ε·mean_c(−log p_c)`, and ignored targets left out of the mean's denominator;
-/// with probabilities, `−Σ_c y_c log p_c` (smoothed the same way).
+/// with probabilities, `−Σ_c y_c log p_c` (smoothed the same way). `opts.weight` scales each
+/// class's terms as PyTorch's `weight` does.
 ///
 /// ```
 /// # use kiln_core::{Device, Tensor};
@@ -191,6 +256,14 @@ pub fn cross_entropy(logits: &Tensor, target: &Target, opts: &CrossEntropyOption
             let (p, _) = classes_last(OP, p)?;
             let c = p.shape()[1] as f64;
             let p = if eps > 0.0 { p.mul_scalar(1.0 - eps)?.add_scalar(eps / c)? } else { p };
+            // Class weights scale each class's term; the mean stays over the rows (PyTorch).
+            let p = match &opts.weight {
+                Some(w) => {
+                    check_weight(OP, &scores, w)?;
+                    (&p * w)?
+                }
+                None => p,
+            };
             let per = (&p * &log_probs)?.sum(&[-1], false)?.neg()?;
             match opts.reduction {
                 Reduction::None => per.reshape(&batch),

@@ -33,7 +33,7 @@ fn log_softmax(row: &[f64]) -> Vec<f64> {
 }
 
 fn opts(reduction: Reduction, ignore_index: Option<u32>, label_smoothing: f64) -> CrossEntropyOptions {
-    CrossEntropyOptions { reduction, ignore_index, label_smoothing }
+    CrossEntropyOptions { reduction, ignore_index, label_smoothing, ..Default::default() }
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub const ATTENTION_PROBS: &str = include_str!("../shaders/attention_probs.wgsl"
 pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../shaders/attention_probs_backward.wgsl");
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 pub const UNSCALE_CHECK: &str = include_str!("../shaders/unscale_check.wgsl");
+pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");
 
 /// Every kernel source the backend can build, with its cache key. Each kernel family adds
 /// its own list; a test compiles all of them with naga (WGSL → IR → validation → SPIR-V).

@@ -7,7 +7,7 @@ use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
 use std::sync::Arc;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
@@ -278,6 +278,22 @@ impl BackendStorage for GpuStorage {
         same_device("scatter_add", self, ids)?;
         same_device("scatter_add", self, src)?;
         kernels::index::scatter_add(self, layout, ids, il, src, sl, dim)
+    }
+
+    fn scatter_reduce(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+        dim: usize,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Self> {
+        same_device("scatter_reduce", self, ids)?;
+        same_device("scatter_reduce", self, src)?;
+        kernels::index::scatter_reduce(self, layout, ids, il, src, sl, dim, op, include_self)
     }
 
     fn im2col(&self, layout: &Layout, g: &ConvGeometry, pad_value: f64) -> Result<Self> {

@@ -9,6 +9,10 @@ fn every_specialisation_validates() {
     for name in ["ew|random_bits|", "ew|rand|", "ew|randn|", "ew|bernoulli|", "fz|rng ", "fz4|rng "] {
         assert!(all.iter().any(|(k, _)| k.contains(name)), "no {name} kernel listed");
     }
+    // scatter / scatter_reduce (shaders/scatter_reduce.wgsl), one per numeric storage dtype.
+    for name in ["scatter_reduce|f32", "scatter_reduce|f16", "scatter_reduce|i32", "scatter_reduce|u32"] {
+        assert!(all.iter().any(|(k, _)| k == name), "no {name} kernel listed");
+    }
     let mut failures = Vec::new();
     for (key, src) in &all {
         let module = match naga::front::wgsl::parse_str(src) {

@@ -1,5 +1,5 @@
 //! Indexing and assembling: index_select, gather, scatter_add, one_hot, cat/stack,
-//! split/chunk, repeat, flip, pad, tril/triu, topk.
+//! split/chunk, repeat, flip, pad, tril/triu, topk (any dim).
 
 use crate::Tensor;
 use crate::ops::views::write_into;
@@ -16,7 +16,7 @@ const ONE_HOT_GRAD_MAX: usize = 1 << 24;
 impl Tensor {
     /// Checks that an index tensor is integer-typed and every entry is below `size`.
     /// Reads the indices back: an out-of-range index must be an error, never a wild read.
-    fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
+    pub(crate) fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
         if !matches!(self.dtype(), DType::U32 | DType::I32) {
             return Err(Error::dtype(op, "u32 or i32 indices", self.dtype()));
         }
@@ -88,16 +88,29 @@ impl Tensor {
     /// assert_eq!(x.gather(1, &ids).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
     /// ```
     pub fn gather(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        self.gather_checked(dim, ids, true)
+    }
+
+    /// [`gather`](Self::gather) at ids that a Kiln op produced in range (argmax, topk): no
+    /// range check, so no readback of GPU ids.
+    pub(crate) fn gather_in_range(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        self.gather_checked(dim, ids, false)
+    }
+
+    fn gather_checked(&self, dim: isize, ids: &Tensor, check: bool) -> Result<Tensor> {
         let d = self.axis("gather", dim)?;
         self.check_same_device("gather", ids)?;
         check_index_shape("gather", self.shape(), ids.shape(), d)?;
-        ids.check_ids("gather", self.shape()[d])?;
+        if check {
+            ids.check_ids("gather", self.shape()[d])?;
+        }
         let out = self.storage().gather(self.layout(), &ids.storage(), ids.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self] } else { &[] };
         let (src_shape, idx) = (self.shape().to_vec(), ids.clone());
         Tensor::from_op(out, ids.shape(), self.device(), "gather", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src_shape, 0.0, g.dtype(), g.device())?;
-            Ok(vec![Some(zeros.scatter_add(d as isize, &idx, g)?)])
+            // The forward checked (or trusted) the ids: no second readback here.
+            Ok(vec![Some(zeros.scatter_add_checked(d as isize, &idx, g, false)?)])
         })
     }
 
@@ -112,6 +125,10 @@ impl Tensor {
     /// assert_eq!(x.scatter_add(0, &ids, &src).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 0.0, 1.0]);
     /// ```
     pub fn scatter_add(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
+        self.scatter_add_checked(dim, ids, src, true)
+    }
+
+    pub(crate) fn scatter_add_checked(&self, dim: isize, ids: &Tensor, src: &Tensor, check: bool) -> Result<Tensor> {
         let d = self.axis("scatter_add", dim)?;
         self.check_same_device("scatter_add", ids)?;
         self.check_same_device("scatter_add", src)?;
@@ -122,12 +139,15 @@ impl Tensor {
             return Err(Error::dtype("scatter_add", self.dtype(), src.dtype()));
         }
         check_index_shape("scatter_add", self.shape(), ids.shape(), d)?;
-        ids.check_ids("scatter_add", self.shape()[d])?;
+        if check {
+            ids.check_ids("scatter_add", self.shape()[d])?;
+        }
         let out = self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, src] } else { &[] };
         let idx = ids.clone();
         Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
-            Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &idx)?)])
+            // The forward checked (or trusted) the ids: no second readback here.
+            Ok(vec![Some(g.clone()), Some(g.gather_checked(d as isize, &idx, false)?)])
         })
     }
 
@@ -371,13 +391,46 @@ impl Tensor {
         let (src, ids) = (self.shape().to_vec(), idx.clone());
         let values = Tensor::from_op(v, &shape, self.device(), "topk", inputs, move |g| {
             let zeros = Tensor::full_dtype(&src, 0.0, g.dtype(), g.device())?;
-            Ok(vec![Some(zeros.scatter_add(-1, &ids, g)?)])
+            Ok(vec![Some(zeros.scatter_add_checked(-1, &ids, g, false)?)])
         })?;
         Ok((values, idx))
     }
+
+    /// PyTorch's `torch.topk(x, k, dim, largest, sorted)`: the `k` largest (or smallest)
+    /// entries along `dim` (negative counts from the end) and their u32 positions along it.
+    /// NaN ranks above every number; ties keep the lower position first. The results are
+    /// always sorted (descending for `largest`, else ascending): with `sorted == false` PyTorch
+    /// leaves the order unspecified, and sorted is one such order.
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::from_vec(vec![1.0f32, 9.0, 4.0, 3.0, 2.0, 8.0], &[3, 2], &Device::cpu()).unwrap();
+    /// let (v, i) = t.topk_dim(2, 0, true, true).unwrap();
+    /// assert_eq!(v.to_vec::<f32>().unwrap(), vec![4.0, 9.0, 2.0, 8.0]);
+    /// assert_eq!(i.to_vec::<u32>().unwrap(), vec![1, 0, 2, 2]);
+    /// ```
+    pub fn topk_dim(&self, k: usize, dim: isize, largest: bool, sorted: bool) -> Result<(Tensor, Tensor)> {
+        let _ = sorted;
+        if self.rank() == 0 {
+            // A scalar is one entry along dim 0 (or -1), as in PyTorch.
+            crate::tensor::axis_in("topk", dim, 1)?;
+            let (v, i) = self.reshape(&[1])?.topk_dim(k, 0, largest, true)?;
+            return Ok((v.reshape(&[])?, i.reshape(&[])?));
+        }
+        let d = self.axis("topk", dim)?;
+        let last = self.rank() - 1;
+        if d == last {
+            return self.topk(k, largest);
+        }
+        // topk runs over the last dim of a (free) permuted view; permuting back is a view too.
+        let mut order: Vec<usize> = (0..self.rank()).collect();
+        order.swap(d, last);
+        let (v, i) = self.permute(&order)?.topk(k, largest)?;
+        Ok((v.permute(&order)?, i.permute(&order)?))
+    }
 }
 
-fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
+pub(crate) fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
     if ids.len() != src.len() || ids.iter().zip(src).enumerate().any(|(i, (&a, &b))| i != dim && a > b) {
         return Err(Error::shape(op, format!("indices {ids:?} do not fit source {src:?} along dim {dim}")));
     }

@@ -7,5 +7,6 @@ pub(crate) mod fused;
 pub(crate) mod index;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
+pub(crate) mod scatter;
 pub(crate) mod unary;
 pub(crate) mod views;

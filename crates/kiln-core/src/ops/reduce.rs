@@ -170,6 +170,44 @@ impl Tensor {
         self.reduce_axes(ReduceOp::ArgMin, &[a], keepdim)
     }
 
+    /// PyTorch's `torch.max(x, dim, keepdim)`: the max along `dim` and its u32 position (the
+    /// first of ties; a NaN is the max, the first NaN's position). The gradient goes to that
+    /// position only (use [`max`](Self::max) for torch.amax's shared gradient).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let t = Tensor::from_vec(vec![1.0f32, 5.0, 5.0, 2.0], &[2, 2], &Device::cpu()).unwrap();
+    /// let (v, i) = t.max_dim(-1, false).unwrap();
+    /// assert_eq!((v.to_vec::<f32>().unwrap(), i.to_vec::<u32>().unwrap()), (vec![5.0, 5.0], vec![1, 0]));
+    /// ```
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.extreme_dim("max", ReduceOp::ArgMax, dim, keepdim)
+    }
+
+    /// PyTorch's `torch.min(x, dim, keepdim)`: the min along `dim` and its u32 position.
+    pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        self.extreme_dim("min", ReduceOp::ArgMin, dim, keepdim)
+    }
+
+    fn extreme_dim(&self, op: &'static str, arg: ReduceOp, dim: isize, keepdim: bool) -> Result<(Tensor, Tensor)> {
+        if self.rank() == 0 {
+            crate::tensor::axis_in(op, dim, 1)?;
+            return self.reshape(&[1])?.extreme_dim(op, arg, 0, false);
+        }
+        let a = self.axis(op, dim)?;
+        if self.shape()[a] == 0 {
+            return Err(Error::invalid(op, format!("dim {a} of {:?} is empty: no extreme to pick", self.shape())));
+        }
+        if self.dtype() == DType::Bool {
+            return Err(Error::UnsupportedDType { op, dtype: DType::Bool, why: " (numeric dtypes only)".into() });
+        }
+        self.check_u32_positions(op, a)?;
+        let idx = self.reduce_axes(arg, &[a], true)?;
+        // Gathering at the position carries the gradient to it alone.
+        let values = self.gather_in_range(a as isize, &idx)?;
+        if keepdim { Ok((values, idx)) } else { Ok((values.squeeze(a as isize)?, idx.squeeze(a as isize)?)) }
+    }
+
     /// Arg ops answer u32 positions: a dim past 2^32 entries cannot have one, even when the
     /// tensor is empty (checked here so that every backend refuses it alike).
     fn check_u32_positions(&self, op: &'static str, dim: usize) -> Result<()> {

@@ -1,11 +1,12 @@
-//! index_select, gather, scatter_add, topk. The first three run one thread per output element
-//! (`shaders/index_select.wgsl`, `gather.wgsl`, `scatter_add.wgsl`); topk runs one workgroup
+//! index_select, gather, scatter_add, scatter_reduce, topk. The first four run one thread per
+//! output element (`shaders/index_select.wgsl`, `gather.wgsl`, `scatter_add.wgsl`,
+//! `scatter_reduce.wgsl`); topk runs one workgroup
 //! per row (`shaders/topk.wgsl`). Shapes and strides travel in `info`, so the specialisations
 //! are only per storage type (and per contiguity for index_select, the embedding lookup).
 
 use super::{WG, compute_type, enables, module, push_layout, storage_type};
 use crate::storage::GpuStorage;
-use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
+use kiln_backend::{BackendStorage, DType, Error, Layout, Result, ScatterOp};
 
 /// Storage word of a pure data move: every 4-byte dtype travels as u32, f16 as itself.
 pub(crate) fn move_type(op: &'static str, dtype: DType) -> Result<&'static str> {
@@ -193,6 +194,70 @@ pub(crate) fn scatter_add(
     Ok(out)
 }
 
+fn scatter_reduce_source(dtype: DType) -> Result<String> {
+    let (nan, mean) = match dtype {
+        DType::I32 => (
+            "    return false;",
+            // WGSL's i32 division truncates; PyTorch's integer mean floors.
+            "    let d = i32(n);\n    let q = s / d;\n    return select(q, q - 1, s % d != 0 && s < 0);",
+        ),
+        DType::U32 => ("    return false;", "    return s / n;"),
+        _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
+    };
+    let body = crate::shaders::SCATTER_REDUCE
+        .replace("{{T}}", numeric_type("scatter_reduce", dtype)?)
+        .replace("{{C}}", compute_type(dtype))
+        .replace("{{NAN}}", nan)
+        .replace("{{MEAN}}", mean);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scatter_reduce(
+    s: &GpuStorage,
+    l: &Layout,
+    ids: &GpuStorage,
+    il: &Layout,
+    src: &GpuStorage,
+    sl: &Layout,
+    dim: usize,
+    op: ScatterOp,
+    include_self: bool,
+) -> Result<GpuStorage> {
+    const OP: &str = "scatter_reduce";
+    check_dim(OP, l, dim)?;
+    check_ids(OP, ids)?;
+    if src.dtype() != s.dtype() {
+        return Err(Error::dtype(OP, s.dtype(), src.dtype()));
+    }
+    if il.shape() != sl.shape() {
+        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
+    }
+    check_index_shape(OP, l, il, dim)?;
+    check_fits(OP, s, l)?;
+    check_fits(OP, ids, il)?;
+    check_fits(OP, src, sl)?;
+    numeric_type(OP, s.dtype())?;
+    let n = index_u32(OP, l.numel(), "the output")?;
+    let ctx = s.context();
+    let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let code = ScatterOp::ALL.iter().position(|&o| o == op).unwrap_or(0) as u32;
+    let mut meta = vec![n, dim as u32, 0, 0, 0, code, u32::from(include_self)];
+    for (k, layout) in [l, il, sl].into_iter().enumerate() {
+        meta[2 + k] = meta.len() as u32;
+        push_layout(OP, &mut meta, layout)?;
+    }
+    let dtype = s.dtype();
+    let kernel = ctx.cache.get(&ctx.device, OP, &format!("scatter_reduce|{dtype}"), || {
+        scatter_reduce_source(dtype).unwrap_or_default()
+    })?;
+    ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), src.buffer(), out.buffer()], &meta, workgroups(n))?;
+    Ok(out)
+}
+
 /// WGSL body of `order_key(x)`: a u32 whose unsigned order is the value order.
 fn order_key(dtype: DType) -> &'static str {
     match dtype {
@@ -251,6 +316,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     }
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32] {
         all.extend(scatter_add_source(dtype).ok().map(|src| (format!("scatter_add|{dtype}"), src)));
+        all.extend(scatter_reduce_source(dtype).ok().map(|src| (format!("scatter_reduce|{dtype}"), src)));
         all.extend(topk_source(dtype).ok().map(|src| (format!("topk|{dtype}"), src)));
     }
     all
