@@ -106,7 +106,11 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f64, failures: &mut Vec<S
         return;
     }
     let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
-    if let Some((i, (a, b))) = g.iter().zip(&w).enumerate().find(|(_, (a, b))| !((*a - *b).abs() <= tol * (1.0 + b.abs()))) {
+    if let Some((i, (a, b))) = g.iter().zip(&w).enumerate().find(|(_, (a, b))| {
+        // NaN on either side is a mismatch.
+        let ok = (*a - *b).abs() <= tol * (1.0 + b.abs());
+        !ok
+    }) {
         failures.push(format!("{what}[{i}]: got {a}, want {b} (tol {tol})"));
     }
 }

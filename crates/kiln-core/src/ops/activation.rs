@@ -49,7 +49,7 @@ impl Tensor {
     pub fn hardtanh(&self, min: f64, max: f64) -> Result<Tensor> {
         const OP: &str = "hardtanh";
         self.needs_float(OP)?;
-        if !(min <= max) {
+        if min.is_nan() || max.is_nan() || min > max {
             return Err(Error::invalid(OP, format!("min {min} must not exceed max {max}")));
         }
         self.masked_fill(&self.le_scalar(min)?, min)?.masked_fill(&self.ge_scalar(max)?, max)
