@@ -139,3 +139,43 @@ fn f16_needs_shader_f16() {
         }
     }
 }
+
+/// Pools, transposed convolutions and activations refuse bad arguments with typed errors
+/// naming the op, and leave their inputs as they were.
+#[test]
+fn pool_conv_transpose_and_activation_errors() {
+    let d = cpu();
+    let x = Tensor::arange(0.0, 40.0, 1.0, &d).unwrap().reshape(&[1, 2, 4, 5]).unwrap();
+    let before = x.to_vec::<f32>().unwrap();
+    let inv = |r: Result<Tensor>, op: &str| match r {
+        Err(Error::InvalidArgument { op: o, .. }) => assert_eq!(o, op),
+        other => panic!("{op}: expected InvalidArgument, got {:?}", other.map(|t| t.shape().to_vec())),
+    };
+    let shape = |r: Result<Tensor>, op: &str| match r {
+        Err(Error::ShapeMismatch { op: o, .. }) => assert_eq!(o, op),
+        other => panic!("{op}: expected ShapeMismatch, got {:?}", other.map(|t| t.shape().to_vec())),
+    };
+    inv(x.max_pool2d_opts(MaxPool2dOptions { padding: (2, 0), ..MaxPool2dOptions::new((3, 3)) }), "max_pool2d");
+    inv(x.max_pool2d_opts(MaxPool2dOptions { dilation: (0, 1), ..MaxPool2dOptions::new((2, 2)) }), "max_pool2d");
+    shape(x.max_pool2d_opts(MaxPool2dOptions { dilation: (3, 1), ..MaxPool2dOptions::new((3, 1)) }), "max_pool2d");
+    inv(x.avg_pool2d_opts(AvgPool2dOptions { divisor_override: Some(0), ..AvgPool2dOptions::new((2, 2)) }), "avg_pool2d");
+    shape(x.max_pool1d(MaxPool1dOptions::new(2)), "max_pool1d");
+    shape(x.squeeze(0).unwrap().max_pool1d(MaxPool1dOptions::new(9)), "max_pool1d");
+    shape(x.adaptive_max_pool2d((0, 2)), "adaptive_max_pool2d");
+    shape(x.adaptive_max_pool1d(2), "adaptive_max_pool1d");
+    let w = Tensor::ones(&[2, 3, 2, 2], &d).unwrap();
+    let ct = |o: ConvTranspose2dOptions| x.conv_transpose2d(&w, None, o);
+    inv(ct(ConvTranspose2dOptions { output_padding: (1, 0), ..Default::default() }), "conv_transpose2d");
+    shape(ct(ConvTranspose2dOptions { groups: 3, ..Default::default() }), "conv_transpose2d");
+    shape(ct(ConvTranspose2dOptions { padding: (3, 0), ..Default::default() }), "conv_transpose2d");
+    shape(x.conv_transpose2d(&w, Some(&Tensor::ones(&[2], &d).unwrap()), ConvTranspose2dOptions::default()), "conv_transpose2d");
+    inv(x.hardtanh(1.0, -1.0), "hardtanh");
+    inv(x.celu(0.0), "celu");
+    inv(x.softplus_with(0.0, 20.0), "softplus");
+    shape(x.glu(3), "glu");
+    shape(x.prelu(&Tensor::ones(&[3], &d).unwrap()), "prelu");
+    let i = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
+    assert!(matches!(i.selu(), Err(Error::UnsupportedDType { op: "selu", .. })));
+    assert!(matches!(x.prelu(&Tensor::ones(&[1], &d).unwrap().to_dtype(DType::F64).unwrap()), Err(Error::DTypeMismatch { op: "prelu", .. })));
+    assert_eq!(x.to_vec::<f32>().unwrap(), before, "inputs untouched");
+}

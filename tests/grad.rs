@@ -282,3 +282,56 @@ fn fused_op_gradients() {
         Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask))
     });
 }
+
+#[test]
+fn activation_gradients() {
+    gradcheck("softplus beta threshold", &[&[11]], -3.0, 3.0, |t| t[0].softplus_with(2.0, 1.5));
+    gradcheck("softplus negative beta", &[&[7]], -3.0, 3.0, |t| t[0].softplus_with(-0.5, 20.0));
+    gradcheck("hardtanh", &[&[11]], -2.0, 2.0, |t| t[0].hardtanh(-0.7, 0.9));
+    gradcheck("relu6", &[&[11]], -2.0, 8.0, |t| t[0].relu6());
+    gradcheck("hardsigmoid", &[&[11]], -5.0, 5.0, |t| t[0].hardsigmoid());
+    gradcheck("hardswish", &[&[11]], -5.0, 5.0, |t| t[0].hardswish());
+    gradcheck("selu", &[&[11]], -3.0, 3.0, |t| t[0].selu());
+    gradcheck("celu", &[&[11]], -3.0, 3.0, |t| t[0].celu(0.6));
+    gradcheck("logsigmoid", &[&[11]], -30.0, 30.0, |t| t[0].logsigmoid());
+    gradcheck("softsign", &[&[11]], -3.0, 3.0, |t| t[0].softsign());
+    gradcheck("prelu shared slope", &[&[2, 3, 4], &[1]], -2.0, 2.0, |t| t[0].prelu(&t[1]));
+    gradcheck("prelu per channel", &[&[2, 3, 4], &[3]], -2.0, 2.0, |t| t[0].prelu(&t[1]));
+    gradcheck("prelu 1-d input", &[&[5], &[1]], -2.0, 2.0, |t| t[0].prelu(&t[1]));
+    gradcheck("glu", &[&[2, 6, 3]], -2.0, 2.0, |t| t[0].glu(1));
+    gradcheck("glu of a transpose", &[&[4, 3]], -2.0, 2.0, |t| t[0].t()?.glu(-1));
+}
+
+#[test]
+fn pool_and_conv_transpose_gradients() {
+    gradcheck("max_pool2d ceil dilation", &[&[1, 2, 7, 6]], -2.0, 2.0, |t| {
+        t[0].max_pool2d_opts(MaxPool2dOptions { kernel: (3, 2), stride: (2, 2), padding: (1, 1), dilation: (2, 1), ceil_mode: true })
+    });
+    gradcheck("avg_pool2d ceil exclude pad", &[&[1, 2, 6, 7]], -2.0, 2.0, |t| {
+        t[0].avg_pool2d_opts(AvgPool2dOptions { ceil_mode: true, count_include_pad: false, padding: (1, 1), stride: (2, 2), ..AvgPool2dOptions::new((3, 3)) })
+    });
+    gradcheck("avg_pool2d divisor", &[&[1, 2, 4, 6]], -2.0, 2.0, |t| {
+        t[0].avg_pool2d_opts(AvgPool2dOptions { divisor_override: Some(4), ..AvgPool2dOptions::new((2, 3)) })
+    });
+    gradcheck("max_pool1d", &[&[2, 2, 9]], -2.0, 2.0, |t| {
+        t[0].max_pool1d(MaxPool1dOptions { kernel: 3, stride: 2, padding: 1, dilation: 2, ceil_mode: true })
+    });
+    gradcheck("avg_pool1d", &[&[2, 2, 9]], -2.0, 2.0, |t| {
+        t[0].avg_pool1d(AvgPool1dOptions { kernel: 4, stride: 3, padding: 2, ceil_mode: true, count_include_pad: false })
+    });
+    gradcheck("adaptive_max_pool2d", &[&[1, 2, 7, 5]], -2.0, 2.0, |t| t[0].adaptive_max_pool2d((3, 4)));
+    gradcheck("adaptive_max_pool1d", &[&[2, 2, 7]], -2.0, 2.0, |t| t[0].adaptive_max_pool1d(3));
+    gradcheck("adaptive_avg_pool1d", &[&[2, 2, 7]], -2.0, 2.0, |t| t[0].adaptive_avg_pool1d(3));
+    gradcheck("conv_transpose2d groups dilation", &[&[1, 4, 3, 4], &[4, 2, 2, 3], &[4]], -1.0, 1.0, |t| {
+        let o = ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (1, 2), groups: 2 };
+        t[0].conv_transpose2d(&t[1], Some(&t[2]), o)
+    });
+    gradcheck("conv_transpose2d output_padding past the stride", &[&[1, 2, 3, 3], &[2, 3, 2, 2]], -1.0, 1.0, |t| {
+        let o = ConvTranspose2dOptions { dilation: (3, 1), output_padding: (2, 0), ..Default::default() };
+        t[0].conv_transpose2d(&t[1], None, o)
+    });
+    gradcheck("conv_transpose1d", &[&[2, 3, 4], &[3, 2, 3], &[2]], -1.0, 1.0, |t| {
+        let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 2, groups: 1 };
+        t[0].conv_transpose1d(&t[1], Some(&t[2]), o)
+    });
+}

@@ -318,3 +318,105 @@ fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
         *woken = false;
     }
 }
+
+/// Activations composed from elementwise ops: odd sizes, a transposed and a broadcast input,
+/// and i32 inputs refused alike.
+#[test]
+fn activations_match_cpu() {
+    let Some(g) = gpu("activations_match_cpu") else { return };
+    type Act = fn(&Tensor) -> Result<Tensor>;
+    let acts: [(&str, Act); 12] = [
+        ("softplus_with", |x| x.softplus_with(2.0, 3.0)),
+        ("softplus negative beta", |x| x.softplus_with(-0.7, 20.0)),
+        ("hardtanh", |x| x.hardtanh(-1.5, 0.5)),
+        ("relu6", |x| x.relu6()),
+        ("hardsigmoid", |x| x.hardsigmoid()),
+        ("hardswish", |x| x.hardswish()),
+        ("selu", |x| x.selu()),
+        ("celu", |x| x.celu(0.8)),
+        ("logsigmoid", |x| x.logsigmoid()),
+        ("softsign", |x| x.softsign()),
+        ("glu", |x| x.glu(0)),
+        ("prelu", |x| x.prelu(&Tensor::full_dtype(&[1], 0.3, x.dtype(), x.device())?)),
+    ];
+    for (name, f) in acts {
+        for &n in &SIZES {
+            // glu halves dim 0: double the odd sizes.
+            let x = random(&[2 * n], DType::F32, n as u64, -9.0, 9.0);
+            check(&format!("{name} n={}", 2 * n), &g, &[x], 2e-5, 2e-6, |t| f(&t[0]));
+        }
+        let xt = random(&[33, 18], DType::F32, 5, -9.0, 9.0).t().unwrap();
+        check(&format!("{name} transposed"), &g, &[xt], 2e-5, 2e-6, |t| f(&t[0]));
+        let xb = random(&[1, 7], DType::F32, 6, -9.0, 9.0).expand(&[6, 7]).unwrap();
+        check(&format!("{name} broadcast"), &g, &[xb], 2e-5, 2e-6, |t| f(&t[0]));
+        let xi = random(&[8], DType::I32, 3, -5.0, 5.0);
+        check(&format!("{name} i32"), &g, &[xi], 0.0, 0.0, |t| f(&t[0]));
+    }
+    let x = random(&[3, 5, 7], DType::F32, 7, -2.0, 2.0);
+    let w = random(&[5], DType::F32, 8, -1.0, 1.0);
+    check("prelu per channel", &g, &[x.clone(), w.clone()], 1e-6, 1e-7, |t| t[0].prelu(&t[1]));
+    check("prelu per channel, permuted", &g, &[x.permute(&[0, 2, 1]).unwrap().contiguous().unwrap().permute(&[0, 2, 1]).unwrap(), w], 1e-6, 1e-7, |t| {
+        t[0].prelu(&t[1])
+    });
+    check("glu dim 1", &g, &[random(&[3, 8, 5], DType::F32, 9, -3.0, 3.0)], 2e-5, 2e-6, |t| t[0].glu(1));
+}
+
+#[test]
+fn pools_and_conv_transpose_match_cpu() {
+    let Some(g) = gpu("pools_and_conv_transpose_match_cpu") else { return };
+    let x = random(&[2, 3, 9, 8], DType::F32, 90, -1.0, 1.0);
+    let xp = random(&[2, 3, 8, 9], DType::F32, 91, -1.0, 1.0).permute(&[0, 1, 3, 2]).unwrap();
+    let maxes = [
+        MaxPool2dOptions { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1), ceil_mode: true },
+        MaxPool2dOptions { kernel: (2, 3), stride: (1, 2), padding: (1, 1), dilation: (2, 1), ceil_mode: false },
+        MaxPool2dOptions { kernel: (2, 2), stride: (3, 3), padding: (1, 0), dilation: (2, 3), ceil_mode: true },
+    ];
+    for (i, o) in maxes.into_iter().enumerate() {
+        for (name, input) in [("contiguous", &x), ("permuted", &xp)] {
+            check(&format!("max_pool2d {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| t[0].max_pool2d_opts(o));
+            check(&format!("max_pool2d indices {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| t[0].max_pool2d_with_indices(o).map(|p| p.1));
+        }
+    }
+    let avgs = [
+        AvgPool2dOptions { ceil_mode: true, count_include_pad: false, padding: (1, 1), stride: (2, 2), ..AvgPool2dOptions::new((3, 3)) },
+        AvgPool2dOptions { ceil_mode: true, padding: (1, 0), stride: (2, 3), ..AvgPool2dOptions::new((3, 2)) },
+        AvgPool2dOptions { divisor_override: Some(7), ..AvgPool2dOptions::new((2, 3)) },
+    ];
+    for (i, o) in avgs.into_iter().enumerate() {
+        check(&format!("avg_pool2d {i}"), &g, &[xp.clone()], 1e-5, 1e-6, |t| t[0].avg_pool2d_opts(o));
+    }
+    for (out_h, out_w) in [(4, 3), (5, 7), (1, 1), (9, 8)] {
+        check(&format!("adaptive_max_pool2d {out_h}x{out_w}"), &g, &[xp.clone()], 0.0, 0.0, |t| t[0].adaptive_max_pool2d((out_h, out_w)));
+        check(&format!("adaptive_max_pool2d indices {out_h}x{out_w}"), &g, &[x.clone()], 0.0, 0.0, |t| {
+            t[0].adaptive_max_pool2d_with_indices((out_h, out_w)).map(|p| p.1)
+        });
+    }
+    let m1 = MaxPool1dOptions { kernel: 3, stride: 2, padding: 1, dilation: 2, ceil_mode: true };
+    let a1 = AvgPool1dOptions { kernel: 4, stride: 3, padding: 2, ceil_mode: true, count_include_pad: false };
+    for &n in &SIZES {
+        let x1 = random(&[1, 2, n], DType::F32, 92 + n as u64, -1.0, 1.0);
+        // A window of span 5 needs 3 elements besides the padding: n = 1 must fail alike.
+        check(&format!("max_pool1d n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].max_pool1d(m1));
+        check(&format!("max_pool1d indices n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].max_pool1d_with_indices(m1).map(|p| p.1));
+        check(&format!("avg_pool1d n={n}"), &g, &[x1.clone()], 1e-5, 1e-6, |t| t[0].avg_pool1d(a1));
+        check(&format!("adaptive_max_pool1d n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].adaptive_max_pool1d(3));
+        check(&format!("adaptive_avg_pool1d n={n}"), &g, &[x1], 1e-5, 1e-6, |t| t[0].adaptive_avg_pool1d(3));
+    }
+    let xc = random(&[2, 4, 5, 4], DType::F32, 93, -1.0, 1.0);
+    let wc = random(&[4, 3, 3, 2], DType::F32, 94, -1.0, 1.0);
+    let bc = random(&[6], DType::F32, 95, -1.0, 1.0);
+    let cts = [
+        ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (2, 2), groups: 2 },
+        ConvTranspose2dOptions { stride: (1, 3), padding: (0, 2), output_padding: (1, 2), dilation: (2, 1), groups: 2 },
+    ];
+    for (i, o) in cts.into_iter().enumerate() {
+        check(&format!("conv_transpose2d {i}"), &g, &[xc.clone(), wc.clone(), bc.clone()], 1e-4, 1e-5, |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), o));
+    }
+    let w1 = random(&[4, 6, 3, 2], DType::F32, 96, -1.0, 1.0);
+    let xt = random(&[2, 4, 4, 5], DType::F32, 97, -1.0, 1.0).permute(&[0, 1, 3, 2]).unwrap();
+    check("conv_transpose2d permuted input", &g, &[xt, w1], 1e-4, 1e-5, |t| t[0].conv_transpose2d(&t[1], None, ConvTranspose2dOptions::default()));
+    let x1 = random(&[2, 4, 7], DType::F32, 98, -1.0, 1.0);
+    let w1 = random(&[4, 1, 3], DType::F32, 99, -1.0, 1.0);
+    let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 1, groups: 2 };
+    check("conv_transpose1d", &g, &[x1, w1], 1e-4, 1e-5, |t| t[0].conv_transpose1d(&t[1], None, o));
+}

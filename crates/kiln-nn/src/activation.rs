@@ -1,7 +1,7 @@
 //! Activation functions as parameter-free modules, for use in [`crate::Sequential`].
 
 use crate::module::Module;
-use kiln_core::{Result, Tensor};
+use kiln_core::{Device, Error, Result, Tensor};
 
 macro_rules! activation {
     ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
@@ -79,5 +79,121 @@ impl Module for LeakyRelu {
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         Vec::new()
+    }
+}
+
+activation!(
+    /// `min(max(x, 0), 6)` (PyTorch's `nn.ReLU6`).
+    Relu6, |x| x.relu6()
+);
+activation!(
+    /// `x · relu6(x + 3) / 6` (PyTorch's `nn.Hardswish`).
+    Hardswish, |x| x.hardswish()
+);
+activation!(
+    /// `relu6(x + 3) / 6` (PyTorch's `nn.Hardsigmoid`).
+    Hardsigmoid, |x| x.hardsigmoid()
+);
+activation!(
+    /// Scaled ELU with PyTorch's constants (`nn.SELU`).
+    Selu, |x| x.selu()
+);
+activation!(
+    /// `log(sigmoid(x))`, stable for large `|x|` (`nn.LogSigmoid`).
+    LogSigmoid, |x| x.logsigmoid()
+);
+activation!(
+    /// `x / (1 + |x|)` (`nn.Softsign`).
+    Softsign, |x| x.softsign()
+);
+
+/// Scalar-parameter activations: the parameters are plain numbers, not learned.
+macro_rules! parametrised {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $default:expr),* }, |$s:ident, $x:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name {
+            $(pub $field: f64,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: $default),* }
+            }
+        }
+
+        impl Module for $name {
+            fn forward(&self, $x: &Tensor) -> Result<Tensor> {
+                let $s = self;
+                $body
+            }
+
+            fn named_parameters(&self) -> Vec<(String, Tensor)> {
+                Vec::new()
+            }
+        }
+    };
+}
+
+parametrised!(
+    /// `min` below `min`, `max` above `max`, else `x` (`nn.Hardtanh`, default `[-1, 1]`).
+    Hardtanh { min: -1.0, max: 1.0 }, |s, x| x.hardtanh(s.min, s.max)
+);
+parametrised!(
+    /// `max(0, x) + min(0, α·(e^(x/α) − 1))` (`nn.CELU`, default α = 1).
+    Celu { alpha: 1.0 }, |s, x| x.celu(s.alpha)
+);
+parametrised!(
+    /// `ln(1 + e^(β·x)) / β`, linear where `β·x > threshold` (`nn.Softplus`, defaults 1 and 20).
+    Softplus { beta: 1.0, threshold: 20.0 }, |s, x| x.softplus_with(s.beta, s.threshold)
+);
+
+/// Gated linear unit over `dim` (`nn.GLU`, default the last dim): `a · sigmoid(b)` for the two
+/// halves of `dim`.
+#[derive(Clone, Copy, Debug)]
+pub struct Glu {
+    pub dim: isize,
+}
+
+impl Default for Glu {
+    fn default() -> Self {
+        Glu { dim: -1 }
+    }
+}
+
+impl Module for Glu {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.glu(self.dim)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// `x` where positive, else `weight · x` with a learned slope, PyTorch's `nn.PReLU`: one slope
+/// shared by every channel or one per channel (dim 1). Parameter name: `"weight"`.
+pub struct PRelu {
+    pub weight: Tensor,
+}
+
+impl PRelu {
+    /// `num_parameters` slopes (1, or the channel count) starting at `init` (PyTorch: 0.25).
+    pub fn new(num_parameters: usize, init: f64, device: &Device) -> Result<PRelu> {
+        if num_parameters == 0 {
+            return Err(Error::invalid("PRelu::new", "num_parameters must be positive"));
+        }
+        let weight = Tensor::full_dtype(&[num_parameters], init, crate::init::default_dtype(), device)?.with_grad();
+        Ok(PRelu { weight })
+    }
+}
+
+impl Module for PRelu {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.prelu(&self.weight)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![("weight".to_string(), self.weight.clone())]
     }
 }

@@ -1,9 +1,9 @@
-//! Convolutions: `Conv1d`, `Conv2d` and the transposed `ConvTranspose2d`, with PyTorch's
+//! Convolutions: `Conv1d`, `Conv2d` and the transposed `ConvTranspose1d`/`ConvTranspose2d`, with PyTorch's
 //! weight layouts, names and initialisation.
 
 use crate::init;
 use crate::module::Module;
-use kiln_core::{ConvGeometry, Conv2dOptions, Device, Error, Result, Tensor};
+use kiln_core::{Conv2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, Device, Error, Result, Tensor};
 
 /// PyTorch's default for conv weights and biases: both `U(−1/√fan_in, 1/√fan_in)` (the weight
 /// through `kaiming_uniform(a = √5)`).
@@ -124,8 +124,8 @@ impl Module for Conv1d {
 }
 
 /// Transposed 2-D convolution (the gradient of `Conv2d` with respect to its input), PyTorch's
-/// `nn.ConvTranspose2d` without groups or dilation: input `[n, in, h, w]`, weight
-/// `[in, out, kh, kw]`, output `[n, out, (h−1)·s − 2p + kh + op, ...]`.
+/// `nn.ConvTranspose2d`: input `[n, in, h, w]`, weight `[in, out/groups, kh, kw]`, bias `[out]`,
+/// output `[n, out, (h−1)·s − 2p + d·(kh−1) + op + 1, ...]` (see `Tensor::conv_transpose2d`).
 ///
 /// Computed as one matrix product `Wᵀ · x` giving every input pixel's `out·kh·kw` contributions,
 /// then `col2im` summing them into place: exactly the adjoint of im2col-based convolution.
@@ -141,14 +141,12 @@ impl Module for Conv1d {
 pub struct ConvTranspose2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
-    pub stride: (usize, usize),
-    pub padding: (usize, usize),
-    pub output_padding: (usize, usize),
+    pub opts: ConvTranspose2dOptions,
 }
 
 impl ConvTranspose2d {
-    /// A transposed convolution. `output_padding` (added to one side of the output) must be
-    /// smaller than `stride`, as in PyTorch.
+    /// A transposed convolution without groups or dilation. `output_padding` (added to one side
+    /// of the output) must be smaller than `stride`, as in PyTorch.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_ch: usize,
@@ -160,49 +158,65 @@ impl ConvTranspose2d {
         bias: bool,
         device: &Device,
     ) -> Result<ConvTranspose2d> {
-        check_channels("ConvTranspose2d::new", in_ch, out_ch, 1, &[kernel.0, kernel.1])?;
-        if stride.0 == 0 || stride.1 == 0 || output_padding.0 >= stride.0 || output_padding.1 >= stride.1 {
+        let opts = ConvTranspose2dOptions { stride, padding, output_padding, ..Default::default() };
+        ConvTranspose2d::with_options(in_ch, out_ch, kernel, opts, bias, device)
+    }
+
+    /// A transposed convolution with every option (groups and dilation included).
+    pub fn with_options(in_ch: usize, out_ch: usize, kernel: (usize, usize), opts: ConvTranspose2dOptions, bias: bool, device: &Device) -> Result<ConvTranspose2d> {
+        const OP: &str = "ConvTranspose2d::new";
+        check_channels(OP, in_ch, out_ch, opts.groups, &[kernel.0, kernel.1])?;
+        let (s, d, op) = (opts.stride, opts.dilation, opts.output_padding);
+        if s.0 == 0 || s.1 == 0 || d.0 == 0 || d.1 == 0 || op.0 >= s.0.max(d.0) || op.1 >= s.1.max(d.1) {
             return Err(Error::invalid(
-                "ConvTranspose2d::new",
-                format!("stride {stride:?} must be positive and larger than output_padding {output_padding:?}"),
+                OP,
+                format!("stride {s:?} and dilation {d:?} must be positive and one of them larger than output_padding {op:?}"),
             ));
         }
         // PyTorch computes fan_in from dim 1 of the weight, which for a transposed conv is the
-        // output channels.
-        let (weight, bias) = conv_params(&[in_ch, out_ch, kernel.0, kernel.1], out_ch * kernel.0 * kernel.1, bias, out_ch, device)?;
-        Ok(ConvTranspose2d { weight, bias, stride, padding, output_padding })
-    }
-
-    fn out_len(input: usize, k: usize, stride: usize, pad: usize, out_pad: usize) -> Option<usize> {
-        ((input.checked_sub(1)? * stride + k + out_pad).checked_sub(2 * pad)).filter(|&n| n > 0)
+        // output channels of one group.
+        let og = out_ch / opts.groups;
+        let (weight, bias) = conv_params(&[in_ch, og, kernel.0, kernel.1], og * kernel.0 * kernel.1, bias, out_ch, device)?;
+        Ok(ConvTranspose2d { weight, bias, opts })
     }
 }
 
 impl Module for ConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        const OP: &str = "ConvTranspose2d";
-        let (cin, cout, kh, kw) = (self.weight.shape()[0], self.weight.shape()[1], self.weight.shape()[2], self.weight.shape()[3]);
-        if x.rank() != 4 || x.shape()[1] != cin {
-            return Err(Error::shape(OP, format!("input {:?} is not [n, {cin}, h, w]", x.shape())));
+        x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.opts)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        params(&self.weight, &self.bias)
+    }
+}
+
+/// Transposed 1-D convolution, PyTorch's `nn.ConvTranspose1d`: input `[n, in, l]`, weight
+/// `[in, out/groups, k]`, bias `[out]`.
+pub struct ConvTranspose1d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub opts: ConvTranspose1dOptions,
+}
+
+impl ConvTranspose1d {
+    /// A transposed 1-D convolution; `ConvTranspose1dOptions::default()` has PyTorch's defaults.
+    pub fn new(in_ch: usize, out_ch: usize, kernel: usize, opts: ConvTranspose1dOptions, bias: bool, device: &Device) -> Result<ConvTranspose1d> {
+        const OP: &str = "ConvTranspose1d::new";
+        check_channels(OP, in_ch, out_ch, opts.groups, &[kernel])?;
+        let (s, d, op) = (opts.stride, opts.dilation, opts.output_padding);
+        if s == 0 || d == 0 || op >= s.max(d) {
+            return Err(Error::invalid(OP, format!("stride {s} and dilation {d} must be positive and one of them larger than output_padding {op}")));
         }
-        let (n, h, w) = (x.shape()[0], x.shape()[2], x.shape()[3]);
-        let oh = Self::out_len(h, kh, self.stride.0, self.padding.0, self.output_padding.0);
-        let ow = Self::out_len(w, kw, self.stride.1, self.padding.1, self.output_padding.1);
-        let (Some(oh), Some(ow)) = (oh, ow) else {
-            return Err(Error::shape(OP, format!("input {:?} with padding {:?} gives an empty output", x.shape(), self.padding)));
-        };
-        let geo = ConvGeometry { n, c: cout, h: oh, w: ow, kh, kw, stride: self.stride, padding: self.padding, dilation: (1, 1) };
-        // The forward conv of this geometry must map [oh, ow] back onto exactly [h, w].
-        if geo.out_h() != Some(h) || geo.out_w() != Some(w) {
-            return Err(Error::shape(OP, format!("internal geometry mismatch for input {:?}: {geo:?}", x.shape())));
-        }
-        let wt = self.weight.reshape(&[cin, cout * kh * kw])?.t()?; // [cout·kh·kw, cin]
-        let cols = wt.matmul(&x.reshape(&[n, cin, h * w])?)?; // [n, cout·kh·kw, h·w]
-        let y = cols.contiguous()?.col2im(&geo)?;
-        match &self.bias {
-            Some(b) => &y + &b.reshape(&[1, cout, 1, 1])?,
-            None => Ok(y),
-        }
+        let og = out_ch / opts.groups;
+        let (weight, bias) = conv_params(&[in_ch, og, kernel], og * kernel, bias, out_ch, device)?;
+        Ok(ConvTranspose1d { weight, bias, opts })
+    }
+}
+
+impl Module for ConvTranspose1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.conv_transpose1d(&self.weight, self.bias.as_ref(), self.opts)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

@@ -1,10 +1,11 @@
 //! Pooling layers and `Flatten` (no parameters).
 
 use crate::module::Module;
-use kiln_core::{Result, Tensor};
+use kiln_core::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions, Result, Tensor};
 
 /// 2-D max pooling over `[n, c, h, w]` (padding reads −∞), PyTorch's `nn.MaxPool2d`. Pass the
-/// stride explicitly (PyTorch defaults it to the kernel size).
+/// stride explicitly to `new` (PyTorch defaults it to the kernel size, as
+/// `MaxPool2dOptions::new` does).
 ///
 /// ```
 /// # use kiln_core::{Device, Tensor};
@@ -18,18 +19,34 @@ pub struct MaxPool2d {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),
     pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub ceil_mode: bool,
 }
 
 impl MaxPool2d {
-    /// Invalid sizes are reported by `forward`.
+    /// Dilation 1, floor mode. Invalid sizes are reported by `forward`.
     pub fn new(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> MaxPool2d {
-        MaxPool2d { kernel, stride, padding }
+        MaxPool2d::from_options(MaxPool2dOptions { stride, padding, ..MaxPool2dOptions::new(kernel) })
+    }
+
+    /// Every option (dilation, ceil mode).
+    pub fn from_options(o: MaxPool2dOptions) -> MaxPool2d {
+        MaxPool2d { kernel: o.kernel, stride: o.stride, padding: o.padding, dilation: o.dilation, ceil_mode: o.ceil_mode }
+    }
+
+    pub fn options(&self) -> MaxPool2dOptions {
+        MaxPool2dOptions { kernel: self.kernel, stride: self.stride, padding: self.padding, dilation: self.dilation, ceil_mode: self.ceil_mode }
+    }
+
+    /// The output and the position of each max (`return_indices=True`).
+    pub fn forward_with_indices(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        x.max_pool2d_with_indices(self.options())
     }
 }
 
 impl Module for MaxPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.max_pool2d(self.kernel, self.stride, self.padding)
+        x.max_pool2d_opts(self.options())
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -37,7 +54,7 @@ impl Module for MaxPool2d {
     }
 }
 
-/// 2-D average pooling, PyTorch's `nn.AvgPool2d` with `count_include_pad=True`.
+/// 2-D average pooling, PyTorch's `nn.AvgPool2d` (`new` gives `count_include_pad=True`).
 ///
 /// ```
 /// # use kiln_core::{Device, Tensor};
@@ -51,18 +68,137 @@ pub struct AvgPool2d {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),
     pub padding: (usize, usize),
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+    pub divisor_override: Option<usize>,
 }
 
 impl AvgPool2d {
-    /// Invalid sizes are reported by `forward`.
+    /// Floor mode, padding counted. Invalid sizes are reported by `forward`.
     pub fn new(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> AvgPool2d {
-        AvgPool2d { kernel, stride, padding }
+        AvgPool2d::from_options(AvgPool2dOptions { stride, padding, ..AvgPool2dOptions::new(kernel) })
+    }
+
+    /// Every option (ceil mode, `count_include_pad`, `divisor_override`).
+    pub fn from_options(o: AvgPool2dOptions) -> AvgPool2d {
+        let AvgPool2dOptions { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override } = o;
+        AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override }
+    }
+
+    pub fn options(&self) -> AvgPool2dOptions {
+        let AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override } = *self;
+        AvgPool2dOptions { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override }
     }
 }
 
 impl Module for AvgPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.avg_pool2d(self.kernel, self.stride, self.padding)
+        x.avg_pool2d_opts(self.options())
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// 1-D max pooling over `[n, c, l]`, PyTorch's `nn.MaxPool1d`.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool1d {
+    pub opts: MaxPool1dOptions,
+}
+
+impl MaxPool1d {
+    /// `MaxPool1dOptions::new(kernel)` has PyTorch's defaults.
+    pub fn new(opts: MaxPool1dOptions) -> MaxPool1d {
+        MaxPool1d { opts }
+    }
+
+    /// The output and the position of each max (`return_indices=True`).
+    pub fn forward_with_indices(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        x.max_pool1d_with_indices(self.opts)
+    }
+}
+
+impl Module for MaxPool1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.max_pool1d(self.opts)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// 1-D average pooling over `[n, c, l]`, PyTorch's `nn.AvgPool1d`.
+#[derive(Clone, Copy, Debug)]
+pub struct AvgPool1d {
+    pub opts: AvgPool1dOptions,
+}
+
+impl AvgPool1d {
+    /// `AvgPool1dOptions::new(kernel)` has PyTorch's defaults.
+    pub fn new(opts: AvgPool1dOptions) -> AvgPool1d {
+        AvgPool1d { opts }
+    }
+}
+
+impl Module for AvgPool1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.avg_pool1d(self.opts)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// Max pooling to a fixed `(oh, ow)` whatever the input size, PyTorch's `nn.AdaptiveMaxPool2d`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveMaxPool2d {
+    pub output_size: (usize, usize),
+}
+
+impl AdaptiveMaxPool2d {
+    pub fn new(output_size: (usize, usize)) -> AdaptiveMaxPool2d {
+        AdaptiveMaxPool2d { output_size }
+    }
+
+    /// The output and the position of each max (`return_indices=True`).
+    pub fn forward_with_indices(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        x.adaptive_max_pool2d_with_indices(self.output_size)
+    }
+}
+
+impl Module for AdaptiveMaxPool2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.adaptive_max_pool2d(self.output_size)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+}
+
+/// Max pooling of `[n, c, l]` to a fixed length, PyTorch's `nn.AdaptiveMaxPool1d`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaptiveMaxPool1d {
+    pub output_size: usize,
+}
+
+impl AdaptiveMaxPool1d {
+    pub fn new(output_size: usize) -> AdaptiveMaxPool1d {
+        AdaptiveMaxPool1d { output_size }
+    }
+
+    /// The output and the position of each max (`return_indices=True`).
+    pub fn forward_with_indices(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        x.adaptive_max_pool1d_with_indices(self.output_size)
+    }
+}
+
+impl Module for AdaptiveMaxPool1d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.adaptive_max_pool1d(self.output_size)
     }
 
     fn named_parameters(&self) -> Vec<(String, Tensor)> {

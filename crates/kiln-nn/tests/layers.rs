@@ -247,6 +247,29 @@ fn conv_transpose2d_forward_and_grad() {
     assert_eq!(plain.forward(&data(42, &[1, 2, 3, 3], DType::F64, &d).0).unwrap().shape(), &[1, 3, 6, 6]);
     check_module("ConvTranspose2d(no bias)", &plain, &leaf64(43, &[2, 2, 2, 3]));
     assert!(ConvTranspose2d::new(2, 3, (2, 2), (2, 2), (0, 0), (2, 0), false, &d).is_err());
+    // Groups and dilation: weight [in, out/groups, kh, kw], PyTorch's fan-in bound.
+    let o = ConvTranspose2dOptions { groups: 2, dilation: (2, 1), stride: (1, 2), ..Default::default() };
+    let grouped = f64_params(|| ConvTranspose2d::with_options(4, 6, (2, 3), o, true, &d));
+    assert_eq!(grouped.weight.shape(), &[4, 3, 2, 3]);
+    let bound = 1.0 / (3.0f64 * 6.0).sqrt();
+    assert!(vals(&grouped.weight).iter().all(|v| v.abs() <= bound), "U(±1/√fan_in) with fan_in = out/groups·kh·kw");
+    check_module("ConvTranspose2d(groups, dilation)", &grouped, &leaf64(44, &[1, 4, 2, 3]));
+    assert!(ConvTranspose2d::with_options(3, 6, (2, 2), o, true, &d).is_err(), "in_ch not a multiple of groups");
+    let t1 = f64_params(|| ConvTranspose1d::new(2, 4, 3, ConvTranspose1dOptions { stride: 2, output_padding: 1, ..Default::default() }, true, &d));
+    assert_eq!(t1.forward(&data(45, &[1, 2, 5], DType::F64, &d).0).unwrap().shape(), &[1, 4, 12]);
+    check_module("ConvTranspose1d", &t1, &leaf64(46, &[2, 2, 3]));
+}
+
+#[test]
+fn prelu_learns_its_slopes() {
+    let d = cpu();
+    let m = f64_params(|| PRelu::new(3, 0.25, &d));
+    assert_eq!(m.named_parameters()[0].0, "weight");
+    assert_eq!(vals(&m.weight), vec![0.25; 3]);
+    check_module("PRelu", &m, &leaf64(47, &[2, 3, 4]));
+    let shared = f64_params(|| PRelu::new(1, 0.1, &d));
+    check_module("PRelu(1)", &shared, &leaf64(48, &[2, 3]));
+    assert!(PRelu::new(0, 0.25, &d).is_err());
 }
 
 // ---------------------------------------------------------------- pooling
@@ -768,6 +791,30 @@ fn layers_on_gpu_match_cpu() {
         ("transformer", vec![2, 5, 8], Box::new(|d| Ok(Box::new(TransformerBlock::new(8, 2, 2, 0.0, d)?)))),
         ("gelu", vec![3, 7], Box::new(|_| Ok(Box::new(Gelu)))),
         ("silu", vec![3, 7], Box::new(|_| Ok(Box::new(Silu)))),
+        ("conv_transpose2d groups dilation", vec![2, 4, 3, 4], Box::new(|d| {
+            let o = ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (2, 2), groups: 2 };
+            Ok(Box::new(ConvTranspose2d::with_options(4, 6, (3, 2), o, true, d)?))
+        })),
+        ("conv_transpose1d", vec![2, 4, 7], Box::new(|d| {
+            let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 2, groups: 2 };
+            Ok(Box::new(ConvTranspose1d::new(4, 2, 3, o, true, d)?))
+        })),
+        ("max_pool2d ceil", vec![2, 3, 8, 7], Box::new(|_| {
+            Ok(Box::new(MaxPool2d::from_options(MaxPool2dOptions { padding: (1, 1), dilation: (1, 2), ceil_mode: true, ..MaxPool2dOptions::new((2, 3)) })))
+        })),
+        ("avg_pool2d ceil", vec![2, 3, 8, 7], Box::new(|_| {
+            let o = AvgPool2dOptions { padding: (1, 1), ceil_mode: true, count_include_pad: false, ..AvgPool2dOptions::new((3, 3)) };
+            Ok(Box::new(AvgPool2d::from_options(o)))
+        })),
+        ("max_pool1d", vec![2, 3, 11], Box::new(|_| Ok(Box::new(MaxPool1d::new(MaxPool1dOptions { ceil_mode: true, ..MaxPool1dOptions::new(3) }))))),
+        ("avg_pool1d", vec![2, 3, 11], Box::new(|_| Ok(Box::new(AvgPool1d::new(AvgPool1dOptions { padding: 1, ..AvgPool1dOptions::new(3) }))))),
+        ("adaptive_max_pool2d", vec![2, 3, 7, 5], Box::new(|_| Ok(Box::new(AdaptiveMaxPool2d::new((3, 4)))))),
+        ("adaptive_max_pool1d", vec![2, 3, 7], Box::new(|_| Ok(Box::new(AdaptiveMaxPool1d::new(4))))),
+        ("prelu", vec![2, 3, 5], Box::new(|d| Ok(Box::new(PRelu::new(3, 0.25, d)?)))),
+        ("hardswish", vec![3, 7], Box::new(|_| Ok(Box::new(Hardswish)))),
+        ("softplus", vec![3, 7], Box::new(|_| Ok(Box::new(Softplus { beta: 2.0, threshold: 1.0 })))),
+        ("celu", vec![3, 7], Box::new(|_| Ok(Box::new(Celu { alpha: 0.5 })))),
+        ("glu", vec![3, 8], Box::new(|_| Ok(Box::new(Glu::default())))),
     ];
     let mut failures = Vec::new();
     for (name, shape, build) in cases {

@@ -1,5 +1,5 @@
-//! Convolution and pooling, built on im2col (unfold) and matrix products, so their gradients
-//! come from the gradients of those two primitives.
+//! Convolution and transposed convolution, built on im2col (unfold), its adjoint col2im and
+//! matrix products, so their gradients come from the gradients of those primitives.
 
 use crate::Tensor;
 use kiln_backend::{ConvGeometry, Error, Result};
@@ -17,6 +17,47 @@ impl Default for Conv2dOptions {
     fn default() -> Self {
         Conv2dOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
     }
+}
+
+/// Stride, padding, output padding, dilation and groups of a transposed convolution
+/// (PyTorch's defaults: 1, 0, 0, 1, 1). `output_padding` adds rows and columns on one side of
+/// the output and must be smaller than the stride or the dilation, as in PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dOptions {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub output_padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dOptions {
+    fn default() -> Self {
+        ConvTranspose2dOptions { stride: (1, 1), padding: (0, 0), output_padding: (0, 0), dilation: (1, 1), groups: 1 }
+    }
+}
+
+/// [`ConvTranspose2dOptions`] for one spatial dim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose1dOptions {
+    pub stride: usize,
+    pub padding: usize,
+    pub output_padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose1dOptions {
+    fn default() -> Self {
+        ConvTranspose1dOptions { stride: 1, padding: 0, output_padding: 0, dilation: 1, groups: 1 }
+    }
+}
+
+/// A transposed convolution's output length: `(in − 1)·s − 2p + d·(k − 1) + op + 1`, or `None`
+/// when it is not positive or overflows.
+fn transposed_len(input: usize, k: usize, s: usize, p: usize, d: usize, op: usize) -> Option<usize> {
+    let grown = input.checked_sub(1)?.checked_mul(s)?.checked_add(d.checked_mul(k.checked_sub(1)?)?)?.checked_add(op + 1)?;
+    grown.checked_sub(p.checked_mul(2)?).filter(|&n| n > 0)
 }
 
 impl Tensor {
@@ -106,72 +147,79 @@ impl Tensor {
         self.unsqueeze(2)?.conv2d(&weight.unsqueeze(2)?, bias, opts)?.squeeze(2)
     }
 
-    /// Windows as `[n, c, kh·kw, oh, ow]` for pooling.
-    fn pool_windows(&self, op: &'static str, k: (usize, usize), stride: (usize, usize), padding: (usize, usize), pad_value: f64) -> Result<(Tensor, usize, usize)> {
-        let geo = self.geometry(op, k, stride, padding, (1, 1))?;
-        if padding.0 * 2 > k.0 || padding.1 * 2 > k.1 {
-            return Err(Error::invalid(op, format!("padding {padding:?} must be at most half of kernel {k:?}")));
-        }
-        let (n, c) = (geo.n, geo.c);
-        let flat = self.reshape(&[n * c, 1, geo.h, geo.w])?;
-        let g1 = ConvGeometry { n: n * c, c: 1, ..geo };
-        let (oh, ow) = (geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0));
-        let cols = flat.im2col(&g1, pad_value)?.reshape(&[n, c, k.0 * k.1, oh, ow])?;
-        Ok((cols, oh, ow))
-    }
-
-    /// 2-D max pooling (padding reads −inf). `stride` defaults to the kernel in PyTorch; pass it.
+    /// Transposed 2-D convolution (the gradient of [`conv2d`](Self::conv2d) with respect to its
+    /// input), PyTorch's `conv_transpose2d`: input `[n, c_in, h, w]`, weight
+    /// `[c_in, c_out/groups, kh, kw]`, optional bias `[c_out]`, output height
+    /// `(h − 1)·s − 2p + d·(kh − 1) + output_padding + 1` (and likewise the width).
     ///
-    /// ```
-    /// # use kiln_core::{Device, Tensor};
-    /// let x = Tensor::arange(0.0, 16.0, 1.0, &Device::cpu()).unwrap().reshape(&[1, 1, 4, 4]).unwrap();
-    /// let y = x.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
-    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 13.0, 15.0]);
-    /// ```
-    pub fn max_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
-        let (cols, _, _) = self.pool_windows("max_pool2d", kernel, stride, padding, f64::NEG_INFINITY)?;
-        cols.max(&[2], false)
+    /// One (grouped) matrix product gives every input pixel's `c_out·kh·kw` contributions, and
+    /// col2im sums them into place: the exact adjoint of the im2col convolution.
+    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvTranspose2dOptions) -> Result<Tensor> {
+        const OP: &str = "conv_transpose2d";
+        if self.rank() != 4 || weight.rank() != 4 {
+            return Err(Error::shape(OP, format!("expects [n, c_in, h, w] input and [c_in, c_out/groups, kh, kw] weight, got {:?} and {:?}", self.shape(), weight.shape())));
+        }
+        let (n, cin, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
+        let (cg, kh, kw) = (weight.shape()[1], weight.shape()[2], weight.shape()[3]);
+        let ConvTranspose2dOptions { stride, padding, output_padding, dilation, groups } = opts;
+        if groups == 0 || weight.shape()[0] != cin || !cin.is_multiple_of(groups) {
+            return Err(Error::shape(OP, format!("input {:?}, weight {:?} and groups {groups} do not agree", self.shape(), weight.shape())));
+        }
+        if [stride.0, stride.1, dilation.0, dilation.1, kh, kw].contains(&0) {
+            return Err(Error::invalid(OP, format!("kernel ({kh}, {kw}), stride {stride:?} and dilation {dilation:?} must be positive")));
+        }
+        if output_padding.0 >= stride.0.max(dilation.0) || output_padding.1 >= stride.1.max(dilation.1) {
+            return Err(Error::invalid(OP, format!("output_padding {output_padding:?} must be smaller than stride {stride:?} or dilation {dilation:?}")));
+        }
+        let cout = cg.checked_mul(groups).ok_or_else(|| Error::shape(OP, format!("weight {:?} with groups {groups}", weight.shape())))?;
+        let oh = transposed_len(h, kh, stride.0, padding.0, dilation.0, output_padding.0);
+        let ow = transposed_len(w, kw, stride.1, padding.1, dilation.1, output_padding.1);
+        let (Some(oh), Some(ow)) = (oh, ow) else {
+            return Err(Error::shape(OP, format!("input {:?}, weight {:?} and {opts:?} give an empty or too large output", self.shape(), weight.shape())));
+        };
+        if let Some(b) = bias
+            && b.shape() != [cout]
+        {
+            return Err(Error::shape(OP, format!("bias {:?} for {cout} output channels", b.shape())));
+        }
+        let geo = ConvGeometry { n, c: cout, h: oh, w: ow, kh, kw, stride, padding, dilation };
+        let shape = geo.cols_shape().ok_or_else(|| Error::shape(OP, format!("{geo:?} does not fit in memory")))?;
+        // The convolution of this geometry maps [oh, ow] back onto [gh, gw]: [h, w], or one more
+        // row or column when output_padding reaches a stride; those read zeros.
+        let (gh, gw) = (geo.out_h().unwrap_or(h), geo.out_w().unwrap_or(w));
+        if gh < h || gw < w {
+            return Err(Error::invalid(OP, format!("internal: {geo:?} maps back onto {gh}×{gw}, not {h}×{w}")));
+        }
+        let x = if (gh, gw) != (h, w) { self.pad(&[(0, gh - h), (0, gw - w)], 0.0)? } else { self.clone() };
+        let cols = if groups == 1 {
+            weight.reshape(&[cin, cout * kh * kw])?.t()?.matmul(&x.reshape(&[n, cin, gh * gw])?)?
+        } else {
+            let wg = weight.reshape(&[groups, cin / groups, cg * kh * kw])?.transpose(1, 2)?; // [g, cg·kh·kw, cin/g]
+            wg.matmul(&x.reshape(&[n, groups, cin / groups, gh * gw])?)?.reshape(&shape)?
+        };
+        let y = cols.contiguous()?.col2im(&geo)?;
+        match bias {
+            Some(b) => &y + &b.reshape(&[1, cout, 1, 1])?,
+            None => Ok(y),
+        }
     }
 
-    /// 2-D average pooling (padding counts as zeros, PyTorch's `count_include_pad=True`).
-    pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
-        let (cols, _, _) = self.pool_windows("avg_pool2d", kernel, stride, padding, 0.0)?;
-        cols.mean(&[2], false)
-    }
-
-    /// Average pooling to a fixed output size with PyTorch's window rule
-    /// (`start = ⌊i·in/out⌋`, `end = ⌈(i+1)·in/out⌉`), as two small matrix products.
-    pub fn adaptive_avg_pool2d(&self, out: (usize, usize)) -> Result<Tensor> {
-        if self.rank() != 4 || out.0 == 0 || out.1 == 0 {
-            return Err(Error::shape("adaptive_avg_pool2d", format!("input {:?}, output size {out:?}", self.shape())));
+    /// Transposed 1-D convolution: input `[n, c_in, l]`, weight `[c_in, c_out/groups, k]`.
+    pub fn conv_transpose1d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvTranspose1dOptions) -> Result<Tensor> {
+        if self.rank() != 3 || weight.rank() != 3 {
+            return Err(Error::shape(
+                "conv_transpose1d",
+                format!("expects [n, c_in, l] input and [c_in, c_out/groups, k] weight, got {:?} and {:?}", self.shape(), weight.shape()),
+            ));
         }
-        let (h, w) = (self.shape()[2], self.shape()[3]);
-        if h == 0 || w == 0 {
-            return Err(Error::shape("adaptive_avg_pool2d", format!("input {:?} has an empty image (as PyTorch refuses)", self.shape())));
-        }
-        let ph = pooling_matrix(out.0, h, self)?; // [oh, h]
-        let pw = pooling_matrix(out.1, w, self)?; // [ow, w]
-        ph.matmul(self)?.matmul(&pw.t()?)
+        let o = opts;
+        let opts = ConvTranspose2dOptions {
+            stride: (1, o.stride),
+            padding: (0, o.padding),
+            output_padding: (0, o.output_padding),
+            dilation: (1, o.dilation),
+            groups: o.groups,
+        };
+        self.unsqueeze(2)?.conv_transpose2d(&weight.unsqueeze(2)?, bias, opts)?.squeeze(2)
     }
-}
-
-fn pooling_matrix(out: usize, input: usize, like: &Tensor) -> Result<Tensor> {
-    let oom = || Error::OutOfMemory {
-        op: "adaptive_avg_pool2d",
-        msg: format!("a {out}×{input} pooling matrix for input {:?} does not fit in memory", like.shape()),
-    };
-    let count = out.checked_mul(input).ok_or_else(oom)?;
-    let mut m: Vec<f64> = Vec::new();
-    m.try_reserve_exact(count).map_err(|_| oom())?;
-    m.resize(count, 0.0);
-    for i in 0..out {
-        // In u128: (i + 1)·input may pass usize when both are large.
-        let (iu, n, o) = (i as u128, input as u128, out as u128);
-        let start = (iu * n / o) as usize;
-        let end = ((iu + 1) * n).div_ceil(o) as usize;
-        for j in start..end {
-            m[i * input + j] = 1.0 / (end - start) as f64;
-        }
-    }
-    Tensor::from_host(kiln_backend::HostData::from_f64(&m, like.dtype()), &[out, input], like.device())
 }
