@@ -18,6 +18,7 @@ pub mod optim;
 pub mod pool;
 pub mod sched;
 pub mod sequential;
+pub mod torch;
 pub mod transformer;
 
 pub use amp::{GradScaler, GradScalerConfig, StepOutcome};
