@@ -12,6 +12,7 @@ pub mod embedding;
 pub mod init;
 pub mod linear;
 pub mod loss;
+pub mod models;
 pub mod module;
 pub mod norm;
 pub mod optim;
