@@ -130,7 +130,7 @@ fn main() -> AnyResult<()> {
             let start = Instant::now();
             let emb = embed_all(&model, &paras, &args, &device)?;
             let secs = start.elapsed().as_secs_f64();
-            println!("embedded {} paragraphs in {secs:.1} s ({:.0} paragraphs/s)", paras.len(), paras.len() as f64 / secs);
+            println!("embedded {} paragraphs in {secs:.1} s ({:.1} paragraphs/s)", paras.len(), paras.len() as f64 / secs);
             if let Some(dir) = args.cache.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
