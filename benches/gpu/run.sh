@@ -17,6 +17,8 @@ set -uo pipefail
 groups_help() {
     cat <<'HELP'
 w10      kiln-bench --only W10, fp32 then --amp (char_transformer --size large's step, W10_STEPS steps)
+w11      kiln-bench --only W11, fp32 then --amp (MiniLM embeddings, 64 x 128 tokens); torch_minilm.py
+         (eager fp32 and amp16) beside them
 chargpt  char_gpt.py --steps W10_STEPS --modes fp32,amp16,bf16, then --modes compile time-boxed to 300 s
 memory   kiln-bench --only W5,W6,W6d,W7,W9 (fp32, memory keys), torch_memory.py (W5 W6 W7 W9 W10),
          torch_w6_dropout.py (W6d fp32)
@@ -27,7 +29,7 @@ burn     burn-bench-wgsl, burn-bench-spirv
 profile  KILN_PROFILE=1 char_transformer --size large --steps 40; attention_bench at W10's shape (64 6 256 64)
 HELP
 }
-ALL="w10 chargpt memory suite amp torch burn profile"
+ALL="w10 w11 chargpt memory suite amp torch burn profile"
 
 root=$(pwd)
 if [ ! -f .gpu/MANIFEST ]; then
@@ -96,6 +98,11 @@ for g in $selected; do
     w10)
         step kiln-w10 $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV $S --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
         step kiln-w10-amp $((W10_MAX_S + 120)) "$BIN/kiln-bench" $DEV $S --amp --only W10 --steps "$W10_STEPS" --max-seconds "$W10_MAX_S"
+        ;;
+    w11)
+        step kiln-w11 300 "$BIN/kiln-bench" $DEV $S --only W11
+        step kiln-w11-amp 300 "$BIN/kiln-bench" $DEV $S --amp --only W11
+        step torch-w11 300 python3 "$G/scripts/torch_minilm.py" $S
         ;;
     chargpt)
         step chargpt 240 python3 "$G/shared/char_gpt.py" "$TEXT" --steps "$W10_STEPS" --modes fp32,amp16,bf16

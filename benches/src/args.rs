@@ -41,11 +41,11 @@ usage: kiln-bench [--small] [--only W1,W3,...] [--device gpu|cpu|best|vulkan|<ad
                    loop stops after 5 iterations once past it (as torch_bench.py / burn-bench)
   --min-time S     least measured seconds per result (default 1, the suite's protocol);
                    3 warm-up and 5 timed iterations always run
-  --amp            W5, W6, W6d, W7, W9, W10 in mixed precision (f16 autocast, GradScaler); the
+  --amp            W5, W6, W6d, W7, W9, W10, W11 in mixed precision (f16 autocast, GradScaler); the
                    results' framework is kiln-<version>-amp
   --steps N        W10's optimizer steps (default 300, 30 with --small; at least 21): steps
                    21..N are timed, as char_gpt.py times them
-workloads: W1 W1h W2 W3 W4a W4b W5 W6 W6d W7 W8a W8b W9 W10
+workloads: W1 W1h W2 W3 W4a W4b W5 W6 W6d W7 W8a W8b W9 W10 W11
 results go to stdout, one JSON object per line; progress goes to stderr";
 
 /// Parses the arguments after the program name. `Ok(None)` means `--help` was asked for.

@@ -18,6 +18,7 @@ mod ops;
 mod steps;
 mod transfer;
 mod w10;
+mod w11;
 
 use harness::Ctx;
 use kiln_core::{Device, Result, Tensor};
@@ -41,6 +42,7 @@ const WORKLOADS: &[(&str, &[&str], Workload)] = &[
     ("W8b", &["W8b"], transfer::w8b),
     ("W9", &["W9"], steps::w9),
     ("W10", &["W10"], w10::w10),
+    ("W11", &["W11"], w11::w11),
 ];
 
 fn open_device(word: &str) -> Result<Device> {

@@ -142,3 +142,24 @@ fn small_model_runs_report_memory_and_w10() {
     // A character model at step 22 of a warm-up is near the uniform guess, log2(83) ≈ 6.4 bits.
     assert!(n("last_loss_bits") > 1.0 && n("last_loss_bits") < 8.0, "{w10:?}");
 }
+
+/// W11 (MiniLM embeddings) with `--small` on the CPU backend, fp32 and `--amp`: one line each,
+/// sentences/s matching ms_per_batch (batch 8).
+#[test]
+fn w11_reports_sentences_per_second() {
+    for amp in [false, true] {
+        let mut args = vec!["--small", "--only", "W11", "--device", "cpu", "--min-time", "0", "--max-seconds", "120"];
+        if amp {
+            args.push("--amp");
+        }
+        let (ok, stdout, stderr) = run_bench(&args);
+        assert!(ok, "kiln-bench failed; stderr:\n{stderr}");
+        let lines = result_lines(&stdout, &stderr, &["ms_per_batch"]);
+        assert_eq!(lines.len(), 1, "{stdout}");
+        let o = &lines[0];
+        assert_eq!((o["workload"].as_str(), o["size"].as_str(), o["metric"].as_str()), (Some("W11"), Some("b8s32"), Some("sentences/s")));
+        let (value, ms) = (o["value"].as_f64().unwrap_or(f64::NAN), o["ms_per_batch"].as_f64().unwrap_or(f64::NAN));
+        assert!((value - 8e3 / ms).abs() <= 1e-3 * value, "sentences/s {value} vs ms/batch {ms}");
+        assert_eq!(o["framework"].as_str().is_some_and(|f| f.ends_with("-amp")), amp, "{stdout}");
+    }
+}

@@ -49,6 +49,25 @@ pub enum Error {
 
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: String, msg: String },
+
+    /// A state dict that does not fit a module (`kiln_nn::torch::load_state_dict`): every
+    /// problem at once, by key. `mismatched` pairs a key with what differs (shape or dtype).
+    #[error("state dict does not fit the module: {}", state_dict_summary(missing, unexpected, mismatched))]
+    StateDict { missing: Vec<String>, unexpected: Vec<String>, mismatched: Vec<(String, String)> },
+}
+
+fn state_dict_summary(missing: &[String], unexpected: &[String], mismatched: &[(String, String)]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("missing keys {missing:?}"));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!("unexpected keys {unexpected:?}"));
+    }
+    for (key, what) in mismatched {
+        parts.push(format!("{key:?}: {what}"));
+    }
+    parts.join("; ")
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

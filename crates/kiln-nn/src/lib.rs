@@ -12,12 +12,14 @@ pub mod embedding;
 pub mod init;
 pub mod linear;
 pub mod loss;
+pub mod models;
 pub mod module;
 pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod sched;
 pub mod sequential;
+pub mod torch;
 pub mod transformer;
 
 pub use amp::{GradScaler, GradScalerConfig, StepOutcome};
