@@ -33,6 +33,7 @@ pub const ATTENTION_BACKWARD_DKV: &str = include_str!("../../../shaders/attentio
 pub const ATTENTION_COOP: &str = include_str!("../../../shaders/attention_coop.wgsl");
 pub const ATTENTION_COOP_BACKWARD_DQ: &str = include_str!("../../../shaders/attention_coop_backward_dq.wgsl");
 pub const ATTENTION_COOP_BACKWARD_DKV: &str = include_str!("../../../shaders/attention_coop_backward_dkv.wgsl");
+pub const ATTENTION_EXTRAS: &str = include_str!("../../../shaders/attention_extras.wgsl");
 pub const ATTENTION_ROWS: &str = include_str!("../../../shaders/attention_rows.wgsl");
 pub const ATTENTION_PROBS: &str = include_str!("../../../shaders/attention_probs.wgsl");
 pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../../../shaders/attention_probs_backward.wgsl");

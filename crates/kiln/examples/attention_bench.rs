@@ -87,7 +87,7 @@ fn run_case(device: &Device, c: &Case) -> Result<()> {
     };
     let taken = match device.gpu_context() {
         Some(ctx) => {
-            let p = kiln::AttentionParams { batch: b, heads: h, q_len: t, kv_len: t, head_dim: d, causal: c.causal, scale: 0.0 };
+            let p = kiln::AttentionParams::new(b, h, t, t, d, c.causal, 0.0);
             if ctx.attention_materialises(&p) { "matmul" } else { "flash" }
         }
         None => "cpu",

@@ -24,5 +24,5 @@ pub use kiln_dist as dist;
 
 /// Everything a training script needs in scope.
 pub mod prelude {
-    pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, Tensor, manual_seed, no_grad};
+    pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, SdpaOptions, Tensor, manual_seed, no_grad};
 }
