@@ -13,9 +13,12 @@
 // The row sums stay per-thread partial sums (over the thread's own keys, rescaled in step) and
 // are added across the row group once at the end. The causal mask is computed from indices
 // (key j > i is hidden; tiles past the workgroup's last row are never loaded); the key mask is
-// [batch, kv_len] u32 words, nonzero = hidden.
+// [batch, kv_len] u32 words, nonzero = hidden. An optional bias is added to the scaled scores
+// (-inf hides the key) and dropout scales P before it weights V, not the row sums
+// (attention_extras.wgsl, appended).
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles]
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles], then
+// the ten words of attention_extras.wgsl.
 // Bindings (prepended): q, k, v (read), mask (u32, read), o (q's dtype), lse (f32), with
 // ld4_q/ld4_k/ld4_v/st4_o. Output: o = Σ softmax·v, lse = m + log l (+inf where no key is seen,
 // with o = 0: the backward then gives that row zero gradients).
@@ -128,6 +131,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if causal {
                 vis = vis & (vec4<u32>(j) <= rows);
             }
+            if attn_has_bias() && key_ok {
+                let ri = min(rows, vec4<u32>(q_len - 1u));
+                let b = bh / heads;
+                let h = bh % heads;
+                s[jj] += vec4<f32>(attn_bias(b, h, ri.x, j), attn_bias(b, h, ri.y, j), attn_bias(b, h, ri.z, j), attn_bias(b, h, ri.w, j));
+                vis = vis & (s[jj] > vec4<f32>(neg_inf()));
+            }
             s[jj] = select(vec4<f32>(neg_inf()), s[jj], vis);
             tmax = max(tmax, s[jj]);
         }
@@ -143,7 +153,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         l *= corr;
         for (var jj = 0u; jj < CN; jj++) {
             let p = select(vec4<f32>(0.0), exp(s[jj] - m_new), s[jj] > vec4<f32>(neg_inf()));
-            ps[(tc + jj * TC) * TR + tr] = p;
+            var r = vec4<f32>(1.0);
+            if attn_dropping() {
+                let j = t0 + tc + jj * TC;
+                let row0 = bh * q_len;
+                r = vec4<f32>(attn_drop(row0 + rows.x, j, kv_len), attn_drop(row0 + rows.y, j, kv_len), attn_drop(row0 + rows.z, j, kv_len), attn_drop(row0 + rows.w, j, kv_len));
+            }
+            ps[(tc + jj * TC) * TR + tr] = p * r;
             l += p;
         }
         for (var u = 0u; u < OV; u++) {

@@ -7,9 +7,12 @@
 // Per query tile: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (4×CN each per thread), P and dS = P (dP − δ) to
 // `pt` and `dst`; barrier; dv += Pᵀ·dO, dk += dSᵀ·Q (scale included in the staged q); barrier.
 // Causal: query i sees key j only when i >= j, so query tiles before the first key are skipped.
+// With a bias, S includes it; with dropout (factor r: 1/keep or 0; a thread's four keys share
+// one Philox block) dv takes (P·r)ᵀ·dO and dS = P (dP·r − δ).
 // Each thread owns its outputs: no atomics, deterministic.
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), k_tiles]
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), k_tiles], then
+// the ten words of attention_extras.wgsl (appended).
 // Bindings (prepended): q, k, v, o, dout (read), mask (u32), lse, delta (f32, read), dk, dv;
 // ld4_* / st4_ga (dk) / st4_gb (dv) helpers.
 
@@ -144,9 +147,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if causal {
                 vis = vis & (keys <= vec4<u32>(i));
             }
-            let p = select(vec4<f32>(0.0), exp(s[jj] - tl[c]), vis);
-            pt[c * TR + tr] = p;
-            dst[c * TR + tr] = p * (dp[jj] - td[c]);
+            var si = s[jj];
+            if attn_has_bias() && i < q_len {
+                let kj = min(keys, vec4<u32>(kv_len - 1u));
+                let b = bh / heads;
+                let h = bh % heads;
+                si += vec4<f32>(attn_bias(b, h, i, kj.x), attn_bias(b, h, i, kj.y), attn_bias(b, h, i, kj.z), attn_bias(b, h, i, kj.w));
+                vis = vis & (si > vec4<f32>(bitcast<f32>(0xff800000u)));
+            }
+            let r = attn_drop4(q0 + i, keys.x, kv_len);
+            let p = select(vec4<f32>(0.0), exp(si - tl[c]), vis);
+            pt[c * TR + tr] = p * r;
+            dst[c * TR + tr] = p * (dp[jj] * r - td[c]);
         }
         workgroupBarrier();
         for (var c = 0u; c < BC; c++) {

@@ -8,9 +8,11 @@
 //   per key tile: S and dP = dO·Vᵀ (4×CN each per thread), dS = P (dP − δ) to `ds`; barrier;
 //   dq += dS·K from `ds` and the staged K; barrier.
 //   dq_i = scale · Σ_j dS_ij k_j (q was pre-scaled for S only).
+// With a bias, S includes it; with dropout (factor r: 1/keep or 0), dS = P (dP·r − δ).
 // Each thread owns its outputs: no atomics, deterministic.
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles]
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles], then
+// the ten words of attention_extras.wgsl (appended).
 // Bindings (prepended): q, k, v, o, dout (read), mask (u32), lse (f32, read), delta (f32,
 // written), dq; ld4_* / st4_dq helpers.
 
@@ -150,8 +152,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if causal {
                 vis = vis & (vec4<u32>(j) <= rows);
             }
-            let p = select(vec4<f32>(0.0), exp(s[jj] - z), vis);
-            ds[(tc + jj * TC) * TR + tr] = p * (dp[jj] - dl);
+            var sj = s[jj];
+            if attn_has_bias() && key_ok {
+                let ri = min(rows, vec4<u32>(q_len - 1u));
+                let b = bh / heads;
+                let h = bh % heads;
+                sj += vec4<f32>(attn_bias(b, h, ri.x, j), attn_bias(b, h, ri.y, j), attn_bias(b, h, ri.z, j), attn_bias(b, h, ri.w, j));
+                vis = vis & (sj > vec4<f32>(neg_inf()));
+            }
+            var r = vec4<f32>(1.0);
+            if attn_dropping() {
+                r = vec4<f32>(attn_drop(q0 + rows.x, j, kv_len), attn_drop(q0 + rows.y, j, kv_len), attn_drop(q0 + rows.z, j, kv_len), attn_drop(q0 + rows.w, j, kv_len));
+            }
+            let p = select(vec4<f32>(0.0), exp(sj - z), vis);
+            ds[(tc + jj * TC) * TR + tr] = p * (dp[jj] * r - dl);
         }
         workgroupBarrier();
         for (var c = 0u; c < BC; c++) {

@@ -13,8 +13,13 @@
 // workgroup alone; a workgroup past the last (the grid may overshoot) recomputes the last one
 // and stores nothing.
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles]
-// Bindings: q, k, v, o (array<vec4<f16>>: the head dim is a multiple of 16), mask (u32), lse (f32).
+// A bias is added to the scaled scores (-inf hides the key) and dropout scales P before it
+// weights V, not the row sums (attention_extras.wgsl, appended).
+//
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles], then
+// the ten words of attention_extras.wgsl.
+// Bindings: q, k, v, o (array<vec4<f16>>: the head dim is a multiple of 16), mask (u32), lse
+// (f32), bias (f32).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
@@ -22,6 +27,7 @@
 @group(0) @binding(4) var<storage, read> mask: array<u32>;
 @group(0) @binding(5) var<storage, read_write> o: array<vec4<f16>>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
 
 const D: u32 = {{D}}u;
 const D4: u32 = D / 4u;
@@ -121,7 +127,11 @@ fn main(
                 if visible && has_mask {
                     visible = mask[mask_base + j] == 0u;
                 }
-                let s = select(neg_inf(), ss[row + c] * scale, visible);
+                var s = ss[row + c] * scale;
+                if visible && attn_has_bias() {
+                    s += attn_bias(bh / heads, bh % heads, i, j);
+                }
+                s = select(neg_inf(), s, visible);
                 ss[row + c] = s;
                 tmax = max(tmax, s);
             }
@@ -146,7 +156,7 @@ fn main(
                     }
                 }
                 l += p.x + p.y + p.z + p.w;
-                ps[lid * P4 + c / 4u] = vec4<f16>(p);
+                ps[lid * P4 + c / 4u] = vec4<f16>(p * attn_drop4(bh * q_len + i, t0 + c, kv_len));
             }
         }
         workgroupBarrier();

@@ -12,9 +12,13 @@
 // ops and barriers depends on the workgroup alone; a workgroup past the last recomputes the
 // last one and stores nothing.
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), k_tiles]
+// With a bias, S includes it; with dropout (factor r: 1/keep or 0) dv takes (P·r)ᵀ·dO and
+// dS = P (dP·r − δ) (attention_extras.wgsl, appended).
+//
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), k_tiles], then
+// the ten words of attention_extras.wgsl.
 // Bindings: q, k, v, o, dout (array<vec4<f16>>), mask (u32), lse, delta (f32), dk, dv
-// (array<f16>).
+// (array<f16>), bias (f32).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
@@ -26,6 +30,7 @@
 @group(0) @binding(8) var<storage, read> delta: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dk: array<f16>;
 @group(0) @binding(10) var<storage, read_write> dv: array<f16>;
+@group(0) @binding(11) var<storage, read> bias: array<f32>;
 
 const D: u32 = {{D}}u;
 const D4: u32 = D / 4u;
@@ -135,9 +140,11 @@ fn main(
             for (var y = 0u; y < 4u; y++) {
                 let i = t0 + c + y;
                 if seen[r] != 0u && i < q_len && !(causal && j > i) {
-                    let p = exp(ss[r * SF + c + y] * scale - tl[c + y]);
-                    p4[y] = p;
-                    d4[y] = p * (dps[r * SF + c + y] - td[c + y]);
+                    // A bias of -inf gives exp(-inf) = 0.
+                    let p = exp(ss[r * SF + c + y] * scale + attn_bias(bh / heads, bh % heads, i, j) - tl[c + y]);
+                    let rr = attn_drop(q0 + i, j, kv_len);
+                    p4[y] = p * rr;
+                    d4[y] = p * (dps[r * SF + c + y] * rr - td[c + y]);
                 }
             }
             pts[r * P4 + c / 4u] = vec4<f16>(p4);

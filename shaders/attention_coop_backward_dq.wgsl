@@ -11,9 +11,13 @@
 // Every decision around cooperative ops and barriers depends on the workgroup alone; a
 // workgroup past the last recomputes the last one and stores nothing.
 //
-// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles]
+// With a bias, S includes it; with dropout (factor r: 1/keep or 0), dS = P (dP·r − δ)
+// (attention_extras.wgsl, appended).
+//
+// info: [batch·heads, heads, q_len, kv_len, causal, has_mask, scale (f32 bits), q_tiles], then
+// the ten words of attention_extras.wgsl.
 // Bindings: q, k, v, o, dout (array<vec4<f16>>), mask (u32), lse (f32), delta (f32, written),
-// dq (array<f16>).
+// dq (array<f16>), bias (f32).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
@@ -24,6 +28,7 @@
 @group(0) @binding(7) var<storage, read> lse: array<f32>;
 @group(0) @binding(8) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dq: array<f16>;
+@group(0) @binding(10) var<storage, read> bias: array<f32>;
 
 const D: u32 = {{D}}u;
 const D4: u32 = D / 4u;
@@ -127,6 +132,7 @@ fn main(
             let c = (x % (BC / 4u)) * 4u;
             let i = i0 + r;
             var d4 = vec4<f32>(0.0);
+            let r4 = attn_drop4(q0 + i, t0 + c, kv_len);
             for (var y = 0u; y < 4u; y++) {
                 let j = t0 + c + y;
                 var visible = i < q_len && j < kv_len && !(causal && j > i);
@@ -134,8 +140,9 @@ fn main(
                     visible = mask[mask_base + j] == 0u;
                 }
                 if visible {
-                    let p = exp(ss[r * SF + c + y] * scale - rz[r]);
-                    d4[y] = p * (dps[r * SF + c + y] - rd[r]);
+                    // A bias of -inf gives exp(-inf) = 0.
+                    let p = exp(ss[r * SF + c + y] * scale + attn_bias(bh / heads, bh % heads, i, j) - rz[r]);
+                    d4[y] = p * (dps[r * SF + c + y] * r4[y] - rd[r]);
                 }
             }
             dss[r * P4 + c / 4u] = vec4<f16>(d4);

@@ -2,8 +2,9 @@
 // score matrix [batch·heads, q_len, kv_len] are overwritten in place with the probabilities
 // P = softmax(scale·S) over the keys each query sees; the row's log-sum-exp goes to `lse`.
 // Same contract as the flash kernel (attention.wgsl): a key is hidden when causal and j > i, or
-// when the key mask word is nonzero; hidden keys get P = 0; a row that sees no key gets P = 0
-// and lse = +inf (the backward then gives it zero gradients).
+// when the key mask word is nonzero, or when its biased score is -inf; hidden keys get P = 0; a
+// row that sees no key gets P = 0 and lse = +inf (the backward then gives it zero gradients).
+// With dropout the stored P is dropped and scaled (attention_extras.wgsl); lse is not.
 //
 // A workgroup of 64 threads owns 64 / LANES rows; a row's LANES threads are neighbours and walk
 // it in chunks of 4 elements (one vec4 load where rows are 4-aligned). One online pass keeps a
@@ -30,9 +31,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var m = neg_inf();
     var l = 0.0;
     for (var c = row.lane; c * 4u < row.end; c += lanes) {
-        let x = ld4_s(row.base, c) * row.scale;
+        let x = scores4(row, c);
         for (var e = 0u; e < 4u; e++) {
-            if visible(c * 4u + e, row.end, row.mask_base) {
+            if visible(c * 4u + e, row.end, row.mask_base) && x[e] > neg_inf() {
                 let xe = x[e];
                 if xe > m {
                     // exp(-inf) = 0: the first visible key starts the sum at 1.
@@ -72,14 +73,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // The whole row is written: hidden keys (past `row.end` too) get 0.
     for (var c = row.lane; c * 4u < kv_len; c += lanes) {
-        let x = ld4_s(row.base, c) * row.scale;
+        let x = scores4(row, c);
         var p = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
-            if visible(c * 4u + e, row.end, row.mask_base) {
+            if visible(c * 4u + e, row.end, row.mask_base) && x[e] > neg_inf() {
                 p[e] = exp(x[e] - m) * inv;
             }
         }
-        st4_s(row.base, c, p);
+        st4_s(row.base, c, p * attn_drop4(row.r, c * 4u, kv_len));
     }
     if row.lane == 0u {
         var z = bitcast<f32>(0x7f800000u);

@@ -1,8 +1,10 @@
 // Materialised attention, backward: the row kernel between S = Q·Kᵀ, dP = dO·Vᵀ and the three
-// gradient matmuls. It recomputes P = exp(scale·S − lse) from the forward's log-sum-exp (hidden
-// keys, and every key of a row with lse = +inf, give 0), reduces D = Σ_j P·dP over the row
-// (equal to Σ_d dO·O, without reading O), and overwrites S with P (for dV = Pᵀ·dO) and dP with
-// dS = scale·P·(dP − D) (for dQ = dS·K and dK = dSᵀ·Q). Visibility as in attention_probs.wgsl.
+// gradient matmuls. It recomputes P = exp(scale·S + bias − lse) from the forward's log-sum-exp
+// (hidden keys, and every key of a row with lse = +inf, give 0), reduces D = Σ_j P·dP over the
+// row (equal to Σ_d dO·O, without reading O), and overwrites S with P (for dV = Pᵀ·dO) and dP
+// with dS = scale·P·(dP − D) (for dQ = dS·K and dK = dSᵀ·Q). Visibility as in
+// attention_probs.wgsl. With dropout (factor r: 1/keep or 0, attention_extras.wgsl) the forward
+// used P·r: dP becomes dP·r, and S is overwritten with P·r.
 //
 // Workgroup layout as attention_probs.wgsl: 64 threads, LANES per row, chunks of 4 elements.
 //
@@ -13,11 +15,11 @@
 var<workgroup> red: array<f32, 64>;
 
 // The probabilities of chunk c (0 where hidden).
-fn probs(base: u32, c: u32, end: u32, mask_base: u32, scale: f32, z: f32) -> vec4<f32> {
-    let x = ld4_s(base, c) * scale;
+fn probs(row: ScoreRow, c: u32, z: f32) -> vec4<f32> {
+    let x = scores4(row, c);
     var p = vec4<f32>(0.0);
     for (var e = 0u; e < 4u; e++) {
-        if visible(c * 4u + e, end, mask_base) {
+        if visible(c * 4u + e, row.end, row.mask_base) && x[e] > bitcast<f32>(0xff800000u) {
             p[e] = exp(x[e] - z);
         }
     }
@@ -34,7 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var acc = 0.0;
     for (var c = row.lane; c * 4u < row.end; c += lanes) {
-        acc += dot(probs(row.base, c, row.end, row.mask_base, row.scale, z), ld4_dp(row.base, c));
+        acc += dot(probs(row, c, z), ld4_dp(row.base, c) * attn_drop4(row.r, c * 4u, kv_len));
     }
     red[lid] = acc;
     workgroupBarrier();
@@ -50,9 +52,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     for (var c = row.lane; c * 4u < kv_len; c += lanes) {
-        let p = probs(row.base, c, row.end, row.mask_base, row.scale, z);
-        let ds = row.scale * p * (ld4_dp(row.base, c) - d);
-        st4_s(row.base, c, p);
+        let p = probs(row, c, z);
+        let r = attn_drop4(row.r, c * 4u, kv_len);
+        let ds = row.scale * p * (ld4_dp(row.base, c) * r - d);
+        st4_s(row.base, c, p * r);
         st4_dp(row.base, c, ds);
     }
 }

@@ -1,7 +1,8 @@
 // Shared by the materialised-attention row kernels (attention_probs.wgsl and its backward):
 // which score row a thread works on, and which keys that row sees.
 //
-// info: [rows (batch·heads·q_len), q_len, kv_len, heads, causal, has_mask, scale (f32 bits), lanes]
+// info: [rows (batch·heads·q_len), q_len, kv_len, heads, causal, has_mask, scale (f32 bits), lanes],
+// then the bias and dropout words of attention_extras.wgsl (prepended too).
 // A workgroup of 64 threads owns 64 / lanes rows; a row's lanes are neighbours.
 
 const WG: u32 = 64u;
@@ -16,6 +17,22 @@ fn visible(j: u32, end: u32, mask_base: u32) -> bool {
         return false;
     }
     return info[5u] == 0u || mask[mask_base + j] == 0u;
+}
+
+// The scaled, biased scores of chunk c (keys 4c..4c+3) of `row`; keys past the row read no bias.
+fn scores4(row: ScoreRow, c: u32) -> vec4<f32> {
+    var x = ld4_s(row.base, c) * row.scale;
+    if attn_has_bias() {
+        let bh = row.r / info[1u];
+        let i = row.r % info[1u];
+        for (var e = 0u; e < 4u; e++) {
+            let j = c * 4u + e;
+            if j < info[2u] {
+                x[e] += attn_bias(bh / info[3u], bh % info[3u], i, j);
+            }
+        }
+    }
+    return x;
 }
 
 struct ScoreRow {

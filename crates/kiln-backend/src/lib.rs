@@ -15,7 +15,7 @@ mod storage;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use fused::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
+pub use fused::{AdamParams, AttentionDropout, AttentionParams, CrossEntropyParams, NormParams};
 pub use host::HostData;
 pub use layout::{Layout, StridedIndex, checked_numel, numel_of};
 pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, ScatterOp, UnaryOp};

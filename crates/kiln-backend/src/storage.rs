@@ -111,8 +111,10 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self>;
 
     /// Attention output `[batch·heads, q_len, head_dim]` and the row log-sum-exp of the scaled
-    /// scores `[batch·heads, q_len]` (f32 or wider; +inf for a query that sees no key).
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)>;
+    /// (and biased) scores `[batch·heads, q_len]` (f32 or wider; +inf for a query that sees no
+    /// key; dropout does not change it). `bias` is f32, read at `p.bias_strides`.
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams)
+    -> Result<(Self, Self)>;
 
     /// `(dq, dk, dv)` from the forward's output `o`, its `lse` and the output gradient `dout`.
     #[allow(clippy::too_many_arguments)]
@@ -121,6 +123,7 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
         k: &Self,
         v: &Self,
         key_mask: Option<&Self>,
+        bias: Option<&Self>,
         o: &Self,
         lse: &Self,
         dout: &Self,

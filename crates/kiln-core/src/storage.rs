@@ -237,32 +237,39 @@ impl Storage {
         })
     }
 
-    pub(crate) fn attention_forward(&self, k: &Storage, v: &Storage, mask: Option<&Storage>, p: &AttentionParams) -> Result<(Storage, Storage)> {
+    pub(crate) fn attention_forward(
+        &self,
+        k: &Storage,
+        v: &Storage,
+        mask: Option<&Storage>,
+        bias: Option<&Storage>,
+        p: &AttentionParams,
+    ) -> Result<(Storage, Storage)> {
         const OP: &str = "scaled_dot_product_attention";
         match self {
             Storage::Cpu(q) => {
-                let (o, z) = q.attention_forward(cpu(OP, k)?, cpu(OP, v)?, cpu_opt(OP, mask)?, p)?;
+                let (o, z) = q.attention_forward(cpu(OP, k)?, cpu(OP, v)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, p)?;
                 Ok((Storage::Cpu(o), Storage::Cpu(z)))
             }
             Storage::Gpu(q) => {
-                let (o, z) = q.attention_forward(gpu(OP, k)?, gpu(OP, v)?, gpu_opt(OP, mask)?, p)?;
+                let (o, z) = q.attention_forward(gpu(OP, k)?, gpu(OP, v)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, p)?;
                 Ok((Storage::Gpu(o), Storage::Gpu(z)))
             }
         }
     }
 
     /// `[q, k, v, o, lse, dout]` in, `[dq, dk, dv]` out.
-    pub(crate) fn attention_backward(t: [&Storage; 6], mask: Option<&Storage>, p: &AttentionParams) -> Result<[Storage; 3]> {
+    pub(crate) fn attention_backward(t: [&Storage; 6], mask: Option<&Storage>, bias: Option<&Storage>, p: &AttentionParams) -> Result<[Storage; 3]> {
         const OP: &str = "scaled_dot_product_attention_backward";
         match t[0] {
             Storage::Cpu(q) => {
                 let c = |i: usize| cpu(OP, t[i]);
-                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, cpu_opt(OP, mask)?, c(3)?, c(4)?, c(5)?, p)?;
+                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
                 Ok([Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(d)])
             }
             Storage::Gpu(q) => {
                 let c = |i: usize| gpu(OP, t[i]);
-                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, gpu_opt(OP, mask)?, c(3)?, c(4)?, c(5)?, p)?;
+                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
                 Ok([Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(d)])
             }
         }

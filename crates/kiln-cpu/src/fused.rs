@@ -168,16 +168,29 @@ struct Attn {
     k: Vec<f64>,
     v: Vec<f64>,
     mask: Option<Vec<f64>>,
+    bias: Option<Vec<f64>>,
 }
 
 impl Attn {
-    fn load(op: &'static str, q: &CpuStorage, k: &CpuStorage, v: &CpuStorage, mask: Option<&CpuStorage>, p: &AttentionParams) -> Result<Attn> {
+    fn load(
+        op: &'static str,
+        q: &CpuStorage,
+        k: &CpuStorage,
+        v: &CpuStorage,
+        mask: Option<&CpuStorage>,
+        bias: Option<&CpuStorage>,
+        p: &AttentionParams,
+    ) -> Result<Attn> {
         let bh = p.batch * p.heads;
+        let dims = [p.batch, p.heads, p.q_len, p.kv_len];
+        // The bias's last element read, plus one (0 for an empty call).
+        let bias_len = if dims.contains(&0) { 0 } else { 1 + dims.iter().zip(p.bias_strides).map(|(n, s)| (n - 1) * s).sum::<usize>() };
         Ok(Attn {
             q: floats(op, q, bh * p.q_len * p.head_dim)?,
             k: floats(op, k, bh * p.kv_len * p.head_dim)?,
             v: floats(op, v, bh * p.kv_len * p.head_dim)?,
             mask: mask.map(|m| values(op, m, p.batch * p.kv_len)).transpose()?,
+            bias: bias.map(|b| floats(op, b, bias_len)).transpose()?,
         })
     }
 
@@ -186,18 +199,32 @@ impl Attn {
         !(hidden || (p.causal && j > i))
     }
 
-    /// Scaled scores of query `i` against every key of head `bh` (`None` where hidden).
+    /// Scaled, biased scores of query `i` against every key of head `bh` (`None` where hidden:
+    /// by the masks, or by a bias of −inf).
     fn scores(&self, p: &AttentionParams, bh: usize, i: usize) -> Vec<Option<f64>> {
         let d = p.head_dim;
         let q = &self.q[(bh * p.q_len + i) * d..][..d];
+        let [sb, sh, sq, sk] = p.bias_strides;
         (0..p.kv_len)
             .map(|j| {
-                self.visible(p, bh, i, j).then(|| {
-                    let k = &self.k[(bh * p.kv_len + j) * d..][..d];
-                    p.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
-                })
+                if !self.visible(p, bh, i, j) {
+                    return None;
+                }
+                let k = &self.k[(bh * p.kv_len + j) * d..][..d];
+                let bias = self.bias.as_ref().map_or(0.0, |b| b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq + j * sk]);
+                let s = p.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() + bias;
+                (s != f64::NEG_INFINITY).then_some(s)
             })
             .collect()
+    }
+}
+
+/// Dropout's factor for score `(row, j)`: 1/keep where kept, 0 where dropped, 1 without dropout.
+fn drop_factor(p: &AttentionParams, row: usize, j: usize) -> f64 {
+    match p.dropout {
+        None => 1.0,
+        Some(d) if d.kept(p.kv_len, row, j) => 1.0 / d.keep,
+        Some(_) => 0.0,
     }
 }
 
@@ -206,9 +233,10 @@ pub(crate) fn attention_forward(
     k: &CpuStorage,
     v: &CpuStorage,
     mask: Option<&CpuStorage>,
+    bias: Option<&CpuStorage>,
     p: &AttentionParams,
 ) -> Result<(CpuStorage, CpuStorage)> {
-    let a = Attn::load("scaled_dot_product_attention", q, k, v, mask, p)?;
+    let a = Attn::load("scaled_dot_product_attention", q, k, v, mask, bias, p)?;
     let (bhs, d) = (p.batch * p.heads, p.head_dim);
     let mut out = vec![0.0; bhs * p.q_len * d];
     let mut lse = vec![f64::INFINITY; bhs * p.q_len];
@@ -224,7 +252,7 @@ pub(crate) fn attention_forward(
             lse[row] = m + z.ln();
             for (j, sj) in s.iter().enumerate() {
                 let Some(sj) = sj else { continue };
-                let w = (sj - lse[row]).exp();
+                let w = (sj - lse[row]).exp() * drop_factor(p, row, j);
                 for c in 0..d {
                     out[row * d + c] += w * a.v[(bh * p.kv_len + j) * d + c];
                 }
@@ -240,13 +268,14 @@ pub(crate) fn attention_backward(
     k: &CpuStorage,
     v: &CpuStorage,
     mask: Option<&CpuStorage>,
+    bias: Option<&CpuStorage>,
     o: &CpuStorage,
     lse: &CpuStorage,
     dout: &CpuStorage,
     p: &AttentionParams,
 ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     const OP: &str = "scaled_dot_product_attention_backward";
-    let a = Attn::load(OP, q, k, v, mask, p)?;
+    let a = Attn::load(OP, q, k, v, mask, bias, p)?;
     let (bhs, d) = (p.batch * p.heads, p.head_dim);
     let os = floats(OP, o, bhs * p.q_len * d)?;
     let z = floats(OP, lse, bhs * p.q_len)?;
@@ -258,16 +287,18 @@ pub(crate) fn attention_backward(
         for i in 0..p.q_len {
             let row = bh * p.q_len + i;
             let dorow = &dos[row * d..][..d];
-            // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term.
+            // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
+            // dP is the gradient through the dropped, scaled probabilities).
             let delta: f64 = dorow.iter().zip(&os[row * d..][..d]).map(|(a, b)| a * b).sum();
             for (j, sj) in a.scores(p, bh, i).into_iter().enumerate() {
                 let Some(sj) = sj else { continue };
                 let pij = (sj - z[row]).exp();
+                let keep = drop_factor(p, row, j);
                 let kv = (bh * p.kv_len + j) * d;
-                let dp: f64 = dorow.iter().zip(&a.v[kv..kv + d]).map(|(a, b)| a * b).sum();
+                let dp: f64 = dorow.iter().zip(&a.v[kv..kv + d]).map(|(a, b)| a * b).sum::<f64>() * keep;
                 let ds = pij * (dp - delta) * p.scale;
                 for c in 0..d {
-                    dv[kv + c] += pij * dorow[c];
+                    dv[kv + c] += pij * keep * dorow[c];
                     dq[row * d + c] += ds * a.k[kv + c];
                     dk[kv + c] += ds * a.q[row * d + c];
                 }

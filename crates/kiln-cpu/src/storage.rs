@@ -198,8 +198,8 @@ impl BackendStorage for CpuStorage {
         crate::fused::cross_entropy_backward(self, targets, lse, grad, p)
     }
 
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
-        crate::fused::attention_forward(self, k, v, key_mask, p)
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+        crate::fused::attention_forward(self, k, v, key_mask, bias, p)
     }
 
     fn attention_backward(
@@ -207,12 +207,13 @@ impl BackendStorage for CpuStorage {
         k: &Self,
         v: &Self,
         key_mask: Option<&Self>,
+        bias: Option<&Self>,
         o: &Self,
         lse: &Self,
         dout: &Self,
         p: &AttentionParams,
     ) -> Result<(Self, Self, Self)> {
-        crate::fused::attention_backward(self, k, v, key_mask, o, lse, dout, p)
+        crate::fused::attention_backward(self, k, v, key_mask, bias, o, lse, dout, p)
     }
 
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {

@@ -2,12 +2,17 @@
 
 use crate::linear::Linear;
 use crate::module::{Module, prefixed};
-use kiln_core::{ATTENTION_MAX_HEAD_DIM, DType, Device, Error, Result, Tensor};
+use kiln_core::{ATTENTION_MAX_HEAD_DIM, DType, Device, Error, Result, SdpaOptions, Tensor};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Multi-head scaled dot-product self-attention with separate `q_proj`, `k_proj`, `v_proj` and
 /// `out_proj` linear layers (each `d_model → d_model`, PyTorch `Linear` init). Parameter names:
 /// `"q_proj.weight"`, `"q_proj.bias"`, ..., `"out_proj.bias"`.
+///
+/// `dropout` (PyTorch's `dropout` argument, 0 by default; set it with
+/// [`with_dropout`](Self::with_dropout)) drops attention probabilities while training, inside
+/// the fused attention kernels (the mask is never stored); in evaluation it is off.
 ///
 /// Unlike PyTorch's `nn.MultiheadAttention` the projections are not packed into one
 /// `in_proj_weight`, and a query whose every key is masked attends to nothing (its
@@ -28,6 +33,9 @@ pub struct MultiHeadAttention {
     pub v_proj: Linear,
     pub out_proj: Linear,
     pub heads: usize,
+    /// Probability of dropping each attention weight while training.
+    pub dropout: f64,
+    training: AtomicBool,
     /// The general path's causal mask, kept between calls.
     causal_mask: Mutex<Option<Tensor>>,
 }
@@ -54,8 +62,21 @@ impl MultiHeadAttention {
             v_proj: Linear::new(d_model, d_model, bias, device)?,
             out_proj: Linear::new(d_model, d_model, bias, device)?,
             heads,
+            dropout: 0.0,
+            training: AtomicBool::new(true),
             causal_mask: Mutex::new(None),
         })
+    }
+
+    /// The same layer with attention dropout `p` (checked when it runs).
+    pub fn with_dropout(mut self, p: f64) -> MultiHeadAttention {
+        self.dropout = p;
+        self
+    }
+
+    /// Attention dropout in effect now: `dropout` while training, 0 in evaluation.
+    fn dropout_now(&self) -> f64 {
+        if self.training.load(Ordering::Relaxed) { self.dropout } else { 0.0 }
     }
 
     /// Model width.
@@ -80,19 +101,24 @@ impl MultiHeadAttention {
         if let Some(pm) = padding_mask.filter(|pm| pm.shape() != [b, t]) {
             return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
         }
+        let dropout_p = self.dropout_now();
+        if !(0.0..=1.0).contains(&dropout_p) {
+            return Err(Error::invalid(OP, format!("dropout {dropout_p} is not a probability")));
+        }
         let out = if dh <= ATTENTION_MAX_HEAD_DIM || x.device().is_cpu() {
-            // One flash-attention kernel: no [t, t] scores, the causal mask from indices.
-            Tensor::scaled_dot_product_attention(&q, &k, &v, causal, padding_mask)?
+            // One fused attention op: the causal mask from indices, dropout's mask regenerated.
+            let opts = SdpaOptions { causal, key_padding_mask: padding_mask, dropout_p, ..SdpaOptions::default() };
+            Tensor::sdpa(&q, &k, &v, &opts)?
         } else {
-            self.attend_materialised(&q, &k, &v, causal, padding_mask)?
+            self.attention_weights(&q, &k, causal, padding_mask)?.dropout(dropout_p)?.matmul(&v)?
         };
         let out = out.transpose(1, 2)?.reshape(&[b, t, d])?;
         self.out_proj.forward(&out)
     }
 
-    /// The general path: scores `[b, h, t, t]`, masked softmax, then the values (head dims
-    /// past the fused GPU kernel's limit).
-    fn attend_materialised(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, padding_mask: Option<&Tensor>) -> Result<Tensor> {
+    /// The general path's attention weights: scores `[b, h, t, t]`, then the masked softmax
+    /// (head dims past the fused GPU kernel's limit).
+    fn attention_weights(&self, q: &Tensor, k: &Tensor, causal: bool, padding_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, dh) = (q.shape()[0], q.shape()[2], q.shape()[3]);
         let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(1.0 / (dh as f64).sqrt())?; // [b, h, t, t]
         let mut mask: Option<Tensor> = None;
@@ -115,7 +141,7 @@ impl MultiHeadAttention {
             }
             None => scores.softmax(-1)?,
         };
-        attn.matmul(v)
+        Ok(attn)
     }
 
     /// The `[t, t]` mask of future positions on `device`, built on the host once per length
@@ -144,5 +170,9 @@ impl Module for MultiHeadAttention {
         out.extend(prefixed("v_proj", self.v_proj.named_parameters()));
         out.extend(prefixed("out_proj", self.out_proj.named_parameters()));
         out
+    }
+
+    fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed)
     }
 }

@@ -18,7 +18,8 @@ use kiln_core::{Device, Error, Result, Tensor};
 ///
 /// Parameter names: `"ln1.*"`, `"attn.{q,k,v,out}_proj.*"`, `"ln2.*"`, `"mlp.0.*"`, `"mlp.2.*"`
 /// (the MLP is a [`Sequential`], so its two linear layers are children 0 and 2). Dropout is
-/// applied to each branch's output before the residual add.
+/// applied to each branch's output before the residual add, and (the same `p`) to the
+/// attention probabilities, as GPT-2 and nanoGPT do (`attn.dropout`; set it apart after `new`).
 pub struct TransformerBlock {
     pub ln1: LayerNorm,
     pub attn: MultiHeadAttention,
@@ -36,7 +37,7 @@ impl TransformerBlock {
         let hidden = mlp_ratio * d_model;
         Ok(TransformerBlock {
             ln1: LayerNorm::new(&[d_model], device)?,
-            attn: MultiHeadAttention::new(d_model, heads, true, device)?,
+            attn: MultiHeadAttention::new(d_model, heads, true, device)?.with_dropout(dropout),
             ln2: LayerNorm::new(&[d_model], device)?,
             mlp: Sequential::new().add(Linear::new(d_model, hidden, true, device)?).add(Gelu).add(Linear::new(hidden, d_model, true, device)?),
             dropout: Dropout::new(dropout),

@@ -668,6 +668,31 @@ fn attention_forward_masks_and_grad() {
     assert!(m.forward_masked(&x, false, Some(&Tensor::from_vec(vec![false; 4], &[1, 4], &d).unwrap())).is_err());
 }
 
+/// `dropout` drops attention probabilities while training only: eval is the layer without
+/// dropout, training with one seed is reproducible and differs from eval. TransformerBlock
+/// passes its dropout to its attention (as PyTorch's GPT-style blocks do).
+#[test]
+fn attention_dropout_follows_train_and_eval() {
+    let _g = seeded(14);
+    let d = cpu();
+    let mut m = MultiHeadAttention::new(6, 2, true, &d).unwrap().with_dropout(0.5);
+    let x = data(130, &[2, 5, 6], DType::F32, &d).0;
+    m.eval();
+    let evaluated = vals(&m.forward_masked(&x, true, None).unwrap());
+    m.train();
+    kiln_core::manual_seed(1);
+    let a = vals(&m.forward_masked(&x, true, None).unwrap());
+    kiln_core::manual_seed(1);
+    let b = vals(&m.forward_masked(&x, true, None).unwrap());
+    assert_eq!(a, b, "the same seed drops the same probabilities");
+    assert_ne!(a, evaluated);
+    m.dropout = 0.0;
+    assert_eq!(vals(&m.forward_masked(&x, true, None).unwrap()), evaluated, "eval = no dropout");
+    m.dropout = 1.5;
+    assert!(m.forward(&x).is_err(), "a dropout that is not a probability is an error");
+    assert_eq!(TransformerBlock::new(4, 2, 2, 0.3, &d).unwrap().attn.dropout, 0.3);
+}
+
 #[test]
 fn transformer_block_composition_names_and_grad() {
     let _g = seeded(9);

@@ -39,6 +39,7 @@ pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../shaders/attention_pr
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 pub const UNSCALE_CHECK: &str = include_str!("../shaders/unscale_check.wgsl");
 pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");
+pub const ATTENTION_EXTRAS: &str = include_str!("../shaders/attention_extras.wgsl");
 
 /// Every kernel source the backend can build, with its cache key. Each kernel family adds
 /// its own list; a test compiles all of them with naga (WGSL → IR → validation → SPIR-V).

@@ -334,11 +334,11 @@ impl BackendStorage for GpuStorage {
         kernels::cross_entropy::backward(self, targets, lse, grad, p)
     }
 
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
-        for t in [k, v].into_iter().chain(key_mask) {
+    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+        for t in [k, v].into_iter().chain(key_mask).chain(bias) {
             same_device("scaled_dot_product_attention", self, t)?;
         }
-        kernels::attention::forward(self, k, v, key_mask, p)
+        kernels::attention::forward(self, k, v, key_mask, bias, p)
     }
 
     fn attention_backward(
@@ -346,15 +346,16 @@ impl BackendStorage for GpuStorage {
         k: &Self,
         v: &Self,
         key_mask: Option<&Self>,
+        bias: Option<&Self>,
         o: &Self,
         lse: &Self,
         dout: &Self,
         p: &AttentionParams,
     ) -> Result<(Self, Self, Self)> {
-        for t in [k, v, o, lse, dout].into_iter().chain(key_mask) {
+        for t in [k, v, o, lse, dout].into_iter().chain(key_mask).chain(bias) {
             same_device("scaled_dot_product_attention_backward", self, t)?;
         }
-        kernels::attention::backward(self, k, v, key_mask, o, lse, dout, p)
+        kernels::attention::backward(self, k, v, key_mask, bias, o, lse, dout, p)
     }
 
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example attention_bench -- [b h t d] [--path auto|flash|matmul]
-//!     [--dtype f32|f16|autocast] [--no-causal] [--device gpu|cpu]
+//!     [--dtype f32|f16|autocast] [--no-causal] [--device gpu|cpu] [--mask] [--dropout P]
 //! cargo run --release --example attention_bench -- --sweep [--quick]
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! (live + pooled: each case runs in a fresh process, and the sweep lifts the pool's budget so
 //! nothing is released), `input_bytes` q, k, v and the output gradient alone; `score_bytes`
 //! the f32 score matrix b·h·t·t·4 the materialised path builds; `tile` the `KILN_FLASH_TILE` in
-//! force, if any. `--sweep` runs every case as a
+//! force, if any; `mask` whether a float `[t, t]` attn_mask was added (`--mask`) and `dropout`
+//! the attention dropout (`--dropout P`), both through `Tensor::sdpa`. `--sweep` runs every case as a
 //! child process and passes its lines through (a failed case prints an `"error"` line).
 //! Default shape: 16 4 256 64 (W6).
 
@@ -43,6 +44,8 @@ struct Case {
     dtype: String,
     path: String,
     min_s: f64,
+    mask: bool,
+    dropout: f64,
 }
 
 fn median_ms(device: &Device, min_s: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -81,13 +84,15 @@ fn run_case(device: &Device, c: &Case) -> Result<()> {
     let input = || -> Result<Tensor> { Tensor::randn(&[b, h, t, d], device)?.mul_scalar(0.5)?.to_dtype(stored) };
     let (q, k, v) = (input()?.with_grad(), input()?.with_grad(), input()?.with_grad());
     let g = input()?;
+    let mask = if c.mask { Some(Tensor::randn(&[t, t], device)?.mul_scalar(0.1)?) } else { None };
+    let opts = SdpaOptions { causal: c.causal, attn_mask: mask.as_ref(), dropout_p: c.dropout, ..Default::default() };
     let attend = || -> Result<Tensor> {
-        let f = || Tensor::scaled_dot_product_attention(&q, &k, &v, c.causal, None);
+        let f = || Tensor::sdpa(&q, &k, &v, &opts);
         if c.dtype == "autocast" { kiln::autocast(DType::F16, f) } else { f() }
     };
     let taken = match device.gpu_context() {
         Some(ctx) => {
-            let p = kiln::AttentionParams { batch: b, heads: h, q_len: t, kv_len: t, head_dim: d, causal: c.causal, scale: 0.0 };
+            let p = kiln::AttentionParams::new(b, h, t, t, d, c.causal, 0.0);
             if ctx.attention_materialises(&p) { "matmul" } else { "flash" }
         }
         None => "cpu",
@@ -109,10 +114,12 @@ fn run_case(device: &Device, c: &Case) -> Result<()> {
     for (pass, ms, f) in [("forward", fwd, flops), ("forward+backward", all, 3.5 * flops)] {
         println!(
             "{{\"bench\":\"attention\",\"shape\":[{b},{h},{t},{d}],\"causal\":{},\"dtype\":\"{}\",\"path\":\"{}\",\"taken\":\"{taken}\",\
-             \"tile\":\"{tile}\",\"pass\":\"{pass}\",\"ms\":{ms:.4},\"tflops\":{:.3},\"peak_bytes\":{peak},\"input_bytes\":{input_bytes},\"score_bytes\":{score_bytes}}}",
+             \"tile\":\"{tile}\",\"mask\":{},\"dropout\":{},\"pass\":\"{pass}\",\"ms\":{ms:.4},\"tflops\":{:.3},\"peak_bytes\":{peak},\"input_bytes\":{input_bytes},\"score_bytes\":{score_bytes}}}",
             c.causal,
             c.dtype,
             c.path,
+            c.mask,
+            c.dropout,
             f / ms / 1e9
         );
     }
@@ -188,6 +195,8 @@ fn main() -> Result<()> {
         dtype: flag(&args, "--dtype").unwrap_or("f32").to_string(),
         path: flag(&args, "--path").unwrap_or("auto").to_string(),
         min_s,
+        mask: args.iter().any(|a| a == "--mask"),
+        dropout: flag(&args, "--dropout").and_then(|s| s.parse().ok()).unwrap_or(0.0),
     };
     if !["f32", "f16", "autocast"].contains(&case.dtype.as_str()) || !["auto", "flash", "matmul"].contains(&case.path.as_str()) {
         return Err(Error::invalid("attention_bench", "--dtype takes f32, f16 or autocast; --path auto, flash or matmul"));

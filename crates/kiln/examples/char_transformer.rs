@@ -55,6 +55,9 @@ struct Flags {
     /// steps between validation passes (default: small 200, large 250)
     #[arg(long, value_name = "N")]
     eval_every: Option<usize>,
+    /// dropout of the attention probabilities (default: the preset's dropout, small 0, large 0.2, as the PyTorch twin)
+    #[arg(long, value_name = "P")]
+    attn_dropout: Option<f64>,
     #[command(flatten)]
     device: cli::DeviceFlag,
     /// seed for initialisation, batches and sampling (default 0)
@@ -97,6 +100,7 @@ fn run() -> AnyResult<()> {
         seq_len: flags.seq_len.unwrap_or(preset.seq_len),
         lr: flags.lr.unwrap_or(preset.lr),
         eval_every: flags.eval_every.unwrap_or(preset.eval_every),
+        attn_dropout: flags.attn_dropout.unwrap_or(preset.attn_dropout),
         seed: flags.seed.unwrap_or(preset.seed),
         max_minutes: flags.minutes,
         memory_log: flags.memory_log.clone(),

@@ -48,7 +48,7 @@ pub use kiln_dist as dist;
 /// # }
 /// ```
 pub mod prelude {
-    pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, Tensor, manual_seed, no_grad};
+    pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, SdpaOptions, Tensor, manual_seed, no_grad};
     pub use kiln_nn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
     pub use kiln_nn::sched::LrScheduler;
     pub use kiln_nn::{Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ModuleExt, Relu, Sequential};

@@ -27,6 +27,7 @@ fn tiny(steps: usize, batch_size: usize) -> TrainConfig {
         mlp_ratio: 4,
         activation: Activation::Relu,
         dropout: 0.0,
+        attn_dropout: 0.0,
         steps,
         batch_size,
         seq_len: 32,

@@ -1,6 +1,6 @@
 //! Fused ops, each one backend primitive forward and one backward: layer/RMS normalisation,
-//! cross-entropy from logits, scaled dot-product attention, the in-place Adam step, and the
-//! in-place unscale-and-check of loss scaling.
+//! cross-entropy from logits, scaled dot-product attention (its API in `attention.rs`), the
+//! in-place Adam step, and the in-place unscale-and-check of loss scaling.
 //! They compute what the composite ops would (the composite forms are the tests' reference),
 //! with fewer kernels and no large intermediates: attention never builds the
 //! `[q_len, kv_len]` score matrix.
@@ -9,14 +9,14 @@
 
 use crate::Tensor;
 use crate::storage::Storage;
-use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, DType, Error, Layout, NormParams, Result};
+use kiln_backend::{AdamParams, CrossEntropyParams, DType, Error, Layout, NormParams, Result};
 use std::sync::Arc;
 
 /// Largest head dim the GPU attention kernel takes (rows live in registers).
 pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
 
 /// Dense row-major at offset 0, without autodiff history (a copy only for strided views).
-fn dense(t: &Tensor) -> Result<Tensor> {
+pub(crate) fn dense(t: &Tensor) -> Result<Tensor> {
     if t.is_contiguous() && t.layout().offset() == 0 {
         return Ok(t.detach());
     }
@@ -24,7 +24,7 @@ fn dense(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::leaf(s, t.shape(), t.device()))
 }
 
-fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
         return Err(Error::UnsupportedDType { op, dtype: t.dtype(), why: " (needs a float tensor)".into() });
     }
@@ -32,7 +32,7 @@ fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
 }
 
 /// `other` must be on `x`'s device with `x`'s dtype.
-fn check_like(op: &'static str, x: &Tensor, other: &Tensor) -> Result<()> {
+pub(crate) fn check_like(op: &'static str, x: &Tensor, other: &Tensor) -> Result<()> {
     x.check_same_device(op, other)?;
     if other.dtype() != x.dtype() {
         return Err(Error::dtype(op, x.dtype(), other.dtype()));
@@ -40,7 +40,7 @@ fn check_like(op: &'static str, x: &Tensor, other: &Tensor) -> Result<()> {
     Ok(())
 }
 
-fn storage_of(t: &Option<Tensor>) -> Option<Arc<Storage>> {
+pub(crate) fn storage_of(t: &Option<Tensor>) -> Option<Arc<Storage>> {
     t.as_ref().map(|t| t.storage())
 }
 
@@ -165,81 +165,6 @@ impl Tensor {
         })
     }
 
-    /// Scaled dot-product attention, PyTorch's `F.scaled_dot_product_attention` with scale
-    /// `1/√head_dim`: `q: [batch, heads, q_len, head_dim]`, `k, v: [batch, heads, kv_len,
-    /// head_dim]`. `causal` hides key `j > i` from query `i` (top-left aligned, as PyTorch's
-    /// `is_causal`); `key_padding_mask: [batch, kv_len]` (bool or nonzero = hidden) hides
-    /// padded keys. A query that sees no key gets zeros (PyTorch gives NaN).
-    ///
-    /// On long sequences the forward is one flash-attention kernel (tiled, online softmax, the
-    /// causal mask computed from indices) that also saves each row's log-sum-exp; backward
-    /// recomputes the probabilities from it in two kernels (dq; dk and dv), so no
-    /// `[q_len, kv_len]` matrix is ever stored. Where that matrix is small (see
-    /// [`crate::ATTENTION_SCORE_BUDGET`] and [`crate::set_attention_path`]) the GPU builds it
-    /// with batched matmuls around a row-softmax kernel instead, which is much faster. The GPU
-    /// takes head dims up to [`ATTENTION_MAX_HEAD_DIM`]. f16 inputs on a GPU with cooperative
-    /// matrices and a head dim that is a multiple of 16 run on tensor cores (f32 accumulation and
-    /// softmax statistics); under f16 [`crate::autocast`] f32 inputs do too.
-    pub fn scaled_dot_product_attention(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        causal: bool,
-        key_padding_mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        const OP: &str = "scaled_dot_product_attention";
-        check_float(OP, q)?;
-        check_like(OP, q, k)?;
-        check_like(OP, q, v)?;
-        if let Some(out) = crate::autocast::attention(q, k, v, |q, k, v| Tensor::scaled_dot_product_attention(q, k, v, causal, key_padding_mask)) {
-            return out;
-        }
-        let shapes = || format!("q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
-        if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[..2] != k.shape()[..2] || q.shape()[3] != k.shape()[3] {
-            return Err(Error::shape(OP, format!("expects q [b, h, tq, d] and k, v [b, h, tk, d], got {}", shapes())));
-        }
-        let (batch, heads, q_len, head_dim) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-        let kv_len = k.shape()[2];
-        if head_dim > ATTENTION_MAX_HEAD_DIM && q.device().is_gpu() {
-            return Err(Error::Unsupported { op: OP, msg: format!("head dim {head_dim} on the GPU (at most {ATTENTION_MAX_HEAD_DIM})") });
-        }
-        let mask = match key_padding_mask {
-            None => None,
-            Some(m) => {
-                q.check_same_device(OP, m)?;
-                if m.shape() != [batch, kv_len] {
-                    return Err(Error::shape(OP, format!("key padding mask {:?} for {} (expects [b, tk])", m.shape(), shapes())));
-                }
-                let m = if m.dtype() == DType::Bool { m.clone() } else { m.ne_scalar(0.0)? };
-                Some(dense(&m)?)
-            }
-        };
-        let p = AttentionParams { batch, heads, q_len, kv_len, head_dim, causal, scale: 1.0 / (head_dim.max(1) as f64).sqrt() };
-        let (qd, kd, vd) = (dense(q)?, dense(k)?, dense(v)?);
-        let ms = storage_of(&mask);
-        let (o, lse) = qd.storage().attention_forward(&kd.storage(), &vd.storage(), ms.as_deref(), &p)?;
-        let device = q.device().clone();
-        let o = Arc::new(o);
-        // The backward needs the output: a history-free handle on the same storage (capturing
-        // the output tensor itself would make a reference cycle through its node).
-        let saved_o = Tensor::build(o.clone(), Layout::contiguous(q.shape()), device.clone(), None);
-        let lse = Tensor::leaf(lse, &[batch * heads * q_len], &device);
-        let (q_shape, k_shape) = (q.shape().to_vec(), k.shape().to_vec());
-        let dev = device.clone();
-        let node = crate::autograd::node(OP, &[q, k, v], move |g| {
-            let g = dense(g)?;
-            let ms = storage_of(&mask);
-            let (qs, ks, vs, os, ls, gs) = (qd.storage(), kd.storage(), vd.storage(), saved_o.storage(), lse.storage(), g.storage());
-            let [dq, dk, dv] = Storage::attention_backward([&qs, &ks, &vs, &os, &ls, &gs], ms.as_deref(), &p)?;
-            Ok(vec![
-                Some(Tensor::leaf(dq, &q_shape, &dev)),
-                Some(Tensor::leaf(dk, &k_shape, &dev)),
-                Some(Tensor::leaf(dv, &k_shape, &dev)),
-            ])
-        });
-        let out = Tensor::build(o, Layout::contiguous(q.shape()), device, node);
-        crate::anomaly::check(OP, "output", &out)?;
-        Ok(out)
     }
 
     /// The parameter, gradient and moments of an Adam step agree in device, dtype and shape,

@@ -1,6 +1,7 @@
 //! The op set. Each file holds one family: forward, gradient rule and docs together.
 
 pub(crate) mod activation;
+pub(crate) mod attention;
 pub(crate) mod binary;
 pub(crate) mod conv;
 pub(crate) mod dropout;

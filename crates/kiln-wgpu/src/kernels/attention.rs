@@ -7,7 +7,7 @@
 //! [`Tiling`]). Calls whose score matrix is small take the materialised path
 //! (`attention_matmul.rs`) instead; `attention_path.rs` decides.
 
-use super::fused::{Access, check_float, check_len, enable_for, raw_binding, FLOATS};
+use super::fused::{Access, check_float, check_len, enable_for, raw_binding, u32_of, FLOATS};
 use super::{module, storage_type};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Error, Result};
@@ -207,6 +207,7 @@ fn source(kernel: Kernel, dtype: DType, t: &Tiling) -> String {
             b += &raw_binding(4, "mask", "u32", Access::Read);
             b += &row_binding(5, "o", dtype, true, d);
             b += &raw_binding(6, "lse", "f32", Access::Write);
+            b += &raw_binding(7, "bias", "f32", Access::Read);
             crate::shaders::ATTENTION
         }
         Kernel::Dq | Kernel::Dkv => {
@@ -219,15 +220,41 @@ fn source(kernel: Kernel, dtype: DType, t: &Tiling) -> String {
             b += &raw_binding(8, "delta", "f32", if dq { Access::Write } else { Access::Read });
             b += &row_binding(9, "ga", dtype, true, d);
             if dq {
+                b += &raw_binding(10, "bias", "f32", Access::Read);
                 crate::shaders::ATTENTION_BACKWARD_DQ
             } else {
                 b += &row_binding(10, "gb", dtype, true, d);
+                b += &raw_binding(11, "bias", "f32", Access::Read);
                 crate::shaders::ATTENTION_BACKWARD_DKV
             }
         }
     };
     // The helpers above name D; the shader defines it.
-    module(enable_for(dtype), false, &format!("{}\n{b}", t.fill(shader)))
+    module(enable_for(dtype), false, &format!("{}\n{b}\n{}", t.fill(shader), extras_source()))
+}
+
+/// The WGSL every attention kernel with a bias or dropout includes: Philox and
+/// `attention_extras.wgsl` (which reads `info` words 8..17 and the `bias` binding).
+pub(crate) fn extras_source() -> String {
+    format!("{}\n{}", crate::shaders::PHILOX, crate::shaders::ATTENTION_EXTRAS)
+}
+
+/// A kernel's eight `own` metadata words followed by the ten of `attention_extras.wgsl`: the
+/// bias strides (when `biased`), whether there is a bias, keep (f32 bits, 1.0 without dropout)
+/// and the dropout's Philox key.
+pub(crate) fn with_extras(op: &'static str, own: [u32; 8], p: &AttentionParams, biased: bool) -> Result<[u32; 18]> {
+    let mut meta = [0u32; 18];
+    meta[..8].copy_from_slice(&own);
+    if biased {
+        for (m, &st) in meta[8..12].iter_mut().zip(&p.bias_strides) {
+            *m = u32_of(op, st, "bias stride")?;
+        }
+        meta[12] = 1;
+    }
+    let (keep, key) = p.dropout.map_or((1.0f32, [0; 4]), |d| (d.keep as f32, d.key.words()));
+    meta[13] = keep.to_bits();
+    meta[14..18].copy_from_slice(&key);
+    Ok(meta)
 }
 
 /// A flash kernel's specialisation key (and `KILN_PROFILE` name): kernel, dtype, then the
@@ -249,13 +276,13 @@ fn materialised(q: &GpuStorage, p: &AttentionParams) -> bool {
 /// One flash kernel ready to dispatch: its pipeline, metadata and workgroup count.
 pub(crate) struct Launch {
     kernel: Arc<crate::cache::Kernel>,
-    meta: [u32; 8],
+    meta: [u32; 18],
     groups: u32,
 }
 
 /// The `kernel` launch for `rows` resident rows (queries, or keys for `Dkv`) per (batch, head):
 /// on tensor cores where `attention_coop.rs` covers the call, else the tiled f32-math kernels.
-fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams, rows: usize, masked: bool) -> Result<Launch> {
+fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams, rows: usize, masked: bool, biased: bool) -> Result<Launch> {
     let dtype = q.dtype();
     check_float(op, dtype)?;
     let d = p.head_dim;
@@ -264,7 +291,7 @@ fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams,
     }
     let bh = p.batch * p.heads;
     check_len(op, bh * p.q_len.max(p.kv_len) * d)?;
-    if let Some(run) = super::attention_coop::launch(op, kernel, q, p, rows, masked)? {
+    if let Some(run) = super::attention_coop::launch(op, kernel, q, p, rows, masked, biased)? {
         return Ok(run);
     }
     let ctx = q.context();
@@ -278,7 +305,7 @@ fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams,
             ),
         })?;
     let pipeline = ctx.cache.get(&ctx.device, op, &key(kernel, dtype, &tiling.name()), || source(kernel, dtype, &tiling))?;
-    launch_with(op, pipeline, p, rows, tiling.rows(), masked)
+    launch_with(op, pipeline, p, rows, tiling.rows(), masked, biased)
 }
 
 /// A launch of `pipeline` whose workgroups each own `per_group` of the `rows` resident rows of
@@ -290,21 +317,13 @@ pub(crate) fn launch_with(
     rows: usize,
     per_group: u32,
     masked: bool,
+    biased: bool,
 ) -> Result<Launch> {
     let bh = p.batch * p.heads;
     let tiles = rows.div_ceil(per_group as usize);
     let groups = check_len(op, bh * tiles)?;
-    let meta = [
-        bh as u32,
-        p.heads as u32,
-        p.q_len as u32,
-        p.kv_len as u32,
-        p.causal as u32,
-        masked as u32,
-        (p.scale as f32).to_bits(),
-        tiles as u32,
-    ];
-    Ok(Launch { kernel: pipeline, meta, groups })
+    let own = [bh as u32, p.heads as u32, p.q_len as u32, p.kv_len as u32, p.causal as u32, masked as u32, (p.scale as f32).to_bits(), tiles as u32];
+    Ok(Launch { kernel: pipeline, meta: with_extras(op, own, p, biased)?, groups })
 }
 
 pub(crate) fn forward(
@@ -312,14 +331,15 @@ pub(crate) fn forward(
     k: &GpuStorage,
     v: &GpuStorage,
     mask: Option<&GpuStorage>,
+    bias: Option<&GpuStorage>,
     p: &AttentionParams,
 ) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "scaled_dot_product_attention";
     if materialised(q, p) {
-        return super::attention_matmul::forward(q, k, v, mask, p);
+        return super::attention_matmul::forward(q, k, v, mask, bias, p);
     }
     let dtype = q.dtype();
-    let run = launch(OP, Kernel::Forward, q, p, p.q_len, mask.is_some())?;
+    let run = launch(OP, Kernel::Forward, q, p, p.q_len, mask.is_some(), bias.is_some())?;
     let ctx = q.context();
     let bh = p.batch * p.heads;
     let o = GpuStorage::alloc(ctx, OP, dtype, bh * p.q_len * p.head_dim)?;
@@ -327,8 +347,8 @@ pub(crate) fn forward(
     if bh * p.q_len == 0 {
         return Ok((o, lse));
     }
-    let m = mask.unwrap_or(q);
-    let buffers = [q.buffer(), k.buffer(), v.buffer(), m.buffer(), o.buffer(), lse.buffer()];
+    let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
+    let buffers = [q.buffer(), k.buffer(), v.buffer(), m.buffer(), o.buffer(), lse.buffer(), b.buffer()];
     ctx.dispatch(OP, &run.kernel, &buffers, &run.meta, run.groups)?;
     Ok((o, lse))
 }
@@ -339,6 +359,7 @@ pub(crate) fn backward(
     k: &GpuStorage,
     v: &GpuStorage,
     mask: Option<&GpuStorage>,
+    bias: Option<&GpuStorage>,
     o: &GpuStorage,
     lse: &GpuStorage,
     dout: &GpuStorage,
@@ -346,14 +367,14 @@ pub(crate) fn backward(
 ) -> Result<(GpuStorage, GpuStorage, GpuStorage)> {
     const OP: &str = "scaled_dot_product_attention_backward";
     if materialised(q, p) {
-        return super::attention_matmul::backward(q, k, v, mask, lse, dout, p);
+        return super::attention_matmul::backward(q, k, v, mask, bias, lse, dout, p);
     }
     let dtype = q.dtype();
     let ctx = q.context();
     let bh = p.batch * p.heads;
     let d = p.head_dim;
-    let pass0 = launch(OP, Kernel::Dq, q, p, p.q_len, mask.is_some())?;
-    let pass1 = launch(OP, Kernel::Dkv, q, p, p.kv_len, mask.is_some())?;
+    let pass0 = launch(OP, Kernel::Dq, q, p, p.q_len, mask.is_some(), bias.is_some())?;
+    let pass1 = launch(OP, Kernel::Dkv, q, p, p.kv_len, mask.is_some(), bias.is_some())?;
     if bh * p.q_len * p.kv_len == 0 {
         // No query sees a key: every gradient is zero.
         let zero = |n| GpuStorage::full(ctx, n, 0.0, dtype);
@@ -363,13 +384,13 @@ pub(crate) fn backward(
     let dk = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let dv = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let delta = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
-    let m = mask.unwrap_or(q);
+    let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     let inputs = [q.buffer(), k.buffer(), v.buffer(), o.buffer(), dout.buffer(), m.buffer(), lse.buffer(), delta.buffer()];
     let mut buffers = inputs.to_vec();
-    buffers.push(dq.buffer());
+    buffers.extend([dq.buffer(), b.buffer()]);
     ctx.dispatch(OP, &pass0.kernel, &buffers, &pass0.meta, pass0.groups)?;
     let mut buffers = inputs.to_vec();
-    buffers.extend([dk.buffer(), dv.buffer()]);
+    buffers.extend([dk.buffer(), dv.buffer(), b.buffer()]);
     ctx.dispatch(OP, &pass1.kernel, &buffers, &pass1.meta, pass1.groups)?;
     Ok((dq, dk, dv))
 }

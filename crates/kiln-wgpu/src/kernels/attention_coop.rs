@@ -88,6 +88,7 @@ impl Block {
         for (name, code) in parts {
             body = body.replace(name, &code);
         }
+        body = format!("{body}\n{}", super::attention::extras_source());
         super::module("enable f16;\nenable wgpu_cooperative_matrix;\n", false, &body)
     }
 
@@ -257,7 +258,15 @@ impl Block {
 /// the call: f16 inputs on an adapter with cooperative matrices (and `KILN_COOP` not `0`), a
 /// head dim that is a multiple of 16, and a block that fits the adapter. Under
 /// [`emulate_cooperative_matrices`] any f16 adapter runs the emulated kernels instead.
-pub(crate) fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams, rows: usize, masked: bool) -> Result<Option<Launch>> {
+pub(crate) fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    q: &GpuStorage,
+    p: &AttentionParams,
+    rows: usize,
+    masked: bool,
+    biased: bool,
+) -> Result<Option<Launch>> {
     let ctx = q.context();
     let emulate = EMULATE.load(Ordering::SeqCst);
     if q.dtype() != DType::F16 || !(ctx.uses_cooperative_matrices() || emulate) {
@@ -274,7 +283,7 @@ pub(crate) fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &Atten
     } else {
         ctx.cache.get(&ctx.device, op, &key, || block.source(kernel))?
     };
-    super::attention::launch_with(op, pipeline, p, rows, block.rows(), masked).map(Some)
+    super::attention::launch_with(op, pipeline, p, rows, block.rows(), masked, biased).map(Some)
 }
 
 static EMULATE: AtomicBool = AtomicBool::new(false);

@@ -7,10 +7,11 @@
 //! `attention_probs_backward.wgsl` turns S into P and dP into `dS = scale·P·(dP − D)`; then
 //! `dV = Pᵀ·dO`, `dQ = dS·K`, `dK = dSᵀ·Q`. Every transpose is a strided layout the matmul reads
 //! in place. S, P and dS keep the input dtype (the matmul's); the softmax math is f32 and lse is
-//! f32, as in the flash kernels, whose contract (hidden keys, rows that see nothing) this
-//! follows exactly.
+//! f32, as in the flash kernels, whose contract (hidden keys, rows that see nothing, the bias
+//! and dropout of `attention_extras.wgsl`) this follows exactly.
 
 use super::fused::{Access, FLOATS, check_float, check_len, enable_for, raw_binding, u32_of};
+use super::attention::{extras_source, with_extras};
 use super::{matmul::matmul, module, storage_type};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Layout, Result};
@@ -50,7 +51,8 @@ fn forward_source(dtype: DType, vec4: bool) -> String {
     let mut b = row_binding(1, "s", dtype, vec4);
     b += &raw_binding(2, "mask", "u32", Access::Read);
     b += &raw_binding(3, "lse", "f32", Access::Write);
-    module(enable_for(dtype), false, &format!("{b}\n{}\n{}", crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS))
+    b += &raw_binding(4, "bias", "f32", Access::Read);
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS))
 }
 
 fn backward_source(dtype: DType, vec4: bool) -> String {
@@ -58,27 +60,19 @@ fn backward_source(dtype: DType, vec4: bool) -> String {
     b += &row_binding(2, "dp", dtype, vec4);
     b += &raw_binding(3, "mask", "u32", Access::Read);
     b += &raw_binding(4, "lse", "f32", Access::Read);
-    module(enable_for(dtype), false, &format!("{b}\n{}\n{}", crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS_BACKWARD))
+    b += &raw_binding(5, "bias", "f32", Access::Read);
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS_BACKWARD))
 }
 
 /// A row kernel's metadata and workgroup count. Lanes per row: a power of two giving each thread
 /// about two 4-element chunks, so short rows share a workgroup.
-fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool) -> Result<([u32; 8], u32, bool)> {
+fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool, biased: bool) -> Result<([u32; 18], u32, bool)> {
     let rows = p.batch * p.heads * p.q_len;
     check_len(op, rows * p.kv_len)?;
     let lanes = p.kv_len.div_ceil(8).next_power_of_two().clamp(1, WG);
     let groups = u32_of(op, rows.div_ceil(WG / lanes), "workgroups")?;
-    let meta = [
-        rows as u32,
-        p.q_len as u32,
-        p.kv_len as u32,
-        p.heads as u32,
-        p.causal as u32,
-        mask_on as u32,
-        (p.scale as f32).to_bits(),
-        lanes as u32,
-    ];
-    Ok((meta, groups, p.kv_len.is_multiple_of(4)))
+    let own = [rows as u32, p.q_len as u32, p.kv_len as u32, p.heads as u32, p.causal as u32, mask_on as u32, (p.scale as f32).to_bits(), lanes as u32];
+    Ok((with_extras(op, own, p, biased)?, groups, p.kv_len.is_multiple_of(4)))
 }
 
 /// `[bh, rows, d]`, contiguous.
@@ -96,19 +90,20 @@ pub(crate) fn forward(
     k: &GpuStorage,
     v: &GpuStorage,
     mask: Option<&GpuStorage>,
+    bias: Option<&GpuStorage>,
     p: &AttentionParams,
 ) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "scaled_dot_product_attention";
     let dtype = q.dtype();
     check_float(OP, dtype)?;
     let (bh, d) = (p.batch * p.heads, p.head_dim);
-    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some())?;
+    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some(), bias.is_some())?;
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, p.q_len, d), k, &transposed(bh, p.kv_len, d))?;
     let lse = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_probs|{dtype}|v{}", vec4 as u8), || forward_source(dtype, vec4))?;
-    let m = mask.unwrap_or(q);
-    ctx.dispatch(OP, &kernel, &[s.buffer(), m.buffer(), lse.buffer()], &meta, groups)?;
+    let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
+    ctx.dispatch(OP, &kernel, &[s.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     let o = matmul(&s, &rows_of(bh, p.q_len, p.kv_len), v, &rows_of(bh, p.kv_len, d))?;
     Ok((o, lse))
 }
@@ -119,6 +114,7 @@ pub(crate) fn backward(
     k: &GpuStorage,
     v: &GpuStorage,
     mask: Option<&GpuStorage>,
+    bias: Option<&GpuStorage>,
     lse: &GpuStorage,
     dout: &GpuStorage,
     p: &AttentionParams,
@@ -127,14 +123,14 @@ pub(crate) fn backward(
     let dtype = q.dtype();
     check_float(OP, dtype)?;
     let (bh, d, tq, tk) = (p.batch * p.heads, p.head_dim, p.q_len, p.kv_len);
-    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some())?;
+    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some(), bias.is_some())?;
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, tq, d), k, &transposed(bh, tk, d))?;
     let dp = matmul(dout, &rows_of(bh, tq, d), v, &transposed(bh, tk, d))?;
     let kernel =
         ctx.cache.get(&ctx.device, OP, &format!("attention_probs_bwd|{dtype}|v{}", vec4 as u8), || backward_source(dtype, vec4))?;
-    let m = mask.unwrap_or(q);
-    ctx.dispatch(OP, &kernel, &[s.buffer(), dp.buffer(), m.buffer(), lse.buffer()], &meta, groups)?;
+    let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
+    ctx.dispatch(OP, &kernel, &[s.buffer(), dp.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     // s now holds P and dp holds dS.
     let dv = matmul(&s, &transposed(bh, tq, tk), dout, &rows_of(bh, tq, d))?;
     drop(s);

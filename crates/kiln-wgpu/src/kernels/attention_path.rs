@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn params(batch: usize, heads: usize, q_len: usize, kv_len: usize) -> AttentionParams {
-        AttentionParams { batch, heads, q_len, kv_len, head_dim: 64, causal: false, scale: 0.125 }
+        AttentionParams::new(batch, heads, q_len, kv_len, 64, false, 0.125)
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct ModelConfig {
     pub mlp_ratio: usize,
     /// Dropout on each residual branch while training.
     pub dropout: f64,
+    /// Dropout of the attention probabilities while training (the twin uses `dropout`).
+    pub attn_dropout: f64,
     /// Non-linearity between the two layers of each block's MLP.
     pub activation: Activation,
 }
@@ -153,8 +155,9 @@ impl Module for CharTransformer {
 /// A pre-norm causal block whose MLP is `RowwiseLinear → activation → RowwiseLinear`, with the
 /// same parameter names as the stock block's (`mlp.0.*`, `mlp.2.*`).
 fn block(config: &ModelConfig, device: &Device) -> Result<TransformerBlock> {
-    let ModelConfig { d_model, heads, mlp_ratio, dropout, activation, .. } = *config;
+    let ModelConfig { d_model, heads, mlp_ratio, dropout, attn_dropout, activation, .. } = *config;
     let mut block = TransformerBlock::new(d_model, heads, mlp_ratio, dropout, device)?;
+    block.attn.dropout = attn_dropout;
     let hidden = mlp_ratio * d_model;
     let up = RowwiseLinear(Linear::new(d_model, hidden, true, device)?);
     let down = RowwiseLinear(Linear::new(hidden, d_model, true, device)?);

@@ -40,6 +40,9 @@ pub struct TrainConfig {
     pub mlp_ratio: usize,
     pub activation: Activation,
     pub dropout: f64,
+    /// Dropout of the attention probabilities (inside the fused attention op); the presets use
+    /// `dropout`, as the PyTorch twin does (`F.scaled_dot_product_attention(dropout_p=...)`).
+    pub attn_dropout: f64,
     pub steps: usize,
     pub batch_size: usize,
     /// Characters per training window, and the model's context length.
@@ -88,6 +91,7 @@ impl TrainConfig {
                 mlp_ratio: 4,
                 activation: Activation::Relu,
                 dropout: 0.0,
+                attn_dropout: 0.0,
                 steps: 2000,
                 batch_size: 16,
                 seq_len: 64,
@@ -110,6 +114,7 @@ impl TrainConfig {
                 mlp_ratio: 4,
                 activation: Activation::Gelu,
                 dropout: 0.2,
+                attn_dropout: 0.2,
                 steps: 5000,
                 batch_size: 64,
                 seq_len: 256,
@@ -138,6 +143,7 @@ impl TrainConfig {
             context: self.seq_len,
             mlp_ratio: self.mlp_ratio,
             dropout: self.dropout,
+            attn_dropout: self.attn_dropout,
             activation: self.activation,
         }
     }
@@ -162,6 +168,9 @@ impl TrainConfig {
         }
         if self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return Err(format!("d_model {} is not a multiple of {} heads", self.d_model, self.heads).into());
+        }
+        if !(0.0..1.0).contains(&self.attn_dropout) {
+            return Err(format!("--attn-dropout must be in [0, 1), got {}", self.attn_dropout).into());
         }
         Ok(())
     }
