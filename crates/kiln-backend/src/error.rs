@@ -47,6 +47,12 @@ pub enum Error {
 
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: String, msg: String },
+
+    /// A call that would wait for the GPU where waiting is not allowed: in a browser
+    /// (wasm32) nothing may block the page's event loop, so GPU readbacks, `sync` and device
+    /// creation have async forms, which this error names.
+    #[error("{op}: would block waiting for the GPU, which a browser does not allow; use {alternative} instead")]
+    WouldBlock { op: &'static str, alternative: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
