@@ -104,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             dos[c * SP + e] = dx;
         }
         for (var c = lid; c < BC; c += WG) {
-            var z = bitcast<f32>(0x7f800000u);
+            var z = kiln_f32_bits(0x7f800000u);
             var dl = 0.0;
             if t0 + c < q_len {
                 z = lse[q0 + t0 + c];

@@ -236,7 +236,23 @@ impl Tensor {
         if self.device() == device {
             return Ok(self.clone());
         }
+        self.refuse_blocking_read("to", "to_async")?;
         let data = self.to_host()?;
+        self.with_data_on(device, data)
+    }
+
+    /// [`to`](Self::to) without blocking the calling task: how a browser moves a tensor off
+    /// the GPU (uploads never wait; reading the GPU's data back does).
+    pub async fn to_async(&self, device: &Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let data = self.to_host_async().await?;
+        self.with_data_on(device, data)
+    }
+
+    /// This tensor's `data`, read from it, as a tensor on `device` whose gradient flows back.
+    fn with_data_on(&self, device: &Device, data: HostData) -> Result<Tensor> {
         let storage = Storage::from_host(device, &data)?;
         let source = self.device().clone();
         Tensor::from_op(storage, self.shape(), device, "to", &[self], move |g| Ok(vec![Some(g.to(&source)?)]))
