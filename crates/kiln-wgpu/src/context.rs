@@ -43,7 +43,12 @@ pub struct AdapterSummary {
 
 impl std::fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {}, driver {})", self.name, self.backend, self.device_type, self.driver)
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        // A browser tells no driver.
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -530,7 +535,8 @@ pub fn profile_report_all() -> String {
 
 fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
     AdapterSummary {
-        name: info.name.clone(),
+        // Browsers may withhold the adapter's name (Chromium's SwiftShader gives none).
+        name: if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name.clone() },
         backend: format!("{:?}", info.backend).to_lowercase(),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         device_type: format!("{:?}", info.device_type),
