@@ -47,7 +47,7 @@ var<workgroup> ps: array<vec4<f32>, {{PS_LEN}}>;
 var<workgroup> red: array<vec4<f32>, {{RED_LEN}}>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 @compute @workgroup_size({{WG}})
@@ -200,7 +200,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if rows[ri] < q_len {
             let row = bh * q_len + rows[ri];
             var inv = 0.0;
-            var z = bitcast<f32>(0x7f800000u);
+            var z = kiln_f32_bits(0x7f800000u);
             if total[ri] > 0.0 {
                 inv = 1.0 / total[ri];
                 z = m[ri] + log(total[ri]);

@@ -107,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             dos[c * SP + e] = dx;
         }
         for (var c = lid; c < BC; c += WG) {
-            var z = bitcast<f32>(0x7f800000u);
+            var z = kiln_f32_bits(0x7f800000u);
             var dl = 0.0;
             if t0 + c < q_len {
                 z = lse[q0 + t0 + c];
@@ -153,7 +153,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let b = bh / heads;
                 let h = bh % heads;
                 si += vec4<f32>(attn_bias(b, h, i, kj.x), attn_bias(b, h, i, kj.y), attn_bias(b, h, i, kj.z), attn_bias(b, h, i, kj.w));
-                vis = vis & (si > vec4<f32>(bitcast<f32>(0xff800000u)));
+                vis = vis & (si > vec4<f32>(kiln_f32_bits(0xff800000u)));
             }
             let r = attn_drop4(q0 + i, keys.x, kv_len);
             let p = select(vec4<f32>(0.0), exp(si - tl[c]), vis);

@@ -38,7 +38,7 @@ var<workgroup> ds: array<vec4<f32>, {{PS_LEN}}>;
 var<workgroup> rowd: array<f32, {{BR}}>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 @compute @workgroup_size({{WG}})
@@ -91,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     let dl = vec4<f32>(rowd[tr * 4u], rowd[tr * 4u + 1u], rowd[tr * 4u + 2u], rowd[tr * 4u + 3u]);
     // +inf for rows past the end: exp(s − inf) = 0.
-    var z = vec4<f32>(bitcast<f32>(0x7f800000u));
+    var z = vec4<f32>(kiln_f32_bits(0x7f800000u));
     for (var ri = 0u; ri < 4u; ri++) {
         if rows[ri] < q_len {
             z[ri] = lse[q0 + rows[ri]];

@@ -51,7 +51,7 @@ var<workgroup> os: array<f32, {{OS_LEN}}>;
 var<workgroup> fin: array<f32, {{BR}}>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 @compute @workgroup_size({{WG}})
@@ -166,7 +166,7 @@ fn main(
     // Row r's 1/l, then every thread stores whole vec4s of the output.
     if lid < BR {
         var inv = 0.0;
-        var z = bitcast<f32>(0x7f800000u);
+        var z = kiln_f32_bits(0x7f800000u);
         if l > 0.0 {
             inv = 1.0 / l;
             z = m + log(l);

@@ -119,7 +119,7 @@ fn main(
             dos[c * Q4 + x % D4] = dx;
         }
         for (var c = lid; c < BC; c += WG) {
-            var z = bitcast<f32>(0x7f800000u);
+            var z = kiln_f32_bits(0x7f800000u);
             var dl = 0.0;
             if t0 + c < q_len {
                 z = lse[q0 + t0 + c];

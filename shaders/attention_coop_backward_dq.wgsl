@@ -93,7 +93,7 @@ fn main(
         let i = i0 + lid;
         var dsum = 0.0;
         // +inf past the end: exp(s − inf) = 0.
-        var z = bitcast<f32>(0x7f800000u);
+        var z = kiln_f32_bits(0x7f800000u);
         if i < q_len {
             for (var e = 0u; e < D4; e++) {
                 dsum += dot(vec4<f32>(dout[(q0 + i) * D4 + e]), vec4<f32>(o[(q0 + i) * D4 + e]));

@@ -18,7 +18,7 @@ var<workgroup> red_m: array<f32, 64>;
 var<workgroup> red_l: array<f32, 64>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 @compute @workgroup_size(64)
@@ -83,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         st4_s(row.base, c, p * attn_drop4(row.r, c * 4u, kv_len));
     }
     if row.lane == 0u {
-        var z = bitcast<f32>(0x7f800000u);
+        var z = kiln_f32_bits(0x7f800000u);
         if l > 0.0 {
             z = m + log(l);
         }

@@ -19,7 +19,7 @@ fn probs(row: ScoreRow, c: u32, z: f32) -> vec4<f32> {
     let x = scores4(row, c);
     var p = vec4<f32>(0.0);
     for (var e = 0u; e < 4u; e++) {
-        if visible(c * 4u + e, row.end, row.mask_base) && x[e] > bitcast<f32>(0xff800000u) {
+        if visible(c * 4u + e, row.end, row.mask_base) && x[e] > kiln_f32_bits(0xff800000u) {
             p[e] = exp(x[e] - z);
         }
     }

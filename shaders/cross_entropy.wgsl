@@ -19,7 +19,7 @@ var<workgroup> red_z: array<f32, 256>;
 var<workgroup> red_s: array<f32, 256>;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 fn push(a: MaxSum, x: f32) -> MaxSum {
@@ -77,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if info[2] != 0u && t == info[3] {
             loss = 0.0;
         } else if t >= c {
-            loss = bitcast<f32>(0x7fc00000u);
+            loss = kiln_f32_bits(0x7fc00000u);
         } else {
             loss = (1.0 - eps) * (z - ld_x(base + t)) + eps * (z - red_s[0] / f32(c));
         }

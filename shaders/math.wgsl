@@ -34,7 +34,7 @@ fn kiln_expm1(x: f32) -> f32 {
 // the factor x/(u − 1) corrects the rounding of u = 1 + x.
 fn kiln_log1p(x: f32) -> f32 {
     // Below -1 (-inf included) the log is undefined, as Rust's ln_1p says.
-    if x < -1.0 { return bitcast<f32>(0x7fc00000u); }
+    if x < -1.0 { return kiln_f32_bits(0x7fc00000u); }
     if x >= -0.5 && x <= 1.0 {
         let s = x / (2.0 + x);
         let s2 = s * s;
@@ -138,7 +138,7 @@ fn kiln_sincos_poly(r: f32) -> vec2<f32> {
 }
 
 fn kiln_sin(x: f32) -> f32 {
-    if kiln_isnan(x) || kiln_isinf(x) { return bitcast<f32>(0x7fc00000u); }
+    if kiln_isnan(x) || kiln_isinf(x) { return kiln_f32_bits(0x7fc00000u); }
     let red = kiln_trig_reduce(abs(x));
     let sc = kiln_sincos_poly(red.x);
     let q = u32(red.y);
@@ -148,7 +148,7 @@ fn kiln_sin(x: f32) -> f32 {
 }
 
 fn kiln_cos(x: f32) -> f32 {
-    if kiln_isnan(x) || kiln_isinf(x) { return bitcast<f32>(0x7fc00000u); }
+    if kiln_isnan(x) || kiln_isinf(x) { return kiln_f32_bits(0x7fc00000u); }
     let red = kiln_trig_reduce(abs(x));
     let sc = kiln_sincos_poly(red.x);
     let q = u32(red.y);
@@ -182,7 +182,7 @@ fn kiln_softplus(x: f32) -> f32 {
 // IEEE 754 pow's special cases, as f64::powf on the CPU: WGSL's pow is exp2(y·log2(x)), which
 // is undefined for x < 0 and gives NaN for 1^inf (0·inf).
 fn kiln_pow(x: f32, y: f32) -> f32 {
-    let inf = bitcast<f32>(0x7f800000u);
+    let inf = kiln_f32_bits(0x7f800000u);
     if y == 0.0 || x == 1.0 { return 1.0; }
     if kiln_isnan(x) || kiln_isnan(y) { return x + y; }
     let ax = abs(x);
@@ -195,7 +195,7 @@ fn kiln_pow(x: f32, y: f32) -> f32 {
     let odd = integral && ay < 16777216.0 && (i32(ay) & 1) == 1;
     // The sign bit, so that -0 and -inf count as negative.
     let negative = (bitcast<u32>(x) & 0x80000000u) != 0u;
-    if negative && !integral && ax != 0.0 && !kiln_isinf(x) { return bitcast<f32>(0x7fc00000u); }
+    if negative && !integral && ax != 0.0 && !kiln_isinf(x) { return kiln_f32_bits(0x7fc00000u); }
     var r = 0.0;
     if ax == 0.0 || kiln_isinf(x) {
         r = select(0.0, inf, (ax == 0.0) == (y < 0.0));

@@ -23,3 +23,10 @@ fn layout_index(base: u32, i: u32) -> u32 {
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
+
+// The f32 with these bits. WGSL makes a constant expression that evaluates to inf or NaN an
+// error (Chrome's Tint enforces it, naga does not), and a call to a user function is never a
+// constant expression: kernels build inf and NaN through this.
+fn kiln_f32_bits(b: u32) -> f32 {
+    return bitcast<f32>(b);
+}

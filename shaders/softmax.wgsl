@@ -27,7 +27,7 @@ struct MaxSum {
 {{SHARED}}
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    return kiln_f32_bits(0xff800000u);
 }
 
 fn is_nan(x: f32) -> bool {
@@ -57,7 +57,7 @@ fn push(a: MaxSum, x: f32) -> MaxSum {
 
 fn finish(x: f32, m: f32, z: f32, lz: f32, poisoned: bool) -> f32 {
     if poisoned {
-        return bitcast<f32>(0x7fc00000u);
+        return kiln_f32_bits(0x7fc00000u);
     }
     return {{OUTPUT}};
 }

@@ -89,6 +89,27 @@ fn every_read_and_sync_is_counted_once() {
     assert_eq!(counting(&d, || pollster::block_on(t.to_vec_async::<f32>()).unwrap()).1, 1, "to_vec_async");
     assert_eq!(assert_one_read("sum", &d, &t.sum_all().unwrap()), 5.0);
     assert_eq!(d.memory_stats().syncs, d.sync_count());
+    // The async forms a browser needs work natively too, and count the same.
+    assert_eq!(counting(&d, || pollster::block_on(d.sync_async()).unwrap()).1, 1, "sync_async");
+    let (v, waits) = counting(&d, || pollster::block_on(t.sum_all().unwrap().item_async()).unwrap());
+    assert_eq!((v, waits), (5.0, 1), "item_async");
+    let err = pollster::block_on(t.item_async()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { op: "item_async", .. }), "{err}");
+}
+
+#[test]
+fn gpu_async_opens_the_device_gpu_shares() {
+    let Some(d) = helpers::gpu("gpu_async_opens_the_device_gpu_shares") else { return };
+    if std::env::var("KILN_DEVICE").is_err() {
+        assert_eq!(pollster::block_on(Device::gpu_async()).unwrap(), d);
+    }
+    let ctx = pollster::block_on(kiln_wgpu::GpuContext::new_async(
+        &kiln_wgpu::context::AdapterChoice::Any,
+        &kiln_wgpu::ContextOptions::default(),
+    ))
+    .expect("a context opened without blocking");
+    let t = Tensor::from_vec(vec![1.5f32, 2.5], &[2], &Device::Gpu(ctx)).unwrap();
+    assert_eq!(pollster::block_on(t.to_f64_vec_async()).unwrap(), vec![1.5, 2.5]);
 }
 
 /// Linear/ReLU/Dropout/cross-entropy, AdamW, warm-up + cosine, clipping at 1.

@@ -54,6 +54,12 @@ pub enum Error {
     /// problem at once, by key. `mismatched` pairs a key with what differs (shape or dtype).
     #[error("state dict does not fit the module: {}", state_dict_summary(missing, unexpected, mismatched))]
     StateDict { missing: Vec<String>, unexpected: Vec<String>, mismatched: Vec<(String, String)> },
+
+    /// A call that would wait for the GPU where waiting is not allowed: in a browser
+    /// (wasm32) nothing may block the page's event loop, so GPU readbacks, `sync` and device
+    /// creation have async forms, which this error names.
+    #[error("{op}: would block waiting for the GPU, which a browser does not allow; use {alternative} instead")]
+    WouldBlock { op: &'static str, alternative: &'static str },
 }
 
 fn state_dict_summary(missing: &[String], unexpected: &[String], mismatched: &[(String, String)]) -> String {

@@ -5,11 +5,11 @@ use crate::{Device, Element, Tensor, rng};
 use kiln_backend::{DType, Distribution, Error, HostData, Result};
 
 /// Creation ops that build their values on the host refuse counts no machine could hold, rather
-/// than letting the allocator abort.
-const MAX_HOST_ELEMENTS: usize = 1 << 34;
+/// than letting the allocator abort (on 32-bit targets such as wasm32, no count passes it).
+const MAX_HOST_ELEMENTS: u64 = 1 << 34;
 
 fn host_count(op: &'static str, n: usize) -> Result<usize> {
-    if n > MAX_HOST_ELEMENTS {
+    if n as u64 > MAX_HOST_ELEMENTS {
         return Err(Error::OutOfMemory { op, msg: format!("{n} elements is more than the host can build") });
     }
     Ok(n)
@@ -25,7 +25,7 @@ fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
 /// `0..n` (or `n-1..=0` when `reversed`) as a u32 tensor, built in a fallible host allocation:
 /// `n` past 2^32 cannot be u32 indices, and one too large for the host is `OutOfMemory`.
 pub(crate) fn u32_range(op: &'static str, n: usize, reversed: bool, device: &Device) -> Result<Tensor> {
-    if n > u32::MAX as usize + 1 {
+    if n as u64 > u32::MAX as u64 + 1 {
         return Err(Error::invalid(op, format!("{n} positions do not fit u32 indices")));
     }
     let mut v: Vec<u32> = Vec::new();

@@ -36,16 +36,33 @@ pub fn profile_report() -> String {
     kiln_wgpu::profile_report_all()
 }
 
-fn open(choice: AdapterChoice) -> Result<Device> {
+/// The GPU devices opened so far, one per adapter choice, shared process-wide.
+fn opened() -> &'static Mutex<HashMap<String, GpuDevice>> {
     static OPEN: OnceLock<Mutex<HashMap<String, GpuDevice>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+fn open(choice: AdapterChoice) -> Result<Device> {
     let key = format!("{choice:?}");
-    let mut open = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut open = opened().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(d) = open.get(&key) {
         return Ok(Device::Gpu(d.clone()));
     }
     let dev = GpuContext::new(&choice)?;
     open.insert(key, dev.clone());
     Ok(Device::Gpu(dev))
+}
+
+/// [`open`] without blocking. The lock is not held across the wait (a browser has one thread,
+/// and a native caller may hold others); a device opened meanwhile by another caller wins.
+async fn open_async(choice: AdapterChoice) -> Result<Device> {
+    let key = format!("{choice:?}");
+    if let Some(d) = opened().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(Device::Gpu(d.clone()));
+    }
+    let dev = GpuContext::new_async(&choice, &kiln_wgpu::ContextOptions::from_env()).await?;
+    let mut open = opened().lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Device::Gpu(open.entry(key).or_insert(dev).clone()))
 }
 
 /// Parses a `KILN_DEVICE` value: `cpu`, `gpu`, a backend name, or part of an adapter's name.
@@ -83,6 +100,32 @@ impl Device {
             Some(choice) => open(choice),
             None => open(AdapterChoice::Any),
         }
+    }
+
+    /// [`Device::gpu`] without blocking: the way to open the GPU in a browser (wasm32 on WebGPU),
+    /// where `Device::gpu()` returns `Error::WouldBlock` until this has opened the device (then
+    /// both return the same shared device). Works natively too. Without WebGPU in the browser
+    /// the error says so; [`Device::cpu`] still works there.
+    pub async fn gpu_async() -> Result<Device> {
+        match std::env::var("KILN_DEVICE").ok().and_then(|v| choice_from(&v)) {
+            Some(choice) => open_async(choice).await,
+            None => open_async(AdapterChoice::Any).await,
+        }
+    }
+
+    /// [`Device::best`] without blocking. In a browser: the WebGPU adapter, whatever its kind
+    /// (a software one such as SwiftShader included: it beats the single-threaded CPU backend
+    /// there), else the CPU backend. Natively: a hardware GPU, else the CPU backend.
+    pub async fn best_async() -> Device {
+        let choice = match std::env::var("KILN_DEVICE") {
+            Ok(v) => match choice_from(&v) {
+                None => return Device::Cpu,
+                Some(c) => c,
+            },
+            Err(_) if cfg!(target_arch = "wasm32") => AdapterChoice::Any,
+            Err(_) => AdapterChoice::Hardware,
+        };
+        open_async(choice).await.unwrap_or(Device::Cpu)
     }
 
     /// A GPU adapter chosen by [`AdapterChoice`] semantics: `"vulkan"`, `"gl"`, a name fragment...
@@ -241,11 +284,21 @@ impl Device {
         }
     }
 
-    /// Submits recorded GPU work and waits for it.
+    /// Submits recorded GPU work and waits for it. In a browser this would block the page:
+    /// it returns `Error::WouldBlock` there; use [`sync_async`](Self::sync_async).
     pub fn sync(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
             Device::Gpu(g) => g.sync(),
+        }
+    }
+
+    /// Submits recorded GPU work and resolves once the GPU has finished it, without blocking
+    /// the calling task (the form of [`sync`](Self::sync) a browser allows).
+    pub async fn sync_async(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.sync_async().await,
         }
     }
 

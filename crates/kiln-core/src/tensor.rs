@@ -167,6 +167,7 @@ impl Tensor {
     /// assert_eq!(t.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
     /// ```
     pub fn to_vec<T: crate::Element>(&self) -> Result<Vec<T>> {
+        self.refuse_blocking_read("to_vec", "to_vec_async")?;
         T::from_host(self.to_host()?, "to_vec")
     }
 
@@ -178,12 +179,33 @@ impl Tensor {
 
     /// Every element as host data of the tensor's own dtype.
     pub fn to_host(&self) -> Result<HostData> {
+        self.refuse_blocking_read("to_host", "to_host_async")?;
         self.storage().to_host(self.layout())
+    }
+
+    /// [`to_host`](Self::to_host) without blocking the calling task.
+    pub async fn to_host_async(&self) -> Result<HostData> {
+        self.storage().to_host_async(self.layout()).await
     }
 
     /// Every element converted to f64 (bools as 0/1): handy in tests and metrics.
     pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        self.refuse_blocking_read("to_f64_vec", "to_f64_vec_async")?;
         Ok(self.to_host()?.to_f64_vec())
+    }
+
+    /// [`to_f64_vec`](Self::to_f64_vec) without blocking the calling task.
+    pub async fn to_f64_vec_async(&self) -> Result<Vec<f64>> {
+        Ok(self.to_host_async().await?.to_f64_vec())
+    }
+
+    /// Reading a GPU tensor waits for the GPU, which a browser does not allow: there the
+    /// blocking reads return `Error::WouldBlock` naming their async form.
+    fn refuse_blocking_read(&self, op: &'static str, alternative: &'static str) -> Result<()> {
+        if cfg!(target_arch = "wasm32") && self.device().is_gpu() {
+            return Err(Error::WouldBlock { op, alternative });
+        }
+        Ok(())
     }
 
     /// The single value of a one-element tensor, as f64.
@@ -197,7 +219,16 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::shape("item", format!("needs exactly one element, tensor has shape {:?}", self.shape())));
         }
+        self.refuse_blocking_read("item", "item_async")?;
         Ok(self.to_f64_vec()?[0])
+    }
+
+    /// [`item`](Self::item) without blocking the calling task: how a browser reads a loss.
+    pub async fn item_async(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::shape("item_async", format!("needs exactly one element, tensor has shape {:?}", self.shape())));
+        }
+        Ok(self.to_f64_vec_async().await?[0])
     }
 
     /// A copy of this tensor on `device` (a cheap clone when it is already there).
@@ -213,7 +244,23 @@ impl Tensor {
         if self.device() == device {
             return Ok(self.clone());
         }
+        self.refuse_blocking_read("to", "to_async")?;
         let data = self.to_host()?;
+        self.with_data_on(device, data)
+    }
+
+    /// [`to`](Self::to) without blocking the calling task: how a browser moves a tensor off
+    /// the GPU (uploads never wait; reading the GPU's data back does).
+    pub async fn to_async(&self, device: &Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let data = self.to_host_async().await?;
+        self.with_data_on(device, data)
+    }
+
+    /// This tensor's `data`, read from it, as a tensor on `device` whose gradient flows back.
+    fn with_data_on(&self, device: &Device, data: HostData) -> Result<Tensor> {
         let storage = Storage::from_host(device, &data)?;
         let source = self.device().clone();
         Tensor::from_op(storage, self.shape(), device, "to", &[self], move |g| Ok(vec![Some(g.to(&source)?)]))

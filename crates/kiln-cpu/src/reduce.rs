@@ -33,7 +33,7 @@ fn reduce_typed<T: Num>(v: &[T], layout: &Layout, op: ReduceOp, reduced_dims: us
     let x = read(name, v, layout)?;
     let (kept, reduced) = layout.shape().split_at(layout.rank() - reduced_dims);
     let (groups, group_len) = (product(name, kept)?, product(name, reduced)?);
-    if op.is_arg() && group_len > u32::MAX as usize + 1 {
+    if op.is_arg() && group_len as u64 > u32::MAX as u64 + 1 {
         return Err(Error::invalid(name, format!("{group_len} positions do not fit a u32 index")));
     }
     if group_len == 0 && groups > 0 {

@@ -170,6 +170,12 @@ where
         let batcher = Arc::clone(&self.batcher);
         let batch_size = self.batch_size;
         let shard = self.shard;
+        if cfg!(target_arch = "wasm32") {
+            // A browser page has one thread: build each batch when it is asked for.
+            let mut chunks = order.chunks(batch_size).map(<[usize]>::to_vec).collect::<Vec<_>>().into_iter();
+            let make = move || Some(make_batch(&*dataset, &*batcher, &chunks.next()?, shard));
+            return Epoch { rx: None, worker: None, remaining: total, pending_error: None, inline: Some(Box::new(make)) };
+        }
         let spawned = std::thread::Builder::new()
             .name("kiln-data-loader".into())
             .spawn(move || produce(&*dataset, &*batcher, &order, batch_size, shard, &tx));
@@ -179,12 +185,14 @@ where
                 worker: Some(worker),
                 remaining: total,
                 pending_error: None,
+                inline: None,
             },
             Err(e) => Epoch {
                 rx: None,
                 worker: None,
                 remaining: 0,
                 pending_error: Some(DataError::Worker(format!("cannot spawn thread: {e}"))),
+                inline: None,
             },
         }
     }
@@ -201,27 +209,43 @@ fn produce<D: Dataset, B: Batcher<D::Item>>(
     tx: &SyncSender<Result<B::Batch>>,
 ) {
     for batch in order.chunks(batch_size) {
-        let chunk = match shard {
-            Some((rank, world)) => &batch[crate::shard_range(batch.len(), rank, world)],
-            None => batch,
-        };
-        let mut items = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            match dataset.get(i) {
-                Some(item) => items.push(item),
-                None => {
-                    let len = dataset.len();
-                    let msg = format!("dataset returned no sample for index {i} (len {len})");
-                    // Ignoring a send error is right: nobody is listening.
-                    let _ = tx.send(Err(DataError::Worker(msg)));
+        match make_batch(dataset, batcher, batch, shard) {
+            Ok(b) => {
+                if tx.send(Ok(b)).is_err() {
                     return;
                 }
             }
-        }
-        if tx.send(Ok(batcher.batch(items))).is_err() {
-            return;
+            Err(e) => {
+                // Ignoring a send error is right: nobody is listening.
+                let _ = tx.send(Err(e));
+                return;
+            }
         }
     }
+}
+
+/// One batch of the samples at `batch` (this rank's part of them when sharded).
+fn make_batch<D: Dataset, B: Batcher<D::Item>>(
+    dataset: &D,
+    batcher: &B,
+    batch: &[usize],
+    shard: Option<(usize, usize)>,
+) -> Result<B::Batch> {
+    let chunk = match shard {
+        Some((rank, world)) => &batch[crate::shard_range(batch.len(), rank, world)],
+        None => batch,
+    };
+    let mut items = Vec::with_capacity(chunk.len());
+    for &i in chunk {
+        match dataset.get(i) {
+            Some(item) => items.push(item),
+            None => {
+                let len = dataset.len();
+                return Err(DataError::Worker(format!("dataset returned no sample for index {i} (len {len})")));
+            }
+        }
+    }
+    Ok(batcher.batch(items))
 }
 
 /// The batches of one epoch; see [`DataLoader::epoch`].
@@ -230,6 +254,8 @@ pub struct Epoch<T> {
     worker: Option<JoinHandle<()>>,
     remaining: usize,
     pending_error: Option<DataError>,
+    /// Where threads cannot be spawned (wasm32): builds the next batch on the caller's thread.
+    inline: Option<Box<dyn FnMut() -> Option<Result<T>> + Send>>,
 }
 
 impl<T> Epoch<T> {
@@ -261,6 +287,14 @@ impl<T> Iterator for Epoch<T> {
         }
         if self.remaining == 0 {
             return None;
+        }
+        if let Some(make) = self.inline.as_mut() {
+            let next = make();
+            self.remaining = match next {
+                Some(Ok(_)) => self.remaining - 1,
+                _ => 0,
+            };
+            return next;
         }
         let received = self.rx.as_ref()?.recv();
         match received {

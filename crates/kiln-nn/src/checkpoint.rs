@@ -73,6 +73,36 @@ pub fn save_state_dict(named: &[(String, Tensor)], path: impl AsRef<Path>) -> Re
     write(path.as_ref(), named.to_vec(), None)
 }
 
+/// The bytes of the safetensors file [`save`] would write: for a browser, which has no file
+/// system, or to send a model over a network. Reads GPU tensors back, blocking: in a browser use
+/// [`save_to_bytes_async`].
+pub fn save_to_bytes(model: &dyn Module) -> Result<Vec<u8>> {
+    let entries = model_entries(model).into_iter().map(|(n, t)| Entry::from_tensor(n, &t)).collect::<Result<_>>()?;
+    encode(BYTES, entries, None)
+}
+
+/// [`save_to_bytes`] without blocking the calling task (GPU tensors are read back asynchronously).
+pub async fn save_to_bytes_async(model: &dyn Module) -> Result<Vec<u8>> {
+    let mut entries = Vec::new();
+    for (name, t) in model_entries(model) {
+        let (dtype, bytes) = host_to_bytes(&t.to_host_async().await?);
+        entries.push(Entry { name, dtype, shape: t.shape().to_vec(), bytes });
+    }
+    encode(BYTES, entries, None)
+}
+
+/// [`load`] from the bytes of a safetensors file (what [`save_to_bytes`] returns, or a file a
+/// page fetched), with the same checks; on any error the model is unchanged.
+pub fn load_from_bytes(model: &dyn Module, bytes: &[u8]) -> Result<()> {
+    let path = Path::new(BYTES);
+    let file = parse(bytes, path)?;
+    let plan = plan_model(model, &file, path)?;
+    commit(plan)
+}
+
+/// What errors about in-memory checkpoints name in place of a path.
+const BYTES: &str = "<bytes>";
+
 /// Loads `path` into `model`'s parameters and buffers, each onto the device it already lives on.
 /// Every key of the model must be in the file with the same shape and dtype, and the file may
 /// hold no others (optimizer entries are ignored). On any error the model is unchanged.
@@ -267,21 +297,49 @@ impl Checksum {
     }
 }
 
-fn write(path: &Path, named: Vec<(String, Tensor)>, step: Option<u64>) -> Result<()> {
+/// Refuses two tensors of one name.
+fn check_unique<'a>(path: &Path, names: impl Iterator<Item = &'a str>) -> Result<()> {
     let mut seen = HashSet::new();
-    for (n, _) in &named {
-        if !seen.insert(n.as_str()) {
+    for n in names {
+        if !seen.insert(n) {
             return Err(ckpt_err(path, format!("two tensors are named {n:?}")));
         }
     }
-    let entries: Vec<Entry> = named.into_iter().map(|(n, t)| Entry::from_tensor(n, &t)).collect::<Result<_>>()?;
+    Ok(())
+}
+
+/// The header metadata of a checkpoint of `entries`: format, version, step, checksum.
+fn metadata_for(entries: &[&Entry], step: Option<u64>) -> HashMap<String, String> {
     let mut metadata =
         HashMap::from([("format".to_string(), "pt".to_string()), (VERSION_KEY.to_string(), "1".to_string())]);
     if let Some(step) = step {
         metadata.insert(STEP_KEY.to_string(), step.to_string());
     }
+    metadata.insert(CHECKSUM_KEY.to_string(), Checksum::of(&metadata, entries));
+    metadata
+}
+
+/// A whole checkpoint file's bytes, in memory.
+fn encode(label: &str, entries: Vec<Entry>, step: Option<u64>) -> Result<Vec<u8>> {
+    let path = Path::new(label);
+    check_unique(path, entries.iter().map(|e| e.name.as_str()))?;
     let refs: Vec<&Entry> = entries.iter().collect();
-    metadata.insert(CHECKSUM_KEY.to_string(), Checksum::of(&metadata, &refs));
+    let metadata = metadata_for(&refs, step);
+    safetensors::serialize(refs.iter().map(|e| (e.name.as_str(), *e)), Some(metadata))
+        .map_err(|e| ckpt_err(path, format!("cannot serialize: {e}")))
+}
+
+fn write(path: &Path, named: Vec<(String, Tensor)>, step: Option<u64>) -> Result<()> {
+    if cfg!(target_arch = "wasm32") {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            msg: "a browser has no file system: use save_to_bytes_async".into(),
+        });
+    }
+    check_unique(path, named.iter().map(|(n, _)| n.as_str()))?;
+    let entries: Vec<Entry> = named.into_iter().map(|(n, t)| Entry::from_tensor(n, &t)).collect::<Result<_>>()?;
+    let refs: Vec<&Entry> = entries.iter().collect();
+    let metadata = metadata_for(&refs, step);
 
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -378,10 +436,15 @@ struct FileContents {
 
 fn read(path: &Path) -> Result<FileContents> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    parse(&bytes, path)
+}
+
+/// Parses and verifies a checkpoint file's bytes; errors name `path`.
+fn parse(bytes: &[u8], path: &Path) -> Result<FileContents> {
     let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
+        SafeTensors::deserialize(bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| ckpt_err(path, format!("not a valid safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let mut entries = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {

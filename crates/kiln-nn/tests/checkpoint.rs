@@ -106,6 +106,37 @@ fn round_trip_is_bit_exact() {
 }
 
 #[test]
+fn bytes_round_trip_like_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    let a = Tiny::new(5);
+    save(&a, &path).unwrap();
+    let bytes = checkpoint::save_to_bytes(&a).unwrap();
+    let b = Tiny::new(6);
+    checkpoint::load_from_bytes(&b, &bytes).unwrap();
+    assert_eq!(a.snapshot(), b.snapshot());
+    // The file loads from its bytes, and the async form's bytes load too.
+    for (what, other) in [("file", std::fs::read(&path).unwrap()), ("async", pollster::block_on(checkpoint::save_to_bytes_async(&a)).unwrap())] {
+        let c = Tiny::new(7);
+        checkpoint::load_from_bytes(&c, &other).unwrap();
+        assert_eq!(a.snapshot(), c.snapshot(), "{what}");
+    }
+    // Bad bytes are rejected with the same checks as a bad file, naming no path, and leave
+    // the model as it was.
+    let before = b.snapshot();
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x10;
+    let msg = is_checkpoint_err(checkpoint::load_from_bytes(&b, &flipped), "flipped byte");
+    assert!(msg.contains("checksum"), "{msg}");
+    let err = checkpoint::load_from_bytes(&b, &bytes[..20]).unwrap_err();
+    assert!(matches!(&err, Error::Checkpoint { path, .. } if path == "<bytes>"), "{err}");
+    let missing = is_checkpoint_err(checkpoint::load_from_bytes(&b, &checkpoint::save_to_bytes(&OnlyW(a.w.clone())).unwrap()), "missing keys");
+    assert!(missing.contains("missing key \"b\""), "{missing}");
+    assert_eq!(b.snapshot(), before);
+}
+
+#[test]
 fn files_are_standard_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.safetensors");

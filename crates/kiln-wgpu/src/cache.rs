@@ -123,9 +123,8 @@ impl KernelCache {
         }
         let wgsl = source();
         let explicit = storage_bindings(&wgsl).map(|b| dynamic_layout(device, &b));
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(wgsl.into()) };
-        let module = match checks {
+        let make_module = || match checks {
             Checks::All => device.create_shader_module(desc),
             Checks::TrustedIndices => {
                 let mut runtime = wgpu::ShaderRuntimeChecks::checked();
@@ -137,24 +136,28 @@ impl KernelCache {
                 unsafe { device.create_shader_module_trusted(desc, runtime) }
             }
         };
-        let build = |layout: Option<&wgpu::PipelineLayout>| {
+        let build = |module: &wgpu::ShaderModule, layout: Option<&wgpu::PipelineLayout>| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(key),
                 layout,
-                module: &module,
+                module,
                 entry_point: Some("main"),
                 compilation_options: Default::default(),
                 cache: self.store.as_ref().map(|s| s.cache()),
             })
         };
-        let mut built = explicit.as_ref().map(|(bgl, pl)| (build(Some(pl)), bgl.clone(), true));
-        let mut error = pollster::block_on(scope.pop());
+        // In a browser the scope catches nothing (see `platform`): errors surface at the next
+        // sync or readback instead.
+        let ((module, mut built), mut error) = crate::platform::scoped(device, wgpu::ErrorFilter::Validation, || {
+            let module = make_module();
+            let built = explicit.as_ref().map(|(bgl, pl)| (build(&module, Some(pl)), bgl.clone(), true));
+            (module, built)
+        });
         if built.is_none() || error.is_some() {
             // No explicit layout could be derived, or the shader disagreed with it: let wgpu
             // derive one (binding 0 then takes a fresh bind group per dispatch).
-            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let pipeline = build(None);
-            error = pollster::block_on(scope.pop());
+            let pipeline;
+            (pipeline, error) = crate::platform::scoped(device, wgpu::ErrorFilter::Validation, || build(&module, None));
             let layout = pipeline.get_bind_group_layout(0);
             built = Some((pipeline, layout, false));
         }

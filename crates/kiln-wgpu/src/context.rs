@@ -44,7 +44,12 @@ pub struct AdapterSummary {
 
 impl std::fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {}, driver {})", self.name, self.backend, self.device_type, self.driver)
+        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
+        // A browser tells no driver.
+        if !self.driver.is_empty() {
+            write!(f, ", driver {}", self.driver)?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -205,9 +210,18 @@ impl GpuContext {
         Self::new_with(choice, &ContextOptions::from_env())
     }
 
-    /// Opens a device on the adapter `choice` selects, with explicit options.
+    /// Opens a device on the adapter `choice` selects, with explicit options. Blocks until the
+    /// device is there, so in a browser it returns `Error::WouldBlock`: use
+    /// [`new_async`](Self::new_async) there.
     pub fn new_with(choice: &AdapterChoice, options: &ContextOptions) -> Result<GpuDevice> {
-        let adapter = pick_adapter(choice)?;
+        crate::platform::refuse_blocking("Device::gpu", "Device::gpu_async")?;
+        pollster::block_on(Self::new_async(choice, options))
+    }
+
+    /// [`new_with`](Self::new_with) without blocking: the only way to open a device in a
+    /// browser, where adapter and device arrive through promises.
+    pub async fn new_async(choice: &AdapterChoice, options: &ContextOptions) -> Result<GpuDevice> {
+        let adapter = pick_adapter(choice).await?;
         let mut features = adapter.features() & WANTED;
         let coop = coop_config(&adapter, adapter.features()).is_some();
         if coop {
@@ -229,7 +243,9 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
             .map_err(|e| Error::NoDevice { msg: format!("request_device on {}: {e}", adapter.get_info().name) })?;
         Ok(Self::from_wgpu_with(&adapter, device, queue, options))
     }
@@ -271,12 +287,13 @@ impl GpuContext {
             batch: Mutex::new(batch),
             options: options.clone(),
             tuner: crate::autotune::Tuner::new(
-                options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu),
+                // Timing candidates needs blocking syncs, which a browser does not allow.
+                options.autotune.unwrap_or(info.device_type != wgpu::DeviceType::Cpu) && !crate::platform::WEB,
                 options.cache_dir.as_deref(),
                 &pipeline_cache::adapter_tag(&info),
             ),
             fusion: Default::default(),
-            spin: options.spin.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
+            spin: options.spin.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu || crate::platform::WEB {
                 std::time::Duration::ZERO
             } else {
                 std::time::Duration::from_millis(2)
@@ -476,6 +493,7 @@ impl GpuContext {
     }
 
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        crate::platform::refuse_blocking("sync", "sync_async")?;
         self.count_sync();
         if self.is_lost() {
             return self.check("sync");
@@ -524,7 +542,8 @@ pub fn profile_report_all() -> String {
 
 fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
     AdapterSummary {
-        name: info.name.clone(),
+        // Browsers may withhold the adapter's name (Chromium's SwiftShader gives none).
+        name: if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name.clone() },
         backend: format!("{:?}", info.backend).to_lowercase(),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         device_type: format!("{:?}", info.device_type),
@@ -548,7 +567,7 @@ fn rank(info: &wgpu::AdapterInfo) -> u32 {
     ty * 2 + backend
 }
 
-fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+async fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     let backends = match choice {
         AdapterChoice::Backend(b) => *b,
         _ => wgpu::Backends::all(),
@@ -558,7 +577,7 @@ fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         flags: wgpu::InstanceFlags::empty().with_env(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let mut adapters = instance.enumerate_adapters(backends).await;
     adapters.retain(|a| {
         let info = a.get_info();
         match choice {
@@ -576,15 +595,25 @@ fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         return Ok(adapters.swap_remove(i % n));
     }
     adapters.into_iter().next().ok_or_else(|| Error::NoDevice {
-        msg: format!(
-            "no GPU adapter matches {choice:?} (on Linux without a GPU, install Mesa's lavapipe: \
-             apt-get install mesa-vulkan-drivers libvulkan1)"
-        ),
+        msg: if crate::platform::WEB {
+            format!(
+                "no WebGPU adapter matches {choice:?}: this browser has no WebGPU (navigator.gpu) or \
+                 gave no adapter (headless Chromium needs --enable-unsafe-webgpu); use Device::cpu()"
+            )
+        } else {
+            format!(
+                "no GPU adapter matches {choice:?} (on Linux without a GPU, install Mesa's lavapipe: \
+                 apt-get install mesa-vulkan-drivers libvulkan1)"
+            )
+        },
     })
 }
 
-/// Lists every adapter wgpu can see, for diagnostics.
+/// Lists every adapter wgpu can see, for diagnostics (blocks: empty in a browser).
 pub fn list_adapters() -> Vec<AdapterSummary> {
+    if crate::platform::WEB {
+        return Vec::new();
+    }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| summarize(&a.get_info())).collect()
 }

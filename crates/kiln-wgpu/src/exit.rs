@@ -8,8 +8,15 @@ use std::sync::{Arc, Mutex, Once, Weak};
 
 static CONTEXTS: Mutex<Vec<Weak<GpuContext>>> = Mutex::new(Vec::new());
 
+#[cfg(not(target_arch = "wasm32"))]
 unsafe extern "C" {
     fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// A browser page has no exit: nothing to install (nor a file system to write the cache to).
+#[cfg(target_arch = "wasm32")]
+unsafe fn atexit(_callback: extern "C" fn()) -> std::ffi::c_int {
+    0
 }
 
 extern "C" fn at_exit() {

@@ -15,7 +15,7 @@
 //! and split-k choice per shape class, timed once per machine; `KILN_MATMUL_SPLITK=0` turns
 //! split k off), `bind_cache` (bind groups reused across
 //! dispatches through a dynamic metadata offset), `exit` (profile table and cache written at
-//! process exit).
+//! process exit), `platform` (what differs in a browser: nothing blocks, async waits only).
 
 mod autotune;
 mod batch;
@@ -27,6 +27,7 @@ mod exit;
 mod fusion;
 mod kernels;
 mod pipeline_cache;
+mod platform;
 mod pool;
 pub mod profile;
 mod readback;

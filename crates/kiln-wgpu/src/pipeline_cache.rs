@@ -42,6 +42,9 @@ pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// The cache directory: `KILN_CACHE_DIR` (empty: no persistence), else `$XDG_CACHE_HOME/kiln`,
 /// else `~/.cache/kiln`.
 pub(crate) fn default_dir() -> Option<PathBuf> {
+    if crate::platform::WEB {
+        return None; // a browser page has no file system
+    }
     if let Some(v) = std::env::var_os("KILN_CACHE_DIR") {
         return (!v.is_empty()).then(|| PathBuf::from(v));
     }
@@ -88,19 +91,19 @@ impl PipelineStore {
         let file = std::fs::read(&path).ok();
         let payload = file.as_deref().and_then(unwrap_payload);
         let create = |data: Option<&[u8]>| {
-            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-            // SAFETY: `data` is what `get_data` returned for an adapter with this cache key and
-            // driver tag (the frame's hash proves the bytes intact); wgpu validates its header
-            // and `fallback` makes it start empty when the header does not match.
-            let cache = unsafe {
-                device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
-                    label: Some("kiln-pipelines"),
-                    data,
-                    fallback: true,
-                })
-            };
-            let failed = pollster::block_on(scope.pop()).is_some();
-            (cache, failed)
+            let (cache, error) = crate::platform::scoped(device, wgpu::ErrorFilter::Validation, || {
+                // SAFETY: `data` is what `get_data` returned for an adapter with this cache key
+                // and driver tag (the frame's hash proves the bytes intact); wgpu validates its
+                // header and `fallback` makes it start empty when the header does not match.
+                unsafe {
+                    device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                        label: Some("kiln-pipelines"),
+                        data,
+                        fallback: true,
+                    })
+                }
+            });
+            (cache, error.is_some())
         };
         let (mut cache, failed) = create(payload);
         if failed {

@@ -215,9 +215,9 @@ impl BufferPool {
 
     fn create(&self, device: &wgpu::Device, op: &'static str, class: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let make = || {
-            let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let b = device.create_buffer(&wgpu::BufferDescriptor { label: Some("kiln"), size: class, usage, mapped_at_creation: false });
-            (b, pollster::block_on(scope.pop()))
+            crate::platform::scoped(device, wgpu::ErrorFilter::OutOfMemory, || {
+                device.create_buffer(&wgpu::BufferDescriptor { label: Some("kiln"), size: class, usage, mapped_at_creation: false })
+            })
         };
         let (mut buffer, mut err) = make();
         if err.is_some() {

@@ -7,7 +7,8 @@
 //! Readback staging buffers come from the pool; readers decode straight from the mapped range
 //! (`read_with`), without an intermediate byte vector. The blocking path waits with
 //! `device.poll`, the async path hands the wait to a helper thread and awaits a channel, so an
-//! async caller never spins.
+//! async caller never spins. In a browser the blocking path refuses (`Error::WouldBlock`) and
+//! the async one needs no thread: the browser polls the device and fires the callback itself.
 
 use crate::{context::GpuContext, pool::PooledBuffer};
 use kiln_backend::{Error, Result};
@@ -63,6 +64,7 @@ impl GpuContext {
         bytes: u64,
         decode: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
+        crate::platform::refuse_blocking(op, "to_vec_async")?;
         if bytes == 0 {
             return Ok(decode(&[]));
         }
@@ -90,12 +92,46 @@ impl GpuContext {
             let _ = tx.send(r);
         })?;
         self.count_sync();
-        let ctx = self.clone();
-        // The map callback fires from inside a poll; a helper thread does that blocking poll.
-        std::thread::spawn(move || {
-            let _ = ctx.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+        self.poll_in_background(index);
+        let out = finish(op, &staging, bytes, decode, rx.await.ok());
+        // In a browser, errors of kernels built since the last check arrive only now.
+        if crate::platform::WEB {
+            self.check(op)?;
+        }
+        out
+    }
+
+    /// Submits everything recorded so far and resolves once the GPU has finished it, without
+    /// blocking the calling task (the async form of [`sync`](Self::sync)).
+    pub async fn sync_async(self: &std::sync::Arc<Self>) -> Result<()> {
+        let index = self.flush()?;
+        self.count_sync();
+        if self.is_lost() {
+            return self.check("sync_async");
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
         });
-        finish(op, &staging, bytes, decode, rx.await.ok())
+        self.poll_in_background(index);
+        if rx.await.is_err() {
+            return Err(Error::DeviceLost { msg: "sync_async: the GPU never finished the submitted work".into() });
+        }
+        self.check("sync_async")
+    }
+
+    /// Gets the callbacks of submission `index` fired without blocking the caller: natively a
+    /// helper thread does the blocking poll they fire from; a browser polls by itself.
+    fn poll_in_background(self: &std::sync::Arc<Self>, index: Option<wgpu::SubmissionIndex>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let ctx = self.clone();
+            std::thread::spawn(move || {
+                let _ = ctx.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
     }
 }
 

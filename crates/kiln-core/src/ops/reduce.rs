@@ -212,7 +212,7 @@ impl Tensor {
     /// tensor is empty (checked here so that every backend refuses it alike).
     fn check_u32_positions(&self, op: &'static str, dim: usize) -> Result<()> {
         let n = self.shape()[dim];
-        if n > u32::MAX as usize + 1 {
+        if n as u64 > u32::MAX as u64 + 1 {
             return Err(Error::invalid(op, format!("dim {dim} of {:?}: {n} positions do not fit a u32 index", self.shape())));
         }
         Ok(())
