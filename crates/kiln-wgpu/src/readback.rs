@@ -93,7 +93,7 @@ impl GpuContext {
         let ctx = self.clone();
         // The map callback fires from inside a poll; a helper thread does that blocking poll.
         std::thread::spawn(move || {
-            let _ = ctx.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+            ctx.block_on_gpu(index);
         });
         finish(op, &staging, bytes, decode, rx.await.ok())
     }

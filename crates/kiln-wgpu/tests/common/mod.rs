@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 #[allow(dead_code)]
 pub fn gpu(test: &str) -> Option<GpuDevice> {
     static DEV: OnceLock<Option<GpuDevice>> = OnceLock::new();
-    let dev = DEV.get_or_init(|| GpuContext::new(&AdapterChoice::Any).ok()).clone();
+    let dev = DEV.get_or_init(|| GpuContext::new(&AdapterChoice::from_env()).ok()).clone();
     if dev.is_none() {
         if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
             panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU adapter was found");
@@ -38,7 +38,7 @@ pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
 /// under KILN_REQUIRE_GPU=1 like [`gpu`].
 #[allow(dead_code)]
 pub fn gpu_with(test: &str, options: &kiln_wgpu::ContextOptions) -> Option<GpuDevice> {
-    match GpuContext::new_with(&AdapterChoice::Any, options) {
+    match GpuContext::new_with(&AdapterChoice::from_env(), options) {
         Ok(dev) => Some(dev),
         Err(e) if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
             panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU context: {e}")
@@ -57,4 +57,22 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a temp dir");
     dir
+}
+
+/// Whether `dev` runs f16. An adapter without SHADER_F16 (GL; DX12 through FXC) must refuse f16
+/// with a typed error rather than run it wrongly: this checks that (an f16 upload and an f32 to
+/// f16 cast both give `Error::Unsupported`) and returns false, so a test leaves out only its f16
+/// cases, having checked the refusal instead.
+#[allow(dead_code)]
+pub fn has_f16_else_refused(dev: &GpuDevice) -> bool {
+    use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+    if dev.has_f16() {
+        return true;
+    }
+    let upload = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F16(vec![half::f16::ONE]));
+    assert!(matches!(upload, Err(Error::Unsupported { .. })), "f16 upload on {} without SHADER_F16: {:?}", dev.summary, upload.err());
+    let a = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F32(vec![1.0])).expect("upload");
+    let cast = a.cast(&Layout::contiguous(&[1]), DType::F16);
+    assert!(matches!(cast, Err(Error::Unsupported { .. })), "f32->f16 cast on {} without SHADER_F16: {:?}", dev.summary, cast.err());
+    false
 }
