@@ -215,17 +215,19 @@ fn kiln_rem_f32(x: f32, y: f32) -> f32 {
     return x - floor(x / y) * y;
 }
 
+// The remainders below come from `a - q * b`, not `%`: GLSL leaves `%` undefined for negative
+// operands, and Mesa's llvmpipe gives the unsigned remainder (7 % -2 = 7 on wgpu's GL backend).
 fn kiln_floordiv_i32(a: i32, b: i32) -> i32 {
     if b == 0 { return 0; }
     if b == -1 { return 0 - a; }
     let q = a / b;
-    if (a % b != 0) && ((a < 0) != (b < 0)) { return q - 1; }
+    if (a - q * b != 0) && ((a < 0) != (b < 0)) { return q - 1; }
     return q;
 }
 
 fn kiln_rem_i32(a: i32, b: i32) -> i32 {
     if b == 0 || b == -1 { return 0; }
-    let r = a % b;
+    let r = a - (a / b) * b;
     if r != 0 && ((r < 0) != (b < 0)) { return r + b; }
     return r;
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, random, values};
+use common::{assert_close, gpu, has_f16_else_refused, random, values};
 use kiln::prelude::*;
 use kiln::AdamParams;
 use kiln::optim_kernels::OptimKernels;
@@ -362,8 +362,7 @@ fn attention_paths_share_the_saved_log_sum_exp() {
 #[test]
 fn attention_in_f16_on_gpu_matches_cpu_on_both_paths() {
     let Some(dev) = gpu("attention_in_f16_on_gpu_matches_cpu_on_both_paths") else { return };
-    if Tensor::zeros(&[1], &dev).and_then(|t| t.to_dtype(DType::F16)).is_err() {
-        eprintln!("SKIPPED attention_in_f16_on_gpu_matches_cpu_on_both_paths: the adapter has no SHADER_F16");
+    if !has_f16_else_refused(&dev) {
         return;
     }
     let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
@@ -399,7 +398,7 @@ type AttentionCase = (usize, usize, usize, bool, Option<bool>);
 /// A device of its own on the test adapter that counts dispatches per kernel.
 fn counting_gpu() -> kiln_wgpu::GpuDevice {
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context")
+    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a profiled context")
 }
 
 /// The tensor-core flash kernels (their names contain `coop` and `kind`) on `ctx` against the
@@ -489,8 +488,7 @@ fn attention_on_tensor_cores_matches_cpu() {
 fn attention_tensor_core_kernels_emulated_match_cpu() {
     const TEST: &str = "attention_tensor_core_kernels_emulated_match_cpu";
     let Some(dev) = gpu(TEST) else { return };
-    if !dev.gpu_context().is_some_and(|c| c.has_f16()) {
-        eprintln!("SKIPPED {TEST}: the adapter has no SHADER_F16");
+    if !has_f16_else_refused(&dev) {
         return;
     }
     struct Restore;
@@ -604,7 +602,7 @@ fn adam_step_gated_skips_without_counting_and_gpu_matches_cpu() {
         }
     }
     // f16 parameters on the GPU: same count, values within f16 rounding of the CPU's f32 run.
-    if let Some(dev) = devices.get(1).filter(|d| d.gpu_context().is_some_and(|c| c.has_f16())) {
+    if let Some(dev) = devices.get(1).filter(|d| has_f16_else_refused(d)) {
         let h = |step| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step };
         let mut outs = Vec::new();
         for (d, dt) in [(&cpu, DType::F32), (dev, DType::F16)] {

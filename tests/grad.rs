@@ -218,7 +218,7 @@ fn linear_gradients_skip_the_input_and_stay_dense() {
 fn gpu_lookup_gradients_match_cpu() {
     let Some(g) = common::gpu("gpu_lookup_gradients_match_cpu") else { return };
     for dtype in [DType::F32, DType::F16] {
-        if dtype == DType::F16 && !g.gpu_context().is_some_and(|c| c.features.contains(wgpu::Features::SHADER_F16)) {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&g) {
             continue;
         }
         for (rows, cols, ids) in [(5, 3, vec![4i32, 0, 4, 4, 2]), (37, 19, (0..131).map(|i| (i * 7 % 37) as i32).collect())] {

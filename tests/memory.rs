@@ -427,7 +427,7 @@ fn pool_limit_option_applies_to_a_new_device() {
         return;
     }
     let options = kiln_wgpu::ContextOptions { pool_limit: Some(64 * MIB), ..Default::default() };
-    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a second context");
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a second context");
     let d = Device::Gpu(ctx);
     assert_eq!(d.pool_limit(), Some(64 * MIB));
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();

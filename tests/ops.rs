@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, random};
+use common::{check, has_f16_else_refused, random};
 use kiln::prelude::*;
 use kiln::{BinaryOp, UnaryOp};
 
@@ -34,6 +34,9 @@ fn unary_ops_match_cpu() {
 #[test]
 fn unary_f16_matches_cpu() {
     let Some(g) = gpu("unary_f16_matches_cpu") else { return };
+    if !has_f16_else_refused(&g) {
+        return;
+    }
     for op in [UnaryOp::Exp, UnaryOp::Relu, UnaryOp::Tanh, UnaryOp::GeluErf, UnaryOp::Sigmoid, UnaryOp::Neg] {
         let x = random(&[1023], DType::F16, 9, -2.0, 2.0);
         check(&format!("{} f16", op.name()), &g, &[x], 2e-3, 2e-3, |t| t[0].unary(op));
@@ -83,10 +86,12 @@ fn binary_ops_broadcast_and_strided() {
 #[test]
 fn integer_division_semantics() {
     let d = Device::cpu();
-    let a = Tensor::from_vec(vec![7i32, -7, 7, -7, 5, i32::MIN], &[6], &d).unwrap();
-    let b = Tensor::from_vec(vec![2i32, 2, -2, -2, 0, -1], &[6], &d).unwrap();
-    assert_eq!(a.div(&b).unwrap().to_vec::<i32>().unwrap(), vec![3, -4, -4, 3, 0, i32::MIN]);
-    assert_eq!(a.rem(&b).unwrap().to_vec::<i32>().unwrap(), vec![1, 1, -1, -1, 0, 0]);
+    // The last three are exact or flooring with a negative operand: GLSL's `%` is undefined
+    // there (on llvmpipe's GL, rem(7, -2) came out 5), so the kernels must not lean on it.
+    let a = Tensor::from_vec(vec![7i32, -7, 7, -7, 5, i32::MIN, -3, 3, -6], &[9], &d).unwrap();
+    let b = Tensor::from_vec(vec![2i32, 2, -2, -2, 0, -1, 3, -3, 4], &[9], &d).unwrap();
+    assert_eq!(a.div(&b).unwrap().to_vec::<i32>().unwrap(), vec![3, -4, -4, 3, 0, i32::MIN, -1, -1, -2]);
+    assert_eq!(a.rem(&b).unwrap().to_vec::<i32>().unwrap(), vec![1, 1, -1, -1, 0, 0, 0, 0, 2]);
     if let Some(g) = gpu("integer_division_semantics") {
         check("int div", &g, &[a.clone(), b.clone()], 0.0, 0.0, |t| t[0].div(&t[1]));
         check("int rem", &g, &[a, b], 0.0, 0.0, |t| t[0].rem(&t[1]));
@@ -110,8 +115,12 @@ fn scalar_ops_where_and_masked_fill() {
 fn casts_between_all_dtypes() {
     let Some(g) = gpu("casts_between_all_dtypes") else { return };
     let dtypes = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
+    let f16 = has_f16_else_refused(&g);
     for &from in &dtypes {
         for &to in &dtypes {
+            if !f16 && (from == DType::F16 || to == DType::F16) {
+                continue;
+            }
             let x = random(&[129], DType::F32, 4, -300.0, 300.0);
             let x = if from == DType::U32 { x.abs().unwrap() } else { x };
             let x = x.to_dtype(from).unwrap();

@@ -302,7 +302,7 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     }
     // A context of its own, so that the counts are this test's alone.
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context");
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a profiled context");
     let d = Device::Gpu(ctx.clone());
     let sizes: [&[usize]; 5] = [&[7], &[16, 4], &[1023], &[3, 5], &[64]];
     let params: Vec<Tensor> = sizes.iter().map(|s| Tensor::zeros(s, &d).unwrap().with_grad()).collect();

@@ -67,19 +67,7 @@ async fn open_async(choice: AdapterChoice) -> Result<Device> {
 
 /// Parses a `KILN_DEVICE` value: `cpu`, `gpu`, a backend name, or part of an adapter's name.
 fn choice_from(value: &str) -> Option<AdapterChoice> {
-    let v = value.trim().to_lowercase();
-    Some(match v.as_str() {
-        "cpu" => return None,
-        "gpu" | "" => AdapterChoice::Any,
-        "vulkan" => AdapterChoice::Backend(wgpu::Backends::VULKAN),
-        "metal" => AdapterChoice::Backend(wgpu::Backends::METAL),
-        "dx12" => AdapterChoice::Backend(wgpu::Backends::DX12),
-        "gl" => AdapterChoice::Backend(wgpu::Backends::GL),
-        _ => match v.strip_prefix("gpu:").map(str::parse::<usize>) {
-            Some(Ok(i)) => AdapterChoice::Index(i),
-            _ => AdapterChoice::Name(v),
-        },
-    })
+    AdapterChoice::parse(value)
 }
 
 impl Device {

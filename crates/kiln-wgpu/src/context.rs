@@ -32,6 +32,32 @@ pub enum AdapterChoice {
     Index(usize),
 }
 
+impl AdapterChoice {
+    /// Reads a device word as `KILN_DEVICE` takes it: `gpu` (or empty), a backend (`vulkan`,
+    /// `metal`, `dx12`, `gl`), `gpu:<i>`, or part of an adapter's name; `None` for `cpu`.
+    pub fn parse(value: &str) -> Option<AdapterChoice> {
+        let v = value.trim().to_lowercase();
+        Some(match v.as_str() {
+            "cpu" => return None,
+            "gpu" | "" => AdapterChoice::Any,
+            "vulkan" => AdapterChoice::Backend(wgpu::Backends::VULKAN),
+            "metal" => AdapterChoice::Backend(wgpu::Backends::METAL),
+            "dx12" => AdapterChoice::Backend(wgpu::Backends::DX12),
+            "gl" => AdapterChoice::Backend(wgpu::Backends::GL),
+            _ => match v.strip_prefix("gpu:").map(str::parse::<usize>) {
+                Some(Ok(i)) => AdapterChoice::Index(i),
+                _ => AdapterChoice::Name(v),
+            },
+        })
+    }
+
+    /// The adapter `KILN_DEVICE` names, for tests that must follow it (the GL run in CI);
+    /// [`Any`](Self::Any) when it is unset or names the CPU.
+    pub fn from_env() -> AdapterChoice {
+        std::env::var("KILN_DEVICE").ok().and_then(|v| Self::parse(&v)).unwrap_or(AdapterChoice::Any)
+    }
+}
+
 /// What the user sees of an adapter: `device.describe()`.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
@@ -167,6 +193,8 @@ pub struct GpuContext {
     pub(crate) fusion: crate::fusion::Fusion,
     /// See [`ContextOptions::spin`].
     spin: std::time::Duration,
+    /// The adapter is wgpu's GL backend: waits poll instead of blocking (see `block_on_gpu`).
+    gl: bool,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<AtomicBool>,
     /// See [`GpuContext::sync_count`].
@@ -298,6 +326,7 @@ impl GpuContext {
             } else {
                 std::time::Duration::from_millis(2)
             }),
+            gl: info.backend == wgpu::Backend::Gl,
             summary: summarize(&adapter.get_info()),
             coop: coop_config(adapter, features),
             features,
@@ -332,7 +361,7 @@ impl GpuContext {
         let waiting = self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref().is_some_and(|p| p.waiting());
         if waiting && !self.is_lost() {
             self.count_sync();
-            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+            self.block_on_gpu(index);
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         let p = batch.profile.as_mut()?;
@@ -500,26 +529,52 @@ impl GpuContext {
         }
         // A blocking fence wait sleeps in the driver, and on NVIDIA's Vulkan driver waking up
         // costs tens of µs per sync: more than a small kernel runs. Short waits spin instead.
-        if !self.spin.is_zero() {
-            let done = Arc::new(AtomicBool::new(false));
-            let flag = done.clone();
-            self.queue.on_submitted_work_done(move || flag.store(true, Ordering::Release));
-            let start = std::time::Instant::now();
-            loop {
-                self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
-                if done.load(Ordering::Acquire) {
-                    return self.check("sync");
-                }
-                if start.elapsed() >= self.spin {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
+        // GL never blocks in wgpu (see `block_on_gpu`).
+        if self.gl {
+            self.poll_until_done(None)?;
+            return self.check("sync");
+        }
+        if !self.spin.is_zero() && self.poll_until_done(Some(self.spin))? {
+            return self.check("sync");
         }
         self.device
             .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
             .map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
         self.check("sync")
+    }
+
+    /// Waits until the GPU has done everything submitted so far, by non-blocking polls: spinning
+    /// for at most `spin`, or (`None`, on GL) sleeping briefly between polls until it is done.
+    /// Whether it finished.
+    fn poll_until_done(&self, spin: Option<std::time::Duration>) -> Result<bool> {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        self.queue.on_submitted_work_done(move || flag.store(true, Ordering::Release));
+        let start = std::time::Instant::now();
+        loop {
+            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
+            if done.load(Ordering::Acquire) {
+                return Ok(true);
+            }
+            match spin {
+                Some(limit) if start.elapsed() >= limit => return Ok(false),
+                Some(_) => std::hint::spin_loop(),
+                None => std::thread::sleep(std::time::Duration::from_micros(200)),
+            }
+        }
+    }
+
+    /// A wait for submission `index` whose outcome the caller reads elsewhere (map callbacks,
+    /// timestamps). On GL it polls instead of blocking: wgpu's GL backend holds its one context
+    /// lock through a blocking fence wait, and another thread that waits 6 s for that lock
+    /// panics ("Could not lock adapter context"), which threads sharing a device on a slow GL
+    /// adapter (llvmpipe) hit.
+    pub(crate) fn block_on_gpu(&self, index: Option<wgpu::SubmissionIndex>) {
+        if self.gl {
+            let _ = self.poll_until_done(None);
+        } else {
+            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+        }
     }
 }
 

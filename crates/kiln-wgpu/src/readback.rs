@@ -126,9 +126,8 @@ impl GpuContext {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let ctx = self.clone();
-            std::thread::spawn(move || {
-                let _ = ctx.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
-            });
+            // On GL the wait polls (see `block_on_gpu`): a blocking wait there can panic.
+            std::thread::spawn(move || ctx.block_on_gpu(index));
         }
         #[cfg(target_arch = "wasm32")]
         let _ = index;

@@ -105,7 +105,7 @@ fn im2col_matches_reference() {
     let Some(dev) = common::gpu("im2col_matches_reference") else { return };
     let mut rng = Rng::from_state(0x00c0_ffee_0000_0001);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool] {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for g in geometries() {
@@ -127,7 +127,7 @@ fn im2col_matches_reference() {
     let g = geometry(1, 1, 2, 2, (2, 2), (1, 1), (1, 1), (1, 1));
     let l = Layout::contiguous(&[1, 1, 2, 2]);
     for (dtype, pad) in [(DType::F16, f64::NEG_INFINITY), (DType::I32, i32::MIN as f64)] {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         let (x, _) = upload(&dev, &[1.0, 2.0, 3.0, 4.0], dtype);
@@ -142,7 +142,7 @@ fn col2im_matches_reference() {
     let Some(dev) = common::gpu("col2im_matches_reference") else { return };
     let mut rng = Rng::from_state(0x00c0_ffee_0000_0002);
     for dtype in [DType::F32, DType::F16, DType::I32, DType::U32] {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for g in geometries() {

@@ -138,7 +138,7 @@ fn index_select_matches_reference() {
         (&[3, 1023], 1, 5),
     ];
     for dtype in ALL {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for (shape, dim, n) in cases {
@@ -211,7 +211,7 @@ fn gather_matches_reference() {
     let mut rng = Rng::from_state(0x5eed_1234_abcd_0002);
     let shape = [5, 6, 7];
     for dtype in ALL {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for dim in 0..3 {
@@ -257,7 +257,7 @@ fn scatter_add_matches_reference() {
     let mut rng = Rng::from_state(0x5eed_1234_abcd_0003);
     let shape = [5, 6, 7];
     for dtype in NUMERIC {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for dim in 0..3 {
@@ -336,7 +336,7 @@ fn topk_matches_reference() {
     let cases: [(&[usize], &[usize]); 5] =
         [(&[3, 7], &[1, 3, 7]), (&[1], &[1]), (&[2, 1023], &[1, 10]), (&[4097], &[5]), (&[2, 3, 16], &[16, 4])];
     for dtype in NUMERIC {
-        if dtype == DType::F16 && !dev.has_f16() {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
             continue;
         }
         for (shape, ks) in cases {

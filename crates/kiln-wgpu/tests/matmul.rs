@@ -128,7 +128,7 @@ fn aligned_views_with_ragged_edges() {
         check(&dev, DType::F32, &at, &bt, s + 1);
         check(&dev, DType::F32, &al, &bt, s + 2);
         check(&dev, DType::F32, &at, &bl, s + 3);
-        if dev.has_f16() {
+        if common::has_f16_else_refused(&dev) {
             check(&dev, DType::F16, &al, &bt, s + 4);
             check(&dev, DType::F16, &at, &bl, s + 5);
         }
@@ -212,7 +212,7 @@ fn every_candidate_over_several_tiles() {
 #[test]
 fn f16_storage_with_f32_accumulation() {
     let Some(dev) = common::gpu("f16_storage_with_f32_accumulation") else { return };
-    if !dev.has_f16() {
+    if !common::has_f16_else_refused(&dev) {
         eprintln!("SKIPPED f16_storage_with_f32_accumulation: adapter lacks SHADER_F16");
         return;
     }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 #[allow(dead_code)]
 pub fn gpu(test: &str) -> Option<GpuDevice> {
     static DEV: OnceLock<Result<GpuDevice, String>> = OnceLock::new();
-    kiln_testkit::gpu_or_skip(test, DEV.get_or_init(|| GpuContext::new(&AdapterChoice::Any).map_err(|e| e.to_string())).clone())
+    kiln_testkit::gpu_or_skip(test, DEV.get_or_init(|| GpuContext::new(&AdapterChoice::from_env()).map_err(|e| e.to_string())).clone())
 }
 
 /// The test GPU when it has cooperative matrices (tensor cores). Without them: a failure when
@@ -32,8 +32,26 @@ pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
 /// under KILN_REQUIRE_GPU=1 like [`gpu`].
 #[allow(dead_code)]
 pub fn gpu_with(test: &str, options: &kiln_wgpu::ContextOptions) -> Option<GpuDevice> {
-    kiln_testkit::gpu_or_skip(test, GpuContext::new_with(&AdapterChoice::Any, options))
+    kiln_testkit::gpu_or_skip(test, GpuContext::new_with(&AdapterChoice::from_env(), options))
 }
 
 #[allow(unused_imports)]
 pub use kiln_testkit::temp_dir;
+
+/// Whether `dev` runs f16. An adapter without SHADER_F16 (GL; DX12 through FXC) must refuse f16
+/// with a typed error rather than run it wrongly: this checks that (an f16 upload and an f32 to
+/// f16 cast both give `Error::Unsupported`) and returns false, so a test leaves out only its f16
+/// cases, having checked the refusal instead.
+#[allow(dead_code)]
+pub fn has_f16_else_refused(dev: &GpuDevice) -> bool {
+    use kiln_backend::{BackendStorage, DType, Error, HostData, Layout};
+    if dev.has_f16() {
+        return true;
+    }
+    let upload = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F16(vec![half::f16::ONE]));
+    assert!(matches!(upload, Err(Error::Unsupported { .. })), "f16 upload on {} without SHADER_F16: {:?}", dev.summary, upload.err());
+    let a = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F32(vec![1.0])).expect("upload");
+    let cast = a.cast(&Layout::contiguous(&[1]), DType::F16);
+    assert!(matches!(cast, Err(Error::Unsupported { .. })), "f32->f16 cast on {} without SHADER_F16: {:?}", dev.summary, cast.err());
+    false
+}
