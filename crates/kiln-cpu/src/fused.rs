@@ -368,7 +368,7 @@ pub(crate) fn adam_step_gated(
     let t = slots[rd] + u32::from(!skip);
     slots[wr] = t;
     if !skip {
-        adam_step(param, grad, m, v, &AdamParams { step: u64::from(t), ..*p })?;
+        adam_step(param.host_mut(), grad.as_host(), m.host_mut(), v.host_mut(), &AdamParams { step: u64::from(t), ..*p })?;
     }
     *steps = CpuStorage::from_host_data(HostData::U32(slots));
     Ok(())

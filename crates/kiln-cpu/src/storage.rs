@@ -31,6 +31,11 @@ impl CpuStorage {
         &self.data
     }
 
+    /// The flat buffer, for kernels that update it in place.
+    pub(crate) fn host_mut(&mut self) -> &mut HostData {
+        &mut self.data
+    }
+
     pub fn into_host(self) -> HostData {
         self.data
     }
