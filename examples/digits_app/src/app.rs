@@ -86,7 +86,7 @@ impl DigitsApp {
                     }
                 }
                 Reply::LoadFailed(msg) => {
-                    if let Some(s) = &mut self.script {
+                    if let Some(s) = self.script.as_mut().filter(|s| !s.trains()) {
                         std::process::exit(s.fail(&msg));
                     }
                     self.model = ModelState::Missing(msg);
@@ -137,16 +137,19 @@ impl DigitsApp {
             });
             ui.add_space(16.0);
             ui.vertical(|ui| {
-                ui.set_min_width(300.0);
+                ui.set_min_width(360.0);
                 match &self.model {
                     ModelState::Loading(path) => {
                         ui.label(format!("Loading {} …", path.display()));
                     }
                     ModelState::Missing(msg) => {
-                        ui.colored_label(ui.visuals().warn_fg_color, RichText::new(msg).monospace());
+                        ui.colored_label(ui.visuals().warn_fg_color, msg.as_str());
                     }
                     ModelState::Ready { path, kind } => {
-                        ui.label(format!("Model: {kind} from {}", path.display()));
+                        // The last two parts of the path (runs/mnist/model.safetensors → mnist/model.safetensors).
+                        let parts: Vec<_> = path.iter().map(|p| p.to_string_lossy()).collect();
+                        let name = parts[parts.len().saturating_sub(2)..].join("/");
+                        ui.label(format!("Model: {kind}, {name}")).on_hover_text(path.display().to_string());
                         self.probability_bars(ui);
                     }
                 }
@@ -171,8 +174,7 @@ impl DigitsApp {
             ui.horizontal(|ui| {
                 let text = RichText::new(format!("{digit}")).monospace().size(18.0);
                 ui.label(if best == Some(digit) { text.strong() } else { text });
-                let bar = egui::ProgressBar::new(p).desired_width(240.0).text(format!("{:5.1} %", 100.0 * p));
-                ui.add(if best == Some(digit) { bar.fill(Color32::from_rgb(60, 140, 220)) } else { bar.fill(Color32::from_gray(90)) });
+                probability_bar(ui, p, best == Some(digit));
             });
         }
     }
@@ -216,7 +218,7 @@ impl DigitsApp {
                     t.stop();
                 }
             } else if ui.button("Train the MLP on MNIST").clicked() {
-                self.start_training(ui.ctx());
+                self.start_training(ui.ctx(), None);
             }
         });
         let t = &self.train;
@@ -237,14 +239,27 @@ impl DigitsApp {
         loss_curve(ui, &self.train.losses);
     }
 
-    fn start_training(&mut self, ctx: &egui::Context) {
-        let cfg = TrainConfig { epochs: self.train.epochs, out: PathBuf::from(APP_CHECKPOINT), ..Default::default() };
+    /// Starts a run of `self.train.epochs` epochs, or of `max_steps` steps.
+    fn start_training(&mut self, ctx: &egui::Context, max_steps: Option<usize>) {
+        let cfg = TrainConfig { epochs: self.train.epochs, max_steps, out: PathBuf::from(APP_CHECKPOINT), ..Default::default() };
         self.train = TrainView { epochs: self.train.epochs, status: "starting…".into(), ..Default::default() };
         match Trainer::spawn(cfg, self.device.clone(), ctx.clone()) {
             Ok(t) => self.train.trainer = Some(t),
             Err(e) => self.train.status = format!("cannot start the training thread: {e}"),
         }
     }
+}
+
+/// A plain horizontal bar, `p` of its width filled (egui's ProgressBar draws a rounded stub
+/// even at 0, which reads as a small probability), with the percentage beside it.
+fn probability_bar(ui: &mut egui::Ui, p: f32, best: bool) {
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(220.0, 18.0), egui::Sense::hover());
+    let painter = ui.painter();
+    painter.rect_filled(rect, 3.0, ui.visuals().extreme_bg_color);
+    let filled = egui::Rect::from_min_size(rect.min, Vec2::new(rect.width() * p.clamp(0.0, 1.0), rect.height()));
+    let colour = if best { Color32::from_rgb(60, 140, 220) } else { Color32::from_gray(110) };
+    painter.rect_filled(filled, 3.0, colour);
+    ui.label(RichText::new(format!("{:5.1} %", 100.0 * p)).monospace());
 }
 
 /// The training loss against the step, on axes from 0 to the largest loss.
@@ -267,8 +282,11 @@ fn loss_curve(ui: &mut egui::Ui, losses: &[(usize, f64)]) {
     painter.add(egui::Shape::line(line, Stroke::new(2.0, Color32::from_rgb(230, 120, 40))));
     let text = ui.visuals().text_color();
     let font = egui::FontId::monospace(12.0);
+    // Axis ends: loss 0 to its maximum upwards, step 0 to the last step rightwards.
     painter.text(inner.left_top(), egui::Align2::LEFT_TOP, format!("{top:.3}"), font.clone(), text);
-    painter.text(inner.right_top(), egui::Align2::RIGHT_TOP, format!("step {last_step}: {last_loss:.4}"), font, text);
+    painter.text(inner.left_bottom(), egui::Align2::LEFT_BOTTOM, "0", font.clone(), text);
+    painter.text(inner.right_bottom(), egui::Align2::RIGHT_BOTTOM, format!("step {last_step}"), font.clone(), text);
+    painter.text(inner.right_top(), egui::Align2::RIGHT_TOP, format!("last loss {last_loss:.4}"), font, text);
 }
 
 impl eframe::App for DigitsApp {
@@ -282,8 +300,11 @@ impl eframe::App for DigitsApp {
         let ctx = ui.ctx().clone();
         self.read_predictor();
         self.read_trainer();
-        if self.script.is_some() {
-            self.tab = Tab::Draw;
+        if let Some(s) = &mut self.script {
+            self.tab = if s.trains() { Tab::Train } else { Tab::Draw };
+            if let Some(steps) = s.take_training() {
+                self.start_training(&ctx, Some(steps));
+            }
         }
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -292,7 +313,8 @@ impl eframe::App for DigitsApp {
             });
         });
         egui::Panel::bottom("device").show(ui, |ui| {
-            ui.label(format!("Kiln on the window's own wgpu device: {}", self.device.describe()));
+            let line = format!("Kiln runs on the window's own wgpu device: {}", self.device.describe());
+            ui.add(egui::Label::new(line.clone()).truncate()).on_hover_text(line);
         });
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
             Tab::Draw => self.draw_tab(ui),
@@ -304,7 +326,7 @@ impl eframe::App for DigitsApp {
             ctx.request_repaint_after(std::time::Duration::from_millis(200));
         }
         if let Some(s) = &mut self.script
-            && let Some(code) = s.after_frame(&ctx, &self.canvas, self.probs)
+            && let Some(code) = s.after_frame(&ctx, &self.canvas, self.probs, self.train.trainer.is_none())
         {
             if code != 0 {
                 std::process::exit(code);

@@ -1,7 +1,9 @@
 //! Scripted input for tests: `--script draw=<MNIST test index | PNG path>,screenshot=<PNG path>`
 //! makes the app draw a digit itself, through the same pointer events a mouse sends, wait for
 //! the prediction of that drawing, take a screenshot of the window, write it as PNG, print
-//! `predicted <digit>` on stdout and close.
+//! `predicted <digit>` on stdout and close. `--script train=<steps>,screenshot=<PNG path>`
+//! instead trains for that many steps in the Train tab, then screenshots it and prints
+//! `trained <steps> steps`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
@@ -25,30 +27,43 @@ pub enum DigitSource {
 /// A parsed `--script` value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Script {
-    pub draw: DigitSource,
+    pub action: Action,
     pub screenshot: PathBuf,
 }
 
+/// What a script does before its screenshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Draw(DigitSource),
+    /// Train this many steps in the Train tab.
+    Train(usize),
+}
+
 impl Script {
-    /// Parses `draw=<index or path>,screenshot=<path>` (both keys required, any order).
+    /// Parses `draw=<index or path>,screenshot=<path>` or `train=<steps>,screenshot=<path>`
+    /// (keys in any order).
     pub fn parse(spec: &str) -> Result<Script, String> {
-        let (mut draw, mut screenshot) = (None, None);
+        let (mut action, mut screenshot) = (None, None);
         for part in spec.split(',').filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some(("draw", v)) => {
                     let v = v.strip_prefix("mnist:").unwrap_or(v);
-                    draw = Some(match v.parse::<usize>() {
+                    action = Some(Action::Draw(match v.parse::<usize>() {
                         Ok(i) => DigitSource::MnistTest(i),
                         Err(_) => DigitSource::Png(PathBuf::from(v)),
-                    })
+                    }))
                 }
+                Some(("train", v)) => match v.parse::<usize>() {
+                    Ok(steps) if steps > 0 => action = Some(Action::Train(steps)),
+                    _ => return Err(format!("--script: train={v}: expected a number of steps, at least 1")),
+                },
                 Some(("screenshot", v)) if !v.is_empty() => screenshot = Some(PathBuf::from(v)),
                 _ => return Err(format!("--script: cannot read {part:?}; expected draw=<MNIST test index or PNG>,screenshot=<PNG path>")),
             }
         }
-        match (draw, screenshot) {
-            (Some(draw), Some(screenshot)) => Ok(Script { draw, screenshot }),
-            _ => Err("--script needs both draw=<MNIST test index or PNG> and screenshot=<PNG path>".into()),
+        match (action, screenshot) {
+            (Some(action), Some(screenshot)) => Ok(Script { action, screenshot }),
+            _ => Err("--script needs draw=<MNIST test index or PNG> (or train=<steps>) and screenshot=<PNG path>".into()),
         }
     }
 }
@@ -88,6 +103,10 @@ pub fn strokes(ink: &[f32]) -> Vec<(usize, usize, usize)> {
 enum Phase {
     /// Waiting for the model to load (or fail to).
     WaitModel,
+    /// A training run of this many steps is to be started by the app.
+    StartTraining(usize),
+    /// Waiting for the training run to end.
+    Training,
     /// Injecting stroke `next` on the coming frame.
     Drawing { next: usize },
     /// Waiting for the prediction of the finished drawing.
@@ -113,12 +132,30 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl ScriptRun {
     pub fn new(script: Script) -> AnyResult<ScriptRun> {
-        let (ink, label) = digit_ink(&script.draw)?;
-        let strokes = strokes(&ink);
-        if strokes.is_empty() {
-            return Err(format!("{:?}: the image has no pixel brighter than half", script.draw).into());
-        }
-        Ok(ScriptRun { script, strokes, label, phase: Phase::WaitModel, started: Instant::now(), prediction: None })
+        let (strokes, label, phase) = match &script.action {
+            Action::Draw(source) => {
+                let (ink, label) = digit_ink(source)?;
+                let strokes = strokes(&ink);
+                if strokes.is_empty() {
+                    return Err(format!("{source:?}: the image has no pixel brighter than half").into());
+                }
+                (strokes, label, Phase::WaitModel)
+            }
+            Action::Train(steps) => (Vec::new(), None, Phase::StartTraining(*steps)),
+        };
+        Ok(ScriptRun { script, strokes, label, phase, started: Instant::now(), prediction: None })
+    }
+
+    /// Whether the script works in the Train tab.
+    pub fn trains(&self) -> bool {
+        matches!(self.script.action, Action::Train(_))
+    }
+
+    /// The number of steps to train, once: the app starts the run when it gets `Some`.
+    pub fn take_training(&mut self) -> Option<usize> {
+        let Phase::StartTraining(steps) = self.phase else { return None };
+        self.phase = Phase::Training;
+        Some(steps)
     }
 
     /// Called when the model is loaded: start drawing on a cleared canvas.
@@ -141,14 +178,21 @@ impl ScriptRun {
 
     /// Advances the script after a frame: `drawn` is the canvas generation the shown
     /// probabilities belong to, if any. Returns `Some(exit code)` when the app should close.
-    pub fn after_frame(&mut self, ctx: &egui::Context, canvas: &Canvas, shown: Option<(u64, [f32; 10])>) -> Option<i32> {
+    /// `trained` says whether the training run ended (saved, stopped or failed).
+    pub fn after_frame(&mut self, ctx: &egui::Context, canvas: &Canvas, shown: Option<(u64, [f32; 10])>, trained: bool) -> Option<i32> {
         ctx.request_repaint();
         if self.started.elapsed() > SCRIPT_TIMEOUT {
             eprintln!("digits_app: script timed out after {} s", SCRIPT_TIMEOUT.as_secs());
             return Some(1);
         }
         match &mut self.phase {
-            Phase::WaitModel | Phase::Done => None,
+            Phase::WaitModel | Phase::StartTraining(_) | Phase::Done => None,
+            Phase::Training => {
+                if trained {
+                    self.screenshot(ctx);
+                }
+                None
+            }
             Phase::Drawing { next } => {
                 if *next >= self.strokes.len() {
                     self.phase = Phase::WaitPrediction;
@@ -162,12 +206,7 @@ impl ScriptRun {
                 }
                 let best = (0..10).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0);
                 self.prediction = Some((best, probs[best]));
-                let (tx, rx) = mpsc::channel();
-                let path = self.script.screenshot.clone();
-                ctx.request_screenshot(move |image| {
-                    let _ = tx.send(write_png(&image, &path).map_err(|e| e.to_string()));
-                });
-                self.phase = Phase::Screenshot(rx);
+                self.screenshot(ctx);
                 None
             }
             Phase::Screenshot(rx) => {
@@ -177,12 +216,28 @@ impl ScriptRun {
                     eprintln!("digits_app: screenshot: {e}");
                     return Some(1);
                 }
-                let (digit, p) = self.prediction.unwrap_or((0, 0.0));
-                let label = self.label.map(|l| format!(", label {l}")).unwrap_or_default();
-                println!("predicted {digit} (p = {p:.3}){label}; screenshot {}", self.script.screenshot.display());
+                let shot = self.script.screenshot.display();
+                match (&self.script.action, self.prediction) {
+                    (Action::Train(steps), _) => println!("trained {steps} steps; screenshot {shot}"),
+                    (Action::Draw(_), Some((digit, p))) => {
+                        let label = self.label.map(|l| format!(", label {l}")).unwrap_or_default();
+                        println!("predicted {digit} (p = {p:.3}){label}; screenshot {shot}");
+                    }
+                    (Action::Draw(_), None) => println!("no prediction; screenshot {shot}"),
+                }
                 Some(0)
             }
         }
+    }
+
+    /// Asks for a screenshot of the next frame, written to the script's path.
+    fn screenshot(&mut self, ctx: &egui::Context) {
+        let (tx, rx) = mpsc::channel();
+        let path = self.script.screenshot.clone();
+        ctx.request_screenshot(move |image| {
+            let _ = tx.send(write_png(&image, &path).map_err(|e| e.to_string()));
+        });
+        self.phase = Phase::Screenshot(rx);
     }
 
     /// The script cannot go on (the model did not load).
@@ -236,11 +291,13 @@ mod tests {
     #[test]
     fn parses_index_path_and_rejects_junk() {
         let s = Script::parse("draw=3,screenshot=/tmp/a.png").unwrap();
-        assert_eq!(s.draw, DigitSource::MnistTest(3));
+        assert_eq!(s.action, Action::Draw(DigitSource::MnistTest(3)));
         assert_eq!(s.screenshot, PathBuf::from("/tmp/a.png"));
         let s = Script::parse("screenshot=x.png,draw=digit.png").unwrap();
-        assert_eq!(s.draw, DigitSource::Png("digit.png".into()));
-        assert_eq!(Script::parse("draw=mnist:12,screenshot=x.png").unwrap().draw, DigitSource::MnistTest(12));
+        assert_eq!(s.action, Action::Draw(DigitSource::Png("digit.png".into())));
+        assert_eq!(Script::parse("draw=mnist:12,screenshot=x.png").unwrap().action, Action::Draw(DigitSource::MnistTest(12)));
+        assert_eq!(Script::parse("train=40,screenshot=x.png").unwrap().action, Action::Train(40));
+        assert!(Script::parse("train=0,screenshot=x.png").is_err());
         assert!(Script::parse("draw=3").is_err());
         assert!(Script::parse("draw=3,screenshot=x.png,zoom=2").is_err());
     }

@@ -2,7 +2,8 @@
 //! of the app's own trainer on the CPU backend, a few seconds, ~95 % test accuracy), then the
 //! app starts with `--script`, draws MNIST test digits itself through pointer events, waits
 //! for the prediction, screenshots its window, and prints the digit; the test checks the digit
-//! against the label and that the screenshot shows the drawing.
+//! against the label and that the screenshot shows the drawing. The screenshots stay in
+//! `target/tmp/digits_app-xvfb/`.
 //!
 //! Needs `xvfb-run` (Debian `xvfb`) and a Vulkan adapter (lavapipe: `mesa-vulkan-drivers`).
 //! Without them the test says so and passes, unless `KILN_REQUIRE_GPU=1` (CI), where it fails.
@@ -63,7 +64,8 @@ fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
         return;
     }
     let began = Instant::now();
-    let dir = std::env::temp_dir().join(format!("kiln-digits-app-{}", std::process::id()));
+    // Kept after the run (under target/tmp) so the screenshots can be looked at.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("digits_app-xvfb");
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (checkpoint, acc) = quick_checkpoint(&dir);
     assert!(acc > 0.9, "300 steps should reach 90 % test accuracy, got {acc}");
@@ -98,5 +100,5 @@ fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
         eprintln!("test image {index}: {line}; {white} white pixels; {:.1} s", started.elapsed().as_secs_f64());
     }
     eprintln!("checkpoint {trained:.1} s (test accuracy {:.2} %), total {:.1} s", 100.0 * acc, began.elapsed().as_secs_f64());
-    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("screenshots in {}", dir.display());
 }
