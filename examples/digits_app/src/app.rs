@@ -75,7 +75,7 @@ impl DigitsApp {
         })
     }
 
-    fn read_predictor(&mut self) {
+    fn read_predictor(&mut self, ctx: &egui::Context) {
         for reply in self.predictor.poll() {
             match reply {
                 Reply::Loaded { path, kind } => {
@@ -87,7 +87,7 @@ impl DigitsApp {
                 }
                 Reply::LoadFailed(msg) => {
                     if let Some(s) = self.script.as_mut().filter(|s| !s.trains()) {
-                        std::process::exit(s.fail(&msg));
+                        s.fail(ctx, &msg);
                     }
                     self.model = ModelState::Missing(msg);
                     self.probs = None;
@@ -298,7 +298,7 @@ impl eframe::App for DigitsApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
-        self.read_predictor();
+        self.read_predictor(&ctx);
         self.read_trainer();
         if let Some(s) = &mut self.script {
             self.tab = if s.trains() { Tab::Train } else { Tab::Draw };

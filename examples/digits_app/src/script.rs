@@ -125,6 +125,8 @@ pub struct ScriptRun {
     started: Instant,
     /// The prediction that ends the drawing phase: (digit, probability).
     prediction: Option<(usize, f32)>,
+    /// Why the script failed; it still takes its screenshot (of the error shown), then exits 1.
+    failure: Option<String>,
 }
 
 /// The longest a script may take (lavapipe builds pipelines on first use).
@@ -143,7 +145,7 @@ impl ScriptRun {
             }
             Action::Train(steps) => (Vec::new(), None, Phase::StartTraining(*steps)),
         };
-        Ok(ScriptRun { script, strokes, label, phase, started: Instant::now(), prediction: None })
+        Ok(ScriptRun { script, strokes, label, phase, started: Instant::now(), prediction: None, failure: None })
     }
 
     /// Whether the script works in the Train tab.
@@ -216,6 +218,10 @@ impl ScriptRun {
                     eprintln!("digits_app: screenshot: {e}");
                     return Some(1);
                 }
+                if let Some(failure) = &self.failure {
+                    eprintln!("digits_app: script: {failure}\n(screenshot {})", self.script.screenshot.display());
+                    return Some(1);
+                }
                 let shot = self.script.screenshot.display();
                 match (&self.script.action, self.prediction) {
                     (Action::Train(steps), _) => println!("trained {steps} steps; screenshot {shot}"),
@@ -240,11 +246,13 @@ impl ScriptRun {
         self.phase = Phase::Screenshot(rx);
     }
 
-    /// The script cannot go on (the model did not load).
-    pub fn fail(&mut self, message: &str) -> i32 {
-        eprintln!("digits_app: script: {message}");
-        self.phase = Phase::Done;
-        1
+    /// The script cannot go on (the model did not load): screenshot what the window shows,
+    /// then exit with status 1.
+    pub fn fail(&mut self, ctx: &egui::Context, message: &str) {
+        if self.failure.is_none() {
+            self.failure = Some(message.to_owned());
+            self.screenshot(ctx);
+        }
     }
 }
 

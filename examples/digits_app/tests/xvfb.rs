@@ -99,6 +99,24 @@ fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
         assert!(white >= 20 * 144, "screenshot shows only {white} white pixels: no drawing on it");
         eprintln!("test image {index}: {line}; {white} white pixels; {:.1} s", started.elapsed().as_secs_f64());
     }
+    // Without a checkpoint the Draw tab says how to make one; the script screenshots that
+    // and exits with status 1.
+    let shot = dir.join("no-checkpoint.png");
+    let out = Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1024x768x24"])
+        .arg(env!("CARGO_BIN_EXE_digits_app"))
+        .arg("--checkpoint")
+        .arg(dir.join("missing.safetensors"))
+        .arg("--script")
+        .arg(format!("draw=0,screenshot={}", shot.display()))
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+        .output()
+        .expect("running xvfb-run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a missing checkpoint should end the script with status 1:\n{stderr}");
+    assert!(stderr.contains("cargo run --release --example mnist"), "the message should name the command:\n{stderr}");
+    assert!(shot.is_file(), "no screenshot of the missing-checkpoint message");
+
     eprintln!("checkpoint {trained:.1} s (test accuracy {:.2} %), total {:.1} s", 100.0 * acc, began.elapsed().as_secs_f64());
     eprintln!("screenshots in {}", dir.display());
 }
