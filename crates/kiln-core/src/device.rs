@@ -307,8 +307,17 @@ impl Device {
     }
 
     /// A Kiln device on an application's own wgpu device and queue (egui, Bevy, winit).
+    /// Create that device with [`Device::wgpu_device_descriptor`] so that it has the features
+    /// and limits Kiln's kernels use; Kiln works with what the device has.
     pub fn from_wgpu(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Device {
         Device::Gpu(GpuContext::from_wgpu(adapter, device, queue))
+    }
+
+    /// The descriptor Kiln requests a device with on `adapter` (its optional features and all
+    /// the adapter's limits), for an application that creates the wgpu device itself and then
+    /// shares it through [`Device::from_wgpu`], e.g. eframe's `WgpuSetupCreateNew::device_descriptor`.
+    pub fn wgpu_device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        GpuContext::device_descriptor(adapter)
     }
 
     /// A short name: `cpu` or `gpu(<adapter>)`.

@@ -250,17 +250,31 @@ impl GpuContext {
     /// browser, where adapter and device arrive through promises.
     pub async fn new_async(choice: &AdapterChoice, options: &ContextOptions) -> Result<GpuDevice> {
         let adapter = pick_adapter(choice).await?;
+        let desc = Self::device_descriptor(&adapter);
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
+            .map_err(|e| Error::NoDevice { msg: format!("request_device on {}: {e}", adapter.get_info().name) })?;
+        Ok(Self::from_wgpu_with(&adapter, device, queue, options))
+    }
+
+    /// The features and limits Kiln asks of `adapter` when it opens a device itself: every
+    /// optional feature it uses that the adapter has (f16, subgroups, timestamps, pipeline
+    /// cache, cooperative matrices) and all of the adapter's limits. An application that
+    /// creates the wgpu device it later hands to [`from_wgpu`](Self::from_wgpu) (an egui or
+    /// Bevy app) requests its device with this, so Kiln's kernels get what they need there too.
+    pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
         let mut features = adapter.features() & WANTED;
-        let coop = coop_config(&adapter, adapter.features()).is_some();
+        let coop = coop_config(adapter, adapter.features()).is_some();
         if coop {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         }
         // The defaults are far below what real adapters offer (e.g. 128 MiB bindings): ask for all of it.
         let limits = adapter.limits();
-        let desc = wgpu::DeviceDescriptor {
+        wgpu::DeviceDescriptor {
             label: Some("kiln"),
             required_features: features,
-            required_limits: limits.clone(),
+            required_limits: limits,
             // SAFETY: wgpu's condition for experimental features is that the caller accepts
             // their unfinished validation; only the cooperative-matrix kernels use them.
             experimental_features: if coop {
@@ -270,12 +284,7 @@ impl GpuContext {
             },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
-        };
-        let (device, queue) = adapter
-            .request_device(&desc)
-            .await
-            .map_err(|e| Error::NoDevice { msg: format!("request_device on {}: {e}", adapter.get_info().name) })?;
-        Ok(Self::from_wgpu_with(&adapter, device, queue, options))
+        }
     }
 
     /// Wraps a device an application already owns (egui, Bevy, winit): Kiln's kernels then share
