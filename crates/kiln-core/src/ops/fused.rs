@@ -165,8 +165,6 @@ impl Tensor {
         })
     }
 
-    }
-
     /// The parameter, gradient and moments of an Adam step agree in device, dtype and shape,
     /// are distinct, and the ones written own dense storage.
     fn check_adam(&self, grad: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
