@@ -24,7 +24,8 @@ fi
 cargo build ${CARGO_JOBS:+-j "$CARGO_JOBS"} --target wasm32-unknown-unknown -p kiln-web-demo --profile "$profile"
 dir="$profile"
 [ "$profile" = dev ] && dir=debug
-wasm-bindgen --target web --no-typescript --out-dir "$here/pkg" "target/wasm32-unknown-unknown/$dir/kiln_web_demo.wasm"
+# CARGO_TARGET_DIR (a shared build cache) moves cargo's output; relative to the root otherwise.
+wasm-bindgen --target web --no-typescript --out-dir "$here/pkg" "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/kiln_web_demo.wasm"
 
 # The MNIST slice the "Train here" button trains on: n images of 784 bytes, then n labels.
 python3 - "$root/data/mnist" "$here/mnist-slice.bin" "${KILN_WEB_SLICE:-2000}" <<'EOF'
