@@ -134,9 +134,15 @@ fn run() -> AnyResult<()> {
         }
     }
     // A synchronisation alone: the full GPU → host → all-reduce → GPU path, nothing to hide behind.
+    // Each round first accumulates one batch locally (`no_sync`): `sync` with no samples since
+    // the last one is an error by design.
     let mut sync_ms = Vec::new();
     if let Some(d) = &mut ddp {
         for _ in 0..args.steps.min(10) {
+            let logits = model.logits(&tokens, &pos)?.reshape(&[b * s, GPT_VOCAB])?;
+            let loss = kiln_nn::loss::cross_entropy_loss(&logits, &targets)?;
+            d.no_sync(|d| d.backward(&loss, b))?;
+            device.sync()?;
             let t = Instant::now();
             d.sync()?;
             device.sync()?;

@@ -14,6 +14,12 @@ const MAX_DISPATCHES: usize = 512;
 /// (a whole MLP step, or 512 dispatches of a transformer's).
 const EARLY: usize = 16;
 const ARENA_WORDS: usize = 1 << 18;
+/// At most this many submits may be unfinished before the next submit waits for the oldest.
+/// Without a bound a host faster than its GPU records steps ahead without limit, and every
+/// buffer dropped meanwhile stays allocated until the GPU reaches it: a 56 ms/step loop whose
+/// host needs 20 ms ran out of an H100's 80 GB after ~120 steps. CUDA bounds its launch queue
+/// the same way. Eight full batches are several training steps, enough to keep the GPU fed.
+const MAX_AHEAD: usize = 8;
 
 #[derive(Default)]
 pub(crate) struct Batch {
@@ -29,6 +35,10 @@ pub(crate) struct Batch {
     pub(crate) submits: u64,
     /// Submits the GPU has not finished (as far as the last poll saw).
     in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The last `MAX_AHEAD` submits, oldest first.
+    recent: std::collections::VecDeque<wgpu::SubmissionIndex>,
+    /// Times a submit waited because `MAX_AHEAD` submits were unfinished.
+    pub(crate) throttles: u64,
     /// Per-kernel timing (`KILN_PROFILE`); `None` costs one branch per dispatch.
     pub(crate) profile: Option<crate::profile::Profiler>,
     /// Bind groups of kernels with a dynamic metadata offset, reused across dispatches.
@@ -227,6 +237,15 @@ impl GpuContext {
         self.queue.on_submitted_work_done(move || {
             in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         });
+        batch.recent.push_back(index.clone());
+        if batch.recent.len() > MAX_AHEAD {
+            let oldest = batch.recent.pop_front();
+            // A browser cannot block; its queue is the browser's to bound.
+            if cfg!(not(target_arch = "wasm32")) && batch.in_flight.load(std::sync::atomic::Ordering::Acquire) > MAX_AHEAD {
+                batch.throttles += 1;
+                self.block_on_gpu(oldest);
+            }
+        }
         if let Some(p) = batch.profile.as_mut() {
             p.submitted();
         }

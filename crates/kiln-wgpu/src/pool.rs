@@ -3,7 +3,9 @@
 //! so no request wastes more than a quarter of its buffer.
 //!
 //! Two bounds, both on what the pool keeps rather than on what tensors need: the free lists
-//! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`, 2 GiB), and with a `limit`
+//! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`; by default 2 GiB or the peak of live
+//! bytes, whichever is more, so a training step whose working set is larger reuses its buffers
+//! every step instead of giving them to the driver and allocating them again), and with a `limit`
 //! (`KILN_POOL_LIMIT` MiB or `set_limit`) a new buffer that would take live + free bytes past it
 //! first lets free buffers go, largest first, and a dropped buffer that would leave the pool
 //! past it goes to the driver. The limit never fails an allocation: tensors that need more than
@@ -36,6 +38,9 @@ struct PoolState {
     limit: Option<u64>,
     /// Live bytes per allocating op, kept only under `KILN_MEMORY_CENSUS=1`.
     census: Option<Census>,
+    /// The free lists may grow to `peak_live` when that is above the budget (no
+    /// `KILN_POOL_BUDGET_MB` given).
+    budget_follows_peak: bool,
 }
 
 /// Which ops' outputs hold the live bytes, now and at the live peak: the answer to "why is the
@@ -154,14 +159,12 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 impl BufferPool {
     /// `limit`: see the module comment (from `ContextOptions::pool_limit`).
     pub(crate) fn new(limits: &wgpu::Limits, limit: Option<u64>) -> Self {
-        let budget = std::env::var("KILN_POOL_BUDGET_MB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|mb| mb << 20)
-            .unwrap_or(2 << 30);
+        let given = std::env::var("KILN_POOL_BUDGET_MB").ok().and_then(|v| v.parse::<u64>().ok()).map(|mb| mb << 20);
+        let budget = given.unwrap_or(2 << 30);
         BufferPool {
             state: Arc::new(Mutex::new(PoolState {
                 limit,
+                budget_follows_peak: given.is_none(),
                 census: std::env::var("KILN_MEMORY_CENSUS").is_ok_and(|v| v == "1").then(Census::default),
                 ..Default::default()
             })),
@@ -312,7 +315,8 @@ impl Drop for PooledBuffer {
         }
         // Live + free only passes the limit here if live bytes alone had passed it.
         let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
-        if under_limit && s.pooled_bytes + self.class <= self.budget {
+        let budget = if s.budget_follows_peak { self.budget.max(s.peak_live) } else { self.budget };
+        if under_limit && s.pooled_bytes + self.class <= budget {
             s.pooled_bytes += self.class;
             s.free.entry((self.class, self.usage)).or_default().push(buffer);
         } else {

@@ -4,7 +4,7 @@
 
 use crate::storage::Storage;
 use crate::{Tensor, rng};
-use kiln_backend::{BinaryOp, Distribution, Error, Layout, PhiloxKey, Result};
+use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result};
 
 impl Tensor {
     /// Dropout in training mode (PyTorch's `F.dropout(x, p)`): each element is kept with
@@ -39,8 +39,19 @@ impl Tensor {
     /// `self · mask(key) / keep`. Its gradient is the same op on the incoming gradient.
     fn dropout_at(&self, keep: f64, key: PhiloxKey) -> Result<Tensor> {
         let dist = Distribution::Bernoulli { keep, value: 1.0 / keep };
-        let mask = Storage::random(self.device(), self.numel(), dist, key, self.dtype())?;
-        let out = self.storage().binary(self.layout(), &mask, &Layout::contiguous(self.shape()), BinaryOp::Mul)?;
+        let dtype = self.dtype();
+        // f16 is scaled in f32 and rounded once, as PyTorch does (its "opmath" type): a mask
+        // holding 1/keep in f16 would round the scale first and differ from it by an ulp. The
+        // casts fuse with the product on the GPU, so this is still one kernel.
+        let wide = if dtype == DType::F16 { DType::F32 } else { dtype };
+        let mask = Storage::random(self.device(), self.numel(), dist, key, wide)?;
+        let dense = Layout::contiguous(self.shape());
+        let out = if wide == dtype {
+            self.storage().binary(self.layout(), &mask, &dense, BinaryOp::Mul)?
+        } else {
+            let x = self.storage().cast(self.layout(), wide)?;
+            x.binary(&dense, &mask, &dense, BinaryOp::Mul)?.cast(&dense, dtype)?
+        };
         Tensor::from_op(out, self.shape(), self.device(), "dropout", &[self], move |g| Ok(vec![Some(g.dropout_at(keep, key)?)]))
     }
 }
