@@ -3,9 +3,10 @@
 //! so no request wastes more than a quarter of its buffer.
 //!
 //! Two bounds, both on what the pool keeps rather than on what tensors need: the free lists
-//! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`; by default 2 GiB or the peak of live
-//! bytes, whichever is more, so a training step whose working set is larger reuses its buffers
-//! every step instead of giving them to the driver and allocating them again), and with a `limit`
+//! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`; by default live + free bytes stay within
+//! 2 GiB or the peak of live bytes, whichever is more, so a training step whose working set is
+//! larger reuses its buffers every step instead of giving them to the driver and allocating them
+//! again), and with a `limit`
 //! (`KILN_POOL_LIMIT` MiB or `set_limit`) a new buffer that would take live + free bytes past it
 //! first lets free buffers go, largest first, and a dropped buffer that would leave the pool
 //! past it goes to the driver. The limit never fails an allocation: tensors that need more than
@@ -38,8 +39,7 @@ struct PoolState {
     limit: Option<u64>,
     /// Live bytes per allocating op, kept only under `KILN_MEMORY_CENSUS=1`.
     census: Option<Census>,
-    /// The free lists may grow to `peak_live` when that is above the budget (no
-    /// `KILN_POOL_BUDGET_MB` given).
+    /// No `KILN_POOL_BUDGET_MB` given: live + free bytes may reach the live peak (see above).
     budget_follows_peak: bool,
 }
 
@@ -315,8 +315,15 @@ impl Drop for PooledBuffer {
         }
         // Live + free only passes the limit here if live bytes alone had passed it.
         let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
-        let budget = if s.budget_follows_peak { self.budget.max(s.peak_live) } else { self.budget };
-        if under_limit && s.pooled_bytes + self.class <= budget {
+        let keep = if s.budget_follows_peak {
+            // Live + free up to the live peak (or the 2 GiB budget): the next step finds its
+            // buffers, and the pool stays near what the step needs rather than its high-water
+            // mark plus every size class it ever missed.
+            s.live_bytes + s.pooled_bytes + self.class <= self.budget.max(s.peak_live)
+        } else {
+            s.pooled_bytes + self.class <= self.budget
+        };
+        if under_limit && keep {
             s.pooled_bytes += self.class;
             s.free.entry((self.class, self.usage)).or_default().push(buffer);
         } else {
