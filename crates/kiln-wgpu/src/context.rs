@@ -50,7 +50,7 @@ pub struct ContextOptions {
     /// turns this off: work then waits for a sync, a readback or a full batch).
     pub early_submit: bool,
     /// Print a backtrace to stderr at every host wait (`KILN_SYNC_TRACE=1`), to find what
-    /// makes a loop wait for the GPU (see [`GpuContext::sync_count`]).
+    /// makes a loop wait for the GPU (see [`Gpu::sync_count`](crate::Gpu::sync_count)).
     pub sync_trace: bool,
     /// The most bytes the buffer pool holds (live plus free) before it lets free buffers go
     /// instead of keeping them (`KILN_POOL_LIMIT=<MiB>`; `None`: no limit). Never fails an
