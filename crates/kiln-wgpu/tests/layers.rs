@@ -292,19 +292,20 @@ fn show(module: &[String]) -> String {
 fn cycles(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Vec<String>>> {
     struct State<'a> {
         graph: &'a BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
-        index: BTreeMap<&'a Vec<String>, usize>,
-        low: BTreeMap<&'a Vec<String>, usize>,
-        stack: Vec<&'a Vec<String>>,
-        on_stack: BTreeSet<&'a Vec<String>>,
+        index: BTreeMap<&'a [String], usize>,
+        low: BTreeMap<&'a [String], usize>,
+        stack: Vec<&'a [String]>,
+        on_stack: BTreeSet<&'a [String]>,
         out: Vec<Vec<Vec<String>>>,
     }
-    fn visit<'a>(s: &mut State<'a>, v: &'a Vec<String>) {
+    fn visit<'a>(s: &mut State<'a>, v: &'a [String]) {
         let n = s.index.len();
         s.index.insert(v, n);
         s.low.insert(v, n);
         s.stack.push(v);
         s.on_stack.insert(v);
         for w in &s.graph[v] {
+            let w = w.as_slice();
             if !s.index.contains_key(w) {
                 visit(s, w);
                 let lw = s.low[w];
@@ -320,7 +321,7 @@ fn cycles(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Vec<S
             let mut scc = Vec::new();
             while let Some(w) = s.stack.pop() {
                 s.on_stack.remove(w);
-                scc.push(w.clone());
+                scc.push(w.to_vec());
                 if w == v {
                     break;
                 }
@@ -340,7 +341,7 @@ fn cycles(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Vec<S
         out: Vec::new(),
     };
     for v in graph.keys() {
-        if !s.index.contains_key(v) {
+        if !s.index.contains_key(v.as_slice()) {
             visit(&mut s, v);
         }
     }
