@@ -202,5 +202,8 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         return Vec::new();
     }
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| summarize(&a.get_info())).collect()
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| summarize(&a.get_info()))
+        .collect()
 }

@@ -168,7 +168,8 @@ impl Batcher {
             pass.dispatch_workgroups(x, y, 1);
         } else {
             if batch.pass.is_none() {
-                let encoder = batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
+                let encoder =
+                    batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
                 let desc = wgpu::ComputePassDescriptor { label: Some("kiln"), timestamp_writes: None };
                 batch.pass = Some(encoder.begin_compute_pass(&desc).forget_lifetime());
             }
@@ -193,7 +194,15 @@ impl Batcher {
     }
 
     /// Records a buffer-to-buffer copy in order with the dispatches.
-    pub(crate) fn copy(&self, gpu: &Gpu, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+    pub(crate) fn copy(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
         let mut batch = self.lock();
         batch.pass = None;
         let encoder = batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));

@@ -168,7 +168,9 @@ impl Gpu {
         self.queue.on_submitted_work_done(move || flag.store(true, Ordering::Release));
         let start = std::time::Instant::now();
         loop {
-            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
             if done.load(Ordering::Acquire) {
                 return Ok(true);
             }

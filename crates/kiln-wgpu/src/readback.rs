@@ -10,7 +10,11 @@
 //! async caller never spins. In a browser the blocking path refuses (`Error::WouldBlock`) and
 //! the async one needs no thread: the browser polls the device and fires the callback itself.
 
-use crate::{batch::Batcher, gpu::Gpu, pool::{BufferPool, PooledBuffer}};
+use crate::{
+    batch::Batcher,
+    gpu::Gpu,
+    pool::{BufferPool, PooledBuffer},
+};
 use kiln_backend::{Error, Result};
 use std::sync::Arc;
 

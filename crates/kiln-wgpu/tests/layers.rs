@@ -99,7 +99,10 @@ fn strip(text: &str) -> String {
                 }
             }
             out.push(' ');
-        } else if c[i] == 'r' && (at(&c, i + 1) == Some('"') || at(&c, i + 1) == Some('#')) && (i == 0 || !is_ident(c[i - 1])) {
+        } else if c[i] == 'r'
+            && (at(&c, i + 1) == Some('"') || at(&c, i + 1) == Some('#'))
+            && (i == 0 || !is_ident(c[i - 1]))
+        {
             // A raw string: r"..." or r#"..."#.
             let mut j = i + 1;
             while c.get(j) == Some(&'#') {
@@ -159,7 +162,8 @@ fn paths(file: &File) -> Vec<Vec<String>> {
     let mut i = 0;
     while i < c.len() {
         let starts_word = i == 0 || !(is_ident(c[i - 1]) || c[i - 1] == ':' || c[i - 1] == '$');
-        let word = ["crate", "super"].into_iter().find(|w| starts_word && c[i..].starts_with(&w.chars().collect::<Vec<_>>()));
+        let word =
+            ["crate", "super"].into_iter().find(|w| starts_word && c[i..].starts_with(&w.chars().collect::<Vec<_>>()));
         let Some(word) = word else {
             i += 1;
             continue;
@@ -371,7 +375,8 @@ fn all_files() -> Vec<File> {
 
 #[test]
 fn every_module_has_a_layer() {
-    let missing: Vec<String> = all_files().iter().filter(|f| layer_of(&f.module).is_none()).map(|f| show(&f.module)).collect();
+    let missing: Vec<String> =
+        all_files().iter().filter(|f| layer_of(&f.module).is_none()).map(|f| show(&f.module)).collect();
     assert!(missing.is_empty(), "modules missing from LAYERS in tests/layers.rs (place each in a layer): {missing:?}");
 }
 
@@ -392,7 +397,11 @@ fn no_module_imports_from_a_higher_layer() {
     eprintln!("kiln-wgpu: {} files, {edges} file-to-file imports", files.len());
     for scc in cycles(&graph) {
         let layers: BTreeSet<Option<u32>> = scc.iter().map(|m| layer_of(m)).collect();
-        eprintln!("import cycle of {} files, layers {layers:?}: {}", scc.len(), scc.iter().map(|m| show(m)).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "import cycle of {} files, layers {layers:?}: {}",
+            scc.len(),
+            scc.iter().map(|m| show(m)).collect::<Vec<_>>().join(", ")
+        );
     }
     assert!(bad.is_empty(), "imports from a higher layer:\n{}", bad.join("\n"));
 }
