@@ -212,7 +212,15 @@ fn kiln_rem_f32(x: f32, y: f32) -> f32 {
         if x != 0.0 && ((x < 0.0) != (y < 0.0)) { return y; }
         return x;
     }
-    return x - floor(x / y) * y;
+    // The quotient is rounded (and GPUs divide to 2.5 ulp), so floor(x / y) can come out one
+    // below or above the true floor; x = k·y exactly then gave y instead of 0 on an H100. The
+    // CPU takes the exact fmod; these two checks land on its result.
+    var q = floor(x / y);
+    let up = x - (q + 1.0) * y;
+    if up == 0.0 || ((up < 0.0) == (y < 0.0)) { q = q + 1.0; }
+    var r = x - q * y;
+    if r != 0.0 && ((r < 0.0) != (y < 0.0)) { r = r + y; }
+    return r;
 }
 
 // The remainders below come from `a - q * b`, not `%`: GLSL leaves `%` undefined for negative

@@ -111,6 +111,35 @@ impl Tuner {
 }
 
 impl crate::context::GpuContext {
+    /// Whether float matmuls are autotuned on this context.
+    pub fn autotune_enabled(&self) -> bool {
+        self.tuner.enabled
+    }
+
+    /// Shape classes the matmul autotuner has a choice for (loaded or tuned).
+    pub fn autotuned_classes(&self) -> usize {
+        self.tuner.len()
+    }
+
+    /// How many tile configurations the matmul autotuner chooses from on this adapter.
+    pub fn matmul_candidates(&self) -> usize {
+        crate::kernels::matmul::candidate_count(self)
+    }
+
+    /// How many blocks the f16 cooperative-matrix matmul's autotuner chooses from (see
+    /// [`force_coop_candidate`](Self::force_coop_candidate)); they run only where the adapter
+    /// has cooperative matrices.
+    pub fn coop_candidates(&self) -> usize {
+        crate::kernels::matmul_coop::candidate_count()
+    }
+
+    /// Makes every float tiled matmul take candidate `index` (`None`: back to normal), so that
+    /// tests can check each configuration against the CPU.
+    #[doc(hidden)]
+    pub fn force_matmul_candidate(&self, index: Option<usize>) {
+        self.tuner.force(index);
+    }
+
     /// Makes every float tiled matmul run as `splits` k ranges (split k; `Some(1)`: never split,
     /// `None`: back to normal), so that tests can exercise the split kernel where the size rule
     /// would not split. Applies even where split k is turned off.

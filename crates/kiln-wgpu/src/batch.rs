@@ -4,9 +4,13 @@
 //! GPU buffer just before the submit, so recording an op never waits for the GPU. Consecutive
 //! dispatches share one compute pass (wgpu still orders them by their buffer uses): opening a
 //! pass per dispatch cost ~20 µs each on an H200, a shared pass a few µs.
+//!
+//! The batch knows nothing of fusion: the context records pending elementwise work before it
+//! calls in here (`GpuContext::dispatch`, `copy`, `flush`).
 
-use crate::{cache::Kernel, context::GpuContext};
+use crate::{cache::Kernel, gpu::Gpu, pool::BufferPool};
 use kiln_backend::{Error, Result};
+use std::sync::{Mutex, MutexGuard};
 
 const MAX_DISPATCHES: usize = 512;
 /// With early submission on, every this many dispatches a batch goes to the GPU at once if the
@@ -52,26 +56,44 @@ pub(crate) fn grid(groups: u32) -> (u32, u32) {
     (x, groups.div_ceil(x).max(1))
 }
 
-impl GpuContext {
+/// The recording state of one device, behind its lock, and the submit policy.
+pub(crate) struct Batcher {
+    state: Mutex<Batch>,
+    /// See `ContextOptions::early_submit`.
+    early_submit: bool,
+}
+
+impl Batcher {
+    pub(crate) fn new(profile: Option<crate::profile::Profiler>, early_submit: bool) -> Batcher {
+        Batcher { state: Mutex::new(Batch { profile, ..Batch::default() }), early_submit }
+    }
+
+    /// The batch, also after a panic elsewhere poisoned its lock (the state stays consistent:
+    /// every change to it is a single field update or a whole submit).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Batch> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records one dispatch of `kernel` over `groups` workgroups. Binding 0 is the metadata
     /// (`meta` as `array<u32>`), bindings 1.. are `buffers` in order.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch(
         &self,
+        gpu: &Gpu,
+        pool: &BufferPool,
         op: &'static str,
         kernel: &Kernel,
         buffers: &[&wgpu::Buffer],
         meta: &[u32],
         groups: u32,
     ) -> Result<()> {
-        // Pending elementwise work may produce what this dispatch reads.
-        self.flush_fusion()?;
-        if self.is_lost() {
-            return self.check(op);
+        if gpu.is_lost() {
+            return gpu.check(op);
         }
         if groups == 0 {
             return Ok(());
         }
-        let max_binding = self.limits.max_storage_buffer_binding_size;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
         if let Some(b) = buffers.iter().find(|b| b.size() > max_binding) {
             return Err(Error::OutOfMemory {
                 op,
@@ -82,17 +104,17 @@ impl GpuContext {
                 ),
             });
         }
-        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let words = meta.len().max(4);
         if words > ARENA_WORDS {
             return Err(Error::invalid(op, "kernel metadata too large"));
         }
-        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = self.lock();
         if batch.profile.as_ref().is_some_and(|p| p.full()) {
-            self.submit_locked(&mut batch);
+            submit_locked(gpu, &mut batch);
         }
         if batch.meta.len().next_multiple_of(align) + words > ARENA_WORDS {
-            self.submit_locked(&mut batch);
+            submit_locked(gpu, &mut batch);
         }
         let start = batch.meta.len().next_multiple_of(align);
         batch.meta.resize(start, 0);
@@ -101,7 +123,7 @@ impl GpuContext {
         let arena = batch
             .arena
             .get_or_insert_with(|| {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("kiln-meta"),
                     // A cached bind group sees META_WINDOW bytes from any dispatch's offset.
                     size: (ARENA_WORDS * 4) as u64 + crate::bind_cache::META_WINDOW,
@@ -124,26 +146,26 @@ impl GpuContext {
                 entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
             }
             let desc = wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries };
-            (self.device.create_bind_group(&desc), None)
+            (gpu.device.create_bind_group(&desc), None)
         } else if meta_bytes <= crate::bind_cache::META_WINDOW {
-            let released = self.pool.released();
-            (batch.binds.get(&self.device, kernel, &arena, buffers, released), Some((start * 4) as u32))
+            let released = pool.released();
+            (batch.binds.get(&gpu.device, kernel, &arena, buffers, released), Some((start * 4) as u32))
         } else {
-            (crate::bind_cache::create(&self.device, kernel, &arena, meta_bytes, buffers), Some((start * 4) as u32))
+            (crate::bind_cache::create(&gpu.device, kernel, &arena, meta_bytes, buffers), Some((start * 4) as u32))
         };
         let offsets: &[u32] = match &offset {
             Some(o) => std::slice::from_ref(o),
             None => &[],
         };
         let slot = match batch.profile.as_mut() {
-            Some(p) => p.record(&self.device, &kernel.name),
+            Some(p) => p.record(&gpu.device, &kernel.name),
             None => None,
         };
         let (x, y) = grid(groups);
         if let Some(slot) = slot.as_ref().filter(|s| !s.inside) {
             // Profiling without timestamps inside passes: this dispatch gets a timed pass of its own.
             batch.pass = None;
-            let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+            let encoder = batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
             let writes = wgpu::ComputePassTimestampWrites {
                 query_set: &slot.set,
                 beginning_of_pass_write_index: Some(slot.index),
@@ -156,7 +178,8 @@ impl GpuContext {
             pass.dispatch_workgroups(x, y, 1);
         } else {
             if batch.pass.is_none() {
-                let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+                let encoder =
+                    batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
                 let desc = wgpu::ComputePassDescriptor { label: Some("kiln"), timestamp_writes: None };
                 batch.pass = Some(encoder.begin_compute_pass(&desc).forget_lifetime());
             }
@@ -173,82 +196,84 @@ impl GpuContext {
             }
         }
         batch.dispatches += 1;
-        let early = self.options.early_submit && batch.dispatches.is_multiple_of(EARLY) && self.gpu_idle(&batch);
+        let early = self.early_submit && batch.dispatches.is_multiple_of(EARLY) && gpu_idle(gpu, &batch);
         if batch.dispatches >= MAX_DISPATCHES || early {
-            self.submit_locked(&mut batch);
+            submit_locked(gpu, &mut batch);
         }
         Ok(())
     }
 
-    /// Whether every submit so far has finished; polls (without waiting) to find out.
-    fn gpu_idle(&self, batch: &Batch) -> bool {
-        use std::sync::atomic::Ordering;
-        if batch.in_flight.load(Ordering::Acquire) == 0 {
-            return true;
-        }
-        let _ = self.device.poll(wgpu::PollType::Poll);
-        batch.in_flight.load(Ordering::Acquire) == 0
-    }
-
     /// Records a buffer-to-buffer copy in order with the dispatches.
-    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
-        // Callers that can report errors flush first; this keeps the order for the rest.
-        let _ = self.flush_fusion();
-        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn copy(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        let mut batch = self.lock();
         batch.pass = None;
-        let encoder = batch.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        let encoder = batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// True when recorded work has not been submitted yet.
     pub(crate) fn has_pending(&self) -> bool {
-        self.batch.lock().map(|b| b.encoder.is_some()).unwrap_or(true)
+        self.state.lock().map(|b| b.encoder.is_some()).unwrap_or(true)
     }
 
-    /// Submits the recorded batch (if any); returns its submission index.
-    pub fn flush(&self) -> Result<Option<wgpu::SubmissionIndex>> {
-        self.flush_fusion()?;
-        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let index = self.submit_locked(&mut batch);
-        drop(batch);
-        self.check("submit")?;
-        Ok(index)
+    /// Submits the recorded batch (if any); returns its submission index. Errors of the submit
+    /// show at the caller's next `gpu.check`.
+    pub(crate) fn submit(&self, gpu: &Gpu) -> Option<wgpu::SubmissionIndex> {
+        submit_locked(gpu, &mut self.lock())
     }
+}
 
-    pub(crate) fn submit_locked(&self, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
-        batch.pass = None;
-        let mut encoder = batch.encoder.take()?;
-        if let Some(p) = batch.profile.as_mut() {
-            p.resolve(&mut encoder);
-        }
-        if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty())
-            && !batch.written.starts_with(&batch.meta)
-        {
-            // Ordered before this submit's commands and after every earlier submit's.
-            self.queue.write_buffer(arena, 0, bytemuck::cast_slice(&batch.meta));
-            batch.written.clone_from(&batch.meta);
-        }
-        batch.meta.clear();
-        batch.dispatches = 0;
-        batch.submits += 1;
-        let index = self.queue.submit([encoder.finish()]);
-        let in_flight = batch.in_flight.clone();
-        in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.queue.on_submitted_work_done(move || {
-            in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        });
-        batch.recent.push_back(index.clone());
-        if batch.recent.len() > MAX_AHEAD {
-            let oldest = batch.recent.pop_front();
-            // A browser cannot block; its queue is the browser's to bound.
-            if cfg!(not(target_arch = "wasm32")) && batch.in_flight.load(std::sync::atomic::Ordering::Acquire) > MAX_AHEAD {
-                batch.throttles += 1;
-                self.block_on_gpu(oldest);
-            }
-        }
-        if let Some(p) = batch.profile.as_mut() {
-            p.submitted();
-        }
-        Some(index)
+/// Whether every submit so far has finished; polls (without waiting) to find out.
+fn gpu_idle(gpu: &Gpu, batch: &Batch) -> bool {
+    use std::sync::atomic::Ordering;
+    if batch.in_flight.load(Ordering::Acquire) == 0 {
+        return true;
     }
+    let _ = gpu.device.poll(wgpu::PollType::Poll);
+    batch.in_flight.load(Ordering::Acquire) == 0
+}
+
+fn submit_locked(gpu: &Gpu, batch: &mut Batch) -> Option<wgpu::SubmissionIndex> {
+    batch.pass = None;
+    let mut encoder = batch.encoder.take()?;
+    if let Some(p) = batch.profile.as_mut() {
+        p.resolve(&mut encoder);
+    }
+    if let (Some(arena), false) = (&batch.arena, batch.meta.is_empty())
+        && !batch.written.starts_with(&batch.meta)
+    {
+        // Ordered before this submit's commands and after every earlier submit's.
+        gpu.queue.write_buffer(arena, 0, bytemuck::cast_slice(&batch.meta));
+        batch.written.clone_from(&batch.meta);
+    }
+    batch.meta.clear();
+    batch.dispatches = 0;
+    batch.submits += 1;
+    let index = gpu.queue.submit([encoder.finish()]);
+    let in_flight = batch.in_flight.clone();
+    in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    gpu.queue.on_submitted_work_done(move || {
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    });
+    batch.recent.push_back(index.clone());
+    if batch.recent.len() > MAX_AHEAD {
+        let oldest = batch.recent.pop_front();
+        // A browser cannot block; its queue is the browser's to bound.
+        if cfg!(not(target_arch = "wasm32")) && batch.in_flight.load(std::sync::atomic::Ordering::Acquire) > MAX_AHEAD {
+            batch.throttles += 1;
+            gpu.block_on_gpu(oldest);
+        }
+    }
+    if let Some(p) = batch.profile.as_mut() {
+        p.submitted();
+    }
+    Some(index)
 }

@@ -1,103 +1,28 @@
-//! The GPU device: adapter choice, device creation with the adapter's real limits, error capture.
+//! `GpuContext`: one device's pieces composed. The layers below know nothing of it: `gpu` (the
+//! device, errors, waits), `adapter` (which adapter, what to ask of it), `pool`, `cache`,
+//! `pipeline_cache`, `bind_cache`, `profile`, `batch` (recording and submits) and `readback`
+//! (uploads and readbacks). The context owns one of each plus the state of the layer above
+//! (`fusion`, the matmul `autotune`r), and its methods here wire them together: a dispatch,
+//! copy, submit or readback first records pending fused work, then calls into the batch or
+//! readback layer. The kernels (`kernels/`, `fusion/`) are further `impl GpuContext` blocks.
+//! It dereferences to its [`Gpu`], so `ctx.device`, `ctx.limits` and `ctx.check(op)` work as
+//! fields and methods of the context.
 
+use crate::batch::Batcher;
+use crate::gpu::Gpu;
 use crate::pipeline_cache::{self, PipelineStore};
 use crate::profile::{ProfileMode, Profiler};
-use crate::{batch::Batch, cache::KernelCache, pool::BufferPool};
+use crate::readback::Transfer;
+use crate::{cache::Kernel, cache::KernelCache, pool::BufferPool, pool::PooledBuffer};
 use kiln_backend::{Error, Result};
 use std::path::PathBuf;
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicBool, AtomicU64, Ordering},
-};
+use std::sync::Arc;
+
+pub use crate::adapter::{AdapterChoice, AdapterSummary, CoopConfig, list_adapters};
+pub use crate::pool::MemoryStats;
 
 /// A shared handle to one GPU context; what `kiln-core`'s `Device::gpu()` holds.
 pub type GpuDevice = Arc<GpuContext>;
-
-/// How to pick an adapter.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AdapterChoice {
-    /// The best adapter of any kind, software included (a hardware one wins when present).
-    Any,
-    /// Hardware only: software rasterisers such as lavapipe are skipped.
-    Hardware,
-    /// Adapters of these backends only (`vulkan`, `metal`, `dx12`, `gl`).
-    Backend(wgpu::Backends),
-    /// The first adapter whose name contains this text (case-insensitive).
-    Name(String),
-    /// Adapter `i` (modulo their count) among those as preferred as the best one: the same
-    /// kind and backend class, e.g. every discrete GPU through Vulkan. How one process per GPU
-    /// picks its own (`KILN_DEVICE=gpu:<local rank>`); more processes than GPUs share them
-    /// round-robin.
-    Index(usize),
-}
-
-impl AdapterChoice {
-    /// Reads a device word as `KILN_DEVICE` takes it: `gpu` (or empty), a backend (`vulkan`,
-    /// `metal`, `dx12`, `gl`), `gpu:<i>`, or part of an adapter's name; `None` for `cpu`.
-    pub fn parse(value: &str) -> Option<AdapterChoice> {
-        let v = value.trim().to_lowercase();
-        Some(match v.as_str() {
-            "cpu" => return None,
-            "gpu" | "" => AdapterChoice::Any,
-            "vulkan" => AdapterChoice::Backend(wgpu::Backends::VULKAN),
-            "metal" => AdapterChoice::Backend(wgpu::Backends::METAL),
-            "dx12" => AdapterChoice::Backend(wgpu::Backends::DX12),
-            "gl" => AdapterChoice::Backend(wgpu::Backends::GL),
-            _ => match v.strip_prefix("gpu:").map(str::parse::<usize>) {
-                Some(Ok(i)) => AdapterChoice::Index(i),
-                _ => AdapterChoice::Name(v),
-            },
-        })
-    }
-
-    /// The adapter `KILN_DEVICE` names, for tests that must follow it (the GL run in CI);
-    /// [`Any`](Self::Any) when it is unset or names the CPU.
-    pub fn from_env() -> AdapterChoice {
-        std::env::var("KILN_DEVICE").ok().and_then(|v| Self::parse(&v)).unwrap_or(AdapterChoice::Any)
-    }
-}
-
-/// What the user sees of an adapter: `device.describe()`.
-#[derive(Clone, Debug)]
-pub struct AdapterSummary {
-    pub name: String,
-    pub backend: String,
-    pub driver: String,
-    pub device_type: String,
-    pub software: bool,
-}
-
-impl std::fmt::Display for AdapterSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, {}", self.name, self.backend, self.device_type)?;
-        // A browser tells no driver.
-        if !self.driver.is_empty() {
-            write!(f, ", driver {}", self.driver)?;
-        }
-        f.write_str(")")
-    }
-}
-
-/// Bytes held by the pool: `live` in tensors, `pooled` in free lists, `allocations` made so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoryStats {
-    pub live_bytes: u64,
-    pub pooled_bytes: u64,
-    pub allocations: u64,
-    /// The most `live_bytes` since the device opened or the last
-    /// [`GpuContext::reset_peak_memory_stats`] (PyTorch's `max_memory_allocated`).
-    pub peak_live_bytes: u64,
-    /// The most `live_bytes + pooled_bytes` over the same span: every buffer the pool held from
-    /// the driver (PyTorch's `max_memory_reserved`).
-    pub peak_total_bytes: u64,
-    pub pipelines: u64,
-    pub submits: u64,
-    /// Dispatches that reused a cached bind group instead of creating one.
-    pub bind_groups_reused: u64,
-    /// Times the host waited for the GPU (see [`GpuContext::sync_count`]).
-    pub syncs: u64,
-}
 
 /// Per-context settings that programs normally take from the environment
 /// ([`ContextOptions::from_env`]); tests and embedders set them directly.
@@ -125,7 +50,7 @@ pub struct ContextOptions {
     /// turns this off: work then waits for a sync, a readback or a full batch).
     pub early_submit: bool,
     /// Print a backtrace to stderr at every host wait (`KILN_SYNC_TRACE=1`), to find what
-    /// makes a loop wait for the GPU (see [`GpuContext::sync_count`]).
+    /// makes a loop wait for the GPU (see [`Gpu::sync_count`](crate::Gpu::sync_count)).
     pub sync_trace: bool,
     /// The most bytes the buffer pool holds (live plus free) before it lets free buffers go
     /// instead of keeping them (`KILN_POOL_LIMIT=<MiB>`; `None`: no limit). Never fails an
@@ -177,60 +102,16 @@ impl Default for ContextOptions {
 }
 
 pub struct GpuContext {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub features: wgpu::Features,
-    pub limits: wgpu::Limits,
-    pub summary: AdapterSummary,
-    /// The tensor-core configuration f16 matmul may use; `None` without cooperative matrices.
-    pub coop: Option<CoopConfig>,
+    /// The device, its queue and what it can do; the context dereferences to it.
+    pub(crate) gpu: Arc<Gpu>,
     pub(crate) pool: BufferPool,
     pub(crate) cache: KernelCache,
-    pub(crate) batch: Mutex<Batch>,
+    pub(crate) batch: Batcher,
     pub(crate) options: ContextOptions,
     pub(crate) tuner: crate::autotune::Tuner,
     /// Elementwise ops recorded but not dispatched yet (see `fusion`).
     pub(crate) fusion: crate::fusion::Fusion,
-    /// See [`ContextOptions::spin`].
-    spin: std::time::Duration,
-    /// The adapter is wgpu's GL backend: waits poll instead of blocking (see `block_on_gpu`).
-    gl: bool,
-    error: Arc<Mutex<Option<String>>>,
-    lost: Arc<AtomicBool>,
-    /// See [`GpuContext::sync_count`].
-    syncs: AtomicU64,
 }
-
-/// A cooperative-matrix shape the adapter runs: 16×16×16, f16 inputs, f32 accumulators, on
-/// subgroups of `subgroup_size` invocations (the kernels assume a fixed size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CoopConfig {
-    pub subgroup_size: u32,
-}
-
-/// The configuration Kiln's cooperative kernels need, if the adapter offers it. Only fixed
-/// 32-wide subgroups qualify: the kernels split a workgroup into subgroups by that size.
-fn coop_config(adapter: &wgpu::Adapter, features: wgpu::Features) -> Option<CoopConfig> {
-    let needed =
-        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
-    let info = adapter.get_info();
-    if !features.contains(needed) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
-        return None;
-    }
-    use wgpu::CooperativeScalarType as S;
-    adapter
-        .cooperative_matrix_properties()
-        .iter()
-        .any(|p| (p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type) == (16, 16, 16, S::F16, S::F32))
-        .then_some(CoopConfig { subgroup_size: 32 })
-}
-
-/// Optional features Kiln uses when the adapter has them.
-const WANTED: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
-    .union(wgpu::Features::PIPELINE_CACHE);
 
 impl GpuContext {
     /// Opens a device on the adapter `choice` selects, with options from the environment.
@@ -249,7 +130,7 @@ impl GpuContext {
     /// [`new_with`](Self::new_with) without blocking: the only way to open a device in a
     /// browser, where adapter and device arrive through promises.
     pub async fn new_async(choice: &AdapterChoice, options: &ContextOptions) -> Result<GpuDevice> {
-        let adapter = pick_adapter(choice).await?;
+        let adapter = crate::adapter::pick_adapter(choice).await?;
         let desc = Self::device_descriptor(&adapter);
         let (device, queue) = adapter
             .request_device(&desc)
@@ -264,27 +145,7 @@ impl GpuContext {
     /// creates the wgpu device it later hands to [`from_wgpu`](Self::from_wgpu) (an egui or
     /// Bevy app) requests its device with this, so Kiln's kernels get what they need there too.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
-        let mut features = adapter.features() & WANTED;
-        let coop = coop_config(adapter, adapter.features()).is_some();
-        if coop {
-            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-        }
-        // The defaults are far below what real adapters offer (e.g. 128 MiB bindings): ask for all of it.
-        let limits = adapter.limits();
-        wgpu::DeviceDescriptor {
-            label: Some("kiln"),
-            required_features: features,
-            required_limits: limits,
-            // SAFETY: wgpu's condition for experimental features is that the caller accepts
-            // their unfinished validation; only the cooperative-matrix kernels use them.
-            experimental_features: if coop {
-                unsafe { wgpu::ExperimentalFeatures::enabled() }
-            } else {
-                wgpu::ExperimentalFeatures::disabled()
-            },
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }
+        crate::adapter::device_descriptor(adapter)
     }
 
     /// Wraps a device an application already owns (egui, Bevy, winit): Kiln's kernels then share
@@ -300,28 +161,14 @@ impl GpuContext {
         queue: wgpu::Queue,
         options: &ContextOptions,
     ) -> GpuDevice {
-        let error = Arc::new(Mutex::new(None::<String>));
-        let slot = error.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut s) = slot.lock() {
-                s.get_or_insert_with(|| e.to_string());
-            }
-        }));
-        let lost = Arc::new(AtomicBool::new(false));
-        let flag = lost.clone();
-        device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
-        let limits = device.limits();
-        let features = device.features();
         let info = adapter.get_info();
-        let store = options.cache_dir.as_deref().and_then(|dir| PipelineStore::open(&device, &info, dir));
-        let mut batch = Batch::default();
-        batch.profile = Profiler::new(options.profile, features, &queue);
+        let gpu = Arc::new(Gpu::new(adapter, device, queue, options.spin, options.sync_trace));
         let mut cache = KernelCache::default();
-        cache.store = store;
+        cache.store = options.cache_dir.as_deref().and_then(|dir| PipelineStore::open(&gpu.device, &info, dir));
         let ctx = Arc::new(GpuContext {
-            pool: BufferPool::new(&limits, options.pool_limit),
+            pool: BufferPool::new(&gpu.limits, options.pool_limit),
             cache,
-            batch: Mutex::new(batch),
+            batch: Batcher::new(Profiler::new(options.profile, gpu.features, &gpu.queue), options.early_submit),
             options: options.clone(),
             tuner: crate::autotune::Tuner::new(
                 // Timing candidates needs blocking syncs, which a browser does not allow.
@@ -330,21 +177,7 @@ impl GpuContext {
                 &pipeline_cache::adapter_tag(&info),
             ),
             fusion: Default::default(),
-            spin: options.spin.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu || crate::platform::WEB {
-                std::time::Duration::ZERO
-            } else {
-                std::time::Duration::from_millis(2)
-            }),
-            gl: info.backend == wgpu::Backend::Gl,
-            summary: summarize(&adapter.get_info()),
-            coop: coop_config(adapter, features),
-            features,
-            limits,
-            device,
-            queue,
-            error,
-            lost,
-            syncs: AtomicU64::new(0),
+            gpu,
         });
         crate::exit::register(&ctx);
         ctx
@@ -365,14 +198,14 @@ impl GpuContext {
 
     /// Runs `f` on the profiler once every recorded dispatch has been counted and timed.
     fn with_profile<T>(&self, f: impl FnOnce(&Profiler) -> T) -> Option<T> {
-        self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref()?;
+        self.batch.lock().profile.as_ref()?;
         let index = self.flush().ok().flatten();
-        let waiting = self.batch.lock().unwrap_or_else(|e| e.into_inner()).profile.as_ref().is_some_and(|p| p.waiting());
+        let waiting = self.batch.lock().profile.as_ref().is_some_and(|p| p.waiting());
         if waiting && !self.is_lost() {
             self.count_sync();
             self.block_on_gpu(index);
         }
-        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = self.batch.lock();
         let p = batch.profile.as_mut()?;
         p.collect();
         Some(f(p))
@@ -395,35 +228,6 @@ impl GpuContext {
         }
     }
 
-    /// Whether float matmuls are autotuned on this context.
-    pub fn autotune_enabled(&self) -> bool {
-        self.tuner.enabled
-    }
-
-    /// Shape classes the matmul autotuner has a choice for (loaded or tuned).
-    pub fn autotuned_classes(&self) -> usize {
-        self.tuner.len()
-    }
-
-    /// How many tile configurations the matmul autotuner chooses from on this adapter.
-    pub fn matmul_candidates(&self) -> usize {
-        crate::kernels::matmul::candidate_count(self)
-    }
-
-    /// How many blocks the f16 cooperative-matrix matmul's autotuner chooses from (see
-    /// [`force_coop_candidate`](Self::force_coop_candidate)); they run only where the adapter
-    /// has cooperative matrices.
-    pub fn coop_candidates(&self) -> usize {
-        crate::kernels::matmul_coop::candidate_count()
-    }
-
-    /// Makes every float tiled matmul take candidate `index` (`None`: back to normal), so that
-    /// tests can check each configuration against the CPU.
-    #[doc(hidden)]
-    pub fn force_matmul_candidate(&self, index: Option<usize>) {
-        self.tuner.force(index);
-    }
-
     pub(crate) fn at_exit(&self) {
         if self.options.print_profile {
             eprint!("{}", self.profile_report());
@@ -431,58 +235,15 @@ impl GpuContext {
         self.save_pipeline_cache();
     }
 
-    pub fn has_f16(&self) -> bool {
-        self.features.contains(wgpu::Features::SHADER_F16)
-    }
-
-    /// Errors wgpu reported since the last check, and device loss, as a Kiln error.
-    pub fn check(&self, op: &'static str) -> Result<()> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(Error::DeviceLost { msg: format!("{op}: the GPU device was lost") });
-        }
-        let pending = self.error.lock().ok().and_then(|mut e| e.take());
-        match pending {
-            Some(msg) if msg.to_lowercase().contains("out of memory") => Err(Error::OutOfMemory { op, msg }),
-            Some(msg) => Err(Error::Backend { op, msg }),
-            None => Ok(()),
-        }
-    }
-
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-
-    /// Marks the device lost and destroys it (tests use this to simulate a GPU reset).
-    pub fn destroy(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-        self.device.destroy();
-    }
-
     pub fn memory_stats(&self) -> MemoryStats {
         let mut s = self.pool.stats();
         s.pipelines = self.cache.built();
-        if let Ok(b) = self.batch.lock() {
-            s.submits = b.submits;
-            s.bind_groups_reused = b.binds.hits;
-        }
+        let b = self.batch.lock();
+        s.submits = b.submits;
+        s.bind_groups_reused = b.binds.hits;
+        drop(b);
         s.syncs = self.sync_count();
         s
-    }
-
-    /// How many times the host has waited for this GPU so far: every `sync()`, every
-    /// readback (blocking or async: `item`, `to_vec`, `to_vec_async`) and every wait for the
-    /// profiler's timestamps. A training step that reads no value should add none; tests count
-    /// with it (`tests/syncs.rs`). Submits and non-blocking polls are not waits.
-    pub fn sync_count(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
-    }
-
-    /// Counts one host wait (see [`sync_count`](Self::sync_count)).
-    pub(crate) fn count_sync(&self) {
-        let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.options.sync_trace {
-            eprintln!("kiln: host wait #{n} for {}\n{}", self.summary.name, std::backtrace::Backtrace::force_capture());
-        }
     }
 
     /// Gives the pool's free buffers back to the driver (PyTorch's `torch.cuda.empty_cache`).
@@ -490,19 +251,17 @@ impl GpuContext {
     pub fn empty_cache(&self) {
         self.pool.trim();
         // Cached bind groups hold their buffers: let them go now, not at the next dispatch.
-        if let Ok(mut b) = self.batch.lock() {
-            b.binds.clear();
-        }
+        self.batch.lock().binds.clear();
     }
 
-    /// Restarts [`MemoryStats::peak_live_bytes`] and [`MemoryStats::peak_total_bytes`] from the
-    /// current bytes (PyTorch's `reset_peak_memory_stats`).
     /// Live buffers by the op that allocated them, at the last live-bytes peak, largest first;
     /// empty unless the process started with `KILN_MEMORY_CENSUS=1`.
     pub fn memory_census(&self) -> Vec<crate::pool::CensusEntry> {
         self.pool.census_at_peak()
     }
 
+    /// Restarts [`MemoryStats::peak_live_bytes`] and [`MemoryStats::peak_total_bytes`] from the
+    /// current bytes (PyTorch's `reset_peak_memory_stats`).
     pub fn reset_peak_memory_stats(&self) {
         self.pool.reset_peak();
     }
@@ -514,9 +273,7 @@ impl GpuContext {
     /// [`ContextOptions::pool_limit`] (`KILN_POOL_LIMIT=<MiB>`).
     pub fn set_pool_limit(&self, limit: Option<u64>) {
         self.pool.set_limit(limit);
-        if let Ok(mut b) = self.batch.lock() {
-            b.binds.clear();
-        }
+        self.batch.lock().binds.clear();
     }
 
     /// The cap [`set_pool_limit`](Self::set_pool_limit) set, if any.
@@ -530,60 +287,79 @@ impl GpuContext {
         self.wait(index)
     }
 
-    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        crate::platform::refuse_blocking("sync", "sync_async")?;
-        self.count_sync();
-        if self.is_lost() {
-            return self.check("sync");
-        }
-        // A blocking fence wait sleeps in the driver, and on NVIDIA's Vulkan driver waking up
-        // costs tens of µs per sync: more than a small kernel runs. Short waits spin instead.
-        // GL never blocks in wgpu (see `block_on_gpu`).
-        if self.gl {
-            self.poll_until_done(None)?;
-            return self.check("sync");
-        }
-        if !self.spin.is_zero() && self.poll_until_done(Some(self.spin))? {
-            return self.check("sync");
-        }
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
-            .map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
-        self.check("sync")
+    /// [`sync`](Self::sync) without blocking the calling task: resolves once the GPU has
+    /// finished everything recorded so far.
+    pub async fn sync_async(&self) -> Result<()> {
+        let index = self.flush()?;
+        self.gpu.wait_async(index).await
     }
 
-    /// Waits until the GPU has done everything submitted so far, by non-blocking polls: spinning
-    /// for at most `spin`, or (`None`, on GL) sleeping briefly between polls until it is done.
-    /// Whether it finished.
-    fn poll_until_done(&self, spin: Option<std::time::Duration>) -> Result<bool> {
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        self.queue.on_submitted_work_done(move || flag.store(true, Ordering::Release));
-        let start = std::time::Instant::now();
-        loop {
-            self.device.poll(wgpu::PollType::Poll).map_err(|e| Error::DeviceLost { msg: format!("waiting for the GPU: {e}") })?;
-            if done.load(Ordering::Acquire) {
-                return Ok(true);
-            }
-            match spin {
-                Some(limit) if start.elapsed() >= limit => return Ok(false),
-                Some(_) => std::hint::spin_loop(),
-                None => std::thread::sleep(std::time::Duration::from_micros(200)),
-            }
-        }
+    /// Records pending fused work, then submits everything recorded (if anything); returns the
+    /// submission's index.
+    pub fn flush(&self) -> Result<Option<wgpu::SubmissionIndex>> {
+        self.transfer().flush()
     }
 
-    /// A wait for submission `index` whose outcome the caller reads elsewhere (map callbacks,
-    /// timestamps). On GL it polls instead of blocking: wgpu's GL backend holds its one context
-    /// lock through a blocking fence wait, and another thread that waits 6 s for that lock
-    /// panics ("Could not lock adapter context"), which threads sharing a device on a slow GL
-    /// adapter (llvmpipe) hit.
-    pub(crate) fn block_on_gpu(&self, index: Option<wgpu::SubmissionIndex>) {
-        if self.gl {
-            let _ = self.poll_until_done(None);
-        } else {
-            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
-        }
+    /// Records one dispatch of `kernel` over `groups` workgroups (see `Batcher::dispatch`),
+    /// after the pending fused ops, which may produce what it reads.
+    pub(crate) fn dispatch(
+        &self,
+        op: &'static str,
+        kernel: &Kernel,
+        buffers: &[&wgpu::Buffer],
+        meta: &[u32],
+        groups: u32,
+    ) -> Result<()> {
+        self.flush_fusion()?;
+        self.batch.dispatch(&self.gpu, &self.pool, op, kernel, buffers, meta, groups)
+    }
+
+    /// Records a buffer-to-buffer copy in order with the dispatches.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
+        // Callers that can report errors flush first; this keeps the order for the rest.
+        let _ = self.flush_fusion();
+        self.batch.copy(&self.gpu, src, src_offset, dst, dst_offset, bytes);
+    }
+
+    /// Uploads `bytes` into a fresh storage buffer.
+    pub(crate) fn upload(&self, op: &'static str, bytes: &[u8]) -> Result<PooledBuffer> {
+        self.transfer().upload(op, bytes)
+    }
+
+    /// Waits for all recorded work, then hands the first `bytes` bytes of `src` to `decode`
+    /// straight from the mapped staging buffer.
+    pub(crate) fn read_with<T>(
+        &self,
+        op: &'static str,
+        src: &wgpu::Buffer,
+        bytes: u64,
+        decode: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        self.transfer().read_with(op, src, bytes, decode)
+    }
+
+    /// Like [`read_with`](Self::read_with) but resolves without blocking the calling task.
+    pub(crate) async fn read_with_async<T>(
+        &self,
+        op: &'static str,
+        src: &wgpu::Buffer,
+        bytes: u64,
+        decode: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        self.transfer().read_with_async(op, src, bytes, decode).await
+    }
+
+    /// The readback layer's view of this context; pending fused ops are its deferred work.
+    fn transfer(&self) -> Transfer<'_, impl Fn() -> Result<()> + '_> {
+        Transfer { gpu: &self.gpu, pool: &self.pool, batch: &self.batch, deferred: move || self.flush_fusion() }
+    }
+}
+
+impl std::ops::Deref for GpuContext {
+    type Target = Gpu;
+
+    fn deref(&self) -> &Gpu {
+        &self.gpu
     }
 }
 
@@ -602,82 +378,4 @@ pub fn profile_report_all() -> String {
         return "kiln profile: no GPU device is open\n".to_string();
     }
     live.iter().map(|c| c.profile_report()).collect::<Vec<_>>().join("\n")
-}
-
-fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
-    AdapterSummary {
-        // Browsers may withhold the adapter's name (Chromium's SwiftShader gives none).
-        name: if info.name.is_empty() { "unnamed adapter".to_string() } else { info.name.clone() },
-        backend: format!("{:?}", info.backend).to_lowercase(),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-        device_type: format!("{:?}", info.device_type),
-        software: info.device_type == wgpu::DeviceType::Cpu,
-    }
-}
-
-fn rank(info: &wgpu::AdapterInfo) -> u32 {
-    let ty = match info.device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    };
-    // Compute wants the native APIs; GL lacks f16 and subgroups.
-    let backend = match info.backend {
-        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
-        _ => 1,
-    };
-    ty * 2 + backend
-}
-
-async fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
-    let backends = match choice {
-        AdapterChoice::Backend(b) => *b,
-        _ => wgpu::Backends::all(),
-    };
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends,
-        flags: wgpu::InstanceFlags::empty().with_env(),
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    let mut adapters = instance.enumerate_adapters(backends).await;
-    adapters.retain(|a| {
-        let info = a.get_info();
-        match choice {
-            AdapterChoice::Hardware => info.device_type != wgpu::DeviceType::Cpu,
-            AdapterChoice::Name(n) => info.name.to_lowercase().contains(&n.to_lowercase()),
-            _ => true,
-        }
-    });
-    adapters.sort_by_key(|a| rank(&a.get_info()));
-    if let AdapterChoice::Index(i) = choice
-        && let Some(best) = adapters.first().map(|a| rank(&a.get_info()))
-    {
-        adapters.retain(|a| rank(&a.get_info()) == best);
-        let n = adapters.len();
-        return Ok(adapters.swap_remove(i % n));
-    }
-    adapters.into_iter().next().ok_or_else(|| Error::NoDevice {
-        msg: if crate::platform::WEB {
-            format!(
-                "no WebGPU adapter matches {choice:?}: this browser has no WebGPU (navigator.gpu) or \
-                 gave no adapter (headless Chromium needs --enable-unsafe-webgpu); use Device::cpu()"
-            )
-        } else {
-            format!(
-                "no GPU adapter matches {choice:?} (on Linux without a GPU, install Mesa's lavapipe: \
-                 apt-get install mesa-vulkan-drivers libvulkan1)"
-            )
-        },
-    })
-}
-
-/// Lists every adapter wgpu can see, for diagnostics (blocks: empty in a browser).
-pub fn list_adapters() -> Vec<AdapterSummary> {
-    if crate::platform::WEB {
-        return Vec::new();
-    }
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all())).iter().map(|a| summarize(&a.get_info())).collect()
 }

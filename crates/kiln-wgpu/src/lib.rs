@@ -1,22 +1,30 @@
 //! Kiln's GPU backend: every op is a WGSL compute shader run through wgpu.
 //!
-//! The pieces, one file each: [`context`] (adapter choice, device with the adapter's real limits
-//! and features), [`pool`] (size-class buffer reuse), [`cache`] (pipelines built once per
-//! specialisation key), [`batch`] (many dispatches per command encoder and submit, one metadata
-//! arena per batch), [`readback`] (pooled staging, blocking and async), [`fusion`] (elementwise
-//! ops deferred and fused into generated kernels; `set_fusion(false)` or `KILN_FUSION=0` turns
-//! it off), and the kernels grouped by op family. WGSL sources live in the workspace's
-//! `shaders/` folder and are embedded at build time. Attention takes the flash kernels or, while
-//! its score matrix fits [`ATTENTION_SCORE_BUDGET`], batched matmuls around a row softmax;
-//! `set_attention_path` or `KILN_ATTENTION=auto|flash|matmul` forces one.
+//! Built in layers; a module imports only from its own layer or lower ones
+//! (`tests/layers.rs` checks this):
+//! 0. `platform`: what differs in a browser (nothing blocks, async waits only).
+//! 1. [`gpu`](Gpu): the open device and queue, limits, features, error capture, waits;
+//!    `adapter`: which adapter to open and what to ask of it.
+//! 2. Resources, each taking a `&wgpu::Device` or `&Gpu`: `pool` (size-class buffer reuse,
+//!    [`MemoryStats`]), `cache` (pipelines built once per specialisation key), `pipeline_cache`
+//!    (compiled pipelines persisted in `KILN_CACHE_DIR`), `bind_cache` (bind groups reused
+//!    through a dynamic metadata offset), [`profile`] (`KILN_PROFILE=1`: GPU time per kernel).
+//! 3. Submission: `batch` (many dispatches per command encoder and submit, one metadata arena
+//!    per batch) and `readback` (uploads; pooled staging, blocking and async).
+//! 4. Ops: [`context`] ([`GpuContext`] composes one of each piece below plus the ops' state),
+//!    the kernels grouped by op family (`kernels/`), `fusion` (elementwise ops deferred and
+//!    fused into generated kernels; `set_fusion(false)` or `KILN_FUSION=0` turns it off),
+//!    `autotune` (matmul tile and split-k choice per shape class, timed once per machine;
+//!    `KILN_MATMUL_SPLITK=0` turns split k off), `storage` ([`GpuStorage`]), `chunked`, [`shaders`]
+//!    and `exit` (profile table and cache written at process exit). The kernels are `impl
+//!    GpuContext` blocks, so this layer is the one whose modules may import each other.
 //!
-//! Around them: `profile` (`KILN_PROFILE=1`: GPU time per kernel from timestamp queries),
-//! `pipeline_cache` (compiled pipelines persisted in `KILN_CACHE_DIR`), `autotune` (matmul tile
-//! and split-k choice per shape class, timed once per machine; `KILN_MATMUL_SPLITK=0` turns
-//! split k off), `bind_cache` (bind groups reused across
-//! dispatches through a dynamic metadata offset), `exit` (profile table and cache written at
-//! process exit), `platform` (what differs in a browser: nothing blocks, async waits only).
+//! WGSL sources live in the workspace's `shaders/` folder and are embedded at build time.
+//! Attention takes the flash kernels or, while its score matrix fits [`ATTENTION_SCORE_BUDGET`],
+//! batched matmuls around a row softmax; `set_attention_path` or
+//! `KILN_ATTENTION=auto|flash|matmul` forces one.
 
+mod adapter;
 mod autotune;
 mod batch;
 mod bind_cache;
@@ -25,6 +33,7 @@ mod chunked;
 pub mod context;
 mod exit;
 mod fusion;
+mod gpu;
 mod kernels;
 mod pipeline_cache;
 mod platform;
@@ -34,8 +43,10 @@ mod readback;
 pub mod shaders;
 mod storage;
 
-pub use context::{AdapterSummary, ContextOptions, GpuContext, GpuDevice, MemoryStats, profile_report_all};
-pub use pool::CensusEntry;
+pub use adapter::AdapterSummary;
+pub use context::{ContextOptions, GpuContext, GpuDevice, profile_report_all};
+pub use gpu::Gpu;
+pub use pool::{CensusEntry, MemoryStats};
 pub use fusion::{FusionStats, fusion_enabled, set_fusion};
 pub use kernels::attention::set_flash_tile;
 pub use kernels::attention_coop::emulate_cooperative_matrices;

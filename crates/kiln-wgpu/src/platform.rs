@@ -1,7 +1,7 @@
 //! What differs in a browser (wasm32 on WebGPU). Nothing there may block the page's event loop,
 //! and the browser polls the device by itself:
 //! - error scopes cannot be awaited on the spot: the work runs unscoped, and its errors reach the
-//!   uncaptured-error handler, which [`GpuContext::check`](crate::GpuContext::check) reports at
+//!   uncaptured-error handler, which [`Gpu::check`](crate::Gpu::check) reports at
 //!   the next sync or readback;
 //! - a blocking wait (`sync`, a blocking readback, opening a device) returns
 //!   `Error::WouldBlock` naming its async form instead of deadlocking the page;

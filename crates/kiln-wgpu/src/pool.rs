@@ -12,12 +12,33 @@
 //! past it goes to the driver. The limit never fails an allocation: tensors that need more than
 //! it still get their memory, the pool just keeps nothing free for them.
 
-use crate::context::MemoryStats;
 use kiln_backend::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MIN_CLASS: u64 = 256;
+
+/// Bytes held by the pool: `live` in tensors, `pooled` in free lists, `allocations` made so far;
+/// the context adds its pipeline, submit, bind-group and sync counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub live_bytes: u64,
+    pub pooled_bytes: u64,
+    pub allocations: u64,
+    /// The most `live_bytes` since the device opened or the last
+    /// [`GpuContext::reset_peak_memory_stats`](crate::GpuContext::reset_peak_memory_stats)
+    /// (PyTorch's `max_memory_allocated`).
+    pub peak_live_bytes: u64,
+    /// The most `live_bytes + pooled_bytes` over the same span: every buffer the pool held from
+    /// the driver (PyTorch's `max_memory_reserved`).
+    pub peak_total_bytes: u64,
+    pub pipelines: u64,
+    pub submits: u64,
+    /// Dispatches that reused a cached bind group instead of creating one.
+    pub bind_groups_reused: u64,
+    /// Times the host waited for the GPU (see [`Gpu::sync_count`](crate::Gpu::sync_count)).
+    pub syncs: u64,
+}
 
 /// Storage buffers can be bound, copied from and copied to.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =

@@ -10,25 +10,49 @@
 //! async caller never spins. In a browser the blocking path refuses (`Error::WouldBlock`) and
 //! the async one needs no thread: the browser polls the device and fires the callback itself.
 
-use crate::{context::GpuContext, pool::PooledBuffer};
+use crate::{
+    batch::Batcher,
+    gpu::Gpu,
+    pool::{BufferPool, PooledBuffer},
+};
 use kiln_backend::{Error, Result};
+use std::sync::Arc;
 
 const STAGING_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
 
-impl GpuContext {
+/// What moving bytes uses of a context: the device, the pool buffers come from, the batch copies
+/// are recorded in, and `deferred`, which records work the batch has not seen yet (the
+/// context's pending fused ops) so that a copy or a submit comes after it.
+pub(crate) struct Transfer<'a, D: Fn() -> Result<()>> {
+    pub gpu: &'a Arc<Gpu>,
+    pub pool: &'a BufferPool,
+    pub batch: &'a Batcher,
+    pub deferred: D,
+}
+
+impl<D: Fn() -> Result<()>> Transfer<'_, D> {
+    /// Records the deferred work, submits everything recorded, and reports errors so far.
+    pub(crate) fn flush(&self) -> Result<Option<wgpu::SubmissionIndex>> {
+        (self.deferred)()?;
+        let index = self.batch.submit(self.gpu);
+        self.gpu.check("submit")?;
+        Ok(index)
+    }
+
     /// Uploads `bytes` into a fresh storage buffer.
     pub(crate) fn upload(&self, op: &'static str, bytes: &[u8]) -> Result<PooledBuffer> {
-        let buf = self.pool.storage(&self.device, op, bytes.len() as u64)?;
+        let buf = self.pool.storage(&self.gpu.device, op, bytes.len() as u64)?;
         let padded = bytes.len().next_multiple_of(4);
         // `write_buffer` lands before the *next* submit's commands: commands already recorded
         // may still use this (recycled) buffer, so submit them first.
-        if self.has_pending() {
+        if self.batch.has_pending() {
             self.flush()?;
         }
+        let queue = &self.gpu.queue;
         if padded == bytes.len() {
-            self.queue.write_buffer(buf.buffer(), 0, bytes);
+            queue.write_buffer(buf.buffer(), 0, bytes);
         } else if let Some(size) = wgpu::BufferSize::new(padded as u64)
-            && let Some(mut view) = self.queue.write_buffer_with(buf.buffer(), 0, size)
+            && let Some(mut view) = queue.write_buffer_with(buf.buffer(), 0, size)
         {
             let (mut head, mut tail) = view.slice(..).split_at(bytes.len());
             head.copy_from_slice(bytes);
@@ -47,9 +71,9 @@ impl GpuContext {
         notify: impl FnOnce(std::result::Result<(), wgpu::BufferAsyncError>) + Send + 'static,
     ) -> Result<(PooledBuffer, Option<wgpu::SubmissionIndex>)> {
         let padded = bytes.next_multiple_of(4).max(4);
-        let staging = self.pool.get(&self.device, op, padded, STAGING_USAGE)?;
-        self.flush_fusion()?;
-        self.copy(src, 0, staging.buffer(), 0, padded);
+        let staging = self.pool.get(&self.gpu.device, op, padded, STAGING_USAGE)?;
+        (self.deferred)()?;
+        self.batch.copy(self.gpu, src, 0, staging.buffer(), 0, padded);
         let index = self.flush()?;
         staging.buffer().map_async(wgpu::MapMode::Read, 0..padded, notify);
         Ok((staging, index))
@@ -72,13 +96,13 @@ impl GpuContext {
         let (staging, index) = self.stage(op, src, bytes, move |r| {
             let _ = tx.send(r);
         })?;
-        self.wait(index)?;
+        self.gpu.wait(index)?;
         finish(op, &staging, bytes, decode, rx.recv().ok())
     }
 
     /// Like [`read_with`](Self::read_with) but resolves without blocking the calling task.
     pub(crate) async fn read_with_async<T>(
-        self: &std::sync::Arc<Self>,
+        &self,
         op: &'static str,
         src: &wgpu::Buffer,
         bytes: u64,
@@ -91,46 +115,14 @@ impl GpuContext {
         let (staging, index) = self.stage(op, src, bytes, move |r| {
             let _ = tx.send(r);
         })?;
-        self.count_sync();
-        self.poll_in_background(index);
+        self.gpu.count_sync();
+        self.gpu.poll_in_background(index);
         let out = finish(op, &staging, bytes, decode, rx.await.ok());
         // In a browser, errors of kernels built since the last check arrive only now.
         if crate::platform::WEB {
-            self.check(op)?;
+            self.gpu.check(op)?;
         }
         out
-    }
-
-    /// Submits everything recorded so far and resolves once the GPU has finished it, without
-    /// blocking the calling task (the async form of [`sync`](Self::sync)).
-    pub async fn sync_async(self: &std::sync::Arc<Self>) -> Result<()> {
-        let index = self.flush()?;
-        self.count_sync();
-        if self.is_lost() {
-            return self.check("sync_async");
-        }
-        let (tx, rx) = futures::channel::oneshot::channel();
-        self.queue.on_submitted_work_done(move || {
-            let _ = tx.send(());
-        });
-        self.poll_in_background(index);
-        if rx.await.is_err() {
-            return Err(Error::DeviceLost { msg: "sync_async: the GPU never finished the submitted work".into() });
-        }
-        self.check("sync_async")
-    }
-
-    /// Gets the callbacks of submission `index` fired without blocking the caller: natively a
-    /// helper thread does the blocking poll they fire from; a browser polls by itself.
-    fn poll_in_background(self: &std::sync::Arc<Self>, index: Option<wgpu::SubmissionIndex>) {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let ctx = self.clone();
-            // On GL the wait polls (see `block_on_gpu`): a blocking wait there can panic.
-            std::thread::spawn(move || ctx.block_on_gpu(index));
-        }
-        #[cfg(target_arch = "wasm32")]
-        let _ = index;
     }
 }
 
