@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch CPU twin of Kiln's README command `cargo run --release --example mnist` (MLP).
 
-Same run as crates/kiln/examples/mnist.rs with its defaults (examples/common/{train,model}.rs):
+Same run as examples/mnist.rs with its defaults (examples/common/{train,model}.rs):
   * data: the vendored data/mnist IDX files (gzip), pixels as (x/255 - 0.1307) / 0.3081,
     labels as class ids; 60 000 training / 10 000 test images
   * model: Linear(784, 512) - ReLU - Dropout(0.2) - Linear(512, 256) - ReLU - Dropout(0.2) -

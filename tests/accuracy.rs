@@ -5,6 +5,8 @@
 //! short π). Both as single kernels and fused into a chain (the fusion codegen emits the same
 //! WGSL helpers; each path is checked). Fusion is a process-wide switch: this binary is its own.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

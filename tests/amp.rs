@@ -5,6 +5,8 @@
 //! f16 kernel; the no-SHADER_F16 fallback is forced with `pretend_no_f16_for_tests`. Each GPU
 //! test prints which path it checked.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, random, values};

@@ -1,6 +1,8 @@
 //! The opt-in NaN watch names the first op whose output (forward) or gradient (backward)
 //! holds NaN/inf. Its own test binary: the switch is process-wide.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

@@ -5,6 +5,8 @@
 //! scripts/torch_sdpa_refs.py); typed errors. The attention path and the generator are
 //! process-wide: every test that sets them holds `lock()`.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, values};

@@ -5,6 +5,8 @@
 //! dtype or shape, not safetensors at all) must each give a typed error and leave the model as
 //! it was.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use kiln::prelude::*;
 use kiln_nn::Module;
 use kiln_nn::checkpoint;

@@ -1,6 +1,8 @@
 //! Elementwise fusion: fused ≡ unfused ≡ CPU on random expression graphs, and fusion really
 //! happens (few kernels for long chains, dropped intermediates not written).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

@@ -28,6 +28,8 @@
 //! `KILN_FUZZ_SHOW=<op>` (print that op's errors), `KILN_FUZZ_LOUD=1` (panic messages and
 //! backtraces of caught panics).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

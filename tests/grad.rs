@@ -1,6 +1,8 @@
 //! Every differentiable op: analytic gradients against central differences in f64 on the CPU,
 //! and GPU gradients against CPU gradients in f32. One line per op.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, values};
@@ -221,7 +223,7 @@ fn gpu_lookup_gradients_match_cpu() {
         if dtype == DType::F16 && !common::has_f16_else_refused(&g) {
             continue;
         }
-        for (rows, cols, ids) in [(5, 3, vec![4i32, 0, 4, 4, 2]), (37, 19, (0..131).map(|i| (i * 7 % 37) as i32).collect())] {
+        for (rows, cols, ids) in [(5, 3, vec![4i32, 0, 4, 4, 2]), (37, 19, (0..131).map(|i| i * 7 % 37).collect())] {
             let grads = |device: &Device| -> Vec<f64> {
                 let table = common::random(&[rows, cols], DType::F32, 5, -1.0, 1.0).to_dtype(dtype).unwrap();
                 let table = table.to(device).unwrap().with_grad();

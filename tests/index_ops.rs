@@ -4,6 +4,11 @@
 //! gradients against central differences in f64 on the CPU, and typed errors that leave the
 //! inputs intact. PyTorch's own numbers for the subtle cases are in tests/torch_index_refs.rs.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+// `&[a.clone()]` reads like the `&[a.clone(), b.clone()]` calls beside it, and cloning a
+// Tensor only bumps a reference count: clearer than `std::slice::from_ref(&a)`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 use common::{assert_close, check, random, values};

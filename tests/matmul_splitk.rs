@@ -3,6 +3,8 @@
 //! no split count divides, and more k ranges than k has slabs (empty ranges must write zeros).
 //! Forcing is context-wide, so these tests live in their own binary and take turns.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{check, random};

@@ -1,6 +1,8 @@
 //! Training does not grow GPU memory: the pool recycles every step's buffers and the graph is
 //! freed by backward. Also: the same op run 1000 times builds one pipeline.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod common;
-#[path = "../crates/kiln/examples/minilm/model.rs"]
+#[path = "../examples/minilm/model.rs"]
 mod minilm;
 
 use kiln::Device;

@@ -1,6 +1,11 @@
 //! Every op on the GPU (lavapipe in CI) against the CPU oracle: random inputs, odd sizes,
 //! non-contiguous and broadcast views, each supported dtype, and the edge cases.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+// `&[a.clone()]` reads like the `&[a.clone(), b.clone()]` calls beside it, and cloning a
+// Tensor only bumps a reference count: clearer than `std::slice::from_ref(&a)`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 use common::{check, has_f16_else_refused, random};

@@ -9,6 +9,8 @@
 //! - Dropout: GPU ≡ CPU forward and backward, the backward equal to grad·mask/keep, the mask
 //!   never written by the fusion engine.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln::prelude::*;

@@ -4,6 +4,8 @@
 //! gradient at zeros, amax's shared gradient), scatter, index_add, and cross-entropy with class
 //! weights, ignore_index and label smoothing. On the CPU in f64 (tight) and on the GPU in f32.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::assert_close;

@@ -7,6 +7,8 @@
 //! per gradient, no reduction). Every comparison also runs `unscale_check_by_`, which reads the
 //! scale on the device (GradScaler's form).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, values};
@@ -217,12 +219,12 @@ fn unscale_check_rejects_bad_arguments_with_typed_errors() {
         assert!(matches!(g.narrow(1, 1, 2).unwrap().unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })), "{name}: strided");
         let offset = Tensor::from_vec(vec![1.0f32; 6], &[6], &d).unwrap().narrow(0, 2, 3).unwrap();
         assert!(matches!(offset.unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })), "{name}: offset view");
-        if let Some(gpu) = &gpu {
-            if d.is_gpu() {
-                assert!(matches!(g.unscale_check_(0.5, &flag(&Device::cpu())), Err(Error::DeviceMismatch { .. })), "gpu grad, cpu flag");
-                let cpu_g = Tensor::from_vec(vec![1.0f32], &[1], &Device::cpu()).unwrap();
-                assert!(matches!(cpu_g.unscale_check_(0.5, &flag(gpu)), Err(Error::DeviceMismatch { .. })), "cpu grad, gpu flag");
-            }
+        if let Some(gpu) = &gpu
+            && d.is_gpu()
+        {
+            assert!(matches!(g.unscale_check_(0.5, &flag(&Device::cpu())), Err(Error::DeviceMismatch { .. })), "gpu grad, cpu flag");
+            let cpu_g = Tensor::from_vec(vec![1.0f32], &[1], &Device::cpu()).unwrap();
+            assert!(matches!(cpu_g.unscale_check_(0.5, &flag(gpu)), Err(Error::DeviceMismatch { .. })), "cpu grad, gpu flag");
         }
         // The device-scale form: the scale is one f32, distinct from the gradient.
         let half = Tensor::full(&[], 2.0, &d).unwrap();
@@ -251,7 +253,7 @@ fn shared_gradient_run(d: &Device) -> Vec<Vec<f32>> {
     let param = |shape: &[usize]| Tensor::zeros(shape, d).unwrap().with_grad();
     let (p1, p2, p3, p4, p5) = (param(&[4]), param(&[4]), param(&[3]), param(&[3]), param(&[2, 3]));
     // p1 and p2: one gradient tensor (as `a + b` backward hands out).
-    let shared = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, 0.5].iter().map(|v| v * scale).collect(), &[4], d).unwrap();
+    let shared = Tensor::from_vec([1.0f32, -2.0, 3.0, 0.5].iter().map(|v| v * scale).collect(), &[4], d).unwrap();
     p1.set_grad(Some(shared.clone())).unwrap();
     p2.set_grad(Some(shared.clone())).unwrap();
     // p3 and p4: two slices of one tensor (as `cat` backward hands out); p4's at an offset.

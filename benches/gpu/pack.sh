@@ -22,7 +22,7 @@ done
 
 echo "pack.sh: building release binaries (kiln-bench, char_transformer, attention_bench)" >&2
 cargo build --release -j 2 -p kiln-bench --bin kiln-bench
-cargo build --release -j 2 -p kiln --example char_transformer --example attention_bench
+cargo build --release -j 2 -p kiln-examples --example char_transformer --example attention_bench
 
 out=.gpu
 rm -rf "$out"

@@ -3,5 +3,5 @@
 
 pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-#[path = "../../crates/kiln/examples/common/memlog.rs"]
+#[path = "../../examples/common/memlog.rs"]
 pub mod memlog;

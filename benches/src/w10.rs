@@ -7,11 +7,11 @@
 //! same code.
 //!
 //! The step is the example's own [`train::Trainer::step`]: this file includes the example's
-//! training code by path, as `crates/kiln/tests/char_smoke.rs` does, so W10 can only measure
+//! training code by path, as `examples/tests/char_smoke.rs` does, so W10 can only measure
 //! what users run. What the example's loop does around the step (a progress-bar readback every
 //! 10 steps, evaluations) is left out, as `char_gpt.py` leaves it out.
 
-#[path = "../../crates/kiln/examples/char/train.rs"]
+#[path = "../../examples/char/train.rs"]
 mod train;
 
 /// What `train.rs` expects beside it: `super::common::memlog` (its `--memory-log`, unused here).

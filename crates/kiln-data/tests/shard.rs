@@ -1,6 +1,8 @@
 //! Sharded loading for data-parallel ranks: disjoint parts whose union is the unsharded batch,
 //! equal step counts on every rank, reproducible from the seed.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use kiln_data::{DataLoader, VecBatcher, VecDataset, shard_range};
 
 fn batches(n: u32, batch: usize, seed: u64, shard: Option<(usize, usize)>, drop_last: bool) -> Vec<Vec<u32>> {

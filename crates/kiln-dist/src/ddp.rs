@@ -168,10 +168,10 @@ impl DistributedDataParallel {
     /// `no_sync`) or `sync` the same number of times.
     pub fn sync(&mut self) -> Result<()> {
         self.usable("sync")?;
-        let outcome = (|| {
+        let outcome = {
             let mut round = Round::new(&self.plan, self.samples);
             self.finish(&mut round, Instant::now())
-        })();
+        };
         self.fail_on_error(outcome)
     }
 

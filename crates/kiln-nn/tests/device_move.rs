@@ -1,6 +1,8 @@
 //! `Module::to_device`: a model built on one device moves in place, every handle follows, and it
 //! trains on the new device exactly as an identical model built there.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::{assert_close, data, gpu, seeded};

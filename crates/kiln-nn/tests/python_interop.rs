@@ -2,6 +2,8 @@
 //! with the same keys, dtypes, shapes and bits. Needs `python3` with `safetensors` and `numpy`
 //! (`.ci/run` installs them and sets KILN_REQUIRE_PYTHON=1 so that CI cannot skip this).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln_core::{DType, Device, HostData, Tensor};

@@ -4,6 +4,8 @@
 //! every parameter. In f64 on the CPU, and in f32 on the GPU. This catches semantic slips the
 //! CPU oracle shares with the GPU (which windows ceil mode keeps, what a divisor counts).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use kiln_core::{

@@ -17,7 +17,7 @@ pub mod trainer;
 
 /// The MLP and CNN the `mnist` example trains, from the same file, so that its checkpoints load here.
 #[allow(dead_code)]
-#[path = "../../../crates/kiln/examples/common/model.rs"]
+#[path = "../../common/model.rs"]
 pub mod model;
 
 /// Errors from any layer (Kiln ops, data loading, I/O, flags), shown to the user as text.

@@ -177,6 +177,10 @@ pub fn train_rank(kind: Kind, device: &Device, comm: Box<dyn Communicator>, cfg:
     train_rank_keep(kind, device, comm, cfg, micro).map(|(v, _)| v)
 }
 
+/// What [`train_rank_keep`] hands back: the trained parameters' values (as [`values`] reads
+/// them) and the communicator.
+pub type ValuesAndComm = (Vec<Vec<f32>>, Box<dyn Communicator>);
+
 /// [`train_rank`], handing the communicator back for the next run.
 pub fn train_rank_keep(
     kind: Kind,
@@ -184,7 +188,7 @@ pub fn train_rank_keep(
     comm: Box<dyn Communicator>,
     cfg: DdpConfig,
     micro: usize,
-) -> Result<(Vec<Vec<f32>>, Box<dyn Communicator>), DistError> {
+) -> Result<ValuesAndComm, DistError> {
     let (rank, world) = (comm.rank(), comm.world());
     let model = Tiny::build(kind, 100 + rank as u64, 17, device)?;
     let mut ddp = DistributedDataParallel::new(&model, comm, cfg)?;

@@ -1,5 +1,5 @@
 //! Training, evaluation and sampling for the `char_transformer` example, shared with
-//! `crates/kiln/tests/char_smoke.rs` (which includes this file by path, so the smoke test runs
+//! `examples/tests/char_smoke.rs` (which includes this file by path, so the smoke test runs
 //! exactly the loop a user runs).
 
 // The example and the smoke test each use a different subset.

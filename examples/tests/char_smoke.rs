@@ -6,9 +6,9 @@
 //! unigram entropy of Moby-Dick, about 4.4; a working one passes 3.5 within a few hundred
 //! small steps because it learns which letters follow which.
 
-#[path = "../examples/common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
-#[path = "../examples/char/train.rs"]
+#[path = "../char/train.rs"]
 mod train;
 
 use kiln::Device;

@@ -1,5 +1,5 @@
 //! Code shared by the MNIST examples (`mnist`, `mnist_infer`) and by
-//! `crates/kiln/tests/examples_smoke.rs`, which includes this module by path so that the
+//! `examples/tests/examples_smoke.rs`, which includes this module by path so that the
 //! smoke test exercises exactly the loop a user runs.
 
 // Each includer uses a different subset.

@@ -2,7 +2,7 @@
 //! (included by path), on slices small enough for CI, on the CPU backend and on a GPU adapter
 //! (lavapipe in CI), plus `mnist_infer`'s handling of a missing checkpoint.
 
-#[path = "../examples/common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::infer::{detect_kind, load_model};

@@ -15,8 +15,16 @@ pub type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub fn default_dir() -> PathBuf {
     match std::env::var_os("KILN_MINILM_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
+        None => repo_root().join("models/all-MiniLM-L6-v2"),
     }
+}
+
+/// The repository root: the nearest folder above the including package that holds the
+/// workspace's Cargo.lock. This file is compiled into two packages at different depths (the
+/// examples at examples/, kiln's tests/minilm.rs at crates/kiln), so no fixed `../..` fits both.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.ancestors().find(|dir| dir.join("Cargo.lock").is_file()).unwrap_or(manifest).to_path_buf()
 }
 
 /// Whether `dir` holds the files this module reads.

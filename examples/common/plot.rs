@@ -10,7 +10,7 @@ use super::AnyResult;
 
 /// Roboto Regular (SIL OFL 1.1, see `assets/fonts/README.md`), embedded because a fresh
 /// machine may have no fonts installed at all.
-static FONT: &[u8] = include_bytes!("../../../../assets/fonts/Roboto-Regular.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/Roboto-Regular.ttf");
 
 /// The family name the embedded font is registered under.
 pub const FAMILY: &str = "sans-serif";
