@@ -380,6 +380,65 @@ fn topk_matches_reference() {
     }
 }
 
+/// Long rows and large k, where the kernel sorts whole rows (k past one tile of 1024) or folds
+/// sorted tiles (k within one), on odd lengths around the tile and padding edges: every
+/// dtype, both directions, few distinct values so ties are everywhere, strided views. Indices
+/// are compared exactly: ties rank the lower index first.
+#[test]
+fn topk_long_rows_match_reference() {
+    let Some(dev) = common::gpu("topk_long_rows_match_reference") else { return };
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0013);
+    for dtype in NUMERIC {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
+            continue;
+        }
+        for len in [1usize, 7, 1023, 1024, 1025, 2049, 4097, 65537] {
+            let shape: Vec<usize> = if len > 4097 { vec![len] } else { vec![2, len] };
+            let mut ks = vec![1, len.min(5), len.min(1024), len.min(1025), len];
+            ks.dedup();
+            for (name, buf, layout) in views(&shape) {
+                let mut raw: Vec<f64> = (0..buf).map(|_| rng.below(9) as f64 - 4.0).collect();
+                if dtype.is_float() {
+                    for x in raw.iter_mut() {
+                        match rng.below(16) {
+                            0 => *x = f64::NAN,
+                            1 => *x = -0.0,
+                            2 => *x = f64::INFINITY,
+                            3 => *x += rng.unit(),
+                            _ => {}
+                        }
+                    }
+                } else if dtype == DType::U32 {
+                    raw.iter_mut().for_each(|x| *x += 4.0);
+                }
+                let (s, vals) = upload(&dev, &raw, dtype);
+                let logical: Vec<f64> = positions(&shape).iter().map(|p| vals[at(&layout, p)]).collect();
+                for &k in &ks {
+                    for largest in [true, false] {
+                        let (v, i) = s.topk(&layout, k, largest).expect("topk");
+                        let mut oshape = shape.clone();
+                        *oshape.last_mut().expect("rank") = k;
+                        let (gv, gi) = (read(&v, &oshape), read(&i, &oshape));
+                        let what = format!("topk {dtype} {shape:?} {name} k {k} largest {largest}");
+                        for (r, row) in logical.chunks(len).enumerate() {
+                            let want = topk_ref(row, k, largest);
+                            let got: Vec<usize> = gi[r * k..(r + 1) * k].iter().map(|&x| x as usize).collect();
+                            if let Some(p) = (0..k).find(|&p| got[p] != want[p]) {
+                                panic!(
+                                    "{what}: row {r}: first difference at rank {p}: index {} vs {}",
+                                    got[p], want[p]
+                                );
+                            }
+                            let wv: Vec<f64> = want.iter().map(|&j| row[j]).collect();
+                            assert_close(&gv[r * k..(r + 1) * k], &wv, dtype, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn topk_edge_cases() {
     let Some(dev) = common::gpu("topk_edge_cases") else { return };

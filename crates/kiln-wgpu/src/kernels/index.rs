@@ -1,8 +1,9 @@
 //! index_select, gather, scatter_add, scatter_reduce, topk. The first four run one thread per
 //! output element (`shaders/index_select.wgsl`, `gather.wgsl`, `scatter_add.wgsl`,
-//! `scatter_reduce.wgsl`); topk runs one workgroup
-//! per row (`shaders/topk.wgsl`). Shapes and strides travel in `info`, so the specialisations
-//! are only per storage type (and per contiguity for index_select, the embedding lookup).
+//! `scatter_reduce.wgsl`); topk sorts rows in a scratch buffer with a bitonic network
+//! (`shaders/topk.wgsl`, `topk_step.wgsl`, `topk_out.wgsl`). Shapes and strides travel in
+//! `info`, so the specialisations are only per storage type (and per contiguity for
+//! index_select, the embedding lookup).
 
 use super::{WG, compute_type, enables, module, push_layout, storage_type};
 use crate::storage::GpuStorage;
@@ -258,6 +259,11 @@ pub(crate) fn scatter_reduce(
     Ok(out)
 }
 
+/// Pairs one workgroup of `shaders/topk.wgsl` holds (its TILE constant).
+const TOPK_TILE: usize = 1024;
+/// The most scratch one topk dispatch chain binds (rows run in chunks below it).
+const TOPK_SCRATCH: u64 = 64 << 20;
+
 /// WGSL body of `order_key(x)`: a u32 whose unsigned order is the value order.
 fn order_key(dtype: DType) -> &'static str {
     match dtype {
@@ -279,6 +285,23 @@ fn topk_source(dtype: DType) -> Result<String> {
     Ok(module(enables(&[dtype]), false, &body))
 }
 
+fn topk_step_source() -> String {
+    module("", false, crate::shaders::TOPK_STEP)
+}
+
+fn topk_out_source(dtype: DType) -> Result<String> {
+    let body = crate::shaders::TOPK_OUT.replace("{{T}}", numeric_type("topk", dtype)?);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+/// Sorts each last-dim row as (key, index) pairs in a scratch buffer, best first, and copies
+/// out the first k. Rows are padded to a power of two P and sorted by a bitonic network: tiles
+/// of up to TOPK_TILE pairs in workgroup memory (`topk.wgsl`), longer compare distances one
+/// dispatch each (`topk_step.wgsl`). When k fits a tile, pairs of sorted tiles are instead
+/// folded into one tile holding the better half until one is left, so a row costs
+/// O(P log² tile) work rather than a full O(P log² P) sort. Earlier, one workgroup made k
+/// selection passes over its row in one invocation: O(k·len) per row, which stopped short on
+/// lavapipe for k in the thousands and would have been far too slow for long rows anyway.
 pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "topk";
     numeric_type(OP, s.dtype())?;
@@ -290,19 +313,69 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
     }
     let rows = l.numel().checked_div(len).unwrap_or(0);
     let numel = rows.saturating_mul(k);
-    let n = index_u32(OP, numel, "the output")?;
+    index_u32(OP, numel, "the output")?;
     let ctx = s.context();
     let values = GpuStorage::alloc(ctx, OP, s.dtype(), numel)?;
     let indices = GpuStorage::alloc(ctx, OP, DType::U32, numel)?;
-    if n == 0 {
+    if numel == 0 {
         return Ok((values, indices));
     }
-    let step = l.strides().last().copied().unwrap_or(0);
-    let mut meta = vec![rows as u32, len as u32, k as u32, largest as u32, index_u32(OP, step, "a last-dim stride")?];
-    push_layout(OP, &mut meta, l)?;
+    let padded = len.next_power_of_two();
+    let tile = padded.min(TOPK_TILE);
+    // Scratch: 8 bytes a pair, whole rows per chunk, a power of two so the pool adds nothing.
+    let row_bytes = padded as u64 * 8;
+    let cap = TOPK_SCRATCH.min(ctx.limits.max_storage_buffer_binding_size);
+    if row_bytes > cap {
+        return Err(Error::OutOfMemory {
+            op: OP,
+            msg: format!("a row of {len} needs {row_bytes} bytes of sort scratch; at most {cap} fit one binding"),
+        });
+    }
+    let chunk = (1usize << (cap / row_bytes).ilog2()).min(rows);
+    let step = index_u32(OP, l.strides().last().copied().unwrap_or(0), "a last-dim stride")?;
+    let flip = if largest { 0 } else { u32::MAX };
     let dtype = s.dtype();
-    let kernel = ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;
+    let tile_kernel =
+        ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
+    let step_kernel = ctx.cache.get(&ctx.device, OP, "topk_step", topk_step_source)?;
+    let out_kernel =
+        ctx.cache.get(&ctx.device, OP, &format!("topk_out|{dtype}"), || topk_out_source(dtype).unwrap_or_default())?;
+    let pairs = GpuStorage::alloc(ctx, OP, DType::U32, chunk * padded * 2)?;
+    let (p, t) = (padded as u32, tile as u32);
+    for row0 in (0..rows).step_by(chunk) {
+        let n = chunk.min(rows - row0);
+        let (nr, r0) = (n as u32, row0 as u32);
+        let groups = |per_row: usize| index_u32(OP, n * per_row, "the workgroup count");
+        // [rows, len, padded, tile, mode, s_lo, s_hi, gap, row0, step, flip, src layout]
+        let tile_pass = |mode: u32, s_lo: u32, s_hi: u32, gap: u32, groups: u32| -> Result<()> {
+            let mut meta = vec![nr, len as u32, p, t, mode, s_lo, s_hi, gap, r0, step, flip];
+            push_layout(OP, &mut meta, l)?;
+            ctx.dispatch(OP, &tile_kernel, &[s.buffer(), pairs.buffer()], &meta, groups)
+        };
+        // Short rows go TOPK_TILE / tile to a workgroup (see topk.wgsl).
+        tile_pass(0, 2, t, t, groups(padded / tile)?.div_ceil((TOPK_TILE / tile) as u32))?;
+        if k <= tile {
+            let mut gap = tile;
+            while gap < padded {
+                tile_pass(2, t, t, gap as u32, groups(padded / (2 * gap))?)?;
+                gap *= 2;
+            }
+        } else {
+            let threads = groups(padded / 2)?;
+            for size in (tile.ilog2() + 1..=padded.ilog2()).map(|b| 1u32 << b) {
+                let mut j = size / 2;
+                while j >= t {
+                    ctx.dispatch(OP, &step_kernel, &[pairs.buffer()], &[nr, p, size, j], threads.div_ceil(WG))?;
+                    j /= 2;
+                }
+                tile_pass(1, size, size, t, groups(padded / tile)?)?;
+            }
+        }
+        let mut meta = vec![nr, len as u32, p, k as u32, r0, step];
+        push_layout(OP, &mut meta, l)?;
+        let buffers = [s.buffer(), pairs.buffer(), values.buffer(), indices.buffer()];
+        ctx.dispatch(OP, &out_kernel, &buffers, &meta, groups(k)?.div_ceil(WG))?;
+    }
     Ok((values, indices))
 }
 
@@ -318,6 +391,8 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         all.extend(scatter_add_source(dtype).ok().map(|src| (format!("scatter_add|{dtype}"), src)));
         all.extend(scatter_reduce_source(dtype).ok().map(|src| (format!("scatter_reduce|{dtype}"), src)));
         all.extend(topk_source(dtype).ok().map(|src| (format!("topk|{dtype}"), src)));
+        all.extend(topk_out_source(dtype).ok().map(|src| (format!("topk_out|{dtype}"), src)));
     }
+    all.push(("topk_step".into(), topk_step_source()));
     all
 }
