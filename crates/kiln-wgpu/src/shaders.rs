@@ -19,6 +19,7 @@ pub const MATMUL_SPLITK_SUM: &str = include_str!("../shaders/matmul_splitk_sum.w
 pub const INDEX_SELECT: &str = include_str!("../shaders/index_select.wgsl");
 pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 pub const SCATTER_ADD: &str = include_str!("../shaders/scatter_add.wgsl");
+pub const SCATTER_SITE: &str = include_str!("../shaders/scatter_site.wgsl");
 pub const TOPK: &str = include_str!("../shaders/topk.wgsl");
 pub const TOPK_STEP: &str = include_str!("../shaders/topk_step.wgsl");
 pub const TOPK_OUT: &str = include_str!("../shaders/topk_out.wgsl");

@@ -146,8 +146,50 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     Ok(out)
 }
 
+/// The argument checks scatter_add and scatter_reduce share; the output's element count as a
+/// u32. `ids` must fit self outside `dim`, and `src` must match ids' shape and self's dtype.
+#[allow(clippy::too_many_arguments)]
+fn scatter_checks(
+    op: &'static str,
+    s: &GpuStorage,
+    l: &Layout,
+    ids: &GpuStorage,
+    il: &Layout,
+    src: &GpuStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<u32> {
+    check_dim(op, l, dim)?;
+    check_ids(op, ids)?;
+    if src.dtype() != s.dtype() {
+        return Err(Error::dtype(op, s.dtype(), src.dtype()));
+    }
+    if il.shape() != sl.shape() {
+        return Err(Error::shape(op, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
+    }
+    check_index_shape(op, l, il, dim)?;
+    check_fits(op, s, l)?;
+    check_fits(op, ids, il)?;
+    check_fits(op, src, sl)?;
+    numeric_type(op, s.dtype())?;
+    index_u32(op, l.numel(), "the output")
+}
+
+/// `info` for both scatter kernels: [n, dim, base(dst), base(ids), base(src), extra..., layout
+/// blocks], the bases pointing at the blocks (see shaders/scatter_site.wgsl).
+fn scatter_meta(op: &'static str, n: u32, dim: usize, layouts: [&Layout; 3], extra: &[u32]) -> Result<Vec<u32>> {
+    let mut meta = vec![n, dim as u32, 0, 0, 0];
+    meta.extend_from_slice(extra);
+    for (k, layout) in layouts.into_iter().enumerate() {
+        meta[2 + k] = meta.len() as u32;
+        push_layout(op, &mut meta, layout)?;
+    }
+    Ok(meta)
+}
+
 fn scatter_add_source(dtype: DType) -> Result<String> {
     let body = crate::shaders::SCATTER_ADD
+        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
         .replace("{{T}}", numeric_type("scatter_add", dtype)?)
         .replace("{{C}}", compute_type(dtype));
     Ok(module(enables(&[dtype]), false, &body))
@@ -163,30 +205,13 @@ pub(crate) fn scatter_add(
     dim: usize,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_add";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    if src.dtype() != s.dtype() {
-        return Err(Error::dtype(OP, s.dtype(), src.dtype()));
-    }
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, l, il, dim)?;
-    check_fits(OP, s, l)?;
-    check_fits(OP, ids, il)?;
-    check_fits(OP, src, sl)?;
-    numeric_type(OP, s.dtype())?;
-    let n = index_u32(OP, l.numel(), "the output")?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
         return Ok(out);
     }
-    let mut meta = vec![n, dim as u32, 0, 0, 0];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], &[])?;
     let dtype = s.dtype();
     let kernel = ctx
         .cache
@@ -206,6 +231,7 @@ fn scatter_reduce_source(dtype: DType) -> Result<String> {
         _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
     };
     let body = crate::shaders::SCATTER_REDUCE
+        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
         .replace("{{T}}", numeric_type("scatter_reduce", dtype)?)
         .replace("{{C}}", compute_type(dtype))
         .replace("{{NAN}}", nan)
@@ -226,31 +252,14 @@ pub(crate) fn scatter_reduce(
     include_self: bool,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_reduce";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    if src.dtype() != s.dtype() {
-        return Err(Error::dtype(OP, s.dtype(), src.dtype()));
-    }
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, l, il, dim)?;
-    check_fits(OP, s, l)?;
-    check_fits(OP, ids, il)?;
-    check_fits(OP, src, sl)?;
-    numeric_type(OP, s.dtype())?;
-    let n = index_u32(OP, l.numel(), "the output")?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
         return Ok(out);
     }
     let code = ScatterOp::ALL.iter().position(|&o| o == op).unwrap_or(0) as u32;
-    let mut meta = vec![n, dim as u32, 0, 0, 0, code, u32::from(include_self)];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], &[code, u32::from(include_self)])?;
     let dtype = s.dtype();
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("scatter_reduce|{dtype}"), || {
         scatter_reduce_source(dtype).unwrap_or_default()
