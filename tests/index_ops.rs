@@ -385,16 +385,20 @@ fn topk_large_k_on_gpu() {
     let Some(g) = common::gpu("topk_large_k_on_gpu") else { return };
     let f16 = common::has_f16_else_refused(&g);
     for &n in &[1usize, 7, 1023, 4097, 65537] {
-        let rows = if n > 4097 { 1 } else { 3 };
-        for dtype in [DType::F32, DType::F16, DType::I32] {
+        // The longest row (slow on lavapipe) in f32 only, with k in the folding and sorting paths.
+        let (rows, dtypes, mut ks) = if n > 4097 {
+            (1, &[DType::F32][..], vec![1, 1000, n])
+        } else {
+            (3, &[DType::F32, DType::F16, DType::I32][..], vec![1, n.min(5), n.min(1000), n.min(1025), n])
+        };
+        ks.dedup();
+        for &dtype in dtypes {
             if dtype == DType::F16 && !f16 {
                 continue;
             }
             // Integers in [-6, 6): ties everywhere. Rows run along dim 0 (a strided view) too.
             let x = random(&[rows, n], DType::F32, n as u64, -6.0, 6.0).floor().unwrap().to_dtype(dtype).unwrap();
-            let mut ks = vec![1, n.min(5), n.min(1000), n.min(1025), n];
-            ks.dedup();
-            for k in ks {
+            for &k in &ks {
                 for largest in [true, false] {
                     for (dim, x) in [(1isize, x.clone()), (0, x.t().unwrap().contiguous().unwrap())] {
                         let what = format!("topk {dtype} n={n} k={k} dim={dim} largest={largest}");
@@ -408,5 +412,40 @@ fn topk_large_k_on_gpu() {
                 }
             }
         }
+    }
+}
+
+/// Times GPU topk (median of 10 after 3 warm-ups, each ending in a sync) on shapes real
+/// models meet: vocabulary logits, whole-row sorts, many short rows. Prints one line a shape;
+/// asserts nothing. Run on a real GPU with
+/// `cargo test --release -p kiln --test index_ops topk_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn topk_timing() {
+    let Some(g) = common::gpu("topk_timing") else { return };
+    let cases: [(&[usize], usize); 7] = [
+        (&[64, 30522], 5),
+        (&[64, 30522], 1000),
+        (&[1, 65536], 1),
+        (&[1, 65536], 65536),
+        (&[256, 4097], 4097),
+        (&[4096, 1024], 10),
+        (&[100_000, 10], 3),
+    ];
+    for (shape, k) in cases {
+        let x = random(shape, DType::F32, 11, -4.0, 4.0).to(&g).unwrap();
+        let mut times = Vec::new();
+        for i in 0..13 {
+            g.sync().unwrap();
+            let start = std::time::Instant::now();
+            let (v, ids) = x.topk(k, true).unwrap();
+            g.sync().unwrap();
+            if i >= 3 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            drop((v, ids));
+        }
+        times.sort_by(f64::total_cmp);
+        println!("topk {shape:?} k={k}: median {:.3} ms (min {:.3} ms)", times[times.len() / 2], times[0]);
     }
 }

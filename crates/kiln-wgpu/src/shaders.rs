@@ -21,6 +21,7 @@ pub const GATHER: &str = include_str!("../shaders/gather.wgsl");
 pub const SCATTER_ADD: &str = include_str!("../shaders/scatter_add.wgsl");
 pub const SCATTER_SITE: &str = include_str!("../shaders/scatter_site.wgsl");
 pub const TOPK: &str = include_str!("../shaders/topk.wgsl");
+pub const TOPK_SELECT: &str = include_str!("../shaders/topk_select.wgsl");
 pub const TOPK_STEP: &str = include_str!("../shaders/topk_step.wgsl");
 pub const TOPK_OUT: &str = include_str!("../shaders/topk_out.wgsl");
 pub const IM2COL: &str = include_str!("../shaders/im2col.wgsl");

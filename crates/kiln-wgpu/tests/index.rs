@@ -393,6 +393,10 @@ fn topk_long_rows_match_reference() {
             continue;
         }
         for len in [1usize, 7, 1023, 1024, 1025, 2049, 4097, 65537] {
+            // The longest row (slow on lavapipe) once per key family: float and integer.
+            if len > 4097 && !matches!(dtype, DType::F32 | DType::I32) {
+                continue;
+            }
             let shape: Vec<usize> = if len > 4097 { vec![len] } else { vec![2, len] };
             let mut ks = vec![1, len.min(5), len.min(1024), len.min(1025), len];
             ks.dedup();

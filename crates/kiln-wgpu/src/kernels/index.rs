@@ -272,6 +272,10 @@ pub(crate) fn scatter_reduce(
 const TOPK_TILE: usize = 1024;
 /// The most scratch one topk dispatch chain binds (rows run in chunks below it).
 const TOPK_SCRATCH: u64 = 64 << 20;
+/// The largest k that `shaders/topk_select.wgsl` (k passes per row) takes.
+const TOPK_SELECT_K: usize = 16;
+/// The most loop iterations topk_select.wgsl may make per invocation: half of llvmpipe's cap.
+const TOPK_SELECT_LOOPS: usize = 32_768;
 
 /// WGSL body of `order_key(x)`: a u32 whose unsigned order is the value order.
 fn order_key(dtype: DType) -> &'static str {
@@ -294,6 +298,12 @@ fn topk_source(dtype: DType) -> Result<String> {
     Ok(module(enables(&[dtype]), false, &body))
 }
 
+fn topk_select_source(dtype: DType) -> Result<String> {
+    let body =
+        crate::shaders::TOPK_SELECT.replace("{{T}}", numeric_type("topk", dtype)?).replace("{{KEY}}", order_key(dtype));
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
 fn topk_step_source() -> String {
     module("", false, crate::shaders::TOPK_STEP)
 }
@@ -303,14 +313,15 @@ fn topk_out_source(dtype: DType) -> Result<String> {
     Ok(module(enables(&[dtype]), false, &body))
 }
 
-/// Sorts each last-dim row as (key, index) pairs in a scratch buffer, best first, and copies
-/// out the first k. Rows are padded to a power of two P and sorted by a bitonic network: tiles
-/// of up to TOPK_TILE pairs in workgroup memory (`topk.wgsl`), longer compare distances one
-/// dispatch each (`topk_step.wgsl`). When k fits a tile, pairs of sorted tiles are instead
+/// For k up to TOPK_SELECT_K on rows that fit its loop budget, k selection passes per row
+/// (`topk_select.wgsl`). Otherwise sorts each last-dim row as (key, index) pairs in a scratch
+/// buffer, best first, and copies out the first k. Rows are padded to a power of two P and
+/// sorted by a bitonic network: tiles of up to TOPK_TILE pairs in workgroup memory
+/// (`topk.wgsl`), longer compare distances one dispatch each (`topk_step.wgsl`). When k fits a tile, pairs of sorted tiles are instead
 /// folded into one tile holding the better half until one is left, so a row costs
-/// O(P log² tile) work rather than a full O(P log² P) sort. Earlier, one workgroup made k
-/// selection passes over its row in one invocation: O(k·len) per row, which stopped short on
-/// lavapipe for k in the thousands and would have been far too slow for long rows anyway.
+/// O(P log² tile) work rather than a full O(P log² P) sort. Selection alone (as topk once was)
+/// costs O(k·len) per row in one workgroup, far too slow for large k, and stopped short on
+/// lavapipe for k in the thousands: llvmpipe ends an invocation's loops after 65535 iterations.
 pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "topk";
     numeric_type(OP, s.dtype())?;
@@ -329,6 +340,20 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
     if numel == 0 {
         return Ok((values, indices));
     }
+    let step = index_u32(OP, l.strides().last().copied().unwrap_or(0), "a last-dim stride")?;
+    let dtype = s.dtype();
+    // Small k: k selection passes, one workgroup a row, each invocation looping about
+    // k·(len/64 + 8) times, which must stay clear of llvmpipe's cap of 65535. Far cheaper than
+    // a sort there, on lavapipe above all (where each of the sort's barriers is costly).
+    if k <= TOPK_SELECT_K && k * (len.div_ceil(64) + 8) <= TOPK_SELECT_LOOPS {
+        let mut meta = vec![rows as u32, len as u32, k as u32, largest as u32, step];
+        push_layout(OP, &mut meta, l)?;
+        let kernel = ctx
+            .cache
+            .get(&ctx.device, OP, &format!("topk_select|{dtype}"), || topk_select_source(dtype).unwrap_or_default())?;
+        ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;
+        return Ok((values, indices));
+    }
     let padded = len.next_power_of_two();
     let tile = padded.min(TOPK_TILE);
     // Scratch: 8 bytes a pair, whole rows per chunk, a power of two so the pool adds nothing.
@@ -341,9 +366,7 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
         });
     }
     let chunk = (1usize << (cap / row_bytes).ilog2()).min(rows);
-    let step = index_u32(OP, l.strides().last().copied().unwrap_or(0), "a last-dim stride")?;
     let flip = if largest { 0 } else { u32::MAX };
-    let dtype = s.dtype();
     let tile_kernel =
         ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
     let step_kernel = ctx.cache.get(&ctx.device, OP, "topk_step", topk_step_source)?;
@@ -400,6 +423,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         all.extend(scatter_add_source(dtype).ok().map(|src| (format!("scatter_add|{dtype}"), src)));
         all.extend(scatter_reduce_source(dtype).ok().map(|src| (format!("scatter_reduce|{dtype}"), src)));
         all.extend(topk_source(dtype).ok().map(|src| (format!("topk|{dtype}"), src)));
+        all.extend(topk_select_source(dtype).ok().map(|src| (format!("topk_select|{dtype}"), src)));
         all.extend(topk_out_source(dtype).ok().map(|src| (format!("topk_out|{dtype}"), src)));
     }
     all.push(("topk_step".into(), topk_step_source()));
