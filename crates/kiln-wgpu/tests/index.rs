@@ -311,6 +311,24 @@ fn scatter_add_accumulates_repeats() {
     assert!(matches!(bad, Err(Error::UnsupportedDType { .. })), "{:?}", bad.err());
 }
 
+/// Seen while fixing topk: llvmpipe (lavapipe) silently ends every loop of an invocation once
+/// its loops have made 65535 iterations in all (topk stopped short for that reason), and the
+/// scatter kernels scan the whole ids extent along `dim` in one invocation. So one slot named
+/// by 70,000 ids should sum to 70,000; on lavapipe (Mesa 22.3, LLVM 15) it gives 65,533.
+/// Ignored until the scatter kernels split long scans; run with `--ignored` on any adapter.
+#[test]
+#[ignore]
+fn scatter_add_long_ids_extent() {
+    let Some(dev) = common::gpu("scatter_add_long_ids_extent") else { return };
+    let n = 70_000;
+    let (s, _) = upload(&dev, &[0.0], DType::F32);
+    let (is, _) = upload(&dev, &vec![0.0; n], DType::U32);
+    let (src, _) = upload(&dev, &vec![1.0; n], DType::F32);
+    let il = Layout::contiguous(&[n]);
+    let out = s.scatter_add(&Layout::contiguous(&[1]), &is, &il, &src, &il, 0).expect("scatter_add");
+    assert_eq!(read(&out, &[1]), vec![n as f64], "one slot, {n} ids along dim");
+}
+
 /// Sorted positions of one row: NaN above everything, ties to the lower index.
 fn topk_ref(row: &[f64], k: usize, largest: bool) -> Vec<usize> {
     let rank = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
