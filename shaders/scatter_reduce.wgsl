@@ -4,16 +4,18 @@
 // info: [numel, dim, base(dst), base(ids), base(src), op, include_self, ...layout blocks]
 // op: 0 replace (the last q wins: PyTorch's scatter), 1 sum, 2 prod, 3 mean (floor division
 // for i32), 4 amax, 5 amin (NaN propagates, as torch.amax). Replace ignores include_self.
-// WGSL has no float atomics, so as in scatter_add.wgsl each thread owns one output element
-// and scans the ids positions along `dim` that share its other coordinates, in increasing
-// order: the result is deterministic and combines in the CPU oracle's order. The cost is
-// (output elements) × (ids extent along dim). The generator fills T (storage), C (compute: f16
-// works in f32; integers wrap), NAN (is_nan_c's body) and MEAN (mean_of's body).
+// As in scatter_add.wgsl each thread owns one output element and combines what lands on it in
+// increasing order (scatter_site, in scatter_site.wgsl): the result is deterministic and
+// matches the CPU oracle's order. The cost is (output elements) × (ids extent along dim). The
+// generator fills SITE, T (storage), C (compute: f16 works in f32; integers wrap), NAN
+// (is_nan_c's body) and MEAN (mean_of's body).
 
 @group(0) @binding(1) var<storage, read> dst: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read> src: array<{{T}}>;
 @group(0) @binding(4) var<storage, read_write> out: array<{{T}}>;
+
+{{SITE}}
 
 fn is_nan_c(v: {{C}}) -> bool {
 {{NAN}}
@@ -27,49 +29,20 @@ fn mean_of(s: {{C}}, n: u32) -> {{C}} {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wid, nwg) * 256u + lid;
     if i >= info[0] { return; }
-    let dim = info[1];
-    let db = info[2];
-    let ib = info[3];
-    let sb = info[4];
     let op = info[5];
     let with_self = info[6] != 0u || op == 0u;
-    let rank = info[db + 1u];
-    var at = info[db];
-    var id_at = info[ib];
-    var src_at = info[sb];
-    var inside = true;
-    var want = 0u;
-    var rem = i;
-    var d = rank;
-    loop {
-        if d == 0u { break; }
-        d -= 1u;
-        let extent = info[db + 2u + d];
-        let c = rem % extent;
-        rem /= extent;
-        at += c * info[db + 2u + rank + d];
-        if d == dim {
-            want = c;
-        } else {
-            inside = inside && c < info[ib + 2u + d];
-            id_at += c * info[ib + 2u + rank + d];
-            src_at += c * info[sb + 2u + rank + d];
-        }
-    }
-    let x = {{C}}(dst[at]);
+    let p = scatter_site(i);
+    let x = {{C}}(dst[p.at]);
     // Without self, sums start at 0 and products at 1; amax/amin take their first value as is.
     var acc = x;
     if !with_self {
         acc = select({{C}}(0), {{C}}(1), op == 2u);
     }
     var count = 0u;
-    if inside {
-        let len = info[ib + 2u + dim];
-        let id_step = info[ib + 2u + rank + dim];
-        let src_step = info[sb + 2u + rank + dim];
-        for (var m = 0u; m < len; m++) {
-            if ids[id_at + m * id_step] != want { continue; }
-            let v = {{C}}(src[src_at + m * src_step]);
+    if p.inside {
+        for (var m = 0u; m < p.len; m++) {
+            if ids[p.id_at + m * p.id_step] != p.want { continue; }
+            let v = {{C}}(src[p.src_at + m * p.src_step]);
             if op == 0u || (op >= 4u && count == 0u && !with_self) {
                 acc = v;
             } else if op == 1u || op == 3u {

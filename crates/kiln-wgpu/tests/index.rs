@@ -311,6 +311,24 @@ fn scatter_add_accumulates_repeats() {
     assert!(matches!(bad, Err(Error::UnsupportedDType { .. })), "{:?}", bad.err());
 }
 
+/// Seen while fixing topk: llvmpipe (lavapipe) silently ends every loop of an invocation once
+/// its loops have made 65535 iterations in all (topk stopped short for that reason), and the
+/// scatter kernels scan the whole ids extent along `dim` in one invocation. So one slot named
+/// by 70,000 ids should sum to 70,000; on lavapipe (Mesa 22.3, LLVM 15) it gives 65,533.
+/// Ignored until the scatter kernels split long scans; run with `--ignored` on any adapter.
+#[test]
+#[ignore]
+fn scatter_add_long_ids_extent() {
+    let Some(dev) = common::gpu("scatter_add_long_ids_extent") else { return };
+    let n = 70_000;
+    let (s, _) = upload(&dev, &[0.0], DType::F32);
+    let (is, _) = upload(&dev, &vec![0.0; n], DType::U32);
+    let (src, _) = upload(&dev, &vec![1.0; n], DType::F32);
+    let il = Layout::contiguous(&[n]);
+    let out = s.scatter_add(&Layout::contiguous(&[1]), &is, &il, &src, &il, 0).expect("scatter_add");
+    assert_eq!(read(&out, &[1]), vec![n as f64], "one slot, {n} ids along dim");
+}
+
 /// Sorted positions of one row: NaN above everything, ties to the lower index.
 fn topk_ref(row: &[f64], k: usize, largest: bool) -> Vec<usize> {
     let rank = |x: f64| if x.is_nan() { f64::INFINITY } else { x };
@@ -370,6 +388,69 @@ fn topk_matches_reference() {
                             let want = topk_ref(row, k, largest);
                             let got: Vec<usize> = gi[r * k..(r + 1) * k].iter().map(|&x| x as usize).collect();
                             assert_eq!(got, want, "{what}: row {r}: {row:?}");
+                            let wv: Vec<f64> = want.iter().map(|&j| row[j]).collect();
+                            assert_close(&gv[r * k..(r + 1) * k], &wv, dtype, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Long rows and large k, where the kernel sorts whole rows (k past one tile of 1024) or folds
+/// sorted tiles (k within one), on odd lengths around the tile and padding edges: every
+/// dtype, both directions, few distinct values so ties are everywhere, strided views. Indices
+/// are compared exactly: ties rank the lower index first.
+#[test]
+fn topk_long_rows_match_reference() {
+    let Some(dev) = common::gpu("topk_long_rows_match_reference") else { return };
+    let mut rng = Rng::from_state(0x5eed_1234_abcd_0013);
+    for dtype in NUMERIC {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
+            continue;
+        }
+        for len in [1usize, 7, 1023, 1024, 1025, 2049, 4097, 65537] {
+            // The longest row (slow on lavapipe) once per key family: float and integer.
+            if len > 4097 && !matches!(dtype, DType::F32 | DType::I32) {
+                continue;
+            }
+            let shape: Vec<usize> = if len > 4097 { vec![len] } else { vec![2, len] };
+            let mut ks = vec![1, len.min(5), len.min(1024), len.min(1025), len];
+            ks.dedup();
+            for (name, buf, layout) in views(&shape) {
+                let mut raw: Vec<f64> = (0..buf).map(|_| rng.below(9) as f64 - 4.0).collect();
+                if dtype.is_float() {
+                    for x in raw.iter_mut() {
+                        match rng.below(16) {
+                            0 => *x = f64::NAN,
+                            1 => *x = -0.0,
+                            2 => *x = f64::INFINITY,
+                            3 => *x += rng.unit(),
+                            _ => {}
+                        }
+                    }
+                } else if dtype == DType::U32 {
+                    raw.iter_mut().for_each(|x| *x += 4.0);
+                }
+                let (s, vals) = upload(&dev, &raw, dtype);
+                let logical: Vec<f64> = positions(&shape).iter().map(|p| vals[at(&layout, p)]).collect();
+                for &k in &ks {
+                    for largest in [true, false] {
+                        let (v, i) = s.topk(&layout, k, largest).expect("topk");
+                        let mut oshape = shape.clone();
+                        *oshape.last_mut().expect("rank") = k;
+                        let (gv, gi) = (read(&v, &oshape), read(&i, &oshape));
+                        let what = format!("topk {dtype} {shape:?} {name} k {k} largest {largest}");
+                        for (r, row) in logical.chunks(len).enumerate() {
+                            let want = topk_ref(row, k, largest);
+                            let got: Vec<usize> = gi[r * k..(r + 1) * k].iter().map(|&x| x as usize).collect();
+                            if let Some(p) = (0..k).find(|&p| got[p] != want[p]) {
+                                panic!(
+                                    "{what}: row {r}: first difference at rank {p}: index {} vs {}",
+                                    got[p], want[p]
+                                );
+                            }
                             let wv: Vec<f64> = want.iter().map(|&j| row[j]).collect();
                             assert_close(&gv[r * k..(r + 1) * k], &wv, dtype, &what);
                         }

@@ -1,8 +1,9 @@
 //! index_select, gather, scatter_add, scatter_reduce, topk. The first four run one thread per
 //! output element (`shaders/index_select.wgsl`, `gather.wgsl`, `scatter_add.wgsl`,
-//! `scatter_reduce.wgsl`); topk runs one workgroup
-//! per row (`shaders/topk.wgsl`). Shapes and strides travel in `info`, so the specialisations
-//! are only per storage type (and per contiguity for index_select, the embedding lookup).
+//! `scatter_reduce.wgsl`); topk sorts rows in a scratch buffer with a bitonic network
+//! (`shaders/topk.wgsl`, `topk_step.wgsl`, `topk_out.wgsl`). Shapes and strides travel in
+//! `info`, so the specialisations are only per storage type (and per contiguity for
+//! index_select, the embedding lookup).
 
 use super::{WG, compute_type, enables, module, push_layout, storage_type};
 use crate::storage::GpuStorage;
@@ -145,8 +146,50 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     Ok(out)
 }
 
+/// The argument checks scatter_add and scatter_reduce share; the output's element count as a
+/// u32. `ids` must fit self outside `dim`, and `src` must match ids' shape and self's dtype.
+#[allow(clippy::too_many_arguments)]
+fn scatter_checks(
+    op: &'static str,
+    s: &GpuStorage,
+    l: &Layout,
+    ids: &GpuStorage,
+    il: &Layout,
+    src: &GpuStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<u32> {
+    check_dim(op, l, dim)?;
+    check_ids(op, ids)?;
+    if src.dtype() != s.dtype() {
+        return Err(Error::dtype(op, s.dtype(), src.dtype()));
+    }
+    if il.shape() != sl.shape() {
+        return Err(Error::shape(op, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
+    }
+    check_index_shape(op, l, il, dim)?;
+    check_fits(op, s, l)?;
+    check_fits(op, ids, il)?;
+    check_fits(op, src, sl)?;
+    numeric_type(op, s.dtype())?;
+    index_u32(op, l.numel(), "the output")
+}
+
+/// `info` for both scatter kernels: [n, dim, base(dst), base(ids), base(src), extra..., layout
+/// blocks], the bases pointing at the blocks (see shaders/scatter_site.wgsl).
+fn scatter_meta(op: &'static str, n: u32, dim: usize, layouts: [&Layout; 3], extra: &[u32]) -> Result<Vec<u32>> {
+    let mut meta = vec![n, dim as u32, 0, 0, 0];
+    meta.extend_from_slice(extra);
+    for (k, layout) in layouts.into_iter().enumerate() {
+        meta[2 + k] = meta.len() as u32;
+        push_layout(op, &mut meta, layout)?;
+    }
+    Ok(meta)
+}
+
 fn scatter_add_source(dtype: DType) -> Result<String> {
     let body = crate::shaders::SCATTER_ADD
+        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
         .replace("{{T}}", numeric_type("scatter_add", dtype)?)
         .replace("{{C}}", compute_type(dtype));
     Ok(module(enables(&[dtype]), false, &body))
@@ -162,30 +205,13 @@ pub(crate) fn scatter_add(
     dim: usize,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_add";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    if src.dtype() != s.dtype() {
-        return Err(Error::dtype(OP, s.dtype(), src.dtype()));
-    }
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, l, il, dim)?;
-    check_fits(OP, s, l)?;
-    check_fits(OP, ids, il)?;
-    check_fits(OP, src, sl)?;
-    numeric_type(OP, s.dtype())?;
-    let n = index_u32(OP, l.numel(), "the output")?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
         return Ok(out);
     }
-    let mut meta = vec![n, dim as u32, 0, 0, 0];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], &[])?;
     let dtype = s.dtype();
     let kernel = ctx
         .cache
@@ -205,6 +231,7 @@ fn scatter_reduce_source(dtype: DType) -> Result<String> {
         _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
     };
     let body = crate::shaders::SCATTER_REDUCE
+        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
         .replace("{{T}}", numeric_type("scatter_reduce", dtype)?)
         .replace("{{C}}", compute_type(dtype))
         .replace("{{NAN}}", nan)
@@ -225,31 +252,14 @@ pub(crate) fn scatter_reduce(
     include_self: bool,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_reduce";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    if src.dtype() != s.dtype() {
-        return Err(Error::dtype(OP, s.dtype(), src.dtype()));
-    }
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, l, il, dim)?;
-    check_fits(OP, s, l)?;
-    check_fits(OP, ids, il)?;
-    check_fits(OP, src, sl)?;
-    numeric_type(OP, s.dtype())?;
-    let n = index_u32(OP, l.numel(), "the output")?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
         return Ok(out);
     }
     let code = ScatterOp::ALL.iter().position(|&o| o == op).unwrap_or(0) as u32;
-    let mut meta = vec![n, dim as u32, 0, 0, 0, code, u32::from(include_self)];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], &[code, u32::from(include_self)])?;
     let dtype = s.dtype();
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("scatter_reduce|{dtype}"), || {
         scatter_reduce_source(dtype).unwrap_or_default()
@@ -257,6 +267,15 @@ pub(crate) fn scatter_reduce(
     ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), src.buffer(), out.buffer()], &meta, workgroups(n))?;
     Ok(out)
 }
+
+/// Pairs one workgroup of `shaders/topk.wgsl` holds (its TILE constant).
+const TOPK_TILE: usize = 1024;
+/// The most scratch one topk dispatch chain binds (rows run in chunks below it).
+const TOPK_SCRATCH: u64 = 64 << 20;
+/// The largest k that `shaders/topk_select.wgsl` (k passes per row) takes.
+const TOPK_SELECT_K: usize = 16;
+/// The most loop iterations topk_select.wgsl may make per invocation: half of llvmpipe's cap.
+const TOPK_SELECT_LOOPS: usize = 32_768;
 
 /// WGSL body of `order_key(x)`: a u32 whose unsigned order is the value order.
 fn order_key(dtype: DType) -> &'static str {
@@ -279,6 +298,30 @@ fn topk_source(dtype: DType) -> Result<String> {
     Ok(module(enables(&[dtype]), false, &body))
 }
 
+fn topk_select_source(dtype: DType) -> Result<String> {
+    let body =
+        crate::shaders::TOPK_SELECT.replace("{{T}}", numeric_type("topk", dtype)?).replace("{{KEY}}", order_key(dtype));
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+fn topk_step_source() -> String {
+    module("", false, crate::shaders::TOPK_STEP)
+}
+
+fn topk_out_source(dtype: DType) -> Result<String> {
+    let body = crate::shaders::TOPK_OUT.replace("{{T}}", numeric_type("topk", dtype)?);
+    Ok(module(enables(&[dtype]), false, &body))
+}
+
+/// For k up to TOPK_SELECT_K on rows that fit its loop budget, k selection passes per row
+/// (`topk_select.wgsl`). Otherwise sorts each last-dim row as (key, index) pairs in a scratch
+/// buffer, best first, and copies out the first k. Rows are padded to a power of two P and
+/// sorted by a bitonic network: tiles of up to TOPK_TILE pairs in workgroup memory
+/// (`topk.wgsl`), longer compare distances one dispatch each (`topk_step.wgsl`). When k fits a tile, pairs of sorted tiles are instead
+/// folded into one tile holding the better half until one is left, so a row costs
+/// O(P log² tile) work rather than a full O(P log² P) sort. Selection alone (as topk once was)
+/// costs O(k·len) per row in one workgroup, far too slow for large k, and stopped short on
+/// lavapipe for k in the thousands: llvmpipe ends an invocation's loops after 65535 iterations.
 pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "topk";
     numeric_type(OP, s.dtype())?;
@@ -290,19 +333,81 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
     }
     let rows = l.numel().checked_div(len).unwrap_or(0);
     let numel = rows.saturating_mul(k);
-    let n = index_u32(OP, numel, "the output")?;
+    index_u32(OP, numel, "the output")?;
     let ctx = s.context();
     let values = GpuStorage::alloc(ctx, OP, s.dtype(), numel)?;
     let indices = GpuStorage::alloc(ctx, OP, DType::U32, numel)?;
-    if n == 0 {
+    if numel == 0 {
         return Ok((values, indices));
     }
-    let step = l.strides().last().copied().unwrap_or(0);
-    let mut meta = vec![rows as u32, len as u32, k as u32, largest as u32, index_u32(OP, step, "a last-dim stride")?];
-    push_layout(OP, &mut meta, l)?;
+    let step = index_u32(OP, l.strides().last().copied().unwrap_or(0), "a last-dim stride")?;
     let dtype = s.dtype();
-    let kernel = ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;
+    // Small k: k selection passes, one workgroup a row, each invocation looping about
+    // k·(len/64 + 8) times, which must stay clear of llvmpipe's cap of 65535. Far cheaper than
+    // a sort there, on lavapipe above all (where each of the sort's barriers is costly).
+    if k <= TOPK_SELECT_K && k * (len.div_ceil(64) + 8) <= TOPK_SELECT_LOOPS {
+        let mut meta = vec![rows as u32, len as u32, k as u32, largest as u32, step];
+        push_layout(OP, &mut meta, l)?;
+        let kernel = ctx
+            .cache
+            .get(&ctx.device, OP, &format!("topk_select|{dtype}"), || topk_select_source(dtype).unwrap_or_default())?;
+        ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;
+        return Ok((values, indices));
+    }
+    let padded = len.next_power_of_two();
+    let tile = padded.min(TOPK_TILE);
+    // Scratch: 8 bytes a pair, whole rows per chunk, a power of two so the pool adds nothing.
+    let row_bytes = padded as u64 * 8;
+    let cap = TOPK_SCRATCH.min(ctx.limits.max_storage_buffer_binding_size);
+    if row_bytes > cap {
+        return Err(Error::OutOfMemory {
+            op: OP,
+            msg: format!("a row of {len} needs {row_bytes} bytes of sort scratch; at most {cap} fit one binding"),
+        });
+    }
+    let chunk = (1usize << (cap / row_bytes).ilog2()).min(rows);
+    let flip = if largest { 0 } else { u32::MAX };
+    let tile_kernel =
+        ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
+    let step_kernel = ctx.cache.get(&ctx.device, OP, "topk_step", topk_step_source)?;
+    let out_kernel =
+        ctx.cache.get(&ctx.device, OP, &format!("topk_out|{dtype}"), || topk_out_source(dtype).unwrap_or_default())?;
+    let pairs = GpuStorage::alloc(ctx, OP, DType::U32, chunk * padded * 2)?;
+    let (p, t) = (padded as u32, tile as u32);
+    for row0 in (0..rows).step_by(chunk) {
+        let n = chunk.min(rows - row0);
+        let (nr, r0) = (n as u32, row0 as u32);
+        let groups = |per_row: usize| index_u32(OP, n * per_row, "the workgroup count");
+        // [rows, len, padded, tile, mode, s_lo, s_hi, gap, row0, step, flip, src layout]
+        let tile_pass = |mode: u32, s_lo: u32, s_hi: u32, gap: u32, groups: u32| -> Result<()> {
+            let mut meta = vec![nr, len as u32, p, t, mode, s_lo, s_hi, gap, r0, step, flip];
+            push_layout(OP, &mut meta, l)?;
+            ctx.dispatch(OP, &tile_kernel, &[s.buffer(), pairs.buffer()], &meta, groups)
+        };
+        // Short rows go TOPK_TILE / tile to a workgroup (see topk.wgsl).
+        tile_pass(0, 2, t, t, groups(padded / tile)?.div_ceil((TOPK_TILE / tile) as u32))?;
+        if k <= tile {
+            let mut gap = tile;
+            while gap < padded {
+                tile_pass(2, t, t, gap as u32, groups(padded / (2 * gap))?)?;
+                gap *= 2;
+            }
+        } else {
+            let threads = groups(padded / 2)?;
+            for size in (tile.ilog2() + 1..=padded.ilog2()).map(|b| 1u32 << b) {
+                let mut j = size / 2;
+                while j >= t {
+                    ctx.dispatch(OP, &step_kernel, &[pairs.buffer()], &[nr, p, size, j], threads.div_ceil(WG))?;
+                    j /= 2;
+                }
+                tile_pass(1, size, size, t, groups(padded / tile)?)?;
+            }
+        }
+        let mut meta = vec![nr, len as u32, p, k as u32, r0, step];
+        push_layout(OP, &mut meta, l)?;
+        let buffers = [s.buffer(), pairs.buffer(), values.buffer(), indices.buffer()];
+        ctx.dispatch(OP, &out_kernel, &buffers, &meta, groups(k)?.div_ceil(WG))?;
+    }
     Ok((values, indices))
 }
 
@@ -318,6 +423,9 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         all.extend(scatter_add_source(dtype).ok().map(|src| (format!("scatter_add|{dtype}"), src)));
         all.extend(scatter_reduce_source(dtype).ok().map(|src| (format!("scatter_reduce|{dtype}"), src)));
         all.extend(topk_source(dtype).ok().map(|src| (format!("topk|{dtype}"), src)));
+        all.extend(topk_select_source(dtype).ok().map(|src| (format!("topk_select|{dtype}"), src)));
+        all.extend(topk_out_source(dtype).ok().map(|src| (format!("topk_out|{dtype}"), src)));
     }
+    all.push(("topk_step".into(), topk_step_source()));
     all
 }
