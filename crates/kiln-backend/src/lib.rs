@@ -4,6 +4,7 @@
 //! storage plus a [`Layout`] and an op description, and return new storage. Keeping that
 //! contract in its own crate lets the core depend on both backends without a cycle.
 
+pub mod checks;
 mod dtype;
 mod error;
 mod fused;

@@ -135,15 +135,15 @@ impl BackendStorage for CpuStorage {
         matmul::matmul(&self.data, layout, &rhs.data, rhs_layout).map(wrap)
     }
 
-    fn index_select(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+    fn index_select_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
         index::index_select(&self.data, layout, &ids.data, ids_layout, dim).map(wrap)
     }
 
-    fn gather(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+    fn gather_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
         index::gather(&self.data, layout, &ids.data, ids_layout, dim).map(wrap)
     }
 
-    fn scatter_add(
+    fn scatter_add_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -155,7 +155,7 @@ impl BackendStorage for CpuStorage {
         index::scatter_add(&self.data, layout, &ids.data, ids_layout, &src.data, src_layout, dim).map(wrap)
     }
 
-    fn scatter_reduce(
+    fn scatter_reduce_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -190,11 +190,11 @@ impl BackendStorage for CpuStorage {
         crate::fused::norm_backward(self, dy, stats, weight, p)
     }
 
-    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+    fn cross_entropy_forward_impl(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
         crate::fused::cross_entropy_forward(self, targets, p)
     }
 
-    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
         crate::fused::cross_entropy_backward(self, targets, lse, grad, p)
     }
 

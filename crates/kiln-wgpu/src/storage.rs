@@ -264,23 +264,23 @@ impl BackendStorage for GpuStorage {
         kernels::matmul::matmul(self, layout, rhs, rhs_layout)
     }
 
-    fn index_select(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+    fn index_select_impl(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
         same_device("index_select", self, ids)?;
         kernels::index::index_select(self, layout, ids, il, dim)
     }
 
-    fn gather(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+    fn gather_impl(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
         same_device("gather", self, ids)?;
         kernels::index::gather(self, layout, ids, il, dim)
     }
 
-    fn scatter_add(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
+    fn scatter_add_impl(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
         same_device("scatter_add", self, ids)?;
         same_device("scatter_add", self, src)?;
         kernels::index::scatter_add(self, layout, ids, il, src, sl, dim)
     }
 
-    fn scatter_reduce(
+    fn scatter_reduce_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -322,12 +322,12 @@ impl BackendStorage for GpuStorage {
         kernels::norm::backward(self, dy, stats, weight, p)
     }
 
-    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+    fn cross_entropy_forward_impl(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
         same_device("cross_entropy", self, targets)?;
         kernels::cross_entropy::forward(self, targets, p)
     }
 
-    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
         for t in [targets, lse, grad] {
             same_device("cross_entropy_backward", self, t)?;
         }
