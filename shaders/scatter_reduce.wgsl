@@ -1,8 +1,8 @@
 // scatter_reduce (and scatter): a contiguous copy of `dst` where each element p named by an
 // index position q (p = q with q[dim] = ids[q]) becomes a reduction of the src[q] landing on
 // it, and of dst[p] too when include_self. Elements no index names are plain copies.
-// info: [numel, dim, base(dst), base(ids), base(src), op, include_self, ...layout blocks]
-// op: 0 replace (the last q wins: PyTorch's scatter), 1 sum, 2 prod, 3 mean (floor division
+// Parameters: ScatterParams (kernels/index.rs); `dst`, `ids`, `src` are layout block bases.
+// `op`: 0 replace (the last q wins: PyTorch's scatter), 1 sum, 2 prod, 3 mean (floor division
 // for i32), 4 amax, 5 amin (NaN propagates, as torch.amax). Replace ignores include_self.
 // WGSL has no float atomics, so as in scatter_add.wgsl each thread owns one output element
 // and scans the ids positions along `dim` that share its other coordinates, in increasing
@@ -10,6 +10,7 @@
 // (output elements) × (ids extent along dim). The generator fills T (storage), C (compute: f16
 // works in f32; integers wrap), NAN (is_nan_c's body) and MEAN (mean_of's body).
 
+{{PARAMS}}
 @group(0) @binding(1) var<storage, read> dst: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read> src: array<{{T}}>;
@@ -25,18 +26,16 @@ fn mean_of(s: {{C}}, n: u32) -> {{C}} {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = params();
     let i = linear_group(wid, nwg) * 256u + lid;
-    if i >= info[0] { return; }
-    let dim = info[1];
-    let db = info[2];
-    let ib = info[3];
-    let sb = info[4];
-    let op = info[5];
-    let with_self = info[6] != 0u || op == 0u;
-    let rank = info[db + 1u];
-    var at = info[db];
-    var id_at = info[ib];
-    var src_at = info[sb];
+    if i >= p.numel { return; }
+    let dim = p.dim;
+    let op = p.op;
+    let with_self = p.include_self != 0u || op == 0u;
+    let rank = layout_rank(p.dst);
+    var at = layout_offset(p.dst);
+    var id_at = layout_offset(p.ids);
+    var src_at = layout_offset(p.src);
     var inside = true;
     var want = 0u;
     var rem = i;
@@ -44,16 +43,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     loop {
         if d == 0u { break; }
         d -= 1u;
-        let extent = info[db + 2u + d];
+        let extent = layout_size(p.dst, d);
         let c = rem % extent;
         rem /= extent;
-        at += c * info[db + 2u + rank + d];
+        at += c * layout_stride(p.dst, rank, d);
         if d == dim {
             want = c;
         } else {
-            inside = inside && c < info[ib + 2u + d];
-            id_at += c * info[ib + 2u + rank + d];
-            src_at += c * info[sb + 2u + rank + d];
+            inside = inside && c < layout_size(p.ids, d);
+            id_at += c * layout_stride(p.ids, rank, d);
+            src_at += c * layout_stride(p.src, rank, d);
         }
     }
     let x = {{C}}(dst[at]);
@@ -64,9 +63,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var count = 0u;
     if inside {
-        let len = info[ib + 2u + dim];
-        let id_step = info[ib + 2u + rank + dim];
-        let src_step = info[sb + 2u + rank + dim];
+        let len = layout_size(p.ids, dim);
+        let id_step = layout_stride(p.ids, rank, dim);
+        let src_step = layout_stride(p.src, rank, dim);
         for (var m = 0u; m < len; m++) {
             if ids[id_at + m * id_step] != want { continue; }
             let v = {{C}}(src[src_at + m * src_step]);

@@ -1,16 +1,16 @@
 // topk over the last dim: one workgroup per row makes k selection passes; pass t finds the best
 // entry ranked after the one pass t-1 chose. Entries are ranked by (key, index): a larger
 // order key first, ties to the lower index.
-// info: [rows, len, k, largest, last_stride, src layout block...]
+// Parameters: TopkParams (kernels/index.rs); src's layout block follows at `src`.
 // The generator fills T (storage) and KEY, which maps a value to a u32 whose unsigned order is
 // the value order, with NaN above everything and -0 equal to +0. For smallest-first the key is
 // complemented, which keeps NaN ranked last there too.
 
+{{PARAMS}}
 @group(0) @binding(1) var<storage, read> src: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> values: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> indices: array<u32>;
 
-const SRC: u32 = 5u;
 const THREADS: u32 = 64u;
 
 var<workgroup> cand_key: array<u32, 64>;
@@ -26,13 +26,14 @@ fn ranks_before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = params();
     let row = linear_group(wid, nwg);
-    if row >= info[0] { return; }
-    let len = info[1];
-    let k = info[2];
-    let flip = select(0xffffffffu, 0u, info[3] != 0u);
-    let step = info[4];
-    let base = layout_index(SRC, row * len);
+    if row >= p.rows { return; }
+    let len = p.len;
+    let k = p.k;
+    let flip = select(0xffffffffu, 0u, p.largest != 0u);
+    let step = p.last_stride;
+    let base = layout_index(p.src, row * len);
     var prev_key = 0u;
     var prev_idx = 0u;
     for (var t = 0u; t < k; t++) {

@@ -2,6 +2,7 @@
 //! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
 //! are contiguous.
 
+use crate::shaders::Template;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, UnaryOp};
@@ -58,11 +59,12 @@ impl Spec {
         );
         let out_index =
             if self.strided_out { format!("layout_index(info[{}u], i)", 3 + self.inputs.len()) } else { "i".to_string() };
-        let body = crate::shaders::ELEMENTWISE
-            .replace("{{BINDINGS}}", &bindings)
-            .replace("{{LOADS}}", &loads)
-            .replace("{{OUT_INDEX}}", &out_index)
-            .replace("{{VALUE}}", &store(self.out, &self.value));
+        let body = Template::new(crate::shaders::ELEMENTWISE)
+            .set("BINDINGS", bindings)
+            .set("LOADS", loads)
+            .set("OUT_INDEX", out_index)
+            .set("VALUE", store(self.out, &self.value))
+            .render();
         let body = if self.philox.is_some() { format!("{}\n{body}", crate::shaders::PHILOX) } else { body };
         Ok(module(enables(&dtypes), true, &body))
     }

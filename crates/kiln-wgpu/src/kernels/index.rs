@@ -5,7 +5,9 @@
 //! contiguity for index_select, the embedding lookup). Dims, id dtypes and shapes were checked
 //! before these run, by `BackendStorage`'s provided methods (kiln-backend's `checks.rs`).
 
-use super::{WG, compute_type, enables, module, push_layout, storage_type};
+use super::params::{Meta, kernel_params};
+use super::{WG, compute_type, enables, module, storage_type};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result, ScatterOp};
 
@@ -37,15 +39,38 @@ pub(crate) fn check_fits(op: &'static str, s: &GpuStorage, l: &Layout) -> Result
     Ok(())
 }
 
+kernel_params! {
+    /// `shaders/index_select.wgsl`: ids are read as `ids[ids_offset + j * ids_stride]`.
+    struct IndexSelectParams { numel: u32, dim: u32, n_ids: u32, ids_offset: u32, ids_stride: u32, inner: u32, src: u32 }
+}
+
+kernel_params! {
+    /// `shaders/gather.wgsl`: `src` and `ids` are layout block bases.
+    struct GatherParams { numel: u32, dim: u32, src: u32, ids: u32 }
+}
+
+kernel_params! {
+    /// `shaders/scatter_add.wgsl` and `scatter_reduce.wgsl` (which alone reads `op`, an index
+    /// into `ScatterOp::ALL`, and `include_self`); `dst`, `ids`, `src` are layout block bases.
+    struct ScatterParams { numel: u32, dim: u32, dst: u32, ids: u32, src: u32, op: u32, include_self: u32 }
+}
+
+kernel_params! {
+    /// `shaders/topk.wgsl`: one workgroup per row of `len`; `src` is a layout block base.
+    struct TopkParams { rows: u32, len: u32, k: u32, largest: u32, last_stride: u32, src: u32 }
+}
+
 fn workgroups(numel: u32) -> u32 {
     numel.div_ceil(WG)
 }
 
 fn index_select_source(t: &str, contiguous: bool) -> String {
     let enable = if t == "f16" { enables(&[DType::F16]) } else { "" };
-    let body = crate::shaders::INDEX_SELECT
-        .replace("{{T}}", t)
-        .replace("{{CONTIGUOUS}}", if contiguous { "true" } else { "false" });
+    let body = Template::new(crate::shaders::INDEX_SELECT)
+        .params::<IndexSelectParams>()
+        .set("T", t)
+        .set("CONTIGUOUS", if contiguous { "true" } else { "false" })
+        .render();
     module(enable, false, &body)
 }
 
@@ -74,10 +99,17 @@ pub(crate) fn index_select(
         return Ok(out);
     }
     let inner: usize = l.shape()[dim + 1..].iter().product();
-    let mut meta =
-        vec![n, dim as u32, il.shape()[0] as u32, il.offset() as u32, index_u32(OP, il.strides()[0], "an ids stride")?];
-    meta.push(inner as u32);
-    push_layout(OP, &mut meta, l)?;
+    let mut meta = Meta::new();
+    let src = meta.layout(OP, l)?;
+    let meta = meta.finish(IndexSelectParams {
+        numel: n,
+        dim: dim as u32,
+        n_ids: il.shape()[0] as u32,
+        ids_offset: il.offset() as u32,
+        ids_stride: index_u32(OP, il.strides()[0], "an ids stride")?,
+        inner: inner as u32,
+        src,
+    });
     let contiguous = l.is_contiguous();
     let kernel =
         ctx.cache.get(&ctx.device, OP, &index_select_key(t, contiguous), || index_select_source(t, contiguous))?;
@@ -87,7 +119,7 @@ pub(crate) fn index_select(
 
 fn gather_source(t: &str) -> String {
     let enable = if t == "f16" { enables(&[DType::F16]) } else { "" };
-    module(enable, false, &crate::shaders::GATHER.replace("{{T}}", t))
+    module(enable, false, &Template::new(crate::shaders::GATHER).params::<GatherParams>().set("T", t).render())
 }
 
 pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, dim: usize) -> Result<GpuStorage> {
@@ -101,20 +133,20 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     if n == 0 {
         return Ok(out);
     }
-    let mut meta = vec![n, dim as u32, 0, 0];
-    meta[2] = meta.len() as u32;
-    push_layout(OP, &mut meta, l)?;
-    meta[3] = meta.len() as u32;
-    push_layout(OP, &mut meta, il)?;
+    let mut meta = Meta::new();
+    let (src, ids_base) = (meta.layout(OP, l)?, meta.layout(OP, il)?);
+    let meta = meta.finish(GatherParams { numel: n, dim: dim as u32, src, ids: ids_base });
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("gather|{t}"), || gather_source(t))?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), out.buffer()], &meta, workgroups(n))?;
     Ok(out)
 }
 
 fn scatter_add_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::SCATTER_ADD
-        .replace("{{T}}", numeric_type("scatter_add", dtype)?)
-        .replace("{{C}}", compute_type(dtype));
+    let body = Template::new(crate::shaders::SCATTER_ADD)
+        .params::<ScatterParams>()
+        .set("T", numeric_type("scatter_add", dtype)?)
+        .set("C", compute_type(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -138,17 +170,20 @@ pub(crate) fn scatter_add(
     if n == 0 {
         return Ok(out);
     }
-    let mut meta = vec![n, dim as u32, 0, 0, 0];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], 0, false)?;
     let dtype = s.dtype();
     let kernel = ctx
         .cache
         .get(&ctx.device, OP, &format!("scatter_add|{dtype}"), || scatter_add_source(dtype).unwrap_or_default())?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), src.buffer(), out.buffer()], &meta, workgroups(n))?;
     Ok(out)
+}
+
+/// Metadata of scatter_add and scatter_reduce: the layouts of dst, ids and src.
+fn scatter_meta(op: &'static str, n: u32, dim: usize, [l, il, sl]: [&Layout; 3], code: u32, include_self: bool) -> Result<Vec<u32>> {
+    let mut meta = Meta::new();
+    let (dst, ids, src) = (meta.layout(op, l)?, meta.layout(op, il)?, meta.layout(op, sl)?);
+    Ok(meta.finish(ScatterParams { numel: n, dim: dim as u32, dst, ids, src, op: code, include_self: u32::from(include_self) }))
 }
 
 fn scatter_reduce_source(dtype: DType) -> Result<String> {
@@ -161,11 +196,13 @@ fn scatter_reduce_source(dtype: DType) -> Result<String> {
         DType::U32 => ("    return false;", "    return s / n;"),
         _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
     };
-    let body = crate::shaders::SCATTER_REDUCE
-        .replace("{{T}}", numeric_type("scatter_reduce", dtype)?)
-        .replace("{{C}}", compute_type(dtype))
-        .replace("{{NAN}}", nan)
-        .replace("{{MEAN}}", mean);
+    let body = Template::new(crate::shaders::SCATTER_REDUCE)
+        .params::<ScatterParams>()
+        .set("T", numeric_type("scatter_reduce", dtype)?)
+        .set("C", compute_type(dtype))
+        .set("NAN", nan)
+        .set("MEAN", mean)
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -193,11 +230,7 @@ pub(crate) fn scatter_reduce(
         return Ok(out);
     }
     let code = ScatterOp::ALL.iter().position(|&o| o == op).unwrap_or(0) as u32;
-    let mut meta = vec![n, dim as u32, 0, 0, 0, code, u32::from(include_self)];
-    for (k, layout) in [l, il, sl].into_iter().enumerate() {
-        meta[2 + k] = meta.len() as u32;
-        push_layout(OP, &mut meta, layout)?;
-    }
+    let meta = scatter_meta(OP, n, dim, [l, il, sl], code, include_self)?;
     let dtype = s.dtype();
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("scatter_reduce|{dtype}"), || {
         scatter_reduce_source(dtype).unwrap_or_default()
@@ -223,7 +256,11 @@ fn order_key(dtype: DType) -> &'static str {
 }
 
 fn topk_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::TOPK.replace("{{T}}", numeric_type("topk", dtype)?).replace("{{KEY}}", order_key(dtype));
+    let body = Template::new(crate::shaders::TOPK)
+        .params::<TopkParams>()
+        .set("T", numeric_type("topk", dtype)?)
+        .set("KEY", order_key(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -246,8 +283,10 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
         return Ok((values, indices));
     }
     let step = l.strides().last().copied().unwrap_or(0);
-    let mut meta = vec![rows as u32, len as u32, k as u32, largest as u32, index_u32(OP, step, "a last-dim stride")?];
-    push_layout(OP, &mut meta, l)?;
+    let last_stride = index_u32(OP, step, "a last-dim stride")?;
+    let mut meta = Meta::new();
+    let src = meta.layout(OP, l)?;
+    let meta = meta.finish(TopkParams { rows: rows as u32, len: len as u32, k: k as u32, largest: largest as u32, last_stride, src });
     let dtype = s.dtype();
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("topk|{dtype}"), || topk_source(dtype).unwrap_or_default())?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;

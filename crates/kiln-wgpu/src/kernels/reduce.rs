@@ -7,6 +7,7 @@
 //! (no shared memory, no barriers). Each shader file holds its main template and, after
 //! `// @@ name` marker lines, the snippets the generator splices into it.
 
+use crate::shaders::Template;
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};
@@ -125,10 +126,10 @@ impl ReduceSpec {
             ReduceOp::Sum => section(src, "fold-sum").to_string(),
             ReduceOp::Prod => section(src, "fold-prod").to_string(),
             ReduceOp::Max | ReduceOp::ArgMax => {
-                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">")
+                Template::new(section(src, "fold-extreme")).set("NAN", nan).set("CMP", ">").render()
             }
             ReduceOp::Min | ReduceOp::ArgMin => {
-                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<")
+                Template::new(section(src, "fold-extreme")).set("NAN", nan).set("CMP", "<").render()
             }
         };
         let accumulate = section(
@@ -141,14 +142,15 @@ impl ReduceSpec {
             },
         );
         let (shared, merge) = if self.single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
-        let body = template(src)
-            .replace("{{BINDINGS}}", &b)
-            .replace("{{SHARED}}", section(src, shared))
-            .replace("{{MERGE}}", section(src, merge))
-            .replace("{{FOLD}}", &fold)
-            .replace("{{ACCUMULATE}}", accumulate)
-            .replace("{{CT}}", ct)
-            .replace("{{IDENTITY}}", &identity);
+        let body = Template::new(template(src))
+            .set("BINDINGS", b)
+            .set("SHARED", section(src, shared))
+            .set("MERGE", section(src, merge))
+            .set("FOLD", fold)
+            .set("ACCUMULATE", accumulate)
+            .set("CT", ct)
+            .set("IDENTITY", identity)
+            .render();
         Ok(module(enables(&[self.dtype]), false, &body))
     }
 }
@@ -387,13 +389,14 @@ fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
     let output = section(src, if log { "output-log-softmax" } else { "output-softmax" }).trim();
     let (shared, merge) = if single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
     let (first, second) = if vec { ("first-vec", "second-vec") } else { ("first-scalar", "second-scalar") };
-    let body = template(src)
-        .replace("{{BINDINGS}}", &b)
-        .replace("{{SHARED}}", section(src, shared))
-        .replace("{{MERGE}}", section(src, merge))
-        .replace("{{FIRST}}", section(src, first))
-        .replace("{{SECOND}}", section(src, second))
-        .replace("{{OUTPUT}}", output);
+    let body = Template::new(template(src))
+        .set("BINDINGS", b)
+        .set("SHARED", section(src, shared))
+        .set("MERGE", section(src, merge))
+        .set("FIRST", section(src, first))
+        .set("SECOND", section(src, second))
+        .set("OUTPUT", output)
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -457,11 +460,12 @@ fn store_dst(k: u32, v: {ct}) {{ dst[k] = {}; }}
     );
     let src = crate::shaders::CUMSUM;
     let (shared, scan) = if tiled { ("shared-tiled", "scan-tiled") } else { ("", "scan-sequential") };
-    let body = template(src)
-        .replace("{{BINDINGS}}", &b)
-        .replace("{{SHARED}}", section(src, shared))
-        .replace("{{SCAN}}", section(src, scan))
-        .replace("{{CT}}", ct);
+    let body = Template::new(template(src))
+        .set("BINDINGS", b)
+        .set("SHARED", section(src, shared))
+        .set("SCAN", section(src, scan))
+        .set("CT", ct)
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
