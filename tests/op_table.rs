@@ -63,6 +63,7 @@ fn table() -> Vec<OpInfo> {
         row("log", 1, F, POS, true, |t| t[0].log()),
         row("log2", 1, F, POS, true, |t| t[0].log2()),
         row("log1p", 1, F, &[(-0.5, 3.0)], true, |t| t[0].log1p()),
+        row("logit", 1, F, &[(0.05, 0.95)], true, |t| t[0].logit()),
         row("expm1", 1, F, ANY, true, |t| t[0].expm1()),
         row("sqrt", 1, F, POS, true, |t| t[0].sqrt()),
         row("rsqrt", 1, F, POS, true, |t| t[0].rsqrt()),

@@ -14,6 +14,7 @@ pub enum UnaryOp {
     Log2,
     Log1p,
     Expm1,
+    Logit,
     Sqrt,
     Rsqrt,
     Recip,
@@ -53,6 +54,7 @@ impl UnaryOp {
             Log2 => "log2",
             Log1p => "log1p",
             Expm1 => "expm1",
+            Logit => "logit",
             Sqrt => "sqrt",
             Rsqrt => "rsqrt",
             Recip => "recip",
@@ -101,12 +103,12 @@ impl UnaryOp {
     }
 
     /// Every op, with sample parameters: what shader tests and op tests iterate.
-    pub const ALL: [UnaryOp; 33] = {
+    pub const ALL: [UnaryOp; 34] = {
         use UnaryOp::*;
         [
             Neg, Abs, Sign, Exp, Exp2, Log, Log2, Log1p, Expm1, Sqrt, Rsqrt, Recip, Square, Sin, Cos, Tanh,
             Sigmoid, Relu, LeakyRelu(0.01), Elu(1.0), GeluErf, GeluTanh, Silu, Softplus, Mish, Floor, Ceil,
-            Round, Clamp(-0.5, 0.5), Powf(2.5), IsNan, IsInf, Not,
+            Round, Clamp(-0.5, 0.5), Powf(2.5), IsNan, IsInf, Not, Logit,
         ]
     };
 }

@@ -159,6 +159,7 @@ pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
         (Log2, _) => "log2(x0)",
         (Log1p, _) => "kiln_log1p(x0)",
         (Expm1, _) => "kiln_expm1(x0)",
+        (Logit, _) => "log(x0 / (1.0 - x0))",
         (Sqrt, _) => "sqrt(x0)",
         (Rsqrt, _) => "inverseSqrt(x0)",
         (Recip, _) => "1.0 / x0",
