@@ -113,6 +113,35 @@ impl UnaryOp {
     };
 }
 
+/// Elementwise ops of three float inputs of equal shape (the core broadcasts first) and equal
+/// dtype, one kernel each (fused with its neighbours on the GPU): `op(a, b, c)`. A new op is a
+/// variant here, its f64 formula in `kiln-cpu/src/ternary.rs`, its WGSL expression in
+/// `kiln-wgpu/src/kernels/elementwise.rs`, its method and gradient in
+/// `kiln-core/src/ops/ternary.rs` and a row in `tests/op_table.rs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TernaryOp {
+    /// `a + value·b·c` (PyTorch's `addcmul`).
+    Addcmul(f64),
+}
+
+impl TernaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            TernaryOp::Addcmul(_) => "addcmul",
+        }
+    }
+
+    /// The op's scalar parameters, padded to two.
+    pub fn params(self) -> [f64; 2] {
+        match self {
+            TernaryOp::Addcmul(v) => [v, 0.0],
+        }
+    }
+
+    /// Every op, with sample parameters: what shader tests and op tests iterate.
+    pub const ALL: [TernaryOp; 1] = [TernaryOp::Addcmul(0.5)];
+}
+
 /// Elementwise ops of two inputs of equal shape (the core broadcasts first) and equal dtype.
 /// Comparisons return bool; `And`/`Or` take bool.
 ///

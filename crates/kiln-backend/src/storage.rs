@@ -1,5 +1,5 @@
 use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, UnaryOp};
+use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, TernaryOp, UnaryOp};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
 /// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
@@ -32,6 +32,10 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
 
     /// `cond ? on_true : on_false`; `self` is the bool condition; all three layouts share a shape.
     fn where_cond(&self, layout: &Layout, on_true: &Self, t_layout: &Layout, on_false: &Self, f_layout: &Layout)
+    -> Result<Self>;
+
+    /// `op(self, b, c)` elementwise; the three layouts share a shape, the storages a float dtype.
+    fn ternary(&self, layout: &Layout, b: &Self, b_layout: &Layout, c: &Self, c_layout: &Layout, op: TernaryOp)
     -> Result<Self>;
 
     /// Converts to `dtype` (float → int truncates toward zero and saturates; nonzero → true).

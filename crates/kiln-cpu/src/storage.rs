@@ -2,12 +2,12 @@
 //! that routes each op to its kernel module.
 
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 
 use crate::elem::Elem;
 use crate::kernel::alloc;
 use crate::strided::read;
-use crate::{binary, cast, conv, index, matmul, reduce, topk, unary};
+use crate::{binary, cast, conv, index, matmul, reduce, ternary, topk, unary};
 
 /// The CPU "device": there is one, and it holds no state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +109,10 @@ impl BackendStorage for CpuStorage {
         f_layout: &Layout,
     ) -> Result<Self> {
         binary::where_cond(&self.data, layout, &on_true.data, t_layout, &on_false.data, f_layout).map(wrap)
+    }
+
+    fn ternary(&self, layout: &Layout, b: &Self, bl: &Layout, c: &Self, cl: &Layout, op: TernaryOp) -> Result<Self> {
+        ternary::ternary(&self.data, layout, &b.data, bl, &c.data, cl, op).map(wrap)
     }
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {

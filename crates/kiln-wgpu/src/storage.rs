@@ -7,7 +7,7 @@ use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
 use std::sync::Arc;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
@@ -223,6 +223,21 @@ impl BackendStorage for GpuStorage {
         let flags = ew::layout_flags(&[layout, tl, fl]);
         let spec = ew::where_spec(t.dtype, [flags[0], flags[1], flags[2]]);
         self.ctx.elementwise("where", &spec, &[(self, layout), (t, tl), (f, fl)], [0, 0], layout.numel())
+    }
+
+    fn ternary(&self, layout: &Layout, b: &Self, bl: &Layout, c: &Self, cl: &Layout, op: TernaryOp) -> Result<Self> {
+        same_device(op.name(), self, b)?;
+        same_device(op.name(), self, c)?;
+        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.ternary(p[0].1, p[1].0, p[1].1, p[2].0, p[2].1, op);
+        let inputs = [(self, layout), (b, bl), (c, cl)];
+        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &inputs, layout.numel(), &piece)? {
+            return Ok(out);
+        }
+        let flags = ew::layout_flags(&[layout, bl, cl]);
+        let spec = ew::ternary_spec(op, self.dtype, [flags[0], flags[1], flags[2]])?;
+        let [p0, p1] = op.params();
+        let params = [param_bits(p0, self.dtype), param_bits(p1, self.dtype)];
+        self.ctx.elementwise(op.name(), &spec, &inputs, params, layout.numel())
     }
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {

@@ -5,7 +5,7 @@
 use crate::shaders::Template;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
-use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, UnaryOp};
+use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, TernaryOp, UnaryOp};
 
 /// A fully described elementwise kernel: the value expression reads `x0`, `x1`, `x2` (compute
 /// types) and `p0`, `p1` (scalar parameters).
@@ -264,6 +264,27 @@ pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Res
     Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false, philox: None })
 }
 
+/// WGSL for a ternary op on `x0`, `x1`, `x2` (float compute type) with parameter `p0`.
+pub(crate) fn ternary_value(op: TernaryOp) -> &'static str {
+    match op {
+        TernaryOp::Addcmul(_) => "x0 + p0 * x1 * x2",
+    }
+}
+
+pub(crate) fn ternary_spec(op: TernaryOp, dtype: DType, c: [bool; 3]) -> Result<Spec> {
+    if !dtype.is_float() {
+        return Err(Error::UnsupportedDType { op: op.name(), dtype, why: " (float dtypes only)".into() });
+    }
+    Ok(Spec {
+        name: op.name().into(),
+        inputs: vec![(dtype, c[0]), (dtype, c[1]), (dtype, c[2])],
+        out: dtype,
+        value: ternary_value(op).into(),
+        strided_out: false,
+        philox: None,
+    })
+}
+
 pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
     Spec {
         name: "where".into(),
@@ -335,6 +356,9 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             for c1 in [true, false] {
                 for c2 in [true, false] {
                     specs.push(where_spec(d, [c, c1, c2]));
+                    for op in TernaryOp::ALL {
+                        specs.extend(ternary_spec(op, d, [c, c1, c2]).ok());
+                    }
                 }
             }
         }
