@@ -113,6 +113,7 @@ fn table() -> Vec<OpInfo> {
         row("where", 3, F, ANY, true, |t| Tensor::where_(&t[0].gt_scalar(0.0)?, &t[1], &t[2])),
         // Ternary (one kernel each).
         row("addcmul", 3, F, ANY, true, |t| t[0].addcmul(&t[1], &t[2], 0.5)),
+        row("addcdiv", 3, F, &[(-3.0, 3.0), (-3.0, 3.0), (0.5, 3.0)], true, |t| t[0].addcdiv(&t[1], &t[2], 0.5)),
         row("masked_fill", 2, F, ANY, true, |t| t[0].masked_fill(&t[1].lt_scalar(0.0)?, -7.5)),
         // Reductions (over the last dim, over the first keeping it, over everything).
         sum_row("sum", FI, ANY, true, |t| t[0].sum(&[-1], false)),

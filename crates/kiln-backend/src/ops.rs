@@ -122,24 +122,27 @@ impl UnaryOp {
 pub enum TernaryOp {
     /// `a + value·b·c` (PyTorch's `addcmul`).
     Addcmul(f64),
+    /// `a + value·b/c` (PyTorch's `addcdiv`).
+    Addcdiv(f64),
 }
 
 impl TernaryOp {
     pub fn name(self) -> &'static str {
         match self {
             TernaryOp::Addcmul(_) => "addcmul",
+            TernaryOp::Addcdiv(_) => "addcdiv",
         }
     }
 
     /// The op's scalar parameters, padded to two.
     pub fn params(self) -> [f64; 2] {
         match self {
-            TernaryOp::Addcmul(v) => [v, 0.0],
+            TernaryOp::Addcmul(v) | TernaryOp::Addcdiv(v) => [v, 0.0],
         }
     }
 
     /// Every op, with sample parameters: what shader tests and op tests iterate.
-    pub const ALL: [TernaryOp; 1] = [TernaryOp::Addcmul(0.5)];
+    pub const ALL: [TernaryOp; 2] = [TernaryOp::Addcmul(0.5), TernaryOp::Addcdiv(0.5)];
 }
 
 /// Elementwise ops of two inputs of equal shape (the core broadcasts first) and equal dtype.

@@ -39,5 +39,6 @@ fn float_ternary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, c: &[T], 
 pub(crate) fn float_fn(op: TernaryOp, a: f64, b: f64, c: f64) -> f64 {
     match op {
         TernaryOp::Addcmul(v) => a + v * b * c,
+        TernaryOp::Addcdiv(v) => a + v * (b / c),
     }
 }

@@ -46,6 +46,12 @@ fn ternary_grad(op: TernaryOp, b: &Tensor, c: &Tensor, g: &Tensor) -> Result<[Op
             let gv = g.mul_scalar(v)?;
             [Some(g.clone()), Some((&gv * c)?), Some((&gv * b)?)]
         }
+        // a + v·b/c
+        TernaryOp::Addcdiv(v) => {
+            let gb = (&g.mul_scalar(v)? / c)?;
+            let gc = (&(&gb * b)? / c)?.neg()?;
+            [Some(g.clone()), Some(gb), Some(gc)]
+        }
     })
 }
 
@@ -63,5 +69,20 @@ impl Tensor {
     /// ```
     pub fn addcmul(&self, t1: &Tensor, t2: &Tensor, value: f64) -> Result<Tensor> {
         self.ternary(t1, t2, TernaryOp::Addcmul(value))
+    }
+
+    /// `self + value · t1 / t2`, elementwise with broadcasting, in one kernel (PyTorch's
+    /// `addcdiv`).
+    ///
+    /// ```
+    /// # use kiln_core::{Device, Tensor};
+    /// let d = Device::cpu();
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap();
+    /// let t1 = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+    /// let t2 = Tensor::from_vec(vec![2.0f32, 8.0], &[2], &d).unwrap();
+    /// assert_eq!(x.addcdiv(&t1, &t2, 2.0).unwrap().to_vec::<f32>().unwrap(), vec![4.0, 3.0]);
+    /// ```
+    pub fn addcdiv(&self, t1: &Tensor, t2: &Tensor, value: f64) -> Result<Tensor> {
+        self.ternary(t1, t2, TernaryOp::Addcdiv(value))
     }
 }

@@ -268,6 +268,7 @@ pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Res
 pub(crate) fn ternary_value(op: TernaryOp) -> &'static str {
     match op {
         TernaryOp::Addcmul(_) => "x0 + p0 * x1 * x2",
+        TernaryOp::Addcdiv(_) => "x0 + p0 * (x1 / x2)",
     }
 }
 
