@@ -6,28 +6,31 @@
 // the host's step count, or (gated, for GradScaler) here from a step count kept on the device,
 // where a set inf/NaN flag also skips the whole update without counting it.
 //
-// info: [n, lr, beta1, beta2, eps, weight_decay, decoupled, (lr / bias1, √bias2) or
-// (ln β₁, ln β₂), 1 − lr·wd, gated: slot of `steps` to read] (floats as f32 bits)
+// Parameters: AdamKernelParams (kernels/optim.rs); `bias_a`, `bias_b` are (lr / bias1, √bias2)
+// or, gated, (ln β₁, ln β₂); `slot` (gated) is the slot of `steps` to read. The struct is `h`
+// here: `p` is the parameter.
 // Bindings (prepended): p (read_write), g (read), m, v (read_write); ld_*/st_* helpers;
 // gated: steps (read_write u32), found_inf (read u32).
 
+{{PARAMS}}
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wid, nwg) * 256u + lid;
+    let h = params();
     let bias = adam_bias(i);
-    if i >= info[0] || bias.z != 0.0 {
+    if i >= h.n || bias.z != 0.0 {
         return;
     }
-    let b1 = bitcast<f32>(info[2]);
-    let b2 = bitcast<f32>(info[3]);
-    let eps = bitcast<f32>(info[4]);
-    let wd = bitcast<f32>(info[5]);
+    let b1 = h.beta1;
+    let b2 = h.beta2;
+    let eps = h.eps;
+    let wd = h.weight_decay;
     let step_size = bias.x;
     let sqrt_bias2 = bias.y;
     var p = ld_p(i);
     var g = ld_g(i);
-    if info[6] != 0u {
-        p = p * bitcast<f32>(info[9]);
+    if h.decoupled != 0u {
+        p = p * h.decay;
     } else {
         g = g + wd * p;
     }

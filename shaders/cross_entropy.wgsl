@@ -5,10 +5,11 @@
 //   loss = (1 − ε)·(lse − x[t]) + ε·(lse − mean(x)),   0 where t is the ignored index.
 // A target past the classes (the core rejects those first) gives NaN, never a wild read.
 //
-// info: [rows, classes, has_ignore, ignore_index, smoothing (f32 bits)]
+// Parameters: CrossEntropyKernelParams (kernels/cross_entropy.rs).
 // Bindings (prepended): x (read), targets (u32 words; i32 ids are their bit patterns, read),
 // loss (x's dtype), lse (f32); ld_x/st_loss.
 
+{{PARAMS}}
 struct MaxSum {
     m: f32,
     z: f32,
@@ -41,9 +42,10 @@ fn rescale(m: f32, z: f32, to: f32) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = params();
     let row = linear_group(wid, nwg);
-    let rows = info[0];
-    let c = info[1];
+    let rows = p.rows;
+    let c = p.classes;
     if row >= rows {
         return;
     }
@@ -72,9 +74,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let z = red_m[0] + log(red_z[0]);
         lse[row] = z;
         let t = targets[row];
-        let eps = bitcast<f32>(info[4]);
+        let eps = p.smoothing;
         var loss = 0.0;
-        if info[2] != 0u && t == info[3] {
+        if p.has_ignore != 0u && t == p.ignore_index {
             loss = 0.0;
         } else if t >= c {
             loss = kiln_f32_bits(0x7fc00000u);

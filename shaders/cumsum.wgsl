@@ -1,6 +1,7 @@
 // Inclusive prefix sum along one dim of a strided layout, into a contiguous output.
 //
-// info: [lines, len, inner, lanes, s, lines_base, ...layout block without the scanned dim]
+// Parameters: CumsumParams (kernels/reduce.rs); `lines` is also the base of the layout block
+// without the scanned dim (`lines_base`).
 //
 // A "line" is one 1-D slice along the scanned dim; line t starts at storage index
 // layout_index(lines_base, t) and steps by s. Its output starts at
@@ -21,24 +22,26 @@
 //
 // The generator also fills BINDINGS (`src`, `dst`, `load_src`, `store_dst`) and CT.
 
+{{PARAMS}}
 {{BINDINGS}}
 
 {{SHARED}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lines = info[0];
-    let len = info[1];
-    let inner = info[2];
-    let lanes = info[3];
-    let stride = info[4];
+    let p = params();
+    let lines = p.lines;
+    let len = p.len;
+    let inner = p.inner;
+    let lanes = p.lanes;
+    let stride = p.stride;
     let row_local = lid / lanes;
     let lane = lid % lanes;
     let t = linear_group(wid, nwg) * (256u / lanes) + row_local;
     let live = t < lines;
     var base = 0u;
     if live {
-        base = layout_index(info[5], t);
+        base = layout_index(p.lines_base, t);
     }
     let out_base = (t / inner) * len * inner + t % inner;
 {{SCAN}}

@@ -4,13 +4,14 @@
 // barriers ([4096, 256] on an H200: 24.5 µs with one row per workgroup). RMSNorm is the same
 // kernel with CENTER = false (no mean).
 //
-// info: [rows, n, has_weight, has_bias, eps (f32 bits)]
+// Parameters: NormForwardParams (kernels/norm.rs).
 //
 // The variance is a second sweep over (x − mean)², not E[x²] − mean²: the row is in cache by
 // then, and the one-sweep form cancels catastrophically when |mean| ≫ std.
 // The generator prepends the bindings: x, weight, bias (read), y, stats (f32 [rows, 2]) and
 // ld_x/ld_w/ld_b/st_y.
 
+{{PARAMS}}
 const CENTER: bool = {{CENTER}};
 
 const L: u32 = {{LANES}}u;
@@ -35,16 +36,17 @@ fn row_sum(lid: u32, lane: u32, v: f32) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rows = info[0];
-    let n = info[1];
+    let p = params();
+    let rows = p.rows;
+    let n = p.n;
     let lane = lid % L;
     let row = linear_group(wid, nwg) * (256u / L) + lid / L;
     // Threads past the last row still take part in the barriers; they read and write nothing.
     let live = row < rows;
     let end = select(0u, n, live);
-    let has_w = info[2] != 0u;
-    let has_b = info[3] != 0u;
-    let eps = bitcast<f32>(info[4]);
+    let has_w = p.has_weight != 0u;
+    let has_b = p.has_bias != 0u;
+    let eps = p.eps;
     let base = row * n;
     var mean = 0.0;
     if CENTER {

@@ -3,9 +3,10 @@
 //   g = dy·weight,  x̂ = (x − mean)·rstd,
 //   dx = rstd·(g − mean(g) − x̂·mean(g·x̂))      (no mean(g) term when CENTER is false).
 //
-// info: [rows, n, has_weight]
+// Parameters: NormBackwardParams (kernels/norm.rs).
 // Bindings (prepended): x, dy, weight (read), stats (f32 [rows, 2], read), dx; ld_x/ld_dy/ld_w/st_dx.
 
+{{PARAMS}}
 const CENTER: bool = {{CENTER}};
 const L: u32 = {{LANES}}u;
 
@@ -14,14 +15,15 @@ var<workgroup> red_gx: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rows = info[0];
-    let n = info[1];
+    let p = params();
+    let rows = p.rows;
+    let n = p.n;
     let lane = lid % L;
     let row = linear_group(wid, nwg) * (256u / L) + lid / L;
     // Threads past the last row still take part in the barriers; they read and write nothing.
     let live = row < rows;
     let end = select(0u, n, live);
-    let has_w = info[2] != 0u;
+    let has_w = p.has_weight != 0u;
     let base = row * n;
     var mean = 0.0;
     var rstd = 0.0;

@@ -3,16 +3,18 @@
 // threads take neighbouring columns, so every row read is coalesced; the chunks give a large
 // GPU enough threads when n is small. The backend then sums the chunks with the reduce kernel.
 //
-// info: [rows, n, chunk_rows, chunks]
+// Parameters: NormParamsGradParams (kernels/norm.rs).
 // Bindings (prepended): x, dy (read), stats (f32 [rows, 2]), pw, pb (f32 [chunks, n]); ld_x/ld_dy.
 
+{{PARAMS}}
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = linear_group(wid, nwg) * 256u + lid;
-    let rows = info[0];
-    let n = info[1];
-    let chunk_rows = info[2];
-    if t >= n * info[3] {
+    let p = params();
+    let rows = p.rows;
+    let n = p.n;
+    let chunk_rows = p.chunk_rows;
+    if t >= n * p.chunks {
         return;
     }
     let chunk = t / n;

@@ -19,6 +19,25 @@ fn layout_index(base: u32, i: u32) -> u32 {
     return idx;
 }
 
+// Fields of the layout block at `base` (kernels with typed parameters keep each block's base
+// in a `u32` field of their params struct).
+fn layout_offset(base: u32) -> u32 {
+    return info[base];
+}
+
+fn layout_rank(base: u32) -> u32 {
+    return info[base + 1u];
+}
+
+fn layout_size(base: u32, d: u32) -> u32 {
+    return info[base + 2u + d];
+}
+
+// `rank` is the block's own (passed in so that loops load it once).
+fn layout_stride(base: u32, rank: u32, d: u32) -> u32 {
+    return info[base + 2u + rank + d];
+}
+
 // Workgroup grids may be 2-D when a 1-D count would pass 65,535 (see batch.rs).
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

@@ -1,6 +1,7 @@
 // Softmax and log-softmax over the last dim, computed in f32.
 //
-// info: [rows, n, s, lanes, outer_base, ...layout block of the leading dims]
+// Parameters: SoftmaxParams (kernels/reduce.rs); `lead` is the base of the leading dims'
+// layout block, which `row_base` reads.
 //
 // A workgroup of 256 threads owns 256 / lanes rows; a row's lanes are neighbours, so a
 // contiguous row is read coalesced. One online pass keeps a running (max, sum of exp(x - max))
@@ -17,6 +18,7 @@
 //   that is the lane's own state, and the shader holds no shared memory and no barrier (see
 //   reduce.wgsl for why that matters on lavapipe).
 
+{{PARAMS}}
 {{BINDINGS}}
 
 struct MaxSum {
@@ -84,10 +86,11 @@ fn merge(a: MaxSum, b: MaxSum) -> MaxSum {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rows = info[0];
-    let n = info[1];
-    let stride = info[2];
-    let lanes = info[3];
+    let p = params();
+    let rows = p.rows;
+    let n = p.n;
+    let stride = p.stride;
+    let lanes = p.lanes;
     let row_local = lid / lanes;
     let lane = lid % lanes;
     let g = linear_group(wid, nwg) * (256u / lanes) + row_local;

@@ -11,19 +11,20 @@
 // One flag write per workgroup at most: threads that see a bad value mark workgroup memory, and
 // after the barrier thread 0 ORs into the global flag once.
 //
-// info: [units, inv_scale as f32 bits]; a unit is one element, or four when the kernel is the
-// vec4 specialisation (length a multiple of 4).
+// Parameters: UnscaleParams (kernels/optim.rs): `units`, one element each, or four when the
+// kernel is the vec4 specialisation (length a multiple of 4), and the host's `inv_scale`.
 // Prepended: binding 1 `g` (read_write) and binding 2 `flag: array<atomic<u32>>`;
 //   ld_g(i) -> V, st_g(i, V) and overflowed(V) -> bool, where V is f32 or vec4<f32>;
-//   inv_scale() -> f32: info[1], or 1 / scale[0] from binding 3 when GradScaler keeps its
+//   inv_scale() -> f32: params().inv_scale, or 1 / scale[0] from binding 3 when GradScaler keeps its
 //   scale on the device.
 
+{{PARAMS}}
 var<workgroup> wg_bad: atomic<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wid, nwg) * 256u + lid;
-    if i < info[0] {
+    if i < params().units {
         let y = ld_g(i) * inv_scale();
         st_g(i, y);
         if overflowed(y) {

@@ -7,12 +7,12 @@
 //!   contiguous, transposed and broadcast inputs.
 //!
 //! Adding an op to Kiln means adding a row to [`table`]; `every_primitive_has_a_row` fails
-//! until a new `UnaryOp`, `BinaryOp` or `ReduceOp` has one. `KILN_OP=name` runs one row.
+//! until a new `UnaryOp`, `BinaryOp`, `TernaryOp` or `ReduceOp` has one. `KILN_OP=name` runs one row.
 
 mod common;
 
 use kiln::prelude::*;
-use kiln::{BinaryOp, ReduceOp, UnaryOp};
+use kiln::{BinaryOp, ReduceOp, TernaryOp, UnaryOp};
 use kiln_testkit::{check, gradcheck, random};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -63,6 +63,7 @@ fn table() -> Vec<OpInfo> {
         row("log", 1, F, POS, true, |t| t[0].log()),
         row("log2", 1, F, POS, true, |t| t[0].log2()),
         row("log1p", 1, F, &[(-0.5, 3.0)], true, |t| t[0].log1p()),
+        row("logit", 1, F, &[(0.05, 0.95)], true, |t| t[0].logit()),
         row("expm1", 1, F, ANY, true, |t| t[0].expm1()),
         row("sqrt", 1, F, POS, true, |t| t[0].sqrt()),
         row("rsqrt", 1, F, POS, true, |t| t[0].rsqrt()),
@@ -110,6 +111,9 @@ fn table() -> Vec<OpInfo> {
         row("logical_or", 2, B, &[(0.0, 2.0), (0.0, 2.0)], false, |t| t[0].logical_or(&t[1])),
         // Selection: the condition comes from the first input, so it is broadcast and strided too.
         row("where", 3, F, ANY, true, |t| Tensor::where_(&t[0].gt_scalar(0.0)?, &t[1], &t[2])),
+        // Ternary (one kernel each).
+        row("addcmul", 3, F, ANY, true, |t| t[0].addcmul(&t[1], &t[2], 0.5)),
+        row("addcdiv", 3, F, &[(-3.0, 3.0), (-3.0, 3.0), (0.5, 3.0)], true, |t| t[0].addcdiv(&t[1], &t[2], 0.5)),
         row("masked_fill", 2, F, ANY, true, |t| t[0].masked_fill(&t[1].lt_scalar(0.0)?, -7.5)),
         // Reductions (over the last dim, over the first keeping it, over everything).
         sum_row("sum", FI, ANY, true, |t| t[0].sum(&[-1], false)),
@@ -240,7 +244,8 @@ fn gradients_match_central_differences() {
 fn every_primitive_has_a_row() {
     let table = table();
     let has = |name: &str| table.iter().any(|op| op.name == name);
-    let names = UnaryOp::ALL.iter().map(|o| o.name()).chain(BinaryOp::ALL.iter().map(|o| o.name())).chain(ReduceOp::ALL.iter().map(|o| o.name()));
+    let names = UnaryOp::ALL.iter().map(|o| o.name()).chain(BinaryOp::ALL.iter().map(|o| o.name())).chain(ReduceOp::ALL.iter().map(|o| o.name()))
+        .chain(TernaryOp::ALL.iter().map(|o| o.name()));
     let missing: Vec<&str> = names.filter(|n| !has(n)).collect();
     assert!(missing.is_empty(), "ops without a row in tests/op_table.rs: {missing:?}");
     for op in &table {

@@ -4,6 +4,7 @@
 //! storage plus a [`Layout`] and an op description, and return new storage. Keeping that
 //! contract in its own crate lets the core depend on both backends without a cycle.
 
+pub mod checks;
 mod dtype;
 mod error;
 mod fused;
@@ -18,6 +19,6 @@ pub use error::{Error, Result};
 pub use fused::{AdamParams, AttentionDropout, AttentionParams, CrossEntropyParams, NormParams};
 pub use host::HostData;
 pub use layout::{Layout, StridedIndex, checked_numel, numel_of};
-pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, ScatterOp, UnaryOp};
+pub use ops::{BinaryOp, ConvGeometry, PoolGeometry, PoolKind, ReduceOp, ScatterOp, TernaryOp, UnaryOp};
 pub use philox::{Distribution, PhiloxKey};
 pub use storage::BackendStorage;

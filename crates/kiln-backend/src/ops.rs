@@ -14,6 +14,7 @@ pub enum UnaryOp {
     Log2,
     Log1p,
     Expm1,
+    Logit,
     Sqrt,
     Rsqrt,
     Recip,
@@ -53,6 +54,7 @@ impl UnaryOp {
             Log2 => "log2",
             Log1p => "log1p",
             Expm1 => "expm1",
+            Logit => "logit",
             Sqrt => "sqrt",
             Rsqrt => "rsqrt",
             Recip => "recip",
@@ -101,14 +103,46 @@ impl UnaryOp {
     }
 
     /// Every op, with sample parameters: what shader tests and op tests iterate.
-    pub const ALL: [UnaryOp; 33] = {
+    pub const ALL: [UnaryOp; 34] = {
         use UnaryOp::*;
         [
             Neg, Abs, Sign, Exp, Exp2, Log, Log2, Log1p, Expm1, Sqrt, Rsqrt, Recip, Square, Sin, Cos, Tanh,
             Sigmoid, Relu, LeakyRelu(0.01), Elu(1.0), GeluErf, GeluTanh, Silu, Softplus, Mish, Floor, Ceil,
-            Round, Clamp(-0.5, 0.5), Powf(2.5), IsNan, IsInf, Not,
+            Round, Clamp(-0.5, 0.5), Powf(2.5), IsNan, IsInf, Not, Logit,
         ]
     };
+}
+
+/// Elementwise ops of three float inputs of equal shape (the core broadcasts first) and equal
+/// dtype, one kernel each (fused with its neighbours on the GPU): `op(a, b, c)`. A new op is a
+/// variant here, its f64 formula in `kiln-cpu/src/ternary.rs`, its WGSL expression in
+/// `kiln-wgpu/src/kernels/elementwise.rs`, its method and gradient in
+/// `kiln-core/src/ops/ternary.rs` and a row in `tests/op_table.rs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TernaryOp {
+    /// `a + value·b·c` (PyTorch's `addcmul`).
+    Addcmul(f64),
+    /// `a + value·b/c` (PyTorch's `addcdiv`).
+    Addcdiv(f64),
+}
+
+impl TernaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            TernaryOp::Addcmul(_) => "addcmul",
+            TernaryOp::Addcdiv(_) => "addcdiv",
+        }
+    }
+
+    /// The op's scalar parameters, padded to two.
+    pub fn params(self) -> [f64; 2] {
+        match self {
+            TernaryOp::Addcmul(v) | TernaryOp::Addcdiv(v) => [v, 0.0],
+        }
+    }
+
+    /// Every op, with sample parameters: what shader tests and op tests iterate.
+    pub const ALL: [TernaryOp; 2] = [TernaryOp::Addcmul(0.5), TernaryOp::Addcdiv(0.5)];
 }
 
 /// Elementwise ops of two inputs of equal shape (the core broadcasts first) and equal dtype.

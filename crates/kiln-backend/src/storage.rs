@@ -1,5 +1,5 @@
 use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, UnaryOp};
+use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, TernaryOp, UnaryOp};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
 /// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
@@ -34,6 +34,10 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn where_cond(&self, layout: &Layout, on_true: &Self, t_layout: &Layout, on_false: &Self, f_layout: &Layout)
     -> Result<Self>;
 
+    /// `op(self, b, c)` elementwise; the three layouts share a shape, the storages a float dtype.
+    fn ternary(&self, layout: &Layout, b: &Self, b_layout: &Layout, c: &Self, c_layout: &Layout, op: TernaryOp)
+    -> Result<Self>;
+
     /// Converts to `dtype` (float → int truncates toward zero and saturates; nonzero → true).
     /// With `dtype == self.dtype()` this is the contiguous copy.
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self>;
@@ -53,16 +57,46 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// `[b, m, k] · [b, k, n] → [b, m, n]`, any strides (broadcast batch = stride 0).
     fn matmul(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout) -> Result<Self>;
 
+    // Index ops: the provided methods run the shared argument checks (`checks.rs`) once, for
+    // every backend and caller, then call the backend's `*_impl`, which may assume them.
+
     /// Picks entries of `dim` by `ids` (1-D, u32 or i32, already range-checked).
-    fn index_select(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
+    fn index_select(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+        crate::checks::index_select("index_select", layout, ids.dtype(), ids_layout, dim)?;
+        self.index_select_impl(layout, ids, ids_layout, dim)
+    }
+
+    /// [`index_select`](Self::index_select) after its checks.
+    fn index_select_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
 
     /// `out[..i..] = self[..ids[..i..]..]` along `dim`; output has the shape of `ids`.
-    fn gather(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
+    fn gather(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+        crate::checks::gather("gather", layout, ids.dtype(), ids_layout, dim)?;
+        self.gather_impl(layout, ids, ids_layout, dim)
+    }
+
+    /// [`gather`](Self::gather) after its checks.
+    fn gather_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self>;
 
     /// A copy of `self` with `src` added at the positions `ids` names along `dim`
     /// (`ids` and `src` share a shape, no larger than `self` in the other dims).
     fn scatter_add(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout, dim: usize)
-    -> Result<Self>;
+    -> Result<Self> {
+        let (dtype, ids_dtype) = (self.dtype(), ids.dtype());
+        crate::checks::scatter("scatter_add", dtype, layout, ids_dtype, ids_layout, src.dtype(), src_layout, dim)?;
+        self.scatter_add_impl(layout, ids, ids_layout, src, src_layout, dim)
+    }
+
+    /// [`scatter_add`](Self::scatter_add) after its checks.
+    fn scatter_add_impl(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        ids_layout: &Layout,
+        src: &Self,
+        src_layout: &Layout,
+        dim: usize,
+    ) -> Result<Self>;
 
     /// A contiguous copy of `self` in which every element `p` named by an index position `q`
     /// (`p` = `q` with `q[dim]` replaced by `ids[q]`) becomes `op` over the `src[q]` landing on
@@ -71,6 +105,24 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// number of values combined (floor division for integers). Amax/amin propagate NaN.
     #[allow(clippy::too_many_arguments)]
     fn scatter_reduce(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        ids_layout: &Layout,
+        src: &Self,
+        src_layout: &Layout,
+        dim: usize,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Self> {
+        let (dtype, ids_dtype) = (self.dtype(), ids.dtype());
+        crate::checks::scatter("scatter_reduce", dtype, layout, ids_dtype, ids_layout, src.dtype(), src_layout, dim)?;
+        self.scatter_reduce_impl(layout, ids, ids_layout, src, src_layout, dim, op, include_self)
+    }
+
+    /// [`scatter_reduce`](Self::scatter_reduce) after its checks.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_reduce_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -105,10 +157,23 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
 
     /// Per-row loss `[rows]` (dtype of `self`) and log-sum-exp `[rows]` of logits `self`
     /// against class ids `targets` (u32 or i32, in range unless ignored).
-    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)>;
+    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+        crate::checks::check_ids("cross_entropy", targets.dtype())?;
+        self.cross_entropy_forward_impl(targets, p)
+    }
+
+    /// [`cross_entropy_forward`](Self::cross_entropy_forward) after its checks.
+    fn cross_entropy_forward_impl(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)>;
 
     /// `grad[r] · (softmax(x_r) − (1 − ε)·onehot(t_r) − ε/C)`, zero for ignored rows.
-    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self>;
+    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+        crate::checks::check_ids("cross_entropy_backward", targets.dtype())?;
+        self.cross_entropy_backward_impl(targets, lse, grad, p)
+    }
+
+    /// [`cross_entropy_backward`](Self::cross_entropy_backward) after its checks.
+    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams)
+    -> Result<Self>;
 
     /// Attention output `[batch·heads, q_len, head_dim]` and the row log-sum-exp of the scaled
     /// (and biased) scores `[batch·heads, q_len]` (f32 or wider; +inf for a query that sees no

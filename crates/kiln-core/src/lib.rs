@@ -22,7 +22,7 @@ pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{Device, profile_report};
 pub use element::Element;
 pub use half::f16;
-pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, ScatterOp, UnaryOp};
+pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 pub use kiln_backend::{AdamParams, AttentionDropout, AttentionParams};
 pub use kiln_backend::{Distribution, PhiloxKey, philox};
 pub use ops::attention::SdpaOptions;

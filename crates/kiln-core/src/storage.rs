@@ -1,7 +1,7 @@
 //! One enum over the backends' storages: each call forwards to the backend that holds the data.
 
 use crate::Device;
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_wgpu::GpuStorage;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
@@ -97,6 +97,14 @@ impl Storage {
             (Storage::Cpu(c), Storage::Cpu(t), Storage::Cpu(f)) => Storage::Cpu(c.where_cond(l, t, tl, f, fl)?),
             (Storage::Gpu(c), Storage::Gpu(t), Storage::Gpu(f)) => Storage::Gpu(c.where_cond(l, t, tl, f, fl)?),
             (c, t, f) => return Err(mismatch("where", c, if c.kind() == t.kind() { f } else { t })),
+        })
+    }
+
+    pub(crate) fn ternary(&self, l: &Layout, b: &Storage, bl: &Layout, c: &Storage, cl: &Layout, op: TernaryOp) -> Result<Storage> {
+        Ok(match (self, b, c) {
+            (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)) => Storage::Cpu(a.ternary(l, b, bl, c, cl, op)?),
+            (Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(c)) => Storage::Gpu(a.ternary(l, b, bl, c, cl, op)?),
+            (a, b, c) => return Err(mismatch(op.name(), a, if a.kind() == b.kind() { c } else { b })),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Index ops: `index_select`, `gather`, `scatter_add`, `scatter_reduce`. Ids are u32 or i32;
 //! every id is checked against its dimension (negative i32 ids are out of range) before any
-//! element is touched.
+//! element is touched. The argument checks (dim, dtypes, shapes) ran before, in
+//! `BackendStorage`'s provided methods (kiln-backend's `checks.rs`).
 
 use kiln_backend::{Error, HostData, Layout, Result, ScatterOp};
 
@@ -18,10 +19,6 @@ pub(crate) fn index_select(
     dim: usize,
 ) -> Result<HostData> {
     const OP: &str = "index_select";
-    check_dim(OP, layout, dim)?;
-    if il.rank() != 1 {
-        return Err(Error::shape(OP, format!("ids must be 1-D, got shape {:?}", il.shape())));
-    }
     let ids = read_ids(OP, ids, il, layout.shape(), dim)?;
     dispatch!(data, v => select_typed(v, layout, &ids, dim))
 }
@@ -47,8 +44,6 @@ fn select_typed<T: Elem>(v: &[T], layout: &Layout, ids: &[usize], dim: usize) ->
 /// `out[p] = self[p with p[dim] = ids[p]]`; `ids` has self's rank and is no larger in other dims.
 pub(crate) fn gather(data: &HostData, layout: &Layout, ids: &HostData, il: &Layout, dim: usize) -> Result<HostData> {
     const OP: &str = "gather";
-    check_dim(OP, layout, dim)?;
-    check_index_shape(OP, layout.shape(), il.shape(), dim)?;
     let idx = read_ids(OP, ids, il, layout.shape(), dim)?;
     dispatch!(data, v => gather_typed(v, layout, il.shape(), &idx, dim))
 }
@@ -75,11 +70,6 @@ pub(crate) fn scatter_add(
     dim: usize,
 ) -> Result<HostData> {
     const OP: &str = "scatter_add";
-    check_dim(OP, layout, dim)?;
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, layout.shape(), il.shape(), dim)?;
     let idx = read_ids(OP, ids, il, layout.shape(), dim)?;
     dispatch_num!(data, OP, v => scatter_typed(v, layout, &idx, same(OP, src)?, sl, dim))
 }
@@ -121,11 +111,6 @@ pub(crate) fn scatter_reduce(
     include_self: bool,
 ) -> Result<HostData> {
     const OP: &str = "scatter_reduce";
-    check_dim(OP, layout, dim)?;
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(OP, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(OP, layout.shape(), il.shape(), dim)?;
     let idx = read_ids(OP, ids, il, layout.shape(), dim)?;
     dispatch_num!(data, OP, v => reduce_typed(v, layout, &idx, same(OP, src)?, sl, dim, (op, include_self)))
 }
@@ -193,25 +178,6 @@ fn extreme<T: Elem>(a: T, b: T, max: bool) -> T {
         return b;
     }
     a
-}
-
-fn check_dim(op: &'static str, layout: &Layout, dim: usize) -> Result<()> {
-    if dim < layout.rank() {
-        Ok(())
-    } else {
-        Err(Error::invalid(op, format!("dim {dim} out of range for shape {:?}", layout.shape())))
-    }
-}
-
-/// `ids` must have self's rank and fit inside self in every dim but `dim`.
-fn check_index_shape(op: &'static str, shape: &[usize], ishape: &[usize], dim: usize) -> Result<()> {
-    let fits =
-        ishape.len() == shape.len() && ishape.iter().zip(shape).enumerate().all(|(d, (&i, &s))| d == dim || i <= s);
-    if fits {
-        Ok(())
-    } else {
-        Err(Error::shape(op, format!("index shape {ishape:?} does not fit self {shape:?} outside dim {dim}")))
-    }
 }
 
 /// Storage offset (without the base offset) of `pos` with `pos[dim]` replaced by `id`.

@@ -56,6 +56,7 @@ mod reduce;
 pub mod special;
 mod storage;
 mod strided;
+mod ternary;
 mod topk;
 mod unary;
 mod walk;

@@ -2,12 +2,12 @@
 //! that routes each op to its kernel module.
 
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 
 use crate::elem::Elem;
 use crate::kernel::alloc;
 use crate::strided::read;
-use crate::{binary, cast, conv, index, matmul, reduce, topk, unary};
+use crate::{binary, cast, conv, index, matmul, reduce, ternary, topk, unary};
 
 /// The CPU "device": there is one, and it holds no state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +111,10 @@ impl BackendStorage for CpuStorage {
         binary::where_cond(&self.data, layout, &on_true.data, t_layout, &on_false.data, f_layout).map(wrap)
     }
 
+    fn ternary(&self, layout: &Layout, b: &Self, bl: &Layout, c: &Self, cl: &Layout, op: TernaryOp) -> Result<Self> {
+        ternary::ternary(&self.data, layout, &b.data, bl, &c.data, cl, op).map(wrap)
+    }
+
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
         cast::cast(&self.data, layout, dtype).map(wrap)
     }
@@ -135,15 +139,15 @@ impl BackendStorage for CpuStorage {
         matmul::matmul(&self.data, layout, &rhs.data, rhs_layout).map(wrap)
     }
 
-    fn index_select(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+    fn index_select_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
         index::index_select(&self.data, layout, &ids.data, ids_layout, dim).map(wrap)
     }
 
-    fn gather(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
+    fn gather_impl(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, dim: usize) -> Result<Self> {
         index::gather(&self.data, layout, &ids.data, ids_layout, dim).map(wrap)
     }
 
-    fn scatter_add(
+    fn scatter_add_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -155,7 +159,7 @@ impl BackendStorage for CpuStorage {
         index::scatter_add(&self.data, layout, &ids.data, ids_layout, &src.data, src_layout, dim).map(wrap)
     }
 
-    fn scatter_reduce(
+    fn scatter_reduce_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -190,11 +194,11 @@ impl BackendStorage for CpuStorage {
         crate::fused::norm_backward(self, dy, stats, weight, p)
     }
 
-    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+    fn cross_entropy_forward_impl(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
         crate::fused::cross_entropy_forward(self, targets, p)
     }
 
-    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
         crate::fused::cross_entropy_backward(self, targets, lse, grad, p)
     }
 

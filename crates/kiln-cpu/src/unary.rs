@@ -54,6 +54,7 @@ fn float_map<T: Float>(v: &[T], layout: &Layout, op: UnaryOp) -> Result<Vec<T>> 
         Log2 => with!(Log2),
         Log1p => with!(Log1p),
         Expm1 => with!(Expm1),
+        Logit => with!(Logit),
         Sqrt => with!(Sqrt),
         Rsqrt => with!(Rsqrt),
         Recip => with!(Recip),
@@ -102,6 +103,8 @@ pub(crate) fn float_fn(op: UnaryOp, x: f64) -> f64 {
         Log2 => x.log2(),
         Log1p => x.ln_1p(),
         Expm1 => x.exp_m1(),
+        // NaN outside [0, 1], ∓inf at 0 and 1 (PyTorch's logit without eps).
+        Logit => (x / (1.0 - x)).ln(),
         Sqrt => x.sqrt(),
         Rsqrt => 1.0 / x.sqrt(),
         Recip => 1.0 / x,

@@ -1,6 +1,9 @@
 //! The WGSL sources, embedded at build time from the workspace's `shaders/` folder, and the
 //! list of every specialisation the backend can generate (validated by naga in tests).
 
+mod template;
+pub(crate) use template::Template;
+
 pub const PRELUDE: &str = include_str!("../shaders/prelude.wgsl");
 pub const MATH: &str = include_str!("../shaders/math.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");

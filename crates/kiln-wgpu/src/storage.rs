@@ -7,7 +7,7 @@ use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
 use std::sync::Arc;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, UnaryOp};
+use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
@@ -225,6 +225,21 @@ impl BackendStorage for GpuStorage {
         self.ctx.elementwise("where", &spec, &[(self, layout), (t, tl), (f, fl)], [0, 0], layout.numel())
     }
 
+    fn ternary(&self, layout: &Layout, b: &Self, bl: &Layout, c: &Self, cl: &Layout, op: TernaryOp) -> Result<Self> {
+        same_device(op.name(), self, b)?;
+        same_device(op.name(), self, c)?;
+        let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.ternary(p[0].1, p[1].0, p[1].1, p[2].0, p[2].1, op);
+        let inputs = [(self, layout), (b, bl), (c, cl)];
+        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &inputs, layout.numel(), &piece)? {
+            return Ok(out);
+        }
+        let flags = ew::layout_flags(&[layout, bl, cl]);
+        let spec = ew::ternary_spec(op, self.dtype, [flags[0], flags[1], flags[2]])?;
+        let [p0, p1] = op.params();
+        let params = [param_bits(p0, self.dtype), param_bits(p1, self.dtype)];
+        self.ctx.elementwise(op.name(), &spec, &inputs, params, layout.numel())
+    }
+
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
         if let Some(out) = chunked::elementwise(&self.ctx, "cast", &[(self, layout)], layout.numel(), &|p, _| p[0].0.cast(p[0].1, dtype))? {
             return Ok(out);
@@ -264,23 +279,23 @@ impl BackendStorage for GpuStorage {
         kernels::matmul::matmul(self, layout, rhs, rhs_layout)
     }
 
-    fn index_select(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+    fn index_select_impl(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
         same_device("index_select", self, ids)?;
         kernels::index::index_select(self, layout, ids, il, dim)
     }
 
-    fn gather(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
+    fn gather_impl(&self, layout: &Layout, ids: &Self, il: &Layout, dim: usize) -> Result<Self> {
         same_device("gather", self, ids)?;
         kernels::index::gather(self, layout, ids, il, dim)
     }
 
-    fn scatter_add(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
+    fn scatter_add_impl(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
         same_device("scatter_add", self, ids)?;
         same_device("scatter_add", self, src)?;
         kernels::index::scatter_add(self, layout, ids, il, src, sl, dim)
     }
 
-    fn scatter_reduce(
+    fn scatter_reduce_impl(
         &self,
         layout: &Layout,
         ids: &Self,
@@ -322,12 +337,12 @@ impl BackendStorage for GpuStorage {
         kernels::norm::backward(self, dy, stats, weight, p)
     }
 
-    fn cross_entropy_forward(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
+    fn cross_entropy_forward_impl(&self, targets: &Self, p: &CrossEntropyParams) -> Result<(Self, Self)> {
         same_device("cross_entropy", self, targets)?;
         kernels::cross_entropy::forward(self, targets, p)
     }
 
-    fn cross_entropy_backward(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
         for t in [targets, lse, grad] {
             same_device("cross_entropy_backward", self, t)?;
         }

@@ -37,3 +37,78 @@ fn every_specialisation_validates() {
     }
     assert!(failures.is_empty(), "{} of {} kernels failed:\n{}", failures.len(), all.len(), failures.join("\n"));
 }
+
+/// The first `{{KEY}}` placeholder left in `src` (keys are upper-case words).
+fn unfilled(src: &str) -> Option<&str> {
+    let mut rest = src;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        if let Some(end) = after.find("}}")
+            && !after[..end].is_empty()
+            && after[..end].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Some(&rest[start..start + end + 4]);
+        }
+        rest = after;
+    }
+    None
+}
+
+#[test]
+fn no_specialisation_leaves_a_placeholder() {
+    for (key, src) in kiln_wgpu::shaders::all_specialisations() {
+        assert_eq!(unfilled(&src), None, "{key} leaves a template placeholder unfilled");
+    }
+}
+
+/// Typed kernel parameters (kernels/params.rs) are read word by word from `info`, so field k
+/// must be word k: every generated params struct must have naga's layout of 4-byte members
+/// at offsets 0, 4, 8, … with no padding, the layout the Rust `#[repr(C)]` struct has (its
+/// size is asserted at compile time to be 4 bytes a field).
+#[test]
+fn generated_params_structs_are_packed_words() {
+    const MARK: &str = "// Generated from the Rust struct ";
+    let mut checked = std::collections::BTreeSet::new();
+    for (key, src) in kiln_wgpu::shaders::all_specialisations() {
+        let Some(at) = src.find(MARK) else { continue };
+        let name: String = src[at + MARK.len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let ty = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{key}: no struct {name}"))
+            .1;
+        let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{key}: {name} is not a struct") };
+        assert!(!members.is_empty(), "{key}: {name} has no fields");
+        for (k, m) in members.iter().enumerate() {
+            assert_eq!(m.offset, 4 * k as u32, "{key}: {name}.{:?} is not word {k}", m.name);
+            let scalar = matches!(
+                module.types[m.ty].inner,
+                naga::TypeInner::Scalar(naga::Scalar { width: 4, kind: naga::ScalarKind::Uint | naga::ScalarKind::Sint | naga::ScalarKind::Float })
+            );
+            assert!(scalar, "{key}: {name}.{:?} is not a 4-byte scalar", m.name);
+        }
+        assert_eq!(*span, 4 * members.len() as u32, "{key}: {name} is padded");
+        checked.insert(name);
+    }
+    // The families converted so far (kernels/index.rs, conv.rs, norm.rs, cross_entropy.rs,
+    // optim.rs, reduce.rs).
+    for name in [
+        "IndexSelectParams",
+        "GatherParams",
+        "ScatterParams",
+        "TopkParams",
+        "ConvParams",
+        "NormForwardParams",
+        "NormBackwardParams",
+        "NormParamsGradParams",
+        "CrossEntropyKernelParams",
+        "AdamKernelParams",
+        "UnscaleParams",
+        "SoftmaxParams",
+        "CumsumParams",
+    ] {
+        assert!(checked.contains(name), "no kernel uses {name}; checked {checked:?}");
+    }
+}

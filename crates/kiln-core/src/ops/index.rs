@@ -3,6 +3,7 @@
 
 use crate::Tensor;
 use crate::ops::views::write_into;
+use kiln_backend::checks::check_index_shape;
 use kiln_backend::{DType, Error, Layout, Result};
 
 /// At most this many views from one split: each is a tensor header on the host, so a split of
@@ -17,9 +18,7 @@ impl Tensor {
     /// Checks that an index tensor is integer-typed and every entry is below `size`.
     /// Reads the indices back: an out-of-range index must be an error, never a wild read.
     pub(crate) fn check_ids(&self, op: &'static str, size: usize) -> Result<()> {
-        if !matches!(self.dtype(), DType::U32 | DType::I32) {
-            return Err(Error::dtype(op, "u32 or i32 indices", self.dtype()));
-        }
+        kiln_backend::checks::check_ids(op, self.dtype())?;
         if self.numel() == 0 || self.ids_known_below(size) {
             return Ok(());
         }
@@ -428,11 +427,4 @@ impl Tensor {
         let (v, i) = self.permute(&order)?.topk(k, largest)?;
         Ok((v.permute(&order)?, i.permute(&order)?))
     }
-}
-
-pub(crate) fn check_index_shape(op: &'static str, src: &[usize], ids: &[usize], dim: usize) -> Result<()> {
-    if ids.len() != src.len() || ids.iter().zip(src).enumerate().any(|(i, (&a, &b))| i != dim && a > b) {
-        return Err(Error::shape(op, format!("indices {ids:?} do not fit source {src:?} along dim {dim}")));
-    }
-    Ok(())
 }

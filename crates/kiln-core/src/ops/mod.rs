@@ -11,5 +11,6 @@ pub(crate) mod matmul;
 pub(crate) mod pool;
 pub(crate) mod reduce;
 pub(crate) mod scatter;
+pub(crate) mod ternary;
 pub(crate) mod unary;
 pub(crate) mod views;

@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::Tensor;
-use crate::ops::index::check_index_shape;
+use kiln_backend::checks::check_index_shape;
 use kiln_backend::{DType, Error, Result, ScatterOp};
 
 impl Tensor {
@@ -123,8 +123,8 @@ impl Tensor {
         }
         if check {
             ids.check_ids(op, self.shape()[d])?;
-        } else if !matches!(ids.dtype(), DType::U32 | DType::I32) {
-            return Err(Error::dtype(op, "u32 or i32 indices", ids.dtype()));
+        } else {
+            kiln_backend::checks::check_ids(op, ids.dtype())?;
         }
         // Only src's leading ids-shaped block is read: a free view.
         let mut src = src.clone();

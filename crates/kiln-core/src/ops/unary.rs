@@ -45,6 +45,8 @@ fn unary_grad(op: UnaryOp, x: &Tensor, y: Option<&Tensor>, g: &Tensor) -> Result
         Log2 => x.mul_scalar(std::f64::consts::LN_2)?.recip()?,
         Log1p => x.add_scalar(1.0)?.recip()?,
         Expm1 => y()?.add_scalar(1.0)?,
+        // 1 / (x·(1 − x))
+        Logit => (x * &x.neg()?.add_scalar(1.0)?)?.recip()?,
         Sqrt => y()?.recip()?.mul_scalar(0.5)?,
         Rsqrt => y()?.powf(3.0)?.mul_scalar(-0.5)?,
         Recip => y()?.square()?.neg()?,
@@ -139,6 +141,18 @@ unary_methods! {
     log1p => UnaryOp::Log1p;
     /// `e^x - 1`, accurate near 0 (a few f32 ulps on every adapter: a series there).
     expm1 => UnaryOp::Expm1;
+    /// `ln(x / (1 − x))`, the inverse of [`sigmoid`](Self::sigmoid): NaN outside `[0, 1]`,
+    /// `∓inf` at 0 and 1 (PyTorch's `logit` without `eps`).
+    ///
+    /// ```
+    /// # use kiln_core::{Tensor, Device};
+    /// let x = Tensor::from_vec(vec![0.5f32, 0.75, 0.0, 1.0, 2.0], &[5], &Device::cpu()).unwrap();
+    /// let v = x.logit().unwrap().to_vec::<f32>().unwrap();
+    /// assert!(v[0].abs() < 1e-7 && (v[1] - 3f32.ln()).abs() < 1e-6);
+    /// assert_eq!((v[2], v[3]), (f32::NEG_INFINITY, f32::INFINITY));
+    /// assert!(v[4].is_nan());
+    /// ```
+    logit => UnaryOp::Logit;
     /// Square root.
     sqrt => UnaryOp::Sqrt;
     /// `1 / sqrt(x)`

@@ -2,6 +2,7 @@
 //! expressions, dtypes, load kinds and wiring, never buffers or sizes or parameter values, so a
 //! repeated training step reuses every kernel it built the first time.
 
+use crate::shaders::Template;
 use crate::kernels::{compute_type, enables, load, module, param, storage_type, store};
 use kiln_backend::{DType, Result};
 use std::fmt::Write;
@@ -245,7 +246,11 @@ impl GroupPlan {
             };
             let _ = writeln!(body, "    out{m}[i] = {value};");
         }
-        let mut src = crate::shaders::FUSED.replace("{{BINDINGS}}", &bindings).replace("{{FUNCTIONS}}", &functions).replace("{{BODY}}", &body);
+        let mut src = Template::new(crate::shaders::FUSED)
+            .set("BINDINGS", bindings)
+            .set("FUNCTIONS", functions)
+            .set("BODY", body)
+            .render();
         if self.fns.iter().any(|f| f.random) {
             src = format!("{}\n{src}", crate::shaders::PHILOX);
         }

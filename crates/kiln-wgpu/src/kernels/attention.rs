@@ -7,6 +7,7 @@
 //! [`Tiling`]). Calls whose score matrix is small take the materialised path
 //! (`attention_matmul.rs`) instead; `attention_path.rs` decides.
 
+use crate::shaders::Template;
 use super::fused::{Access, check_float, check_len, enable_for, raw_binding, u32_of, FLOATS};
 use super::{module, storage_type};
 use crate::storage::GpuStorage;
@@ -106,22 +107,26 @@ impl Tiling {
         format!("d{}|{}x{}x{}", self.d, self.tr, self.tc, self.cn)
     }
 
+    /// Fills the tiling's sizes into any of the attention shaders (`BR`, `BC` and `RED_LEN` are
+    /// not in all of them).
     fn fill(&self, src: &str) -> String {
         let (resident, streamed, cross, red) = self.lens();
-        src.replace("{{D}}", &self.d.to_string())
-            .replace("{{D4}}", &self.d4.to_string())
-            .replace("{{TR}}", &self.tr.to_string())
-            .replace("{{TC}}", &self.tc.to_string())
-            .replace("{{CN}}", &self.cn.to_string())
-            .replace("{{OV}}", &self.ov.to_string())
-            .replace("{{BR}}", &self.rows().to_string())
-            .replace("{{BC}}", &self.cols().to_string())
-            .replace("{{WG}}", &self.threads().to_string())
-            .replace("{{QS_LEN}}", &resident.to_string())
-            .replace("{{KV_LEN}}", &streamed.to_string())
-            .replace("{{PS_LEN}}", &cross.to_string())
-            .replace("{{RED_LEN}}", &red.to_string())
-            .replace("{{ACC_LEN}}", &(4 * self.ov).to_string())
+        Template::new(src)
+            .set("D", self.d.to_string())
+            .set("D4", self.d4.to_string())
+            .set("TR", self.tr.to_string())
+            .set("TC", self.tc.to_string())
+            .set("CN", self.cn.to_string())
+            .set("OV", self.ov.to_string())
+            .set_optional("BR", self.rows().to_string())
+            .set_optional("BC", self.cols().to_string())
+            .set("WG", self.threads().to_string())
+            .set("QS_LEN", resident.to_string())
+            .set("KV_LEN", streamed.to_string())
+            .set("PS_LEN", cross.to_string())
+            .set_optional("RED_LEN", red.to_string())
+            .set("ACC_LEN", (4 * self.ov).to_string())
+            .render()
     }
 }
 

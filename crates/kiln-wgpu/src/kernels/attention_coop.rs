@@ -8,6 +8,7 @@
 //! The 16×16 tile loops are unrolled here, as in `matmul_coop.rs`: WGSL has no arrays of
 //! cooperative matrices, so each accumulator is a variable of its own.
 
+use crate::shaders::Template;
 use super::attention::{Kernel, Launch};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Result};
@@ -74,21 +75,21 @@ impl Block {
             Kernel::Dq => (crate::shaders::ATTENTION_COOP_BACKWARD_DQ, self.dq_parts()),
             Kernel::Dkv => (crate::shaders::ATTENTION_COOP_BACKWARD_DKV, self.dkv_parts()),
         };
-        let mut body = shader
-            .replace("{{D}}", &self.d.to_string())
-            .replace("{{NS}}", &self.ns.to_string())
-            .replace("{{BC}}", &self.bc.to_string())
-            .replace("{{BR}}", &self.rows().to_string())
-            .replace("{{WG}}", &self.threads().to_string())
-            .replace("{{QS_LEN}}", &resident.to_string())
-            .replace("{{KV_LEN}}", &streamed.to_string())
-            .replace("{{SS_LEN}}", &scores.to_string())
-            .replace("{{PS_LEN}}", &probs.to_string())
-            .replace("{{OS_LEN}}", &out.to_string());
+        let mut template = Template::new(shader)
+            .set("D", self.d.to_string())
+            .set("NS", self.ns.to_string())
+            .set("BC", self.bc.to_string())
+            .set("BR", self.rows().to_string())
+            .set("WG", self.threads().to_string())
+            .set("QS_LEN", resident.to_string())
+            .set("KV_LEN", streamed.to_string())
+            .set("SS_LEN", scores.to_string())
+            .set("PS_LEN", probs.to_string())
+            .set_optional("OS_LEN", out.to_string());
         for (name, code) in parts {
-            body = body.replace(name, &code);
+            template = template.set(name, code);
         }
-        body = format!("{body}\n{}", super::attention::extras_source());
+        let body = format!("{}\n{}", template.render(), super::attention::extras_source());
         super::module("enable f16;\nenable wgpu_cooperative_matrix;\n", false, &body)
     }
 
@@ -211,7 +212,7 @@ impl Block {
             out += "                let m_ = o_;\n                coopStoreT(m_, &os[at_], st_);\n            }\n";
         }
         out += "        }\n";
-        vec![("{{SCORES}}", scores), ("{{OUTPUT}}", out)]
+        vec![("SCORES", scores), ("OUTPUT", out)]
     }
 
     fn dq_parts(&self) -> Vec<(&'static str, String)> {
@@ -224,10 +225,10 @@ impl Block {
         );
         let grads = format!("        {{\n{}{}        }}\n", Block::strip("ga", "dss", "P4", ct_n), self.products(&[("ga", "ks", "acc")]));
         vec![
-            ("{{ACC_DECL}}", self.accumulators(&["acc"])),
-            ("{{SCORES}}", scores),
-            ("{{GRADS}}", grads),
-            ("{{STORE}}", self.store(&[("acc", "dq", " * scale")], "i0", "q0", "q_len")),
+            ("ACC_DECL", self.accumulators(&["acc"])),
+            ("SCORES", scores),
+            ("GRADS", grads),
+            ("STORE", self.store(&[("acc", "dq", " * scale")], "i0", "q0", "q_len")),
         ]
     }
 
@@ -246,10 +247,10 @@ impl Block {
             self.products(&[("pa", "dos", "accv"), ("ga", "qs", "acck")])
         );
         vec![
-            ("{{ACC_DECL}}", self.accumulators(&["acck", "accv"])),
-            ("{{SCORES}}", scores),
-            ("{{GRADS}}", grads),
-            ("{{STORE}}", self.store(&[("acck", "dk", " * scale"), ("accv", "dv", "")], "j0", "kv_base", "kv_len")),
+            ("ACC_DECL", self.accumulators(&["acck", "accv"])),
+            ("SCORES", scores),
+            ("GRADS", grads),
+            ("STORE", self.store(&[("acck", "dk", " * scale"), ("accv", "dv", "")], "j0", "kv_base", "kv_len")),
         ]
     }
 }

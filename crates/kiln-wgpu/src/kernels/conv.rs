@@ -3,50 +3,64 @@
 //! `info`, so one kernel per storage type serves every window shape.
 
 use super::index::{check_fits, index_u32, move_type, numeric_type};
-use super::{WG, compute_type, enables, module, param_bits, push_layout};
+use super::params::{Meta, kernel_params};
+use super::{WG, compute_type, enables, module, param_bits};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, ConvGeometry, DType, Error, Layout, Result};
 
-/// `[numel, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, pad]`, checked to fit the u32
-/// arithmetic of the kernels (positions up to h + 2·ph).
-fn geometry_words(op: &'static str, g: &ConvGeometry, numel: u32, pad: u32) -> Result<Vec<u32>> {
+kernel_params! {
+    /// `shaders/im2col.wgsl` and `col2im.wgsl`: the geometry of `ConvGeometry` as u32,
+    /// im2col's pad value as the dtype's bits (f16 in the low half), and `x`, the input's
+    /// layout block base.
+    struct ConvParams {
+        numel: u32, c: u32, h: u32, w: u32, kh: u32, kw: u32, sh: u32, sw: u32,
+        ph: u32, pw: u32, dh: u32, dw: u32, oh: u32, ow: u32, pad: u32, x: u32,
+    }
+}
+
+/// The metadata of im2col or col2im over the input layout `l`, its sizes checked to fit the
+/// u32 arithmetic of the kernels (positions up to h + 2·ph).
+fn conv_meta(op: &'static str, g: &ConvGeometry, numel: u32, pad: u32, l: &Layout) -> Result<Vec<u32>> {
     let (Some(oh), Some(ow)) = (g.out_h(), g.out_w()) else {
         return Err(Error::invalid(op, format!("window does not fit the padded input: {g:?}")));
     };
     let padded_h = g.padding.0.checked_mul(2).and_then(|p| p.checked_add(g.h));
     let padded_w = g.padding.1.checked_mul(2).and_then(|p| p.checked_add(g.w));
-    let mut words = vec![numel];
-    for v in [
-        g.c,
-        g.h,
-        g.w,
-        g.kh,
-        g.kw,
-        g.stride.0,
-        g.stride.1,
-        g.padding.0,
-        g.padding.1,
-        g.dilation.0,
-        g.dilation.1,
-        oh,
-        ow,
-    ] {
-        words.push(index_u32(op, v, "a geometry size")?);
-    }
     for p in [padded_h, padded_w] {
         index_u32(op, p.unwrap_or(usize::MAX), "a padded image side")?;
     }
-    words.push(pad);
-    Ok(words)
+    let u = |v: usize| index_u32(op, v, "a geometry size");
+    let mut meta = Meta::new();
+    let x = meta.layout(op, l)?;
+    Ok(meta.finish(ConvParams {
+        numel,
+        c: u(g.c)?,
+        h: u(g.h)?,
+        w: u(g.w)?,
+        kh: u(g.kh)?,
+        kw: u(g.kw)?,
+        sh: u(g.stride.0)?,
+        sw: u(g.stride.1)?,
+        ph: u(g.padding.0)?,
+        pw: u(g.padding.1)?,
+        dh: u(g.dilation.0)?,
+        dw: u(g.dilation.1)?,
+        oh: u(oh)?,
+        ow: u(ow)?,
+        pad,
+        x,
+    }))
 }
 
 fn im2col_source(t: &str) -> String {
     let (enable, pad) = if t == "f16" {
-        (enables(&[DType::F16]), "    return f16(unpack2x16float(info[14]).x);")
+        (enables(&[DType::F16]), "    return f16(unpack2x16float(bits).x);")
     } else {
-        ("", "    return info[14];")
+        ("", "    return bits;")
     };
-    module(enable, false, &crate::shaders::IM2COL.replace("{{T}}", t).replace("{{PAD}}", pad))
+    let body = Template::new(crate::shaders::IM2COL).params::<ConvParams>().set("T", t).set("PAD", pad).render();
+    module(enable, false, &body)
 }
 
 pub(crate) fn im2col(s: &GpuStorage, l: &Layout, g: &ConvGeometry, pad: f64) -> Result<GpuStorage> {
@@ -65,21 +79,23 @@ pub(crate) fn im2col(s: &GpuStorage, l: &Layout, g: &ConvGeometry, pad: f64) -> 
         DType::F16 => u32::from(half::f16::from_f64(pad).to_bits()),
         d => param_bits(pad, d),
     };
-    let mut meta = geometry_words(OP, g, n, pad_bits)?;
+    let meta = conv_meta(OP, g, n, pad_bits, l)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), numel)?;
     if n == 0 {
         return Ok(out);
     }
-    push_layout(OP, &mut meta, l)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("im2col|{t}"), || im2col_source(t))?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, n.div_ceil(WG))?;
     Ok(out)
 }
 
 fn col2im_source(dtype: DType) -> Result<String> {
-    let body =
-        crate::shaders::COL2IM.replace("{{T}}", numeric_type("col2im", dtype)?).replace("{{C}}", compute_type(dtype));
+    let body = Template::new(crate::shaders::COL2IM)
+        .params::<ConvParams>()
+        .set("T", numeric_type("col2im", dtype)?)
+        .set("C", compute_type(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -95,13 +111,12 @@ pub(crate) fn col2im(s: &GpuStorage, l: &Layout, g: &ConvGeometry) -> Result<Gpu
     check_fits(OP, s, l)?;
     let numel = [g.n, g.c, g.h, g.w].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
     let n = index_u32(OP, numel, "the image")?;
-    let mut meta = geometry_words(OP, g, n, 0)?;
+    let meta = conv_meta(OP, g, n, 0, l)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, dtype, numel)?;
     if n == 0 {
         return Ok(out);
     }
-    push_layout(OP, &mut meta, l)?;
     let kernel =
         ctx.cache.get(&ctx.device, OP, &format!("col2im|{dtype}"), || col2im_source(dtype).unwrap_or_default())?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, n.div_ceil(WG))?;

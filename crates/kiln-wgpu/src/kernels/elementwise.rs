@@ -2,9 +2,10 @@
 //! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
 //! are contiguous.
 
+use crate::shaders::Template;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
-use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, UnaryOp};
+use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, TernaryOp, UnaryOp};
 
 /// A fully described elementwise kernel: the value expression reads `x0`, `x1`, `x2` (compute
 /// types) and `p0`, `p1` (scalar parameters).
@@ -58,11 +59,12 @@ impl Spec {
         );
         let out_index =
             if self.strided_out { format!("layout_index(info[{}u], i)", 3 + self.inputs.len()) } else { "i".to_string() };
-        let body = crate::shaders::ELEMENTWISE
-            .replace("{{BINDINGS}}", &bindings)
-            .replace("{{LOADS}}", &loads)
-            .replace("{{OUT_INDEX}}", &out_index)
-            .replace("{{VALUE}}", &store(self.out, &self.value));
+        let body = Template::new(crate::shaders::ELEMENTWISE)
+            .set("BINDINGS", bindings)
+            .set("LOADS", loads)
+            .set("OUT_INDEX", out_index)
+            .set("VALUE", store(self.out, &self.value))
+            .render();
         let body = if self.philox.is_some() { format!("{}\n{body}", crate::shaders::PHILOX) } else { body };
         Ok(module(enables(&dtypes), true, &body))
     }
@@ -157,6 +159,7 @@ pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
         (Log2, _) => "log2(x0)",
         (Log1p, _) => "kiln_log1p(x0)",
         (Expm1, _) => "kiln_expm1(x0)",
+        (Logit, _) => "log(x0 / (1.0 - x0))",
         (Sqrt, _) => "sqrt(x0)",
         (Rsqrt, _) => "inverseSqrt(x0)",
         (Recip, _) => "1.0 / x0",
@@ -261,6 +264,28 @@ pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Res
     Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false, philox: None })
 }
 
+/// WGSL for a ternary op on `x0`, `x1`, `x2` (float compute type) with parameter `p0`.
+pub(crate) fn ternary_value(op: TernaryOp) -> &'static str {
+    match op {
+        TernaryOp::Addcmul(_) => "x0 + p0 * x1 * x2",
+        TernaryOp::Addcdiv(_) => "x0 + p0 * (x1 / x2)",
+    }
+}
+
+pub(crate) fn ternary_spec(op: TernaryOp, dtype: DType, c: [bool; 3]) -> Result<Spec> {
+    if !dtype.is_float() {
+        return Err(Error::UnsupportedDType { op: op.name(), dtype, why: " (float dtypes only)".into() });
+    }
+    Ok(Spec {
+        name: op.name().into(),
+        inputs: vec![(dtype, c[0]), (dtype, c[1]), (dtype, c[2])],
+        out: dtype,
+        value: ternary_value(op).into(),
+        strided_out: false,
+        philox: None,
+    })
+}
+
 pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
     Spec {
         name: "where".into(),
@@ -332,6 +357,9 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             for c1 in [true, false] {
                 for c2 in [true, false] {
                     specs.push(where_spec(d, [c, c1, c2]));
+                    for op in TernaryOp::ALL {
+                        specs.extend(ternary_spec(op, d, [c, c1, c2]).ok());
+                    }
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! index_select, gather, scatter_add, scatter_reduce, topk. The first four run one thread per
 //! output element (`shaders/index_select.wgsl`, `gather.wgsl`, `scatter_add.wgsl`,
-//! `scatter_reduce.wgsl`); topk sorts rows in a scratch buffer with a bitonic network
-//! (`shaders/topk.wgsl`, `topk_step.wgsl`, `topk_out.wgsl`). Shapes and strides travel in
-//! `info`, so the specialisations are only per storage type (and per contiguity for
-//! index_select, the embedding lookup).
+//! `scatter_reduce.wgsl`); topk sorts rows (`shaders/topk*.wgsl`, below). Shapes and
+//! strides travel in `info` (typed for index_select and gather, positional for the rest), so the specialisations are only per storage type (and per
+//! contiguity for index_select, the embedding lookup). Dims, id dtypes and shapes were checked
+//! before these run, by `BackendStorage`'s provided methods (kiln-backend's `checks.rs`).
 
+use super::params::{Meta, kernel_params};
 use super::{WG, compute_type, enables, module, push_layout, storage_type};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result, ScatterOp};
 
@@ -37,31 +39,14 @@ pub(crate) fn check_fits(op: &'static str, s: &GpuStorage, l: &Layout) -> Result
     Ok(())
 }
 
-fn check_ids(op: &'static str, ids: &GpuStorage) -> Result<()> {
-    match ids.dtype() {
-        DType::U32 | DType::I32 => Ok(()),
-        d => Err(Error::dtype(op, "u32 or i32 ids", d)),
-    }
+kernel_params! {
+    /// `shaders/index_select.wgsl`: ids are read as `ids[ids_offset + j * ids_stride]`.
+    struct IndexSelectParams { numel: u32, dim: u32, n_ids: u32, ids_offset: u32, ids_stride: u32, inner: u32, src: u32 }
 }
 
-fn check_dim(op: &'static str, l: &Layout, dim: usize) -> Result<()> {
-    if dim < l.rank() {
-        Ok(())
-    } else {
-        Err(Error::invalid(op, format!("dim {dim} out of range for shape {:?}", l.shape())))
-    }
-}
-
-/// `ids` has self's rank and fits inside self in every dim but `dim`.
-fn check_index_shape(op: &'static str, l: &Layout, il: &Layout, dim: usize) -> Result<()> {
-    let (shape, ishape) = (l.shape(), il.shape());
-    let fits =
-        ishape.len() == shape.len() && ishape.iter().zip(shape).enumerate().all(|(d, (&i, &s))| d == dim || i <= s);
-    if fits {
-        Ok(())
-    } else {
-        Err(Error::shape(op, format!("index shape {ishape:?} does not fit self {shape:?} outside dim {dim}")))
-    }
+kernel_params! {
+    /// `shaders/gather.wgsl`: `src` and `ids` are layout block bases.
+    struct GatherParams { numel: u32, dim: u32, src: u32, ids: u32 }
 }
 
 fn workgroups(numel: u32) -> u32 {
@@ -70,9 +55,11 @@ fn workgroups(numel: u32) -> u32 {
 
 fn index_select_source(t: &str, contiguous: bool) -> String {
     let enable = if t == "f16" { enables(&[DType::F16]) } else { "" };
-    let body = crate::shaders::INDEX_SELECT
-        .replace("{{T}}", t)
-        .replace("{{CONTIGUOUS}}", if contiguous { "true" } else { "false" });
+    let body = Template::new(crate::shaders::INDEX_SELECT)
+        .params::<IndexSelectParams>()
+        .set("T", t)
+        .set("CONTIGUOUS", if contiguous { "true" } else { "false" })
+        .render();
     module(enable, false, &body)
 }
 
@@ -88,11 +75,6 @@ pub(crate) fn index_select(
     dim: usize,
 ) -> Result<GpuStorage> {
     const OP: &str = "index_select";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    if il.rank() != 1 {
-        return Err(Error::shape(OP, format!("ids must be 1-D, got shape {:?}", il.shape())));
-    }
     check_fits(OP, s, l)?;
     check_fits(OP, ids, il)?;
     let t = move_type(OP, s.dtype())?;
@@ -106,10 +88,17 @@ pub(crate) fn index_select(
         return Ok(out);
     }
     let inner: usize = l.shape()[dim + 1..].iter().product();
-    let mut meta =
-        vec![n, dim as u32, il.shape()[0] as u32, il.offset() as u32, index_u32(OP, il.strides()[0], "an ids stride")?];
-    meta.push(inner as u32);
-    push_layout(OP, &mut meta, l)?;
+    let mut meta = Meta::new();
+    let src = meta.layout(OP, l)?;
+    let meta = meta.finish(IndexSelectParams {
+        numel: n,
+        dim: dim as u32,
+        n_ids: il.shape()[0] as u32,
+        ids_offset: il.offset() as u32,
+        ids_stride: index_u32(OP, il.strides()[0], "an ids stride")?,
+        inner: inner as u32,
+        src,
+    });
     let contiguous = l.is_contiguous();
     let kernel =
         ctx.cache.get(&ctx.device, OP, &index_select_key(t, contiguous), || index_select_source(t, contiguous))?;
@@ -119,14 +108,11 @@ pub(crate) fn index_select(
 
 fn gather_source(t: &str) -> String {
     let enable = if t == "f16" { enables(&[DType::F16]) } else { "" };
-    module(enable, false, &crate::shaders::GATHER.replace("{{T}}", t))
+    module(enable, false, &Template::new(crate::shaders::GATHER).params::<GatherParams>().set("T", t).render())
 }
 
 pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, dim: usize) -> Result<GpuStorage> {
     const OP: &str = "gather";
-    check_dim(OP, l, dim)?;
-    check_ids(OP, ids)?;
-    check_index_shape(OP, l, il, dim)?;
     check_fits(OP, s, l)?;
     check_fits(OP, ids, il)?;
     let t = move_type(OP, s.dtype())?;
@@ -136,15 +122,14 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     if n == 0 {
         return Ok(out);
     }
-    let mut meta = vec![n, dim as u32, 0, 0];
-    meta[2] = meta.len() as u32;
-    push_layout(OP, &mut meta, l)?;
-    meta[3] = meta.len() as u32;
-    push_layout(OP, &mut meta, il)?;
+    let mut meta = Meta::new();
+    let (src, ids_base) = (meta.layout(OP, l)?, meta.layout(OP, il)?);
+    let meta = meta.finish(GatherParams { numel: n, dim: dim as u32, src, ids: ids_base });
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("gather|{t}"), || gather_source(t))?;
     ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), out.buffer()], &meta, workgroups(n))?;
     Ok(out)
 }
+
 
 /// The argument checks scatter_add and scatter_reduce share; the output's element count as a
 /// u32. `ids` must fit self outside `dim`, and `src` must match ids' shape and self's dtype.
@@ -159,15 +144,6 @@ fn scatter_checks(
     sl: &Layout,
     dim: usize,
 ) -> Result<u32> {
-    check_dim(op, l, dim)?;
-    check_ids(op, ids)?;
-    if src.dtype() != s.dtype() {
-        return Err(Error::dtype(op, s.dtype(), src.dtype()));
-    }
-    if il.shape() != sl.shape() {
-        return Err(Error::shape(op, format!("ids {:?} vs src {:?}", il.shape(), sl.shape())));
-    }
-    check_index_shape(op, l, il, dim)?;
     check_fits(op, s, l)?;
     check_fits(op, ids, il)?;
     check_fits(op, src, sl)?;
@@ -188,10 +164,7 @@ fn scatter_meta(op: &'static str, n: u32, dim: usize, layouts: [&Layout; 3], ext
 }
 
 fn scatter_add_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::SCATTER_ADD
-        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
-        .replace("{{T}}", numeric_type("scatter_add", dtype)?)
-        .replace("{{C}}", compute_type(dtype));
+    let body = Template::new(crate::shaders::SCATTER_ADD).set("SITE", crate::shaders::SCATTER_SITE).set("T", numeric_type("scatter_add", dtype)?).set("C", compute_type(dtype)).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -230,12 +203,7 @@ fn scatter_reduce_source(dtype: DType) -> Result<String> {
         DType::U32 => ("    return false;", "    return s / n;"),
         _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
     };
-    let body = crate::shaders::SCATTER_REDUCE
-        .replace("{{SITE}}", crate::shaders::SCATTER_SITE)
-        .replace("{{T}}", numeric_type("scatter_reduce", dtype)?)
-        .replace("{{C}}", compute_type(dtype))
-        .replace("{{NAN}}", nan)
-        .replace("{{MEAN}}", mean);
+    let body = Template::new(crate::shaders::SCATTER_REDUCE).set("SITE", crate::shaders::SCATTER_SITE).set("T", numeric_type("scatter_reduce", dtype)?).set("C", compute_type(dtype)).set("NAN", nan).set("MEAN", mean).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -294,13 +262,13 @@ fn order_key(dtype: DType) -> &'static str {
 }
 
 fn topk_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::TOPK.replace("{{T}}", numeric_type("topk", dtype)?).replace("{{KEY}}", order_key(dtype));
+    let body = Template::new(crate::shaders::TOPK).set("T", numeric_type("topk", dtype)?).set("KEY", order_key(dtype)).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
 fn topk_select_source(dtype: DType) -> Result<String> {
     let body =
-        crate::shaders::TOPK_SELECT.replace("{{T}}", numeric_type("topk", dtype)?).replace("{{KEY}}", order_key(dtype));
+        Template::new(crate::shaders::TOPK_SELECT).set("T", numeric_type("topk", dtype)?).set("KEY", order_key(dtype)).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -309,7 +277,7 @@ fn topk_step_source() -> String {
 }
 
 fn topk_out_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::TOPK_OUT.replace("{{T}}", numeric_type("topk", dtype)?);
+    let body = Template::new(crate::shaders::TOPK_OUT).set("T", numeric_type("topk", dtype)?).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 

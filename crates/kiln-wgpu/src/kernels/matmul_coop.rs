@@ -5,6 +5,7 @@
 //! comes from the autotuner on hardware adapters (every candidate timed once per shape class,
 //! like the tiled kernel's tiles), else from a size rule.
 
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
 use std::sync::OnceLock;
@@ -365,34 +366,35 @@ impl Spec {
         let (ra, pa) = block.slab(true, ma);
         let (rb, pb) = block.slab(false, mb);
         let slabs = if block.db { 2 } else { 1 };
-        let body = crate::shaders::MATMUL_COOP
-            .replace("{{BM}}", &block.bm.to_string())
-            .replace("{{BN}}", &block.bn.to_string())
-            .replace("{{BK}}", &block.bk.to_string())
-            .replace("{{PA_H}}", &pa.to_string())
-            .replace("{{PB_H}}", &pb.to_string())
-            .replace("{{W}}", &w.to_string())
-            .replace("{{WT}}", &wt)
-            .replace("{{AS_LEN}}", &(slabs * ra * pa / w).to_string())
-            .replace("{{BS_LEN}}", &(slabs * rb * pb / w).to_string())
-            .replace("{{CS_LEN}}", &(block.sg_m * block.sg_n * 256).to_string())
-            .replace("{{WG}}", &threads.to_string())
-            .replace("{{OUT_T}}", if split { "f32" } else { "f16" })
-            .replace(
-                "{{K_RANGE}}",
+        let body = Template::new(crate::shaders::MATMUL_COOP)
+            .set("BM", block.bm.to_string())
+            .set("BN", block.bn.to_string())
+            .set("BK", block.bk.to_string())
+            .set("PA_H", pa.to_string())
+            .set("PB_H", pb.to_string())
+            .set("W", w.to_string())
+            .set("WT", wt)
+            .set("AS_LEN", (slabs * ra * pa / w).to_string())
+            .set("BS_LEN", (slabs * rb * pb / w).to_string())
+            .set("CS_LEN", (block.sg_m * block.sg_n * 256).to_string())
+            .set("WG", threads.to_string())
+            .set("OUT_T", if split { "f32" } else { "f16" })
+            .set(
+                "K_RANGE",
                 if split {
                     "    let ba = bi / info[12];\n    let KB = (bi % info[12]) * info[13];\n    let KE = min(K, KB + info[13]);\n"
                 } else {
                     "    let ba = bi;\n    let KB = 0u;\n    let KE = K;\n"
                 },
             )
-            .replace("{{SG_N}}", &block.sg_n.to_string())
-            .replace("{{FM}}", &fm.to_string())
-            .replace("{{FN}}", &fn_.to_string())
-            .replace("{{SETUP}}", &setup)
-            .replace("{{ACC_DECL}}", &acc)
-            .replace("{{MAIN}}", &main)
-            .replace("{{STORE}}", &store);
+            .set("SG_N", block.sg_n.to_string())
+            .set("FM", fm.to_string())
+            .set("FN", fn_.to_string())
+            .set("SETUP", setup)
+            .set("ACC_DECL", acc)
+            .set("MAIN", main)
+            .set("STORE", store)
+            .render();
         super::module("enable f16;\nenable wgpu_cooperative_matrix;\n", false, &body)
     }
 }

@@ -7,6 +7,7 @@
 //! Split along k, the tiled kernel writes f32 partials that `shaders/matmul_splitk_sum.wgsl` adds
 //! into the output.
 
+use crate::shaders::Template;
 use super::matmul::{CANDIDATES, DTYPES, Fetch, MEDIUM, OP, Tile};
 use super::{compute_type, enables, load, module, storage_type, store};
 use kiln_backend::{DType, Result};
@@ -126,12 +127,13 @@ fn stage(dtype: DType, tile: Tile, name: &'static str, len: u32, fetch: Fetch, s
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
     let (off, sb, sx, sk) = if is_a { (6, 7, "a_sm", "a_sk") } else { (10, 11, "b_sn", "b_sk") };
     let template = if fetch == Fetch::X4 { crate::shaders::MATMUL_LOAD_VEC4 } else { crate::shaders::MATMUL_LOAD };
-    out.decls += &template
-        .replace("{{X}}", name)
-        .replace("{{BINDING}}", &binding.to_string())
-        .replace("{{T}}", storage_type(OP, dtype)?)
-        .replace("{{C}}", compute_type(dtype))
-        .replace("{{LIMIT}}", if is_a { "info[0]" } else { "info[1]" });
+    out.decls += &Template::new(template)
+        .set("X", name)
+        .set("BINDING", binding.to_string())
+        .set("T", storage_type(OP, dtype)?)
+        .set("C", compute_type(dtype))
+        .set("LIMIT", if is_a { "info[0]" } else { "info[1]" })
+        .render();
     out.decls += "\n";
     let (threads, quads) = (tile.threads(), len / 4);
     for r in 0..quads * tile.tk / threads {
@@ -268,49 +270,50 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
     } else {
         format!("    let tx = lid % {tx_n}u;\n    let ty = lid / {tx_n}u;")
     };
-    let body = crate::shaders::MATMUL
-        .replace("{{OPERANDS}}", &st.decls)
-        .replace("{{OUT_T}}", if split { "f32" } else { storage_type(OP, dtype)? })
-        .replace("{{T}}", storage_type(OP, dtype)?)
-        .replace("{{C}}", c)
-        .replace(
-            "{{K_RANGE}}",
+    let body = Template::new(crate::shaders::MATMUL)
+        .set("OPERANDS", st.decls)
+        .set("OUT_T", if split { "f32" } else { storage_type(OP, dtype)? })
+        .set("C", c)
+        .set(
+            "K_RANGE",
             if split {
                 "    let bi = slot % info[14];\n    let KB = (slot / info[14]) * info[15];\n    let K = min(info[2], KB + info[15]);"
             } else {
                 "    let bi = slot;\n    let KB = 0u;\n    let K = info[2];"
             },
         )
-        .replace("{{PA}}", &pa.to_string())
-        .replace("{{PB}}", &pb.to_string())
-        .replace("{{TK}}", &tk.to_string())
-        .replace("{{AS_LEN}}", &(slabs * tk * pa).to_string())
-        .replace("{{BS_LEN}}", &(slabs * tk * pb).to_string())
-        .replace("{{WG}}", &tile.threads().to_string())
-        .replace("{{TM}}", &tm.to_string())
-        .replace("{{TN}}", &tn.to_string())
-        .replace("{{THREAD_XY}}", &thread_xy)
-        .replace("{{SETUP}}", &st.setup)
-        .replace("{{ACC_DECL}}", &acc)
-        .replace("{{MAIN}}", &main)
-        .replace("{{STORE}}", &stores);
+        .set("PA", pa.to_string())
+        .set("PB", pb.to_string())
+        .set("TK", tk.to_string())
+        .set("AS_LEN", (slabs * tk * pa).to_string())
+        .set("BS_LEN", (slabs * tk * pb).to_string())
+        .set("WG", tile.threads().to_string())
+        .set("TM", tm.to_string())
+        .set("TN", tn.to_string())
+        .set("THREAD_XY", thread_xy)
+        .set("SETUP", st.setup)
+        .set("ACC_DECL", acc)
+        .set("MAIN", main)
+        .set("STORE", stores)
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
 fn split_sum_source(dtype: DType, vec4: bool) -> Result<String> {
     let t = storage_type(OP, dtype)?;
     let (pt, ot) = if vec4 { ("vec4<f32>", format!("vec4<{t}>")) } else { ("f32", t.to_string()) };
-    let body = crate::shaders::MATMUL_SPLITK_SUM.replace("{{PT}}", pt).replace("{{OT}}", &ot);
+    let body = Template::new(crate::shaders::MATMUL_SPLITK_SUM).set("PT", pt).set("OT", ot).render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
 fn small_source(dtype: DType) -> Result<String> {
-    let body = crate::shaders::MATMUL_SMALL
-        .replace("{{BINDINGS}}", &bindings(dtype)?)
-        .replace("{{C}}", compute_type(dtype))
-        .replace("{{LOAD_A}}", &load(dtype, "a[pa]"))
-        .replace("{{LOAD_B}}", &load(dtype, "b[pb]"))
-        .replace("{{STORE}}", &store(dtype, "partial[slot]"));
+    let body = Template::new(crate::shaders::MATMUL_SMALL)
+        .set("BINDINGS", bindings(dtype)?)
+        .set("C", compute_type(dtype))
+        .set("LOAD_A", load(dtype, "a[pa]"))
+        .set("LOAD_B", load(dtype, "b[pb]"))
+        .set("STORE", store(dtype, "partial[slot]"))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod matmul_coop;
 pub(crate) mod matmul_source;
 pub(crate) mod norm;
 pub(crate) mod optim;
+pub(crate) mod params;
 pub(crate) mod reduce;
 
 use kiln_backend::{DType, Error, Layout, Result};

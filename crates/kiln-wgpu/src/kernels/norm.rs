@@ -1,10 +1,27 @@
 //! LayerNorm / RMSNorm forward (`shaders/layer_norm.wgsl`), dx (`layer_norm_backward.wgsl`)
 //! and the weight/bias gradients (`norm_params_grad.wgsl`, then the reduce kernel over chunks).
 
+use crate::shaders::Template;
 use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::params::{KernelParams, kernel_params};
 use super::{WG, module};
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Layout, NormParams, ReduceOp, Result};
+
+kernel_params! {
+    /// `shaders/layer_norm.wgsl`: flags say whether weight and bias are bound (else `x` is).
+    struct NormForwardParams { rows: u32, n: u32, has_weight: u32, has_bias: u32, eps: f32 }
+}
+
+kernel_params! {
+    /// `shaders/layer_norm_backward.wgsl`.
+    struct NormBackwardParams { rows: u32, n: u32, has_weight: u32 }
+}
+
+kernel_params! {
+    /// `shaders/norm_params_grad.wgsl`: `chunks` of `chunk_rows` rows.
+    struct NormParamsGradParams { rows: u32, n: u32, chunk_rows: u32, chunks: u32 }
+}
 
 /// Rows each thread of the parameter-gradient pass sums before the chunks are folded.
 const CHUNK_ROWS: usize = 32;
@@ -24,7 +41,11 @@ fn forward_source(dtype: DType, rms: bool, lanes: usize) -> String {
     b += &float_binding(3, "b", dtype, Access::Read);
     b += &float_binding(4, "y", dtype, Access::Write);
     b += &raw_binding(5, "stats", "f32", Access::Write);
-    let body = crate::shaders::LAYER_NORM.replace("{{CENTER}}", if rms { "false" } else { "true" }).replace("{{LANES}}", &lanes.to_string());
+    let body = Template::new(crate::shaders::LAYER_NORM)
+        .params::<NormForwardParams>()
+        .set("CENTER", if rms { "false" } else { "true" })
+        .set("LANES", lanes.to_string())
+        .render();
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
@@ -34,8 +55,11 @@ fn backward_source(dtype: DType, rms: bool, lanes: usize) -> String {
     b += &float_binding(3, "w", dtype, Access::Read);
     b += &raw_binding(4, "stats", "f32", Access::Read);
     b += &float_binding(5, "dx", dtype, Access::Write);
-    let body =
-        crate::shaders::LAYER_NORM_BACKWARD.replace("{{CENTER}}", if rms { "false" } else { "true" }).replace("{{LANES}}", &lanes.to_string());
+    let body = Template::new(crate::shaders::LAYER_NORM_BACKWARD)
+        .params::<NormBackwardParams>()
+        .set("CENTER", if rms { "false" } else { "true" })
+        .set("LANES", lanes.to_string())
+        .render();
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
@@ -45,7 +69,8 @@ fn params_source(dtype: DType) -> String {
     b += &raw_binding(3, "stats", "f32", Access::Read);
     b += &raw_binding(4, "pw", "f32", Access::Write);
     b += &raw_binding(5, "pb", "f32", Access::Write);
-    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::NORM_PARAMS_GRAD))
+    let body = Template::new(crate::shaders::NORM_PARAMS_GRAD).params::<NormParamsGradParams>().render();
+    module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
 fn key(kind: &str, dtype: DType, rms: bool, lanes: usize) -> String {
@@ -76,10 +101,16 @@ pub(crate) fn forward(
     }
     let l = lanes(p.n);
     let kernel = ctx.cache.get(&ctx.device, OP, &key("norm", dtype, p.rms, l), || forward_source(dtype, p.rms, l))?;
-    let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32, bias.is_some() as u32, (p.eps as f32).to_bits()];
+    let meta = NormForwardParams {
+        rows: p.rows as u32,
+        n: p.n as u32,
+        has_weight: weight.is_some() as u32,
+        has_bias: bias.is_some() as u32,
+        eps: p.eps as f32,
+    };
     let w = weight.unwrap_or(x);
     let b = bias.unwrap_or(x);
-    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], &meta, groups(OP, p.rows, l)?)?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], meta.words(), groups(OP, p.rows, l)?)?;
     Ok((y, stats))
 }
 
@@ -105,16 +136,16 @@ pub(crate) fn backward(
     let l = lanes(p.n);
     let kernel = ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms, l), || backward_source(dtype, p.rms, l))?;
     let w = weight.unwrap_or(x);
-    let meta = [p.rows as u32, p.n as u32, weight.is_some() as u32];
-    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], &meta, groups(OP, p.rows, l)?)?;
+    let meta = NormBackwardParams { rows: p.rows as u32, n: p.n as u32, has_weight: weight.is_some() as u32 };
+    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], meta.words(), groups(OP, p.rows, l)?)?;
 
     let chunks = p.rows.div_ceil(CHUNK_ROWS);
     let pw = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
     let pb = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("norm_params|{dtype}"), || params_source(dtype))?;
-    let meta = [p.rows as u32, p.n as u32, CHUNK_ROWS as u32, chunks as u32];
+    let meta = NormParamsGradParams { rows: p.rows as u32, n: p.n as u32, chunk_rows: CHUNK_ROWS as u32, chunks: chunks as u32 };
     let groups = check_len(OP, (chunks * p.n).div_ceil(WG as usize))?;
-    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()], &meta, groups)?;
+    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()], meta.words(), groups)?;
     // [chunks, n] read as [n, chunks]: the reduce kernel sums each column's chunks.
     let columns = Layout::new(vec![p.n, chunks], vec![1, p.n], 0);
     let fold = |s: &GpuStorage| -> Result<GpuStorage> {

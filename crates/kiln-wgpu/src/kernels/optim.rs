@@ -5,20 +5,22 @@
 //! host or read on the device.
 
 use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::params::{KernelParams, kernel_params};
 use super::{WG, module};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{AdamParams, BackendStorage, DType, Error, Result};
 
 /// The bias corrections and the skip decision, prepended to `shaders/adam.wgsl` as
 /// `adam_bias(i) -> vec3<f32>` = (lr / (1 − β₁ᵗ), √(1 − β₂ᵗ), skip ? 1 : 0).
 ///
-/// Host step: both values come in `info[7..9]`, computed in f64. Gated: `t` is the device's
-/// count (slot `info[10]` of `steps`) plus one unless `found_inf[0]` is set; invocation 0 writes
-/// it to the other slot (no invocation reads that one in this dispatch), and `1 − βᵗ` is
-/// computed here from `ln β` (`info[7..9]`).
+/// Host step: both values come in `bias_a`, `bias_b`, computed in f64. Gated: `t` is the
+/// device's count (slot `slot` of `steps`) plus one unless `found_inf[0]` is set; invocation 0
+/// writes it to the other slot (no invocation reads that one in this dispatch), and `1 − βᵗ` is
+/// computed here from `ln β` (`bias_a`, `bias_b`).
 fn bias_source(gated: bool) -> String {
     if !gated {
-        return "fn adam_bias(i: u32) -> vec3<f32> { return vec3<f32>(bitcast<f32>(info[7]), bitcast<f32>(info[8]), 0.0); }\n".into();
+        return "fn adam_bias(i: u32) -> vec3<f32> { let h = params(); return vec3<f32>(h.bias_a, h.bias_b, 0.0); }\n".into();
     }
     let mut b = raw_binding(5, "steps", "u32", Access::Write);
     b += &raw_binding(6, "found_inf", "u32", Access::Read);
@@ -42,16 +44,17 @@ fn one_minus_exp(x: f32) -> f32 {
 }
 
 fn adam_bias(i: u32) -> vec3<f32> {
-    let rd = info[10];
+    let h = params();
+    let rd = h.slot;
     let skip = found_inf[0] != 0u;
     let t = steps[rd] + select(1u, 0u, skip);
     if i == 0u {
         steps[1u - rd] = t;
     }
     let tf = f32(t);
-    let bias1 = one_minus_exp(tf * bitcast<f32>(info[7]));
-    let bias2 = one_minus_exp(tf * bitcast<f32>(info[8]));
-    return vec3<f32>(bitcast<f32>(info[1]) / bias1, sqrt(bias2), select(0.0, 1.0, skip));
+    let bias1 = one_minus_exp(tf * h.bias_a);
+    let bias2 = one_minus_exp(tf * h.bias_b);
+    return vec3<f32>(h.lr / bias1, sqrt(bias2), select(0.0, 1.0, skip));
 }
 "#;
     b
@@ -63,7 +66,8 @@ fn source(dtype: DType, gated: bool) -> String {
     b += &float_binding(3, "m", dtype, Access::Write);
     b += &float_binding(4, "v", dtype, Access::Write);
     b += &bias_source(gated);
-    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::ADAM))
+    let body = Template::new(crate::shaders::ADAM).params::<AdamKernelParams>().render();
+    module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
 fn adam_key(dtype: DType, gated: bool) -> String {
@@ -82,23 +86,34 @@ fn check_adam(op: &'static str, p: &GpuStorage, g: &GpuStorage, m: &GpuStorage, 
     Ok(n)
 }
 
-/// `info` of both variants: [n, lr, β₁, β₂, ε, wd, decoupled, (7, 8), 1 − lr·wd, (10)];
-/// the caller fills 7, 8 and 10.
-fn adam_meta(n: usize, h: &AdamParams) -> [u32; 11] {
-    let f = |x: f64| (x as f32).to_bits();
-    [
-        n as u32,
-        f(h.lr),
-        f(h.beta1),
-        f(h.beta2),
-        f(h.eps),
-        f(h.weight_decay),
-        h.decoupled as u32,
-        0,
-        0,
-        f(1.0 - h.lr * h.weight_decay),
-        0,
-    ]
+kernel_params! {
+    /// `shaders/adam.wgsl`: the hyperparameters as f32; `bias_a`, `bias_b` and `slot` differ
+    /// between the host-step and gated variants (see `bias_source`); `decay` is 1 − lr·wd.
+    struct AdamKernelParams {
+        n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, decoupled: u32,
+        bias_a: f32, bias_b: f32, decay: f32, slot: u32,
+    }
+}
+
+kernel_params! {
+    /// `shaders/unscale_check.wgsl`: `units` elements (or vec4s) and the host's `1 / scale`
+    /// (unused when the scale is read on the device).
+    struct UnscaleParams { units: u32, inv_scale: f32 }
+}
+
+/// The parameters of both variants; the caller fills `bias_a`, `bias_b` and `slot`.
+fn adam_meta(n: usize, h: &AdamParams) -> AdamKernelParams {
+    AdamKernelParams {
+        n: n as u32,
+        lr: h.lr as f32,
+        beta1: h.beta1 as f32,
+        beta2: h.beta2 as f32,
+        eps: h.eps as f32,
+        weight_decay: h.weight_decay as f32,
+        decoupled: h.decoupled as u32,
+        decay: (1.0 - h.lr * h.weight_decay) as f32,
+        ..Default::default()
+    }
 }
 
 pub(crate) fn adam_step(p: &mut GpuStorage, g: &GpuStorage, m: &mut GpuStorage, v: &mut GpuStorage, h: &AdamParams) -> Result<()> {
@@ -114,16 +129,16 @@ pub(crate) fn adam_step(p: &mut GpuStorage, g: &GpuStorage, m: &mut GpuStorage, 
     let bias1 = 1.0 - h.beta1.powf(t);
     let bias2 = 1.0 - h.beta2.powf(t);
     let mut meta = adam_meta(n, h);
-    meta[7] = ((h.lr / bias1) as f32).to_bits();
-    meta[8] = (bias2.sqrt() as f32).to_bits();
+    meta.bias_a = (h.lr / bias1) as f32;
+    meta.bias_b = bias2.sqrt() as f32;
     let groups = check_len(OP, n.div_ceil(WG as usize))?;
-    ctx.dispatch(OP, &kernel, &[p.buffer(), g.buffer(), m.buffer(), v.buffer()], &meta, groups)
+    ctx.dispatch(OP, &kernel, &[p.buffer(), g.buffer(), m.buffer(), v.buffer()], meta.words(), groups)
 }
 
 /// `ln β` for the gated kernel, bounded below: β = 0 gives −∞, and t·(−∞) is not safe on a GPU
 /// that assumes finite floats; e⁻¹⁰⁰ is already 0 in f32.
-fn ln_beta(beta: f64) -> u32 {
-    (beta.ln().max(-100.0) as f32).to_bits()
+fn ln_beta(beta: f64) -> f32 {
+    beta.ln().max(-100.0) as f32
 }
 
 /// Adam with the step count kept on the device and the update skipped when `found_inf[0]` is
@@ -152,13 +167,13 @@ pub(crate) fn adam_step_gated(
     let ctx = p.context().clone();
     let kernel = ctx.cache.get(&ctx.device, OP, &adam_key(dtype, true), || source(dtype, true))?;
     let mut meta = adam_meta(n, h);
-    meta[7] = ln_beta(h.beta1);
-    meta[8] = ln_beta(h.beta2);
-    meta[10] = ((h.step - 1) % 2) as u32;
+    meta.bias_a = ln_beta(h.beta1);
+    meta.bias_b = ln_beta(h.beta2);
+    meta.slot = ((h.step - 1) % 2) as u32;
     // An empty parameter still counts its step: one workgroup runs invocation 0.
     let groups = check_len(OP, n.div_ceil(WG as usize).max(1))?;
     let bufs = [p.buffer(), g.buffer(), m.buffer(), v.buffer(), steps.buffer(), found_inf.buffer()];
-    ctx.dispatch(OP, &kernel, &bufs, &meta, groups)
+    ctx.dispatch(OP, &kernel, &bufs, meta.words(), groups)
 }
 
 fn check_flag(op: &'static str, found_inf: &GpuStorage) -> Result<()> {
@@ -192,10 +207,11 @@ fn unscale_source(dtype: DType, vec4: bool, from: ScaleFrom) -> String {
     b += &format!("fn st_g(at_: u32, val_: {v}) {{ g[at_] = {s}(val_); }}\n");
     b += &format!("fn overflowed(y_: {v}) -> bool {{ return any((bitcast<{u}>(y_) & {u}(0x7fffffffu)) >= {u}({limit})); }}\n");
     b += &match from {
-        ScaleFrom::Host => "fn inv_scale() -> f32 { return bitcast<f32>(info[1]); }\n".to_string(),
+        ScaleFrom::Host => "fn inv_scale() -> f32 { return params().inv_scale; }\n".to_string(),
         ScaleFrom::Device => raw_binding(3, "scale", "f32", Access::Read) + "fn inv_scale() -> f32 { return 1.0 / scale[0]; }\n",
     };
-    module(enable_for(dtype), false, &format!("{b}\n{}", crate::shaders::UNSCALE_CHECK))
+    let body = Template::new(crate::shaders::UNSCALE_CHECK).params::<UnscaleParams>().render();
+    module(enable_for(dtype), false, &format!("{b}\n{body}"))
 }
 
 fn unscale_key(dtype: DType, vec4: bool, from: ScaleFrom) -> String {
@@ -241,11 +257,11 @@ fn dispatch_unscale(g: &GpuStorage, n: usize, inv_bits: u32, scale: Option<&GpuS
     let from = if scale.is_some() { ScaleFrom::Device } else { ScaleFrom::Host };
     let ctx = g.context().clone();
     let kernel = ctx.cache.get(&ctx.device, OP, &unscale_key(dtype, vec4, from), || unscale_source(dtype, vec4, from))?;
-    let meta = [units as u32, inv_bits];
+    let meta = UnscaleParams { units: units as u32, inv_scale: f32::from_bits(inv_bits) };
     let groups = check_len(OP, units.div_ceil(WG as usize))?;
     match scale {
-        Some(s) => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer(), s.buffer()], &meta, groups),
-        None => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer()], &meta, groups),
+        Some(s) => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer(), s.buffer()], meta.words(), groups),
+        None => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer()], meta.words(), groups),
     }
 }
 

@@ -7,6 +7,8 @@
 //! (no shared memory, no barriers). Each shader file holds its main template and, after
 //! `// @@ name` marker lines, the snippets the generator splices into it.
 
+use crate::shaders::Template;
+use super::params::{Meta, kernel_params};
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};
@@ -125,10 +127,10 @@ impl ReduceSpec {
             ReduceOp::Sum => section(src, "fold-sum").to_string(),
             ReduceOp::Prod => section(src, "fold-prod").to_string(),
             ReduceOp::Max | ReduceOp::ArgMax => {
-                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", ">")
+                Template::new(section(src, "fold-extreme")).set("NAN", nan).set("CMP", ">").render()
             }
             ReduceOp::Min | ReduceOp::ArgMin => {
-                section(src, "fold-extreme").replace("{{NAN}}", nan).replace("{{CMP}}", "<")
+                Template::new(section(src, "fold-extreme")).set("NAN", nan).set("CMP", "<").render()
             }
         };
         let accumulate = section(
@@ -141,14 +143,15 @@ impl ReduceSpec {
             },
         );
         let (shared, merge) = if self.single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
-        let body = template(src)
-            .replace("{{BINDINGS}}", &b)
-            .replace("{{SHARED}}", section(src, shared))
-            .replace("{{MERGE}}", section(src, merge))
-            .replace("{{FOLD}}", &fold)
-            .replace("{{ACCUMULATE}}", accumulate)
-            .replace("{{CT}}", ct)
-            .replace("{{IDENTITY}}", &identity);
+        let body = Template::new(template(src))
+            .set("BINDINGS", b)
+            .set("SHARED", section(src, shared))
+            .set("MERGE", section(src, merge))
+            .set("FOLD", fold)
+            .set("ACCUMULATE", accumulate)
+            .set("CT", ct)
+            .set("IDENTITY", identity)
+            .render();
         Ok(module(enables(&[self.dtype]), false, &body))
     }
 }
@@ -354,6 +357,18 @@ impl GpuContext {
     }
 }
 
+kernel_params! {
+    /// `shaders/softmax.wgsl`: rows of `n` at `stride`, `lanes` threads a row; `lead` is the
+    /// leading dims' layout block base.
+    struct SoftmaxParams { rows: u32, n: u32, stride: u32, lanes: u32, lead: u32 }
+}
+
+kernel_params! {
+    /// `shaders/cumsum.wgsl`: `lines` of `len` at `stride`; `lines_base` is the base of the
+    /// layout block without the scanned dim.
+    struct CumsumParams { lines: u32, len: u32, inner: u32, lanes: u32, stride: u32, lines_base: u32 }
+}
+
 fn softmax_key(dtype: DType, log: bool, single: bool, vec: bool) -> String {
     let kind = if log { "log" } else { "exp" };
     format!("softmax|{dtype}|{kind}|{}|{}", if single { "1" } else { "t" }, if vec { "vec4" } else { "scalar" })
@@ -366,7 +381,7 @@ fn softmax_source(dtype: DType, log: bool, single: bool, vec: bool) -> Result<St
         format!(
             "@group(0) @binding(1) var<storage, read> src: array<vec4<{st}>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<{st}>>;
-fn row_base(g: u32) -> u32 {{ return layout_index(info[4], g) / 4u; }}
+fn row_base(g: u32) -> u32 {{ return layout_index(params().lead, g) / 4u; }}
 fn load_src4(k: u32) -> vec4<f32> {{ return vec4<f32>(src[k]); }}
 fn store_dst4(k: u32, v: vec4<f32>) {{ dst[k] = vec4<{st}>(v); }}
 "
@@ -375,7 +390,7 @@ fn store_dst4(k: u32, v: vec4<f32>) {{ dst[k] = vec4<{st}>(v); }}
         format!(
             "@group(0) @binding(1) var<storage, read> src: array<{st}>;
 @group(0) @binding(2) var<storage, read_write> dst: array<{st}>;
-fn row_base(g: u32) -> u32 {{ return layout_index(info[4], g); }}
+fn row_base(g: u32) -> u32 {{ return layout_index(params().lead, g); }}
 fn load_src(k: u32) -> f32 {{ return {}; }}
 fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
 ",
@@ -387,13 +402,15 @@ fn store_dst(k: u32, v: f32) {{ dst[k] = {}; }}
     let output = section(src, if log { "output-log-softmax" } else { "output-softmax" }).trim();
     let (shared, merge) = if single { ("", "merge-single") } else { ("shared-tree", "merge-tree") };
     let (first, second) = if vec { ("first-vec", "second-vec") } else { ("first-scalar", "second-scalar") };
-    let body = template(src)
-        .replace("{{BINDINGS}}", &b)
-        .replace("{{SHARED}}", section(src, shared))
-        .replace("{{MERGE}}", section(src, merge))
-        .replace("{{FIRST}}", section(src, first))
-        .replace("{{SECOND}}", section(src, second))
-        .replace("{{OUTPUT}}", output);
+    let body = Template::new(template(src))
+        .set("BINDINGS", b)
+        .set("SHARED", section(src, shared))
+        .set("MERGE", section(src, merge))
+        .set("FIRST", section(src, first))
+        .set("SECOND", section(src, second))
+        .set("OUTPUT", output)
+        .params::<SoftmaxParams>()
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -428,8 +445,10 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
     // thread walking its own row, and the writes no longer coalesce.
     let lanes = lanes_for(units.div_ceil(per_lane)).max(lanes_for(units).min(4));
     let single = lanes == 1;
-    let mut meta = vec![rows as u32, n as u32, to_u32(name, stride, "stride")?, lanes as u32, 5];
-    push_layout(name, &mut meta, &lead)?;
+    let stride = to_u32(name, stride, "stride")?;
+    let mut meta = Meta::new();
+    let lead = meta.layout(name, &lead)?;
+    let meta = meta.finish(SoftmaxParams { rows: rows as u32, n: n as u32, stride, lanes: lanes as u32, lead });
     let kernel = ctx.cache.get(&ctx.device, name, &softmax_key(dtype, log, single, vec), || {
         softmax_source(dtype, log, single, vec).unwrap_or_default()
     })?;
@@ -457,11 +476,13 @@ fn store_dst(k: u32, v: {ct}) {{ dst[k] = {}; }}
     );
     let src = crate::shaders::CUMSUM;
     let (shared, scan) = if tiled { ("shared-tiled", "scan-tiled") } else { ("", "scan-sequential") };
-    let body = template(src)
-        .replace("{{BINDINGS}}", &b)
-        .replace("{{SHARED}}", section(src, shared))
-        .replace("{{SCAN}}", section(src, scan))
-        .replace("{{CT}}", ct);
+    let body = Template::new(template(src))
+        .set("BINDINGS", b)
+        .set("SHARED", section(src, shared))
+        .set("SCAN", section(src, scan))
+        .set("CT", ct)
+        .params::<CumsumParams>()
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -472,9 +493,7 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
         return Err(Error::UnsupportedDType { op: name, dtype, why: " (cast bool to an integer dtype first)".into() });
     }
     storage_type(name, dtype)?;
-    if dim >= l.rank() {
-        return Err(Error::invalid(name, format!("dim {dim} out of range for shape {:?}", l.shape())));
-    }
+    kiln_backend::checks::check_dim(name, l, dim)?;
     let numel = l.numel();
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, name, dtype, numel)?;
@@ -489,8 +508,11 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
     // Short lines scan faster in one thread than in a tile with its barriers.
     let tiled = (inner == 1 || stride == 1) && len > PER_LANE;
     let lanes = if tiled { lanes_for(len) } else { 1 };
-    let mut meta = vec![lines as u32, len as u32, inner as u32, lanes as u32, to_u32(name, stride, "stride")?, 6];
-    push_layout(name, &mut meta, &l.squeeze(dim))?;
+    let stride = to_u32(name, stride, "stride")?;
+    let mut meta = Meta::new();
+    let lines_base = meta.layout(name, &l.squeeze(dim))?;
+    let params = CumsumParams { lines: lines as u32, len: len as u32, inner: inner as u32, lanes: lanes as u32, stride, lines_base };
+    let meta = meta.finish(params);
     let kernel = ctx
         .cache
         .get(&ctx.device, name, &cumsum_key(dtype, tiled), || cumsum_source(dtype, tiled).unwrap_or_default())?;
