@@ -265,14 +265,12 @@ where
         if len == 0 { (0..bhs).map(|_| <&mut [f64]>::default()).collect() } else { v.chunks_mut(len).collect() }
     }
     let (ca, cb, cc) = (chunks(a, la, bhs), chunks(b, lb, bhs), chunks(c, lc, bhs));
-    let pieces = ca.into_iter().zip(cb).zip(cc).enumerate();
-    let run = |(bh, ((a, b), c)): (usize, ((&mut [f64], &mut [f64]), &mut [f64]))| {
-        vectorised(#[inline(always)] || f(bh, a, b, c))
-    };
+    let pieces: Vec<[&mut [f64]; 3]> = ca.into_iter().zip(cb).zip(cc).map(|((a, b), c)| [a, b, c]).collect();
+    let run = |(bh, [a, b, c]): (usize, [&mut [f64]; 3])| vectorised(#[inline(always)] || f(bh, a, b, c));
     if bhs > 1 && work >= PAR_MIN {
-        pieces.collect::<Vec<_>>().into_par_iter().for_each(run);
+        pieces.into_par_iter().enumerate().for_each(run);
     } else {
-        pieces.for_each(run);
+        pieces.into_iter().enumerate().for_each(run);
     }
 }
 

@@ -165,6 +165,13 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
 /// The output pointer, shared by the threads of [`column_bands`], each writing its own columns.
 #[derive(Clone, Copy)]
 struct OutPtr<T>(*mut T);
+
+impl<T> OutPtr<T> {
+    /// The pointer (a method, so that a closure captures the whole `Sync` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 // SAFETY: only used by `column_bands`, whose threads write disjoint elements.
 unsafe impl<T> Send for OutPtr<T> {}
 // SAFETY: as above.
@@ -187,7 +194,6 @@ fn column_bands<T: Gemm>(
     debug_assert_eq!(c.len(), d.m * d.n, "matmul: output block");
     let out = OutPtr(c.as_mut_ptr());
     (0..d.n.div_ceil(band)).into_par_iter().for_each(|i| {
-        let out = out;
         let first = i * band;
         let cols = Dims { n: band.min(d.n - first), ..d };
         // SAFETY: `check` proved every element of both layouts inside its slice, so every A
@@ -197,7 +203,7 @@ fn column_bands<T: Gemm>(
         unsafe {
             let a = Operand { ptr: a.as_ptr().add(a_off), rs: rsa, cs: csa };
             let b = Operand { ptr: b.as_ptr().add(b_off).offset(first as isize * csb), rs: rsb, cs: csb };
-            T::gemm_into(cols, a, b, out.0.add(first), d.n as isize)
+            T::gemm_into(cols, a, b, out.get().add(first), d.n as isize)
         }
     });
 }
