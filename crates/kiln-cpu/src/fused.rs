@@ -194,28 +194,48 @@ impl Attn {
         })
     }
 
-    fn visible(&self, p: &AttentionParams, bh: usize, i: usize, j: usize) -> bool {
-        let hidden = self.mask.as_ref().is_some_and(|m| m[(bh / p.heads) * p.kv_len + j] != 0.0);
-        !(hidden || (p.causal && j > i))
-    }
-
-    /// Scaled, biased scores of query `i` against every key of head `bh` (`None` where hidden:
-    /// by the masks, or by a bias of −inf).
-    fn scores(&self, p: &AttentionParams, bh: usize, i: usize) -> Vec<Option<f64>> {
+    /// Scaled, biased scores of query `i` against every key of head `bh` into `s` (`kv_len`
+    /// long), −inf where hidden: by the masks, or by a bias of −inf.
+    #[inline(always)]
+    fn scores(&self, p: &AttentionParams, bh: usize, i: usize, s: &mut [f64]) {
         let d = p.head_dim;
         let q = &self.q[(bh * p.q_len + i) * d..][..d];
+        let keys = &self.k[bh * p.kv_len * d..][..p.kv_len * d];
+        let mask = self.mask.as_ref().map(|m| &m[(bh / p.heads) * p.kv_len..][..p.kv_len]);
         let [sb, sh, sq, sk] = p.bias_strides;
-        (0..p.kv_len)
-            .map(|j| {
-                if !self.visible(p, bh, i, j) {
-                    return None;
-                }
-                let k = &self.k[(bh * p.kv_len + j) * d..][..d];
+        for (j, sj) in s.iter_mut().enumerate() {
+            let hidden = (p.causal && j > i) || mask.is_some_and(|m| m[j] != 0.0);
+            *sj = if hidden {
+                f64::NEG_INFINITY
+            } else {
                 let bias = self.bias.as_ref().map_or(0.0, |b| b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq + j * sk]);
-                let s = p.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() + bias;
-                (s != f64::NEG_INFINITY).then_some(s)
-            })
-            .collect()
+                p.scale * dot(q, &keys[j * d..][..d]) + bias
+            };
+        }
+    }
+}
+
+/// `Σ aᵢbᵢ` in f64, in four interleaved partial sums (lane `l` takes every fourth product) added
+/// as `(s₀ + s₁) + (s₂ + s₃)` and then the tail: a fixed order, so the same bits on every run, and
+/// one the compiler can vectorise (a single running sum cannot be reordered).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [0.0; 4];
+    for (x, y) in ac.zip(bc) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `y ← y + a·x`.
+#[inline(always)]
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
     }
 }
 
@@ -225,6 +245,32 @@ fn drop_factor(p: &AttentionParams, row: usize, j: usize) -> f64 {
         None => 1.0,
         Some(d) if d.kept(p.kv_len, row, j) => 1.0 / d.keep,
         Some(_) => 0.0,
+    }
+}
+
+/// Runs `f(bh, a, b, c)` for every head `bh`, where `a`, `b`, `c` are head `bh`'s pieces of
+/// three outputs (`len` elements each per head); heads go to separate threads when the work is
+/// big enough. Each head writes only its own pieces, so the results do not depend on the thread
+/// count. `f` runs under [`vectorised`]; pass it `#[inline(always)]` so its loops get AVX2.
+fn per_head<F>(p: &AttentionParams, outs: [(&mut [f64], usize); 3], f: F)
+where
+    F: Fn(usize, &mut [f64], &mut [f64], &mut [f64]) + Sync + Send,
+{
+    let [(a, la), (b, lb), (c, lc)] = outs;
+    let bhs = p.batch * p.heads;
+    // Two multiply-adds per score and head dimension in the forward, five in the backward.
+    let work = bhs * p.q_len * p.kv_len * p.head_dim.max(1);
+    // `chunks_mut(0)` would panic: a zero-length piece is given as an empty slice instead.
+    fn chunks(v: &mut [f64], len: usize, bhs: usize) -> Vec<&mut [f64]> {
+        if len == 0 { (0..bhs).map(|_| <&mut [f64]>::default()).collect() } else { v.chunks_mut(len).collect() }
+    }
+    let (ca, cb, cc) = (chunks(a, la, bhs), chunks(b, lb, bhs), chunks(c, lc, bhs));
+    let pieces: Vec<[&mut [f64]; 3]> = ca.into_iter().zip(cb).zip(cc).map(|((a, b), c)| [a, b, c]).collect();
+    let run = |(bh, [a, b, c]): (usize, [&mut [f64]; 3])| vectorised(#[inline(always)] || f(bh, a, b, c));
+    if bhs > 1 && work >= PAR_MIN {
+        pieces.into_par_iter().enumerate().for_each(run);
+    } else {
+        pieces.into_iter().enumerate().for_each(run);
     }
 }
 
@@ -240,25 +286,29 @@ pub(crate) fn attention_forward(
     let (bhs, d) = (p.batch * p.heads, p.head_dim);
     let mut out = vec![0.0; bhs * p.q_len * d];
     let mut lse = vec![f64::INFINITY; bhs * p.q_len];
-    for bh in 0..bhs {
+    let mut none: Vec<f64> = Vec::new();
+    per_head(p, [(&mut out, p.q_len * d), (&mut lse, p.q_len), (&mut none, 0)], #[inline(always)] |bh, out, lse, _| {
+        let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
+        let mut s = vec![0.0; p.kv_len];
         for i in 0..p.q_len {
-            let s = a.scores(p, bh, i);
-            let m = s.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+            a.scores(p, bh, i, &mut s);
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             if m == f64::NEG_INFINITY {
                 continue;
             }
-            let z: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum();
+            let z: f64 = s.iter().filter(|&&x| x != f64::NEG_INFINITY).map(|x| (x - m).exp()).sum();
+            lse[i] = m + z.ln();
             let row = bh * p.q_len + i;
-            lse[row] = m + z.ln();
-            for (j, sj) in s.iter().enumerate() {
-                let Some(sj) = sj else { continue };
-                let w = (sj - lse[row]).exp() * drop_factor(p, row, j);
-                for c in 0..d {
-                    out[row * d + c] += w * a.v[(bh * p.kv_len + j) * d + c];
+            let o = &mut out[i * d..][..d];
+            for (j, &sj) in s.iter().enumerate() {
+                if sj == f64::NEG_INFINITY {
+                    continue;
                 }
+                let w = (sj - lse[i]).exp() * drop_factor(p, row, j);
+                axpy(o, w, &values[j * d..][..d]);
             }
         }
-    }
+    });
     Ok((wrap(&out, q.dtype()), wrap(&lse, DType::F64)))
 }
 
@@ -283,28 +333,31 @@ pub(crate) fn attention_backward(
     let mut dq = vec![0.0; a.q.len()];
     let mut dk = vec![0.0; a.k.len()];
     let mut dv = vec![0.0; a.v.len()];
-    for bh in 0..bhs {
+    let (ql, kl) = (p.q_len * d, p.kv_len * d);
+    per_head(p, [(&mut dq, ql), (&mut dk, kl), (&mut dv, kl)], #[inline(always)] |bh, dq, dk, dv| {
+        let (qs, keys, values) = (&a.q[bh * ql..][..ql], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
+        let mut s = vec![0.0; p.kv_len];
         for i in 0..p.q_len {
             let row = bh * p.q_len + i;
             let dorow = &dos[row * d..][..d];
             // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
             // dP is the gradient through the dropped, scaled probabilities).
-            let delta: f64 = dorow.iter().zip(&os[row * d..][..d]).map(|(a, b)| a * b).sum();
-            for (j, sj) in a.scores(p, bh, i).into_iter().enumerate() {
-                let Some(sj) = sj else { continue };
+            let delta = dot(dorow, &os[row * d..][..d]);
+            a.scores(p, bh, i, &mut s);
+            for (j, &sj) in s.iter().enumerate() {
+                if sj == f64::NEG_INFINITY {
+                    continue;
+                }
                 let pij = (sj - z[row]).exp();
                 let keep = drop_factor(p, row, j);
-                let kv = (bh * p.kv_len + j) * d;
-                let dp: f64 = dorow.iter().zip(&a.v[kv..kv + d]).map(|(a, b)| a * b).sum::<f64>() * keep;
+                let dp = dot(dorow, &values[j * d..][..d]) * keep;
                 let ds = pij * (dp - delta) * p.scale;
-                for c in 0..d {
-                    dv[kv + c] += pij * keep * dorow[c];
-                    dq[row * d + c] += ds * a.k[kv + c];
-                    dk[kv + c] += ds * a.q[row * d + c];
-                }
+                axpy(&mut dv[j * d..][..d], pij * keep, dorow);
+                axpy(&mut dq[i * d..][..d], ds, &keys[j * d..][..d]);
+                axpy(&mut dk[j * d..][..d], ds, &qs[i * d..][..d]);
             }
         }
-    }
+    });
     let dt = q.dtype();
     Ok((wrap(&dq, dt), wrap(&dk, dt), wrap(&dv, dt)))
 }

@@ -2,8 +2,8 @@
 //!
 //! f32 and f64 go straight to `matrixmultiply`'s sgemm/dgemm, which take any row/column
 //! stride (zero included), so transposed and broadcast inputs cost no copy. matrixmultiply runs
-//! single-threaded; big products split into bands of rows over rayon's threads here, so one
-//! pool serves every kernel. f16 is converted to
+//! single-threaded; big products split into bands of rows (or of columns, when wider than tall)
+//! over rayon's threads here, so one pool serves every kernel. f16 is converted to
 //! f32 and multiplied there (f32 accumulation). Integers use a plain triple loop with wrapping
 //! arithmetic. `k = 0` gives zeros.
 
@@ -76,24 +76,30 @@ trait Gemm: Elem {
     /// # Safety
     /// Every `a.ptr + i·a.rs + p·a.cs` (i < m, p < k) and `b.ptr + p·b.rs + j·b.cs` (p < k, j < n)
     /// is in bounds of its allocation, and `c` is a distinct, writable, row-major m×n block.
-    unsafe fn gemm(d: Dims, a: Operand<Self>, b: Operand<Self>, c: *mut Self);
+    unsafe fn gemm(d: Dims, a: Operand<Self>, b: Operand<Self>, c: *mut Self) {
+        // SAFETY: forwarded; a row-major m×n block has row stride n.
+        unsafe { Self::gemm_into(d, a, b, c, d.n as isize) }
+    }
+
+    /// `c ← a · b` into an m×n block of C whose rows are `rsc` apart (column stride 1).
+    ///
+    /// # Safety
+    /// As [`Gemm::gemm`], with `c + i·rsc + j` (i < m, j < n) writable and not read or written by
+    /// anyone else during the call.
+    unsafe fn gemm_into(d: Dims, a: Operand<Self>, b: Operand<Self>, c: *mut Self, rsc: isize);
 }
 
 impl Gemm for f32 {
-    unsafe fn gemm(d: Dims, a: Operand<f32>, b: Operand<f32>, c: *mut f32) {
-        // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
-        unsafe {
-            matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1)
-        }
+    unsafe fn gemm_into(d: Dims, a: Operand<f32>, b: Operand<f32>, c: *mut f32, rsc: isize) {
+        // SAFETY: forwarded from this function's contract; C's strides are (rsc, 1).
+        unsafe { matrixmultiply::sgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, rsc, 1) }
     }
 }
 
 impl Gemm for f64 {
-    unsafe fn gemm(d: Dims, a: Operand<f64>, b: Operand<f64>, c: *mut f64) {
-        // SAFETY: forwarded from this function's contract; C is row-major (strides n, 1).
-        unsafe {
-            matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, d.n as isize, 1)
-        }
+    unsafe fn gemm_into(d: Dims, a: Operand<f64>, b: Operand<f64>, c: *mut f64, rsc: isize) {
+        // SAFETY: forwarded from this function's contract; C's strides are (rsc, 1).
+        unsafe { matrixmultiply::dgemm(d.m, d.k, d.n, 1.0, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, 0.0, c, rsc, 1) }
     }
 }
 
@@ -136,14 +142,70 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
         for_each_block(&mut out, per_batch, |bi, c| run(bi, 0, c));
         return Ok(out);
     }
+    let threads = rayon::current_num_threads();
+    if d.n > d.m && threads > 1 {
+        // Wider than tall (a linear layer's tokens × features): one band of output columns per
+        // thread. Each thread packs all of A and its own columns of B, less than the whole of B
+        // (the bigger operand here) that a band of rows would pack.
+        for (bi, c) in out.chunks_mut(per_batch).enumerate() {
+            column_bands(d, threads, bi, (a, al, rsa, csa), (b, bl, rsb, csb), c);
+        }
+        return Ok(out);
+    }
     // A big product: one band of output rows per thread, each its own single-threaded gemm
     // (each packs B for itself, in parallel, and its own rows of A).
-    let bands = rayon::current_num_threads().min(d.m).max(1);
+    let bands = threads.min(d.m).max(1);
     let band_rows = d.m.div_ceil(bands);
     for (bi, c) in out.chunks_mut(per_batch).enumerate() {
         c.par_chunks_mut(band_rows * d.n).enumerate().for_each(|(i, band)| run(bi, i * band_rows, band));
     }
     Ok(out)
+}
+
+/// The output pointer, shared by the threads of [`column_bands`], each writing its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+
+impl<T> OutPtr<T> {
+    /// The pointer (a method, so that a closure captures the whole `Sync` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: only used by `column_bands`, whose threads write disjoint elements.
+unsafe impl<T> Send for OutPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for OutPtr<T> {}
+
+/// Batch `bi`'s product into `c` (row-major m×n) as one single-threaded gemm per band of
+/// `n / threads` columns. Each element is the same k-sum as in one whole gemm (matrixmultiply's
+/// blocking along k does not depend on m or n), so the bits do not depend on the split.
+fn column_bands<T: Gemm>(
+    d: Dims,
+    threads: usize,
+    bi: usize,
+    (a, al, rsa, csa): (&[T], &Layout, isize, isize),
+    (b, bl, rsb, csb): (&[T], &Layout, isize, isize),
+    c: &mut [T],
+) {
+    let band = d.n.div_ceil(threads.min(d.n));
+    let a_off = al.offset() + bi * al.strides()[0];
+    let b_off = bl.offset() + bi * bl.strides()[0];
+    debug_assert_eq!(c.len(), d.m * d.n, "matmul: output block");
+    let out = OutPtr(c.as_mut_ptr());
+    (0..d.n.div_ceil(band)).into_par_iter().for_each(|i| {
+        let first = i * band;
+        let cols = Dims { n: band.min(d.n - first), ..d };
+        // SAFETY: `check` proved every element of both layouts inside its slice, so every A
+        // element gemm reads (rows < m, p < k) and every B element of columns `first ..
+        // first + cols.n` (< n) is in bounds. C's columns `first ..` of each of the m rows
+        // (row stride n) are inside `c` (one m·n block of the output) and written by this band only.
+        unsafe {
+            let a = Operand { ptr: a.as_ptr().add(a_off), rs: rsa, cs: csa };
+            let b = Operand { ptr: b.as_ptr().add(b_off).offset(first as isize * csb), rs: rsb, cs: csb };
+            T::gemm_into(cols, a, b, out.get().add(first), d.n as isize)
+        }
+    });
 }
 
 fn int_matmul<T: Int>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<Vec<T>> {

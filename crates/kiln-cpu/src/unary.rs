@@ -10,7 +10,7 @@ use kiln_backend::{HostData, Layout, Result, UnaryOp};
 
 use crate::elem::{Elem, Float, Int};
 use crate::kernel::{alloc, unsupported};
-use crate::special::{erf, erfc};
+use crate::special::{erf, erf_below_two, erfc};
 use crate::strided::check;
 use crate::walk::map1;
 
@@ -167,8 +167,15 @@ fn softplus(x: f64) -> f64 {
 }
 
 /// x·Φ(x). For x < 0, Φ(x) = erfc(−x/√2)/2 keeps full relative precision where 1 + erf would cancel.
+/// For |z| < 2 (nearly every activation) both signs share one formula: the sign of an
+/// activation is random, and a branch on it mispredicts half the time. There erfc(−z) =
+/// 1 + erf(|z|) = 1 + (−erf(|z|)).copysign(x) exactly, so the value is that of the two-branch form.
+#[inline(always)]
 fn gelu_erf(x: f64) -> f64 {
     let z = x * FRAC_1_SQRT_2;
+    if z.abs() < 2.0 {
+        return 0.5 * x * (1.0 + erf_below_two(z.abs()).copysign(x));
+    }
     if x < 0.0 { 0.5 * x * erfc(-z) } else { 0.5 * x * (1.0 + erf(z)) }
 }
 

@@ -1,7 +1,7 @@
 use half::f16;
-use kiln_backend::{AdamParams, BackendStorage, Error, HostData};
+use kiln_backend::{AdamParams, AttentionParams, BackendStorage, Error, HostData};
 
-use super::{Rng, st};
+use super::{Rng, assert_close, host, st};
 
 /// Adam's update of one element, written out in f64 from the textbook formula.
 fn adam_ref(x: f64, g: f64, m: f64, v: f64, p: &AdamParams) -> (f64, f64, f64) {
@@ -66,4 +66,89 @@ fn adam_step_refuses_mismatched_buffers() {
     assert_eq!(ps.as_host(), &HostData::F32(vec![1.0; 4]), "a refused step changes nothing");
     let mut ints = st(vec![1i32; 4]);
     assert!(matches!(ints.adam_step(&st(vec![0i32; 4]), &mut m, &mut v, &p), Err(Error::UnsupportedDType { .. })));
+}
+
+/// Attention of one head written out from the definition in f64: S = scale·QKᵀ with hidden
+/// scores dropped, P = softmax(S) per row, O = PV; backward dV = PᵀdO, dP = dO·Vᵀ,
+/// dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale·dS·K, dK = scale·dSᵀ·Q.
+#[allow(clippy::type_complexity)]
+fn attention_ref(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    dout: &[f64],
+    (ql, kl, d): (usize, usize, usize),
+    visible: impl Fn(usize, usize) -> bool,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut p = vec![0.0; ql * kl];
+    for i in 0..ql {
+        let s: Vec<Option<f64>> = (0..kl)
+            .map(|j| visible(i, j).then(|| scale * (0..d).map(|c| q[i * d + c] * k[j * d + c]).sum::<f64>()))
+            .collect();
+        let m = s.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = s.iter().flatten().map(|x| (x - m).exp()).sum();
+        for j in 0..kl {
+            p[i * kl + j] = s[j].map_or(0.0, |x| (x - m).exp() / z);
+        }
+    }
+    let (mut o, mut dq, mut dk, mut dv) = (vec![0.0; ql * d], vec![0.0; ql * d], vec![0.0; kl * d], vec![0.0; kl * d]);
+    for i in 0..ql {
+        let dp: Vec<f64> = (0..kl).map(|j| (0..d).map(|c| dout[i * d + c] * v[j * d + c]).sum()).collect();
+        let row: f64 = (0..kl).map(|j| dp[j] * p[i * kl + j]).sum();
+        for j in 0..kl {
+            let (pij, ds) = (p[i * kl + j], p[i * kl + j] * (dp[j] - row));
+            for c in 0..d {
+                o[i * d + c] += pij * v[j * d + c];
+                dv[j * d + c] += pij * dout[i * d + c];
+                dq[i * d + c] += scale * ds * k[j * d + c];
+                dk[j * d + c] += scale * ds * q[i * d + c];
+            }
+        }
+    }
+    (o, dq, dk, dv)
+}
+
+#[test]
+fn attention_matches_the_definition_and_does_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(31);
+    // Enough work to split the heads across threads; a key mask over batch 1's last 5 keys;
+    // head_dim 13 leaves a tail after the dot product's lanes of four.
+    for (causal, ql, kl) in [(true, 37, 37), (false, 29, 41)] {
+        let (batch, heads, d) = (2, 3, 13);
+        let bh = batch * heads;
+        let (q, k, v, dout) = (rng.vec(bh * ql * d), rng.vec(bh * kl * d), rng.vec(bh * kl * d), rng.vec(bh * ql * d));
+        let mask: Vec<f64> = (0..batch * kl).map(|i| f64::from(i / kl == 1 && i % kl >= kl - 5)).collect();
+        let p = AttentionParams::new(batch, heads, ql, kl, d, causal, 0.3);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                let (qs, ks, vs, ms) = (st(q.clone()), st(k.clone()), st(v.clone()), st(mask.clone()));
+                let (o, lse) = qs.attention_forward(&ks, &vs, Some(&ms), None, &p).expect("forward");
+                let (dq, dk, dv) =
+                    qs.attention_backward(&ks, &vs, Some(&ms), None, &o, &lse, &st(dout.clone()), &p).expect("backward");
+                [host(&o), host(&dq), host(&dk), host(&dv)]
+            })
+        };
+        let one = run(1);
+        assert_eq!(run(3), one, "causal {causal}: 3 threads differ from 1");
+        for h in 0..bh {
+            let (qo, ko) = (h * ql * d, h * kl * d);
+            let visible = |i: usize, j: usize| !(causal && j > i) && mask[(h / heads) * kl + j] == 0.0;
+            let want = attention_ref(
+                &q[qo..qo + ql * d],
+                &k[ko..ko + kl * d],
+                &v[ko..ko + kl * d],
+                &dout[qo..qo + ql * d],
+                (ql, kl, d),
+                visible,
+                0.3,
+            );
+            let got = |i: usize, off: usize, len: usize| one[i].to_f64_vec()[off..off + len].to_vec();
+            assert_close(&got(0, qo, ql * d), &want.0, 1e-12);
+            assert_close(&got(1, qo, ql * d), &want.1, 1e-12);
+            assert_close(&got(2, ko, kl * d), &want.2, 1e-12);
+            assert_close(&got(3, ko, kl * d), &want.3, 1e-12);
+        }
+    }
 }

@@ -147,3 +147,47 @@ fn matmul_errors() {
     let b = st(vec![true; 4]);
     assert_unsupported(b.matmul(&c(&[1, 2, 2]), &b, &c(&[1, 2, 2])), DType::Bool);
 }
+
+/// `f` run in a rayon pool of `threads` threads.
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool").install(f)
+}
+
+#[test]
+fn threaded_products_match_naive_and_do_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(6);
+    // Above the threading threshold (2²¹ multiply-adds per matrix): wider than tall splits by
+    // columns, taller than wide by rows; odd sizes leave a short last band.
+    for (b, m, k, n) in [(2, 33, 257, 301), (1, 301, 257, 33), (1, 129, 130, 129)] {
+        let t = case(&mut rng, b, m, k, n);
+        // A transposed, B broadcast over the batch (from `case`); then B transposed too.
+        let bt_buf: Vec<f64> = rng.vec(n * k);
+        let btl = Layout::new(vec![b, k, n], vec![0, 1, k], 0);
+        for (b_buf, bl) in [(t.b_buf.clone(), t.bl.clone()), (bt_buf, btl)] {
+            let t = Case { a_buf: t.a_buf.clone(), al: t.al.clone(), b_buf, bl, want: vec![] };
+            let a32: Vec<f32> = t.a_buf.iter().map(|&x| x as f32).collect();
+            let b32: Vec<f32> = t.b_buf.iter().map(|&x| x as f32).collect();
+            let t64 = Case {
+                a_buf: a32.iter().map(|&x| x as f64).collect(),
+                b_buf: b32.iter().map(|&x| x as f64).collect(),
+                ..t
+            };
+            let want = naive(&t64, b, m, k, n);
+            let run = |threads| {
+                let (a, bb) = (st(a32.clone()), st(b32.clone()));
+                in_pool(threads, || host(&a.matmul(&t64.al, &bb, &t64.bl).expect("f32 matmul")))
+            };
+            let one = run(1);
+            assert_close(&one.to_f64_vec(), &want, 1e-4);
+            assert_eq!(run(2), one, "f32 {b}x{m}x{k}x{n}: 2 threads differ from 1");
+            assert_eq!(run(3), one, "f32 {b}x{m}x{k}x{n}: 3 threads differ from 1");
+            let run64 = |threads| {
+                let (a, bb) = (st(t64.a_buf.clone()), st(t64.b_buf.clone()));
+                in_pool(threads, || host(&a.matmul(&t64.al, &bb, &t64.bl).expect("f64 matmul")))
+            };
+            let one = run64(1);
+            assert_close(&one.to_f64_vec(), &want, 1e-12);
+            assert_eq!(run64(3), one, "f64 {b}x{m}x{k}x{n}: 3 threads differ from 1");
+        }
+    }
+}
