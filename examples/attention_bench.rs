@@ -198,8 +198,13 @@ fn main() -> Result<()> {
         mask: args.iter().any(|a| a == "--mask"),
         dropout: flag(&args, "--dropout").and_then(|s| s.parse().ok()).unwrap_or(0.0),
     };
-    if !["f32", "f16", "autocast"].contains(&case.dtype.as_str()) || !["auto", "flash", "matmul"].contains(&case.path.as_str()) {
-        return Err(Error::invalid("attention_bench", "--dtype takes f32, f16 or autocast; --path auto, flash or matmul"));
+    if !["f32", "f16", "autocast"].contains(&case.dtype.as_str())
+        || !["auto", "flash", "matmul"].contains(&case.path.as_str())
+    {
+        return Err(Error::invalid(
+            "attention_bench",
+            "--dtype takes f32, f16 or autocast; --path auto, flash or matmul",
+        ));
     }
     eprintln!("{} — {:?}, causal {}, {}, path {}", device.describe(), case.shape, case.causal, case.dtype, case.path);
     run_case(&device, &case)

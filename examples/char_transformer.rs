@@ -123,7 +123,9 @@ fn run() -> AnyResult<()> {
 
     let (train_text, val_text) = load_moby_dick()?;
     // Checked before training so that a typo in the prompt does not cost a whole run.
-    train_text.encode(&prompt).map_err(|e| format!("--prompt {prompt:?}: {e} (the model knows only Moby-Dick's characters)"))?;
+    train_text
+        .encode(&prompt)
+        .map_err(|e| format!("--prompt {prompt:?}: {e} (the model knows only Moby-Dick's characters)"))?;
     println!(
         "data: Moby-Dick, {} training / {} validation characters, vocabulary of {}",
         train_text.len(),
@@ -132,7 +134,16 @@ fn run() -> AnyResult<()> {
     );
     println!(
         "model: {size}, d_model {}, {} layers, {} heads, {:?} MLP, context {} | {} steps, batch {}, peak lr {}, eval every {} steps on {} windows",
-        cfg.d_model, cfg.layers, cfg.heads, cfg.activation, cfg.seq_len, cfg.steps, cfg.batch_size, cfg.lr, cfg.eval_every, cfg.eval_windows
+        cfg.d_model,
+        cfg.layers,
+        cfg.heads,
+        cfg.activation,
+        cfg.seq_len,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.eval_every,
+        cfg.eval_windows
     );
 
     let start = Instant::now();
@@ -143,7 +154,11 @@ fn run() -> AnyResult<()> {
         "done in {wall:.1} s ({} parameters): validation {:.3} bits/char{}",
         model.num_parameters(),
         last.val_bpc,
-        if size == Size::Small && last.val_bpc >= TARGET_BPC { " (above the 2.5 target: train longer with --steps)" } else { "" }
+        if size == Size::Small && last.val_bpc >= TARGET_BPC {
+            " (above the 2.5 target: train longer with --steps)"
+        } else {
+            ""
+        }
     );
 
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -157,7 +172,10 @@ fn run() -> AnyResult<()> {
         Some(k) if k > 0 => format!("top-k {k}"),
         _ => "no top-k".to_owned(),
     };
-    println!("\n--- {tokens} generated characters (temperature {}, {top_k}, seed {}) ---", sample.temperature, sample.seed);
+    println!(
+        "\n--- {tokens} generated characters (temperature {}, {top_k}, seed {}) ---",
+        sample.temperature, sample.seed
+    );
     let text = generate(&model, &train_text, &prompt, tokens, sample, &device)?;
     println!("{prompt}{text}");
     Ok(())

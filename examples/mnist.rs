@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+use common::AnyResult;
 use common::cli;
 use common::model::ModelKind;
 use common::plot::{Panel, write_panels_png};
-use plotters::chart::SeriesLabelPosition;
 use common::train::{EpochStats, TrainConfig, load_mnist, train};
-use common::AnyResult;
+use plotters::chart::SeriesLabelPosition;
 
 const ABOUT: &str = "Train an MNIST classifier (MLP or CNN) and save it with its training curves.";
 
@@ -138,12 +138,17 @@ fn run_ddp(cfg: &TrainConfig, flags: &Flags, out: &std::path::Path) -> AnyResult
     let last = run.history.last().ok_or("no epoch ran")?;
     if rank == 0 {
         let wall = start.elapsed().as_secs_f64();
-        println!("done in {wall:.1} s: test accuracy {:.2}% ({world} processes, global batch {})", 100.0 * last.test_acc, cfg.batch_size);
+        println!(
+            "done in {wall:.1} s: test accuracy {:.2}% ({world} processes, global batch {})",
+            100.0 * last.test_acc,
+            cfg.batch_size
+        );
     }
     let weights = out.join("model.safetensors");
     let model = &run.model;
     run.ddp.save_on_root(|| {
-        std::fs::create_dir_all(out).map_err(|e| kiln::Error::invalid("mnist", format!("cannot create {}: {e}", out.display())))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| kiln::Error::invalid("mnist", format!("cannot create {}: {e}", out.display())))?;
         kiln::nn::checkpoint::save(model, &weights)
     })?;
     if rank == 0 {

@@ -15,8 +15,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::AnyResult;
 use clap::Parser;
+use common::AnyResult;
 use common::cli;
 use common::infer::{classify, detect_kind, load_model, read_digit_png};
 use common::model::ModelKind;

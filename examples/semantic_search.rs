@@ -80,7 +80,9 @@ fn embed_all(model: &MiniLm, paras: &[String], args: &Args, device: &Device) -> 
     let mut order: Vec<usize> = (0..paras.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(paras[i].len()));
     let bar = ProgressBar::new(paras.len() as u64);
-    bar.set_style(ProgressStyle::with_template("embedding {bar:40} {pos}/{len} paragraphs [{elapsed_precise}, {eta} left]")?);
+    bar.set_style(ProgressStyle::with_template(
+        "embedding {bar:40} {pos}/{len} paragraphs [{elapsed_precise}, {eta} left]",
+    )?);
     let mut rows = vec![Vec::new(); paras.len()];
     for chunk in order.chunks(args.batch_size.max(1)) {
         let texts: Vec<&str> = chunk.iter().map(|&i| paras[i].as_str()).collect();
@@ -130,12 +132,19 @@ fn main() -> AnyResult<()> {
             let start = Instant::now();
             let emb = embed_all(&model, &paras, &args, &device)?;
             let secs = start.elapsed().as_secs_f64();
-            println!("embedded {} paragraphs in {secs:.1} s ({:.1} paragraphs/s)", paras.len(), paras.len() as f64 / secs);
+            println!(
+                "embedded {} paragraphs in {secs:.1} s ({:.1} paragraphs/s)",
+                paras.len(),
+                paras.len() as f64 / secs
+            );
             if let Some(dir) = args.cache.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
             let fp = Tensor::from_vec(stamp, &[8], &Device::cpu())?;
-            checkpoint::save_state_dict(&[("embeddings".into(), emb.clone()), ("fingerprint".into(), fp)], &args.cache)?;
+            checkpoint::save_state_dict(
+                &[("embeddings".into(), emb.clone()), ("fingerprint".into(), fp)],
+                &args.cache,
+            )?;
             println!("cached in {}", args.cache.display());
             emb
         }

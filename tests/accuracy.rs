@@ -9,8 +9,8 @@
 
 mod common;
 
-use kiln::prelude::*;
 use kiln::UnaryOp;
+use kiln::prelude::*;
 
 /// ±10^e for e in [-12, -3] in steps of 1/8, and 0.
 fn near_zero() -> Vec<f32> {
@@ -48,8 +48,12 @@ fn log1p_expm1_tanh_softplus_are_accurate_near_zero() {
     let Some(g) = common::gpu("log1p_expm1_tanh_softplus_are_accurate_near_zero") else { return };
     let xs = near_zero();
     let softplus = |x: f64| x.exp().ln_1p();
-    let cases: [(UnaryOp, &dyn Fn(f64) -> f64); 4] =
-        [(UnaryOp::Log1p, &f64::ln_1p), (UnaryOp::Expm1, &f64::exp_m1), (UnaryOp::Tanh, &f64::tanh), (UnaryOp::Softplus, &softplus)];
+    let cases: [(UnaryOp, &dyn Fn(f64) -> f64); 4] = [
+        (UnaryOp::Log1p, &f64::ln_1p),
+        (UnaryOp::Expm1, &f64::exp_m1),
+        (UnaryOp::Tanh, &f64::tanh),
+        (UnaryOp::Softplus, &softplus),
+    ];
     for (op, truth) in cases {
         for fused in [false, true] {
             let what = format!("{}{}", op.name(), if fused { " fused" } else { "" });
@@ -58,9 +62,14 @@ fn log1p_expm1_tanh_softplus_are_accurate_near_zero() {
     }
     // Past the series' ranges the formulas change: still accurate (f32 rounding of the
     // inputs aside, 1e-6 relative), the boundaries included.
-    let mid: Vec<f32> = common::values(2001, 7, -3.0, 3.0).into_iter().map(|x| x as f32).chain([-0.5, 0.5, 1.0, -1.0, 20.0, 21.0]).collect();
+    let mid: Vec<f32> = common::values(2001, 7, -3.0, 3.0)
+        .into_iter()
+        .map(|x| x as f32)
+        .chain([-0.5, 0.5, 1.0, -1.0, 20.0, 21.0])
+        .collect();
     for (op, truth) in cases {
-        let xs: Vec<f32> = if matches!(op, UnaryOp::Log1p) { mid.iter().map(|x| x.abs() - 0.99).collect() } else { mid.clone() };
+        let xs: Vec<f32> =
+            if matches!(op, UnaryOp::Log1p) { mid.iter().map(|x| x.abs() - 0.99).collect() } else { mid.clone() };
         for fused in [false, true] {
             let what = format!("{} mid{}", op.name(), if fused { " fused" } else { "" });
             assert_accurate(&what, &xs, &on_gpu(&g, &xs, op, fused), truth, 2e-6, 1e-7);
@@ -73,7 +82,8 @@ fn sin_and_cos_of_large_arguments() {
     let Some(g) = common::gpu("sin_and_cos_of_large_arguments") else { return };
     // i32::MAX (as f32: 2^31, what fuzz_elementwise found on an H100), its neighbours, exact
     // multiples-of-π neighbours, and random magnitudes up to 2^31 and up to f32's largest.
-    let mut xs: Vec<f32> = vec![2147483647.0, 2147483520.0, -2147483647.0, 16777215.0, 1e9, 355.0, 103993.0, 3.4e38, -3.4e38, 1e-30, 0.0];
+    let mut xs: Vec<f32> =
+        vec![2147483647.0, 2147483520.0, -2147483647.0, 16777215.0, 1e9, 355.0, 103993.0, 3.4e38, -3.4e38, 1e-30, 0.0];
     for (i, m) in common::values(4000, 11, 0.0, 1.0).into_iter().enumerate() {
         let top = if i % 2 == 0 { 31.0 } else { 127.0 };
         let x = 2f64.powf(m * top) as f32;
@@ -85,7 +95,12 @@ fn sin_and_cos_of_large_arguments() {
             let got = on_gpu(&g, &xs, op, fused);
             assert_accurate(&what, &xs, &got, truth, 0.0, 5e-7);
             // And the CPU op agrees (fuzz_elementwise's check).
-            let cpu = Tensor::from_vec(xs.clone(), &[xs.len()], &Device::cpu()).unwrap().unary(op).unwrap().to_f64_vec().unwrap();
+            let cpu = Tensor::from_vec(xs.clone(), &[xs.len()], &Device::cpu())
+                .unwrap()
+                .unary(op)
+                .unwrap()
+                .to_f64_vec()
+                .unwrap();
             common::assert_close(&what, &got, &cpu, 1e-4, 1e-5);
         }
     }

@@ -246,7 +246,9 @@ fn autocast_guard_scopes_nests_and_rejects_other_dtypes() {
         assert!(matches!(AutocastGuard::new(bad), Err(Error::InvalidArgument { .. })), "{bad}");
     }
     // An error inside the closure is returned and the region still ends.
-    let r: Result<Tensor> = autocast(DType::F16, || Tensor::zeros(&[2, 3], &Device::cpu())?.matmul(&Tensor::zeros(&[2, 3], &Device::cpu())?));
+    let r: Result<Tensor> = autocast(DType::F16, || {
+        Tensor::zeros(&[2, 3], &Device::cpu())?.matmul(&Tensor::zeros(&[2, 3], &Device::cpu())?)
+    });
     assert!(r.is_err());
     assert_eq!(autocast_dtype(), None);
 }
@@ -264,7 +266,9 @@ fn optimizers() -> Vec<(&'static str, MakeOpt)> {
     vec![
         ("Sgd", |p| Box::new(Sgd::new(p, SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) }).unwrap())),
         ("Adam", |p| Box::new(Adam::new(p, AdamConfig { lr: 0.1, ..Default::default() }).unwrap())),
-        ("AdamW", |p| Box::new(AdamW::new(p, AdamWConfig { lr: 0.1, weight_decay: 0.01, ..Default::default() }).unwrap())),
+        ("AdamW", |p| {
+            Box::new(AdamW::new(p, AdamWConfig { lr: 0.1, weight_decay: 0.01, ..Default::default() }).unwrap())
+        }),
         ("RmsProp", |p| Box::new(RmsProp::new(p, RmsPropConfig { lr: 0.1, ..Default::default() }).unwrap())),
         ("Adagrad", |p| Box::new(Adagrad::new(p, AdagradConfig { lr: 0.1, ..Default::default() }).unwrap())),
     ]

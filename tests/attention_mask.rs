@@ -34,25 +34,38 @@ fn bool_mask(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let k = *shape.last().unwrap();
     let rows_of = if shape.len() >= 2 { shape[shape.len() - 2] * k } else { usize::MAX };
-    let v: Vec<bool> = values(n, seed, 0.0, 1.0).into_iter().enumerate().map(|(i, x)| x > 0.33 && (i % rows_of) >= k).collect();
+    let v: Vec<bool> =
+        values(n, seed, 0.0, 1.0).into_iter().enumerate().map(|(i, x)| x > 0.33 && (i % rows_of) >= k).collect();
     Tensor::from_vec(v, shape, &cpu()).unwrap()
 }
 
 /// A float mask: random biases in [-2, 2) with about a fifth -inf.
 fn float_mask(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = values(n, seed, -2.0, 2.0).into_iter().zip(values(n, seed + 1, 0.0, 1.0)).map(|(x, u)| if u < 0.2 { f32::NEG_INFINITY } else { x as f32 }).collect();
+    let v: Vec<f32> = values(n, seed, -2.0, 2.0)
+        .into_iter()
+        .zip(values(n, seed + 1, 0.0, 1.0))
+        .map(|(x, u)| if u < 0.2 { f32::NEG_INFINITY } else { x as f32 })
+        .collect();
     Tensor::from_vec(v, shape, &cpu()).unwrap()
 }
 
 /// Output and (dq, dk, dv) of `sdpa` on `device`, for upstream gradient `w` (all of `[o]`'s
 /// shape), with the generator at `seed` first (dropout's mask).
-fn run(device: &Device, qkv: &[Tensor; 3], w: &Tensor, mask: Option<&Tensor>, opts: SdpaOptions, seed: u64) -> [Vec<f64>; 4] {
+fn run(
+    device: &Device,
+    qkv: &[Tensor; 3],
+    w: &Tensor,
+    mask: Option<&Tensor>,
+    opts: SdpaOptions,
+    seed: u64,
+) -> [Vec<f64>; 4] {
     let [q, k, v] = qkv.clone().map(|t| t.to(device).unwrap().with_grad());
     let mask = mask.map(|m| m.to(device).unwrap());
     let pad = opts.key_padding_mask.map(|m| m.to(device).unwrap());
     kiln::manual_seed(seed);
-    let o = Tensor::sdpa(&q, &k, &v, &SdpaOptions { attn_mask: mask.as_ref(), key_padding_mask: pad.as_ref(), ..opts }).unwrap();
+    let o = Tensor::sdpa(&q, &k, &v, &SdpaOptions { attn_mask: mask.as_ref(), key_padding_mask: pad.as_ref(), ..opts })
+        .unwrap();
     o.mul(&w.to(device).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let g = |t: &Tensor| t.grad().unwrap().to_f64_vec().unwrap();
     [o.to_f64_vec().unwrap(), g(&q), g(&k), g(&v)]
@@ -98,13 +111,30 @@ fn masks_scale_and_dropout_match_the_cpu_on_both_paths() {
     let Some(g) = common::gpu("masks_scale_and_dropout_match_the_cpu_on_both_paths") else { return };
     let _l = lock();
     for (ci, c) in CASES.iter().enumerate() {
-        let qkv = [tensor(&[c.b, c.h, c.tq, c.d], 10 + ci as u64, -1.5, 1.5), tensor(&[c.b, c.h, c.tk, c.d], 20, -1.5, 1.5), tensor(&[c.b, c.h, c.tk, c.d], 30, -1.0, 1.0)];
+        let qkv = [
+            tensor(&[c.b, c.h, c.tq, c.d], 10 + ci as u64, -1.5, 1.5),
+            tensor(&[c.b, c.h, c.tk, c.d], 20, -1.5, 1.5),
+            tensor(&[c.b, c.h, c.tk, c.d], 30, -1.0, 1.0),
+        ];
         let w = tensor(&[c.b, c.h, c.tq, c.d], 40, -1.0, 1.0);
-        let pad = Tensor::from_vec((0..c.b * c.tk).map(|i| i % 5 == 3).collect::<Vec<bool>>(), &[c.b, c.tk], &cpu()).unwrap();
+        let pad =
+            Tensor::from_vec((0..c.b * c.tk).map(|i| i % 5 == 3).collect::<Vec<bool>>(), &[c.b, c.tk], &cpu()).unwrap();
         for (name, m) in masks(c) {
-            for (causal, scale, dropout_p, padded) in [(false, None, 0.0, false), (true, Some(0.37), 0.0, true), (false, Some(1.3), 0.3, false), (true, None, 0.5, true)] {
-                let opts = SdpaOptions { causal, scale, dropout_p, key_padding_mask: padded.then_some(&pad), ..Default::default() };
-                let what = format!("case {ci} {name} causal {causal} scale {scale:?} dropout {dropout_p} padded {padded}");
+            for (causal, scale, dropout_p, padded) in [
+                (false, None, 0.0, false),
+                (true, Some(0.37), 0.0, true),
+                (false, Some(1.3), 0.3, false),
+                (true, None, 0.5, true),
+            ] {
+                let opts = SdpaOptions {
+                    causal,
+                    scale,
+                    dropout_p,
+                    key_padding_mask: padded.then_some(&pad),
+                    ..Default::default()
+                };
+                let what =
+                    format!("case {ci} {name} causal {causal} scale {scale:?} dropout {dropout_p} padded {padded}");
                 let want = run(&cpu(), &qkv, &w, Some(&m), opts, 5);
                 for path in [AttentionPath::Materialized, AttentionPath::Flash] {
                     set_attention_path(path);
@@ -124,7 +154,11 @@ fn paths_agree_with_mask_and_dropout() {
     let Some(g) = common::gpu("paths_agree_with_mask_and_dropout") else { return };
     let _l = lock();
     let (b, h, tq, tk, d) = (2, 4, 70, 45, 32);
-    let qkv = [tensor(&[b, h, tq, d], 1, -1.0, 1.0), tensor(&[b, h, tk, d], 2, -1.0, 1.0), tensor(&[b, h, tk, d], 3, -1.0, 1.0)];
+    let qkv = [
+        tensor(&[b, h, tq, d], 1, -1.0, 1.0),
+        tensor(&[b, h, tk, d], 2, -1.0, 1.0),
+        tensor(&[b, h, tk, d], 3, -1.0, 1.0),
+    ];
     let w = tensor(&[b, h, tq, d], 4, -1.0, 1.0);
     let m = float_mask(&[b, 1, tq, tk], 9);
     let opts = SdpaOptions { dropout_p: 0.2, causal: true, ..Default::default() };
@@ -142,7 +176,11 @@ fn paths_agree_with_mask_and_dropout() {
 fn fully_masked_rows_give_zeros() {
     let _l = lock();
     let (b, h, tq, tk, d) = (1, 2, 3, 5, 4);
-    let qkv = [tensor(&[b, h, tq, d], 1, -1.0, 1.0), tensor(&[b, h, tk, d], 2, -1.0, 1.0), tensor(&[b, h, tk, d], 3, -1.0, 1.0)];
+    let qkv = [
+        tensor(&[b, h, tq, d], 1, -1.0, 1.0),
+        tensor(&[b, h, tk, d], 2, -1.0, 1.0),
+        tensor(&[b, h, tk, d], 3, -1.0, 1.0),
+    ];
     let w = tensor(&[b, h, tq, d], 4, -1.0, 1.0);
     // Query 1 sees nothing.
     let bm: Vec<bool> = (0..tq * tk).map(|i| i / tk != 1).collect();
@@ -155,10 +193,15 @@ fn fully_masked_rows_give_zeros() {
         for path in [AttentionPath::Materialized, AttentionPath::Flash] {
             set_attention_path(path);
             for m in [&bm, &fm] {
-                let [o, dq, _, _] = run(dev, &qkv, &w, Some(m), SdpaOptions { dropout_p: 0.25, ..Default::default() }, 3);
+                let [o, dq, _, _] =
+                    run(dev, &qkv, &w, Some(m), SdpaOptions { dropout_p: 0.25, ..Default::default() }, 3);
                 for hh in 0..h {
                     let row = (hh * tq + 1) * d;
-                    assert!(o[row..row + d].iter().all(|&x| x == 0.0), "{dev:?} {path:?}: output of a fully masked row {:?}", &o[row..row + d]);
+                    assert!(
+                        o[row..row + d].iter().all(|&x| x == 0.0),
+                        "{dev:?} {path:?}: output of a fully masked row {:?}",
+                        &o[row..row + d]
+                    );
                     assert!(dq[row..row + d].iter().all(|&x| x == 0.0), "{dev:?} {path:?}: dq of a fully masked row");
                 }
                 assert!(o.iter().all(|x| x.is_finite()));
@@ -175,16 +218,27 @@ fn gradients_match_central_differences() {
     let _l = lock();
     let c = cpu();
     let shapes: [&[usize]; 3] = [&[2, 2, 3, 4], &[2, 2, 5, 4], &[2, 2, 5, 4]];
-    let host: Vec<Vec<f64>> = shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 100 + i as u64, -1.5, 1.5)).collect();
-    let make = |vals: &[Vec<f64>]| -> Vec<Tensor> { vals.iter().zip(shapes).map(|(v, s)| Tensor::from_vec(v.clone(), s, &c).unwrap()).collect() };
+    let host: Vec<Vec<f64>> =
+        shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 100 + i as u64, -1.5, 1.5)).collect();
+    let make = |vals: &[Vec<f64>]| -> Vec<Tensor> {
+        vals.iter().zip(shapes).map(|(v, s)| Tensor::from_vec(v.clone(), s, &c).unwrap()).collect()
+    };
     let bm = bool_mask(&[2, 1, 3, 5], 8);
-    let fm: Vec<f64> = values(3 * 5, 9, -1.0, 1.0).into_iter().enumerate().map(|(i, x)| if i % 7 == 2 { f64::NEG_INFINITY } else { x }).collect();
+    let fm: Vec<f64> = values(3 * 5, 9, -1.0, 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| if i % 7 == 2 { f64::NEG_INFINITY } else { x })
+        .collect();
     let fm = Tensor::from_vec(fm, &[3, 5], &c).unwrap();
     let configs: Vec<(&str, Option<&Tensor>, SdpaOptions)> = vec![
         ("bool mask [b,1,q,k], scale 0.7", Some(&bm), SdpaOptions { scale: Some(0.7), ..Default::default() }),
         ("causal, scale 1.1", None, SdpaOptions { causal: true, scale: Some(1.1), ..Default::default() }),
         ("dropout 0.4", None, SdpaOptions { dropout_p: 0.4, ..Default::default() }),
-        ("float mask [q,k], dropout, causal", Some(&fm), SdpaOptions { dropout_p: 0.3, causal: true, ..Default::default() }),
+        (
+            "float mask [q,k], dropout, causal",
+            Some(&fm),
+            SdpaOptions { dropout_p: 0.3, causal: true, ..Default::default() },
+        ),
     ];
     for (name, mask, opts) in configs {
         let f = |t: &[Tensor]| {
@@ -227,12 +281,21 @@ fn dropout_statistics() {
                 let q = Tensor::zeros(&[b, h, tq, 4], dev).unwrap();
                 let v = Tensor::ones(&[b, h, tk, 4], dev).unwrap();
                 kiln::manual_seed(11);
-                let o = Tensor::sdpa(&q, &q.narrow(2, 0, 1).unwrap().expand(&[b, h, tk, 4]).unwrap(), &v, &SdpaOptions { dropout_p: p, ..Default::default() }).unwrap();
+                let o = Tensor::sdpa(
+                    &q,
+                    &q.narrow(2, 0, 1).unwrap().expand(&[b, h, tk, 4]).unwrap(),
+                    &v,
+                    &SdpaOptions { dropout_p: p, ..Default::default() },
+                )
+                .unwrap();
                 let o = o.to_f64_vec().unwrap();
                 let mut kept = 0.0;
                 for (r, x) in o.iter().step_by(4).enumerate() {
                     let count = x * (1.0 - p) * tk as f64;
-                    assert!((count - count.round()).abs() < 1e-3, "{dev:?} {path:?} p {p}: row {r} output {x} is not a count of kept keys scaled by 1/(1 − p)");
+                    assert!(
+                        (count - count.round()).abs() < 1e-3,
+                        "{dev:?} {path:?} p {p}: row {r} output {x} is not a count of kept keys scaled by 1/(1 − p)"
+                    );
                     kept += count.round();
                 }
                 let frac = kept / (b * h * tq * tk) as f64;
@@ -276,9 +339,18 @@ fn bad_arguments_are_typed_errors() {
     assert!(matches!(with(&learnable), Err(Error::Unsupported { .. })));
     assert!(with(&learnable.detach()).is_ok());
     for p in [-0.1, 1.5, f64::NAN] {
-        assert!(matches!(Tensor::sdpa(&q, &k, &k, &SdpaOptions { dropout_p: p, ..Default::default() }), Err(Error::InvalidArgument { .. })), "p {p}");
+        assert!(
+            matches!(
+                Tensor::sdpa(&q, &k, &k, &SdpaOptions { dropout_p: p, ..Default::default() }),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "p {p}"
+        );
     }
-    assert!(matches!(Tensor::sdpa(&q, &k, &k, &SdpaOptions { scale: Some(f64::INFINITY), ..Default::default() }), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        Tensor::sdpa(&q, &k, &k, &SdpaOptions { scale: Some(f64::INFINITY), ..Default::default() }),
+        Err(Error::InvalidArgument { .. })
+    ));
     if let Some(g) = common::gpu("bad_arguments_are_typed_errors") {
         let m = Tensor::zeros(&[4, 5], &g).unwrap();
         assert!(matches!(with(&m), Err(Error::DeviceMismatch { .. })));
@@ -313,7 +385,12 @@ fn matches_pytorch_reference_values() {
         if let Some(g) = &gpu {
             for path in [AttentionPath::Materialized, AttentionPath::Flash] {
                 set_attention_path(path);
-                compare(&format!("{case} gpu {path:?}"), &run(g, &qkv, &t("dout"), mask.as_ref(), opts, 0), &want, 2e-4);
+                compare(
+                    &format!("{case} gpu {path:?}"),
+                    &run(g, &qkv, &t("dout"), mask.as_ref(), opts, 0),
+                    &want,
+                    2e-4,
+                );
             }
             set_attention_path(AttentionPath::Auto);
         }
@@ -325,14 +402,21 @@ fn matches_pytorch_reference_values() {
 /// with cooperative matrices (`real`; required under `KILN_REQUIRE_COOP=1`), else with their
 /// cooperative operations emulated in plain WGSL on any f16 adapter (lavapipe).
 fn tensor_core_kernels_take_masks_and_dropout(real: bool) {
-    let test = if real { "tensor_core_kernels_take_masks_and_dropout" } else { "tensor_core_kernels_take_masks_and_dropout_emulated" };
+    let test = if real {
+        "tensor_core_kernels_take_masks_and_dropout"
+    } else {
+        "tensor_core_kernels_take_masks_and_dropout_emulated"
+    };
     let Some(g) = common::gpu(test) else { return };
     let ctx = g.gpu_context().unwrap();
     if real && !ctx.uses_cooperative_matrices() {
         if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
             panic!("{test}: KILN_REQUIRE_COOP=1 but {} has no cooperative matrices", g.describe());
         }
-        eprintln!("SKIPPED {test}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)", g.describe());
+        eprintln!(
+            "SKIPPED {test}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)",
+            g.describe()
+        );
         return;
     }
     if !ctx.has_f16() {
@@ -351,23 +435,40 @@ fn tensor_core_kernels_take_masks_and_dropout(real: bool) {
     kiln_wgpu::emulate_cooperative_matrices(!real);
     set_attention_path(AttentionPath::Flash);
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    let counted = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context");
+    let counted =
+        kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::Any, &options).expect("a profiled context");
     let dev = Device::Gpu(counted.clone());
     let coop_runs = || counted.profile_counts().iter().filter(|(n, _)| n.contains("coop")).map(|(_, c)| c).sum::<u64>();
     let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
     let (b, h) = (2, 2);
     for (n, (tq, tk, d)) in [(33, 33, 64), (20, 40, 16), (7, 9, 32)].into_iter().enumerate() {
-        let qkv = [round(tensor(&[b, h, tq, d], 60 + n as u64, -1.0, 1.0)), round(tensor(&[b, h, tk, d], 70, -1.0, 1.0)), round(tensor(&[b, h, tk, d], 80, -1.0, 1.0))];
+        let qkv = [
+            round(tensor(&[b, h, tq, d], 60 + n as u64, -1.0, 1.0)),
+            round(tensor(&[b, h, tk, d], 70, -1.0, 1.0)),
+            round(tensor(&[b, h, tk, d], 80, -1.0, 1.0)),
+        ];
         let w = tensor(&[b, h, tq, d], 90, -1.0, 1.0);
         for (name, m, opts) in [
-            ("float [b,1,q,k] causal", float_mask(&[b, 1, tq, tk], 3), SdpaOptions { causal: true, ..Default::default() }),
-            ("bool [q,k] dropout", bool_mask(&[tq, tk], 4), SdpaOptions { dropout_p: 0.25, scale: Some(0.2), ..Default::default() }),
+            (
+                "float [b,1,q,k] causal",
+                float_mask(&[b, 1, tq, tk], 3),
+                SdpaOptions { causal: true, ..Default::default() },
+            ),
+            (
+                "bool [q,k] dropout",
+                bool_mask(&[tq, tk], 4),
+                SdpaOptions { dropout_p: 0.25, scale: Some(0.2), ..Default::default() },
+            ),
         ] {
             let want = run(&cpu(), &qkv, &w, Some(&m), opts, 9);
             let half = qkv.clone().map(|t| t.to_dtype(DType::F16).unwrap());
             let before = coop_runs();
             let got = run(&dev, &half, &w.to_dtype(DType::F16).unwrap(), Some(&m), opts, 9);
-            assert!(coop_runs() >= before + 3, "{test}: the tensor-core kernels did not run: {:?}", counted.profile_counts());
+            assert!(
+                coop_runs() >= before + 3,
+                "{test}: the tensor-core kernels did not run: {:?}",
+                counted.profile_counts()
+            );
             let what = format!("{test} tq {tq} tk {tk} d {d} {name}");
             assert_close(&format!("{what}: out"), &got[0], &want[0], 2e-2, 1e-2);
             for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {

@@ -106,7 +106,8 @@ fn ops_without_a_split_refuse_with_a_typed_error() {
         other => panic!("softmax of a tensor past the binding limit: {:?}", other.map(|t| t.shape().to_vec())),
     }
     // The device goes on.
-    let (got, want) = (a.sum_all().unwrap().item().unwrap(), a.to(&Device::cpu()).unwrap().sum_all().unwrap().item().unwrap());
+    let (got, want) =
+        (a.sum_all().unwrap().item().unwrap(), a.to(&Device::cpu()).unwrap().sum_all().unwrap().item().unwrap());
     assert!((got - want).abs() < 1e-3, "sum after the refusal: {got} vs {want}");
 }
 

@@ -58,7 +58,11 @@ impl Net {
             }
             seen.push((name, first));
         }
-        if seen.iter().all(|(_, v)| *v == seen[0].1) { Ok(seen[0].1) } else { Err(format!("tensors disagree: {seen:?}")) }
+        if seen.iter().all(|(_, v)| *v == seen[0].1) {
+            Ok(seen[0].1)
+        } else {
+            Err(format!("tensors disagree: {seen:?}"))
+        }
     }
 }
 
@@ -172,10 +176,8 @@ fn checkpoints_survive_sigkill_mid_save() {
         assert!(!status.success(), "kill {kill}: the child was not killed: {status:?}");
         reader.join().unwrap();
         // Everything the child printed before dying was still in the pipe.
-        let acknowledged = rx
-            .try_iter()
-            .filter_map(|l| l.split(SAVED).nth(1).and_then(|s| s.trim().parse::<u64>().ok()))
-            .last();
+        let acknowledged =
+            rx.try_iter().filter_map(|l| l.split(SAVED).nth(1).and_then(|s| s.trim().parse::<u64>().ok())).last();
         let last_done = acknowledged.unwrap_or(on_disk);
         saves += last_done - on_disk;
         // Each save removes the temporaries of the dead children before it, so they never pile
@@ -186,13 +188,17 @@ fn checkpoints_survive_sigkill_mid_save() {
         assert!(new.len() <= 1, "kill {kill}: more than one new temporary: {now:?}");
         killed_mid_write += new.len();
         if acknowledged.is_some() {
-            assert!(now.is_subset(&new.iter().map(|s| s.to_string()).collect()), "kill {kill}: a finished save left stale temporaries: {left_behind:?} -> {now:?}");
+            assert!(
+                now.is_subset(&new.iter().map(|s| s.to_string()).collect()),
+                "kill {kill}: a finished save left stale temporaries: {left_behind:?} -> {now:?}"
+            );
         }
         left_behind = now;
 
         let fresh = Net::new(-1.0);
-        checkpoint::load(&fresh, &path)
-            .unwrap_or_else(|e| panic!("kill {kill} (after {nap} ms, last finished save {last_done}): the checkpoint does not load: {e}"));
+        checkpoint::load(&fresh, &path).unwrap_or_else(|e| {
+            panic!("kill {kill} (after {nap} ms, last finished save {last_done}): the checkpoint does not load: {e}")
+        });
         let value = fresh.uniform_value().unwrap_or_else(|e| panic!("kill {kill}: torn checkpoint: {e}"));
         // The file is the last finished save, or the save in flight whose rename landed before
         // the child could report it.
@@ -314,7 +320,13 @@ fn every_single_bit_flip_is_a_checkpoint_error() {
             let mut b = bytes.clone();
             b[i] ^= 1 << bit;
             std::fs::write(&bad, &b).unwrap();
-            let region = if i < 8 { "length prefix" } else if i < header { "header" } else { "data" };
+            let region = if i < 8 {
+                "length prefix"
+            } else if i < header {
+                "header"
+            } else {
+                "data"
+            };
             let msg = expect_checkpoint_error(&format!("bit {bit} of byte {i} ({region}) flipped"), &bad, "");
             if msg.contains("checksum") {
                 checksum_caught += 1;
@@ -334,7 +346,8 @@ fn wrong_dtype_and_wrong_shape_are_checkpoint_errors() {
     let w = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &cpu).unwrap();
     for dtype in [DType::F16, DType::F64, DType::I32, DType::U32, DType::Bool] {
         let path = dir.join(format!("w-{dtype}.safetensors"));
-        checkpoint::save_state_dict(&[("w".into(), w.to_dtype(dtype).unwrap()), ("b".into(), b.clone())], &path).unwrap();
+        checkpoint::save_state_dict(&[("w".into(), w.to_dtype(dtype).unwrap()), ("b".into(), b.clone())], &path)
+            .unwrap();
         let msg = expect_checkpoint_error(&format!("w stored as {dtype}"), &path, "dtype");
         assert!(msg.contains("\"w\""), "the error names the key: {msg}");
     }
@@ -350,7 +363,11 @@ fn wrong_dtype_and_wrong_shape_are_checkpoint_errors() {
     let path = dir.join("keys.safetensors");
     checkpoint::save_state_dict(&[("w".into(), w.clone())], &path).unwrap();
     expect_checkpoint_error("b missing", &path, "missing key");
-    checkpoint::save_state_dict(&[("w".into(), w.clone()), ("b".into(), b.clone()), ("extra".into(), b.clone())], &path).unwrap();
+    checkpoint::save_state_dict(
+        &[("w".into(), w.clone()), ("b".into(), b.clone()), ("extra".into(), b.clone())],
+        &path,
+    )
+    .unwrap();
     expect_checkpoint_error("extra key", &path, "unexpected key");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -66,7 +66,9 @@ fn index_and_argument_errors() {
 #[test]
 fn index_checks_use_the_uploaded_range_and_read_back_otherwise() {
     // A device of its own: its submit count is this test's alone.
-    let Some(g) = common::own_gpu("index_checks_use_the_uploaded_range_and_read_back_otherwise", |_| {}) else { return };
+    let Some(g) = common::own_gpu("index_checks_use_the_uploaded_range_and_read_back_otherwise", |_| {}) else {
+        return;
+    };
     let c = cpu();
     let table = Tensor::randn(&[5, 3], &g).unwrap();
     let logits = Tensor::randn(&[4, 5], &g).unwrap();
@@ -158,7 +160,10 @@ fn pool_conv_transpose_and_activation_errors() {
     inv(x.max_pool2d_opts(MaxPool2dOptions { padding: (2, 0), ..MaxPool2dOptions::new((3, 3)) }), "max_pool2d");
     inv(x.max_pool2d_opts(MaxPool2dOptions { dilation: (0, 1), ..MaxPool2dOptions::new((2, 2)) }), "max_pool2d");
     shape(x.max_pool2d_opts(MaxPool2dOptions { dilation: (3, 1), ..MaxPool2dOptions::new((3, 1)) }), "max_pool2d");
-    inv(x.avg_pool2d_opts(AvgPool2dOptions { divisor_override: Some(0), ..AvgPool2dOptions::new((2, 2)) }), "avg_pool2d");
+    inv(
+        x.avg_pool2d_opts(AvgPool2dOptions { divisor_override: Some(0), ..AvgPool2dOptions::new((2, 2)) }),
+        "avg_pool2d",
+    );
     shape(x.max_pool1d(MaxPool1dOptions::new(2)), "max_pool1d");
     shape(x.squeeze(0).unwrap().max_pool1d(MaxPool1dOptions::new(9)), "max_pool1d");
     shape(x.adaptive_max_pool2d((0, 2)), "adaptive_max_pool2d");
@@ -168,7 +173,10 @@ fn pool_conv_transpose_and_activation_errors() {
     inv(ct(ConvTranspose2dOptions { output_padding: (1, 0), ..Default::default() }), "conv_transpose2d");
     shape(ct(ConvTranspose2dOptions { groups: 3, ..Default::default() }), "conv_transpose2d");
     shape(ct(ConvTranspose2dOptions { padding: (3, 0), ..Default::default() }), "conv_transpose2d");
-    shape(x.conv_transpose2d(&w, Some(&Tensor::ones(&[2], &d).unwrap()), ConvTranspose2dOptions::default()), "conv_transpose2d");
+    shape(
+        x.conv_transpose2d(&w, Some(&Tensor::ones(&[2], &d).unwrap()), ConvTranspose2dOptions::default()),
+        "conv_transpose2d",
+    );
     inv(x.hardtanh(1.0, -1.0), "hardtanh");
     inv(x.celu(0.0), "celu");
     inv(x.softplus_with(0.0, 20.0), "softplus");
@@ -176,6 +184,9 @@ fn pool_conv_transpose_and_activation_errors() {
     shape(x.prelu(&Tensor::ones(&[3], &d).unwrap()), "prelu");
     let i = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
     assert!(matches!(i.selu(), Err(Error::UnsupportedDType { op: "selu", .. })));
-    assert!(matches!(x.prelu(&Tensor::ones(&[1], &d).unwrap().to_dtype(DType::F64).unwrap()), Err(Error::DTypeMismatch { op: "prelu", .. })));
+    assert!(matches!(
+        x.prelu(&Tensor::ones(&[1], &d).unwrap().to_dtype(DType::F64).unwrap()),
+        Err(Error::DTypeMismatch { op: "prelu", .. })
+    ));
     assert_eq!(x.to_vec::<f32>().unwrap(), before, "inputs untouched");
 }

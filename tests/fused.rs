@@ -2,7 +2,8 @@
 //! flattened `[b, t, d]·[d, k]` matmul: against their composite definitions in f64 on the CPU,
 //! and the GPU against the CPU on random odd sizes, with strided and broadcast inputs.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used)]
+// tests: a panic is the failure report
 // `&[a.clone()]` reads like the `&[a.clone(), b.clone()]` calls beside it, and cloning a
 // Tensor only bumps a reference count: clearer than `std::slice::from_ref(&a)`.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -10,9 +11,9 @@
 mod common;
 
 use common::{assert_close, gpu, has_f16_else_refused, random, values};
-use kiln::prelude::*;
 use kiln::AdamParams;
 use kiln::optim_kernels::OptimKernels;
+use kiln::prelude::*;
 
 /// The output and the gradient of Σ out·w for every input, read back as f64.
 fn run(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> (Vec<f64>, Vec<Vec<f64>>) {
@@ -30,7 +31,12 @@ fn run(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> (Vec<f64>,
 }
 
 /// `fused` against `reference` on the same f64 CPU inputs: outputs and gradients.
-fn same_as_composite(what: &str, inputs: &[Tensor], fused: &dyn Fn(&[Tensor]) -> Result<Tensor>, reference: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+fn same_as_composite(
+    what: &str,
+    inputs: &[Tensor],
+    fused: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let (fo, fg) = run(inputs, fused);
     let (ro, rg) = run(inputs, reference);
     assert_close(&format!("{what}: output"), &fo, &ro, 1e-10, 1e-12);
@@ -40,7 +46,14 @@ fn same_as_composite(what: &str, inputs: &[Tensor], fused: &dyn Fn(&[Tensor]) ->
 }
 
 /// `f` on the GPU against the CPU (f32): outputs and gradients.
-fn gpu_matches_cpu(what: &str, dev: &Device, inputs: &[Tensor], rtol: f64, atol: f64, f: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+fn gpu_matches_cpu(
+    what: &str,
+    dev: &Device,
+    inputs: &[Tensor],
+    rtol: f64,
+    atol: f64,
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let (co, cg) = run(inputs, f);
     let on_gpu: Vec<Tensor> = inputs.iter().map(|t| t.to(dev).unwrap()).collect();
     let (go, gg) = run(&on_gpu, f);
@@ -78,12 +91,9 @@ fn norms_match_their_composite_definition() {
         composite_norm(&t[0], &[-1], 0.1, false)
     });
     let w4 = f64_input(&[4], 4);
-    same_as_composite(
-        "rms_norm",
-        &[x, w4],
-        &|t| t[0].rms_norm(&[4], Some(&t[1]), 1e-6),
-        &|t| &composite_norm(&t[0], &[-1], 1e-6, true)? * &t[1],
-    );
+    same_as_composite("rms_norm", &[x, w4], &|t| t[0].rms_norm(&[4], Some(&t[1]), 1e-6), &|t| {
+        &composite_norm(&t[0], &[-1], 1e-6, true)? * &t[1]
+    });
 }
 
 fn composite_cross_entropy(x: &Tensor, ids: &[u32], ignore: Option<u32>, eps: f64) -> Result<Tensor> {
@@ -149,8 +159,11 @@ fn attention_matches_softmax_of_scores() {
         ]
     };
     // The second batch row hides every key: its queries attend to nothing.
-    let mask = Tensor::from_vec(vec![false, true, false, false, true, true, true, true, true, true], &[2, 5], &cpu).unwrap();
-    for (tq, tk, d, causal, m) in [(5, 5, 4, false, None), (5, 5, 3, true, None), (3, 5, 4, false, Some(&mask)), (5, 5, 2, true, Some(&mask))] {
+    let mask =
+        Tensor::from_vec(vec![false, true, false, false, true, true, true, true, true, true], &[2, 5], &cpu).unwrap();
+    for (tq, tk, d, causal, m) in
+        [(5, 5, 4, false, None), (5, 5, 3, true, None), (3, 5, 4, false, Some(&mask)), (5, 5, 2, true, Some(&mask))]
+    {
         same_as_composite(
             &format!("attention tq {tq} tk {tk} d {d} causal {causal} mask {}", m.is_some()),
             &qkv(tq, tk, d, 10),
@@ -173,7 +186,9 @@ fn fused_ops_on_gpu_match_cpu() {
         gpu_matches_cpu(&format!("layer_norm n {n}"), &dev, &[x.clone(), w.clone(), b], 1e-4, 1e-4, &|t| {
             t[0].layer_norm(&[n], Some(&t[1]), Some(&t[2]), 1e-5)
         });
-        gpu_matches_cpu(&format!("rms_norm n {n}"), &dev, &[x, w], 1e-4, 1e-4, &|t| t[0].rms_norm(&[n], Some(&t[1]), 1e-6));
+        gpu_matches_cpu(&format!("rms_norm n {n}"), &dev, &[x, w], 1e-4, 1e-4, &|t| {
+            t[0].rms_norm(&[n], Some(&t[1]), 1e-6)
+        });
     }
     // 70 rows: the weight gradient folds three chunks of rows.
     let x = f32_input(&[70, 9], 23);
@@ -212,7 +227,8 @@ const BOTH_PATHS: [kiln::AttentionPath; 2] = [kiln::AttentionPath::Flash, kiln::
 /// A `[2, tk]` key mask: batch 0 hides key 0 (with causal, query 0 sees nothing) and every
 /// seventh key; batch 1 hides every key (`all`: its queries see nothing) or every fifth.
 fn key_mask(tk: usize, all: bool) -> Tensor {
-    let hidden: Vec<bool> = (0..2 * tk).map(|i| if i < tk { i == 0 || i % 7 == 3 } else { all || i % 5 == 1 }).collect();
+    let hidden: Vec<bool> =
+        (0..2 * tk).map(|i| if i < tk { i == 0 || i % 7 == 3 } else { all || i % 5 == 1 }).collect();
     Tensor::from_vec(hidden, &[2, tk], &Device::cpu()).unwrap()
 }
 
@@ -300,7 +316,9 @@ fn flash_attention_at_odd_lengths_and_head_dims() {
             let tk = if n % 4 == 1 { t + 2 } else { t };
             let mask = if tk == t { mask } else { masked.map(|all| key_mask(tk, all)) };
             let what = format!("flash tq {t} tk {tk} d {d} causal {causal} mask {masked:?}");
-            on_path(kiln::AttentionPath::Flash, || flash_matches_cpu(&dev, &what, flash_inputs(t, tk, d, 200 + 3 * n), causal, mask.as_ref()));
+            on_path(kiln::AttentionPath::Flash, || {
+                flash_matches_cpu(&dev, &what, flash_inputs(t, tk, d, 200 + 3 * n), causal, mask.as_ref())
+            });
         }
     }
 }
@@ -322,11 +340,19 @@ fn flash_attention_at_every_tiling() {
         for (s, shape) in [(1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (16, 2), (2, 4)].into_iter().enumerate() {
             kiln::set_flash_tile(Some(shape));
             for (c, &(tq, tk, d, causal, masked)) in
-                [(7usize, 33usize, 16usize, true, Some(false)), (33, 7, 32, false, Some(true)), (20, 20, 8, true, None)].iter().enumerate()
+                [(7usize, 33usize, 16usize, true, Some(false)), (33, 7, 32, false, Some(true)), (20, 20, 8, true, None)]
+                    .iter()
+                    .enumerate()
             {
                 let mask = masked.map(|all| key_mask(tk, all));
                 let what = format!("flash tile {shape:?} tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
-                flash_matches_cpu(&dev, &what, flash_inputs(tq, tk, d, 300 + 10 * s as u64 + c as u64), causal, mask.as_ref());
+                flash_matches_cpu(
+                    &dev,
+                    &what,
+                    flash_inputs(tq, tk, d, 300 + 10 * s as u64 + c as u64),
+                    causal,
+                    mask.as_ref(),
+                );
             }
         }
     });
@@ -340,14 +366,22 @@ fn attention_paths_share_the_saved_log_sum_exp() {
     let Some(dev) = gpu("attention_paths_share_the_saved_log_sum_exp") else { return };
     let (tq, tk, d) = (9, 13, 5);
     let mask = key_mask(tk, true);
-    let inputs: Vec<Tensor> = (0..3).map(|i| random(&[2, 2, if i == 0 { tq } else { tk }, d], DType::F32, 70 + i, -2.0, 2.0)).collect();
-    let attend = |t: &[Tensor]| Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask.to(t[0].device()).unwrap()));
+    let inputs: Vec<Tensor> =
+        (0..3).map(|i| random(&[2, 2, if i == 0 { tq } else { tk }, d], DType::F32, 70 + i, -2.0, 2.0)).collect();
+    let attend = |t: &[Tensor]| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask.to(t[0].device()).unwrap()))
+    };
     let (co, cg) = run(&inputs, &attend);
     for (first, second) in [(Flash, Materialized), (Materialized, Flash)] {
         let (go, gg) = on_path(first, || {
             let leaves: Vec<Tensor> = inputs.iter().map(|t| t.to(&dev).unwrap().with_grad()).collect();
             let out = attend(&leaves).unwrap();
-            let w = Tensor::from_host(kiln::HostData::from_f64(&values(out.numel(), 9, -1.0, 1.0), out.dtype()), out.shape(), &dev).unwrap();
+            let w = Tensor::from_host(
+                kiln::HostData::from_f64(&values(out.numel(), 9, -1.0, 1.0), out.dtype()),
+                out.shape(),
+                &dev,
+            )
+            .unwrap();
             let loss = out.mul(&w).unwrap().sum_all().unwrap();
             kiln::set_attention_path(second);
             loss.backward().unwrap();
@@ -383,7 +417,13 @@ fn attention_in_f16_on_gpu_matches_cpu_on_both_paths() {
                     None => None,
                 };
                 let cast = |x: &Tensor| if half { x.to_dtype(DType::F16) } else { Ok(x.clone()) };
-                let o = Tensor::scaled_dot_product_attention(&cast(&t[0])?, &cast(&t[1])?, &cast(&t[2])?, causal, m.as_ref())?;
+                let o = Tensor::scaled_dot_product_attention(
+                    &cast(&t[0])?,
+                    &cast(&t[1])?,
+                    &cast(&t[2])?,
+                    causal,
+                    m.as_ref(),
+                )?;
                 o.to_dtype(DType::F32)
             };
             let (co, cg) = run(&[q.clone(), k.clone(), v.clone()], &|t| attend(t, false));
@@ -403,7 +443,8 @@ type AttentionCase = (usize, usize, usize, bool, Option<bool>);
 /// A device of its own on the test adapter that counts dispatches per kernel.
 fn counting_gpu() -> kiln_wgpu::GpuDevice {
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a profiled context")
+    kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options)
+        .expect("a profiled context")
 }
 
 /// The tensor-core flash kernels (their names contain `coop` and `kind`) on `ctx` against the
@@ -413,7 +454,11 @@ fn tensor_core_attention_matches_cpu(ctx: &kiln_wgpu::GpuDevice, kind: &str, cas
     let dev = Device::Gpu(ctx.clone());
     let round = |t: Tensor| t.to_dtype(DType::F16).unwrap().to_dtype(DType::F32).unwrap();
     let count = |prefix: &str| {
-        ctx.profile_counts().iter().filter(|(n, _)| n.starts_with(prefix) && n.contains("coop") && n.contains(kind)).map(|(_, c)| c).sum::<u64>()
+        ctx.profile_counts()
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix) && n.contains("coop") && n.contains(kind))
+            .map(|(_, c)| c)
+            .sum::<u64>()
     };
     let counts = || [count("attention|"), count("attention_bwd_dq|"), count("attention_bwd_dkv|")];
     on_path(kiln::AttentionPath::Flash, || {
@@ -430,7 +475,15 @@ fn tensor_core_attention_matches_cpu(ctx: &kiln_wgpu::GpuDevice, kind: &str, cas
                     None => None,
                 };
                 let cast = |x: &Tensor| if half { x.to_dtype(DType::F16) } else { Ok(x.clone()) };
-                let run = || Tensor::scaled_dot_product_attention(&cast(&t[0])?, &cast(&t[1])?, &cast(&t[2])?, causal, m.as_ref());
+                let run = || {
+                    Tensor::scaled_dot_product_attention(
+                        &cast(&t[0])?,
+                        &cast(&t[1])?,
+                        &cast(&t[2])?,
+                        causal,
+                        m.as_ref(),
+                    )
+                };
                 let o = if autocast { kiln::autocast(DType::F16, run)? } else { run()? };
                 if autocast {
                     assert_eq!(o.dtype(), DType::F32, "autocast hands back f32");
@@ -444,8 +497,14 @@ fn tensor_core_attention_matches_cpu(ctx: &kiln_wgpu::GpuDevice, kind: &str, cas
                 let before = counts();
                 let (go, gg) = run(&on_gpu, &|t| attend(t, half, autocast));
                 let after = counts();
-                let what = format!("tensor-core attention{kind} (autocast {autocast}) tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}");
-                assert!(after.iter().zip(before).all(|(a, b)| *a > b), "{what}: tensor-core kernels did not run: {:?}", ctx.profile_counts());
+                let what = format!(
+                    "tensor-core attention{kind} (autocast {autocast}) tq {tq} tk {tk} d {d} causal {causal} mask {masked:?}"
+                );
+                assert!(
+                    after.iter().zip(before).all(|(a, b)| *a > b),
+                    "{what}: tensor-core kernels did not run: {:?}",
+                    ctx.profile_counts()
+                );
                 assert_close(&format!("{what}: output"), &go, &co, 2e-2, 1e-2);
                 for (i, (a, b)) in gg.iter().zip(&cg).enumerate() {
                     assert_close(&format!("{what}: grad {i}"), a, b, 3e-2, 2e-2);
@@ -467,7 +526,10 @@ fn attention_on_tensor_cores_matches_cpu() {
         if std::env::var("KILN_REQUIRE_COOP").is_ok_and(|v| v == "1") {
             panic!("{TEST}: KILN_REQUIRE_COOP=1 but {} has no cooperative matrices (or KILN_COOP=0)", dev.describe());
         }
-        eprintln!("SKIPPED {TEST}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.describe());
+        eprintln!(
+            "SKIPPED {TEST}: {} has no cooperative matrices (set KILN_REQUIRE_COOP=1 to make this a failure)",
+            dev.describe()
+        );
         return;
     }
     let ctx = counting_gpu();
@@ -505,13 +567,26 @@ fn attention_tensor_core_kernels_emulated_match_cpu() {
     let _restore = Restore;
     kiln_wgpu::emulate_cooperative_matrices(true);
     let ctx = counting_gpu();
-    let cases = [(33, 33, 64, true, Some(true)), (20, 40, 16, false, None), (7, 7, 32, true, Some(false)), (17, 9, 48, false, Some(true))];
+    let cases = [
+        (33, 33, 64, true, Some(true)),
+        (20, 40, 16, false, None),
+        (7, 7, 32, true, Some(false)),
+        (17, 9, 48, false, Some(true)),
+    ];
     tensor_core_attention_matches_cpu(&ctx, "|emulated", &cases, false);
 }
 
 #[test]
 fn adam_step_is_in_place_and_gpu_matches_cpu() {
-    let params = |step, decoupled| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decoupled, step };
+    let params = |step, decoupled| AdamParams {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        decoupled,
+        step,
+    };
     let cpu = Device::cpu();
     let mut devices = vec![cpu.clone()];
     devices.extend(gpu("adam_step_is_in_place_and_gpu_matches_cpu"));
@@ -592,7 +667,13 @@ fn adam_step_gated_skips_without_counting_and_gpu_matches_cpu() {
                         rp.adam_step_(&g, &rm, &rv, &h(clean)).unwrap();
                     }
                     assert_eq!(u64::from(now_slot), clean, "{what} step {i}: the count");
-                    assert_close(&format!("{what} step {i} on {dev:?}: vs host-counted"), &p.to_f64_vec().unwrap(), &rp.to_f64_vec().unwrap(), 2e-6, 1e-7);
+                    assert_close(
+                        &format!("{what} step {i} on {dev:?}: vs host-counted"),
+                        &p.to_f64_vec().unwrap(),
+                        &rp.to_f64_vec().unwrap(),
+                        2e-6,
+                        1e-7,
+                    );
                 }
                 let mut all = p.to_f64_vec().unwrap();
                 all.extend(m.to_f64_vec().unwrap());
@@ -608,7 +689,15 @@ fn adam_step_gated_skips_without_counting_and_gpu_matches_cpu() {
     }
     // f16 parameters on the GPU: same count, values within f16 rounding of the CPU's f32 run.
     if let Some(dev) = devices.get(1).filter(|d| has_f16_else_refused(d)) {
-        let h = |step| AdamParams { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step };
+        let h = |step| AdamParams {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: true,
+            step,
+        };
         let mut outs = Vec::new();
         for (d, dt) in [(&cpu, DType::F32), (dev, DType::F16)] {
             let p = random(&[37], dt, 71, -1.0, 1.0).to(d).unwrap();
@@ -626,14 +715,18 @@ fn adam_step_gated_skips_without_counting_and_gpu_matches_cpu() {
     }
     // Typed errors, nothing changed.
     let p = Tensor::zeros(&[4], &cpu).unwrap();
-    let (g, m, v) = (Tensor::ones(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap());
+    let (g, m, v) =
+        (Tensor::ones(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap(), Tensor::zeros(&[4], &cpu).unwrap());
     let h = AdamParams { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: true, step: 1 };
     let f32_steps = Tensor::zeros(&[2], &cpu).unwrap();
     assert!(matches!(p.adam_step_gated_(&g, &m, &v, &f32_steps, None, &h), Err(Error::InvalidArgument { .. })));
     let steps = Tensor::full_dtype(&[2], 0.0, DType::U32, &cpu).unwrap();
     let f32_flag = Tensor::zeros(&[1], &cpu).unwrap();
     assert!(matches!(p.adam_step_gated_(&g, &m, &v, &steps, Some(&f32_flag), &h), Err(Error::DTypeMismatch { .. })));
-    assert!(matches!(p.adam_step_gated_(&g, &m, &v, &steps, None, &AdamParams { step: 0, ..h }), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        p.adam_step_gated_(&g, &m, &v, &steps, None, &AdamParams { step: 0, ..h }),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert_eq!((p.to_vec::<f32>().unwrap(), steps.to_vec::<u32>().unwrap()), (vec![0.0; 4], vec![0, 0]));
 }
 
@@ -649,7 +742,9 @@ fn batched_times_matrix_runs_as_one_product() {
         for (name, a) in [("dense", x.clone()), ("strided", x.transpose(0, 1).unwrap())] {
             let (out, grads) = run(&[a.clone(), w.clone()], &|t| t[0].matmul(&t[1]));
             let (ref_out, ref_grads) = run(&[a.clone(), w.clone()], &|t| {
-                let per: Vec<Tensor> = (0..t[0].shape()[0]).map(|i| t[0].narrow(0, i, 1).unwrap().squeeze(0).unwrap().matmul(&t[1]).unwrap()).collect();
+                let per: Vec<Tensor> = (0..t[0].shape()[0])
+                    .map(|i| t[0].narrow(0, i, 1).unwrap().squeeze(0).unwrap().matmul(&t[1]).unwrap())
+                    .collect();
                 Tensor::stack(&per, 0)
             });
             assert_close(&format!("{name} output"), &out, &ref_out, 1e-5, 1e-6);
@@ -667,7 +762,10 @@ fn fused_ops_reject_bad_inputs() {
     let cpu = Device::cpu();
     let x = Tensor::zeros(&[2, 3], &cpu).unwrap();
     assert!(matches!(x.layer_norm(&[4], None, None, 1e-5), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(x.layer_norm(&[3], Some(&Tensor::zeros(&[2], &cpu).unwrap()), None, 1e-5), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        x.layer_norm(&[3], Some(&Tensor::zeros(&[2], &cpu).unwrap()), None, 1e-5),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let ids = Tensor::from_vec(vec![0u32, 3], &[2], &cpu).unwrap();
     assert!(matches!(x.cross_entropy_rows(&ids, None, 0.0), Err(Error::IndexOutOfRange { .. })));
     assert!(x.cross_entropy_rows(&ids, Some(3), 0.0).is_ok());
@@ -675,10 +773,16 @@ fn fused_ops_reject_bad_inputs() {
     let k = Tensor::zeros(&[1, 2, 5, 3], &cpu).unwrap();
     assert!(matches!(Tensor::scaled_dot_product_attention(&q, &k, &k, false, None), Err(Error::ShapeMismatch { .. })));
     let mask = Tensor::zeros(&[1, 4], &cpu).unwrap();
-    assert!(matches!(Tensor::scaled_dot_product_attention(&q, &q, &q, false, Some(&mask)), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        Tensor::scaled_dot_product_attention(&q, &q, &q, false, Some(&mask)),
+        Err(Error::ShapeMismatch { .. })
+    ));
     if let Some(dev) = gpu("fused_ops_reject_bad_inputs") {
         let big = Tensor::zeros(&[1, 1, 2, 300], &dev).unwrap();
-        assert!(matches!(Tensor::scaled_dot_product_attention(&big, &big, &big, true, None), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            Tensor::scaled_dot_product_attention(&big, &big, &big, true, None),
+            Err(Error::Unsupported { .. })
+        ));
     }
 }
 

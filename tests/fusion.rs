@@ -55,7 +55,8 @@ const UNARY: [UnaryOp; 14] = [
     UnaryOp::Floor,
 ];
 
-const BINARY: [BinaryOp; 6] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Div];
+const BINARY: [BinaryOp; 6] =
+    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Div];
 
 struct Graph {
     shape: [usize; 2],
@@ -119,7 +120,11 @@ fn random_graph(seed: u64, big: bool) -> Graph {
             10 if r == c => (Step::Transpose(full(&shapes, &mut rng)), [r, c]),
             10 | 11 => {
                 let i = full(&shapes, &mut rng);
-                if rng.below(2) == 0 { (Step::Row(i, rng.below(r)), [1, c]) } else { (Step::Col(i, rng.below(c)), [r, 1]) }
+                if rng.below(2) == 0 {
+                    (Step::Row(i, rng.below(r)), [1, c])
+                } else {
+                    (Step::Col(i, rng.below(c)), [r, 1])
+                }
             }
             12 => {
                 let i = any(&shapes, &mut rng);
@@ -158,9 +163,12 @@ fn evaluate(g: &Graph, device: &Device) -> Vec<Vec<f32>> {
                 let b = if op == BinaryOp::Div { b.abs().unwrap().add_scalar(0.5).unwrap() } else { b };
                 get(&vals, i).binary(&b, op)
             }
-            Step::Scalar(op, i, s) => get(&vals, i).binary(&Tensor::from_vec(vec![s as f32], &[1], device).unwrap(), op),
+            Step::Scalar(op, i, s) => {
+                get(&vals, i).binary(&Tensor::from_vec(vec![s as f32], &[1], device).unwrap(), op)
+            }
             Step::IntRoundTrip(i, j) => {
-                let a = get(&vals, i).mul_scalar(10.0).unwrap().clamp(-100.0, 100.0).unwrap().to_dtype(DType::I32).unwrap();
+                let a =
+                    get(&vals, i).mul_scalar(10.0).unwrap().clamp(-100.0, 100.0).unwrap().to_dtype(DType::I32).unwrap();
                 let b = get(&vals, j).clamp(-10.0, 10.0).unwrap().to_dtype(DType::I32).unwrap();
                 let m = a.mul(&b).unwrap().add(&a).unwrap().maximum(&b).unwrap();
                 m.to_dtype(DType::F32).unwrap().mul_scalar(0.01)
@@ -197,7 +205,14 @@ fn close(a: f32, b: f32, rtol: f32) -> bool {
     (a - b).abs() <= rtol * (1.0 + a.abs().max(b.abs()))
 }
 
-fn compare(what: &str, seed: u64, g: &Graph, x: &[Vec<f32>], y: &[Vec<f32>], rtol: f32) -> std::result::Result<(), String> {
+fn compare(
+    what: &str,
+    seed: u64,
+    g: &Graph,
+    x: &[Vec<f32>],
+    y: &[Vec<f32>],
+    rtol: f32,
+) -> std::result::Result<(), String> {
     for (k, (a, b)) in x.iter().zip(y).enumerate() {
         for (e, (&p, &q)) in a.iter().zip(b).enumerate() {
             if !close(p, q, rtol) {
@@ -247,7 +262,12 @@ fn random_graphs_fused_unfused_and_cpu_agree() {
         ctx.memory_stats().pipelines - pipelines_before
     );
     assert!(after.kernels > before.kernels, "no fused kernel ran");
-    assert!(failures.is_empty(), "{} of {graphs} graphs differ:\n{}", failures.len(), failures[..failures.len().min(5)].join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {graphs} graphs differ:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
 }
 
 #[test]
@@ -291,7 +311,8 @@ fn dropped_intermediates_are_not_written() {
     assert_eq!(after.kernels - before.kernels, 1, "{before:?} -> {after:?}");
     assert_eq!(after.outputs_written - before.outputs_written, 2, "a·b is still held, a·b + c is not");
     let cpu = Device::cpu();
-    let want = a.to(&cpu).unwrap().mul(&b.to(&cpu).unwrap()).unwrap().add(&c.to(&cpu).unwrap()).unwrap().gelu_tanh().unwrap();
+    let want =
+        a.to(&cpu).unwrap().mul(&b.to(&cpu).unwrap()).unwrap().add(&c.to(&cpu).unwrap()).unwrap().gelu_tanh().unwrap();
     for (p, q) in got.iter().zip(want.to_vec::<f32>().unwrap()) {
         assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
     }

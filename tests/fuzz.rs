@@ -116,28 +116,135 @@ static ALLOCATOR: Capped = Capped;
 // The op set, by family
 
 const UNARY: [&str; 33] = [
-    "neg", "abs", "sign", "exp", "exp2", "log", "log2", "log1p", "expm1", "sqrt", "rsqrt", "recip", "square", "sin",
-    "cos", "tanh", "sigmoid", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus", "mish", "floor",
-    "ceil", "round", "clamp", "powf", "isnan", "isinf", "logical_not",
+    "neg",
+    "abs",
+    "sign",
+    "exp",
+    "exp2",
+    "log",
+    "log2",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "rsqrt",
+    "recip",
+    "square",
+    "sin",
+    "cos",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "softplus",
+    "mish",
+    "floor",
+    "ceil",
+    "round",
+    "clamp",
+    "powf",
+    "isnan",
+    "isinf",
+    "logical_not",
 ];
-const BINARY: [&str; 16] =
-    ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "rem", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or"];
+const BINARY: [&str; 16] = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "rem",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "logical_and",
+    "logical_or",
+];
 const ELEMENTWISE_MORE: [&str; 17] = [
-    "add_scalar", "sub_scalar", "mul_scalar", "div_scalar", "pow_scalar", "maximum_scalar", "minimum_scalar",
-    "rem_scalar", "eq_scalar", "lt_scalar", "ge_scalar", "logical_or_scalar", "where_", "masked_fill", "to_dtype",
-    "to_device", "cross_device",
+    "add_scalar",
+    "sub_scalar",
+    "mul_scalar",
+    "div_scalar",
+    "pow_scalar",
+    "maximum_scalar",
+    "minimum_scalar",
+    "rem_scalar",
+    "eq_scalar",
+    "lt_scalar",
+    "ge_scalar",
+    "logical_or_scalar",
+    "where_",
+    "masked_fill",
+    "to_dtype",
+    "to_device",
+    "cross_device",
 ];
 const REDUCE: [&str; 18] = [
-    "sum", "mean", "max", "min", "prod", "var", "std", "logsumexp", "all", "any", "sum_all", "mean_all", "argmax",
-    "argmin", "softmax", "log_softmax", "cumsum", "topk",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "prod",
+    "var",
+    "std",
+    "logsumexp",
+    "all",
+    "any",
+    "sum_all",
+    "mean_all",
+    "argmax",
+    "argmin",
+    "softmax",
+    "log_softmax",
+    "cumsum",
+    "topk",
 ];
 const VIEWS: [&str; 21] = [
-    "reshape", "reshape_infer", "flatten", "permute", "transpose", "t", "narrow", "slice", "squeeze", "squeeze_all",
-    "unsqueeze", "expand", "broadcast_to", "contiguous", "copy", "sum_to_shape", "dim", "item", "to_vec", "set_data",
+    "reshape",
+    "reshape_infer",
+    "flatten",
+    "permute",
+    "transpose",
+    "t",
+    "narrow",
+    "slice",
+    "squeeze",
+    "squeeze_all",
+    "unsqueeze",
+    "expand",
+    "broadcast_to",
+    "contiguous",
+    "copy",
+    "sum_to_shape",
+    "dim",
+    "item",
+    "to_vec",
+    "set_data",
     "set_grad",
 ];
-const INDEX: [&str; 13] =
-    ["index_select", "gather", "scatter_add", "one_hot", "flip", "repeat", "pad", "tril", "triu", "cat", "stack", "split", "chunk"];
+const INDEX: [&str; 13] = [
+    "index_select",
+    "gather",
+    "scatter_add",
+    "one_hot",
+    "flip",
+    "repeat",
+    "pad",
+    "tril",
+    "triu",
+    "cat",
+    "stack",
+    "split",
+    "chunk",
+];
 const LINALG: [&str; 9] =
     ["matmul", "dot", "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "im2col", "col2im"];
 const CREATE: [&str; 10] =
@@ -145,8 +252,26 @@ const CREATE: [&str; 10] =
 
 /// Ops whose outputs sum many products: their tolerance grows with the inputs' magnitude.
 const ACCUMULATING: [&str; 20] = [
-    "sum", "mean", "prod", "var", "std", "logsumexp", "sum_all", "mean_all", "softmax", "log_softmax", "cumsum",
-    "sum_to_shape", "scatter_add", "matmul", "dot", "conv2d", "conv1d", "avg_pool2d", "adaptive_avg_pool2d", "col2im",
+    "sum",
+    "mean",
+    "prod",
+    "var",
+    "std",
+    "logsumexp",
+    "sum_all",
+    "mean_all",
+    "softmax",
+    "log_softmax",
+    "cumsum",
+    "sum_to_shape",
+    "scatter_add",
+    "matmul",
+    "dot",
+    "conv2d",
+    "conv1d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "col2im",
 ];
 
 /// Cases per family (one call each). Their sum is the number of random calls per run.
@@ -379,7 +504,13 @@ fn conv_shape() -> impl Strategy<Value = Vec<usize>> {
 
 fn spec(conv: bool) -> impl Strategy<Value = Spec> {
     let shape = if conv { conv_shape().boxed() } else { shape().boxed() };
-    (shape, dtype(), layout(), any::<bool>(), values()).prop_map(|(shape, dtype, lay, clean, vals)| Spec { shape, dtype, lay, clean, vals })
+    (shape, dtype(), layout(), any::<bool>(), values()).prop_map(|(shape, dtype, lay, clean, vals)| Spec {
+        shape,
+        dtype,
+        lay,
+        clean,
+        vals,
+    })
 }
 
 fn other(conv: bool) -> impl Strategy<Value = Other> {
@@ -395,7 +526,13 @@ fn other(conv: bool) -> impl Strategy<Value = Other> {
         1 => Just(Rel::Scalar),
     ];
     let dtype = prop_oneof![5 => Just(None), 1 => dtype().prop_map(Some)];
-    (rel, dtype, layout(), any::<bool>(), values()).prop_map(|(rel, dtype, lay, clean, vals)| Other { rel, dtype, lay, clean, vals })
+    (rel, dtype, layout(), any::<bool>(), values()).prop_map(|(rel, dtype, lay, clean, vals)| Other {
+        rel,
+        dtype,
+        lay,
+        clean,
+        vals,
+    })
 }
 
 fn int() -> impl Strategy<Value = i64> {
@@ -407,7 +544,8 @@ fn int() -> impl Strategy<Value = i64> {
 
 fn call(ops: Vec<&'static str>, conv: bool) -> impl Strategy<Value = Call> {
     let ids = prop::collection::vec(prop_oneof![12 => -1i64..=7, 1 => Just(1i64 << 40)], 0..=8);
-    let ids_dtype = prop_oneof![6 => Just(DType::U32), 3 => Just(DType::I32), 1 => Just(DType::F32), 1 => Just(DType::Bool)];
+    let ids_dtype =
+        prop_oneof![6 => Just(DType::U32), 3 => Just(DType::I32), 1 => Just(DType::F32), 1 => Just(DType::Bool)];
     (
         prop::sample::select(ops),
         spec(conv),
@@ -417,7 +555,8 @@ fn call(ops: Vec<&'static str>, conv: bool) -> impl Strategy<Value = Call> {
         ids,
         ids_dtype,
         prop::array::uniform3(value()),
-        (any::<bool>(), any::<bool>(), prop::bool::weighted(0.7), prop::bool::weighted(0.8)).prop_map(|(f0, f1, f2, f3)| [f0, f1, f2, f3]),
+        (any::<bool>(), any::<bool>(), prop::bool::weighted(0.7), prop::bool::weighted(0.8))
+            .prop_map(|(f0, f1, f2, f3)| [f0, f1, f2, f3]),
         any_dtype(),
         prop::bool::weighted(0.25),
     )
@@ -456,7 +595,8 @@ fn fit(call: &mut Call) {
     }
     if call.op.starts_with("conv") {
         if !matches!(call.b.rel, Rel::Kernel(..)) {
-            call.b.rel = Rel::Kernel(1 + call.ints[0].rem_euclid(3) as usize, 1, 1 + call.ints[1].rem_euclid(2) as usize);
+            call.b.rel =
+                Rel::Kernel(1 + call.ints[0].rem_euclid(3) as usize, 1, 1 + call.ints[1].rem_euclid(2) as usize);
         }
         call.c.rel = Rel::Kernel(1, 1, 1);
         for o in [&mut call.b, &mut call.c] {
@@ -619,7 +759,9 @@ fn apply(call: &Call, x: &Inputs) -> Result<Vec<Tensor>> {
         let v = t?;
         if v.dtype() == DType::Bool || v.numel() > 1 << 12 { Ok(vec![v]) } else { Ok(vec![v.mul_scalar(2.0)?, v]) }
     };
-    let pairs = |n: usize| -> Vec<(usize, usize)> { (0..n).map(|j| (small(k[j]), if call.flags[2] { small(k[j + 1]) } else { u(j + 1) })).collect() };
+    let pairs = |n: usize| -> Vec<(usize, usize)> {
+        (0..n).map(|j| (small(k[j]), if call.flags[2] { small(k[j + 1]) } else { u(j + 1) })).collect()
+    };
     let listed = || -> Vec<Tensor> {
         match k[5].rem_euclid(4) {
             0 => vec![],
@@ -744,9 +886,14 @@ fn apply(call: &Call, x: &Inputs) -> Result<Vec<Tensor>> {
                 one(a.gather(ax(0), &ids_tensor(call, &shape, d)?))
             }
             "scatter_add" => one(a.scatter_add(ax(0), &ids_tensor(call, b.shape(), d)?, b)),
-            "one_hot" => one(Tensor::one_hot(&ids_tensor(call, &a.shape()[..a.rank().min(2)], d)?, if f0 { small(k[1]) } else { u(1) })),
+            "one_hot" => one(Tensor::one_hot(
+                &ids_tensor(call, &a.shape()[..a.rank().min(2)], d)?,
+                if f0 { small(k[1]) } else { u(1) },
+            )),
             "flip" => one(a.flip(&dims)),
-            "repeat" => one(a.repeat(&(0..a.rank() + small(k[5]) % 2).map(|j| if f0 { small(k[j]) } else { u(j) }).collect::<Vec<_>>())),
+            "repeat" => one(a.repeat(
+                &(0..a.rank() + small(k[5]) % 2).map(|j| if f0 { small(k[j]) } else { u(j) }).collect::<Vec<_>>(),
+            )),
             "pad" => one(a.pad(&pairs(small(k[5]) % 4), s0)),
             "tril" => one(a.tril(k[0])),
             "triu" => one(a.triu(k[0])),
@@ -758,7 +905,12 @@ fn apply(call: &Call, x: &Inputs) -> Result<Vec<Tensor>> {
             "matmul" => one(a.matmul(b)),
             "dot" => one(a.dot(b)),
             "conv2d" => {
-                let opts = Conv2dOptions { stride: (g(0), g(1)), padding: (small(k[2]) % 3, small(k[3]) % 3), dilation: (g(4), g(5)), groups: if f1 { 1 } else { u(5) } };
+                let opts = Conv2dOptions {
+                    stride: (g(0), g(1)),
+                    padding: (small(k[2]) % 3, small(k[3]) % 3),
+                    dilation: (g(4), g(5)),
+                    groups: if f1 { 1 } else { u(5) },
+                };
                 one(a.conv2d(b, f0.then_some(c), opts))
             }
             "conv1d" => one(a.conv1d(b, f0.then_some(c), g(0), small(k[2]) % 3, g(4), if f1 { 1 } else { u(5) })),
@@ -816,12 +968,17 @@ fn read(outputs: Vec<Tensor>) -> Outcome {
 fn bits(x: &Inputs) -> Result<Vec<Vec<u64>>> {
     [&x.a, &x.b, &x.c]
         .iter()
-        .map(|t| Ok(if t.numel() <= COMPARE_LIMIT { t.to_f64_vec()?.iter().map(|v| v.to_bits()).collect() } else { vec![] }))
+        .map(|t| {
+            Ok(if t.numel() <= COMPARE_LIMIT { t.to_f64_vec()?.iter().map(|v| v.to_bits()).collect() } else { vec![] })
+        })
         .collect()
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "<non-string panic>".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic>".into())
 }
 
 /// Runs `call` on `dev`: `Ok(None)` when its inputs cannot live there (f16 without
@@ -858,7 +1015,13 @@ fn describe(o: &Outcome) -> String {
 
 /// The largest finite magnitude among the inputs (at least 1): how far rounding may drift.
 fn magnitude(call: &Call) -> f64 {
-    let m = |vals: &[V], clean: bool| vals.iter().map(|v| if clean { v.tame() } else { *v }).map(|v| v.f().abs()).filter(|v| v.is_finite()).fold(1.0f64, f64::max);
+    let m = |vals: &[V], clean: bool| {
+        vals.iter()
+            .map(|v| if clean { v.tame() } else { *v })
+            .map(|v| v.f().abs())
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, f64::max)
+    };
     m(&call.a.vals, call.a.clean).max(m(&call.b.vals, call.b.clean)).max(m(&call.c.vals, call.c.clean))
 }
 
@@ -893,7 +1056,8 @@ fn agree(call: &Call, cpu: &Outcome, gpu: &Outcome) -> std::result::Result<(), S
                 };
                 let atol = if accumulates && cd.is_float() { atol.max(rtol * 64.0 * m * m) } else { atol };
                 for (j, (&x, &y)) in gv.iter().zip(cv).enumerate() {
-                    let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * x.abs().max(y.abs());
+                    let ok =
+                        (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * x.abs().max(y.abs());
                     if !ok {
                         return Err(format!("output {n} {cs:?} {cd}, element {j}: gpu {x} vs cpu {y}"));
                     }
@@ -933,7 +1097,8 @@ fn epoch_ms() -> u64 {
 static GPU_CALLS: AtomicUsize = AtomicUsize::new(0);
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 static KNOWN: AtomicUsize = AtomicUsize::new(0);
-static ERROR_KINDS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+static ERROR_KINDS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 // ---------------------------------------------------------------------------------------------
 // Known bugs. A bug found and not yet fixed gets an entry here, so that the fuzz steps around it
@@ -1024,7 +1189,8 @@ fn fuzz_family(family: &str) {
     if quiet {
         let _ = std::panic::take_hook();
     }
-    let (calls, on_gpu, errors) = (CALLS.load(Ordering::Relaxed), GPU_CALLS.load(Ordering::Relaxed), ERRORS.load(Ordering::Relaxed));
+    let (calls, on_gpu, errors) =
+        (CALLS.load(Ordering::Relaxed), GPU_CALLS.load(Ordering::Relaxed), ERRORS.load(Ordering::Relaxed));
     let known = KNOWN.load(Ordering::Relaxed);
     eprintln!(
         "fuzz {family}: {calls} random op calls ({errors} typed errors, {known} on known bugs), {on_gpu} also run on the GPU, in {:.1} s (seed {seed})",
@@ -1081,8 +1247,12 @@ fn supervise(test: &str, family: &str) {
     match status {
         Some(s) if s.success() => {}
         Some(s) if s.code() == Some(101) => panic!("{test} failed:\n{out}\n{err}"),
-        Some(s) if s.code() == Some(HANG_EXIT) => panic!("{test}: a call ran for over {} s — a hang:\n{last}\n{err}", HANG_MS / 1000),
-        Some(s) => panic!("{test}: the fuzzing process died ({s}) — an abort, not a panic — during this call:\n{last}\n{err}"),
+        Some(s) if s.code() == Some(HANG_EXIT) => {
+            panic!("{test}: a call ran for over {} s — a hang:\n{last}\n{err}", HANG_MS / 1000)
+        }
+        Some(s) => {
+            panic!("{test}: the fuzzing process died ({s}) — an abort, not a panic — during this call:\n{last}\n{err}")
+        }
         None => panic!("{test}: no answer in 540 s — a hang — during this call:\n{last}\n{err}"),
     }
 }
@@ -1128,7 +1298,6 @@ fn the_fuzz_covers_every_unary_and_binary_op() {
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Regression tests for the bugs the fuzz found (and for huge sizes, which it steps around).
 // Crashing cases run in a child process, so that an abort or a hang fails one test instead of
@@ -1148,10 +1317,13 @@ fn in_child(test: &str, body: impl FnOnce() -> Result<String>) -> std::result::R
     const MARK: &str = "KILN_CHILD_RESULT ";
     if std::env::var_os(REGRESSION_ENV).is_some() {
         let r = body();
-        println!("\n{MARK}{}", match &r {
-            Ok(v) => format!("Ok {v}"),
-            Err(e) => format!("Err {e}"),
-        });
+        println!(
+            "\n{MARK}{}",
+            match &r {
+                Ok(v) => format!("Ok {v}"),
+                Err(e) => format!("Err {e}"),
+            }
+        );
         return r.map_err(|e| e.to_string());
     }
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
@@ -1232,17 +1404,23 @@ fn huge_sizes_that_are_already_typed_errors() {
 
 #[test]
 fn bug_arange_with_a_tiny_step_is_an_error() {
-    errs_in_child("bug_arange_with_a_tiny_step_is_an_error", || Ok(format!("{:?}", Tensor::arange(0.0, 1.0, 1e-30, &cpu())?)));
+    errs_in_child("bug_arange_with_a_tiny_step_is_an_error", || {
+        Ok(format!("{:?}", Tensor::arange(0.0, 1.0, 1e-30, &cpu())?))
+    });
 }
 
 #[test]
 fn bug_arange_with_a_huge_count_is_an_error() {
-    errs_in_child("bug_arange_with_a_huge_count_is_an_error", || Ok(format!("{:?}", Tensor::arange(0.0, 1e12, 1.0, &cpu())?)));
+    errs_in_child("bug_arange_with_a_huge_count_is_an_error", || {
+        Ok(format!("{:?}", Tensor::arange(0.0, 1e12, 1.0, &cpu())?))
+    });
 }
 
 #[test]
 fn bug_linspace_with_a_huge_count_is_an_error() {
-    errs_in_child("bug_linspace_with_a_huge_count_is_an_error", || Ok(format!("{:?}", Tensor::linspace(0.0, 1.0, 1 << 40, &cpu())?)));
+    errs_in_child("bug_linspace_with_a_huge_count_is_an_error", || {
+        Ok(format!("{:?}", Tensor::linspace(0.0, 1.0, 1 << 40, &cpu())?))
+    });
 }
 
 #[test]
@@ -1316,7 +1494,9 @@ fn bug_repeat_with_huge_counts_is_an_error() {
     let _ = in_child("bug_repeat_with_huge_counts_is_an_error", || {
         Ok(format!("{:?}", Tensor::zeros(&[0], &cpu())?.repeat(&[2, usize::MAX])?))
     });
-    errs_in_child("bug_repeat_with_huge_counts_is_an_error", || Ok(format!("{:?}", Tensor::zeros(&[2], &cpu())?.repeat(&[usize::MAX])?)));
+    errs_in_child("bug_repeat_with_huge_counts_is_an_error", || {
+        Ok(format!("{:?}", Tensor::zeros(&[2], &cpu())?.repeat(&[usize::MAX])?))
+    });
 }
 
 #[test]
@@ -1430,23 +1610,33 @@ fn bug_gpu_nan_is_not_equal_to_anything() {
         a.ne(&a)
     });
     gpu_agrees("bug_gpu_nan_is_not_equal_to_anything", |d| Tensor::from_vec(vec![f32::NAN], &[1], d)?.all(&[0], false));
-    gpu_agrees("bug_gpu_nan_is_not_equal_to_anything", |d| Tensor::from_vec(vec![f32::NAN], &[1], d)?.to_dtype(DType::Bool));
+    gpu_agrees("bug_gpu_nan_is_not_equal_to_anything", |d| {
+        Tensor::from_vec(vec![f32::NAN], &[1], d)?.to_dtype(DType::Bool)
+    });
 }
 
 #[test]
 fn bug_gpu_pow_edge_cases_match_the_cpu() {
-    gpu_agrees("bug_gpu_pow_edge_cases_match_the_cpu", |d| Tensor::from_vec(vec![f32::NEG_INFINITY], &[1], d)?.powf(0.125));
-    gpu_agrees("bug_gpu_pow_edge_cases_match_the_cpu", |d| Tensor::from_vec(vec![1.0f32, -1.0], &[2], d)?.pow_scalar(f64::INFINITY));
+    gpu_agrees("bug_gpu_pow_edge_cases_match_the_cpu", |d| {
+        Tensor::from_vec(vec![f32::NEG_INFINITY], &[1], d)?.powf(0.125)
+    });
+    gpu_agrees("bug_gpu_pow_edge_cases_match_the_cpu", |d| {
+        Tensor::from_vec(vec![1.0f32, -1.0], &[2], d)?.pow_scalar(f64::INFINITY)
+    });
 }
 
 #[test]
 fn bug_gpu_log1p_of_minus_infinity_is_nan() {
-    gpu_agrees("bug_gpu_log1p_of_minus_infinity_is_nan", |d| Tensor::from_vec(vec![f32::NEG_INFINITY, -2.0], &[2], d)?.log1p());
+    gpu_agrees("bug_gpu_log1p_of_minus_infinity_is_nan", |d| {
+        Tensor::from_vec(vec![f32::NEG_INFINITY, -2.0], &[2], d)?.log1p()
+    });
 }
 
 #[test]
 fn bug_gpu_rem_by_infinity_matches_the_cpu() {
-    gpu_agrees("bug_gpu_rem_by_infinity_matches_the_cpu", |d| Tensor::from_vec(vec![0.0f32, 5.0], &[2], d)?.rem_scalar(f64::INFINITY));
+    gpu_agrees("bug_gpu_rem_by_infinity_matches_the_cpu", |d| {
+        Tensor::from_vec(vec![0.0f32, 5.0], &[2], d)?.rem_scalar(f64::INFINITY)
+    });
 }
 
 #[test]

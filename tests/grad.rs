@@ -13,7 +13,8 @@ type Op = fn(&[Tensor]) -> Result<Tensor>;
 /// Checks d(sum(f(x)·w))/dx for every input against central differences (f64, CPU).
 fn gradcheck(name: &str, shapes: &[&[usize]], lo: f64, hi: f64, f: Op) {
     let cpu = Device::cpu();
-    let host: Vec<Vec<f64>> = shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 100 + i as u64, lo, hi)).collect();
+    let host: Vec<Vec<f64>> =
+        shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 100 + i as u64, lo, hi)).collect();
     let make = |vals: &[Vec<f64>]| -> Vec<Tensor> {
         vals.iter().zip(shapes).map(|(v, s)| Tensor::from_vec(v.clone(), s, &cpu).unwrap()).collect()
     };
@@ -96,7 +97,9 @@ fn binary_gradients_with_broadcast() {
     gradcheck("maximum", &[&[3, 4], &[3, 4]], -2.0, 2.0, |t| t[0].maximum(&t[1]));
     gradcheck("minimum", &[&[3, 4], &[4]], -2.0, 2.0, |t| t[0].minimum(&t[1]));
     gradcheck("rem", &[&[6], &[6]], 0.5, 3.0, |t| t[0].rem(&t[1]));
-    gradcheck("scalar ops", &[&[5]], 0.5, 2.0, |t| t[0].mul_scalar(3.0)?.add_scalar(1.0)?.div_scalar(2.0)?.sub_scalar(0.5));
+    gradcheck("scalar ops", &[&[5]], 0.5, 2.0, |t| {
+        t[0].mul_scalar(3.0)?.add_scalar(1.0)?.div_scalar(2.0)?.sub_scalar(0.5)
+    });
     gradcheck("where", &[&[3, 4], &[3, 4], &[4]], -2.0, 2.0, |t| Tensor::where_(&t[0].gt_scalar(0.0)?, &t[1], &t[2]));
     gradcheck("masked_fill", &[&[3, 4]], -2.0, 2.0, |t| t[0].masked_fill(&t[0].lt_scalar(0.0)?, 1.0));
 }
@@ -126,8 +129,12 @@ fn view_and_index_gradients() {
     gradcheck("slice step", &[&[7, 3]], -2.0, 2.0, |t| t[0].slice(0, 1, 7, 3));
     gradcheck("expand", &[&[3, 1]], -2.0, 2.0, |t| t[0].expand(&[2, 3, 4]));
     gradcheck("squeeze/unsqueeze", &[&[3, 1]], -2.0, 2.0, |t| t[0].squeeze(1)?.unsqueeze(0));
-    gradcheck("index_select", &[&[5, 3]], -2.0, 2.0, |t| t[0].index_select(0, &Tensor::from_vec(vec![4u32, 0, 4], &[3], t[0].device())?));
-    gradcheck("gather", &[&[3, 4]], -2.0, 2.0, |t| t[0].gather(1, &Tensor::from_vec(vec![0u32, 3, 3, 1, 2, 0], &[3, 2], t[0].device())?));
+    gradcheck("index_select", &[&[5, 3]], -2.0, 2.0, |t| {
+        t[0].index_select(0, &Tensor::from_vec(vec![4u32, 0, 4], &[3], t[0].device())?)
+    });
+    gradcheck("gather", &[&[3, 4]], -2.0, 2.0, |t| {
+        t[0].gather(1, &Tensor::from_vec(vec![0u32, 3, 3, 1, 2, 0], &[3, 2], t[0].device())?)
+    });
     gradcheck("scatter_add", &[&[3, 4], &[3, 2]], -2.0, 2.0, |t| {
         t[0].scatter_add(1, &Tensor::from_vec(vec![0u32, 0, 3, 1, 2, 2], &[3, 2], t[0].device())?, &t[1])
     });
@@ -201,7 +208,8 @@ fn linear_gradients_skip_the_input_and_stay_dense() {
         (gw.to_f64_vec().unwrap(), bias.grad().unwrap().to_f64_vec().unwrap())
     };
     let (gw, gb) = grads(&Device::cpu());
-    let (xs, gs) = (common::random(&[b, k], DType::F32, 11, -1.0, 1.0), common::random(&[b, n], DType::F32, 14, -1.0, 1.0));
+    let (xs, gs) =
+        (common::random(&[b, k], DType::F32, 11, -1.0, 1.0), common::random(&[b, n], DType::F32, 14, -1.0, 1.0));
     let (xs, gs) = (xs.to_f64_vec().unwrap(), gs.to_f64_vec().unwrap());
     // dL/dw[o][i] = Σ_r g[r][o]·x[r][i]; dL/db[o] = Σ_r g[r][o].
     let want_w: Vec<f64> = (0..n * k).map(|j| (0..b).map(|r| gs[r * n + j / k] * xs[r * k + j % k]).sum()).collect();
@@ -236,7 +244,13 @@ fn gpu_lookup_gradients_match_cpu() {
                 table.grad().unwrap().to_f64_vec().unwrap()
             };
             let tol = if dtype == DType::F16 { 2e-2 } else { 1e-5 };
-            assert_close(&format!("{dtype} table {rows}x{cols}, {} ids", ids.len()), &grads(&g), &grads(&Device::cpu()), tol, tol);
+            assert_close(
+                &format!("{dtype} table {rows}x{cols}, {} ids", ids.len()),
+                &grads(&g),
+                &grads(&Device::cpu()),
+                tol,
+                tol,
+            );
         }
     }
 }
@@ -269,7 +283,9 @@ fn autograd_rules() {
 
 #[test]
 fn fused_op_gradients() {
-    gradcheck("layer_norm", &[&[3, 5], &[5], &[5]], -2.0, 2.0, |t| t[0].layer_norm(&[5], Some(&t[1]), Some(&t[2]), 1e-5));
+    gradcheck("layer_norm", &[&[3, 5], &[5], &[5]], -2.0, 2.0, |t| {
+        t[0].layer_norm(&[5], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
     gradcheck("layer_norm 2-d shape", &[&[2, 3, 2]], -2.0, 2.0, |t| t[0].layer_norm(&[3, 2], None, None, 1e-3));
     gradcheck("rms_norm", &[&[4, 3], &[3]], -2.0, 2.0, |t| t[0].rms_norm(&[3], Some(&t[1]), 1e-6));
     gradcheck("cross_entropy_rows", &[&[4, 5]], -2.0, 2.0, |t| {
@@ -280,7 +296,8 @@ fn fused_op_gradients() {
         Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, None)
     });
     gradcheck("attention causal masked", &[&[2, 1, 4, 3], &[2, 1, 4, 3], &[2, 1, 4, 3]], -1.5, 1.5, |t| {
-        let mask = Tensor::from_vec(vec![false, false, true, false, false, true, false, false], &[2, 4], t[0].device())?;
+        let mask =
+            Tensor::from_vec(vec![false, false, true, false, false, true, false, false], &[2, 4], t[0].device())?;
         Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&mask))
     });
 }
@@ -307,10 +324,22 @@ fn activation_gradients() {
 #[test]
 fn pool_and_conv_transpose_gradients() {
     gradcheck("max_pool2d ceil dilation", &[&[1, 2, 7, 6]], -2.0, 2.0, |t| {
-        t[0].max_pool2d_opts(MaxPool2dOptions { kernel: (3, 2), stride: (2, 2), padding: (1, 1), dilation: (2, 1), ceil_mode: true })
+        t[0].max_pool2d_opts(MaxPool2dOptions {
+            kernel: (3, 2),
+            stride: (2, 2),
+            padding: (1, 1),
+            dilation: (2, 1),
+            ceil_mode: true,
+        })
     });
     gradcheck("avg_pool2d ceil exclude pad", &[&[1, 2, 6, 7]], -2.0, 2.0, |t| {
-        t[0].avg_pool2d_opts(AvgPool2dOptions { ceil_mode: true, count_include_pad: false, padding: (1, 1), stride: (2, 2), ..AvgPool2dOptions::new((3, 3)) })
+        t[0].avg_pool2d_opts(AvgPool2dOptions {
+            ceil_mode: true,
+            count_include_pad: false,
+            padding: (1, 1),
+            stride: (2, 2),
+            ..AvgPool2dOptions::new((3, 3))
+        })
     });
     gradcheck("avg_pool2d divisor", &[&[1, 2, 4, 6]], -2.0, 2.0, |t| {
         t[0].avg_pool2d_opts(AvgPool2dOptions { divisor_override: Some(4), ..AvgPool2dOptions::new((2, 3)) })
@@ -319,13 +348,25 @@ fn pool_and_conv_transpose_gradients() {
         t[0].max_pool1d(MaxPool1dOptions { kernel: 3, stride: 2, padding: 1, dilation: 2, ceil_mode: true })
     });
     gradcheck("avg_pool1d", &[&[2, 2, 9]], -2.0, 2.0, |t| {
-        t[0].avg_pool1d(AvgPool1dOptions { kernel: 4, stride: 3, padding: 2, ceil_mode: true, count_include_pad: false })
+        t[0].avg_pool1d(AvgPool1dOptions {
+            kernel: 4,
+            stride: 3,
+            padding: 2,
+            ceil_mode: true,
+            count_include_pad: false,
+        })
     });
     gradcheck("adaptive_max_pool2d", &[&[1, 2, 7, 5]], -2.0, 2.0, |t| t[0].adaptive_max_pool2d((3, 4)));
     gradcheck("adaptive_max_pool1d", &[&[2, 2, 7]], -2.0, 2.0, |t| t[0].adaptive_max_pool1d(3));
     gradcheck("adaptive_avg_pool1d", &[&[2, 2, 7]], -2.0, 2.0, |t| t[0].adaptive_avg_pool1d(3));
     gradcheck("conv_transpose2d groups dilation", &[&[1, 4, 3, 4], &[4, 2, 2, 3], &[4]], -1.0, 1.0, |t| {
-        let o = ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (1, 2), groups: 2 };
+        let o = ConvTranspose2dOptions {
+            stride: (2, 1),
+            padding: (1, 0),
+            output_padding: (1, 0),
+            dilation: (1, 2),
+            groups: 2,
+        };
         t[0].conv_transpose2d(&t[1], Some(&t[2]), o)
     });
     gradcheck("conv_transpose2d output_padding past the stride", &[&[1, 2, 3, 3], &[2, 3, 2, 2]], -1.0, 1.0, |t| {

@@ -4,7 +4,8 @@
 //! gradients against central differences in f64 on the CPU, and typed errors that leave the
 //! inputs intact. PyTorch's own numbers for the subtle cases are in tests/torch_index_refs.rs.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used)]
+// tests: a panic is the failure report
 // `&[a.clone()]` reads like the `&[a.clone(), b.clone()]` calls beside it, and cloning a
 // Tensor only bumps a reference count: clearer than `std::slice::from_ref(&a)`.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -12,8 +13,8 @@
 mod common;
 
 use common::{assert_close, check, random, values};
-use kiln::prelude::*;
 use kiln::ScatterOp;
+use kiln::prelude::*;
 use kiln_nn::loss::{CrossEntropyOptions, Reduction, Target, cross_entropy};
 use kiln_nn::{Embedding, Module};
 
@@ -21,7 +22,8 @@ use kiln_nn::{Embedding, Module};
 /// are passed after the float inputs, unchanged (index tensors).
 fn gradcheck(name: &str, shapes: &[&[usize]], ints: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
     let cpu = Device::cpu();
-    let host: Vec<Vec<f64>> = shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 300 + i as u64, -2.0, 2.0)).collect();
+    let host: Vec<Vec<f64>> =
+        shapes.iter().enumerate().map(|(i, s)| values(s.iter().product(), 300 + i as u64, -2.0, 2.0)).collect();
     let make = |vals: &[Vec<f64>], grad: bool| -> Vec<Tensor> {
         let mut v: Vec<Tensor> = vals
             .iter()
@@ -41,13 +43,15 @@ fn gradcheck(name: &str, shapes: &[&[usize]], ints: &[Tensor], f: impl Fn(&[Tens
     out.mul(&w).unwrap().sum_all().unwrap().backward().unwrap_or_else(|e| panic!("{name}: backward failed: {e}"));
     let eps = 1e-6;
     for i in 0..shapes.len() {
-        let analytic = leaves[i].grad().map(|g| g.to_f64_vec().unwrap()).unwrap_or_else(|| vec![0.0; leaves[i].numel()]);
+        let analytic =
+            leaves[i].grad().map(|g| g.to_f64_vec().unwrap()).unwrap_or_else(|| vec![0.0; leaves[i].numel()]);
         let numeric: Vec<f64> = (0..leaves[i].numel())
             .map(|j| {
                 let (mut plus, mut minus) = (host.clone(), host.clone());
                 plus[i][j] += eps;
                 minus[i][j] -= eps;
-                (objective(&f(&make(&plus, false)).unwrap()) - objective(&f(&make(&minus, false)).unwrap())) / (2.0 * eps)
+                (objective(&f(&make(&plus, false)).unwrap()) - objective(&f(&make(&minus, false)).unwrap()))
+                    / (2.0 * eps)
             })
             .collect();
         assert_close(&format!("{name}: d/dinput{i}"), &analytic, &numeric, 1e-5, 1e-6);
@@ -71,8 +75,12 @@ fn topk_any_dim_matches_cpu() {
         for (k, largest) in [(1, true), (n.min(5), false), (n.min(64), true)] {
             for dim in [0isize, -2] {
                 let what = format!("topk n={n} k={k} dim={dim} largest={largest}");
-                check(&format!("{what} values"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].topk_dim(k, dim, largest, true)?.0));
-                check(&format!("{what} indices"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].topk_dim(k, dim, largest, false)?.1));
+                check(&format!("{what} values"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].topk_dim(k, dim, largest, true)?.0)
+                });
+                check(&format!("{what} indices"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].topk_dim(k, dim, largest, false)?.1)
+                });
             }
         }
     }
@@ -85,8 +93,12 @@ fn topk_any_dim_matches_cpu() {
             let k = x.shape()[dim.rem_euclid(x.rank() as isize) as usize].min(3);
             for largest in [true, false] {
                 let what = format!("topk {name} dim={dim} largest={largest}");
-                check(&format!("{what} values"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].topk_dim(k, dim, largest, true)?.0));
-                check(&format!("{what} indices"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].topk_dim(k, dim, largest, true)?.1));
+                check(&format!("{what} values"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].topk_dim(k, dim, largest, true)?.0)
+                });
+                check(&format!("{what} indices"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].topk_dim(k, dim, largest, true)?.1)
+                });
             }
         }
     }
@@ -131,9 +143,13 @@ fn max_min_dim_match_cpu() {
             for keepdim in [false, true] {
                 let what = format!("{name} dim={dim} keepdim={keepdim}");
                 check(&format!("max values {what}"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].max_dim(dim, keepdim)?.0));
-                check(&format!("max indices {what}"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].max_dim(dim, keepdim)?.1));
+                check(&format!("max indices {what}"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].max_dim(dim, keepdim)?.1)
+                });
                 check(&format!("min values {what}"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].min_dim(dim, keepdim)?.0));
-                check(&format!("min indices {what}"), &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].min_dim(dim, keepdim)?.1));
+                check(&format!("min indices {what}"), &g, &[x.clone()], 0.0, 0.0, |t| {
+                    Ok(t[0].min_dim(dim, keepdim)?.1)
+                });
             }
         }
     }
@@ -150,7 +166,9 @@ fn scatter_reduce_matches_cpu() {
         for op in ScatterOp::ALL {
             for include_self in [true, false] {
                 let what = format!("{} n={n} m={m} include_self={include_self}", op.name());
-                check(&what, &g, &[x.clone(), i.clone(), s.clone()], 2e-5, 1e-6, |t| t[0].scatter_reduce(1, &t[1], &t[2], op, include_self));
+                check(&what, &g, &[x.clone(), i.clone(), s.clone()], 2e-5, 1e-6, |t| {
+                    t[0].scatter_reduce(1, &t[1], &t[2], op, include_self)
+                });
             }
         }
     }
@@ -165,8 +183,12 @@ fn scatter_reduce_matches_cpu() {
         for op in ScatterOp::ALL {
             for include_self in [true, false] {
                 let what = format!("{} rank3 dim={dim} include_self={include_self}", op.name());
-                check(&what, &g, &[x.clone(), i.clone(), s.clone()], 2e-5, 1e-6, |t| t[0].scatter_reduce(dim, &t[1], &t[2], op, include_self));
-                check(&format!("{what} strided ids"), &g, &[x.clone(), it.clone(), s.clone()], 2e-5, 1e-6, |t| t[0].scatter_reduce(dim, &t[1], &t[2], op, include_self));
+                check(&what, &g, &[x.clone(), i.clone(), s.clone()], 2e-5, 1e-6, |t| {
+                    t[0].scatter_reduce(dim, &t[1], &t[2], op, include_self)
+                });
+                check(&format!("{what} strided ids"), &g, &[x.clone(), it.clone(), s.clone()], 2e-5, 1e-6, |t| {
+                    t[0].scatter_reduce(dim, &t[1], &t[2], op, include_self)
+                });
             }
         }
     }
@@ -179,11 +201,20 @@ fn scatter_reduce_matches_cpu() {
     for op in ScatterOp::ALL {
         for include_self in [true, false] {
             let what = format!("{} include_self={include_self}", op.name());
-            check(&format!("{what} src larger"), &g, &[random(&[4, 7], DType::F32, 9, -2.0, 2.0), i.clone(), big_src.clone()], 2e-5, 1e-6, |t| {
-                t[0].scatter_reduce(1, &t[1], &t[2], op, include_self)
+            check(
+                &format!("{what} src larger"),
+                &g,
+                &[random(&[4, 7], DType::F32, 9, -2.0, 2.0), i.clone(), big_src.clone()],
+                2e-5,
+                1e-6,
+                |t| t[0].scatter_reduce(1, &t[1], &t[2], op, include_self),
+            );
+            check(&format!("{what} i32"), &g, &[xi.clone(), i.clone(), si.clone()], 0.0, 0.0, |t| {
+                t[0].scatter_reduce(-1, &t[1], &t[2], op, include_self)
             });
-            check(&format!("{what} i32"), &g, &[xi.clone(), i.clone(), si.clone()], 0.0, 0.0, |t| t[0].scatter_reduce(-1, &t[1], &t[2], op, include_self));
-            check(&format!("{what} f16"), &g, &[xh.clone(), i.clone(), sh.clone()], 2e-3, 2e-3, |t| t[0].scatter_reduce(-1, &t[1], &t[2], op, include_self));
+            check(&format!("{what} f16"), &g, &[xh.clone(), i.clone(), sh.clone()], 2e-3, 2e-3, |t| {
+                t[0].scatter_reduce(-1, &t[1], &t[2], op, include_self)
+            });
         }
     }
     // NaN propagates through amax/amin on both.
@@ -192,7 +223,9 @@ fn scatter_reduce_matches_cpu() {
     let inn = ids_from(vec![0, 1, 2, 2], &[4]);
     for op in [ScatterOp::Amax, ScatterOp::Amin] {
         for include_self in [true, false] {
-            check(&format!("{} NaN", op.name()), &g, &[xn.clone(), inn.clone(), sn.clone()], 0.0, 0.0, |t| t[0].scatter_reduce(0, &t[1], &t[2], op, include_self));
+            check(&format!("{} NaN", op.name()), &g, &[xn.clone(), inn.clone(), sn.clone()], 0.0, 0.0, |t| {
+                t[0].scatter_reduce(0, &t[1], &t[2], op, include_self)
+            });
         }
     }
 }
@@ -204,20 +237,30 @@ fn scatter_and_index_add_match_cpu() {
         let x = random(&[n, 3], DType::F32, n as u64, -2.0, 2.0);
         let i = ids(&[n.min(50), 3], n, 3);
         let s = random(&[n.min(50), 3], DType::F32, 4, -2.0, 2.0);
-        check(&format!("scatter n={n}"), &g, &[x.clone(), i.clone(), s.clone()], 0.0, 0.0, |t| t[0].scatter(0, &t[1], &t[2]));
-        check(&format!("scatter_value n={n}"), &g, &[x.clone(), i.clone()], 0.0, 0.0, |t| t[0].scatter_value(-2, &t[1], 0.5));
+        check(&format!("scatter n={n}"), &g, &[x.clone(), i.clone(), s.clone()], 0.0, 0.0, |t| {
+            t[0].scatter(0, &t[1], &t[2])
+        });
+        check(&format!("scatter_value n={n}"), &g, &[x.clone(), i.clone()], 0.0, 0.0, |t| {
+            t[0].scatter_value(-2, &t[1], 0.5)
+        });
         let i1 = ids(&[n.min(50)], n, 5);
-        check(&format!("index_add n={n}"), &g, &[x.clone(), i1, s], 2e-5, 1e-6, |t| t[0].index_add(0, &t[1], &t[2], -1.5));
+        check(&format!("index_add n={n}"), &g, &[x.clone(), i1, s], 2e-5, 1e-6, |t| {
+            t[0].index_add(0, &t[1], &t[2], -1.5)
+        });
     }
     let x = random(&[5, 7], DType::F32, 1, -2.0, 2.0).t().unwrap(); // [7, 5], strided
     let src = random(&[7, 1], DType::F32, 2, -2.0, 2.0).expand(&[7, 4]).unwrap(); // broadcast
     let i = ids(&[4], 5, 6);
     for dim in [1isize, -1] {
-        check(&format!("index_add strided dim={dim}"), &g, &[x.clone(), i.clone(), src.clone()], 2e-5, 1e-6, |t| t[0].index_add(dim, &t[1], &t[2], 1.0));
+        check(&format!("index_add strided dim={dim}"), &g, &[x.clone(), i.clone(), src.clone()], 2e-5, 1e-6, |t| {
+            t[0].index_add(dim, &t[1], &t[2], 1.0)
+        });
     }
     let xi = random(&[6, 4], DType::I32, 7, -9.0, 9.0);
     let si = random(&[3, 4], DType::I32, 8, -9.0, 9.0);
-    check("index_add i32", &g, &[xi.clone(), ids(&[3], 6, 9), si.clone()], 0.0, 0.0, |t| t[0].index_add(0, &t[1], &t[2], 1.0));
+    check("index_add i32", &g, &[xi.clone(), ids(&[3], 6, 9), si.clone()], 0.0, 0.0, |t| {
+        t[0].index_add(0, &t[1], &t[2], 1.0)
+    });
     check("scatter i32", &g, &[xi, ids(&[3, 4], 6, 10), si], 0.0, 0.0, |t| t[0].scatter(0, &t[1], &t[2]));
 }
 
@@ -232,7 +275,12 @@ fn weighted_cross_entropy_and_padding_idx_match_cpu() {
             for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
                 let what = format!("ce n={n} ignore={ignore:?} eps={eps} {reduction:?}");
                 check(&what, &g, &[x.clone(), t.clone(), w.clone()], 2e-5, 1e-6, |v| {
-                    let opts = CrossEntropyOptions { reduction, ignore_index: ignore, label_smoothing: eps, weight: Some(v[2].clone()) };
+                    let opts = CrossEntropyOptions {
+                        reduction,
+                        ignore_index: ignore,
+                        label_smoothing: eps,
+                        weight: Some(v[2].clone()),
+                    };
                     cross_entropy(&v[0], &Target::Indices(&v[1]), &opts)
                 });
             }
@@ -241,7 +289,12 @@ fn weighted_cross_entropy_and_padding_idx_match_cpu() {
     // [n, c, d] logits, a transposed view.
     let x = random(&[3, 4, 5], DType::F32, 9, -2.0, 2.0).permute(&[0, 1, 2]).unwrap();
     check("ce [n, c, d]", &g, &[x, ids(&[3, 5], 4, 4), random(&[4], DType::F32, 5, 0.1, 2.0)], 2e-5, 1e-6, |v| {
-        let opts = CrossEntropyOptions { ignore_index: Some(1), label_smoothing: 0.2, weight: Some(v[2].clone()), ..Default::default() };
+        let opts = CrossEntropyOptions {
+            ignore_index: Some(1),
+            label_smoothing: 0.2,
+            weight: Some(v[2].clone()),
+            ..Default::default()
+        };
         cross_entropy(&v[0], &Target::Indices(&v[1]), &opts)
     });
 }
@@ -258,11 +311,18 @@ fn embedding_padding_idx_gets_no_gradient() {
         assert!(table[8..12].iter().all(|&v| v == 0.0), "padding row starts at zero");
         assert!(table[..8].iter().chain(&table[12..]).all(|&v| v != 0.0), "other rows are random");
         // A checkpoint may hold a nonzero padding row: lookups return it as it is.
-        let loaded = Tensor::from_vec(values(24, 5, -1.0, 1.0), &[6, 4], &Device::cpu()).unwrap().to_dtype(DType::F32).unwrap().to(d).unwrap().with_grad();
+        let loaded = Tensor::from_vec(values(24, 5, -1.0, 1.0), &[6, 4], &Device::cpu())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to(d)
+            .unwrap()
+            .with_grad();
         let emb = Embedding { weight: loaded.clone(), padding_idx: Some(2) };
         let ids = Tensor::from_vec(vec![2u32, 0, 2, 5], &[2, 2], d).unwrap();
         let out = emb.forward(&ids).unwrap();
-        let want: Vec<f64> = [2usize, 0, 2, 5].iter().flat_map(|&r| loaded.to_f64_vec().unwrap()[r * 4..r * 4 + 4].to_vec()).collect();
+        let want: Vec<f64> =
+            [2usize, 0, 2, 5].iter().flat_map(|&r| loaded.to_f64_vec().unwrap()[r * 4..r * 4 + 4].to_vec()).collect();
         assert_eq!(out.to_f64_vec().unwrap(), want, "lookups on {}", d.name());
         out.sum_all().unwrap().backward().unwrap();
         let grad = emb.weight.grad().unwrap().to_f64_vec().unwrap();
@@ -279,7 +339,9 @@ fn index_op_gradients() {
     for op in ScatterOp::ALL {
         for include_self in [true, false] {
             let name = format!("scatter_reduce {} include_self={include_self}", op.name());
-            gradcheck(&name, &[&[3, 5], &[3, 4]], &[i.clone()], |t| t[0].scatter_reduce(1, &t[2], &t[1], op, include_self));
+            gradcheck(&name, &[&[3, 5], &[3, 4]], &[i.clone()], |t| {
+                t[0].scatter_reduce(1, &t[2], &t[1], op, include_self)
+            });
         }
     }
     let i0 = ids_from(vec![3, 0, 1, 1, 2, 0], &[2, 3]);
@@ -298,7 +360,8 @@ fn index_op_gradients() {
     for (ignore, eps) in [(None, 0.0), (Some(2), 0.0), (Some(2), 0.3)] {
         for reduction in [Reduction::Mean, Reduction::None] {
             let name = format!("weighted ce ignore={ignore:?} eps={eps} {reduction:?}");
-            let opts = CrossEntropyOptions { reduction, ignore_index: ignore, label_smoothing: eps, weight: Some(w.clone()) };
+            let opts =
+                CrossEntropyOptions { reduction, ignore_index: ignore, label_smoothing: eps, weight: Some(w.clone()) };
             gradcheck(&name, &[&[6, 5]], &[tgt.clone()], |t| cross_entropy(&t[0], &Target::Indices(&t[1]), &opts));
         }
     }
@@ -334,16 +397,32 @@ fn bad_arguments_are_typed_errors() {
         let fi = i.to_dtype(DType::F32).unwrap();
         for op in ScatterOp::ALL {
             let n = op.name();
-            assert_fails(&format!("{n} dim 2"), &[&x, &i, &s], invalid, || x.scatter_reduce(2, &i, &s, op, true).map(drop));
-            assert_fails(&format!("{n} dim -3"), &[&x, &i, &s], invalid, || x.scatter_reduce(-3, &i, &s, op, true).map(drop));
-            assert_fails(&format!("{n} id 3"), &[&x, &bad, &s], range, || x.scatter_reduce(1, &bad, &s, op, false).map(drop));
-            assert_fails(&format!("{n} id -1"), &[&x, &neg, &s], range, || x.scatter_reduce(1, &neg, &s, op, false).map(drop));
-            assert_fails(&format!("{n} src dtype"), &[&x, &i, &s64], dtype, || x.scatter_reduce(1, &i, &s64, op, true).map(drop));
-            assert_fails(&format!("{n} float ids"), &[&x, &fi, &s], dtype, || x.scatter_reduce(1, &fi, &s, op, true).map(drop));
+            assert_fails(&format!("{n} dim 2"), &[&x, &i, &s], invalid, || {
+                x.scatter_reduce(2, &i, &s, op, true).map(drop)
+            });
+            assert_fails(&format!("{n} dim -3"), &[&x, &i, &s], invalid, || {
+                x.scatter_reduce(-3, &i, &s, op, true).map(drop)
+            });
+            assert_fails(&format!("{n} id 3"), &[&x, &bad, &s], range, || {
+                x.scatter_reduce(1, &bad, &s, op, false).map(drop)
+            });
+            assert_fails(&format!("{n} id -1"), &[&x, &neg, &s], range, || {
+                x.scatter_reduce(1, &neg, &s, op, false).map(drop)
+            });
+            assert_fails(&format!("{n} src dtype"), &[&x, &i, &s64], dtype, || {
+                x.scatter_reduce(1, &i, &s64, op, true).map(drop)
+            });
+            assert_fails(&format!("{n} float ids"), &[&x, &fi, &s], dtype, || {
+                x.scatter_reduce(1, &fi, &s, op, true).map(drop)
+            });
             let wide = Tensor::zeros(&[3, 3], d).unwrap();
-            assert_fails(&format!("{n} ids past self"), &[&x, &wide], shape, || x.scatter_reduce(1, &wide.to_dtype(DType::U32)?, &wide, op, true).map(drop));
+            assert_fails(&format!("{n} ids past self"), &[&x, &wide], shape, || {
+                x.scatter_reduce(1, &wide.to_dtype(DType::U32)?, &wide, op, true).map(drop)
+            });
             let short = Tensor::zeros(&[1, 2], d).unwrap();
-            assert_fails(&format!("{n} src smaller"), &[&x, &i, &short], shape, || x.scatter_reduce(1, &i, &short, op, true).map(drop));
+            assert_fails(&format!("{n} src smaller"), &[&x, &i, &short], shape, || {
+                x.scatter_reduce(1, &i, &short, op, true).map(drop)
+            });
             let b = x.gt_scalar(2.0).unwrap();
             assert_fails(&format!("{n} bool"), &[&b], dtype, || b.scatter_reduce(1, &i, &b, op, true).map(drop));
         }
@@ -371,7 +450,9 @@ fn bad_arguments_are_typed_errors() {
             ("weight dtype", Tensor::ones(&[3], d).unwrap().to_dtype(DType::I32).unwrap(), dtype),
         ] {
             let opts = CrossEntropyOptions { weight: Some(w.clone()), ..Default::default() };
-            assert_fails(what, &[&logits, &t, &w], is, || cross_entropy(&logits, &Target::Indices(&t), &opts).map(drop));
+            assert_fails(what, &[&logits, &t, &w], is, || {
+                cross_entropy(&logits, &Target::Indices(&t), &opts).map(drop)
+            });
         }
         assert!(matches!(Embedding::with_padding_idx(4, 2, 4, d), Err(Error::IndexOutOfRange { .. })));
         assert!(matches!(Embedding::with_padding_idx(4, 2, -5, d), Err(Error::IndexOutOfRange { .. })));

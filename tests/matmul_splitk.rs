@@ -41,7 +41,9 @@ fn cases(g: &Device, dtype: DType, splits: usize) {
     check(&what("[37, 2053]·[2053, 29]"), g, &[r(&[37, 2053], 1), r(&[2053, 29], 2)], rt, at, |t| t[0].matmul(&t[1]));
     check(&what("transposed"), g, &[r(&[2053, 37], 3), r(&[29, 2053], 4)], rt, at, |t| t[0].t()?.matmul(&t[1].t()?));
     let (rt, at) = tolerances(dtype, 1500);
-    check(&what("[3, 33, 1500]·[3, 1500, 65]"), g, &[r(&[3, 33, 1500], 5), r(&[3, 1500, 65], 6)], rt, at, |t| t[0].matmul(&t[1]));
+    check(&what("[3, 33, 1500]·[3, 1500, 65]"), g, &[r(&[3, 33, 1500], 5), r(&[3, 1500, 65], 6)], rt, at, |t| {
+        t[0].matmul(&t[1])
+    });
     // The batch dim is not outermost in memory.
     check(&what("permuted batch"), g, &[r(&[33, 3, 1500], 7), r(&[1500, 3, 65], 8)], rt, at, |t| {
         t[0].permute(&[1, 0, 2])?.matmul(&t[1].permute(&[1, 0, 2])?)
@@ -117,9 +119,15 @@ fn forced_split_k_past_the_binding_limit_falls_back_where_partials_would_not_fit
     for splits in [2, 3, 7] {
         with_splits(&g, splits, || {
             let (rt, at) = tolerances(DType::F32, 600);
-            check(&format!("C past the limit, split {splits}"), &g, &[tall.clone(), wide.clone()], rt, at, |t| t[0].matmul(&t[1]));
-            check(&format!("A past the limit, split {splits}"), &g, &[a.clone(), b.clone()], rt, at, |t| t[0].matmul(&t[1]));
-            check(&format!("in one binding, split {splits}"), &g, &[small.clone(), b.clone()], rt, at, |t| t[0].matmul(&t[1]));
+            check(&format!("C past the limit, split {splits}"), &g, &[tall.clone(), wide.clone()], rt, at, |t| {
+                t[0].matmul(&t[1])
+            });
+            check(&format!("A past the limit, split {splits}"), &g, &[a.clone(), b.clone()], rt, at, |t| {
+                t[0].matmul(&t[1])
+            });
+            check(&format!("in one binding, split {splits}"), &g, &[small.clone(), b.clone()], rt, at, |t| {
+                t[0].matmul(&t[1])
+            });
         });
     }
 }

@@ -178,7 +178,10 @@ fn dropping_a_model_and_its_optimizer_frees_their_memory() {
     drop(mlp);
     g.sync().unwrap();
     let after = g.memory_stats();
-    assert_eq!(after.live_bytes, before.live_bytes, "live memory not returned: {before:?} -> {with_model:?} -> {after:?}");
+    assert_eq!(
+        after.live_bytes, before.live_bytes,
+        "live memory not returned: {before:?} -> {with_model:?} -> {after:?}"
+    );
 }
 
 /// Deterministic values in [-0.5, 0.5) for the big-tensor test, cheap to make and to recompute.
@@ -201,7 +204,9 @@ fn ops_on_a_tensor_past_the_binding_limit_match_the_cpu() {
         Device::Cpu => unreachable!("common::gpu gives a GPU"),
     };
     if N * 4 <= limit {
-        eprintln!("SKIPPED ops_on_a_tensor_past_the_binding_limit_match_the_cpu: this adapter binds {limit} bytes, more than the 208 MB tensor");
+        eprintln!(
+            "SKIPPED ops_on_a_tensor_past_the_binding_limit_match_the_cpu: this adapter binds {limit} bytes, more than the 208 MB tensor"
+        );
         if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") && limit <= 256 << 20 {
             panic!("the binding limit is {limit}, yet the test tensor fits");
         }
@@ -254,7 +259,11 @@ fn ops_on_a_tensor_past_the_binding_limit_match_the_cpu() {
     assert_eq!(flat.argmin(0, false).unwrap().item().unwrap(), (N / 2 + 3) as f64, "argmin of everything");
     drop(flat);
     let flat = x.reshape(&[N]).unwrap();
-    assert_eq!(flat.argmax(0, false).unwrap().item().unwrap(), first_of(&host, |a, b| a > b) as f64, "first of tied maxima");
+    assert_eq!(
+        flat.argmax(0, false).unwrap().item().unwrap(),
+        first_of(&host, |a, b| a > b) as f64,
+        "first of tied maxima"
+    );
 
     // Matmul: [400 000, 130] · [130, 8], A past the limit, checked on every 97th row.
     let (m, k, n) = (N / 130, 130, 8);
@@ -346,7 +355,10 @@ fn peak_memory_stats_follow_allocations_and_reset() {
     g.empty_cache();
     g.reset_peak_memory_stats();
     let start = g.memory_stats();
-    assert_eq!((start.peak_live_bytes, start.peak_total_bytes), (start.live_bytes, start.live_bytes + start.pooled_bytes));
+    assert_eq!(
+        (start.peak_live_bytes, start.peak_total_bytes),
+        (start.live_bytes, start.live_bytes + start.pooled_bytes)
+    );
     let (t, _) = filled(4, 0.0, &g);
     let with = settled(&g);
     assert!(with.peak_live_bytes >= start.live_bytes + 4 * MIB, "{start:?} -> {with:?}");
@@ -429,7 +441,8 @@ fn pool_limit_option_applies_to_a_new_device() {
         return;
     }
     let options = kiln_wgpu::ContextOptions { pool_limit: Some(64 * MIB), ..Default::default() };
-    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a second context");
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options)
+        .expect("a second context");
     let d = Device::Gpu(ctx);
     assert_eq!(d.pool_limit(), Some(64 * MIB));
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();

@@ -71,12 +71,21 @@ fn check(device: &Device) {
             let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
             let cos = dot / (norm(g) * norm(&c.embedding));
             let diff = g.iter().zip(&c.embedding).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(cos >= 0.99999 && diff <= 1e-4, "{:?} on {}: cosine {cos}, max |diff| {diff:e}", c.text, device.describe());
+            assert!(
+                cos >= 0.99999 && diff <= 1e-4,
+                "{:?} on {}: cosine {cos}, max |diff| {diff:e}",
+                c.text,
+                device.describe()
+            );
             worst_cos = worst_cos.min(cos);
             worst_diff = worst_diff.max(diff);
         }
     }
-    println!("{}: {} sentences, worst cosine {worst_cos:.8}, worst max |diff| {worst_diff:.2e}", device.describe(), cases.len());
+    println!(
+        "{}: {} sentences, worst cosine {worst_cos:.8}, worst max |diff| {worst_diff:.2e}",
+        device.describe(),
+        cases.len()
+    );
 }
 
 #[test]

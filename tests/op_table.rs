@@ -42,11 +42,24 @@ const TOL: (f64, f64) = (2e-5, 2e-6);
 /// Reductions and softmax add up to 4097 terms: looser in the absolute part.
 const SUM_TOL: (f64, f64) = (2e-5, 2e-4);
 
-const fn row(name: &'static str, arity: usize, dtypes: &'static [DType], domain: &'static [(f64, f64)], grad: bool, f: OpFn) -> OpInfo {
+const fn row(
+    name: &'static str,
+    arity: usize,
+    dtypes: &'static [DType],
+    domain: &'static [(f64, f64)],
+    grad: bool,
+    f: OpFn,
+) -> OpInfo {
     OpInfo { name, arity, dtypes, domain, grad, tol: TOL, f }
 }
 
-const fn sum_row(name: &'static str, dtypes: &'static [DType], domain: &'static [(f64, f64)], grad: bool, f: OpFn) -> OpInfo {
+const fn sum_row(
+    name: &'static str,
+    dtypes: &'static [DType],
+    domain: &'static [(f64, f64)],
+    grad: bool,
+    f: OpFn,
+) -> OpInfo {
     OpInfo { name, arity: 1, dtypes, domain, grad, tol: SUM_TOL, f }
 }
 
@@ -146,7 +159,8 @@ fn cases(op: &OpInfo, dtype: DType) -> Vec<Case> {
         random(shape, dtype, seed * 10 + i as u64, lo, hi)
     };
     let all = |f: &dyn Fn(usize) -> Tensor| (0..op.arity).map(f).collect::<Vec<_>>();
-    let mut v: Vec<Case> = [1usize, 7, 1023, 4097].iter().map(|&n| (format!("n={n}"), all(&|i| rand(&[n], i, n as u64)))).collect();
+    let mut v: Vec<Case> =
+        [1usize, 7, 1023, 4097].iter().map(|&n| (format!("n={n}"), all(&|i| rand(&[n], i, n as u64)))).collect();
     v.push(("transposed".into(), all(&|i| rand(&[13, 9], i, 1).t().expect("t"))));
     v.push(("sliced".into(), all(&|i| rand(&[9, 27], i, 2).slice(1, 1, 27, 2).expect("slice"))));
     v.push(("expanded".into(), all(&|i| rand(&[1, 13], i, 3).expand(&[9, 13]).expect("expand"))));
@@ -174,8 +188,10 @@ fn selected(op: &OpInfo) -> bool {
 /// another.
 fn run_all(test: &str, cases: Vec<(String, Box<dyn FnOnce() + '_>)>) {
     let total = cases.len();
-    let failed: Vec<String> =
-        cases.into_iter().filter_map(|(what, case)| catch_unwind(AssertUnwindSafe(case)).is_err().then_some(what)).collect();
+    let failed: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(what, case)| catch_unwind(AssertUnwindSafe(case)).is_err().then_some(what))
+        .collect();
     eprintln!("{test}: {} of {total} cases passed", total - failed.len());
     assert!(failed.is_empty(), "{test}: {} of {total} cases failed:\n  {}", failed.len(), failed.join("\n  "));
 }
@@ -230,7 +246,10 @@ fn gradients_match_central_differences() {
         let what = format!("{} broadcast", op.name);
         if op.arity == 1 {
             let inputs = vec![vals(&[1, 4], 0, 3)];
-            all.push((what.clone(), Box::new(move || gradcheck(&what, &inputs, 1e-5, 1e-6, &|t| f(&[t[0].expand(&[3, 4])?])))));
+            all.push((
+                what.clone(),
+                Box::new(move || gradcheck(&what, &inputs, 1e-5, 1e-6, &|t| f(&[t[0].expand(&[3, 4])?]))),
+            ));
         } else {
             let shapes: [&[usize]; 3] = [&[3, 1], &[1, 4], &[3, 4]];
             let inputs: Vec<_> = (0..op.arity).map(|i| vals(shapes[i], i, 3)).collect();
@@ -244,11 +263,19 @@ fn gradients_match_central_differences() {
 fn every_primitive_has_a_row() {
     let table = table();
     let has = |name: &str| table.iter().any(|op| op.name == name);
-    let names = UnaryOp::ALL.iter().map(|o| o.name()).chain(BinaryOp::ALL.iter().map(|o| o.name())).chain(ReduceOp::ALL.iter().map(|o| o.name()))
+    let names = UnaryOp::ALL
+        .iter()
+        .map(|o| o.name())
+        .chain(BinaryOp::ALL.iter().map(|o| o.name()))
+        .chain(ReduceOp::ALL.iter().map(|o| o.name()))
         .chain(TernaryOp::ALL.iter().map(|o| o.name()));
     let missing: Vec<&str> = names.filter(|n| !has(n)).collect();
     assert!(missing.is_empty(), "ops without a row in tests/op_table.rs: {missing:?}");
     for op in &table {
-        assert!(op.arity >= 1 && !op.dtypes.is_empty() && !op.domain.is_empty(), "{}: a row needs inputs, dtypes and a domain", op.name);
+        assert!(
+            op.arity >= 1 && !op.dtypes.is_empty() && !op.domain.is_empty(),
+            "{}: a row needs inputs, dtypes and a domain",
+            op.name
+        );
     }
 }

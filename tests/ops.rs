@@ -1,7 +1,8 @@
 //! Every op on the GPU (lavapipe in CI) against the CPU oracle: random inputs, odd sizes,
 //! non-contiguous and broadcast views, each supported dtype, and the edge cases.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used)]
+// tests: a panic is the failure report
 // `&[a.clone()]` reads like the `&[a.clone(), b.clone()]` calls beside it, and cloning a
 // Tensor only bumps a reference count: clearer than `std::slice::from_ref(&a)`.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -24,7 +25,11 @@ fn unary_ops_match_cpu() {
     for op in UnaryOp::ALL {
         for &n in &SIZES {
             let x = random(&[n], DType::F32, n as u64, -3.0, 3.0);
-            let x = if matches!(op, UnaryOp::Log | UnaryOp::Log2 | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_)) { x.abs().unwrap().add_scalar(0.1).unwrap() } else { x };
+            let x = if matches!(op, UnaryOp::Log | UnaryOp::Log2 | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Powf(_)) {
+                x.abs().unwrap().add_scalar(0.1).unwrap()
+            } else {
+                x
+            };
             check(&format!("{} f32 n={n}", op.name()), &g, &[x], 2e-5, 2e-6, |t| t[0].unary(op));
         }
         // Transposed (strided) input.
@@ -53,7 +58,18 @@ fn nan_and_inf_propagate() {
     let Some(g) = gpu("nan_and_inf_propagate") else { return };
     let v = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.5];
     let x = Tensor::from_vec(v, &[6], &Device::cpu()).unwrap();
-    for op in [UnaryOp::Relu, UnaryOp::Abs, UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::IsNan, UnaryOp::IsInf, UnaryOp::Clamp(-1.0, 1.0), UnaryOp::Sign] {
+    for op in [
+        UnaryOp::Relu,
+        UnaryOp::Abs,
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::IsNan,
+        UnaryOp::IsInf,
+        UnaryOp::Clamp(-1.0, 1.0),
+        UnaryOp::Sign,
+    ] {
         check(&format!("{} specials", op.name()), &g, &[x.clone()], 1e-6, 1e-7, |t| t[0].unary(op));
     }
     for op in [BinaryOp::Maximum, BinaryOp::Minimum, BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div] {
@@ -251,7 +267,9 @@ fn conv_and_pool() {
     let b = random(&[4], DType::F32, 82, -1.0, 1.0);
     for (stride, padding, dilation) in [((1, 1), (0, 0), (1, 1)), ((2, 1), (1, 1), (1, 1)), ((1, 2), (2, 1), (2, 2))] {
         let o = Conv2dOptions { stride, padding, dilation, groups: 1 };
-        check(&format!("conv2d {o:?}"), &g, &[x.clone(), w.clone(), b.clone()], 1e-4, 1e-5, |t| t[0].conv2d(&t[1], Some(&t[2]), o));
+        check(&format!("conv2d {o:?}"), &g, &[x.clone(), w.clone(), b.clone()], 1e-4, 1e-5, |t| {
+            t[0].conv2d(&t[1], Some(&t[2]), o)
+        });
     }
     let x6 = random(&[2, 6, 7, 7], DType::F32, 83, -1.0, 1.0);
     let wg = random(&[4, 3, 3, 3], DType::F32, 84, -1.0, 1.0);
@@ -264,7 +282,9 @@ fn conv_and_pool() {
     check("max_pool2d pad", &g, &[x.clone()], 0.0, 0.0, |t| t[0].max_pool2d((3, 3), (2, 2), (1, 1)));
     check("avg_pool2d", &g, &[x.clone()], 1e-5, 1e-6, |t| t[0].avg_pool2d((3, 2), (1, 2), (1, 1)));
     check("adaptive_avg_pool2d", &g, &[x.clone()], 1e-5, 1e-6, |t| t[0].adaptive_avg_pool2d((4, 3)));
-    check("conv2d on permuted input", &g, &[x.permute(&[0, 1, 3, 2]).unwrap(), w], 1e-4, 1e-5, |t| t[0].conv2d(&t[1], None, Conv2dOptions::default()));
+    check("conv2d on permuted input", &g, &[x.permute(&[0, 1, 3, 2]).unwrap(), w], 1e-4, 1e-5, |t| {
+        t[0].conv2d(&t[1], None, Conv2dOptions::default())
+    });
 }
 
 #[test]
@@ -278,7 +298,10 @@ fn creation_is_identical_across_devices() {
     kiln::manual_seed(7);
     let b = Tensor::randn(&[1023], &g).unwrap().to_f64_vec().unwrap();
     common::assert_close("randn", &b, &a, 0.0, 1e-5);
-    assert_eq!(Tensor::eye(3, &g).unwrap().to_vec::<f32>().unwrap(), Tensor::eye(3, &cpu).unwrap().to_vec::<f32>().unwrap());
+    assert_eq!(
+        Tensor::eye(3, &g).unwrap().to_vec::<f32>().unwrap(),
+        Tensor::eye(3, &cpu).unwrap().to_vec::<f32>().unwrap()
+    );
     assert_eq!(Tensor::linspace(0.0, 1.0, 5, &g).unwrap().to_vec::<f32>().unwrap(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
     assert_eq!(Tensor::full_dtype(&[3], 4.0, DType::I32, &g).unwrap().to_vec::<i32>().unwrap(), vec![4, 4, 4]);
     assert_eq!(Tensor::arange(1.0, 2.0, 0.25, &g).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 1.25, 1.5, 1.75]);
@@ -290,7 +313,9 @@ fn empty_and_scalar_tensors() {
     let e = Tensor::zeros(&[0, 3], &Device::cpu()).unwrap();
     check("empty exp", &g, &[e.clone()], 0.0, 0.0, |t| t[0].exp());
     check("empty sum", &g, &[e.clone()], 0.0, 0.0, |t| t[0].sum(&[0], false));
-    check("empty matmul", &g, &[e.clone(), Tensor::zeros(&[3, 2], &Device::cpu()).unwrap()], 0.0, 0.0, |t| t[0].matmul(&t[1]));
+    check("empty matmul", &g, &[e.clone(), Tensor::zeros(&[3, 2], &Device::cpu()).unwrap()], 0.0, 0.0, |t| {
+        t[0].matmul(&t[1])
+    });
     let s = Tensor::scalar(2.5, &Device::cpu()).unwrap();
     check("scalar sqrt", &g, &[s.clone()], 1e-6, 0.0, |t| t[0].sqrt());
     check("scalar + vector", &g, &[s, random(&[4], DType::F32, 1, 0.0, 1.0)], 1e-6, 0.0, |t| &t[0] + &t[1]);
@@ -369,9 +394,14 @@ fn activations_match_cpu() {
     let x = random(&[3, 5, 7], DType::F32, 7, -2.0, 2.0);
     let w = random(&[5], DType::F32, 8, -1.0, 1.0);
     check("prelu per channel", &g, &[x.clone(), w.clone()], 1e-6, 1e-7, |t| t[0].prelu(&t[1]));
-    check("prelu per channel, permuted", &g, &[x.permute(&[0, 2, 1]).unwrap().contiguous().unwrap().permute(&[0, 2, 1]).unwrap(), w], 1e-6, 1e-7, |t| {
-        t[0].prelu(&t[1])
-    });
+    check(
+        "prelu per channel, permuted",
+        &g,
+        &[x.permute(&[0, 2, 1]).unwrap().contiguous().unwrap().permute(&[0, 2, 1]).unwrap(), w],
+        1e-6,
+        1e-7,
+        |t| t[0].prelu(&t[1]),
+    );
     check("glu dim 1", &g, &[random(&[3, 8, 5], DType::F32, 9, -3.0, 3.0)], 2e-5, 2e-6, |t| t[0].glu(1));
 }
 
@@ -388,11 +418,19 @@ fn pools_and_conv_transpose_match_cpu() {
     for (i, o) in maxes.into_iter().enumerate() {
         for (name, input) in [("contiguous", &x), ("permuted", &xp)] {
             check(&format!("max_pool2d {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| t[0].max_pool2d_opts(o));
-            check(&format!("max_pool2d indices {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| t[0].max_pool2d_with_indices(o).map(|p| p.1));
+            check(&format!("max_pool2d indices {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| {
+                t[0].max_pool2d_with_indices(o).map(|p| p.1)
+            });
         }
     }
     let avgs = [
-        AvgPool2dOptions { ceil_mode: true, count_include_pad: false, padding: (1, 1), stride: (2, 2), ..AvgPool2dOptions::new((3, 3)) },
+        AvgPool2dOptions {
+            ceil_mode: true,
+            count_include_pad: false,
+            padding: (1, 1),
+            stride: (2, 2),
+            ..AvgPool2dOptions::new((3, 3))
+        },
         AvgPool2dOptions { ceil_mode: true, padding: (1, 0), stride: (2, 3), ..AvgPool2dOptions::new((3, 2)) },
         AvgPool2dOptions { divisor_override: Some(7), ..AvgPool2dOptions::new((2, 3)) },
     ];
@@ -400,7 +438,9 @@ fn pools_and_conv_transpose_match_cpu() {
         check(&format!("avg_pool2d {i}"), &g, &[xp.clone()], 1e-5, 1e-6, |t| t[0].avg_pool2d_opts(o));
     }
     for (out_h, out_w) in [(4, 3), (5, 7), (1, 1), (9, 8)] {
-        check(&format!("adaptive_max_pool2d {out_h}x{out_w}"), &g, &[xp.clone()], 0.0, 0.0, |t| t[0].adaptive_max_pool2d((out_h, out_w)));
+        check(&format!("adaptive_max_pool2d {out_h}x{out_w}"), &g, &[xp.clone()], 0.0, 0.0, |t| {
+            t[0].adaptive_max_pool2d((out_h, out_w))
+        });
         check(&format!("adaptive_max_pool2d indices {out_h}x{out_w}"), &g, &[x.clone()], 0.0, 0.0, |t| {
             t[0].adaptive_max_pool2d_with_indices((out_h, out_w)).map(|p| p.1)
         });
@@ -411,7 +451,9 @@ fn pools_and_conv_transpose_match_cpu() {
         let x1 = random(&[1, 2, n], DType::F32, 92 + n as u64, -1.0, 1.0);
         // A window of span 5 needs 3 elements besides the padding: n = 1 must fail alike.
         check(&format!("max_pool1d n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].max_pool1d(m1));
-        check(&format!("max_pool1d indices n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].max_pool1d_with_indices(m1).map(|p| p.1));
+        check(&format!("max_pool1d indices n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| {
+            t[0].max_pool1d_with_indices(m1).map(|p| p.1)
+        });
         check(&format!("avg_pool1d n={n}"), &g, &[x1.clone()], 1e-5, 1e-6, |t| t[0].avg_pool1d(a1));
         check(&format!("adaptive_max_pool1d n={n}"), &g, &[x1.clone()], 0.0, 0.0, |t| t[0].adaptive_max_pool1d(3));
         check(&format!("adaptive_avg_pool1d n={n}"), &g, &[x1], 1e-5, 1e-6, |t| t[0].adaptive_avg_pool1d(3));
@@ -424,11 +466,15 @@ fn pools_and_conv_transpose_match_cpu() {
         ConvTranspose2dOptions { stride: (1, 3), padding: (0, 2), output_padding: (1, 2), dilation: (2, 1), groups: 2 },
     ];
     for (i, o) in cts.into_iter().enumerate() {
-        check(&format!("conv_transpose2d {i}"), &g, &[xc.clone(), wc.clone(), bc.clone()], 1e-4, 1e-5, |t| t[0].conv_transpose2d(&t[1], Some(&t[2]), o));
+        check(&format!("conv_transpose2d {i}"), &g, &[xc.clone(), wc.clone(), bc.clone()], 1e-4, 1e-5, |t| {
+            t[0].conv_transpose2d(&t[1], Some(&t[2]), o)
+        });
     }
     let w1 = random(&[4, 6, 3, 2], DType::F32, 96, -1.0, 1.0);
     let xt = random(&[2, 4, 4, 5], DType::F32, 97, -1.0, 1.0).permute(&[0, 1, 3, 2]).unwrap();
-    check("conv_transpose2d permuted input", &g, &[xt, w1], 1e-4, 1e-5, |t| t[0].conv_transpose2d(&t[1], None, ConvTranspose2dOptions::default()));
+    check("conv_transpose2d permuted input", &g, &[xt, w1], 1e-4, 1e-5, |t| {
+        t[0].conv_transpose2d(&t[1], None, ConvTranspose2dOptions::default())
+    });
     let x1 = random(&[2, 4, 7], DType::F32, 98, -1.0, 1.0);
     let w1 = random(&[4, 1, 3], DType::F32, 99, -1.0, 1.0);
     let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 1, groups: 2 };

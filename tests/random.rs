@@ -48,7 +48,12 @@ fn reference_bits(state: RngState, n: usize) -> Vec<f64> {
 /// Asserts |a − b| ≤ tol everywhere; returns the largest difference.
 fn assert_max_diff(what: &str, a: &[f64], b: &[f64], tol: f64) -> f64 {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let (i, d) = a.iter().zip(b).map(|(x, y)| (x - y).abs()).enumerate().fold((0, 0.0), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    let (i, d) = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .enumerate()
+        .fold((0, 0.0), |m, (i, d)| if d > m.1 { (i, d) } else { m });
     assert!(d <= tol, "{what}: element {i}: gpu {} vs cpu {} (|Δ| = {d:e})", a[i], b[i]);
     d
 }
@@ -83,7 +88,10 @@ fn gpu_streams_equal_the_cpu_and_the_definition() {
                 let r = draw(st, || Tensor::rand_uniform(&[n], -3.0, 5.0, &g));
                 assert_eq!(r, draw(st, || Tensor::rand_uniform(&[n], -3.0, 5.0, &cpu)), "rand_uniform, {what}");
                 // The generator moved past exactly ⌈n/4⌉ blocks.
-                assert_eq!(rng_state(), RngState { seed: st.seed, offset: st.offset.wrapping_add(n.div_ceil(4) as u64) });
+                assert_eq!(
+                    rng_state(),
+                    RngState { seed: st.seed, offset: st.offset.wrapping_add(n.div_ceil(4) as u64) }
+                );
             }
         }
     }
@@ -153,7 +161,10 @@ fn f16_and_f64_outputs() {
         let h = |d: &Device| Tensor::zeros(&[n], d).unwrap().to_dtype(DType::F16).unwrap();
         let u = draw(st, || Tensor::rand_like(&h(&g)));
         assert_eq!(u, draw(st, || Tensor::rand_like(&h(&cpu))), "f16 rand_like");
-        assert!(u.iter().all(|&v| (0.0..1.0).contains(&v) && (v * 2048.0).fract() == 0.0), "f16 uniforms are k·2^-11 below 1");
+        assert!(
+            u.iter().all(|&v| (0.0..1.0).contains(&v) && (v * 2048.0).fract() == 0.0),
+            "f16 uniforms are k·2^-11 below 1"
+        );
         let z = draw(st, || Tensor::randn_like(&h(&g)));
         let zc = draw(st, || Tensor::randn_like(&h(&cpu)));
         // One f16 rounding step where the f32 values straddle a rounding boundary.
@@ -188,7 +199,10 @@ fn ks_distance(v: &[f64], cdf: impl Fn(f64) -> f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len() as f64;
-    s.iter().enumerate().map(|(i, &x)| (cdf(x) - i as f64 / n).abs().max(((i + 1) as f64 / n - cdf(x)).abs())).fold(0.0, f64::max)
+    s.iter()
+        .enumerate()
+        .map(|(i, &x)| (cdf(x) - i as f64 / n).abs().max(((i + 1) as f64 / n - cdf(x)).abs()))
+        .fold(0.0, f64::max)
 }
 
 /// √n·D above this has probability ~0.001 under the null (Kolmogorov distribution).

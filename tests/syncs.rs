@@ -39,7 +39,8 @@ fn own_gpu(test: &str) -> Option<Device> {
     let shared = helpers::gpu(test)?;
     let name = shared.gpu_context().map(|c| c.summary.name.clone()).expect("a GPU device");
     let choice = kiln_wgpu::context::AdapterChoice::Name(name);
-    let ctx = kiln_wgpu::GpuContext::new_with(&choice, &kiln_wgpu::ContextOptions::from_env()).expect("a second context");
+    let ctx =
+        kiln_wgpu::GpuContext::new_with(&choice, &kiln_wgpu::ContextOptions::from_env()).expect("a second context");
     Some(Device::Gpu(ctx))
 }
 
@@ -189,7 +190,13 @@ fn mixed_precision_training_step_does_not_sync() {
     // An f16 product really runs: its operands are cast to f16 inside the region.
     let h = kiln::autocast(DType::F16, || l1.forward(&x)).unwrap();
     assert_eq!(h.dtype(), DType::F32);
-    assert_close("autocast product vs f32", &h.to_f64_vec().unwrap(), &l1.forward(&x).unwrap().to_f64_vec().unwrap(), 2e-2, 2e-2);
+    assert_close(
+        "autocast product vs f32",
+        &h.to_f64_vec().unwrap(),
+        &l1.forward(&x).unwrap().to_f64_vec().unwrap(),
+        2e-2,
+        2e-2,
+    );
     let outcome = assert_no_syncs("mixed precision", &d, || {
         opt.zero_grad();
         let loss = kiln::autocast(DType::F16, || cross_entropy_loss(&l2.forward(&l1.forward(&x)?.relu()?)?, &y))?;
@@ -233,16 +240,23 @@ fn grad_scaler_skips_backs_off_and_grows_without_syncs() {
     // Grows after 3 clean steps in a row; an inf or NaN halves it and restarts the count.
     let want_scales = [8.0, 8.0, 4.0, 4.0, 2.0, 2.0, 2.0, 4.0];
     for d in &devices {
-        let make = |p: &Tensor| AdamW::new(vec![p.clone()], AdamWConfig { lr: 0.1, weight_decay: 0.1, ..Default::default() }).unwrap();
-        let make_sgd = |p: &Tensor| Sgd::new(vec![p.clone()], SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) }).unwrap();
+        let make = |p: &Tensor| {
+            AdamW::new(vec![p.clone()], AdamWConfig { lr: 0.1, weight_decay: 0.1, ..Default::default() }).unwrap()
+        };
+        let make_sgd =
+            |p: &Tensor| Sgd::new(vec![p.clone()], SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) }).unwrap();
         let start = [1.0f32, -2.0, 0.5];
-        let (p, q) = (Tensor::from_vec(start.to_vec(), &[3], d).unwrap(), Tensor::from_vec(start.to_vec(), &[3], d).unwrap());
+        let (p, q) =
+            (Tensor::from_vec(start.to_vec(), &[3], d).unwrap(), Tensor::from_vec(start.to_vec(), &[3], d).unwrap());
         let (p, q) = (p.with_grad(), q.with_grad());
         let (mut adam, mut sgd) = (make(&p), make_sgd(&q));
         let config = GradScalerConfig { init_scale: 8.0, growth_interval: 3, ..Default::default() };
         let (mut scaler, mut scaler_sgd) = (GradScaler::new(config).unwrap(), GradScaler::new(config).unwrap());
         // The reference: the plain optimizers on the clean gradients only.
-        let (rp, rq) = (Tensor::from_vec(start.to_vec(), &[3], d).unwrap().with_grad(), Tensor::from_vec(start.to_vec(), &[3], d).unwrap().with_grad());
+        let (rp, rq) = (
+            Tensor::from_vec(start.to_vec(), &[3], d).unwrap().with_grad(),
+            Tensor::from_vec(start.to_vec(), &[3], d).unwrap().with_grad(),
+        );
         let (mut ref_adam, mut ref_sgd) = (make(&rp), make_sgd(&rq));
         let mut scale = 8.0f32;
         let mut outcomes = Vec::new();
@@ -271,8 +285,16 @@ fn grad_scaler_skips_backs_off_and_grows_without_syncs() {
             } else {
                 assert_eq!(p.to_vec::<f32>().unwrap(), before_p, "{d:?} step {i}: a skipped step moved the parameter");
             }
-            assert_eq!(p.to_vec::<f32>().unwrap(), rp.to_vec::<f32>().unwrap(), "{d:?} step {i}: AdamW differs from the clean-only run");
-            assert_eq!(q.to_vec::<f32>().unwrap(), rq.to_vec::<f32>().unwrap(), "{d:?} step {i}: SGD differs from the clean-only run");
+            assert_eq!(
+                p.to_vec::<f32>().unwrap(),
+                rp.to_vec::<f32>().unwrap(),
+                "{d:?} step {i}: AdamW differs from the clean-only run"
+            );
+            assert_eq!(
+                q.to_vec::<f32>().unwrap(),
+                rq.to_vec::<f32>().unwrap(),
+                "{d:?} step {i}: SGD differs from the clean-only run"
+            );
             let got = scaler.get_scale().unwrap();
             assert_eq!(got, want_scales[i], "{d:?} step {i}: scale");
             assert_eq!(scaler_sgd.get_scale().unwrap(), got);
@@ -364,7 +386,13 @@ fn clip_grad_norm_leaves_gradients_alone_when_the_norm_is_not_finite() {
             // Bits, except that every NaN counts as one: GPUs may return a NaN with another
             // payload (NVIDIA's does for NaN · 1).
             let bits = |p: &Tensor| -> Vec<u64> {
-                p.grad().unwrap().to_f64_vec().unwrap().iter().map(|v| if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() }).collect()
+                p.grad()
+                    .unwrap()
+                    .to_f64_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|v| if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() })
+                    .collect()
             };
             let before: Vec<Vec<u64>> = params.iter().map(bits).collect();
             let (norm, waits) = counting(d, || clip_grad_norm_(&params, 1.0).unwrap());

@@ -24,7 +24,10 @@ struct Refs {
 impl Refs {
     fn load(dev: &Device, float: DType) -> Refs {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/torch_index_refs.safetensors");
-        let map = kiln_nn::checkpoint::load_state_dict(path).expect("tests/data/torch_index_refs.safetensors").into_iter().collect();
+        let map = kiln_nn::checkpoint::load_state_dict(path)
+            .expect("tests/data/torch_index_refs.safetensors")
+            .into_iter()
+            .collect();
         Refs { map, dev: dev.clone(), float }
     }
 
@@ -84,7 +87,11 @@ fn topk_matches_torch() {
                         let src = if dim == 0 { i[p] as usize * cols + b } else { a * cols + i[p] as usize };
                         let same = host[src] == v[p] || (host[src].is_nan() && v[p].is_nan());
                         assert!(same, "{tag}: index {} does not hold {}", i[p], v[p]);
-                        let prev = if dim == 0 { a.checked_sub(1).map(|a| a * shape[1] + b) } else { b.checked_sub(1).map(|b| a * shape[1] + b) };
+                        let prev = if dim == 0 {
+                            a.checked_sub(1).map(|a| a * shape[1] + b)
+                        } else {
+                            b.checked_sub(1).map(|b| a * shape[1] + b)
+                        };
                         if let Some(q) = prev.filter(|&q| v[q] == v[p]) {
                             assert!(i[q] < i[p], "{tag}: ties not in index order");
                         }
@@ -104,11 +111,18 @@ fn max_min_dim_match_torch() {
     each_device("max_min_dim_match_torch", |r| {
         let x = r.get("extreme.x");
         for dim in [0isize, 1] {
-            for (name, f) in [("max", Tensor::max_dim as fn(&Tensor, isize, bool) -> Result<(Tensor, Tensor)>), ("min", Tensor::min_dim)] {
+            for (name, f) in [
+                ("max", Tensor::max_dim as fn(&Tensor, isize, bool) -> Result<(Tensor, Tensor)>),
+                ("min", Tensor::min_dim),
+            ] {
                 let (v, i) = f(&x, dim, false).unwrap();
                 let tag = format!("extreme.{name}.d{dim}");
                 r.close(&tag, &v, &format!("{tag}.values"));
-                assert_eq!(i.to_f64_vec().unwrap(), r.want(&format!("{tag}.indices")), "{tag} indices (first of ties, NaN wins)");
+                assert_eq!(
+                    i.to_f64_vec().unwrap(),
+                    r.want(&format!("{tag}.indices")),
+                    "{tag} indices (first of ties, NaN wins)"
+                );
             }
         }
         let xg = r.get("extreme.grad.x").with_grad();
@@ -134,7 +148,11 @@ fn scatter_reduce_matches_torch() {
                 // Integers: wrapping sums and products, floor-division mean.
                 let si = r.get("sri.self");
                 let y = si.scatter_reduce(0, &r.ids("sri.index"), &r.get("sri.src"), op, include_self).unwrap();
-                assert_eq!(y.to_f64_vec().unwrap(), r.want(&format!("sri.{}.{}", op.name(), if include_self { "self" } else { "noself" })), "{tag} i32");
+                assert_eq!(
+                    y.to_f64_vec().unwrap(),
+                    r.want(&format!("sri.{}.{}", op.name(), if include_self { "self" } else { "noself" })),
+                    "{tag} i32"
+                );
             }
         }
     });
@@ -146,7 +164,8 @@ fn scatter_and_index_add_match_torch() {
         for (op, dim) in [("scatter", 0isize), ("index_add", 1)] {
             let (s, src) = (r.get(&format!("{op}.self")).with_grad(), r.get(&format!("{op}.src")).with_grad());
             let idx = r.ids(&format!("{op}.index"));
-            let y = if op == "scatter" { s.scatter(dim, &idx, &src) } else { s.index_add(dim, &idx, &src, -0.75) }.unwrap();
+            let y =
+                if op == "scatter" { s.scatter(dim, &idx, &src) } else { s.index_add(dim, &idx, &src, -0.75) }.unwrap();
             r.close(op, &y, &format!("{op}.out"));
             (&y * &r.get(&format!("{op}.w"))).unwrap().sum_all().unwrap().backward().unwrap();
             r.close(&format!("{op} d self"), &s.grad().unwrap(), &format!("{op}.dself"));
@@ -160,13 +179,20 @@ fn scatter_and_index_add_match_torch() {
 #[test]
 fn weighted_cross_entropy_matches_torch() {
     each_device("weighted_cross_entropy_matches_torch", |r| {
-        let (target, weight, target3, w3) = (r.ids("ce.target"), r.get("ce.weight"), r.ids("ce3.target"), r.get("ce3.w"));
+        let (target, weight, target3, w3) =
+            (r.ids("ce.target"), r.get("ce.weight"), r.ids("ce3.target"), r.get("ce3.w"));
         for ignore in [None, Some(2u32)] {
             for eps in [0.0, 0.2] {
-                for (red, reduction) in [("mean", Reduction::Mean), ("sum", Reduction::Sum), ("none", Reduction::None)] {
+                for (red, reduction) in [("mean", Reduction::Mean), ("sum", Reduction::Sum), ("none", Reduction::None)]
+                {
                     let i = ignore.map_or("none".to_string(), |i| i.to_string());
                     let tag = format!("i{i}.e{}.{red}", (eps * 10.0) as u32);
-                    let opts = CrossEntropyOptions { reduction, ignore_index: ignore, label_smoothing: eps, weight: Some(weight.clone()) };
+                    let opts = CrossEntropyOptions {
+                        reduction,
+                        ignore_index: ignore,
+                        label_smoothing: eps,
+                        weight: Some(weight.clone()),
+                    };
                     let x = r.get("ce.logits").with_grad();
                     let y = cross_entropy(&x, &Target::Indices(&target), &opts).unwrap();
                     r.close(&format!("ce.{tag}"), &y, &format!("ce.{tag}"));

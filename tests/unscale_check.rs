@@ -12,9 +12,9 @@
 mod common;
 
 use common::{assert_close, values};
-use kiln::prelude::*;
 use kiln::HostData;
 use kiln::optim_kernels::OptimKernels;
+use kiln::prelude::*;
 use kiln_nn::{GradScaler, GradScalerConfig, Sgd, SgdConfig};
 
 fn flag(d: &Device) -> Tensor {
@@ -215,29 +215,50 @@ fn unscale_check_rejects_bad_arguments_with_typed_errors() {
         assert!(matches!(g.unscale_check_(0.5, &f32_flag), Err(Error::DTypeMismatch { .. })), "{name}: f32 flag");
         let two = Tensor::full_dtype(&[2], 0.0, DType::U32, &d).unwrap();
         assert!(matches!(g.unscale_check_(0.5, &two), Err(Error::ShapeMismatch { .. })), "{name}: flag of 2");
-        assert!(matches!(g.t().unwrap().unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })), "{name}: transposed");
-        assert!(matches!(g.narrow(1, 1, 2).unwrap().unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })), "{name}: strided");
+        assert!(
+            matches!(g.t().unwrap().unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })),
+            "{name}: transposed"
+        );
+        assert!(
+            matches!(g.narrow(1, 1, 2).unwrap().unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })),
+            "{name}: strided"
+        );
         let offset = Tensor::from_vec(vec![1.0f32; 6], &[6], &d).unwrap().narrow(0, 2, 3).unwrap();
         assert!(matches!(offset.unscale_check_(0.5, &f), Err(Error::InvalidArgument { .. })), "{name}: offset view");
         if let Some(gpu) = &gpu
             && d.is_gpu()
         {
-            assert!(matches!(g.unscale_check_(0.5, &flag(&Device::cpu())), Err(Error::DeviceMismatch { .. })), "gpu grad, cpu flag");
+            assert!(
+                matches!(g.unscale_check_(0.5, &flag(&Device::cpu())), Err(Error::DeviceMismatch { .. })),
+                "gpu grad, cpu flag"
+            );
             let cpu_g = Tensor::from_vec(vec![1.0f32], &[1], &Device::cpu()).unwrap();
-            assert!(matches!(cpu_g.unscale_check_(0.5, &flag(gpu)), Err(Error::DeviceMismatch { .. })), "cpu grad, gpu flag");
+            assert!(
+                matches!(cpu_g.unscale_check_(0.5, &flag(gpu)), Err(Error::DeviceMismatch { .. })),
+                "cpu grad, gpu flag"
+            );
         }
         // The device-scale form: the scale is one f32, distinct from the gradient.
         let half = Tensor::full(&[], 2.0, &d).unwrap();
         let two_scales = Tensor::full(&[2], 2.0, &d).unwrap();
-        assert!(matches!(g.unscale_check_by_(&two_scales, &f), Err(Error::InvalidArgument { .. })), "{name}: scale of 2");
+        assert!(
+            matches!(g.unscale_check_by_(&two_scales, &f), Err(Error::InvalidArgument { .. })),
+            "{name}: scale of 2"
+        );
         let int_scale = Tensor::full_dtype(&[], 2.0, DType::I32, &d).unwrap();
         assert!(matches!(g.unscale_check_by_(&int_scale, &f), Err(Error::InvalidArgument { .. })), "{name}: i32 scale");
         let one = Tensor::from_vec(vec![2.0f32], &[1], &d).unwrap();
-        assert!(matches!(one.unscale_check_by_(&one, &f), Err(Error::InvalidArgument { .. })), "{name}: scale is the gradient");
+        assert!(
+            matches!(one.unscale_check_by_(&one, &f), Err(Error::InvalidArgument { .. })),
+            "{name}: scale is the gradient"
+        );
         assert!(matches!(g.unscale_check_by_(&half, &two), Err(Error::ShapeMismatch { .. })), "{name}: flag of 2");
         if d.is_gpu() {
             let cpu_scale = Tensor::full(&[], 2.0, &Device::cpu()).unwrap();
-            assert!(matches!(g.unscale_check_by_(&cpu_scale, &f), Err(Error::DeviceMismatch { .. })), "gpu grad, cpu scale");
+            assert!(
+                matches!(g.unscale_check_by_(&cpu_scale, &f), Err(Error::DeviceMismatch { .. })),
+                "gpu grad, cpu scale"
+            );
         }
         assert_eq!(one.to_vec::<f32>().unwrap(), vec![2.0], "{name}");
         // Nothing was scaled by the refused calls.
@@ -257,11 +278,13 @@ fn shared_gradient_run(d: &Device) -> Vec<Vec<f32>> {
     p1.set_grad(Some(shared.clone())).unwrap();
     p2.set_grad(Some(shared.clone())).unwrap();
     // p3 and p4: two slices of one tensor (as `cat` backward hands out); p4's at an offset.
-    let joint = Tensor::from_vec([0.25f32, 4.0, -1.0, 8.0, -0.5, 2.0].iter().map(|v| v * scale).collect(), &[6], d).unwrap();
+    let joint =
+        Tensor::from_vec([0.25f32, 4.0, -1.0, 8.0, -0.5, 2.0].iter().map(|v| v * scale).collect(), &[6], d).unwrap();
     p3.set_grad(Some(joint.narrow(0, 0, 3).unwrap())).unwrap();
     p4.set_grad(Some(joint.narrow(0, 3, 3).unwrap())).unwrap();
     // p5: a transposed view.
-    let m = Tensor::from_vec([1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().map(|v| v * scale).collect(), &[3, 2], d).unwrap();
+    let m =
+        Tensor::from_vec([1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().map(|v| v * scale).collect(), &[3, 2], d).unwrap();
     p5.set_grad(Some(m.t().unwrap())).unwrap();
     let params = vec![p1.clone(), p2.clone(), p3.clone(), p4.clone(), p5.clone()];
     let mut opt = Sgd::new(params.clone(), SgdConfig::new(1.0)).unwrap();
@@ -288,7 +311,11 @@ fn grad_scaler_unscales_a_shared_gradient_once() {
     ];
     assert_eq!(cpu[..5], want_grads[..], "cpu: unscaled gradients");
     // The tensor the slices came from is not the parameters': it keeps its scaled values.
-    assert_eq!(cpu[5], [0.25f32, 4.0, -1.0, 8.0, -0.5, 2.0].iter().map(|v| v * 1024.0).collect::<Vec<_>>(), "cpu: joint");
+    assert_eq!(
+        cpu[5],
+        [0.25f32, 4.0, -1.0, 8.0, -0.5, 2.0].iter().map(|v| v * 1024.0).collect::<Vec<_>>(),
+        "cpu: joint"
+    );
     let stepped: Vec<Vec<f32>> = want_grads.iter().map(|g| g.iter().map(|v| -v).collect()).collect();
     assert_eq!(cpu[6..], stepped[..], "cpu: parameters after one SGD step of lr 1");
     if let Some(g) = common::gpu("grad_scaler_unscales_a_shared_gradient_once") {
@@ -304,7 +331,8 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     }
     // A context of its own, so that the counts are this test's alone.
     let options = kiln_wgpu::ContextOptions { profile: kiln_wgpu::ProfileMode::Counts, ..Default::default() };
-    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options).expect("a profiled context");
+    let ctx = kiln_wgpu::GpuContext::new_with(&kiln_wgpu::context::AdapterChoice::from_env(), &options)
+        .expect("a profiled context");
     let d = Device::Gpu(ctx.clone());
     let sizes: [&[usize]; 5] = [&[7], &[16, 4], &[1023], &[3, 5], &[64]];
     let params: Vec<Tensor> = sizes.iter().map(|s| Tensor::zeros(s, &d).unwrap().with_grad()).collect();
@@ -322,7 +350,9 @@ fn grad_scaler_runs_one_unscale_kernel_per_gradient_and_no_reduction() {
     let mut scaler = GradScaler::new(GradScalerConfig { init_scale: 1024.0, ..Default::default() }).unwrap();
     scaler.unscale_(&opt).unwrap();
     let after = ctx.profile_counts();
-    let count = |rows: &[(String, u64)], prefix: &str| rows.iter().filter(|r| r.0.starts_with(prefix)).map(|r| r.1).sum::<u64>();
+    let count = |rows: &[(String, u64)], prefix: &str| {
+        rows.iter().filter(|r| r.0.starts_with(prefix)).map(|r| r.1).sum::<u64>()
+    };
     assert_eq!(count(&after, "unscale_check|") - count(&before, "unscale_check|"), 5, "unscale kernels:\n{after:?}");
     assert_eq!(count(&after, "reduce|"), count(&before, "reduce|"), "a reduction ran:\n{after:?}");
     let total = |rows: &[(String, u64)]| rows.iter().map(|r| r.1).sum::<u64>();

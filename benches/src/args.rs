@@ -50,21 +50,32 @@ results go to stdout, one JSON object per line; progress goes to stderr";
 
 /// Parses the arguments after the program name. `Ok(None)` means `--help` was asked for.
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut args =
-        Args { small: false, only: None, device: "gpu".into(), max_seconds: None, min_time: 1.0, amp: false, steps: None };
+    let mut args = Args {
+        small: false,
+        only: None,
+        device: "gpu".into(),
+        max_seconds: None,
+        min_time: 1.0,
+        amp: false,
+        steps: None,
+    };
     while let Some(a) = it.next() {
         // Both `--flag value` and `--flag=value`.
         let (key, inline) = match a.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
             _ => (a.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
+        let mut value =
+            |name: &str| inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"));
         match key.as_str() {
             "--small" => args.small = true,
             "--amp" => args.amp = true,
             "--only" => {
-                let list: Vec<String> =
-                    value("--only")?.split(',').map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect();
+                let list: Vec<String> = value("--only")?
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 args.only = Some(list);
             }
             "--device" => args.device = value("--device")?,
@@ -74,7 +85,11 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Strin
                 let v = value("--steps")?;
                 match v.parse::<usize>() {
                     Ok(n) if n > W10_WARMUP => args.steps = Some(n),
-                    _ => return Err(format!("--steps: {v:?} is not a whole number above {W10_WARMUP} (the untimed warm-up steps)")),
+                    _ => {
+                        return Err(format!(
+                            "--steps: {v:?} is not a whole number above {W10_WARMUP} (the untimed warm-up steps)"
+                        ));
+                    }
                 }
             }
             "-h" | "--help" => return Ok(None),
@@ -102,7 +117,8 @@ mod tests {
 
     #[test]
     fn flags_parse_in_both_spellings() {
-        let a = p(&["--small", "--only=W1,w8b", "--device", "cpu", "--max-seconds", "5", "--min-time=0"]).unwrap().unwrap();
+        let a =
+            p(&["--small", "--only=W1,w8b", "--device", "cpu", "--max-seconds", "5", "--min-time=0"]).unwrap().unwrap();
         assert!(a.small);
         assert_eq!(a.only, Some(vec!["w1".to_string(), "w8b".to_string()]));
         assert_eq!(a.device, "cpu");

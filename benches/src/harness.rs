@@ -45,7 +45,10 @@ impl Ctx {
     pub fn selected(&self, id: &str) -> bool {
         let Some(list) = &self.only else { return true };
         let id = id.to_ascii_lowercase();
-        list.iter().any(|w| *w == id || (id.len() == w.len() + 1 && id.starts_with(w.as_str()) && (id.ends_with('a') || id.ends_with('b'))))
+        list.iter().any(|w| {
+            *w == id
+                || (id.len() == w.len() + 1 && id.starts_with(w.as_str()) && (id.ends_with('a') || id.ends_with('b')))
+        })
     }
 
     pub fn past_deadline(&self) -> bool {
@@ -83,7 +86,11 @@ impl Ctx {
         for (op, buffers, bytes) in self.device.memory_census().into_iter().take(20) {
             eprintln!("  live at peak: {:>10.1} MiB in {buffers:>5} buffers from {op}", mib(bytes));
         }
-        vec![("peak_pool_mib", mib(m.peak_total_bytes)), ("peak_live_mib", mib(m.peak_live_bytes)), ("live_mib", mib(m.live_bytes))]
+        vec![
+            ("peak_pool_mib", mib(m.peak_total_bytes)),
+            ("peak_live_mib", mib(m.peak_live_bytes)),
+            ("live_mib", mib(m.live_bytes)),
+        ]
     }
 
     /// One result line: the six keys every program prints, then `extra` numbers.

@@ -59,7 +59,9 @@ impl Gpt {
         Ok(Gpt {
             tok: Embedding::new(GPT_VOCAB, GPT_D_MODEL, device)?,
             pos: Embedding::new(GPT_MAX_SEQ, GPT_D_MODEL, device)?,
-            blocks: (0..GPT_LAYERS).map(|_| TransformerBlock::new(GPT_D_MODEL, GPT_HEADS, 4, p, device)).collect::<Result<_>>()?,
+            blocks: (0..GPT_LAYERS)
+                .map(|_| TransformerBlock::new(GPT_D_MODEL, GPT_HEADS, 4, p, device))
+                .collect::<Result<_>>()?,
             ln_f: LayerNorm::new(&[GPT_D_MODEL], device)?,
             head: Linear::new(GPT_D_MODEL, GPT_VOCAB, true, device)?,
         })

@@ -25,7 +25,11 @@ pub fn w11(ctx: &Ctx) -> Result<()> {
     let label = if ctx.amp { "W11 (amp)" } else { "W11" };
     let secs = measure(ctx, label, || {
         let emb = kiln_core::no_grad(|| {
-            if ctx.amp { kiln_core::autocast(DType::F16, || model.embed(&tokens, &mask)) } else { model.embed(&tokens, &mask) }
+            if ctx.amp {
+                kiln_core::autocast(DType::F16, || model.embed(&tokens, &mask))
+            } else {
+                model.embed(&tokens, &mask)
+            }
         })?;
         ctx.sync()?;
         drop(emb);

@@ -55,7 +55,8 @@ fn run_bench(args: &[&str]) -> (bool, String, String) {
 fn result_lines(stdout: &str, stderr: &str, extra: &[&str]) -> Vec<serde_json::Map<String, Value>> {
     let mut out = Vec::new();
     for line in stdout.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{stderr}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{stderr}"));
         let obj = v.as_object().unwrap_or_else(|| panic!("not a JSON object: {line}")).clone();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -119,26 +120,50 @@ fn small_model_runs_report_memory_and_w10() {
     if !gpu_available("small_model_runs_report_memory_and_w10") {
         return;
     }
-    let (ok, stdout, stderr) =
-        run_bench(&["--small", "--only", "W6d,W10", "--device", "gpu", "--min-time", "0", "--steps", "22", "--max-seconds", "240"]);
+    let (ok, stdout, stderr) = run_bench(&[
+        "--small",
+        "--only",
+        "W6d,W10",
+        "--device",
+        "gpu",
+        "--min-time",
+        "0",
+        "--steps",
+        "22",
+        "--max-seconds",
+        "240",
+    ]);
     assert!(ok, "kiln-bench failed; stderr:\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "one line each for W6d and W10:\n{stdout}\nstderr:\n{stderr}");
     let w6d = &result_lines(lines[0], &stderr, &MEMORY_KEYS)[0];
     let w10_keys: Vec<&str> = MEMORY_KEYS.iter().copied().chain(["tokens_per_s", "steps", "last_loss_bits"]).collect();
     let w10 = &result_lines(lines[1], &stderr, &w10_keys)[0];
-    let key = |o: &serde_json::Map<String, Value>| (o["workload"].as_str().map(String::from), o["size"].as_str().map(String::from), o["metric"].as_str().map(String::from));
+    let key = |o: &serde_json::Map<String, Value>| {
+        (
+            o["workload"].as_str().map(String::from),
+            o["size"].as_str().map(String::from),
+            o["metric"].as_str().map(String::from),
+        )
+    };
     let owned = |w: &str, s: &str, m: &str| (Some(w.to_string()), Some(s.to_string()), Some(m.to_string()));
     assert_eq!(key(w6d), owned("W6d", "b2s64", "tokens/s"), "{stdout}");
     assert_eq!(key(w10), owned("W10", "b8s32", "ms/step"), "{stdout}");
     for o in [w6d, w10] {
         let n = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
-        assert!(n("peak_pool_mib") >= n("peak_live_mib") && n("peak_live_mib") >= n("live_mib") && n("live_mib") > 0.0, "memory keys out of order: {o:?}");
+        assert!(
+            n("peak_pool_mib") >= n("peak_live_mib") && n("peak_live_mib") >= n("live_mib") && n("live_mib") > 0.0,
+            "memory keys out of order: {o:?}"
+        );
     }
     let n = |k: &str| w10[k].as_f64().unwrap_or(f64::NAN);
     assert_eq!(n("steps"), 2.0, "{w10:?}");
     let tokens = 8.0 * 32.0 * 1e3 / n("value");
-    assert!((n("tokens_per_s") - tokens).abs() <= 1e-3 * tokens, "tokens/s {} vs {tokens} from ms/step: {w10:?}", n("tokens_per_s"));
+    assert!(
+        (n("tokens_per_s") - tokens).abs() <= 1e-3 * tokens,
+        "tokens/s {} vs {tokens} from ms/step: {w10:?}",
+        n("tokens_per_s")
+    );
     // A character model at step 22 of a warm-up is near the uniform guess, log2(83) ≈ 6.4 bits.
     assert!(n("last_loss_bits") > 1.0 && n("last_loss_bits") < 8.0, "{w10:?}");
 }
@@ -157,7 +182,10 @@ fn w11_reports_sentences_per_second() {
         let lines = result_lines(&stdout, &stderr, &["ms_per_batch"]);
         assert_eq!(lines.len(), 1, "{stdout}");
         let o = &lines[0];
-        assert_eq!((o["workload"].as_str(), o["size"].as_str(), o["metric"].as_str()), (Some("W11"), Some("b8s32"), Some("sentences/s")));
+        assert_eq!(
+            (o["workload"].as_str(), o["size"].as_str(), o["metric"].as_str()),
+            (Some("W11"), Some("b8s32"), Some("sentences/s"))
+        );
         let (value, ms) = (o["value"].as_f64().unwrap_or(f64::NAN), o["ms_per_batch"].as_f64().unwrap_or(f64::NAN));
         assert!((value - 8e3 / ms).abs() <= 1e-3 * value, "sentences/s {value} vs ms/batch {ms}");
         assert_eq!(o["framework"].as_str().is_some_and(|f| f.ends_with("-amp")), amp, "{stdout}");

@@ -110,7 +110,10 @@ impl CharTransformer {
     pub fn logits(&self, ids: &Tensor) -> Result<Tensor> {
         let (ctx, dev) = (self.config.context, ids.device());
         if ids.rank() != 2 || ids.shape()[1] == 0 || ids.shape()[1] > ctx {
-            return Err(Error::shape("CharTransformer", format!("expects ids [b, t] with 1 ≤ t ≤ {ctx}, got {:?}", ids.shape())));
+            return Err(Error::shape(
+                "CharTransformer",
+                format!("expects ids [b, t] with 1 ≤ t ≤ {ctx}, got {:?}", ids.shape()),
+            ));
         }
         let t = ids.shape()[1];
         let positions = Tensor::arange_u32(t, dev)?;
@@ -150,7 +153,6 @@ impl Module for CharTransformer {
         }
     }
 }
-
 
 /// A pre-norm causal block whose MLP is `RowwiseLinear → activation → RowwiseLinear`, with the
 /// same parameter names as the stock block's (`mlp.0.*`, `mlp.2.*`).

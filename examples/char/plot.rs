@@ -46,11 +46,14 @@ fn draw(pixels: &mut [u8], history: &[EvalPoint], target: Option<f64>) -> Result
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .draw()?;
-    let series = [("train (mean since last eval)", TRAIN, history.iter().map(|p| (p.step as f64, p.train_bpc)).collect::<Vec<_>>()), (
-        "validation",
-        VAL,
-        history.iter().map(|p| (p.step as f64, p.val_bpc)).collect(),
-    )];
+    let series = [
+        (
+            "train (mean since last eval)",
+            TRAIN,
+            history.iter().map(|p| (p.step as f64, p.train_bpc)).collect::<Vec<_>>(),
+        ),
+        ("validation", VAL, history.iter().map(|p| (p.step as f64, p.val_bpc)).collect()),
+    ];
     for (name, color, points) in series {
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
@@ -61,7 +64,9 @@ fn draw(pixels: &mut [u8], history: &[EvalPoint], target: Option<f64>) -> Result
     if let Some(level) = target {
         // Dashes drawn by hand: the enabled plotters features have no dashed series.
         let dash = last_step / 60.0;
-        let segments = (0..60).step_by(2).map(|i| PathElement::new(vec![(i as f64 * dash, level), ((i + 1) as f64 * dash, level)], TARGET.stroke_width(1)));
+        let segments = (0..60).step_by(2).map(|i| {
+            PathElement::new(vec![(i as f64 * dash, level), ((i + 1) as f64 * dash, level)], TARGET.stroke_width(1))
+        });
         chart
             .draw_series(segments)?
             .label(format!("target {level} bits/char"))

@@ -164,7 +164,9 @@ impl TrainConfig {
             return Err(format!("--lr must be a positive number, got {}", self.lr).into());
         }
         if !(0.0..=1.0).contains(&self.final_lr_frac) {
-            return Err(format!("the final learning-rate fraction must be in [0, 1], got {}", self.final_lr_frac).into());
+            return Err(
+                format!("the final learning-rate fraction must be in [0, 1], got {}", self.final_lr_frac).into()
+            );
         }
         if self.heads == 0 || !self.d_model.is_multiple_of(self.heads) {
             return Err(format!("d_model {} is not a multiple of {} heads", self.d_model, self.heads).into());
@@ -332,7 +334,8 @@ impl Trainer {
         let x = Tensor::from_vec(x, &[b, t], device)?;
         let y = Tensor::from_vec(y, &[b * t], device)?;
         let Some(scaler) = &mut self.scaler else {
-            let (loss, norm) = train_step(&self.model, &mut self.opt, &mut self.schedule, &self.params, self.grad_clip, &x, &y)?;
+            let (loss, norm) =
+                train_step(&self.model, &mut self.opt, &mut self.schedule, &self.params, self.grad_clip, &x, &y)?;
             return Ok((loss, norm, self.opt.lr()));
         };
         let loss = kiln::autocast(DType::F16, || {
@@ -433,7 +436,13 @@ pub fn optimizer(model: &CharTransformer, cfg: &TrainConfig) -> AnyResult<AdamW>
 
 /// Mean cross-entropy (nats per character) of `model` over `windows` (as from
 /// [`fixed_windows`]), `batch` windows per forward pass, in evaluation mode.
-pub fn evaluate(model: &CharTransformer, windows: &(Vec<u32>, Vec<u32>), batch: usize, seq_len: usize, device: &Device) -> AnyResult<f64> {
+pub fn evaluate(
+    model: &CharTransformer,
+    windows: &(Vec<u32>, Vec<u32>),
+    batch: usize,
+    seq_len: usize,
+    device: &Device,
+) -> AnyResult<f64> {
     let (inputs, targets) = windows;
     let count = inputs.len().checked_div(seq_len).unwrap_or(0);
     if count == 0 || batch == 0 || targets.len() != inputs.len() {
@@ -474,7 +483,14 @@ pub struct SampleConfig {
 /// Continues `prompt` by `tokens` characters and returns only the new ones. Each step runs the
 /// model on the last `context` characters, reads the next-character probabilities back to the
 /// host and draws from them with a seeded [`Rng`].
-pub fn generate(model: &CharTransformer, text: &TextDataset, prompt: &str, tokens: usize, sample: SampleConfig, device: &Device) -> AnyResult<String> {
+pub fn generate(
+    model: &CharTransformer,
+    text: &TextDataset,
+    prompt: &str,
+    tokens: usize,
+    sample: SampleConfig,
+    device: &Device,
+) -> AnyResult<String> {
     if !(sample.temperature.is_finite() && sample.temperature >= 0.0) {
         return Err(format!("--temperature must be a number ≥ 0, got {}", sample.temperature).into());
     }

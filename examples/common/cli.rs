@@ -31,7 +31,9 @@ pub fn parse_args<T: Parser>() -> Result<Option<T>, String> {
 }
 
 /// [`parse_args`] over `args` (the first is the program name).
-pub fn parse_from<T: Parser, I: Into<std::ffi::OsString> + Clone>(args: impl IntoIterator<Item = I>) -> Result<Option<T>, String> {
+pub fn parse_from<T: Parser, I: Into<std::ffi::OsString> + Clone>(
+    args: impl IntoIterator<Item = I>,
+) -> Result<Option<T>, String> {
     match T::try_parse_from(args) {
         Ok(flags) => Ok(Some(flags)),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

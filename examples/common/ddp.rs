@@ -83,7 +83,15 @@ pub fn train_ddp(
         let (train_loss, train_acc) = (loss_sum.item()? / seen_f, correct.item()? / seen_f);
         let train_secs = start.elapsed().as_secs_f64();
         let (test_loss, test_acc) = evaluate(&model, cfg.kind, test, &device)?;
-        let stats = EpochStats { epoch, train_loss, train_acc, test_loss, test_acc, train_secs, images_per_sec: (seen * world) as f64 / train_secs };
+        let stats = EpochStats {
+            epoch,
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            train_secs,
+            images_per_sec: (seen * world) as f64 / train_secs,
+        };
         on_epoch(rank, &stats);
         history.push(stats);
     }

@@ -42,7 +42,13 @@ pub fn detect_kind(path: &Path) -> Option<ModelKind> {
 }
 
 /// Predicted digit and its softmax probability for each of the `n` images in `pixels`.
-pub fn classify(model: &Sequential, kind: ModelKind, pixels: Vec<f32>, n: usize, device: &Device) -> AnyResult<Vec<(u32, f64)>> {
+pub fn classify(
+    model: &Sequential,
+    kind: ModelKind,
+    pixels: Vec<f32>,
+    n: usize,
+    device: &Device,
+) -> AnyResult<Vec<(u32, f64)>> {
     no_grad(|| {
         let probs = model.forward(&kind.input(pixels, n, device)?)?.softmax(-1)?;
         let (top, idx) = (probs.max(&[-1], false)?.to_f64_vec()?, probs.argmax(-1, false)?.to_vec::<u32>()?);
@@ -62,7 +68,9 @@ pub fn read_digit_png(path: &Path) -> AnyResult<Vec<f32>> {
     let info = reader.next_frame(&mut buf).map_err(|e| format!("{}: corrupt PNG: {e}", path.display()))?;
     let side = MNIST_SIDE as u32;
     if (info.width, info.height) != (side, side) {
-        return Err(format!("{}: image is {}x{}, expected {side}x{side}", path.display(), info.width, info.height).into());
+        return Err(
+            format!("{}: image is {}x{}, expected {side}x{side}", path.display(), info.width, info.height).into()
+        );
     }
     let channels = info.color_type.samples();
     let gray: Vec<u8> = buf[..info.buffer_size()]

@@ -28,8 +28,10 @@ pub fn open(path: Option<PathBuf>, key_header: &str) -> AnyResult<impl FnMut(&st
         // Counted after the epoch's work has finished on the device.
         let synced = device.sync();
         let m = device.memory_stats();
-        let row = format!("{key},{},{},{},{}", m.live_bytes, m.pooled_bytes, m.live_bytes + m.pooled_bytes, m.allocations);
-        if let Err(e) = synced.map_err(|e| e.to_string()).and_then(|()| writeln!(f, "{row}").map_err(|e| e.to_string())) {
+        let row =
+            format!("{key},{},{},{},{}", m.live_bytes, m.pooled_bytes, m.live_bytes + m.pooled_bytes, m.allocations);
+        if let Err(e) = synced.map_err(|e| e.to_string()).and_then(|()| writeln!(f, "{row}").map_err(|e| e.to_string()))
+        {
             eprintln!("memory log: {e}; no more rows are written");
             file = None;
         }

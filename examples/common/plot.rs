@@ -16,7 +16,8 @@ static FONT: &[u8] = include_bytes!("../../assets/fonts/Roboto-Regular.ttf");
 pub const FAMILY: &str = "sans-serif";
 const PANEL_W: u32 = 560;
 const HEIGHT: u32 = 420;
-const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+const COLORS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
 
 /// One chart: a title and named series, each with one value per epoch (epoch 1 first).
 pub struct Panel<'a> {
@@ -32,7 +33,8 @@ pub struct Panel<'a> {
 pub fn register_font() -> AnyResult<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).map_err(|_| "the embedded font does not parse".to_owned())
+        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
+            .map_err(|_| "the embedded font does not parse".to_owned())
     })
     .clone()
     .map_err(Into::into)

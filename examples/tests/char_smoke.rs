@@ -52,8 +52,18 @@ fn trains_and_generates(cfg: &TrainConfig, device: &Device, text: &(TextDataset,
     let start = std::time::Instant::now();
     let (model, history) = train::train(cfg, device, train_text, val_text, |_| {}).expect("training runs");
     let last = history.last().expect("one evaluation ran");
-    eprintln!("{device:?}: {} steps in {:.1} s, validation {:.3} bits/char", cfg.steps, start.elapsed().as_secs_f64(), last.val_bpc);
-    assert!(last.val_bpc < MAX_BPC, "{device:?}: validation {:.3} bits/char after {} steps (history {history:?})", last.val_bpc, cfg.steps);
+    eprintln!(
+        "{device:?}: {} steps in {:.1} s, validation {:.3} bits/char",
+        cfg.steps,
+        start.elapsed().as_secs_f64(),
+        last.val_bpc
+    );
+    assert!(
+        last.val_bpc < MAX_BPC,
+        "{device:?}: validation {:.3} bits/char after {} steps (history {history:?})",
+        last.val_bpc,
+        cfg.steps
+    );
 
     for (temperature, top_k) in [(0.8, None), (1.0, Some(5)), (0.0, None)] {
         let sample = SampleConfig { temperature, top_k, seed: 1 };
@@ -63,7 +73,8 @@ fn trains_and_generates(cfg: &TrainConfig, device: &Device, text: &(TextDataset,
     }
     // Prompts longer than the context are cropped, not rejected.
     let long = "Call me Ishmael. Some years ago, never mind how long precisely, having little money";
-    let out = generate(&model, train_text, long, 5, SampleConfig { temperature: 1.0, top_k: None, seed: 2 }, device).expect("long prompt");
+    let out = generate(&model, train_text, long, 5, SampleConfig { temperature: 1.0, top_k: None, seed: 2 }, device)
+        .expect("long prompt");
     assert_eq!(out.chars().count(), 5);
 }
 
@@ -92,13 +103,27 @@ fn char_transformer_trains_on_gpu_like_on_cpu() {
     let start = std::time::Instant::now();
     let (model, on_gpu) = run(&gpu);
     let bpc = |h: &[train::EvalPoint]| h.iter().map(|p| format!("{:.4}", p.val_bpc)).collect::<Vec<_>>().join(", ");
-    eprintln!("{gpu:?}: {} steps in {:.1} s, validation {} bits/char (cpu: {})", cfg.steps, start.elapsed().as_secs_f64(), bpc(&on_gpu), bpc(&on_cpu));
+    eprintln!(
+        "{gpu:?}: {} steps in {:.1} s, validation {} bits/char (cpu: {})",
+        cfg.steps,
+        start.elapsed().as_secs_f64(),
+        bpc(&on_gpu),
+        bpc(&on_cpu)
+    );
     for (c, g) in on_cpu.iter().zip(&on_gpu) {
-        assert!((c.val_bpc - g.val_bpc).abs() < 0.02, "step {}: cpu {:.4} vs gpu {:.4} bits/char", c.step, c.val_bpc, g.val_bpc);
+        assert!(
+            (c.val_bpc - g.val_bpc).abs() < 0.02,
+            "step {}: cpu {:.4} vs gpu {:.4} bits/char",
+            c.step,
+            c.val_bpc,
+            g.val_bpc
+        );
     }
     let last = on_gpu.last().expect("evaluated");
     assert!(last.val_bpc < 4.6, "gpu: {:.3} bits/char after {} steps", last.val_bpc, last.step);
-    let out = generate(&model, &train_text, "Ahab", 10, SampleConfig { temperature: 1.0, top_k: Some(5), seed: 0 }, &gpu).expect("generation");
+    let out =
+        generate(&model, &train_text, "Ahab", 10, SampleConfig { temperature: 1.0, top_k: Some(5), seed: 0 }, &gpu)
+            .expect("generation");
     assert_eq!(out.chars().count(), 10, "{out:?}");
 }
 
@@ -109,7 +134,9 @@ fn sampling_rejects_bad_input() {
     kiln::manual_seed(0);
     let model = train::CharTransformer::new(tiny(1, 1).model_config(train_text.vocab_size()), &cpu).expect("model");
     let ok = SampleConfig { temperature: 1.0, top_k: None, seed: 0 };
-    let err = |prompt: &str, sample: SampleConfig| generate(&model, &train_text, prompt, 3, sample, &cpu).expect_err("an error").to_string();
+    let err = |prompt: &str, sample: SampleConfig| {
+        generate(&model, &train_text, prompt, 3, sample, &cpu).expect_err("an error").to_string()
+    };
     assert!(err("", ok).contains("at least one character"));
     assert!(err("日本", ok).contains("cannot be encoded"));
     assert!(err("a", SampleConfig { temperature: -1.0, ..ok }).contains("temperature"));
@@ -183,4 +210,3 @@ fn example_rejects_bad_flags() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
-

@@ -38,7 +38,8 @@ pub fn own_gpu(test: &str, limits: impl FnOnce(&mut wgpu::Limits)) -> Option<Dev
         memory_hints: wgpu::MemoryHints::Performance,
         trace: wgpu::Trace::Off,
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).expect("a second device on the test adapter");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&desc)).expect("a second device on the test adapter");
     Some(Device::from_wgpu(&adapter, device, queue))
 }
 
@@ -51,9 +52,20 @@ pub fn has_f16_else_refused(dev: &Device) -> bool {
     if ctx.has_f16() {
         return true;
     }
-    let moved = Tensor::ones(&[3], &Device::cpu()).and_then(|t| t.to_dtype(DType::F16)).expect("f16 on the CPU").to(dev);
-    assert!(matches!(moved, Err(kiln::Error::Unsupported { .. })), "f16 tensor to {} without SHADER_F16: {:?}", ctx.summary, moved.err());
+    let moved =
+        Tensor::ones(&[3], &Device::cpu()).and_then(|t| t.to_dtype(DType::F16)).expect("f16 on the CPU").to(dev);
+    assert!(
+        matches!(moved, Err(kiln::Error::Unsupported { .. })),
+        "f16 tensor to {} without SHADER_F16: {:?}",
+        ctx.summary,
+        moved.err()
+    );
     let cast = Tensor::ones(&[3], dev).expect("f32 on the GPU").to_dtype(DType::F16);
-    assert!(matches!(cast, Err(kiln::Error::Unsupported { .. })), "f32->f16 cast on {} without SHADER_F16: {:?}", ctx.summary, cast.err());
+    assert!(
+        matches!(cast, Err(kiln::Error::Unsupported { .. })),
+        "f32->f16 cast on {} without SHADER_F16: {:?}",
+        ctx.summary,
+        cast.err()
+    );
     false
 }

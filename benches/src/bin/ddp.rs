@@ -26,8 +26,8 @@ mod models;
 
 use kiln_core::{Device, Tensor};
 use kiln_dist::{DdpConfig, DistributedDataParallel};
-use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer};
 use kiln_nn::ModuleExt;
+use kiln_nn::optim::{AdamW, AdamWConfig, Optimizer};
 use models::{GPT_VOCAB, Gpt, positions};
 use std::time::Instant;
 
@@ -55,7 +55,9 @@ fn parse() -> AnyResult<Args> {
             "--bucket-mb" => a.bucket_mb = value()?.parse()?,
             "--device" => a.device = Some(value()?),
             "--help" | "-h" => {
-                println!("kiln-ddp [--plain] [--small] [--steps N] [--bucket-mb F] [--device WORD]   (under mpirun: one process per GPU)");
+                println!(
+                    "kiln-ddp [--plain] [--small] [--steps N] [--bucket-mb F] [--device WORD]   (under mpirun: one process per GPU)"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown flag {other}").into()),

@@ -70,7 +70,9 @@ fn main() -> Result<()> {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    for (label, write) in [("raw wgpu: empty submit, host side only", false), ("raw wgpu: write_buffer 64 B + submit, host side", true)] {
+    for (label, write) in
+        [("raw wgpu: empty submit, host side only", false), ("raw wgpu: write_buffer 64 B + submit, host side", true)]
+    {
         let mut host = Vec::with_capacity(ITERS);
         for i in 0..ITERS + 50 {
             let t0 = Instant::now();

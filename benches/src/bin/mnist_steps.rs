@@ -39,7 +39,12 @@ fn run() -> Result<()> {
         match a.as_str() {
             "--device" => device = Device::parse(&args.next().unwrap_or_default())?,
             n => {
-                steps = n.parse().map_err(|_| kiln_core::Error::invalid("kiln-mnist-steps", format!("usage: kiln-mnist-steps [STEPS] [--device D], got {n:?}")))?
+                steps = n.parse().map_err(|_| {
+                    kiln_core::Error::invalid(
+                        "kiln-mnist-steps",
+                        format!("usage: kiln-mnist-steps [STEPS] [--device D], got {n:?}"),
+                    )
+                })?
             }
         }
     }

@@ -47,7 +47,15 @@ pub struct AttentionParams {
 
 impl AttentionParams {
     /// Parameters without bias strides or dropout.
-    pub fn new(batch: usize, heads: usize, q_len: usize, kv_len: usize, head_dim: usize, causal: bool, scale: f64) -> Self {
+    pub fn new(
+        batch: usize,
+        heads: usize,
+        q_len: usize,
+        kv_len: usize,
+        head_dim: usize,
+        causal: bool,
+        scale: f64,
+    ) -> Self {
         AttentionParams { batch, heads, q_len, kv_len, head_dim, causal, scale, bias_strides: [0; 4], dropout: None }
     }
 }

@@ -1,5 +1,8 @@
 use crate::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use crate::{BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, Result, ReduceOp, ScatterOp, TernaryOp, UnaryOp};
+use crate::{
+    BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp,
+    UnaryOp,
+};
 
 /// What every backend implements: the primitive ops from which `kiln-core` builds the whole op
 /// set. Inputs are strided (`Layout`); outputs are fresh, contiguous, offset 0.
@@ -31,12 +34,25 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self>;
 
     /// `cond ? on_true : on_false`; `self` is the bool condition; all three layouts share a shape.
-    fn where_cond(&self, layout: &Layout, on_true: &Self, t_layout: &Layout, on_false: &Self, f_layout: &Layout)
-    -> Result<Self>;
+    fn where_cond(
+        &self,
+        layout: &Layout,
+        on_true: &Self,
+        t_layout: &Layout,
+        on_false: &Self,
+        f_layout: &Layout,
+    ) -> Result<Self>;
 
     /// `op(self, b, c)` elementwise; the three layouts share a shape, the storages a float dtype.
-    fn ternary(&self, layout: &Layout, b: &Self, b_layout: &Layout, c: &Self, c_layout: &Layout, op: TernaryOp)
-    -> Result<Self>;
+    fn ternary(
+        &self,
+        layout: &Layout,
+        b: &Self,
+        b_layout: &Layout,
+        c: &Self,
+        c_layout: &Layout,
+        op: TernaryOp,
+    ) -> Result<Self>;
 
     /// Converts to `dtype` (float → int truncates toward zero and saturates; nonzero → true).
     /// With `dtype == self.dtype()` this is the contiguous copy.
@@ -80,8 +96,15 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
 
     /// A copy of `self` with `src` added at the positions `ids` names along `dim`
     /// (`ids` and `src` share a shape, no larger than `self` in the other dims).
-    fn scatter_add(&self, layout: &Layout, ids: &Self, ids_layout: &Layout, src: &Self, src_layout: &Layout, dim: usize)
-    -> Result<Self> {
+    fn scatter_add(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        ids_layout: &Layout,
+        src: &Self,
+        src_layout: &Layout,
+        dim: usize,
+    ) -> Result<Self> {
         let (dtype, ids_dtype) = (self.dtype(), ids.dtype());
         crate::checks::scatter("scatter_add", dtype, layout, ids_dtype, ids_layout, src.dtype(), src_layout, dim)?;
         self.scatter_add_impl(layout, ids, ids_layout, src, src_layout, dim)
@@ -153,7 +176,13 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
 
     /// Gradients of `norm_forward` given `dy`: `(dx [rows, n], dweight [n], dbias [n])`
     /// (dweight = Σ_rows dy·x̂, dbias = Σ_rows dy; weight `None` means ones).
-    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)>;
+    fn norm_backward(
+        &self,
+        dy: &Self,
+        stats: &Self,
+        weight: Option<&Self>,
+        p: &NormParams,
+    ) -> Result<(Self, Self, Self)>;
 
     /// Per-row loss `[rows]` (dtype of `self`) and log-sum-exp `[rows]` of logits `self`
     /// against class ids `targets` (u32 or i32, in range unless ignored).
@@ -172,14 +201,25 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     }
 
     /// [`cross_entropy_backward`](Self::cross_entropy_backward) after its checks.
-    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams)
-    -> Result<Self>;
+    fn cross_entropy_backward_impl(
+        &self,
+        targets: &Self,
+        lse: &Self,
+        grad: &Self,
+        p: &CrossEntropyParams,
+    ) -> Result<Self>;
 
     /// Attention output `[batch·heads, q_len, head_dim]` and the row log-sum-exp of the scaled
     /// (and biased) scores `[batch·heads, q_len]` (f32 or wider; +inf for a query that sees no
     /// key; dropout does not change it). `bias` is f32, read at `p.bias_strides`.
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams)
-    -> Result<(Self, Self)>;
+    fn attention_forward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        bias: Option<&Self>,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self)>;
 
     /// `(dq, dk, dv)` from the forward's output `o`, its `lse` and the output gradient `dout`.
     #[allow(clippy::too_many_arguments)]

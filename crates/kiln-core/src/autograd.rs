@@ -192,7 +192,10 @@ impl Tensor {
     /// of backward still runs. An error from `on_leaf` stops backward and is returned.
     pub fn backward_with_hook(&self, seed: &Tensor, on_leaf: &mut dyn FnMut(&Tensor) -> Result<()>) -> Result<()> {
         if !self.requires_grad() {
-            return Err(Error::Autograd { op: "backward", msg: format!("tensor {:?} does not require grad", self.shape()) });
+            return Err(Error::Autograd {
+                op: "backward",
+                msg: format!("tensor {:?} does not require grad", self.shape()),
+            });
         }
         if seed.shape() != self.shape() {
             return Err(Error::shape("backward", format!("seed {:?} vs tensor {:?}", seed.shape(), self.shape())));

@@ -16,10 +16,10 @@ fn host_count(op: &'static str, n: usize) -> Result<usize> {
 }
 
 fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::OutOfMemory {
-        op,
-        msg: format!("shape {shape:?} has more elements than fit in memory"),
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::OutOfMemory { op, msg: format!("shape {shape:?} has more elements than fit in memory") })
 }
 
 /// `0..n` (or `n-1..=0` when `reversed`) as a u32 tensor, built in a fallible host allocation:
@@ -127,7 +127,10 @@ impl Tensor {
         }
         let count = ((end - start) / step).ceil().max(0.0);
         if count > MAX_HOST_ELEMENTS as f64 {
-            return Err(Error::OutOfMemory { op: "arange", msg: format!("{count} elements (start {start}, end {end}, step {step})") });
+            return Err(Error::OutOfMemory {
+                op: "arange",
+                msg: format!("{count} elements (start {start}, end {end}, step {step})"),
+            });
         }
         let n = count as usize;
         let v: Vec<f32> = (0..n).map(|i| (start + i as f64 * step) as f32).collect();

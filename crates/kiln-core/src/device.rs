@@ -179,7 +179,10 @@ impl Device {
     /// Adapter name, backend, driver and device type (or "cpu").
     pub fn describe(&self) -> String {
         match self {
-            Device::Cpu => format!("cpu (kiln-cpu reference backend, {} threads)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+            Device::Cpu => format!(
+                "cpu (kiln-cpu reference backend, {} threads)",
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            ),
             Device::Gpu(g) => format!("gpu: {}", g.summary),
         }
     }

@@ -22,16 +22,18 @@ pub use autograd::{NoGradGuard, is_grad_enabled, no_grad};
 pub use device::{Device, profile_report};
 pub use element::Element;
 pub use half::f16;
-pub use kiln_backend::{BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
 pub use kiln_backend::{AdamParams, AttentionDropout, AttentionParams};
+pub use kiln_backend::{
+    BinaryOp, ConvGeometry, DType, Error, HostData, Layout, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp,
+};
 pub use kiln_backend::{Distribution, PhiloxKey, philox};
-pub use ops::attention::SdpaOptions;
-pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
-pub use kiln_wgpu::{FusionStats, MemoryStats, fusion_enabled, set_fusion};
 pub use kiln_wgpu::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path, set_flash_tile};
-pub use ops::binary::broadcast_shapes;
+pub use kiln_wgpu::{FusionStats, MemoryStats, fusion_enabled, set_fusion};
 pub use ops::activation::{SELU_ALPHA, SELU_SCALE};
+pub use ops::attention::SdpaOptions;
+pub use ops::binary::broadcast_shapes;
 pub use ops::conv::{Conv2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions};
+pub use ops::fused::ATTENTION_MAX_HEAD_DIM;
 pub use ops::pool::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 pub use rng::{RngState, manual_seed, rng_state, set_rng_state};
 pub use tensor::Tensor;

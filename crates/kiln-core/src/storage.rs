@@ -1,10 +1,13 @@
 //! One enum over the backends' storages: each call forwards to the backend that holds the data.
 
 use crate::Device;
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
+use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
+use kiln_backend::{
+    BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result,
+    ScatterOp, TernaryOp, UnaryOp,
+};
 use kiln_cpu::{CpuDevice, CpuStorage};
 use kiln_wgpu::GpuStorage;
-use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
 
 pub(crate) enum Storage {
     Cpu(CpuStorage),
@@ -63,7 +66,13 @@ impl Storage {
         })
     }
 
-    pub(crate) fn random(device: &Device, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Storage> {
+    pub(crate) fn random(
+        device: &Device,
+        numel: usize,
+        dist: Distribution,
+        key: PhiloxKey,
+        dtype: DType,
+    ) -> Result<Storage> {
         Ok(match device {
             Device::Cpu => Storage::Cpu(CpuStorage::random(&CpuDevice, numel, dist, key, dtype)?),
             Device::Gpu(g) => Storage::Gpu(GpuStorage::random(g, numel, dist, key, dtype)?),
@@ -100,7 +109,15 @@ impl Storage {
         })
     }
 
-    pub(crate) fn ternary(&self, l: &Layout, b: &Storage, bl: &Layout, c: &Storage, cl: &Layout, op: TernaryOp) -> Result<Storage> {
+    pub(crate) fn ternary(
+        &self,
+        l: &Layout,
+        b: &Storage,
+        bl: &Layout,
+        c: &Storage,
+        cl: &Layout,
+        op: TernaryOp,
+    ) -> Result<Storage> {
         Ok(match (self, b, c) {
             (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)) => Storage::Cpu(a.ternary(l, b, bl, c, cl, op)?),
             (Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(c)) => Storage::Gpu(a.ternary(l, b, bl, c, cl, op)?),
@@ -144,7 +161,15 @@ impl Storage {
         Ok(pair!("gather", self, ids, (a, b) => a.gather(l, b, il, dim)))
     }
 
-    pub(crate) fn scatter_add(&self, l: &Layout, ids: &Storage, il: &Layout, src: &Storage, sl: &Layout, dim: usize) -> Result<Storage> {
+    pub(crate) fn scatter_add(
+        &self,
+        l: &Layout,
+        ids: &Storage,
+        il: &Layout,
+        src: &Storage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Storage> {
         Ok(match (self, ids, src) {
             (Storage::Cpu(a), Storage::Cpu(i), Storage::Cpu(s)) => Storage::Cpu(a.scatter_add(l, i, il, s, sl, dim)?),
             (Storage::Gpu(a), Storage::Gpu(i), Storage::Gpu(s)) => Storage::Gpu(a.scatter_add(l, i, il, s, sl, dim)?),
@@ -196,7 +221,12 @@ impl Storage {
         })
     }
 
-    pub(crate) fn norm_forward(&self, w: Option<&Storage>, b: Option<&Storage>, p: &NormParams) -> Result<(Storage, Storage)> {
+    pub(crate) fn norm_forward(
+        &self,
+        w: Option<&Storage>,
+        b: Option<&Storage>,
+        p: &NormParams,
+    ) -> Result<(Storage, Storage)> {
         match self {
             Storage::Cpu(x) => {
                 let (y, s) = x.norm_forward(cpu_opt("norm", w)?, cpu_opt("norm", b)?, p)?;
@@ -209,7 +239,13 @@ impl Storage {
         }
     }
 
-    pub(crate) fn norm_backward(&self, dy: &Storage, stats: &Storage, w: Option<&Storage>, p: &NormParams) -> Result<[Storage; 3]> {
+    pub(crate) fn norm_backward(
+        &self,
+        dy: &Storage,
+        stats: &Storage,
+        w: Option<&Storage>,
+        p: &NormParams,
+    ) -> Result<[Storage; 3]> {
         const OP: &str = "norm_backward";
         match self {
             Storage::Cpu(x) => {
@@ -237,7 +273,13 @@ impl Storage {
         }
     }
 
-    pub(crate) fn cross_entropy_backward(&self, ids: &Storage, lse: &Storage, g: &Storage, p: &CrossEntropyParams) -> Result<Storage> {
+    pub(crate) fn cross_entropy_backward(
+        &self,
+        ids: &Storage,
+        lse: &Storage,
+        g: &Storage,
+        p: &CrossEntropyParams,
+    ) -> Result<Storage> {
         const OP: &str = "cross_entropy_backward";
         Ok(match self {
             Storage::Cpu(x) => Storage::Cpu(x.cross_entropy_backward(cpu(OP, ids)?, cpu(OP, lse)?, cpu(OP, g)?, p)?),
@@ -256,28 +298,37 @@ impl Storage {
         const OP: &str = "scaled_dot_product_attention";
         match self {
             Storage::Cpu(q) => {
-                let (o, z) = q.attention_forward(cpu(OP, k)?, cpu(OP, v)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, p)?;
+                let (o, z) =
+                    q.attention_forward(cpu(OP, k)?, cpu(OP, v)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, p)?;
                 Ok((Storage::Cpu(o), Storage::Cpu(z)))
             }
             Storage::Gpu(q) => {
-                let (o, z) = q.attention_forward(gpu(OP, k)?, gpu(OP, v)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, p)?;
+                let (o, z) =
+                    q.attention_forward(gpu(OP, k)?, gpu(OP, v)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, p)?;
                 Ok((Storage::Gpu(o), Storage::Gpu(z)))
             }
         }
     }
 
     /// `[q, k, v, o, lse, dout]` in, `[dq, dk, dv]` out.
-    pub(crate) fn attention_backward(t: [&Storage; 6], mask: Option<&Storage>, bias: Option<&Storage>, p: &AttentionParams) -> Result<[Storage; 3]> {
+    pub(crate) fn attention_backward(
+        t: [&Storage; 6],
+        mask: Option<&Storage>,
+        bias: Option<&Storage>,
+        p: &AttentionParams,
+    ) -> Result<[Storage; 3]> {
         const OP: &str = "scaled_dot_product_attention_backward";
         match t[0] {
             Storage::Cpu(q) => {
                 let c = |i: usize| cpu(OP, t[i]);
-                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
+                let (a, b, d) =
+                    q.attention_backward(c(1)?, c(2)?, cpu_opt(OP, mask)?, cpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
                 Ok([Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(d)])
             }
             Storage::Gpu(q) => {
                 let c = |i: usize| gpu(OP, t[i]);
-                let (a, b, d) = q.attention_backward(c(1)?, c(2)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
+                let (a, b, d) =
+                    q.attention_backward(c(1)?, c(2)?, gpu_opt(OP, mask)?, gpu_opt(OP, bias)?, c(3)?, c(4)?, c(5)?, p)?;
                 Ok([Storage::Gpu(a), Storage::Gpu(b), Storage::Gpu(d)])
             }
         }

@@ -1,8 +1,8 @@
 //! `Tensor`: a cheap-to-clone handle to shared storage plus a layout, with autodiff bookkeeping.
 
+use crate::Device;
 use crate::autograd::{self, Node, NodeSlot};
 use crate::storage::Storage;
-use crate::Device;
 use kiln_backend::{DType, Error, HostData, Layout, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -217,7 +217,10 @@ impl Tensor {
     /// ```
     pub fn item(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::shape("item", format!("needs exactly one element, tensor has shape {:?}", self.shape())));
+            return Err(Error::shape(
+                "item",
+                format!("needs exactly one element, tensor has shape {:?}", self.shape()),
+            ));
         }
         self.refuse_blocking_read("item", "item_async")?;
         Ok(self.to_f64_vec()?[0])
@@ -226,7 +229,10 @@ impl Tensor {
     /// [`item`](Self::item) without blocking the calling task: how a browser reads a loss.
     pub async fn item_async(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(Error::shape("item_async", format!("needs exactly one element, tensor has shape {:?}", self.shape())));
+            return Err(Error::shape(
+                "item_async",
+                format!("needs exactly one element, tensor has shape {:?}", self.shape()),
+            ));
         }
         Ok(self.to_f64_vec_async().await?[0])
     }
@@ -352,7 +358,11 @@ impl Tensor {
             ));
         }
         if value.device() != self.device() {
-            return Err(Error::DeviceMismatch { op: "set_data", lhs: self.device().name(), rhs: value.device().name() });
+            return Err(Error::DeviceMismatch {
+                op: "set_data",
+                lhs: self.device().name(),
+                rhs: value.device().name(),
+            });
         }
         if !self.is_contiguous() || self.layout().offset() != 0 {
             return Err(Error::invalid("set_data", "only tensors that own contiguous storage can be assigned"));

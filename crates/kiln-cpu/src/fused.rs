@@ -2,7 +2,9 @@
 //! the Adam step, computed in f64 from the inputs' values and rounded once into the output dtype.
 //! Statistics handed from a forward to its backward (norm mean/rstd, log-sum-exp) stay f64.
 
-use kiln_backend::{AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result};
+use kiln_backend::{
+    AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result,
+};
 use rayon::prelude::*;
 
 use crate::elem::Float;
@@ -104,7 +106,12 @@ fn target(ids: &[f64], r: usize, p: &CrossEntropyParams) -> Result<Option<usize>
         return Ok(None);
     }
     if t < 0.0 || t >= p.classes as f64 {
-        return Err(Error::IndexOutOfRange { op: "cross_entropy", index: t as i64, size: p.classes, what: "classes".into() });
+        return Err(Error::IndexOutOfRange {
+            op: "cross_entropy",
+            index: t as i64,
+            size: p.classes,
+            what: "classes".into(),
+        });
     }
     Ok(Some(t as usize))
 }
@@ -184,7 +191,11 @@ impl Attn {
         let bh = p.batch * p.heads;
         let dims = [p.batch, p.heads, p.q_len, p.kv_len];
         // The bias's last element read, plus one (0 for an empty call).
-        let bias_len = if dims.contains(&0) { 0 } else { 1 + dims.iter().zip(p.bias_strides).map(|(n, s)| (n - 1) * s).sum::<usize>() };
+        let bias_len = if dims.contains(&0) {
+            0
+        } else {
+            1 + dims.iter().zip(p.bias_strides).map(|(n, s)| (n - 1) * s).sum::<usize>()
+        };
         Ok(Attn {
             q: floats(op, q, bh * p.q_len * p.head_dim)?,
             k: floats(op, k, bh * p.kv_len * p.head_dim)?,
@@ -208,7 +219,8 @@ impl Attn {
             *sj = if hidden {
                 f64::NEG_INFINITY
             } else {
-                let bias = self.bias.as_ref().map_or(0.0, |b| b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq + j * sk]);
+                let bias =
+                    self.bias.as_ref().map_or(0.0, |b| b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq + j * sk]);
                 p.scale * dot(q, &keys[j * d..][..d]) + bias
             };
         }
@@ -266,7 +278,12 @@ where
     }
     let (ca, cb, cc) = (chunks(a, la, bhs), chunks(b, lb, bhs), chunks(c, lc, bhs));
     let pieces: Vec<[&mut [f64]; 3]> = ca.into_iter().zip(cb).zip(cc).map(|((a, b), c)| [a, b, c]).collect();
-    let run = |(bh, [a, b, c]): (usize, [&mut [f64]; 3])| vectorised(#[inline(always)] || f(bh, a, b, c));
+    let run = |(bh, [a, b, c]): (usize, [&mut [f64]; 3])| {
+        vectorised(
+            #[inline(always)]
+            || f(bh, a, b, c),
+        )
+    };
     if bhs > 1 && work >= PAR_MIN {
         pieces.into_par_iter().enumerate().for_each(run);
     } else {
@@ -287,28 +304,33 @@ pub(crate) fn attention_forward(
     let mut out = vec![0.0; bhs * p.q_len * d];
     let mut lse = vec![f64::INFINITY; bhs * p.q_len];
     let mut none: Vec<f64> = Vec::new();
-    per_head(p, [(&mut out, p.q_len * d), (&mut lse, p.q_len), (&mut none, 0)], #[inline(always)] |bh, out, lse, _| {
-        let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
-        let mut s = vec![0.0; p.kv_len];
-        for i in 0..p.q_len {
-            a.scores(p, bh, i, &mut s);
-            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            if m == f64::NEG_INFINITY {
-                continue;
-            }
-            let z: f64 = s.iter().filter(|&&x| x != f64::NEG_INFINITY).map(|x| (x - m).exp()).sum();
-            lse[i] = m + z.ln();
-            let row = bh * p.q_len + i;
-            let o = &mut out[i * d..][..d];
-            for (j, &sj) in s.iter().enumerate() {
-                if sj == f64::NEG_INFINITY {
+    per_head(
+        p,
+        [(&mut out, p.q_len * d), (&mut lse, p.q_len), (&mut none, 0)],
+        #[inline(always)]
+        |bh, out, lse, _| {
+            let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
+            let mut s = vec![0.0; p.kv_len];
+            for i in 0..p.q_len {
+                a.scores(p, bh, i, &mut s);
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if m == f64::NEG_INFINITY {
                     continue;
                 }
-                let w = (sj - lse[i]).exp() * drop_factor(p, row, j);
-                axpy(o, w, &values[j * d..][..d]);
+                let z: f64 = s.iter().filter(|&&x| x != f64::NEG_INFINITY).map(|x| (x - m).exp()).sum();
+                lse[i] = m + z.ln();
+                let row = bh * p.q_len + i;
+                let o = &mut out[i * d..][..d];
+                for (j, &sj) in s.iter().enumerate() {
+                    if sj == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    let w = (sj - lse[i]).exp() * drop_factor(p, row, j);
+                    axpy(o, w, &values[j * d..][..d]);
+                }
             }
-        }
-    });
+        },
+    );
     Ok((wrap(&out, q.dtype()), wrap(&lse, DType::F64)))
 }
 
@@ -334,30 +356,35 @@ pub(crate) fn attention_backward(
     let mut dk = vec![0.0; a.k.len()];
     let mut dv = vec![0.0; a.v.len()];
     let (ql, kl) = (p.q_len * d, p.kv_len * d);
-    per_head(p, [(&mut dq, ql), (&mut dk, kl), (&mut dv, kl)], #[inline(always)] |bh, dq, dk, dv| {
-        let (qs, keys, values) = (&a.q[bh * ql..][..ql], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
-        let mut s = vec![0.0; p.kv_len];
-        for i in 0..p.q_len {
-            let row = bh * p.q_len + i;
-            let dorow = &dos[row * d..][..d];
-            // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
-            // dP is the gradient through the dropped, scaled probabilities).
-            let delta = dot(dorow, &os[row * d..][..d]);
-            a.scores(p, bh, i, &mut s);
-            for (j, &sj) in s.iter().enumerate() {
-                if sj == f64::NEG_INFINITY {
-                    continue;
+    per_head(
+        p,
+        [(&mut dq, ql), (&mut dk, kl), (&mut dv, kl)],
+        #[inline(always)]
+        |bh, dq, dk, dv| {
+            let (qs, keys, values) = (&a.q[bh * ql..][..ql], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
+            let mut s = vec![0.0; p.kv_len];
+            for i in 0..p.q_len {
+                let row = bh * p.q_len + i;
+                let dorow = &dos[row * d..][..d];
+                // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
+                // dP is the gradient through the dropped, scaled probabilities).
+                let delta = dot(dorow, &os[row * d..][..d]);
+                a.scores(p, bh, i, &mut s);
+                for (j, &sj) in s.iter().enumerate() {
+                    if sj == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    let pij = (sj - z[row]).exp();
+                    let keep = drop_factor(p, row, j);
+                    let dp = dot(dorow, &values[j * d..][..d]) * keep;
+                    let ds = pij * (dp - delta) * p.scale;
+                    axpy(&mut dv[j * d..][..d], pij * keep, dorow);
+                    axpy(&mut dq[i * d..][..d], ds, &keys[j * d..][..d]);
+                    axpy(&mut dk[j * d..][..d], ds, &qs[i * d..][..d]);
                 }
-                let pij = (sj - z[row]).exp();
-                let keep = drop_factor(p, row, j);
-                let dp = dot(dorow, &values[j * d..][..d]) * keep;
-                let ds = pij * (dp - delta) * p.scale;
-                axpy(&mut dv[j * d..][..d], pij * keep, dorow);
-                axpy(&mut dq[i * d..][..d], ds, &keys[j * d..][..d]);
-                axpy(&mut dk[j * d..][..d], ds, &qs[i * d..][..d]);
             }
-        }
-    });
+        },
+    );
     let dt = q.dtype();
     Ok((wrap(&dq, dt), wrap(&dk, dt), wrap(&dv, dt)))
 }
@@ -365,7 +392,13 @@ pub(crate) fn attention_backward(
 /// Adam's update in place, one pass over the four buffers. Each element computes in f64 from
 /// its stored values and rounds once into its dtype, as every other oracle op does; the loop
 /// has no per-element branch, so it vectorises, and a large tensor splits across threads.
-pub(crate) fn adam_step(param: &mut HostData, grad: &HostData, m: &mut HostData, v: &mut HostData, p: &AdamParams) -> Result<()> {
+pub(crate) fn adam_step(
+    param: &mut HostData,
+    grad: &HostData,
+    m: &mut HostData,
+    v: &mut HostData,
+    p: &AdamParams,
+) -> Result<()> {
     match param {
         HostData::F32(x) => adam_typed(x, grad, m, v, p),
         HostData::F16(x) => adam_typed(x, grad, m, v, p),
@@ -376,7 +409,13 @@ pub(crate) fn adam_step(param: &mut HostData, grad: &HostData, m: &mut HostData,
 
 const ADAM: &str = "adam_step";
 
-fn adam_typed<T: Float>(ps: &mut [T], grad: &HostData, m: &mut HostData, v: &mut HostData, p: &AdamParams) -> Result<()> {
+fn adam_typed<T: Float>(
+    ps: &mut [T],
+    grad: &HostData,
+    m: &mut HostData,
+    v: &mut HostData,
+    p: &AdamParams,
+) -> Result<()> {
     let n = ps.len();
     let (m_dtype, v_dtype) = (m.dtype(), v.dtype());
     let gs = T::slice(grad).ok_or_else(|| Error::dtype(ADAM, T::DTYPE, grad.dtype()))?;
@@ -396,22 +435,27 @@ fn adam_typed<T: Float>(ps: &mut [T], grad: &HostData, m: &mut HostData, v: &mut
     // would not vectorise.
     let (decay, keep1, keep2) = (1.0 - lr * weight_decay, 1.0 - beta1, 1.0 - beta2);
     let (rate, sqrt_bias2) = (lr / bias1, bias2.sqrt());
-    let update = |ps: &mut [T], gs: &[T], ms: &mut [T], vs: &mut [T]| vectorised(#[inline(always)] move || {
-        for (((x, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
-            let (mut x64, mut g64) = (x.to_f64(), g.to_f64());
-            if decoupled {
-                x64 *= decay;
-            } else {
-                g64 += weight_decay * x64;
-            }
-            let m64 = beta1 * m.to_f64() + keep1 * g64;
-            let v64 = beta2 * v.to_f64() + keep2 * g64 * g64;
-            let denom = v64.sqrt() / sqrt_bias2 + eps;
-            *x = T::from_f64(x64 - rate * m64 / denom);
-            *m = T::from_f64(m64);
-            *v = T::from_f64(v64);
-        }
-    });
+    let update = |ps: &mut [T], gs: &[T], ms: &mut [T], vs: &mut [T]| {
+        vectorised(
+            #[inline(always)]
+            move || {
+                for (((x, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
+                    let (mut x64, mut g64) = (x.to_f64(), g.to_f64());
+                    if decoupled {
+                        x64 *= decay;
+                    } else {
+                        g64 += weight_decay * x64;
+                    }
+                    let m64 = beta1 * m.to_f64() + keep1 * g64;
+                    let v64 = beta2 * v.to_f64() + keep2 * g64 * g64;
+                    let denom = v64.sqrt() / sqrt_bias2 + eps;
+                    *x = T::from_f64(x64 - rate * m64 / denom);
+                    *m = T::from_f64(m64);
+                    *v = T::from_f64(v64);
+                }
+            },
+        )
+    };
     if n >= PAR_MIN {
         let piece = n.div_ceil(4 * rayon::current_num_threads());
         ps.par_chunks_mut(piece)
@@ -439,7 +483,12 @@ pub(crate) fn adam_step_gated(
     const OP: &str = "adam_step";
     let skip = match found_inf.as_host() {
         HostData::U32(f) if !f.is_empty() => f[0] != 0,
-        other => return Err(Error::invalid(OP, format!("found_inf must be a u32 flag, got {} of {}", other.dtype(), other.len()))),
+        other => {
+            return Err(Error::invalid(
+                OP,
+                format!("found_inf must be a u32 flag, got {} of {}", other.dtype(), other.len()),
+            ));
+        }
     };
     if p.step == 0 {
         return Err(Error::invalid(OP, "the attempt number (AdamParams::step) starts at 1"));
@@ -447,12 +496,23 @@ pub(crate) fn adam_step_gated(
     let (rd, wr) = (((p.step - 1) % 2) as usize, (p.step % 2) as usize);
     let mut slots = match steps.as_host() {
         HostData::U32(s) if s.len() >= 2 => s.clone(),
-        other => return Err(Error::invalid(OP, format!("steps must be 2 u32 slots, got {} of {}", other.len(), other.dtype()))),
+        other => {
+            return Err(Error::invalid(
+                OP,
+                format!("steps must be 2 u32 slots, got {} of {}", other.len(), other.dtype()),
+            ));
+        }
     };
     let t = slots[rd] + u32::from(!skip);
     slots[wr] = t;
     if !skip {
-        adam_step(param.host_mut(), grad.as_host(), m.host_mut(), v.host_mut(), &AdamParams { step: u64::from(t), ..*p })?;
+        adam_step(
+            param.host_mut(),
+            grad.as_host(),
+            m.host_mut(),
+            v.host_mut(),
+            &AdamParams { step: u64::from(t), ..*p },
+        )?;
     }
     *steps = CpuStorage::from_host_data(HostData::U32(slots));
     Ok(())
@@ -462,7 +522,10 @@ pub(crate) fn adam_step_gated(
 pub(crate) fn inv_scale_of(scale: &HostData) -> Result<f64> {
     match scale {
         HostData::F32(s) if !s.is_empty() => Ok(f64::from(1.0 / s[0])),
-        other => Err(Error::invalid("unscale_check", format!("scale must be one f32, got {} of {}", other.len(), other.dtype()))),
+        other => Err(Error::invalid(
+            "unscale_check",
+            format!("scale must be one f32, got {} of {}", other.len(), other.dtype()),
+        )),
     }
 }
 
@@ -474,7 +537,10 @@ pub(crate) fn unscale_check(data: &mut HostData, inv_scale: f64, found_inf: &mut
     let flag = match found_inf {
         HostData::U32(f) if !f.is_empty() => &mut f[0],
         other => {
-            return Err(Error::invalid(OP, format!("found_inf must be a u32 flag of at least 1 element, got {} of {}", other.dtype(), other.len())));
+            return Err(Error::invalid(
+                OP,
+                format!("found_inf must be a u32 flag of at least 1 element, got {} of {}", other.dtype(), other.len()),
+            ));
         }
     };
     let inv = inv_scale as f32;
@@ -491,7 +557,13 @@ pub(crate) fn unscale_check(data: &mut HostData, inv_scale: f64, found_inf: &mut
             *x *= inv_scale;
             bad | !x.is_finite()
         }),
-        other => return Err(Error::UnsupportedDType { op: OP, dtype: other.dtype(), why: " (needs a float gradient)".into() }),
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: other.dtype(),
+                why: " (needs a float gradient)".into(),
+            });
+        }
     };
     if bad {
         *flag |= 1;

@@ -10,7 +10,14 @@ use kiln_backend::{DType, Distribution, HostData, PhiloxKey, Result};
 /// Elements per parallel task: a multiple of 4, so every task starts on a block.
 const TASK: usize = 1 << 14;
 
-fn fill<T: Elem>(op: &'static str, numel: usize, dist: Distribution, key: PhiloxKey, f16_out: bool, conv: fn(f64) -> T) -> Result<Vec<T>> {
+fn fill<T: Elem>(
+    op: &'static str,
+    numel: usize,
+    dist: Distribution,
+    key: PhiloxKey,
+    f16_out: bool,
+    conv: fn(f64) -> T,
+) -> Result<Vec<T>> {
     let mut out = alloc(op, numel, T::default())?;
     for_each_block(&mut out, TASK, |task, chunk| {
         let first = task * TASK / 4;

@@ -87,7 +87,10 @@ fn column_sums<T: Num>(v: &[T], layout: &Layout, reduced_dims: usize) -> Result<
     for r in 0..rows {
         let row = &v[layout.offset() + r * row_stride..][..cols];
         let sums = &mut acc[..];
-        vectorised(#[inline(always)] move || sums.iter_mut().zip(row).for_each(|(a, &e)| *a = T::acc_add(*a, e.widen())));
+        vectorised(
+            #[inline(always)]
+            move || sums.iter_mut().zip(row).for_each(|(a, &e)| *a = T::acc_add(*a, e.widen())),
+        );
     }
     Ok(Some(acc.into_iter().map(T::narrow).collect()))
 }

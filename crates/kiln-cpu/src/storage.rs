@@ -2,7 +2,10 @@
 //! that routes each op to its kernel module.
 
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
+use kiln_backend::{
+    BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, HostData, Layout, PhiloxKey, ReduceOp, Result,
+    ScatterOp, TernaryOp, UnaryOp,
+};
 
 use crate::elem::Elem;
 use crate::kernel::alloc;
@@ -190,7 +193,13 @@ impl BackendStorage for CpuStorage {
         crate::fused::norm_forward(self, weight, bias, p)
     }
 
-    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)> {
+    fn norm_backward(
+        &self,
+        dy: &Self,
+        stats: &Self,
+        weight: Option<&Self>,
+        p: &NormParams,
+    ) -> Result<(Self, Self, Self)> {
         crate::fused::norm_backward(self, dy, stats, weight, p)
     }
 
@@ -198,11 +207,24 @@ impl BackendStorage for CpuStorage {
         crate::fused::cross_entropy_forward(self, targets, p)
     }
 
-    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(
+        &self,
+        targets: &Self,
+        lse: &Self,
+        grad: &Self,
+        p: &CrossEntropyParams,
+    ) -> Result<Self> {
         crate::fused::cross_entropy_backward(self, targets, lse, grad, p)
     }
 
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+    fn attention_forward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        bias: Option<&Self>,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self)> {
         crate::fused::attention_forward(self, k, v, key_mask, bias, p)
     }
 

@@ -29,7 +29,15 @@ pub(crate) fn ternary(
     }
 }
 
-fn float_ternary<T: Float>(a: &[T], al: &Layout, b: &[T], bl: &Layout, c: &[T], cl: &Layout, op: TernaryOp) -> Result<HostData> {
+fn float_ternary<T: Float>(
+    a: &[T],
+    al: &Layout,
+    b: &[T],
+    bl: &Layout,
+    c: &[T],
+    cl: &Layout,
+    op: TernaryOp,
+) -> Result<HostData> {
     let f = move |x: T, y: T, z: T| T::from_f64(float_fn(op, x.to_f64(), y.to_f64(), z.to_f64()));
     Ok(T::wrap(map3(op.name(), (a, al), (b, bl), (c, cl), f)?))
 }

@@ -54,18 +54,27 @@ where
     fill(op, n, &walk, |dst, [oa, ob], [sa, sb]| {
         let (len, f) = (dst.len(), &f);
         match (sa, sb) {
-            (1, 1) => vectorised(#[inline(always)] move || {
-                let (x, y) = (&a[oa..oa + len], &b[ob..ob + len]);
-                dst.iter_mut().zip(x.iter().zip(y)).for_each(|(d, (&p, &q))| _ = d.write(f(p, q)));
-            }),
-            (0, 1) => vectorised(#[inline(always)] move || {
-                let p = a[oa];
-                dst.iter_mut().zip(&b[ob..ob + len]).for_each(|(d, &q)| _ = d.write(f(p, q)));
-            }),
-            (1, 0) => vectorised(#[inline(always)] move || {
-                let q = b[ob];
-                dst.iter_mut().zip(&a[oa..oa + len]).for_each(|(d, &p)| _ = d.write(f(p, q)));
-            }),
+            (1, 1) => vectorised(
+                #[inline(always)]
+                move || {
+                    let (x, y) = (&a[oa..oa + len], &b[ob..ob + len]);
+                    dst.iter_mut().zip(x.iter().zip(y)).for_each(|(d, (&p, &q))| _ = d.write(f(p, q)));
+                },
+            ),
+            (0, 1) => vectorised(
+                #[inline(always)]
+                move || {
+                    let p = a[oa];
+                    dst.iter_mut().zip(&b[ob..ob + len]).for_each(|(d, &q)| _ = d.write(f(p, q)));
+                },
+            ),
+            (1, 0) => vectorised(
+                #[inline(always)]
+                move || {
+                    let q = b[ob];
+                    dst.iter_mut().zip(&a[oa..oa + len]).for_each(|(d, &p)| _ = d.write(f(p, q)));
+                },
+            ),
             _ => dst.iter_mut().enumerate().for_each(|(j, d)| _ = d.write(f(a[oa + j * sa], b[ob + j * sb]))),
         }
     })
@@ -93,12 +102,17 @@ where
     fill(op, n, &walk, |dst, [oa, ob, oc], [sa, sb, sc]| {
         let (len, f) = (dst.len(), &f);
         if (sa, sb, sc) == (1, 1, 1) {
-            vectorised(#[inline(always)] move || {
-                let (x, y, z) = (&a[oa..oa + len], &b[ob..ob + len], &c[oc..oc + len]);
-                dst.iter_mut().zip(x.iter().zip(y).zip(z)).for_each(|(d, ((&p, &q), &r))| _ = d.write(f(p, q, r)));
-            });
+            vectorised(
+                #[inline(always)]
+                move || {
+                    let (x, y, z) = (&a[oa..oa + len], &b[ob..ob + len], &c[oc..oc + len]);
+                    dst.iter_mut().zip(x.iter().zip(y).zip(z)).for_each(|(d, ((&p, &q), &r))| _ = d.write(f(p, q, r)));
+                },
+            );
         } else {
-            dst.iter_mut().enumerate().for_each(|(j, d)| _ = d.write(f(a[oa + j * sa], b[ob + j * sb], c[oc + j * sc])));
+            dst.iter_mut()
+                .enumerate()
+                .for_each(|(j, d)| _ = d.write(f(a[oa + j * sa], b[ob + j * sb], c[oc + j * sc])));
         }
     })
 }

@@ -28,10 +28,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads a whole file and returns its bytes, gunzipped if they are gzip.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     gunzip_if_needed(raw, path)
 }
 
@@ -47,10 +44,7 @@ pub fn gunzip_if_needed(bytes: Vec<u8>, origin: &Path) -> Result<Vec<u8>> {
     // MultiGzDecoder: `cat a.gz b.gz` is a valid gzip file and should decode whole.
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
-            path: origin.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| DataError::Gzip { path: origin.to_path_buf(), source })?;
     Ok(out)
 }
 
@@ -71,11 +65,7 @@ pub fn verify_sha256(bytes: &[u8], expected: &str, path: &Path) -> Result<()> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(DataError::Checksum {
-            path: path.to_path_buf(),
-            expected: expected.to_owned(),
-            actual,
-        })
+        Err(DataError::Checksum { path: path.to_path_buf(), expected: expected.to_owned(), actual })
     }
 }
 
@@ -92,10 +82,7 @@ mod tests {
 
     #[test]
     fn sha256_of_empty_input_is_the_known_constant() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]
@@ -106,16 +93,13 @@ mod tests {
         let gz = enc.finish().expect("finish to Vec");
         let origin = Path::new("x");
         assert_eq!(gunzip_if_needed(gz, origin).expect("valid gzip"), b"hello");
-        assert_eq!(
-            gunzip_if_needed(b"plain".to_vec(), origin).expect("raw"),
-            b"plain"
-        );
+        assert_eq!(gunzip_if_needed(b"plain".to_vec(), origin).expect("raw"), b"plain");
     }
 
     #[test]
     fn corrupt_gzip_names_the_origin() {
-        let err = gunzip_if_needed(vec![0x1f, 0x8b, 8, 0, 1, 2, 3], Path::new("bad.gz"))
-            .expect_err("corrupt gzip must fail");
+        let err =
+            gunzip_if_needed(vec![0x1f, 0x8b, 8, 0, 1, 2, 3], Path::new("bad.gz")).expect_err("corrupt gzip must fail");
         assert!(matches!(err, DataError::Gzip { .. }));
         assert!(err.to_string().contains("bad.gz"), "{err}");
     }

@@ -61,11 +61,8 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
 
 /// Parses raw (already decompressed) IDX bytes; `path` only names them in errors.
 pub(crate) fn parse_idx_named(bytes: &[u8], path: &Path) -> Result<IdxArray> {
-    let truncated = |expected_len: usize| DataError::Truncated {
-        path: path.to_path_buf(),
-        expected_len,
-        actual_len: bytes.len(),
-    };
+    let truncated =
+        |expected_len: usize| DataError::Truncated { path: path.to_path_buf(), expected_len, actual_len: bytes.len() };
 
     let magic = read_u32_be(bytes, 0).ok_or_else(|| truncated(4))?;
     let ndims = magic & 0xff;
@@ -107,11 +104,7 @@ pub(crate) fn parse_idx_named(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         });
     }
 
-    Ok(IdxArray {
-        magic,
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    Ok(IdxArray { magic, dims, data: bytes[header_len..].to_vec() })
 }
 
 fn read_u32_be(bytes: &[u8], at: usize) -> Option<u32> {

@@ -38,9 +38,8 @@ pub use files::{DATA_DIR_ENV, data_dir, sha256_hex};
 pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxArray, parse_idx, read_idx};
 pub use loader::{DataLoader, Epoch};
 pub use mnist::{
-    MNIST_CLASSES, MNIST_MEAN, MNIST_PIXELS, MNIST_SIDE, MNIST_STD, Mnist, MnistBatch,
-    MnistBatcher, MnistItem, Split, TEST_IMAGES_SHA256, TEST_LABELS_SHA256, TRAIN_IMAGES_SHA256,
-    TRAIN_LABELS_SHA256, normalize_pixel,
+    MNIST_CLASSES, MNIST_MEAN, MNIST_PIXELS, MNIST_SIDE, MNIST_STD, Mnist, MnistBatch, MnistBatcher, MnistItem, Split,
+    TEST_IMAGES_SHA256, TEST_LABELS_SHA256, TRAIN_IMAGES_SHA256, TRAIN_LABELS_SHA256, normalize_pixel,
 };
 pub use rng::Rng;
 pub use shard::shard_range;

@@ -55,9 +55,7 @@ where
     /// Fails with [`DataError::InvalidArgument`] if `batch_size` is 0.
     pub fn new(dataset: impl Into<Arc<D>>, batcher: B, batch_size: usize) -> Result<Self> {
         if batch_size == 0 {
-            return Err(DataError::InvalidArgument(
-                "DataLoader batch_size must be at least 1".into(),
-            ));
+            return Err(DataError::InvalidArgument("DataLoader batch_size must be at least 1".into()));
         }
         Ok(Self {
             dataset: dataset.into(),
@@ -110,7 +108,9 @@ where
     /// Fails with [`DataError::InvalidArgument`] unless `rank < world`.
     pub fn shard(mut self, rank: usize, world: usize) -> Result<Self> {
         if rank >= world {
-            return Err(DataError::InvalidArgument(format!("DataLoader::shard: rank {rank} is not below world size {world}")));
+            return Err(DataError::InvalidArgument(format!(
+                "DataLoader::shard: rank {rank} is not below world size {world}"
+            )));
         }
         self.shard = Some((rank, world));
         Ok(self)
@@ -119,11 +119,7 @@ where
     /// Number of batches in an epoch.
     pub fn len(&self) -> usize {
         let n = self.dataset.len();
-        if self.drop_last {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        if self.drop_last { n / self.batch_size } else { n.div_ceil(self.batch_size) }
     }
 
     /// Whether an epoch yields no batch at all.
@@ -174,19 +170,21 @@ where
             // A browser page has one thread: build each batch when it is asked for.
             let mut chunks = order.chunks(batch_size).map(<[usize]>::to_vec).collect::<Vec<_>>().into_iter();
             let make = move || Some(make_batch(&*dataset, &*batcher, &chunks.next()?, shard));
-            return Epoch { rx: None, worker: None, remaining: total, pending_error: None, inline: Some(Box::new(make)) };
+            return Epoch {
+                rx: None,
+                worker: None,
+                remaining: total,
+                pending_error: None,
+                inline: Some(Box::new(make)),
+            };
         }
         let spawned = std::thread::Builder::new()
             .name("kiln-data-loader".into())
             .spawn(move || produce(&*dataset, &*batcher, &order, batch_size, shard, &tx));
         match spawned {
-            Ok(worker) => Epoch {
-                rx: Some(rx),
-                worker: Some(worker),
-                remaining: total,
-                pending_error: None,
-                inline: None,
-            },
+            Ok(worker) => {
+                Epoch { rx: Some(rx), worker: Some(worker), remaining: total, pending_error: None, inline: None }
+            }
             Err(e) => Epoch {
                 rx: None,
                 worker: None,

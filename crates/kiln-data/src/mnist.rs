@@ -20,17 +20,13 @@ pub const MNIST_MEAN: f32 = 0.1307;
 pub const MNIST_STD: f32 = 0.3081;
 
 /// sha256 of the uncompressed `train-images-idx3-ubyte`.
-pub const TRAIN_IMAGES_SHA256: &str =
-    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db";
+pub const TRAIN_IMAGES_SHA256: &str = "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db";
 /// sha256 of the uncompressed `train-labels-idx1-ubyte`.
-pub const TRAIN_LABELS_SHA256: &str =
-    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5";
+pub const TRAIN_LABELS_SHA256: &str = "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5";
 /// sha256 of the uncompressed `t10k-images-idx3-ubyte`.
-pub const TEST_IMAGES_SHA256: &str =
-    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7";
+pub const TEST_IMAGES_SHA256: &str = "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7";
 /// sha256 of the uncompressed `t10k-labels-idx1-ubyte`.
-pub const TEST_LABELS_SHA256: &str =
-    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2";
+pub const TEST_LABELS_SHA256: &str = "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2";
 
 /// Which half of MNIST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,14 +41,12 @@ impl Split {
     /// File names (without `.gz`) and sha256 of the images and labels files.
     fn files(self) -> [(&'static str, &'static str); 2] {
         match self {
-            Split::Train => [
-                ("train-images-idx3-ubyte", TRAIN_IMAGES_SHA256),
-                ("train-labels-idx1-ubyte", TRAIN_LABELS_SHA256),
-            ],
-            Split::Test => [
-                ("t10k-images-idx3-ubyte", TEST_IMAGES_SHA256),
-                ("t10k-labels-idx1-ubyte", TEST_LABELS_SHA256),
-            ],
+            Split::Train => {
+                [("train-images-idx3-ubyte", TRAIN_IMAGES_SHA256), ("train-labels-idx1-ubyte", TRAIN_LABELS_SHA256)]
+            }
+            Split::Test => {
+                [("t10k-images-idx3-ubyte", TEST_IMAGES_SHA256), ("t10k-labels-idx1-ubyte", TEST_LABELS_SHA256)]
+            }
         }
     }
 }
@@ -110,12 +104,7 @@ impl Mnist {
         Self::from_idx_bytes(&images, images_path, &labels, labels_path)
     }
 
-    fn from_idx_bytes(
-        images: &[u8],
-        images_path: &Path,
-        labels: &[u8],
-        labels_path: &Path,
-    ) -> Result<Self> {
+    fn from_idx_bytes(images: &[u8], images_path: &Path, labels: &[u8], labels_path: &Path) -> Result<Self> {
         let images = parse_idx_named(images, images_path)?;
         if images.magic != IDX_IMAGES_MAGIC {
             return Err(DataError::BadMagic {
@@ -138,11 +127,7 @@ impl Mnist {
                 expected: "0x00000801 (u8 labels)",
             });
         }
-        if let Some(&bad) = labels
-            .data
-            .iter()
-            .find(|&&l| usize::from(l) >= MNIST_CLASSES)
-        {
+        if let Some(&bad) = labels.data.iter().find(|&&l| usize::from(l) >= MNIST_CLASSES) {
             return Err(DataError::Malformed {
                 path: labels_path.to_path_buf(),
                 reason: format!("label {bad} is not a digit 0-9"),
@@ -157,10 +142,7 @@ impl Mnist {
                 labels.dims[0]
             )));
         }
-        Ok(Self {
-            images: images.data,
-            labels: labels.data,
-        })
+        Ok(Self { images: images.data, labels: labels.data })
     }
 
     /// Builds a dataset from raw parts: `images` holds `labels.len()` images
@@ -174,9 +156,7 @@ impl Mnist {
             )));
         }
         if let Some(&bad) = labels.iter().find(|&&l| usize::from(l) >= MNIST_CLASSES) {
-            return Err(DataError::InvalidArgument(format!(
-                "label {bad} is not a digit 0-9"
-            )));
+            return Err(DataError::InvalidArgument(format!("label {bad} is not a digit 0-9")));
         }
         Ok(Self { images, labels })
     }
@@ -214,13 +194,7 @@ impl Mnist {
 
     /// Image `i` as 784 normalised floats (see [`normalize_pixel`]).
     pub fn image_f32(&self, i: usize) -> Option<Vec<f32>> {
-        Some(
-            self.image(i)?
-                .iter()
-                .copied()
-                .map(normalize_pixel)
-                .collect(),
-        )
+        Some(self.image(i)?.iter().copied().map(normalize_pixel).collect())
     }
 
     /// A copy of images `range`; [`DataError::InvalidArgument`] when the
@@ -241,10 +215,7 @@ impl Mnist {
     /// A copy of the first `n` images (all of them if `n >= len()`).
     pub fn take(&self, n: usize) -> Self {
         let n = n.min(self.len());
-        Self {
-            images: self.images[..n * MNIST_PIXELS].to_vec(),
-            labels: self.labels[..n].to_vec(),
-        }
+        Self { images: self.images[..n * MNIST_PIXELS].to_vec(), labels: self.labels[..n].to_vec() }
     }
 }
 
@@ -272,10 +243,7 @@ impl Dataset for Mnist {
 
     fn get(&self, index: usize) -> Option<MnistItem> {
         let image = self.image(index)?.try_into().ok()?;
-        Some(MnistItem {
-            image,
-            label: self.label(index)?,
-        })
+        Some(MnistItem { image, label: self.label(index)? })
     }
 }
 
@@ -319,10 +287,6 @@ impl Batcher<MnistItem> for MnistBatcher {
             images.extend(item.image.iter().map(|&p| table[usize::from(p)]));
             labels.push(u32::from(item.label));
         }
-        MnistBatch {
-            images,
-            labels,
-            size: items.len(),
-        }
+        MnistBatch { images, labels, size: items.len() }
     }
 }

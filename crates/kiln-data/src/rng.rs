@@ -37,12 +37,7 @@ impl Rng {
         let mut sm = seed;
         // SplitMix64 never yields four zero words in a row, so the xoshiro
         // state is never the all-zero fixed point.
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
         Self { s }
     }
 

@@ -8,8 +8,7 @@ use crate::files::{data_dir, find_file, read_maybe_gz, verify_sha256};
 use crate::rng::Rng;
 
 /// sha256 of the uncompressed `moby-dick.txt` (UTF-8, 1 204 997 bytes).
-pub const MOBY_DICK_SHA256: &str =
-    "fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240";
+pub const MOBY_DICK_SHA256: &str = "fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240";
 
 /// What [`TextDataset::decode`] writes for an id outside the vocabulary.
 pub const UNKNOWN_ID_CHAR: char = char::REPLACEMENT_CHARACTER;
@@ -112,12 +111,7 @@ impl TextDataset {
     /// sample if its output layer is wider) becomes [`UNKNOWN_ID_CHAR`].
     pub fn decode(&self, ids: &[u32]) -> String {
         ids.iter()
-            .map(|&id| {
-                usize::try_from(id)
-                    .ok()
-                    .and_then(|i| self.vocab.get(i).copied())
-                    .unwrap_or(UNKNOWN_ID_CHAR)
-            })
+            .map(|&id| usize::try_from(id).ok().and_then(|i| self.vocab.get(i).copied()).unwrap_or(UNKNOWN_ID_CHAR))
             .collect()
     }
 
@@ -137,10 +131,7 @@ impl TextDataset {
                 self.len()
             )));
         }
-        let part = |tokens: &[u32]| Self {
-            vocab: self.vocab.clone(),
-            tokens: tokens.to_vec(),
-        };
+        let part = |tokens: &[u32]| Self { vocab: self.vocab.clone(), tokens: tokens.to_vec() };
         Ok((part(&self.tokens[..cut]), part(&self.tokens[cut..])))
     }
 
@@ -162,12 +153,7 @@ impl TextDataset {
     ///
     /// [`DataError::InvalidArgument`] if `batch` or `seq_len` is 0 or the text
     /// is not longer than `seq_len`.
-    pub fn random_windows(
-        &self,
-        batch: usize,
-        seq_len: usize,
-        rng: &mut Rng,
-    ) -> Result<(Vec<u32>, Vec<u32>)> {
+    pub fn random_windows(&self, batch: usize, seq_len: usize, rng: &mut Rng) -> Result<(Vec<u32>, Vec<u32>)> {
         let starts = self.window_starts(batch, seq_len)?;
         let total = batch * seq_len;
         let (mut inputs, mut targets) = (Vec::with_capacity(total), Vec::with_capacity(total));

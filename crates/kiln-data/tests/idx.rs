@@ -52,11 +52,7 @@ fn short_data_is_truncated() {
     let mut raw = idx_images(2, 3, 4);
     raw.truncate(raw.len() - 5);
     match parse_idx(&raw) {
-        Err(DataError::Truncated {
-            expected_len,
-            actual_len,
-            ..
-        }) => {
+        Err(DataError::Truncated { expected_len, actual_len, .. }) => {
             assert_eq!((expected_len, actual_len), (16 + 24, 16 + 19));
         }
         other => panic!("expected Truncated, got {other:?}"),
@@ -67,10 +63,7 @@ fn short_data_is_truncated() {
 fn short_header_is_truncated() {
     for len in [0, 3, 4, 9, 15] {
         let raw = &idx_images(2, 3, 4)[..len];
-        assert!(
-            matches!(parse_idx(raw), Err(DataError::Truncated { .. })),
-            "header of {len} bytes"
-        );
+        assert!(matches!(parse_idx(raw), Err(DataError::Truncated { .. })), "header of {len} bytes");
     }
 }
 
@@ -100,10 +93,7 @@ fn huge_dimensions_do_not_overflow_or_allocate() {
     for _ in 0..4 {
         raw.extend(u32::MAX.to_be_bytes());
     }
-    assert!(matches!(
-        parse_idx(&raw),
-        Err(DataError::Malformed { .. } | DataError::Truncated { .. })
-    ));
+    assert!(matches!(parse_idx(&raw), Err(DataError::Malformed { .. } | DataError::Truncated { .. })));
 }
 
 #[test]
@@ -139,11 +129,7 @@ fn truncated_real_file_is_truncated() {
     raw.extend((idx.dims[0] as u32).to_be_bytes());
     raw.extend(&idx.data[..idx.data.len() - 100]);
     match parse_idx(&raw) {
-        Err(DataError::Truncated {
-            expected_len,
-            actual_len,
-            ..
-        }) => {
+        Err(DataError::Truncated { expected_len, actual_len, .. }) => {
             assert_eq!(expected_len - actual_len, 100);
         }
         other => panic!("expected Truncated, got {other:?}"),

@@ -59,10 +59,7 @@ fn drop_last_skips_only_the_short_tail() {
 
 #[test]
 fn unshuffled_order_is_dataset_order() {
-    assert_eq!(
-        collect(&loader(7, 3), 4),
-        [vec![0, 1, 2], vec![3, 4, 5], vec![6]]
-    );
+    assert_eq!(collect(&loader(7, 3), 4), [vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
 }
 
 #[test]
@@ -72,21 +69,9 @@ fn shuffle_is_seeded_and_differs_per_epoch() {
     let c = loader(1000, 32).shuffle(43);
     assert_eq!(collect(&a, 0), collect(&b, 0), "same seed, same order");
     assert_eq!(collect(&a, 7), collect(&b, 7));
-    assert_ne!(
-        a.indices(0),
-        c.indices(0),
-        "different seed, different order"
-    );
-    assert_ne!(
-        a.indices(0),
-        a.indices(1),
-        "different epochs, different order"
-    );
-    assert_ne!(
-        a.indices(0),
-        (0..1000).collect::<Vec<_>>(),
-        "actually shuffled"
-    );
+    assert_ne!(a.indices(0), c.indices(0), "different seed, different order");
+    assert_ne!(a.indices(0), a.indices(1), "different epochs, different order");
+    assert_ne!(a.indices(0), (0..1000).collect::<Vec<_>>(), "actually shuffled");
     // Iterating twice gives the same epoch again.
     assert_eq!(collect(&a, 3), collect(&a, 3));
 }

@@ -3,10 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use kiln_data::{
-    DataError, DataLoader, Dataset, MNIST_PIXELS, Mnist, MnistBatcher, Split, data_dir,
-    normalize_pixel,
-};
+use kiln_data::{DataError, DataLoader, Dataset, MNIST_PIXELS, Mnist, MnistBatcher, Split, data_dir, normalize_pixel};
 
 // Decompressing and hashing the 47 MB training set once per test binary.
 fn train() -> &'static Mnist {
@@ -86,32 +83,17 @@ fn image_f32_is_normalised() {
     assert!((normalize_pixel(255) - (1.0 - 0.1307) / 0.3081).abs() < 1e-6);
     // The normalised training set has roughly zero mean and unit variance.
     let sample = train().take(5_000);
-    let xs: Vec<f32> = sample
-        .images()
-        .iter()
-        .map(|&p| normalize_pixel(p))
-        .collect();
+    let xs: Vec<f32> = sample.images().iter().map(|&p| normalize_pixel(p)).collect();
     let mean = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / xs.len() as f64;
-    let var = xs
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / xs.len() as f64;
-    assert!(
-        mean.abs() < 0.05 && (var.sqrt() - 1.0).abs() < 0.05,
-        "{mean} {var}"
-    );
+    let var = xs.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+    assert!(mean.abs() < 0.05 && (var.sqrt() - 1.0).abs() < 0.05, "{mean} {var}");
 }
 
 #[test]
 fn modified_copy_fails_checksum() {
     let dir = scratch("checksum");
     let src = data_dir().join("mnist");
-    std::fs::copy(
-        src.join("t10k-images-idx3-ubyte.gz"),
-        dir.join("t10k-images-idx3-ubyte.gz"),
-    )
-    .expect("copy images");
+    std::fs::copy(src.join("t10k-images-idx3-ubyte.gz"), dir.join("t10k-images-idx3-ubyte.gz")).expect("copy images");
     // An uncompressed labels file with one label changed: still valid IDX,
     // so only the checksum can catch it.
     let mut labels = kiln_data::read_idx(src.join("t10k-labels-idx1-ubyte.gz")).expect("labels");
@@ -138,11 +120,7 @@ fn modified_copy_fails_checksum() {
 fn missing_directory_is_an_io_error_naming_the_file() {
     let err = Mnist::load_from("/nonexistent/kiln", Split::Train).expect_err("no such dir");
     assert!(matches!(err, DataError::Io { .. }));
-    assert!(
-        err.to_string()
-            .contains("/nonexistent/kiln/train-labels-idx1-ubyte"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/kiln/train-labels-idx1-ubyte"), "{err}");
 }
 
 #[test]
@@ -150,28 +128,20 @@ fn swapped_files_are_bad_magic() {
     let src = data_dir().join("mnist");
     let labels = src.join("t10k-labels-idx1-ubyte.gz");
     let err = Mnist::from_files(&labels, &labels).expect_err("labels are not images");
-    assert!(
-        matches!(err, DataError::BadMagic { found: 0x801, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DataError::BadMagic { found: 0x801, .. }), "{err:?}");
 }
 
 #[test]
 fn from_parts_checks_sizes_and_labels() {
     assert!(Mnist::from_parts(vec![0; 784 * 2], vec![1, 2]).is_ok());
-    assert!(matches!(
-        Mnist::from_parts(vec![0; 783], vec![1]),
-        Err(DataError::Mismatch(_))
-    ));
+    assert!(matches!(Mnist::from_parts(vec![0; 783], vec![1]), Err(DataError::Mismatch(_))));
     assert!(Mnist::from_parts(vec![0; 784], vec![10]).is_err());
 }
 
 #[test]
 fn loader_batches_match_the_dataset() {
     let m = test_set().take(1_000);
-    let loader = DataLoader::new(m.clone(), MnistBatcher, 128)
-        .expect("batch size > 0")
-        .shuffle(3);
+    let loader = DataLoader::new(m.clone(), MnistBatcher, 128).expect("batch size > 0").shuffle(3);
     assert_eq!(loader.len(), 8);
     let order = loader.indices(0);
     let mut seen = 0;
@@ -185,10 +155,7 @@ fn loader_batches_match_the_dataset() {
             let i = order[seen + k];
             assert_eq!(batch.labels[k], u32::from(m.labels()[i]));
             let img = m.image_f32(i).expect("in range");
-            assert_eq!(
-                &batch.images[k * MNIST_PIXELS..(k + 1) * MNIST_PIXELS],
-                img.as_slice()
-            );
+            assert_eq!(&batch.images[k * MNIST_PIXELS..(k + 1) * MNIST_PIXELS], img.as_slice());
         }
         seen += batch.size;
     }

@@ -20,7 +20,8 @@ fn ranks_split_every_batch_into_disjoint_parts_that_rebuild_it() {
         for world in 1..=4 {
             for drop_last in [false, true] {
                 let whole = batches(n, batch, 11, None, drop_last);
-                let parts: Vec<Vec<Vec<u32>>> = (0..world).map(|r| batches(n, batch, 11, Some((r, world)), drop_last)).collect();
+                let parts: Vec<Vec<Vec<u32>>> =
+                    (0..world).map(|r| batches(n, batch, 11, Some((r, world)), drop_last)).collect();
                 for (r, p) in parts.iter().enumerate() {
                     assert_eq!(p.len(), whole.len(), "rank {r} of {world}: steps per epoch (n {n}, batch {batch})");
                 }

@@ -14,14 +14,8 @@ fn moby_dick_loads_with_its_vocabulary() {
     let m = moby();
     assert_eq!(m.len(), 1_190_317, "chars (not bytes) of the text");
     assert_eq!(m.vocab_size(), 83);
-    assert!(
-        m.vocab().windows(2).all(|w| w[0] < w[1]),
-        "sorted, distinct"
-    );
-    assert!(
-        m.decode(&m.tokens()[..20])
-            .starts_with("CHAPTER 1. Loomings.")
-    );
+    assert!(m.vocab().windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+    assert!(m.decode(&m.tokens()[..20]).starts_with("CHAPTER 1. Loomings."));
     assert!(m.vocab().contains(&'—'));
 }
 
@@ -58,28 +52,20 @@ fn split_is_contiguous_and_shares_the_vocabulary() {
     for bad in [0.0, 1.0, -0.5, 2.0, f64::NAN] {
         assert!(m.split(bad).is_err(), "{bad}");
     }
-    assert!(
-        TextDataset::from_text("ab").split(0.1).is_err(),
-        "empty train part"
-    );
+    assert!(TextDataset::from_text("ab").split(0.1).is_err(), "empty train part");
 }
 
 #[test]
 fn windows_targets_are_inputs_shifted_by_one() {
     let m = moby();
     let (b, t) = (8, 64);
-    let (x, y) = m
-        .random_windows(b, t, &mut Rng::new(1))
-        .expect("text long enough");
+    let (x, y) = m.random_windows(b, t, &mut Rng::new(1)).expect("text long enough");
     assert_eq!((x.len(), y.len()), (b * t, b * t));
     for row in 0..b {
         let (xr, yr) = (&x[row * t..(row + 1) * t], &y[row * t..(row + 1) * t]);
         assert_eq!(xr[1..], yr[..t - 1]);
         // The window really is a piece of the text.
-        let start = m
-            .tokens()
-            .windows(t + 1)
-            .position(|w| w[..t] == *xr && w[1..] == *yr);
+        let start = m.tokens().windows(t + 1).position(|w| w[..t] == *xr && w[1..] == *yr);
         assert!(start.is_some(), "row {row} is not a window of the text");
     }
     // Seeded: the same rng seed gives the same windows, another seed others.
@@ -94,28 +80,17 @@ fn windows_reach_the_end_of_the_text_but_not_beyond() {
     let mut rng = Rng::new(0);
     let mut starts_seen = [false; 2];
     for _ in 0..200 {
-        let (x, y) = t
-            .random_windows(1, 2, &mut rng)
-            .expect("4 chars fit 2+1 twice");
+        let (x, y) = t.random_windows(1, 2, &mut rng).expect("4 chars fit 2+1 twice");
         starts_seen[x[0] as usize] = true;
         assert_eq!(y, x.iter().map(|v| v + 1).collect::<Vec<_>>());
     }
     assert_eq!(starts_seen, [true, true]);
-    let (x, _) = t
-        .random_windows(3, 3, &mut rng)
-        .expect("4 chars fit 3+1 once");
+    let (x, _) = t.random_windows(3, 3, &mut rng).expect("4 chars fit 3+1 once");
     assert_eq!(x, [0, 1, 2].repeat(3));
-    assert!(
-        t.random_windows(1, 4, &mut rng).is_err(),
-        "no room for the last target"
-    );
+    assert!(t.random_windows(1, 4, &mut rng).is_err(), "no room for the last target");
     assert!(t.random_windows(0, 2, &mut rng).is_err());
     assert!(t.random_windows(2, 0, &mut rng).is_err());
-    assert!(
-        TextDataset::from_text("")
-            .random_windows(1, 1, &mut rng)
-            .is_err()
-    );
+    assert!(TextDataset::from_text("").random_windows(1, 1, &mut rng).is_err());
 }
 
 #[test]

@@ -50,7 +50,10 @@ pub struct DdpConfig {
 
 impl Default for DdpConfig {
     fn default() -> Self {
-        let secs = std::env::var(TIMEOUT_ENV).ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0);
+        let secs = std::env::var(TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0);
         DdpConfig { bucket_bytes: DEFAULT_BUCKET_BYTES, timeout: Duration::from_secs_f64(secs.unwrap_or(300.0)) }
     }
 }
@@ -103,11 +106,23 @@ impl DistributedDataParallel {
             return Err(DistError::Invalid { op, msg: "bucket_bytes must be at least 1".into() });
         }
         if let Some((name, t)) = named.iter().find(|(_, t)| t.dtype() != DType::F32) {
-            return Err(DistError::Invalid { op, msg: format!("parameter {name:?} is {}; only f32 parameters can be synchronised", t.dtype()) });
+            return Err(DistError::Invalid {
+                op,
+                msg: format!("parameter {name:?} is {}; only f32 parameters can be synchronised", t.dtype()),
+            });
         }
         let params: Vec<Tensor> = named.iter().map(|(_, t)| t.clone()).collect();
         let plan = plan(&params, cfg.bucket_bytes);
-        let mut ddp = DistributedDataParallel { comm, params, plan, cfg, samples: 0, syncing: true, failed: false, stats: SyncStats::default() };
+        let mut ddp = DistributedDataParallel {
+            comm,
+            params,
+            plan,
+            cfg,
+            samples: 0,
+            syncing: true,
+            failed: false,
+            stats: SyncStats::default(),
+        };
         ddp.stats.bytes_per_sync = ddp.params.iter().map(|p| p.numel() as u64 * 4).sum();
         ddp.check_same_model(&named, &buffers)?;
         let mut all: Vec<Tensor> = ddp.params.clone();
@@ -157,7 +172,10 @@ impl DistributedDataParallel {
     pub fn backward(&mut self, loss: &Tensor, samples: usize) -> Result<()> {
         self.usable("backward")?;
         if samples == 0 {
-            return Err(DistError::Invalid { op: "backward", msg: "samples must be at least 1 (a rank without samples calls sync())".into() });
+            return Err(DistError::Invalid {
+                op: "backward",
+                msg: "samples must be at least 1 (a rank without samples calls sync())".into(),
+            });
         }
         let outcome = self.backward_inner(loss, samples);
         self.fail_on_error(outcome)
@@ -223,7 +241,10 @@ impl DistributedDataParallel {
 
     fn usable(&self, op: &'static str) -> Result<()> {
         if self.failed {
-            return Err(DistError::Invalid { op, msg: "an earlier collective failed on this rank; the group is out of step".into() });
+            return Err(DistError::Invalid {
+                op,
+                msg: "an earlier collective failed on this rank; the group is out of step".into(),
+            });
         }
         Ok(())
     }
@@ -283,7 +304,12 @@ impl DistributedDataParallel {
             }
             let waited = waiting_since.elapsed();
             if waited >= self.cfg.timeout {
-                return Err(DistError::Timeout { op: "gradient all-reduce", rank: self.rank(), world: self.world(), waited });
+                return Err(DistError::Timeout {
+                    op: "gradient all-reduce",
+                    rank: self.rank(),
+                    world: self.world(),
+                    waited,
+                });
             }
             backoff.pause();
         }
@@ -291,7 +317,10 @@ impl DistributedDataParallel {
             let Stage::Reduced(sum) = &round.stages[b] else { unreachable!("checked above") };
             let count = sum.last().copied().unwrap_or(0.0);
             if count <= 0.0 {
-                return Err(DistError::Invalid { op: "sync", msg: "no rank had any samples since the last sync".into() });
+                return Err(DistError::Invalid {
+                    op: "sync",
+                    msg: "no rank had any samples since the last sync".into(),
+                });
             }
             let scale = 1.0 / count;
             let mut offset = 0;
@@ -304,7 +333,8 @@ impl DistributedDataParallel {
             }
         }
         self.samples = 0;
-        let (comm, wait) = (round.first_start.map_or(0.0, |t| t.elapsed().as_secs_f64()), waiting_since.elapsed().as_secs_f64());
+        let (comm, wait) =
+            (round.first_start.map_or(0.0, |t| t.elapsed().as_secs_f64()), waiting_since.elapsed().as_secs_f64());
         self.stats.syncs += 1;
         self.stats.last_comm_secs = comm;
         self.stats.last_wait_secs = wait;
@@ -360,7 +390,8 @@ impl DistributedDataParallel {
             for &i in &members {
                 let t = &tensors[i];
                 let n = t.numel();
-                let fresh = Tensor::from_vec(values[offset..offset + n].to_vec(), t.shape(), t.device())?.to_dtype(t.dtype())?;
+                let fresh = Tensor::from_vec(values[offset..offset + n].to_vec(), t.shape(), t.device())?
+                    .to_dtype(t.dtype())?;
                 offset += n;
                 kiln_core::no_grad(|| t.set_data(&fresh))?;
             }

@@ -10,7 +10,9 @@ use std::time::Duration;
 pub enum DistError {
     /// The other ranks did not finish a collective in time: one died, errored before reaching
     /// it, or is stuck. The group is unusable afterwards (MPI cannot cancel a collective).
-    #[error("{op}: rank {rank} of {world} waited {waited:.1?} for the other ranks (timeout); a rank died, failed or is stuck")]
+    #[error(
+        "{op}: rank {rank} of {world} waited {waited:.1?} for the other ranks (timeout); a rank died, failed or is stuck"
+    )]
     Timeout { op: &'static str, rank: usize, world: usize, waited: Duration },
     /// A rank of an in-process group left (its thread returned an error or panicked) before
     /// joining a collective the others started.
@@ -18,7 +20,9 @@ pub enum DistError {
     PeerGone { op: &'static str, peer: usize },
     /// The ranks hold different models: a digest of every parameter's and buffer's name, shape
     /// and dtype differs from rank 0's. Detected before any gradient is exchanged.
-    #[error("model mismatch: rank {rank}'s parameter digest {digest:016x} differs from rank 0's {root:016x} (names, shapes or dtypes differ; rank {rank} has {detail})")]
+    #[error(
+        "model mismatch: rank {rank}'s parameter digest {digest:016x} differs from rank 0's {root:016x} (names, shapes or dtypes differ; rank {rank} has {detail})"
+    )]
     ModelMismatch { rank: usize, digest: u64, root: u64, detail: String },
     /// Another rank reported a failure through a collective (e.g. rank 0 could not write the
     /// checkpoint every rank waits for).
@@ -42,7 +46,10 @@ impl DistError {
     /// Whether the group can still be used after this error: false for failures of a
     /// collective, which leave the ranks out of step.
     pub fn is_fatal_to_group(&self) -> bool {
-        matches!(self, DistError::Timeout { .. } | DistError::PeerGone { .. } | DistError::Mpi(_) | DistError::Panicked { .. })
+        matches!(
+            self,
+            DistError::Timeout { .. } | DistError::PeerGone { .. } | DistError::Mpi(_) | DistError::Panicked { .. }
+        )
     }
 }
 

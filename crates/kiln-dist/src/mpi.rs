@@ -43,7 +43,9 @@ impl MpiComm {
         let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Serialized)
             .ok_or_else(|| DistError::Mpi("MPI was already initialized in this process (create one MpiComm)".into()))?;
         if level < mpi::Threading::Serialized {
-            return Err(DistError::Mpi(format!("the MPI library offers thread level {level:?}; Kiln needs Serialized")));
+            return Err(DistError::Mpi(format!(
+                "the MPI library offers thread level {level:?}; Kiln needs Serialized"
+            )));
         }
         let world = universe.world();
         let goodbye = world.duplicate();
@@ -68,7 +70,10 @@ impl Drop for MpiComm {
         if !self.poisoned && self.everyone_arrives() {
             return;
         }
-        eprintln!("kiln-dist: rank {}: the ranks are out of step; ending this process (status 1) so mpirun ends the job", self.rank);
+        eprintln!(
+            "kiln-dist: rank {}: the ranks are out of step; ending this process (status 1) so mpirun ends the job",
+            self.rank
+        );
         std::process::exit(1);
     }
 }
@@ -144,9 +149,16 @@ impl Communicator for MpiComm {
     }
 
     fn start_sum(&mut self, data: Vec<f32>) -> Result<Box<dyn PendingSum>> {
-        let count = c_int::try_from(data.len())
-            .map_err(|_| DistError::Invalid { op: "all_reduce", msg: format!("{} values exceed MPI's count limit; use smaller buckets", data.len()) })?;
-        let mut pending = Box::new(MpiPending { request: unsafe { ffi::RSMPI_REQUEST_NULL }, recv: vec![0.0; data.len()], send: data, done: false });
+        let count = c_int::try_from(data.len()).map_err(|_| DistError::Invalid {
+            op: "all_reduce",
+            msg: format!("{} values exceed MPI's count limit; use smaller buckets", data.len()),
+        })?;
+        let mut pending = Box::new(MpiPending {
+            request: unsafe { ffi::RSMPI_REQUEST_NULL },
+            recv: vec![0.0; data.len()],
+            send: data,
+            done: false,
+        });
         // SAFETY: both buffers hold `count` f32s and live in `pending` (heap, never reallocated)
         // until the request completes or is leaked by Drop; datatype, op and communicator are
         // valid handles for the life of MPI.

@@ -108,7 +108,12 @@ impl Communicator for ThreadComm {
             && other.len() != data.len()
         {
             // Every rank learns of it, rather than the others waiting for the timeout.
-            slot.error = Some(format!("collective {seq}: rank {} sent {} values, another rank {}", self.rank, data.len(), other.len()));
+            slot.error = Some(format!(
+                "collective {seq}: rank {} sent {} values, another rank {}",
+                self.rank,
+                data.len(),
+                other.len()
+            ));
         }
         slot.parts[self.rank] = Some(data);
         if slot.error.is_none() && slot.parts.iter().all(Option::is_some) {

@@ -94,7 +94,10 @@ fn rank() {
 
 /// A digest of every parameter's bits: ranks must agree exactly, not just within tolerance.
 fn bits_digest(values: &[Vec<f32>]) -> u64 {
-    values.iter().flatten().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3))
+    values
+        .iter()
+        .flatten()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3))
 }
 
 struct Job {
@@ -115,7 +118,9 @@ fn launch(n: Option<usize>, scenario: &str, limit: Duration) -> Job {
             let mut c = Command::new("mpirun");
             // --oversubscribe: 3 ranks on CI's 2 cores; vader without single-copy: containers
             // forbid the ptrace-based copy.
-            c.args(["-n", &n.to_string(), "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"]).arg(&exe).args(body);
+            c.args(["-n", &n.to_string(), "--oversubscribe", "--mca", "btl_vader_single_copy_mechanism", "none"])
+                .arg(&exe)
+                .args(body);
             c
         }
         None => {
@@ -130,7 +135,8 @@ fn launch(n: Option<usize>, scenario: &str, limit: Duration) -> Job {
         .env_remove("KILN_DEVICE")
         .stdin(Stdio::null());
     let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun on PATH (install openmpi-bin)");
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun on PATH (install openmpi-bin)");
     // Read both pipes on threads so a chatty job cannot block on a full pipe.
     let mut so = child.stdout.take().expect("stdout");
     let mut se = child.stderr.take().expect("stderr");

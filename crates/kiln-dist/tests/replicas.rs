@@ -18,7 +18,8 @@ fn equal_to_one_process(kind: Kind, micro: usize, bucket_bytes: usize) {
     for world in 1..=3 {
         let devices = vec![cpu.clone(); world];
         let cfg = DdpConfig { bucket_bytes, timeout: Duration::from_secs(60) };
-        let got = run_replicas(&devices, |r| train_rank(kind, &r.device, Box::new(r.comm), cfg.clone(), micro)).expect("replicas train");
+        let got = run_replicas(&devices, |r| train_rank(kind, &r.device, Box::new(r.comm), cfg.clone(), micro))
+            .expect("replicas train");
         for (rank, g) in got.iter().enumerate() {
             assert_close(&format!("{kind:?}, {world} replicas, rank {rank}"), g, &want, 1e-5);
             assert_eq!(g, &got[0], "{kind:?}: replica {rank} differs from replica 0");
@@ -52,7 +53,8 @@ fn replicas_on_two_gpu_devices_train_like_one_process() {
         let want = train_reference(kind, &first);
         let devices = vec![first.clone(), second.clone()];
         let cfg = DdpConfig { bucket_bytes: 1024, timeout: Duration::from_secs(120) };
-        let got = run_replicas(&devices, |r| train_rank(kind, &r.device, Box::new(r.comm), cfg.clone(), 1)).expect("replicas train");
+        let got = run_replicas(&devices, |r| train_rank(kind, &r.device, Box::new(r.comm), cfg.clone(), 1))
+            .expect("replicas train");
         for (rank, g) in got.iter().enumerate() {
             assert_close(&format!("{kind:?} on 2 GPU devices, rank {rank}"), g, &want, 1e-5);
             assert_eq!(g, &got[0], "{kind:?}: GPU replica {rank} differs from replica 0");
@@ -203,7 +205,9 @@ fn a_parameter_the_loss_ignores_gets_a_zero_gradient_and_nothing_hangs() {
         }
     }
     let model = Two(used, unused);
-    let mut ddp = DistributedDataParallel::new(&model, Box::new(Solo), DdpConfig { bucket_bytes: 16, ..Default::default() }).unwrap();
+    let mut ddp =
+        DistributedDataParallel::new(&model, Box::new(Solo), DdpConfig { bucket_bytes: 16, ..Default::default() })
+            .unwrap();
     let loss = model.forward(&Tensor::ones(&[1, 3], &d).unwrap()).unwrap().sum_all().unwrap();
     ddp.backward(&loss, 1).unwrap();
     assert_eq!(model.1.weight.grad().unwrap().to_vec::<f32>().unwrap(), vec![0.0; 6]);

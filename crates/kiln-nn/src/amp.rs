@@ -57,7 +57,13 @@ pub struct GradScalerConfig {
 
 impl Default for GradScalerConfig {
     fn default() -> Self {
-        GradScalerConfig { init_scale: 65536.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2000, enabled: true }
+        GradScalerConfig {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+            enabled: true,
+        }
     }
 }
 
@@ -363,7 +369,8 @@ impl GradScaler {
             }
             // The in-place op needs dense storage at offset 0: a strided or offset view (a
             // `cat` backward hands out narrowed slices) is replaced by an unscaled copy.
-            let u = if g.is_contiguous() && g.storage_offset() == 0 { g.clone() } else { kiln_core::no_grad(|| g.copy())? };
+            let u =
+                if g.is_contiguous() && g.storage_offset() == 0 { g.clone() } else { kiln_core::no_grad(|| g.copy())? };
             let (scale, flag) = match flags.iter().find(|(d, _, _)| d == u.device()) {
                 Some((_, s, f)) => (s.clone(), f.clone()),
                 None => {

@@ -54,7 +54,10 @@ impl MultiHeadAttention {
     /// `d_model` must be a multiple of `heads`.
     pub fn new(d_model: usize, heads: usize, bias: bool, device: &Device) -> Result<MultiHeadAttention> {
         if heads == 0 || d_model == 0 || !d_model.is_multiple_of(heads) {
-            return Err(Error::invalid("MultiHeadAttention::new", format!("d_model {d_model} is not a positive multiple of heads {heads}")));
+            return Err(Error::invalid(
+                "MultiHeadAttention::new",
+                format!("d_model {d_model} is not a positive multiple of heads {heads}"),
+            ));
         }
         Ok(MultiHeadAttention {
             q_proj: Linear::new(d_model, d_model, bias, device)?,
@@ -99,7 +102,10 @@ impl MultiHeadAttention {
         let k = heads(self.k_proj.forward(x)?)?;
         let v = heads(self.v_proj.forward(x)?)?;
         if let Some(pm) = padding_mask.filter(|pm| pm.shape() != [b, t]) {
-            return Err(Error::shape(OP, format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("padding mask {:?} for input {:?} (expects [b, t])", pm.shape(), x.shape()),
+            ));
         }
         let dropout_p = self.dropout_now();
         if !(0.0..=1.0).contains(&dropout_p) {

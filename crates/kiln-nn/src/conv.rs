@@ -7,7 +7,13 @@ use kiln_core::{Conv2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, D
 
 /// PyTorch's default for conv weights and biases: both `U(−1/√fan_in, 1/√fan_in)` (the weight
 /// through `kaiming_uniform(a = √5)`).
-fn conv_params(shape: &[usize], fan_in: usize, bias: bool, bias_len: usize, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
+fn conv_params(
+    shape: &[usize],
+    fan_in: usize,
+    bias: bool,
+    bias_len: usize,
+    device: &Device,
+) -> Result<(Tensor, Option<Tensor>)> {
     let weight = init::kaiming_uniform(shape, fan_in, 5f64.sqrt(), device)?;
     let bound = 1.0 / (fan_in as f64).sqrt();
     let bias = if bias { Some(init::uniform(&[bias_len], -bound, bound, device)?) } else { None };
@@ -16,7 +22,10 @@ fn conv_params(shape: &[usize], fan_in: usize, bias: bool, bias_len: usize, devi
 
 fn check_channels(op: &'static str, in_ch: usize, out_ch: usize, groups: usize, kernel: &[usize]) -> Result<()> {
     if groups == 0 || in_ch == 0 || out_ch == 0 || !in_ch.is_multiple_of(groups) || !out_ch.is_multiple_of(groups) {
-        return Err(Error::invalid(op, format!("{in_ch} input and {out_ch} output channels must both be positive multiples of groups = {groups}")));
+        return Err(Error::invalid(
+            op,
+            format!("{in_ch} input and {out_ch} output channels must both be positive multiples of groups = {groups}"),
+        ));
     }
     if kernel.contains(&0) {
         return Err(Error::invalid(op, format!("kernel size {kernel:?} has a zero")));
@@ -51,10 +60,18 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// A convolution with `kernel = (kh, kw)` and stride / padding / dilation / groups in `opts`.
-    pub fn new(in_ch: usize, out_ch: usize, kernel: (usize, usize), opts: Conv2dOptions, bias: bool, device: &Device) -> Result<Conv2d> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        kernel: (usize, usize),
+        opts: Conv2dOptions,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Conv2d> {
         check_channels("Conv2d::new", in_ch, out_ch, opts.groups, &[kernel.0, kernel.1])?;
         let cg = in_ch / opts.groups;
-        let (weight, bias) = conv_params(&[out_ch, cg, kernel.0, kernel.1], cg * kernel.0 * kernel.1, bias, out_ch, device)?;
+        let (weight, bias) =
+            conv_params(&[out_ch, cg, kernel.0, kernel.1], cg * kernel.0 * kernel.1, bias, out_ch, device)?;
         Ok(Conv2d { weight, bias, opts })
     }
 }
@@ -105,7 +122,10 @@ impl Conv1d {
     ) -> Result<Conv1d> {
         check_channels("Conv1d::new", in_ch, out_ch, groups, &[kernel])?;
         if stride == 0 || dilation == 0 {
-            return Err(Error::invalid("Conv1d::new", format!("stride {stride} and dilation {dilation} must be positive")));
+            return Err(Error::invalid(
+                "Conv1d::new",
+                format!("stride {stride} and dilation {dilation} must be positive"),
+            ));
         }
         let cg = in_ch / groups;
         let (weight, bias) = conv_params(&[out_ch, cg, kernel], cg * kernel, bias, out_ch, device)?;
@@ -163,20 +183,30 @@ impl ConvTranspose2d {
     }
 
     /// A transposed convolution with every option (groups and dilation included).
-    pub fn with_options(in_ch: usize, out_ch: usize, kernel: (usize, usize), opts: ConvTranspose2dOptions, bias: bool, device: &Device) -> Result<ConvTranspose2d> {
+    pub fn with_options(
+        in_ch: usize,
+        out_ch: usize,
+        kernel: (usize, usize),
+        opts: ConvTranspose2dOptions,
+        bias: bool,
+        device: &Device,
+    ) -> Result<ConvTranspose2d> {
         const OP: &str = "ConvTranspose2d::new";
         check_channels(OP, in_ch, out_ch, opts.groups, &[kernel.0, kernel.1])?;
         let (s, d, op) = (opts.stride, opts.dilation, opts.output_padding);
         if s.0 == 0 || s.1 == 0 || d.0 == 0 || d.1 == 0 || op.0 >= s.0.max(d.0) || op.1 >= s.1.max(d.1) {
             return Err(Error::invalid(
                 OP,
-                format!("stride {s:?} and dilation {d:?} must be positive and one of them larger than output_padding {op:?}"),
+                format!(
+                    "stride {s:?} and dilation {d:?} must be positive and one of them larger than output_padding {op:?}"
+                ),
             ));
         }
         // PyTorch computes fan_in from dim 1 of the weight, which for a transposed conv is the
         // output channels of one group.
         let og = out_ch / opts.groups;
-        let (weight, bias) = conv_params(&[in_ch, og, kernel.0, kernel.1], og * kernel.0 * kernel.1, bias, out_ch, device)?;
+        let (weight, bias) =
+            conv_params(&[in_ch, og, kernel.0, kernel.1], og * kernel.0 * kernel.1, bias, out_ch, device)?;
         Ok(ConvTranspose2d { weight, bias, opts })
     }
 }
@@ -201,12 +231,22 @@ pub struct ConvTranspose1d {
 
 impl ConvTranspose1d {
     /// A transposed 1-D convolution; `ConvTranspose1dOptions::default()` has PyTorch's defaults.
-    pub fn new(in_ch: usize, out_ch: usize, kernel: usize, opts: ConvTranspose1dOptions, bias: bool, device: &Device) -> Result<ConvTranspose1d> {
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        opts: ConvTranspose1dOptions,
+        bias: bool,
+        device: &Device,
+    ) -> Result<ConvTranspose1d> {
         const OP: &str = "ConvTranspose1d::new";
         check_channels(OP, in_ch, out_ch, opts.groups, &[kernel])?;
         let (s, d, op) = (opts.stride, opts.dilation, opts.output_padding);
         if s == 0 || d == 0 || op >= s.max(d) {
-            return Err(Error::invalid(OP, format!("stride {s} and dilation {d} must be positive and one of them larger than output_padding {op}")));
+            return Err(Error::invalid(
+                OP,
+                format!("stride {s} and dilation {d} must be positive and one of them larger than output_padding {op}"),
+            ));
         }
         let og = out_ch / opts.groups;
         let (weight, bias) = conv_params(&[in_ch, og, kernel], og * kernel, bias, out_ch, device)?;

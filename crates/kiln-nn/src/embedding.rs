@@ -48,11 +48,21 @@ impl Embedding {
     /// let ids = Tensor::from_vec(vec![3u32], &[1], &Device::cpu()).unwrap();
     /// assert_eq!(emb.forward(&ids).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 3]);
     /// ```
-    pub fn with_padding_idx(num_embeddings: usize, dim: usize, padding_idx: isize, device: &Device) -> Result<Embedding> {
+    pub fn with_padding_idx(
+        num_embeddings: usize,
+        dim: usize,
+        padding_idx: isize,
+        device: &Device,
+    ) -> Result<Embedding> {
         const OP: &str = "Embedding::with_padding_idx";
         let n = num_embeddings as isize;
         if padding_idx >= n || padding_idx < -n {
-            return Err(Error::IndexOutOfRange { op: OP, index: padding_idx as i64, size: num_embeddings, what: "embeddings".into() });
+            return Err(Error::IndexOutOfRange {
+                op: OP,
+                index: padding_idx as i64,
+                size: num_embeddings,
+                what: "embeddings".into(),
+            });
         }
         let pad = if padding_idx < 0 { (padding_idx + n) as usize } else { padding_idx as usize };
         let mut emb = Embedding::new(num_embeddings, dim, device)?;

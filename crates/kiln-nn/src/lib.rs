@@ -22,25 +22,31 @@ pub mod sequential;
 pub mod torch;
 pub mod transformer;
 
-pub use amp::{GradScaler, GradScalerConfig, StepOutcome};
 pub use activation::{
-    Celu, Gelu, GeluTanh, Glu, Hardsigmoid, Hardswish, Hardtanh, LeakyRelu, LogSigmoid, PRelu, Relu, Relu6, Selu, Sigmoid, Silu,
-    Softplus, Softsign, Tanh,
+    Celu, Gelu, GeluTanh, Glu, Hardsigmoid, Hardswish, Hardtanh, LeakyRelu, LogSigmoid, PRelu, Relu, Relu6, Selu,
+    Sigmoid, Silu, Softplus, Softsign, Tanh,
 };
+pub use amp::{GradScaler, GradScalerConfig, StepOutcome};
 pub use attention::MultiHeadAttention;
 pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use conv::{Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
-pub use kiln_core::{AvgPool1dOptions, AvgPool2dOptions, Conv2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, MaxPool1dOptions, MaxPool2dOptions};
+pub use kiln_core::{
+    AvgPool1dOptions, AvgPool2dOptions, Conv2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions,
+    MaxPool1dOptions, MaxPool2dOptions,
+};
 pub use linear::Linear;
 pub use loss::{CrossEntropyOptions, Reduction, Target, cross_entropy, cross_entropy_loss};
 pub use module::{Module, ModuleExt};
-pub use optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp, RmsPropConfig, Sgd, SgdConfig,
-};
 pub use norm::{BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RmsNorm};
-pub use pool::{AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Flatten, MaxPool1d, MaxPool2d};
+pub use optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, ParamGroup, RmsProp, RmsPropConfig, Sgd,
+    SgdConfig,
+};
+pub use pool::{
+    AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Flatten, MaxPool1d, MaxPool2d,
+};
 pub use sched::{CosineAnnealingLr, ExponentialLr, LrScheduler, MultiStepLr, OneCycleLr, StepLr, WarmupCosine};
 pub use sequential::Sequential;
 pub use transformer::TransformerBlock;

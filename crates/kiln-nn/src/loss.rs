@@ -186,7 +186,13 @@ fn check_weight(op: &'static str, scores: &Tensor, w: &Tensor) -> Result<()> {
 /// dividing by `Σ w[t]` over the rows not ignored. A composed path: the target term is the
 /// fused per-row kernel (no smoothing) scaled by `w[t]`, the smoothing term one log-softmax and
 /// one matrix-vector product.
-fn weighted_cross_entropy(scores: &Tensor, batch: &[usize], ids: &Tensor, w: &Tensor, opts: &CrossEntropyOptions) -> Result<Tensor> {
+fn weighted_cross_entropy(
+    scores: &Tensor,
+    batch: &[usize],
+    ids: &Tensor,
+    w: &Tensor,
+    opts: &CrossEntropyOptions,
+) -> Result<Tensor> {
     const OP: &str = "cross_entropy";
     check_weight(OP, scores, w)?;
     let (m, c) = (scores.shape()[0], scores.shape()[1]);

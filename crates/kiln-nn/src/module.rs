@@ -50,7 +50,8 @@ pub trait ModuleExt: Module {
     /// after moving: optimizer state stays where it was made. All or nothing: on an error
     /// (out of memory on the target, say) every tensor stays where it was.
     fn to_device(&self, device: &Device) -> Result<()> {
-        let all: Vec<Tensor> = self.named_parameters().into_iter().chain(self.named_buffers()).map(|(_, t)| t).collect();
+        let all: Vec<Tensor> =
+            self.named_parameters().into_iter().chain(self.named_buffers()).map(|(_, t)| t).collect();
         Tensor::move_all_to_(&all, device)
     }
 

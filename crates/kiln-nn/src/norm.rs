@@ -41,7 +41,10 @@ impl BatchNormState<'_> {
         let y = if self.training {
             let count = x.numel() / c.max(1);
             if count < 2 {
-                return Err(Error::shape(self.op, format!("training needs more than one value per channel, input {:?}", x.shape())));
+                return Err(Error::shape(
+                    self.op,
+                    format!("training needs more than one value per channel, input {:?}", x.shape()),
+                ));
             }
             let (y, mean, var) = standardize(x, &dims, self.eps)?;
             kiln_core::no_grad(|| -> Result<()> {
@@ -194,7 +197,11 @@ impl LayerNorm {
         if normalized_shape.is_empty() || normalized_shape.contains(&0) {
             return Err(Error::invalid("LayerNorm::new", format!("normalized_shape {normalized_shape:?}")));
         }
-        Ok(LayerNorm { weight: init::ones(normalized_shape, device)?, bias: init::zeros(normalized_shape, device)?, eps: 1e-5 })
+        Ok(LayerNorm {
+            weight: init::ones(normalized_shape, device)?,
+            bias: init::zeros(normalized_shape, device)?,
+            eps: 1e-5,
+        })
     }
 }
 
@@ -202,7 +209,10 @@ impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let ns = self.weight.shape();
         if x.rank() < ns.len() || &x.shape()[x.rank() - ns.len()..] != ns {
-            return Err(Error::shape("LayerNorm", format!("input {:?} does not end in normalized_shape {ns:?}", x.shape())));
+            return Err(Error::shape(
+                "LayerNorm",
+                format!("input {:?} does not end in normalized_shape {ns:?}", x.shape()),
+            ));
         }
         if x.dtype() == self.weight.dtype() && x.dtype() == self.bias.dtype() {
             return x.layer_norm(ns, Some(&self.weight), Some(&self.bias), self.eps);
@@ -298,7 +308,12 @@ impl GroupNorm {
         if groups == 0 || channels == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::invalid("GroupNorm::new", format!("{channels} channels in {groups} groups")));
         }
-        Ok(GroupNorm { weight: init::ones(&[channels], device)?, bias: init::zeros(&[channels], device)?, groups, eps: 1e-5 })
+        Ok(GroupNorm {
+            weight: init::ones(&[channels], device)?,
+            bias: init::zeros(&[channels], device)?,
+            groups,
+            eps: 1e-5,
+        })
     }
 }
 

@@ -31,11 +31,23 @@ impl MaxPool2d {
 
     /// Every option (dilation, ceil mode).
     pub fn from_options(o: MaxPool2dOptions) -> MaxPool2d {
-        MaxPool2d { kernel: o.kernel, stride: o.stride, padding: o.padding, dilation: o.dilation, ceil_mode: o.ceil_mode }
+        MaxPool2d {
+            kernel: o.kernel,
+            stride: o.stride,
+            padding: o.padding,
+            dilation: o.dilation,
+            ceil_mode: o.ceil_mode,
+        }
     }
 
     pub fn options(&self) -> MaxPool2dOptions {
-        MaxPool2dOptions { kernel: self.kernel, stride: self.stride, padding: self.padding, dilation: self.dilation, ceil_mode: self.ceil_mode }
+        MaxPool2dOptions {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            ceil_mode: self.ceil_mode,
+        }
     }
 
     /// The output and the position of each max (`return_indices=True`).
@@ -257,7 +269,10 @@ impl Flatten {
 impl Module for Flatten {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() < 2 {
-            return Err(kiln_core::Error::shape("Flatten", format!("needs a batch dim and at least one more, got {:?}", x.shape())));
+            return Err(kiln_core::Error::shape(
+                "Flatten",
+                format!("needs a batch dim and at least one more, got {:?}", x.shape()),
+            ));
         }
         x.flatten(1, -1)
     }

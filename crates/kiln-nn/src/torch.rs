@@ -93,16 +93,18 @@ impl StateDict {
     /// loaded.
     pub fn open(path: impl AsRef<Path>) -> Result<StateDict> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })?;
         // SAFETY: the mapping is read-only. If another process truncates or rewrites the file
         // while it is mapped, reads may see the new bytes or fault (SIGBUS); as with every
         // memory-mapped loader (PyTorch's `safe_open` included), a checkpoint must not be
         // modified while it is being loaded.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })?;
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })?;
         // Validates the header: offsets inside the file, sizes matching dtype × shape.
         SafeTensors::deserialize(&map).map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| file_err(path, format!("not a valid safetensors file: {e}")))?;
         let data_start = 8 + header_len;
         let map = Arc::new(map);
         let tensors = meta
@@ -176,7 +178,10 @@ impl StateDict {
         for (name, raw) in self.tensors {
             let Some(new) = f(&name) else { continue };
             if tensors.contains_key(&new) {
-                return Err(Error::invalid("StateDict::map_keys", format!("two keys become {new:?} (one of them {name:?})")));
+                return Err(Error::invalid(
+                    "StateDict::map_keys",
+                    format!("two keys become {new:?} (one of them {name:?})"),
+                ));
             }
             tensors.insert(new, raw);
         }
@@ -216,7 +221,10 @@ pub fn load(module: &dyn Module, path: impl AsRef<Path>, strict: bool) -> Result
 enum Source<'a> {
     Whole(&'a Raw),
     /// Part `index` (of 3) along dim 0 of a packed `in_proj_*`.
-    Packed { raw: &'a Raw, index: usize },
+    Packed {
+        raw: &'a Raw,
+        index: usize,
+    },
 }
 
 /// Loads `sd` into `module`'s parameters and buffers (PyTorch's `load_state_dict`), each onto
@@ -269,7 +277,11 @@ pub fn load_state_dict(module: &dyn Module, sd: &StateDict, strict: bool) -> Res
             Source::Whole(raw) => decode(raw, 0, t.numel(), t.dtype()),
             Source::Packed { raw, index } => decode(raw, index * t.numel(), t.numel(), t.dtype()),
         }
-        .map_err(|msg| Error::StateDict { missing: vec![], unexpected: vec![], mismatched: vec![(key.to_string(), msg)] })?;
+        .map_err(|msg| Error::StateDict {
+            missing: vec![],
+            unexpected: vec![],
+            mismatched: vec![(key.to_string(), msg)],
+        })?;
         values.push((t, Tensor::from_host(host, t.shape(), t.device())?));
     }
     for (t, v) in values {
@@ -307,7 +319,10 @@ fn check_fit(src: &Source, t: &Tensor) -> std::result::Result<(), String> {
     let fits = match src {
         Source::Whole(_) => raw.shape == t.shape(),
         Source::Packed { .. } => {
-            !t.shape().is_empty() && raw.shape.len() == t.rank() && raw.shape[0] == 3 * t.shape()[0] && raw.shape[1..] == t.shape()[1..]
+            !t.shape().is_empty()
+                && raw.shape.len() == t.rank()
+                && raw.shape[0] == 3 * t.shape()[0]
+                && raw.shape[1..] == t.shape()[1..]
         }
     };
     if !fits {
@@ -357,19 +372,27 @@ fn words<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
 /// Elements `start..start + n` of `raw` in `dtype`. The caller has checked that the kinds fit.
 fn decode(raw: &Raw, start: usize, n: usize, dtype: DType) -> std::result::Result<HostData, String> {
     let size = raw.dtype.bitsize() / 8;
-    let bytes = raw.bytes.as_slice().get(start * size..(start + n) * size).ok_or("tensor data shorter than its shape")?;
+    let bytes =
+        raw.bytes.as_slice().get(start * size..(start + n) * size).ok_or("tensor data shorter than its shape")?;
     Ok(match (raw.dtype, dtype) {
         // The common cases without a detour through f64.
         (Dtype::F32, DType::F32) => HostData::F32(words(bytes).map(f32::from_le_bytes).collect()),
-        (Dtype::F16, DType::F16) => HostData::F16(words(bytes).map(|w| f16::from_bits(u16::from_le_bytes(w))).collect()),
-        (Dtype::F16, DType::F32) => HostData::F32(words(bytes).map(|w| f16::from_bits(u16::from_le_bytes(w)).to_f32()).collect()),
+        (Dtype::F16, DType::F16) => {
+            HostData::F16(words(bytes).map(|w| f16::from_bits(u16::from_le_bytes(w))).collect())
+        }
+        (Dtype::F16, DType::F32) => {
+            HostData::F32(words(bytes).map(|w| f16::from_bits(u16::from_le_bytes(w)).to_f32()).collect())
+        }
         // bf16 is the top half of an f32.
-        (Dtype::BF16, DType::F32) => HostData::F32(words(bytes).map(|w| f32::from_bits(u32::from(u16::from_le_bytes(w)) << 16)).collect()),
+        (Dtype::BF16, DType::F32) => {
+            HostData::F32(words(bytes).map(|w| f32::from_bits(u32::from(u16::from_le_bytes(w)) << 16)).collect())
+        }
         (Dtype::BOOL, DType::Bool) => HostData::Bool(bytes.iter().map(|&b| b != 0).collect()),
         (src, DType::F32 | DType::F16 | DType::F64) => HostData::from_f64(&floats(src, bytes)?, dtype),
         (src, DType::I32 | DType::U32) => {
             let v = ints(src, bytes)?;
-            let (lo, hi) = if dtype == DType::I32 { (i64::from(i32::MIN), i64::from(i32::MAX)) } else { (0, i64::from(u32::MAX)) };
+            let (lo, hi) =
+                if dtype == DType::I32 { (i64::from(i32::MIN), i64::from(i32::MAX)) } else { (0, i64::from(u32::MAX)) };
             if let Some(bad) = v.iter().find(|&&x| x < lo || x > hi) {
                 return Err(format!("value {bad} does not fit the module's {dtype}"));
             }
@@ -385,7 +408,9 @@ fn decode(raw: &Raw, start: usize, n: usize, dtype: DType) -> std::result::Resul
 fn floats(src: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f64>, String> {
     Ok(match src {
         Dtype::F16 => words(bytes).map(|w| f16::from_bits(u16::from_le_bytes(w)).to_f64()).collect(),
-        Dtype::BF16 => words(bytes).map(|w| f64::from(f32::from_bits(u32::from(u16::from_le_bytes(w)) << 16))).collect(),
+        Dtype::BF16 => {
+            words(bytes).map(|w| f64::from(f32::from_bits(u32::from(u16::from_le_bytes(w)) << 16))).collect()
+        }
         Dtype::F32 => words(bytes).map(|w| f64::from(f32::from_le_bytes(w))).collect(),
         Dtype::F64 => words(bytes).map(f64::from_le_bytes).collect(),
         other => return Err(format!("{other:?} is not a floating-point dtype")),
@@ -433,7 +458,11 @@ pub fn state_dict(module: &dyn Module) -> Result<Vec<(String, Tensor)>> {
         .iter()
         .filter_map(|n| n.strip_suffix("q_proj.weight"))
         .filter(|p| p.is_empty() || p.ends_with('.'))
-        .filter(|p| ["k_proj.weight", "v_proj.weight", "out_proj.weight"].iter().all(|s| names.contains(format!("{p}{s}").as_str())))
+        .filter(|p| {
+            ["k_proj.weight", "v_proj.weight", "out_proj.weight"]
+                .iter()
+                .all(|s| names.contains(format!("{p}{s}").as_str()))
+        })
         .collect();
     let by_name: HashMap<&str, &Tensor> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut out = Vec::with_capacity(named.len());
@@ -442,8 +471,10 @@ pub fn state_dict(module: &dyn Module) -> Result<Vec<(String, Tensor)>> {
             out.push((name.clone(), t.clone()));
             continue;
         };
-        let parts: Option<Vec<Tensor>> =
-            ["q_proj", "k_proj", "v_proj"].iter().map(|p| by_name.get(format!("{parent}{p}.{leaf}").as_str()).map(|t| (*t).clone())).collect();
+        let parts: Option<Vec<Tensor>> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|p| by_name.get(format!("{parent}{p}.{leaf}").as_str()).map(|t| (*t).clone()))
+            .collect();
         match parts {
             Some(parts) if parents.contains(parent) => {
                 // Written once, where q's tensor is.

@@ -30,7 +30,13 @@ pub struct TransformerBlock {
 
 impl TransformerBlock {
     /// A block of width `d_model` with `heads` attention heads and an MLP `mlp_ratio` times wider.
-    pub fn new(d_model: usize, heads: usize, mlp_ratio: usize, dropout: f64, device: &Device) -> Result<TransformerBlock> {
+    pub fn new(
+        d_model: usize,
+        heads: usize,
+        mlp_ratio: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Result<TransformerBlock> {
         if mlp_ratio == 0 || !(0.0..1.0).contains(&dropout) {
             return Err(Error::invalid("TransformerBlock::new", format!("mlp_ratio {mlp_ratio}, dropout {dropout}")));
         }
@@ -39,7 +45,10 @@ impl TransformerBlock {
             ln1: LayerNorm::new(&[d_model], device)?,
             attn: MultiHeadAttention::new(d_model, heads, true, device)?.with_dropout(dropout),
             ln2: LayerNorm::new(&[d_model], device)?,
-            mlp: Sequential::new().add(Linear::new(d_model, hidden, true, device)?).add(Gelu).add(Linear::new(hidden, d_model, true, device)?),
+            mlp: Sequential::new()
+                .add(Linear::new(d_model, hidden, true, device)?)
+                .add(Gelu)
+                .add(Linear::new(hidden, d_model, true, device)?),
             dropout: Dropout::new(dropout),
         })
     }

@@ -116,7 +116,10 @@ fn bytes_round_trip_like_files() {
     checkpoint::load_from_bytes(&b, &bytes).unwrap();
     assert_eq!(a.snapshot(), b.snapshot());
     // The file loads from its bytes, and the async form's bytes load too.
-    for (what, other) in [("file", std::fs::read(&path).unwrap()), ("async", pollster::block_on(checkpoint::save_to_bytes_async(&a)).unwrap())] {
+    for (what, other) in [
+        ("file", std::fs::read(&path).unwrap()),
+        ("async", pollster::block_on(checkpoint::save_to_bytes_async(&a)).unwrap()),
+    ] {
         let c = Tiny::new(7);
         checkpoint::load_from_bytes(&c, &other).unwrap();
         assert_eq!(a.snapshot(), c.snapshot(), "{what}");
@@ -131,7 +134,10 @@ fn bytes_round_trip_like_files() {
     assert!(msg.contains("checksum"), "{msg}");
     let err = checkpoint::load_from_bytes(&b, &bytes[..20]).unwrap_err();
     assert!(matches!(&err, Error::Checkpoint { path, .. } if path == "<bytes>"), "{err}");
-    let missing = is_checkpoint_err(checkpoint::load_from_bytes(&b, &checkpoint::save_to_bytes(&OnlyW(a.w.clone())).unwrap()), "missing keys");
+    let missing = is_checkpoint_err(
+        checkpoint::load_from_bytes(&b, &checkpoint::save_to_bytes(&OnlyW(a.w.clone())).unwrap()),
+        "missing keys",
+    );
     assert!(missing.contains("missing key \"b\""), "{missing}");
     assert_eq!(b.snapshot(), before);
 }

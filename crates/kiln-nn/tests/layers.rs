@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, check_module, data, f64_params, gpu, leaf64, seeded, sgd_step};
 use kiln_core::{DType, Device, Tensor};
-use kiln_nn::loss::{binary_cross_entropy_with_logits, cross_entropy_loss, Reduction};
+use kiln_nn::loss::{Reduction, binary_cross_entropy_with_logits, cross_entropy_loss};
 use kiln_nn::*;
 
 fn cpu() -> Device {
@@ -142,7 +142,8 @@ fn host_conv2d(
                                     continue;
                                 }
                                 let xc = g * cg + ic;
-                                s += x[((b * c + xc) * h + iy as usize) * w + ix as usize] * wt[((oc * cg + ic) * kh + ki) * kw + kj];
+                                s += x[((b * c + xc) * h + iy as usize) * w + ix as usize]
+                                    * wt[((oc * cg + ic) * kh + ki) * kw + kj];
                             }
                         }
                     }
@@ -168,7 +169,14 @@ fn conv2d_forward_and_grad() {
         assert_eq!(conv.weight.shape(), &[6, cg, 3, 2]);
         let (x, xv) = data(10 + i as u64, &[2, 4, 7, 5], DType::F64, &d);
         let y = conv.forward(&x).unwrap();
-        let (want, oh, ow) = host_conv2d(&xv, [2, 4, 7, 5], &vals(&conv.weight), [6, cg, 3, 2], Some(&vals(conv.bias.as_ref().unwrap())), opts);
+        let (want, oh, ow) = host_conv2d(
+            &xv,
+            [2, 4, 7, 5],
+            &vals(&conv.weight),
+            [6, cg, 3, 2],
+            Some(&vals(conv.bias.as_ref().unwrap())),
+            opts,
+        );
         assert_eq!(y.shape(), &[2, 6, oh, ow]);
         assert_close("conv2d", &vals(&y), &want, 1e-12);
         check_module("Conv2d", &conv, &leaf64(20 + i as u64, &[1, 4, 5, 4]));
@@ -191,7 +199,14 @@ fn conv1d_forward_and_grad() {
     let y = conv.forward(&x).unwrap();
     // A 1-D conv is a 2-D conv over a height-1 image.
     let opts = Conv2dOptions { stride: (1, 2), padding: (0, 1), dilation: (1, 2), groups: 2 };
-    let (want, _, ow) = host_conv2d(&xv, [2, 4, 1, 9], &vals(&conv.weight), [2, 2, 1, 3], Some(&vals(conv.bias.as_ref().unwrap())), opts);
+    let (want, _, ow) = host_conv2d(
+        &xv,
+        [2, 4, 1, 9],
+        &vals(&conv.weight),
+        [2, 2, 1, 3],
+        Some(&vals(conv.bias.as_ref().unwrap())),
+        opts,
+    );
     assert_eq!(y.shape(), &[2, 2, ow]);
     assert_close("conv1d", &vals(&y), &want, 1e-12);
     check_module("Conv1d", &conv, &leaf64(31, &[1, 4, 7]));
@@ -255,7 +270,16 @@ fn conv_transpose2d_forward_and_grad() {
     assert!(vals(&grouped.weight).iter().all(|v| v.abs() <= bound), "U(±1/√fan_in) with fan_in = out/groups·kh·kw");
     check_module("ConvTranspose2d(groups, dilation)", &grouped, &leaf64(44, &[1, 4, 2, 3]));
     assert!(ConvTranspose2d::with_options(3, 6, (2, 2), o, true, &d).is_err(), "in_ch not a multiple of groups");
-    let t1 = f64_params(|| ConvTranspose1d::new(2, 4, 3, ConvTranspose1dOptions { stride: 2, output_padding: 1, ..Default::default() }, true, &d));
+    let t1 = f64_params(|| {
+        ConvTranspose1d::new(
+            2,
+            4,
+            3,
+            ConvTranspose1dOptions { stride: 2, output_padding: 1, ..Default::default() },
+            true,
+            &d,
+        )
+    });
     assert_eq!(t1.forward(&data(45, &[1, 2, 5], DType::F64, &d).0).unwrap().shape(), &[1, 4, 12]);
     check_module("ConvTranspose1d", &t1, &leaf64(46, &[2, 2, 3]));
 }
@@ -280,7 +304,8 @@ fn pooling_forward_and_grad() {
     let (n, c, h, w) = (2, 3, 6, 5);
     let (x, xv) = data(50, &[n, c, h, w], DType::F64, &d);
     let at = |b: usize, ch: usize, y: isize, xx: isize| -> Option<f64> {
-        (y >= 0 && xx >= 0 && y < h as isize && xx < w as isize).then(|| xv[((b * c + ch) * h + y as usize) * w + xx as usize])
+        (y >= 0 && xx >= 0 && y < h as isize && xx < w as isize)
+            .then(|| xv[((b * c + ch) * h + y as usize) * w + xx as usize])
     };
     let (k, s, p) = ((3, 2), (2, 1), (1, 1));
     let oh = (h + 2 * p.0 - k.0) / s.0 + 1;
@@ -293,7 +318,12 @@ fn pooling_forward_and_grad() {
                     let (mut m, mut sum) = (f64::NEG_INFINITY, 0.0);
                     for i in 0..k.0 {
                         for j in 0..k.1 {
-                            if let Some(v) = at(b, ch, (oy * s.0 + i) as isize - p.0 as isize, (ox * s.1 + j) as isize - p.1 as isize) {
+                            if let Some(v) = at(
+                                b,
+                                ch,
+                                (oy * s.0 + i) as isize - p.0 as isize,
+                                (ox * s.1 + j) as isize - p.1 as isize,
+                            ) {
                                 m = m.max(v);
                                 sum += v;
                             }
@@ -364,7 +394,8 @@ fn channel_stats(x: &[f64], n: usize, c: usize, rest: usize) -> (Vec<f64>, Vec<f
     let mut mean = vec![0.0; c];
     let mut var = vec![0.0; c];
     for ch in 0..c {
-        let items: Vec<f64> = (0..n).flat_map(|b| (0..rest).map(move |r| (b, r))).map(|(b, r)| x[(b * c + ch) * rest + r]).collect();
+        let items: Vec<f64> =
+            (0..n).flat_map(|b| (0..rest).map(move |r| (b, r))).map(|(b, r)| x[(b * c + ch) * rest + r]).collect();
         mean[ch] = items.iter().sum::<f64>() / cnt as f64;
         var[ch] = items.iter().map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / cnt as f64;
     }
@@ -413,8 +444,14 @@ fn batch_norm_train_eval_running_stats_and_grad() {
 
         bn.eval();
         let y = vals(&bn.forward(&x).unwrap());
-        let want: Vec<f64> =
-            xv.iter().enumerate().map(|(i, v)| { let ch = (i / rest) % c; (v - rm[ch]) / (rv[ch] + 1e-5).sqrt() * w[ch] + b[ch] }).collect();
+        let want: Vec<f64> = xv
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let ch = (i / rest) % c;
+                (v - rm[ch]) / (rv[ch] + 1e-5).sqrt() * w[ch] + b[ch]
+            })
+            .collect();
         assert_close("batchnorm eval", &y, &want, 1e-10);
         assert_close("eval leaves running stats", &vals(&bufs[0].1), &rm, 1e-12);
         check_module("BatchNorm(eval)", bn.as_ref(), &leaf64(61, &dims));
@@ -588,7 +625,11 @@ fn activations_forward_and_grad() {
     let cases: Vec<Case> = vec![
         ("relu", Box::new(Relu), Box::new(|v: f64| v.max(0.0))),
         ("gelu", Box::new(Gelu), Box::new(|v: f64| 0.5 * v * (1.0 + erf(v / 2f64.sqrt())))),
-        ("gelu_tanh", Box::new(GeluTanh), Box::new(move |v: f64| 0.5 * v * (1.0 + (c * (v + 0.044715 * v.powi(3))).tanh()))),
+        (
+            "gelu_tanh",
+            Box::new(GeluTanh),
+            Box::new(move |v: f64| 0.5 * v * (1.0 + (c * (v + 0.044715 * v.powi(3))).tanh())),
+        ),
         ("silu", Box::new(Silu), Box::new(move |v: f64| v * sig(v))),
         ("tanh", Box::new(Tanh), Box::new(|v: f64| v.tanh())),
         ("sigmoid", Box::new(Sigmoid), Box::new(sig)),
@@ -609,21 +650,32 @@ fn activations_forward_and_grad() {
 fn host_mha(m: &MultiHeadAttention, xv: &[f64], b: usize, t: usize, causal: bool, pad: Option<&[bool]>) -> Vec<f64> {
     let dm = m.d_model();
     let (h, dh) = (m.heads, dm / m.heads);
-    let proj = |l: &Linear, x: &[f64]| host_linear(x, b * t, &vals(&l.weight), l.bias.as_ref().map(vals).as_deref(), dm, dm);
+    let proj =
+        |l: &Linear, x: &[f64]| host_linear(x, b * t, &vals(&l.weight), l.bias.as_ref().map(vals).as_deref(), dm, dm);
     let (q, k, v) = (proj(&m.q_proj, xv), proj(&m.k_proj, xv), proj(&m.v_proj, xv));
     let mut out = vec![0.0; b * t * dm];
     for bi in 0..b {
         for hi in 0..h {
             for i in 0..t {
-                let allowed: Vec<bool> = (0..t).map(|j| !(pad.is_some_and(|p| p[bi * t + j]) || causal && j > i)).collect();
+                let allowed: Vec<bool> =
+                    (0..t).map(|j| !(pad.is_some_and(|p| p[bi * t + j]) || causal && j > i)).collect();
                 let scores: Vec<f64> = (0..t)
-                    .map(|j| (0..dh).map(|e| q[(bi * t + i) * dm + hi * dh + e] * k[(bi * t + j) * dm + hi * dh + e]).sum::<f64>() / (dh as f64).sqrt())
+                    .map(|j| {
+                        (0..dh)
+                            .map(|e| q[(bi * t + i) * dm + hi * dh + e] * k[(bi * t + j) * dm + hi * dh + e])
+                            .sum::<f64>()
+                            / (dh as f64).sqrt()
+                    })
                     .collect();
                 let mx = (0..t).filter(|&j| allowed[j]).map(|j| scores[j]).fold(f64::NEG_INFINITY, f64::max);
                 let ex: Vec<f64> = (0..t).map(|j| if allowed[j] { (scores[j] - mx).exp() } else { 0.0 }).collect();
                 let z: f64 = ex.iter().sum();
                 for e in 0..dh {
-                    let s: f64 = if z > 0.0 { (0..t).map(|j| ex[j] / z * v[(bi * t + j) * dm + hi * dh + e]).sum() } else { 0.0 };
+                    let s: f64 = if z > 0.0 {
+                        (0..t).map(|j| ex[j] / z * v[(bi * t + j) * dm + hi * dh + e]).sum()
+                    } else {
+                        0.0
+                    };
                     out[(bi * t + i) * dm + hi * dh + e] = s;
                 }
             }
@@ -639,9 +691,19 @@ fn attention_forward_masks_and_grad() {
     let (b, t, dm, heads) = (2, 4, 6, 2);
     let m = f64_params(|| MultiHeadAttention::new(dm, heads, true, &d));
     let names: Vec<_> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, [
-        "q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias", "out_proj.weight", "out_proj.bias"
-    ]);
+    assert_eq!(
+        names,
+        [
+            "q_proj.weight",
+            "q_proj.bias",
+            "k_proj.weight",
+            "k_proj.bias",
+            "v_proj.weight",
+            "v_proj.bias",
+            "out_proj.weight",
+            "out_proj.bias"
+        ]
+    );
     let (x, xv) = data(110, &[b, t, dm], DType::F64, &d);
     // The second sequence's last two positions are padding; in the first, every key is.
     let pad = [true, true, true, true, false, false, true, true];
@@ -700,10 +762,22 @@ fn transformer_block_composition_names_and_grad() {
     let blk = f64_params(|| TransformerBlock::new(4, 2, 2, 0.0, &d));
     let names: Vec<_> = blk.named_parameters().into_iter().map(|(n, _)| n).collect();
     let expect = [
-        "ln1.weight", "ln1.bias",
-        "attn.q_proj.weight", "attn.q_proj.bias", "attn.k_proj.weight", "attn.k_proj.bias",
-        "attn.v_proj.weight", "attn.v_proj.bias", "attn.out_proj.weight", "attn.out_proj.bias",
-        "ln2.weight", "ln2.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
+        "ln1.weight",
+        "ln1.bias",
+        "attn.q_proj.weight",
+        "attn.q_proj.bias",
+        "attn.k_proj.weight",
+        "attn.k_proj.bias",
+        "attn.v_proj.weight",
+        "attn.v_proj.bias",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "ln2.weight",
+        "ln2.bias",
+        "mlp.0.weight",
+        "mlp.0.bias",
+        "mlp.2.weight",
+        "mlp.2.bias",
     ];
     assert_eq!(names, expect);
     assert_eq!(blk.named_parameters()[12].1.shape(), &[8, 4]);
@@ -730,7 +804,10 @@ fn transformer_block_composition_names_and_grad() {
     let h: Vec<f64> = xv.iter().zip(&a).map(|(x, a)| x + a).collect();
     let p = blk.named_parameters();
     let (w1, b1, w2, b2) = (vals(&p[12].1), vals(&p[13].1), vals(&p[14].1), vals(&p[15].1));
-    let hidden: Vec<f64> = host_linear(&ln(&blk.ln2, &h), 6, &w1, Some(&b1), 4, 8).iter().map(|&v| 0.5 * v * (1.0 + erf(v / 2f64.sqrt()))).collect();
+    let hidden: Vec<f64> = host_linear(&ln(&blk.ln2, &h), 6, &w1, Some(&b1), 4, 8)
+        .iter()
+        .map(|&v| 0.5 * v * (1.0 + erf(v / 2f64.sqrt())))
+        .collect();
     let mlp = host_linear(&hidden, 6, &w2, Some(&b2), 8, 4);
     let want: Vec<f64> = h.iter().zip(&mlp).map(|(h, m)| h + m).collect();
     assert_close("transformer block", &vals(&y), &want, 1e-10);
@@ -781,7 +858,9 @@ fn sequential_names_chaining_and_training_mode() {
     assert_ne!(vals(&seq.forward(&x).unwrap()), vals(&seq.forward(&x).unwrap()), "dropout back on");
     assert_eq!(vals(&Sequential::new().forward(&x).unwrap()), vals(&x));
 
-    let s64 = f64_params(|| Ok(Sequential::new().add(Linear::new(3, 4, true, &d)?).add(Tanh).add(Linear::new(4, 2, true, &d)?)));
+    let s64 = f64_params(|| {
+        Ok(Sequential::new().add(Linear::new(3, 4, true, &d)?).add(Tanh).add(Linear::new(4, 2, true, &d)?))
+    });
     check_module("Sequential", &s64, &leaf64(131, &[5, 3]));
 }
 
@@ -789,7 +868,12 @@ fn sequential_names_chaining_and_training_mode() {
 
 /// Copies every parameter and buffer of `src` into `dst` (same structure, any device).
 fn copy_state(src: &dyn Module, dst: &dyn Module) {
-    for ((_, s), (_, t)) in src.named_parameters().into_iter().chain(src.named_buffers()).zip(dst.named_parameters().into_iter().chain(dst.named_buffers())) {
+    for ((_, s), (_, t)) in src
+        .named_parameters()
+        .into_iter()
+        .chain(src.named_buffers())
+        .zip(dst.named_parameters().into_iter().chain(dst.named_buffers()))
+    {
         t.set_data(&s.to(t.device()).unwrap()).unwrap();
     }
 }
@@ -802,9 +886,26 @@ fn layers_on_gpu_match_cpu() {
     type Build = Box<dyn Fn(&Device) -> kiln_core::Result<Box<dyn Module>>>;
     let cases: Vec<(&str, Vec<usize>, Build)> = vec![
         ("linear", vec![3, 5], Box::new(|d| Ok(Box::new(Linear::new(5, 4, true, d)?)))),
-        ("conv2d", vec![2, 4, 6, 5], Box::new(|d| Ok(Box::new(Conv2d::new(4, 6, (3, 3), Conv2dOptions { stride: (2, 1), padding: (1, 1), dilation: (1, 1), groups: 2 }, true, d)?)))),
+        (
+            "conv2d",
+            vec![2, 4, 6, 5],
+            Box::new(|d| {
+                Ok(Box::new(Conv2d::new(
+                    4,
+                    6,
+                    (3, 3),
+                    Conv2dOptions { stride: (2, 1), padding: (1, 1), dilation: (1, 1), groups: 2 },
+                    true,
+                    d,
+                )?))
+            }),
+        ),
         ("conv1d", vec![2, 3, 9], Box::new(|d| Ok(Box::new(Conv1d::new(3, 2, 3, 1, 1, 1, 1, true, d)?)))),
-        ("conv_transpose2d", vec![2, 3, 4, 3], Box::new(|d| Ok(Box::new(ConvTranspose2d::new(3, 2, (3, 3), (2, 2), (1, 1), (1, 0), true, d)?)))),
+        (
+            "conv_transpose2d",
+            vec![2, 3, 4, 3],
+            Box::new(|d| Ok(Box::new(ConvTranspose2d::new(3, 2, (3, 3), (2, 2), (1, 1), (1, 0), true, d)?))),
+        ),
         ("max_pool2d", vec![2, 3, 6, 6], Box::new(|_| Ok(Box::new(MaxPool2d::new((2, 2), (2, 2), (0, 0)))))),
         ("avg_pool2d", vec![2, 3, 6, 6], Box::new(|_| Ok(Box::new(AvgPool2d::new((3, 3), (2, 2), (1, 1)))))),
         ("adaptive_avg_pool2d", vec![2, 3, 7, 5], Box::new(|_| Ok(Box::new(AdaptiveAvgPool2d::new((3, 2)))))),
@@ -816,23 +917,65 @@ fn layers_on_gpu_match_cpu() {
         ("transformer", vec![2, 5, 8], Box::new(|d| Ok(Box::new(TransformerBlock::new(8, 2, 2, 0.0, d)?)))),
         ("gelu", vec![3, 7], Box::new(|_| Ok(Box::new(Gelu)))),
         ("silu", vec![3, 7], Box::new(|_| Ok(Box::new(Silu)))),
-        ("conv_transpose2d groups dilation", vec![2, 4, 3, 4], Box::new(|d| {
-            let o = ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (2, 2), groups: 2 };
-            Ok(Box::new(ConvTranspose2d::with_options(4, 6, (3, 2), o, true, d)?))
-        })),
-        ("conv_transpose1d", vec![2, 4, 7], Box::new(|d| {
-            let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 2, groups: 2 };
-            Ok(Box::new(ConvTranspose1d::new(4, 2, 3, o, true, d)?))
-        })),
-        ("max_pool2d ceil", vec![2, 3, 8, 7], Box::new(|_| {
-            Ok(Box::new(MaxPool2d::from_options(MaxPool2dOptions { padding: (1, 1), dilation: (1, 2), ceil_mode: true, ..MaxPool2dOptions::new((2, 3)) })))
-        })),
-        ("avg_pool2d ceil", vec![2, 3, 8, 7], Box::new(|_| {
-            let o = AvgPool2dOptions { padding: (1, 1), ceil_mode: true, count_include_pad: false, ..AvgPool2dOptions::new((3, 3)) };
-            Ok(Box::new(AvgPool2d::from_options(o)))
-        })),
-        ("max_pool1d", vec![2, 3, 11], Box::new(|_| Ok(Box::new(MaxPool1d::new(MaxPool1dOptions { ceil_mode: true, ..MaxPool1dOptions::new(3) }))))),
-        ("avg_pool1d", vec![2, 3, 11], Box::new(|_| Ok(Box::new(AvgPool1d::new(AvgPool1dOptions { padding: 1, ..AvgPool1dOptions::new(3) }))))),
+        (
+            "conv_transpose2d groups dilation",
+            vec![2, 4, 3, 4],
+            Box::new(|d| {
+                let o = ConvTranspose2dOptions {
+                    stride: (2, 1),
+                    padding: (1, 0),
+                    output_padding: (1, 0),
+                    dilation: (2, 2),
+                    groups: 2,
+                };
+                Ok(Box::new(ConvTranspose2d::with_options(4, 6, (3, 2), o, true, d)?))
+            }),
+        ),
+        (
+            "conv_transpose1d",
+            vec![2, 4, 7],
+            Box::new(|d| {
+                let o = ConvTranspose1dOptions { stride: 3, padding: 1, output_padding: 2, dilation: 2, groups: 2 };
+                Ok(Box::new(ConvTranspose1d::new(4, 2, 3, o, true, d)?))
+            }),
+        ),
+        (
+            "max_pool2d ceil",
+            vec![2, 3, 8, 7],
+            Box::new(|_| {
+                Ok(Box::new(MaxPool2d::from_options(MaxPool2dOptions {
+                    padding: (1, 1),
+                    dilation: (1, 2),
+                    ceil_mode: true,
+                    ..MaxPool2dOptions::new((2, 3))
+                })))
+            }),
+        ),
+        (
+            "avg_pool2d ceil",
+            vec![2, 3, 8, 7],
+            Box::new(|_| {
+                let o = AvgPool2dOptions {
+                    padding: (1, 1),
+                    ceil_mode: true,
+                    count_include_pad: false,
+                    ..AvgPool2dOptions::new((3, 3))
+                };
+                Ok(Box::new(AvgPool2d::from_options(o)))
+            }),
+        ),
+        (
+            "max_pool1d",
+            vec![2, 3, 11],
+            Box::new(|_| {
+                Ok(Box::new(MaxPool1d::new(MaxPool1dOptions { ceil_mode: true, ..MaxPool1dOptions::new(3) })))
+            }),
+        ),
+        (
+            "avg_pool1d",
+            vec![2, 3, 11],
+            Box::new(|_| Ok(Box::new(AvgPool1d::new(AvgPool1dOptions { padding: 1, ..AvgPool1dOptions::new(3) })))),
+        ),
         ("adaptive_max_pool2d", vec![2, 3, 7, 5], Box::new(|_| Ok(Box::new(AdaptiveMaxPool2d::new((3, 4)))))),
         ("adaptive_max_pool1d", vec![2, 3, 7], Box::new(|_| Ok(Box::new(AdaptiveMaxPool1d::new(4))))),
         ("prelu", vec![2, 3, 5], Box::new(|d| Ok(Box::new(PRelu::new(3, 0.25, d)?)))),
@@ -870,7 +1013,8 @@ fn layers_on_gpu_match_cpu() {
 // ---------------------------------------------------------------- training
 
 fn xor_run(d: &Device) -> f64 {
-    let mlp = Sequential::new().add(Linear::new(2, 16, true, d).unwrap()).add(Tanh).add(Linear::new(16, 1, true, d).unwrap());
+    let mlp =
+        Sequential::new().add(Linear::new(2, 16, true, d).unwrap()).add(Tanh).add(Linear::new(16, 1, true, d).unwrap());
     let x = Tensor::from_vec(vec![0f32, 0., 0., 1., 1., 0., 1., 1.], &[4, 2], d).unwrap();
     let y = Tensor::from_vec(vec![0f32, 1., 1., 0.], &[4, 1], d).unwrap();
     let params = mlp.parameters();
@@ -960,4 +1104,3 @@ fn tiny_transformer_overfits_a_sequence() {
     }
     assert!(loss < 0.05, "loss {first} → {loss}");
 }
-

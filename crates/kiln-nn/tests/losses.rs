@@ -55,7 +55,13 @@ fn cross_entropy_known_numbers() {
 
 #[test]
 fn cross_entropy_ignore_index_and_smoothing_by_hand() {
-    let rows = [[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -2.0, 3.0], [0.1, 0.2, 0.3, 0.4], [-1.0, 2.0, 0.5, 0.5], [2.0, 0.0, 0.0, -1.0]];
+    let rows = [
+        [0.5, -1.0, 2.0, 0.0],
+        [1.0, 1.0, -2.0, 3.0],
+        [0.1, 0.2, 0.3, 0.4],
+        [-1.0, 2.0, 0.5, 0.5],
+        [2.0, 0.0, 0.0, -1.0],
+    ];
     let target = [2u32, 7, 0, 7, 3]; // 7 is the ignored (and out-of-range) id
     let flat: Vec<f64> = rows.iter().flatten().cloned().collect();
     let logits = t64(&flat, &[5, 4]);
@@ -79,15 +85,26 @@ fn cross_entropy_ignore_index_and_smoothing_by_hand() {
     }
     // ignore_index inside the class range.
     let t2 = [2u32, 1, 1, 0, 3];
-    let v = cross_entropy(&logits, &Target::Indices(&ids(&t2)), &opts(Reduction::Mean, Some(1), 0.0)).unwrap().item().unwrap();
+    let v = cross_entropy(&logits, &Target::Indices(&ids(&t2)), &opts(Reduction::Mean, Some(1), 0.0))
+        .unwrap()
+        .item()
+        .unwrap();
     let want = [0usize, 3, 4].iter().map(|&i| -log_softmax(&rows[i])[t2[i] as usize]).sum::<f64>() / 3.0;
     assert!((v - want).abs() < 1e-12);
     // Every target ignored: 0/0, as PyTorch.
-    let v = cross_entropy(&logits, &Target::Indices(&ids(&[7; 5])), &opts(Reduction::Mean, Some(7), 0.0)).unwrap().item().unwrap();
+    let v = cross_entropy(&logits, &Target::Indices(&ids(&[7; 5])), &opts(Reduction::Mean, Some(7), 0.0))
+        .unwrap()
+        .item()
+        .unwrap();
     assert!(v.is_nan());
     // i32 ids work too.
     let ti = Tensor::from_vec(vec![2i32, 1, 1, 0, 3], &[5], &cpu()).unwrap();
-    assert!((cross_entropy(&logits, &Target::Indices(&ti), &opts(Reduction::Mean, Some(1), 0.0)).unwrap().item().unwrap() - want).abs() < 1e-12);
+    assert!(
+        (cross_entropy(&logits, &Target::Indices(&ti), &opts(Reduction::Mean, Some(1), 0.0)).unwrap().item().unwrap()
+            - want)
+            .abs()
+            < 1e-12
+    );
 }
 
 #[test]
@@ -112,18 +129,23 @@ fn cross_entropy_spatial_and_probability_targets() {
     assert!((mean - per.iter().sum::<f64>() / 8.0).abs() < 1e-12);
 
     // Unbatched [c] logits with a single id.
-    let v = cross_entropy(&t64(&[1.0, 2.0, 3.0], &[3]), &Target::Indices(&ids(&[0])), &opts(Reduction::None, None, 0.0)).unwrap();
+    let v =
+        cross_entropy(&t64(&[1.0, 2.0, 3.0], &[3]), &Target::Indices(&ids(&[0])), &opts(Reduction::None, None, 0.0))
+            .unwrap();
     assert_eq!(v.shape(), &[] as &[usize]);
     assert!((v.item().unwrap() - (0.407_605_964_444_380_9 + 2.0)).abs() < 1e-12);
 
     // Probability targets: −Σ y log p, smoothed y' = (1 − ε)y + ε/C, mean over samples.
     let (x, xv) = data(2, &[3, 4], DType::F64, &d);
     let (_, pv) = data(3, &[3, 4], DType::F64, &d);
-    let probs: Vec<f64> = pv.chunks(4).flat_map(|r| {
-        let e: Vec<f64> = r.iter().map(|v| v.exp()).collect();
-        let s: f64 = e.iter().sum();
-        e.into_iter().map(move |v| v / s)
-    }).collect();
+    let probs: Vec<f64> = pv
+        .chunks(4)
+        .flat_map(|r| {
+            let e: Vec<f64> = r.iter().map(|v| v.exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(move |v| v / s)
+        })
+        .collect();
     let p = t64(&probs, &[3, 4]);
     for eps in [0.0, 0.3] {
         let per: Vec<f64> = (0..3)
@@ -140,7 +162,10 @@ fn cross_entropy_spatial_and_probability_targets() {
     // One-hot probabilities agree with class ids.
     let onehot = Tensor::one_hot(&ids(&[1, 3, 0]), 4).unwrap().to_dtype(DType::F64).unwrap();
     let a = cross_entropy(&x, &Target::Probs(&onehot), &opts(Reduction::Mean, None, 0.1)).unwrap().item().unwrap();
-    let b = cross_entropy(&x, &Target::Indices(&ids(&[1, 3, 0])), &opts(Reduction::Mean, None, 0.1)).unwrap().item().unwrap();
+    let b = cross_entropy(&x, &Target::Indices(&ids(&[1, 3, 0])), &opts(Reduction::Mean, None, 0.1))
+        .unwrap()
+        .item()
+        .unwrap();
     assert!((a - b).abs() < 1e-12);
 }
 
@@ -151,7 +176,9 @@ fn nll_loss_matches_cross_entropy_of_log_softmax() {
     let t = ids(&[4, 0, 2, 2]);
     let per: Vec<f64> = (0..4).map(|i| -log_softmax(&xv[i * 5..i * 5 + 5])[[4, 0, 2, 2][i]]).collect();
     assert_close("nll none", &vals(&nll_loss(&lp, &t, Reduction::None).unwrap()), &per, 1e-12);
-    assert!((nll_loss(&lp, &t, Reduction::Mean).unwrap().item().unwrap() - per.iter().sum::<f64>() / 4.0).abs() < 1e-12);
+    assert!(
+        (nll_loss(&lp, &t, Reduction::Mean).unwrap().item().unwrap() - per.iter().sum::<f64>() / 4.0).abs() < 1e-12
+    );
     assert!((nll_loss(&lp, &t, Reduction::Sum).unwrap().item().unwrap() - per.iter().sum::<f64>()).abs() < 1e-12);
 }
 
@@ -172,7 +199,12 @@ fn bce_with_logits_is_stable_and_exact() {
     let got = vals(&binary_cross_entropy_with_logits(&xt, &yt, Reduction::None).unwrap());
     assert_close("bce", &got, &per, 1e-12);
     assert!(got.iter().all(|v| v.is_finite()));
-    assert!((binary_cross_entropy_with_logits(&xt, &yt, Reduction::Mean).unwrap().item().unwrap() - per.iter().sum::<f64>() / 7.0).abs() < 1e-12);
+    assert!(
+        (binary_cross_entropy_with_logits(&xt, &yt, Reduction::Mean).unwrap().item().unwrap()
+            - per.iter().sum::<f64>() / 7.0)
+            .abs()
+            < 1e-12
+    );
     // f32 keeps relative precision for confident predictions.
     let x32 = Tensor::from_vec(vec![-10f32, 10.0], &[2], &cpu()).unwrap();
     let y32 = Tensor::from_vec(vec![0f32, 1.0], &[2], &cpu()).unwrap();
@@ -194,7 +226,8 @@ fn regression_losses_by_formula() {
     let (p, pv) = (p.mul_scalar(2.0).unwrap(), pv.iter().map(|v| v * 2.0).collect::<Vec<_>>());
     let diff: Vec<f64> = pv.iter().zip(&tv).map(|(a, b)| a - b).collect();
     type Loss = Box<dyn Fn(Reduction) -> kiln_core::Result<Tensor>>;
-    let (p2, t2, p3, t3, p4, t4, p5, t5) = (p.clone(), t.clone(), p.clone(), t.clone(), p.clone(), t.clone(), p.clone(), t.clone());
+    let (p2, t2, p3, t3, p4, t4, p5, t5) =
+        (p.clone(), t.clone(), p.clone(), t.clone(), p.clone(), t.clone(), p.clone(), t.clone());
     let (beta, delta) = (0.6, 0.8);
     assert!(diff.iter().any(|d| d.abs() < beta) && diff.iter().any(|d| d.abs() > delta), "data covers both branches");
     let cases: Vec<(&str, Loss, Vec<f64>)> = vec![
@@ -213,12 +246,20 @@ fn regression_losses_by_formula() {
     ];
     for (name, f, per) in cases {
         assert_close(name, &vals(&f(Reduction::None).unwrap()), &per, 1e-12);
-        assert!((f(Reduction::Mean).unwrap().item().unwrap() - per.iter().sum::<f64>() / 12.0).abs() < 1e-12, "{name} mean");
+        assert!(
+            (f(Reduction::Mean).unwrap().item().unwrap() - per.iter().sum::<f64>() / 12.0).abs() < 1e-12,
+            "{name} mean"
+        );
         assert!((f(Reduction::Sum).unwrap().item().unwrap() - per.iter().sum::<f64>()).abs() < 1e-12, "{name} sum");
         assert!(f(Reduction::BatchMean).is_err(), "{name}: batchmean is kl_div's");
     }
     // beta = 0 is L1.
-    assert_close("smooth_l1(β=0)", &vals(&smooth_l1_loss(&p, &t, 0.0, Reduction::None).unwrap()), &diff.iter().map(|d| d.abs()).collect::<Vec<_>>(), 1e-12);
+    assert_close(
+        "smooth_l1(β=0)",
+        &vals(&smooth_l1_loss(&p, &t, 0.0, Reduction::None).unwrap()),
+        &diff.iter().map(|d| d.abs()).collect::<Vec<_>>(),
+        1e-12,
+    );
     assert!(huber_loss(&p, &t, 0.0, Reduction::Mean).is_err());
     assert!(smooth_l1_loss(&p, &t, -1.0, Reduction::Mean).is_err());
 }
@@ -286,8 +327,14 @@ fn loss_errors_are_typed_not_panics() {
     assert!(ce(&ids(&[0, 1, 2]), opts(Reduction::Mean, None, 1.5)).is_err(), "smoothing");
     assert!(ce(&ids(&[0, 1, 2]), opts(Reduction::BatchMean, None, 0.0)).is_err());
     let p = Tensor::zeros(&[3, 4], &d).unwrap();
-    assert!(cross_entropy(&x, &Target::Probs(&p), &opts(Reduction::Mean, Some(0), 0.0)).is_err(), "ignore_index with probs");
-    assert!(cross_entropy(&x, &Target::Probs(&Tensor::zeros(&[3, 3], &d).unwrap()), &CrossEntropyOptions::default()).is_err());
+    assert!(
+        cross_entropy(&x, &Target::Probs(&p), &opts(Reduction::Mean, Some(0), 0.0)).is_err(),
+        "ignore_index with probs"
+    );
+    assert!(
+        cross_entropy(&x, &Target::Probs(&Tensor::zeros(&[3, 3], &d).unwrap()), &CrossEntropyOptions::default())
+            .is_err()
+    );
     assert!(cross_entropy_loss(&ids(&[1, 2]), &ids(&[0, 1])).is_err(), "integer logits");
     assert!(cross_entropy_loss(&Tensor::scalar(1.0, &d).unwrap(), &ids(&[0])).is_err());
     let y = Tensor::zeros(&[4, 3], &d).unwrap();
@@ -309,7 +356,9 @@ fn cross_entropy_on_gpu_matches_cpu() {
     assert!((c - gv).abs() < 1e-5, "cpu {c} gpu {gv}");
     let y = data(21, &[5, 7], DType::F32, &cpu()).0;
     let c = binary_cross_entropy_with_logits(&x, &y, Reduction::Mean).unwrap().item().unwrap();
-    let gv = binary_cross_entropy_with_logits(&x.to(&g).unwrap(), &y.to(&g).unwrap(), Reduction::Mean).unwrap().item().unwrap();
+    let gv = binary_cross_entropy_with_logits(&x.to(&g).unwrap(), &y.to(&g).unwrap(), Reduction::Mean)
+        .unwrap()
+        .item()
+        .unwrap();
     assert!((c - gv).abs() < 1e-5, "cpu {c} gpu {gv}");
 }
-

@@ -75,7 +75,10 @@ fn python_safetensors_reads_kiln_checkpoints() {
         .add(Relu)
         .add(Linear::new(7, 3, true, &cpu).unwrap());
     let mut named = model.named_parameters();
-    named.push(("extra.f16".into(), Tensor::from_vec(vec![kiln_core::f16::from_f32(1.5), kiln_core::f16::MIN_POSITIVE], &[2], &cpu).unwrap()));
+    named.push((
+        "extra.f16".into(),
+        Tensor::from_vec(vec![kiln_core::f16::from_f32(1.5), kiln_core::f16::MIN_POSITIVE], &[2], &cpu).unwrap(),
+    ));
     named.push(("extra.f64".into(), Tensor::from_vec(vec![0.1f64, -1e300, 3.0], &[3, 1], &cpu).unwrap()));
     named.push(("extra.i32".into(), Tensor::from_vec(vec![i32::MIN, -1, 7, i32::MAX], &[2, 2], &cpu).unwrap()));
     named.push(("extra.u32".into(), Tensor::from_vec(vec![0u32, u32::MAX], &[2], &cpu).unwrap()));

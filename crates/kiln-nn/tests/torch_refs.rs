@@ -9,12 +9,12 @@
 mod common;
 
 use kiln_core::{
-    AvgPool1dOptions, AvgPool2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, DType, Device, MaxPool1dOptions, MaxPool2dOptions, Result,
-    Tensor,
+    AvgPool1dOptions, AvgPool2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, DType, Device,
+    MaxPool1dOptions, MaxPool2dOptions, Result, Tensor,
 };
 use kiln_nn::{
-    AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Celu, Glu, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, MaxPool1d, MaxPool2d,
-    Module, PRelu, Relu6, Selu, Softplus, Softsign, checkpoint,
+    AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Celu, Glu, Hardsigmoid, Hardswish, Hardtanh,
+    LogSigmoid, MaxPool1d, MaxPool2d, Module, PRelu, Relu6, Selu, Softplus, Softsign, checkpoint,
 };
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,12 +32,32 @@ fn two(r: Result<(Tensor, Tensor)>) -> Result<(Tensor, Option<Tensor>)> {
     r.map(|(t, i)| (t, Some(i)))
 }
 
-fn max2d(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), dilation: (usize, usize), ceil_mode: bool) -> MaxPool2d {
+fn max2d(
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    ceil_mode: bool,
+) -> MaxPool2d {
     MaxPool2d::from_options(MaxPool2dOptions { kernel, stride, padding, dilation, ceil_mode })
 }
 
-fn avg2d(kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize), ceil_mode: bool, count_include_pad: bool, divisor: Option<usize>) -> AvgPool2d {
-    AvgPool2d::from_options(AvgPool2dOptions { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override: divisor })
+fn avg2d(
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor: Option<usize>,
+) -> AvgPool2d {
+    AvgPool2d::from_options(AvgPool2dOptions {
+        kernel,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override: divisor,
+    })
 }
 
 /// A named case (a function, so that each closure becomes a `Case`).
@@ -83,11 +103,23 @@ fn cases() -> Vec<(&'static str, Case)> {
         c("adaptive_max1d", |x, _| two(AdaptiveMaxPool1d::new(4).forward_with_indices(x))),
         c("adaptive_avg1d", |x, _| one(x.adaptive_avg_pool1d(4))),
         c("ct2d_groups_dilation", |x, p| {
-            let o = ConvTranspose2dOptions { stride: (2, 1), padding: (1, 0), output_padding: (1, 0), dilation: (2, 2), groups: 2 };
+            let o = ConvTranspose2dOptions {
+                stride: (2, 1),
+                padding: (1, 0),
+                output_padding: (1, 0),
+                dilation: (2, 2),
+                groups: 2,
+            };
             one(x.conv_transpose2d(&p[0], Some(&p[1]), o))
         }),
         c("ct2d_outpad_past_stride", |x, p| {
-            let o = ConvTranspose2dOptions { stride: (1, 1), padding: (1, 1), output_padding: (2, 2), dilation: (3, 3), groups: 1 };
+            let o = ConvTranspose2dOptions {
+                stride: (1, 1),
+                padding: (1, 1),
+                output_padding: (2, 2),
+                dilation: (3, 3),
+                groups: 1,
+            };
             one(x.conv_transpose2d(&p[0], None, o))
         }),
         c("ct1d", |x, p| {
@@ -98,7 +130,10 @@ fn cases() -> Vec<(&'static str, Case)> {
 }
 
 fn refs() -> HashMap<String, Tensor> {
-    checkpoint::load_state_dict(REFS).unwrap_or_else(|e| panic!("{REFS}: {e} (run scripts/torch_nn_refs.py)")).into_iter().collect()
+    checkpoint::load_state_dict(REFS)
+        .unwrap_or_else(|e| panic!("{REFS}: {e} (run scripts/torch_nn_refs.py)"))
+        .into_iter()
+        .collect()
 }
 
 /// A mismatch as a message (all of them are reported at once).
@@ -130,21 +165,38 @@ fn check_all(device: &Device, dtype: DType, tol: f64) {
     let mut failures = Vec::new();
     for (name, f) in cases() {
         let x = load(&format!("{name}.x")).detach().with_grad();
-        let params: Vec<Tensor> =
-            (0..).map_while(|i| refs.contains_key(&format!("{name}.p{i}")).then(|| load(&format!("{name}.p{i}")).detach().with_grad())).collect();
+        let params: Vec<Tensor> = (0..)
+            .map_while(|i| {
+                refs.contains_key(&format!("{name}.p{i}")).then(|| load(&format!("{name}.p{i}")).detach().with_grad())
+            })
+            .collect();
         let (y, idx) = f(&x, &params).unwrap_or_else(|e| panic!("{name}: {e}"));
         close(&format!("{name} {device:?} output"), &y, &get(&format!("{name}.out")), tol, &mut failures);
         match (idx, refs.get(&format!("{name}.indices"))) {
             (Some(got), Some(want)) => close(&format!("{name} indices"), &got, want, 0.0, &mut failures),
             (None, None) => {}
-            (got, _) => failures.push(format!("{name}: indices {} but the reference has {}", got.is_some(), got.is_none())),
+            (got, _) => {
+                failures.push(format!("{name}: indices {} but the reference has {}", got.is_some(), got.is_none()))
+            }
         }
         (&y * &load(&format!("{name}.gout"))).unwrap().sum_all().unwrap().backward().unwrap();
         let tol_g = PYTORCH_GRAD_ERRORS.iter().find(|c| c.0 == name).map_or(tol, |c| tol.max(c.1));
-        close(&format!("{name} {device:?} d/dx"), &x.grad().expect("input gradient"), &get(&format!("{name}.grad.x")), tol_g, &mut failures);
+        close(
+            &format!("{name} {device:?} d/dx"),
+            &x.grad().expect("input gradient"),
+            &get(&format!("{name}.grad.x")),
+            tol_g,
+            &mut failures,
+        );
         for (i, p) in params.iter().enumerate() {
             let want = get(&format!("{name}.grad.p{i}"));
-            close(&format!("{name} {device:?} d/dp{i}"), &p.grad().expect("parameter gradient"), &want, tol_g, &mut failures);
+            close(
+                &format!("{name} {device:?} d/dp{i}"),
+                &p.grad().expect("parameter gradient"),
+                &want,
+                tol_g,
+                &mut failures,
+            );
         }
     }
     assert!(failures.is_empty(), "{} mismatches with PyTorch:\n{}", failures.len(), failures.join("\n"));

@@ -73,7 +73,9 @@ fn kiln_output(name: &str, d: &Device) -> Result<Tensor> {
         "group_norm" => plain(&GroupNorm::new(2, 6, d)?),
         "batch_norm1d" => plain(&BatchNorm1d::new(5, d)?),
         "batch_norm2d" => plain(&BatchNorm2d::new(3, d)?),
-        "sequential" => plain(&Sequential::new().add(Linear::new(5, 7, true, d)?).add(Relu).add(Linear::new(7, 3, true, d)?)),
+        "sequential" => {
+            plain(&Sequential::new().add(Linear::new(5, 7, true, d)?).add(Relu).add(Linear::new(7, 3, true, d)?))
+        }
         "embedding" => {
             let m = Embedding::new(10, 4, d)?;
             load_strict(&m, name);
@@ -82,7 +84,11 @@ fn kiln_output(name: &str, d: &Device) -> Result<Tensor> {
         "mha" | "mha_causal" => {
             let m = MultiHeadAttention::new(8, 2, true, d)?;
             load_strict(&m, name);
-            if name == "mha" { m.forward_masked(&x, false, Some(&io.mask(d))) } else { m.forward_masked(&x, true, None) }
+            if name == "mha" {
+                m.forward_masked(&x, false, Some(&io.mask(d)))
+            } else {
+                m.forward_masked(&x, true, None)
+            }
         }
         "mha_nobias" => {
             let m = MultiHeadAttention::new(8, 4, false, d)?;
@@ -324,7 +330,8 @@ fn kiln_models(d: &Device) -> Vec<(&'static str, Model)> {
         p.set_data(&Tensor::randn(p.shape(), d).unwrap().mul_scalar(0.5).unwrap()).unwrap();
     }
     let conv = Conv2dOptions { stride: (2, 1), padding: (1, 1), dilation: (1, 2), groups: 2 };
-    let seq = Sequential::new().add(Linear::new(5, 7, true, d).unwrap()).add(Relu).add(Linear::new(7, 3, true, d).unwrap());
+    let seq =
+        Sequential::new().add(Linear::new(5, 7, true, d).unwrap()).add(Relu).add(Linear::new(7, 3, true, d).unwrap());
     vec![
         ("linear", Model::Plain(Box::new(Linear::new(5, 7, true, d).unwrap()))),
         ("conv2d", Model::Plain(Box::new(Conv2d::new(4, 6, (3, 2), conv, true, d).unwrap()))),
@@ -369,7 +376,11 @@ fn kiln_saves_load_back_into_kiln() {
 }
 
 fn torch_ready() -> bool {
-    let ok = Command::new("python3").args(["-c", "import torch, safetensors"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("python3")
+        .args(["-c", "import torch, safetensors"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var("KILN_REQUIRE_PYTHON").as_deref() == Ok("1") {
             panic!("KILN_REQUIRE_PYTHON=1 but python3 cannot import torch and safetensors");

@@ -49,8 +49,16 @@ mod tests {
 
     #[test]
     fn close_catches_what_it_should() {
-        assert_close("ok", &[1.0, f64::NAN, f64::INFINITY, 0.0], &[1.0 + 1e-9, f64::NAN, f64::INFINITY, 1e-9], 1e-6, 1e-6);
-        for (g, w) in [(1e300, f64::INFINITY), (f64::NAN, 0.0), (0.0, f64::NAN), (1.1, 1.0), (f64::NEG_INFINITY, f64::INFINITY)] {
+        assert_close(
+            "ok",
+            &[1.0, f64::NAN, f64::INFINITY, 0.0],
+            &[1.0 + 1e-9, f64::NAN, f64::INFINITY, 1e-9],
+            1e-6,
+            1e-6,
+        );
+        for (g, w) in
+            [(1e300, f64::INFINITY), (f64::NAN, 0.0), (0.0, f64::NAN), (1.1, 1.0), (f64::NEG_INFINITY, f64::INFINITY)]
+        {
             let r = std::panic::catch_unwind(|| assert_close("bad", &[g], &[w], 1e-3, 1e-3));
             assert!(r.is_err(), "{g} vs {w} passed");
         }

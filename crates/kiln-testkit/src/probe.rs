@@ -13,7 +13,9 @@ pub fn required(var: &str) -> bool {
 pub fn gpu_or_skip<T, E: Display>(test: &str, found: Result<T, E>) -> Option<T> {
     match found {
         Ok(t) => Some(t),
-        Err(e) if required("KILN_REQUIRE_GPU") => panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU adapter was found ({e})"),
+        Err(e) if required("KILN_REQUIRE_GPU") => {
+            panic!("{test}: KILN_REQUIRE_GPU=1 but no GPU adapter was found ({e})")
+        }
         Err(e) => {
             eprintln!("SKIPPED {test}: no GPU adapter ({e}; set KILN_REQUIRE_GPU=1 to make this a failure)");
             None

@@ -21,7 +21,8 @@ pub fn random(shape: &[usize], dtype: DType, seed: u64, lo: f64, hi: f64) -> Ten
 /// [`random`] on `device`.
 pub fn random_on(shape: &[usize], dtype: DType, seed: u64, lo: f64, hi: f64, device: &Device) -> Tensor {
     let n = shape.iter().product();
-    let v: Vec<f64> = values(n, seed, lo, hi).into_iter().map(|x| if dtype.is_float() { x } else { x.floor() }).collect();
+    let v: Vec<f64> =
+        values(n, seed, lo, hi).into_iter().map(|x| if dtype.is_float() { x } else { x.floor() }).collect();
     Tensor::from_host(HostData::from_f64(&v, dtype), shape, device).expect("random tensor")
 }
 
@@ -29,7 +30,14 @@ pub fn random_on(shape: &[usize], dtype: DType, seed: u64, lo: f64, hi: f64, dev
 /// dtypes and values within `rtol·|cpu| + atol`, or errors of the same kind on both. Also checks
 /// that `f` left every input (CPU and GPU) unchanged.
 #[track_caller]
-pub fn check(what: &str, gpu: &Device, inputs: &[Tensor], rtol: f64, atol: f64, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+pub fn check(
+    what: &str,
+    gpu: &Device,
+    inputs: &[Tensor],
+    rtol: f64,
+    atol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let before: Vec<Vec<f64>> = inputs.iter().map(|t| t.to_f64_vec().expect("read input")).collect();
     let cpu_out = f(inputs);
     let gpu_inputs: Vec<Tensor> = inputs.iter().map(|t| t.to(gpu).expect("upload")).collect();
@@ -40,7 +48,9 @@ pub fn check(what: &str, gpu: &Device, inputs: &[Tensor], rtol: f64, atol: f64, 
             assert_eq!(c.dtype(), g.dtype(), "{what}: dtypes");
             assert_close(what, &g.to_f64_vec().expect("gpu read"), &c.to_f64_vec().expect("cpu read"), rtol, atol);
         }
-        (Err(c), Err(g)) => assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(&g), "{what}: cpu {c} vs gpu {g}"),
+        (Err(c), Err(g)) => {
+            assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(&g), "{what}: cpu {c} vs gpu {g}")
+        }
         (c, g) => panic!("{what}: cpu {:?} vs gpu {:?}", c.map(|t| t.shape().to_vec()), g.map(|t| t.shape().to_vec())),
     }
     for (i, (t, b)) in gpu_inputs.iter().chain(inputs).zip(before.iter().chain(&before)).enumerate() {
@@ -55,7 +65,13 @@ pub fn check(what: &str, gpu: &Device, inputs: &[Tensor], rtol: f64, atol: f64, 
 /// `inputs` are `(shape, values)`; each evaluation builds fresh leaves from them, so `f` may
 /// take views (transpose, slice, broadcast) of its inputs.
 #[track_caller]
-pub fn gradcheck(what: &str, inputs: &[(Vec<usize>, Vec<f64>)], rtol: f64, atol: f64, f: &dyn Fn(&[Tensor]) -> Result<Tensor>) {
+pub fn gradcheck(
+    what: &str,
+    inputs: &[(Vec<usize>, Vec<f64>)],
+    rtol: f64,
+    atol: f64,
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let cpu = Device::cpu();
     let make = |vals: &[(Vec<usize>, Vec<f64>)]| -> Vec<Tensor> {
         vals.iter().map(|(s, v)| Tensor::from_vec(v.clone(), s, &cpu).expect("f64 input")).collect()
@@ -65,7 +81,10 @@ pub fn gradcheck(what: &str, inputs: &[(Vec<usize>, Vec<f64>)], rtol: f64, atol:
     assert_eq!(out.dtype(), DType::F64, "{what}: gradcheck runs in f64");
     let w = Tensor::from_vec(values(out.numel(), 7, -1.0, 1.0), out.shape(), &cpu).expect("weights");
     let objective = |o: &Tensor| o.mul(&w).and_then(|p| p.sum_all()).and_then(|s| s.item()).expect("objective");
-    out.mul(&w).and_then(|p| p.sum_all()).and_then(|s| s.backward()).unwrap_or_else(|e| panic!("{what}: backward failed: {e}"));
+    out.mul(&w)
+        .and_then(|p| p.sum_all())
+        .and_then(|s| s.backward())
+        .unwrap_or_else(|e| panic!("{what}: backward failed: {e}"));
     const EPS: f64 = 1e-6;
     for (i, leaf) in leaves.iter().enumerate() {
         let analytic = match leaf.grad() {

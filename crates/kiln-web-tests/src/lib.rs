@@ -75,7 +75,14 @@ pub fn assert_close(what: &str, a: &[f64], b: &[f64], rtol: f64, atol: f64) {
 
 /// Runs `f` on CPU inputs and on the same inputs copied to `gpu`, and compares the outputs
 /// (shape, dtype, values); both erring must give the same kind of error.
-pub async fn check(what: &str, gpu: &Device, inputs: &[Tensor], rtol: f64, atol: f64, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+pub async fn check(
+    what: &str,
+    gpu: &Device,
+    inputs: &[Tensor],
+    rtol: f64,
+    atol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) {
     let cpu_out = f(inputs);
     let gpu_inputs: Vec<Tensor> = inputs.iter().map(|t| t.to(gpu).expect("upload")).collect();
     let gpu_out = f(&gpu_inputs);
@@ -86,7 +93,9 @@ pub async fn check(what: &str, gpu: &Device, inputs: &[Tensor], rtol: f64, atol:
             assert_eq!(c.dtype(), g.dtype(), "{what}: dtypes");
             assert_close(what, &read(&g).await, &read(&c).await, rtol, atol);
         }
-        (Err(c), Err(g)) => assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(&g), "{what}: cpu {c} vs gpu {g}"),
+        (Err(c), Err(g)) => {
+            assert_eq!(std::mem::discriminant(&c), std::mem::discriminant(&g), "{what}: cpu {c} vs gpu {g}")
+        }
         (c, g) => panic!("{what}: cpu {:?} vs gpu {:?}", c.map(|t| t.shape().to_vec()), g.map(|t| t.shape().to_vec())),
     }
 }

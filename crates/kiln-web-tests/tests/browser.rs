@@ -75,7 +75,8 @@ async fn strided_and_broadcast_inputs_match_the_cpu() {
     check("transposed operand", &g, &[a.clone(), b.clone()], RTOL, ATOL, |t| &t[0] - &t[1].t()?).await;
     check("narrowed view", &g, &[a.clone()], RTOL, ATOL, |t| t[0].narrow(1, 3, 9)?.exp()).await;
     check("expanded view", &g, &[col.clone()], RTOL, ATOL, |t| t[0].expand(&[7, 5])?.contiguous()).await;
-    check("permute", &g, &[random(&[3, 5, 7], 5, -1.0, 1.0)], RTOL, ATOL, |t| t[0].permute(&[2, 0, 1])?.contiguous()).await;
+    check("permute", &g, &[random(&[3, 5, 7], 5, -1.0, 1.0)], RTOL, ATOL, |t| t[0].permute(&[2, 0, 1])?.contiguous())
+        .await;
 }
 
 #[wasm_bindgen_test]
@@ -103,7 +104,10 @@ async fn matmuls_match_the_cpu() {
         let b = random(&[k, n], (k * n) as u64 + 1, -1.0, 1.0);
         let bt = random(&[n, k], (k * n) as u64 + 2, -1.0, 1.0);
         check(&format!("matmul {m}x{k}x{n}"), &g, &[a.clone(), b.clone()], 1e-4, 1e-4, |t| t[0].matmul(&t[1])).await;
-        check(&format!("matmul by transposed {m}x{k}x{n}"), &g, &[a.clone(), bt.clone()], 1e-4, 1e-4, |t| t[0].matmul(&t[1].t()?)).await;
+        check(&format!("matmul by transposed {m}x{k}x{n}"), &g, &[a.clone(), bt.clone()], 1e-4, 1e-4, |t| {
+            t[0].matmul(&t[1].t()?)
+        })
+        .await;
     }
     let a = random(&[3, 7, 11], 70, -1.0, 1.0);
     let b = random(&[11, 5], 71, -1.0, 1.0);
@@ -116,9 +120,17 @@ async fn index_conv_and_fused_ops_match_the_cpu() {
     let x = random(&[9, 6], 80, -1.0, 1.0);
     let ids = Tensor::from_vec(vec![8u32, 0, 3, 3, 5], &[5], &Device::cpu()).expect("ids");
     check("index_select", &g, &[x.clone(), ids.clone()], 0.0, 0.0, |t| t[0].index_select(0, &t[1])).await;
-    let gather_ids = Tensor::from_vec(values(9 * 2, 81, 0.0, 6.0).iter().map(|v| *v as u32).collect::<Vec<_>>(), &[9, 2], &Device::cpu()).expect("ids");
+    let gather_ids = Tensor::from_vec(
+        values(9 * 2, 81, 0.0, 6.0).iter().map(|v| *v as u32).collect::<Vec<_>>(),
+        &[9, 2],
+        &Device::cpu(),
+    )
+    .expect("ids");
     check("gather", &g, &[x.clone(), gather_ids], 0.0, 0.0, |t| t[0].gather(1, &t[1])).await;
-    check("cat", &g, &[x.clone(), random(&[2, 6], 82, -1.0, 1.0)], 0.0, 0.0, |t| Tensor::cat(&[t[0].clone(), t[1].clone()], 0)).await;
+    check("cat", &g, &[x.clone(), random(&[2, 6], 82, -1.0, 1.0)], 0.0, 0.0, |t| {
+        Tensor::cat(&[t[0].clone(), t[1].clone()], 0)
+    })
+    .await;
     check("pad", &g, &[x.clone()], 0.0, 0.0, |t| t[0].pad(&[(1, 0), (2, 3)], 0.5)).await;
     check("topk values", &g, &[x.clone()], 0.0, 0.0, |t| Ok(t[0].topk(3, true)?.0)).await;
     let img = random(&[2, 3, 9, 7], 83, -1.0, 1.0);
@@ -129,12 +141,21 @@ async fn index_conv_and_fused_ops_match_the_cpu() {
     check("max_pool2d", &g, &[img.clone()], 0.0, 0.0, |t| t[0].max_pool2d((2, 2), (2, 2), (0, 0))).await;
     let h = random(&[5, 33], 86, -2.0, 2.0);
     let (gamma, beta) = (random(&[33], 87, 0.5, 1.5), random(&[33], 88, -0.5, 0.5));
-    check("layer_norm", &g, &[h, gamma, beta], 1e-4, 1e-4, |t| t[0].layer_norm(&[33], Some(&t[1]), Some(&t[2]), 1e-5)).await;
-    let (q, k, v) = (random(&[2, 3, 7, 8], 89, -1.0, 1.0), random(&[2, 3, 9, 8], 90, -1.0, 1.0), random(&[2, 3, 9, 8], 91, -1.0, 1.0));
-    check("attention", &g, &[q, k, v], 1e-4, 1e-4, |t| Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, None)).await;
+    check("layer_norm", &g, &[h, gamma, beta], 1e-4, 1e-4, |t| t[0].layer_norm(&[33], Some(&t[1]), Some(&t[2]), 1e-5))
+        .await;
+    let (q, k, v) = (
+        random(&[2, 3, 7, 8], 89, -1.0, 1.0),
+        random(&[2, 3, 9, 8], 90, -1.0, 1.0),
+        random(&[2, 3, 9, 8], 91, -1.0, 1.0),
+    );
+    check("attention", &g, &[q, k, v], 1e-4, 1e-4, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, None)
+    })
+    .await;
     let logits = random(&[6, 10], 92, -3.0, 3.0);
     let targets = Tensor::from_vec(vec![0u32, 9, 4, 4, 1, 7], &[6], &Device::cpu()).expect("targets");
-    check("cross_entropy", &g, &[logits, targets], 1e-4, 1e-5, |t| kiln_nn::loss::cross_entropy_loss(&t[0], &t[1])).await;
+    check("cross_entropy", &g, &[logits, targets], 1e-4, 1e-5, |t| kiln_nn::loss::cross_entropy_loss(&t[0], &t[1]))
+        .await;
 }
 
 #[wasm_bindgen_test]
@@ -160,11 +181,20 @@ fn small_mlp(device: &Device) -> Sequential {
 async fn mlp_gradients_match_the_cpu_and_central_differences() {
     let Some(g) = gpu("mlp_gradients_match_the_cpu_and_central_differences").await else { return };
     let x = random(&[11, 5], 100, -1.0, 1.0);
-    let y = Tensor::from_vec(values(11, 101, 0.0, 3.0).iter().map(|v| *v as u32).collect::<Vec<_>>(), &[11], &Device::cpu()).expect("labels");
+    let y = Tensor::from_vec(
+        values(11, 101, 0.0, 3.0).iter().map(|v| *v as u32).collect::<Vec<_>>(),
+        &[11],
+        &Device::cpu(),
+    )
+    .expect("labels");
     let mut grads = Vec::new();
     for device in [Device::cpu(), g.clone()] {
         let model = small_mlp(&device);
-        let loss = kiln_nn::loss::cross_entropy_loss(&model.forward(&x.to(&device).expect("x")).expect("forward"), &y.to(&device).expect("y")).expect("loss");
+        let loss = kiln_nn::loss::cross_entropy_loss(
+            &model.forward(&x.to(&device).expect("x")).expect("forward"),
+            &y.to(&device).expect("y"),
+        )
+        .expect("loss");
         loss.backward().expect("backward");
         let mut per_param = Vec::new();
         for (name, p) in model.named_parameters() {
@@ -193,11 +223,17 @@ async fn mlp_gradients_match_the_cpu_and_central_differences() {
                 let mut v = base.clone();
                 v[idx] += delta;
                 let mut ps: Vec<Tensor> = params.iter().map(|p| p.detach()).collect();
-                ps[pi] = Tensor::from_host(kiln::HostData::from_f64(&v, DType::F64), params[pi].shape(), &Device::cpu()).unwrap();
+                ps[pi] =
+                    Tensor::from_host(kiln::HostData::from_f64(&v, DType::F64), params[pi].shape(), &Device::cpu())
+                        .unwrap();
                 loss_f64(&ps)
             };
             let numeric = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
-            assert!((grad[idx] - numeric).abs() <= 1e-3 * numeric.abs() + 1e-4, "{name}[{idx}]: autograd {} vs central difference {numeric}", grad[idx]);
+            assert!(
+                (grad[idx] - numeric).abs() <= 1e-3 * numeric.abs() + 1e-4,
+                "{name}[{idx}]: autograd {} vs central difference {numeric}",
+                grad[idx]
+            );
         }
     }
 }
@@ -212,7 +248,10 @@ async fn an_mlp_trains_200_steps_in_the_page() {
     let labels: Vec<u32> = x.matmul(&dirs).unwrap().argmax(-1, false).unwrap().to_vec::<u32>().unwrap();
     let (xg, yg) = (x.to(&g).unwrap(), Tensor::from_vec(labels, &[n], &g).unwrap());
     kiln::manual_seed(4);
-    let model = Sequential::new().add(Linear::new(8, 32, true, &g).unwrap()).add(Relu).add(Linear::new(32, 3, true, &g).unwrap());
+    let model = Sequential::new()
+        .add(Linear::new(8, 32, true, &g).unwrap())
+        .add(Relu)
+        .add(Linear::new(32, 3, true, &g).unwrap());
     let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 0.02, ..Default::default() }).unwrap();
     let syncs_before = g.sync_count();
     let mut losses = Vec::new();
@@ -241,7 +280,10 @@ async fn a_checkpoint_saved_to_bytes_loads_back() {
     }
     let bytes = kiln_nn::checkpoint::save_to_bytes_async(&trained).await.expect("save_to_bytes_async");
     kiln::manual_seed(99);
-    let fresh = Sequential::new().add(Linear::new(5, 16, true, &g).unwrap()).add(Relu).add(Linear::new(16, 3, true, &g).unwrap());
+    let fresh = Sequential::new()
+        .add(Linear::new(5, 16, true, &g).unwrap())
+        .add(Relu)
+        .add(Linear::new(16, 3, true, &g).unwrap());
     kiln_nn::checkpoint::load_from_bytes(&fresh, &bytes).expect("load_from_bytes");
     let x = random(&[4, 5], 300, -1.0, 1.0).to(&g).unwrap();
     let (a, b) = (read(&trained.forward(&x).unwrap()).await, read(&fresh.forward(&x).unwrap()).await);

@@ -12,15 +12,20 @@ fn main() {
         let f = adapter.features();
         let l = adapter.limits();
         let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
-        println!("{} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info);
-        println!("  f16 {}  subgroups {} (size {}..{})  timestamps {} (inside passes {})  pipeline cache {}",
+        println!(
+            "{} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        );
+        println!(
+            "  f16 {}  subgroups {} (size {}..{})  timestamps {} (inside passes {})  pipeline cache {}",
             has(wgpu::Features::SHADER_F16),
             has(wgpu::Features::SUBGROUP),
             info.subgroup_min_size,
             info.subgroup_max_size,
             has(wgpu::Features::TIMESTAMP_QUERY),
             has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            has(wgpu::Features::PIPELINE_CACHE));
+            has(wgpu::Features::PIPELINE_CACHE)
+        );
         let coop: Vec<String> = adapter
             .cooperative_matrix_properties()
             .iter()

@@ -168,7 +168,8 @@ impl crate::context::GpuContext {
     #[doc(hidden)]
     pub fn autotuned_choices(&self) -> Vec<(String, String)> {
         let mut guard = self.tuner.choices.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<_> = guard.get_or_insert_with(|| self.tuner.load()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut all: Vec<_> =
+            guard.get_or_insert_with(|| self.tuner.load()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         all.sort();
         all
     }

@@ -40,7 +40,10 @@ fn limit(ctx: &GpuContext) -> u64 {
 }
 
 fn too_big(op: &'static str, ctx: &GpuContext, what: String) -> Error {
-    Error::OutOfMemory { op, msg: format!("{what} exceeds this adapter's max_storage_buffer_binding_size of {} bytes", limit(ctx)) }
+    Error::OutOfMemory {
+        op,
+        msg: format!("{what} exceeds this adapter's max_storage_buffer_binding_size of {} bytes", limit(ctx)),
+    }
 }
 
 /// Does `s` need a window rather than a whole binding?
@@ -126,7 +129,10 @@ fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, 
         if oversized(out) {
             return Err(Error::Unsupported {
                 op,
-                msg: format!("a {} tensor past the binding limit split at element {at}: pieces must start on 4-byte boundaries", out.dtype()),
+                msg: format!(
+                    "a {} tensor past the binding limit split at element {at}: pieces must start on 4-byte boundaries",
+                    out.dtype()
+                ),
             });
         }
         let target = Layout::contiguous_with_offset(&[elems], at);
@@ -157,7 +163,13 @@ const MAX_PIECES: usize = 1024;
 
 /// `layouts` cut (outermost splittable dims first, among the first `dims`) into pieces for
 /// which `fits` holds. The pieces come in row-major order.
-fn pieces(op: &'static str, ctx: &GpuContext, layouts: Vec<Layout>, dims: usize, fits: &dyn Fn(&[Layout]) -> bool) -> Result<Vec<Vec<Layout>>> {
+fn pieces(
+    op: &'static str,
+    ctx: &GpuContext,
+    layouts: Vec<Layout>,
+    dims: usize,
+    fits: &dyn Fn(&[Layout]) -> bool,
+) -> Result<Vec<Vec<Layout>>> {
     let mut done = Vec::new();
     let mut todo = vec![layouts];
     while let Some(ls) = todo.pop() {
@@ -165,7 +177,10 @@ fn pieces(op: &'static str, ctx: &GpuContext, layouts: Vec<Layout>, dims: usize,
             return Err(too_big(
                 op,
                 ctx,
-                format!("an input laid out as {:?} (not compact enough to split into windows; make it contiguous in parts)", ls[0]),
+                format!(
+                    "an input laid out as {:?} (not compact enough to split into windows; make it contiguous in parts)",
+                    ls[0]
+                ),
             ));
         }
         if fits(&ls) {
@@ -198,7 +213,10 @@ pub(crate) fn elementwise(
     if (numel as u64).saturating_mul(4) > ctx.limits.max_buffer_size {
         return Err(Error::OutOfMemory {
             op,
-            msg: format!("{numel} elements exceed this adapter's max_buffer_size of {} bytes", ctx.limits.max_buffer_size),
+            msg: format!(
+                "{numel} elements exceed this adapter's max_buffer_size of {} bytes",
+                ctx.limits.max_buffer_size
+            ),
         });
     }
     // All-contiguous inputs are cut as flat ranges, so that a short outer dim is no obstacle.
@@ -260,7 +278,10 @@ pub(crate) fn generate(
     if (numel as u64).saturating_mul(size) > ctx.limits.max_buffer_size {
         return Err(Error::OutOfMemory {
             op,
-            msg: format!("{numel} elements exceed this adapter's max_buffer_size of {} bytes", ctx.limits.max_buffer_size),
+            msg: format!(
+                "{numel} elements exceed this adapter's max_buffer_size of {} bytes",
+                ctx.limits.max_buffer_size
+            ),
         });
     }
     // A power of two elements: a multiple of 4 that fits the limit, in its own pool size class.
@@ -373,7 +394,8 @@ fn one_big_row(
     let best = read_u32(&f(&partials, &all, 1)?, &one)?.first().copied().unwrap_or(0) as usize;
     let within = read_u32(&args, &all)?.get(best).copied().unwrap_or(0) as usize;
     let position = parts.get(best).map_or(0, |ls| ls[1].offset()) + within;
-    let position = u32::try_from(position).map_err(|_| Error::invalid(name, format!("position {position} does not fit a u32")))?;
+    let position =
+        u32::try_from(position).map_err(|_| Error::invalid(name, format!("position {position} does not fit a u32")))?;
     GpuStorage::from_host(ctx, &kiln_backend::HostData::U32(vec![position]))
 }
 
@@ -403,7 +425,9 @@ pub(crate) fn matmul(
     let c = Layout::new(vec![batch, m, sa[2]], vec![m * n, n, 0], 0);
     let batch_of = Layout::new(vec![batch, m, sa[2]], vec![1, 0, 0], 0);
     let b_piece = |ls: &[Layout]| bl.narrow(0, ls[2].offset(), ls[2].shape()[0]);
-    let fits = |ls: &[Layout]| piece_fits(ctx, &[(a, ls[0].clone()), (b, b_piece(ls))], ls[1].shape()[0] * ls[1].shape()[1] * n);
+    let fits = |ls: &[Layout]| {
+        piece_fits(ctx, &[(a, ls[0].clone()), (b, b_piece(ls))], ls[1].shape()[0] * ls[1].shape()[1] * n)
+    };
     for ls in pieces(OP, ctx, vec![al.clone(), c, batch_of], 2, &fits)? {
         let bp = b_piece(&ls);
         let wa = window(OP, a, &ls[0])?;

@@ -45,11 +45,11 @@ mod storage;
 
 pub use adapter::AdapterSummary;
 pub use context::{ContextOptions, GpuContext, GpuDevice, profile_report_all};
-pub use gpu::Gpu;
-pub use pool::{CensusEntry, MemoryStats};
 pub use fusion::{FusionStats, fusion_enabled, set_fusion};
+pub use gpu::Gpu;
 pub use kernels::attention::set_flash_tile;
 pub use kernels::attention_coop::emulate_cooperative_matrices;
 pub use kernels::attention_path::{ATTENTION_SCORE_BUDGET, AttentionPath, attention_path, set_attention_path};
+pub use pool::{CensusEntry, MemoryStats};
 pub use profile::ProfileMode;
 pub use storage::GpuStorage;

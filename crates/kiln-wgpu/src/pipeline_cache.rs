@@ -111,7 +111,14 @@ impl PipelineStore {
             cache = create(None).0;
         }
         let loaded = payload.is_some() && !failed;
-        Some(PipelineStore { cache, path, saved_at: AtomicU64::new(0), dirty: AtomicBool::new(false), writing: Mutex::new(()), loaded })
+        Some(PipelineStore {
+            cache,
+            path,
+            saved_at: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+            writing: Mutex::new(()),
+            loaded,
+        })
     }
 
     pub(crate) fn cache(&self) -> &wgpu::PipelineCache {

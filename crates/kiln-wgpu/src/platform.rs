@@ -14,7 +14,11 @@ pub(crate) const WEB: bool = cfg!(target_arch = "wasm32");
 
 /// Runs `f` inside an error scope of `filter` and returns what the scope caught (always `None`
 /// in a browser, see the module notes).
-pub(crate) fn scoped<T>(device: &wgpu::Device, filter: wgpu::ErrorFilter, f: impl FnOnce() -> T) -> (T, Option<wgpu::Error>) {
+pub(crate) fn scoped<T>(
+    device: &wgpu::Device,
+    filter: wgpu::ErrorFilter,
+    f: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let scope = device.push_error_scope(filter);

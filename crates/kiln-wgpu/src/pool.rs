@@ -237,10 +237,21 @@ impl BufferPool {
         Ok(PooledBuffer { buffer: Some(buffer), op, class, usage, state: self.state.clone(), budget: self.budget })
     }
 
-    fn create(&self, device: &wgpu::Device, op: &'static str, class: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    fn create(
+        &self,
+        device: &wgpu::Device,
+        op: &'static str,
+        class: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
         let make = || {
             crate::platform::scoped(device, wgpu::ErrorFilter::OutOfMemory, || {
-                device.create_buffer(&wgpu::BufferDescriptor { label: Some("kiln"), size: class, usage, mapped_at_creation: false })
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kiln"),
+                    size: class,
+                    usage,
+                    mapped_at_creation: false,
+                })
             })
         };
         let (mut buffer, mut err) = make();
@@ -323,7 +334,6 @@ impl PooledBuffer {
         // Only `drop` takes the buffer out.
         self.buffer.as_ref().expect("pooled buffer present until drop")
     }
-
 }
 
 impl Drop for PooledBuffer {

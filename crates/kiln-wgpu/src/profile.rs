@@ -212,7 +212,14 @@ impl Profiler {
 
 fn new_frame(device: &wgpu::Device) -> Frame {
     let bytes = PAIRS as u64 * 16;
-    let buffer = |label, usage| device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes, usage, mapped_at_creation: false });
+    let buffer = |label, usage| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
     Frame {
         set: device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("kiln-profile"),

@@ -5,9 +5,12 @@ use crate::chunked;
 use crate::context::GpuDevice;
 use crate::kernels::{self, elementwise as ew, gpu_size, param_bits};
 use crate::pool::PooledBuffer;
-use std::sync::Arc;
 use kiln_backend::{AdamParams, AttentionParams, CrossEntropyParams, NormParams};
-use kiln_backend::{BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result, ScatterOp, TernaryOp, UnaryOp};
+use kiln_backend::{
+    BackendStorage, BinaryOp, ConvGeometry, DType, Distribution, Error, HostData, Layout, PhiloxKey, ReduceOp, Result,
+    ScatterOp, TernaryOp, UnaryOp,
+};
+use std::sync::Arc;
 
 /// Elements of one dtype in a GPU buffer (bool as u32 words, f16 packed two to a word).
 pub struct GpuStorage {
@@ -34,7 +37,14 @@ impl GpuStorage {
             msg: format!("{len} elements of {dtype} overflow the address space"),
         })?;
         let buf = ctx.pool.storage(&ctx.device, op, bytes)?;
-        Ok(GpuStorage { buf: Arc::new(buf), dtype, len, ctx: ctx.clone(), known_range: None, handed_out: Default::default() })
+        Ok(GpuStorage {
+            buf: Arc::new(buf),
+            dtype,
+            len,
+            ctx: ctx.clone(),
+            known_range: None,
+            handed_out: Default::default(),
+        })
     }
 
     /// The smallest and largest value of integer data uploaded from the host, while nothing
@@ -90,11 +100,7 @@ impl GpuStorage {
 
     /// A contiguous copy when `layout` is not already the buffer's prefix.
     fn contiguous_for_read(&self, layout: &Layout) -> Result<Option<GpuStorage>> {
-        if layout.is_contiguous() && layout.offset() == 0 {
-            Ok(None)
-        } else {
-            Ok(Some(self.cast(layout, self.dtype)?))
-        }
+        if layout.is_contiguous() && layout.offset() == 0 { Ok(None) } else { Ok(Some(self.cast(layout, self.dtype)?)) }
     }
 }
 
@@ -169,7 +175,9 @@ impl BackendStorage for GpuStorage {
     }
 
     fn full(device: &GpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {
-        if let Some(out) = chunked::elementwise(device, "full", &[], numel, &|_, n| Self::full(device, n, value, dtype))? {
+        if let Some(out) =
+            chunked::elementwise(device, "full", &[], numel, &|_, n| Self::full(device, n, value, dtype))?
+        {
             return Ok(out);
         }
         device.elementwise("full", &ew::fill_spec(dtype), &[], [param_bits(value, dtype), 0], numel)
@@ -179,7 +187,9 @@ impl BackendStorage for GpuStorage {
     /// mask that only a product reads is never stored).
     fn random(device: &GpuDevice, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Self> {
         let spec = ew::random_spec(dist, key, dtype)?;
-        if let Some(out) = chunked::generate(device, dist.name(), dtype, numel, &|start, n| Self::random(device, n, dist, key.skip(start), dtype))? {
+        if let Some(out) = chunked::generate(device, dist.name(), dtype, numel, &|start, n| {
+            Self::random(device, n, dist, key.skip(start), dtype)
+        })? {
             return Ok(out);
         }
         device.elementwise(dist.name(), &spec, &[], ew::random_params(dist, dtype), numel)
@@ -194,7 +204,9 @@ impl BackendStorage for GpuStorage {
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {
-        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout)], layout.numel(), &|p, _| p[0].0.unary(p[0].1, op))? {
+        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout)], layout.numel(), &|p, _| {
+            p[0].0.unary(p[0].1, op)
+        })? {
             return Ok(out);
         }
         let spec = ew::unary_spec(op, self.dtype, layout.is_contiguous())?;
@@ -206,7 +218,9 @@ impl BackendStorage for GpuStorage {
     fn binary(&self, layout: &Layout, rhs: &Self, rhs_layout: &Layout, op: BinaryOp) -> Result<Self> {
         same_device(op.name(), self, rhs)?;
         let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.binary(p[0].1, p[1].0, p[1].1, op);
-        if let Some(out) = chunked::elementwise(&self.ctx, op.name(), &[(self, layout), (rhs, rhs_layout)], layout.numel(), &piece)? {
+        if let Some(out) =
+            chunked::elementwise(&self.ctx, op.name(), &[(self, layout), (rhs, rhs_layout)], layout.numel(), &piece)?
+        {
             return Ok(out);
         }
         let spec = ew::binary_spec(op, self.dtype, layout.is_contiguous(), rhs_layout.is_contiguous())?;
@@ -217,7 +231,9 @@ impl BackendStorage for GpuStorage {
         same_device("where", self, t)?;
         same_device("where", self, f)?;
         let piece = |p: &[(&GpuStorage, &Layout)], _: usize| p[0].0.where_cond(p[0].1, p[1].0, p[1].1, p[2].0, p[2].1);
-        if let Some(out) = chunked::elementwise(&self.ctx, "where", &[(self, layout), (t, tl), (f, fl)], layout.numel(), &piece)? {
+        if let Some(out) =
+            chunked::elementwise(&self.ctx, "where", &[(self, layout), (t, tl), (f, fl)], layout.numel(), &piece)?
+        {
             return Ok(out);
         }
         let flags = ew::layout_flags(&[layout, tl, fl]);
@@ -241,7 +257,9 @@ impl BackendStorage for GpuStorage {
     }
 
     fn cast(&self, layout: &Layout, dtype: DType) -> Result<Self> {
-        if let Some(out) = chunked::elementwise(&self.ctx, "cast", &[(self, layout)], layout.numel(), &|p, _| p[0].0.cast(p[0].1, dtype))? {
+        if let Some(out) = chunked::elementwise(&self.ctx, "cast", &[(self, layout)], layout.numel(), &|p, _| {
+            p[0].0.cast(p[0].1, dtype)
+        })? {
             return Ok(out);
         }
         let spec = ew::cast_spec(self.dtype, dtype, layout.is_contiguous());
@@ -257,7 +275,9 @@ impl BackendStorage for GpuStorage {
     }
 
     fn reduce(&self, layout: &Layout, op: ReduceOp, reduced_dims: usize) -> Result<Self> {
-        if let Some(out) = chunked::reduce(self, layout, op, reduced_dims, &|s, l, r| kernels::reduce::reduce(s, l, op, r))? {
+        if let Some(out) =
+            chunked::reduce(self, layout, op, reduced_dims, &|s, l, r| kernels::reduce::reduce(s, l, op, r))?
+        {
             return Ok(out);
         }
         kernels::reduce::reduce(self, layout, op, reduced_dims)
@@ -289,7 +309,15 @@ impl BackendStorage for GpuStorage {
         kernels::index::gather(self, layout, ids, il, dim)
     }
 
-    fn scatter_add_impl(&self, layout: &Layout, ids: &Self, il: &Layout, src: &Self, sl: &Layout, dim: usize) -> Result<Self> {
+    fn scatter_add_impl(
+        &self,
+        layout: &Layout,
+        ids: &Self,
+        il: &Layout,
+        src: &Self,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<Self> {
         same_device("scatter_add", self, ids)?;
         same_device("scatter_add", self, src)?;
         kernels::index::scatter_add(self, layout, ids, il, src, sl, dim)
@@ -330,7 +358,13 @@ impl BackendStorage for GpuStorage {
         kernels::norm::forward(self, weight, bias, p)
     }
 
-    fn norm_backward(&self, dy: &Self, stats: &Self, weight: Option<&Self>, p: &NormParams) -> Result<(Self, Self, Self)> {
+    fn norm_backward(
+        &self,
+        dy: &Self,
+        stats: &Self,
+        weight: Option<&Self>,
+        p: &NormParams,
+    ) -> Result<(Self, Self, Self)> {
         for t in [dy, stats].into_iter().chain(weight) {
             same_device("norm_backward", self, t)?;
         }
@@ -342,14 +376,27 @@ impl BackendStorage for GpuStorage {
         kernels::cross_entropy::forward(self, targets, p)
     }
 
-    fn cross_entropy_backward_impl(&self, targets: &Self, lse: &Self, grad: &Self, p: &CrossEntropyParams) -> Result<Self> {
+    fn cross_entropy_backward_impl(
+        &self,
+        targets: &Self,
+        lse: &Self,
+        grad: &Self,
+        p: &CrossEntropyParams,
+    ) -> Result<Self> {
         for t in [targets, lse, grad] {
             same_device("cross_entropy_backward", self, t)?;
         }
         kernels::cross_entropy::backward(self, targets, lse, grad, p)
     }
 
-    fn attention_forward(&self, k: &Self, v: &Self, key_mask: Option<&Self>, bias: Option<&Self>, p: &AttentionParams) -> Result<(Self, Self)> {
+    fn attention_forward(
+        &self,
+        k: &Self,
+        v: &Self,
+        key_mask: Option<&Self>,
+        bias: Option<&Self>,
+        p: &AttentionParams,
+    ) -> Result<(Self, Self)> {
         for t in [k, v].into_iter().chain(key_mask).chain(bias) {
             same_device("scaled_dot_product_attention", self, t)?;
         }

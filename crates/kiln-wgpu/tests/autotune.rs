@@ -26,15 +26,22 @@ fn check(dev: &GpuDevice, dtype: DType, al: &Layout, bl: &Layout, seed: u64, wha
     let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
     let got = a.matmul(al, &b, bl).unwrap_or_else(|e| panic!("{what}: {e}"));
     let got = got.to_host(&Layout::contiguous(&[batch, m, n])).expect("read").to_f64_vec();
-    let at = |bi: usize, i: usize, kk: usize| av[al.offset() + bi * al.strides()[0] + i * al.strides()[1] + kk * al.strides()[2]];
-    let bt = |bi: usize, kk: usize, j: usize| bv[bl.offset() + bi * bl.strides()[0] + kk * bl.strides()[1] + j * bl.strides()[2]];
+    let at = |bi: usize, i: usize, kk: usize| {
+        av[al.offset() + bi * al.strides()[0] + i * al.strides()[1] + kk * al.strides()[2]]
+    };
+    let bt = |bi: usize, kk: usize, j: usize| {
+        bv[bl.offset() + bi * bl.strides()[0] + kk * bl.strides()[1] + j * bl.strides()[2]]
+    };
     let tol = if dtype == DType::F16 { 2e-2 } else { 1e-4 } * (k as f64).sqrt().max(1.0);
     for bi in 0..batch {
         for i in 0..m {
             for j in 0..n {
                 let want: f64 = (0..k).map(|kk| at(bi, i, kk) * bt(bi, kk, j)).sum();
                 let g = got[(bi * m + i) * n + j];
-                assert!((g - want).abs() <= tol, "{what} {dtype}: out[{bi},{i},{j}] = {g}, want {want} (tolerance {tol})");
+                assert!(
+                    (g - want).abs() <= tol,
+                    "{what} {dtype}: out[{bi},{i},{j}] = {g}, want {want} (tolerance {tol})"
+                );
             }
         }
     }
@@ -110,7 +117,9 @@ fn tuned_choices_persist_and_reload() {
 
 #[test]
 fn software_adapters_do_not_tune_by_default() {
-    let Some(dev) = common::gpu_with("software_adapters_do_not_tune_by_default", &ContextOptions::default()) else { return };
+    let Some(dev) = common::gpu_with("software_adapters_do_not_tune_by_default", &ContextOptions::default()) else {
+        return;
+    };
     assert_eq!(dev.autotune_enabled(), !dev.summary.software);
     let off = ContextOptions { autotune: Some(false), ..ContextOptions::default() };
     let dev = common::gpu_with("software_adapters_do_not_tune_by_default", &off).expect("context");
@@ -121,7 +130,12 @@ fn software_adapters_do_not_tune_by_default() {
 
 /// The kernel keys a profiled context ran.
 fn kernels_run(dev: &GpuDevice) -> Vec<String> {
-    dev.profile_report().lines().filter(|l| l.starts_with("matmul|")).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+    dev.profile_report()
+        .lines()
+        .filter(|l| l.starts_with("matmul|"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -184,8 +198,12 @@ fn the_size_rule_splits_long_k_where_split_k_is_on() {
 fn split_choices_persist_and_damaged_ones_are_tuned_again() {
     let test = "split_choices_persist_and_damaged_ones_are_tuned_again";
     let dir = common::temp_dir("autotune-split");
-    let options =
-        ContextOptions { cache_dir: Some(dir.clone()), autotune: Some(true), matmul_splitk: Some(true), ..ContextOptions::default() };
+    let options = ContextOptions {
+        cache_dir: Some(dir.clone()),
+        autotune: Some(true),
+        matmul_splitk: Some(true),
+        ..ContextOptions::default()
+    };
     let Some(dev) = common::gpu_with(test, &options) else { return };
     long_k(&dev, "tuned with split candidates");
     assert_eq!(dev.autotuned_classes(), 1);

@@ -399,7 +399,14 @@ fn bench_matmul() {
 
 /// Seconds per run of `a · b` (best of 5 repeats of enough runs to take about `target`
 /// seconds), and the matmul kernels one run dispatched.
-fn time_product(dev: &GpuDevice, a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout, target: f64) -> (f64, String) {
+fn time_product(
+    dev: &GpuDevice,
+    a: &GpuStorage,
+    al: &Layout,
+    b: &GpuStorage,
+    bl: &Layout,
+    target: f64,
+) -> (f64, String) {
     let one = Layout::contiguous(&[1]);
     let run = || a.matmul(al, b, bl).expect("matmul");
     // Warm-up (builds pipelines, tunes), then one run alone to see its kernels and its time.
@@ -411,7 +418,9 @@ fn time_product(dev: &GpuDevice, a: &GpuStorage, al: &Layout, b: &GpuStorage, bl
     let after = dev.profile_counts();
     let kernels: Vec<String> = after
         .iter()
-        .filter(|(name, count)| name.starts_with("matmul") && before.iter().find(|(b, _)| b == name).map_or(0, |b| b.1) < *count)
+        .filter(|(name, count)| {
+            name.starts_with("matmul") && before.iter().find(|(b, _)| b == name).map_or(0, |b| b.1) < *count
+        })
         .map(|(name, _)| name.clone())
         .collect();
     let reps = (target / once.max(1e-6)).ceil().clamp(1.0, 2000.0) as usize;

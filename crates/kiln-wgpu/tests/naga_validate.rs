@@ -85,7 +85,10 @@ fn generated_params_structs_are_packed_words() {
             assert_eq!(m.offset, 4 * k as u32, "{key}: {name}.{:?} is not word {k}", m.name);
             let scalar = matches!(
                 module.types[m.ty].inner,
-                naga::TypeInner::Scalar(naga::Scalar { width: 4, kind: naga::ScalarKind::Uint | naga::ScalarKind::Sint | naga::ScalarKind::Float })
+                naga::TypeInner::Scalar(naga::Scalar {
+                    width: 4,
+                    kind: naga::ScalarKind::Uint | naga::ScalarKind::Sint | naga::ScalarKind::Float
+                })
             );
             assert!(scalar, "{key}: {name}.{:?} is not a 4-byte scalar", m.name);
         }

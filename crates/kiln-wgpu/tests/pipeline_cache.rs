@@ -15,7 +15,8 @@ fn options(dir: &Path) -> ContextOptions {
 fn work(dev: &GpuDevice) {
     let x = GpuStorage::from_host(dev, &HostData::F32((0..30).map(|i| i as f32 / 10.0).collect())).expect("upload");
     let (al, bl) = (Layout::contiguous(&[1, 5, 6]), Layout::contiguous(&[1, 6, 5]));
-    let p = x.matmul(&al, &x, &bl).expect("matmul").to_host(&Layout::contiguous(&[1, 5, 5])).expect("read").to_f64_vec();
+    let p =
+        x.matmul(&al, &x, &bl).expect("matmul").to_host(&Layout::contiguous(&[1, 5, 5])).expect("read").to_f64_vec();
     let want: f64 = (0..6).map(|k| (k as f64 / 10.0) * (k as f64 * 5.0 / 10.0)).sum();
     assert!((p[0] - want).abs() < 1e-4, "matmul gave {}, want {want}", p[0]);
     let e = x.unary(&Layout::contiguous(&[30]), kiln_backend::UnaryOp::Exp).expect("exp");

@@ -29,7 +29,11 @@ fn work(dev: &GpuDevice) {
     for i in 0..m {
         for j in 0..n {
             let want: f64 = (0..k).map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64).sum();
-            assert!((got[i * n + j] - want).abs() < 1e-4, "profiled matmul out[{i},{j}] = {}, want {want}", got[i * n + j]);
+            assert!(
+                (got[i * n + j] - want).abs() < 1e-4,
+                "profiled matmul out[{i},{j}] = {}, want {want}",
+                got[i * n + j]
+            );
         }
     }
     let x = GpuStorage::from_host(dev, &HostData::F32(vec![1.0; 200 * 3])).expect("upload x");
@@ -78,7 +82,11 @@ fn check_timed(test: &str, mode: ProfileMode, how: &str) {
     let totals: Vec<f64> = rows.iter().map(|r| r.2.expect("a timed row has a total")).collect();
     assert!(totals.windows(2).all(|w| w[0] >= w[1]), "rows not sorted by total time:\n{table}");
     assert!(totals.iter().sum::<f64>() > 0.0, "no GPU time measured:\n{table}");
-    let shares: f64 = table.lines().skip(3).filter_map(|l| l.trim_end().strip_suffix('%')?.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let shares: f64 = table
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.trim_end().strip_suffix('%')?.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     assert!((shares - 100.0).abs() < 1.0, "shares add up to {shares}:\n{table}");
     // A second report adds what ran since.
     work(&dev);
@@ -114,7 +122,11 @@ fn counts_only_fallback() {
     assert!(rows.iter().all(|r| r.2.is_none()), "counts-only rows show no time:\n{table}");
     let counts: Vec<u64> = rows.iter().map(|r| r.1).collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "rows not sorted by count:\n{table}");
-    let total: u64 = table.lines().find(|l| l.starts_with("total")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).expect("total line");
+    let total: u64 = table
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("total line");
     assert_eq!(total, counts.iter().sum::<u64>(), "{table}");
 }
 

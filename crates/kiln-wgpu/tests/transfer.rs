@@ -115,7 +115,9 @@ fn waits_and_repeated_metadata_read_back_the_right_values() {
     use std::time::Duration;
     for spin in [Duration::ZERO, Duration::from_nanos(1), Duration::from_secs(5)] {
         let options = kiln_wgpu::ContextOptions { spin: Some(spin), ..Default::default() };
-        let Some(dev) = common::gpu_with("waits_and_repeated_metadata_read_back_the_right_values", &options) else { return };
+        let Some(dev) = common::gpu_with("waits_and_repeated_metadata_read_back_the_right_values", &options) else {
+            return;
+        };
         let (n, m) = (1_001, 37);
         let (l, lm) = (Layout::contiguous(&[n]), Layout::contiguous(&[m]));
         let (a, b) = (data(DType::F32, n, 3), data(DType::F32, m, 4));
@@ -133,7 +135,10 @@ fn waits_and_repeated_metadata_read_back_the_right_values() {
             }
             if round == "neg+sum" {
                 let t = y.binary(&l, &x, &l, BinaryOp::Add).expect("add");
-                assert!(t.to_host(&l).expect("read").to_f64_vec().iter().all(|v| *v == 0.0), "spin {spin:?}, round {round}");
+                assert!(
+                    t.to_host(&l).expect("read").to_f64_vec().iter().all(|v| *v == 0.0),
+                    "spin {spin:?}, round {round}"
+                );
             }
             assert_eq!(y.to_host(&l).expect("read").to_f64_vec(), neg, "spin {spin:?}, round {round}");
         }

@@ -42,8 +42,16 @@ fn targets() -> Vec<Target> {
     let f16_subgroups = base | Caps::SHADER_FLOAT16 | Caps::SUBGROUP | Caps::SUBGROUP_BARRIER;
     vec![
         // Kiln asks for f16, subgroups and (where the shape fits) cooperative matrices.
-        Target { name: "vulkan 1.1 (SPIR-V 1.3)", lang: Lang::Spv((1, 3)), caps: f16_subgroups | Caps::COOPERATIVE_MATRIX },
-        Target { name: "vulkan 1.3 (SPIR-V 1.6)", lang: Lang::Spv((1, 6)), caps: f16_subgroups | Caps::COOPERATIVE_MATRIX },
+        Target {
+            name: "vulkan 1.1 (SPIR-V 1.3)",
+            lang: Lang::Spv((1, 3)),
+            caps: f16_subgroups | Caps::COOPERATIVE_MATRIX,
+        },
+        Target {
+            name: "vulkan 1.3 (SPIR-V 1.6)",
+            lang: Lang::Spv((1, 6)),
+            caps: f16_subgroups | Caps::COOPERATIVE_MATRIX,
+        },
         // Metal has f16 and SIMD-group operations; its simdgroup matrices are 8×8, which Kiln's
         // 16×16×16 cooperative kernels cannot use, so they never run there.
         Target { name: "metal (MSL 2.4)", lang: Lang::Msl((2, 4)), caps: f16_subgroups },
@@ -52,7 +60,11 @@ fn targets() -> Vec<Target> {
         Target { name: "dx12 fxc (HLSL SM 5.1)", lang: Lang::Hlsl(ShaderModel::V5_1), caps: base },
         // DXC: f16 from shader model 6.2, wave operations from 6.0.
         Target { name: "dx12 dxc (HLSL SM 6.2)", lang: Lang::Hlsl(ShaderModel::V6_2), caps: f16_subgroups },
-        Target { name: "gl (GLSL ES 3.10)", lang: Lang::Glsl(Version::Embedded { version: 310, is_webgl: false }), caps: base },
+        Target {
+            name: "gl (GLSL ES 3.10)",
+            lang: Lang::Glsl(Version::Embedded { version: 310, is_webgl: false }),
+            caps: base,
+        },
         Target { name: "gl (GLSL 4.50)", lang: Lang::Glsl(Version::Desktop(450)), caps: base },
     ]
 }
@@ -263,7 +275,8 @@ fn glsl(module: &naga::Module, info: &ModuleInfo, version: naga::back::glsl::Ver
         glsl::Version::Desktop(v) if v >= 430 => naga::proc::BoundsCheckPolicy::ReadZeroSkipWrite,
         _ => Unchecked,
     };
-    let policies = naga::proc::BoundsCheckPolicies { index: Unchecked, buffer: Unchecked, image_load, binding_array: Unchecked };
+    let policies =
+        naga::proc::BoundsCheckPolicies { index: Unchecked, buffer: Unchecked, image_load, binding_array: Unchecked };
     let mut out = String::new();
     glsl::Writer::new(&mut out, module, info, &options, &pipeline, policies)
         .and_then(|mut w| w.write())
@@ -287,7 +300,8 @@ struct Translations {
 
 fn translate_all() -> Translations {
     let all = kiln_wgpu::shaders::all_specialisations();
-    let mut t = Translations { outputs: Vec::new(), failures: Vec::new(), not_built: BTreeMap::new(), kernels: all.len() };
+    let mut t =
+        Translations { outputs: Vec::new(), failures: Vec::new(), not_built: BTreeMap::new(), kernels: all.len() };
     let targets = targets();
     for (key, src) in &all {
         let module = match naga::front::wgsl::parse_str(src) {
@@ -342,7 +356,11 @@ fn every_kernel_translates_for_every_backend() {
         // feature-gated kernels): every other one must reach every backend.
         for (key, why) in left {
             let gated = ["FLOAT16", "f16", "COOPERATIVE_MATRIX", "coop"].iter().any(|w| why.contains(w));
-            assert!(gated, "{key} does not validate for {} although it needs neither f16 nor cooperative matrices:\n{why}", target.name);
+            assert!(
+                gated,
+                "{key} does not validate for {} although it needs neither f16 nor cooperative matrices:\n{why}",
+                target.name
+            );
         }
     }
     // The cooperative-matrix kernels are translated where Kiln runs them (Vulkan)...
@@ -357,14 +375,21 @@ fn every_kernel_translates_for_every_backend() {
 
 /// The tools, or `None` and a SKIPPED line (a failure under `KILN_REQUIRE_SHADER_TOOLS=1`).
 fn tool(test: &str, name: &str) -> Option<String> {
-    let found = std::process::Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success() || !o.stdout.is_empty());
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty());
     if found {
         return Some(name.to_string());
     }
     if std::env::var("KILN_REQUIRE_SHADER_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("{test}: KILN_REQUIRE_SHADER_TOOLS=1 but `{name}` is not installed (apt-get install glslang-tools spirv-tools)");
+        panic!(
+            "{test}: KILN_REQUIRE_SHADER_TOOLS=1 but `{name}` is not installed (apt-get install glslang-tools spirv-tools)"
+        );
     }
-    eprintln!("SKIPPED {test}: `{name}` is not installed (apt-get install glslang-tools spirv-tools; KILN_REQUIRE_SHADER_TOOLS=1 makes this a failure)");
+    eprintln!(
+        "SKIPPED {test}: `{name}` is not installed (apt-get install glslang-tools spirv-tools; KILN_REQUIRE_SHADER_TOOLS=1 makes this a failure)"
+    );
     None
 }
 
@@ -437,21 +462,37 @@ fn translations_compile_with_real_compilers() {
         }
     }
     if coop_unknown > 0 {
-        eprintln!("{TEST}: {coop_unknown} cooperative-matrix modules not validated: this spirv-val does not know SPV_KHR_cooperative_matrix");
+        eprintln!(
+            "{TEST}: {coop_unknown} cooperative-matrix modules not validated: this spirv-val does not know SPV_KHR_cooperative_matrix"
+        );
     }
     // glslang compiles the files of one call separately; a call per file costs more than the
     // compile, so they go 200 at a time, and one by one only to name a failure.
     for files in glsl.values() {
         for chunk in files.chunks(200) {
-            let o = std::process::Command::new(&glslang).arg("-S").arg("comp").args(chunk.iter().map(|f| &f.1)).output().expect("glslangValidator");
+            let o = std::process::Command::new(&glslang)
+                .arg("-S")
+                .arg("comp")
+                .args(chunk.iter().map(|f| &f.1))
+                .output()
+                .expect("glslangValidator");
             if o.status.success() {
                 checked += chunk.len();
                 continue;
             }
             for (what, path) in chunk {
-                let o = std::process::Command::new(&glslang).arg("-S").arg("comp").arg(path).output().expect("glslangValidator");
+                let o = std::process::Command::new(&glslang)
+                    .arg("-S")
+                    .arg("comp")
+                    .arg(path)
+                    .output()
+                    .expect("glslangValidator");
                 if !o.status.success() {
-                    failures.push(format!("{what} ({}): glslang: {}", path.display(), String::from_utf8_lossy(&o.stdout)));
+                    failures.push(format!(
+                        "{what} ({}): glslang: {}",
+                        path.display(),
+                        String::from_utf8_lossy(&o.stdout)
+                    ));
                 }
                 checked += 1;
             }

@@ -48,9 +48,12 @@ pub use kiln_dist as dist;
 /// # }
 /// ```
 pub mod prelude {
+    pub use kiln_core::{
+        AvgPool1dOptions, AvgPool2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, MaxPool1dOptions,
+        MaxPool2dOptions,
+    };
     pub use kiln_core::{Conv2dOptions, DType, Device, Error, Result, SdpaOptions, Tensor, manual_seed, no_grad};
     pub use kiln_nn::optim::{Adam, AdamConfig, AdamW, Optimizer, Sgd, SgdConfig};
     pub use kiln_nn::sched::LrScheduler;
     pub use kiln_nn::{Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ModuleExt, Relu, Sequential};
-    pub use kiln_core::{AvgPool1dOptions, AvgPool2dOptions, ConvTranspose1dOptions, ConvTranspose2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 }

@@ -56,7 +56,12 @@ pub struct DigitsApp {
 
 impl DigitsApp {
     /// The app on `device` (the window's own wgpu device, shared), loading `checkpoint`.
-    pub fn new(ctx: &egui::Context, device: Device, checkpoint: PathBuf, script: Option<Script>) -> AnyResult<DigitsApp> {
+    pub fn new(
+        ctx: &egui::Context,
+        device: Device,
+        checkpoint: PathBuf,
+        script: Option<Script>,
+    ) -> AnyResult<DigitsApp> {
         let predictor = Predictor::spawn(device.clone(), ctx.clone())?;
         predictor.send(Request::Load(checkpoint.clone()));
         let script = script.map(ScriptRun::new).transpose()?;
@@ -107,7 +112,10 @@ impl DigitsApp {
         self.sent = Some(generation);
         let centred = canvas::centered(self.canvas.ink());
         let image = match &centred {
-            Some(img) => ColorImage::new([28, 28], img.iter().map(|&v| Color32::from_gray((v.clamp(0.0, 1.0) * 255.0) as u8)).collect()),
+            Some(img) => ColorImage::new(
+                [28, 28],
+                img.iter().map(|&v| Color32::from_gray((v.clamp(0.0, 1.0) * 255.0) as u8)).collect(),
+            ),
             None => ColorImage::new([28, 28], vec![Color32::BLACK; 28 * 28]),
         };
         match &mut self.model_view {
@@ -241,7 +249,12 @@ impl DigitsApp {
 
     /// Starts a run of `self.train.epochs` epochs, or of `max_steps` steps.
     fn start_training(&mut self, ctx: &egui::Context, max_steps: Option<usize>) {
-        let cfg = TrainConfig { epochs: self.train.epochs, max_steps, out: PathBuf::from(APP_CHECKPOINT), ..Default::default() };
+        let cfg = TrainConfig {
+            epochs: self.train.epochs,
+            max_steps,
+            out: PathBuf::from(APP_CHECKPOINT),
+            ..Default::default()
+        };
         self.train = TrainView { epochs: self.train.epochs, status: "starting…".into(), ..Default::default() };
         match Trainer::spawn(cfg, self.device.clone(), ctx.clone()) {
             Ok(t) => self.train.trainer = Some(t),

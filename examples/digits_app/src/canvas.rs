@@ -1,7 +1,9 @@
 //! The drawing canvas: a 28×28 grid of ink in `[0, 1]`, shown enlarged, painted with a soft
 //! round brush, and turned into the input an MNIST model expects.
 
-use eframe::egui::{self, Color32, ColorImage, Event, PointerButton, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2};
+use eframe::egui::{
+    self, Color32, ColorImage, Event, PointerButton, Pos2, Rect, Sense, TextureHandle, TextureOptions, Vec2,
+};
 use kiln_data::{MNIST_MEAN, MNIST_SIDE, MNIST_STD};
 
 const SIDE: usize = MNIST_SIDE;
@@ -74,7 +76,9 @@ impl Canvas {
         let before = self.generation;
         for event in events {
             match event {
-                Event::PointerButton { pos, button: PointerButton::Primary, pressed: true, .. } if rect.contains(pos) => {
+                Event::PointerButton { pos, button: PointerButton::Primary, pressed: true, .. }
+                    if rect.contains(pos) =>
+                {
                     let at = to_cell(pos);
                     self.dab_segment(at, at);
                     self.stroke_from = Some(at);
@@ -220,9 +224,13 @@ mod tests {
             }
         }
         let out = centered(&ink).unwrap();
-        let on: Vec<(usize, usize)> = (0..SIDE * SIDE).filter(|&i| out[i] > 0.5).map(|i| (i % SIDE, i / SIDE)).collect();
+        let on: Vec<(usize, usize)> =
+            (0..SIDE * SIDE).filter(|&i| out[i] > 0.5).map(|i| (i % SIDE, i / SIDE)).collect();
         let (xs, ys): (Vec<usize>, Vec<usize>) = on.iter().copied().unzip();
-        let (w, h) = (xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1, ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1);
+        let (w, h) = (
+            xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1,
+            ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1,
+        );
         assert!((19..=21).contains(&w) && (19..=21).contains(&h), "box {w}x{h}");
         let cx = xs.iter().sum::<usize>() as f32 / xs.len() as f32;
         let cy = ys.iter().sum::<usize>() as f32 / ys.len() as f32;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use digits_app::app::DigitsApp;
 use digits_app::script::Script;
 use digits_app::{AnyResult, DEFAULT_CHECKPOINT};
-use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupCreateNew};
 use eframe::egui;
+use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupCreateNew};
 
 const USAGE: &str = "\
 usage: digits_app [--checkpoint PATH] [--script draw=<MNIST test index|PNG>,screenshot=<PNG>]

@@ -22,10 +22,16 @@ pub enum Request {
 
 /// What the predictor reports.
 pub enum Reply {
-    Loaded { path: PathBuf, kind: ModelKind },
+    Loaded {
+        path: PathBuf,
+        kind: ModelKind,
+    },
     /// The checkpoint is missing or unreadable; the message says what to do.
     LoadFailed(String),
-    Probabilities { generation: u64, probs: [f32; 10] },
+    Probabilities {
+        generation: u64,
+        probs: [f32; 10],
+    },
     Failed(String),
 }
 
@@ -40,11 +46,13 @@ impl Predictor {
     pub fn spawn(device: Device, ctx: egui::Context) -> std::io::Result<Predictor> {
         let (requests, inbox) = mpsc::channel::<Request>();
         let (outbox, replies) = mpsc::channel::<Reply>();
-        std::thread::Builder::new().name("kiln-predictor".into()).spawn(move || serve(&device, &inbox, |reply| {
-            // The UI has gone when the send fails; the next recv ends the loop then.
-            let _ = outbox.send(reply);
-            ctx.request_repaint();
-        }))?;
+        std::thread::Builder::new().name("kiln-predictor".into()).spawn(move || {
+            serve(&device, &inbox, |reply| {
+                // The UI has gone when the send fails; the next recv ends the loop then.
+                let _ = outbox.send(reply);
+                ctx.request_repaint();
+            })
+        })?;
         Ok(Predictor { requests, replies })
     }
 

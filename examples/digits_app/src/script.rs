@@ -58,12 +58,18 @@ impl Script {
                     _ => return Err(format!("--script: train={v}: expected a number of steps, at least 1")),
                 },
                 Some(("screenshot", v)) if !v.is_empty() => screenshot = Some(PathBuf::from(v)),
-                _ => return Err(format!("--script: cannot read {part:?}; expected draw=<MNIST test index or PNG>,screenshot=<PNG path>")),
+                _ => {
+                    return Err(format!(
+                        "--script: cannot read {part:?}; expected draw=<MNIST test index or PNG>,screenshot=<PNG path>"
+                    ));
+                }
             }
         }
         match (action, screenshot) {
             (Some(action), Some(screenshot)) => Ok(Script { action, screenshot }),
-            _ => Err("--script needs draw=<MNIST test index or PNG> (or train=<steps>) and screenshot=<PNG path>".into()),
+            _ => {
+                Err("--script needs draw=<MNIST test index or PNG> (or train=<steps>) and screenshot=<PNG path>".into())
+            }
         }
     }
 }
@@ -73,7 +79,8 @@ pub fn digit_ink(source: &DigitSource) -> AnyResult<(Vec<f32>, Option<u8>)> {
     match source {
         DigitSource::MnistTest(i) => {
             let test = Mnist::test()?;
-            let image = test.image(*i).ok_or_else(|| format!("MNIST test index {i} out of range (0..{})", test.len()))?;
+            let image =
+                test.image(*i).ok_or_else(|| format!("MNIST test index {i} out of range (0..{})", test.len()))?;
             Ok((image.iter().map(|&p| f32::from(p) / 255.0).collect(), test.label(*i)))
         }
         DigitSource::Png(path) => Ok((read_png_ink(path)?, None)),
@@ -108,7 +115,9 @@ enum Phase {
     /// Waiting for the training run to end.
     Training,
     /// Injecting stroke `next` on the coming frame.
-    Drawing { next: usize },
+    Drawing {
+        next: usize,
+    },
     /// Waiting for the prediction of the finished drawing.
     WaitPrediction,
     /// Screenshot requested; the receiver reports when the PNG is written.
@@ -173,7 +182,12 @@ impl ScriptRun {
         let Phase::Drawing { next } = &mut self.phase else { return };
         let Some(&(y, x0, x1)) = self.strokes.get(*next) else { return };
         let (Some(a), Some(b)) = (canvas.cell_center(x0, y), canvas.cell_center(x1, y)) else { return };
-        let button = |pos, pressed| Event::PointerButton { pos, button: PointerButton::Primary, pressed, modifiers: Modifiers::NONE };
+        let button = |pos, pressed| Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        };
         raw.events.extend([Event::PointerMoved(a), button(a, true), Event::PointerMoved(b), button(b, false)]);
         *next += 1;
     }
@@ -181,7 +195,13 @@ impl ScriptRun {
     /// Advances the script after a frame: `drawn` is the canvas generation the shown
     /// probabilities belong to, if any. Returns `Some(exit code)` when the app should close.
     /// `trained` says whether the training run ended (saved, stopped or failed).
-    pub fn after_frame(&mut self, ctx: &egui::Context, canvas: &Canvas, shown: Option<(u64, [f32; 10])>, trained: bool) -> Option<i32> {
+    pub fn after_frame(
+        &mut self,
+        ctx: &egui::Context,
+        canvas: &Canvas,
+        shown: Option<(u64, [f32; 10])>,
+        trained: bool,
+    ) -> Option<i32> {
         ctx.request_repaint();
         if self.started.elapsed() > SCRIPT_TIMEOUT {
             eprintln!("digits_app: script timed out after {} s", SCRIPT_TIMEOUT.as_secs());
@@ -303,7 +323,10 @@ mod tests {
         assert_eq!(s.screenshot, PathBuf::from("/tmp/a.png"));
         let s = Script::parse("screenshot=x.png,draw=digit.png").unwrap();
         assert_eq!(s.action, Action::Draw(DigitSource::Png("digit.png".into())));
-        assert_eq!(Script::parse("draw=mnist:12,screenshot=x.png").unwrap().action, Action::Draw(DigitSource::MnistTest(12)));
+        assert_eq!(
+            Script::parse("draw=mnist:12,screenshot=x.png").unwrap().action,
+            Action::Draw(DigitSource::MnistTest(12))
+        );
         assert_eq!(Script::parse("train=40,screenshot=x.png").unwrap().action, Action::Train(40));
         assert!(Script::parse("train=0,screenshot=x.png").is_err());
         assert!(Script::parse("draw=3").is_err());

@@ -50,12 +50,23 @@ impl Default for TrainConfig {
 /// What the trainer reports, in order.
 #[derive(Debug, Clone)]
 pub enum TrainEvent {
-    Started { total_steps: usize, device: String },
+    Started {
+        total_steps: usize,
+        device: String,
+    },
     /// Mean training loss over the steps since the last report.
-    Loss { step: usize, loss: f64 },
+    Loss {
+        step: usize,
+        loss: f64,
+    },
     /// Test-set accuracy (fraction) after an epoch (or after the last step).
-    Evaluated { epoch: usize, test_acc: f64 },
-    Saved { path: PathBuf },
+    Evaluated {
+        epoch: usize,
+        test_acc: f64,
+    },
+    Saved {
+        path: PathBuf,
+    },
     Stopped,
     Failed(String),
 }

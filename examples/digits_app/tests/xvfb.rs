@@ -55,7 +55,9 @@ fn white_pixels(path: &Path) -> (u32, u32, usize) {
 fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
     if !have("xvfb-run") {
         assert!(!required(), "KILN_REQUIRE_GPU=1 but xvfb-run is missing (apt-get install -y xvfb)");
-        eprintln!("SKIPPED draws_test_digits_and_predicts_their_labels_under_xvfb: no xvfb-run (apt-get install -y xvfb)");
+        eprintln!(
+            "SKIPPED draws_test_digits_and_predicts_their_labels_under_xvfb: no xvfb-run (apt-get install -y xvfb)"
+        );
         return;
     }
     if Device::gpu().is_err() {
@@ -90,8 +92,12 @@ fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "digits_app failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-        let line = stdout.lines().find(|l| l.starts_with("predicted ")).unwrap_or_else(|| panic!("no prediction printed:\n{stdout}\n{stderr}"));
-        let digit: u8 = line["predicted ".len()..].split_whitespace().next().and_then(|d| d.parse().ok()).expect("a digit");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("predicted "))
+            .unwrap_or_else(|| panic!("no prediction printed:\n{stdout}\n{stderr}"));
+        let digit: u8 =
+            line["predicted ".len()..].split_whitespace().next().and_then(|d| d.parse().ok()).expect("a digit");
         assert_eq!(digit, label, "test image {index}: the app predicted {digit}, the label is {label} ({line})");
         let (w, h, white) = white_pixels(&shot);
         assert!(w >= 600 && h >= 400, "screenshot is {w}x{h}");
@@ -117,6 +123,10 @@ fn draws_test_digits_and_predicts_their_labels_under_xvfb() {
     assert!(stderr.contains("cargo run --release --example mnist"), "the message should name the command:\n{stderr}");
     assert!(shot.is_file(), "no screenshot of the missing-checkpoint message");
 
-    eprintln!("checkpoint {trained:.1} s (test accuracy {:.2} %), total {:.1} s", 100.0 * acc, began.elapsed().as_secs_f64());
+    eprintln!(
+        "checkpoint {trained:.1} s (test accuracy {:.2} %), total {:.1} s",
+        100.0 * acc,
+        began.elapsed().as_secs_f64()
+    );
     eprintln!("screenshots in {}", dir.display());
 }

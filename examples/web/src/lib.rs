@@ -62,7 +62,10 @@ impl Trainer {
         let items = self.order[self.next..self.next + self.batch].iter().filter_map(|&i| self.data.get(i)).collect();
         self.next += self.batch;
         let b = MnistBatcher.batch(items);
-        Ok((Tensor::from_vec(b.images, &[b.size, MNIST_PIXELS], device)?, Tensor::from_vec(b.labels, &[b.size], device)?))
+        Ok((
+            Tensor::from_vec(b.images, &[b.size, MNIST_PIXELS], device)?,
+            Tensor::from_vec(b.labels, &[b.size], device)?,
+        ))
     }
 
     /// Records one forward/backward/Adam step; returns the loss tensor (not read).

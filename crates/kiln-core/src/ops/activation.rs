@@ -33,7 +33,10 @@ impl Tensor {
         const OP: &str = "softplus";
         self.needs_float(OP)?;
         if beta == 0.0 || !beta.is_finite() || threshold.is_nan() {
-            return Err(Error::invalid(OP, format!("beta {beta} must be finite and nonzero, threshold {threshold} a number")));
+            return Err(Error::invalid(
+                OP,
+                format!("beta {beta} must be finite and nonzero, threshold {threshold} a number"),
+            ));
         }
         if beta == 1.0 && threshold == 20.0 {
             return self.softplus();
@@ -122,7 +125,10 @@ impl Tensor {
             view[1] = channels;
             weight.reshape(&view)?
         } else {
-            return Err(Error::shape(OP, format!("weight {:?} for input {:?}: needs 1 or {channels} slopes", weight.shape(), self.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("weight {:?} for input {:?}: needs 1 or {channels} slopes", weight.shape(), self.shape()),
+            ));
         };
         Tensor::where_(&self.gt_scalar(0.0)?, self, &(self * &slope)?)
     }

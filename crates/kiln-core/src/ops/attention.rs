@@ -93,13 +93,21 @@ impl Tensor {
             return out;
         }
         let shapes = || format!("q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
-        if q.rank() != 4 || k.rank() != 4 || k.shape() != v.shape() || q.shape()[..2] != k.shape()[..2] || q.shape()[3] != k.shape()[3] {
+        if q.rank() != 4
+            || k.rank() != 4
+            || k.shape() != v.shape()
+            || q.shape()[..2] != k.shape()[..2]
+            || q.shape()[3] != k.shape()[3]
+        {
             return Err(Error::shape(OP, format!("expects q [b, h, tq, d] and k, v [b, h, tk, d], got {}", shapes())));
         }
         let (batch, heads, q_len, head_dim) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let kv_len = k.shape()[2];
         if head_dim > ATTENTION_MAX_HEAD_DIM && q.device().is_gpu() {
-            return Err(Error::Unsupported { op: OP, msg: format!("head dim {head_dim} on the GPU (at most {ATTENTION_MAX_HEAD_DIM})") });
+            return Err(Error::Unsupported {
+                op: OP,
+                msg: format!("head dim {head_dim} on the GPU (at most {ATTENTION_MAX_HEAD_DIM})"),
+            });
         }
         let scale = opts.scale.unwrap_or(1.0 / (head_dim.max(1) as f64).sqrt());
         if !scale.is_finite() {
@@ -113,7 +121,10 @@ impl Tensor {
             Some(m) => {
                 q.check_same_device(OP, m)?;
                 if m.shape() != [batch, kv_len] {
-                    return Err(Error::shape(OP, format!("key padding mask {:?} for {} (expects [b, tk])", m.shape(), shapes())));
+                    return Err(Error::shape(
+                        OP,
+                        format!("key padding mask {:?} for {} (expects [b, tk])", m.shape(), shapes()),
+                    ));
                 }
                 let m = if m.dtype() == DType::Bool { m.clone() } else { m.ne_scalar(0.0)? };
                 Some(dense(&m)?)
@@ -131,10 +142,21 @@ impl Tensor {
             keep: 1.0 - opts.dropout_p,
             key: rng::reserve(AttentionDropout::stream_len(batch * heads * q_len, kv_len)),
         });
-        let p = AttentionParams { batch, heads, q_len, kv_len, head_dim, causal: opts.causal, scale, bias_strides, dropout };
+        let p = AttentionParams {
+            batch,
+            heads,
+            q_len,
+            kv_len,
+            head_dim,
+            causal: opts.causal,
+            scale,
+            bias_strides,
+            dropout,
+        };
         let (qd, kd, vd) = (dense(q)?, dense(k)?, dense(v)?);
         let (ms, bs) = (storage_of(&mask), storage_of(&bias));
-        let (o, lse) = qd.storage().attention_forward(&kd.storage(), &vd.storage(), ms.as_deref(), bs.as_deref(), &p)?;
+        let (o, lse) =
+            qd.storage().attention_forward(&kd.storage(), &vd.storage(), ms.as_deref(), bs.as_deref(), &p)?;
         let device = q.device().clone();
         let o = Arc::new(o);
         // The backward needs the output: a history-free handle on the same storage (capturing
@@ -146,8 +168,10 @@ impl Tensor {
         let node = crate::autograd::node(OP, &[q, k, v], move |g| {
             let g = dense(g)?;
             let (ms, bs) = (storage_of(&mask), storage_of(&bias));
-            let (qs, ks, vs, os, ls, gs) = (qd.storage(), kd.storage(), vd.storage(), saved_o.storage(), lse.storage(), g.storage());
-            let [dq, dk, dv] = Storage::attention_backward([&qs, &ks, &vs, &os, &ls, &gs], ms.as_deref(), bs.as_deref(), &p)?;
+            let (qs, ks, vs, os, ls, gs) =
+                (qd.storage(), kd.storage(), vd.storage(), saved_o.storage(), lse.storage(), g.storage());
+            let [dq, dk, dv] =
+                Storage::attention_backward([&qs, &ks, &vs, &os, &ls, &gs], ms.as_deref(), bs.as_deref(), &p)?;
             Ok(vec![
                 Some(Tensor::leaf(dq, &q_shape, &dev)),
                 Some(Tensor::leaf(dk, &k_shape, &dev)),
@@ -167,7 +191,10 @@ fn bias_of(q: &Tensor, m: &Tensor, dims: [usize; 4]) -> Result<(Tensor, [usize; 
     q.check_same_device(OP, m)?;
     let broadcasts = m.rank() <= 4 && m.shape().iter().rev().zip(dims.iter().rev()).all(|(&a, &b)| a == b || a == 1);
     if !broadcasts {
-        return Err(Error::shape(OP, format!("attn_mask {:?} does not broadcast to [b, h, tq, tk] = {dims:?}", m.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("attn_mask {:?} does not broadcast to [b, h, tq, tk] = {dims:?}", m.shape()),
+        ));
     }
     let bias = match m.dtype() {
         DType::Bool => {

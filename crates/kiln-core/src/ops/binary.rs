@@ -168,7 +168,9 @@ fn binary_grad(
     (wa, wb): (bool, bool),
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     use BinaryOp::*;
-    let saved = |t: Option<&Tensor>| t.cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "operand not saved".into() });
+    let saved = |t: Option<&Tensor>| {
+        t.cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "operand not saved".into() })
+    };
     let when = |w: bool, f: &dyn Fn() -> Result<Tensor>| if w { f().map(Some) } else { Ok(None) };
     Ok(match op {
         Add => (wa.then(|| g.clone()), wb.then(|| g.clone())),

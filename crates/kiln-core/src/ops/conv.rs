@@ -56,22 +56,36 @@ impl Default for ConvTranspose1dOptions {
 /// A transposed convolution's output length: `(in − 1)·s − 2p + d·(k − 1) + op + 1`, or `None`
 /// when it is not positive or overflows.
 fn transposed_len(input: usize, k: usize, s: usize, p: usize, d: usize, op: usize) -> Option<usize> {
-    let grown = input.checked_sub(1)?.checked_mul(s)?.checked_add(d.checked_mul(k.checked_sub(1)?)?)?.checked_add(op + 1)?;
+    let grown =
+        input.checked_sub(1)?.checked_mul(s)?.checked_add(d.checked_mul(k.checked_sub(1)?)?)?.checked_add(op + 1)?;
     grown.checked_sub(p.checked_mul(2)?).filter(|&n| n > 0)
 }
 
 impl Tensor {
-    fn geometry(&self, op: &'static str, k: (usize, usize), stride: (usize, usize), padding: (usize, usize), dilation: (usize, usize)) -> Result<ConvGeometry> {
+    fn geometry(
+        &self,
+        op: &'static str,
+        k: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> Result<ConvGeometry> {
         if self.rank() != 4 {
             return Err(Error::shape(op, format!("expects [n, c, h, w] input, got {:?}", self.shape())));
         }
         let s = self.shape();
         let g = ConvGeometry { n: s[0], c: s[1], h: s[2], w: s[3], kh: k.0, kw: k.1, stride, padding, dilation };
         if k.0 == 0 || k.1 == 0 || stride.0 == 0 || stride.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
-            return Err(Error::invalid(op, format!("kernel {k:?}, stride {stride:?} and dilation {dilation:?} must be positive")));
+            return Err(Error::invalid(
+                op,
+                format!("kernel {k:?}, stride {stride:?} and dilation {dilation:?} must be positive"),
+            ));
         }
         if g.out_h().is_none() || g.out_w().is_none() {
-            return Err(Error::shape(op, format!("kernel {k:?} (dilation {dilation:?}) larger than padded input {:?} (padding {padding:?})", s)));
+            return Err(Error::shape(
+                op,
+                format!("kernel {k:?} (dilation {dilation:?}) larger than padded input {:?} (padding {padding:?})", s),
+            ));
         }
         Ok(g)
     }
@@ -106,7 +120,10 @@ impl Tensor {
     /// ```
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOptions) -> Result<Tensor> {
         if weight.rank() != 4 {
-            return Err(Error::shape("conv2d", format!("weight must be [o, c/groups, kh, kw], got {:?}", weight.shape())));
+            return Err(Error::shape(
+                "conv2d",
+                format!("weight must be [o, c/groups, kh, kw], got {:?}", weight.shape()),
+            ));
         }
         let (o, cg, kh, kw) = (weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]);
         let geo = self.geometry("conv2d", (kh, kw), opts.stride, opts.padding, opts.dilation)?;
@@ -139,9 +156,24 @@ impl Tensor {
     }
 
     /// 1-D convolution: input `[n, c, l]`, weight `[o, c/groups, k]`.
-    pub fn conv1d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Tensor> {
+    pub fn conv1d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Tensor> {
         if self.rank() != 3 || weight.rank() != 3 {
-            return Err(Error::shape("conv1d", format!("expects [n, c, l] input and [o, c/g, k] weight, got {:?} and {:?}", self.shape(), weight.shape())));
+            return Err(Error::shape(
+                "conv1d",
+                format!(
+                    "expects [n, c, l] input and [o, c/g, k] weight, got {:?} and {:?}",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
         }
         let opts = Conv2dOptions { stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups };
         self.unsqueeze(2)?.conv2d(&weight.unsqueeze(2)?, bias, opts)?.squeeze(2)
@@ -154,28 +186,60 @@ impl Tensor {
     ///
     /// One (grouped) matrix product gives every input pixel's `c_out·kh·kw` contributions, and
     /// col2im sums them into place: the exact adjoint of the im2col convolution.
-    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvTranspose2dOptions) -> Result<Tensor> {
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvTranspose2dOptions,
+    ) -> Result<Tensor> {
         const OP: &str = "conv_transpose2d";
         if self.rank() != 4 || weight.rank() != 4 {
-            return Err(Error::shape(OP, format!("expects [n, c_in, h, w] input and [c_in, c_out/groups, kh, kw] weight, got {:?} and {:?}", self.shape(), weight.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "expects [n, c_in, h, w] input and [c_in, c_out/groups, kh, kw] weight, got {:?} and {:?}",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
         }
         let (n, cin, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         let (cg, kh, kw) = (weight.shape()[1], weight.shape()[2], weight.shape()[3]);
         let ConvTranspose2dOptions { stride, padding, output_padding, dilation, groups } = opts;
         if groups == 0 || weight.shape()[0] != cin || !cin.is_multiple_of(groups) {
-            return Err(Error::shape(OP, format!("input {:?}, weight {:?} and groups {groups} do not agree", self.shape(), weight.shape())));
+            return Err(Error::shape(
+                OP,
+                format!("input {:?}, weight {:?} and groups {groups} do not agree", self.shape(), weight.shape()),
+            ));
         }
         if [stride.0, stride.1, dilation.0, dilation.1, kh, kw].contains(&0) {
-            return Err(Error::invalid(OP, format!("kernel ({kh}, {kw}), stride {stride:?} and dilation {dilation:?} must be positive")));
+            return Err(Error::invalid(
+                OP,
+                format!("kernel ({kh}, {kw}), stride {stride:?} and dilation {dilation:?} must be positive"),
+            ));
         }
         if output_padding.0 >= stride.0.max(dilation.0) || output_padding.1 >= stride.1.max(dilation.1) {
-            return Err(Error::invalid(OP, format!("output_padding {output_padding:?} must be smaller than stride {stride:?} or dilation {dilation:?}")));
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "output_padding {output_padding:?} must be smaller than stride {stride:?} or dilation {dilation:?}"
+                ),
+            ));
         }
-        let cout = cg.checked_mul(groups).ok_or_else(|| Error::shape(OP, format!("weight {:?} with groups {groups}", weight.shape())))?;
+        let cout = cg
+            .checked_mul(groups)
+            .ok_or_else(|| Error::shape(OP, format!("weight {:?} with groups {groups}", weight.shape())))?;
         let oh = transposed_len(h, kh, stride.0, padding.0, dilation.0, output_padding.0);
         let ow = transposed_len(w, kw, stride.1, padding.1, dilation.1, output_padding.1);
         let (Some(oh), Some(ow)) = (oh, ow) else {
-            return Err(Error::shape(OP, format!("input {:?}, weight {:?} and {opts:?} give an empty or too large output", self.shape(), weight.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "input {:?}, weight {:?} and {opts:?} give an empty or too large output",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
         };
         if let Some(b) = bias
             && b.shape() != [cout]
@@ -205,11 +269,20 @@ impl Tensor {
     }
 
     /// Transposed 1-D convolution: input `[n, c_in, l]`, weight `[c_in, c_out/groups, k]`.
-    pub fn conv_transpose1d(&self, weight: &Tensor, bias: Option<&Tensor>, opts: ConvTranspose1dOptions) -> Result<Tensor> {
+    pub fn conv_transpose1d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        opts: ConvTranspose1dOptions,
+    ) -> Result<Tensor> {
         if self.rank() != 3 || weight.rank() != 3 {
             return Err(Error::shape(
                 "conv_transpose1d",
-                format!("expects [n, c_in, l] input and [c_in, c_out/groups, k] weight, got {:?} and {:?}", self.shape(), weight.shape()),
+                format!(
+                    "expects [n, c_in, l] input and [c_in, c_out/groups, k] weight, got {:?} and {:?}",
+                    self.shape(),
+                    weight.shape()
+                ),
             ));
         }
         let o = opts;

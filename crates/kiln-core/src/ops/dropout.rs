@@ -24,7 +24,11 @@ impl Tensor {
             return Err(Error::invalid("dropout", format!("p = {p} is not a probability")));
         }
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: "dropout", dtype: self.dtype(), why: " (needs a float tensor)".into() });
+            return Err(Error::UnsupportedDType {
+                op: "dropout",
+                dtype: self.dtype(),
+                why: " (needs a float tensor)".into(),
+            });
         }
         if p == 0.0 {
             return Ok(self.clone());
@@ -52,6 +56,8 @@ impl Tensor {
             let x = self.storage().cast(self.layout(), wide)?;
             x.binary(&dense, &mask, &dense, BinaryOp::Mul)?.cast(&dense, dtype)?
         };
-        Tensor::from_op(out, self.shape(), self.device(), "dropout", &[self], move |g| Ok(vec![Some(g.dropout_at(keep, key)?)]))
+        Tensor::from_op(out, self.shape(), self.device(), "dropout", &[self], move |g| {
+            Ok(vec![Some(g.dropout_at(keep, key)?)])
+        })
     }
 }

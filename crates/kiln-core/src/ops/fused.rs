@@ -55,7 +55,13 @@ impl Tensor {
     /// let y = x.layer_norm(&[2], None, None, 0.0).unwrap();
     /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![-1.0, 1.0]);
     /// ```
-    pub fn layer_norm(&self, normalized_shape: &[usize], weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         self.fused_norm("layer_norm", normalized_shape, weight, bias, eps, false)
     }
 
@@ -131,12 +137,24 @@ impl Tensor {
     /// let loss = logits.cross_entropy_rows(&ids, None, 0.0).unwrap();
     /// assert!((loss.to_vec::<f32>().unwrap()[0] as f64 - 4f64.ln()).abs() < 1e-6);
     /// ```
-    pub fn cross_entropy_rows(&self, targets: &Tensor, ignore_index: Option<u32>, label_smoothing: f64) -> Result<Tensor> {
+    pub fn cross_entropy_rows(
+        &self,
+        targets: &Tensor,
+        ignore_index: Option<u32>,
+        label_smoothing: f64,
+    ) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
         check_float(OP, self)?;
         self.check_same_device(OP, targets)?;
         if self.rank() != 2 || targets.shape() != [self.shape()[0]] {
-            return Err(Error::shape(OP, format!("expects logits [rows, classes] and ids [rows], got {:?} and {:?}", self.shape(), targets.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "expects logits [rows, classes] and ids [rows], got {:?} and {:?}",
+                    self.shape(),
+                    targets.shape()
+                ),
+            ));
         }
         if !matches!(targets.dtype(), DType::U32 | DType::I32) {
             return Err(Error::dtype(OP, "u32 or i32 class ids", targets.dtype()));
@@ -247,8 +265,12 @@ impl crate::optim_kernels::OptimKernels for Tensor {
         const OP: &str = "adam_step";
         self.check_adam(grad, m, v)?;
         self.check_same_device(OP, steps)?;
-        if steps.dtype() != DType::U32 || steps.shape() != [2] || !steps.is_contiguous() || steps.layout().offset() != 0 {
-            return Err(Error::invalid(OP, format!("steps must own a u32 tensor of shape [2], got {} {:?}", steps.dtype(), steps.shape())));
+        if steps.dtype() != DType::U32 || steps.shape() != [2] || !steps.is_contiguous() || steps.layout().offset() != 0
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("steps must own a u32 tensor of shape [2], got {} {:?}", steps.dtype(), steps.shape()),
+            ));
         }
         if [self, grad, m, v].iter().any(|t| t.same(steps)) {
             return Err(Error::invalid(OP, "steps must be a tensor of its own"));
@@ -295,7 +317,10 @@ impl crate::optim_kernels::OptimKernels for Tensor {
         check_flag(OP, self, found_inf)?;
         for t in [self, found_inf] {
             if !t.is_contiguous() || t.layout().offset() != 0 {
-                return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+                return Err(Error::invalid(
+                    OP,
+                    format!("{:?} tensor must own contiguous storage at offset 0", t.shape()),
+                ));
             }
         }
         let (mut gs, mut fs) = (lock(self), lock(found_inf));
@@ -328,14 +353,20 @@ impl crate::optim_kernels::OptimKernels for Tensor {
         check_flag(OP, self, found_inf)?;
         self.check_same_device(OP, scale)?;
         if scale.dtype() != DType::F32 || scale.numel() != 1 {
-            return Err(Error::invalid(OP, format!("scale must be one f32, got {} {:?}", scale.dtype(), scale.shape())));
+            return Err(Error::invalid(
+                OP,
+                format!("scale must be one f32, got {} {:?}", scale.dtype(), scale.shape()),
+            ));
         }
         if scale.same(self) || scale.same(found_inf) || found_inf.same(self) {
             return Err(Error::invalid(OP, "gradient, scale and flag must be distinct tensors"));
         }
         for t in [self, found_inf] {
             if !t.is_contiguous() || t.layout().offset() != 0 {
-                return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+                return Err(Error::invalid(
+                    OP,
+                    format!("{:?} tensor must own contiguous storage at offset 0", t.shape()),
+                ));
             }
         }
         let sc = dense(scale)?;

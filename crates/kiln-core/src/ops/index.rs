@@ -63,7 +63,11 @@ impl Tensor {
             // A lookup table's gradient on the GPU is onehot(ids)ᵀ·g, one matmul: the scatter
             // below gives each table element a thread that scans every id (480 µs for W6's
             // 4096 ids into a 256×256 table on an H200).
-            if d == 0 && src_shape.len() == 2 && g.device().is_gpu() && src_shape[0].saturating_mul(idx.numel()) <= ONE_HOT_GRAD_MAX {
+            if d == 0
+                && src_shape.len() == 2
+                && g.device().is_gpu()
+                && src_shape[0].saturating_mul(idx.numel()) <= ONE_HOT_GRAD_MAX
+            {
                 let classes = Tensor::arange_u32(src_shape[0], g.device())?.to_dtype(idx.dtype())?;
                 let onehot = idx.unsqueeze(-1)?.eq(&classes)?.to_dtype(g.dtype())?;
                 return Ok(vec![Some(onehot.t()?.matmul(g)?)]);
@@ -141,7 +145,8 @@ impl Tensor {
         if check {
             ids.check_ids("scatter_add", self.shape()[d])?;
         }
-        let out = self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
+        let out =
+            self.storage().scatter_add(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d)?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, src] } else { &[] };
         let idx = ids.clone();
         Tensor::from_op(out, self.shape(), self.device(), "scatter_add", inputs, move |g| {
@@ -246,7 +251,10 @@ impl Tensor {
         if pieces > MAX_PIECES {
             return Err(Error::OutOfMemory {
                 op: "split",
-                msg: format!("{pieces} pieces of {size} along dim {d} of {:?}: more views than fit in memory", self.shape()),
+                msg: format!(
+                    "{pieces} pieces of {size} along dim {d} of {:?}: more views than fit in memory",
+                    self.shape()
+                ),
             });
         }
         (0..n).step_by(size).map(|s| self.narrow(d as isize, s, size.min(n - s))).collect()
@@ -316,10 +324,11 @@ impl Tensor {
         let first = self.rank() - pads.len();
         let mut shape = self.shape().to_vec();
         for (i, &(a, b)) in pads.iter().enumerate() {
-            shape[first + i] = a.checked_add(b).and_then(|p| p.checked_add(shape[first + i])).ok_or_else(|| Error::OutOfMemory {
-                op: "pad",
-                msg: format!("padding {:?} by {pads:?} overflows its size", self.shape()),
-            })?;
+            shape[first + i] =
+                a.checked_add(b).and_then(|p| p.checked_add(shape[first + i])).ok_or_else(|| Error::OutOfMemory {
+                    op: "pad",
+                    msg: format!("padding {:?} by {pads:?} overflows its size", self.shape()),
+                })?;
         }
         let mut out = Tensor::full_dtype(&shape, value, self.dtype(), self.device())?;
         let mut target = out.layout().clone();

@@ -26,7 +26,10 @@ impl Tensor {
             return Err(Error::dtype("matmul", self.dtype(), rhs.dtype()));
         }
         if self.rank() == 0 || rhs.rank() == 0 {
-            return Err(Error::shape("matmul", format!("needs at least 1-D operands, got {:?} and {:?}", self.shape(), rhs.shape())));
+            return Err(Error::shape(
+                "matmul",
+                format!("needs at least 1-D operands, got {:?} and {:?}", self.shape(), rhs.shape()),
+            ));
         }
         let a = if self.rank() == 1 { self.unsqueeze(0)? } else { self.clone() };
         let b = if rhs.rank() == 1 { rhs.unsqueeze(-1)? } else { rhs.clone() };
@@ -91,12 +94,14 @@ impl Tensor {
     /// Dot product of two 1-D tensors.
     pub fn dot(&self, rhs: &Tensor) -> Result<Tensor> {
         if self.rank() != 1 || rhs.rank() != 1 {
-            return Err(Error::shape("dot", format!("needs 1-D operands, got {:?} and {:?}", self.shape(), rhs.shape())));
+            return Err(Error::shape(
+                "dot",
+                format!("needs 1-D operands, got {:?} and {:?}", self.shape(), rhs.shape()),
+            ));
         }
         self.matmul(rhs)
     }
 }
-
 
 /// Is this `[b, r, c]` operand a column-major view (unit stride down its rows, `r, c > 1`)?
 fn is_transposed(t: &Tensor) -> bool {

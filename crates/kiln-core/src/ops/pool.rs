@@ -46,7 +46,14 @@ pub struct AvgPool2dOptions {
 impl AvgPool2dOptions {
     /// `kernel` with stride = kernel, no padding, floor mode, `count_include_pad`.
     pub fn new(kernel: (usize, usize)) -> Self {
-        AvgPool2dOptions { kernel, stride: kernel, padding: (0, 0), ceil_mode: false, count_include_pad: true, divisor_override: None }
+        AvgPool2dOptions {
+            kernel,
+            stride: kernel,
+            padding: (0, 0),
+            ceil_mode: false,
+            count_include_pad: true,
+            divisor_override: None,
+        }
     }
 }
 
@@ -68,7 +75,13 @@ impl MaxPool1dOptions {
 
     fn to_2d(self) -> MaxPool2dOptions {
         let o = self;
-        MaxPool2dOptions { kernel: (1, o.kernel), stride: (1, o.stride), padding: (0, o.padding), dilation: (1, o.dilation), ceil_mode: o.ceil_mode }
+        MaxPool2dOptions {
+            kernel: (1, o.kernel),
+            stride: (1, o.stride),
+            padding: (0, o.padding),
+            dilation: (1, o.dilation),
+            ceil_mode: o.ceil_mode,
+        }
     }
 }
 
@@ -104,7 +117,16 @@ impl AvgPool1dOptions {
 /// One dim of a pooling window: PyTorch's output length (`pooling_output_shape`), and how far
 /// the last window reaches past the padded input in ceil mode (filled like the padding).
 #[allow(clippy::too_many_arguments)]
-fn window_len(op: &'static str, shape: &[usize], input: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Result<(usize, usize)> {
+fn window_len(
+    op: &'static str,
+    shape: &[usize],
+    input: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+    ceil: bool,
+) -> Result<(usize, usize)> {
     if k == 0 || s == 0 || d == 0 {
         return Err(Error::invalid(op, format!("kernel {k}, stride {s} and dilation {d} must be positive")));
     }
@@ -114,7 +136,8 @@ fn window_len(op: &'static str, shape: &[usize], input: usize, k: usize, s: usiz
     if input == 0 {
         return Err(Error::shape(op, format!("input {shape:?} has an empty spatial dim")));
     }
-    let too_big = || Error::shape(op, format!("window (kernel {k}, dilation {d}) larger than input {shape:?} padded by {p}"));
+    let too_big =
+        || Error::shape(op, format!("window (kernel {k}, dilation {d}) larger than input {shape:?} padded by {p}"));
     let span = d.checked_mul(k - 1).and_then(|v| v.checked_add(1)).ok_or_else(too_big)?;
     let padded = p.checked_mul(2).and_then(|v| v.checked_add(input)).ok_or_else(too_big)?;
     let room = padded.checked_sub(span).ok_or_else(too_big)?;
@@ -131,7 +154,8 @@ fn window_len(op: &'static str, shape: &[usize], input: usize, k: usize, s: usiz
 /// Each adaptive window along one dim as `(start, len)`: PyTorch's `⌊i·in/out⌋ .. ⌈(i+1)·in/out⌉`.
 pub(crate) fn adaptive_windows(op: &'static str, out: usize, input: usize) -> Result<Vec<(usize, usize)>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(out).map_err(|_| Error::OutOfMemory { op, msg: format!("{out} output positions do not fit in memory") })?;
+    v.try_reserve_exact(out)
+        .map_err(|_| Error::OutOfMemory { op, msg: format!("{out} output positions do not fit in memory") })?;
     for i in 0..out {
         // In u128: (i + 1)·input may pass usize when both are large.
         let (iu, n, o) = (i as u128, input as u128, out as u128);
@@ -158,12 +182,17 @@ fn avg_divisors(input: usize, out: usize, k: usize, s: usize, p: usize, include_
 /// A flat position `row·w + col` for every output position, as an i32 tensor `[rows, cols]`.
 fn positions(op: &'static str, rows: &[i64], cols: &[i64], w: usize, like: &Tensor) -> Result<Tensor> {
     let mut v: Vec<i32> = Vec::new();
-    let oom = || Error::OutOfMemory { op, msg: format!("{}×{} index positions do not fit in memory", rows.len(), cols.len()) };
+    let oom = || Error::OutOfMemory {
+        op,
+        msg: format!("{}×{} index positions do not fit in memory", rows.len(), cols.len()),
+    };
     v.try_reserve_exact(rows.len().checked_mul(cols.len()).ok_or_else(oom)?).map_err(|_| oom())?;
     for &r in rows {
         for &c in cols {
             let flat = r * w as i64 + c;
-            v.push(i32::try_from(flat).map_err(|_| Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", like.shape())))?);
+            v.push(i32::try_from(flat).map_err(|_| {
+                Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", like.shape()))
+            })?);
         }
     }
     Tensor::from_vec(v, &[rows.len(), cols.len()], like.device())
@@ -188,14 +217,24 @@ impl Tensor {
 
     /// Windows as `[n, c, kh·kw, oh, ow]`; positions outside the input read `fill`.
     #[allow(clippy::too_many_arguments)]
-    fn pool_cols(&self, op: &'static str, k: (usize, usize), s: (usize, usize), p: (usize, usize), d: (usize, usize), ceil: bool, fill: f64) -> Result<Tensor> {
+    fn pool_cols(
+        &self,
+        op: &'static str,
+        k: (usize, usize),
+        s: (usize, usize),
+        p: (usize, usize),
+        d: (usize, usize),
+        ceil: bool,
+        fill: f64,
+    ) -> Result<Tensor> {
         self.check_rank(op, 4, "[n, c, h, w]")?;
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         let (oh, eh) = window_len(op, self.shape(), h, k.0, s.0, p.0, d.0, ceil)?;
         let (ow, ew) = window_len(op, self.shape(), w, k.1, s.1, p.1, d.1, ceil)?;
         let flat = self.reshape(&[n * c, 1, h, w])?;
         let flat = if eh > 0 || ew > 0 { flat.pad(&[(0, eh), (0, ew)], fill)? } else { flat };
-        let geo = ConvGeometry { n: n * c, c: 1, h: h + eh, w: w + ew, kh: k.0, kw: k.1, stride: s, padding: p, dilation: d };
+        let geo =
+            ConvGeometry { n: n * c, c: 1, h: h + eh, w: w + ew, kh: k.0, kw: k.1, stride: s, padding: p, dilation: d };
         if geo.out_h() != Some(oh) || geo.out_w() != Some(ow) {
             return Err(Error::invalid(op, format!("internal: windows {geo:?} disagree with output {oh}×{ow}")));
         }
@@ -213,7 +252,8 @@ impl Tensor {
         let rows: Vec<i64> = (0..oh).map(|i| (i * o.stride.0) as i64 - o.padding.0 as i64).collect();
         let cols_at: Vec<i64> = (0..ow).map(|j| (j * o.stride.1) as i64 - o.padding.1 as i64).collect();
         let last = (self.shape()[2] as i64) * w as i64;
-        i32::try_from(last).map_err(|_| Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", self.shape())))?;
+        i32::try_from(last)
+            .map_err(|_| Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", self.shape())))?;
         let base = positions(op, &rows, &cols_at, w, self)?;
         let tap = cols.argmax(2, false)?;
         let idx = tap_positions(&tap, &base, o.kernel.1, o.dilation.0 * w, o.dilation.1)?;
@@ -250,7 +290,12 @@ impl Tensor {
     /// let y = x.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap();
     /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![5.0, 7.0, 13.0, 15.0]);
     /// ```
-    pub fn max_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    pub fn max_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
         self.max_pool2d_opts(MaxPool2dOptions { kernel, stride, padding, dilation: (1, 1), ceil_mode: false })
     }
 
@@ -293,7 +338,12 @@ impl Tensor {
 
     /// 2-D average pooling (padding counts as zeros, PyTorch's `count_include_pad=True`).
     /// [`avg_pool2d_opts`](Self::avg_pool2d_opts) has the other options.
-    pub fn avg_pool2d(&self, kernel: (usize, usize), stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    pub fn avg_pool2d(
+        &self,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<Tensor> {
         self.avg_pool2d_opts(AvgPool2dOptions { stride, padding, ..AvgPool2dOptions::new(kernel) })
     }
 
@@ -358,7 +408,10 @@ impl Tensor {
             return Err(Error::shape(op, format!("input {:?} (needs {rank} dims), output size {out:?}", self.shape())));
         }
         if self.shape()[2..].contains(&0) {
-            return Err(Error::shape(op, format!("input {:?} has an empty spatial dim (as PyTorch refuses)", self.shape())));
+            return Err(Error::shape(
+                op,
+                format!("input {:?} has an empty spatial dim (as PyTorch refuses)", self.shape()),
+            ));
         }
         Ok(())
     }
@@ -366,13 +419,21 @@ impl Tensor {
     /// Gathers every window's elements into `[n, c, oh, ow, kh·kw]` with one index_select (a
     /// window shorter than the longest repeats its first element, which changes neither the max
     /// nor, through the tie sharing of `max`, the gradient) and reduces the last dim.
-    fn adaptive_max(&self, op: &'static str, out: (usize, usize), with_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn adaptive_max(
+        &self,
+        op: &'static str,
+        out: (usize, usize),
+        with_indices: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
         let hs = adaptive_windows(op, out.0, h)?;
         let ws = adaptive_windows(op, out.1, w)?;
         let kh = hs.iter().map(|p| p.1).max().unwrap_or(1);
         let kw = ws.iter().map(|p| p.1).max().unwrap_or(1);
-        let oom = || Error::OutOfMemory { op, msg: format!("windows of input {:?} pooled to {out:?} do not fit in memory", self.shape()) };
+        let oom = || Error::OutOfMemory {
+            op,
+            msg: format!("windows of input {:?} pooled to {out:?} do not fit in memory", self.shape()),
+        };
         let len = kiln_backend::checked_numel(&[out.0, out.1, kh, kw]).ok_or_else(oom)?;
         if h.checked_mul(w).is_none_or(|p| p > u32::MAX as usize) {
             return Err(Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", self.shape())));

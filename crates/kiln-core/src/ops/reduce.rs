@@ -56,7 +56,8 @@ impl Tensor {
         let slot = result.clone();
         let t = Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
             let g = g.reshape(&keep_shape)?.expand(&x_shape)?;
-            let y = || slot.get().cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
+            let y =
+                || slot.get().cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
             let Some(x) = &x_saved else { return Ok(vec![Some(g)]) };
             let grad = match op {
                 ReduceOp::Sum => g,
@@ -114,7 +115,11 @@ impl Tensor {
 
     fn mean_axes(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: "mean", dtype: self.dtype(), why: " (needs a float tensor)".into() });
+            return Err(Error::UnsupportedDType {
+                op: "mean",
+                dtype: self.dtype(),
+                why: " (needs a float tensor)".into(),
+            });
         }
         let n: usize = axes.iter().map(|&a| self.shape()[a]).product();
         self.sum_axes(axes, keepdim)?.div_scalar(n as f64)
@@ -213,7 +218,10 @@ impl Tensor {
     fn check_u32_positions(&self, op: &'static str, dim: usize) -> Result<()> {
         let n = self.shape()[dim];
         if n as u64 > u32::MAX as u64 + 1 {
-            return Err(Error::invalid(op, format!("dim {dim} of {:?}: {n} positions do not fit a u32 index", self.shape())));
+            return Err(Error::invalid(
+                op,
+                format!("dim {dim} of {:?}: {n} positions do not fit a u32 index", self.shape()),
+            ));
         }
         Ok(())
     }
@@ -254,13 +262,19 @@ impl Tensor {
     /// True where every element along `dims` is nonzero (bool).
     pub fn all(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = self.axes("all", dims)?;
-        self.ne_scalar_any_dtype()?.to_dtype(DType::U32)?.reduce_axes(ReduceOp::Min, &axes, keepdim)?.to_dtype(DType::Bool)
+        self.ne_scalar_any_dtype()?
+            .to_dtype(DType::U32)?
+            .reduce_axes(ReduceOp::Min, &axes, keepdim)?
+            .to_dtype(DType::Bool)
     }
 
     /// True where any element along `dims` is nonzero (bool).
     pub fn any(&self, dims: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = self.axes("any", dims)?;
-        self.ne_scalar_any_dtype()?.to_dtype(DType::U32)?.reduce_axes(ReduceOp::Max, &axes, keepdim)?.to_dtype(DType::Bool)
+        self.ne_scalar_any_dtype()?
+            .to_dtype(DType::U32)?
+            .reduce_axes(ReduceOp::Max, &axes, keepdim)?
+            .to_dtype(DType::Bool)
     }
 
     fn ne_scalar_any_dtype(&self) -> Result<Tensor> {

@@ -56,7 +56,14 @@ impl Tensor {
     /// let amax = x.scatter_reduce(0, &ids, &src, ScatterOp::Amax, false).unwrap();
     /// assert_eq!(amax.to_vec::<f32>().unwrap(), vec![7.0, 2.0]);
     /// ```
-    pub fn scatter_reduce(&self, dim: isize, ids: &Tensor, src: &Tensor, op: ScatterOp, include_self: bool) -> Result<Tensor> {
+    pub fn scatter_reduce(
+        &self,
+        dim: isize,
+        ids: &Tensor,
+        src: &Tensor,
+        op: ScatterOp,
+        include_self: bool,
+    ) -> Result<Tensor> {
         let name = if op == ScatterOp::Replace { "scatter" } else { "scatter_reduce" };
         self.scatter_impl(name, dim, ids, src, op, include_self, true)
     }
@@ -91,7 +98,12 @@ impl Tensor {
         if source.shape() != want.as_slice() {
             return Err(Error::shape(
                 OP,
-                format!("source {:?} for self {:?} and {} indices along dim {d} (expected {want:?})", source.shape(), self.shape(), ids.numel()),
+                format!(
+                    "source {:?} for self {:?} and {} indices along dim {d} (expected {want:?})",
+                    source.shape(),
+                    self.shape(),
+                    ids.numel()
+                ),
             ));
         }
         ids.check_ids(OP, self.shape()[d])?;
@@ -106,7 +118,16 @@ impl Tensor {
     /// `check`: range-check the ids (a readback of GPU ids of unknown range); backward passes
     /// false for ids its forward already checked.
     #[allow(clippy::too_many_arguments)]
-    fn scatter_impl(&self, op: &'static str, dim: isize, ids: &Tensor, src: &Tensor, kind: ScatterOp, include_self: bool, check: bool) -> Result<Tensor> {
+    fn scatter_impl(
+        &self,
+        op: &'static str,
+        dim: isize,
+        ids: &Tensor,
+        src: &Tensor,
+        kind: ScatterOp,
+        include_self: bool,
+        check: bool,
+    ) -> Result<Tensor> {
         let d = self.axis(op, dim)?;
         self.check_same_device(op, ids)?;
         self.check_same_device(op, src)?;
@@ -133,9 +154,26 @@ impl Tensor {
                 src = src.narrow(k as isize, 0, n)?;
             }
         }
-        let out = self.storage().scatter_reduce(self.layout(), &ids.storage(), ids.layout(), &src.storage(), src.layout(), d, kind, include_self)?;
+        let out = self.storage().scatter_reduce(
+            self.layout(),
+            &ids.storage(),
+            ids.layout(),
+            &src.storage(),
+            src.layout(),
+            d,
+            kind,
+            include_self,
+        )?;
         let inputs: &[&Tensor] = if self.dtype().is_float() { &[self, &src] } else { &[] };
-        let saved = Saved { x: self.detach(), src: src.detach(), ids: ids.clone(), d: d as isize, kind, include_self, result: Arc::new(OnceLock::new()) };
+        let saved = Saved {
+            x: self.detach(),
+            src: src.detach(),
+            ids: ids.clone(),
+            d: d as isize,
+            kind,
+            include_self,
+            result: Arc::new(OnceLock::new()),
+        };
         let slot = saved.result.clone();
         let t = Tensor::from_op(out, self.shape(), self.device(), op, inputs, move |g| saved.grads(g))?;
         if t.requires_grad() {
@@ -147,7 +185,14 @@ impl Tensor {
 
 impl Tensor {
     /// A scatter at ids its caller's forward already checked (`None`: the value 0).
-    fn scatter_trusted(&self, d: isize, ids: &Tensor, src: Option<&Tensor>, kind: ScatterOp, include_self: bool) -> Result<Tensor> {
+    fn scatter_trusted(
+        &self,
+        d: isize,
+        ids: &Tensor,
+        src: Option<&Tensor>,
+        kind: ScatterOp,
+        include_self: bool,
+    ) -> Result<Tensor> {
         let zeros;
         let src = match src {
             Some(s) => s,
@@ -175,12 +220,23 @@ impl Saved {
     /// `[d self, d src]` for the output gradient `g`, PyTorch's rules (`scatter_reduce_backward`).
     fn grads(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (x, src, ids, d) = (&self.x, &self.src, &self.ids, self.d);
-        let result = || self.result.get().cloned().ok_or_else(|| Error::Autograd { op: "scatter_reduce", msg: "output not saved".into() });
+        let result = || {
+            self.result
+                .get()
+                .cloned()
+                .ok_or_else(|| Error::Autograd { op: "scatter_reduce", msg: "output not saved".into() })
+        };
         let (dx, dsrc) = match self.kind {
             ScatterOp::Replace => {
                 // Only the value that won (the last landing on its element) reaches the output.
                 let order = Tensor::arange_u32(ids.numel(), ids.device())?.reshape(ids.shape())?;
-                let last = Tensor::full_dtype(x.shape(), 0.0, DType::U32, x.device())?.scatter_trusted(d, ids, Some(&order), ScatterOp::Replace, true)?;
+                let last = Tensor::full_dtype(x.shape(), 0.0, DType::U32, x.device())?.scatter_trusted(
+                    d,
+                    ids,
+                    Some(&order),
+                    ScatterOp::Replace,
+                    true,
+                )?;
                 let won = last.gather_in_range(d, ids)?.eq(&order)?.to_dtype(g.dtype())?;
                 (g.clone(), (&g.gather_in_range(d, ids)? * &won)?)
             }
@@ -188,7 +244,8 @@ impl Saved {
             ScatterOp::Mean => {
                 let start = if self.include_self { 1.0 } else { 0.0 };
                 let ones = Tensor::ones_like(src)?;
-                let n = Tensor::full_dtype(x.shape(), start, g.dtype(), g.device())?.scatter_add_checked(d, ids, &ones, false)?;
+                let n = Tensor::full_dtype(x.shape(), start, g.dtype(), g.device())?
+                    .scatter_add_checked(d, ids, &ones, false)?;
                 let n = Tensor::where_(&n.eq_scalar(0.0)?, &Tensor::ones_like(&n)?, &n)?;
                 let share = (g / &n)?;
                 let dsrc = share.gather_in_range(d, ids)?;
@@ -202,7 +259,9 @@ impl Saved {
                 let others = x_safe.scatter_trusted(d, ids, Some(src), ScatterOp::Prod, self.include_self)?;
                 let dx = (&(g * &others)? / &x_safe)?;
                 let src_zero = src.eq_scalar(0.0)?;
-                let zeros_landing = Tensor::zeros_like(x)?.scatter_add_checked(d, ids, &src_zero.to_dtype(x.dtype())?, false)?.gather_in_range(d, ids)?;
+                let zeros_landing = Tensor::zeros_like(x)?
+                    .scatter_add_checked(d, ids, &src_zero.to_dtype(x.dtype())?, false)?
+                    .gather_in_range(d, ids)?;
                 let single = src_zero.logical_and(&zeros_landing.eq_scalar(1.0)?)?;
                 let src_one = Tensor::where_(&single, &Tensor::ones_like(src)?, src)?;
                 let without = x.scatter_trusted(d, ids, Some(&src_one), ScatterOp::Prod, self.include_self)?;
@@ -225,7 +284,11 @@ impl Saved {
             }
         };
         // Elements that ids name lose their own value unless it was included.
-        let dx = if self.include_self && self.kind != ScatterOp::Replace { dx } else { dx.scatter_trusted(d, ids, None, ScatterOp::Replace, true)? };
+        let dx = if self.include_self && self.kind != ScatterOp::Replace {
+            dx
+        } else {
+            dx.scatter_trusted(d, ids, None, ScatterOp::Replace, true)?
+        };
         Ok(vec![Some(dx), Some(dsrc)])
     }
 }

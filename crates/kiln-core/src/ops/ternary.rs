@@ -19,7 +19,11 @@ impl Tensor {
             }
         }
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: name, dtype: self.dtype(), why: " (needs a float tensor)".into() });
+            return Err(Error::UnsupportedDType {
+                op: name,
+                dtype: self.dtype(),
+                why: " (needs a float tensor)".into(),
+            });
         }
         let shape = broadcast_shapes(name, &broadcast_shapes(name, self.shape(), b.shape())?, c.shape())?;
         let (xa, xb, xc) = (self.expand(&shape)?, b.expand(&shape)?, c.expand(&shape)?);

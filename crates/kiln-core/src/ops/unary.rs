@@ -7,7 +7,11 @@ impl Tensor {
     /// Applies a unary op, recording its gradient.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         if op.float_only() && !self.dtype().is_float() && !matches!(op, UnaryOp::IsNan | UnaryOp::IsInf) {
-            return Err(Error::UnsupportedDType { op: op.name(), dtype: self.dtype(), why: " (needs a float tensor)".into() });
+            return Err(Error::UnsupportedDType {
+                op: op.name(),
+                dtype: self.dtype(),
+                why: " (needs a float tensor)".into(),
+            });
         }
         let out = self.storage().unary(self.layout(), op)?;
         let x = self.clone();
@@ -255,6 +259,8 @@ impl Tensor {
         let out = self.storage().cast(self.layout(), dtype)?;
         let from = self.dtype();
         let inputs: &[&Tensor] = if from.is_float() && dtype.is_float() { &[self] } else { &[] };
-        Tensor::from_op(out, self.shape(), self.device(), "to_dtype", inputs, move |g| Ok(vec![Some(g.to_dtype(from)?)]))
+        Tensor::from_op(out, self.shape(), self.device(), "to_dtype", inputs, move |g| {
+            Ok(vec![Some(g.to_dtype(from)?)])
+        })
     }
 }

@@ -26,7 +26,10 @@ impl Tensor {
             Some(l) => Ok(self.view_of(l, "reshape", back)),
             None => {
                 let c = self.contiguous()?;
-                let l = c.layout().reshape_view(shape).ok_or_else(|| Error::shape("reshape", "internal: contiguous view"))?;
+                let l = c
+                    .layout()
+                    .reshape_view(shape)
+                    .ok_or_else(|| Error::shape("reshape", "internal: contiguous view"))?;
                 Ok(c.view_of(l, "reshape", back))
             }
         }
@@ -36,13 +39,20 @@ impl Tensor {
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
         let known = shape.iter().filter(|&&d| d >= 0).try_fold(1usize, |n, &d| n.checked_mul(d as usize));
         let Some(known) = known else {
-            return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}: too many elements", self.shape())));
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape {:?} into {shape:?}: too many elements", self.shape()),
+            ));
         };
         let unknown = shape.iter().filter(|&&d| d < 0).count();
-        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
+        if unknown > 1
+            || shape.iter().any(|&d| d < -1)
+            || (unknown == 1 && (known == 0 || !self.numel().is_multiple_of(known)))
+        {
             return Err(Error::shape("reshape", format!("cannot reshape {:?} into {shape:?}", self.shape())));
         }
-        let dims: Vec<usize> = shape.iter().map(|&d| if d < 0 { self.numel() / known.max(1) } else { d as usize }).collect();
+        let dims: Vec<usize> =
+            shape.iter().map(|&d| if d < 0 { self.numel() / known.max(1) } else { d as usize }).collect();
         self.reshape(&dims)
     }
 
@@ -53,7 +63,10 @@ impl Tensor {
         }
         let (s, e) = (self.axis("flatten", start)?, self.axis("flatten", end)?);
         if s > e {
-            return Err(Error::invalid("flatten", format!("start {start} after end {end} for shape {:?}", self.shape())));
+            return Err(Error::invalid(
+                "flatten",
+                format!("start {start} after end {end} for shape {:?}", self.shape()),
+            ));
         }
         let mut shape: Vec<usize> = self.shape()[..s].to_vec();
         shape.push(self.shape()[s..=e].iter().product());
@@ -70,8 +83,12 @@ impl Tensor {
     /// ```
     pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
         let mut seen = vec![false; self.rank()];
-        if dims.len() != self.rank() || dims.iter().any(|&d| d >= self.rank() || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::invalid("permute", format!("{dims:?} is not a permutation of the dims of {:?}", self.shape())));
+        if dims.len() != self.rank() || dims.iter().any(|&d| d >= self.rank() || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(Error::invalid(
+                "permute",
+                format!("{dims:?} is not a permutation of the dims of {:?}", self.shape()),
+            ));
         }
         let mut inverse = vec![0; dims.len()];
         for (i, &d) in dims.iter().enumerate() {
@@ -125,7 +142,12 @@ impl Tensor {
         let d = self.axis("slice", dim)?;
         let size = self.shape()[d];
         if start > end || end > size || step == 0 {
-            return Err(Error::IndexOutOfRange { op: "slice", index: end as i64, size, what: format!("dim {d} (start {start}, step {step})") });
+            return Err(Error::IndexOutOfRange {
+                op: "slice",
+                index: end as i64,
+                size,
+                what: format!("dim {d} (start {start}, step {step})"),
+            });
         }
         let len = (end - start).div_ceil(step);
         let layout = self.layout().step(d, start, len, step);
@@ -185,7 +207,10 @@ impl Tensor {
             return Err(Error::shape("expand", format!("cannot broadcast {:?} to {shape:?}", self.shape())));
         }
         if kiln_backend::checked_numel(shape).is_none() {
-            return Err(Error::shape("expand", format!("cannot broadcast {:?} to {shape:?}: more elements than fit a usize", self.shape())));
+            return Err(Error::shape(
+                "expand",
+                format!("cannot broadcast {:?} to {shape:?}: more elements than fit a usize", self.shape()),
+            ));
         }
         let src = self.shape().to_vec();
         Ok(self.view_of(self.layout().broadcast_to(shape), "expand", move |g| Ok(vec![Some(g.sum_to_shape(&src)?)])))
@@ -215,9 +240,10 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let extra = self.rank().checked_sub(shape.len()).ok_or_else(|| {
-            Error::shape("sum_to_shape", format!("{:?} has fewer dims than {shape:?}", self.shape()))
-        })?;
+        let extra = self
+            .rank()
+            .checked_sub(shape.len())
+            .ok_or_else(|| Error::shape("sum_to_shape", format!("{:?} has fewer dims than {shape:?}", self.shape())))?;
         if shape.iter().zip(&self.shape()[extra..]).any(|(&t, &s)| t != s && t != 1) {
             return Err(Error::shape("sum_to_shape", format!("{:?} does not broadcast from {shape:?}", self.shape())));
         }

@@ -125,8 +125,9 @@ fn attention_matches_the_definition_and_does_not_depend_on_the_thread_count() {
             pool.install(|| {
                 let (qs, ks, vs, ms) = (st(q.clone()), st(k.clone()), st(v.clone()), st(mask.clone()));
                 let (o, lse) = qs.attention_forward(&ks, &vs, Some(&ms), None, &p).expect("forward");
-                let (dq, dk, dv) =
-                    qs.attention_backward(&ks, &vs, Some(&ms), None, &o, &lse, &st(dout.clone()), &p).expect("backward");
+                let (dq, dk, dv) = qs
+                    .attention_backward(&ks, &vs, Some(&ms), None, &o, &lse, &st(dout.clone()), &p)
+                    .expect("backward");
                 [host(&o), host(&dq), host(&dk), host(&dv)]
             })
         };

@@ -77,7 +77,8 @@ fn f32_binary_on_broadcast_rows_matches_f32_arithmetic() {
     assert_eq!(got.as_host(), &HostData::F32(want));
     // And the scalar on the left: 0.5 - x.
     let half = st(vec![0.5f32]);
-    let got = half.binary(&c(&[]).broadcast_to(&[rows, n]), &st(x.clone()), &c(&[rows, n]), BinaryOp::Sub).expect("sub");
+    let got =
+        half.binary(&c(&[]).broadcast_to(&[rows, n]), &st(x.clone()), &c(&[rows, n]), BinaryOp::Sub).expect("sub");
     assert_eq!(got.as_host(), &HostData::F32(x.iter().map(|v| 0.5 - v).collect()));
 }
 
@@ -99,7 +100,8 @@ fn unary_cast_and_where_over_every_layout() {
         // where: the condition, on_true and on_false each take a different layout form.
         let ls = layouts(shape);
         for i in 0..ls.len() {
-            let ((cn, cl, clen), (tn, tl, tlen), (fname, fl, flen)) = (&ls[i], &ls[(i + 1) % ls.len()], &ls[(i + 2) % ls.len()]);
+            let ((cn, cl, clen), (tn, tl, tlen), (fname, fl, flen)) =
+                (&ls[i], &ls[(i + 1) % ls.len()], &ls[(i + 2) % ls.len()]);
             let cond: Vec<bool> = rng.vec(*clen).into_iter().map(|v| v > 0.0).collect();
             let (t, f) = (rng.vec(*tlen), rng.vec(*flen));
             let cond_f: Vec<f64> = cond.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
@@ -132,7 +134,9 @@ fn out_of_bounds_layouts_are_refused() {
     let l = Layout::new(vec![3, 4], vec![4, 1], 1);
     let err = st(vec![0.0f32; 12]).unary(&l, UnaryOp::Neg).expect_err("past the end");
     assert!(err.to_string().contains("reaches past"), "{err}");
-    let err = st(vec![0.0f32; 12]).binary(&c(&[3, 4]), &st(vec![0.0f32; 12]), &l, BinaryOp::Add).expect_err("rhs past the end");
+    let err = st(vec![0.0f32; 12])
+        .binary(&c(&[3, 4]), &st(vec![0.0f32; 12]), &l, BinaryOp::Add)
+        .expect_err("rhs past the end");
     assert!(err.to_string().contains("reaches past"), "{err}");
 }
 

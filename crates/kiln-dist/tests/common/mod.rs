@@ -5,9 +5,9 @@
 
 use kiln_core::{Device, Tensor};
 use kiln_data::{DataLoader, VecBatcher, VecDataset};
-use kiln_dist::{DdpConfig, DistError, DistributedDataParallel, Communicator};
-use kiln_nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use kiln_dist::{Communicator, DdpConfig, DistError, DistributedDataParallel};
 use kiln_nn::module::prefixed;
+use kiln_nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use kiln_nn::{Linear, Module, ModuleExt, Relu, Sequential, TransformerBlock};
 use std::sync::{Mutex, MutexGuard};
 
@@ -54,7 +54,11 @@ impl Tiny {
         Ok(match kind {
             Kind::Mlp => Tiny {
                 kind,
-                body: Sequential::new().add(Linear::new(13, hidden, true, device)?).add(Relu).add(Linear::new(hidden, hidden, true, device)?).add(Relu),
+                body: Sequential::new()
+                    .add(Linear::new(13, hidden, true, device)?)
+                    .add(Relu)
+                    .add(Linear::new(hidden, hidden, true, device)?)
+                    .add(Relu),
                 block: None,
                 head: Linear::new(hidden, CLASSES, true, device)?,
             },
@@ -87,7 +91,8 @@ impl Tiny {
             }
             Kind::Transformer => {
                 let y: Vec<u32> = ids.iter().flat_map(|&i| (0..SEQ).map(move |t| label(i, t))).collect();
-                let logits = self.forward(&Tensor::from_vec(x, &[n, SEQ, WIDTH], device)?)?.reshape(&[n * SEQ, CLASSES])?;
+                let logits =
+                    self.forward(&Tensor::from_vec(x, &[n, SEQ, WIDTH], device)?)?.reshape(&[n * SEQ, CLASSES])?;
                 kiln_nn::loss::cross_entropy_loss(&logits, &Tensor::from_vec(y, &[n * SEQ], device)?)
             }
         }
@@ -129,7 +134,8 @@ pub fn label(i: u32, t: usize) -> u32 {
 }
 
 fn loader(shard: Option<(usize, usize)>) -> DataLoader<VecDataset<u32>, VecBatcher> {
-    let l = DataLoader::new(VecDataset::new((0..SAMPLES).collect()), VecBatcher, GLOBAL_BATCH).expect("loader").shuffle(5);
+    let l =
+        DataLoader::new(VecDataset::new((0..SAMPLES).collect()), VecBatcher, GLOBAL_BATCH).expect("loader").shuffle(5);
     match shard {
         Some((rank, world)) => l.shard(rank, world).expect("shard"),
         None => l,
@@ -148,8 +154,12 @@ pub fn schedule(shard: Option<(usize, usize)>) -> Vec<Vec<u32>> {
 /// whose signs depend on the summation order.
 fn optimizer(kind: Kind, model: &Tiny) -> Box<dyn Optimizer> {
     match kind {
-        Kind::Mlp => Box::new(Adam::new(model.parameters(), AdamConfig { lr: 1e-2, ..Default::default() }).expect("adam")),
-        Kind::Transformer => Box::new(Sgd::new(model.parameters(), SgdConfig { momentum: 0.9, ..SgdConfig::new(0.05) }).expect("sgd")),
+        Kind::Mlp => {
+            Box::new(Adam::new(model.parameters(), AdamConfig { lr: 1e-2, ..Default::default() }).expect("adam"))
+        }
+        Kind::Transformer => {
+            Box::new(Sgd::new(model.parameters(), SgdConfig { momentum: 0.9, ..SgdConfig::new(0.05) }).expect("sgd"))
+        }
     }
 }
 
@@ -173,7 +183,13 @@ pub fn train_reference(kind: Kind, device: &Device) -> Vec<Vec<f32>> {
 /// One rank's data-parallel run of the same training. Every rank initialises differently
 /// (seed 100 + rank): the broadcast from rank 0 must make them equal. `micro` splits each
 /// rank's part into that many micro-batches, all but the last under `no_sync`.
-pub fn train_rank(kind: Kind, device: &Device, comm: Box<dyn Communicator>, cfg: DdpConfig, micro: usize) -> Result<Vec<Vec<f32>>, DistError> {
+pub fn train_rank(
+    kind: Kind,
+    device: &Device,
+    comm: Box<dyn Communicator>,
+    cfg: DdpConfig,
+    micro: usize,
+) -> Result<Vec<Vec<f32>>, DistError> {
     train_rank_keep(kind, device, comm, cfg, micro).map(|(v, _)| v)
 }
 
@@ -217,6 +233,10 @@ pub fn assert_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], tol: f64) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let scale = w.iter().fold(0f64, |m, x| m.max(f64::from(x.abs()))).max(1e-6);
         let diff = g.iter().zip(w).fold(0f64, |m, (a, b)| m.max(f64::from((a - b).abs())));
-        assert!(diff / scale <= tol, "{what}: parameter {i} differs by {:.3e} relative (max |diff| {diff:.3e})", diff / scale);
+        assert!(
+            diff / scale <= tol,
+            "{what}: parameter {i} differs by {:.3e} relative (max |diff| {diff:.3e})",
+            diff / scale
+        );
     }
 }

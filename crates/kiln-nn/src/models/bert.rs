@@ -52,21 +52,26 @@ impl BertConfig {
     /// are implemented; a config asking for anything else is an error, not a silent mismatch.
     pub fn from_hf_json(text: &str) -> Result<BertConfig> {
         const OP: &str = "BertConfig::from_hf_json";
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::invalid(OP, format!("not JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid(OP, format!("not JSON: {e}")))?;
         let size = |key: &str| -> Result<usize> {
             v.get(key)
                 .and_then(serde_json::Value::as_u64)
                 .map(|n| n as usize)
                 .ok_or_else(|| Error::invalid(OP, format!("no integer {key:?}")))
         };
-        let text_field = |key: &str, default: &str| v.get(key).and_then(serde_json::Value::as_str).unwrap_or(default).to_string();
+        let text_field =
+            |key: &str, default: &str| v.get(key).and_then(serde_json::Value::as_str).unwrap_or(default).to_string();
         let act = text_field("hidden_act", "gelu");
         if act != "gelu" {
             return Err(Error::invalid(OP, format!("hidden_act {act:?}: only \"gelu\" (erf) is implemented")));
         }
         let pos = text_field("position_embedding_type", "absolute");
         if pos != "absolute" {
-            return Err(Error::invalid(OP, format!("position_embedding_type {pos:?}: only \"absolute\" is implemented")));
+            return Err(Error::invalid(
+                OP,
+                format!("position_embedding_type {pos:?}: only \"absolute\" is implemented"),
+            ));
         }
         let cfg = BertConfig {
             vocab_size: size("vocab_size")?,
@@ -79,7 +84,10 @@ impl BertConfig {
             layer_norm_eps: v.get("layer_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-12),
         };
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
-            return Err(Error::invalid(OP, format!("hidden_size {} is not a multiple of {} heads", cfg.hidden_size, cfg.num_attention_heads)));
+            return Err(Error::invalid(
+                OP,
+                format!("hidden_size {} is not a multiple of {} heads", cfg.hidden_size, cfg.num_attention_heads),
+            ));
         }
         Ok(cfg)
     }
@@ -176,7 +184,10 @@ impl BertModel {
     pub fn new(config: &BertConfig, device: &Device) -> Result<BertModel> {
         let h = config.hidden_size;
         if config.num_attention_heads == 0 || !h.is_multiple_of(config.num_attention_heads) {
-            return Err(Error::invalid("BertModel::new", format!("hidden_size {h} is not a multiple of {} heads", config.num_attention_heads)));
+            return Err(Error::invalid(
+                "BertModel::new",
+                format!("hidden_size {h} is not a multiple of {} heads", config.num_attention_heads),
+            ));
         }
         Ok(BertModel {
             config: config.clone(),
@@ -212,7 +223,10 @@ impl BertModel {
         }
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
         if t > self.config.max_position_embeddings {
-            return Err(Error::shape(OP, format!("{t} tokens, the model has {} positions", self.config.max_position_embeddings)));
+            return Err(Error::shape(
+                OP,
+                format!("{t} tokens, the model has {} positions", self.config.max_position_embeddings),
+            ));
         }
         if let Some(m) = attention_mask.filter(|m| m.shape() != [b, t]) {
             return Err(Error::shape(OP, format!("attention_mask {:?} for ids {:?}", m.shape(), ids.shape())));

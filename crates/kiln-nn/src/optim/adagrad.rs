@@ -1,6 +1,9 @@
 //! Adagrad (`torch.optim.Adagrad`) with learning-rate decay.
 
-use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core, step_unless_on_host, with_l2};
+use super::{
+    Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core,
+    step_unless_on_host, with_l2,
+};
 use kiln_core::{Result, Tensor};
 
 /// Hyper-parameters of [`Adagrad`] (PyTorch's defaults via `Default`).
@@ -48,7 +51,13 @@ impl Adagrad {
 }
 
 /// One Adagrad update: the new parameter and `sum`.
-fn adagrad_rule(c: AdagradConfig, h: Hyper, p: &Tensor, g: &Tensor, state: Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)> {
+fn adagrad_rule(
+    c: AdagradConfig,
+    h: Hyper,
+    p: &Tensor,
+    g: &Tensor,
+    state: Option<&ParamState>,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let g = with_l2(g, p, h.weight_decay)?;
     let clr = h.lr / (1.0 + (h.step as f64 - 1.0) * c.lr_decay);
     let g_sq = g.square()?;
@@ -77,7 +86,8 @@ impl Optimizer for Adagrad {
         if c.lr_decay != 0.0 || !self.core.gateable(found_inf) {
             return step_unless_on_host(self, found_inf);
         }
-        let neutral = |p: &Tensor| Ok(vec![Tensor::full_dtype(p.shape(), c.initial_accumulator_value, p.dtype(), p.device())?]);
+        let neutral =
+            |p: &Tensor| Ok(vec![Tensor::full_dtype(p.shape(), c.initial_accumulator_value, p.dtype(), p.device())?]);
         self.core.step_gated(found_inf, |h, p, g, state| adagrad_rule(c, h, p, g, state), neutral)
     }
 

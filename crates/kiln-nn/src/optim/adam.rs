@@ -1,7 +1,10 @@
 //! Adam (`torch.optim.Adam`, L2 penalty in the gradient) and AdamW (`torch.optim.AdamW`,
 //! decoupled weight decay), without AMSGrad.
 
-use super::{Gate, Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core, step_unless_on_host};
+use super::{
+    Gate, Hyper, OptimCore, Optimizer, ParamGroup, ParamState, check_non_negative, delegate_to_core,
+    step_unless_on_host,
+};
 use kiln_core::optim_kernels::OptimKernels;
 use kiln_core::{AdamParams, DType, Error, Result, Tensor};
 
@@ -76,7 +79,9 @@ fn adam_fused(
             let mut next = || bufs.next().ok_or_else(|| Error::invalid("Adam", "optimizer state lost a moment buffer"));
             (next()?.detach(), next()?.detach(), steps)
         }
-        None => (Tensor::zeros_like(p)?, Tensor::zeros_like(p)?, Tensor::full_dtype(&[2], 0.0, DType::U32, p.device())?),
+        None => {
+            (Tensor::zeros_like(p)?, Tensor::zeros_like(p)?, Tensor::full_dtype(&[2], 0.0, DType::U32, p.device())?)
+        }
     };
     let params = AdamParams { lr: h.lr, beta1, beta2, eps, weight_decay: h.weight_decay, decoupled, step: h.step };
     p.adam_step_gated_(g, &m, &v, &steps, gate.map(|g| g.flag), &params)?;

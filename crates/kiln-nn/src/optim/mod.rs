@@ -348,7 +348,13 @@ impl OptimCore {
     pub(crate) fn step_in_place(
         &mut self,
         found_inf: Option<&Tensor>,
-        mut update: impl FnMut(Hyper, &Tensor, &Tensor, Option<ParamState>, Option<Gate>) -> Result<(Vec<Tensor>, Option<Tensor>)>,
+        mut update: impl FnMut(
+            Hyper,
+            &Tensor,
+            &Tensor,
+            Option<ParamState>,
+            Option<Gate>,
+        ) -> Result<(Vec<Tensor>, Option<Tensor>)>,
     ) -> Result<()> {
         let grads = self.checked_grads()?;
         let skip = match found_inf {

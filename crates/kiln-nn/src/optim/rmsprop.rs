@@ -1,6 +1,9 @@
 //! RMSprop (`torch.optim.RMSprop`), optionally centered and with momentum.
 
-use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core, step_unless_on_host, with_l2};
+use super::{
+    Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core,
+    step_unless_on_host, with_l2,
+};
 use kiln_core::{Result, Tensor};
 
 /// Hyper-parameters of [`RmsProp`] (PyTorch's defaults via `Default`).
@@ -58,7 +61,13 @@ impl RmsProp {
 
 /// One RMSprop update: the new parameter and buffers (`square_avg`, then `momentum_buffer`
 /// and `grad_avg` when configured).
-fn rmsprop_rule(c: RmsPropConfig, h: Hyper, p: &Tensor, g: &Tensor, state: Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)> {
+fn rmsprop_rule(
+    c: RmsPropConfig,
+    h: Hyper,
+    p: &Tensor,
+    g: &Tensor,
+    state: Option<&ParamState>,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let g = with_l2(g, p, h.weight_decay)?;
     let mut prev = state.map(|s| s.bufs.iter());
     let mut next_prev = || prev.as_mut().and_then(|it| it.next());

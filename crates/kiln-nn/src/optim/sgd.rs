@@ -1,7 +1,10 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay
 //! (`torch.optim.SGD`).
 
-use super::{Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core, step_unless_on_host, with_l2};
+use super::{
+    Hyper, OptimCore, Optimizer, ParamGroup, ParamState, add_scaled, check_non_negative, delegate_to_core,
+    step_unless_on_host, with_l2,
+};
 use kiln_core::{Error, Result, Tensor};
 
 /// Hyper-parameters of [`Sgd`]; PyTorch's defaults except `lr`, which has none.
@@ -56,7 +59,13 @@ impl Sgd {
 }
 
 /// One SGD update: the new parameter and momentum buffer (none without momentum).
-fn sgd_rule(c: SgdConfig, h: Hyper, p: &Tensor, g: &Tensor, state: Option<&ParamState>) -> Result<(Tensor, Vec<Tensor>)> {
+fn sgd_rule(
+    c: SgdConfig,
+    h: Hyper,
+    p: &Tensor,
+    g: &Tensor,
+    state: Option<&ParamState>,
+) -> Result<(Tensor, Vec<Tensor>)> {
     let g = with_l2(g, p, h.weight_decay)?;
     if c.momentum == 0.0 {
         return Ok((add_scaled(p, &g, -h.lr)?, vec![]));

@@ -80,7 +80,11 @@ pub fn gradcheck(what: &str, f: &dyn Fn() -> Result<Tensor>, inputs: &[(String, 
             let down = eval(&v);
             let numeric = (up - down) / (2.0 * EPS);
             let err = (analytic[i] - numeric).abs() / 1f64.max(numeric.abs()).max(analytic[i].abs());
-            assert!(err <= TOL, "{what}: d/d{name}[{i}]: analytic {} vs numeric {numeric} (rel err {err:e})", analytic[i]);
+            assert!(
+                err <= TOL,
+                "{what}: d/d{name}[{i}]: analytic {} vs numeric {numeric} (rel err {err:e})",
+                analytic[i]
+            );
         }
         eval(&base);
     }

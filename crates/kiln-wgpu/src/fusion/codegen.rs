@@ -2,8 +2,8 @@
 //! expressions, dtypes, load kinds and wiring, never buffers or sizes or parameter values, so a
 //! repeated training step reuses every kernel it built the first time.
 
-use crate::shaders::Template;
 use crate::kernels::{compute_type, enables, load, module, param, storage_type, store};
+use crate::shaders::Template;
 use kiln_backend::{DType, Result};
 use std::fmt::Write;
 
@@ -139,11 +139,16 @@ impl GroupPlan {
         }
         for (m, &(_, d)) in self.outputs.iter().enumerate() {
             let binding = self.inputs.len() + m + 1;
-            let _ = writeln!(bindings, "@group(0) @binding({binding}) var<storage, read_write> out{m}: array<{}>;", array(d)?);
+            let _ = writeln!(
+                bindings,
+                "@group(0) @binding({binding}) var<storage, read_write> out{m}: array<{}>;",
+                array(d)?
+            );
         }
         let mut functions = String::new();
         for (f, sig) in self.fns.iter().enumerate() {
-            let mut args: Vec<String> = sig.in_dtypes.iter().enumerate().map(|(k, &d)| format!("x{k}: {}", compute_type(d))).collect();
+            let mut args: Vec<String> =
+                sig.in_dtypes.iter().enumerate().map(|(k, &d)| format!("x{k}: {}", compute_type(d))).collect();
             if sig.random {
                 args.extend(["b: vec4<u32>".to_string(), "l: u32".to_string()]);
             }
@@ -152,7 +157,12 @@ impl GroupPlan {
             args.push(format!("p1: {pty}"));
             // Unfused, every f16 result is rounded to f16 when stored: round here too.
             let value = if sig.out == DType::F16 { format!("f32(f16({}))", sig.value) } else { sig.value.clone() };
-            let _ = writeln!(functions, "fn kf{f}({}) -> {} {{\n    return {value};\n}}", args.join(", "), compute_type(sig.out));
+            let _ = writeln!(
+                functions,
+                "fn kf{f}({}) -> {} {{\n    return {value};\n}}",
+                args.join(", "),
+                compute_type(sig.out)
+            );
         }
         // Each op's parameter words: p0, p1, and a random op's 4 key words.
         let mut param_at = Vec::with_capacity(self.ops.len());
@@ -186,13 +196,21 @@ impl GroupPlan {
                         ["x", "y", "z", "w"].iter().map(|c| load(plan.dtype, &format!("a{l}.{c}"))).collect()
                     }
                     LoadKind::Scalar => {
-                        let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("{buf}[{word} >> 2u][{word} & 3u]")));
+                        let _ = writeln!(
+                            body,
+                            "    let a{l} = {};",
+                            load(plan.dtype, &format!("{buf}[{word} >> 2u][{word} & 3u]"))
+                        );
                         vec![format!("a{l}"); 4]
                     }
                     LoadKind::Strided => (0..4)
                         .map(|c| {
                             let _ = writeln!(body, "    let e{l}_{c} = layout_index({word}, 4u * i + {c}u);");
-                            let _ = writeln!(body, "    let a{l}_{c} = {};", load(plan.dtype, &format!("{buf}[e{l}_{c} >> 2u][e{l}_{c} & 3u]")));
+                            let _ = writeln!(
+                                body,
+                                "    let a{l}_{c} = {};",
+                                load(plan.dtype, &format!("{buf}[e{l}_{c} >> 2u][e{l}_{c} & 3u]"))
+                            );
                             format!("a{l}_{c}")
                         })
                         .collect(),
@@ -334,7 +352,8 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     // Dropout (x · mask, the mask never stored) after a producer, two random ops in one kernel,
     // and every random value, scalar and vec4, f32 and f16.
     let random = |dist, d| {
-        let spec = crate::kernels::elementwise::random_spec(dist, kiln_backend::PhiloxKey { seed: 0, counter: 0 }, d).ok()?;
+        let spec =
+            crate::kernels::elementwise::random_spec(dist, kiln_backend::PhiloxKey { seed: 0, counter: 0 }, d).ok()?;
         Some(std::sync::Arc::new(FnSig::new(spec.value, vec![], d, true)))
     };
     let bern = kiln_backend::Distribution::Bernoulli { keep: 0.8, value: 1.25 };
@@ -367,10 +386,14 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             outputs: vec![(2, f), (3, f), (4, f), (5, f), (6, DType::U32)],
             vec4,
         });
-        let fns16: Vec<_> = [random(bern, h), random(kiln_backend::Distribution::Normal, h), random(kiln_backend::Distribution::Uniform, h)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let fns16: Vec<_> = [
+            random(bern, h),
+            random(kiln_backend::Distribution::Normal, h),
+            random(kiln_backend::Distribution::Uniform, h),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if !vec4 {
             plans.push(GroupPlan {
                 fns: fns16,

@@ -17,7 +17,7 @@ use codegen::FnSig;
 use kiln_backend::{DType, Layout, Result};
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Pending ops past this count are flushed at once, bounding the buffers they keep alive.
@@ -89,12 +89,19 @@ pub(crate) struct Pending {
 impl Pending {
     fn intern(&mut self, spec: &Spec) -> Arc<FnSig> {
         let same = |f: &&Arc<FnSig>| {
-            f.out == spec.out && f.random == spec.philox.is_some() && f.in_dtypes.iter().eq(spec.inputs.iter().map(|d| &d.0))
+            f.out == spec.out
+                && f.random == spec.philox.is_some()
+                && f.in_dtypes.iter().eq(spec.inputs.iter().map(|d| &d.0))
         };
         if let Some(f) = self.sigs.get(&spec.value).and_then(|v| v.iter().find(same)) {
             return f.clone();
         }
-        let f = Arc::new(FnSig::new(spec.value.clone(), spec.inputs.iter().map(|d| d.0).collect(), spec.out, spec.philox.is_some()));
+        let f = Arc::new(FnSig::new(
+            spec.value.clone(),
+            spec.inputs.iter().map(|d| d.0).collect(),
+            spec.out,
+            spec.philox.is_some(),
+        ));
         self.sigs.entry(spec.value.clone()).or_default().push(f.clone());
         f
     }

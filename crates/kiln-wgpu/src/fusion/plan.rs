@@ -200,8 +200,14 @@ impl GpuContext {
     ) -> Result<u64> {
         let start = range.start;
         let numel = nodes[start].numel;
-        let mut plan =
-            GroupPlan { fns: Vec::new(), ops: Vec::new(), loads: Vec::new(), inputs: Vec::new(), outputs: Vec::new(), vec4: false };
+        let mut plan = GroupPlan {
+            fns: Vec::new(),
+            ops: Vec::new(),
+            loads: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            vec4: false,
+        };
         // Binding sources in order, and the buffers behind them.
         let mut sources: Vec<SourceKey> = Vec::new();
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -309,7 +315,11 @@ fn vec4_ok(plan: &GroupPlan, loads: &[(usize, &Layout)], numel: usize) -> bool {
         && numel >= VEC4_MIN
         && plan.inputs.iter().all(wide)
         && plan.outputs.iter().all(|(_, d)| wide(d))
-        && plan.loads.iter().zip(loads).all(|(l, (_, layout))| l.kind != LoadKind::Contiguous || layout.offset().is_multiple_of(4))
+        && plan
+            .loads
+            .iter()
+            .zip(loads)
+            .all(|(l, (_, layout))| l.kind != LoadKind::Contiguous || layout.offset().is_multiple_of(4))
 }
 
 fn unreachable_output<T>(i: usize) -> Result<T> {

@@ -7,9 +7,9 @@
 //! [`Tiling`]). Calls whose score matrix is small take the materialised path
 //! (`attention_matmul.rs`) instead; `attention_path.rs` decides.
 
-use crate::shaders::Template;
-use super::fused::{Access, check_float, check_len, enable_for, raw_binding, u32_of, FLOATS};
+use super::fused::{Access, FLOATS, check_float, check_len, enable_for, raw_binding, u32_of};
 use super::{module, storage_type};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Error, Result};
 use std::sync::Arc;
@@ -63,7 +63,9 @@ impl Tiling {
     fn choose(kernel: Kernel, d: u32, max_bytes: u32, max_threads: u32) -> Option<Tiling> {
         let fits = |t: &Tiling| t.workgroup_bytes(kernel) <= max_bytes && t.threads() <= max_threads;
         let shapes: Vec<(u32, u32)> = forced_shape().into_iter().chain(SHAPES).collect();
-        let candidates = |(d4, tc, ov): (u32, u32, u32)| shapes.clone().into_iter().map(move |(tr, cn)| Tiling { d, d4, tr, tc, cn, ov });
+        let candidates = |(d4, tc, ov): (u32, u32, u32)| {
+            shapes.clone().into_iter().map(move |(tr, cn)| Tiling { d, d4, tr, tc, cn, ov })
+        };
         Tiling::columns(d).into_iter().flat_map(candidates).find(fits)
     }
 
@@ -177,7 +179,9 @@ fn ld4_{name}(base_: u32, e_: u32) -> vec4<f32> {{ return vec4<f32>({name}[(base
 "
         );
         if write {
-            s += &format!("fn st4_{name}(base_: u32, e_: u32, v_: vec4<f32>) {{ {name}[(base_ + e_) / 4u] = vec4<{t}>(v_); }}\n");
+            s += &format!(
+                "fn st4_{name}(base_: u32, e_: u32, v_: vec4<f32>) {{ {name}[(base_ + e_) / 4u] = vec4<{t}>(v_); }}\n"
+            );
         }
         return s;
     }
@@ -287,7 +291,15 @@ pub(crate) struct Launch {
 
 /// The `kernel` launch for `rows` resident rows (queries, or keys for `Dkv`) per (batch, head):
 /// on tensor cores where `attention_coop.rs` covers the call, else the tiled f32-math kernels.
-fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams, rows: usize, masked: bool, biased: bool) -> Result<Launch> {
+fn launch(
+    op: &'static str,
+    kernel: Kernel,
+    q: &GpuStorage,
+    p: &AttentionParams,
+    rows: usize,
+    masked: bool,
+    biased: bool,
+) -> Result<Launch> {
     let dtype = q.dtype();
     check_float(op, dtype)?;
     let d = p.head_dim;
@@ -301,15 +313,21 @@ fn launch(op: &'static str, kernel: Kernel, q: &GpuStorage, p: &AttentionParams,
     }
     let ctx = q.context();
     let limits = &ctx.limits;
-    let tiling = Tiling::choose(kernel, d as u32, limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup)
-        .ok_or_else(|| Error::Unsupported {
-            op,
-            msg: format!(
-                "head dim {d}: no flash tiling fits this adapter's {} bytes of workgroup memory",
-                limits.max_compute_workgroup_storage_size
-            ),
-        })?;
-    let pipeline = ctx.cache.get(&ctx.device, op, &key(kernel, dtype, &tiling.name()), || source(kernel, dtype, &tiling))?;
+    let tiling = Tiling::choose(
+        kernel,
+        d as u32,
+        limits.max_compute_workgroup_storage_size,
+        limits.max_compute_invocations_per_workgroup,
+    )
+    .ok_or_else(|| Error::Unsupported {
+        op,
+        msg: format!(
+            "head dim {d}: no flash tiling fits this adapter's {} bytes of workgroup memory",
+            limits.max_compute_workgroup_storage_size
+        ),
+    })?;
+    let pipeline =
+        ctx.cache.get(&ctx.device, op, &key(kernel, dtype, &tiling.name()), || source(kernel, dtype, &tiling))?;
     launch_with(op, pipeline, p, rows, tiling.rows(), masked, biased)
 }
 
@@ -327,7 +345,16 @@ pub(crate) fn launch_with(
     let bh = p.batch * p.heads;
     let tiles = rows.div_ceil(per_group as usize);
     let groups = check_len(op, bh * tiles)?;
-    let own = [bh as u32, p.heads as u32, p.q_len as u32, p.kv_len as u32, p.causal as u32, masked as u32, (p.scale as f32).to_bits(), tiles as u32];
+    let own = [
+        bh as u32,
+        p.heads as u32,
+        p.q_len as u32,
+        p.kv_len as u32,
+        p.causal as u32,
+        masked as u32,
+        (p.scale as f32).to_bits(),
+        tiles as u32,
+    ];
     Ok(Launch { kernel: pipeline, meta: with_extras(op, own, p, biased)?, groups })
 }
 
@@ -390,7 +417,8 @@ pub(crate) fn backward(
     let dv = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let delta = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
-    let inputs = [q.buffer(), k.buffer(), v.buffer(), o.buffer(), dout.buffer(), m.buffer(), lse.buffer(), delta.buffer()];
+    let inputs =
+        [q.buffer(), k.buffer(), v.buffer(), o.buffer(), dout.buffer(), m.buffer(), lse.buffer(), delta.buffer()];
     let mut buffers = inputs.to_vec();
     buffers.extend([dq.buffer(), b.buffer()]);
     ctx.dispatch(OP, &pass0.kernel, &buffers, &pass0.meta, pass0.groups)?;
@@ -432,7 +460,8 @@ mod tests {
             }
             for kernel in [Kernel::Forward, Kernel::Dq, Kernel::Dkv] {
                 for kib in [32u32, 48] {
-                    let t = Tiling::choose(kernel, d, kib << 10, 1024).unwrap_or_else(|| panic!("d {d} {kernel:?} {kib} KiB"));
+                    let t = Tiling::choose(kernel, d, kib << 10, 1024)
+                        .unwrap_or_else(|| panic!("d {d} {kernel:?} {kib} KiB"));
                     assert!(t.workgroup_bytes(kernel) <= kib << 10);
                 }
             }

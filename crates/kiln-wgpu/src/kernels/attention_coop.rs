@@ -8,8 +8,8 @@
 //! The 16×16 tile loops are unrolled here, as in `matmul_coop.rs`: WGSL has no arrays of
 //! cooperative matrices, so each accumulator is a variable of its own.
 
-use crate::shaders::Template;
 use super::attention::{Kernel, Launch};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +103,10 @@ impl Block {
     fn strip(name: &str, array: &str, pitch: &str, count: u32) -> String {
         let mut s = format!("            let {name}_at = sid * 16u * {pitch};\n");
         for t in 0..count {
-            s += &format!("            let {name}{t} = coopLoadT<coop_mat16x16<f16, A>>(&{array}[{name}_at + {}u], {pitch});\n", t * 4);
+            s += &format!(
+                "            let {name}{t} = coopLoadT<coop_mat16x16<f16, A>>(&{array}[{name}_at + {}u], {pitch});\n",
+                t * 4
+            );
         }
         s
     }
@@ -195,7 +198,11 @@ impl Block {
 
     fn forward_parts(&self) -> Vec<(&'static str, String)> {
         let (dt_n, ct_n) = self.tiles();
-        let scores = format!("        {{\n{}{}        }}\n", Block::strip("qa", "qs", "Q4", dt_n), self.scores(&[("qa", "kv", "s", "ss")]));
+        let scores = format!(
+            "        {{\n{}{}        }}\n",
+            Block::strip("qa", "qs", "Q4", dt_n),
+            self.scores(&[("qa", "kv", "s", "ss")])
+        );
         let mut out = format!("        {{\n{}", Block::strip("pa", "ps", "P4", ct_n));
         for dt in 0..dt_n {
             out += &format!(
@@ -223,7 +230,11 @@ impl Block {
             Block::strip("da", "dos", "Q4", dt_n),
             self.scores(&[("qa", "ks", "s", "ss"), ("da", "vs", "dp", "dps")])
         );
-        let grads = format!("        {{\n{}{}        }}\n", Block::strip("ga", "dss", "P4", ct_n), self.products(&[("ga", "ks", "acc")]));
+        let grads = format!(
+            "        {{\n{}{}        }}\n",
+            Block::strip("ga", "dss", "P4", ct_n),
+            self.products(&[("ga", "ks", "acc")])
+        );
         vec![
             ("ACC_DECL", self.accumulators(&["acc"])),
             ("SCORES", scores),
@@ -274,8 +285,12 @@ pub(crate) fn launch(
         return Ok(None);
     }
     let limits = &ctx.limits;
-    let Some(block) = Block::choose(kernel, p.head_dim as u32, limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup)
-    else {
+    let Some(block) = Block::choose(
+        kernel,
+        p.head_dim as u32,
+        limits.max_compute_workgroup_storage_size,
+        limits.max_compute_invocations_per_workgroup,
+    ) else {
         return Ok(None);
     };
     let key = super::attention::key(kernel, DType::F16, &block.name());
@@ -327,7 +342,13 @@ fn emulated(src: &str) -> String {
         let open = amp + call[amp..].find('[').expect("an index");
         let close = call.rfind("], ").expect("a stride");
         let end = call.rfind(')').expect("the call's end");
-        (call[amp + 1..open].to_string(), call[open + 1..close].to_string(), call[close + 3..end].to_string(), call.starts_with("coopLoadT"), call.contains(", C>>"))
+        (
+            call[amp + 1..open].to_string(),
+            call[open + 1..close].to_string(),
+            call[close + 3..end].to_string(),
+            call.starts_with("coopLoadT"),
+            call.contains(", C>>"),
+        )
     };
     let operand = |call: &str, arrays: &mut Vec<(String, bool)>| -> String {
         let (array, index, stride, row_major, _) = parse(call);
@@ -343,8 +364,12 @@ fn emulated(src: &str) -> String {
     for line in src.lines() {
         let t = line.trim();
         let indent = &line[..line.len() - line.trim_start().len()];
-        let assigned = t.trim_start_matches("let ").trim_start_matches("var ").split(" = ").next().unwrap_or("").to_string();
-        let out = if t.starts_with("//") || t.contains("@builtin(subgroup_id)") || t.contains("@builtin(subgroup_invocation_id)") {
+        let assigned =
+            t.trim_start_matches("let ").trim_start_matches("var ").split(" = ").next().unwrap_or("").to_string();
+        let out = if t.starts_with("//")
+            || t.contains("@builtin(subgroup_id)")
+            || t.contains("@builtin(subgroup_invocation_id)")
+        {
             String::new()
         } else if t.ends_with("coop_mat16x16<f32, C>();") {
             format!("{indent}acc_zero({}u);\n", slot(&mut accs, &assigned))
@@ -402,7 +427,9 @@ fn acc_mma(a: vec4<u32>, b: vec4<u32>, c: u32) {{
     out += "fn operand(d: vec4<u32>, r: u32, c: u32) -> f32 {\n    switch d.x {\n";
     for (id, (array, half)) in arrays.iter().enumerate() {
         let get = if *half {
-            format!("let h = d.y * 4u + select(c * d.z * 4u + r, r * d.z * 4u + c, d.w == 1u); return f32({array}[h / 4u][h % 4u]);")
+            format!(
+                "let h = d.y * 4u + select(c * d.z * 4u + r, r * d.z * 4u + c, d.w == 1u); return f32({array}[h / 4u][h % 4u]);"
+            )
         } else {
             format!("return {array}[d.y + select(c * d.z + r, r * d.z + c, d.w == 1u)];")
         };
@@ -410,7 +437,10 @@ fn acc_mma(a: vec4<u32>, b: vec4<u32>, c: u32) {{
     }
     out += "        default: { return 0.0; }\n    }\n}\n";
     // Accumulator loads and stores of the f32 arrays they touch.
-    let f32_arrays: Vec<&str> = ["ss", "dps", "os"].into_iter().filter(|a| body.contains(&format!("acc_load_{a}(")) || body.contains(&format!("acc_store_{a}("))).collect();
+    let f32_arrays: Vec<&str> = ["ss", "dps", "os"]
+        .into_iter()
+        .filter(|a| body.contains(&format!("acc_load_{a}(")) || body.contains(&format!("acc_store_{a}(")))
+        .collect();
     for array in f32_arrays {
         out += &format!(
             "fn acc_load_{array}(c: u32, idx: u32, st: u32, row_major: bool) {{

@@ -10,8 +10,8 @@
 //! f32, as in the flash kernels, whose contract (hidden keys, rows that see nothing, the bias
 //! and dropout of `attention_extras.wgsl`) this follows exactly.
 
-use super::fused::{Access, FLOATS, check_float, check_len, enable_for, raw_binding, u32_of};
 use super::attention::{extras_source, with_extras};
+use super::fused::{Access, FLOATS, check_float, check_len, enable_for, raw_binding, u32_of};
 use super::{matmul::matmul, module, storage_type};
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Layout, Result};
@@ -52,7 +52,11 @@ fn forward_source(dtype: DType, vec4: bool) -> String {
     b += &raw_binding(2, "mask", "u32", Access::Read);
     b += &raw_binding(3, "lse", "f32", Access::Write);
     b += &raw_binding(4, "bias", "f32", Access::Read);
-    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS))
+    module(
+        enable_for(dtype),
+        false,
+        &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS),
+    )
 }
 
 fn backward_source(dtype: DType, vec4: bool) -> String {
@@ -61,7 +65,16 @@ fn backward_source(dtype: DType, vec4: bool) -> String {
     b += &raw_binding(3, "mask", "u32", Access::Read);
     b += &raw_binding(4, "lse", "f32", Access::Read);
     b += &raw_binding(5, "bias", "f32", Access::Read);
-    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS_BACKWARD))
+    module(
+        enable_for(dtype),
+        false,
+        &format!(
+            "{b}\n{}\n{}\n{}",
+            extras_source(),
+            crate::shaders::ATTENTION_ROWS,
+            crate::shaders::ATTENTION_PROBS_BACKWARD
+        ),
+    )
 }
 
 /// A row kernel's metadata and workgroup count. Lanes per row: a power of two giving each thread
@@ -71,7 +84,16 @@ fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool, biased: bool) 
     check_len(op, rows * p.kv_len)?;
     let lanes = p.kv_len.div_ceil(8).next_power_of_two().clamp(1, WG);
     let groups = u32_of(op, rows.div_ceil(WG / lanes), "workgroups")?;
-    let own = [rows as u32, p.q_len as u32, p.kv_len as u32, p.heads as u32, p.causal as u32, mask_on as u32, (p.scale as f32).to_bits(), lanes as u32];
+    let own = [
+        rows as u32,
+        p.q_len as u32,
+        p.kv_len as u32,
+        p.heads as u32,
+        p.causal as u32,
+        mask_on as u32,
+        (p.scale as f32).to_bits(),
+        lanes as u32,
+    ];
     Ok((with_extras(op, own, p, biased)?, groups, p.kv_len.is_multiple_of(4)))
 }
 
@@ -101,7 +123,9 @@ pub(crate) fn forward(
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, p.q_len, d), k, &transposed(bh, p.kv_len, d))?;
     let lse = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
-    let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_probs|{dtype}|v{}", vec4 as u8), || forward_source(dtype, vec4))?;
+    let kernel = ctx
+        .cache
+        .get(&ctx.device, OP, &format!("attention_probs|{dtype}|v{}", vec4 as u8), || forward_source(dtype, vec4))?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     ctx.dispatch(OP, &kernel, &[s.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     let o = matmul(&s, &rows_of(bh, p.q_len, p.kv_len), v, &rows_of(bh, p.kv_len, d))?;
@@ -127,8 +151,9 @@ pub(crate) fn backward(
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, tq, d), k, &transposed(bh, tk, d))?;
     let dp = matmul(dout, &rows_of(bh, tq, d), v, &transposed(bh, tk, d))?;
-    let kernel =
-        ctx.cache.get(&ctx.device, OP, &format!("attention_probs_bwd|{dtype}|v{}", vec4 as u8), || backward_source(dtype, vec4))?;
+    let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_probs_bwd|{dtype}|v{}", vec4 as u8), || {
+        backward_source(dtype, vec4)
+    })?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     ctx.dispatch(OP, &kernel, &[s.buffer(), dp.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     // s now holds P and dp holds dS.

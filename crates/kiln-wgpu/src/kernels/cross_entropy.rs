@@ -1,7 +1,7 @@
 //! Cross-entropy from logits: forward (`shaders/cross_entropy.wgsl`, per-row loss and
 //! log-sum-exp in one kernel) and backward (`cross_entropy_backward.wgsl`, one kernel).
 
-use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::fused::{Access, FLOATS, check_float, check_len, enable_for, float_binding, raw_binding};
 use super::params::{KernelParams, kernel_params};
 use super::{WG, module};
 use crate::shaders::Template;
@@ -43,7 +43,11 @@ fn meta(p: &CrossEntropyParams) -> Vec<u32> {
     params.words().to_vec()
 }
 
-pub(crate) fn forward(x: &GpuStorage, targets: &GpuStorage, p: &CrossEntropyParams) -> Result<(GpuStorage, GpuStorage)> {
+pub(crate) fn forward(
+    x: &GpuStorage,
+    targets: &GpuStorage,
+    p: &CrossEntropyParams,
+) -> Result<(GpuStorage, GpuStorage)> {
     const OP: &str = "cross_entropy";
     let dtype = x.dtype();
     check_float(OP, dtype)?;

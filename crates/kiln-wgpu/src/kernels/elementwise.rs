@@ -2,8 +2,8 @@
 //! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
 //! are contiguous.
 
-use crate::shaders::Template;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
+use crate::shaders::Template;
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, TernaryOp, UnaryOp};
 
@@ -36,8 +36,16 @@ impl Spec {
         let mut dtypes = vec![self.out];
         for (k, &(dtype, contiguous)) in self.inputs.iter().enumerate() {
             dtypes.push(dtype);
-            bindings += &format!("@group(0) @binding({}) var<storage, read> in{k}: array<{}>;\n", k + 1, storage_type(op, dtype)?);
-            let index = if contiguous { format!("info[info[{}u]] + i", 3 + k) } else { format!("layout_index(info[{}u], i)", 3 + k) };
+            bindings += &format!(
+                "@group(0) @binding({}) var<storage, read> in{k}: array<{}>;\n",
+                k + 1,
+                storage_type(op, dtype)?
+            );
+            let index = if contiguous {
+                format!("info[info[{}u]] + i", 3 + k)
+            } else {
+                format!("layout_index(info[{}u], i)", 3 + k)
+            };
             loads += &format!("    let x{k} = {};\n", load(dtype, &format!("in{k}[{index}]")));
         }
         let pty = self.inputs.first().map(|d| d.0).unwrap_or(self.out);
@@ -57,8 +65,11 @@ impl Spec {
             self.inputs.len() + 1,
             storage_type(op, self.out)?
         );
-        let out_index =
-            if self.strided_out { format!("layout_index(info[{}u], i)", 3 + self.inputs.len()) } else { "i".to_string() };
+        let out_index = if self.strided_out {
+            format!("layout_index(info[{}u], i)", 3 + self.inputs.len())
+        } else {
+            "i".to_string()
+        };
         let body = Template::new(crate::shaders::ELEMENTWISE)
             .set("BINDINGS", bindings)
             .set("LOADS", loads)
@@ -253,15 +264,31 @@ fn contiguous(l: &Layout) -> bool {
 }
 
 pub(crate) fn unary_spec(op: UnaryOp, dtype: DType, layout_contiguous: bool) -> Result<Spec> {
-    let value = unary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
+    let value =
+        unary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
     let out = if op.returns_bool() { DType::Bool } else { dtype };
-    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, layout_contiguous)], out, value, strided_out: false, philox: None })
+    Ok(Spec {
+        name: op.name().into(),
+        inputs: vec![(dtype, layout_contiguous)],
+        out,
+        value,
+        strided_out: false,
+        philox: None,
+    })
 }
 
 pub(crate) fn binary_spec(op: BinaryOp, dtype: DType, c0: bool, c1: bool) -> Result<Spec> {
-    let value = binary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
+    let value =
+        binary_value(op, dtype).ok_or_else(|| Error::UnsupportedDType { op: op.name(), dtype, why: String::new() })?;
     let out = if op.returns_bool() { DType::Bool } else { dtype };
-    Ok(Spec { name: op.name().into(), inputs: vec![(dtype, c0), (dtype, c1)], out, value, strided_out: false, philox: None })
+    Ok(Spec {
+        name: op.name().into(),
+        inputs: vec![(dtype, c0), (dtype, c1)],
+        out,
+        value,
+        strided_out: false,
+        philox: None,
+    })
 }
 
 /// WGSL for a ternary op on `x0`, `x1`, `x2` (float compute type) with parameter `p0`.
@@ -298,7 +325,14 @@ pub(crate) fn where_spec(dtype: DType, c: [bool; 3]) -> Spec {
 }
 
 pub(crate) fn cast_spec(from: DType, to: DType, c: bool) -> Spec {
-    Spec { name: "cast".into(), inputs: vec![(from, c)], out: to, value: cast_value(from, to), strided_out: false, philox: None }
+    Spec {
+        name: "cast".into(),
+        inputs: vec![(from, c)],
+        out: to,
+        value: cast_value(from, to),
+        strided_out: false,
+        philox: None,
+    }
 }
 
 pub(crate) fn fill_spec(dtype: DType) -> Spec {
@@ -314,10 +348,25 @@ pub(crate) fn random_spec(dist: Distribution, key: PhiloxKey, dtype: DType) -> R
         (Distribution::Uniform, DType::F16) => "kiln_uniform_f16(kiln_lane(b, l))",
         (Distribution::Uniform, DType::F32) => "kiln_uniform(kiln_lane(b, l))",
         (Distribution::Normal, DType::F32 | DType::F16) => "kiln_normal(b, l)",
-        (Distribution::Bernoulli { .. }, DType::F32 | DType::F16) => "select(0.0, p0, kiln_uniform(kiln_lane(b, l)) < p1)",
-        _ => return Err(Error::UnsupportedDType { op: dist.name(), dtype, why: " (random bits are u32; the rest f32 or f16 on the GPU)".into() }),
+        (Distribution::Bernoulli { .. }, DType::F32 | DType::F16) => {
+            "select(0.0, p0, kiln_uniform(kiln_lane(b, l)) < p1)"
+        }
+        _ => {
+            return Err(Error::UnsupportedDType {
+                op: dist.name(),
+                dtype,
+                why: " (random bits are u32; the rest f32 or f16 on the GPU)".into(),
+            });
+        }
     };
-    Ok(Spec { name: dist.name().into(), inputs: vec![], out: dtype, value: value.into(), strided_out: false, philox: Some(key.words()) })
+    Ok(Spec {
+        name: dist.name().into(),
+        inputs: vec![],
+        out: dtype,
+        value: value.into(),
+        strided_out: false,
+        philox: Some(key.words()),
+    })
 }
 
 /// The parameter words of a random op of `dtype` (compute type f32 for the float outputs).
@@ -329,7 +378,14 @@ pub(crate) fn random_params(dist: Distribution, dtype: DType) -> [u32; 2] {
 }
 
 pub(crate) fn copy_into_spec(dtype: DType, c: bool) -> Spec {
-    Spec { name: "copy_into".into(), inputs: vec![(dtype, c)], out: dtype, value: "x0".into(), strided_out: true, philox: None }
+    Spec {
+        name: "copy_into".into(),
+        inputs: vec![(dtype, c)],
+        out: dtype,
+        value: "x0".into(),
+        strided_out: true,
+        philox: None,
+    }
 }
 
 pub(crate) fn layout_flags(layouts: &[&Layout]) -> Vec<bool> {
@@ -365,7 +421,12 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         }
         specs.push(fill_spec(d));
         let key = PhiloxKey { seed: 0, counter: 0 };
-        for dist in [Distribution::Bits, Distribution::Uniform, Distribution::Normal, Distribution::Bernoulli { keep: 0.5, value: 2.0 }] {
+        for dist in [
+            Distribution::Bits,
+            Distribution::Uniform,
+            Distribution::Normal,
+            Distribution::Bernoulli { keep: 0.5, value: 2.0 },
+        ] {
             specs.extend(random_spec(dist, key, d).ok());
         }
         for c in [true, false] {

@@ -130,9 +130,8 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     Ok(out)
 }
 
-
 /// The argument checks scatter_add and scatter_reduce share; the output's element count as a
-/// u32. `ids` must fit self outside `dim`, and `src` must match ids' shape and self's dtype.
+/// u32 (kiln-backend checked dims, id dtypes and shapes before: what is left is what fits a buffer).
 #[allow(clippy::too_many_arguments)]
 fn scatter_checks(
     op: &'static str,
@@ -142,7 +141,6 @@ fn scatter_checks(
     il: &Layout,
     src: &GpuStorage,
     sl: &Layout,
-    dim: usize,
 ) -> Result<u32> {
     check_fits(op, s, l)?;
     check_fits(op, ids, il)?;
@@ -164,7 +162,11 @@ fn scatter_meta(op: &'static str, n: u32, dim: usize, layouts: [&Layout; 3], ext
 }
 
 fn scatter_add_source(dtype: DType) -> Result<String> {
-    let body = Template::new(crate::shaders::SCATTER_ADD).set("SITE", crate::shaders::SCATTER_SITE).set("T", numeric_type("scatter_add", dtype)?).set("C", compute_type(dtype)).render();
+    let body = Template::new(crate::shaders::SCATTER_ADD)
+        .set("SITE", crate::shaders::SCATTER_SITE)
+        .set("T", numeric_type("scatter_add", dtype)?)
+        .set("C", compute_type(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -178,7 +180,7 @@ pub(crate) fn scatter_add(
     dim: usize,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_add";
-    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
@@ -203,7 +205,13 @@ fn scatter_reduce_source(dtype: DType) -> Result<String> {
         DType::U32 => ("    return false;", "    return s / n;"),
         _ => ("    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;", "    return s / f32(n);"),
     };
-    let body = Template::new(crate::shaders::SCATTER_REDUCE).set("SITE", crate::shaders::SCATTER_SITE).set("T", numeric_type("scatter_reduce", dtype)?).set("C", compute_type(dtype)).set("NAN", nan).set("MEAN", mean).render();
+    let body = Template::new(crate::shaders::SCATTER_REDUCE)
+        .set("SITE", crate::shaders::SCATTER_SITE)
+        .set("T", numeric_type("scatter_reduce", dtype)?)
+        .set("C", compute_type(dtype))
+        .set("NAN", nan)
+        .set("MEAN", mean)
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
@@ -220,7 +228,7 @@ pub(crate) fn scatter_reduce(
     include_self: bool,
 ) -> Result<GpuStorage> {
     const OP: &str = "scatter_reduce";
-    let n = scatter_checks(OP, s, l, ids, il, src, sl, dim)?;
+    let n = scatter_checks(OP, s, l, ids, il, src, sl)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), l.numel())?;
     if n == 0 {
@@ -262,13 +270,18 @@ fn order_key(dtype: DType) -> &'static str {
 }
 
 fn topk_source(dtype: DType) -> Result<String> {
-    let body = Template::new(crate::shaders::TOPK).set("T", numeric_type("topk", dtype)?).set("KEY", order_key(dtype)).render();
+    let body = Template::new(crate::shaders::TOPK)
+        .set("T", numeric_type("topk", dtype)?)
+        .set("KEY", order_key(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 
 fn topk_select_source(dtype: DType) -> Result<String> {
-    let body =
-        Template::new(crate::shaders::TOPK_SELECT).set("T", numeric_type("topk", dtype)?).set("KEY", order_key(dtype)).render();
+    let body = Template::new(crate::shaders::TOPK_SELECT)
+        .set("T", numeric_type("topk", dtype)?)
+        .set("KEY", order_key(dtype))
+        .render();
     Ok(module(enables(&[dtype]), false, &body))
 }
 

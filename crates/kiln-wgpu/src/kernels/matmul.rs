@@ -67,7 +67,10 @@ impl Tile {
             && (self.tn / 4 * self.tk).is_multiple_of(t)
             && self.tm / 4 * self.tk >= t
             && self.tn / 4 * self.tk >= t
-            && (!self.warp || ((self.tn / self.rn).is_multiple_of(8) && (self.tm / self.rm).is_multiple_of(4) && t.is_multiple_of(32)))
+            && (!self.warp
+                || ((self.tn / self.rn).is_multiple_of(8)
+                    && (self.tm / self.rm).is_multiple_of(4)
+                    && t.is_multiple_of(32)))
     }
 }
 
@@ -278,7 +281,10 @@ pub(crate) fn candidate_count(ctx: &crate::context::GpuContext) -> usize {
 /// of workgroup memory, DEEP more than 32 KiB).
 fn usable(ctx: &crate::context::GpuContext) -> Vec<Tile> {
     let max = ctx.limits.max_compute_workgroup_storage_size;
-    CANDIDATES.into_iter().filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup).collect()
+    CANDIDATES
+        .into_iter()
+        .filter(|t| t.workgroup_bytes() <= max && t.threads() <= ctx.limits.max_compute_invocations_per_workgroup)
+        .collect()
 }
 
 /// The configuration for a float tiled matmul: forced by tests (tile, split or both), the
@@ -299,8 +305,7 @@ fn choose(
     };
     let rule_splits = |tile: Tile| if split_on { d.rule_splits(tile, SPLIT_MIN_CHUNK) } else { 1 };
     let rule = |tile: Tile| fit(Choice { tile, splits: rule_splits(tile) });
-    let forced_tile =
-        ctx.tuner.forced().map(|i| usable(ctx).get(i).copied().unwrap_or(fallback));
+    let forced_tile = ctx.tuner.forced().map(|i| usable(ctx).get(i).copied().unwrap_or(fallback));
     let forced_split = ctx.tuner.forced_split();
     if forced_tile.is_some() || forced_split.is_some() {
         let tile = forced_tile.unwrap_or(fallback);
@@ -382,7 +387,9 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
     let Some(numel) = numel else {
         return Err(Error::OutOfMemory { op: OP, msg: format!("{sa:?} · {sb:?} has more than 2^32 outputs") });
     };
-    if numel > 0 && let Some(out) = super::matmul_coop::matmul(a, al, b, bl)? {
+    if numel > 0
+        && let Some(out) = super::matmul_coop::matmul(a, al, b, bl)?
+    {
         return Ok(out);
     }
     let ctx = a.context();
@@ -450,10 +457,11 @@ impl Tiled<'_> {
         let Dims { batch, m, n, k } = self.d;
         let (tiles_m, tiles_n) = ((m as u32).div_ceil(c.tile.tm), (n as u32).div_ceil(c.tile.tn));
         let split = c.splits > 1;
-        let total = u32::try_from(self.d.tiles(c.tile).saturating_mul(c.splits as u64)).map_err(|_| Error::OutOfMemory {
-            op: OP,
-            msg: format!("[{batch}, {m}, {k}] · [{batch}, {k}, {n}] needs too many workgroups"),
-        })?;
+        let total =
+            u32::try_from(self.d.tiles(c.tile).saturating_mul(c.splits as u64)).map_err(|_| Error::OutOfMemory {
+                op: OP,
+                msg: format!("[{batch}, {m}, {k}] · [{batch}, {k}, {n}] needs too many workgroups"),
+            })?;
         let spec = Spec::Tiled { dtype: self.dtype, tile: c.tile, a: self.a, b: self.b, split };
         let mut meta = vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total];
         meta.extend(self.strides);
@@ -484,7 +492,9 @@ fn record(
 ) -> Result<()> {
     let source = || spec.source().unwrap_or_default();
     let kernel = match spec {
-        Spec::Tiled { .. } if matmul_checks(ctx) => ctx.cache.get(&ctx.device, OP, &(spec.key() + "|checked"), source)?,
+        Spec::Tiled { .. } if matmul_checks(ctx) => {
+            ctx.cache.get(&ctx.device, OP, &(spec.key() + "|checked"), source)?
+        }
         Spec::Tiled { .. } => ctx.cache.get_trusted(&ctx.device, OP, &spec.key(), source)?,
         _ => ctx.cache.get(&ctx.device, OP, &spec.key(), source)?,
     };
@@ -566,7 +576,8 @@ mod tests {
         }
         // Names stored before split k existed are whole tiles.
         assert_eq!(Choice::parse("64x64x16/4x4", &tiles), Some(Choice::whole(MEDIUM)));
-        let bad_names = ["", "64x64x16/4x4/s", "64x64x16/4x4/s0", "64x64x16/4x4/sx", "64x64x16/4x4/s-2", "99x99x16/4x4"];
+        let bad_names =
+            ["", "64x64x16/4x4/s", "64x64x16/4x4/s0", "64x64x16/4x4/sx", "64x64x16/4x4/s-2", "99x99x16/4x4"];
         for bad in bad_names.into_iter().chain(["64x64x16/4x4/s99999999999999999999"]) {
             assert_eq!(Choice::parse(bad, &tiles), None, "{bad:?}");
         }

@@ -78,7 +78,8 @@ impl Block {
             Some(rest) => (rest, true),
             None => (s, false),
         };
-        let nums: Vec<u32> = s.split(['x', '/', 'k']).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let nums: Vec<u32> =
+            s.split(['x', '/', 'k']).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect::<Option<_>>()?;
         let &[bm, bn, sg_m, sg_n, bk] = nums.as_slice() else { return None };
         let b = Block { bm, bn, sg_m, sg_n, bk, db };
         b.valid().then_some(b)
@@ -193,7 +194,8 @@ impl Operand {
     fn new(a: bool, block: Block, major: Major) -> Operand {
         let (rows, pitch_h) = block.slab(a, major);
         let quads = (pitch_h - 8) / 4;
-        let (name, slab, pitch, origin, outer) = if a { ("a", "As", "PA_H", "m0", "M") } else { ("b", "Bs", "PB_H", "n0", "N") };
+        let (name, slab, pitch, origin, outer) =
+            if a { ("a", "As", "PA_H", "m0", "M") } else { ("b", "Bs", "PB_H", "n0", "N") };
         // a/Rows and b/Cols: one slab row per m (n), k along the row.
         let k_along_row = matches!((a, major), (true, Major::Rows) | (false, Major::Cols));
         let (col_dim, row_dim) = if k_along_row { ("K", outer) } else { (outer, "K") };
@@ -243,7 +245,9 @@ impl Operand {
             } else {
                 (format!("{k} + {x}q{r} * 4u < KE"), format!("{x}_p{r} + {k} / 4u"))
             };
-            s += &format!("        {x}v{r} = vec4<f16>();\n        if {x}_ok{r} && {k_ok} {{ {x}v{r} = {x}[{addr}]; }}\n");
+            s += &format!(
+                "        {x}v{r} = vec4<f16>();\n        if {x}_ok{r} && {k_ok} {{ {x}v{r} = {x}[{addr}]; }}\n"
+            );
         }
         s
     }
@@ -271,7 +275,11 @@ impl Operand {
     /// starts `off` elements into the array.
     fn load(&self, role: &str, outer: &str, k: u32, w: u32, off: u32) -> String {
         let k_along_row = !self.k_in_rows;
-        let idx = if k_along_row { format!("(({outer}) * {p} + {k}u) / {w}u", p = self.pitch) } else { format!("({k}u * {p} + {outer}) / {w}u", p = self.pitch) };
+        let idx = if k_along_row {
+            format!("(({outer}) * {p} + {k}u) / {w}u", p = self.pitch)
+        } else {
+            format!("({k}u * {p} + {outer}) / {w}u", p = self.pitch)
+        };
         let idx = if off == 0 { idx } else { format!("{off}u + {idx}") };
         // A tile whose rows are the slab's rows loads row-major; otherwise it is stored
         // transposed and loads column-major.
@@ -326,10 +334,16 @@ impl Spec {
             for kk in 0..block.bk / 16 {
                 mma += "        {\n";
                 for i in 0..fm {
-                    mma += &format!("            let fa{i} = {};\n", a.load("A", &format!("wm + {}u", i * 16), kk * 16, w, oa));
+                    mma += &format!(
+                        "            let fa{i} = {};\n",
+                        a.load("A", &format!("wm + {}u", i * 16), kk * 16, w, oa)
+                    );
                 }
                 for j in 0..fn_ {
-                    mma += &format!("            let fb{j} = {};\n", b.load("B", &format!("wn + {}u", j * 16), kk * 16, w, ob));
+                    mma += &format!(
+                        "            let fb{j} = {};\n",
+                        b.load("B", &format!("wn + {}u", j * 16), kk * 16, w, ob)
+                    );
                 }
                 for i in 0..fm {
                     for j in 0..fn_ {
@@ -448,7 +462,8 @@ fn quad_words(l: &Layout, len: usize, bytes: u64) -> Option<(Major, [u32; 3])> {
     let s = |d: usize| if shape[d] <= 1 { 0 } else { strides[d] };
     let fits = l.storage_extent() <= len && bytes.is_multiple_of(8) && bytes / 8 <= u32::MAX as u64;
     let try_major = |inner: usize, row: usize, major: Major| {
-        let ok = s(inner) == 1 && shape[inner].is_multiple_of(4) && [l.offset(), s(0), s(row)].iter().all(|x| x % 4 == 0);
+        let ok =
+            s(inner) == 1 && shape[inner].is_multiple_of(4) && [l.offset(), s(0), s(row)].iter().all(|x| x % 4 == 0);
         ok.then(|| (major, [l.offset() / 4, s(0) / 4, s(row) / 4].map(|x| x as u32)))
     };
     if !fits {
@@ -608,7 +623,8 @@ impl Product<'_> {
             ctx.cache.get_trusted(&ctx.device, OP, &spec.key(), || spec.source())?
         };
         let (wa, wb) = (self.wa, self.wb);
-        let mut meta = vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
+        let mut meta =
+            vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
         if splits == 1 {
             return ctx.dispatch(OP, &kernel, &[self.a.buffer(), self.b.buffer(), out.buffer()], &meta, total);
         }
@@ -651,7 +667,12 @@ fn split_sum_source() -> String {
 /// whole and split; the trial blocks in the default width; the double-buffered candidates in
 /// the default width, whole and split.
 pub(crate) fn specialisations() -> Vec<(String, String)> {
-    let orders = [(Major::Rows, Major::Rows), (Major::Rows, Major::Cols), (Major::Cols, Major::Rows), (Major::Cols, Major::Cols)];
+    let orders = [
+        (Major::Rows, Major::Rows),
+        (Major::Rows, Major::Cols),
+        (Major::Cols, Major::Rows),
+        (Major::Cols, Major::Cols),
+    ];
     let mut specs = Vec::new();
     for block in [MEDIUM, LARGE, HUGE] {
         for width in WIDTHS {

@@ -7,9 +7,9 @@
 //! Split along k, the tiled kernel writes f32 partials that `shaders/matmul_splitk_sum.wgsl` adds
 //! into the output.
 
-use crate::shaders::Template;
 use super::matmul::{CANDIDATES, DTYPES, Fetch, MEDIUM, OP, Tile};
 use super::{compute_type, enables, load, module, storage_type, store};
+use crate::shaders::Template;
 use kiln_backend::{DType, Result};
 
 const FETCHES: [Fetch; 3] = [Fetch::K, Fetch::X, Fetch::X4];
@@ -17,10 +17,21 @@ const FETCHES: [Fetch; 3] = [Fetch::K, Fetch::X, Fetch::X4];
 /// One matmul kernel the backend can build.
 pub(super) enum Spec {
     /// `split`: one k range per workgroup, f32 partials out.
-    Tiled { dtype: DType, tile: Tile, a: Fetch, b: Fetch, split: bool },
-    Small { dtype: DType },
+    Tiled {
+        dtype: DType,
+        tile: Tile,
+        a: Fetch,
+        b: Fetch,
+        split: bool,
+    },
+    Small {
+        dtype: DType,
+    },
     /// The sum of split k's partials into a `dtype` output, 4 elements per thread when `vec4`.
-    SplitSum { dtype: DType, vec4: bool },
+    SplitSum {
+        dtype: DType,
+        vec4: bool,
+    },
 }
 
 impl Spec {
@@ -121,7 +132,15 @@ impl Quad {
 
 /// Staging code for operand `name` (`a` or `b`), whose tile is `len` long along m (n). Each
 /// thread moves `quads·tk / threads` quads (4 neighbours along m or n at one k) per slab.
-fn stage(dtype: DType, tile: Tile, name: &'static str, len: u32, fetch: Fetch, split: bool, out: &mut Staging) -> Result<()> {
+fn stage(
+    dtype: DType,
+    tile: Tile,
+    name: &'static str,
+    len: u32,
+    fetch: Fetch,
+    split: bool,
+    out: &mut Staging,
+) -> Result<()> {
     let is_a = name == "a";
     let (binding, origin) = if is_a { (1, "m0") } else { (2, "n0") };
     // a: [off, sb, sm, sk] at info[6..10]; b: [off, sb, sk, sn] at info[10..14].
@@ -183,7 +202,10 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
             for lane in lanes {
                 for j in 0..rn / 4 {
                     let v = format!("acc{i}{lane}{j}");
-                    s += &format!("            {v} = {};\n", mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}")));
+                    s += &format!(
+                        "            {v} = {};\n",
+                        mac(dtype, &v, &format!("vec4<{c}>(a{i}.{lane})"), &format!("b{j}"))
+                    );
                 }
             }
         }
@@ -213,7 +235,10 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
         // Slab buffer 1 starts this many vec4s into each array.
         let (a_slab, b_slab) = (tk * pa, tk * pb);
         let fetch = |k0: &str, ind: &str| {
-            st.quads.iter().map(|q| format!("{ind}{} = {};\n{ind}{}", q.reg(), q.load(k0), q.step())).collect::<String>()
+            st.quads
+                .iter()
+                .map(|q| format!("{ind}{} = {};\n{ind}{}", q.reg(), q.load(k0), q.step()))
+                .collect::<String>()
         };
         let store = |buf: u32, ind: &str| {
             st.quads

@@ -30,7 +30,9 @@ pub(crate) fn storage_type(op: &'static str, dtype: DType) -> Result<&'static st
         DType::F16 => Ok("f16"),
         DType::I32 => Ok("i32"),
         DType::U32 | DType::Bool => Ok("u32"),
-        DType::F64 => Err(Error::UnsupportedDType { op, dtype, why: " on the GPU (f64 lives on the CPU backend)".into() }),
+        DType::F64 => {
+            Err(Error::UnsupportedDType { op, dtype, why: " on the GPU (f64 lives on the CPU backend)".into() })
+        }
     }
 }
 

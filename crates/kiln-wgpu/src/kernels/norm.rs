@@ -1,10 +1,10 @@
 //! LayerNorm / RMSNorm forward (`shaders/layer_norm.wgsl`), dx (`layer_norm_backward.wgsl`)
 //! and the weight/bias gradients (`norm_params_grad.wgsl`, then the reduce kernel over chunks).
 
-use crate::shaders::Template;
-use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::fused::{Access, FLOATS, check_float, check_len, enable_for, float_binding, raw_binding};
 use super::params::{KernelParams, kernel_params};
 use super::{WG, module};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Layout, NormParams, ReduceOp, Result};
 
@@ -110,7 +110,13 @@ pub(crate) fn forward(
     };
     let w = weight.unwrap_or(x);
     let b = bias.unwrap_or(x);
-    ctx.dispatch(OP, &kernel, &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()], meta.words(), groups(OP, p.rows, l)?)?;
+    ctx.dispatch(
+        OP,
+        &kernel,
+        &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()],
+        meta.words(),
+        groups(OP, p.rows, l)?,
+    )?;
     Ok((y, stats))
 }
 
@@ -134,18 +140,36 @@ pub(crate) fn backward(
         return Ok((dx, zeros, zeros2));
     }
     let l = lanes(p.n);
-    let kernel = ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms, l), || backward_source(dtype, p.rms, l))?;
+    let kernel =
+        ctx.cache.get(&ctx.device, OP, &key("norm_bwd", dtype, p.rms, l), || backward_source(dtype, p.rms, l))?;
     let w = weight.unwrap_or(x);
     let meta = NormBackwardParams { rows: p.rows as u32, n: p.n as u32, has_weight: weight.is_some() as u32 };
-    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()], meta.words(), groups(OP, p.rows, l)?)?;
+    ctx.dispatch(
+        OP,
+        &kernel,
+        &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()],
+        meta.words(),
+        groups(OP, p.rows, l)?,
+    )?;
 
     let chunks = p.rows.div_ceil(CHUNK_ROWS);
     let pw = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
     let pb = GpuStorage::alloc(ctx, OP, DType::F32, chunks * p.n)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("norm_params|{dtype}"), || params_source(dtype))?;
-    let meta = NormParamsGradParams { rows: p.rows as u32, n: p.n as u32, chunk_rows: CHUNK_ROWS as u32, chunks: chunks as u32 };
+    let meta = NormParamsGradParams {
+        rows: p.rows as u32,
+        n: p.n as u32,
+        chunk_rows: CHUNK_ROWS as u32,
+        chunks: chunks as u32,
+    };
     let groups = check_len(OP, (chunks * p.n).div_ceil(WG as usize))?;
-    ctx.dispatch(OP, &kernel, &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()], meta.words(), groups)?;
+    ctx.dispatch(
+        OP,
+        &kernel,
+        &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()],
+        meta.words(),
+        groups,
+    )?;
     // [chunks, n] read as [n, chunks]: the reduce kernel sums each column's chunks.
     let columns = Layout::new(vec![p.n, chunks], vec![1, p.n], 0);
     let fold = |s: &GpuStorage| -> Result<GpuStorage> {

@@ -4,7 +4,7 @@
 //! inf/NaN flag (`shaders/unscale_check.wgsl`), one dispatch per gradient, by a scale from the
 //! host or read on the device.
 
-use super::fused::{Access, check_float, check_len, enable_for, float_binding, raw_binding, FLOATS};
+use super::fused::{Access, FLOATS, check_float, check_len, enable_for, float_binding, raw_binding};
 use super::params::{KernelParams, kernel_params};
 use super::{WG, module};
 use crate::shaders::Template;
@@ -20,7 +20,8 @@ use kiln_backend::{AdamParams, BackendStorage, DType, Error, Result};
 /// computed here from `ln β` (`bias_a`, `bias_b`).
 fn bias_source(gated: bool) -> String {
     if !gated {
-        return "fn adam_bias(i: u32) -> vec3<f32> { let h = params(); return vec3<f32>(h.bias_a, h.bias_b, 0.0); }\n".into();
+        return "fn adam_bias(i: u32) -> vec3<f32> { let h = params(); return vec3<f32>(h.bias_a, h.bias_b, 0.0); }\n"
+            .into();
     }
     let mut b = raw_binding(5, "steps", "u32", Access::Write);
     b += &raw_binding(6, "found_inf", "u32", Access::Read);
@@ -79,7 +80,9 @@ fn check_adam(op: &'static str, p: &GpuStorage, g: &GpuStorage, m: &GpuStorage, 
     let dtype = p.dtype();
     check_float(op, dtype)?;
     let n = p.len();
-    if [g.dtype(), m.dtype(), v.dtype()].iter().any(|&d| d != dtype) || [g.len(), m.len(), v.len()].iter().any(|&l| l < n) {
+    if [g.dtype(), m.dtype(), v.dtype()].iter().any(|&d| d != dtype)
+        || [g.len(), m.len(), v.len()].iter().any(|&l| l < n)
+    {
         return Err(Error::invalid(op, "parameter, gradient and moments must share dtype and length"));
     }
     check_len(op, n)?;
@@ -116,7 +119,13 @@ fn adam_meta(n: usize, h: &AdamParams) -> AdamKernelParams {
     }
 }
 
-pub(crate) fn adam_step(p: &mut GpuStorage, g: &GpuStorage, m: &mut GpuStorage, v: &mut GpuStorage, h: &AdamParams) -> Result<()> {
+pub(crate) fn adam_step(
+    p: &mut GpuStorage,
+    g: &GpuStorage,
+    m: &mut GpuStorage,
+    v: &mut GpuStorage,
+    h: &AdamParams,
+) -> Result<()> {
     const OP: &str = "adam_step";
     let n = check_adam(OP, p, g, m, v)?;
     if n == 0 {
@@ -180,7 +189,11 @@ fn check_flag(op: &'static str, found_inf: &GpuStorage) -> Result<()> {
     if found_inf.dtype() != DType::U32 || found_inf.is_empty() {
         return Err(Error::invalid(
             op,
-            format!("found_inf must be a u32 flag of at least 1 element, got {} of {}", found_inf.dtype(), found_inf.len()),
+            format!(
+                "found_inf must be a u32 flag of at least 1 element, got {} of {}",
+                found_inf.dtype(),
+                found_inf.len()
+            ),
         ));
     }
     Ok(())
@@ -198,17 +211,22 @@ enum ScaleFrom {
 /// f16 as `vec4<f16>`: 16- or 8-byte loads).
 fn unscale_source(dtype: DType, vec4: bool, from: ScaleFrom) -> String {
     let st = if dtype == DType::F16 { "f16" } else { "f32" };
-    let (v, s, u) = if vec4 { ("vec4<f32>", format!("vec4<{st}>"), "vec4<u32>") } else { ("f32", st.to_string(), "u32") };
+    let (v, s, u) =
+        if vec4 { ("vec4<f32>", format!("vec4<{st}>"), "vec4<u32>") } else { ("f32", st.to_string(), "u32") };
     // 65520 is where f16's round-to-nearest-even turns to inf (halfway past 65504).
     let limit = if dtype == DType::F16 { "0x477ff000u" } else { "0x7f800000u" };
     let mut b = raw_binding(1, "g", &s, Access::Write);
     b += &raw_binding(2, "flag", "atomic<u32>", Access::Write);
     b += &format!("fn ld_g(at_: u32) -> {v} {{ return {v}(g[at_]); }}\n");
     b += &format!("fn st_g(at_: u32, val_: {v}) {{ g[at_] = {s}(val_); }}\n");
-    b += &format!("fn overflowed(y_: {v}) -> bool {{ return any((bitcast<{u}>(y_) & {u}(0x7fffffffu)) >= {u}({limit})); }}\n");
+    b += &format!(
+        "fn overflowed(y_: {v}) -> bool {{ return any((bitcast<{u}>(y_) & {u}(0x7fffffffu)) >= {u}({limit})); }}\n"
+    );
     b += &match from {
         ScaleFrom::Host => "fn inv_scale() -> f32 { return params().inv_scale; }\n".to_string(),
-        ScaleFrom::Device => raw_binding(3, "scale", "f32", Access::Read) + "fn inv_scale() -> f32 { return 1.0 / scale[0]; }\n",
+        ScaleFrom::Device => {
+            raw_binding(3, "scale", "f32", Access::Read) + "fn inv_scale() -> f32 { return 1.0 / scale[0]; }\n"
+        }
     };
     let body = Template::new(crate::shaders::UNSCALE_CHECK).params::<UnscaleParams>().render();
     module(enable_for(dtype), false, &format!("{b}\n{body}"))
@@ -229,7 +247,10 @@ pub(crate) fn unscale_check(g: &mut GpuStorage, inv_scale: f64, found_inf: &GpuS
 /// host needs no value: GradScaler keeps its scale there.
 pub(crate) fn unscale_check_by(g: &mut GpuStorage, scale: &GpuStorage, found_inf: &GpuStorage) -> Result<()> {
     if scale.dtype() != DType::F32 || scale.is_empty() {
-        return Err(Error::invalid("unscale_check", format!("scale must be one f32, got {} of {}", scale.len(), scale.dtype())));
+        return Err(Error::invalid(
+            "unscale_check",
+            format!("scale must be one f32, got {} of {}", scale.len(), scale.dtype()),
+        ));
     }
     unscale(g, found_inf, 0, Some(scale))
 }
@@ -247,7 +268,13 @@ fn unscale(g: &mut GpuStorage, found_inf: &GpuStorage, inv_bits: u32, scale: Opt
 }
 
 /// The kernel over the first `n` elements of `g` (which fits a binding).
-fn dispatch_unscale(g: &GpuStorage, n: usize, inv_bits: u32, scale: Option<&GpuStorage>, found_inf: &GpuStorage) -> Result<()> {
+fn dispatch_unscale(
+    g: &GpuStorage,
+    n: usize,
+    inv_bits: u32,
+    scale: Option<&GpuStorage>,
+    found_inf: &GpuStorage,
+) -> Result<()> {
     const OP: &str = "unscale_check";
     let dtype = g.dtype();
     // Storage starts at offset 0 of its buffer, so a length that is a multiple of 4 makes
@@ -256,7 +283,8 @@ fn dispatch_unscale(g: &GpuStorage, n: usize, inv_bits: u32, scale: Option<&GpuS
     let units = if vec4 { n / 4 } else { n };
     let from = if scale.is_some() { ScaleFrom::Device } else { ScaleFrom::Host };
     let ctx = g.context().clone();
-    let kernel = ctx.cache.get(&ctx.device, OP, &unscale_key(dtype, vec4, from), || unscale_source(dtype, vec4, from))?;
+    let kernel =
+        ctx.cache.get(&ctx.device, OP, &unscale_key(dtype, vec4, from), || unscale_source(dtype, vec4, from))?;
     let meta = UnscaleParams { units: units as u32, inv_scale: f32::from_bits(inv_bits) };
     let groups = check_len(OP, units.div_ceil(WG as usize))?;
     match scale {

@@ -7,9 +7,9 @@
 //! (no shared memory, no barriers). Each shader file holds its main template and, after
 //! `// @@ name` marker lines, the snippets the generator splices into it.
 
-use crate::shaders::Template;
 use super::params::{Meta, kernel_params};
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
+use crate::shaders::Template;
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};
 use std::sync::Arc;
@@ -511,7 +511,14 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
     let stride = to_u32(name, stride, "stride")?;
     let mut meta = Meta::new();
     let lines_base = meta.layout(name, &l.squeeze(dim))?;
-    let params = CumsumParams { lines: lines as u32, len: len as u32, inner: inner as u32, lanes: lanes as u32, stride, lines_base };
+    let params = CumsumParams {
+        lines: lines as u32,
+        len: len as u32,
+        inner: inner as u32,
+        lanes: lanes as u32,
+        stride,
+        lines_base,
+    };
     let meta = meta.finish(params);
     let kernel = ctx
         .cache

@@ -39,7 +39,12 @@ impl Template {
 
     /// The finished source; no placeholder may be left.
     pub(crate) fn render(self) -> String {
-        debug_assert!(unfilled(&self.src).is_none(), "shader template leaves {:?} unfilled:\n{}", unfilled(&self.src), head(&self.src));
+        debug_assert!(
+            unfilled(&self.src).is_none(),
+            "shader template leaves {:?} unfilled:\n{}",
+            unfilled(&self.src),
+            head(&self.src)
+        );
         self.src
     }
 }

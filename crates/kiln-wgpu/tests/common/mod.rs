@@ -9,7 +9,10 @@ use std::sync::OnceLock;
 #[allow(dead_code)]
 pub fn gpu(test: &str) -> Option<GpuDevice> {
     static DEV: OnceLock<Result<GpuDevice, String>> = OnceLock::new();
-    kiln_testkit::gpu_or_skip(test, DEV.get_or_init(|| GpuContext::new(&AdapterChoice::from_env()).map_err(|e| e.to_string())).clone())
+    kiln_testkit::gpu_or_skip(
+        test,
+        DEV.get_or_init(|| GpuContext::new(&AdapterChoice::from_env()).map_err(|e| e.to_string())).clone(),
+    )
 }
 
 /// The test GPU when it has cooperative matrices (tensor cores). Without them: a failure when
@@ -24,7 +27,10 @@ pub fn coop_gpu(test: &str) -> Option<GpuDevice> {
     if kiln_testkit::required("KILN_REQUIRE_COOP") {
         panic!("{test}: KILN_REQUIRE_COOP=1 but adapter {} has no cooperative matrices", dev.summary);
     }
-    eprintln!("SKIPPED {test}: no cooperative matrices on {} (set KILN_REQUIRE_COOP=1 to make this a failure)", dev.summary);
+    eprintln!(
+        "SKIPPED {test}: no cooperative matrices on {} (set KILN_REQUIRE_COOP=1 to make this a failure)",
+        dev.summary
+    );
     None
 }
 
@@ -49,9 +55,19 @@ pub fn has_f16_else_refused(dev: &GpuDevice) -> bool {
         return true;
     }
     let upload = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F16(vec![half::f16::ONE]));
-    assert!(matches!(upload, Err(Error::Unsupported { .. })), "f16 upload on {} without SHADER_F16: {:?}", dev.summary, upload.err());
+    assert!(
+        matches!(upload, Err(Error::Unsupported { .. })),
+        "f16 upload on {} without SHADER_F16: {:?}",
+        dev.summary,
+        upload.err()
+    );
     let a = kiln_wgpu::GpuStorage::from_host(dev, &HostData::F32(vec![1.0])).expect("upload");
     let cast = a.cast(&Layout::contiguous(&[1]), DType::F16);
-    assert!(matches!(cast, Err(Error::Unsupported { .. })), "f32->f16 cast on {} without SHADER_F16: {:?}", dev.summary, cast.err());
+    assert!(
+        matches!(cast, Err(Error::Unsupported { .. })),
+        "f32->f16 cast on {} without SHADER_F16: {:?}",
+        dev.summary,
+        cast.err()
+    );
     false
 }
