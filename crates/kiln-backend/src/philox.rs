@@ -116,7 +116,7 @@ impl Distribution {
             Distribution::Uniform => uniform(w) as f64,
             Distribution::Normal => {
                 let pair = lane & !1;
-                normal(block[pair], block[pair + 1], lane % 2 == 0) as f64
+                normal(block[pair], block[pair + 1], lane.is_multiple_of(2)) as f64
             }
             Distribution::Bernoulli { keep, value } => {
                 if uniform(w) < keep as f32 {

@@ -88,7 +88,7 @@ impl Census {
 
     fn snapshot(&mut self) {
         self.at_peak = self.live.iter().filter(|(_, v)| v.0 > 0).map(|(k, v)| (*k, v.0, v.1)).collect();
-        self.at_peak.sort_by(|a, b| b.2.cmp(&a.2));
+        self.at_peak.sort_by_key(|e| std::cmp::Reverse(e.2));
     }
 }
 
@@ -121,7 +121,7 @@ impl PoolState {
             return;
         }
         let mut keys: Vec<(u64, wgpu::BufferUsages)> = self.free.keys().copied().collect();
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
         for key in keys {
             while !fits(self) {
                 let Some(list) = self.free.get_mut(&key) else { break };

@@ -391,8 +391,8 @@ fn emulated(src: &str) -> String {
         } else if t.starts_with("let m_ = ") {
             alias = Some(slot(&mut accs, t.trim_start_matches("let m_ = ").trim_end_matches(';')));
             String::new()
-        } else if t.starts_with("coopStoreT(m_, ") {
-            let (array, index, stride, _, _) = parse(&t["coopStoreT(m_, ".len()..]);
+        } else if let Some(rest) = t.strip_prefix("coopStoreT(m_, ") {
+            let (array, index, stride, _, _) = parse(rest);
             let from = alias.expect("a matrix bound to m_");
             format!("{indent}workgroupBarrier();\n{indent}acc_store_{array}({from}u, {index}, {stride});\n")
         } else if t == ") {" && body.contains("fn main(") && !body.contains("let sid = lid / 32u;") {

@@ -42,11 +42,14 @@ impl WgslScalar for f32 {
 }
 
 /// A kernel's parameter struct; implemented by [`kernel_params!`], never by hand.
+/// A field of a parameter struct: its name, its WGSL type, and how a word becomes its value.
+pub(crate) type Field = (&'static str, &'static str, fn(&str) -> String);
+
 pub(crate) trait KernelParams: bytemuck::Pod {
     /// The WGSL struct's name (the Rust one).
     const NAME: &'static str;
     /// Field names, their WGSL types and word-to-value conversions, in declaration order.
-    const FIELDS: &'static [(&'static str, &'static str, fn(&str) -> String)];
+    const FIELDS: &'static [Field];
 
     /// The struct as metadata words.
     fn words(&self) -> &[u32] {
