@@ -115,7 +115,7 @@ static ALLOCATOR: Capped = Capped;
 // ---------------------------------------------------------------------------------------------
 // The op set, by family
 
-const UNARY: [&str; 33] = [
+const UNARY: [&str; 34] = [
     "neg",
     "abs",
     "sign",
@@ -149,6 +149,7 @@ const UNARY: [&str; 33] = [
     "isnan",
     "isinf",
     "logical_not",
+    "logit",
 ];
 const BINARY: [&str; 16] = [
     "add",

@@ -41,10 +41,10 @@ impl WgslScalar for f32 {
     }
 }
 
-/// A kernel's parameter struct; implemented by [`kernel_params!`], never by hand.
 /// A field of a parameter struct: its name, its WGSL type, and how a word becomes its value.
 pub(crate) type Field = (&'static str, &'static str, fn(&str) -> String);
 
+/// A kernel's parameter struct; implemented by [`kernel_params!`], never by hand.
 pub(crate) trait KernelParams: bytemuck::Pod {
     /// The WGSL struct's name (the Rust one).
     const NAME: &'static str;
@@ -69,7 +69,7 @@ macro_rules! kernel_params {
 
         impl $crate::kernels::params::KernelParams for $name {
             const NAME: &'static str = stringify!($name);
-            const FIELDS: &'static [(&'static str, &'static str, fn(&str) -> String)] = &[
+            const FIELDS: &'static [$crate::kernels::params::Field] = &[
                 $((stringify!($field), <$ty as $crate::kernels::params::WgslScalar>::WGSL,
                    <$ty as $crate::kernels::params::WgslScalar>::from_word)),*
             ];
