@@ -34,6 +34,10 @@ pub(crate) struct Tuner {
     forced_coop: AtomicUsize,
     /// Matmul kernels keep naga's runtime checks (`KILN_MM_CHECKS=1`; a bench hook).
     checked: AtomicBool,
+    /// `KILN_AUTOTUNE_LOG=1`: every timed candidate goes to stderr as one line (`autotune …`),
+    /// with the product's dims and layouts, so that a sweep over a real workload's shapes needs
+    /// no other tool (`benches/torch_matmul_shapes.py` times the same products in PyTorch).
+    pub(crate) log: bool,
 }
 
 impl Tuner {
@@ -47,6 +51,7 @@ impl Tuner {
             forced_split: AtomicUsize::new(0),
             forced_coop: AtomicUsize::new(usize::MAX),
             checked: AtomicBool::new(std::env::var("KILN_MM_CHECKS").is_ok_and(|v| v.trim() == "1")),
+            log: std::env::var("KILN_AUTOTUNE_LOG").is_ok_and(|v| v.trim() == "1"),
         }
     }
 

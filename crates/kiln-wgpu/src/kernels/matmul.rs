@@ -345,15 +345,28 @@ fn choose(
         return Ok(fit(Choice { splits, ..choice }));
     }
     let mut best = (f64::INFINITY, rule(fallback));
+    let Dims { batch, m, n, k } = d;
+    let flops = 2.0 * (batch * m * n * k) as f64;
     for c in candidates {
         // A candidate this driver cannot build or run is no choice; the others still are.
         let Ok(secs) = crate::autotune::time_runs(|| run(c), || ctx.sync()) else { continue };
+        if ctx.tuner.log {
+            eprintln!(
+                "autotune class={class} batch={batch} m={m} n={n} k={k} choice={} us={:.2} tflops={:.2}",
+                c.name(),
+                secs * 1e6,
+                flops / secs / 1e12
+            );
+        }
         if secs < best.0 {
             best = (secs, c);
         }
     }
     if best.0.is_finite() {
         ctx.tuner.store(&class, &best.1.name());
+        if ctx.tuner.log {
+            eprintln!("autotune class={class} batch={batch} m={m} n={n} k={k} best={} us={:.2}", best.1.name(), best.0 * 1e6);
+        }
     }
     Ok(best.1)
 }
