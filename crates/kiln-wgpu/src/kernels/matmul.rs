@@ -365,7 +365,11 @@ fn choose(
     if best.0.is_finite() {
         ctx.tuner.store(&class, &best.1.name());
         if ctx.tuner.log {
-            eprintln!("autotune class={class} batch={batch} m={m} n={n} k={k} best={} us={:.2}", best.1.name(), best.0 * 1e6);
+            eprintln!(
+                "autotune class={class} batch={batch} m={m} n={n} k={k} best={} us={:.2}",
+                best.1.name(),
+                best.0 * 1e6
+            );
         }
     }
     Ok(best.1)
