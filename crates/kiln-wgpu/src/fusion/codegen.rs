@@ -81,6 +81,22 @@ pub(crate) struct GroupPlan {
     pub vec4: bool,
 }
 
+/// Appends `n` in decimal.
+fn push_num(k: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    k.extend(digits[at..].iter().map(|&d| d as char));
+}
+
 impl GroupPlan {
     pub(crate) fn key(&self) -> String {
         let mut k = String::with_capacity(64 + 16 * self.ops.len());
@@ -89,13 +105,18 @@ impl GroupPlan {
             k.push_str(&f.key);
         }
         k.push('|');
+        // Built for every dispatched kernel, one entry per op: digits are pushed by hand, as
+        // `write!` cost more than the rest of planning a 64-op scalar chain.
         for op in &self.ops {
-            let _ = write!(k, "{}(", op.func);
+            push_num(&mut k, op.func);
+            k.push('(');
             for a in &op.args {
-                let _ = match a {
-                    Arg::Load(l) => write!(k, "a{l}"),
-                    Arg::Local(v) => write!(k, "v{v}"),
+                let (tag, n) = match a {
+                    Arg::Load(l) => ('a', *l),
+                    Arg::Local(v) => ('v', *v),
                 };
+                k.push(tag);
+                push_num(&mut k, n);
             }
             k.push(')');
         }
@@ -406,4 +427,16 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         }
     }
     plans.iter().map(|p| (p.key(), p.source())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_num_writes_decimal() {
+        for n in [0, 7, 9, 10, 63, 100, 4097, 1_000_000, usize::MAX] {
+            let mut k = String::from("x");
+            super::push_num(&mut k, n);
+            assert_eq!(k, format!("x{n}"));
+        }
+    }
 }
