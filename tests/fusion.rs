@@ -375,7 +375,8 @@ fn scalar_chains_of_any_length_agree_with_the_cpu_and_share_a_few_pipelines() {
     for n in [1, 7, 4096, 4097] {
         let y0: Vec<f32> = (0..n).map(|k| (k % 13) as f32 * 0.5 - 2.0).collect();
         let c: Vec<f32> = (0..n).map(|k| 0.25 * k as f32 - 3.0).collect();
-        let (c_gpu, c_cpu) = (Tensor::from_vec(c.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(c, &[n], &cpu).unwrap());
+        let (c_gpu, c_cpu) =
+            (Tensor::from_vec(c.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(c, &[n], &cpu).unwrap());
         // W8b's add, a product (rounding at every step), and a chain through the second operand.
         let steps: [(&str, &dyn Fn(&Tensor) -> Tensor); 3] = [
             ("y + 1", &|y| y.add_scalar(1.0).unwrap()),
@@ -425,7 +426,11 @@ fn a_long_chain_is_one_kernel_and_waits_only_when_read() {
     assert_eq!(y.item().unwrap(), 1000.0);
     assert_eq!(gpu.sync_count(), syncs + 1, "the readback is the one wait");
     let after = ctx.fusion_stats();
-    assert_eq!((after.recorded - before.recorded, after.kernels - before.kernels), (1000, 1), "{before:?} -> {after:?}");
+    assert_eq!(
+        (after.recorded - before.recorded, after.kernels - before.kernels),
+        (1000, 1),
+        "{before:?} -> {after:?}"
+    );
 }
 
 #[test]
@@ -448,7 +453,8 @@ fn a_run_reads_each_ops_own_parameters() {
     };
     for n in [1, 7, 4096] {
         let data: Vec<f32> = (0..n).map(|k| ((k * 37) % 101) as f32 * 0.07 - 3.5).collect();
-        let (xg, xc) = (Tensor::from_vec(data.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(data, &[n], &cpu).unwrap());
+        let (xg, xc) =
+            (Tensor::from_vec(data.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(data, &[n], &cpu).unwrap());
         for len in [3, 4, 5, 100, 400] {
             let got = run(&xg, len).to_vec::<f32>().unwrap();
             let want = run(&xc, len).to_vec::<f32>().unwrap();

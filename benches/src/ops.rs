@@ -2,9 +2,9 @@
 //! elementwise chain), W4a (row sum) and W4b (row softmax).
 
 use crate::harness::{Ctx, measure, median};
-use std::time::Instant;
 use crate::inputs::randn;
 use kiln_core::{DType, Result};
+use std::time::Instant;
 
 /// Runs `one` for each size, reporting a failure at one size (out of memory at 4096, say)
 /// without giving up on the others.
@@ -75,7 +75,11 @@ pub fn w2(ctx: &Ctx) -> Result<()> {
 /// Times `record` then a sync per iteration, keeping each part: the line's `record_us` (the
 /// host recording the ops, nothing waits) and `sync_us` (flush, submit, GPU time, the wait),
 /// medians like the headline number, show where an iteration's time goes.
-fn measure_split(ctx: &Ctx, label: &str, mut record: impl FnMut() -> Result<kiln_core::Tensor>) -> Result<(f64, [(&'static str, f64); 2])> {
+fn measure_split(
+    ctx: &Ctx,
+    label: &str,
+    mut record: impl FnMut() -> Result<kiln_core::Tensor>,
+) -> Result<(f64, [(&'static str, f64); 2])> {
     let (mut rec, mut sync) = (Vec::new(), Vec::new());
     let t = measure(ctx, label, || {
         let t0 = Instant::now();

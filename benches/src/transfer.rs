@@ -2,9 +2,9 @@
 //! dispatch in a long dependent chain).
 
 use crate::harness::{Ctx, measure, measure_with_setup, median};
-use std::time::Instant;
 use crate::inputs::SplitMix;
 use kiln_core::{Error, Result, Tensor};
+use std::time::Instant;
 
 /// W8a: a 64 MiB (8 MiB with `--small`) f32 upload, then readback of a resident tensor.
 pub fn w8a(ctx: &Ctx) -> Result<()> {

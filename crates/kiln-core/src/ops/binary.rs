@@ -37,7 +37,8 @@ impl Tensor {
         let keep = saved_operands(op, want);
         let (x, y) = (keep.0.then(|| self.clone()), keep.1.then(|| rhs.clone()));
         // Only a backward reads the input shapes: no copies for an op nothing differentiates.
-        let (xs, ys) = if want.0 || want.1 { (self.shape().to_vec(), rhs.shape().to_vec()) } else { Default::default() };
+        let (xs, ys) =
+            if want.0 || want.1 { (self.shape().to_vec(), rhs.shape().to_vec()) } else { Default::default() };
         Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
             let (ga, gb) = binary_grad(op, x.as_ref(), y.as_ref(), g, want)?;
             Ok(vec![ga.map(|t| t.sum_to_shape(&xs)).transpose()?, gb.map(|t| t.sum_to_shape(&ys)).transpose()?])

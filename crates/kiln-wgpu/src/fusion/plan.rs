@@ -72,7 +72,10 @@ impl RunTracker {
         if !Arc::ptr_eq(&node.sig, &prev.sig) || node.sig.random || alive[j - 1] || readers[j - 1] != 1 {
             return false;
         }
-        let at = node.inputs.iter().position(|(src, l)| matches!(src, Src::Node(i) if *i == j - 1) && inline_read(l, node.numel));
+        let at = node
+            .inputs
+            .iter()
+            .position(|(src, l)| matches!(src, Src::Node(i) if *i == j - 1) && inline_read(l, node.numel));
         let Some(at) = at else { return false };
         if self.chained.is_some_and(|c| c != at) || node.numel != first.numel {
             return false;
