@@ -355,3 +355,116 @@ fn switching_fusion_off_dispatches_eagerly() {
     assert_eq!(ctx.fusion_stats(), before);
     assert!(v.iter().all(|&e| (e - 2f32.exp()).abs() < 1e-5));
 }
+
+/// `n` applications of `step` to `y`, on `device`.
+fn chain(device: &Device, y0: &[f32], n: usize, step: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
+    let mut y = Tensor::from_vec(y0.to_vec(), &[y0.len()], device).unwrap();
+    for _ in 0..n {
+        y = step(&y);
+    }
+    y
+}
+
+#[test]
+fn scalar_chains_of_any_length_agree_with_the_cpu_and_share_a_few_pipelines() {
+    // A device of its own: its pipeline and sync counts are this test's alone.
+    let Some(gpu) = common::own_gpu("scalar_chains_of_any_length_agree_with_the_cpu", |_| {}) else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let cpu = Device::cpu();
+    let mut lengths: Vec<usize> = (1..=70).collect();
+    lengths.extend([127, 1000, 1023, 1024, 1025, 2000]);
+    let mut warm = None;
+    for n in [1, 7, 4096, 4097] {
+        let y0: Vec<f32> = (0..n).map(|k| (k % 13) as f32 * 0.5 - 2.0).collect();
+        let c: Vec<f32> = (0..n).map(|k| 0.25 * k as f32 - 3.0).collect();
+        let (c_gpu, c_cpu) =
+            (Tensor::from_vec(c.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(c, &[n], &cpu).unwrap());
+        // W8b's add, a product (rounding at every step), and a chain through the second operand.
+        let steps: [(&str, &dyn Fn(&Tensor) -> Tensor); 3] = [
+            ("y + 1", &|y| y.add_scalar(1.0).unwrap()),
+            ("y * 1.0001", &|y| y.mul_scalar(1.0001).unwrap()),
+            ("c - y", &|y| (if y.device().is_gpu() { &c_gpu } else { &c_cpu }).sub(y).unwrap()),
+        ];
+        for (name, step) in &steps {
+            for &len in &lengths {
+                if n > 1 && len < 1000 && len % 9 != 0 {
+                    continue; // every length at n = 1; a sample of them at the larger sizes
+                }
+                let got = chain(&gpu, &y0, len, step).to_vec::<f32>().unwrap();
+                let want = chain(&cpu, &y0, len, step).to_vec::<f32>().unwrap();
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{name} x{len}, n={n}, element {k}: {g} vs {w}");
+                }
+            }
+        }
+        if n == 1 {
+            warm = Some(gpu.memory_stats().pipelines);
+        }
+    }
+    let (warm, end) = (warm.unwrap(), gpu.memory_stats().pipelines);
+    // Per op: the chains shorter than a loop written out (3), the loop, and the first chain
+    // with the scalar constant's fill in it. Unrolled, chains of 1..=2000 ops gave 64 per op.
+    assert!(warm <= 3 * 6, "{warm} pipelines for scalar chains of 1..=2000 ops");
+    // Per op, for contiguous inputs (n = 7; 4097 reuses them) and again for four lanes per
+    // invocation (vec4, n = 4096): the loop, the loop and one op (the flush at 1024 pending ops
+    // comes while the previous value is still held, so it ends the run), one op alone.
+    assert!(end <= warm + 2 * 3 * 3, "{end} pipelines after the larger sizes ({warm} at n = 1)");
+}
+
+#[test]
+fn a_long_chain_is_one_kernel_and_waits_only_when_read() {
+    let Some(gpu) = common::own_gpu("a_long_chain_is_one_kernel_and_waits_only_when_read", |_| {}) else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let ctx = gpu.gpu_context().unwrap().clone();
+    // The first add also builds the cached scalar operand: not part of the count.
+    let mut y = Tensor::zeros(&[1], &gpu).unwrap().add_scalar(1.0).unwrap().sub_scalar(1.0).unwrap();
+    gpu.sync().unwrap();
+    let (before, syncs) = (ctx.fusion_stats(), gpu.sync_count());
+    for _ in 0..1000 {
+        y = y.add_scalar(1.0).unwrap();
+    }
+    assert_eq!(gpu.sync_count(), syncs, "recording 1000 ops waited for the GPU");
+    assert_eq!(y.item().unwrap(), 1000.0);
+    assert_eq!(gpu.sync_count(), syncs + 1, "the readback is the one wait");
+    let after = ctx.fusion_stats();
+    assert_eq!(
+        (after.recorded - before.recorded, after.kernels - before.kernels),
+        (1000, 1),
+        "{before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn a_run_reads_each_ops_own_parameters() {
+    let Some(gpu) = common::gpu("a_run_reads_each_ops_own_parameters") else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let cpu = Device::cpu();
+    // Clamps with a different window each time: one run whose parameters are all different,
+    // then leaky ReLUs with changing slopes (a second run in the same kernel).
+    let run = |x: &Tensor, len: usize| {
+        let mut y = x.clone();
+        for k in 0..len {
+            y = y.clamp(-3.0 + 0.05 * (k % 50) as f64, 3.0 - 0.04 * (k % 60) as f64).unwrap();
+        }
+        for k in 0..len {
+            y = y.leaky_relu(0.5 + 0.001 * k as f64).unwrap();
+        }
+        y
+    };
+    for n in [1, 7, 4096] {
+        let data: Vec<f32> = (0..n).map(|k| ((k * 37) % 101) as f32 * 0.07 - 3.5).collect();
+        let (xg, xc) =
+            (Tensor::from_vec(data.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(data, &[n], &cpu).unwrap());
+        for len in [3, 4, 5, 100, 400] {
+            let got = run(&xg, len).to_vec::<f32>().unwrap();
+            let want = run(&xc, len).to_vec::<f32>().unwrap();
+            // The slope multiplies in f32 here and in f64 on the CPU: an ulp apart at most.
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "n={n}, {len} of each, element {k}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! Single-op workloads: W1 (matmul), W1h (f16 matmul), W2 (batched matmul), W3 (fused
 //! elementwise chain), W4a (row sum) and W4b (row softmax).
 
-use crate::harness::{Ctx, measure};
+use crate::harness::{Ctx, measure, median};
 use crate::inputs::randn;
 use kiln_core::{DType, Result};
+use std::time::Instant;
 
 /// Runs `one` for each size, reporting a failure at one size (out of memory at 4096, say)
 /// without giving up on the others.
@@ -71,19 +72,36 @@ pub fn w2(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Times `record` then a sync per iteration, keeping each part: the line's `record_us` (the
+/// host recording the ops, nothing waits) and `sync_us` (flush, submit, GPU time, the wait),
+/// medians like the headline number, show where an iteration's time goes.
+fn measure_split(
+    ctx: &Ctx,
+    label: &str,
+    mut record: impl FnMut() -> Result<kiln_core::Tensor>,
+) -> Result<(f64, [(&'static str, f64); 2])> {
+    let (mut rec, mut sync) = (Vec::new(), Vec::new());
+    let t = measure(ctx, label, || {
+        let t0 = Instant::now();
+        let y = record()?;
+        let t1 = Instant::now();
+        ctx.sync()?;
+        rec.push((t1 - t0).as_secs_f64());
+        sync.push(t1.elapsed().as_secs_f64());
+        drop(y);
+        Ok(())
+    })?;
+    Ok((t, [("record_us", median(rec) * 1e6), ("sync_us", median(sync) * 1e6)]))
+}
+
 /// W3: `gelu_tanh(a·b + c)`, counted as 3 reads and 1 write of 4 bytes per element.
 pub fn w3(ctx: &Ctx) -> Result<()> {
     let n = if ctx.small { 1 << 20 } else { 1 << 24 };
     let d = &ctx.device;
     let (a, b, c) = (randn(&[n], d)?, randn(&[n], d)?, randn(&[n], d)?);
     ctx.sync()?;
-    let t = measure(ctx, "W3", || {
-        let y = (&(&a * &b)? + &c)?.gelu_tanh()?;
-        ctx.sync()?;
-        drop(y);
-        Ok(())
-    })?;
-    ctx.emit("W3", &n.to_string(), "GB/s", 16.0 * n as f64 / t / 1e9);
+    let (t, split) = measure_split(ctx, "W3", || (&(&a * &b)? + &c)?.gelu_tanh())?;
+    ctx.emit_with("W3", &n.to_string(), "GB/s", 16.0 * n as f64 / t / 1e9, &split);
     Ok(())
 }
 
@@ -96,13 +114,8 @@ pub fn w4(ctx: &Ctx) -> Result<()> {
     ctx.sync()?;
     let elems = (r * c) as f64;
     if ctx.selected("W4a") && !ctx.past_deadline() {
-        let t = measure(ctx, "W4a", || {
-            let s = x.sum(&[-1], false)?;
-            ctx.sync()?;
-            drop(s);
-            Ok(())
-        })?;
-        ctx.emit("W4a", &size, "GB/s", 4.0 * elems / t / 1e9);
+        let (t, split) = measure_split(ctx, "W4a", || x.sum(&[-1], false))?;
+        ctx.emit_with("W4a", &size, "GB/s", 4.0 * elems / t / 1e9, &split);
     }
     if ctx.selected("W4b") && !ctx.past_deadline() {
         let t = measure(ctx, "W4b", || {

@@ -1,11 +1,13 @@
+use crate::dims::Dims;
+
 /// How a tensor's elements sit in its storage: `element[i0, i1, ..] = storage[offset + Σ ik·stride_k]`.
 ///
 /// Views (transpose, narrow, expand, ...) only build a new `Layout` over the same storage;
 /// kernels on both backends read strided inputs directly, so a view costs no copy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Dims,
+    strides: Dims,
     offset: usize,
 }
 
@@ -16,12 +18,12 @@ impl Layout {
     }
 
     pub fn contiguous_with_offset(shape: &[usize], offset: usize) -> Self {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset }
+        Layout { shape: Dims::from(shape), strides: strides_of(shape), offset }
     }
 
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape, strides, offset }
+        Layout { shape: shape.into(), strides: strides.into(), offset }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -93,11 +95,11 @@ impl Layout {
     /// Broadcast view: size-1 (or missing leading) dims get stride 0. Caller checks compatibility.
     pub fn broadcast_to(&self, shape: &[usize]) -> Layout {
         let extra = shape.len() - self.rank();
-        let mut strides = vec![0; shape.len()];
+        let mut strides = Dims::filled(0, shape.len());
         for i in 0..self.rank() {
             strides[extra + i] = if self.shape[i] == 1 && shape[extra + i] != 1 { 0 } else { self.strides[i] };
         }
-        Layout { shape: shape.to_vec(), strides, offset: self.offset }
+        Layout { shape: Dims::from(shape), strides, offset: self.offset }
     }
 
     pub fn unsqueeze(&self, dim: usize) -> Layout {
@@ -126,7 +128,7 @@ impl Layout {
         // Group old dims into runs that are contiguous among themselves, then map new dims onto them.
         let old: Vec<(usize, usize)> =
             self.shape.iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
-        let mut strides = vec![0; new_shape.len()];
+        let mut strides = Dims::filled(0, new_shape.len());
         let (mut oi, mut ni) = (0, 0);
         while ni < new_shape.len() {
             if new_shape[ni] == 1 {
@@ -168,7 +170,7 @@ impl Layout {
         if oi != old.len() {
             return None;
         }
-        Some(Layout { shape: new_shape.to_vec(), strides, offset: self.offset })
+        Some(Layout { shape: Dims::from(new_shape), strides, offset: self.offset })
     }
 
     /// Storage indices of every element in row-major order.
@@ -179,8 +181,8 @@ impl Layout {
 
 /// Row-major strides. They saturate: only a shape with a 0 dim can overflow them (a non-empty
 /// shape's strides are at most its element count), and such a tensor never follows a stride.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1usize; shape.len()];
+fn strides_of(shape: &[usize]) -> Dims {
+    let mut strides = Dims::filled(1, shape.len());
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
@@ -204,14 +206,14 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
 /// Iterates the storage index of each element of a layout, in row-major order.
 pub struct StridedIndex<'a> {
     layout: &'a Layout,
-    pos: Vec<usize>,
+    pos: Dims,
     next: Option<usize>,
 }
 
 impl<'a> StridedIndex<'a> {
     fn new(layout: &'a Layout) -> Self {
         let next = if layout.numel() == 0 { None } else { Some(layout.offset) };
-        StridedIndex { layout, pos: vec![0; layout.rank()], next }
+        StridedIndex { layout, pos: Dims::filled(0, layout.rank()), next }
     }
 }
 

@@ -122,8 +122,25 @@ pub(crate) fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescript
         } else {
             wgpu::ExperimentalFeatures::disabled()
         },
-        memory_hints: wgpu::MemoryHints::Performance,
+        memory_hints: memory_hints(),
         trace: wgpu::Trace::Off,
+    }
+}
+
+/// wgpu's allocator sub-allocates from memory blocks and frees a block once empty unless it is
+/// the last of its kind. With `Performance` the first host-visible block is 64 MiB, so a 64 MiB
+/// `write_buffer` (W8a) cannot share it: its staging gets a block of its own, allocated (pinned,
+/// on NVIDIA) and freed on every upload. `KILN_MEMBLOCK_MIB=n` asks for device blocks of n..2n
+/// MiB instead (wgpu makes host blocks half that), e.g. 256 for 128 MiB host blocks that such
+/// an upload fits; for measuring on hardware, default unchanged.
+fn memory_hints() -> wgpu::MemoryHints {
+    let mib = std::env::var("KILN_MEMBLOCK_MIB").ok().and_then(|v| v.trim().parse::<u64>().ok());
+    match mib {
+        Some(n) if n > 0 => {
+            let n = n.min(256) << 20;
+            wgpu::MemoryHints::Manual { suballocated_device_memory_block_size: n..(2 * n).min(256 << 20) }
+        }
+        _ => wgpu::MemoryHints::Performance,
     }
 }
 

@@ -7,7 +7,7 @@
 //! buffer go (over budget, or trimmed after an out-of-memory), and when it reaches `CAPACITY`.
 
 use crate::cache::Kernel;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Bytes of metadata a cached group exposes from its dynamic offset on; longer metadata takes a
 /// group of its own.

@@ -3,7 +3,8 @@
 
 use crate::pipeline_cache::PipelineStore;
 use kiln_backend::{Error, Result};
-use std::collections::HashMap;
+// Fx hashing: looked up on every dispatch, with keys up to a few hundred bytes.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering};
 
 /// A compiled compute kernel: pipeline plus the bind-group layout its dispatches use.

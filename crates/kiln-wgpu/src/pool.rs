@@ -13,7 +13,8 @@
 //! it still get their memory, the pool just keeps nothing free for them.
 
 use kiln_backend::{Error, Result};
-use std::collections::HashMap;
+// Fx hashing: the free lists are looked up on every allocation and release.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MIN_CLASS: u64 = 256;

@@ -36,7 +36,9 @@ impl Tensor {
         let want = (self.requires_grad(), rhs.requires_grad());
         let keep = saved_operands(op, want);
         let (x, y) = (keep.0.then(|| self.clone()), keep.1.then(|| rhs.clone()));
-        let (xs, ys) = (self.shape().to_vec(), rhs.shape().to_vec());
+        // Only a backward reads the input shapes: no copies for an op nothing differentiates.
+        let (xs, ys) =
+            if want.0 || want.1 { (self.shape().to_vec(), rhs.shape().to_vec()) } else { Default::default() };
         Tensor::from_op(out, &shape, self.device(), op.name(), inputs, move |g| {
             let (ga, gb) = binary_grad(op, x.as_ref(), y.as_ref(), g, want)?;
             Ok(vec![ga.map(|t| t.sum_to_shape(&xs)).transpose()?, gb.map(|t| t.sum_to_shape(&ys)).transpose()?])
@@ -113,7 +115,8 @@ impl Tensor {
 mod scalar_cache {
     use crate::{Device, Tensor};
     use kiln_backend::{DType, Result};
-    use std::collections::HashMap;
+    // Fx hashing: one lookup per scalar op, on a key of three words.
+    use rustc_hash::FxHashMap as HashMap;
     use std::sync::{Mutex, OnceLock};
 
     const CAPACITY: usize = 512;

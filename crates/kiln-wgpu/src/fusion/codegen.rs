@@ -2,7 +2,7 @@
 //! expressions, dtypes, load kinds and wiring, never buffers or sizes or parameter values, so a
 //! repeated training step reuses every kernel it built the first time.
 
-use crate::kernels::{compute_type, enables, load, module, param, storage_type, store};
+use crate::kernels::{compute_type, enables, load, module, param, param_word, storage_type, store};
 use crate::shaders::Template;
 use kiln_backend::{DType, Result};
 use std::fmt::Write;
@@ -65,6 +65,10 @@ pub(crate) enum Arg {
 pub(crate) struct OpPlan {
     pub func: usize,
     pub args: Vec<Arg>,
+    /// A run (see `plan::RunTracker`): the op is applied in a loop, its two metadata words being
+    /// the trip count and where the ops' parameters start; every application after the first
+    /// takes the previous value as operand `run` (the other operands stay `args`).
+    pub run: Option<usize>,
 }
 
 /// Everything that shapes one fused kernel's source.
@@ -81,6 +85,22 @@ pub(crate) struct GroupPlan {
     pub vec4: bool,
 }
 
+/// Appends `n` in decimal.
+fn push_num(k: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    k.extend(digits[at..].iter().map(|&d| d as char));
+}
+
 impl GroupPlan {
     pub(crate) fn key(&self) -> String {
         let mut k = String::with_capacity(64 + 16 * self.ops.len());
@@ -89,13 +109,22 @@ impl GroupPlan {
             k.push_str(&f.key);
         }
         k.push('|');
+        // Built for every dispatched kernel, one entry per op: digits are pushed by hand, as
+        // `write!` cost more than the rest of planning a 64-op scalar chain.
         for op in &self.ops {
-            let _ = write!(k, "{}(", op.func);
+            if let Some(chained) = op.run {
+                k.push('R');
+                push_num(&mut k, chained);
+            }
+            push_num(&mut k, op.func);
+            k.push('(');
             for a in &op.args {
-                let _ = match a {
-                    Arg::Load(l) => write!(k, "a{l}"),
-                    Arg::Local(v) => write!(k, "v{v}"),
+                let (tag, n) = match a {
+                    Arg::Load(l) => ('a', *l),
+                    Arg::Local(v) => ('v', *v),
                 };
+                k.push(tag);
+                push_num(&mut k, n);
             }
             k.push(')');
         }
@@ -250,9 +279,30 @@ impl GroupPlan {
                     args.push(format!("b{k}"));
                     args.push(if self.vec4 { format!("{c}u") } else { "(i & 3u)".to_string() });
                 }
-                args.push(param(sig.param_dtype(), param_at[k]));
-                args.push(param(sig.param_dtype(), param_at[k] + 1));
-                let _ = writeln!(body, "    let v{k}_{c} = kf{}({});", op.func, args.join(", "));
+                let pty = sig.param_dtype();
+                let Some(chained) = op.run else {
+                    args.push(param(pty, param_at[k]));
+                    args.push(param(pty, param_at[k] + 1));
+                    let _ = writeln!(body, "    let v{k}_{c} = kf{}({});", op.func, args.join(", "));
+                    continue;
+                };
+                // The first application as written, the rest in a loop over the parameter block.
+                let block = format!("info[{}u]", param_at[k] + 1);
+                args.push(param_word(pty, &block));
+                args.push(param_word(pty, &format!("{block} + 1u")));
+                let _ = writeln!(body, "    var v{k}_{c} = kf{}({});", op.func, args.join(", "));
+                uses += 1;
+                args[chained] = format!("kiln_opaque_{}(v{k}_{c}, {uses}u)", compute_type(sig.in_dtypes[chained]));
+                let n = args.len();
+                args[n - 2] = param_word(pty, &format!("{block} + 2u * t"));
+                args[n - 1] = param_word(pty, &format!("{block} + 2u * t + 1u"));
+                let _ = writeln!(
+                    body,
+                    "    for (var t = 1u; t < info[{}u]; t = t + 1u) {{\n        v{k}_{c} = kf{}({});\n    }}",
+                    param_at[k],
+                    op.func,
+                    args.join(", ")
+                );
             }
         }
         for (m, &(v, d)) in self.outputs.iter().enumerate() {
@@ -294,14 +344,14 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     let add = sig(binary_value(BinaryOp::Add, f), &[f, f], f);
     let mut chain = GroupPlan {
         fns: vec![add.clone()],
-        ops: vec![OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] }],
+        ops: vec![OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)], run: None }],
         loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Scalar)],
         inputs: vec![f, f],
         outputs: vec![(63, f)],
         vec4: false,
     };
     for k in 1..64 {
-        chain.ops.push(OpPlan { func: 0, args: vec![Arg::Local(k - 1), Arg::Load(1)] });
+        chain.ops.push(OpPlan { func: 0, args: vec![Arg::Local(k - 1), Arg::Load(1)], run: None });
     }
     let w3 = GroupPlan {
         fns: vec![
@@ -310,9 +360,9 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             sig(unary_value(UnaryOp::GeluTanh, f), &[f], f),
         ],
         ops: vec![
-            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] },
-            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(2)] },
-            OpPlan { func: 2, args: vec![Arg::Local(1)] },
+            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)], run: None },
+            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(2)], run: None },
+            OpPlan { func: 2, args: vec![Arg::Local(1)], run: None },
         ],
         loads: vec![load(0, f, LoadKind::Contiguous), load(1, f, LoadKind::Contiguous), load(2, f, LoadKind::Strided)],
         inputs: vec![f, f, f],
@@ -330,13 +380,13 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
             sig(Some("p0".into()), &[], i),
         ],
         ops: vec![
-            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)] },
-            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(0), Arg::Load(1)] },
-            OpPlan { func: 2, args: vec![Arg::Local(1)] },
-            OpPlan { func: 6, args: vec![] },
-            OpPlan { func: 3, args: vec![Arg::Local(2), Arg::Local(3)] },
-            OpPlan { func: 4, args: vec![Arg::Local(4)] },
-            OpPlan { func: 5, args: vec![Arg::Local(5)] },
+            OpPlan { func: 0, args: vec![Arg::Load(0), Arg::Load(1)], run: None },
+            OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Load(0), Arg::Load(1)], run: None },
+            OpPlan { func: 2, args: vec![Arg::Local(1)], run: None },
+            OpPlan { func: 6, args: vec![], run: None },
+            OpPlan { func: 3, args: vec![Arg::Local(2), Arg::Local(3)], run: None },
+            OpPlan { func: 4, args: vec![Arg::Local(4)], run: None },
+            OpPlan { func: 5, args: vec![Arg::Local(5)], run: None },
         ],
         loads: vec![load(0, f, LoadKind::Strided), load(1, f, LoadKind::Scalar)],
         inputs: vec![f, f],
@@ -349,6 +399,32 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     mixed4.vec4 = true;
     let mut chain4 = chain.clone();
     chain4.vec4 = true;
+    // W8b as a run: one loop for a chain of any length, here after a product and feeding a
+    // cast (f16, whose rounding sits inside the looped function), chained on either operand.
+    let sub16 = sig(binary_value(BinaryOp::Sub, h), &[h, h], h);
+    let run = |chained: usize| {
+        let (first, then) = if chained == 0 { (Arg::Local(0), Arg::Load(1)) } else { (Arg::Load(1), Arg::Local(0)) };
+        let mut args = vec![then, then];
+        args[chained] = first;
+        GroupPlan {
+            fns: vec![sig(Some(cast_value(f, h)), &[f], h), sub16.clone(), sig(Some(cast_value(h, f)), &[h], f)],
+            ops: vec![
+                OpPlan { func: 0, args: vec![Arg::Load(0)], run: None },
+                OpPlan { func: 1, args, run: Some(chained) },
+                OpPlan { func: 2, args: vec![Arg::Local(1)], run: None },
+            ],
+            loads: vec![load(0, f, LoadKind::Contiguous), load(1, h, LoadKind::Scalar)],
+            inputs: vec![f, h],
+            outputs: vec![(1, h), (2, f)],
+            vec4: false,
+        }
+    };
+    let mut add_run = chain.clone();
+    add_run.ops.truncate(1);
+    add_run.ops[0].run = Some(0);
+    add_run.outputs = vec![(0, f)];
+    let mut add_run4 = add_run.clone();
+    add_run4.vec4 = true;
     // Dropout (x · mask, the mask never stored) after a producer, two random ops in one kernel,
     // and every random value, scalar and vec4, f32 and f16.
     let random = |dist, d| {
@@ -357,7 +433,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         Some(std::sync::Arc::new(FnSig::new(spec.value, vec![], d, true)))
     };
     let bern = kiln_backend::Distribution::Bernoulli { keep: 0.8, value: 1.25 };
-    let mut plans = vec![chain, chain4, w3, mixed, mixed4];
+    let mut plans = vec![chain, chain4, w3, mixed, mixed4, add_run, add_run4, run(0), run(1)];
     for vec4 in [false, true] {
         let fns: Vec<_> = [
             random(bern, f),
@@ -373,13 +449,13 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         plans.push(GroupPlan {
             fns,
             ops: vec![
-                OpPlan { func: 2, args: vec![Arg::Load(0)] },
-                OpPlan { func: 0, args: vec![] },
-                OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Local(1)] },
-                OpPlan { func: 3, args: vec![] },
-                OpPlan { func: 4, args: vec![] },
-                OpPlan { func: 0, args: vec![] },
-                OpPlan { func: 5, args: vec![] },
+                OpPlan { func: 2, args: vec![Arg::Load(0)], run: None },
+                OpPlan { func: 0, args: vec![], run: None },
+                OpPlan { func: 1, args: vec![Arg::Local(0), Arg::Local(1)], run: None },
+                OpPlan { func: 3, args: vec![], run: None },
+                OpPlan { func: 4, args: vec![], run: None },
+                OpPlan { func: 0, args: vec![], run: None },
+                OpPlan { func: 5, args: vec![], run: None },
             ],
             loads: vec![load(0, f, LoadKind::Contiguous)],
             inputs: vec![f],
@@ -397,7 +473,7 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         if !vec4 {
             plans.push(GroupPlan {
                 fns: fns16,
-                ops: (0..3).map(|func| OpPlan { func, args: vec![] }).collect(),
+                ops: (0..3).map(|func| OpPlan { func, args: vec![], run: None }).collect(),
                 loads: vec![],
                 inputs: vec![],
                 outputs: vec![(0, h), (1, h), (2, h)],
@@ -406,4 +482,16 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         }
     }
     plans.iter().map(|p| (p.key(), p.source())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_num_writes_decimal() {
+        for n in [0, 7, 9, 10, 63, 100, 4097, 1_000_000, usize::MAX] {
+            let mut k = String::from("x");
+            super::push_num(&mut k, n);
+            assert_eq!(k, format!("x{n}"));
+        }
+    }
 }

@@ -16,7 +16,9 @@ use crate::{context::GpuContext, kernels::elementwise::Spec, pool::PooledBuffer,
 use codegen::FnSig;
 use kiln_backend::{DType, Layout, Result};
 use std::cell::Cell;
-use std::collections::HashMap;
+// Fx hashing: these maps are touched once or twice per recorded op, with pointer-sized or short
+// keys that SipHash's DoS resistance does nothing for.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 

@@ -15,8 +15,15 @@ use std::sync::Arc;
 /// source small).
 const VEC4_MIN: usize = 1024;
 
-/// Ops per kernel: keeps the generated WGSL small enough to compile quickly everywhere.
+/// Ops per kernel: keeps the generated WGSL small enough to compile quickly everywhere. A run
+/// (see [`RunTracker`]) counts as `MIN_RUN` ops however long it is.
 const MAX_OPS: usize = 64;
+
+/// Ops per kernel counting every op of a run: bounds the metadata (2 words per op).
+const MAX_NODES: usize = 4096;
+
+/// Runs at least this long become a loop in the kernel; shorter ones are written out.
+const MIN_RUN: usize = 4;
 
 const OP: &str = "fused elementwise";
 
@@ -28,6 +35,59 @@ pub(crate) struct Done {
 /// A consumer may compute its producer inline only when it reads element i at index i.
 fn inline_read(layout: &Layout, numel: usize) -> bool {
     layout.is_contiguous() && layout.offset() == 0 && layout.numel() == numel
+}
+
+/// Finds runs: ops that apply one function again and again to the previous op's value, every
+/// other operand the same (`y = y + 1` a thousand times, W8b). A run of any length becomes one
+/// loop whose trip count and parameters are metadata, so chains of every length share one
+/// kernel and its pipeline. Planning and code generation walk the ops with the same tracker.
+#[derive(Default)]
+struct RunTracker {
+    /// The first op of the open run and how many ops it holds.
+    first: usize,
+    len: usize,
+    /// The operand that carries the previous value (set once the run has two ops).
+    chained: Option<usize>,
+}
+
+impl RunTracker {
+    fn start(&mut self, j: usize) {
+        *self = RunTracker { first: j, len: 1, chained: None };
+    }
+
+    /// Whether op `j` (the op after the run's last) extends the run; if not, it starts a new one.
+    fn step(&mut self, nodes: &[Node], readers: &[u32], alive: &[bool], j: usize) -> bool {
+        let extends = self.len > 0 && self.first + self.len == j && self.link(nodes, readers, alive, j);
+        if extends {
+            self.len += 1;
+        } else {
+            self.start(j);
+        }
+        extends
+    }
+
+    fn link(&mut self, nodes: &[Node], readers: &[u32], alive: &[bool], j: usize) -> bool {
+        let (prev, node, first) = (&nodes[j - 1], &nodes[j], &nodes[self.first]);
+        // The previous value must be needed by nothing but this op: it is never stored.
+        if !Arc::ptr_eq(&node.sig, &prev.sig) || node.sig.random || alive[j - 1] || readers[j - 1] != 1 {
+            return false;
+        }
+        let at = node
+            .inputs
+            .iter()
+            .position(|(src, l)| matches!(src, Src::Node(i) if *i == j - 1) && inline_read(l, node.numel));
+        let Some(at) = at else { return false };
+        if self.chained.is_some_and(|c| c != at) || node.numel != first.numel {
+            return false;
+        }
+        let same = node.inputs.iter().zip(&first.inputs).enumerate().all(|(k, ((s, l), (fs, fl)))| {
+            k == at || (source_key(s) == source_key(fs) && l == fl && !matches!(s, Src::Node(i) if *i >= self.first))
+        });
+        if same {
+            self.chained = Some(at);
+        }
+        same
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,6 +109,8 @@ struct Grouping<'a> {
     alive: &'a [bool],
     /// The last op reading each op's output (`NONE` when nothing pending reads it).
     last_use: &'a [usize],
+    /// How many operands of pending ops read each op's output.
+    readers: &'a [u32],
     max_bindings: usize,
     start: usize,
     /// Distinct buffers the open kernel reads.
@@ -57,6 +119,9 @@ struct Grouping<'a> {
     ending: Vec<(usize, u32)>,
     /// Outputs the open kernel writes if it closes now.
     outputs: usize,
+    /// Ops the open kernel's source spells out (a run counts `MIN_RUN`).
+    source_ops: usize,
+    runs: RunTracker,
 }
 
 const NONE: usize = usize::MAX;
@@ -66,11 +131,17 @@ impl Grouping<'_> {
         self.start = j;
         self.sources.clear();
         self.outputs = 0;
+        self.source_ops = 0;
+        self.runs = RunTracker::default();
         self.add(j);
     }
 
     /// Adds node `j` (already checked) to the open kernel.
     fn add(&mut self, j: usize) {
+        self.runs.step(self.nodes, self.readers, self.alive, j);
+        if self.runs.len <= MIN_RUN {
+            self.source_ops += 1;
+        }
         let node = &self.nodes[j];
         for (src, _) in &node.inputs {
             if matches!(src, Src::Node(i) if *i >= self.start) {
@@ -101,7 +172,7 @@ impl Grouping<'_> {
     /// Whether node `j` may join the open kernel (nodes `start..j`).
     fn joins(&self, j: usize) -> bool {
         let node = &self.nodes[j];
-        if j - self.start >= MAX_OPS || self.nodes[self.start].numel != node.numel {
+        if self.source_ops >= MAX_OPS || j - self.start >= MAX_NODES || self.nodes[self.start].numel != node.numel {
             return false;
         }
         let mut new_sources = 0;
@@ -131,10 +202,12 @@ impl GpuContext {
         let held: Vec<Option<Arc<PooledBuffer>>> = nodes.iter().map(|n| n.out_buf.upgrade()).collect();
         let alive: Vec<bool> = held.iter().map(Option::is_some).collect();
         let mut last_use = vec![NONE; n];
+        let mut readers = vec![0u32; n];
         for (j, node) in nodes.iter().enumerate() {
             for (src, _) in &node.inputs {
                 if let Src::Node(i) = src {
                     last_use[*i] = j;
+                    readers[*i] += 1;
                 }
             }
         }
@@ -144,11 +217,14 @@ impl GpuContext {
             nodes: &nodes,
             alive: &alive,
             last_use: &last_use,
+            readers: &readers,
             max_bindings,
             start: 0,
             sources: Vec::new(),
             ending: vec![(NONE, 0); n],
             outputs: 0,
+            source_ops: 0,
+            runs: RunTracker::default(),
         };
         let mut starts = Vec::new();
         let mut group_of = vec![0usize; n];
@@ -182,7 +258,7 @@ impl GpuContext {
                     bufs[k] = Some(Arc::new(self.pool.storage(&self.device, OP, bytes)?));
                 }
             }
-            done.outputs += self.run_group(&nodes, start..end, &bufs)?;
+            done.outputs += self.run_group(&nodes, start..end, &bufs, &readers, &alive)?;
             done.kernels += 1;
             for &k in &release[g] {
                 bufs[k] = None;
@@ -197,9 +273,27 @@ impl GpuContext {
         nodes: &[Node],
         range: std::ops::Range<usize>,
         bufs: &[Option<Arc<PooledBuffer>>],
+        readers: &[u32],
+        alive: &[bool],
     ) -> Result<u64> {
         let start = range.start;
         let numel = nodes[start].numel;
+        // Runs of the group as (first op, length, chained operand), found as planning found them.
+        let mut runs: Vec<(usize, usize, Option<usize>)> = Vec::new();
+        let mut tracker = RunTracker::default();
+        for k in range.clone() {
+            if tracker.step(nodes, readers, alive, k) {
+                if let Some(last) = runs.last_mut() {
+                    *last = (tracker.first, tracker.len, tracker.chained);
+                }
+            } else {
+                runs.push((k, 1, None));
+            }
+        }
+        // The plan op computing each node's value (a run's ops all map to its loop).
+        let mut op_of = vec![0usize; range.len()];
+        // (op, first node, nodes) of each run that became a loop.
+        let mut loops: Vec<(usize, usize, usize)> = Vec::new();
         let mut plan = GroupPlan {
             fns: Vec::new(),
             ops: Vec::new(),
@@ -213,8 +307,23 @@ impl GpuContext {
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         // (source binding, layout) per load, for dedup and metadata.
         let mut load_layouts: Vec<(usize, &Layout)> = Vec::new();
-        for k in range.clone() {
+        let members = runs.iter().flat_map(|&(first, len, chained)| {
+            let looped = len >= MIN_RUN;
+            let heads = if looped { 1 } else { len };
+            (first..first + heads).map(move |k| (k, if looped { Some((len, chained)) } else { None }))
+        });
+        let mut heads = Vec::with_capacity(range.len());
+        for (k, run) in members {
             let node = &nodes[k];
+            let op = plan.ops.len();
+            heads.push(k);
+            match run {
+                Some((len, _)) => {
+                    op_of[k - start..k - start + len].fill(op);
+                    loops.push((op, k, len));
+                }
+                None => op_of[k - start] = op,
+            }
             let func = match plan.fns.iter().position(|f| Arc::ptr_eq(f, &node.sig)) {
                 Some(f) => f,
                 None => {
@@ -227,7 +336,7 @@ impl GpuContext {
                 if let Src::Node(i) = src
                     && *i >= start
                 {
-                    args.push(Arg::Local(*i - start));
+                    args.push(Arg::Local(op_of[*i - start]));
                     continue;
                 }
                 let key = source_key(src);
@@ -263,13 +372,13 @@ impl GpuContext {
                 };
                 args.push(Arg::Load(load));
             }
-            plan.ops.push(OpPlan { func, args });
+            plan.ops.push(OpPlan { func, args, run: run.and_then(|(_, chained)| chained) });
         }
         let mut written = 0;
         for k in range.clone() {
             // Only outputs someone holds, or a later kernel reads, got a buffer.
             if let Some(b) = &bufs[k] {
-                plan.outputs.push((k - start, nodes[k].sig.out));
+                plan.outputs.push((op_of[k - start], nodes[k].sig.out));
                 buffers.push(b.buffer());
                 written += 1;
             }
@@ -282,8 +391,17 @@ impl GpuContext {
         // Metadata: [numel, 0, params per op (and key words per random op), one word per load,
         // layout blocks of strided loads].
         // Word 1 is always 0: the kernel cannot know that (see `kiln_opaque_*` in fused.wgsl).
+        // A loop's two words are its trip count and where its ops' parameters start: a block
+        // after everything else, so no other word moves with the run's length.
         let mut meta = vec![invocations as u32, 0];
-        for k in range.clone() {
+        let mut blocks = Vec::with_capacity(loops.len());
+        let mut next_loop = loops.iter().peekable();
+        for (op, &k) in heads.iter().enumerate() {
+            if let Some(&(_, first, len)) = next_loop.next_if(|l| l.0 == op) {
+                blocks.push((meta.len() + 1, first, len));
+                meta.extend([len as u32, 0]);
+                continue;
+            }
             meta.extend_from_slice(&nodes[k].params);
             meta.extend(nodes[k].philox.iter().flatten());
         }
@@ -298,6 +416,12 @@ impl GpuContext {
                     base
                 }
             };
+        }
+        for (word, first, len) in blocks {
+            meta[word] = meta.len() as u32;
+            for node in &nodes[first..first + len] {
+                meta.extend_from_slice(&node.params);
+            }
         }
         let key = plan.key();
         let kernel = self.cache.get(&self.device, OP, &key, || plan.source())?;

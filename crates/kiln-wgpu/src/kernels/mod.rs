@@ -104,11 +104,16 @@ pub(crate) fn param_bits(value: f64, dtype: DType) -> u32 {
 
 /// WGSL reading the parameter word `meta[index]` as `dtype`'s compute type.
 pub(crate) fn param(dtype: DType, index: usize) -> String {
+    param_word(dtype, &format!("{index}u"))
+}
+
+/// [`param`] at a word index given as a WGSL `u32` expression.
+pub(crate) fn param_word(dtype: DType, index: &str) -> String {
     match dtype {
-        DType::U32 => format!("info[{index}u]"),
-        DType::Bool => format!("(info[{index}u] != 0u)"),
-        DType::I32 => format!("bitcast<i32>(info[{index}u])"),
-        _ => format!("bitcast<f32>(info[{index}u])"),
+        DType::U32 => format!("info[{index}]"),
+        DType::Bool => format!("(info[{index}] != 0u)"),
+        DType::I32 => format!("bitcast<i32>(info[{index}])"),
+        _ => format!("bitcast<f32>(info[{index}])"),
     }
 }
 
