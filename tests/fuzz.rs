@@ -115,7 +115,7 @@ static ALLOCATOR: Capped = Capped;
 // ---------------------------------------------------------------------------------------------
 // The op set, by family
 
-const UNARY: [&str; 34] = [
+const UNARY: [&str; 35] = [
     "neg",
     "abs",
     "sign",
@@ -137,6 +137,7 @@ const UNARY: [&str; 34] = [
     "leaky_relu",
     "elu",
     "gelu",
+    "gelu_grad",
     "gelu_tanh",
     "silu",
     "softplus",

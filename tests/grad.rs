@@ -65,6 +65,9 @@ fn unary_gradients() {
     gradcheck("leaky_relu", &[&[7]], -2.0, 2.0, |t| t[0].leaky_relu(0.1));
     gradcheck("elu", &[&[7]], -2.0, 2.0, |t| t[0].elu(1.3));
     gradcheck("gelu", &[&[7]], -3.0, 3.0, |t| t[0].gelu());
+    // GELU's backward op, and its own gradient (GELU's second derivative), beyond erf's |z| < 2 too.
+    gradcheck("gelu", &[&[9]], -6.0, 6.0, |t| t[0].gelu());
+    gradcheck("gelu_grad", &[&[9]], -6.0, 6.0, |t| t[0].unary(kiln::UnaryOp::GeluErfGrad));
     gradcheck("gelu_tanh", &[&[7]], -3.0, 3.0, |t| t[0].gelu_tanh());
     gradcheck("silu", &[&[7]], -3.0, 3.0, |t| t[0].silu());
     gradcheck("softplus", &[&[7]], -3.0, 3.0, |t| t[0].softplus());

@@ -99,6 +99,7 @@ fn table() -> Vec<OpInfo> {
         row("leaky_relu", 1, F, ANY, true, |t| t[0].leaky_relu(0.1)),
         row("elu", 1, F, ANY, true, |t| t[0].elu(1.3)),
         row("gelu", 1, F, ANY, true, |t| t[0].gelu()),
+        row("gelu_grad", 1, F, ANY, true, |t| t[0].unary(UnaryOp::GeluErfGrad)),
         row("gelu_tanh", 1, F, ANY, true, |t| t[0].gelu_tanh()),
         row("silu", 1, F, ANY, true, |t| t[0].silu()),
         row("softplus", 1, F, ANY, true, |t| t[0].softplus()),

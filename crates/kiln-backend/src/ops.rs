@@ -27,6 +27,9 @@ pub enum UnaryOp {
     LeakyRelu(f64),
     Elu(f64),
     GeluErf,
+    /// The derivative of `GeluErf`, Φ(x) + x·φ(x): GELU's backward in one elementwise pass
+    /// (times the incoming gradient) instead of a chain of a dozen.
+    GeluErfGrad,
     GeluTanh,
     Silu,
     Softplus,
@@ -67,6 +70,7 @@ impl UnaryOp {
             LeakyRelu(_) => "leaky_relu",
             Elu(_) => "elu",
             GeluErf => "gelu",
+            GeluErfGrad => "gelu_grad",
             GeluTanh => "gelu_tanh",
             Silu => "silu",
             Softplus => "softplus",
@@ -103,7 +107,7 @@ impl UnaryOp {
     }
 
     /// Every op, with sample parameters: what shader tests and op tests iterate.
-    pub const ALL: [UnaryOp; 34] = {
+    pub const ALL: [UnaryOp; 35] = {
         use UnaryOp::*;
         [
             Neg,
@@ -127,6 +131,7 @@ impl UnaryOp {
             LeakyRelu(0.01),
             Elu(1.0),
             GeluErf,
+            GeluErfGrad,
             GeluTanh,
             Silu,
             Softplus,

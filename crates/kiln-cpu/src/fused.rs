@@ -44,13 +44,17 @@ pub(crate) fn norm_forward(
     let b = bias.map(|b| floats(OP, b, n)).transpose()?;
     let mut y = vec![0.0; rows * n];
     let mut stats = vec![0.0; rows * 2];
-    for r in 0..rows {
+    if n == 0 {
+        return Ok((wrap(&y, x.dtype()), wrap(&stats, DType::F64)));
+    }
+    // Rows are independent: each thread takes whole rows, so the bits do not depend on the split.
+    per_row(&mut y, n, &mut stats, |r, y, st| {
         let row = &xs[r * n..(r + 1) * n];
         let mean = if p.rms { 0.0 } else { row.iter().sum::<f64>() / n as f64 };
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
         let rstd = 1.0 / (var + p.eps).sqrt();
-        stats[2 * r] = mean;
-        stats[2 * r + 1] = rstd;
+        st[0] = mean;
+        st[1] = rstd;
         for j in 0..n {
             let mut v = (row[j] - mean) * rstd;
             if let Some(w) = &w {
@@ -59,9 +63,9 @@ pub(crate) fn norm_forward(
             if let Some(b) = &b {
                 v += b[j];
             }
-            y[r * n + j] = v;
+            y[j] = v;
         }
-    }
+    });
     Ok((wrap(&y, x.dtype()), wrap(&stats, DType::F64)))
 }
 
@@ -81,22 +85,52 @@ pub(crate) fn norm_backward(
     let mut dx = vec![0.0; rows * n];
     let mut dw = vec![0.0; n];
     let mut db = vec![0.0; n];
-    for r in 0..rows {
-        let (mean, rstd) = (st[2 * r], st[2 * r + 1]);
-        let xhat: Vec<f64> = (0..n).map(|j| (xs[r * n + j] - mean) * rstd).collect();
+    if n == 0 {
+        let dt = x.dtype();
+        return Ok((wrap(&dx, dt), wrap(&dw, dt), wrap(&db, dt)));
+    }
+    let xhat = |r: usize, j: usize| (xs[r * n + j] - st[2 * r]) * st[2 * r + 1];
+    // dx row by row, rows split across threads (independent, so the split changes no bits).
+    let mut none: Vec<f64> = Vec::new();
+    per_row(&mut dx, n, &mut none, |r, dx, _| {
+        let rstd = st[2 * r + 1];
         // g = dy·w is the gradient at x̂; dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), without the
         // mean(g) term for RMSNorm (no centring).
-        let g: Vec<f64> = (0..n).map(|j| gs[r * n + j] * w.as_ref().map_or(1.0, |w| w[j])).collect();
-        let mean_g = if p.rms { 0.0 } else { g.iter().sum::<f64>() / n as f64 };
-        let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / n as f64;
+        let g = |j: usize| gs[r * n + j] * w.as_ref().map_or(1.0, |w| w[j]);
+        let mean_g = if p.rms { 0.0 } else { (0..n).map(g).sum::<f64>() / n as f64 };
+        let mean_gx = (0..n).map(|j| g(j) * xhat(r, j)).sum::<f64>() / n as f64;
+        for (j, d) in dx.iter_mut().enumerate() {
+            *d = rstd * (g(j) - mean_g - xhat(r, j) * mean_gx);
+        }
+    });
+    // dw and db sum over rows in row order on one thread: the same bits for any thread count.
+    for r in 0..rows {
+        let gr = &gs[r * n..][..n];
         for j in 0..n {
-            dx[r * n + j] = rstd * (g[j] - mean_g - xhat[j] * mean_gx);
-            dw[j] += gs[r * n + j] * xhat[j];
-            db[j] += gs[r * n + j];
+            dw[j] += gr[j] * xhat(r, j);
+            db[j] += gr[j];
         }
     }
     let dt = x.dtype();
     Ok((wrap(&dx, dt), wrap(&dw, dt), wrap(&db, dt)))
+}
+
+/// `f(r, out_row, side_row)` for each row `r` of `out` (rows of `n`, `n > 0`) with its slice of
+/// `side` (2 values a row, or none when `side` is empty); rows go to separate threads when the
+/// work is big enough. Each row writes only its own slices, so no result depends on the split.
+fn per_row<F>(out: &mut [f64], n: usize, side: &mut [f64], f: F)
+where
+    F: Fn(usize, &mut [f64], &mut [f64]) + Sync + Send,
+{
+    let rows = out.len() / n;
+    let sides: Vec<&mut [f64]> =
+        if side.is_empty() { (0..rows).map(|_| <&mut [f64]>::default()).collect() } else { side.chunks_mut(2).collect() };
+    let run = |(r, (o, s)): (usize, (&mut [f64], &mut [f64]))| f(r, o, s);
+    if out.len() >= PAR_MIN && rows > 1 {
+        out.par_chunks_mut(n).zip(sides).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(n).zip(sides).enumerate().for_each(run);
+    }
 }
 
 /// The class of row `r`, or `None` when it is ignored.

@@ -7,13 +7,15 @@
 //! f32 and multiplied there (f32 accumulation). Integers use a plain triple loop with wrapping
 //! arithmetic. `k = 0` gives zeros.
 
+use std::mem::MaybeUninit;
+
 use half::f16;
 use kiln_backend::{Error, HostData, Layout, Result};
 use rayon::prelude::*;
 
 use crate::binary::same;
 use crate::elem::{Elem, Int};
-use crate::kernel::{alloc, for_each_block, product, unsupported};
+use crate::kernel::{alloc, for_each_block, product, unsupported, with_capacity};
 use crate::strided::{check, read};
 
 const OP: &str = "matmul";
@@ -112,17 +114,22 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
     check(OP, al, a.len())?;
     check(OP, bl, b.len())?;
     let per_batch = product(OP, &[d.m, d.n])?;
-    let mut out = alloc(OP, product(OP, &[d.batch, per_batch])?, T::default())?;
-    if out.is_empty() || d.k == 0 {
-        return Ok(out);
+    let total = product(OP, &[d.batch, per_batch])?;
+    if total == 0 || d.k == 0 {
+        return alloc(OP, total, T::default());
     }
+    // Not zeroed first: every element is written below by a gemm with β = 0, which
+    // matrixmultiply documents never reads C ("if β is zero, then C does not need to be
+    // initialized"), so zeroing would be a wasted pass over the output.
+    let mut out: Vec<T> = with_capacity(OP, total)?;
+    let dst = &mut out.spare_capacity_mut()[..total];
     let stride = |l: &Layout, i: usize| {
         isize::try_from(l.strides()[i]).map_err(|_| Error::invalid(OP, format!("stride {:?} too large", l.strides())))
     };
     let (rsa, csa, rsb, csb) = (stride(al, 1)?, stride(al, 2)?, stride(bl, 1)?, stride(bl, 2)?);
     isize::try_from(d.n).map_err(|_| Error::invalid(OP, "n too large"))?;
     // Rows `first .. first + c.len() / n` of batch `bi`'s product into `c`.
-    let run = |bi: usize, first: usize, c: &mut [T]| {
+    let run = |bi: usize, first: usize, c: &mut [MaybeUninit<T>]| {
         let a_off = al.offset() + bi * al.strides()[0] + first * al.strides()[1];
         let b_off = bl.offset() + bi * bl.strides()[0];
         let rows = Dims { m: c.len() / d.n, ..d };
@@ -134,12 +141,15 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
         unsafe {
             let a = Operand { ptr: a.as_ptr().add(a_off), rs: rsa, cs: csa };
             let b = Operand { ptr: b.as_ptr().add(b_off), rs: rsb, cs: csb };
-            T::gemm(rows, a, b, c.as_mut_ptr())
+            T::gemm(rows, a, b, c.as_mut_ptr().cast::<T>())
         }
     };
+
     let macs = d.m.saturating_mul(d.n).saturating_mul(d.k);
     if macs < PAR_GEMM {
-        for_each_block(&mut out, per_batch, |bi, c| run(bi, 0, c));
+        for_each_block(dst, per_batch, |bi, c| run(bi, 0, c));
+        // SAFETY: the gemms above wrote all `total` elements (the blocks tile the output).
+        unsafe { out.set_len(total) };
         return Ok(out);
     }
     let threads = rayon::current_num_threads();
@@ -147,18 +157,22 @@ fn gemm<T: Gemm>(a: &[T], al: &Layout, b: &[T], bl: &Layout, d: Dims) -> Result<
         // Wider than tall (a linear layer's tokens × features): one band of output columns per
         // thread. Each thread packs all of A and its own columns of B, less than the whole of B
         // (the bigger operand here) that a band of rows would pack.
-        for (bi, c) in out.chunks_mut(per_batch).enumerate() {
+        for (bi, c) in dst.chunks_mut(per_batch).enumerate() {
             column_bands(d, threads, bi, (a, al, rsa, csa), (b, bl, rsb, csb), c);
         }
+        // SAFETY: the gemms above wrote all `total` elements (the blocks tile the output).
+        unsafe { out.set_len(total) };
         return Ok(out);
     }
     // A big product: one band of output rows per thread, each its own single-threaded gemm
     // (each packs B for itself, in parallel, and its own rows of A).
     let bands = threads.min(d.m).max(1);
     let band_rows = d.m.div_ceil(bands);
-    for (bi, c) in out.chunks_mut(per_batch).enumerate() {
+    for (bi, c) in dst.chunks_mut(per_batch).enumerate() {
         c.par_chunks_mut(band_rows * d.n).enumerate().for_each(|(i, band)| run(bi, i * band_rows, band));
     }
+    // SAFETY: the gemms above wrote all `total` elements (each batch's bands tile its block).
+    unsafe { out.set_len(total) };
     Ok(out)
 }
 
@@ -186,13 +200,13 @@ fn column_bands<T: Gemm>(
     bi: usize,
     (a, al, rsa, csa): (&[T], &Layout, isize, isize),
     (b, bl, rsb, csb): (&[T], &Layout, isize, isize),
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
 ) {
     let band = d.n.div_ceil(threads.min(d.n));
     let a_off = al.offset() + bi * al.strides()[0];
     let b_off = bl.offset() + bi * bl.strides()[0];
     debug_assert_eq!(c.len(), d.m * d.n, "matmul: output block");
-    let out = OutPtr(c.as_mut_ptr());
+    let out = OutPtr(c.as_mut_ptr().cast::<T>());
     (0..d.n.div_ceil(band)).into_par_iter().for_each(|i| {
         let first = i * band;
         let cols = Dims { n: band.min(d.n - first), ..d };

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use kiln_backend::{Error, Layout, Result};
 
-use crate::kernel::{product, with_capacity};
+use crate::kernel::product;
+use crate::walk::map1;
 
 /// Checks that every element of `layout` lies inside a storage of `len` elements, and returns
 /// the element count. The core builds layouts, but a bad one here would be an out-of-bounds read,
@@ -35,7 +36,11 @@ pub(crate) fn check(op: &'static str, layout: &Layout, len: usize) -> Result<usi
 }
 
 /// The elements of `layout` in row-major order: borrowed when they already are, gathered otherwise.
-pub(crate) fn read<'a, T: Copy>(op: &'static str, data: &'a [T], layout: &Layout) -> Result<Cow<'a, [T]>> {
+pub(crate) fn read<'a, T: Copy + Send + Sync>(
+    op: &'static str,
+    data: &'a [T],
+    layout: &Layout,
+) -> Result<Cow<'a, [T]>> {
     let n = check(op, layout, data.len())?;
     if n == 0 {
         return Ok(Cow::Borrowed(&[]));
@@ -44,9 +49,9 @@ pub(crate) fn read<'a, T: Copy>(op: &'static str, data: &'a [T], layout: &Layout
         let start = layout.offset();
         return Ok(Cow::Borrowed(&data[start..start + n]));
     }
-    let mut out = with_capacity(op, n)?;
-    for_each_index(layout, |i| out.push(data[i]));
-    Ok(Cow::Owned(out))
+    // The elementwise walk: runs along the innermost dims copied as slices (a permuted
+    // `[b, s, h, d]` → `[b, h, s, d]` moves `d` elements at a time), split across threads when big.
+    Ok(Cow::Owned(map1(op, data, layout, |x| x)?))
 }
 
 /// Calls `f` with the storage index of each element, in row-major order. The layout must have

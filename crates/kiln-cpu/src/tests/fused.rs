@@ -153,3 +153,49 @@ fn attention_matches_the_definition_and_does_not_depend_on_the_thread_count() {
         }
     }
 }
+
+#[test]
+fn norms_match_the_definition_and_do_not_depend_on_the_thread_count() {
+    use kiln_backend::NormParams;
+    let mut rng = Rng::new(37);
+    // 131 rows of 257: above the size where rows split across threads; 3 rows of 5 stay on one.
+    for (rows, n) in [(3, 5), (131, 257)] {
+        for rms in [false, true] {
+            let p = NormParams { rows, n, eps: 1e-5, rms };
+            let (x, dy, w, b) = (rng.vec(rows * n), rng.vec(rows * n), rng.vec(n), rng.vec(n));
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+                pool.install(|| {
+                    let (xs, ws, bs) = (st(x.clone()), st(w.clone()), st(b.clone()));
+                    let (y, stats) = xs.norm_forward(Some(&ws), Some(&bs), &p).expect("forward");
+                    let (dx, dw, db) = xs.norm_backward(&st(dy.clone()), &stats, Some(&ws), &p).expect("backward");
+                    [host(&y), host(&stats), host(&dx), host(&dw), host(&db)]
+                })
+            };
+            let one = run(1);
+            assert_eq!(run(3), one, "{rows}x{n} rms {rms}: 3 threads differ from 1");
+            // The textbook form: x̂ = (x − μ)/σ, y = x̂·w + b; with g = dy·w,
+            // dx = (n·g − Σg − x̂·Σ(g·x̂)) / (n·σ), dw = Σ_rows dy·x̂, db = Σ_rows dy.
+            let (mut y, mut dx, mut dw, mut db) = (vec![], vec![], vec![0.0; n], vec![0.0; n]);
+            for r in 0..rows {
+                let row = &x[r * n..][..n];
+                let mu = if rms { 0.0 } else { row.iter().sum::<f64>() / n as f64 };
+                let sigma = (row.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / n as f64 + 1e-5).sqrt();
+                let xh: Vec<f64> = row.iter().map(|v| (v - mu) / sigma).collect();
+                let g: Vec<f64> = (0..n).map(|j| dy[r * n + j] * w[j]).collect();
+                let sum_g = if rms { 0.0 } else { g.iter().sum::<f64>() };
+                let sum_gx: f64 = g.iter().zip(&xh).map(|(a, b)| a * b).sum();
+                for j in 0..n {
+                    y.push(xh[j] * w[j] + b[j]);
+                    dx.push((n as f64 * g[j] - sum_g - xh[j] * sum_gx) / (n as f64 * sigma));
+                    dw[j] += dy[r * n + j] * xh[j];
+                    db[j] += dy[r * n + j];
+                }
+            }
+            assert_close(&one[0].to_f64_vec(), &y, 1e-12);
+            assert_close(&one[2].to_f64_vec(), &dx, 1e-12);
+            assert_close(&one[3].to_f64_vec(), &dw, 1e-10);
+            assert_close(&one[4].to_f64_vec(), &db, 1e-10);
+        }
+    }
+}

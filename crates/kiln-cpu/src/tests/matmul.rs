@@ -160,11 +160,17 @@ fn threaded_products_match_naive_and_do_not_depend_on_the_thread_count() {
     // columns, taller than wide by rows; odd sizes leave a short last band.
     for (b, m, k, n) in [(2, 33, 257, 301), (1, 301, 257, 33), (1, 129, 130, 129)] {
         let t = case(&mut rng, b, m, k, n);
-        // A transposed, B broadcast over the batch (from `case`); then B transposed too.
+        // A transposed, B broadcast over the batch (from `case`); then B transposed too (a
+        // Linear layer's `Wᵀ`); then A row-major with both Bs (single products with a row-major A
+        // or a transposed B are transposed into a copy before the gemm).
         let bt_buf: Vec<f64> = rng.vec(n * k);
         let btl = Layout::new(vec![b, k, n], vec![0, 1, k], 0);
-        for (b_buf, bl) in [(t.b_buf.clone(), t.bl.clone()), (bt_buf, btl)] {
-            let t = Case { a_buf: t.a_buf.clone(), al: t.al.clone(), b_buf, bl, want: vec![] };
+        let ar_buf: Vec<f64> = rng.vec(b * m * k + 3);
+        let arl = Layout::new(vec![b, m, k], vec![m * k, k, 1], 3);
+        let bs = [(t.b_buf.clone(), t.bl.clone()), (bt_buf, btl)];
+        let pairs = [(t.a_buf.clone(), t.al.clone())].into_iter().chain([(ar_buf, arl)]);
+        for ((a_buf, al), (b_buf, bl)) in pairs.flat_map(|a| bs.clone().map(|b| (a.clone(), b))) {
+            let t = Case { a_buf, al, b_buf, bl, want: vec![] };
             let a32: Vec<f32> = t.a_buf.iter().map(|&x| x as f32).collect();
             let b32: Vec<f32> = t.b_buf.iter().map(|&x| x as f32).collect();
             let t64 = Case {

@@ -181,6 +181,10 @@ pub(crate) fn unary_value(op: UnaryOp, dtype: DType) -> Option<String> {
         (LeakyRelu(_), _) => "select(p0 * x0, x0, x0 > 0.0 || kiln_isnan(x0))",
         (Elu(_), _) => "select(p0 * kiln_expm1(x0), x0, x0 > 0.0 || kiln_isnan(x0))",
         (GeluErf, _) => "0.5 * x0 * (1.0 + kiln_erf(x0 * 0.70710678118654752))",
+        // Φ(x) + x·φ(x), with φ(x) = exp(−x²/2)/√(2π).
+        (GeluErfGrad, _) => {
+            "0.5 * (1.0 + kiln_erf(x0 * 0.70710678118654752)) + x0 * 0.39894228040143268 * exp(-0.5 * x0 * x0)"
+        }
         (GeluTanh, _) => "0.5 * x0 * (1.0 + kiln_tanh(0.79788456080286536 * (x0 + 0.044715 * x0 * x0 * x0)))",
         (Silu, _) => "x0 * kiln_sigmoid(x0)",
         (Softplus, _) => "kiln_softplus(x0)",
