@@ -453,3 +453,46 @@ fn grad_scaler_backs_off_from_a_real_f16_overflow() {
         assert_close(&format!("{d:?} w"), &w.to_f64_vec().unwrap(), &[0.4, -0.7], 1e-6, 1e-6);
     }
 }
+
+/// One input read by three products in an autocast region (q, k and v projections) is cast to
+/// f16 once: one f16 copy is saved for backward, not three, and its gradient (the sum of the
+/// three products') still reaches the f32 input and weights within f16 tolerance of f32.
+#[test]
+fn autocast_casts_an_input_shared_by_several_products_once() {
+    for d in devices("autocast_casts_an_input_shared_by_several_products_once") {
+        let (rows, inp, out) = (256, 512, 8);
+        let layers: Vec<Linear> = (0..3).map(|i| seeded_linear(inp, out, 40 + i, &d)).collect();
+        let grads = |amp: bool| {
+            let x = random(&[rows, inp], DType::F32, 44, -1.0, 1.0).to(&d).unwrap().with_grad();
+            d.sync().unwrap();
+            let before = d.memory_stats().live_bytes;
+            let forward = || {
+                let ys: Vec<Tensor> = layers.iter().map(|l| l.forward(&x)).collect::<Result<_>>()?;
+                (&(&ys[0] + &ys[1])? * &ys[2])?.sum_all()
+            };
+            let loss = if amp { autocast(DType::F16, forward).unwrap() } else { forward().unwrap() };
+            d.sync().unwrap();
+            let kept = d.memory_stats().live_bytes - before;
+            loss.backward().unwrap();
+            let mut g = vec![x.grad().unwrap().to_f64_vec().unwrap()];
+            for l in &layers {
+                g.push(l.weight.grad().unwrap().to_f64_vec().unwrap());
+                l.weight.zero_grad();
+                l.bias.as_ref().unwrap().zero_grad();
+            }
+            (g, kept)
+        };
+        let (exact, _) = grads(false);
+        let (mixed, kept) = grads(true);
+        for (i, (m, e)) in mixed.iter().zip(&exact).enumerate() {
+            let scale = e.iter().fold(0f64, |s, v| s.max(v.abs()));
+            assert_close(&format!("{d:?} grad {i}"), m, e, 2e-2, 2e-2 * scale);
+        }
+        if d.is_gpu() && d.gpu_context().is_some_and(|c| c.has_f16()) {
+            // One f16 copy of x (256 KiB); three would be 768 KiB. The rest is small: f16
+            // weight copies, the [256, 8] outputs.
+            let copy = (rows * inp * 2) as u64;
+            assert!(kept < 2 * copy, "{d:?}: forward kept {kept} bytes: more than one f16 copy of x ({copy})");
+        }
+    }
+}

@@ -22,7 +22,9 @@
 //! products accumulated in f32, the result rounded to f16.
 //!
 //! Gradients: the casts are ordinary `to_dtype` ops, whose backward casts back, so gradients
-//! reach f32 master weights as f32 and the backward products run in f16 too. f64 operands and
+//! reach f32 master weights as f32 and the backward products run in f16 too. A tensor that
+//! several products of one region read (one input to the q, k and v projections) is cast once
+//! while its copy is alive, so one f16 copy is saved for backward, not one per product. f64 operands and
 //! integer operands are never cast (as in PyTorch).
 //!
 //! Where it runs: on a GPU, f16 products take the tensor-core (cooperative-matrix) kernel where
@@ -32,15 +34,72 @@
 //! adapter without `SHADER_F16` cannot hold f16 tensors: there the products run in f32 and a
 //! one-line note says so on stderr, once per process.
 
+use crate::storage::Storage;
+use crate::tensor::Inner;
 use crate::{Device, Tensor};
 use kiln_backend::{DType, Error, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 thread_local! {
     static AUTOCAST: Cell<Option<DType>> = const { Cell::new(None) };
     /// Tests force the no-`SHADER_F16` fallback with this (lavapipe has f16).
     static PRETEND_NO_F16: Cell<bool> = const { Cell::new(false) };
+    /// The low-precision copies made in this region, while their sources live (see [`cast`]).
+    static CASTS: RefCell<Vec<CachedCast>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One operand cast: the source tensor (and the storage it had when cast, and whether the copy
+/// records history) and the copy.
+struct CachedCast {
+    source: Weak<Inner>,
+    storage: Weak<Storage>,
+    dtype: DType,
+    recorded: bool,
+    copy: Tensor,
+}
+
+/// How many casts the region remembers: a tensor is read again by the next few products (the
+/// q, k and v projections of one input), not across a model.
+const CAST_CACHE: usize = 4;
+
+/// `t` in `low`, the copy an earlier product of this region made of the same tensor if that
+/// tensor is still alive. A tensor fed to several products (the q, k and v projections of one
+/// layer-norm output) is then cast once, and one copy is saved for backward instead of one per
+/// product: on the char transformer's attention, two `[tokens, d]` f16 copies less per block,
+/// and two cast kernels less each way. The copy's gradient is the sum of its users', cast back
+/// once. The cache holds a copy only while its source lives (a product keeps its operands as
+/// views, so the copy's own handle is gone once the product returns), and at most
+/// `CAST_CACHE` of them: under `no_grad` a copy outlives its product only that long.
+fn cast(t: &Tensor, low: DType) -> Result<Tensor> {
+    if t.dtype() == low {
+        return Ok(t.clone());
+    }
+    let recorded = crate::is_grad_enabled() && t.requires_grad();
+    let source = Arc::downgrade(&t.0);
+    let storage = Arc::downgrade(&t.storage());
+    let hit = CASTS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|e| e.source.strong_count() > 0);
+        c.iter()
+            .find(|e| {
+                e.source.ptr_eq(&source) && e.storage.ptr_eq(&storage) && e.dtype == low && e.recorded == recorded
+            })
+            .map(|e| e.copy.clone())
+    });
+    if let Some(copy) = hit {
+        return Ok(copy);
+    }
+    let copy = t.to_dtype(low)?;
+    CASTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CAST_CACHE {
+            c.remove(0);
+        }
+        c.push(CachedCast { source, storage, dtype: low, recorded, copy: copy.clone() });
+    });
+    Ok(copy)
 }
 
 /// The low-precision dtype of the autocast region this thread is in, if any.
@@ -74,6 +133,8 @@ impl AutocastGuard {
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
         AUTOCAST.with(|a| a.set(self.previous));
+        // Sources may change once the region ends (an optimizer step writes weights in place).
+        CASTS.with(|c| c.borrow_mut().clear());
     }
 }
 
@@ -139,7 +200,7 @@ pub(crate) fn product(
     product: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
 ) -> Option<Result<Tensor>> {
     let low = product_dtype(a, b)?;
-    Some((|| product(&a.to_dtype(low)?, &b.to_dtype(low)?)?.to_dtype(DType::F32))())
+    Some((|| product(&cast(a, low)?, &cast(b, low)?)?.to_dtype(DType::F32))())
 }
 
 /// The autocast version of attention `attend(q, k, v)`, or `None` when autocast leaves it alone:
