@@ -123,8 +123,11 @@ where
     F: Fn(usize, &mut [f64], &mut [f64]) + Sync + Send,
 {
     let rows = out.len() / n;
-    let sides: Vec<&mut [f64]> =
-        if side.is_empty() { (0..rows).map(|_| <&mut [f64]>::default()).collect() } else { side.chunks_mut(2).collect() };
+    let sides: Vec<&mut [f64]> = if side.is_empty() {
+        (0..rows).map(|_| <&mut [f64]>::default()).collect()
+    } else {
+        side.chunks_mut(2).collect()
+    };
     let run = |(r, (o, s)): (usize, (&mut [f64], &mut [f64]))| f(r, o, s);
     if out.len() >= PAR_MIN && rows > 1 {
         out.par_chunks_mut(n).zip(sides).enumerate().for_each(run);
