@@ -356,6 +356,9 @@ fn switching_fusion_off_dispatches_eagerly() {
     assert!(v.iter().all(|&e| (e - 2f32.exp()).abs() < 1e-5));
 }
 
+/// A named chain step: the op applied again and again.
+type ChainStep<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+
 /// `n` applications of `step` to `y`, on `device`.
 fn chain(device: &Device, y0: &[f32], n: usize, step: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
     let mut y = Tensor::from_vec(y0.to_vec(), &[y0.len()], device).unwrap();
@@ -381,7 +384,7 @@ fn scalar_chains_of_any_length_agree_with_the_cpu_and_share_a_few_pipelines() {
         let (c_gpu, c_cpu) =
             (Tensor::from_vec(c.clone(), &[n], &gpu).unwrap(), Tensor::from_vec(c, &[n], &cpu).unwrap());
         // W8b's add, a product (rounding at every step), and a chain through the second operand.
-        let steps: [(&str, &dyn Fn(&Tensor) -> Tensor); 3] = [
+        let steps: [ChainStep; 3] = [
             ("y + 1", &|y| y.add_scalar(1.0).unwrap()),
             ("y * 1.0001", &|y| y.mul_scalar(1.0001).unwrap()),
             ("c - y", &|y| (if y.device().is_gpu() { &c_gpu } else { &c_cpu }).sub(y).unwrap()),
