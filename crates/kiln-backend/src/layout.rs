@@ -1,4 +1,9 @@
-use crate::dims::Dims;
+use smallvec::SmallVec;
+
+/// A layout's shape or strides: inline up to rank 6. Every op builds a few layouts (its
+/// output's, each broadcast view's, the copies a fused op keeps of its inputs'); with two heap
+/// `Vec`s each, a chain of 1000 scalar adds spent more time in `malloc`/`free` than in Kiln.
+type Dims = SmallVec<[usize; 6]>;
 
 /// How a tensor's elements sit in its storage: `element[i0, i1, ..] = storage[offset + Σ ik·stride_k]`.
 ///
@@ -18,12 +23,12 @@ impl Layout {
     }
 
     pub fn contiguous_with_offset(shape: &[usize], offset: usize) -> Self {
-        Layout { shape: Dims::from(shape), strides: strides_of(shape), offset }
+        Layout { shape: Dims::from_slice(shape), strides: strides_of(shape), offset }
     }
 
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout { shape: shape.into(), strides: strides.into(), offset }
+        Layout { shape: Dims::from_vec(shape), strides: Dims::from_vec(strides), offset }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -95,11 +100,11 @@ impl Layout {
     /// Broadcast view: size-1 (or missing leading) dims get stride 0. Caller checks compatibility.
     pub fn broadcast_to(&self, shape: &[usize]) -> Layout {
         let extra = shape.len() - self.rank();
-        let mut strides = Dims::filled(0, shape.len());
+        let mut strides = Dims::from_elem(0, shape.len());
         for i in 0..self.rank() {
             strides[extra + i] = if self.shape[i] == 1 && shape[extra + i] != 1 { 0 } else { self.strides[i] };
         }
-        Layout { shape: Dims::from(shape), strides, offset: self.offset }
+        Layout { shape: Dims::from_slice(shape), strides, offset: self.offset }
     }
 
     pub fn unsqueeze(&self, dim: usize) -> Layout {
@@ -128,7 +133,7 @@ impl Layout {
         // Group old dims into runs that are contiguous among themselves, then map new dims onto them.
         let old: Vec<(usize, usize)> =
             self.shape.iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
-        let mut strides = Dims::filled(0, new_shape.len());
+        let mut strides = Dims::from_elem(0, new_shape.len());
         let (mut oi, mut ni) = (0, 0);
         while ni < new_shape.len() {
             if new_shape[ni] == 1 {
@@ -170,7 +175,7 @@ impl Layout {
         if oi != old.len() {
             return None;
         }
-        Some(Layout { shape: Dims::from(new_shape), strides, offset: self.offset })
+        Some(Layout { shape: Dims::from_slice(new_shape), strides, offset: self.offset })
     }
 
     /// Storage indices of every element in row-major order.
@@ -182,7 +187,7 @@ impl Layout {
 /// Row-major strides. They saturate: only a shape with a 0 dim can overflow them (a non-empty
 /// shape's strides are at most its element count), and such a tensor never follows a stride.
 fn strides_of(shape: &[usize]) -> Dims {
-    let mut strides = Dims::filled(1, shape.len());
+    let mut strides = Dims::from_elem(1, shape.len());
     for i in (0..shape.len().saturating_sub(1)).rev() {
         strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
     }
@@ -213,7 +218,7 @@ pub struct StridedIndex<'a> {
 impl<'a> StridedIndex<'a> {
     fn new(layout: &'a Layout) -> Self {
         let next = if layout.numel() == 0 { None } else { Some(layout.offset) };
-        StridedIndex { layout, pos: Dims::filled(0, layout.rank()), next }
+        StridedIndex { layout, pos: Dims::from_elem(0, layout.rank()), next }
     }
 }
 

@@ -5,7 +5,6 @@
 //! contract in its own crate lets the core depend on both backends without a cycle.
 
 pub mod checks;
-mod dims;
 mod dtype;
 mod error;
 mod fused;

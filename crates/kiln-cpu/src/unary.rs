@@ -168,35 +168,35 @@ fn softplus(x: f64) -> f64 {
     if x > 20.0 { x } else { x.exp().ln_1p() }
 }
 
-/// x·Φ(x). For x < 0, Φ(x) = erfc(−x/√2)/2 keeps full relative precision where 1 + erf would cancel.
-/// For |z| < 2 (nearly every activation) both signs share one formula: the sign of an
-/// activation is random, and a branch on it mispredicts half the time. There erfc(−z) =
-/// 1 + erf(|z|) = 1 + (−erf(|z|)).copysign(x) exactly, so the value is that of the two-branch form.
+/// Φ(x), the standard normal CDF. For x < 0, Φ(x) = erfc(−x/√2)/2 keeps full relative precision
+/// where 1 + erf would cancel. For |z| < 2 (nearly every activation) both signs share one
+/// formula: the sign of an activation is random, and a branch on it mispredicts half the time.
+/// There erfc(−z) = 1 + erf(|z|) = 1 + (−erf(|z|)).copysign(x) exactly, so the value is that of
+/// the two-branch form (and 1 − erf(|z|) ≥ 0.0047 loses at most 8 of f64's 53 bits).
 #[inline(always)]
-fn gelu_erf(x: f64) -> f64 {
+fn normal_cdf(x: f64) -> f64 {
     let z = x * FRAC_1_SQRT_2;
     if z.abs() < 2.0 {
-        return 0.5 * x * (1.0 + erf_below_two(z.abs()).copysign(x));
-    }
-    if x < 0.0 { 0.5 * x * erfc(-z) } else { 0.5 * x * (1.0 + erf(z)) }
-}
-
-/// GELU's derivative Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π): what its backward multiplies the
-/// gradient by, in one pass. Φ as in [`gelu_erf`]: one branch-free formula for |z| < 2 (there
-/// 1 − erf(|z|) ≥ 0.0047 loses at most 8 of f64's 53 bits, far below f32's rounding), erfc
-/// below −2 so that the tail keeps its relative precision.
-#[inline(always)]
-fn gelu_erf_grad(x: f64) -> f64 {
-    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-    let z = x * FRAC_1_SQRT_2;
-    let cdf = if z.abs() < 2.0 {
         0.5 * (1.0 + erf_below_two(z.abs()).copysign(x))
     } else if x < 0.0 {
         0.5 * erfc(-z)
     } else {
         0.5 * (1.0 + erf(z))
-    };
-    cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+    }
+}
+
+/// x·Φ(x).
+#[inline(always)]
+fn gelu_erf(x: f64) -> f64 {
+    x * normal_cdf(x)
+}
+
+/// GELU's derivative Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π): what its backward multiplies the
+/// gradient by, in one pass.
+#[inline(always)]
+fn gelu_erf_grad(x: f64) -> f64 {
+    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+    normal_cdf(x) + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
 }
 
 /// `min(max(x, lo), hi)` as torch.clamp: NaN stays NaN, and `lo > hi` gives `hi`
