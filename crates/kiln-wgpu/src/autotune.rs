@@ -8,8 +8,9 @@
 //!
 //! On by default on hardware adapters; off on software ones (lavapipe: the timings are noisy and
 //! the fixed rule already picks the right tile there), where the size heuristic decides.
-//! `KILN_AUTOTUNE=1` or `0` overrides. Timing is wall time around synchronised runs: the tuner
-//! waits for the GPU a few times per class, which is why it only runs once per class.
+//! `KILN_AUTOTUNE=1` or `0` overrides. Timing is wall time around synchronised batches (see
+//! [`time_runs`]): the tuner waits for the GPU several times per candidate, which is why it only
+//! runs once per class.
 
 use crate::pipeline_cache::write_atomic;
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Each candidate is timed over repetitions adding up to about this long.
 const TARGET: Duration = Duration::from_millis(3);
-const MAX_REPS: u32 = 20;
+/// Batches stop doubling here (a run shorter than `TARGET / MAX_REPS` is timed in a shorter
+/// batch).
+const MAX_REPS: u32 = 64;
 
 pub(crate) struct Tuner {
     pub(crate) enabled: bool,
@@ -187,21 +190,34 @@ pub(crate) fn bucket(x: usize) -> u32 {
 
 /// Seconds per run of `run` (which records one dispatch), after one untimed run that builds the
 /// pipeline; `sync` waits for the GPU.
+///
+/// Two things would swamp a short product's time if it were timed as "a few runs, then one
+/// wait": the fixed cost of submitting and waiting (hundreds of µs on a discrete card, the same
+/// for every tile), and a GPU that has been idle between host waits running below its clock.
+/// So the candidate first runs back to back, doubling the batch until one batch lasts `TARGET`
+/// (which also brings the clocks up), and the time per run is the difference between a batch of
+/// twice that many runs and one of that many, over that many: the fixed cost cancels.
 pub(crate) fn time_runs(
     mut run: impl FnMut() -> kiln_backend::Result<()>,
     sync: impl Fn() -> kiln_backend::Result<()>,
 ) -> kiln_backend::Result<f64> {
-    run()?;
-    sync()?;
-    let t0 = Instant::now();
-    run()?;
-    sync()?;
-    let once = t0.elapsed();
-    let reps = (TARGET.as_secs_f64() / once.as_secs_f64().max(1e-7)).ceil().clamp(1.0, MAX_REPS as f64) as u32;
-    let t0 = Instant::now();
-    for _ in 0..reps {
-        run()?;
+    let mut batch = |reps: u32| -> kiln_backend::Result<f64> {
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            run()?;
+        }
+        sync()?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    batch(1)?;
+    let mut reps = 1;
+    while batch(reps)? < TARGET.as_secs_f64() && reps < MAX_REPS {
+        reps *= 2;
     }
-    sync()?;
-    Ok(t0.elapsed().as_secs_f64() / reps as f64)
+    let once = batch(reps)?;
+    let twice = batch(2 * reps)?;
+    let per_run = (twice - once) / reps as f64;
+    // Noise can make the difference meaningless on very short runs; the whole batch is then the
+    // honest upper bound.
+    Ok(if per_run > 0.0 { per_run } else { twice / (2 * reps) as f64 })
 }
