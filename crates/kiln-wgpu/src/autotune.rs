@@ -24,6 +24,10 @@ const TARGET: Duration = Duration::from_millis(3);
 /// Batches stop doubling here (a run shorter than `TARGET / MAX_REPS` is timed in a shorter
 /// batch).
 const MAX_REPS: u32 = 64;
+/// Warm-up batches last at least this long (see [`warm_up`]).
+const WARM_BATCH: Duration = Duration::from_millis(10);
+const WARM_MIN: Duration = Duration::from_millis(200);
+const WARM_MAX: Duration = Duration::from_millis(1500);
 
 pub(crate) struct Tuner {
     pub(crate) enabled: bool,
@@ -188,15 +192,75 @@ pub(crate) fn bucket(x: usize) -> u32 {
     x.max(1).next_power_of_two().trailing_zeros()
 }
 
-/// Seconds per run of `run` (which records one dispatch), after one untimed run that builds the
-/// pipeline; `sync` waits for the GPU.
+/// Times every candidate of one shape class on the real operands: `run(c)` records one product
+/// in configuration `c`, `sync` waits for the GPU. Returns each candidate that could be built and
+/// run with its seconds per run, in the given order.
 ///
-/// Two things would swamp a short product's time if it were timed as "a few runs, then one
-/// wait": the fixed cost of submitting and waiting (hundreds of µs on a discrete card, the same
-/// for every tile), and a GPU that has been idle between host waits running below its clock.
-/// So the candidate first runs back to back, doubling the batch until one batch lasts `TARGET`
-/// (which also brings the clocks up), and the time per run is the difference between a batch of
-/// twice that many runs and one of that many, over that many: the fixed cost cancels.
+/// Three things would otherwise swamp the kernels' own times (session 7 saw every tile of a
+/// 167 µs product at 0.8–1.2 ms; session 8 saw the first half of a class's candidates 3–6× slow
+/// and one at an impossible 130 TFLOP/s where the clock rose mid-measurement):
+/// - the driver compiling each candidate's pipeline (tens of ms, the GPU idle meanwhile): every
+///   candidate is built and run once before any is timed;
+/// - a GPU that has been idle running below its clock: the first candidate then runs back to back
+///   until two batches agree ([`warm_up`]);
+/// - the fixed cost of submitting and waiting: see [`time_runs`].
+pub(crate) fn time_candidates<C: Copy>(
+    candidates: &[C],
+    mut run: impl FnMut(C) -> kiln_backend::Result<()>,
+    sync: impl Fn() -> kiln_backend::Result<()>,
+) -> Vec<(C, f64)> {
+    // A candidate this driver cannot build or run is no choice; the others still are.
+    let built: Vec<C> = candidates.iter().copied().filter(|&c| run(c).is_ok()).collect();
+    if sync().is_err() {
+        return Vec::new();
+    }
+    if let Some(&first) = built.first()
+        && warm_up(|| run(first), &sync).is_err()
+    {
+        return Vec::new();
+    }
+    built.into_iter().filter_map(|c| time_runs(|| run(c), &sync).ok().map(|secs| (c, secs))).collect()
+}
+
+/// The GPU's clock rises only after it has been busy for a while: runs `run` in batches of at
+/// least `WARM_BATCH` until two batches in a row agree within 3 % per run, after `WARM_MIN` and
+/// for at most `WARM_MAX`.
+fn warm_up(
+    mut run: impl FnMut() -> kiln_backend::Result<()>,
+    sync: impl Fn() -> kiln_backend::Result<()>,
+) -> kiln_backend::Result<()> {
+    let start = Instant::now();
+    let (mut reps, mut last) = (1u32, f64::INFINITY);
+    loop {
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            run()?;
+        }
+        sync()?;
+        let batch = t0.elapsed();
+        if start.elapsed() >= WARM_MAX {
+            return Ok(());
+        }
+        if batch < WARM_BATCH && reps < 1 << 12 {
+            reps *= 2;
+            continue;
+        }
+        let per_run = batch.as_secs_f64() / reps as f64;
+        if start.elapsed() >= WARM_MIN && (per_run - last).abs() <= 0.03 * per_run {
+            return Ok(());
+        }
+        last = per_run;
+    }
+}
+
+/// Seconds per run of `run` (which records one dispatch); `sync` waits for the GPU. The
+/// pipeline is built and the GPU warm (see [`time_candidates`]).
+///
+/// The candidate runs back to back, doubling the batch until one batch lasts `TARGET`; then
+/// batches of n, 2n and n runs are timed, and the time per run is the difference between the
+/// 2n batch and the faster n batch, over n: the fixed cost of submitting and waiting cancels. A
+/// difference outside [half, all] of the 2n batch's mean can only come from a disturbance
+/// (a clock change, another process); the mean, an upper bound, is taken then.
 pub(crate) fn time_runs(
     mut run: impl FnMut() -> kiln_backend::Result<()>,
     sync: impl Fn() -> kiln_backend::Result<()>,
@@ -209,15 +273,14 @@ pub(crate) fn time_runs(
         sync()?;
         Ok(t0.elapsed().as_secs_f64())
     };
-    batch(1)?;
     let mut reps = 1;
     while batch(reps)? < TARGET.as_secs_f64() && reps < MAX_REPS {
         reps *= 2;
     }
     let once = batch(reps)?;
     let twice = batch(2 * reps)?;
+    let once = once.min(batch(reps)?);
+    let mean = twice / (2 * reps) as f64;
     let per_run = (twice - once) / reps as f64;
-    // Noise can make the difference meaningless on very short runs; the whole batch is then the
-    // honest upper bound.
-    Ok(if per_run > 0.0 { per_run } else { twice / (2 * reps) as f64 })
+    Ok(if per_run >= 0.5 * mean && per_run <= mean { per_run } else { mean })
 }

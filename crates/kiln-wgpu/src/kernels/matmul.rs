@@ -373,9 +373,7 @@ fn choose(
     let mut best = (f64::INFINITY, rule(fallback));
     let Dims { batch, m, n, k } = d;
     let flops = 2.0 * (batch * m * n * k) as f64;
-    for c in candidates {
-        // A candidate this driver cannot build or run is no choice; the others still are.
-        let Ok(secs) = crate::autotune::time_runs(|| run(c), || ctx.sync()) else { continue };
+    for (c, secs) in crate::autotune::time_candidates(&candidates, &mut run, || ctx.sync()) {
         if ctx.tuner.log {
             eprintln!(
                 "autotune class={class} batch={batch} m={m} n={n} k={k} choice={} us={:.2} tflops={:.2}",

@@ -578,9 +578,17 @@ impl Product<'_> {
             return Ok(block);
         }
         let mut best = (f64::INFINITY, usable.first().copied().unwrap_or(rule));
-        for block in usable {
-            // A block this driver cannot build or run is no choice; the others still are.
-            let Ok(secs) = crate::autotune::time_runs(|| self.run(block, out), || ctx.sync()) else { continue };
+        for (block, secs) in crate::autotune::time_candidates(&usable, |b| self.run(b, out), || ctx.sync()) {
+            if ctx.tuner.log {
+                let (batch, m, n, k) = (self.batch, self.m, self.n, self.k);
+                let flops = 2.0 * (batch * m * n * k) as f64;
+                eprintln!(
+                    "autotune class={class} batch={batch} m={m} n={n} k={k} choice={} us={:.2} tflops={:.2}",
+                    block.name(),
+                    secs * 1e6,
+                    flops / secs / 1e12
+                );
+            }
             if secs < best.0 {
                 best = (secs, block);
             }
