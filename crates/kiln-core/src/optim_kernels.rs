@@ -2,9 +2,11 @@
 //! update and GradScaler's unscale-and-check. They are a trait of their own rather than
 //! `Tensor` methods because they are internals of `kiln::nn::optim` and `kiln::nn::amp`, not
 //! operations a model is written with; bring the trait into scope to call them (an optimizer
-//! of your own, a test).
+//! of your own, a test). [`sum_squares`] is the multi-tensor reduction of gradient clipping.
 
 use crate::{AdamParams, Result, Tensor};
+
+pub use crate::ops::fused::sum_squares;
 
 /// In-place optimizer kernels on a parameter or gradient tensor (one kernel each on the GPU).
 /// See the implementation on [`Tensor`] for the exact contracts.

@@ -383,6 +383,22 @@ impl Storage {
         }
     }
 
+    /// `Σ x²` of each part (storage, element count of its dense prefix), all on one backend.
+    pub(crate) fn sum_squares(parts: &[(&Storage, usize)], dtype: DType) -> Result<Storage> {
+        const OP: &str = "sum_squares";
+        let first = parts.first().ok_or_else(|| Error::invalid(OP, "no tensors"))?.0;
+        match first {
+            Storage::Cpu(_) => {
+                let p = parts.iter().map(|&(s, n)| Ok((cpu(OP, s)?, n))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::sum_squares(&p, dtype)?))
+            }
+            Storage::Gpu(_) => {
+                let p = parts.iter().map(|&(s, n)| Ok((gpu(OP, s)?, n))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Gpu(GpuStorage::sum_squares(&p, dtype)?))
+            }
+        }
+    }
+
     /// Elements the storage holds (a view may use fewer).
     pub(crate) fn len(&self) -> usize {
         match self {

@@ -607,3 +607,17 @@ pub(crate) fn unscale_check(data: &mut HostData, inv_scale: f64, found_inf: &mut
     }
     Ok(())
 }
+
+/// `Σ x²` of each part (the first `len` elements of its storage), summed in f64 and rounded
+/// once into `dtype` (f32 or f64).
+pub(crate) fn sum_squares(parts: &[(&CpuStorage, usize)], dtype: DType) -> Result<CpuStorage> {
+    const OP: &str = "sum_squares";
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return Err(Error::UnsupportedDType { op: OP, dtype, why: " (sums are f32 or f64)".into() });
+    }
+    let sums = parts
+        .iter()
+        .map(|&(s, len)| Ok(floats(OP, s, len)?.iter().map(|x| x * x).sum()))
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(wrap(&sums, dtype))
+}

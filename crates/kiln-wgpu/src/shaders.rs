@@ -45,6 +45,8 @@ pub const ATTENTION_PROBS: &str = include_str!("../shaders/attention_probs.wgsl"
 pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../shaders/attention_probs_backward.wgsl");
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 pub const UNSCALE_CHECK: &str = include_str!("../shaders/unscale_check.wgsl");
+pub const SUM_SQUARES: &str = include_str!("../shaders/sum_squares.wgsl");
+pub const SUM_SQUARES_FINISH: &str = include_str!("../shaders/sum_squares_finish.wgsl");
 pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");
 pub const ATTENTION_EXTRAS: &str = include_str!("../shaders/attention_extras.wgsl");
 

@@ -420,6 +420,10 @@ impl BackendStorage for GpuStorage {
         kernels::attention::backward(self, k, v, key_mask, bias, o, lse, dout, p)
     }
 
+    fn sum_squares(parts: &[(&Self, usize)], dtype: DType) -> Result<Self> {
+        kernels::sum_squares::sum_squares(parts, dtype)
+    }
+
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
         self.known_range = None;
         for t in [grad, &*m, &*v] {

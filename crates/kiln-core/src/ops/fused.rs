@@ -402,3 +402,35 @@ fn owned<'a>(op: &'static str, s: &'a mut Arc<Storage>, t: &Tensor, exact: bool)
 fn lock(t: &Tensor) -> std::sync::RwLockWriteGuard<'_, Arc<Storage>> {
     t.0.storage.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `Σ x²` of each of `tensors` as one `[tensors.len()]` tensor on their device, with no
+/// gradient: f64 when every tensor is f64, else f32 (accumulated in f32 or wider; f16 is
+/// widened). The multi-tensor kernel behind `clip_grad_norm_` (PyTorch's `_foreach_norm`,
+/// squared): a few dispatches on the GPU for any number of tensors, where a square, a sum and
+/// an add each would cost three or four. Strided views are copied dense first.
+///
+/// Errors (typed, naming `sum_squares`): no tensors, a non-float tensor, tensors on different
+/// devices.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// let d = Device::cpu();
+/// let a = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+/// let b = Tensor::from_vec(vec![1.0f32, 2.0, 2.0], &[3], &d).unwrap();
+/// let s = kiln_core::optim_kernels::sum_squares(&[a, b]).unwrap();
+/// assert_eq!(s.to_vec::<f32>().unwrap(), vec![25.0, 9.0]);
+/// ```
+pub fn sum_squares(tensors: &[Tensor]) -> Result<Tensor> {
+    const OP: &str = "sum_squares";
+    let first = tensors.first().ok_or_else(|| Error::invalid(OP, "needs at least one tensor"))?;
+    for t in tensors {
+        check_float(OP, t)?;
+        first.check_same_device(OP, t)?;
+    }
+    let dtype = if tensors.iter().all(|t| t.dtype() == DType::F64) { DType::F64 } else { DType::F32 };
+    let dense = tensors.iter().map(dense).collect::<Result<Vec<_>>>()?;
+    let storages: Vec<Arc<Storage>> = dense.iter().map(Tensor::storage).collect();
+    let parts: Vec<(&Storage, usize)> = storages.iter().zip(&dense).map(|(s, t)| (&**s, t.numel())).collect();
+    let out = Storage::sum_squares(&parts, dtype)?;
+    Ok(Tensor::leaf(out, &[tensors.len()], first.device()))
+}

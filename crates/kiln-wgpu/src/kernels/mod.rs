@@ -17,6 +17,7 @@ pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod params;
 pub(crate) mod reduce;
+pub(crate) mod sum_squares;
 
 use kiln_backend::{DType, Error, Layout, Result};
 
@@ -136,5 +137,6 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(attention_coop::specialisations());
     all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
+    all.extend(sum_squares::specialisations());
     all
 }
