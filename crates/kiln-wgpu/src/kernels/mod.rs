@@ -5,6 +5,7 @@ pub(crate) mod attention;
 pub(crate) mod attention_coop;
 pub(crate) mod attention_matmul;
 pub(crate) mod attention_path;
+pub(crate) mod column_sum;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
@@ -138,5 +139,6 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
     all.extend(sum_squares::specialisations());
+    all.extend(column_sum::specialisations());
     all
 }
