@@ -28,7 +28,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         t += 1u;
     }
     let row = h.table + 3u * t;
-    tree[lid] = tensor_sum(t, g - info[row], info[row + 2u], info[row + 1u], lid);
+    // Past the last tensor's workgroups (a 2-D grid's spare ones) there is nothing to add.
+    let c = g - info[row];
+    let inside = c < info[row + 2u];
+    var s = 0.0;
+    if inside {
+        s = tensor_sum(t, c, info[row + 2u], info[row + 1u], lid);
+    }
+    tree[lid] = s;
     workgroupBarrier();
     for (var w = 128u; w > 0u; w >>= 1u) {
         if lid < w {
@@ -36,7 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    if lid == 0u {
+    if lid == 0u && inside {
         partials[h.out_base + g] = tree[0];
     }
 }

@@ -1,9 +1,11 @@
-//! The multi-tensor sum of squares (`kiln::optim_kernels::sum_squares`, the norm behind
-//! `clip_grad_norm_`): the GPU kernels against sums computed here in f64 from the same values and
-//! against the CPU oracle, over many tensors of odd sizes (1, 7, 1023, 4097, empty, and ones
-//! that take several workgroups), f32 and f16 mixed, strided and broadcast views, more tensors
-//! than one dispatch binds; f64 stays f64 on the CPU; typed errors; and the dispatch count of
-//! `clip_grad_norm_` (a few `sum_squares` kernels for all gradients, no per-gradient reduction).
+//! Gradient clipping's multi-tensor kernels: the sum of squares (`optim_kernels::sum_squares`,
+//! the norm) and the in-place scale (`optim_kernels::scale_each_`). The GPU kernels against
+//! values computed here in f64 and against the CPU oracle, over many tensors of odd sizes (1, 7,
+//! 1023, 4097, empty, and ones that take several workgroups), f32 and f16 mixed, strided and
+//! broadcast views (summed; the scale refuses them), more tensors than one dispatch binds; f64
+//! stays f64 on the CPU; shared storage copied before scaling, a tensor listed twice scaled
+//! once; typed errors; and the dispatch count of `clip_grad_norm_` (a few kernels for all
+//! gradients, no per-gradient reduction or multiply).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -11,7 +13,7 @@ mod common;
 
 use common::{assert_close, values};
 use kiln::HostData;
-use kiln::optim_kernels::sum_squares;
+use kiln::optim_kernels::{scale_each_, sum_squares};
 use kiln::prelude::*;
 
 fn tensor(v: &[f64], shape: &[usize], dtype: DType, d: &Device) -> Tensor {
@@ -130,6 +132,12 @@ fn clip_grad_norm_sums_all_gradients_in_a_few_dispatches() {
     let bound = (ctx.limits.max_storage_buffers_per_shader_stage as u64).saturating_sub(2).clamp(1, 8);
     let sums = count(&after, "sum_squares|") - count(&before, "sum_squares|");
     assert_eq!(sums, 20u64.div_ceil(bound) + 1, "sum_squares kernels (first passes + one finish):\n{after:?}");
+    let scales = count(&after, "scale_each|") - count(&before, "scale_each|");
+    assert_eq!(scales, 20u64.div_ceil(bound), "scale_each kernels:\n{after:?}");
+    // Besides those: the total's reduction and the norm/factor chain (fused; a handful).
+    let total = |rows: &[(String, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
+    let others = total(&after) - total(&before) - sums - scales;
+    assert!(others <= 6, "{others} other dispatches:\n{after:?}");
     // One reduction: the device's per-gradient sums to its total.
     let reductions = count(&after, "reduce|") - count(&before, "reduce|");
     assert!(reductions <= 2, "{reductions} reduction dispatches:\n{after:?}");
@@ -138,5 +146,61 @@ fn clip_grad_norm_sums_all_gradients_in_a_few_dispatches() {
     for (p, v) in params.iter().zip(&host) {
         let scaled: Vec<f64> = v.iter().map(|x| x * (1.0 / (want + 1e-6))).collect();
         assert_close("clipped gradient", &p.grad().unwrap().to_f64_vec().unwrap(), &scaled, 1e-5, 1e-7);
+    }
+}
+
+/// `x ← x · f` on the GPU and the CPU against f64 products of the same values.
+#[test]
+fn scale_each_matches_f64_products_and_the_cpu() {
+    let Some(g) = common::gpu("scale_each_matches_f64_products_and_the_cpu") else { return };
+    let f16 = g.gpu_context().is_some_and(|c| c.has_f16());
+    let host: Vec<Vec<f64>> = SIZES.iter().enumerate().map(|(i, &n)| values(n, 70 + i as u64, -2.0, 2.0)).collect();
+    let factor = 0.371;
+    for (case, mixed) in [("f32", false), ("f32 and f16", true)] {
+        if mixed && !f16 {
+            eprintln!("scale_each_: {} has no SHADER_F16: mixed f16 not checked", g.describe());
+            continue;
+        }
+        let dtype = |i: usize| if mixed && i % 3 == 1 { DType::F16 } else { DType::F32 };
+        let mut outs = Vec::new();
+        for d in [Device::cpu(), g.clone()] {
+            let ts: Vec<Tensor> = host.iter().enumerate().map(|(i, v)| tensor(v, &[v.len()], dtype(i), &d)).collect();
+            scale_each_(&ts, &Tensor::full(&[], factor, &d).unwrap()).unwrap();
+            outs.push(ts.iter().map(|t| t.to_f64_vec().unwrap()).collect::<Vec<_>>());
+        }
+        for (i, v) in host.iter().enumerate() {
+            // The stored inputs (f16-rounded where f16) times the factor rounded to f32.
+            let stored = tensor(v, &[v.len()], dtype(i), &Device::cpu()).to_f64_vec().unwrap();
+            let want: Vec<f64> = stored.iter().map(|x| x * f64::from(factor as f32)).collect();
+            let (rtol, atol) = if dtype(i) == DType::F16 { (1e-3, 1e-4) } else { (1e-6, 1e-9) };
+            assert_close(&format!("{case} tensor {i} on the CPU"), &outs[0][i], &want, rtol, atol);
+            assert_close(&format!("{case} tensor {i} on the GPU"), &outs[1][i], &want, rtol, atol);
+        }
+    }
+}
+
+#[test]
+fn scale_each_copies_shared_storage_and_scales_a_repeated_tensor_once() {
+    let mut devices = vec![Device::cpu()];
+    devices.extend(common::gpu("scale_each_copies_shared_storage_and_scales_a_repeated_tensor_once"));
+    for d in devices {
+        let a = tensor(&[1.0, 2.0, 3.0, 4.0], &[4], DType::F32, &d);
+        // `view` shares a's storage: it keeps the old values.
+        let view = a.reshape(&[2, 2]).unwrap();
+        let b = tensor(&[5.0, 6.0, 7.0], &[3], DType::F32, &d);
+        scale_each_(&[a.clone(), b.clone(), a.clone()], &Tensor::full(&[1], 2.0, &d).unwrap()).unwrap();
+        assert_eq!(a.to_vec::<f32>().unwrap(), vec![2.0, 4.0, 6.0, 8.0], "a on {}", d.describe());
+        assert_eq!(b.to_vec::<f32>().unwrap(), vec![10.0, 12.0, 14.0], "b on {}", d.describe());
+        assert_eq!(view.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0], "the view on {}", d.describe());
+        // Errors leave every tensor as it was.
+        let f = Tensor::full(&[], 2.0, &d).unwrap();
+        let two = Tensor::full(&[2], 2.0, &d).unwrap();
+        let strided = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F32, &d).t().unwrap();
+        let ints = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
+        assert!(matches!(scale_each_(&[b.clone()], &two), Err(kiln::Error::ShapeMismatch { op: "scale_each_", .. })));
+        assert!(matches!(scale_each_(&[b.clone(), strided], &f), Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })));
+        assert!(matches!(scale_each_(&[b.clone(), ints], &f), Err(kiln::Error::UnsupportedDType { op: "scale_each_", .. })));
+        assert!(matches!(scale_each_(&[b.clone(), f.clone()], &f), Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })));
+        assert_eq!(b.to_vec::<f32>().unwrap(), vec![10.0, 12.0, 14.0], "b after the errors on {}", d.describe());
     }
 }

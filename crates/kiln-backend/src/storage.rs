@@ -243,6 +243,12 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// reduction and an add for each.
     fn sum_squares(parts: &[(&Self, usize)], dtype: DType) -> Result<Self>;
 
+    /// Multiplies the first `n` elements of each part in place by `factor[0]` (a float of at
+    /// least one element, read where it lives: no host value), in each part's own dtype. The
+    /// parts are distinct storages on `factor`'s device. The multi-tensor scale of
+    /// `clip_grad_norm_`: a few dispatches for all gradients instead of one each.
+    fn scale_in_place(parts: &mut [(&mut Self, usize)], factor: &Self) -> Result<()>;
+
     /// One Adam step in place: `self` (the parameter), `m` and `v` are updated; all four share
     /// a dtype and length.
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()>;

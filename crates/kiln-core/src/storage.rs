@@ -399,6 +399,33 @@ impl Storage {
         }
     }
 
+    /// Each part's first `n` elements times `factor[0]`, in place, all on one backend.
+    pub(crate) fn scale_in_place(parts: &mut [(&mut Storage, usize)], factor: &Storage) -> Result<()> {
+        const OP: &str = "scale_in_place";
+        match factor {
+            Storage::Cpu(f) => {
+                let mut p = Vec::with_capacity(parts.len());
+                for (s, n) in parts.iter_mut() {
+                    match &mut **s {
+                        Storage::Cpu(c) => p.push((c, *n)),
+                        other => return Err(mismatch(OP, other, factor)),
+                    }
+                }
+                CpuStorage::scale_in_place(&mut p, f)
+            }
+            Storage::Gpu(f) => {
+                let mut p = Vec::with_capacity(parts.len());
+                for (s, n) in parts.iter_mut() {
+                    match &mut **s {
+                        Storage::Gpu(g) => p.push((g, *n)),
+                        other => return Err(mismatch(OP, other, factor)),
+                    }
+                }
+                GpuStorage::scale_in_place(&mut p, f)
+            }
+        }
+    }
+
     /// Elements the storage holds (a view may use fewer).
     pub(crate) fn len(&self) -> usize {
         match self {

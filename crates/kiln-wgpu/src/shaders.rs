@@ -49,6 +49,7 @@ pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 pub const UNSCALE_CHECK: &str = include_str!("../shaders/unscale_check.wgsl");
 pub const COLUMN_SUM: &str = include_str!("../shaders/column_sum.wgsl");
 pub const COLUMN_SUM_FINISH: &str = include_str!("../shaders/column_sum_finish.wgsl");
+pub const SCALE_EACH: &str = include_str!("../shaders/scale_each.wgsl");
 pub const SUM_SQUARES: &str = include_str!("../shaders/sum_squares.wgsl");
 pub const SUM_SQUARES_FINISH: &str = include_str!("../shaders/sum_squares_finish.wgsl");
 pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");

@@ -434,3 +434,54 @@ pub fn sum_squares(tensors: &[Tensor]) -> Result<Tensor> {
     let out = Storage::sum_squares(&parts, dtype)?;
     Ok(Tensor::leaf(out, &[tensors.len()], first.device()))
 }
+
+/// Multiplies each of `tensors` in place by `factor`, a float tensor of one element on their
+/// device read where it lives (no host sync), in each tensor's own dtype (f32 and f16 by the
+/// factor rounded to f32). The multi-tensor scale behind `clip_grad_norm_`: a few dispatches
+/// on the GPU for any number of tensors. A tensor listed twice is scaled once. Each must own
+/// dense storage (contiguous at offset 0); storage shared with another tensor is copied first,
+/// so that tensor keeps the old values (as [`unscale_check_`](crate::optim_kernels::OptimKernels::unscale_check_)).
+///
+/// Errors (typed, naming `scale_each_`, nothing changed): a non-float tensor or factor, a factor
+/// of more than one element or listed among the tensors, a strided view, devices that differ.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// let d = Device::cpu();
+/// let a = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+/// let b = Tensor::from_vec(vec![1.0f32], &[1], &d).unwrap();
+/// kiln_core::optim_kernels::scale_each_(&[a.clone(), b.clone()], &Tensor::full(&[], 0.5, &d).unwrap()).unwrap();
+/// assert_eq!((a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap()), (vec![1.5, 2.0], vec![0.5]));
+/// ```
+pub fn scale_each_(tensors: &[Tensor], factor: &Tensor) -> Result<()> {
+    const OP: &str = "scale_each_";
+    check_float(OP, factor)?;
+    if factor.numel() != 1 {
+        return Err(Error::shape(OP, format!("factor {:?} (expects one element)", factor.shape())));
+    }
+    let mut unique: Vec<&Tensor> = Vec::new();
+    for t in tensors {
+        check_float(OP, t)?;
+        factor.check_same_device(OP, t)?;
+        if t.same(factor) {
+            return Err(Error::invalid(OP, "the factor must be a tensor of its own"));
+        }
+        if !t.is_contiguous() || t.layout().offset() != 0 {
+            return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+        }
+        if !unique.iter().any(|u| u.same(t)) {
+            unique.push(t);
+        }
+    }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let f = dense(factor)?;
+    let fs = f.storage();
+    let mut guards: Vec<_> = unique.iter().map(|t| lock(t)).collect();
+    let mut parts = Vec::with_capacity(unique.len());
+    for (g, t) in guards.iter_mut().zip(&unique) {
+        parts.push((owned(OP, g, t, true)?, t.numel()));
+    }
+    Storage::scale_in_place(&mut parts, &fs)
+}

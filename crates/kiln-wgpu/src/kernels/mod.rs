@@ -18,6 +18,7 @@ pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod params;
 pub(crate) mod reduce;
+pub(crate) mod scale_each;
 pub(crate) mod sum_squares;
 
 use kiln_backend::{DType, Error, Layout, Result};
@@ -139,6 +140,7 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
     all.extend(sum_squares::specialisations());
+    all.extend(scale_each::specialisations());
     all.extend(column_sum::specialisations());
     all
 }

@@ -19,7 +19,7 @@ const PER_GROUP: usize = 4096;
 const MAX_GROUPS: usize = 512;
 /// Most tensors one dispatch binds (WebGPU's default limit is 8 storage buffers per stage;
 /// `info` and `partials` take two of them).
-const MAX_BOUND: usize = 8;
+pub(crate) const MAX_BOUND: usize = 8;
 
 kernel_params! {
     /// `shaders/sum_squares.wgsl`: `tensors` bound, partial slots from `out_base`, the table of
@@ -84,6 +84,12 @@ fn finish_source() -> String {
 
 const FINISH_KEY: &str = "sum_squares|finish";
 
+/// Tensors one dispatch binds on `ctx`: its storage-buffer limit less `info` and one more
+/// buffer (the partials, or the scale's factor), at most [`MAX_BOUND`].
+pub(crate) fn bound(ctx: &crate::context::GpuContext) -> usize {
+    (ctx.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(2).clamp(1, MAX_BOUND)
+}
+
 /// `Σ x²` of the first `n` elements of each part, as `[parts.len()]` f32.
 pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Result<GpuStorage> {
     if dtype != DType::F32 {
@@ -117,7 +123,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
     let total: usize = groups.iter().sum();
     check_len(OP, total)?;
     let partials = GpuStorage::alloc(&ctx, OP, DType::F32, total)?;
-    let bound = (ctx.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(2).clamp(1, MAX_BOUND);
+    let bound = bound(&ctx);
 
     let mut i = 0;
     let mut base = 0;
