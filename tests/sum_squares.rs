@@ -204,3 +204,24 @@ fn scale_each_copies_shared_storage_and_scales_a_repeated_tensor_once() {
         assert_eq!(b.to_vec::<f32>().unwrap(), vec![10.0, 12.0, 14.0], "b after the errors on {}", d.describe());
     }
 }
+
+/// Gradients past the binding limit (64 KiB here): the sum of squares takes the chunked square
+/// and reduction for them, the scale the windowed in-place path; small ones beside them still
+/// share dispatches.
+#[test]
+fn clip_kernels_take_tensors_past_the_binding_limit() {
+    const TEST: &str = "clip_kernels_take_tensors_past_the_binding_limit";
+    let Some(g) = common::own_gpu(TEST, |l| l.max_storage_buffer_binding_size = 64 * 1024) else { return };
+    // 40,001 f32 (160 KB) and 30,001 (120 KB) past the limit, between small ones.
+    let sizes = [7, 40_001, 1023, 30_001, 5];
+    let host: Vec<Vec<f64>> = sizes.iter().enumerate().map(|(i, &n)| values(n, 500 + i as u64, -1.0, 1.0)).collect();
+    let ts: Vec<Tensor> = host.iter().map(|v| tensor(v, &[v.len()], DType::F32, &g)).collect();
+    let want: Vec<f64> = host.iter().map(|v| v.iter().map(|x| x * x).sum()).collect();
+    assert_close("sum_squares past the limit", &sum_squares(&ts).unwrap().to_f64_vec().unwrap(), &want, 2e-5, 1e-6);
+    scale_each_(&ts, &Tensor::full(&[], 0.25, &g).unwrap()).unwrap();
+    for (i, (t, v)) in ts.iter().zip(&host).enumerate() {
+        let stored = tensor(v, &[v.len()], DType::F32, &Device::cpu()).to_f64_vec().unwrap();
+        let scaled: Vec<f64> = stored.iter().map(|x| x * 0.25).collect();
+        assert_close(&format!("scaled tensor {i}"), &t.to_f64_vec().unwrap(), &scaled, 1e-6, 1e-9);
+    }
+}
