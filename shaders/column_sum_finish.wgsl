@@ -15,9 +15,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if c4 >= h.cols4 {
         return;
     }
-    var acc = vec4<f32>(0.0);
-    for (var p = 0u; p < h.chunks; p++) {
-        acc += part[p * h.cols4 + c4];
+    // Four loads in flight: a thread folds up to a few hundred partials, and one at a time it
+    // would wait on each.
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    var c = vec4<f32>(0.0);
+    var d = vec4<f32>(0.0);
+    var p = 0u;
+    for (; p + 3u < h.chunks; p += 4u) {
+        a += part[p * h.cols4 + c4];
+        b += part[(p + 1u) * h.cols4 + c4];
+        c += part[(p + 2u) * h.cols4 + c4];
+        d += part[(p + 3u) * h.cols4 + c4];
     }
-    store4(c4, acc);
+    for (; p < h.chunks; p++) {
+        a += part[p * h.cols4 + c4];
+    }
+    store4(c4, (a + b) + (c + d));
 }
