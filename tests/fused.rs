@@ -239,8 +239,10 @@ fn attention_on_gpu_matches_cpu_on_both_paths() {
     // (tq, tk, d, causal, mask: None, Some(false) partial, Some(true) with a batch that sees
     // nothing). Odd lengths (1, 7, 33, 65) take the materialised row kernel's scalar form, key
     // counts that are multiples of 4 its vec4 form; 70 rows span five flash tiles; head dims 3
-    // and 80 pad the flash kernel's slices; 256 is its largest.
-    let cases: [(usize, usize, usize, bool, Option<bool>); 12] = [
+    // and 80 pad the flash kernel's slices; 256 is its largest. The materialised row kernels
+    // hold rows of up to 512 keys in 2 chunks a thread, up to 2,048 in 8 (1023 and 1024 keys),
+    // and stream longer ones (2,100 keys).
+    let cases: [(usize, usize, usize, bool, Option<bool>); 15] = [
         (1, 1, 1, false, None),
         (7, 1, 3, true, None),
         (7, 7, 3, true, Some(false)),
@@ -253,6 +255,9 @@ fn attention_on_gpu_matches_cpu_on_both_paths() {
         (9, 33, 128, false, None),
         (20, 20, 256, true, None),
         (3, 300, 8, false, Some(false)),
+        (4, 1023, 8, true, Some(false)),
+        (9, 1024, 8, true, None),
+        (2, 2100, 4, false, Some(true)),
     ];
     for path in BOTH_PATHS {
         for (n, &(tq, tk, d, causal, masked)) in cases.iter().enumerate() {

@@ -235,6 +235,20 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
         p: &AttentionParams,
     ) -> Result<(Self, Self, Self)>;
 
+    /// `Σ x²` of each tensor in `parts` — a storage and the element count of its tensor, which
+    /// is contiguous from the storage's first element — as one contiguous `[parts.len()]` tensor
+    /// of `dtype` (f32, or f64 where the backend has it), accumulated in f32 or wider. `parts`
+    /// is not empty, its storages share a device and a float dtype each. The multi-tensor
+    /// kernel of `clip_grad_norm_`: a few dispatches for all gradients instead of a square, a
+    /// reduction and an add for each.
+    fn sum_squares(parts: &[(&Self, usize)], dtype: DType) -> Result<Self>;
+
+    /// Multiplies the first `n` elements of each part in place by `factor[0]` (a float of at
+    /// least one element, read where it lives: no host value), in each part's own dtype. The
+    /// parts are distinct storages on `factor`'s device. The multi-tensor scale of
+    /// `clip_grad_norm_`: a few dispatches for all gradients instead of one each.
+    fn scale_in_place(parts: &mut [(&mut Self, usize)], factor: &Self) -> Result<()>;
+
     /// One Adam step in place: `self` (the parameter), `m` and `v` are updated; all four share
     /// a dtype and length.
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()>;

@@ -2,9 +2,12 @@
 //! update and GradScaler's unscale-and-check. They are a trait of their own rather than
 //! `Tensor` methods because they are internals of `kiln::nn::optim` and `kiln::nn::amp`, not
 //! operations a model is written with; bring the trait into scope to call them (an optimizer
-//! of your own, a test).
+//! of your own, a test). [`sum_squares`] and [`scale_each_`] are gradient clipping's
+//! multi-tensor norm and scale.
 
 use crate::{AdamParams, Result, Tensor};
+
+pub use crate::ops::fused::{scale_each_, sum_squares};
 
 /// In-place optimizer kernels on a parameter or gradient tensor (one kernel each on the GPU).
 /// See the implementation on [`Tensor`] for the exact contracts.

@@ -383,6 +383,49 @@ impl Storage {
         }
     }
 
+    /// `Σ x²` of each part (storage, element count of its dense prefix), all on one backend.
+    pub(crate) fn sum_squares(parts: &[(&Storage, usize)], dtype: DType) -> Result<Storage> {
+        const OP: &str = "sum_squares";
+        let first = parts.first().ok_or_else(|| Error::invalid(OP, "no tensors"))?.0;
+        match first {
+            Storage::Cpu(_) => {
+                let p = parts.iter().map(|&(s, n)| Ok((cpu(OP, s)?, n))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Cpu(CpuStorage::sum_squares(&p, dtype)?))
+            }
+            Storage::Gpu(_) => {
+                let p = parts.iter().map(|&(s, n)| Ok((gpu(OP, s)?, n))).collect::<Result<Vec<_>>>()?;
+                Ok(Storage::Gpu(GpuStorage::sum_squares(&p, dtype)?))
+            }
+        }
+    }
+
+    /// Each part's first `n` elements times `factor[0]`, in place, all on one backend.
+    pub(crate) fn scale_in_place(parts: &mut [(&mut Storage, usize)], factor: &Storage) -> Result<()> {
+        const OP: &str = "scale_in_place";
+        match factor {
+            Storage::Cpu(f) => {
+                let mut p = Vec::with_capacity(parts.len());
+                for (s, n) in parts.iter_mut() {
+                    match &mut **s {
+                        Storage::Cpu(c) => p.push((c, *n)),
+                        other => return Err(mismatch(OP, other, factor)),
+                    }
+                }
+                CpuStorage::scale_in_place(&mut p, f)
+            }
+            Storage::Gpu(f) => {
+                let mut p = Vec::with_capacity(parts.len());
+                for (s, n) in parts.iter_mut() {
+                    match &mut **s {
+                        Storage::Gpu(g) => p.push((g, *n)),
+                        other => return Err(mismatch(OP, other, factor)),
+                    }
+                }
+                GpuStorage::scale_in_place(&mut p, f)
+            }
+        }
+    }
+
     /// Elements the storage holds (a view may use fewer).
     pub(crate) fn len(&self) -> usize {
         match self {

@@ -607,3 +607,45 @@ pub(crate) fn unscale_check(data: &mut HostData, inv_scale: f64, found_inf: &mut
     }
     Ok(())
 }
+
+/// `Σ x²` of each part (the first `len` elements of its storage), summed in f64 and rounded
+/// once into `dtype` (f32 or f64).
+pub(crate) fn sum_squares(parts: &[(&CpuStorage, usize)], dtype: DType) -> Result<CpuStorage> {
+    const OP: &str = "sum_squares";
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return Err(Error::UnsupportedDType { op: OP, dtype, why: " (sums are f32 or f64)".into() });
+    }
+    let sums = parts
+        .iter()
+        .map(|&(s, len)| Ok(floats(OP, s, len)?.iter().map(|x| x * x).sum()))
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(wrap(&sums, dtype))
+}
+
+/// Each part's first `len` elements times `factor[0]`, in place: f32 and f16 multiply in f32
+/// by the factor rounded to f32 (what the GPU kernel does), f64 in f64.
+pub(crate) fn scale_in_place(parts: &mut [(&mut CpuStorage, usize)], factor: &CpuStorage) -> Result<()> {
+    const OP: &str = "scale_in_place";
+    let f = match factor.as_host() {
+        HostData::F32(v) if !v.is_empty() => f64::from(v[0]),
+        HostData::F64(v) if !v.is_empty() => v[0],
+        other => {
+            return Err(Error::invalid(OP, format!("factor must be one f32 or f64, got {} of {}", other.len(), other.dtype())));
+        }
+    };
+    for (s, len) in parts.iter_mut() {
+        let len = *len;
+        if s.len() < len {
+            return Err(Error::invalid(OP, format!("storage holds {} elements, needs {len}", s.len())));
+        }
+        match s.host_mut() {
+            HostData::F32(v) => v[..len].iter_mut().for_each(|x| *x *= f as f32),
+            HostData::F16(v) => v[..len].iter_mut().for_each(|x| *x = half::f16::from_f32(x.to_f32() * f as f32)),
+            HostData::F64(v) => v[..len].iter_mut().for_each(|x| *x *= f),
+            other => {
+                return Err(Error::UnsupportedDType { op: OP, dtype: other.dtype(), why: " (needs a float tensor)".into() });
+            }
+        }
+    }
+    Ok(())
+}

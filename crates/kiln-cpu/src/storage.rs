@@ -246,6 +246,14 @@ impl BackendStorage for CpuStorage {
         crate::fused::adam_step(&mut self.data, &grad.data, &mut m.data, &mut v.data, p)
     }
 
+    fn scale_in_place(parts: &mut [(&mut Self, usize)], factor: &Self) -> Result<()> {
+        crate::fused::scale_in_place(parts, factor)
+    }
+
+    fn sum_squares(parts: &[(&Self, usize)], dtype: DType) -> Result<Self> {
+        crate::fused::sum_squares(parts, dtype)
+    }
+
     fn unscale_check(&mut self, inv_scale: f64, found_inf: &mut Self) -> Result<()> {
         crate::fused::unscale_check(&mut self.data, inv_scale, &mut found_inf.data)
     }

@@ -3,6 +3,7 @@
 //! Both rewrite the gradients that `backward` left on the parameters, so call them between
 //! `backward()` and `optimizer.step()`.
 
+use kiln_core::optim_kernels::{scale_each_, sum_squares};
 use kiln_core::{DType, Device, Error, Result, Tensor};
 
 /// The gradients of `params` that exist, with their parameters.
@@ -17,8 +18,10 @@ fn grads_of(params: &[Tensor]) -> Vec<(&Tensor, Tensor)> {
 /// only when you need it, e.g. together with the loss every few steps.
 ///
 /// As in PyTorch the factor is `min(max_norm / (norm + 1e-6), 1)`, computed on the device;
-/// every gradient is multiplied by it (one fused elementwise chain per gradient). Partial sums
-/// are kept in f32, or in f64 when every gradient is f64 (the norm then is f64 too).
+/// every gradient is multiplied by it in place ([`scale_each_`]: a few kernels for all
+/// gradients of a device; storage another tensor shares is copied first). The squares
+/// are summed by [`sum_squares`] (a few kernels for all gradients of a device), in f32, or in
+/// f64 when every gradient is f64 (the norm then is f64 too).
 /// Gradients on several devices are summed per device and the partial sums gathered on the
 /// device of the first gradient, where the norm lives; that gathering, and sending the factor
 /// back to the other devices, goes through the host (a sync per extra device).
@@ -55,15 +58,19 @@ pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<Tensor> {
     let home = first.device().clone();
     let acc = if grads.iter().all(|(_, g)| g.dtype() == DType::F64) { DType::F64 } else { DType::F32 };
     let (norm, coef) = kiln_core::no_grad(|| -> Result<(Tensor, Tensor)> {
-        // One running sum per device: parameters usually live on one, and summing there keeps
-        // the host out of the loop entirely.
-        let mut sums: Vec<(Device, Tensor)> = Vec::new();
+        // One multi-tensor sum of squares per device (a few kernels for all of its gradients):
+        // parameters usually live on one, and summing there keeps the host out of the loop.
+        let mut devices: Vec<(Device, Vec<Tensor>)> = Vec::new();
         for (_, g) in &grads {
-            let sq = g.to_dtype(acc)?.square()?.sum_all()?;
-            match sums.iter_mut().find(|(d, _)| d == g.device()) {
-                Some((_, s)) => *s = (&*s + &sq)?,
-                None => sums.push((g.device().clone(), sq)),
+            match devices.iter_mut().find(|(d, _)| d == g.device()) {
+                Some((_, gs)) => gs.push(g.clone()),
+                None => devices.push((g.device().clone(), vec![g.clone()])),
             }
+        }
+        let mut sums: Vec<(Device, Tensor)> = Vec::new();
+        for (d, gs) in &devices {
+            // A device whose gradients are all f64 sums in f64; the total is f32 unless all are.
+            sums.push((d.clone(), sum_squares(gs)?.sum_all()?.to_dtype(acc)?));
         }
         let mut total: Option<Tensor> = None;
         for (_, s) in &sums {
@@ -86,8 +93,24 @@ pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<Tensor> {
         coefs.push((g.device().clone(), g.dtype(), c.clone()));
         Ok(c)
     };
-    let scaled = kiln_core::no_grad(|| grads.iter().map(|(_, g)| g * &coef_for(g)?).collect::<Result<Vec<_>>>())?;
-    store_grads(&grads, &scaled)?;
+    // Gradients that own dense storage (nearly all) are scaled in place, a few kernels per
+    // device and factor for all of them; a view into a larger buffer (a slice of `cat`'s
+    // gradient) gets a scaled copy stored through `replace_grad`.
+    let (dense, views): (Vec<_>, Vec<_>) =
+        grads.iter().cloned().partition(|(_, g)| g.is_contiguous() && g.storage_offset() == 0);
+    let mut groups: Vec<(Tensor, Vec<Tensor>)> = Vec::new();
+    for (_, g) in &dense {
+        let c = coef_for(g)?;
+        match groups.iter_mut().find(|(k, _)| k.same(&c)) {
+            Some((_, gs)) => gs.push(g.clone()),
+            None => groups.push((c, vec![g.clone()])),
+        }
+    }
+    for (c, gs) in &groups {
+        scale_each_(gs, c)?;
+    }
+    let scaled = kiln_core::no_grad(|| views.iter().map(|(_, g)| g * &coef_for(g)?).collect::<Result<Vec<_>>>())?;
+    store_grads(&views, &scaled)?;
     Ok(norm)
 }
 

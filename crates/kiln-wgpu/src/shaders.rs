@@ -43,8 +43,15 @@ pub const ATTENTION_COOP_BACKWARD_DKV: &str = include_str!("../shaders/attention
 pub const ATTENTION_ROWS: &str = include_str!("../shaders/attention_rows.wgsl");
 pub const ATTENTION_PROBS: &str = include_str!("../shaders/attention_probs.wgsl");
 pub const ATTENTION_PROBS_BACKWARD: &str = include_str!("../shaders/attention_probs_backward.wgsl");
+pub const ATTENTION_PROBS_HELD: &str = include_str!("../shaders/attention_probs_held.wgsl");
+pub const ATTENTION_PROBS_BACKWARD_HELD: &str = include_str!("../shaders/attention_probs_backward_held.wgsl");
 pub const ADAM: &str = include_str!("../shaders/adam.wgsl");
 pub const UNSCALE_CHECK: &str = include_str!("../shaders/unscale_check.wgsl");
+pub const COLUMN_SUM: &str = include_str!("../shaders/column_sum.wgsl");
+pub const COLUMN_SUM_FINISH: &str = include_str!("../shaders/column_sum_finish.wgsl");
+pub const SCALE_EACH: &str = include_str!("../shaders/scale_each.wgsl");
+pub const SUM_SQUARES: &str = include_str!("../shaders/sum_squares.wgsl");
+pub const SUM_SQUARES_FINISH: &str = include_str!("../shaders/sum_squares_finish.wgsl");
 pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");
 pub const ATTENTION_EXTRAS: &str = include_str!("../shaders/attention_extras.wgsl");
 

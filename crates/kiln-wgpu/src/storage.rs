@@ -420,6 +420,17 @@ impl BackendStorage for GpuStorage {
         kernels::attention::backward(self, k, v, key_mask, bias, o, lse, dout, p)
     }
 
+    fn scale_in_place(parts: &mut [(&mut Self, usize)], factor: &Self) -> Result<()> {
+        for (s, _) in parts.iter_mut() {
+            s.known_range = None;
+        }
+        kernels::scale_each::scale_in_place(parts, factor)
+    }
+
+    fn sum_squares(parts: &[(&Self, usize)], dtype: DType) -> Result<Self> {
+        kernels::sum_squares::sum_squares(parts, dtype)
+    }
+
     fn adam_step(&mut self, grad: &Self, m: &mut Self, v: &mut Self, p: &AdamParams) -> Result<()> {
         self.known_range = None;
         for t in [grad, &*m, &*v] {

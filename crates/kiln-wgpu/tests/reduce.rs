@@ -104,6 +104,15 @@ fn cases() -> Vec<(usize, Layout, usize)> {
         (64 * 48, c(&[64, 48]).narrow(1, 4, 40), 1),
         (5 * 7 * 8, c(&[5, 7, 8]).permute(&[1, 0, 2]), 1),
         (3 * 4096, c(&[3, 4096]), 1),
+        // Float sums down 4-aligned columns (bias gradients) take the vec4 column kernel: odd
+        // row counts, one vec4 column, a slice (offset 4, row stride 20 for 12 columns), stride-0
+        // rows, and two leading dims that collapse into 70 rows of 132 columns (33 vec4 columns:
+        // a second, nearly empty column block).
+        (4097 * 8, c(&[4097, 8]).permute(&[1, 0]), 1),
+        (1023 * 4, c(&[1023, 4]).permute(&[1, 0]), 1),
+        (300 * 20, c(&[300, 20]).narrow(1, 4, 12).permute(&[1, 0]), 1),
+        (8, c(&[1, 8]).broadcast_to(&[4097, 8]).permute(&[1, 0]), 1),
+        (7 * 10 * 132, c(&[7, 10, 132]).permute(&[2, 0, 1]), 2),
     ];
     for dims in 0..=3 {
         v.push((24, c(&[2, 3, 4]), dims));

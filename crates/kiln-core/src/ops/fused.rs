@@ -402,3 +402,86 @@ fn owned<'a>(op: &'static str, s: &'a mut Arc<Storage>, t: &Tensor, exact: bool)
 fn lock(t: &Tensor) -> std::sync::RwLockWriteGuard<'_, Arc<Storage>> {
     t.0.storage.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `Σ x²` of each of `tensors` as one `[tensors.len()]` tensor on their device, with no
+/// gradient: f64 when every tensor is f64, else f32 (accumulated in f32 or wider; f16 is
+/// widened). The multi-tensor kernel behind `clip_grad_norm_` (PyTorch's `_foreach_norm`,
+/// squared): a few dispatches on the GPU for any number of tensors, where a square, a sum and
+/// an add each would cost three or four. Strided views are copied dense first.
+///
+/// Errors (typed, naming `sum_squares`): no tensors, a non-float tensor, tensors on different
+/// devices.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// let d = Device::cpu();
+/// let a = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+/// let b = Tensor::from_vec(vec![1.0f32, 2.0, 2.0], &[3], &d).unwrap();
+/// let s = kiln_core::optim_kernels::sum_squares(&[a, b]).unwrap();
+/// assert_eq!(s.to_vec::<f32>().unwrap(), vec![25.0, 9.0]);
+/// ```
+pub fn sum_squares(tensors: &[Tensor]) -> Result<Tensor> {
+    const OP: &str = "sum_squares";
+    let first = tensors.first().ok_or_else(|| Error::invalid(OP, "needs at least one tensor"))?;
+    for t in tensors {
+        check_float(OP, t)?;
+        first.check_same_device(OP, t)?;
+    }
+    let dtype = if tensors.iter().all(|t| t.dtype() == DType::F64) { DType::F64 } else { DType::F32 };
+    let dense = tensors.iter().map(dense).collect::<Result<Vec<_>>>()?;
+    let storages: Vec<Arc<Storage>> = dense.iter().map(Tensor::storage).collect();
+    let parts: Vec<(&Storage, usize)> = storages.iter().zip(&dense).map(|(s, t)| (&**s, t.numel())).collect();
+    let out = Storage::sum_squares(&parts, dtype)?;
+    Ok(Tensor::leaf(out, &[tensors.len()], first.device()))
+}
+
+/// Multiplies each of `tensors` in place by `factor`, a float tensor of one element on their
+/// device read where it lives (no host sync), in each tensor's own dtype (f32 and f16 by the
+/// factor rounded to f32). The multi-tensor scale behind `clip_grad_norm_`: a few dispatches
+/// on the GPU for any number of tensors. A tensor listed twice is scaled once. Each must own
+/// dense storage (contiguous at offset 0); storage shared with another tensor is copied first,
+/// so that tensor keeps the old values (as [`unscale_check_`](crate::optim_kernels::OptimKernels::unscale_check_)).
+///
+/// Errors (typed, naming `scale_each_`, nothing changed): a non-float tensor or factor, a factor
+/// of more than one element or listed among the tensors, a strided view, devices that differ.
+///
+/// ```
+/// # use kiln_core::{Device, Tensor};
+/// let d = Device::cpu();
+/// let a = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+/// let b = Tensor::from_vec(vec![1.0f32], &[1], &d).unwrap();
+/// kiln_core::optim_kernels::scale_each_(&[a.clone(), b.clone()], &Tensor::full(&[], 0.5, &d).unwrap()).unwrap();
+/// assert_eq!((a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap()), (vec![1.5, 2.0], vec![0.5]));
+/// ```
+pub fn scale_each_(tensors: &[Tensor], factor: &Tensor) -> Result<()> {
+    const OP: &str = "scale_each_";
+    check_float(OP, factor)?;
+    if factor.numel() != 1 {
+        return Err(Error::shape(OP, format!("factor {:?} (expects one element)", factor.shape())));
+    }
+    let mut unique: Vec<&Tensor> = Vec::new();
+    for t in tensors {
+        check_float(OP, t)?;
+        factor.check_same_device(OP, t)?;
+        if t.same(factor) {
+            return Err(Error::invalid(OP, "the factor must be a tensor of its own"));
+        }
+        if !t.is_contiguous() || t.layout().offset() != 0 {
+            return Err(Error::invalid(OP, format!("{:?} tensor must own contiguous storage at offset 0", t.shape())));
+        }
+        if !unique.iter().any(|u| u.same(t)) {
+            unique.push(t);
+        }
+    }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let f = dense(factor)?;
+    let fs = f.storage();
+    let mut guards: Vec<_> = unique.iter().map(|t| lock(t)).collect();
+    let mut parts = Vec::with_capacity(unique.len());
+    for (g, t) in guards.iter_mut().zip(&unique) {
+        parts.push((owned(OP, g, t, true)?, t.numel()));
+    }
+    Storage::scale_in_place(&mut parts, &fs)
+}

@@ -8,11 +8,13 @@
 //! `dV = Pᵀ·dO`, `dQ = dS·K`, `dK = dSᵀ·Q`. Every transpose is a strided layout the matmul reads
 //! in place. S, P and dS keep the input dtype (the matmul's); the softmax math is f32 and lse is
 //! f32, as in the flash kernels, whose contract (hidden keys, rows that see nothing, the bias
-//! and dropout of `attention_extras.wgsl`) this follows exactly.
+//! and dropout of `attention_extras.wgsl`) this follows exactly. Rows up to 2,048 keys take the
+//! `_held` row kernels, which keep a row in registers: each element read once and written once.
 
 use super::attention::{extras_source, with_extras};
 use super::fused::{Access, FLOATS, check_float, check_len, enable_for, raw_binding, u32_of};
 use super::{matmul::matmul, module, storage_type};
+use crate::shaders::Template;
 use crate::storage::GpuStorage;
 use kiln_backend::{AttentionParams, BackendStorage, DType, Layout, Result};
 
@@ -47,42 +49,64 @@ fn st4_{name}(base_: u32, c_: u32, v_: vec4<f32>) {{
     }
 }
 
-fn forward_source(dtype: DType, vec4: bool) -> String {
+/// Chunks of 4 a thread may hold in registers: rows whose chunks per thread fit one of these
+/// take the `_held` kernels (every element read once, written once); longer rows stream twice.
+/// 2 covers every row up to 512 keys (see `row_plan`'s lanes), 8 up to 2,048.
+const HELD: [usize; 2] = [2, 8];
+
+/// The row kernel's body: streaming (`None`) or holding `held` chunks a thread.
+fn row_kernel(streaming: &str, holding: &str, held: Option<usize>) -> String {
+    match held {
+        None => streaming.to_string(),
+        Some(h) => Template::new(holding).set("HELD", h.to_string()).render(),
+    }
+}
+
+fn row_key(kernel: &str, dtype: DType, vec4: bool, held: Option<usize>) -> String {
+    let held = held.map_or(String::new(), |h| format!("|h{h}"));
+    format!("{kernel}|{dtype}|v{}{held}", vec4 as u8)
+}
+
+fn forward_source(dtype: DType, vec4: bool, held: Option<usize>) -> String {
     let mut b = row_binding(1, "s", dtype, vec4);
     b += &raw_binding(2, "mask", "u32", Access::Read);
     b += &raw_binding(3, "lse", "f32", Access::Write);
     b += &raw_binding(4, "bias", "f32", Access::Read);
-    module(
-        enable_for(dtype),
-        false,
-        &format!("{b}\n{}\n{}\n{}", extras_source(), crate::shaders::ATTENTION_ROWS, crate::shaders::ATTENTION_PROBS),
-    )
+    let body = row_kernel(crate::shaders::ATTENTION_PROBS, crate::shaders::ATTENTION_PROBS_HELD, held);
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{body}", extras_source(), crate::shaders::ATTENTION_ROWS))
 }
 
-fn backward_source(dtype: DType, vec4: bool) -> String {
+fn backward_source(dtype: DType, vec4: bool, held: Option<usize>) -> String {
     let mut b = row_binding(1, "s", dtype, vec4);
     b += &row_binding(2, "dp", dtype, vec4);
     b += &raw_binding(3, "mask", "u32", Access::Read);
     b += &raw_binding(4, "lse", "f32", Access::Read);
     b += &raw_binding(5, "bias", "f32", Access::Read);
-    module(
-        enable_for(dtype),
-        false,
-        &format!(
-            "{b}\n{}\n{}\n{}",
-            extras_source(),
-            crate::shaders::ATTENTION_ROWS,
-            crate::shaders::ATTENTION_PROBS_BACKWARD
-        ),
-    )
+    let body = row_kernel(
+        crate::shaders::ATTENTION_PROBS_BACKWARD,
+        crate::shaders::ATTENTION_PROBS_BACKWARD_HELD,
+        held,
+    );
+    module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{body}", extras_source(), crate::shaders::ATTENTION_ROWS))
 }
 
-/// A row kernel's metadata and workgroup count. Lanes per row: a power of two giving each thread
-/// about two 4-element chunks, so short rows share a workgroup.
-fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool, biased: bool) -> Result<([u32; 18], u32, bool)> {
+/// A row kernel's plan: metadata, workgroup count, whether rows are 4-aligned (vec4 access),
+/// and the chunks a thread holds in registers (`None`: the row streams).
+struct RowPlan {
+    meta: [u32; 18],
+    groups: u32,
+    vec4: bool,
+    held: Option<usize>,
+}
+
+/// Lanes per row: a power of two giving each thread about two 4-element chunks, so short rows
+/// share a workgroup.
+fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool, biased: bool) -> Result<RowPlan> {
     let rows = p.batch * p.heads * p.q_len;
     check_len(op, rows * p.kv_len)?;
     let lanes = p.kv_len.div_ceil(8).next_power_of_two().clamp(1, WG);
+    let per_thread = p.kv_len.div_ceil(4).div_ceil(lanes);
+    let held = HELD.into_iter().find(|&h| per_thread <= h);
     let groups = u32_of(op, rows.div_ceil(WG / lanes), "workgroups")?;
     let own = [
         rows as u32,
@@ -94,7 +118,7 @@ fn row_plan(op: &'static str, p: &AttentionParams, mask_on: bool, biased: bool) 
         (p.scale as f32).to_bits(),
         lanes as u32,
     ];
-    Ok((with_extras(op, own, p, biased)?, groups, p.kv_len.is_multiple_of(4)))
+    Ok(RowPlan { meta: with_extras(op, own, p, biased)?, groups, vec4: p.kv_len.is_multiple_of(4), held })
 }
 
 /// `[bh, rows, d]`, contiguous.
@@ -119,13 +143,12 @@ pub(crate) fn forward(
     let dtype = q.dtype();
     check_float(OP, dtype)?;
     let (bh, d) = (p.batch * p.heads, p.head_dim);
-    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some(), bias.is_some())?;
+    let RowPlan { meta, groups, vec4, held } = row_plan(OP, p, mask.is_some(), bias.is_some())?;
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, p.q_len, d), k, &transposed(bh, p.kv_len, d))?;
     let lse = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
-    let kernel = ctx
-        .cache
-        .get(&ctx.device, OP, &format!("attention_probs|{dtype}|v{}", vec4 as u8), || forward_source(dtype, vec4))?;
+    let key = row_key("attention_probs", dtype, vec4, held);
+    let kernel = ctx.cache.get(&ctx.device, OP, &key, || forward_source(dtype, vec4, held))?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     ctx.dispatch(OP, &kernel, &[s.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     let o = matmul(&s, &rows_of(bh, p.q_len, p.kv_len), v, &rows_of(bh, p.kv_len, d))?;
@@ -147,13 +170,12 @@ pub(crate) fn backward(
     let dtype = q.dtype();
     check_float(OP, dtype)?;
     let (bh, d, tq, tk) = (p.batch * p.heads, p.head_dim, p.q_len, p.kv_len);
-    let (meta, groups, vec4) = row_plan(OP, p, mask.is_some(), bias.is_some())?;
+    let RowPlan { meta, groups, vec4, held } = row_plan(OP, p, mask.is_some(), bias.is_some())?;
     let ctx = q.context();
     let s = matmul(q, &rows_of(bh, tq, d), k, &transposed(bh, tk, d))?;
     let dp = matmul(dout, &rows_of(bh, tq, d), v, &transposed(bh, tk, d))?;
-    let kernel = ctx.cache.get(&ctx.device, OP, &format!("attention_probs_bwd|{dtype}|v{}", vec4 as u8), || {
-        backward_source(dtype, vec4)
-    })?;
+    let key = row_key("attention_probs_bwd", dtype, vec4, held);
+    let kernel = ctx.cache.get(&ctx.device, OP, &key, || backward_source(dtype, vec4, held))?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     ctx.dispatch(OP, &kernel, &[s.buffer(), dp.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
     // s now holds P and dp holds dS.
@@ -168,8 +190,10 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
     let mut all = Vec::new();
     for dtype in FLOATS {
         for vec4 in [false, true] {
-            all.push((format!("attention_probs|{dtype}|v{}", vec4 as u8), forward_source(dtype, vec4)));
-            all.push((format!("attention_probs_bwd|{dtype}|v{}", vec4 as u8), backward_source(dtype, vec4)));
+            for held in [None].into_iter().chain(HELD.map(Some)) {
+                all.push((row_key("attention_probs", dtype, vec4, held), forward_source(dtype, vec4, held)));
+                all.push((row_key("attention_probs_bwd", dtype, vec4, held), backward_source(dtype, vec4, held)));
+            }
         }
     }
     all

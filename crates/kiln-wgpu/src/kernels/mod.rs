@@ -5,6 +5,7 @@ pub(crate) mod attention;
 pub(crate) mod attention_coop;
 pub(crate) mod attention_matmul;
 pub(crate) mod attention_path;
+pub(crate) mod column_sum;
 pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
@@ -17,6 +18,8 @@ pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod params;
 pub(crate) mod reduce;
+pub(crate) mod scale_each;
+pub(crate) mod sum_squares;
 
 use kiln_backend::{DType, Error, Layout, Result};
 
@@ -136,5 +139,8 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(attention_coop::specialisations());
     all.extend(attention_matmul::specialisations());
     all.extend(optim::specialisations());
+    all.extend(sum_squares::specialisations());
+    all.extend(scale_each::specialisations());
+    all.extend(column_sum::specialisations());
     all
 }

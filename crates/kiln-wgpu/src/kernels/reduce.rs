@@ -288,6 +288,15 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
         (true, false) => Walk::Linear,
         (false, false) => Walk::Strided,
     };
+    // A float sum down 4-aligned columns (a bias gradient): the vec4 column kernel.
+    if op == ReduceOp::Sum
+        && linear
+        && kshape.len() == 1
+        && kstrides[0] == 1
+        && super::column_sum::applies(dtype, len, kshape[0], elem_step, l.offset())
+    {
+        return super::column_sum::column_sum(s, len, kshape[0], elem_step, l.offset());
+    }
     let units = if vec { len / 4 } else { len };
     let p = plan(rows, units, if vec { PER_LANE_VEC4 } else { PER_LANE }, linear, elem_step, row_step);
 
