@@ -112,10 +112,12 @@ impl Quad {
     /// The fetch of this quad from the slab that starts at k = `k0` (zeros past the edges).
     fn load(&self, k0: &str) -> String {
         let (name, p, x, k) = (self.name, &self.p, &self.x, &self.k);
+        // The operand's extent along x: main's `let`s of info[0] and info[1].
+        let lim = if name == "a" { "M" } else { "N" };
         if self.fetch == Fetch::X4 {
-            format!("{name}_quad_x({p}, {x}, {k0} + {k} < K)")
+            format!("{name}_quad_x({p}, {x}, {lim}, {k0} + {k} < K)")
         } else {
-            format!("{name}_quad({p}, {}, {x}, {k0} + {k} < K)", self.sx)
+            format!("{name}_quad({p}, {}, {x}, {lim}, {k0} + {k} < K)", self.sx)
         }
     }
 
@@ -151,7 +153,6 @@ fn stage(
         .set("BINDING", binding.to_string())
         .set("T", storage_type(OP, dtype)?)
         .set("C", compute_type(dtype))
-        .set("LIMIT", if is_a { "info[0]" } else { "info[1]" })
         .render();
     out.decls += "\n";
     let (threads, quads) = (tile.threads(), len / 4);
