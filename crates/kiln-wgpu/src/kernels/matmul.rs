@@ -402,9 +402,12 @@ fn choose(
             }
         }
     }
-    // Classes with split candidates get their own name, so that choices stored before split k
-    // existed (tiles only) are tuned again rather than reused.
-    let class = class() + if candidates.iter().any(|c| c.splits > 1) { "|sk" } else { "" };
+    // Classes name the tiles they were tuned among, so that a build with new tiles tunes them
+    // again rather than reusing a choice that never saw them; classes with split candidates get
+    // their own name too, so that choices stored before split k existed (tiles only) are tuned
+    // again rather than reused.
+    let split = if candidates.iter().any(|c| c.splits > 1) { "|sk" } else { "" };
+    let class = format!("{}|t{}{split}", class(), tile_set_tag(&tiles));
     if let Some(name) = ctx.tuner.lookup(&class)
         && let Some(choice) = Choice::parse(&name, &tiles)
     {
@@ -441,6 +444,13 @@ fn choose(
         }
     }
     Ok(best.1)
+}
+
+/// A short fingerprint of the tiles the autotuner chooses from (their names, in order).
+fn tile_set_tag(tiles: &[Tile]) -> String {
+    let names: Vec<String> = tiles.iter().map(|t| t.name() + ",").collect();
+    let parts: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    format!("{:08x}", crate::pipeline_cache::fnv1a(&parts) as u32)
 }
 
 /// Whether a float matmul with these output dims should take LARGE tiles.
@@ -681,5 +691,11 @@ mod tests {
         }
         // A tile the adapter cannot run is no choice either.
         assert_eq!(Choice::parse(&LARGE.name(), &[MEDIUM]), None);
+        // Another set of tiles (a build with new candidates) names its classes differently.
+        let tag = tile_set_tag(&CANDIDATES);
+        assert_eq!(tag.len(), 8);
+        assert_eq!(tag, tile_set_tag(&CANDIDATES));
+        assert_ne!(tag, tile_set_tag(&CANDIDATES[..CANDIDATES.len() - 1]));
+        assert_ne!(tile_set_tag(&[MEDIUM, LARGE]), tile_set_tag(&[LARGE, MEDIUM]));
     }
 }
