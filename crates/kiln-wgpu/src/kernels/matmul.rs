@@ -134,8 +134,8 @@ const HUGE_M: Tile = Tile { tm: 256, tn: 128, tk: 16, rm: 16, rn: 8, db: false, 
 
 /// LARGE_DB_W with the next slab's first fragments read from workgroup memory right after the
 /// barrier and before the current slab's last k step (as CUTLASS's SIMT kernels do): the
-/// multiply-adds of that step then cover the barrier's wait and the reads' latency, which in
-/// LARGE_DB_W stall every warp once per slab. 16 more registers a thread.
+/// multiply-adds of that step then cover the barrier's wait and the reads' latency, on which
+/// LARGE_DB_W's warps can only wait, once per slab. 16 more registers a thread.
 const LARGE_DB_W_PF: Tile = Tile { pf: true, ..LARGE_DB_W };
 /// LARGE_DB_W with its workgroups in groups of 8 tile rows walked column by column (Triton's
 /// GROUP_M order), so that workgroups running together share A's rows and B's columns in L2;
