@@ -9,6 +9,9 @@
 // `out` = part[S, batch, M, N], and matmul_splitk_sum.wgsl adds the S partials. An empty range
 // writes zeros.
 //
+// Grouped tiles (named `..g8`): consecutive workgroups take the tiles of G tile rows column by
+// column (the last group may have fewer rows) rather than one tile row after another.
+//
 // A workgroup owns a TM×TN tile of one batch entry (the batch is folded into the linear
 // workgroup id); each thread accumulates RM×RN outputs in registers, as vec4 rows. Both operands
 // pass through workgroup memory TK deep along k, k-major, as vec4 quads of 4 neighbouring rows
@@ -29,7 +32,10 @@
 // other slab, and one barrier per slab separates the two (a thread past barrier i has finished
 // reading slab i-1's buffer, which it now overwrites). The loop runs two slabs per iteration so
 // that every workgroup-memory index is a constant offset from the thread's own; a slab past K is
-// all zeros. The multiply is unrolled along k.
+// all zeros. The multiply is unrolled along k. Tiles named `..p` also read the next slab's k = 0
+// fragments (a thread's a and b quads) into registers right after the barrier, before the last
+// k step's multiply-adds, whose fragments were read before the barrier: that step's arithmetic
+// then covers the barrier and the reads' latency.
 
 {{OPERANDS}}
 @group(0) @binding(3) var<storage, read_write> out: array<{{OUT_T}}>;
@@ -55,8 +61,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = tile % per_batch;
     // This workgroup's k range is [KB, K).
 {{K_RANGE}}
-    let m0 = (t / info[4]) * {{TM}}u;
-    let n0 = (t % info[4]) * {{TN}}u;
+    // The tile's first row and column (TILE_XY): row by row through the grid, or in groups of
+    // G tile rows walked column by column, so that workgroups running together share a's rows
+    // and b's columns in L2.
+{{TILE_XY}}
     let a_sm = info[8];
     let a_sk = info[9];
     let b_sk = info[12];

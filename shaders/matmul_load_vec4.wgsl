@@ -10,9 +10,8 @@ fn {{X}}_one(p: u32, ok: bool) -> {{C}} {
 }
 
 // The quad x..x+3 along m (a) or n (b) at one k (p a multiple of 4); zeros past the matrix's edge
-// or when !ok (past K).
-fn {{X}}_quad_x(p: u32, x: u32, ok: bool) -> vec4<{{C}}> {
-    let lim = {{LIMIT}};
+// `lim` (M or N, the caller's: no metadata read in the k loop) or when !ok (past K).
+fn {{X}}_quad_x(p: u32, x: u32, lim: u32, ok: bool) -> vec4<{{C}}> {
     if ok && x + 3u < lim { return vec4<{{C}}>({{X}}[p / 4u]); }
     return vec4<{{C}}>({{X}}_one(p, ok && x < lim), {{X}}_one(p + 1u, ok && x + 1u < lim),
         {{X}}_one(p + 2u, ok && x + 2u < lim), {{X}}_one(p + 3u, ok && x + 3u < lim));

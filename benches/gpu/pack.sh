@@ -5,7 +5,8 @@
 #   benches/gpu/pack.sh            # here: release builds (minutes on 2 cores), strip, xz
 #
 # .gpu/bin/*.xz        kiln-bench, and the char_transformer and attention_bench examples
-# .gpu/scripts/        benches/*.py (torch_memory.py, torch_w6_dropout.py, torch_amp_w6.py, torch_minilm.py, compare.py)
+# .gpu/scripts/        benches/*.py (torch_memory.py, torch_w6_dropout.py, torch_amp_w6.py, torch_minilm.py,
+#                      torch_matmul_shapes.py, compare.py)
 # .gpu/shared/         ../shared/bench's torch_bench.py, char_gpt.py and burn-bench-{spirv,wgsl}.xz
 # .gpu/data/moby-dick/ the vendored text (W10, char_gpt.py, torch_memory.py)
 # .gpu/MANIFEST        git revision and sizes
@@ -32,7 +33,8 @@ for exe in target/release/kiln-bench target/release/examples/char_transformer ta
     strip -o "$out/bin/$name" "$exe"
     xz -T2 -6 "$out/bin/$name"
 done
-cp benches/torch_memory.py benches/torch_w6_dropout.py benches/torch_amp_w6.py benches/torch_minilm.py benches/compare.py "$out/scripts/"
+cp benches/torch_memory.py benches/torch_w6_dropout.py benches/torch_amp_w6.py benches/torch_minilm.py \
+    benches/torch_matmul_shapes.py benches/compare.py "$out/scripts/"
 cp "$shared/torch_bench.py" "$shared/char_gpt.py" "$shared/burn-bench-spirv.xz" "$shared/burn-bench-wgsl.xz" "$out/shared/"
 cp data/moby-dick/moby-dick.txt.gz "$out/data/moby-dick/"
 {

@@ -27,9 +27,12 @@ amp      kiln-bench --amp --only W5,W6,W6d,W7,W9, torch_amp_w6.py, torch_w6_drop
 torch    torch_bench.py (fp32, tf32, compile)
 burn     burn-bench-wgsl, burn-bench-spirv
 profile  KILN_PROFILE=1 char_transformer --size large --steps 40; attention_bench at W10's shape (64 6 256 64)
+matmul   kiln-bench --only W1 then --only W10 with KILN_AUTOTUNE_LOG=1 and a fresh tuning cache (every f32
+         matmul candidate's time per product shape in matmul-w1.log / matmul-w10.log), then
+         torch_matmul_shapes.py times the same products in PyTorch (torch-matmul-shapes.jsonl)
 HELP
 }
-ALL="w10 w11 chargpt memory suite amp torch burn profile"
+ALL="w10 w11 chargpt memory suite amp torch burn profile matmul"
 
 root=$(pwd)
 if [ ! -f .gpu/MANIFEST ]; then
@@ -132,6 +135,15 @@ for g in $selected; do
         step profile-char 300 env KILN_PROFILE=1 "$BIN/char_transformer" --size large --steps 40 --eval-every 1000 \
             --tokens 0 $DEV --out "$OUT/char_transformer"
         step attention 120 "$BIN/attention_bench" 64 6 256 64 $DEV
+        ;;
+    matmul)
+        # A fresh cache, so that every product shape is tuned and every candidate timed.
+        tune=$OUT/matmul-tune-cache
+        rm -rf "$tune" && mkdir -p "$tune"
+        step matmul-w1 300 env KILN_AUTOTUNE_LOG=1 KILN_CACHE_DIR="$tune" "$BIN/kiln-bench" $DEV $S --only W1 --min-time 0.5
+        step matmul-w10 $((W10_MAX_S + 180)) env KILN_AUTOTUNE_LOG=1 KILN_CACHE_DIR="$tune" "$BIN/kiln-bench" $DEV $S \
+            --only W10 --steps "$W10_STEPS" --max-seconds 60
+        step torch-matmul-shapes 300 python3 "$G/scripts/torch_matmul_shapes.py" "$OUT/matmul-w1.log" "$OUT/matmul-w10.log"
         ;;
     esac
 done

@@ -4,7 +4,8 @@
 //! output tiles, long k) each tile is also timed split into about the size rule's number of k
 //! ranges, half and twice that; such classes end in `|sk` and their choices read like
 //! `64x64x16/4x4/s8`. Choices persist in the cache directory, one file per adapter and driver, so
-//! tuning happens once per machine; a stored choice this build cannot read is tuned again.
+//! tuning happens once per machine; a stored choice this build cannot read is tuned again, and
+//! so is every class after the set of candidate tiles changes (classes carry `|t<fingerprint>`).
 //!
 //! On by default on hardware adapters; off on software ones (lavapipe: the timings are noisy and
 //! the fixed rule already picks the right tile there), where the size heuristic decides.

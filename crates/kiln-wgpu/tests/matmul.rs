@@ -186,14 +186,15 @@ fn broadcast_batch_and_offsets() {
 /// Every candidate tile the autotuner may pick, forced in turn (on a context of its own: forcing
 /// is context-wide), on products spanning several of the largest tiles (256 wide) with ragged
 /// edges, and k an odd and an even number of 8- and 16-deep slabs (double-buffered tiles run
-/// two slabs per iteration): row-major, transposed, broadcast-batch and offset operands.
+/// two slabs per iteration): row-major, transposed, broadcast-batch and offset operands. The
+/// third shape has 9 rows of 128-row tiles: a full group of 8 and a short one in grouped tiles.
 #[test]
 fn every_candidate_over_several_tiles() {
     let test = "every_candidate_over_several_tiles";
     let Some(dev) = common::gpu_with(test, &kiln_wgpu::ContextOptions::default()) else { return };
     for i in 0..dev.matmul_candidates() {
         dev.force_matmul_candidate(Some(i));
-        for (s, &(m, k, n)) in [(300, 75, 520), (520, 48, 263)].iter().enumerate() {
+        for (s, &(m, k, n)) in [(300, 75, 520), (520, 48, 263), (1100, 21, 140)].iter().enumerate() {
             let seed = 1000 + 100 * i as u64 + 10 * s as u64;
             let (al, bl) = plain(1, m, k, n);
             check(&dev, DType::F32, &al, &bl, seed);

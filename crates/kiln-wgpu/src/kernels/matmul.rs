@@ -21,8 +21,11 @@ pub(super) const OP: &str = "matmul";
 
 /// The output tile of one workgroup (tm×tn), how deep along k it stages the operands (tk), the
 /// block of that tile each thread accumulates (rm×rn, multiples of 4: read as vec4s), whether
-/// it double-buffers its slabs (`db`: see `shaders/matmul.wgsl`), and whether each 32 threads
-/// cover an 8×4 patch of thread blocks (`warp`) rather than a 16×2 or wider strip.
+/// it double-buffers its slabs (`db`: see `shaders/matmul.wgsl`), whether each 32 threads
+/// cover an 8×4 patch of thread blocks (`warp`) rather than a 16×2 or wider strip, whether a
+/// double-buffered tile reads the next slab's first fragments before the last k step of the
+/// current one (`pf`), and how many tile rows its workgroups walk column by column (`group`;
+/// 0: the whole grid row by row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Tile {
     pub(super) tm: u32,
@@ -32,15 +35,20 @@ pub(super) struct Tile {
     pub(super) rn: u32,
     pub(super) db: bool,
     pub(super) warp: bool,
+    pub(super) pf: bool,
+    pub(super) group: u32,
 }
 
 impl Tile {
-    /// `"128x128x16/8x8"`, `"128x128x8/8x8db"` double-buffered, `..w` in 8×4 patches: kernel
+    /// `"128x128x16/8x8"`, `"128x128x8/8x8db"` double-buffered, `..w` in 8×4 patches, `..p`
+    /// with fragments read ahead across the barrier, `..g8` in groups of 8 tile rows: kernel
     /// keys and tuning files.
     pub(super) fn name(self) -> String {
         let db = if self.db { "db" } else { "" };
         let warp = if self.warp { "w" } else { "" };
-        format!("{}x{}x{}/{}x{}{db}{warp}", self.tm, self.tn, self.tk, self.rm, self.rn)
+        let pf = if self.pf { "p" } else { "" };
+        let group = if self.group > 0 { format!("g{}", self.group) } else { String::new() };
+        format!("{}x{}x{}/{}x{}{db}{warp}{pf}{group}", self.tm, self.tn, self.tk, self.rm, self.rn)
     }
 
     pub(super) const fn threads(self) -> u32 {
@@ -71,24 +79,27 @@ impl Tile {
                 || ((self.tn / self.rn).is_multiple_of(8)
                     && (self.tm / self.rm).is_multiple_of(4)
                     && t.is_multiple_of(32)))
+            && (!self.pf || (self.db && self.tk >= 2))
+            && self.group != 1
     }
 }
 
 /// 64×64 tiles, 4×4 per thread: enough workgroups to fill a large GPU from about 1024² outputs.
-pub(super) const MEDIUM: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: false, warp: false };
+pub(super) const MEDIUM: Tile =
+    Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: false, warp: false, pf: false, group: 0 };
 /// 128×128 tiles, 8×8 per thread: twice the multiply-adds per workgroup-memory read. Measured on
 /// an H200 (Vulkan, f32): 30–31 TFLOP/s at 4096³ in every layout against 19–21 for MEDIUM, 28
 /// against 21 at 2048³, but 13–17 against 17–19 at 1536³, where too few workgroups fill the GPU.
-const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: false };
+const LARGE: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: false, pf: false, group: 0 };
 /// 32×32 tiles, 4×4 per thread (64 threads): four times the workgroups of MEDIUM, for shapes
 /// too small to fill a GPU with 64×64 tiles. Offered to the autotuner only.
-const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4, db: false, warp: false };
+const SMALL: Tile = Tile { tm: 32, tn: 32, tk: 16, rm: 4, rn: 4, db: false, warp: false, pf: false, group: 0 };
 /// 64×128 and 128×64 tiles, 4×8 (8×4) per thread: between MEDIUM and LARGE. Autotuner only.
-const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8, db: false, warp: false };
-const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: false, warp: false };
+const WIDE: Tile = Tile { tm: 64, tn: 128, tk: 16, rm: 4, rn: 8, db: false, warp: false, pf: false, group: 0 };
+const TALL: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: false, warp: false, pf: false, group: 0 };
 
 /// LARGE staged 32 deep: half the barriers per k step, for the biggest products. Autotuner only.
-const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8, db: false, warp: false };
+const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8, db: false, warp: false, pf: false, group: 0 };
 
 /// Double-buffered tiles (see `shaders/matmul.wgsl`): one barrier per slab instead of two, and
 /// the global reads of slab i+1 in flight while slab i is multiplied, for two slabs of
@@ -96,34 +107,58 @@ const DEEP: Tile = Tile { tm: 128, tn: 128, tk: 32, rm: 8, rn: 8, db: false, war
 /// All fit 32 KiB of workgroup memory (lavapipe's, where tests check them).
 /// LARGE 8 deep, double-buffered: as many barriers per k as LARGE, half its workgroup memory
 /// per slab.
-const LARGE_DB: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: false };
+const LARGE_DB: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: false, pf: false, group: 0 };
 /// 8×16 and 16×8 per thread: a third fewer workgroup-memory reads per multiply-add than 8×8, for
 /// 128 accumulators a thread (one 256-thread workgroup per SM on an H100/H200).
-const HUGE_N_DB: Tile = Tile { tm: 128, tn: 256, tk: 8, rm: 8, rn: 16, db: true, warp: false };
-const HUGE_M_DB: Tile = Tile { tm: 256, tn: 128, tk: 8, rm: 16, rn: 8, db: true, warp: false };
+const HUGE_N_DB: Tile = Tile { tm: 128, tn: 256, tk: 8, rm: 8, rn: 16, db: true, warp: false, pf: false, group: 0 };
+const HUGE_M_DB: Tile = Tile { tm: 256, tn: 128, tk: 8, rm: 16, rn: 8, db: true, warp: false, pf: false, group: 0 };
 /// 128×64, 8×4 per thread: twice LARGE's workgroups, for outputs a few LARGE tiles wide (W10's
 /// n = 384).
-const HALF_DB: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: true, warp: false };
+const HALF_DB: Tile = Tile { tm: 128, tn: 64, tk: 16, rm: 8, rn: 4, db: true, warp: false, pf: false, group: 0 };
 /// MEDIUM double-buffered, for mid-sized products.
-const MEDIUM_DB: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: true, warp: false };
+const MEDIUM_DB: Tile = Tile { tm: 64, tn: 64, tk: 16, rm: 4, rn: 4, db: true, warp: false, pf: false, group: 0 };
 /// LARGE and LARGE_DB with each 32 threads on an 8×4 patch of thread blocks: a 32-wide subgroup's
 /// workgroup-memory reads then touch 8 of b's quads (128 bytes) and 4 of a's per k, against 16
 /// and 2 in a 16×2 strip: fewer bytes per read where the hardware serves repeated addresses once.
-const LARGE_W: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: true };
-const LARGE_DB_W: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: true };
+const LARGE_W: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: false, warp: true, pf: false, group: 0 };
+const LARGE_DB_W: Tile = Tile { tm: 128, tn: 128, tk: 8, rm: 8, rn: 8, db: true, warp: true, pf: false, group: 0 };
 
 /// LARGE_DB and LARGE_DB_W staged 16 deep: half the barriers per k. 33 KiB of workgroup memory:
 /// more than lavapipe's 32 KiB, so only hardware adapters (48 KiB on NVIDIA) run them.
-const LARGE_DB16: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: true, warp: false };
-const LARGE_DB16_W: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: true, warp: true };
+const LARGE_DB16: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: true, warp: false, pf: false, group: 0 };
+const LARGE_DB16_W: Tile = Tile { tm: 128, tn: 128, tk: 16, rm: 8, rn: 8, db: true, warp: true, pf: false, group: 0 };
 /// HUGE_N_DB and HUGE_M_DB single-buffered, 16 deep: the same 128 accumulators a thread with
 /// fewer registers held across the multiply.
-const HUGE_N: Tile = Tile { tm: 128, tn: 256, tk: 16, rm: 8, rn: 16, db: false, warp: false };
-const HUGE_M: Tile = Tile { tm: 256, tn: 128, tk: 16, rm: 16, rn: 8, db: false, warp: false };
+const HUGE_N: Tile = Tile { tm: 128, tn: 256, tk: 16, rm: 8, rn: 16, db: false, warp: false, pf: false, group: 0 };
+const HUGE_M: Tile = Tile { tm: 256, tn: 128, tk: 16, rm: 16, rn: 8, db: false, warp: false, pf: false, group: 0 };
+
+/// LARGE_DB_W with the next slab's first fragments read from workgroup memory right after the
+/// barrier and before the current slab's last k step (as CUTLASS's SIMT kernels do): the
+/// multiply-adds of that step then cover the barrier's wait and the reads' latency, on which
+/// LARGE_DB_W's warps can only wait, once per slab. 16 more registers a thread.
+const LARGE_DB_W_PF: Tile = Tile { pf: true, ..LARGE_DB_W };
+/// LARGE_DB_W with its workgroups in groups of 8 tile rows walked column by column (Triton's
+/// GROUP_M order), so that workgroups running together share A's rows and B's columns in L2;
+/// row by row, each wave of workgroups reads nearly all of B.
+const LARGE_DB_W_G8: Tile = Tile { group: 8, ..LARGE_DB_W };
+/// 128×128 in 128 threads, 8×16 each (cuBLAS's SIMT tile on sm80/sm90: 4 warps of 64×64): 128
+/// accumulators a thread and 6 workgroup-memory reads per 128 multiply-adds (8×8: 4 per 64).
+const LARGE_16_DB_W_PF: Tile = Tile { rn: 16, ..LARGE_DB_W_PF };
+/// 128×64 in 128 threads, 8×8 each: half LARGE_DB_W_PF's registers per workgroup, so that more
+/// workgroups (and warps) share an SM where register use limits residency; twice the tiles for
+/// W10's n = 384 products.
+const HALF_DB_W_PF: Tile = Tile { tn: 64, ..LARGE_DB_W_PF };
+/// LARGE_DB_W_PF in groups of 8 tile rows: the two changes together, should each gain alone.
+const LARGE_DB_W_PF_G8: Tile = Tile { group: 8, ..LARGE_DB_W_PF };
+/// HUGE_N_DB (second at 4096³ on an H100) in 8×4 patches with fragments read ahead.
+const HUGE_N_DB_W_PF: Tile = Tile { warp: true, pf: true, ..HUGE_N_DB };
+/// LARGE_16_DB_W_PF without the read-ahead: 24 fewer registers a thread next to 128
+/// accumulators, should those cost more than the barrier stalls they hide.
+const LARGE_16_DB_W: Tile = Tile { rn: 16, ..LARGE_DB_W };
 
 /// Every tile the autotuner may pick for a float matmul, in the order tests address them (new
 /// tiles go at the end, so that an index keeps naming the same tile).
-pub(super) const CANDIDATES: [Tile; 17] = [
+pub(super) const CANDIDATES: [Tile; 24] = [
     SMALL,
     MEDIUM,
     WIDE,
@@ -141,6 +176,13 @@ pub(super) const CANDIDATES: [Tile; 17] = [
     LARGE_DB16_W,
     HUGE_N,
     HUGE_M,
+    LARGE_DB_W_PF,
+    LARGE_DB_W_G8,
+    LARGE_16_DB_W_PF,
+    HALF_DB_W_PF,
+    LARGE_DB_W_PF_G8,
+    HUGE_N_DB_W_PF,
+    LARGE_16_DB_W,
 ];
 
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
@@ -360,9 +402,12 @@ fn choose(
             }
         }
     }
-    // Classes with split candidates get their own name, so that choices stored before split k
-    // existed (tiles only) are tuned again rather than reused.
-    let class = class() + if candidates.iter().any(|c| c.splits > 1) { "|sk" } else { "" };
+    // Classes name the tiles they were tuned among, so that a build with new tiles tunes them
+    // again rather than reusing a choice that never saw them; classes with split candidates get
+    // their own name too, so that choices stored before split k existed (tiles only) are tuned
+    // again rather than reused.
+    let split = if candidates.iter().any(|c| c.splits > 1) { "|sk" } else { "" };
+    let class = format!("{}|t{}{split}", class(), tile_set_tag(&tiles));
     if let Some(name) = ctx.tuner.lookup(&class)
         && let Some(choice) = Choice::parse(&name, &tiles)
     {
@@ -397,6 +442,13 @@ fn choose(
         }
     }
     Ok(best.1)
+}
+
+/// A short fingerprint of the tiles the autotuner chooses from (their names, in order).
+fn tile_set_tag(tiles: &[Tile]) -> String {
+    let names: Vec<String> = tiles.iter().map(|t| t.name() + ",").collect();
+    let parts: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    format!("{:08x}", crate::pipeline_cache::fnv1a(&parts) as u32)
 }
 
 /// Whether a float matmul with these output dims should take LARGE tiles.
@@ -607,6 +659,16 @@ mod tests {
         assert_eq!(names.len(), CANDIDATES.len());
         assert_eq!(LARGE_DB.name(), "128x128x8/8x8db");
         assert_eq!(LARGE_DB.workgroup_bytes(), 2 * 8 * (33 + 33) * 16);
+        assert_eq!(LARGE_DB_W_PF.name(), "128x128x8/8x8dbwp");
+        assert_eq!(LARGE_DB_W_G8.name(), "128x128x8/8x8dbwg8");
+        assert_eq!((LARGE_16_DB_W_PF.name().as_str(), LARGE_16_DB_W_PF.threads()), ("128x128x8/8x16dbwp", 128));
+        assert_eq!((HALF_DB_W_PF.name().as_str(), HALF_DB_W_PF.threads()), ("128x64x8/8x8dbwp", 128));
+        assert_eq!(LARGE_DB_W_PF_G8.name(), "128x128x8/8x8dbwpg8");
+        assert_eq!(HUGE_N_DB_W_PF.name(), "128x256x8/8x16dbwp");
+        assert_eq!(LARGE_16_DB_W.name(), "128x128x8/8x16dbw");
+        // Read-ahead needs two slab buffers; a group of one row is row order under another name.
+        assert!(!Tile { pf: true, ..LARGE }.valid());
+        assert!(!Tile { group: 1, ..LARGE }.valid());
     }
 
     #[test]
@@ -627,5 +689,11 @@ mod tests {
         }
         // A tile the adapter cannot run is no choice either.
         assert_eq!(Choice::parse(&LARGE.name(), &[MEDIUM]), None);
+        // Another set of tiles (a build with new candidates) names its classes differently.
+        let tag = tile_set_tag(&CANDIDATES);
+        assert_eq!(tag.len(), 8);
+        assert_eq!(tag, tile_set_tag(&CANDIDATES));
+        assert_ne!(tag, tile_set_tag(&CANDIDATES[..CANDIDATES.len() - 1]));
+        assert_ne!(tile_set_tag(&[MEDIUM, LARGE]), tile_set_tag(&[LARGE, MEDIUM]));
     }
 }

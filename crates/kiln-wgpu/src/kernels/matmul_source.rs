@@ -112,10 +112,12 @@ impl Quad {
     /// The fetch of this quad from the slab that starts at k = `k0` (zeros past the edges).
     fn load(&self, k0: &str) -> String {
         let (name, p, x, k) = (self.name, &self.p, &self.x, &self.k);
+        // The operand's extent along x: main's `let`s of info[0] and info[1].
+        let lim = if name == "a" { "M" } else { "N" };
         if self.fetch == Fetch::X4 {
-            format!("{name}_quad_x({p}, {x}, {k0} + {k} < K)")
+            format!("{name}_quad_x({p}, {x}, {lim}, {k0} + {k} < K)")
         } else {
-            format!("{name}_quad({p}, {}, {x}, {k0} + {k} < K)", self.sx)
+            format!("{name}_quad({p}, {}, {x}, {lim}, {k0} + {k} < K)", self.sx)
         }
     }
 
@@ -151,7 +153,6 @@ fn stage(
         .set("BINDING", binding.to_string())
         .set("T", storage_type(OP, dtype)?)
         .set("C", compute_type(dtype))
-        .set("LIMIT", if is_a { "info[0]" } else { "info[1]" })
         .render();
     out.decls += "\n";
     let (threads, quads) = (tile.threads(), len / 4);
@@ -176,7 +177,7 @@ fn stage(
 }
 
 fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> Result<String> {
-    let Tile { tm, tn, tk, rm, rn, db, warp } = tile;
+    let Tile { tm, tn, tk, rm, rn, db, warp, pf, group } = tile;
     let c = compute_type(dtype);
     let mut st = Staging::default();
     stage(dtype, tile, "a", tm, fa, split, &mut st)?;
@@ -188,16 +189,21 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
     let mut acc = String::new();
     let mut stores = String::new();
     let lanes = ["x", "y", "z", "w"];
-    // One k step of the multiply: a's row quads and b's column quads (their slab indices for
-    // the quad offsets i·TY and j·TX), then every accumulator.
-    let mac = |a_at: &dyn Fn(u32) -> String, b_at: &dyn Fn(u32) -> String| {
+    // One k step of the multiply: a's row quads and b's column quads into fragments `a{i}` and
+    // `b{j}` (`decl` "let " or "" for assignments to vars; slab indices for the quad offsets i·TY
+    // and j·TX), then every accumulator from them.
+    let fragments = |decl: &str, prefix: &str, a_at: &dyn Fn(u32) -> String, b_at: &dyn Fn(u32) -> String| {
         let mut s = String::new();
         for i in 0..rm / 4 {
-            s += &format!("            let a{i} = As[{}];\n", a_at(i * ty_n));
+            s += &format!("            {decl}{prefix}a{i} = As[{}];\n", a_at(i * ty_n));
         }
         for j in 0..rn / 4 {
-            s += &format!("            let b{j} = Bs[{}];\n", b_at(j * tx_n));
+            s += &format!("            {decl}{prefix}b{j} = Bs[{}];\n", b_at(j * tx_n));
         }
+        s
+    };
+    let fmas = || {
+        let mut s = String::new();
         for i in 0..rm / 4 {
             for lane in lanes {
                 for j in 0..rn / 4 {
@@ -211,6 +217,7 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
         }
         s
     };
+    let step = |a_at: &dyn Fn(u32) -> String, b_at: &dyn Fn(u32) -> String| fragments("let ", "", a_at, b_at) + &fmas();
     for i in 0..rm / 4 {
         for (l, lane) in lanes.iter().enumerate() {
             stores += &format!(
@@ -249,28 +256,54 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
                 })
                 .collect::<String>()
         };
-        // Unrolled along k: every index is the thread's ty (tx) plus a constant.
-        let multiply = |buf: u32| {
-            (0..tk)
-                .map(|kk| {
-                    let a_at = |off: u32| format!("ty + {}u", buf * a_slab + kk * pa + off);
-                    let b_at = |off: u32| format!("tx + {}u", buf * b_slab + kk * pb + off);
-                    format!("        {{\n{}        }}\n", mac(&a_at, &b_at))
-                })
-                .collect::<String>()
+        let a_at = |buf: u32, kk: u32| move |off: u32| format!("ty + {}u", buf * a_slab + kk * pa + off);
+        let b_at = |buf: u32, kk: u32| move |off: u32| format!("tx + {}u", buf * b_slab + kk * pb + off);
+        // The other slab's k = 0 fragments into the `fa{i}` / `fb{j}` vars (`pf` tiles).
+        let ahead = |buf: u32| fragments("", "f", &a_at(buf, 0), &b_at(buf, 0));
+        // One slab from buffer `buf`, unrolled along k (every index is the thread's ty (tx) plus
+        // a constant), then the registers into the other buffer and the barrier. `pf` tiles
+        // multiply k = 0 from the fragments read ahead, and read their last step's fragments
+        // before the store and the barrier and the next slab's first ones after it, so that the
+        // last step's multiply-adds run while the barrier and those reads complete.
+        let slab = |buf: u32| {
+            let mut s = String::new();
+            for kk in 0..tk {
+                let last = kk + 1 == tk;
+                s += "        {\n";
+                if pf && kk == 0 {
+                    s += &(0..rm / 4).map(|i| format!("            let a{i} = fa{i};\n")).collect::<String>();
+                    s += &(0..rn / 4).map(|j| format!("            let b{j} = fb{j};\n")).collect::<String>();
+                } else {
+                    s += &fragments("let ", "", &a_at(buf, kk), &b_at(buf, kk));
+                }
+                if pf && last {
+                    s += &store(1 - buf, "            ");
+                    s += "            workgroupBarrier();\n";
+                    s += &ahead(1 - buf);
+                }
+                s += &fmas();
+                s += "        }\n";
+            }
+            if !pf {
+                s += &store(1 - buf, "        ");
+                s += "        workgroupBarrier();\n";
+            }
+            s
         };
-        let regs: String = st.quads.iter().map(|q| format!("    var {}: vec4<{c}>;\n", q.reg())).collect();
+        let mut regs: String = st.quads.iter().map(|q| format!("    var {}: vec4<{c}>;\n", q.reg())).collect();
+        let mut prologue = format!("{}{}    workgroupBarrier();\n", fetch("KB", "    "), store(0, "    "));
+        if pf {
+            regs += &(0..rm / 4).map(|i| format!("    var fa{i}: vec4<{c}>;\n")).collect::<String>();
+            regs += &(0..rn / 4).map(|j| format!("    var fb{j}: vec4<{c}>;\n")).collect::<String>();
+            prologue += &ahead(0).replace("            ", "    ");
+        }
         format!(
-            "{regs}{}{}    workgroupBarrier();\n    for (var k0 = KB; k0 < K; k0 += 2u * TK) {{\n        let k1 = k0 + TK;\n\
-             {}{}{}        workgroupBarrier();\n        let k2 = k1 + TK;\n{}{}{}        workgroupBarrier();\n    }}\n",
-            fetch("KB", "    "),
-            store(0, "    "),
+            "{regs}{prologue}    for (var k0 = KB; k0 < K; k0 += 2u * TK) {{\n        let k1 = k0 + TK;\n\
+             {}{}        let k2 = k1 + TK;\n{}{}    }}\n",
             fetch("k1", "        "),
-            multiply(0),
-            store(1, "        "),
+            slab(0),
             fetch("k2", "        "),
-            multiply(1),
-            store(0, "        "),
+            slab(1),
         )
     } else {
         let stage: String = st
@@ -281,10 +314,19 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
         format!(
             "    for (var k0 = KB; k0 < K; k0 += TK) {{\n{stage}        workgroupBarrier();\n        \
              for (var kk = 0u; kk < TK; kk++) {{\n{}        }}\n        workgroupBarrier();\n    }}",
-            mac(&|off| format!("kk * PA + ty + {off}u"), &|off| format!("kk * PB + tx + {off}u"))
+            step(&|off| format!("kk * PA + ty + {off}u"), &|off| format!("kk * PB + tx + {off}u"))
         )
     };
     let slabs = if db { 2 } else { 1 };
+    let tile_xy = if group > 1 {
+        format!(
+            "    let span = {group}u * info[4];\n    let first = (t / span) * {group}u;\n    \
+             let rows = min(info[3] - first, {group}u);\n    let r = t % span;\n    \
+             let m0 = (first + r % rows) * {tm}u;\n    let n0 = (r / rows) * {tn}u;"
+        )
+    } else {
+        format!("    let m0 = (t / info[4]) * {tm}u;\n    let n0 = (t % info[4]) * {tn}u;")
+    };
     let thread_xy = if warp {
         // Each 32 threads (lane = lid % 32) an 8×4 patch; the patches in rows of TX / 8.
         let per_row = tx_n / 8;
@@ -313,8 +355,7 @@ fn tiled_source(dtype: DType, tile: Tile, fa: Fetch, fb: Fetch, split: bool) -> 
         .set("AS_LEN", (slabs * tk * pa).to_string())
         .set("BS_LEN", (slabs * tk * pb).to_string())
         .set("WG", tile.threads().to_string())
-        .set("TM", tm.to_string())
-        .set("TN", tn.to_string())
+        .set("TILE_XY", tile_xy)
         .set("THREAD_XY", thread_xy)
         .set("SETUP", st.setup)
         .set("ACC_DECL", acc)
