@@ -5,7 +5,8 @@
 //! - **Obviously right first.** Kernels read strided inputs into row-major order once, then run
 //!   plain loops. Floats compute in f64 and round once at the end; sums, products, prefix sums,
 //!   softmax, `scatter_add` and `col2im` accumulate in f64 for f32/f16.
-//! - **Fast where it is cheap to be.** Matmul goes to `matrixmultiply` (strided, no copies);
+//! - **Fast where it is cheap to be.** Matmul goes to `matrixmultiply` (strided; operands it
+//!   would gather element by element are transposed first, `transpose`);
 //!   elementwise ops walk strided and broadcast inputs in place (`walk`), with inner loops the
 //!   compiler vectorises; large elementwise ops, row reductions and im2col split across threads
 //!   with rayon.
@@ -58,6 +59,7 @@ mod storage;
 mod strided;
 mod ternary;
 mod topk;
+mod transpose;
 mod unary;
 mod walk;
 
