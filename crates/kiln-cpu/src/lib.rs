@@ -9,7 +9,7 @@
 //!   would gather element by element are transposed first, `transpose`);
 //!   elementwise ops walk strided and broadcast inputs in place (`walk`), with inner loops the
 //!   compiler vectorises; large elementwise ops, row reductions and im2col split across threads
-//!   with rayon.
+//!   with rayon, whose pool the main thread joins (`pool`).
 //! - **Never panics, never reads out of bounds.** Every layout is checked against its storage,
 //!   every index against its dimension; unsupported dtype/op combinations return
 //!   [`kiln_backend::Error::UnsupportedDType`].
@@ -52,6 +52,7 @@ mod fused;
 mod index;
 mod kernel;
 mod matmul;
+mod pool;
 mod random;
 mod reduce;
 pub mod special;
