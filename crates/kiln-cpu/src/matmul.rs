@@ -5,7 +5,7 @@
 //! column-major and B row-major but one element at a time otherwise; so a row-major A or a
 //! column-major B (a Linear layer's `x · Wᵀ` has both) is first transposed into per-thread
 //! scratch with a vectorised transpose (`transpose.rs`), which in W6's products of 128 tokens
-//! made them 1.3–1.4× faster. matrixmultiply runs
+//! made them 1.4–1.8× faster. matrixmultiply runs
 //! single-threaded; big products split into bands of rows (or of columns, when wider than tall)
 //! over rayon's threads here, so one pool serves every kernel. f16 is converted to
 //! f32 and multiplied there (f32 accumulation). Integers use a plain triple loop with wrapping

@@ -49,7 +49,14 @@ fn bounds_ok(src_len: usize, ld: usize, rows: usize, cols: usize, dst_len: usize
 
 /// The plain loop over rows `r0 .. r1` and columns `c0 .. c1` (edges of the tiled version,
 /// other dtypes, CPUs without AVX), in 16×16 tiles so both sides stay in cache.
-fn scalar<T: Copy>(src: &[T], ld: usize, (r0, r1): (usize, usize), (c0, c1): (usize, usize), rows: usize, dst: &mut [T]) {
+fn scalar<T: Copy>(
+    src: &[T],
+    ld: usize,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+    rows: usize,
+    dst: &mut [T],
+) {
     const TILE: usize = 16;
     for rb in (r0..r1).step_by(TILE) {
         for cb in (c0..c1).step_by(TILE) {

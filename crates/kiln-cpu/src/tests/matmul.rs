@@ -216,28 +216,28 @@ fn transposed_operands_give_the_same_bits_as_dense_ones() {
         let rm_b = Layout::new(vec![1, k, n], vec![k * n, n, 1], 0);
         let cm_b = Layout::new(vec![1, k, n], vec![k * n, 1, k], 0);
         let dense = host(&st(a_cm.clone()).matmul(&cm_a, &st(b.clone()), &rm_b).expect("dense"));
-        let want: Vec<f64> = (0..m * n)
-            .map(|q| (0..k).map(|p| a[(q / n) * k + p] as f64 * b[p * n + q % n] as f64).sum())
-            .collect();
+        let want: Vec<f64> =
+            (0..m * n).map(|q| (0..k).map(|p| a[(q / n) * k + p] as f64 * b[p * n + q % n] as f64).sum()).collect();
         assert_close(&dense.to_f64_vec(), &want, 1e-4);
-        for (name, (x, xl), (y, yl)) in [
-            ("row-major A", (&a, &rm_a), (&b, &rm_b)),
-            ("column-major B", (&a_cm, &cm_a), (&b_cm, &cm_b)),
-        ] {
+        for (name, (x, xl), (y, yl)) in
+            [("row-major A", (&a, &rm_a), (&b, &rm_b)), ("column-major B", (&a_cm, &cm_a), (&b_cm, &cm_b))]
+        {
             let got = host(&st(x.clone()).matmul(xl, &st(y.clone()), yl).expect("matmul"));
             assert_eq!(got, dense, "{m}x{k}x{n}, {name}: bits differ from the dense layouts");
         }
     }
 }
 
-/// f32 `x · Wᵀ` (A row-major, B column-major) takes the dot-product kernel when m is short:
-/// checked against the naive f64 sum at sizes around its 4×2 blocks and 8-wide k steps (k = 1,
-/// 7, 8, 9, 1023), rows and columns padded (strides wider than k), a batch, and one product
-/// too tall for it (m = 600, matrixmultiply's path) for contrast.
+/// f32 `x · Wᵀ` (A row-major, B column-major, both transposed into scratch before the gemm)
+/// against the naive f64 sum at sizes under and around the 8×8 transpose tiles (k = 1, 7, 8,
+/// 9, 1023), rows of A and of W padded (strides wider than k), an offset, a batch sharing W,
+/// and a tall product (m = 600).
 #[test]
 fn x_times_w_transposed_matches_naive_at_odd_sizes() {
     let mut rng = Rng::new(13);
-    for (b, m, k, n) in [(1, 1, 1, 1), (1, 7, 7, 7), (2, 4, 8, 2), (1, 5, 9, 3), (1, 9, 1023, 65), (3, 130, 17, 129), (1, 600, 33, 5)] {
+    for (b, m, k, n) in
+        [(1, 1, 1, 1), (1, 7, 7, 7), (2, 4, 8, 2), (1, 5, 9, 3), (1, 9, 1023, 65), (3, 130, 17, 129), (1, 600, 33, 5)]
+    {
         let (lda, ldb) = (k + 3, k + 1);
         let a: Vec<f64> = rng.vec(b * m * lda + 2).iter().map(|&x| x as f32 as f64).collect();
         let w: Vec<f64> = rng.vec(n * ldb).iter().map(|&x| x as f32 as f64).collect();

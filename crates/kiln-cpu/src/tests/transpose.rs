@@ -8,7 +8,9 @@ use super::Rng;
 #[test]
 fn transpose_matches_the_index_formula() {
     let mut rng = Rng::new(11);
-    for (rows, cols, pad) in [(1, 1, 0), (7, 9, 0), (8, 8, 0), (16, 24, 3), (17, 33, 1), (1023, 9, 5), (9, 1023, 0), (64, 256, 0)] {
+    for (rows, cols, pad) in
+        [(1, 1, 0), (7, 9, 0), (8, 8, 0), (16, 24, 3), (17, 33, 1), (1023, 9, 5), (9, 1023, 0), (64, 256, 0)]
+    {
         let ld = cols + pad;
         let src64 = rng.vec(rows * ld);
         let src32: Vec<f32> = src64.iter().map(|&x| x as f32).collect();
