@@ -5,10 +5,11 @@
 //! - **Obviously right first.** Kernels read strided inputs into row-major order once, then run
 //!   plain loops. Floats compute in f64 and round once at the end; sums, products, prefix sums,
 //!   softmax, `scatter_add` and `col2im` accumulate in f64 for f32/f16.
-//! - **Fast where it is cheap to be.** Matmul goes to `matrixmultiply` (strided, no copies);
+//! - **Fast where it is cheap to be.** Matmul goes to `matrixmultiply` (strided; operands it
+//!   would gather element by element are transposed first, `transpose`);
 //!   elementwise ops walk strided and broadcast inputs in place (`walk`), with inner loops the
 //!   compiler vectorises; large elementwise ops, row reductions and im2col split across threads
-//!   with rayon.
+//!   with rayon, whose pool the main thread joins (`pool`).
 //! - **Never panics, never reads out of bounds.** Every layout is checked against its storage,
 //!   every index against its dimension; unsupported dtype/op combinations return
 //!   [`kiln_backend::Error::UnsupportedDType`].
@@ -51,6 +52,7 @@ mod fused;
 mod index;
 mod kernel;
 mod matmul;
+mod pool;
 mod random;
 mod reduce;
 pub mod special;
@@ -58,6 +60,7 @@ mod storage;
 mod strided;
 mod ternary;
 mod topk;
+mod transpose;
 mod unary;
 mod walk;
 

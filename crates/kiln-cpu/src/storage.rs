@@ -71,12 +71,14 @@ impl BackendStorage for CpuStorage {
     }
 
     fn from_host(_device: &CpuDevice, data: &HostData) -> Result<Self> {
+        crate::pool::join_main_thread();
         Ok(wrap(data.clone()))
     }
 
     /// `value` is cast as `cast` would (truncating and saturating for integers, `!= 0` for bool).
     fn full(_device: &CpuDevice, numel: usize, value: f64, dtype: DType) -> Result<Self> {
         const OP: &str = "full";
+        crate::pool::join_main_thread();
         Ok(wrap(match dtype {
             DType::F32 => HostData::F32(alloc(OP, numel, f32::from_f64(value))?),
             DType::F16 => HostData::F16(alloc(OP, numel, half::f16::from_f64(value))?),
@@ -88,6 +90,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn random(_device: &CpuDevice, numel: usize, dist: Distribution, key: PhiloxKey, dtype: DType) -> Result<Self> {
+        crate::pool::join_main_thread();
         crate::random::random(numel, dist, key, dtype).map(wrap)
     }
 

@@ -197,3 +197,58 @@ fn threaded_products_match_naive_and_do_not_depend_on_the_thread_count() {
         }
     }
 }
+
+/// A row-major A (with a row-major B) and a column-major B (with a column-major A) are
+/// transposed into scratch before the gemm; the copy must hold exactly the same values, so the
+/// product has the same bits as the same matrices stored in the layouts matrixmultiply packs
+/// directly (A column-major, B row-major), for sizes under, at and around the 8×8 tiles, and
+/// one product big enough to be threaded. (Both at once is `x · Wᵀ`, the dot-product kernel.)
+#[test]
+fn transposed_operands_give_the_same_bits_as_dense_ones() {
+    let mut rng = Rng::new(12);
+    for (m, k, n) in [(1, 7, 9), (7, 8, 9), (8, 8, 8), (13, 70, 65), (128, 256, 384), (33, 1023, 17)] {
+        let a: Vec<f32> = rng.vec(m * k).iter().map(|&x| x as f32).collect(); // row-major m×k
+        let b: Vec<f32> = rng.vec(k * n).iter().map(|&x| x as f32).collect(); // row-major k×n
+        let a_cm: Vec<f32> = (0..m * k).map(|q| a[(q % m) * k + q / m]).collect(); // column-major
+        let b_cm: Vec<f32> = (0..k * n).map(|q| b[(q % k) * n + q / k]).collect(); // column-major
+        let rm_a = Layout::new(vec![1, m, k], vec![m * k, k, 1], 0);
+        let cm_a = Layout::new(vec![1, m, k], vec![m * k, 1, m], 0);
+        let rm_b = Layout::new(vec![1, k, n], vec![k * n, n, 1], 0);
+        let cm_b = Layout::new(vec![1, k, n], vec![k * n, 1, k], 0);
+        let dense = host(&st(a_cm.clone()).matmul(&cm_a, &st(b.clone()), &rm_b).expect("dense"));
+        let want: Vec<f64> =
+            (0..m * n).map(|q| (0..k).map(|p| a[(q / n) * k + p] as f64 * b[p * n + q % n] as f64).sum()).collect();
+        assert_close(&dense.to_f64_vec(), &want, 1e-4);
+        for (name, (x, xl), (y, yl)) in
+            [("row-major A", (&a, &rm_a), (&b, &rm_b)), ("column-major B", (&a_cm, &cm_a), (&b_cm, &cm_b))]
+        {
+            let got = host(&st(x.clone()).matmul(xl, &st(y.clone()), yl).expect("matmul"));
+            assert_eq!(got, dense, "{m}x{k}x{n}, {name}: bits differ from the dense layouts");
+        }
+    }
+}
+
+/// f32 `x · Wᵀ` (A row-major, B column-major, both transposed into scratch before the gemm)
+/// against the naive f64 sum at sizes under and around the 8×8 transpose tiles (k = 1, 7, 8,
+/// 9, 1023), rows of A and of W padded (strides wider than k), an offset, a batch sharing W,
+/// and a tall product (m = 600).
+#[test]
+fn x_times_w_transposed_matches_naive_at_odd_sizes() {
+    let mut rng = Rng::new(13);
+    for (b, m, k, n) in
+        [(1, 1, 1, 1), (1, 7, 7, 7), (2, 4, 8, 2), (1, 5, 9, 3), (1, 9, 1023, 65), (3, 130, 17, 129), (1, 600, 33, 5)]
+    {
+        let (lda, ldb) = (k + 3, k + 1);
+        let a: Vec<f64> = rng.vec(b * m * lda + 2).iter().map(|&x| x as f32 as f64).collect();
+        let w: Vec<f64> = rng.vec(n * ldb).iter().map(|&x| x as f32 as f64).collect();
+        let al = Layout::new(vec![b, m, k], vec![m * lda, lda, 1], 2);
+        let bl = Layout::new(vec![b, k, n], vec![0, 1, ldb], 0);
+        let t = Case { a_buf: a, al, b_buf: w, bl, want: vec![] };
+        let want = naive(&t, b, m, k, n);
+        let a32: Vec<f32> = t.a_buf.iter().map(|&x| x as f32).collect();
+        let w32: Vec<f32> = t.b_buf.iter().map(|&x| x as f32).collect();
+        let out = st(a32).matmul(&t.al, &st(w32), &t.bl).expect("matmul");
+        assert_eq!(out.dtype(), DType::F32);
+        assert_close(&f64s(&out), &want, 1e-4);
+    }
+}

@@ -11,6 +11,7 @@ mod reduce;
 mod special;
 mod storage;
 mod topk;
+mod transpose;
 mod unary;
 mod walk;
 
