@@ -476,3 +476,63 @@ fn graph_frees_intermediates_no_gradient_needs() {
         assert!((v - want).abs() <= 1e-3 * want.abs().max(1.0), "grad[{i}] = {v}, want {want}");
     }
 }
+
+/// A small CNN (conv 1→8, ReLU, conv 8→16, ReLU, 2×2 max-pool, linear) keeps for backward what
+/// its gradients read, as PyTorch does: each ReLU's output (the next layer's input too), the
+/// pool's argmax positions and the linear layer's input. Not the convolutions' im2col columns
+/// (9× their input: conv2's are 2.3 MiB here), not each ReLU's input beside its output, not the
+/// pool's windows. The bound is computed from the shapes; the old graph kept ~3.7× it.
+#[test]
+fn conv_net_keeps_activations_not_im2col_columns() {
+    use kiln_nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, Relu, Sequential};
+    let _serial = serial();
+    let Some(g) = common::gpu("conv_net_keeps_activations_not_im2col_columns") else { return };
+    kiln::manual_seed(11);
+    let (n, h, w, c1, c2) = (8usize, 28usize, 28usize, 8usize, 16usize);
+    let same = Conv2dOptions { padding: (1, 1), ..Default::default() };
+    let model = Sequential::new()
+        .add(Conv2d::new(1, c1, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(Conv2d::new(c1, c2, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(MaxPool2d::new((2, 2), (2, 2), (0, 0)))
+        .add(Flatten)
+        .add(Linear::new(c2 * (h / 2) * (w / 2), 10, true, &g).unwrap());
+    let x = Tensor::randn(&[n, 1, h, w], &g).unwrap();
+    let before = settled(&g).live_bytes;
+    let out = model.forward(&x).unwrap();
+    let kept = settled(&g).live_bytes - before;
+    let f32s = |count: usize| (count * 4) as u64;
+    let relu1 = f32s(n * c1 * h * w);
+    let relu2 = f32s(n * c2 * h * w);
+    let pooled = f32s(n * c2 * h * w / 4); // the linear layer's input
+    let taps = pooled; // u32 argmax positions
+    let logits = f32s(n * 10);
+    // Size classes round up by at most a quarter; small buffers take at least 256 bytes.
+    let bound = (relu1 + relu2 + pooled + taps + logits) * 5 / 4 + 16 * 256;
+    let columns = f32s(n * c1 * 9 * h * w);
+    assert!(kept <= bound, "forward kept {kept} bytes for backward, bound {bound} (conv2's columns alone: {columns})");
+    // And backward still runs from what was kept: the same gradients as on the CPU.
+    let loss = out.square().unwrap().mean_all().unwrap();
+    loss.backward().unwrap();
+    let cpu = Device::cpu();
+    let cpu_model = Sequential::new()
+        .add(Conv2d::new(1, c1, (3, 3), same, true, &cpu).unwrap())
+        .add(Relu)
+        .add(Conv2d::new(c1, c2, (3, 3), same, true, &cpu).unwrap())
+        .add(Relu)
+        .add(MaxPool2d::new((2, 2), (2, 2), (0, 0)))
+        .add(Flatten)
+        .add(Linear::new(c2 * (h / 2) * (w / 2), 10, true, &cpu).unwrap());
+    use kiln_nn::ModuleExt;
+    for (p, q) in model.parameters().iter().zip(cpu_model.parameters()) {
+        kiln::no_grad(|| q.set_data(&p.to(&cpu).unwrap())).unwrap();
+    }
+    let cpu_loss = cpu_model.forward(&x.to(&cpu).unwrap()).unwrap().square().unwrap().mean_all().unwrap();
+    cpu_loss.backward().unwrap();
+    for (p, q) in model.parameters().iter().zip(cpu_model.parameters()) {
+        let (a, b) = (p.grad().unwrap().to_f64_vec().unwrap(), q.grad().unwrap().to_f64_vec().unwrap());
+        common::assert_close(&format!("grad of {:?}", p.shape()), &a, &b, 1e-3, 1e-5);
+    }
+}
+

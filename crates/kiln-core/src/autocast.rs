@@ -173,7 +173,7 @@ fn has_f16(device: &Device) -> bool {
 
 /// The dtype an autocast region wants a product of `a` and `b` computed in, if it differs from
 /// theirs.
-fn product_dtype(a: &Tensor, b: &Tensor) -> Option<DType> {
+pub(crate) fn product_dtype(a: &Tensor, b: &Tensor) -> Option<DType> {
     let low = autocast_dtype()?;
     let eligible = |t: DType| t == DType::F32 || t == low;
     if !(eligible(a.dtype()) && eligible(b.dtype())) || (a.dtype() == low && b.dtype() == low) {

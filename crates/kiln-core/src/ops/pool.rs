@@ -1,7 +1,8 @@
 //! Pooling: max and average over sliding windows (1-D and 2-D) with PyTorch's options and
 //! output sizes, and adaptive pooling to a fixed output size. Windows come from im2col (and,
 //! for adaptive max pooling, an index_select), so the gradients are those of im2col, pad,
-//! index_select and the reductions. Max pooling's gradient shares ties equally, as `max` does.
+//! index_select and the reductions; max pooling's gradient goes to each window's first max (as
+//! PyTorch's), from positions saved in the forward instead of the windows.
 
 use crate::Tensor;
 use kiln_backend::{ConvGeometry, DType, Error, HostData, Result};
@@ -242,12 +243,22 @@ impl Tensor {
         cols.reshape(&[n, c, cols.shape()[1], oh, ow])
     }
 
+    /// The windows are built without history and dropped here: the gradient needs only where
+    /// each window's max was (u32, a quarter of the windows at 2×2), not the windows and a mask
+    /// over them, as PyTorch keeps its indices.
     fn max_pool(&self, op: &'static str, o: MaxPool2dOptions, with_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let cols = self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, f64::NEG_INFINITY)?;
-        let values = cols.max(&[2], false)?;
-        if !with_indices {
-            return Ok((values, None));
-        }
+        let fill = f64::NEG_INFINITY;
+        let cols =
+            crate::no_grad(|| self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, fill))?;
+        let values = crate::no_grad(|| cols.max(&[2], false))?;
+        let needs_grad = crate::is_grad_enabled() && self.requires_grad();
+        let tap = if with_indices || needs_grad { Some(crate::no_grad(|| cols.argmax(2, false))?) } else { None };
+        drop(cols);
+        let values = match (&tap, needs_grad) {
+            (Some(tap), true) => self.max_pool_node(op, o, values, tap.clone())?,
+            _ => values,
+        };
+        let Some(tap) = tap.filter(|_| with_indices) else { return Ok((values, None)) };
         let (oh, ow, w) = (values.shape()[2], values.shape()[3], self.shape()[3]);
         let rows: Vec<i64> = (0..oh).map(|i| (i * o.stride.0) as i64 - o.padding.0 as i64).collect();
         let cols_at: Vec<i64> = (0..ow).map(|j| (j * o.stride.1) as i64 - o.padding.1 as i64).collect();
@@ -255,9 +266,40 @@ impl Tensor {
         i32::try_from(last)
             .map_err(|_| Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", self.shape())))?;
         let base = positions(op, &rows, &cols_at, w, self)?;
-        let tap = cols.argmax(2, false)?;
         let idx = tap_positions(&tap, &base, o.kernel.1, o.dilation.0 * w, o.dilation.1)?;
         Ok((values, Some(idx)))
+    }
+
+    /// `values` (from windows of `self`) with max pooling's gradient: each output's gradient
+    /// goes to its window's first max, `tap` (PyTorch's rule), summed where windows overlap.
+    /// Positions count in the plane as the windows saw it (padding and a ceil-mode overhang
+    /// included), so every one is in range; the border is cut off afterwards.
+    fn max_pool_node(&self, op: &'static str, o: MaxPool2dOptions, values: Tensor, tap: Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
+        let (oh, ow) = (values.shape()[2], values.shape()[3]);
+        let (_, eh) = window_len(op, self.shape(), h, o.kernel.0, o.stride.0, o.padding.0, o.dilation.0, o.ceil_mode)?;
+        let (_, ew) = window_len(op, self.shape(), w, o.kernel.1, o.stride.1, o.padding.1, o.dilation.1, o.ceil_mode)?;
+        let (hp, wp) = (h + eh + 2 * o.padding.0, w + ew + 2 * o.padding.1);
+        let rows: Vec<i64> = (0..oh).map(|i| (i * o.stride.0) as i64).collect();
+        let cols_at: Vec<i64> = (0..ow).map(|j| (j * o.stride.1) as i64).collect();
+        i32::try_from(hp * wp)
+            .map_err(|_| Error::invalid(op, format!("positions in input {:?} do not fit 32 bits", self.shape())))?;
+        let node = crate::autograd::node(op, &[self], move |g| {
+            let base = positions(op, &rows, &cols_at, wp, g)?;
+            let pos = tap_positions(&tap, &base, o.kernel.1, o.dilation.0 * wp, o.dilation.1)?;
+            let pos = pos.reshape(&[n * c, oh * ow])?;
+            let zeros = Tensor::full_dtype(&[n * c, hp * wp], 0.0, g.dtype(), g.device())?;
+            let src = g.reshape(&[n * c, oh * ow])?;
+            let grad = zeros.scatter_add_checked(1, &pos, &src, false)?.reshape(&[n, c, hp, wp])?;
+            if (hp, wp) == (h, w) {
+                return Ok(vec![Some(grad)]);
+            }
+            let inner = grad.narrow(2, o.padding.0, h)?.narrow(3, o.padding.1, w)?;
+            Ok(vec![Some(inner.contiguous()?)])
+        });
+        let t = Tensor::build(values.storage(), values.layout().clone(), self.device().clone(), node);
+        crate::anomaly::check(op, "output", &t)?;
+        Ok(t)
     }
 
     fn avg_pool(&self, op: &'static str, o: AvgPool2dOptions) -> Result<Tensor> {

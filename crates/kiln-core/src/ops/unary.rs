@@ -14,14 +14,17 @@ impl Tensor {
             });
         }
         let out = self.storage().unary(self.layout(), op)?;
-        let x = self.clone();
+        // The closure saves only what the rule reads: a ReLU or tanh that keeps its output need
+        // not keep its input alive too (the input is often a large intermediate nothing else
+        // holds, such as a convolution's output before its activation).
+        let x = reads_input(op).then(|| self.clone());
         let differentiable = self.dtype().is_float() && !op.returns_bool();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
         let node_out = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
         let y_slot = node_out.clone();
         let t = Tensor::from_op(out, self.shape(), self.device(), op.name(), inputs, move |g| {
             let y = y_slot.get().cloned();
-            Ok(vec![Some(unary_grad(op, &x, y.as_ref(), g)?)])
+            Ok(vec![Some(unary_grad(op, x.as_ref(), y.as_ref(), g)?)])
         })?;
         if t.requires_grad() && needs_output(op) {
             // The gradient reuses the output; keep it detached to avoid a reference cycle.
@@ -31,14 +34,31 @@ impl Tensor {
     }
 }
 
+/// Does the gradient rule read the op's output? (ReLU's mask is `y > 0` as well as `x > 0`,
+/// and the output is what the next layer keeps anyway, as PyTorch's `threshold_backward` does.)
 fn needs_output(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Elu(_))
+    matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Relu | Elu(_))
 }
 
-fn unary_grad(op: UnaryOp, x: &Tensor, y: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
+/// Does the gradient rule read the op's input?
+fn reads_input(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    !matches!(
+        op,
+        Neg | Sign | Floor | Ceil | Round | IsNan | IsInf | Not | Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh
+            | Sigmoid | Relu
+    )
+}
+
+fn unary_grad(op: UnaryOp, x: Option<&Tensor>, y: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
     use UnaryOp::*;
     let y = || y.cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
+    if reads_input(op) && x.is_none() {
+        return Err(Error::Autograd { op: op.name(), msg: "input not saved".into() });
+    }
+    // The rules below that run without a saved input never read `x`.
+    let x = x.unwrap_or(g);
     let d = match op {
         Neg => return g.neg(),
         Abs => x.sign()?,
@@ -62,7 +82,7 @@ fn unary_grad(op: UnaryOp, x: &Tensor, y: Option<&Tensor>, g: &Tensor) -> Result
             let y = y()?;
             (&y * &y.neg()?.add_scalar(1.0)?)?
         }
-        Relu => x.gt_scalar(0.0)?.to_dtype(x.dtype())?,
+        Relu => y()?.gt_scalar(0.0)?.to_dtype(g.dtype())?,
         LeakyRelu(a) => x.gt_scalar(0.0)?.to_dtype(x.dtype())?.mul_scalar(1.0 - a)?.add_scalar(a)?,
         Elu(a) => {
             let pos = x.gt_scalar(0.0)?;
