@@ -248,8 +248,7 @@ impl Tensor {
     /// over them, as PyTorch keeps its indices.
     fn max_pool(&self, op: &'static str, o: MaxPool2dOptions, with_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
         let fill = f64::NEG_INFINITY;
-        let cols =
-            crate::no_grad(|| self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, fill))?;
+        let cols = crate::no_grad(|| self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, fill))?;
         let values = crate::no_grad(|| cols.max(&[2], false))?;
         let needs_grad = crate::is_grad_enabled() && self.requires_grad();
         let tap = if with_indices || needs_grad { Some(crate::no_grad(|| cols.argmax(2, false))?) } else { None };

@@ -41,14 +41,13 @@ fn needs_output(op: UnaryOp) -> bool {
     matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Relu | Elu(_))
 }
 
-/// Does the gradient rule read the op's input?
+/// Does the gradient rule read the op's input? Not when it reads only the output (all of
+/// `needs_output` but ELU) or nothing at all.
 fn reads_input(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    !matches!(
-        op,
-        Neg | Sign | Floor | Ceil | Round | IsNan | IsInf | Not | Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh
-            | Sigmoid | Relu
-    )
+    let output_only = needs_output(op) && !matches!(op, Elu(_));
+    let no_input = matches!(op, Neg | Sign | Floor | Ceil | Round | IsNan | IsInf | Not);
+    !(output_only || no_input)
 }
 
 fn unary_grad(op: UnaryOp, x: Option<&Tensor>, y: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
@@ -82,7 +81,12 @@ fn unary_grad(op: UnaryOp, x: Option<&Tensor>, y: Option<&Tensor>, g: &Tensor) -
             let y = y()?;
             (&y * &y.neg()?.add_scalar(1.0)?)?
         }
-        Relu => y()?.gt_scalar(0.0)?.to_dtype(g.dtype())?,
+        // where(y > 0, g, 0), as PyTorch's threshold_backward: one output buffer, not a mask
+        // cast to floats and then a product (two buffers of the activation's size at once).
+        Relu => {
+            let zero = Tensor::full_dtype(&[], 0.0, g.dtype(), g.device())?;
+            return Tensor::where_(&y()?.gt_scalar(0.0)?, g, &zero);
+        }
         LeakyRelu(a) => x.gt_scalar(0.0)?.to_dtype(x.dtype())?.mul_scalar(1.0 - a)?.add_scalar(a)?,
         Elu(a) => {
             let pos = x.gt_scalar(0.0)?;
