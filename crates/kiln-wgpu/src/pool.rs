@@ -40,8 +40,9 @@ pub struct MemoryStats {
     /// [`GpuContext::reset_peak_memory_stats`](crate::GpuContext::reset_peak_memory_stats)
     /// (PyTorch's `max_memory_allocated`).
     pub peak_live_bytes: u64,
-    /// The most `live_bytes + pooled_bytes` over the same span: every buffer the pool held from
-    /// the driver (PyTorch's `max_memory_reserved`).
+    /// The most bytes the pool held from the driver over the same span, in tensors and free
+    /// (PyTorch's `max_memory_reserved`): `live_bytes + pooled_bytes`, plus what larger free
+    /// buffers serving smaller requests add (`live_bytes` counts the classes asked for).
     pub peak_total_bytes: u64,
     pub pipelines: u64,
     pub submits: u64,
@@ -69,6 +70,11 @@ struct PoolState {
     /// The classes let go most recently (at most `GHOSTS`), to recognise such a request.
     ghosts: VecDeque<(u64, wgpu::BufferUsages)>,
     live_bytes: u64,
+    /// Bytes of the buffers lent to tensors: `live_bytes` plus what a larger free buffer
+    /// serving a smaller request adds. Live + free bytes the pool holds are `lent + pooled`.
+    lent_bytes: u64,
+    /// The most `lent_bytes` (what the pool keeps follows it: see `PoolState::keep`).
+    peak_lent: u64,
     pooled_bytes: u64,
     allocations: u64,
     /// Times the pool let buffers go to the driver (bind-group caches drop theirs then).
@@ -129,14 +135,14 @@ impl PoolState {
     /// Live + free bytes the pool keeps without `KILN_POOL_BUDGET_MB`: the live peak, or
     /// `floor` when that is more, plus what re-requested classes added.
     fn keep(&self, floor: u64) -> u64 {
-        floor.max(self.peak_live) + self.grown
+        floor.max(self.peak_lent) + self.grown
     }
 
     /// Lets the least recently used free buffers go until `extra` more bytes fit within
     /// `keep` (or nothing is left free), remembering their classes.
     fn evict_lru(&mut self, extra: u64, keep: u64) {
         let mut any = false;
-        while self.live_bytes + self.pooled_bytes + extra > keep && self.pooled_bytes > 0 {
+        while self.lent_bytes + self.pooled_bytes + extra > keep && self.pooled_bytes > 0 {
             let Some((key, i)) = self
                 .free
                 .iter()
@@ -178,7 +184,8 @@ impl PoolState {
             c.snapshot();
         }
         self.peak_live = self.peak_live.max(self.live_bytes);
-        self.peak_total = self.peak_total.max(self.live_bytes + self.pooled_bytes);
+        self.peak_lent = self.peak_lent.max(self.lent_bytes);
+        self.peak_total = self.peak_total.max(self.lent_bytes + self.pooled_bytes);
     }
 
     /// The smallest free buffer of a class above `class` and at most twice it, with its class.
@@ -197,7 +204,7 @@ impl PoolState {
     /// nothing is left free). Counts one release if any went.
     fn make_room(&mut self, extra: u64) {
         let Some(limit) = self.limit else { return };
-        let fits = |s: &PoolState| s.live_bytes + s.pooled_bytes + extra <= limit;
+        let fits = |s: &PoolState| s.lent_bytes + s.pooled_bytes + extra <= limit;
         if fits(self) || self.pooled_bytes == 0 {
             return;
         }
@@ -238,7 +245,11 @@ pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     /// The op that asked for it (the memory census's key).
     op: &'static str,
+    /// The buffer's class, and the class asked for (smaller when a larger free buffer served):
+    /// live bytes count what was asked, as PyTorch's allocated bytes do, and the pool's bytes
+    /// what it holds.
     class: u64,
+    asked: u64,
     usage: wgpu::BufferUsages,
     state: Arc<Mutex<PoolState>>,
     budget: u64,
@@ -300,7 +311,7 @@ impl BufferPool {
             let mut s = lock(&self.state);
             s.tick += 1;
             let mut found = s.free.get_mut(&(class, usage)).and_then(|v| v.pop()).map(|(b, _)| (b, class));
-            if found.is_none() && s.budget_follows_peak && s.live_bytes + s.pooled_bytes + class > s.keep(self.budget) {
+            if found.is_none() && s.budget_follows_peak && s.lent_bytes + s.pooled_bytes + class > s.keep(self.budget) {
                 // A new buffer would take the pool past what it keeps: a free one up to twice
                 // the size serves instead (PyTorch's allocator hands out a larger cached block
                 // the same way), rather than the pool growing now and giving a buffer back at
@@ -310,9 +321,10 @@ impl BufferPool {
             if let Some((_, taken)) = &found {
                 let taken = *taken;
                 s.pooled_bytes -= taken;
-                s.live_bytes += taken;
+                s.live_bytes += class;
+                s.lent_bytes += taken;
                 if let Some(c) = &mut s.census {
-                    c.add(op, taken);
+                    c.add(op, class);
                 }
                 s.note_peaks();
             } else {
@@ -327,11 +339,20 @@ impl BufferPool {
             }
             found
         };
+        let asked = class;
         let (buffer, class) = match reused {
             Some(found) => found,
             None => (self.create(device, op, class, usage)?, class),
         };
-        Ok(PooledBuffer { buffer: Some(buffer), op, class, usage, state: self.state.clone(), budget: self.budget })
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            op,
+            class,
+            asked,
+            usage,
+            state: self.state.clone(),
+            budget: self.budget,
+        })
     }
 
     fn create(
@@ -362,6 +383,7 @@ impl BufferPool {
         }
         let mut s = lock(&self.state);
         s.live_bytes += class;
+        s.lent_bytes += class;
         s.allocations += 1;
         if let Some(c) = &mut s.census {
             c.add(op, class);
@@ -384,7 +406,8 @@ impl BufferPool {
     pub(crate) fn reset_peak(&self) {
         let mut s = lock(&self.state);
         s.peak_live = s.live_bytes;
-        s.peak_total = s.live_bytes + s.pooled_bytes;
+        s.peak_lent = s.lent_bytes;
+        s.peak_total = s.lent_bytes + s.pooled_bytes;
         if let Some(c) = &mut s.census {
             c.snapshot();
         }
@@ -439,12 +462,13 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let Some(buffer) = self.buffer.take() else { return };
         let mut s = lock(&self.state);
-        s.live_bytes -= self.class;
+        s.live_bytes -= self.asked;
+        s.lent_bytes -= self.class;
         if let Some(c) = &mut s.census {
-            c.remove(self.op, self.class);
+            c.remove(self.op, self.asked);
         }
         // Live + free only passes the limit here if live bytes alone had passed it.
-        let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
+        let under_limit = s.limit.is_none_or(|l| s.lent_bytes + s.pooled_bytes + self.class <= l);
         // Live + free up to what the pool keeps (the live peak or the floor, see
         // `PoolState::keep`): the next step finds its buffers, and the pool stays near what the
         // step needs rather than its high-water mark plus every size class it ever missed. The
