@@ -132,7 +132,7 @@ pub struct CensusEntry {
 const GHOSTS: usize = 64;
 
 impl PoolState {
-    /// Live + free bytes the pool keeps without `KILN_POOL_BUDGET_MB`: the live peak, or
+    /// Live + free bytes the pool keeps without `KILN_POOL_BUDGET_MB`: the peak of bytes lent, or
     /// `floor` when that is more, plus what re-requested classes added.
     fn keep(&self, floor: u64) -> u64 {
         floor.max(self.peak_lent) + self.grown
