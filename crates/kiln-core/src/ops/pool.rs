@@ -1,8 +1,9 @@
 //! Pooling: max and average over sliding windows (1-D and 2-D) with PyTorch's options and
 //! output sizes, and adaptive pooling to a fixed output size. Windows come from im2col (and,
 //! for adaptive max pooling, an index_select), so the gradients are those of im2col, pad,
-//! index_select and the reductions; max pooling's gradient goes to each window's first max (as
-//! PyTorch's), from positions saved in the forward instead of the windows.
+//! index_select and the reductions. Max pooling of floats has its own kernels (the backend's
+//! `max_pool` and `max_pool_backward`): its gradient goes to each window's first max (as
+//! PyTorch's), from the taps saved in the forward instead of the windows.
 
 use crate::Tensor;
 use kiln_backend::{ConvGeometry, DType, Error, HostData, Result};
@@ -243,19 +244,18 @@ impl Tensor {
         cols.reshape(&[n, c, cols.shape()[1], oh, ow])
     }
 
-    /// The windows are built without history and dropped here: the gradient needs only where
-    /// each window's max was (u32, a quarter of the windows at 2×2), not the windows and a mask
-    /// over them, as PyTorch keeps its indices.
+    /// One kernel reads each window once and writes its max and its tap (`ki·kw + kj`, u32),
+    /// with no window buffer; the gradient needs only the taps, not the input or the windows,
+    /// as PyTorch keeps its indices, and sends each output's gradient to its tap in one pass
+    /// over the input's pixels (max_pool_backward, a gather: no zero fill, no scatter).
+    /// Integer inputs take the windows path (no gradient there).
     fn max_pool(&self, op: &'static str, o: MaxPool2dOptions, with_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let fill = f64::NEG_INFINITY;
-        let cols = crate::no_grad(|| self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, fill))?;
-        let values = crate::no_grad(|| cols.max(&[2], false))?;
-        let needs_grad = crate::is_grad_enabled() && self.requires_grad();
-        let tap = if with_indices || needs_grad { Some(crate::no_grad(|| cols.argmax(2, false))?) } else { None };
-        drop(cols);
-        let values = match (&tap, needs_grad) {
-            (Some(tap), true) => self.max_pool_node(op, o, values, tap.clone())?,
-            _ => values,
+        let (values, tap) = if self.dtype().is_float() {
+            self.max_pool_taps(op, o)?
+        } else {
+            let cols = self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, f64::NEG_INFINITY)?;
+            let tap = if with_indices { Some(cols.argmax(2, false)?) } else { None };
+            (cols.max(&[2], false)?, tap)
         };
         let Some(tap) = tap.filter(|_| with_indices) else { return Ok((values, None)) };
         let (oh, ow, w) = (values.shape()[2], values.shape()[3], self.shape()[3]);
@@ -269,36 +269,37 @@ impl Tensor {
         Ok((values, Some(idx)))
     }
 
-    /// `values` (from windows of `self`) with max pooling's gradient: each output's gradient
-    /// goes to its window's first max, `tap` (PyTorch's rule), summed where windows overlap.
-    /// Positions count in the plane as the windows saw it (padding and a ceil-mode overhang
-    /// included), so every one is in range; the border is cut off afterwards.
-    fn max_pool_node(&self, op: &'static str, o: MaxPool2dOptions, values: Tensor, tap: Tensor) -> Result<Tensor> {
+    /// Float max pooling through the backend's `max_pool`: the values (with max pooling's
+    /// gradient) and the taps. A ceil-mode overhang is read as padding: the input grows by −∞
+    /// rows and columns first, and the gradient is cut back to the input.
+    fn max_pool_taps(&self, op: &'static str, o: MaxPool2dOptions) -> Result<(Tensor, Option<Tensor>)> {
+        self.check_rank(op, 4, "[n, c, h, w]")?;
         let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
-        let (oh, ow) = (values.shape()[2], values.shape()[3]);
-        let (_, eh) = window_len(op, self.shape(), h, o.kernel.0, o.stride.0, o.padding.0, o.dilation.0, o.ceil_mode)?;
-        let (_, ew) = window_len(op, self.shape(), w, o.kernel.1, o.stride.1, o.padding.1, o.dilation.1, o.ceil_mode)?;
-        let (hp, wp) = (h + eh + 2 * o.padding.0, w + ew + 2 * o.padding.1);
-        let rows: Vec<i64> = (0..oh).map(|i| (i * o.stride.0) as i64).collect();
-        let cols_at: Vec<i64> = (0..ow).map(|j| (j * o.stride.1) as i64).collect();
-        i32::try_from(hp * wp)
-            .map_err(|_| Error::invalid(op, format!("positions in input {:?} do not fit 32 bits", self.shape())))?;
-        let node = crate::autograd::node(op, &[self], move |g| {
-            let base = positions(op, &rows, &cols_at, wp, g)?;
-            let pos = tap_positions(&tap, &base, o.kernel.1, o.dilation.0 * wp, o.dilation.1)?;
-            let pos = pos.reshape(&[n * c, oh * ow])?;
-            let zeros = Tensor::full_dtype(&[n * c, hp * wp], 0.0, g.dtype(), g.device())?;
-            let src = g.reshape(&[n * c, oh * ow])?;
-            let grad = zeros.scatter_add_checked(1, &pos, &src, false)?.reshape(&[n, c, hp, wp])?;
-            if (hp, wp) == (h, w) {
+        let (oh, eh) = window_len(op, self.shape(), h, o.kernel.0, o.stride.0, o.padding.0, o.dilation.0, o.ceil_mode)?;
+        let (ow, ew) = window_len(op, self.shape(), w, o.kernel.1, o.stride.1, o.padding.1, o.dilation.1, o.ceil_mode)?;
+        let x = if eh > 0 || ew > 0 {
+            crate::no_grad(|| self.pad(&[(0, eh), (0, ew)], f64::NEG_INFINITY))?
+        } else {
+            self.clone()
+        };
+        let (kh, kw) = o.kernel;
+        let geo = ConvGeometry { n, c, h: h + eh, w: w + ew, kh, kw, stride: o.stride, padding: o.padding, dilation: o.dilation };
+        if geo.out_h() != Some(oh) || geo.out_w() != Some(ow) {
+            return Err(Error::invalid(op, format!("internal: windows {geo:?} disagree with output {oh}×{ow}")));
+        }
+        let (values, taps) = x.storage().max_pool(x.layout(), &geo)?;
+        drop(x);
+        let taps = Tensor::leaf(taps, &[n, c, oh, ow], self.device());
+        let saved = taps.clone();
+        let values = Tensor::from_op(values, &[n, c, oh, ow], self.device(), op, &[self], move |g| {
+            let grad = g.storage().max_pool_backward(g.layout(), &saved.storage(), saved.layout(), &geo)?;
+            let grad = Tensor::leaf(grad, &[n, c, h + eh, w + ew], g.device());
+            if (eh, ew) == (0, 0) {
                 return Ok(vec![Some(grad)]);
             }
-            let inner = grad.narrow(2, o.padding.0, h)?.narrow(3, o.padding.1, w)?;
-            Ok(vec![Some(inner.contiguous()?)])
-        });
-        let t = Tensor::build(values.storage(), values.layout().clone(), self.device().clone(), node);
-        crate::anomaly::check(op, "output", &t)?;
-        Ok(t)
+            Ok(vec![Some(grad.narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?)])
+        })?;
+        Ok((values, Some(taps)))
     }
 
     fn avg_pool(&self, op: &'static str, o: AvgPool2dOptions) -> Result<Tensor> {
