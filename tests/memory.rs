@@ -571,3 +571,55 @@ fn pool_keeps_about_the_live_peak_when_sizes_shift() {
     assert!(end.peak_total_bytes <= (336 + 2 * 64 + 1) * MIB, "pool grew past the live peak: {end:?}");
     g.empty_cache();
 }
+
+/// Under f16 autocast GELU keeps an f16 copy of its f32 input for backward (PyTorch's GELU there
+/// reads, and saves, the f16 output of the product before it): a linear layer and a GELU keep,
+/// once the forward returns, the GELU's output (f32), 2 bytes per element of its input and the
+/// product's f16 operand copies; the old graph kept the f32 input (1 MiB more here). The
+/// gradients through the f16 copy match the CPU backend's under autocast within f16 tolerance
+/// (the backward products round to f16: a few ulps apart where the sums' orders differ), and a
+/// GELU's gradient on a leaf matches f32 GELU' at the input within f16 tolerance.
+#[test]
+fn gelu_under_autocast_saves_its_input_in_f16() {
+    let _serial = serial();
+    let Some(g) = common::gpu("gelu_under_autocast_saves_its_input_in_f16") else { return };
+    if !common::has_f16_else_refused(&g) {
+        return;
+    }
+    kiln::manual_seed(5);
+    let (n, k, m) = (256usize, 64usize, 1024usize);
+    let cpu = Device::cpu();
+    let a = Tensor::randn(&[n, k], &cpu).unwrap();
+    let w = Tensor::randn(&[k, m], &cpu).unwrap().mul_scalar(0.3).unwrap();
+    let b = Tensor::randn(&[m], &cpu).unwrap();
+    let grads = |d: &Device, measure: bool| {
+        let (a, w, b) = (a.to(d).unwrap(), w.to(d).unwrap().with_grad(), b.to(d).unwrap().with_grad());
+        let before = if measure { settled(d).live_bytes } else { 0 };
+        let y = kiln::autocast(DType::F16, || (&a.matmul(&w)? + &b)?.gelu()).unwrap();
+        let kept = if measure { settled(d).live_bytes - before } else { 0 };
+        y.square().unwrap().sum_all().unwrap().backward().unwrap();
+        (kept, w.grad().unwrap().to_f64_vec().unwrap(), b.grad().unwrap().to_f64_vec().unwrap())
+    };
+    let (kept, gw, gb) = grads(&g, true);
+    let f32_bytes = (n * m * 4) as u64;
+    let f16_bytes = (n * m * 2) as u64;
+    let operands = ((n * k + k * m) * 2) as u64;
+    let bound = f32_bytes + f16_bytes + operands + 16 * 256;
+    assert!(kept <= bound, "forward kept {kept} bytes, bound {bound} (GELU's f32 input alone: {f32_bytes})");
+    let (_, cw, cb) = grads(&cpu, false);
+    common::assert_close("w's gradient vs the CPU under autocast", &gw, &cw, 1e-2, 1e-2);
+    common::assert_close("b's gradient vs the CPU under autocast", &gb, &cb, 1e-2, 1e-2);
+
+    // A leaf input: the gradient is GELU' at x rounded to f16, computed in f32.
+    let x = Tensor::randn(&[7, 1023], &cpu).unwrap().mul_scalar(2.0).unwrap().to(&g).unwrap().with_grad();
+    let y = kiln::autocast(DType::F16, || x.gelu()).unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    y.sum_all().unwrap().backward().unwrap();
+    let got = x.grad().unwrap();
+    assert_eq!(got.dtype(), DType::F32);
+    let xc = x.detach().to(&cpu).unwrap().with_grad();
+    xc.gelu().unwrap().sum_all().unwrap().backward().unwrap();
+    let want = xc.grad().unwrap().to_f64_vec().unwrap();
+    // GELU'' is at most ~0.5 in size, and f16 rounds |x| ≤ 8 by at most 2^-8.
+    common::assert_close("GELU' from the f16 copy", &got.to_f64_vec().unwrap(), &want, 0.0, 3e-3);
+}

@@ -17,7 +17,14 @@ impl Tensor {
         // The closure saves only what the rule reads: a ReLU or tanh that keeps its output need
         // not keep its input alive too (the input is often a large intermediate nothing else
         // holds, such as a convolution's output before its activation).
-        let x = reads_input(op).then(|| self.clone());
+        let x = match reads_input(op).then(|| self.clone()) {
+            // Under f16 autocast GELU keeps an f16 copy of an f32 input: in PyTorch its input
+            // there is the f16 output of the product before it, and that is what it saves (a
+            // transformer MLP's largest activation, [tokens, 4·d], at half the bytes). The
+            // gradient is still computed in f32, from the copy.
+            Some(x) if saves_f16(op, self) => Some(crate::no_grad(|| x.to_dtype(DType::F16))?),
+            x => x,
+        };
         let differentiable = self.dtype().is_float() && !op.returns_bool();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
         let node_out = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
@@ -41,6 +48,15 @@ fn needs_output(op: UnaryOp) -> bool {
     matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Relu | Elu(_))
 }
 
+/// Does `op` on `x` save its input as f16 (GELU in an f16 autocast region, see `unary`)?
+fn saves_f16(op: UnaryOp, x: &Tensor) -> bool {
+    matches!(op, UnaryOp::GeluErf | UnaryOp::GeluTanh)
+        && x.dtype() == DType::F32
+        && crate::is_grad_enabled()
+        && x.requires_grad()
+        && crate::autocast::low_copy_dtype(x) == Some(DType::F16)
+}
+
 /// Does the gradient rule read the op's input? Not when it reads only the output (all of
 /// `needs_output` but ELU) or nothing at all.
 fn reads_input(op: UnaryOp) -> bool {
@@ -56,8 +72,13 @@ fn unary_grad(op: UnaryOp, x: Option<&Tensor>, y: Option<&Tensor>, g: &Tensor) -
     if reads_input(op) && x.is_none() {
         return Err(Error::Autograd { op: op.name(), msg: "input not saved".into() });
     }
-    // The rules below that run without a saved input never read `x`.
-    let x = x.unwrap_or(g);
+    // The rules below that run without a saved input never read `x`; an input saved in lower
+    // precision (GELU under autocast) is widened back to the gradient's dtype first.
+    let widened = match x {
+        Some(x) if x.dtype() != g.dtype() => Some(x.to_dtype(g.dtype())?),
+        _ => None,
+    };
+    let x = widened.as_ref().or(x).unwrap_or(g);
     let d = match op {
         Neg => return g.neg(),
         Abs => x.sign()?,
