@@ -173,8 +173,13 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// taps `max_pool` returned; each gradient goes to the pixel its window's tap reads, summed
     /// per pixel into `[n, c, h, w]` (taps in the padding are dropped). The same as col2im of
     /// columns that hold the gradient at each window's tap and zero elsewhere, without them.
-    fn max_pool_backward(&self, layout: &Layout, taps: &Self, taps_layout: &Layout, geometry: &ConvGeometry)
-    -> Result<Self>;
+    fn max_pool_backward(
+        &self,
+        layout: &Layout,
+        taps: &Self,
+        taps_layout: &Layout,
+        geometry: &ConvGeometry,
+    ) -> Result<Self>;
 
     /// The `k` largest (or smallest) entries of the last dim, sorted, with their u32 positions;
     /// ties keep the lower index first.

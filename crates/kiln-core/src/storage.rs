@@ -221,7 +221,13 @@ impl Storage {
         })
     }
 
-    pub(crate) fn max_pool_backward(&self, l: &Layout, taps: &Storage, tl: &Layout, g: &ConvGeometry) -> Result<Storage> {
+    pub(crate) fn max_pool_backward(
+        &self,
+        l: &Layout,
+        taps: &Storage,
+        tl: &Layout,
+        g: &ConvGeometry,
+    ) -> Result<Storage> {
         Ok(match (self, taps) {
             (Storage::Cpu(a), Storage::Cpu(t)) => Storage::Cpu(a.max_pool_backward(l, t, tl, g)?),
             (Storage::Gpu(a), Storage::Gpu(t)) => Storage::Gpu(a.max_pool_backward(l, t, tl, g)?),

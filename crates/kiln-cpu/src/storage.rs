@@ -189,8 +189,13 @@ impl BackendStorage for CpuStorage {
         conv::max_pool(&self.data, layout, geometry).map(|(v, t)| (wrap(v), wrap(t)))
     }
 
-    fn max_pool_backward(&self, layout: &Layout, taps: &Self, taps_layout: &Layout, geometry: &ConvGeometry)
-    -> Result<Self> {
+    fn max_pool_backward(
+        &self,
+        layout: &Layout,
+        taps: &Self,
+        taps_layout: &Layout,
+        geometry: &ConvGeometry,
+    ) -> Result<Self> {
         conv::max_pool_backward(&self.data, layout, &taps.data, taps_layout, geometry).map(wrap)
     }
 

@@ -283,7 +283,17 @@ impl Tensor {
             self.clone()
         };
         let (kh, kw) = o.kernel;
-        let geo = ConvGeometry { n, c, h: h + eh, w: w + ew, kh, kw, stride: o.stride, padding: o.padding, dilation: o.dilation };
+        let geo = ConvGeometry {
+            n,
+            c,
+            h: h + eh,
+            w: w + ew,
+            kh,
+            kw,
+            stride: o.stride,
+            padding: o.padding,
+            dilation: o.dilation,
+        };
         if geo.out_h() != Some(oh) || geo.out_w() != Some(ow) {
             return Err(Error::invalid(op, format!("internal: windows {geo:?} disagree with output {oh}×{ow}")));
         }
