@@ -166,8 +166,14 @@ fn matmul_and_conv_gradients() {
     gradcheck("conv2d groups dilation", &[&[1, 4, 6, 6], &[2, 2, 2, 2]], -1.0, 1.0, |t| {
         t[0].conv2d(&t[1], None, Conv2dOptions { groups: 2, dilation: (2, 2), ..Default::default() })
     });
+    gradcheck("conv2d groups batch stride", &[&[2, 4, 5, 6], &[4, 2, 3, 2], &[4]], -1.0, 1.0, |t| {
+        let o = Conv2dOptions { groups: 2, stride: (2, 1), padding: (1, 1), ..Default::default() };
+        t[0].conv2d(&t[1], Some(&t[2]), o)
+    });
     gradcheck("conv1d", &[&[2, 2, 7], &[3, 2, 3]], -1.0, 1.0, |t| t[0].conv1d(&t[1], None, 2, 1, 1, 1));
     gradcheck("max_pool2d", &[&[1, 2, 4, 5]], -2.0, 2.0, |t| t[0].max_pool2d((2, 2), (2, 2), (0, 1)));
+    // Overlapping windows: an input that is the max of several windows sums their gradients.
+    gradcheck("max_pool2d overlapping", &[&[2, 2, 5, 6]], -2.0, 2.0, |t| t[0].max_pool2d((3, 3), (1, 2), (1, 1)));
     gradcheck("avg_pool2d", &[&[1, 2, 4, 5]], -2.0, 2.0, |t| t[0].avg_pool2d((3, 3), (1, 2), (1, 1)));
     gradcheck("adaptive_avg_pool2d", &[&[1, 2, 5, 7]], -2.0, 2.0, |t| t[0].adaptive_avg_pool2d((3, 2)));
 }

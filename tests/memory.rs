@@ -476,3 +476,150 @@ fn graph_frees_intermediates_no_gradient_needs() {
         assert!((v - want).abs() <= 1e-3 * want.abs().max(1.0), "grad[{i}] = {v}, want {want}");
     }
 }
+
+/// A small CNN (conv 1→8, ReLU, conv 8→16, ReLU, 2×2 max-pool, linear) keeps for backward what
+/// its gradients read, as PyTorch does: each ReLU's output (the next layer's input too), the
+/// pool's argmax positions and the linear layer's input. Not the convolutions' im2col columns
+/// (9× their input: conv2's are 2.3 MiB here), not each ReLU's input beside its output, not the
+/// pool's windows. The bound is computed from the shapes; the old graph kept ~3.7× it.
+#[test]
+fn conv_net_keeps_activations_not_im2col_columns() {
+    use kiln_nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, Relu, Sequential};
+    let _serial = serial();
+    let Some(g) = common::gpu("conv_net_keeps_activations_not_im2col_columns") else { return };
+    kiln::manual_seed(11);
+    let (n, h, w, c1, c2) = (8usize, 28usize, 28usize, 8usize, 16usize);
+    let same = Conv2dOptions { padding: (1, 1), ..Default::default() };
+    let model = Sequential::new()
+        .add(Conv2d::new(1, c1, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(Conv2d::new(c1, c2, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(MaxPool2d::new((2, 2), (2, 2), (0, 0)))
+        .add(Flatten)
+        .add(Linear::new(c2 * (h / 2) * (w / 2), 10, true, &g).unwrap());
+    let x = Tensor::randn(&[n, 1, h, w], &g).unwrap();
+    let before = settled(&g).live_bytes;
+    let out = model.forward(&x).unwrap();
+    let kept = settled(&g).live_bytes - before;
+    let f32s = |count: usize| (count * 4) as u64;
+    let relu1 = f32s(n * c1 * h * w);
+    let relu2 = f32s(n * c2 * h * w);
+    let pooled = f32s(n * c2 * h * w / 4); // the linear layer's input
+    let taps = pooled; // u32 argmax positions
+    let logits = f32s(n * 10);
+    // Size classes round up by at most a quarter; small buffers take at least 256 bytes.
+    let bound = (relu1 + relu2 + pooled + taps + logits) * 5 / 4 + 16 * 256;
+    let columns = f32s(n * c1 * 9 * h * w);
+    assert!(kept <= bound, "forward kept {kept} bytes for backward, bound {bound} (conv2's columns alone: {columns})");
+    // And backward still runs from what was kept: the same gradients as on the CPU.
+    let loss = out.square().unwrap().mean_all().unwrap();
+    loss.backward().unwrap();
+    let cpu = Device::cpu();
+    let cpu_model = Sequential::new()
+        .add(Conv2d::new(1, c1, (3, 3), same, true, &cpu).unwrap())
+        .add(Relu)
+        .add(Conv2d::new(c1, c2, (3, 3), same, true, &cpu).unwrap())
+        .add(Relu)
+        .add(MaxPool2d::new((2, 2), (2, 2), (0, 0)))
+        .add(Flatten)
+        .add(Linear::new(c2 * (h / 2) * (w / 2), 10, true, &cpu).unwrap());
+    use kiln_nn::ModuleExt;
+    for (p, q) in model.parameters().iter().zip(cpu_model.parameters()) {
+        kiln::no_grad(|| q.set_data(&p.to(&cpu).unwrap())).unwrap();
+    }
+    let cpu_loss = cpu_model.forward(&x.to(&cpu).unwrap()).unwrap().square().unwrap().mean_all().unwrap();
+    cpu_loss.backward().unwrap();
+    for (p, q) in model.parameters().iter().zip(cpu_model.parameters()) {
+        let (a, b) = (p.grad().unwrap().to_f64_vec().unwrap(), q.grad().unwrap().to_f64_vec().unwrap());
+        common::assert_close(&format!("grad of {:?}", p.shape()), &a, &b, 1e-3, 1e-5);
+    }
+}
+
+/// Without `KILN_POOL_BUDGET_MB`, once the live peak passes the pool's floor (256 MiB) the pool
+/// keeps about that peak, not every size class a step ever used: a step whose tensors change
+/// size between phases (three 100 MiB tensors, then five 60 MiB ones) serves the second phase
+/// from the first phase's free buffers where a new one would take the pool past the peak, and
+/// after the first step asks the driver for nothing. The old policy (keep up to 2 GiB) pooled
+/// both phases side by side: 336 + 320 MiB of buffers.
+#[test]
+fn pool_keeps_about_the_live_peak_when_sizes_shift() {
+    let _serial = serial();
+    let Some(g) = common::gpu("pool_keeps_about_the_live_peak_when_sizes_shift") else { return };
+    g.sync().unwrap();
+    g.empty_cache();
+    g.reset_peak_memory_stats();
+    let elems = |mib: u64| (mib * MIB / 4) as usize;
+    let step = || {
+        let big: Vec<Tensor> = (0..3).map(|_| Tensor::zeros(&[elems(100)], &g).unwrap()).collect();
+        g.sync().unwrap();
+        drop(big);
+        let small: Vec<Tensor> = (0..5).map(|_| Tensor::zeros(&[elems(60)], &g).unwrap()).collect();
+        g.sync().unwrap();
+        drop(small);
+    };
+    step();
+    let after_first = settled(&g);
+    for _ in 0..3 {
+        step();
+    }
+    let end = settled(&g);
+    assert_eq!(end.allocations, after_first.allocations, "buffers asked for after the first step: {end:?}");
+    // 100 MiB tensors take 112 MiB buffers, 60 MiB ones 64 MiB: the first phase is 336 MiB;
+    // two of the second phase's tensors may get new buffers before the pool is full.
+    // (1 MiB for the small buffers other work keeps.)
+    assert!(end.peak_total_bytes <= (336 + 2 * 64 + 1) * MIB, "pool grew past the live peak: {end:?}");
+    g.empty_cache();
+}
+
+/// Under f16 autocast GELU keeps an f16 copy of its f32 input for backward (PyTorch's GELU there
+/// reads, and saves, the f16 output of the product before it): a linear layer and a GELU keep,
+/// once the forward returns, the GELU's output (f32), 2 bytes per element of its input and the
+/// product's f16 operand copies; the old graph kept the f32 input (1 MiB more here). The
+/// gradients through the f16 copy match the CPU backend's under autocast within f16 tolerance
+/// (the backward products round to f16: a few ulps apart where the sums' orders differ), and a
+/// GELU's gradient on a leaf matches f32 GELU' at the input within f16 tolerance.
+#[test]
+fn gelu_under_autocast_saves_its_input_in_f16() {
+    let _serial = serial();
+    let Some(g) = common::gpu("gelu_under_autocast_saves_its_input_in_f16") else { return };
+    if !common::has_f16_else_refused(&g) {
+        return;
+    }
+    kiln::manual_seed(5);
+    let (n, k, m) = (256usize, 64usize, 1024usize);
+    let cpu = Device::cpu();
+    let a = Tensor::randn(&[n, k], &cpu).unwrap();
+    let w = Tensor::randn(&[k, m], &cpu).unwrap().mul_scalar(0.3).unwrap();
+    let b = Tensor::randn(&[m], &cpu).unwrap();
+    let grads = |d: &Device, measure: bool| {
+        let (a, w, b) = (a.to(d).unwrap(), w.to(d).unwrap().with_grad(), b.to(d).unwrap().with_grad());
+        let before = if measure { settled(d).live_bytes } else { 0 };
+        let y = kiln::autocast(DType::F16, || (&a.matmul(&w)? + &b)?.gelu()).unwrap();
+        let kept = if measure { settled(d).live_bytes - before } else { 0 };
+        y.square().unwrap().sum_all().unwrap().backward().unwrap();
+        (kept, w.grad().unwrap().to_f64_vec().unwrap(), b.grad().unwrap().to_f64_vec().unwrap())
+    };
+    let (kept, gw, gb) = grads(&g, true);
+    let f32_bytes = (n * m * 4) as u64;
+    let f16_bytes = (n * m * 2) as u64;
+    let operands = ((n * k + k * m) * 2) as u64;
+    let bound = f32_bytes + f16_bytes + operands + 16 * 256;
+    assert!(kept <= bound, "forward kept {kept} bytes, bound {bound} (GELU's f32 input alone: {f32_bytes})");
+    let (_, cw, cb) = grads(&cpu, false);
+    common::assert_close("w's gradient vs the CPU under autocast", &gw, &cw, 1e-2, 1e-2);
+    common::assert_close("b's gradient vs the CPU under autocast", &gb, &cb, 1e-2, 1e-2);
+
+    // A leaf input: the gradient is GELU' at x rounded to f16, computed in f32.
+    let x = Tensor::randn(&[7, 1023], &cpu).unwrap().mul_scalar(2.0).unwrap().to(&g).unwrap().with_grad();
+    let y = kiln::autocast(DType::F16, || x.gelu()).unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    y.sum_all().unwrap().backward().unwrap();
+    let got = x.grad().unwrap();
+    assert_eq!(got.dtype(), DType::F32);
+    let xc = x.detach().to(&cpu).unwrap().with_grad();
+    xc.gelu().unwrap().sum_all().unwrap().backward().unwrap();
+    let want = xc.grad().unwrap().to_f64_vec().unwrap();
+    // GELU'' is at most ~0.5 in size, and f16 rounds |x| ≤ 8 by at most 2^-8.
+    common::assert_close("GELU' from the f16 copy", &got.to_f64_vec().unwrap(), &want, 0.0, 3e-3);
+}

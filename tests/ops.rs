@@ -405,6 +405,19 @@ fn activations_match_cpu() {
     check("glu dim 1", &g, &[random(&[3, 8, 5], DType::F32, 9, -3.0, 3.0)], 2e-5, 2e-6, |t| t[0].glu(1));
 }
 
+/// The gradient of `Σ max_pool2d(x) ⊙ w` (random `w`) on the GPU equals the CPU's: each
+/// output's weight reaches its window's max, summed where windows overlap.
+fn max_pool_grad_matches_cpu(what: &str, g: &Device, x: &Tensor, o: MaxPool2dOptions) {
+    let grad = |x: &Tensor| {
+        let x = x.detach().with_grad();
+        let y = x.max_pool2d_opts(o).unwrap();
+        let w = random(y.shape(), DType::F32, 93, -1.0, 1.0).to(x.device()).unwrap();
+        (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        x.grad().unwrap().to_f64_vec().unwrap()
+    };
+    common::assert_close(what, &grad(&x.to(g).unwrap()), &grad(x), 1e-6, 1e-6);
+}
+
 #[test]
 fn pools_and_conv_transpose_match_cpu() {
     let Some(g) = gpu("pools_and_conv_transpose_match_cpu") else { return };
@@ -421,7 +434,14 @@ fn pools_and_conv_transpose_match_cpu() {
             check(&format!("max_pool2d indices {i} {name}"), &g, &[input.clone()], 0.0, 0.0, |t| {
                 t[0].max_pool2d_with_indices(o).map(|p| p.1)
             });
+            max_pool_grad_matches_cpu(&format!("max_pool2d gradient {i} {name}"), &g, input, o);
         }
+    }
+    // Overlapping windows (stride 1) sum several gradients into one pixel; odd sizes.
+    let o = MaxPool2dOptions { stride: (1, 1), ..MaxPool2dOptions::new((3, 3)) };
+    for shape in [[1, 1, 3, 3], [1, 7, 5, 9], [2, 3, 33, 31]] {
+        let input = random(&shape, DType::F32, 92, -1.0, 1.0);
+        max_pool_grad_matches_cpu(&format!("max_pool2d gradient overlapping {shape:?}"), &g, &input, o);
     }
     let avgs = [
         AvgPool2dOptions {

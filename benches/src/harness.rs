@@ -23,6 +23,8 @@ pub struct Ctx {
     only: Option<Vec<String>>,
     deadline: Option<Instant>,
     min_time: Duration,
+    /// Buffers the pool asked the driver for per timed iteration, once a loop has timed some.
+    allocs_per_iter: std::cell::Cell<Option<f64>>,
 }
 
 impl Ctx {
@@ -37,7 +39,20 @@ impl Ctx {
             only: args.only.clone(),
             deadline: args.max_seconds.map(|s| start + Duration::from_secs_f64(s)),
             min_time: Duration::from_secs_f64(args.min_time),
+            allocs_per_iter: std::cell::Cell::new(None),
         }
+    }
+
+    /// Buffers the pool has asked the driver for so far (0 on the CPU backend).
+    pub fn allocations(&self) -> u64 {
+        if self.device.is_gpu() { self.device.memory_stats().allocations } else { 0 }
+    }
+
+    /// The timed loop that started at `allocations_before` ran `iters` iterations: see
+    /// `allocs_per_step` in [`Ctx::memory_keys`].
+    pub fn note_timed(&self, allocations_before: u64, iters: usize) {
+        let n = iters.max(1) as f64;
+        self.allocs_per_iter.set(Some(self.allocations().saturating_sub(allocations_before) as f64 / n));
     }
 
     /// Was `id` asked for? `W4` selects `W4a` and `W4b`, `W8` selects `W8a` and `W8b`; `W1` does
@@ -74,7 +89,9 @@ impl Ctx {
     /// On a GPU: `peak_pool_mib`, the most bytes the buffer pool held from the driver (in
     /// tensors plus free for reuse; PyTorch's `max_memory_reserved`), `peak_live_mib`, the most in
     /// tensors (`max_memory_allocated`), both since `main` reset the peaks before the workload,
-    /// and `live_mib`, the bytes in tensors now (the model, its gradients and optimizer state).
+    /// and `live_mib`, the bytes in tensors now (the model, its gradients and optimizer state);
+    /// and `allocs_per_step`, buffers asked from the driver per timed step (0 when the pool
+    /// recycles every step's buffers, as it should once warm).
     /// Nothing on the CPU backend, which does not count its memory.
     pub fn memory_keys(&self) -> Vec<(&'static str, f64)> {
         if !self.device.is_gpu() {
@@ -86,11 +103,15 @@ impl Ctx {
         for (op, buffers, bytes) in self.device.memory_census().into_iter().take(20) {
             eprintln!("  live at peak: {:>10.1} MiB in {buffers:>5} buffers from {op}", mib(bytes));
         }
-        vec![
+        let mut keys = vec![
             ("peak_pool_mib", mib(m.peak_total_bytes)),
             ("peak_live_mib", mib(m.peak_live_bytes)),
             ("live_mib", mib(m.live_bytes)),
-        ]
+        ];
+        if let Some(a) = self.allocs_per_iter.get() {
+            keys.push(("allocs_per_step", a));
+        }
+        keys
     }
 
     /// One result line: the six keys every program prints, then `extra` numbers.
@@ -169,6 +190,7 @@ pub fn measure_with_setup<T>(
         run(setup()?)?;
     }
     let warm = t_warm.elapsed().as_secs_f64();
+    let allocations_before = ctx.allocations();
     let mut times = Vec::new();
     let mut measured = Duration::ZERO;
     loop {
@@ -183,6 +205,7 @@ pub fn measure_with_setup<T>(
         }
     }
     let n = times.len();
+    ctx.note_timed(allocations_before, n);
     let med = median(times);
     eprintln!("  {label}: warm-up {warm:.3} s ({WARMUP_ITERS} it), {n} timed it, median {:.3} ms", med * 1e3);
     Ok(med)

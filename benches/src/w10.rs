@@ -59,10 +59,12 @@ pub fn w10(ctx: &Ctx) -> Result<()> {
     let mut t0 = warm_start;
     let mut last = None;
     let mut timed = 0;
+    let mut allocations_before = 0;
     for step in 1..=ctx.w10_steps {
         if step == W10_WARMUP + 1 {
             ctx.sync()?;
             t0 = Instant::now();
+            allocations_before = ctx.allocations();
             eprintln!("  W10: {W10_WARMUP} warm-up steps in {:.3} s", (t0 - warm_start).as_secs_f64());
         }
         let (loss, _norm, _lr) = trainer.step(&text, d).map_err(kiln_error)?;
@@ -78,6 +80,7 @@ pub fn w10(ctx: &Ctx) -> Result<()> {
     ctx.sync()?;
     let secs = t0.elapsed().as_secs_f64();
     let Some(loss) = last else { return Err(Error::invalid("W10", "no step ran")) };
+    ctx.note_timed(allocations_before, timed);
     let ms = secs * 1e3 / timed as f64;
     let (b, t) = (cfg.batch_size, cfg.seq_len);
     eprintln!("  W10: {timed} timed steps in {secs:.3} s, {ms:.3} ms/step");

@@ -163,6 +163,24 @@ pub trait BackendStorage: Sized + Send + Sync + 'static {
     /// The adjoint of `im2col`: sums `[n, c·kh·kw, oh·ow]` back into `[n, c, h, w]`.
     fn col2im(&self, layout: &Layout, geometry: &ConvGeometry) -> Result<Self>;
 
+    /// Max pooling of `[n, c, h, w]` (floats) over the windows of `geometry`: each window's max
+    /// and its tap `ki·kw + kj` (u32), both `[n, c, oh, ow]`. The tap is the first max, a NaN
+    /// counting as the max (the first NaN wins), as `argmax`; padding positions are skipped
+    /// (they read −∞, which a window with no pixel inside returns, with tap 0).
+    fn max_pool(&self, layout: &Layout, geometry: &ConvGeometry) -> Result<(Self, Self)>;
+
+    /// Max pooling's gradient: `self` is the output's gradient `[n, c, oh, ow]`, `taps` the u32
+    /// taps `max_pool` returned; each gradient goes to the pixel its window's tap reads, summed
+    /// per pixel into `[n, c, h, w]` (taps in the padding are dropped). The same as col2im of
+    /// columns that hold the gradient at each window's tap and zero elsewhere, without them.
+    fn max_pool_backward(
+        &self,
+        layout: &Layout,
+        taps: &Self,
+        taps_layout: &Layout,
+        geometry: &ConvGeometry,
+    ) -> Result<Self>;
+
     /// The `k` largest (or smallest) entries of the last dim, sorted, with their u32 positions;
     /// ties keep the lower index first.
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)>;

@@ -25,7 +25,10 @@
 //! reach f32 master weights as f32 and the backward products run in f16 too. A tensor that
 //! several products of one region read (one input to the q, k and v projections) is cast once
 //! while its copy is alive, so one f16 copy is saved for backward, not one per product. f64 operands and
-//! integer operands are never cast (as in PyTorch).
+//! integer operands are never cast (as in PyTorch). GELU inside a region keeps an f16 copy of
+//! its f32 input for backward, not the input itself: PyTorch's GELU there reads the f16 product
+//! before it and saves that, half the bytes of a transformer MLP's largest activation; its
+//! gradient is computed in f32 from the copy.
 //!
 //! Where it runs: on a GPU, f16 products take the tensor-core (cooperative-matrix) kernel where
 //! the adapter has one and the tiled f16 kernel (f16 storage, f32 accumulation) otherwise. On the
@@ -171,9 +174,15 @@ fn has_f16(device: &Device) -> bool {
     device.gpu_context().is_none_or(|g| g.has_f16())
 }
 
+/// The low dtype of this thread's autocast region when `t`'s device can hold it: what an op
+/// that keeps a lower-precision copy of an f32 input for backward (GELU) keeps it in.
+pub(crate) fn low_copy_dtype(t: &Tensor) -> Option<DType> {
+    autocast_dtype().filter(|_| has_f16(t.device()))
+}
+
 /// The dtype an autocast region wants a product of `a` and `b` computed in, if it differs from
 /// theirs.
-fn product_dtype(a: &Tensor, b: &Tensor) -> Option<DType> {
+pub(crate) fn product_dtype(a: &Tensor, b: &Tensor) -> Option<DType> {
     let low = autocast_dtype()?;
     let eligible = |t: DType| t == DType::F32 || t == low;
     if !(eligible(a.dtype()) && eligible(b.dtype())) || (a.dtype() == low && b.dtype() == low) {

@@ -208,6 +208,33 @@ impl Storage {
         Ok(each!(self, s => s.col2im(l, g)))
     }
 
+    pub(crate) fn max_pool(&self, l: &Layout, g: &ConvGeometry) -> Result<(Storage, Storage)> {
+        Ok(match self {
+            Storage::Cpu(s) => {
+                let (v, t) = s.max_pool(l, g)?;
+                (Storage::Cpu(v), Storage::Cpu(t))
+            }
+            Storage::Gpu(s) => {
+                let (v, t) = s.max_pool(l, g)?;
+                (Storage::Gpu(v), Storage::Gpu(t))
+            }
+        })
+    }
+
+    pub(crate) fn max_pool_backward(
+        &self,
+        l: &Layout,
+        taps: &Storage,
+        tl: &Layout,
+        g: &ConvGeometry,
+    ) -> Result<Storage> {
+        Ok(match (self, taps) {
+            (Storage::Cpu(a), Storage::Cpu(t)) => Storage::Cpu(a.max_pool_backward(l, t, tl, g)?),
+            (Storage::Gpu(a), Storage::Gpu(t)) => Storage::Gpu(a.max_pool_backward(l, t, tl, g)?),
+            (a, t) => return Err(mismatch("max_pool_backward", a, t)),
+        })
+    }
+
     pub(crate) fn topk(&self, l: &Layout, k: usize, largest: bool) -> Result<(Storage, Storage)> {
         Ok(match self {
             Storage::Cpu(s) => {

@@ -7,8 +7,8 @@
 
 use kiln_backend::{ConvGeometry, Error, HostData, Layout, Result};
 
-use crate::elem::{Elem, Num};
-use crate::kernel::{alloc, for_each_block, product};
+use crate::elem::{Elem, Float, Num};
+use crate::kernel::{alloc, for_each_block, product, unsupported};
 use crate::strided::read;
 
 /// Sizes derived from a geometry, validated once.
@@ -114,6 +114,94 @@ fn col2im_typed<T: Num>(v: &[T], layout: &Layout, plan: &Plan) -> Result<HostDat
         let src = &x[img * plan.block..(img + 1) * plan.block];
         let mut acc = vec![T::ACC_ZERO; plan.image];
         plan.for_each_tap(|row, col, pixel| acc[pixel] = T::acc_add(acc[pixel], src[row * cols + col].widen()));
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = T::narrow(a);
+        }
+    });
+    Ok(T::wrap(out))
+}
+
+/// Max pooling over the windows of `g`: each window's max and its tap `ki·kw + kj` (u32), the
+/// first max with a NaN counting as the max; padding is skipped (a window with no pixel inside
+/// is −∞ with tap 0).
+pub(crate) fn max_pool(data: &HostData, layout: &Layout, g: &ConvGeometry) -> Result<(HostData, HostData)> {
+    const OP: &str = "max_pool";
+    if layout.shape() != [g.n, g.c, g.h, g.w] {
+        return Err(Error::shape(OP, format!("input {:?} does not match geometry {g:?}", layout.shape())));
+    }
+    let plan = Plan::new(OP, g)?;
+    match data {
+        HostData::F32(v) => max_pool_typed(v, layout, &plan),
+        HostData::F16(v) => max_pool_typed(v, layout, &plan),
+        HostData::F64(v) => max_pool_typed(v, layout, &plan),
+        other => Err(unsupported(OP, other.dtype(), "float dtypes only")),
+    }
+}
+
+fn max_pool_typed<T: Float>(v: &[T], layout: &Layout, plan: &Plan) -> Result<(HostData, HostData)> {
+    const OP: &str = "max_pool";
+    let x = read(OP, v, layout)?;
+    let windows = plan.oh * plan.ow;
+    // (value, tap, seen a pixel): taps arrive in increasing order, so the first max stays.
+    let mut best = alloc(OP, product(OP, &[plan.images, windows])?, (T::from_f64(f64::NEG_INFINITY), 0u32, false))?;
+    if !best.is_empty() {
+        for_each_block(&mut best, windows, |img, o| {
+            let src = &x[img * plan.image..(img + 1) * plan.image];
+            plan.for_each_tap(|row, col, pixel| {
+                let (v, b) = (src[pixel], &mut o[col]);
+                let better = if v.is_nan() { !b.0.is_nan() } else { v > b.0 };
+                if !b.2 || better {
+                    *b = (v, row as u32, true);
+                }
+            });
+        });
+    }
+    let taps = best.iter().map(|b| b.1).collect();
+    Ok((T::wrap(best.into_iter().map(|b| b.0).collect()), HostData::U32(taps)))
+}
+
+/// Max pooling's gradient: each window's gradient added to the pixel its tap reads (in f64 for
+/// f32/f16), taps in the padding dropped.
+pub(crate) fn max_pool_backward(
+    grad: &HostData,
+    layout: &Layout,
+    taps: &HostData,
+    taps_layout: &Layout,
+    g: &ConvGeometry,
+) -> Result<HostData> {
+    const OP: &str = "max_pool_backward";
+    let plan = Plan::new(OP, g)?;
+    let expected = [g.n, g.c, plan.oh, plan.ow];
+    if layout.shape() != expected || taps_layout.shape() != expected {
+        let (a, b) = (layout.shape(), taps_layout.shape());
+        return Err(Error::shape(OP, format!("gradient {a:?} and taps {b:?}, expected {expected:?} for {g:?}")));
+    }
+    let HostData::U32(t) = taps else { return Err(unsupported(OP, taps.dtype(), "taps are u32")) };
+    let taps = read(OP, t, taps_layout)?;
+    match grad {
+        HostData::F32(v) => max_pool_backward_typed(v, layout, &taps, &plan),
+        HostData::F16(v) => max_pool_backward_typed(v, layout, &taps, &plan),
+        HostData::F64(v) => max_pool_backward_typed(v, layout, &taps, &plan),
+        other => Err(unsupported(OP, other.dtype(), "float dtypes only")),
+    }
+}
+
+fn max_pool_backward_typed<T: Float>(v: &[T], layout: &Layout, taps: &[u32], plan: &Plan) -> Result<HostData> {
+    const OP: &str = "max_pool_backward";
+    let grad = read(OP, v, layout)?;
+    let mut out = alloc(OP, product(OP, &[plan.images, plan.image])?, T::default())?;
+    if out.is_empty() {
+        return Ok(T::wrap(out));
+    }
+    let windows = plan.oh * plan.ow;
+    for_each_block(&mut out, plan.image, |img, o| {
+        let (g, t) = (&grad[img * windows..(img + 1) * windows], &taps[img * windows..(img + 1) * windows]);
+        let mut acc = vec![0.0f64; plan.image];
+        plan.for_each_tap(|row, col, pixel| {
+            if t[col] as usize == row {
+                acc[pixel] += g[col].widen();
+            }
+        });
         for (o, a) in o.iter_mut().zip(acc) {
             *o = T::narrow(a);
         }

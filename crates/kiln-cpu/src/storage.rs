@@ -188,6 +188,20 @@ impl BackendStorage for CpuStorage {
         conv::col2im(&self.data, layout, geometry).map(wrap)
     }
 
+    fn max_pool(&self, layout: &Layout, geometry: &ConvGeometry) -> Result<(Self, Self)> {
+        conv::max_pool(&self.data, layout, geometry).map(|(v, t)| (wrap(v), wrap(t)))
+    }
+
+    fn max_pool_backward(
+        &self,
+        layout: &Layout,
+        taps: &Self,
+        taps_layout: &Layout,
+        geometry: &ConvGeometry,
+    ) -> Result<Self> {
+        conv::max_pool_backward(&self.data, layout, &taps.data, taps_layout, geometry).map(wrap)
+    }
+
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)> {
         topk::topk(&self.data, layout, k, largest).map(|(v, i)| (wrap(v), wrap(i)))
     }

@@ -1,12 +1,17 @@
 //! Buffer reuse. A dropped tensor returns its buffer to a free list keyed by size class;
 //! allocation takes from that list before it asks the driver. Classes are quarter-octave steps,
-//! so no request wastes more than a quarter of its buffer.
+//! so no request wastes more than a quarter of its buffer (up to half when a larger free buffer
+//! serves it, below).
 //!
 //! Two bounds, both on what the pool keeps rather than on what tensors need: the free lists
 //! hold at most `budget` bytes (`KILN_POOL_BUDGET_MB`; by default live + free bytes stay within
-//! 2 GiB or the peak of live bytes, whichever is more, so a training step whose working set is
-//! larger reuses its buffers every step instead of giving them to the driver and allocating them
-//! again), and with a `limit`
+//! the peak of live bytes, or [`KEEP_FLOOR`] when that is more, so a training step reuses its
+//! buffers every step instead of giving them to the driver and allocating them again, and the
+//! pool holds about what the step needs rather than every size class it ever used: a 2 GiB
+//! floor let a CNN step whose live peak was 312 MiB pool 599). Within that, a request that
+//! would grow the pool takes a free buffer up to twice its size, else the least recently used
+//! free buffers go to make room; a class let go and asked for again raises what the pool keeps
+//! by its size, so a step whose sizes shift settles with no allocation per step. With a `limit`
 //! (`KILN_POOL_LIMIT` MiB or `set_limit`) a new buffer that would take live + free bytes past it
 //! first lets free buffers go, largest first, and a dropped buffer that would leave the pool
 //! past it goes to the driver. The limit never fails an allocation: tensors that need more than
@@ -15,9 +20,14 @@
 use kiln_backend::{Error, Result};
 // Fx hashing: the free lists are looked up on every allocation and release.
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const MIN_CLASS: u64 = 256;
+
+/// Live + free bytes the pool may keep however low the live peak: small workloads (tests,
+/// inference of a small model) then never give buffers back, whatever order they free them in.
+pub(crate) const KEEP_FLOOR: u64 = 256 << 20;
 
 /// Bytes held by the pool: `live` in tensors, `pooled` in free lists, `allocations` made so far;
 /// the context adds its pipeline, submit, bind-group and sync counts.
@@ -30,8 +40,9 @@ pub struct MemoryStats {
     /// [`GpuContext::reset_peak_memory_stats`](crate::GpuContext::reset_peak_memory_stats)
     /// (PyTorch's `max_memory_allocated`).
     pub peak_live_bytes: u64,
-    /// The most `live_bytes + pooled_bytes` over the same span: every buffer the pool held from
-    /// the driver (PyTorch's `max_memory_reserved`).
+    /// The most bytes the pool held from the driver over the same span, in tensors and free
+    /// (PyTorch's `max_memory_reserved`): `live_bytes + pooled_bytes`, plus what larger free
+    /// buffers serving smaller requests add (`live_bytes` counts the classes asked for).
     pub peak_total_bytes: u64,
     pub pipelines: u64,
     pub submits: u64,
@@ -47,8 +58,23 @@ pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
 
 #[derive(Default)]
 struct PoolState {
-    free: HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>,
+    /// Free buffers by (class, usage), each with the tick it was last freed at.
+    free: HashMap<(u64, wgpu::BufferUsages), Vec<(wgpu::Buffer, u64)>>,
+    /// Counts allocations and drops: the free buffer with the lowest tick is the least recently
+    /// used, the first to go when the pool is over what it keeps.
+    tick: u64,
+    /// Bytes the pool keeps beyond the live peak: grown by each class that was let go and then
+    /// asked for again (a step that needs more buffers than its live peak because sizes shift
+    /// gets them, instead of giving one back and allocating it again every step).
+    grown: u64,
+    /// The classes let go most recently (at most `GHOSTS`), to recognise such a request.
+    ghosts: VecDeque<(u64, wgpu::BufferUsages)>,
     live_bytes: u64,
+    /// Bytes of the buffers lent to tensors: `live_bytes` plus what a larger free buffer
+    /// serving a smaller request adds. Live + free bytes the pool holds are `lent + pooled`.
+    lent_bytes: u64,
+    /// The most `lent_bytes` (what the pool keeps follows it: see `PoolState::keep`).
+    peak_lent: u64,
     pooled_bytes: u64,
     allocations: u64,
     /// Times the pool let buffers go to the driver (bind-group caches drop theirs then).
@@ -102,7 +128,55 @@ pub struct CensusEntry {
     pub bytes: u64,
 }
 
+/// How many let-go classes the pool remembers.
+const GHOSTS: usize = 64;
+
 impl PoolState {
+    /// Live + free bytes the pool keeps without `KILN_POOL_BUDGET_MB`: the peak of bytes lent, or
+    /// `floor` when that is more, plus what re-requested classes added.
+    fn keep(&self, floor: u64) -> u64 {
+        floor.max(self.peak_lent) + self.grown
+    }
+
+    /// Lets the least recently used free buffers go until `extra` more bytes fit within
+    /// `keep` (or nothing is left free), remembering their classes.
+    fn evict_lru(&mut self, extra: u64, keep: u64) {
+        let mut any = false;
+        while self.lent_bytes + self.pooled_bytes + extra > keep && self.pooled_bytes > 0 {
+            let Some((key, i)) = self
+                .free
+                .iter()
+                .flat_map(|(k, v)| v.iter().enumerate().map(move |(i, e)| (e.1, *k, i)))
+                .min_by_key(|e| e.0)
+                .map(|e| (e.1, e.2))
+            else {
+                break;
+            };
+            let list = self.free.get_mut(&key).expect("the key was just found");
+            drop(list.swap_remove(i));
+            if list.is_empty() {
+                self.free.remove(&key);
+            }
+            self.pooled_bytes -= key.0;
+            if self.ghosts.len() >= GHOSTS {
+                self.ghosts.pop_front();
+            }
+            self.ghosts.push_back(key);
+            any = true;
+        }
+        if any {
+            self.released += 1;
+        }
+    }
+
+    /// A miss for a class the pool let go recently: keep that much more from now on.
+    fn note_miss(&mut self, key: (u64, wgpu::BufferUsages)) {
+        if let Some(i) = self.ghosts.iter().position(|g| *g == key) {
+            self.ghosts.remove(i);
+            self.grown += key.0;
+        }
+    }
+
     fn note_peaks(&mut self) {
         if self.live_bytes > self.peak_live
             && let Some(c) = &mut self.census
@@ -110,14 +184,27 @@ impl PoolState {
             c.snapshot();
         }
         self.peak_live = self.peak_live.max(self.live_bytes);
-        self.peak_total = self.peak_total.max(self.live_bytes + self.pooled_bytes);
+        self.peak_lent = self.peak_lent.max(self.lent_bytes);
+        self.peak_total = self.peak_total.max(self.lent_bytes + self.pooled_bytes);
+    }
+
+    /// The smallest free buffer of a class above `class` and at most twice it, with its class.
+    fn take_larger(&mut self, class: u64, usage: wgpu::BufferUsages) -> Option<(wgpu::Buffer, u64)> {
+        let mut next = size_class(class + 1);
+        while next <= 2 * class {
+            if let Some((b, _)) = self.free.get_mut(&(next, usage)).and_then(|v| v.pop()) {
+                return Some((b, next));
+            }
+            next = size_class(next + 1);
+        }
+        None
     }
 
     /// Lets free buffers go, largest first, until `extra` more bytes fit under the limit (or
     /// nothing is left free). Counts one release if any went.
     fn make_room(&mut self, extra: u64) {
         let Some(limit) = self.limit else { return };
-        let fits = |s: &PoolState| s.live_bytes + s.pooled_bytes + extra <= limit;
+        let fits = |s: &PoolState| s.lent_bytes + s.pooled_bytes + extra <= limit;
         if fits(self) || self.pooled_bytes == 0 {
             return;
         }
@@ -126,7 +213,7 @@ impl PoolState {
         for key in keys {
             while !fits(self) {
                 let Some(list) = self.free.get_mut(&key) else { break };
-                let Some(buffer) = list.pop() else { break };
+                let Some((buffer, _)) = list.pop() else { break };
                 drop(buffer);
                 self.pooled_bytes -= key.0;
             }
@@ -158,7 +245,11 @@ pub struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     /// The op that asked for it (the memory census's key).
     op: &'static str,
+    /// The buffer's class, and the class asked for (smaller when a larger free buffer served):
+    /// live bytes count what was asked, as PyTorch's allocated bytes do, and the pool's bytes
+    /// what it holds.
     class: u64,
+    asked: u64,
     usage: wgpu::BufferUsages,
     state: Arc<Mutex<PoolState>>,
     budget: u64,
@@ -182,7 +273,7 @@ impl BufferPool {
     /// `limit`: see the module comment (from `ContextOptions::pool_limit`).
     pub(crate) fn new(limits: &wgpu::Limits, limit: Option<u64>) -> Self {
         let given = std::env::var("KILN_POOL_BUDGET_MB").ok().and_then(|v| v.parse::<u64>().ok()).map(|mb| mb << 20);
-        let budget = given.unwrap_or(2 << 30);
+        let budget = given.unwrap_or(KEEP_FLOOR);
         BufferPool {
             state: Arc::new(Mutex::new(PoolState {
                 limit,
@@ -218,24 +309,50 @@ impl BufferPool {
         }
         let reused = {
             let mut s = lock(&self.state);
-            let b = s.free.get_mut(&(class, usage)).and_then(|v| v.pop());
-            if b.is_some() {
-                s.pooled_bytes -= class;
+            s.tick += 1;
+            let mut found = s.free.get_mut(&(class, usage)).and_then(|v| v.pop()).map(|(b, _)| (b, class));
+            if found.is_none() && s.budget_follows_peak && s.lent_bytes + s.pooled_bytes + class > s.keep(self.budget) {
+                // A new buffer would take the pool past what it keeps: a free one up to twice
+                // the size serves instead (PyTorch's allocator hands out a larger cached block
+                // the same way), rather than the pool growing now and giving a buffer back at
+                // the next drop, every step.
+                found = s.take_larger(class, usage);
+            }
+            if let Some((_, taken)) = &found {
+                let taken = *taken;
+                s.pooled_bytes -= taken;
                 s.live_bytes += class;
+                s.lent_bytes += taken;
                 if let Some(c) = &mut s.census {
                     c.add(op, class);
                 }
                 s.note_peaks();
             } else {
+                if s.budget_follows_peak {
+                    // Room for the new buffer within what the pool keeps: the least recently
+                    // used free buffers go first (sizes a step no longer asks for).
+                    s.note_miss((class, usage));
+                    let keep = s.keep(self.budget);
+                    s.evict_lru(class, keep);
+                }
                 s.make_room(class);
             }
-            b
+            found
         };
-        let buffer = match reused {
-            Some(b) => b,
-            None => self.create(device, op, class, usage)?,
+        let asked = class;
+        let (buffer, class) = match reused {
+            Some(found) => found,
+            None => (self.create(device, op, class, usage)?, class),
         };
-        Ok(PooledBuffer { buffer: Some(buffer), op, class, usage, state: self.state.clone(), budget: self.budget })
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            op,
+            class,
+            asked,
+            usage,
+            state: self.state.clone(),
+            budget: self.budget,
+        })
     }
 
     fn create(
@@ -266,6 +383,7 @@ impl BufferPool {
         }
         let mut s = lock(&self.state);
         s.live_bytes += class;
+        s.lent_bytes += class;
         s.allocations += 1;
         if let Some(c) = &mut s.census {
             c.add(op, class);
@@ -280,13 +398,16 @@ impl BufferPool {
         s.free.clear();
         s.pooled_bytes = 0;
         s.released += 1;
+        s.grown = 0;
+        s.ghosts.clear();
     }
 
     /// Restarts the peaks from the current live and total bytes.
     pub(crate) fn reset_peak(&self) {
         let mut s = lock(&self.state);
         s.peak_live = s.live_bytes;
-        s.peak_total = s.live_bytes + s.pooled_bytes;
+        s.peak_lent = s.lent_bytes;
+        s.peak_total = s.lent_bytes + s.pooled_bytes;
         if let Some(c) = &mut s.census {
             c.snapshot();
         }
@@ -341,23 +462,27 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let Some(buffer) = self.buffer.take() else { return };
         let mut s = lock(&self.state);
-        s.live_bytes -= self.class;
+        s.live_bytes -= self.asked;
+        s.lent_bytes -= self.class;
         if let Some(c) = &mut s.census {
-            c.remove(self.op, self.class);
+            c.remove(self.op, self.asked);
         }
         // Live + free only passes the limit here if live bytes alone had passed it.
-        let under_limit = s.limit.is_none_or(|l| s.live_bytes + s.pooled_bytes + self.class <= l);
-        let keep = if s.budget_follows_peak {
-            // Live + free up to the live peak (or the 2 GiB budget): the next step finds its
-            // buffers, and the pool stays near what the step needs rather than its high-water
-            // mark plus every size class it ever missed.
-            s.live_bytes + s.pooled_bytes + self.class <= self.budget.max(s.peak_live)
-        } else {
-            s.pooled_bytes + self.class <= self.budget
-        };
+        let under_limit = s.limit.is_none_or(|l| s.lent_bytes + s.pooled_bytes + self.class <= l);
+        // Live + free up to what the pool keeps (the live peak or the floor, see
+        // `PoolState::keep`): the next step finds its buffers, and the pool stays near what the
+        // step needs rather than its high-water mark plus every size class it ever missed. The
+        // buffer just freed is the most recently used: others go before it.
+        let keep = s.budget_follows_peak || s.pooled_bytes + self.class <= self.budget;
         if under_limit && keep {
+            s.tick += 1;
+            let tick = s.tick;
             s.pooled_bytes += self.class;
-            s.free.entry((self.class, self.usage)).or_default().push(buffer);
+            s.free.entry((self.class, self.usage)).or_default().push((buffer, tick));
+            if s.budget_follows_peak {
+                let keep = s.keep(self.budget);
+                s.evict_lru(0, keep);
+            }
         } else {
             s.released += 1;
         }

@@ -347,6 +347,15 @@ impl BackendStorage for GpuStorage {
         kernels::conv::col2im(self, layout, g)
     }
 
+    fn max_pool(&self, layout: &Layout, g: &ConvGeometry) -> Result<(Self, Self)> {
+        kernels::conv::max_pool(self, layout, g)
+    }
+
+    fn max_pool_backward(&self, layout: &Layout, taps: &Self, taps_layout: &Layout, g: &ConvGeometry) -> Result<Self> {
+        same_device("max_pool_backward", self, taps)?;
+        kernels::conv::max_pool_backward(self, layout, taps, taps_layout, g)
+    }
+
     fn topk(&self, layout: &Layout, k: usize, largest: bool) -> Result<(Self, Self)> {
         kernels::index::topk(self, layout, k, largest)
     }

@@ -1,5 +1,5 @@
-//! im2col and col2im on the GPU against the CPU backend (in f64), on random
-//! data, strided inputs and several window geometries, plus the adjoint identity
+//! im2col, col2im, max_pool and max_pool_backward on the GPU against the CPU backend (in f64),
+//! on random data, strided inputs and several window geometries, plus the adjoint identity
 //! ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩.
 
 mod common;
@@ -217,4 +217,107 @@ fn large_unfold_and_errors() {
     let empty = geometry(0, 1, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1));
     assert!(x.im2col(&Layout::contiguous(&[0, 1, 3, 3]), &empty, 0.0).expect("n = 0").is_empty());
     assert!(x.col2im(&Layout::contiguous(&[0, 4, 4]), &empty).expect("n = 0").is_empty());
+}
+
+/// Values with ties (a few levels), and NaN and −∞ sprinkled in: max pooling's taps must pick
+/// the first max, the first NaN over any number, and a pixel over the padding.
+fn pool_values(rng: &mut Rng, len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|_| match rng.below(40) {
+            0 => f64::NAN,
+            1 => f64::NEG_INFINITY,
+            k => (k % 5) as f64 - 2.0,
+        })
+        .collect()
+}
+
+fn cpu_taps(vals: &[f64], l: &Layout, g: &ConvGeometry) -> (Vec<f64>, Vec<f64>) {
+    let (v, t) = oracle(vals).max_pool(l, g).expect("cpu max_pool");
+    let shape = [g.n, g.c, g.out_h().expect("oh"), g.out_w().expect("ow")];
+    let read = |s: &CpuStorage| s.to_host(&Layout::contiguous(&shape)).expect("cpu read").to_f64_vec();
+    (read(&v), read(&t))
+}
+
+/// Max pooling's values and taps on the GPU equal the CPU backend's (a copy and a position:
+/// exact), for every geometry, strided inputs, f32 and f16; one geometry has a window with no
+/// pixel inside (−∞, tap 0).
+#[test]
+fn max_pool_matches_reference() {
+    let Some(dev) = common::gpu("max_pool_matches_reference") else { return };
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0005);
+    let mut all = geometries();
+    all.push(geometry(1, 2, 3, 3, (2, 2), (1, 1), (1, 1), (4, 4)));
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
+            continue;
+        }
+        for g in &all {
+            for (name, len, layout) in views(g) {
+                let (x, vals) = upload(&dev, &pool_values(&mut rng, len), dtype);
+                let (v, t) = x.max_pool(&layout, g).expect("max_pool");
+                let shape = [g.n, g.c, g.out_h().expect("oh"), g.out_w().expect("ow")];
+                let (want_v, want_t) = cpu_taps(&vals, &layout, g);
+                let what = format!("max_pool {dtype} {g:?} {name}");
+                assert_eq!(t.dtype(), DType::U32, "{what}");
+                assert_eq!(read(&t, &shape), want_t, "{what}: taps");
+                let got_v = read(&v, &shape);
+                for (i, (a, b)) in got_v.iter().zip(&want_v).enumerate() {
+                    assert!(a == b || (a.is_nan() && b.is_nan()), "{what}: value {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+    let g = geometry(1, 2, 3, 3, (2, 2), (1, 1), (1, 1), (4, 4));
+    let (x, _) = upload(&dev, &[1.0; 18], DType::F32);
+    let (v, t) = x.max_pool(&Layout::contiguous(&[1, 2, 3, 3]), &g).expect("max_pool");
+    assert_eq!(read(&v, &[1, 2, 1, 1]), vec![f64::NEG_INFINITY; 2]);
+    assert_eq!(read(&t, &[1, 2, 1, 1]), vec![0.0; 2]);
+}
+
+/// Max pooling's gradient on the GPU against the CPU backend's (f64 sums): random gradients,
+/// random taps (one value past the window, which no pixel takes), contiguous and transposed
+/// layouts, overlapping windows (stride below the kernel) summed per pixel.
+#[test]
+fn max_pool_backward_matches_reference() {
+    let Some(dev) = common::gpu("max_pool_backward_matches_reference") else { return };
+    let mut rng = Rng::from_state(0x00c0_ffee_0000_0006);
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !common::has_f16_else_refused(&dev) {
+            continue;
+        }
+        for g in geometries() {
+            let (oh, ow) = (g.out_h().expect("oh"), g.out_w().expect("ow"));
+            let shape = [g.n, g.c, oh, ow];
+            let numel: usize = shape.iter().product();
+            let layouts = [
+                ("contiguous", Layout::contiguous(&shape)),
+                ("transposed", Layout::contiguous(&[g.n, g.c, ow, oh]).permute(&[0, 1, 3, 2])),
+            ];
+            for (name, layout) in layouts {
+                let (grad, gv) = random(&dev, &mut rng, dtype, numel);
+                let taps: Vec<f64> = (0..numel).map(|_| rng.below(g.kh * g.kw + 1) as f64).collect();
+                let (t, tv) = upload(&dev, &taps, DType::U32);
+                let got = grad.max_pool_backward(&layout, &t, &layout, &g).expect("max_pool_backward");
+                let tcpu = CpuStorage::from_host(&CpuDevice, &HostData::from_f64(&tv, DType::U32)).expect("taps");
+                let want = oracle(&gv).max_pool_backward(&layout, &tcpu, &layout, &g).expect("cpu backward");
+                let want = want.to_host(&Layout::contiguous(&[g.n, g.c, g.h, g.w])).expect("cpu read").to_f64_vec();
+                let tol = if dtype == DType::F32 { 1e-5 } else { 1e-3 };
+                let what = format!("max_pool_backward {dtype} {g:?} {name}");
+                assert_close(&read(&got, &[g.n, g.c, g.h, g.w]), &want, tol, &what);
+            }
+        }
+    }
+    // Errors: integer input, non-u32 taps, shapes that do not match the geometry.
+    let g = geometry(1, 1, 4, 4, (2, 2), (2, 2), (0, 0), (1, 1));
+    let l = Layout::contiguous(&[1, 1, 2, 2]);
+    let (gi, _) = upload(&dev, &[1.0; 4], DType::I32);
+    let (tf, _) = upload(&dev, &[0.0; 4], DType::F32);
+    let bad = gi.max_pool_backward(&l, &gi, &l, &g);
+    assert!(matches!(bad, Err(Error::UnsupportedDType { .. })), "{:?}", bad.err());
+    let bad = tf.max_pool_backward(&l, &tf, &l, &g);
+    assert!(matches!(bad, Err(Error::UnsupportedDType { .. })), "{:?}", bad.err());
+    let bad = tf.max_pool_backward(&Layout::contiguous(&[1, 1, 1, 4]), &gi, &l, &g);
+    assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
+    let bad = gi.max_pool(&Layout::contiguous(&[1, 1, 2, 2]), &g);
+    assert!(matches!(bad, Err(Error::ShapeMismatch { .. })), "{:?}", bad.err());
 }

@@ -2,7 +2,7 @@
 //! matrix products, so their gradients come from the gradients of those primitives.
 
 use crate::Tensor;
-use kiln_backend::{ConvGeometry, Error, Result};
+use kiln_backend::{ConvGeometry, DType, Error, Result};
 
 /// Stride, padding, dilation and groups of a convolution (PyTorch's defaults: 1, 0, 1, 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,18 @@ fn transposed_len(input: usize, k: usize, s: usize, p: usize, d: usize, op: usiz
     let grown =
         input.checked_sub(1)?.checked_mul(s)?.checked_add(d.checked_mul(k.checked_sub(1)?)?)?.checked_add(op + 1)?;
     grown.checked_sub(p.checked_mul(2)?).filter(|&n| n > 0)
+}
+
+/// The weight and the columns as the operands of one product: `[o, k] · [n, k, L]`, or per
+/// group `[g, o/g, k] · [n, g, k, L]`.
+fn group_views(w: &Tensor, cols: &Tensor, geo: &ConvGeometry, groups: usize) -> Result<(Tensor, Tensor)> {
+    let (o, l) = (w.shape()[0], cols.shape()[2]);
+    let k = cols.shape()[1] / groups;
+    if groups == 1 {
+        Ok((w.reshape(&[o, k])?, cols.clone()))
+    } else {
+        Ok((w.reshape(&[groups, o / groups, k])?, cols.reshape(&[geo.n, groups, k, l])?))
+    }
 }
 
 impl Tensor {
@@ -135,15 +147,7 @@ impl Tensor {
             ));
         }
         let (oh, ow) = (geo.out_h().unwrap_or(0), geo.out_w().unwrap_or(0));
-        let cols = self.im2col(&geo, 0.0)?; // [n, c·kh·kw, L]
-        let k = cg * kh * kw;
-        let out = if groups == 1 {
-            weight.reshape(&[o, k])?.matmul(&cols)?
-        } else {
-            let cols = cols.reshape(&[geo.n, groups, k, oh * ow])?;
-            weight.reshape(&[groups, o / groups, k])?.matmul(&cols)?
-        };
-        let out = out.reshape(&[geo.n, o, oh, ow])?;
+        let out = self.im2col_product(weight, &geo, groups)?.reshape(&[geo.n, o, oh, ow])?;
         match bias {
             Some(b) => {
                 if b.shape() != [o] {
@@ -153,6 +157,69 @@ impl Tensor {
             }
             None => Ok(out),
         }
+    }
+
+    /// `weight · im2col(self)` (`[n, o, oh·ow]`, per group), the product of [`conv2d`](Self::conv2d),
+    /// as one autograd node that saves the input and the weight rather than the columns: the
+    /// columns are `kh·kw` times the input (conv 32→64 3×3 at batch 128 on 28×28: 116 MB against
+    /// 13 MB), and keeping them until backward made them most of a CNN's memory. Backward builds
+    /// them again for the weight's gradient (one im2col, a copy: a fraction of the products
+    /// around it) and drops them before the input's gradient needs its own columns-sized buffer,
+    /// so at most one such buffer is alive at a time, as with PyTorch's cuDNN convolutions that
+    /// keep only the input.
+    ///
+    /// Under autocast the input is cast before im2col (the columns are built in f16, half the
+    /// bytes, the same values) and the product comes back as f32, as `matmul` does.
+    fn im2col_product(&self, weight: &Tensor, geo: &ConvGeometry, groups: usize) -> Result<Tensor> {
+        let low = crate::autocast::product_dtype(weight, self);
+        let (x, w, geo) = (self.clone(), weight.clone(), *geo);
+        let product = move |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            let (x, w) = match low {
+                Some(low) => (x.to_dtype(low)?, w.to_dtype(low)?),
+                None => (x.clone(), w.clone()),
+            };
+            let cols = x.im2col(&geo, 0.0)?;
+            let out = group_views(&w, &cols, &geo, groups)?;
+            let out = out.0.matmul(&out.1)?;
+            let out = out.reshape(&[geo.n, w.shape()[0], out.shape()[out.rank() - 1]])?;
+            if low.is_some() { out.to_dtype(DType::F32) } else { Ok(out) }
+        };
+        let out = crate::no_grad(|| product(self, weight))?;
+        let node = crate::autograd::node("conv2d", &[self, weight], move |g| {
+            let cast = |t: &Tensor| match low {
+                Some(low) => t.to_dtype(low),
+                None => Ok(t.clone()),
+            };
+            let (xl, wl) = (cast(&x)?, cast(&w)?);
+            let (o, l) = (w.shape()[0], g.shape()[2]); // g: [n, o, oh·ow], as the product
+            let g = cast(g)?;
+            let gw = if w.requires_grad() {
+                let cols = xl.im2col(&geo, 0.0)?;
+                let (wv, colsv) = group_views(&wl, &cols, &geo, groups)?;
+                let gv = g.reshape(&[&[geo.n][..], &wv.shape()[..wv.rank() - 1], &[l]].concat())?;
+                let gw = gv.matmul(&colsv.transpose(-1, -2)?)?.sum(&[0], false)?;
+                Some(gw.reshape(w.shape())?.to_dtype(w.dtype())?)
+            } else {
+                None
+            };
+            let gx = if x.requires_grad() {
+                let cols_shape = geo.cols_shape().ok_or_else(|| Error::shape("conv2d", format!("{geo:?}")))?;
+                let k = cols_shape[1] / groups;
+                let (wv, gv) = if groups == 1 {
+                    (wl.reshape(&[o, k])?, g.clone())
+                } else {
+                    (wl.reshape(&[groups, o / groups, k])?, g.reshape(&[geo.n, groups, o / groups, l])?)
+                };
+                let gcols = wv.transpose(-1, -2)?.matmul(&gv)?.reshape(&cols_shape)?;
+                Some(gcols.to_dtype(x.dtype())?.col2im(&geo)?)
+            } else {
+                None
+            };
+            Ok(vec![gx, gw])
+        });
+        let t = Tensor::build(out.storage(), out.layout().clone(), self.device().clone(), node);
+        crate::anomaly::check("conv2d", "output", &t)?;
+        Ok(t)
     }
 
     /// 1-D convolution: input `[n, c, l]`, weight `[o, c/groups, k]`.

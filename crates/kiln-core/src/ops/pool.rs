@@ -1,7 +1,9 @@
 //! Pooling: max and average over sliding windows (1-D and 2-D) with PyTorch's options and
 //! output sizes, and adaptive pooling to a fixed output size. Windows come from im2col (and,
 //! for adaptive max pooling, an index_select), so the gradients are those of im2col, pad,
-//! index_select and the reductions. Max pooling's gradient shares ties equally, as `max` does.
+//! index_select and the reductions. Max pooling of floats has its own kernels (the backend's
+//! `max_pool` and `max_pool_backward`): its gradient goes to each window's first max (as
+//! PyTorch's), from the taps saved in the forward instead of the windows.
 
 use crate::Tensor;
 use kiln_backend::{ConvGeometry, DType, Error, HostData, Result};
@@ -242,12 +244,20 @@ impl Tensor {
         cols.reshape(&[n, c, cols.shape()[1], oh, ow])
     }
 
+    /// One kernel reads each window once and writes its max and its tap (`ki·kw + kj`, u32),
+    /// with no window buffer; the gradient needs only the taps, not the input or the windows,
+    /// as PyTorch keeps its indices, and sends each output's gradient to its tap in one pass
+    /// over the input's pixels (max_pool_backward, a gather: no zero fill, no scatter).
+    /// Integer inputs take the windows path (no gradient there).
     fn max_pool(&self, op: &'static str, o: MaxPool2dOptions, with_indices: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let cols = self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, f64::NEG_INFINITY)?;
-        let values = cols.max(&[2], false)?;
-        if !with_indices {
-            return Ok((values, None));
-        }
+        let (values, tap) = if self.dtype().is_float() {
+            self.max_pool_taps(op, o)?
+        } else {
+            let cols = self.pool_cols(op, o.kernel, o.stride, o.padding, o.dilation, o.ceil_mode, f64::NEG_INFINITY)?;
+            let tap = if with_indices { Some(cols.argmax(2, false)?) } else { None };
+            (cols.max(&[2], false)?, tap)
+        };
+        let Some(tap) = tap.filter(|_| with_indices) else { return Ok((values, None)) };
         let (oh, ow, w) = (values.shape()[2], values.shape()[3], self.shape()[3]);
         let rows: Vec<i64> = (0..oh).map(|i| (i * o.stride.0) as i64 - o.padding.0 as i64).collect();
         let cols_at: Vec<i64> = (0..ow).map(|j| (j * o.stride.1) as i64 - o.padding.1 as i64).collect();
@@ -255,9 +265,51 @@ impl Tensor {
         i32::try_from(last)
             .map_err(|_| Error::invalid(op, format!("indices into input {:?} do not fit 32 bits", self.shape())))?;
         let base = positions(op, &rows, &cols_at, w, self)?;
-        let tap = cols.argmax(2, false)?;
         let idx = tap_positions(&tap, &base, o.kernel.1, o.dilation.0 * w, o.dilation.1)?;
         Ok((values, Some(idx)))
+    }
+
+    /// Float max pooling through the backend's `max_pool`: the values (with max pooling's
+    /// gradient) and the taps. A ceil-mode overhang is read as padding: the input grows by −∞
+    /// rows and columns first, and the gradient is cut back to the input.
+    fn max_pool_taps(&self, op: &'static str, o: MaxPool2dOptions) -> Result<(Tensor, Option<Tensor>)> {
+        self.check_rank(op, 4, "[n, c, h, w]")?;
+        let (n, c, h, w) = (self.shape()[0], self.shape()[1], self.shape()[2], self.shape()[3]);
+        let (oh, eh) = window_len(op, self.shape(), h, o.kernel.0, o.stride.0, o.padding.0, o.dilation.0, o.ceil_mode)?;
+        let (ow, ew) = window_len(op, self.shape(), w, o.kernel.1, o.stride.1, o.padding.1, o.dilation.1, o.ceil_mode)?;
+        let x = if eh > 0 || ew > 0 {
+            crate::no_grad(|| self.pad(&[(0, eh), (0, ew)], f64::NEG_INFINITY))?
+        } else {
+            self.clone()
+        };
+        let (kh, kw) = o.kernel;
+        let geo = ConvGeometry {
+            n,
+            c,
+            h: h + eh,
+            w: w + ew,
+            kh,
+            kw,
+            stride: o.stride,
+            padding: o.padding,
+            dilation: o.dilation,
+        };
+        if geo.out_h() != Some(oh) || geo.out_w() != Some(ow) {
+            return Err(Error::invalid(op, format!("internal: windows {geo:?} disagree with output {oh}×{ow}")));
+        }
+        let (values, taps) = x.storage().max_pool(x.layout(), &geo)?;
+        drop(x);
+        let taps = Tensor::leaf(taps, &[n, c, oh, ow], self.device());
+        let saved = taps.clone();
+        let values = Tensor::from_op(values, &[n, c, oh, ow], self.device(), op, &[self], move |g| {
+            let grad = g.storage().max_pool_backward(g.layout(), &saved.storage(), saved.layout(), &geo)?;
+            let grad = Tensor::leaf(grad, &[n, c, h + eh, w + ew], g.device());
+            if (eh, ew) == (0, 0) {
+                return Ok(vec![Some(grad)]);
+            }
+            Ok(vec![Some(grad.narrow(2, 0, h)?.narrow(3, 0, w)?.contiguous()?)])
+        })?;
+        Ok((values, Some(taps)))
     }
 
     fn avg_pool(&self, op: &'static str, o: AvgPool2dOptions) -> Result<Tensor> {

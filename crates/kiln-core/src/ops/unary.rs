@@ -14,14 +14,24 @@ impl Tensor {
             });
         }
         let out = self.storage().unary(self.layout(), op)?;
-        let x = self.clone();
+        // The closure saves only what the rule reads: a ReLU or tanh that keeps its output need
+        // not keep its input alive too (the input is often a large intermediate nothing else
+        // holds, such as a convolution's output before its activation).
+        let x = match reads_input(op).then(|| self.clone()) {
+            // Under f16 autocast GELU keeps an f16 copy of an f32 input: in PyTorch its input
+            // there is the f16 output of the product before it, and that is what it saves (a
+            // transformer MLP's largest activation, [tokens, 4·d], at half the bytes). The
+            // gradient is still computed in f32, from the copy.
+            Some(x) if saves_f16(op, self) => Some(crate::no_grad(|| x.to_dtype(DType::F16))?),
+            x => x,
+        };
         let differentiable = self.dtype().is_float() && !op.returns_bool();
         let inputs: &[&Tensor] = if differentiable { &[self] } else { &[] };
         let node_out = std::sync::Arc::new(std::sync::OnceLock::<Tensor>::new());
         let y_slot = node_out.clone();
         let t = Tensor::from_op(out, self.shape(), self.device(), op.name(), inputs, move |g| {
             let y = y_slot.get().cloned();
-            Ok(vec![Some(unary_grad(op, &x, y.as_ref(), g)?)])
+            Ok(vec![Some(unary_grad(op, x.as_ref(), y.as_ref(), g)?)])
         })?;
         if t.requires_grad() && needs_output(op) {
             // The gradient reuses the output; keep it detached to avoid a reference cycle.
@@ -31,14 +41,44 @@ impl Tensor {
     }
 }
 
+/// Does the gradient rule read the op's output? (ReLU's mask is `y > 0` as well as `x > 0`,
+/// and the output is what the next layer keeps anyway, as PyTorch's `threshold_backward` does.)
 fn needs_output(op: UnaryOp) -> bool {
     use UnaryOp::*;
-    matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Elu(_))
+    matches!(op, Exp | Exp2 | Expm1 | Sqrt | Rsqrt | Recip | Tanh | Sigmoid | Relu | Elu(_))
 }
 
-fn unary_grad(op: UnaryOp, x: &Tensor, y: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
+/// Does `op` on `x` save its input as f16 (GELU in an f16 autocast region, see `unary`)?
+fn saves_f16(op: UnaryOp, x: &Tensor) -> bool {
+    matches!(op, UnaryOp::GeluErf | UnaryOp::GeluTanh)
+        && x.dtype() == DType::F32
+        && crate::is_grad_enabled()
+        && x.requires_grad()
+        && crate::autocast::low_copy_dtype(x) == Some(DType::F16)
+}
+
+/// Does the gradient rule read the op's input? Not when it reads only the output (all of
+/// `needs_output` but ELU) or nothing at all.
+fn reads_input(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    let output_only = needs_output(op) && !matches!(op, Elu(_));
+    let no_input = matches!(op, Neg | Sign | Floor | Ceil | Round | IsNan | IsInf | Not);
+    !(output_only || no_input)
+}
+
+fn unary_grad(op: UnaryOp, x: Option<&Tensor>, y: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
     use UnaryOp::*;
     let y = || y.cloned().ok_or_else(|| Error::Autograd { op: op.name(), msg: "output not saved".into() });
+    if reads_input(op) && x.is_none() {
+        return Err(Error::Autograd { op: op.name(), msg: "input not saved".into() });
+    }
+    // The rules below that run without a saved input never read `x`; an input saved in lower
+    // precision (GELU under autocast) is widened back to the gradient's dtype first.
+    let widened = match x {
+        Some(x) if x.dtype() != g.dtype() => Some(x.to_dtype(g.dtype())?),
+        _ => None,
+    };
+    let x = widened.as_ref().or(x).unwrap_or(g);
     let d = match op {
         Neg => return g.neg(),
         Abs => x.sign()?,
@@ -62,7 +102,12 @@ fn unary_grad(op: UnaryOp, x: &Tensor, y: Option<&Tensor>, g: &Tensor) -> Result
             let y = y()?;
             (&y * &y.neg()?.add_scalar(1.0)?)?
         }
-        Relu => x.gt_scalar(0.0)?.to_dtype(x.dtype())?,
+        // where(y > 0, g, 0), as PyTorch's threshold_backward: one output buffer, not a mask
+        // cast to floats and then a product (two buffers of the activation's size at once).
+        Relu => {
+            let zero = Tensor::full_dtype(&[], 0.0, g.dtype(), g.device())?;
+            return Tensor::where_(&y()?.gt_scalar(0.0)?, g, &zero);
+        }
         LeakyRelu(a) => x.gt_scalar(0.0)?.to_dtype(x.dtype())?.mul_scalar(1.0 - a)?.add_scalar(a)?,
         Elu(a) => {
             let pos = x.gt_scalar(0.0)?;

@@ -144,3 +144,43 @@ fn conv_shape_errors() {
     let out = st(vec![true; 9]).im2col(&c(&[1, 1, 3, 3]), &g, 0.0).expect("bool im2col");
     assert_eq!(host(&out), HostData::Bool(vec![true; 16]));
 }
+
+#[test]
+fn max_pool_by_hand() {
+    // 3×3 image [[1, 5, NaN], [5, 0, 2], [−∞, 3, 4]], 2×2 windows, stride 1: window (0,0) holds
+    // a tie (5 at taps 1 and 2: the first wins), window (0,1) a NaN at tap 1 (a NaN is the
+    // max), window (1,0) its max at tap 0 beside a −∞, window (1,1) a plain max at tap 3.
+    let nan = f32::NAN;
+    let x = st(vec![1.0f32, 5.0, nan, 5.0, 0.0, 2.0, f32::NEG_INFINITY, 3.0, 4.0]);
+    let g = geom(1, 1, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1));
+    let (v, t) = x.max_pool(&c(&[1, 1, 3, 3]), &g).expect("max_pool");
+    let v = f64s(&v);
+    assert_eq!((v[0], v[2], v[3]), (5.0, 5.0, 4.0));
+    assert!(v[1].is_nan());
+    assert_eq!(host(&t), HostData::U32(vec![1, 1, 0, 3]));
+    // With padding 1 and a dilation that puts both taps of a window outside: −∞, tap 0.
+    let g = geom(1, 1, 3, 3, (2, 2), (1, 1), (1, 1), (4, 4));
+    let (v, t) = x.max_pool(&c(&[1, 1, 3, 3]), &g).expect("padded max_pool");
+    assert_eq!(f64s(&v), vec![f64::NEG_INFINITY]);
+    assert_eq!(host(&t), HostData::U32(vec![0]));
+    super::assert_unsupported(st(vec![1i32; 9]).max_pool(&c(&[1, 1, 3, 3]), &g).map(|p| p.0), DType::I32);
+}
+
+#[test]
+fn max_pool_backward_by_hand() {
+    // 3×3 image, 2×2 windows, stride 1, taps [1, 2, 0, 3]: window q's gradient (10, 20, 30,
+    // 40) goes to the pixel its tap reads: (0,1), (1,1), (1,0), (2,2).
+    let g = geom(1, 1, 3, 3, (2, 2), (1, 1), (0, 0), (1, 1));
+    let grad = st(vec![10.0f32, 20.0, 30.0, 40.0]);
+    let taps = st(vec![1u32, 2, 0, 3]);
+    let out = grad.max_pool_backward(&c(&[1, 1, 2, 2]), &taps, &c(&[1, 1, 2, 2]), &g).expect("backward");
+    assert_eq!(host(&out), HostData::F32(vec![0.0, 10.0, 0.0, 30.0, 20.0, 0.0, 0.0, 0.0, 40.0]));
+    // Two windows choosing one pixel sum there; a tap past the window is dropped.
+    let taps = st(vec![3u32, 2, 1, 4]);
+    let out = grad.max_pool_backward(&c(&[1, 1, 2, 2]), &taps, &c(&[1, 1, 2, 2]), &g).expect("backward");
+    assert_eq!(host(&out), HostData::F32(vec![0.0, 0.0, 0.0, 0.0, 60.0, 0.0, 0.0, 0.0, 0.0]));
+    let r = grad.max_pool_backward(&c(&[1, 1, 2, 2]), &grad, &c(&[1, 1, 2, 2]), &g);
+    super::assert_unsupported(r, DType::F32);
+    let r = grad.max_pool_backward(&c(&[1, 1, 4, 1]), &taps, &c(&[1, 1, 2, 2]), &g);
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+}
