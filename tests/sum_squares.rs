@@ -66,7 +66,8 @@ fn sum_squares_binds_many_tensors_over_several_dispatches() {
     let Some(g) = common::gpu("sum_squares_binds_many_tensors_over_several_dispatches") else { return };
     // 41 tensors: past any one dispatch's bindings; every size from 1 to 41 (+ 4090 for a
     // few), so every slot of a dispatch meets a different length.
-    let host: Vec<Vec<f64>> = (0..41).map(|i| values(i + 1 + 4090 * (i % 7 == 3) as usize, 200 + i as u64, -3.0, 3.0)).collect();
+    let host: Vec<Vec<f64>> =
+        (0..41).map(|i| values(i + 1 + 4090 * (i % 7 == 3) as usize, 200 + i as u64, -3.0, 3.0)).collect();
     let ts: Vec<Tensor> = host.iter().map(|v| tensor(v, &[v.len()], DType::F32, &g)).collect();
     let got = sum_squares(&ts).unwrap().to_f64_vec().unwrap();
     let want: Vec<f64> = ts.iter().map(reference).collect();
@@ -117,7 +118,8 @@ fn clip_grad_norm_sums_all_gradients_in_a_few_dispatches() {
         .expect("a profiled context");
     let d = Device::Gpu(ctx.clone());
     let params: Vec<Tensor> = (0..20).map(|i| Tensor::zeros(&[3 + 50 * i], &d).unwrap().with_grad()).collect();
-    let host: Vec<Vec<f64>> = params.iter().enumerate().map(|(i, p)| values(p.numel(), 300 + i as u64, -1.0, 1.0)).collect();
+    let host: Vec<Vec<f64>> =
+        params.iter().enumerate().map(|(i, p)| values(p.numel(), 300 + i as u64, -1.0, 1.0)).collect();
     for (p, v) in params.iter().zip(&host) {
         p.set_grad(Some(tensor(v, &[v.len()], DType::F32, &d))).unwrap();
     }
@@ -198,9 +200,18 @@ fn scale_each_copies_shared_storage_and_scales_a_repeated_tensor_once() {
         let strided = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F32, &d).t().unwrap();
         let ints = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
         assert!(matches!(scale_each_(&[b.clone()], &two), Err(kiln::Error::ShapeMismatch { op: "scale_each_", .. })));
-        assert!(matches!(scale_each_(&[b.clone(), strided], &f), Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })));
-        assert!(matches!(scale_each_(&[b.clone(), ints], &f), Err(kiln::Error::UnsupportedDType { op: "scale_each_", .. })));
-        assert!(matches!(scale_each_(&[b.clone(), f.clone()], &f), Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })));
+        assert!(matches!(
+            scale_each_(&[b.clone(), strided], &f),
+            Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })
+        ));
+        assert!(matches!(
+            scale_each_(&[b.clone(), ints], &f),
+            Err(kiln::Error::UnsupportedDType { op: "scale_each_", .. })
+        ));
+        assert!(matches!(
+            scale_each_(&[b.clone(), f.clone()], &f),
+            Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })
+        ));
         assert_eq!(b.to_vec::<f32>().unwrap(), vec![10.0, 12.0, 14.0], "b after the errors on {}", d.describe());
     }
 }

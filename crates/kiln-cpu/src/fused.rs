@@ -630,7 +630,10 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut CpuStorage, usize)], factor: &Cp
         HostData::F32(v) if !v.is_empty() => f64::from(v[0]),
         HostData::F64(v) if !v.is_empty() => v[0],
         other => {
-            return Err(Error::invalid(OP, format!("factor must be one f32 or f64, got {} of {}", other.len(), other.dtype())));
+            return Err(Error::invalid(
+                OP,
+                format!("factor must be one f32 or f64, got {} of {}", other.len(), other.dtype()),
+            ));
         }
     };
     for (s, len) in parts.iter_mut() {
@@ -643,7 +646,11 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut CpuStorage, usize)], factor: &Cp
             HostData::F16(v) => v[..len].iter_mut().for_each(|x| *x = half::f16::from_f32(x.to_f32() * f as f32)),
             HostData::F64(v) => v[..len].iter_mut().for_each(|x| *x *= f),
             other => {
-                return Err(Error::UnsupportedDType { op: OP, dtype: other.dtype(), why: " (needs a float tensor)".into() });
+                return Err(Error::UnsupportedDType {
+                    op: OP,
+                    dtype: other.dtype(),
+                    why: " (needs a float tensor)".into(),
+                });
             }
         }
     }

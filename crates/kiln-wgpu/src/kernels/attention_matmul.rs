@@ -82,11 +82,8 @@ fn backward_source(dtype: DType, vec4: bool, held: Option<usize>) -> String {
     b += &raw_binding(3, "mask", "u32", Access::Read);
     b += &raw_binding(4, "lse", "f32", Access::Read);
     b += &raw_binding(5, "bias", "f32", Access::Read);
-    let body = row_kernel(
-        crate::shaders::ATTENTION_PROBS_BACKWARD,
-        crate::shaders::ATTENTION_PROBS_BACKWARD_HELD,
-        held,
-    );
+    let body =
+        row_kernel(crate::shaders::ATTENTION_PROBS_BACKWARD, crate::shaders::ATTENTION_PROBS_BACKWARD_HELD, held);
     module(enable_for(dtype), false, &format!("{b}\n{}\n{}\n{body}", extras_source(), crate::shaders::ATTENTION_ROWS))
 }
 

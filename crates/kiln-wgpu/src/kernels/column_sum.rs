@@ -59,7 +59,13 @@ pub(crate) fn applies(dtype: DType, rows: usize, cols: usize, row_stride: usize,
 }
 
 /// `out[c] = Σ_r s[offset + r·row_stride + c]` for `c < cols`, in `s`'s dtype.
-pub(crate) fn column_sum(s: &GpuStorage, rows: usize, cols: usize, row_stride: usize, offset: usize) -> Result<GpuStorage> {
+pub(crate) fn column_sum(
+    s: &GpuStorage,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    offset: usize,
+) -> Result<GpuStorage> {
     const OP: &str = "sum";
     let dtype = s.dtype();
     let ctx = s.context();
