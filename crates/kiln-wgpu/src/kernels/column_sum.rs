@@ -29,7 +29,7 @@ fn source(dtype: DType) -> Result<String> {
     let st = storage_type("sum", dtype)?;
     let mut b = raw_binding(1, "src", &format!("vec4<{st}>"), Access::Read);
     b += &raw_binding(2, "part", "vec4<f32>", Access::Write);
-    b += &format!("fn load4(i: u32) -> vec4<f32> {{ return vec4<f32>(src[i]); }}\n");
+    b += "fn load4(i: u32) -> vec4<f32> { return vec4<f32>(src[i]); }\n";
     let body = Template::new(crate::shaders::COLUMN_SUM).params::<ColumnSumParams>().render();
     Ok(module(enables(&[dtype]), false, &format!("{b}\n{body}")))
 }
