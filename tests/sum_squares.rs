@@ -199,7 +199,10 @@ fn scale_each_copies_shared_storage_and_scales_a_repeated_tensor_once() {
         let two = Tensor::full(&[2], 2.0, &d).unwrap();
         let strided = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F32, &d).t().unwrap();
         let ints = Tensor::full_dtype(&[3], 1.0, DType::I32, &d).unwrap();
-        assert!(matches!(scale_each_(std::slice::from_ref(&b), &two), Err(kiln::Error::ShapeMismatch { op: "scale_each_", .. })));
+        assert!(matches!(
+            scale_each_(std::slice::from_ref(&b), &two),
+            Err(kiln::Error::ShapeMismatch { op: "scale_each_", .. })
+        ));
         assert!(matches!(
             scale_each_(&[b.clone(), strided], &f),
             Err(kiln::Error::InvalidArgument { op: "scale_each_", .. })
