@@ -113,8 +113,9 @@ fn bad_arguments_exit_with_usage() {
     assert!(stderr.contains("usage: kiln-bench"), "usage on stderr: {stderr}");
 }
 
-/// The memory keys every model workload adds on a GPU.
-const MEMORY_KEYS: [&str; 3] = ["peak_pool_mib", "peak_live_mib", "live_mib"];
+/// The memory keys every model workload adds on a GPU (`allocs_per_step`: buffers the pool had
+/// to create per timed step).
+const MEMORY_KEYS: [&str; 4] = ["peak_pool_mib", "peak_live_mib", "live_mib", "allocs_per_step"];
 
 /// W6d (W6 with dropout) and W10 (the char_transformer step) with `--small`: their (workload,
 /// size, metric) keys, the memory keys (peak pool ≥ peak live ≥ live now > 0), and W10's own keys
@@ -159,6 +160,7 @@ fn small_model_runs_report_memory_and_w10() {
             n("peak_pool_mib") >= n("peak_live_mib") && n("peak_live_mib") >= n("live_mib") && n("live_mib") > 0.0,
             "memory keys out of order: {o:?}"
         );
+        assert!(n("allocs_per_step") >= 0.0, "allocs_per_step must be a count: {o:?}");
     }
     let n = |k: &str| w10[k].as_f64().unwrap_or(f64::NAN);
     assert_eq!(n("steps"), 2.0, "{w10:?}");
