@@ -233,12 +233,7 @@ fn warm_up(
     let start = Instant::now();
     let (mut reps, mut last) = (1u32, f64::INFINITY);
     loop {
-        let t0 = Instant::now();
-        for _ in 0..reps {
-            run()?;
-        }
-        sync()?;
-        let batch = t0.elapsed();
+        let batch = Duration::from_secs_f64(time_batch(&mut run, &sync, reps)?);
         if start.elapsed() >= WARM_MAX {
             return Ok(());
         }
@@ -266,14 +261,7 @@ pub(crate) fn time_runs(
     mut run: impl FnMut() -> kiln_backend::Result<()>,
     sync: impl Fn() -> kiln_backend::Result<()>,
 ) -> kiln_backend::Result<f64> {
-    let mut batch = |reps: u32| -> kiln_backend::Result<f64> {
-        let t0 = Instant::now();
-        for _ in 0..reps {
-            run()?;
-        }
-        sync()?;
-        Ok(t0.elapsed().as_secs_f64())
-    };
+    let mut batch = |reps: u32| time_batch(&mut run, &sync, reps);
     let mut reps = 1;
     while batch(reps)? < TARGET.as_secs_f64() && reps < MAX_REPS {
         reps *= 2;
@@ -284,4 +272,18 @@ pub(crate) fn time_runs(
     let mean = twice / (2 * reps) as f64;
     let per_run = (twice - once) / reps as f64;
     Ok(if per_run >= 0.5 * mean && per_run <= mean { per_run } else { mean })
+}
+
+/// Wall seconds of `reps` runs of `run` back to back and one `sync`.
+fn time_batch(
+    run: &mut impl FnMut() -> kiln_backend::Result<()>,
+    sync: &impl Fn() -> kiln_backend::Result<()>,
+    reps: u32,
+) -> kiln_backend::Result<f64> {
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        run()?;
+    }
+    sync()?;
+    Ok(t0.elapsed().as_secs_f64())
 }

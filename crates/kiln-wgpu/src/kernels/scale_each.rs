@@ -4,7 +4,7 @@
 
 use super::fused::{Access, check_float, check_len, float_binding, raw_binding};
 use super::params::{KernelParams, kernel_params};
-use super::sum_squares::{MAX_BOUND, bound};
+use super::sum_squares::{MAX_BOUND, bound, check_parts};
 use super::{enables, module};
 use crate::shaders::Template;
 use crate::storage::GpuStorage;
@@ -72,20 +72,7 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut GpuStorage, usize)], factor: &Gp
         cast = factor.cast(&Layout::contiguous(&[1]), DType::F32)?;
         &cast
     };
-    for (s, n) in parts.iter() {
-        if !std::sync::Arc::ptr_eq(s.context(), &ctx) {
-            return Err(Error::DeviceMismatch {
-                op: OP,
-                lhs: ctx.summary.name.clone(),
-                rhs: s.context().summary.name.clone(),
-            });
-        }
-        check_float(OP, s.dtype())?;
-        if s.len() < *n {
-            return Err(Error::invalid(OP, format!("storage holds {} elements, needs {n}", s.len())));
-        }
-        check_len(OP, *n)?;
-    }
+    check_parts(OP, &ctx, parts.iter().map(|(s, n)| (&**s, *n)))?;
     let limit = ctx.limits.max_storage_buffer_binding_size;
     let bound = bound(&ctx);
     let mut i = 0;

@@ -90,6 +90,30 @@ pub(crate) fn bound(ctx: &crate::context::GpuContext) -> usize {
     (ctx.limits.max_storage_buffers_per_shader_stage as usize).saturating_sub(2).clamp(1, MAX_BOUND)
 }
 
+/// The checks both multi-tensor kernels make of their parts: each on `ctx`, a float, holding at
+/// least its `n` elements, and `n` within a dispatch's reach.
+pub(crate) fn check_parts<'a>(
+    op: &'static str,
+    ctx: &std::sync::Arc<crate::context::GpuContext>,
+    parts: impl IntoIterator<Item = (&'a GpuStorage, usize)>,
+) -> Result<()> {
+    for (s, n) in parts {
+        if !std::sync::Arc::ptr_eq(s.context(), ctx) {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: ctx.summary.name.clone(),
+                rhs: s.context().summary.name.clone(),
+            });
+        }
+        check_float(op, s.dtype())?;
+        if s.len() < n {
+            return Err(Error::invalid(op, format!("storage holds {} elements, needs {n}", s.len())));
+        }
+        check_len(op, n)?;
+    }
+    Ok(())
+}
+
 /// `Σ x²` of the first `n` elements of each part, as `[parts.len()]` f32.
 pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Result<GpuStorage> {
     if dtype != DType::F32 {
@@ -98,20 +122,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
     let Some(&(first, _)) = parts.first() else { return Err(Error::invalid(OP, "needs at least one tensor")) };
     let ctx = first.context().clone();
     let limit = ctx.limits.max_storage_buffer_binding_size;
-    for &(s, n) in parts {
-        if !std::sync::Arc::ptr_eq(s.context(), &ctx) {
-            return Err(Error::DeviceMismatch {
-                op: OP,
-                lhs: ctx.summary.name.clone(),
-                rhs: s.context().summary.name.clone(),
-            });
-        }
-        check_float(OP, s.dtype())?;
-        if s.len() < n {
-            return Err(Error::invalid(OP, format!("storage holds {} elements, needs {n}", s.len())));
-        }
-        check_len(OP, n)?;
-    }
+    check_parts(OP, &ctx, parts.iter().copied())?;
     // A tensor past the binding limit is summed by the chunked square and reduction into a
     // slot of its own; every other one gets workgroups in the first pass.
     let oversized: Vec<bool> = parts.iter().map(|(s, _)| s.buffer().size() > limit).collect();
