@@ -38,12 +38,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // Larger ki only moves further up: once above the padded image, no later tap hits.
         if ki * dh > py { break; }
         let ty = py - ki * dh;
-        let oy = ty / sh;
+        let oy = div_window(ty, sh);
         if oy * sh != ty || oy >= oh { continue; }
         for (var kj = 0u; kj < kw; kj++) {
             if kj * dw > px { break; }
             let tx = px - kj * dw;
-            let ox = tx / sw;
+            let ox = div_window(tx, sw);
             if ox * sw != tx || ox >= ow { continue; }
             let row = (ci * kh + ki) * kw + kj;
             acc += {{C}}(cols[base + row * row_step + (oy * ow + ox) * col_step]);

@@ -24,21 +24,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = i / (p.w * p.h * p.c);
     let g_at = layout_offset(p.x) + b * layout_stride(p.x, 4u, 0u) + ci * layout_stride(p.x, 4u, 1u);
     let t_at = layout_offset(p.t) + b * layout_stride(p.t, 4u, 0u) + ci * layout_stride(p.t, 4u, 1u);
+    let g_y = layout_stride(p.x, 4u, 2u);
+    let g_x = layout_stride(p.x, 4u, 3u);
+    let t_y = layout_stride(p.t, 4u, 2u);
+    let t_x = layout_stride(p.t, 4u, 3u);
     var acc = {{C}}(0);
     for (var ki = 0u; ki < p.kh; ki++) {
         // Larger ki only moves further up: once above the padded image, no later tap hits.
         if ki * p.dh > py { break; }
         let ty = py - ki * p.dh;
-        let oy = ty / p.sh;
+        let oy = div_window(ty, p.sh);
         if oy * p.sh != ty || oy >= p.oh { continue; }
         for (var kj = 0u; kj < p.kw; kj++) {
             if kj * p.dw > px { break; }
             let tx = px - kj * p.dw;
-            let ox = tx / p.sw;
+            let ox = div_window(tx, p.sw);
             if ox * p.sw != tx || ox >= p.ow { continue; }
-            let tap = taps[t_at + oy * layout_stride(p.t, 4u, 2u) + ox * layout_stride(p.t, 4u, 3u)];
+            let tap = taps[t_at + oy * t_y + ox * t_x];
             if tap == ki * p.kw + kj {
-                acc += {{C}}(grad[g_at + oy * layout_stride(p.x, 4u, 2u) + ox * layout_stride(p.x, 4u, 3u)]);
+                acc += {{C}}(grad[g_at + oy * g_y + ox * g_x]);
             }
         }
     }

@@ -38,6 +38,15 @@ fn layout_stride(base: u32, rank: u32, d: u32) -> u32 {
     return info[base + 2u + rank + d];
 }
 
+// a / d for a window's stride or dilation: u32 division by a run-time value costs a long
+// instruction sequence on GPUs (it dominated col2im on the H100), and these divisors are
+// nearly always 1 or 2. The branches are uniform: every thread has the same d.
+fn div_window(a: u32, d: u32) -> u32 {
+    if d == 1u { return a; }
+    if d == 2u { return a >> 1u; }
+    return a / d;
+}
+
 // Workgroup grids may be 2-D when a 1-D count would pass 65,535 (see batch.rs).
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;

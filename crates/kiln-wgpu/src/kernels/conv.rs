@@ -97,14 +97,16 @@ pub(crate) fn im2col(s: &GpuStorage, l: &Layout, g: &ConvGeometry, pad: f64) -> 
         DType::F16 => u32::from(half::f16::from_f64(pad).to_bits()),
         d => param_bits(pad, d),
     };
-    let meta = conv_meta(OP, g, n, pad_bits, l, None)?;
+    // One thread per (image, channel, output position); each writes the kh·kw taps.
+    let threads = numel / (g.kh * g.kw).max(1);
+    let meta = conv_meta(OP, g, threads as u32, pad_bits, l, None)?;
     let ctx = s.context();
     let out = GpuStorage::alloc(ctx, OP, s.dtype(), numel)?;
     if n == 0 {
         return Ok(out);
     }
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("im2col|{t}"), || im2col_source(t))?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, n.div_ceil(WG))?;
+    ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, (threads as u32).div_ceil(WG))?;
     Ok(out)
 }
 
