@@ -343,6 +343,43 @@ fn strided_reads_of_a_pending_value_and_in_place_writes_keep_order() {
 }
 
 #[test]
+fn views_with_contiguous_rows_read_every_element_in_place() {
+    // Views whose last dimension is contiguous and a multiple of 4 long (a [b, t, h, d] tensor
+    // transposed to [b, h, t, d]; a slice of rows starting at an odd element) take the load that
+    // indexes once per four elements in vec4 kernels. Against the CPU, element by element, at
+    // sizes above and below the vec4 threshold; a last dimension of 6 takes the general path.
+    let Some(gpu) = common::gpu("views_with_contiguous_rows_read_every_element_in_place") else { return };
+    let _g = lock();
+    kiln::set_fusion(true);
+    let cpu = Device::cpu();
+    let mut rng = Rng::new(0x0005_7a1d_e0ef_0001);
+    for (shape, d) in [([3usize, 40, 5, 8], 8usize), ([2, 7, 3, 4], 4), ([2, 33, 3, 12], 12), ([2, 50, 3, 6], 6)] {
+        let shape = [shape[0], shape[1], shape[2], d];
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = (0..n).map(|_| (rng.unit() * 4.0 - 2.0) as f32).collect();
+        let on = |dev: &Device| {
+            let x = Tensor::from_vec(vals.clone(), &shape, dev).unwrap();
+            let heads = x.transpose(1, 2).unwrap();
+            // Rows 1..d-3 of the last dimension (length d - 4, offset 1) when that is a
+            // multiple of 4 and not empty.
+            let cut = if d > 4 { x.narrow(3, 1, d - 4).unwrap() } else { x.clone() };
+            let a = heads.mul_scalar(2.0).unwrap().add_scalar(0.5).unwrap().to_vec::<f32>().unwrap();
+            let b = heads.contiguous().unwrap().to_vec::<f32>().unwrap();
+            let c = cut.exp().unwrap().to_vec::<f32>().unwrap();
+            (a, b, c)
+        };
+        let (ga, gb, gc) = on(&gpu);
+        let (ca, cb, cc) = on(&cpu);
+        assert_eq!(gb, cb, "copy of {shape:?} transposed");
+        assert_eq!(ga, ca, "2x + 0.5 of {shape:?} transposed");
+        assert_eq!(gc.len(), cc.len());
+        for (k, (p, q)) in gc.iter().zip(&cc).enumerate() {
+            assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "exp of the narrowed {shape:?} at {k}: {p} vs {q}");
+        }
+    }
+}
+
+#[test]
 fn switching_fusion_off_dispatches_eagerly() {
     let Some(gpu) = common::gpu("switching_fusion_off_dispatches_eagerly") else { return };
     let _g = lock();

@@ -45,6 +45,12 @@ pub(crate) enum LoadKind {
     Scalar,
     /// Through a layout block.
     Strided,
+    /// Through a layout block whose last dimension is contiguous (stride 1) and a multiple of 4
+    /// long, as a transposed view of heads is: the four elements of a vec4 invocation are then
+    /// adjacent in memory, so one `layout_index` (a division and a remainder per dimension, the
+    /// costly part of a strided copy on GPUs) serves all four. Scalar invocations treat it as
+    /// `Strided`.
+    StridedRows,
 }
 
 #[derive(Clone, Debug)]
@@ -214,7 +220,7 @@ impl GroupPlan {
                 let index = match plan.kind {
                     LoadKind::Contiguous => format!("{word} + i"),
                     LoadKind::Scalar => word,
-                    LoadKind::Strided => format!("layout_index({word}, i)"),
+                    LoadKind::Strided | LoadKind::StridedRows => format!("layout_index({word}, i)"),
                 };
                 let _ = writeln!(body, "    let a{l} = {};", load(plan.dtype, &format!("{buf}[{index}]")));
                 vec![format!("a{l}")]
@@ -231,6 +237,20 @@ impl GroupPlan {
                             load(plan.dtype, &format!("{buf}[{word} >> 2u][{word} & 3u]"))
                         );
                         vec![format!("a{l}"); 4]
+                    }
+                    LoadKind::StridedRows => {
+                        let _ = writeln!(body, "    let e{l} = layout_index({word}, 4u * i);");
+                        (0..4)
+                            .map(|c| {
+                                let e = format!("(e{l} + {c}u)");
+                                let _ = writeln!(
+                                    body,
+                                    "    let a{l}_{c} = {};",
+                                    load(plan.dtype, &format!("{buf}[{e} >> 2u][{e} & 3u]"))
+                                );
+                                format!("a{l}_{c}")
+                            })
+                            .collect()
                     }
                     LoadKind::Strided => (0..4)
                         .map(|c| {
@@ -433,7 +453,12 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
         Some(std::sync::Arc::new(FnSig::new(spec.value, vec![], d, true)))
     };
     let bern = kiln_backend::Distribution::Bernoulli { keep: 0.8, value: 1.25 };
-    let mut plans = vec![chain, chain4, w3, mixed, mixed4, add_run, add_run4, run(0), run(1)];
+    // A transposed view whose rows stay contiguous (attention's heads), scalar and vec4.
+    let mut rows4 = w3.clone();
+    rows4.loads[0].kind = LoadKind::StridedRows;
+    let mut rows = rows4.clone();
+    rows.vec4 = false;
+    let mut plans = vec![chain, chain4, w3, rows, rows4, mixed, mixed4, add_run, add_run4, run(0), run(1)];
     for vec4 in [false, true] {
         let fns: Vec<_> = [
             random(bern, f),

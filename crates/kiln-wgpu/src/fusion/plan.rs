@@ -410,7 +410,7 @@ impl GpuContext {
         for (l, (_, layout)) in load_layouts.iter().enumerate() {
             meta[words + l] = match plan.loads[l].kind {
                 LoadKind::Contiguous | LoadKind::Scalar => layout.offset() as u32,
-                LoadKind::Strided => {
+                LoadKind::Strided | LoadKind::StridedRows => {
                     let base = meta.len() as u32;
                     kernels::push_layout(OP, &mut meta, layout)?;
                     base
@@ -455,6 +455,8 @@ fn load_kind(layout: &Layout) -> LoadKind {
         LoadKind::Scalar
     } else if layout.is_contiguous() {
         LoadKind::Contiguous
+    } else if layout.strides().last() == Some(&1) && layout.shape().last().is_some_and(|d| d % 4 == 0) {
+        LoadKind::StridedRows
     } else {
         LoadKind::Strided
     }
