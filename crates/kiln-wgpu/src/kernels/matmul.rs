@@ -185,6 +185,9 @@ pub(super) const CANDIDATES: [Tile; 24] = [
     LARGE_16_DB_W,
 ];
 
+/// Tiles whose other split counts the autotuner times after timing every tile once.
+const FINALISTS: usize = 3;
+
 /// GPUs take LARGE from this many LARGE tiles on (2048² outputs).
 const LARGE_MIN_TILES: u64 = 256;
 /// CPU adapters (lavapipe) take it as soon as both cores get work: there every workgroup-memory
@@ -386,9 +389,9 @@ fn choose(
         return Ok(rule(fallback));
     }
     let tiles = usable(ctx);
-    let mut candidates = Vec::new();
-    for &tile in &tiles {
-        candidates.push(Choice::whole(tile));
+    // Each tile whole and at half, once and twice the rule's split count.
+    let variants = |tile: Tile| {
+        let mut v = vec![Choice::whole(tile)];
         let s = rule_splits(tile);
         for splits in [s / 2, s, s * 2] {
             let c = Choice { tile, splits };
@@ -396,12 +399,14 @@ fn choose(
                 && d.chunk(tile, splits) >= SPLIT_MIN_CHUNK_TUNED
                 && d.k.div_ceil(d.chunk(tile, splits)) == splits
                 && fit(c) == c
-                && !candidates.contains(&c)
+                && !v.contains(&c)
             {
-                candidates.push(c);
+                v.push(c);
             }
         }
-    }
+        v
+    };
+    let candidates: Vec<Choice> = tiles.iter().flat_map(|&t| variants(t)).collect();
     // Classes name the tiles they were tuned among, so that a build with new tiles tunes them
     // again rather than reusing a choice that never saw them; classes with split candidates get
     // their own name too, so that choices stored before split k existed (tiles only) are tuned
@@ -418,7 +423,27 @@ fn choose(
     let mut best = (f64::INFINITY, rule(fallback));
     let Dims { batch, m, n, k } = d;
     let flops = 2.0 * (batch * m * n * k) as f64;
-    for (c, secs) in crate::autotune::time_candidates(&candidates, &mut run, || ctx.sync()) {
+    // Two rounds, so that a class costs about a third of timing every variant (W10's first run
+    // tuned for 74 s on an H100 with 24 tiles × up to 4 split counts): every tile at the rule's
+    // split count, then the other split counts of the fastest few tiles. A tile's split
+    // variants differ by tens of percent, tiles by up to 10× (session 9's log).
+    let first: Vec<Choice> = tiles.iter().map(|&t| rule(t)).fold(Vec::new(), |mut v, c| {
+        if !v.contains(&c) {
+            v.push(c);
+        }
+        v
+    });
+    let mut timed = crate::autotune::time_candidates(&first, &mut run, || ctx.sync());
+    let mut fastest: Vec<(Choice, f64)> = timed.clone();
+    fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let second: Vec<Choice> = fastest
+        .iter()
+        .take(FINALISTS)
+        .flat_map(|(c, _)| variants(c.tile))
+        .filter(|c| !first.contains(c))
+        .collect();
+    timed.extend(crate::autotune::time_candidates(&second, &mut run, || ctx.sync()));
+    for (c, secs) in timed {
         if ctx.tuner.log {
             eprintln!(
                 "autotune class={class} batch={batch} m={m} n={n} k={k} choice={} us={:.2} tflops={:.2}",
