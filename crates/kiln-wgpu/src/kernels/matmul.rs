@@ -436,12 +436,8 @@ fn choose(
     let mut timed = crate::autotune::time_candidates(&first, &mut run, || ctx.sync());
     let mut fastest: Vec<(Choice, f64)> = timed.clone();
     fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let second: Vec<Choice> = fastest
-        .iter()
-        .take(FINALISTS)
-        .flat_map(|(c, _)| variants(c.tile))
-        .filter(|c| !first.contains(c))
-        .collect();
+    let second: Vec<Choice> =
+        fastest.iter().take(FINALISTS).flat_map(|(c, _)| variants(c.tile)).filter(|c| !first.contains(c)).collect();
     timed.extend(crate::autotune::time_candidates(&second, &mut run, || ctx.sync()));
     for (c, secs) in timed {
         if ctx.tuner.log {
