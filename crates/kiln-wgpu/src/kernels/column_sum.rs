@@ -2,7 +2,7 @@
 //! `shaders/column_sum_finish.wgsl`): what a bias gradient is, `Σ` of `[rows, cols]` over its
 //! rows. The general reduction walks such a layout one column per thread (128-byte loads per
 //! subgroup); this reads four neighbouring columns per thread (512 bytes per subgroup), then adds
-//! the per-chunk partials in a pass of one thread per four columns without barriers.
+//! the per-chunk partials in a second pass laid out the same way.
 
 use super::fused::{Access, raw_binding};
 use super::params::{KernelParams, kernel_params};
@@ -92,7 +92,7 @@ pub(crate) fn column_sum(
     ctx.dispatch(OP, &kernel, &[s.buffer(), part.buffer()], p.words(), words(blocks * chunks, "workgroups")?)?;
     let out = GpuStorage::alloc(ctx, OP, dtype, cols)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &key(dtype, true), || finish_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[part.buffer(), out.buffer()], p.words(), words(cols4.div_ceil(256), "workgroups")?)?;
+    ctx.dispatch(OP, &kernel, &[part.buffer(), out.buffer()], p.words(), words(blocks, "workgroups")?)?;
     Ok(out)
 }
 
