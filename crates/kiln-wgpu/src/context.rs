@@ -317,11 +317,15 @@ impl GpuContext {
     }
 
     /// Records a copy of `bytes` from `src_offset` within `src` to `dst_offset` within `dst`, in
-    /// order with the dispatches.
-    pub(crate) fn copy(&self, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) {
-        // Callers that can report errors flush first; this keeps the order for the rest.
-        let _ = self.flush_fusion();
+    /// order with the dispatches: a buffer copy, or a kernel between two blocks of one buffer
+    /// (see `kernels::copy_words`).
+    pub(crate) fn copy(&self, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) -> Result<()> {
+        if src.buffer == dst.buffer {
+            return self.copy_within(src, src_offset, dst, dst_offset, bytes);
+        }
+        self.flush_fusion()?;
         self.batch.copy(&self.gpu, src, src_offset, dst, dst_offset, bytes);
+        Ok(())
     }
 
     /// Uploads `bytes` into a fresh storage buffer.

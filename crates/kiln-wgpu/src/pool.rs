@@ -433,7 +433,7 @@ impl BufferPool {
         let asked = bytes.next_multiple_of(self.align);
         let segment = if asked < SEGMENT_ALONE { SEGMENT } else { asked.next_multiple_of(SEGMENT_ROUND) };
         // A segment never passes the largest binding, so a block of it binds like a buffer.
-        let segment = segment.min(self.max_binding / self.align * self.align).max(asked);
+        let mut segment = segment.min(self.max_binding / self.align * self.align).max(asked);
         let mut s = lock(&self.state);
         s.tick += 1;
         let mut found = s.segments.take(asked);
@@ -443,8 +443,19 @@ impl BufferPool {
                 s.note_miss((segment, STORAGE_USAGE));
                 let keep = s.keep(self.budget);
                 s.evict_lru(segment, keep);
+                // Still past what the pool keeps with nothing left to let go: the free bytes lie
+                // in segments in use, in pieces too small for this request. A step fragments its
+                // segments the same way every time, so it needs this much more: keep it, rather
+                // than letting a segment go at the next drop and asking for one every step.
+                let over = (s.lent_bytes + s.pooled_bytes + segment).saturating_sub(s.keep(self.budget));
+                s.grown += over;
             }
             s.make_room(segment);
+            if let Some(limit) = s.limit {
+                // Under a limit a segment takes at most the room left (the request at least).
+                let room = limit.saturating_sub(s.lent_bytes + s.pooled_bytes);
+                segment = segment.min(room / self.align * self.align).max(asked);
+            }
             drop(s);
             let buffer = self.create_buffer(device, op, segment, STORAGE_USAGE)?;
             s = lock(&self.state);

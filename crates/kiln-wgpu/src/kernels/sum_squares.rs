@@ -143,7 +143,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
         if oversized[i] {
             let l = Layout::contiguous(&[n]);
             let sum = s.cast(&l, DType::F32)?.unary(&l, UnaryOp::Square)?.reduce(&l, ReduceOp::Sum, 1)?;
-            ctx.copy(sum.binding(), 0, partials.binding(), 4 * base as u64, 4);
+            ctx.copy(sum.binding(), 0, partials.binding(), 4 * base as u64, 4)?;
             base += 1;
             i += 1;
             continue;
