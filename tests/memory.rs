@@ -642,12 +642,12 @@ fn blocks_on() -> bool {
     std::env::var("KILN_POOL_SPLIT").map(|v| !matches!(v.trim(), "0" | "off" | "false")).unwrap_or(true)
 }
 
-/// Tensors of 1–3 MiB are blocks of one shared buffer (a segment): each is uploaded, computed on
-/// (elementwise, a product whose operands and result share the segment, a reduction, a strided
-/// copy) and read back at its own offset, also after blocks between them were freed and taken by
-/// other sizes. A binding, upload or copy that ignored a block's offset would see a neighbour's
-/// data, and a kernel that bound an input read-only beside a writable block of the same buffer
-/// would be refused by wgpu.
+/// Tensors of 4–6 MiB are blocks of one shared buffer (a 48 MiB segment a dropped tensor left
+/// free): each is uploaded, computed on (elementwise, a product whose operands and result share
+/// the segment, a reduction, a strided copy) and read back at its own offset, also after blocks
+/// between them were freed and taken by other sizes. A binding, upload or copy that ignored a
+/// block's offset would see a neighbour's data, and a kernel that bound an input read-only beside
+/// a writable block of the same buffer would be refused by wgpu.
 #[test]
 fn tensors_in_one_segment_keep_their_own_bytes() {
     let Some(g) = common::own_gpu("tensors_in_one_segment_keep_their_own_bytes", |_| {}) else { return };
@@ -656,12 +656,17 @@ fn tensors_in_one_segment_keep_their_own_bytes() {
         let host = values(tag, n);
         (Tensor::from_vec(host.clone(), &[n], &g).unwrap(), host)
     };
-    // Odd element counts of 1 to 3 MiB of f32.
+    drop(Tensor::zeros(&[(48 * MIB / 4) as usize], &g).unwrap());
+    g.sync().unwrap();
+    // Odd element counts of 4 to 6 MiB of f32: 31 MiB in all.
     let start = g.memory_stats().allocations;
-    let mut tensors: Vec<(Tensor, Vec<f32>)> =
-        [262_145usize, 393_217, 524_287, 262_401, 786_433, 589_825].iter().enumerate().map(|(i, &n)| upload(i, n)).collect();
+    let mut tensors: Vec<(Tensor, Vec<f32>)> = [1_048_577usize, 1_310_721, 1_572_863, 1_048_833, 1_376_257, 1_769_473]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| upload(i, n))
+        .collect();
     if blocks_on() {
-        assert_eq!(g.memory_stats().allocations, start + 1, "six blocks should share one segment");
+        assert_eq!(g.memory_stats().allocations, start, "six blocks should share the free segment");
         let (first, _) = tensors[0].0.wgpu_buffer().unwrap();
         let mut offsets: Vec<u64> = tensors
             .iter()
@@ -686,8 +691,9 @@ fn tensors_in_one_segment_keep_their_own_bytes() {
         }
     };
     check_all(&tensors);
-    // A product whose operands and result are all blocks (~1 MiB each), and a strided copy.
-    let (m, k, n) = (512usize, 513usize, 511usize);
+    // A product whose operands and result are blocks of the same segment (4 MiB each, in the
+    // 17 MiB the tensors left), and a strided copy.
+    let (m, k, n) = (1025usize, 1024usize, 1025usize);
     let a_cpu = common::random(&[m, k], DType::F32, 3, -1.0, 1.0);
     let b_cpu = common::random(&[k, n], DType::F32, 4, -1.0, 1.0);
     let (a, b) = (a_cpu.to(&g).unwrap(), b_cpu.to(&g).unwrap());
@@ -700,8 +706,8 @@ fn tensors_in_one_segment_keep_their_own_bytes() {
     let allocated = g.memory_stats().allocations;
     tensors.remove(3);
     tensors.remove(1);
-    tensors.push(upload(7, 300_001));
-    tensors.push(upload(8, 262_147));
+    tensors.push(upload(7, 1_200_001));
+    tensors.push(upload(8, 1_048_579));
     if blocks_on() {
         assert_eq!(g.memory_stats().allocations, allocated, "the freed blocks should serve the new tensors");
     }

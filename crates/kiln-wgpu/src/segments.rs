@@ -27,8 +27,6 @@ struct Segment<B> {
     blocks: BTreeMap<u64, (u64, bool)>,
     /// Bytes lent out of it.
     used: u64,
-    /// When it last became wholly free (the least recent goes first).
-    tick: u64,
 }
 
 pub(crate) struct Segments<B> {
@@ -54,8 +52,8 @@ impl<B> Segments<B> {
     }
 
     /// Adds a wholly free segment of `size` bytes; returns its index.
-    pub(crate) fn add(&mut self, buffer: B, size: u64, tick: u64) -> usize {
-        let seg = Segment { buffer, size, blocks: BTreeMap::from([(0, (size, true))]), used: 0, tick };
+    pub(crate) fn add(&mut self, buffer: B, size: u64) -> usize {
+        let seg = Segment { buffer, size, blocks: BTreeMap::from([(0, (size, true))]), used: 0 };
         let id = match self.segs.iter().position(Option::is_none) {
             Some(i) => {
                 self.segs[i] = Some(seg);
@@ -92,8 +90,8 @@ impl<B> Segments<B> {
     }
 
     /// Takes `block` back and merges it with free neighbours; returns whether its segment is
-    /// now wholly free (stamped with `tick`).
-    pub(crate) fn give(&mut self, block: Block, tick: u64) -> bool {
+    /// now wholly free.
+    pub(crate) fn give(&mut self, block: Block) -> bool {
         let s = self.segs[block.seg].as_mut().expect("a lent block's segment exists");
         debug_assert_eq!(s.blocks.get(&block.offset), Some(&(block.size, false)));
         s.used -= block.size;
@@ -116,9 +114,6 @@ impl<B> Segments<B> {
         }
         s.blocks.insert(offset, (size, true));
         self.free.insert((size, block.seg, offset));
-        if s.used == 0 {
-            s.tick = tick;
-        }
         s.used == 0
     }
 
@@ -126,18 +121,13 @@ impl<B> Segments<B> {
         &self.segs[seg].as_ref().expect("a lent block's segment exists").buffer
     }
 
-    /// The wholly free segment freed longest ago: (index, size, tick).
-    pub(crate) fn oldest_empty(&self) -> Option<(usize, u64, u64)> {
-        self.empty().min_by_key(|e| e.2)
-    }
-
-    /// The largest wholly free segment.
-    pub(crate) fn largest_empty(&self) -> Option<(usize, u64, u64)> {
+    /// The largest wholly free segment: (index, size).
+    pub(crate) fn largest_empty(&self) -> Option<(usize, u64)> {
         self.empty().max_by_key(|e| e.1)
     }
 
-    fn empty(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-        self.segs.iter().enumerate().filter_map(|(i, s)| s.as_ref().filter(|s| s.used == 0).map(|s| (i, s.size, s.tick)))
+    fn empty(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.segs.iter().enumerate().filter_map(|(i, s)| s.as_ref().filter(|s| s.used == 0).map(|s| (i, s.size)))
     }
 
     /// Removes a wholly free segment; returns its buffer and size.
@@ -228,16 +218,14 @@ mod tests {
             let min_rest = 4 * ALIGN;
             let mut s = Segments::new(min_rest);
             let mut lent: Vec<Block> = Vec::new();
-            let mut tick = 0;
             for _ in 0..600 {
-                tick += 1;
                 if lent.is_empty() || rng.next() % 5 < 3 {
                     let want = (1 + rng.next() % 64) * ALIGN;
                     let b = match s.take(want) {
                         Some(b) => b,
                         None => {
                             let size = (want.max(32 * ALIGN)).next_multiple_of(8 * ALIGN);
-                            s.add((), size, tick);
+                            s.add((), size);
                             s.take(want).expect("a fresh segment fits the request")
                         }
                     };
@@ -246,7 +234,7 @@ mod tests {
                 } else {
                     let i = (rng.next() % lent.len() as u64) as usize;
                     let b = lent.swap_remove(i);
-                    let empty = s.give(b, tick);
+                    let empty = s.give(b);
                     assert_eq!(empty, !lent.iter().any(|l| l.seg == b.seg));
                     if empty && rng.next() % 3 == 0 {
                         s.remove(b.seg);
@@ -256,7 +244,7 @@ mod tests {
             }
             // Everything back: every segment is one free block, and all of it can go.
             for b in lent.drain(..) {
-                s.give(b, tick);
+                s.give(b);
             }
             check(&s, &lent);
             assert!(s.blocks().iter().all(|b| b.1 == 0 && b.3));
@@ -269,8 +257,8 @@ mod tests {
     #[test]
     fn best_fit_and_split() {
         let mut s = Segments::new(1024);
-        let a = s.add((), 8192, 0);
-        let b = s.add((), 4096, 0);
+        let a = s.add((), 8192);
+        let b = s.add((), 4096);
         // 3000 bytes fit best in the 4096 segment; the 1096 left is kept free.
         let x = s.take(3000).unwrap();
         assert_eq!((x.seg, x.offset, x.size), (b, 0, 3000));
@@ -279,10 +267,10 @@ mod tests {
         assert_eq!((y.seg, y.offset, y.size), (b, 3000, 1096));
         let z = s.take(2048).unwrap();
         assert_eq!((z.seg, z.offset), (a, 0));
-        assert!(!s.give(x, 1));
-        assert!(s.give(y, 2), "x and y merged: segment b is wholly free");
-        assert_eq!(s.oldest_empty().map(|e| e.0), Some(b));
-        assert!(s.give(z, 3));
+        assert!(!s.give(x));
+        assert!(s.give(y), "x and y merged: segment b is wholly free");
+        assert_eq!(s.largest_empty().map(|e| e.0), Some(b));
+        assert!(s.give(z));
         assert_eq!(s.largest_empty().map(|e| e.0), Some(a));
         assert_eq!(s.remove_empty(), 8192 + 4096);
     }
