@@ -713,3 +713,46 @@ fn tensors_in_one_segment_keep_their_own_bytes() {
     }
     check_all(&tensors);
 }
+
+/// W7's CNN (conv 1→32, conv 32→64, max-pool, two linear layers; SGD with momentum) at batch 32
+/// on a device of its own: its tensors shift size through the step (im2col columns of 27.6 MiB,
+/// activations and their gradients of 3 and 6 MiB, weight gradients), which whole buffers of
+/// fixed size classes could only serve by keeping one of every size. Blocks split and merge:
+/// the pool stays within PEAK_RATIO of the live peak, and after the first step asks the driver
+/// for nothing.
+#[test]
+fn cnn_step_pools_little_more_than_its_live_peak() {
+    use kiln_nn::optim::{Optimizer, Sgd, SgdConfig};
+    use kiln_nn::{Conv2d, Flatten, Linear, MaxPool2d, Module, ModuleExt, Relu, Sequential};
+    let Some(g) = common::own_gpu("cnn_step_pools_little_more_than_its_live_peak", |_| {}) else { return };
+    kiln::manual_seed(7);
+    let same = Conv2dOptions { padding: (1, 1), ..Default::default() };
+    let model = Sequential::new()
+        .add(Conv2d::new(1, 32, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(Conv2d::new(32, 64, (3, 3), same, true, &g).unwrap())
+        .add(Relu)
+        .add(MaxPool2d::new((2, 2), (2, 2), (0, 0)))
+        .add(Flatten)
+        .add(Linear::new(64 * 14 * 14, 128, true, &g).unwrap())
+        .add(Relu)
+        .add(Linear::new(128, 10, true, &g).unwrap());
+    let mut opt = Sgd::new(model.parameters(), SgdConfig { momentum: 0.9, ..SgdConfig::new(1e-2) }).unwrap();
+    let x = Tensor::randn(&[32, 1, 28, 28], &g).unwrap();
+    let y = Tensor::from_vec((0..32u32).map(|i| i % 10).collect::<Vec<u32>>(), &[32], &g).unwrap();
+    let mut step = || {
+        opt.zero_grad();
+        let loss = kiln_nn::loss::cross_entropy_loss(&model.forward(&x).unwrap(), &y).unwrap();
+        loss.backward().unwrap();
+        opt.step().unwrap();
+        g.sync().unwrap();
+    };
+    step();
+    let first = g.memory_stats();
+    for _ in 0..2 {
+        step();
+    }
+    let end = g.memory_stats();
+    eprintln!("BLK first {first:?}\nBLK end {end:?} ratio {}", end.peak_total_bytes as f64 / end.peak_live_bytes as f64);
+    assert_eq!(end.allocations, first.allocations, "buffers asked for after the first step: {first:?} -> {end:?}");
+}
