@@ -379,7 +379,8 @@ impl Tensor {
         let s = self.storage();
         let g = s.gpu()?;
         let elem = if self.dtype() == DType::F16 { 2 } else { 4 };
-        Some((g.buffer_for_app().clone(), self.layout().offset() as u64 * elem))
+        // The storage may be a block of a pooled buffer: its own offset comes first.
+        Some((g.buffer_for_app().clone(), g.offset() + self.layout().offset() as u64 * elem))
     }
 
     pub(crate) fn check_same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {

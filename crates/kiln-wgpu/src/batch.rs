@@ -8,7 +8,7 @@
 //! The batch knows nothing of fusion: the context records pending elementwise work before it
 //! calls in here (`GpuContext::dispatch`, `copy`, `flush`).
 
-use crate::{cache::Kernel, gpu::Gpu, pool::BufferPool};
+use crate::{cache::Kernel, gpu::Gpu, pool::BufferPool, pool::Span};
 use kiln_backend::{Error, Result};
 use std::sync::{Mutex, MutexGuard};
 
@@ -83,7 +83,7 @@ impl Batcher {
         pool: &BufferPool,
         op: &'static str,
         kernel: &Kernel,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Span<'_>],
         meta: &[u32],
         groups: u32,
     ) -> Result<()> {
@@ -94,13 +94,13 @@ impl Batcher {
             return Ok(());
         }
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
-        if let Some(b) = buffers.iter().find(|b| b.size() > max_binding) {
+        if let Some(b) = buffers.iter().find(|b| b.size > max_binding) {
             return Err(Error::OutOfMemory {
                 op,
                 msg: format!(
                     "a tensor of {} bytes exceeds this adapter's max_storage_buffer_binding_size of {max_binding} bytes \
                      (elementwise ops, reductions and matmul split such tensors; this op does not)",
-                    b.size()
+                    b.size
                 ),
             });
         }
@@ -143,7 +143,10 @@ impl Batcher {
                 }),
             }];
             for (i, b) in buffers.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(b.binding()),
+                });
             }
             let desc = wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries };
             (gpu.device.create_bind_group(&desc), None)
@@ -203,20 +206,14 @@ impl Batcher {
         Ok(())
     }
 
-    /// Records a buffer-to-buffer copy in order with the dispatches.
-    pub(crate) fn copy(
-        &self,
-        gpu: &Gpu,
-        src: &wgpu::Buffer,
-        src_offset: u64,
-        dst: &wgpu::Buffer,
-        dst_offset: u64,
-        bytes: u64,
-    ) {
+    /// Records a copy of `bytes` from `src_offset` within `src` to `dst_offset` within `dst`, in
+    /// order with the dispatches.
+    pub(crate) fn copy(&self, gpu: &Gpu, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) {
+        debug_assert!(src_offset + bytes <= src.size && dst_offset + bytes <= dst.size, "a copy past its block");
         let mut batch = self.lock();
         batch.pass = None;
         let encoder = batch.encoder.get_or_insert_with(|| gpu.device.create_command_encoder(&Default::default()));
-        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        encoder.copy_buffer_to_buffer(src.buffer, src.offset + src_offset, dst.buffer, dst.offset + dst_offset, bytes);
     }
 
     /// True when recorded work has not been submitted yet.

@@ -3,10 +3,14 @@
 //! the same buffers back step after step, so a training loop soon finds every group here and
 //! a dispatch costs a hash lookup instead of a `create_bind_group`.
 //!
+//! The key holds each binding's buffer, offset and size: blocks of one pooled segment share a
+//! buffer (see `pool`).
+//!
 //! A cached group keeps its buffers alive, so the cache is emptied whenever the pool lets a
 //! buffer go (over budget, or trimmed after an out-of-memory), and when it reaches `CAPACITY`.
 
 use crate::cache::Kernel;
+use crate::pool::Span;
 use rustc_hash::FxHashMap as HashMap;
 
 /// Bytes of metadata a cached group exposes from its dynamic offset on; longer metadata takes a
@@ -16,7 +20,7 @@ const CAPACITY: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct BindCache {
-    groups: HashMap<(usize, Vec<wgpu::Buffer>), wgpu::BindGroup>,
+    groups: HashMap<(usize, Vec<(wgpu::Buffer, u64, u64)>), wgpu::BindGroup>,
     /// The pool's release count when the cache was last emptied.
     released: u64,
     pub(crate) hits: u64,
@@ -42,7 +46,7 @@ impl BindCache {
         device: &wgpu::Device,
         kernel: &Kernel,
         arena: &wgpu::Buffer,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Span<'_>],
         released: u64,
     ) -> wgpu::BindGroup {
         if !enabled() {
@@ -53,8 +57,8 @@ impl BindCache {
             self.released = released;
         }
         let mut ids = Vec::with_capacity(buffers.len() + 1);
-        ids.push(arena.clone());
-        ids.extend(buffers.iter().map(|&b| b.clone()));
+        ids.push((arena.clone(), 0, 0));
+        ids.extend(buffers.iter().map(|b| (b.buffer.clone(), b.offset, b.size)));
         let key = (&kernel.pipeline as *const wgpu::ComputePipeline as usize, ids);
         if let Some(g) = self.groups.get(&key) {
             self.hits += 1;
@@ -68,13 +72,13 @@ impl BindCache {
 }
 
 /// A group for `kernel` with `meta_bytes` of `arena` at binding 0 (offset 0, or the dynamic
-/// offset given at `set_bind_group`) and `buffers` whole at bindings 1...
+/// offset given at `set_bind_group`) and `buffers` at bindings 1...
 pub(crate) fn create(
     device: &wgpu::Device,
     kernel: &Kernel,
     arena: &wgpu::Buffer,
     meta_bytes: u64,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[Span<'_>],
 ) -> wgpu::BindGroup {
     let mut entries = Vec::with_capacity(buffers.len() + 1);
     entries.push(wgpu::BindGroupEntry {
@@ -86,7 +90,7 @@ pub(crate) fn create(
         }),
     });
     for (i, b) in buffers.iter().enumerate() {
-        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: wgpu::BindingResource::Buffer(b.binding()) });
     }
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries })
 }

@@ -43,6 +43,27 @@ pub(crate) fn storage_bindings(wgsl: &str) -> Option<Vec<(u32, bool)>> {
     (complete && found.first() == Some(&(0, true))).then_some(found)
 }
 
+/// `wgsl` with every storage binding but binding 0 (the metadata) declared `read_write`. With
+/// the pool's blocks on (see `pool`), a kernel's input and output can be blocks of one buffer,
+/// and wgpu refuses a buffer bound read-only and writable in one dispatch (its usage scope is
+/// the whole buffer); bound writable twice it accepts. Only the declarations change: a kernel
+/// that only reads a binding still only reads it.
+pub(crate) fn writable_inputs(wgsl: &str) -> String {
+    let mut out = String::with_capacity(wgsl.len() + 256);
+    for line in wgsl.split_inclusive('\n') {
+        let code = line.split("//").next().unwrap_or("");
+        let meta = code.contains("@binding(0)") || !code.contains("@group(0)");
+        if !meta && code.contains("var<storage, read>") {
+            out.push_str(&line.replacen("var<storage, read>", "var<storage, read_write>", 1));
+        } else if !meta && code.contains("var<storage>") {
+            out.push_str(&line.replacen("var<storage>", "var<storage, read_write>", 1));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// A layout whose binding 0 (the metadata) takes a dynamic offset.
 fn dynamic_layout(device: &wgpu::Device, bindings: &[(u32, bool)]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
@@ -80,6 +101,8 @@ pub(crate) struct KernelCache {
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
     built: AtomicU64,
     pub(crate) store: Option<PipelineStore>,
+    /// Build every kernel through [`writable_inputs`] (the pool lends blocks of shared buffers).
+    pub(crate) writable: bool,
 }
 
 impl KernelCache {
@@ -122,7 +145,7 @@ impl KernelCache {
         if let Some(k) = self.kernels.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Ok(k.clone());
         }
-        let wgsl = source();
+        let wgsl = if self.writable { writable_inputs(&source()) } else { source() };
         let explicit = storage_bindings(&wgsl).map(|b| dynamic_layout(device, &b));
         let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(wgsl.into()) };
         let make_module = || match checks {
@@ -184,7 +207,20 @@ impl KernelCache {
 
 #[cfg(test)]
 mod tests {
-    use super::storage_bindings;
+    use super::{storage_bindings, writable_inputs};
+
+    #[test]
+    fn writable_inputs_leave_the_metadata_read_only() {
+        let src = "@group(0) @binding(0) var<storage, read> info: array<u32>;\n\
+                   @group(0) @binding(1) var<storage, read> a: array<f32>; // var<storage, read>\n\
+                   @group(0) @binding(2) var<storage> b: array<f32>;\n\
+                   @group(0) @binding(3) var<storage, read_write> out: array<f32>;\n\
+                   fn f() {}";
+        let w = writable_inputs(src);
+        assert_eq!(storage_bindings(&w), Some(vec![(0, true), (1, false), (2, false), (3, false)]));
+        assert!(w.contains("// var<storage, read>"), "comments stay as they were");
+        assert!(w.ends_with("fn f() {}"));
+    }
 
     #[test]
     fn explicit_layouts_only_for_plain_storage_bindings() {

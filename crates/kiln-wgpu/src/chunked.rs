@@ -78,12 +78,12 @@ fn window(op: &'static str, s: &GpuStorage, l: &Layout) -> Result<Option<(GpuSto
     let size = gpu_size(s.dtype());
     let (first, end) = span(l);
     let start_byte = first as u64 * size / 4 * 4;
-    let end_byte = (end as u64 * size).next_multiple_of(4).min(s.buffer().size());
+    let end_byte = (end as u64 * size).next_multiple_of(4).min(s.byte_size());
     let skip = ((first as u64 * size - start_byte) / size) as usize;
     let elems = ((end_byte - start_byte) / size) as usize;
     let copy = GpuStorage::alloc(s.context(), op, s.dtype(), elems.max(skip + (end - first)))?;
     if end_byte > start_byte {
-        s.context().copy(s.buffer(), start_byte, copy.buffer(), 0, end_byte - start_byte);
+        s.context().copy(s.binding(), start_byte, copy.binding(), 0, end_byte - start_byte)?;
     }
     let rebased = Layout::new(l.shape().to_vec(), l.strides().to_vec(), l.offset() - first + skip);
     Ok(Some((copy, rebased)))
@@ -94,7 +94,7 @@ fn window(op: &'static str, s: &GpuStorage, l: &Layout) -> Result<Option<(GpuSto
 pub(crate) fn in_place(op: &'static str, s: &GpuStorage, f: &dyn Fn(&GpuStorage, usize) -> Result<()>) -> Result<()> {
     let ctx = s.context();
     // The pool rounds sizes up, and what is bound is the whole (rounded) buffer.
-    if s.buffer().size() <= limit(ctx) {
+    if s.byte_size() <= limit(ctx) {
         return f(s, s.len());
     }
     // A power-of-two window is its own pool size class, so its buffer fits the limit too; its
@@ -108,9 +108,9 @@ pub(crate) fn in_place(op: &'static str, s: &GpuStorage, f: &dyn Fn(&GpuStorage,
         let len = window.min(s.len() - at);
         // An odd f16 tail moves one more element along, into the buffer's padding and back.
         let bytes = (len as u64 * size).next_multiple_of(4);
-        ctx.copy(s.buffer(), at as u64 * size, temp.buffer(), 0, bytes);
+        ctx.copy(s.binding(), at as u64 * size, temp.binding(), 0, bytes)?;
         f(&temp, len)?;
-        ctx.copy(temp.buffer(), 0, s.buffer(), at as u64 * size, bytes);
+        ctx.copy(temp.binding(), 0, s.binding(), at as u64 * size, bytes)?;
         at += len;
     }
     Ok(())
@@ -141,8 +141,7 @@ fn place(op: &'static str, out: &mut GpuStorage, at: usize, piece: &GpuStorage, 
     // A copy moves whole words: an odd f16 tail takes one more element along, from the piece's
     // (pooled, larger) buffer into the next piece's place, which that piece overwrites after,
     // or into the output's padding past its last element.
-    out.context().copy(piece.buffer(), 0, out.buffer(), dst, bytes.next_multiple_of(4));
-    Ok(())
+    out.context().copy(piece.binding(), 0, out.binding(), dst, bytes.next_multiple_of(4))
 }
 
 /// Splits dim `d` of every layout in two (or `None` past the last dim of `dims`).

@@ -13,7 +13,7 @@ use crate::gpu::Gpu;
 use crate::pipeline_cache::{self, PipelineStore};
 use crate::profile::{ProfileMode, Profiler};
 use crate::readback::Transfer;
-use crate::{cache::Kernel, cache::KernelCache, pool::BufferPool, pool::PooledBuffer};
+use crate::{cache::Kernel, cache::KernelCache, pool::BufferPool, pool::PooledBuffer, pool::Span};
 use kiln_backend::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,10 +163,12 @@ impl GpuContext {
     ) -> GpuDevice {
         let info = adapter.get_info();
         let gpu = Arc::new(Gpu::new(adapter, device, queue, options.spin, options.sync_trace));
+        let pool = BufferPool::new(&gpu.limits, options.pool_limit);
         let mut cache = KernelCache::default();
+        cache.writable = pool.splits();
         cache.store = options.cache_dir.as_deref().and_then(|dir| PipelineStore::open(&gpu.device, &info, dir));
         let ctx = Arc::new(GpuContext {
-            pool: BufferPool::new(&gpu.limits, options.pool_limit),
+            pool,
             cache,
             batch: Batcher::new(Profiler::new(options.profile, gpu.features, &gpu.queue), options.early_submit),
             options: options.clone(),
@@ -306,7 +308,7 @@ impl GpuContext {
         &self,
         op: &'static str,
         kernel: &Kernel,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Span<'_>],
         meta: &[u32],
         groups: u32,
     ) -> Result<()> {
@@ -314,11 +316,16 @@ impl GpuContext {
         self.batch.dispatch(&self.gpu, &self.pool, op, kernel, buffers, meta, groups)
     }
 
-    /// Records a buffer-to-buffer copy in order with the dispatches.
-    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
-        // Callers that can report errors flush first; this keeps the order for the rest.
-        let _ = self.flush_fusion();
+    /// Records a copy of `bytes` from `src_offset` within `src` to `dst_offset` within `dst`, in
+    /// order with the dispatches: a buffer copy, or a kernel between two blocks of one buffer
+    /// (see `kernels::copy_words`).
+    pub(crate) fn copy(&self, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) -> Result<()> {
+        if src.buffer == dst.buffer {
+            return self.copy_within(src, src_offset, dst, dst_offset, bytes);
+        }
+        self.flush_fusion()?;
         self.batch.copy(&self.gpu, src, src_offset, dst, dst_offset, bytes);
+        Ok(())
     }
 
     /// Uploads `bytes` into a fresh storage buffer.
@@ -331,7 +338,7 @@ impl GpuContext {
     pub(crate) fn read_with<T>(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: Span<'_>,
         bytes: u64,
         decode: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
@@ -342,7 +349,7 @@ impl GpuContext {
     pub(crate) async fn read_with_async<T>(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: Span<'_>,
         bytes: u64,
         decode: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {

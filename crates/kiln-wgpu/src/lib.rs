@@ -5,9 +5,10 @@
 //! 0. `platform`: what differs in a browser (nothing blocks, async waits only).
 //! 1. [`gpu`](Gpu): the open device and queue, limits, features, error capture, waits;
 //!    `adapter`: which adapter to open and what to ask of it.
-//! 2. Resources, each taking a `&wgpu::Device` or `&Gpu`: `pool` (size-class buffer reuse,
-//!    [`MemoryStats`]), `cache` (pipelines built once per specialisation key), `pipeline_cache`
-//!    (compiled pipelines persisted in `KILN_CACHE_DIR`), `bind_cache` (bind groups reused
+//! 2. Resources, each taking a `&wgpu::Device` or `&Gpu`: `pool` (size-class buffer reuse and
+//!    blocks of shared buffers, [`MemoryStats`]; `segments` keeps the blocks' books), `cache`
+//!    (pipelines built once per specialisation key), `pipeline_cache` (compiled pipelines
+//!    persisted in `KILN_CACHE_DIR`), `bind_cache` (bind groups reused
 //!    through a dynamic metadata offset), [`profile`] (`KILN_PROFILE=1`: GPU time per kernel).
 //! 3. Submission: `batch` (many dispatches per command encoder and submit, one metadata arena
 //!    per batch) and `readback` (uploads; pooled staging, blocking and async).
@@ -40,6 +41,7 @@ mod platform;
 mod pool;
 pub mod profile;
 mod readback;
+mod segments;
 pub mod shaders;
 mod storage;
 

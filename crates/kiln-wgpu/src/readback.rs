@@ -13,7 +13,7 @@
 use crate::{
     batch::Batcher,
     gpu::Gpu,
-    pool::{BufferPool, PooledBuffer},
+    pool::{BufferPool, PooledBuffer, Span},
 };
 use kiln_backend::{Error, Result};
 use std::sync::Arc;
@@ -50,9 +50,9 @@ impl<D: Fn() -> Result<()>> Transfer<'_, D> {
         }
         let queue = &self.gpu.queue;
         if padded == bytes.len() {
-            queue.write_buffer(buf.buffer(), 0, bytes);
+            queue.write_buffer(buf.buffer(), buf.offset(), bytes);
         } else if let Some(size) = wgpu::BufferSize::new(padded as u64)
-            && let Some(mut view) = queue.write_buffer_with(buf.buffer(), 0, size)
+            && let Some(mut view) = queue.write_buffer_with(buf.buffer(), buf.offset(), size)
         {
             let (mut head, mut tail) = view.slice(..).split_at(bytes.len());
             head.copy_from_slice(bytes);
@@ -66,14 +66,14 @@ impl<D: Fn() -> Result<()>> Transfer<'_, D> {
     fn stage(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: Span<'_>,
         bytes: u64,
         notify: impl FnOnce(std::result::Result<(), wgpu::BufferAsyncError>) + Send + 'static,
     ) -> Result<(PooledBuffer, Option<wgpu::SubmissionIndex>)> {
         let padded = bytes.next_multiple_of(4).max(4);
         let staging = self.pool.get(&self.gpu.device, op, padded, STAGING_USAGE)?;
         (self.deferred)()?;
-        self.batch.copy(self.gpu, src, 0, staging.buffer(), 0, padded);
+        self.batch.copy(self.gpu, src, 0, staging.binding(), 0, padded);
         let index = self.flush()?;
         staging.buffer().map_async(wgpu::MapMode::Read, 0..padded, notify);
         Ok((staging, index))
@@ -84,7 +84,7 @@ impl<D: Fn() -> Result<()>> Transfer<'_, D> {
     pub(crate) fn read_with<T>(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: Span<'_>,
         bytes: u64,
         decode: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
@@ -104,7 +104,7 @@ impl<D: Fn() -> Result<()>> Transfer<'_, D> {
     pub(crate) async fn read_with_async<T>(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: Span<'_>,
         bytes: u64,
         decode: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {

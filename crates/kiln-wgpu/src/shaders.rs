@@ -57,6 +57,12 @@ pub const SUM_SQUARES_FINISH: &str = include_str!("../shaders/sum_squares_finish
 pub const SCATTER_REDUCE: &str = include_str!("../shaders/scatter_reduce.wgsl");
 pub const ATTENTION_EXTRAS: &str = include_str!("../shaders/attention_extras.wgsl");
 
+/// `wgsl` as the kernel cache builds it while the pool lends blocks of shared buffers: every
+/// storage binding but the metadata declared `read_write` (see `cache::writable_inputs`).
+pub fn writable_inputs(wgsl: &str) -> String {
+    crate::cache::writable_inputs(wgsl)
+}
+
 /// Every kernel source the backend can build, with its cache key. Each kernel family adds
 /// its own list; a test compiles all of them with naga (WGSL → IR → validation → SPIR-V).
 pub fn all_specialisations() -> Vec<(String, String)> {

@@ -60,12 +60,32 @@ impl GpuStorage {
         self.buffer()
     }
 
-    /// The underlying wgpu buffer, for binding a tensor in an application's own passes. Elements
-    /// start at the tensor layout's offset × element size. Pending fused work is recorded first,
-    /// so the buffer's contents are defined once the recorded work is submitted.
+    /// The underlying wgpu buffer, for binding a tensor in an application's own passes. The
+    /// storage starts [`offset`](Self::offset) bytes into it (the pool lends blocks of shared
+    /// buffers) and its elements at the tensor layout's offset × element size after that.
+    /// Pending fused work is recorded first, so the buffer's contents are defined once the
+    /// recorded work is submitted.
     pub fn buffer(&self) -> &wgpu::Buffer {
         let _ = self.ctx.flush_fusion();
         self.buf.buffer()
+    }
+
+    /// Where this storage's bytes start in [`buffer`](Self::buffer).
+    pub fn offset(&self) -> u64 {
+        self.buf.offset()
+    }
+
+    /// Bytes of [`buffer`](Self::buffer) from [`offset`](Self::offset) on that are this storage's
+    /// (its elements, rounded up).
+    pub fn byte_size(&self) -> u64 {
+        self.buf.size()
+    }
+
+    /// The storage's bytes as a kernel binds them or a copy addresses them; like
+    /// [`buffer`](Self::buffer), records pending fused work first.
+    pub(crate) fn binding(&self) -> crate::pool::Span<'_> {
+        let _ = self.ctx.flush_fusion();
+        self.buf.binding()
     }
 
     pub(crate) fn shared_buffer(&self) -> &Arc<PooledBuffer> {
@@ -95,7 +115,7 @@ impl GpuStorage {
         let src = flat.as_ref().unwrap_or(self);
         let bytes = gpu_size(self.dtype) * layout.numel() as u64;
         let (dtype, n) = (self.dtype, layout.numel());
-        self.ctx.read_with_async("to_vec_async", src.buffer(), bytes, |raw| decode(dtype, raw, n)).await?
+        self.ctx.read_with_async("to_vec_async", src.binding(), bytes, |raw| decode(dtype, raw, n)).await?
     }
 
     /// A contiguous copy when `layout` is not already the buffer's prefix.
@@ -200,7 +220,7 @@ impl BackendStorage for GpuStorage {
         let src = flat.as_ref().unwrap_or(self);
         let bytes = gpu_size(self.dtype) * layout.numel() as u64;
         let (dtype, n) = (self.dtype, layout.numel());
-        self.ctx.read_with("to_vec", src.buffer(), bytes, |raw| decode(dtype, raw, n))?
+        self.ctx.read_with("to_vec", src.binding(), bytes, |raw| decode(dtype, raw, n))?
     }
 
     fn unary(&self, layout: &Layout, op: UnaryOp) -> Result<Self> {

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("adapter", 1),
     // 2: resources, each taking a device or a `&Gpu`.
     ("pool", 2),
+    ("segments", 2),
     ("cache", 2),
     ("pipeline_cache", 2),
     ("bind_cache", 2),

@@ -5,6 +5,7 @@
 //! memory by a later one. An output is written only when someone still holds it or a later
 //! kernel reads it.
 
+use crate::pool::Span;
 use super::codegen::{Arg, GroupPlan, LoadKind, LoadPlan, OpPlan};
 use super::{Node, Src};
 use crate::{context::GpuContext, kernels, pool::PooledBuffer};
@@ -304,7 +305,7 @@ impl GpuContext {
         };
         // Binding sources in order, and the buffers behind them.
         let mut sources: Vec<SourceKey> = Vec::new();
-        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        let mut buffers: Vec<Span<'_>> = Vec::new();
         // (source binding, layout) per load, for dedup and metadata.
         let mut load_layouts: Vec<(usize, &Layout)> = Vec::new();
         let members = runs.iter().flat_map(|&(first, len, chained)| {
@@ -344,9 +345,9 @@ impl GpuContext {
                     Some(b) => b,
                     None => {
                         let buffer = match src {
-                            Src::Buf(b) => b.buffer(),
+                            Src::Buf(b) => b.binding(),
                             Src::Node(i) => match &bufs[*i] {
-                                Some(b) => b.buffer(),
+                                Some(b) => b.binding(),
                                 None => unreachable_output(*i)?,
                             },
                         };
@@ -379,7 +380,7 @@ impl GpuContext {
             // Only outputs someone holds, or a later kernel reads, got a buffer.
             if let Some(b) = &bufs[k] {
                 plan.outputs.push((op_of[k - start], nodes[k].sig.out));
-                buffers.push(b.buffer());
+                buffers.push(b.binding());
                 written += 1;
             }
         }

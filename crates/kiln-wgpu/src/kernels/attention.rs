@@ -380,7 +380,7 @@ pub(crate) fn forward(
         return Ok((o, lse));
     }
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
-    let buffers = [q.buffer(), k.buffer(), v.buffer(), m.buffer(), o.buffer(), lse.buffer(), b.buffer()];
+    let buffers = [q.binding(), k.binding(), v.binding(), m.binding(), o.binding(), lse.binding(), b.binding()];
     ctx.dispatch(OP, &run.kernel, &buffers, &run.meta, run.groups)?;
     Ok((o, lse))
 }
@@ -418,12 +418,12 @@ pub(crate) fn backward(
     let delta = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
     let inputs =
-        [q.buffer(), k.buffer(), v.buffer(), o.buffer(), dout.buffer(), m.buffer(), lse.buffer(), delta.buffer()];
+        [q.binding(), k.binding(), v.binding(), o.binding(), dout.binding(), m.binding(), lse.binding(), delta.binding()];
     let mut buffers = inputs.to_vec();
-    buffers.extend([dq.buffer(), b.buffer()]);
+    buffers.extend([dq.binding(), b.binding()]);
     ctx.dispatch(OP, &pass0.kernel, &buffers, &pass0.meta, pass0.groups)?;
     let mut buffers = inputs.to_vec();
-    buffers.extend([dk.buffer(), dv.buffer(), b.buffer()]);
+    buffers.extend([dk.binding(), dv.binding(), b.binding()]);
     ctx.dispatch(OP, &pass1.kernel, &buffers, &pass1.meta, pass1.groups)?;
     Ok((dq, dk, dv))
 }

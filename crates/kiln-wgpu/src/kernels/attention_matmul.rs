@@ -147,7 +147,7 @@ pub(crate) fn forward(
     let key = row_key("attention_probs", dtype, vec4, held);
     let kernel = ctx.cache.get(&ctx.device, OP, &key, || forward_source(dtype, vec4, held))?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
-    ctx.dispatch(OP, &kernel, &[s.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), m.binding(), lse.binding(), b.binding()], &meta, groups)?;
     let o = matmul(&s, &rows_of(bh, p.q_len, p.kv_len), v, &rows_of(bh, p.kv_len, d))?;
     Ok((o, lse))
 }
@@ -174,7 +174,7 @@ pub(crate) fn backward(
     let key = row_key("attention_probs_bwd", dtype, vec4, held);
     let kernel = ctx.cache.get(&ctx.device, OP, &key, || backward_source(dtype, vec4, held))?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
-    ctx.dispatch(OP, &kernel, &[s.buffer(), dp.buffer(), m.buffer(), lse.buffer(), b.buffer()], &meta, groups)?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), dp.binding(), m.binding(), lse.binding(), b.binding()], &meta, groups)?;
     // s now holds P and dp holds dS.
     let dv = matmul(&s, &transposed(bh, tq, tk), dout, &rows_of(bh, tq, d))?;
     drop(s);

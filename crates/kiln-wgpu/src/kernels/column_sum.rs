@@ -89,10 +89,10 @@ pub(crate) fn column_sum(
     };
     let part = GpuStorage::alloc(ctx, OP, DType::F32, chunks * cols)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &key(dtype, false), || source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), part.buffer()], p.words(), words(blocks * chunks, "workgroups")?)?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), part.binding()], p.words(), words(blocks * chunks, "workgroups")?)?;
     let out = GpuStorage::alloc(ctx, OP, dtype, cols)?;
     let kernel = ctx.cache.get(&ctx.device, OP, &key(dtype, true), || finish_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[part.buffer(), out.buffer()], p.words(), words(blocks, "workgroups")?)?;
+    ctx.dispatch(OP, &kernel, &[part.binding(), out.binding()], p.words(), words(blocks, "workgroups")?)?;
     Ok(out)
 }
 

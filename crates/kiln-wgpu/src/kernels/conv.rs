@@ -106,7 +106,7 @@ pub(crate) fn im2col(s: &GpuStorage, l: &Layout, g: &ConvGeometry, pad: f64) -> 
         return Ok(out);
     }
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("im2col|{t}"), || im2col_source(t))?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, (threads as u32).div_ceil(WG))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), out.binding()], &meta, (threads as u32).div_ceil(WG))?;
     Ok(out)
 }
 
@@ -139,7 +139,7 @@ pub(crate) fn col2im(s: &GpuStorage, l: &Layout, g: &ConvGeometry) -> Result<Gpu
     }
     let kernel =
         ctx.cache.get(&ctx.device, OP, &format!("col2im|{dtype}"), || col2im_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), out.buffer()], &meta, n.div_ceil(WG))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), out.binding()], &meta, n.div_ceil(WG))?;
     Ok(out)
 }
 
@@ -185,7 +185,7 @@ pub(crate) fn max_pool(s: &GpuStorage, l: &Layout, g: &ConvGeometry) -> Result<(
     }
     let kernel =
         ctx.cache.get(&ctx.device, OP, &format!("max_pool|{dtype}"), || max_pool_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), taps.buffer()], &meta, n.div_ceil(WG))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), values.binding(), taps.binding()], &meta, n.div_ceil(WG))?;
     Ok((values, taps))
 }
 
@@ -231,7 +231,7 @@ pub(crate) fn max_pool_backward(
     }
     let key = format!("max_pool_backward|{dtype}");
     let kernel = ctx.cache.get(&ctx.device, OP, &key, || max_pool_backward_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), taps.buffer(), out.buffer()], &meta, n.div_ceil(WG))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), taps.binding(), out.binding()], &meta, n.div_ceil(WG))?;
     Ok(out)
 }
 

@@ -59,7 +59,7 @@ pub(crate) fn forward(
         return Ok((loss, lse));
     }
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("cross_entropy|{dtype}"), || forward_source(dtype))?;
-    ctx.dispatch(OP, &kernel, &[x.buffer(), targets.buffer(), loss.buffer(), lse.buffer()], &meta(p), p.rows as u32)?;
+    ctx.dispatch(OP, &kernel, &[x.binding(), targets.binding(), loss.binding(), lse.binding()], &meta(p), p.rows as u32)?;
     Ok((loss, lse))
 }
 
@@ -82,7 +82,7 @@ pub(crate) fn backward(
     }
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("cross_entropy_bwd|{dtype}"), || backward_source(dtype))?;
     let groups = check_len(OP, numel.div_ceil(WG as usize))?;
-    let buffers = [x.buffer(), targets.buffer(), lse.buffer(), grad.buffer(), dx.buffer()];
+    let buffers = [x.binding(), targets.binding(), lse.binding(), grad.binding(), dx.binding()];
     ctx.dispatch(OP, &kernel, &buffers, &meta(p), groups)?;
     Ok(dx)
 }

@@ -2,6 +2,7 @@
 //! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
 //! are contiguous.
 
+use crate::pool::Span;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
 use crate::shaders::Template;
 use crate::{context::GpuContext, storage::GpuStorage};
@@ -129,8 +130,8 @@ impl GpuContext {
             meta[3 + inputs.len()] = meta.len() as u32;
             push_layout(op, &mut meta, l)?;
         }
-        let mut buffers: Vec<&wgpu::Buffer> = inputs.iter().map(|(s, _)| s.buffer()).collect();
-        buffers.push(out.buffer());
+        let mut buffers: Vec<Span<'_>> = inputs.iter().map(|(s, _)| s.binding()).collect();
+        buffers.push(out.binding());
         self.dispatch(op, &kernel, &buffers, &meta, (numel as u32).div_ceil(WG))
     }
 }

@@ -102,7 +102,7 @@ pub(crate) fn index_select(
     let contiguous = l.is_contiguous();
     let kernel =
         ctx.cache.get(&ctx.device, OP, &index_select_key(t, contiguous), || index_select_source(t, contiguous))?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), out.buffer()], &meta, workgroups(n))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), ids.binding(), out.binding()], &meta, workgroups(n))?;
     Ok(out)
 }
 
@@ -126,7 +126,7 @@ pub(crate) fn gather(s: &GpuStorage, l: &Layout, ids: &GpuStorage, il: &Layout, 
     let (src, ids_base) = (meta.layout(OP, l)?, meta.layout(OP, il)?);
     let meta = meta.finish(GatherParams { numel: n, dim: dim as u32, src, ids: ids_base });
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("gather|{t}"), || gather_source(t))?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), out.buffer()], &meta, workgroups(n))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), ids.binding(), out.binding()], &meta, workgroups(n))?;
     Ok(out)
 }
 
@@ -191,7 +191,7 @@ pub(crate) fn scatter_add(
     let kernel = ctx
         .cache
         .get(&ctx.device, OP, &format!("scatter_add|{dtype}"), || scatter_add_source(dtype).unwrap_or_default())?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), src.buffer(), out.buffer()], &meta, workgroups(n))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), ids.binding(), src.binding(), out.binding()], &meta, workgroups(n))?;
     Ok(out)
 }
 
@@ -240,7 +240,7 @@ pub(crate) fn scatter_reduce(
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("scatter_reduce|{dtype}"), || {
         scatter_reduce_source(dtype).unwrap_or_default()
     })?;
-    ctx.dispatch(OP, &kernel, &[s.buffer(), ids.buffer(), src.buffer(), out.buffer()], &meta, workgroups(n))?;
+    ctx.dispatch(OP, &kernel, &[s.binding(), ids.binding(), src.binding(), out.binding()], &meta, workgroups(n))?;
     Ok(out)
 }
 
@@ -332,7 +332,7 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
         let kernel = ctx
             .cache
             .get(&ctx.device, OP, &format!("topk_select|{dtype}"), || topk_select_source(dtype).unwrap_or_default())?;
-        ctx.dispatch(OP, &kernel, &[s.buffer(), values.buffer(), indices.buffer()], &meta, rows as u32)?;
+        ctx.dispatch(OP, &kernel, &[s.binding(), values.binding(), indices.binding()], &meta, rows as u32)?;
         return Ok((values, indices));
     }
     let padded = len.next_power_of_two();
@@ -363,7 +363,7 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
         let tile_pass = |mode: u32, s_lo: u32, s_hi: u32, gap: u32, groups: u32| -> Result<()> {
             let mut meta = vec![nr, len as u32, p, t, mode, s_lo, s_hi, gap, r0, step, flip];
             push_layout(OP, &mut meta, l)?;
-            ctx.dispatch(OP, &tile_kernel, &[s.buffer(), pairs.buffer()], &meta, groups)
+            ctx.dispatch(OP, &tile_kernel, &[s.binding(), pairs.binding()], &meta, groups)
         };
         // Short rows go TOPK_TILE / tile to a workgroup (see topk.wgsl).
         tile_pass(0, 2, t, t, groups(padded / tile)?.div_ceil((TOPK_TILE / tile) as u32))?;
@@ -378,7 +378,7 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
             for size in (tile.ilog2() + 1..=padded.ilog2()).map(|b| 1u32 << b) {
                 let mut j = size / 2;
                 while j >= t {
-                    ctx.dispatch(OP, &step_kernel, &[pairs.buffer()], &[nr, p, size, j], threads.div_ceil(WG))?;
+                    ctx.dispatch(OP, &step_kernel, &[pairs.binding()], &[nr, p, size, j], threads.div_ceil(WG))?;
                     j /= 2;
                 }
                 tile_pass(1, size, size, t, groups(padded / tile)?)?;
@@ -386,7 +386,7 @@ pub(crate) fn topk(s: &GpuStorage, l: &Layout, k: usize, largest: bool) -> Resul
         }
         let mut meta = vec![nr, len as u32, p, k as u32, r0, step];
         push_layout(OP, &mut meta, l)?;
-        let buffers = [s.buffer(), pairs.buffer(), values.buffer(), indices.buffer()];
+        let buffers = [s.binding(), pairs.binding(), values.binding(), indices.binding()];
         ctx.dispatch(OP, &out_kernel, &buffers, &meta, groups(k)?.div_ceil(WG))?;
     }
     Ok((values, indices))

@@ -12,6 +12,7 @@
 //! each over its own k range, write f32 partials `[S, batch, m, n]` to a pooled buffer, and
 //! `shaders/matmul_splitk_sum.wgsl` adds them into the output.
 
+use crate::pool::Span;
 use super::matmul_source::Spec;
 use super::{gpu_size, storage_type};
 use crate::storage::GpuStorage;
@@ -522,18 +523,18 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         let mut meta = vec![m as u32, n as u32, k as u32, numel as u32, lanes, k_inner as u32];
         meta.extend(strides);
         let groups = (numel as u32).div_ceil(256 / lanes);
-        record(ctx, &Spec::Small { dtype }, &meta, groups, &[a.buffer(), b.buffer(), out.buffer()])?;
+        record(ctx, &Spec::Small { dtype }, &meta, groups, &[a.binding(), b.binding(), out.binding()])?;
         return Ok(out);
     }
     let d = Dims { batch, m, n, k };
     let tiled = Tiled {
         ctx,
         dtype,
-        a: classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.buffer().size()),
-        b: classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.buffer().size()),
+        a: classify(dtype, [a_off, a_sb, a_sm, a_sk], k, m, a.byte_size()),
+        b: classify(dtype, [b_off, b_sb, b_sn, b_sk], k, n, b.byte_size()),
         d,
         strides,
-        buffers: [a.buffer(), b.buffer(), out.buffer()],
+        buffers: [a.binding(), b.binding(), out.binding()],
     };
     let fallback = if dtype.is_float() && prefer_large(ctx, batch, m, n) { LARGE } else { MEDIUM };
     let choice = if dtype.is_float() {
@@ -561,7 +562,7 @@ struct Tiled<'a> {
     d: Dims,
     strides: [u32; 8],
     /// a, b and the output.
-    buffers: [&'a wgpu::Buffer; 3],
+    buffers: [Span<'a>; 3],
 }
 
 impl Tiled<'_> {
@@ -585,11 +586,11 @@ impl Tiled<'_> {
         meta.extend([batch as u32, self.d.chunk(c.tile, c.splits) as u32]);
         let numel = self.d.numel();
         let part = GpuStorage::alloc(self.ctx, OP, DType::F32, numel * c.splits)?;
-        record(self.ctx, &spec, &meta, total, &[self.buffers[0], self.buffers[1], part.buffer()])?;
+        record(self.ctx, &spec, &meta, total, &[self.buffers[0], self.buffers[1], part.binding()])?;
         let vec4 = numel.is_multiple_of(4);
         let count = if vec4 { numel / 4 } else { numel } as u32;
         let sum = Spec::SplitSum { dtype: self.dtype, vec4 };
-        record(self.ctx, &sum, &[count, c.splits as u32], count.div_ceil(256), &[part.buffer(), self.buffers[2]])
+        record(self.ctx, &sum, &[count, c.splits as u32], count.div_ceil(256), &[part.binding(), self.buffers[2]])
     }
 }
 
@@ -602,7 +603,7 @@ fn record(
     spec: &Spec,
     meta: &[u32],
     groups: u32,
-    buffers: &[&wgpu::Buffer],
+    buffers: &[Span<'_>],
 ) -> Result<()> {
     let source = || spec.source().unwrap_or_default();
     let kernel = match spec {

@@ -486,7 +486,7 @@ pub(crate) fn matmul(a: &GpuStorage, al: &Layout, b: &GpuStorage, bl: &Layout) -
         return Ok(None);
     }
     let (Some((ma, wa)), Some((mb, wb))) =
-        (quad_words(al, a.len(), a.buffer().size()), quad_words(bl, b.len(), b.buffer().size()))
+        (quad_words(al, a.len(), a.byte_size()), quad_words(bl, b.len(), b.byte_size()))
     else {
         return Ok(None);
     };
@@ -634,14 +634,14 @@ impl Product<'_> {
         let mut meta =
             vec![m as u32, n as u32, k as u32, tiles_m, tiles_n, total, wa[0], wa[1], wa[2], wb[0], wb[1], wb[2]];
         if splits == 1 {
-            return ctx.dispatch(OP, &kernel, &[self.a.buffer(), self.b.buffer(), out.buffer()], &meta, total);
+            return ctx.dispatch(OP, &kernel, &[self.a.binding(), self.b.binding(), out.binding()], &meta, total);
         }
         meta.extend([splits as u32, chunk as u32]);
         let part = GpuStorage::alloc(ctx, OP, DType::F32, numel * splits)?;
-        ctx.dispatch(OP, &kernel, &[self.a.buffer(), self.b.buffer(), part.buffer()], &meta, total)?;
+        ctx.dispatch(OP, &kernel, &[self.a.binding(), self.b.binding(), part.binding()], &meta, total)?;
         let sum = ctx.cache.get(&ctx.device, OP, SPLIT_SUM_KEY, split_sum_source)?;
         let meta = [numel as u32, splits as u32, (m * n) as u32];
-        ctx.dispatch(OP, &sum, &[part.buffer(), out.buffer()], &meta, (numel as u32).div_ceil(256))
+        ctx.dispatch(OP, &sum, &[part.binding(), out.binding()], &meta, (numel as u32).div_ceil(256))
     }
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod attention_matmul;
 pub(crate) mod attention_path;
 pub(crate) mod column_sum;
 pub(crate) mod conv;
+pub(crate) mod copy_words;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
@@ -142,5 +143,6 @@ pub(crate) fn extra_specialisations() -> Vec<(String, String)> {
     all.extend(sum_squares::specialisations());
     all.extend(scale_each::specialisations());
     all.extend(column_sum::specialisations());
+    all.extend(copy_words::specialisations());
     all
 }

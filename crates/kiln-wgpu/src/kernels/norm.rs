@@ -113,7 +113,7 @@ pub(crate) fn forward(
     ctx.dispatch(
         OP,
         &kernel,
-        &[x.buffer(), w.buffer(), b.buffer(), y.buffer(), stats.buffer()],
+        &[x.binding(), w.binding(), b.binding(), y.binding(), stats.binding()],
         meta.words(),
         groups(OP, p.rows, l)?,
     )?;
@@ -147,7 +147,7 @@ pub(crate) fn backward(
     ctx.dispatch(
         OP,
         &kernel,
-        &[x.buffer(), dy.buffer(), w.buffer(), stats.buffer(), dx.buffer()],
+        &[x.binding(), dy.binding(), w.binding(), stats.binding(), dx.binding()],
         meta.words(),
         groups(OP, p.rows, l)?,
     )?;
@@ -166,7 +166,7 @@ pub(crate) fn backward(
     ctx.dispatch(
         OP,
         &kernel,
-        &[x.buffer(), dy.buffer(), stats.buffer(), pw.buffer(), pb.buffer()],
+        &[x.binding(), dy.binding(), stats.binding(), pw.binding(), pb.binding()],
         meta.words(),
         groups,
     )?;

@@ -141,7 +141,7 @@ pub(crate) fn adam_step(
     meta.bias_a = (h.lr / bias1) as f32;
     meta.bias_b = bias2.sqrt() as f32;
     let groups = check_len(OP, n.div_ceil(WG as usize))?;
-    ctx.dispatch(OP, &kernel, &[p.buffer(), g.buffer(), m.buffer(), v.buffer()], meta.words(), groups)
+    ctx.dispatch(OP, &kernel, &[p.binding(), g.binding(), m.binding(), v.binding()], meta.words(), groups)
 }
 
 /// `ln β` for the gated kernel, bounded below: β = 0 gives −∞, and t·(−∞) is not safe on a GPU
@@ -181,7 +181,7 @@ pub(crate) fn adam_step_gated(
     meta.slot = ((h.step - 1) % 2) as u32;
     // An empty parameter still counts its step: one workgroup runs invocation 0.
     let groups = check_len(OP, n.div_ceil(WG as usize).max(1))?;
-    let bufs = [p.buffer(), g.buffer(), m.buffer(), v.buffer(), steps.buffer(), found_inf.buffer()];
+    let bufs = [p.binding(), g.binding(), m.binding(), v.binding(), steps.binding(), found_inf.binding()];
     ctx.dispatch(OP, &kernel, &bufs, meta.words(), groups)
 }
 
@@ -288,8 +288,8 @@ fn dispatch_unscale(
     let meta = UnscaleParams { units: units as u32, inv_scale: f32::from_bits(inv_bits) };
     let groups = check_len(OP, units.div_ceil(WG as usize))?;
     match scale {
-        Some(s) => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer(), s.buffer()], meta.words(), groups),
-        None => ctx.dispatch(OP, &kernel, &[g.buffer(), found_inf.buffer()], meta.words(), groups),
+        Some(s) => ctx.dispatch(OP, &kernel, &[g.binding(), found_inf.binding(), s.binding()], meta.words(), groups),
+        None => ctx.dispatch(OP, &kernel, &[g.binding(), found_inf.binding()], meta.words(), groups),
     }
 }
 

@@ -7,6 +7,7 @@
 //! (no shared memory, no barriers). Each shader file holds its main template and, after
 //! `// @@ name` marker lines, the snippets the generator splices into it.
 
+use crate::pool::Span;
 use super::params::{Meta, kernel_params};
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
 use crate::shaders::Template;
@@ -322,7 +323,7 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
 
     if p.chunks == 1 {
         let spec = ReduceSpec { op, dtype, stage: Stage::Full, walk, single: p.r == WG as usize };
-        ctx.run_reduce(name, &spec, &[s.buffer(), out.buffer()], &meta, tiles)?;
+        ctx.run_reduce(name, &spec, &[s.binding(), out.binding()], &meta, tiles)?;
         return Ok(out);
     }
 
@@ -336,17 +337,17 @@ pub(crate) fn reduce(s: &GpuStorage, l: &Layout, op: ReduceOp, reduced_dims: usi
     let spec = ReduceSpec { op, dtype, stage: Stage::PartialOut, walk, single: p.r == WG as usize };
     let groups = tiles.checked_mul(p.chunks).ok_or_else(|| Error::invalid(name, "too many workgroups"))?;
     let part_idx = if op.is_arg() { Some(GpuStorage::alloc(ctx, name, DType::U32, partials)?) } else { None };
-    let mut bufs = vec![s.buffer(), part.buffer()];
-    bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
+    let mut bufs = vec![s.binding(), part.binding()];
+    bufs.extend(part_idx.as_ref().map(|b| b.binding()));
     ctx.run_reduce(name, &spec, &bufs, &meta, groups)?;
 
     // Second pass: `chunks` contiguous partials per row, one row per lane group.
     let q = plan(rows, p.chunks, PER_LANE, true, 1, None);
     let meta2 = vec![rows as u32, p.chunks as u32, q.r as u32, 0, 1, p.chunks as u32, 1, 0, 0];
     let spec = ReduceSpec { op, dtype, stage: Stage::PartialIn, walk: Walk::Linear, single: q.r == WG as usize };
-    let mut bufs = vec![part.buffer()];
-    bufs.extend(part_idx.as_ref().map(|b| b.buffer()));
-    bufs.push(out.buffer());
+    let mut bufs = vec![part.binding()];
+    bufs.extend(part_idx.as_ref().map(|b| b.binding()));
+    bufs.push(out.binding());
     ctx.run_reduce(name, &spec, &bufs, &meta2, rows.div_ceil(q.r))?;
     Ok(out)
 }
@@ -356,7 +357,7 @@ impl GpuContext {
         self: &Arc<Self>,
         op: &'static str,
         spec: &ReduceSpec,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[Span<'_>],
         meta: &[u32],
         groups: usize,
     ) -> Result<()> {
@@ -462,7 +463,7 @@ pub(crate) fn softmax_last(s: &GpuStorage, l: &Layout, log: bool) -> Result<GpuS
         softmax_source(dtype, log, single, vec).unwrap_or_default()
     })?;
     let groups = to_u32(name, rows.div_ceil(WG as usize / lanes), "workgroups")?;
-    ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
+    ctx.dispatch(name, &kernel, &[s.binding(), out.binding()], &meta, groups)?;
     Ok(out)
 }
 
@@ -533,7 +534,7 @@ pub(crate) fn cumsum(s: &GpuStorage, l: &Layout, dim: usize) -> Result<GpuStorag
         .cache
         .get(&ctx.device, name, &cumsum_key(dtype, tiled), || cumsum_source(dtype, tiled).unwrap_or_default())?;
     let groups = to_u32(name, lines.div_ceil(WG as usize / lanes), "workgroups")?;
-    ctx.dispatch(name, &kernel, &[s.buffer(), out.buffer()], &meta, groups)?;
+    ctx.dispatch(name, &kernel, &[s.binding(), out.binding()], &meta, groups)?;
     Ok(out)
 }
 

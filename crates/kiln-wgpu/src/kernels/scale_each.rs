@@ -78,7 +78,7 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut GpuStorage, usize)], factor: &Gp
     let mut i = 0;
     while i < parts.len() {
         let dt = parts[i].0.dtype();
-        if parts[i].0.buffer().size() > limit {
+        if parts[i].0.byte_size() > limit {
             // Past the binding limit: the windowed in-place path (`chunked::in_place`) of the
             // unscale kernel, by the same factor read on the device (1 / (1 / f)).
             let recip = factor.unary(&Layout::contiguous(&[1]), kiln_backend::UnaryOp::Recip)?;
@@ -91,7 +91,7 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut GpuStorage, usize)], factor: &Gp
         while end < parts.len()
             && end - i < bound
             && parts[end].0.dtype() == dt
-            && parts[end].0.buffer().size() <= limit
+            && parts[end].0.byte_size() <= limit
         {
             end += 1;
         }
@@ -105,8 +105,8 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut GpuStorage, usize)], factor: &Gp
             first += g;
         }
         let kernel = ctx.cache.get(&ctx.device, OP, &key(dt, run.len()), || source(dt, run.len()))?;
-        let mut bufs = vec![factor.buffer()];
-        bufs.extend(run.iter().map(|(s, _)| s.buffer()));
+        let mut bufs = vec![factor.binding()];
+        bufs.extend(run.iter().map(|(s, _)| s.binding()));
         ctx.dispatch(OP, &kernel, &bufs, &meta, check_len(OP, first)?)?;
         i = end;
     }

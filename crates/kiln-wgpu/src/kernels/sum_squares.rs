@@ -125,7 +125,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
     check_parts(OP, &ctx, parts.iter().copied())?;
     // A tensor past the binding limit is summed by the chunked square and reduction into a
     // slot of its own; every other one gets workgroups in the first pass.
-    let oversized: Vec<bool> = parts.iter().map(|(s, _)| s.buffer().size() > limit).collect();
+    let oversized: Vec<bool> = parts.iter().map(|(s, _)| s.byte_size() > limit).collect();
     let groups: Vec<usize> = parts
         .iter()
         .zip(&oversized)
@@ -143,7 +143,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
         if oversized[i] {
             let l = Layout::contiguous(&[n]);
             let sum = s.cast(&l, DType::F32)?.unary(&l, UnaryOp::Square)?.reduce(&l, ReduceOp::Sum, 1)?;
-            ctx.copy(sum.buffer(), 0, partials.buffer(), 4 * base as u64, 4);
+            ctx.copy(sum.binding(), 0, partials.binding(), 4 * base as u64, 4)?;
             base += 1;
             i += 1;
             continue;
@@ -164,8 +164,8 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
             first_group += g;
         }
         let kernel = ctx.cache.get(&ctx.device, OP, &key(dt, run.len()), || source(dt, run.len()))?;
-        let mut bufs = vec![partials.buffer()];
-        bufs.extend(run.iter().map(|(s, _)| s.buffer()));
+        let mut bufs = vec![partials.binding()];
+        bufs.extend(run.iter().map(|(s, _)| s.binding()));
         ctx.dispatch(OP, &kernel, &bufs, &meta, check_len(OP, first_group)?)?;
         base += first_group;
         i = end;
@@ -180,7 +180,7 @@ pub(crate) fn sum_squares(parts: &[(&GpuStorage, usize)], dtype: DType) -> Resul
         start += g;
     }
     let kernel = ctx.cache.get(&ctx.device, OP, FINISH_KEY, finish_source)?;
-    ctx.dispatch(OP, &kernel, &[partials.buffer(), out.buffer()], &meta, check_len(OP, parts.len())?)?;
+    ctx.dispatch(OP, &kernel, &[partials.binding(), out.binding()], &meta, check_len(OP, parts.len())?)?;
     Ok(out)
 }
 
