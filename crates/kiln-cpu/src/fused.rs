@@ -5,6 +5,8 @@
 //! per vector. Statistics handed from a forward to its backward (norm mean/rstd, log-sum-exp)
 //! are stored as f64 either way.
 
+use std::borrow::Cow;
+
 use kiln_backend::{
     AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result,
 };
@@ -36,8 +38,8 @@ trait Real:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn max(self, o: Self) -> Self;
-    /// The first `len` elements of `data` in this type (a copy when the dtype is this type).
-    fn load(data: &HostData, len: usize) -> Vec<Self>;
+    /// The first `len` elements of `data` in this type (borrowed when the dtype is this type).
+    fn load(data: &HostData, len: usize) -> Cow<'_, [Self]>;
     /// `v` as host data of `dtype`, rounded once (moved when the dtype is this type).
     fn store(v: Vec<Self>, dtype: DType) -> HostData;
 }
@@ -60,13 +62,13 @@ impl Real for f64 {
     fn max(self, o: f64) -> f64 {
         f64::max(self, o)
     }
-    fn load(data: &HostData, len: usize) -> Vec<f64> {
+    fn load(data: &HostData, len: usize) -> Cow<'_, [f64]> {
         match data {
-            HostData::F64(v) => v[..len].to_vec(),
+            HostData::F64(v) => Cow::Borrowed(&v[..len]),
             other => {
                 let mut v = other.to_f64_vec();
                 v.truncate(len);
-                v
+                Cow::Owned(v)
             }
         }
     }
@@ -97,10 +99,10 @@ impl Real for f32 {
     fn max(self, o: f32) -> f32 {
         f32::max(self, o)
     }
-    fn load(data: &HostData, len: usize) -> Vec<f32> {
+    fn load(data: &HostData, len: usize) -> Cow<'_, [f32]> {
         match data {
-            HostData::F32(v) => v[..len].to_vec(),
-            other => other.to_f64_vec()[..len].iter().map(|&x| x as f32).collect(),
+            HostData::F32(v) => Cow::Borrowed(&v[..len]),
+            other => Cow::Owned(other.to_f64_vec()[..len].iter().map(|&x| x as f32).collect()),
         }
     }
     fn store(v: Vec<f32>, dtype: DType) -> HostData {
@@ -112,7 +114,7 @@ impl Real for f32 {
 }
 
 /// The first `len` values of a float tensor's storage, in `C`.
-fn floats_in<C: Real>(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<C>> {
+fn floats_in<'a, C: Real>(op: &'static str, s: &'a CpuStorage, len: usize) -> Result<Cow<'a, [C]>> {
     if !s.dtype().is_float() {
         return Err(Error::UnsupportedDType { op, dtype: s.dtype(), why: " (needs a float tensor)".into() });
     }
@@ -192,10 +194,10 @@ fn norm_forward_in<C: Real>(
                 *y = (v - mean) * rstd;
             }
             if let Some(w) = &w {
-                y.iter_mut().zip(w).for_each(|(y, &w)| *y *= w);
+                y.iter_mut().zip(w.iter()).for_each(|(y, &w)| *y *= w);
             }
             if let Some(b) = &b {
-                y.iter_mut().zip(b).for_each(|(y, &b)| *y += b);
+                y.iter_mut().zip(b.iter()).for_each(|(y, &b)| *y += b);
             }
         },
     );
@@ -250,7 +252,7 @@ fn norm_backward_in<C: Real>(
             // − x̂·mean(g·x̂)), without the mean(g) term for RMSNorm (no centring).
             dx.copy_from_slice(gr);
             if let Some(w) = &w {
-                dx.iter_mut().zip(w).for_each(|(g, &w)| *g *= w);
+                dx.iter_mut().zip(w.iter()).for_each(|(g, &w)| *g *= w);
             }
             let mean_g = if p.rms { C::default() } else { sum(dx) * inv_n };
             let mean_gx = sum_map2(dx, xr, |g, x| g * ((x - mean) * rstd)) * inv_n;
@@ -414,24 +416,24 @@ pub(crate) fn cross_entropy_backward(
     Ok(wrap(&dx, logits.dtype()))
 }
 
-struct Attn<C> {
-    q: Vec<C>,
-    k: Vec<C>,
-    v: Vec<C>,
+struct Attn<'a, C: Clone> {
+    q: Cow<'a, [C]>,
+    k: Cow<'a, [C]>,
+    v: Cow<'a, [C]>,
     mask: Option<Vec<f64>>,
-    bias: Option<Vec<C>>,
+    bias: Option<Cow<'a, [C]>>,
 }
 
-impl<C: Real> Attn<C> {
+impl<'a, C: Real> Attn<'a, C> {
     fn load(
         op: &'static str,
-        q: &CpuStorage,
-        k: &CpuStorage,
-        v: &CpuStorage,
+        q: &'a CpuStorage,
+        k: &'a CpuStorage,
+        v: &'a CpuStorage,
         mask: Option<&CpuStorage>,
-        bias: Option<&CpuStorage>,
+        bias: Option<&'a CpuStorage>,
         p: &AttentionParams,
-    ) -> Result<Attn<C>> {
+    ) -> Result<Attn<'a, C>> {
         let bh = p.batch * p.heads;
         let dims = [p.batch, p.heads, p.q_len, p.kv_len];
         // The bias's last element read, plus one (0 for an empty call).
@@ -450,28 +452,49 @@ impl<C: Real> Attn<C> {
     }
 
     /// Scaled, biased scores of query `i` against every key of head `bh` into `s` (`kv_len`
-    /// long), −inf where hidden: by the masks, or by a bias of −inf.
+    /// long), −inf where hidden: by the masks, or by a bias of −inf. `keys_t` is the head's keys
+    /// transposed (`head_dim` rows of `kv_len`), so each score is a running sum over the head
+    /// dimension in a fixed order, and one row of scores is `head_dim` axpys along the keys,
+    /// which vectorise (a dot product per key would end each in a horizontal sum).
     #[inline(always)]
-    fn scores(&self, p: &AttentionParams, bh: usize, i: usize, s: &mut [C]) {
-        let d = p.head_dim;
+    fn scores(&self, p: &AttentionParams, bh: usize, i: usize, keys_t: &[C], s: &mut [C]) {
+        let (d, kv) = (p.head_dim, p.kv_len);
         let scale = C::of(p.scale);
         let q = &self.q[(bh * p.q_len + i) * d..][..d];
-        let keys = &self.k[bh * p.kv_len * d..][..p.kv_len * d];
-        let mask = self.mask.as_ref().map(|m| &m[(bh / p.heads) * p.kv_len..][..p.kv_len]);
-        let [sb, sh, sq, sk] = p.bias_strides;
-        for (j, sj) in s.iter_mut().enumerate() {
-            let hidden = (p.causal && j > i) || mask.is_some_and(|m| m[j] != 0.0);
-            *sj = if hidden {
-                C::NEG_INFINITY
-            } else {
-                let bias = self
-                    .bias
-                    .as_ref()
-                    .map_or(C::default(), |b| b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq + j * sk]);
-                scale * dot(q, &keys[j * d..][..d]) + bias
-            };
+        // Causally, keys past `i` are hidden: their scores are never formed.
+        let end = if p.causal { (i + 1).min(kv) } else { kv };
+        let (seen, unseen) = s.split_at_mut(end);
+        seen.fill(C::default());
+        for (c, &qc) in q.iter().enumerate() {
+            axpy(seen, qc, &keys_t[c * kv..][..end]);
+        }
+        unseen.fill(C::NEG_INFINITY);
+        seen.iter_mut().for_each(|sj| *sj = scale * *sj);
+        if let Some(b) = &self.bias {
+            let [sb, sh, sq, sk] = p.bias_strides;
+            let row = &b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq..];
+            seen.iter_mut().enumerate().for_each(|(j, sj)| *sj += row[j * sk]);
+        }
+        if let Some(m) = &self.mask {
+            let m = &m[(bh / p.heads) * kv..][..end];
+            for (sj, &mj) in seen.iter_mut().zip(m) {
+                if mj != 0.0 {
+                    *sj = C::NEG_INFINITY;
+                }
+            }
         }
     }
+}
+
+/// `rows × cols` row-major `x` transposed into a fresh `cols × rows`.
+fn transposed<C: Real>(x: &[C], rows: usize, cols: usize) -> Vec<C> {
+    let mut t = vec![C::default(); x.len()];
+    for (r, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, &e) in row.iter().enumerate() {
+            t[c * rows + r] = e;
+        }
+    }
+    t
 }
 
 /// `y ← y + a·x`.
@@ -556,9 +579,10 @@ fn attention_forward_in<C: Real>(
         #[inline(always)]
         |bh, out, lse, _| {
             let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
+            let keys_t = transposed(&a.k[bh * p.kv_len * d..][..p.kv_len * d], p.kv_len, d);
             let mut s = vec![C::default(); p.kv_len];
             for i in 0..p.q_len {
-                a.scores(p, bh, i, &mut s);
+                a.scores(p, bh, i, &keys_t, &mut s);
                 let m = s.iter().fold(C::NEG_INFINITY, |m, &x| m.max(x));
                 if m == C::NEG_INFINITY {
                     continue;
@@ -628,22 +652,27 @@ fn attention_backward_in<C: Real>(
         #[inline(always)]
         |bh, dq, dk, dv| {
             let (qs, keys, values) = (&a.q[bh * ql..][..ql], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
-            let mut s = vec![C::default(); p.kv_len];
+            let (keys_t, values_t) = (transposed(keys, p.kv_len, d), transposed(values, p.kv_len, d));
+            let (mut s, mut dp) = (vec![C::default(); p.kv_len], vec![C::default(); p.kv_len]);
             for i in 0..p.q_len {
                 let row = bh * p.q_len + i;
                 let dorow = &dos[row * d..][..d];
                 // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
                 // dP is the gradient through the dropped, scaled probabilities).
                 let delta = dot(dorow, &os[row * d..][..d]);
-                a.scores(p, bh, i, &mut s);
+                a.scores(p, bh, i, &keys_t, &mut s);
+                // dP_i· = dO_i · Vᵀ, along the keys as the scores are (before dropout's factor).
+                dp.fill(C::default());
+                for (c, &g) in dorow.iter().enumerate() {
+                    axpy(&mut dp, g, &values_t[c * p.kv_len..][..p.kv_len]);
+                }
                 for (j, &sj) in s.iter().enumerate() {
                     if sj == C::NEG_INFINITY {
                         continue;
                     }
                     let pij = (sj - z[row]).exp();
                     let keep = drop_factor::<C>(p, row, j);
-                    let dp = dot(dorow, &values[j * d..][..d]) * keep;
-                    let ds = pij * (dp - delta) * scale;
+                    let ds = pij * (dp[j] * keep - delta) * scale;
                     axpy(&mut dv[j * d..][..d], pij * keep, dorow);
                     axpy(&mut dq[i * d..][..d], ds, &keys[j * d..][..d]);
                     axpy(&mut dk[j * d..][..d], ds, &qs[i * d..][..d]);
