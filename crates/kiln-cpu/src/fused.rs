@@ -42,6 +42,29 @@ trait Real:
     fn load(data: &HostData, len: usize) -> Cow<'_, [Self]>;
     /// `v` as host data of `dtype`, rounded once (moved when the dtype is this type).
     fn store(v: Vec<Self>, dtype: DType) -> HostData;
+    /// matrixmultiply's gemm `c ← alpha·a·b` (`c` row-major `m × n`, operands as
+    /// (slice, row stride, column stride)).
+    ///
+    /// # Safety
+    /// Every element the strides reach lies inside its slice.
+    unsafe fn gemm_raw(mkn: (usize, usize, usize), alpha: Self, a: Strided<Self>, b: Strided<Self>, c: &mut [Self]);
+}
+
+/// A matrix operand: its elements, row stride and column stride.
+type Strided<'a, C> = (&'a [C], isize, isize);
+
+/// `c ← alpha·a·b` with `a` of `m × k` and `b` of `k × n` read through (row, column) strides,
+/// `c` row-major `m × n`: one single-threaded matrixmultiply call, so the same bits on every
+/// run. Panics (a bug here, never the user's) if a stride would leave its slice.
+fn gemm<C: Real>(mkn: (usize, usize, usize), alpha: C, a: (&[C], usize, usize), b: (&[C], usize, usize), c: &mut [C]) {
+    let (m, k, n) = mkn;
+    let fits = |(v, rs, cs): (&[C], usize, usize), rows: usize, cols: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len()
+    };
+    assert!(fits(a, m, k) && fits(b, k, n) && c.len() >= m * n, "attention gemm out of bounds");
+    let (a, b) = ((a.0, a.1 as isize, a.2 as isize), (b.0, b.1 as isize, b.2 as isize));
+    // SAFETY: checked just above; c holds m × n.
+    unsafe { C::gemm_raw(mkn, alpha, a, b, c) }
 }
 
 impl Real for f64 {
@@ -78,6 +101,11 @@ impl Real for f64 {
             dtype => HostData::from_f64(&v, dtype),
         }
     }
+    unsafe fn gemm_raw((m, k, n): (usize, usize, usize), alpha: f64, a: Strided<f64>, b: Strided<f64>, c: &mut [f64]) {
+        let (pa, pb, pc) = (a.0.as_ptr(), b.0.as_ptr(), c.as_mut_ptr());
+        // SAFETY: the caller's contract.
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, 0.0, pc, n as isize, 1) }
+    }
 }
 
 impl Real for f32 {
@@ -110,6 +138,11 @@ impl Real for f32 {
             DType::F32 => HostData::F32(v),
             dtype => HostData::from_f64(&v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>(), dtype),
         }
+    }
+    unsafe fn gemm_raw((m, k, n): (usize, usize, usize), alpha: f32, a: Strided<f32>, b: Strided<f32>, c: &mut [f32]) {
+        let (pa, pb, pc) = (a.0.as_ptr(), b.0.as_ptr(), c.as_mut_ptr());
+        // SAFETY: the caller's contract.
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, 0.0, pc, n as isize, 1) }
     }
 }
 
@@ -451,50 +484,32 @@ impl<'a, C: Real> Attn<'a, C> {
         })
     }
 
-    /// Scaled, biased scores of query `i` against every key of head `bh` into `s` (`kv_len`
-    /// long), −inf where hidden: by the masks, or by a bias of −inf. `keys_t` is the head's keys
-    /// transposed (`head_dim` rows of `kv_len`), so each score is a running sum over the head
-    /// dimension in a fixed order, and one row of scores is `head_dim` axpys along the keys,
-    /// which vectorise (a dot product per key would end each in a horizontal sum).
-    #[inline(always)]
-    fn scores(&self, p: &AttentionParams, bh: usize, i: usize, keys_t: &[C], s: &mut [C]) {
-        let (d, kv) = (p.head_dim, p.kv_len);
-        let scale = C::of(p.scale);
-        let q = &self.q[(bh * p.q_len + i) * d..][..d];
-        // Causally, keys past `i` are hidden: their scores are never formed.
-        let end = if p.causal { (i + 1).min(kv) } else { kv };
-        let (seen, unseen) = s.split_at_mut(end);
-        seen.fill(C::default());
-        for (c, &qc) in q.iter().enumerate() {
-            axpy(seen, qc, &keys_t[c * kv..][..end]);
-        }
-        unseen.fill(C::NEG_INFINITY);
-        seen.iter_mut().for_each(|sj| *sj = scale * *sj);
-        if let Some(b) = &self.bias {
-            let [sb, sh, sq, sk] = p.bias_strides;
-            let row = &b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq..];
-            seen.iter_mut().enumerate().for_each(|(j, sj)| *sj += row[j * sk]);
-        }
-        if let Some(m) = &self.mask {
-            let m = &m[(bh / p.heads) * kv..][..end];
-            for (sj, &mj) in seen.iter_mut().zip(m) {
-                if mj != 0.0 {
-                    *sj = C::NEG_INFINITY;
+    /// Scaled, biased scores of head `bh` into `s` (`q_len × kv_len`, row-major), −inf where
+    /// hidden: by the masks, or by a bias of −inf. `scale·Q·Kᵀ` is one gemm.
+    fn scores(&self, p: &AttentionParams, bh: usize, s: &mut [C]) {
+        let (d, ql, kv) = (p.head_dim, p.q_len, p.kv_len);
+        let q = &self.q[bh * ql * d..][..ql * d];
+        let keys = &self.k[bh * kv * d..][..kv * d];
+        gemm((ql, d, kv), C::of(p.scale), (q, d, 1), (keys, 1, d), s);
+        let mask = self.mask.as_ref().map(|m| &m[(bh / p.heads) * kv..][..kv]);
+        let [sb, sh, sq, sk] = p.bias_strides;
+        for (i, row) in s.chunks_exact_mut(kv.max(1)).enumerate().take(ql) {
+            if let Some(b) = &self.bias {
+                let brow = &b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq..];
+                row.iter_mut().enumerate().for_each(|(j, sj)| *sj += brow[j * sk]);
+            }
+            if let Some(m) = mask {
+                for (sj, &mj) in row.iter_mut().zip(m) {
+                    if mj != 0.0 {
+                        *sj = C::NEG_INFINITY;
+                    }
                 }
+            }
+            if p.causal && i + 1 < kv {
+                row[i + 1..].fill(C::NEG_INFINITY);
             }
         }
     }
-}
-
-/// `rows × cols` row-major `x` transposed into a fresh `cols × rows`.
-fn transposed<C: Real>(x: &[C], rows: usize, cols: usize) -> Vec<C> {
-    let mut t = vec![C::default(); x.len()];
-    for (r, row) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        for (c, &e) in row.iter().enumerate() {
-            t[c * rows + r] = e;
-        }
-    }
-    t
 }
 
 /// `y ← y + a·x`.
@@ -578,28 +593,29 @@ fn attention_forward_in<C: Real>(
         [(&mut out, p.q_len * d), (&mut lse, p.q_len), (&mut none, 0)],
         #[inline(always)]
         |bh, out, lse, _| {
-            let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
-            let keys_t = transposed(&a.k[bh * p.kv_len * d..][..p.kv_len * d], p.kv_len, d);
-            let mut s = vec![C::default(); p.kv_len];
-            for i in 0..p.q_len {
-                a.scores(p, bh, i, &keys_t, &mut s);
-                let m = s.iter().fold(C::NEG_INFINITY, |m, &x| m.max(x));
+            let (ql, kv) = (p.q_len, p.kv_len);
+            let values = &a.v[bh * kv * d..][..kv * d];
+            // S, then P·dropout in its place, then O = that · V.
+            let mut s = vec![C::default(); ql * kv];
+            a.scores(p, bh, &mut s);
+            for (i, row) in s.chunks_exact_mut(kv.max(1)).enumerate().take(ql) {
+                let m = row.iter().fold(C::NEG_INFINITY, |m, &x| m.max(x));
                 if m == C::NEG_INFINITY {
+                    // Every key hidden: the row attends to nothing (output 0, lse +inf).
+                    row.fill(C::default());
                     continue;
                 }
                 // e^{−inf} = 0: hidden scores add nothing, with no branch.
-                let z = sum_map(&s, |x| (x - m).exp());
+                let z = sum_map(row, |x| (x - m).exp());
                 lse[i] = m + z.ln();
-                let row = bh * p.q_len + i;
-                let o = &mut out[i * d..][..d];
-                for (j, &sj) in s.iter().enumerate() {
-                    if sj == C::NEG_INFINITY {
-                        continue;
-                    }
-                    let w = (sj - lse[i]).exp() * drop_factor(p, row, j);
-                    axpy(o, w, &values[j * d..][..d]);
+                let l = lse[i];
+                row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                if p.dropout.is_some() {
+                    let r = bh * ql + i;
+                    row.iter_mut().enumerate().for_each(|(j, x)| *x *= drop_factor::<C>(p, r, j));
                 }
             }
+            gemm((ql, kv, d), C::of(1.0), (&s, kv, 1), (values, d, 1), out);
         },
     );
     Ok((wrap_in(out, q.dtype()), wrap_in(lse, DType::F64)))
@@ -651,33 +667,37 @@ fn attention_backward_in<C: Real>(
         [(&mut dq, ql), (&mut dk, kl), (&mut dv, kl)],
         #[inline(always)]
         |bh, dq, dk, dv| {
-            let (qs, keys, values) = (&a.q[bh * ql..][..ql], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
-            let (keys_t, values_t) = (transposed(keys, p.kv_len, d), transposed(values, p.kv_len, d));
-            let (mut s, mut dp) = (vec![C::default(); p.kv_len], vec![C::default(); p.kv_len]);
-            for i in 0..p.q_len {
-                let row = bh * p.q_len + i;
-                let dorow = &dos[row * d..][..d];
-                // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout included:
-                // dP is the gradient through the dropped, scaled probabilities).
-                let delta = dot(dorow, &os[row * d..][..d]);
-                a.scores(p, bh, i, &keys_t, &mut s);
-                // dP_i· = dO_i · Vᵀ, along the keys as the scores are (before dropout's factor).
-                dp.fill(C::default());
-                for (c, &g) in dorow.iter().enumerate() {
-                    axpy(&mut dp, g, &values_t[c * p.kv_len..][..p.kv_len]);
-                }
-                for (j, &sj) in s.iter().enumerate() {
-                    if sj == C::NEG_INFINITY {
-                        continue;
+            let (ql, kv) = (p.q_len, p.kv_len);
+            let (qs, keys, values) = (&a.q[bh * ql * d..][..ql * d], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
+            let (dor, orows) = (&dos[bh * ql * d..][..ql * d], &os[bh * ql * d..][..ql * d]);
+            // P from the scores and the forward's log-sum-exp (a hidden row's lse is +inf, so
+            // its P is 0) and dP = dO·Vᵀ; then dS = P ⊙ (dP·dropout − δ)·scale in dP's place,
+            // P·dropout in P's, and three gemms.
+            let mut pm = vec![C::default(); ql * kv];
+            a.scores(p, bh, &mut pm);
+            let mut ds = vec![C::default(); ql * kv];
+            gemm((ql, d, kv), C::of(1.0), (dor, d, 1), (values, 1, d), &mut ds);
+            let w = kv.max(1);
+            for (i, (prow, dsrow)) in pm.chunks_exact_mut(w).zip(ds.chunks_exact_mut(w)).enumerate().take(ql) {
+                let r = bh * ql + i;
+                // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout
+                // included: dP is the gradient through the dropped, scaled probabilities).
+                let delta = dot(&dor[i * d..][..d], &orows[i * d..][..d]);
+                let zr = z[r];
+                prow.iter_mut().for_each(|x| *x = (*x - zr).exp());
+                if p.dropout.is_some() {
+                    for (j, (pij, dp)) in prow.iter_mut().zip(dsrow.iter_mut()).enumerate() {
+                        let keep = drop_factor::<C>(p, r, j);
+                        *dp = *pij * (*dp * keep - delta) * scale;
+                        *pij *= keep;
                     }
-                    let pij = (sj - z[row]).exp();
-                    let keep = drop_factor::<C>(p, row, j);
-                    let ds = pij * (dp[j] * keep - delta) * scale;
-                    axpy(&mut dv[j * d..][..d], pij * keep, dorow);
-                    axpy(&mut dq[i * d..][..d], ds, &keys[j * d..][..d]);
-                    axpy(&mut dk[j * d..][..d], ds, &qs[i * d..][..d]);
+                } else {
+                    prow.iter().zip(dsrow.iter_mut()).for_each(|(&pij, dp)| *dp = pij * (*dp - delta) * scale);
                 }
             }
+            gemm((kv, ql, d), C::of(1.0), (&pm, 1, kv), (dor, d, 1), dv);
+            gemm((ql, kv, d), C::of(1.0), (&ds, kv, 1), (keys, d, 1), dq);
+            gemm((kv, ql, d), C::of(1.0), (&ds, 1, kv), (qs, d, 1), dk);
         },
     );
     let dt = q.dtype();
