@@ -48,6 +48,7 @@ mod binary;
 mod cast;
 mod conv;
 mod elem;
+mod fast32;
 mod fused;
 mod index;
 mod kernel;

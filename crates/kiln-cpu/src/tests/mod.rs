@@ -4,6 +4,7 @@
 mod binary;
 mod cast;
 mod conv;
+mod fast32;
 mod fused;
 mod index;
 mod matmul;
