@@ -718,8 +718,17 @@ fn tensors_in_one_segment_keep_their_own_bytes() {
 /// on a device of its own: its tensors shift size through the step (im2col columns of 27.6 MiB,
 /// activations and their gradients of 3 and 6 MiB, weight gradients), which whole buffers of
 /// fixed size classes could only serve by keeping one of every size. Blocks split and merge:
-/// the pool stays within PEAK_RATIO of the live peak, and after the first step asks the driver
+/// the pool stays within CNN_PEAK_RATIO of the live peak, and after two steps asks the driver
 /// for nothing.
+/// The most W7's step at batch 32 may pool over its live peak. Lavapipe, 2026-12-08: 97.6 MiB
+/// for 59.4 live with blocks (1.64×), 100.4 for 63.4 with whole buffers; PyTorch's W7 (batch
+/// 128) reserves 1.37× what it allocates at most.
+const CNN_PEAK_RATIO: f64 = 1.8;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 #[test]
 fn cnn_step_pools_little_more_than_its_live_peak() {
     use kiln_nn::optim::{Optimizer, Sgd, SgdConfig};
@@ -747,12 +756,20 @@ fn cnn_step_pools_little_more_than_its_live_peak() {
         opt.step().unwrap();
         g.sync().unwrap();
     };
+    // Two steps first: the second is the first with momentum buffers to read.
     step();
-    let first = g.memory_stats();
-    for _ in 0..2 {
+    step();
+    let warm = g.memory_stats();
+    for _ in 0..3 {
         step();
     }
     let end = g.memory_stats();
-    eprintln!("BLK first {first:?}\nBLK end {end:?} ratio {}", end.peak_total_bytes as f64 / end.peak_live_bytes as f64);
-    assert_eq!(end.allocations, first.allocations, "buffers asked for after the first step: {first:?} -> {end:?}");
+    let ratio = end.peak_total_bytes as f64 / end.peak_live_bytes as f64;
+    eprintln!(
+        "cnn step: pool peak {:.1} MiB for a live peak of {:.1} MiB ({ratio:.2}x)",
+        mib(end.peak_total_bytes),
+        mib(end.peak_live_bytes)
+    );
+    assert_eq!(end.allocations, warm.allocations, "buffers asked for after two steps: {warm:?} -> {end:?}");
+    assert!(ratio <= CNN_PEAK_RATIO, "pool peak {ratio:.2}x the live peak (at most {CNN_PEAK_RATIO}): {end:?}");
 }

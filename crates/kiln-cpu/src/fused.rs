@@ -321,11 +321,8 @@ where
     F: Fn(usize, &mut [T], &mut [T]) + Sync + Send,
 {
     let rows = out.len() / n;
-    let sides: Vec<&mut [T]> = if side.is_empty() {
-        (0..rows).map(|_| <&mut [T]>::default()).collect()
-    } else {
-        side.chunks_mut(2).collect()
-    };
+    let sides: Vec<&mut [T]> =
+        if side.is_empty() { (0..rows).map(|_| <&mut [T]>::default()).collect() } else { side.chunks_mut(2).collect() };
     let run = |(r, (o, s)): (usize, (&mut [T], &mut [T]))| {
         vectorised(
             #[inline(always)]
@@ -722,7 +719,8 @@ pub(crate) fn adam_step(
             // Every factor is a local the closure captures by value: read through a reference
             // inside the loop, it could not be proven unchanged by the stores, and the loop
             // would not vectorise.
-            let [decay, weight_decay, beta1, keep1, beta2, keep2, sqrt_bias2, eps, rate] = k.factors().map(|c| c as f32);
+            let [decay, weight_decay, beta1, keep1, beta2, keep2, sqrt_bias2, eps, rate] =
+                k.factors().map(|c| c as f32);
             adam_typed(
                 x,
                 grad,

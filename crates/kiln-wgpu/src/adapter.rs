@@ -238,7 +238,9 @@ mod tests {
     #[test]
     fn memory_blocks_are_capped_at_256_mib_and_zero_means_wgpus_default() {
         let range = |mib| match block_hints(mib) {
-            wgpu::MemoryHints::Manual { suballocated_device_memory_block_size: r } => Some((r.start >> 20, r.end >> 20)),
+            wgpu::MemoryHints::Manual { suballocated_device_memory_block_size: r } => {
+                Some((r.start >> 20, r.end >> 20))
+            }
             _ => None,
         };
         assert_eq!(range(0), None);

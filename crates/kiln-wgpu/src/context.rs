@@ -319,7 +319,14 @@ impl GpuContext {
     /// Records a copy of `bytes` from `src_offset` within `src` to `dst_offset` within `dst`, in
     /// order with the dispatches: a buffer copy, or a kernel between two blocks of one buffer
     /// (see `kernels::copy_words`).
-    pub(crate) fn copy(&self, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) -> Result<()> {
+    pub(crate) fn copy(
+        &self,
+        src: Span<'_>,
+        src_offset: u64,
+        dst: Span<'_>,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
         if src.buffer == dst.buffer {
             return self.copy_within(src, src_offset, dst, dst_offset, bytes);
         }

@@ -432,7 +432,8 @@ impl BufferPool {
     fn block(&self, device: &wgpu::Device, op: &'static str, bytes: u64) -> Result<PooledBuffer> {
         let asked = bytes.next_multiple_of(self.align);
         // A segment never passes the largest binding, so a block of it binds like a buffer.
-        let mut segment = asked.next_multiple_of(SEGMENT_ROUND).min(self.max_binding / self.align * self.align).max(asked);
+        let mut segment =
+            asked.next_multiple_of(SEGMENT_ROUND).min(self.max_binding / self.align * self.align).max(asked);
         let mut s = lock(&self.state);
         s.tick += 1;
         let mut found = s.segments.take(asked);

@@ -46,7 +46,9 @@ fn worst(xs: &[f32], got: &[f32], want: impl Fn(f64) -> (f64, f64), atol: f64) -
 /// Random normals (the activations GELU sees), a dense grid out to the tails, and the edges.
 fn points(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    (0..n).map(|i| if i % 2 == 0 { (rng.range(-1.0, 1.0) * 3.0) as f32 } else { rng.range(-14.0, 14.0) as f32 }).collect()
+    (0..n)
+        .map(|i| if i % 2 == 0 { (rng.range(-1.0, 1.0) * 3.0) as f32 } else { rng.range(-14.0, 14.0) as f32 })
+        .collect()
 }
 
 #[test]

@@ -147,7 +147,8 @@ fn attention_matches_the_definition_and_does_not_depend_on_the_thread_count() {
 
 fn attention_in(dtype: DType, tol: f64) {
     let mut rng = Rng::new(31);
-    let round = |v: Vec<f64>| if dtype == DType::F32 { v.into_iter().map(|x| f64::from(x as f32)).collect() } else { v };
+    let round =
+        |v: Vec<f64>| if dtype == DType::F32 { v.into_iter().map(|x| f64::from(x as f32)).collect() } else { v };
     let st = |v: Vec<f64>| st(HostData::from_f64(&v, dtype));
     // Enough work to split the heads across threads; a key mask over batch 1's last 5 keys;
     // head_dim 13 leaves a tail after the dot product's lanes of four.
@@ -209,13 +210,15 @@ fn norms_match_the_definition_and_do_not_depend_on_the_thread_count() {
 fn norms_in(dtype: DType, tol: f64, sum_tol: f64) {
     use kiln_backend::NormParams;
     let mut rng = Rng::new(37);
-    let round = |v: Vec<f64>| if dtype == DType::F32 { v.into_iter().map(|x| f64::from(x as f32)).collect() } else { v };
+    let round =
+        |v: Vec<f64>| if dtype == DType::F32 { v.into_iter().map(|x| f64::from(x as f32)).collect() } else { v };
     let st = |v: Vec<f64>| st(HostData::from_f64(&v, dtype));
     // 131 rows of 257: above the size where rows split across threads; 3 rows of 5 stay on one.
     for (rows, n) in [(3, 5), (131, 257)] {
         for rms in [false, true] {
             let p = NormParams { rows, n, eps: 1e-5, rms };
-            let (x, dy, w, b) = (round(rng.vec(rows * n)), round(rng.vec(rows * n)), round(rng.vec(n)), round(rng.vec(n)));
+            let (x, dy, w, b) =
+                (round(rng.vec(rows * n)), round(rng.vec(rows * n)), round(rng.vec(n)), round(rng.vec(n)));
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
                 pool.install(|| {

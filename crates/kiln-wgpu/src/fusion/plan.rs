@@ -5,9 +5,9 @@
 //! memory by a later one. An output is written only when someone still holds it or a later
 //! kernel reads it.
 
-use crate::pool::Span;
 use super::codegen::{Arg, GroupPlan, LoadKind, LoadPlan, OpPlan};
 use super::{Node, Src};
+use crate::pool::Span;
 use crate::{context::GpuContext, kernels, pool::PooledBuffer};
 use kiln_backend::{DType, Layout, Result};
 use std::sync::Arc;

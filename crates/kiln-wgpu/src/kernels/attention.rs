@@ -417,8 +417,16 @@ pub(crate) fn backward(
     let dv = GpuStorage::alloc(ctx, OP, dtype, bh * p.kv_len * d)?;
     let delta = GpuStorage::alloc(ctx, OP, DType::F32, bh * p.q_len)?;
     let (m, b) = (mask.unwrap_or(q), bias.unwrap_or(q));
-    let inputs =
-        [q.binding(), k.binding(), v.binding(), o.binding(), dout.binding(), m.binding(), lse.binding(), delta.binding()];
+    let inputs = [
+        q.binding(),
+        k.binding(),
+        v.binding(),
+        o.binding(),
+        dout.binding(),
+        m.binding(),
+        lse.binding(),
+        delta.binding(),
+    ];
     let mut buffers = inputs.to_vec();
     buffers.extend([dq.binding(), b.binding()]);
     ctx.dispatch(OP, &pass0.kernel, &buffers, &pass0.meta, pass0.groups)?;

@@ -32,10 +32,20 @@ pub(crate) fn specialisations() -> Vec<(String, String)> {
 impl GpuContext {
     /// Copies `bytes` from `src_offset` within `src` to `dst_offset` within `dst`, two blocks of
     /// one buffer: offsets and length whole words, as for a buffer copy.
-    pub(crate) fn copy_within(&self, src: Span<'_>, src_offset: u64, dst: Span<'_>, dst_offset: u64, bytes: u64) -> Result<()> {
+    pub(crate) fn copy_within(
+        &self,
+        src: Span<'_>,
+        src_offset: u64,
+        dst: Span<'_>,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
         let (from, to) = (src.offset + src_offset, dst.offset + dst_offset);
         if from % 4 != 0 || to % 4 != 0 || bytes % 4 != 0 {
-            return Err(Error::invalid(OP, format!("a copy of {bytes} bytes from {from} to {to} is not in whole words")));
+            return Err(Error::invalid(
+                OP,
+                format!("a copy of {bytes} bytes from {from} to {to} is not in whole words"),
+            ));
         }
         debug_assert!(from + bytes <= to || to + bytes <= from, "overlapping blocks");
         let align = u64::from(self.limits.min_storage_buffer_offset_alignment).max(256);

@@ -59,7 +59,13 @@ pub(crate) fn forward(
         return Ok((loss, lse));
     }
     let kernel = ctx.cache.get(&ctx.device, OP, &format!("cross_entropy|{dtype}"), || forward_source(dtype))?;
-    ctx.dispatch(OP, &kernel, &[x.binding(), targets.binding(), loss.binding(), lse.binding()], &meta(p), p.rows as u32)?;
+    ctx.dispatch(
+        OP,
+        &kernel,
+        &[x.binding(), targets.binding(), loss.binding(), lse.binding()],
+        &meta(p),
+        p.rows as u32,
+    )?;
     Ok((loss, lse))
 }
 

@@ -2,8 +2,8 @@
 //! (`shaders/elementwise.wgsl`) specialised by the op's expression, the dtypes and which inputs
 //! are contiguous.
 
-use crate::pool::Span;
 use super::{WG, compute_type, enables, load, module, param, param_bits, push_layout, storage_type, store};
+use crate::pool::Span;
 use crate::shaders::Template;
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BinaryOp, DType, Distribution, Error, Layout, PhiloxKey, Result, TernaryOp, UnaryOp};

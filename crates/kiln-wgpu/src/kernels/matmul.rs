@@ -12,9 +12,9 @@
 //! each over its own k range, write f32 partials `[S, batch, m, n]` to a pooled buffer, and
 //! `shaders/matmul_splitk_sum.wgsl` adds them into the output.
 
-use crate::pool::Span;
 use super::matmul_source::Spec;
 use super::{gpu_size, storage_type};
+use crate::pool::Span;
 use crate::storage::GpuStorage;
 use kiln_backend::{BackendStorage, DType, Error, Layout, Result};
 

@@ -7,9 +7,9 @@
 //! (no shared memory, no barriers). Each shader file holds its main template and, after
 //! `// @@ name` marker lines, the snippets the generator splices into it.
 
-use crate::pool::Span;
 use super::params::{Meta, kernel_params};
 use super::{WG, compute_type, enables, load, module, push_layout, storage_type, store};
+use crate::pool::Span;
 use crate::shaders::Template;
 use crate::{context::GpuContext, storage::GpuStorage};
 use kiln_backend::{BackendStorage, DType, Error, Layout, ReduceOp, Result};

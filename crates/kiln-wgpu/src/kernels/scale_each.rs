@@ -88,11 +88,7 @@ pub(crate) fn scale_in_place(parts: &mut [(&mut GpuStorage, usize)], factor: &Gp
             continue;
         }
         let mut end = i + 1;
-        while end < parts.len()
-            && end - i < bound
-            && parts[end].0.dtype() == dt
-            && parts[end].0.byte_size() <= limit
-        {
+        while end < parts.len() && end - i < bound && parts[end].0.dtype() == dt && parts[end].0.byte_size() <= limit {
             end += 1;
         }
         let run = &parts[i..end];

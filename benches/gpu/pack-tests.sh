@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Packs the workspace's test binaries for a run on a GPU machine, which has no Rust toolchain
+# and can download nothing: the debug builds `cargo test --workspace` makes (CI's features, so
+# nothing is built twice), the examples and kiln-bench they start, stripped, in one archive.
+#
+#   bash benches/gpu/pack-tests.sh     # here, in the project's root; then carry ".tests"
+#
+# .tests/tests.tar.zst  target/debug/{deps,examples}/… and target/debug/kiln-bench, laid out as
+#                       the tests expect (char_smoke finds the examples beside its own binary)
+# .tests/list.tsv       each test binary and the package directory cargo would run it in
+# .tests/zstd, .tests/lib/  zstd and the liblz4 it links (a bare machine may lack both)
+#
+# The binaries share most of their code but not its addresses, so compression across files finds
+# little: zstd's long mode at level LEVEL (19) over a 2 GiB window is what fits them into the 64
+# MiB a run may carry. benches/gpu/run-tests.sh unpacks and runs them there.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+features=${FEATURES-kiln/mpi,kiln-examples/mpi}
+level=${LEVEL:-19}
+out=.tests
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+cargo test --workspace --features "$features" --no-run -j 2 --message-format=json >"$stage/build.json"
+python3 - "$stage/build.json" "$root" >"$stage/files.tsv" <<'PY'
+import json, os, sys
+root = sys.argv[2]
+for line in open(sys.argv[1]):
+    m = json.loads(line) if line.startswith("{") else {}
+    exe = m.get("executable")
+    if m.get("reason") != "compiler-artifact" or not exe:
+        continue
+    kind = m["target"]["kind"][0]
+    pkg_dir = os.path.dirname(m["manifest_path"])
+    # test: a harness to run; example/bin: a program the tests start.
+    role = "test" if m["profile"]["test"] else kind
+    print(f"{role}\t{os.path.relpath(exe, root)}\t{pkg_dir}")
+PY
+rm -rf "$out"
+mkdir -p "$out/lib"
+while IFS=$'\t' read -r role exe pkg; do
+    mkdir -p "$stage/tree/$(dirname "$exe")"
+    strip -o "$stage/tree/$exe" "$exe"
+    [ "$role" = test ] && printf '%s\t%s\n' "$exe" "$pkg" >>"$out/list.tsv"
+done <"$stage/files.tsv"
+# The slowest first (times on an H100, session 8), so that a run cut short loses quick ones.
+slow="char_smoke examples_smoke fused matmul matmul_coop fusion fuzz autotune amp memory attention_mask"
+for s in $slow; do grep -P "/${s}-[0-9a-f]+\t" "$out/list.tsv"; done >"$stage/first.tsv" || true
+grep -v -F -f "$stage/first.tsv" "$out/list.tsv" >"$stage/rest.tsv" || true
+cat "$stage/first.tsv" "$stage/rest.tsv" >"$out/list.tsv"
+echo "$root" >"$out/ROOT"
+echo "pack-tests: $(wc -l <"$out/list.tsv") test binaries, $(du -sh "$stage/tree" | cut -f1) stripped" >&2
+tar -C "$stage/tree" -cf - . | zstd -q -"$level" --long=31 -T2 -o "$out/tests.tar.zst"
+cp "$(command -v zstd)" "$out/zstd"
+cp -L "$(ldd "$(command -v zstd)" | awk '/liblz4/ {print $3}')" "$out/lib/"
+echo "kiln $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (uncommitted changes)') packed $(date -u +%FT%TZ)" >"$out/MANIFEST"
+du -sh "$out"/* >&2
