@@ -509,14 +509,6 @@ impl<'a, C: Real> Attn<'a, C> {
     }
 }
 
-/// `y ← y + a·x`.
-#[inline(always)]
-fn axpy<C: Real>(y: &mut [C], a: C, x: &[C]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// Dropout's factor for score `(row, j)`: 1/keep where kept, 0 where dropped, 1 without dropout.
 fn drop_factor<C: Real>(p: &AttentionParams, row: usize, j: usize) -> C {
     C::of(match p.dropout {

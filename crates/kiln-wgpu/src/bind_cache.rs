@@ -18,9 +18,12 @@ use rustc_hash::FxHashMap as HashMap;
 pub(crate) const META_WINDOW: u64 = 4096;
 const CAPACITY: usize = 4096;
 
+/// A group's key: the layout's id and each binding's (buffer, offset, size).
+type GroupKey = (usize, Vec<(wgpu::Buffer, u64, u64)>);
+
 #[derive(Default)]
 pub(crate) struct BindCache {
-    groups: HashMap<(usize, Vec<(wgpu::Buffer, u64, u64)>), wgpu::BindGroup>,
+    groups: HashMap<GroupKey, wgpu::BindGroup>,
     /// The pool's release count when the cache was last emptied.
     released: u64,
     pub(crate) hits: u64,

@@ -236,7 +236,7 @@ mod tests {
                     let b = lent.swap_remove(i);
                     let empty = s.give(b);
                     assert_eq!(empty, !lent.iter().any(|l| l.seg == b.seg));
-                    if empty && rng.next() % 3 == 0 {
+                    if empty && rng.next().is_multiple_of(3) {
                         s.remove(b.seg);
                     }
                 }

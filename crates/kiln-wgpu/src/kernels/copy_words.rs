@@ -41,7 +41,7 @@ impl GpuContext {
         bytes: u64,
     ) -> Result<()> {
         let (from, to) = (src.offset + src_offset, dst.offset + dst_offset);
-        if from % 4 != 0 || to % 4 != 0 || bytes % 4 != 0 {
+        if !from.is_multiple_of(4) || !to.is_multiple_of(4) || !bytes.is_multiple_of(4) {
             return Err(Error::invalid(
                 OP,
                 format!("a copy of {bytes} bytes from {from} to {to} is not in whole words"),
