@@ -4,10 +4,11 @@
 # nothing is built twice), the examples and kiln-bench they start, stripped, in one archive.
 #
 #   bash benches/gpu/pack-tests.sh     # here, in the project's root; then carry ".tests"
+#                                      # (rm .tests/tests-b.* first to carry pack a alone)
 #
-# .tests/tests.tar.zst  target/debug/{deps,examples}/… and target/debug/kiln-bench, laid out as
-#                       the tests expect (char_smoke finds the examples beside its own binary)
-# .tests/list.tsv       each test binary and the package directory cargo would run it in
+# .tests/tests-{a,b}.tar.zst  target/debug/{deps,examples}/… and target/debug/kiln-bench, laid
+#                       out as the tests expect (char_smoke finds the examples beside its binary)
+# .tests/list-{a,b}.tsv each test binary and the package directory cargo would run it in
 # .tests/zstd, .tests/lib/  zstd and the liblz4 it links (a bare machine may lack both)
 #
 # The binaries share most of their code but not its addresses, so compression across files finds
@@ -18,6 +19,19 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 features=${FEATURES-kiln/mpi,kiln-examples/mpi}
 level=${LEVEL:-19}
+# Not packed: test binaries that cannot run on the GPU machine (mpi: no Open MPI there; xvfb:
+# no X server), and programs no test starts (the tests start char_transformer, mnist_infer and
+# kiln-bench).
+exclude=${EXCLUDE-mpi xvfb}
+programs=${PROGRAMS-char_transformer mnist_infer kiln-bench}
+# Two archives, each small enough to carry beside the working tree: pack a holds the binaries
+# that take paths only hardware takes (autotuned and split-k products, cooperative matrices,
+# autocast, spin waits, early submission), pack b the rest (data, checkpoints, translation, the
+# CPU backend's own tests, the examples' smoke tests).
+hardware=${HARDWARE-"matmul matmul_coop matmul_splitk autotune fused amp attention_mask op_table random index_ops
+    fuzz reduce conv fusion accuracy syncs memory index anomaly chunked device_lost device_move errors grad kiln_wgpu
+    losses memory_census ops optim profile transfer unscale_check sum_squares smoke layers pipeline_cache"}
+hardware=$(echo $hardware)
 out=.tests
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -40,18 +54,28 @@ PY
 rm -rf "$out"
 mkdir -p "$out/lib"
 while IFS=$'\t' read -r role exe pkg; do
-    mkdir -p "$stage/tree/$(dirname "$exe")"
-    strip -o "$stage/tree/$exe" "$exe"
-    [ "$role" = test ] && printf '%s\t%s\n' "$exe" "$pkg" >>"$out/list.tsv"
+    base=$(basename "$exe")
+    pack=b
+    if [ "$role" = test ]; then
+        case " $exclude " in *" ${base%-*} "*) echo "pack-tests: leaving out $base" >&2; continue ;; esac
+        case " $hardware " in *" ${base%-*} "*) pack=a ;; esac
+    else
+        case " $programs " in *" $base "*) ;; *) continue ;; esac
+    fi
+    mkdir -p "$stage/$pack/$(dirname "$exe")"
+    strip -o "$stage/$pack/$exe" "$exe"
+    [ "$role" = test ] && printf '%s\t%s\n' "$exe" "$pkg" >>"$stage/list-$pack.tsv"
 done <"$stage/files.tsv"
 # The slowest first (times on an H100, session 8), so that a run cut short loses quick ones.
 slow="char_smoke examples_smoke fused matmul matmul_coop fusion fuzz autotune amp memory attention_mask"
-for s in $slow; do grep -P "/${s}-[0-9a-f]+\t" "$out/list.tsv"; done >"$stage/first.tsv" || true
-grep -v -F -f "$stage/first.tsv" "$out/list.tsv" >"$stage/rest.tsv" || true
-cat "$stage/first.tsv" "$stage/rest.tsv" >"$out/list.tsv"
+for pack in a b; do
+    list=$stage/list-$pack.tsv
+    for s in $slow; do grep -P "/${s}-[0-9a-f]+\t" "$list" || true; done >"$stage/first.tsv"
+    { cat "$stage/first.tsv"; grep -v -F -f "$stage/first.tsv" "$list" || true; } >"$out/list-$pack.tsv"
+    echo "pack-tests: pack $pack: $(wc -l <"$out/list-$pack.tsv") test binaries, $(du -sh "$stage/$pack" | cut -f1) stripped" >&2
+    tar -C "$stage/$pack" -cf - . | zstd -q -"$level" --long=31 -T2 -o "$out/tests-$pack.tar.zst"
+done
 echo "$root" >"$out/ROOT"
-echo "pack-tests: $(wc -l <"$out/list.tsv") test binaries, $(du -sh "$stage/tree" | cut -f1) stripped" >&2
-tar -C "$stage/tree" -cf - . | zstd -q -"$level" --long=31 -T2 -o "$out/tests.tar.zst"
 cp "$(command -v zstd)" "$out/zstd"
 cp -L "$(ldd "$(command -v zstd)" | awk '/liblz4/ {print $3}')" "$out/lib/"
 echo "kiln $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (uncommitted changes)') packed $(date -u +%FT%TZ)" >"$out/MANIFEST"
