@@ -51,8 +51,14 @@ const MIN_CLASS: u64 = 256;
 pub(crate) const SPLIT_MIN: u64 = 4 << 20;
 pub(crate) const SEGMENT_ROUND: u64 = 256 << 10;
 
-/// `KILN_POOL_SPLIT=0` (or `off`, `false`) turns blocks off.
+/// `KILN_POOL_SPLIT=0` (or `off`, `false`) turns blocks off. In the browser they are always
+/// off: blocks need every tensor bound `read_write` (see the module comment), and WebGPU
+/// refuses two writable bindings of overlapping ranges in one dispatch, which one tensor read
+/// twice by a kernel (`x * x`) is. wgpu's native backends do not check that rule.
 pub(crate) fn split_enabled() -> bool {
+    if cfg!(target_arch = "wasm32") {
+        return false;
+    }
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         std::env::var("KILN_POOL_SPLIT").map(|v| !matches!(v.trim(), "0" | "off" | "false")).unwrap_or(true)
