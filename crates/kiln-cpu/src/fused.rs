@@ -6,6 +6,7 @@
 //! are stored as f64 either way.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use kiln_backend::{
     AdamParams, AttentionParams, BackendStorage, CrossEntropyParams, DType, Error, HostData, NormParams, Result,
@@ -42,21 +43,35 @@ trait Real:
     fn load(data: &HostData, len: usize) -> Cow<'_, [Self]>;
     /// `v` as host data of `dtype`, rounded once (moved when the dtype is this type).
     fn store(v: Vec<Self>, dtype: DType) -> HostData;
-    /// matrixmultiply's gemm `c ← alpha·a·b` (`c` row-major `m × n`, operands as
-    /// (slice, row stride, column stride)).
+    /// matrixmultiply's gemm `c ← alpha·a·b + beta·c` (`c` row-major `m × n`, operands as
+    /// (slice, row stride, column stride); `c` is not read when `beta` is 0).
     ///
     /// # Safety
     /// Every element the strides reach lies inside its slice.
-    unsafe fn gemm_raw(mkn: (usize, usize, usize), alpha: Self, a: Strided<Self>, b: Strided<Self>, c: &mut [Self]);
+    unsafe fn gemm_raw(
+        mkn: (usize, usize, usize),
+        alpha: Self,
+        a: Strided<Self>,
+        b: Strided<Self>,
+        beta: Self,
+        c: &mut [Self],
+    );
 }
 
 /// A matrix operand: its elements, row stride and column stride.
 type Strided<'a, C> = (&'a [C], isize, isize);
 
-/// `c ← alpha·a·b` with `a` of `m × k` and `b` of `k × n` read through (row, column) strides,
-/// `c` row-major `m × n`: one single-threaded matrixmultiply call, so the same bits on every
-/// run. Panics (a bug here, never the user's) if a stride would leave its slice.
-fn gemm<C: Real>(mkn: (usize, usize, usize), alpha: C, a: (&[C], usize, usize), b: (&[C], usize, usize), c: &mut [C]) {
+/// `c ← alpha·a·b + beta·c` with `a` of `m × k` and `b` of `k × n` read through (row, column)
+/// strides, `c` row-major `m × n`: one single-threaded matrixmultiply call, so the same bits on
+/// every run. Panics (a bug here, never the user's) if a stride would leave its slice.
+fn gemm<C: Real>(
+    mkn: (usize, usize, usize),
+    alpha: C,
+    a: (&[C], usize, usize),
+    b: (&[C], usize, usize),
+    beta: C,
+    c: &mut [C],
+) {
     let (m, k, n) = mkn;
     let fits = |(v, rs, cs): (&[C], usize, usize), rows: usize, cols: usize| {
         rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len()
@@ -64,7 +79,7 @@ fn gemm<C: Real>(mkn: (usize, usize, usize), alpha: C, a: (&[C], usize, usize), 
     assert!(fits(a, m, k) && fits(b, k, n) && c.len() >= m * n, "attention gemm out of bounds");
     let (a, b) = ((a.0, a.1 as isize, a.2 as isize), (b.0, b.1 as isize, b.2 as isize));
     // SAFETY: checked just above; c holds m × n.
-    unsafe { C::gemm_raw(mkn, alpha, a, b, c) }
+    unsafe { C::gemm_raw(mkn, alpha, a, b, beta, c) }
 }
 
 impl Real for f64 {
@@ -101,10 +116,17 @@ impl Real for f64 {
             dtype => HostData::from_f64(&v, dtype),
         }
     }
-    unsafe fn gemm_raw((m, k, n): (usize, usize, usize), alpha: f64, a: Strided<f64>, b: Strided<f64>, c: &mut [f64]) {
+    unsafe fn gemm_raw(
+        (m, k, n): (usize, usize, usize),
+        alpha: f64,
+        a: Strided<f64>,
+        b: Strided<f64>,
+        beta: f64,
+        c: &mut [f64],
+    ) {
         let (pa, pb, pc) = (a.0.as_ptr(), b.0.as_ptr(), c.as_mut_ptr());
         // SAFETY: the caller's contract.
-        unsafe { matrixmultiply::dgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, 0.0, pc, n as isize, 1) }
+        unsafe { matrixmultiply::dgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, beta, pc, n as isize, 1) }
     }
 }
 
@@ -139,10 +161,17 @@ impl Real for f32 {
             dtype => HostData::from_f64(&v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>(), dtype),
         }
     }
-    unsafe fn gemm_raw((m, k, n): (usize, usize, usize), alpha: f32, a: Strided<f32>, b: Strided<f32>, c: &mut [f32]) {
+    unsafe fn gemm_raw(
+        (m, k, n): (usize, usize, usize),
+        alpha: f32,
+        a: Strided<f32>,
+        b: Strided<f32>,
+        beta: f32,
+        c: &mut [f32],
+    ) {
         let (pa, pb, pc) = (a.0.as_ptr(), b.0.as_ptr(), c.as_mut_ptr());
         // SAFETY: the caller's contract.
-        unsafe { matrixmultiply::sgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, 0.0, pc, n as isize, 1) }
+        unsafe { matrixmultiply::sgemm(m, k, n, alpha, pa, a.1, a.2, pb, b.1, b.2, beta, pc, n as isize, 1) }
     }
 }
 
@@ -481,16 +510,18 @@ impl<'a, C: Real> Attn<'a, C> {
         })
     }
 
-    /// Scaled, biased scores of head `bh` into `s` (`q_len × kv_len`, row-major), −inf where
-    /// hidden: by the masks, or by a bias of −inf. `scale·Q·Kᵀ` is one gemm.
-    fn scores(&self, p: &AttentionParams, bh: usize, s: &mut [C]) {
-        let (d, ql, kv) = (p.head_dim, p.q_len, p.kv_len);
-        let q = &self.q[bh * ql * d..][..ql * d];
-        let keys = &self.k[bh * kv * d..][..kv * d];
-        gemm((ql, d, kv), C::of(p.scale), (q, d, 1), (keys, 1, d), s);
-        let mask = self.mask.as_ref().map(|m| &m[(bh / p.heads) * kv..][..kv]);
+    /// Scaled, biased scores of head `bh`'s queries `rows` against its first `kv` keys into
+    /// `s` (`rows.len() × kv`, row-major), −inf where hidden: by the masks, or by a bias of
+    /// −inf. `scale·Q·Kᵀ` is one gemm.
+    #[inline(always)]
+    fn scores(&self, p: &AttentionParams, bh: usize, rows: Range<usize>, kv: usize, s: &mut [C]) {
+        let (d, ql) = (p.head_dim, p.q_len);
+        let q = &self.q[(bh * ql + rows.start) * d..][..rows.len() * d];
+        let keys = &self.k[bh * p.kv_len * d..][..kv * d];
+        gemm((rows.len(), d, kv), C::of(p.scale), (q, d, 1), (keys, 1, d), C::default(), s);
+        let mask = self.mask.as_ref().map(|m| &m[(bh / p.heads) * p.kv_len..][..kv]);
         let [sb, sh, sq, sk] = p.bias_strides;
-        for (i, row) in s.chunks_exact_mut(kv.max(1)).enumerate().take(ql) {
+        for (i, row) in rows.zip(s.chunks_exact_mut(kv.max(1))) {
             if let Some(b) = &self.bias {
                 let brow = &b[(bh / p.heads) * sb + (bh % p.heads) * sh + i * sq..];
                 row.iter_mut().enumerate().for_each(|(j, sj)| *sj += brow[j * sk]);
@@ -507,6 +538,23 @@ impl<'a, C: Real> Attn<'a, C> {
             }
         }
     }
+}
+
+/// Queries per block of the CPU attention: its scratch is `QUERY_BLOCK × kv_len` scores per
+/// head (and as many score gradients in backward), so memory stays linear in the length.
+const QUERY_BLOCK: usize = 128;
+
+/// The query rows `0..q_len` in blocks of [`QUERY_BLOCK`].
+#[inline(always)]
+fn query_blocks(q_len: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..q_len).step_by(QUERY_BLOCK).map(move |i| i..(i + QUERY_BLOCK).min(q_len))
+}
+
+/// The keys a block of query rows can see: causally, query `i` sees keys `0..=i`, so the
+/// block's keys end after its last row; otherwise every key.
+#[inline(always)]
+fn visible_keys(p: &AttentionParams, rows: &Range<usize>) -> usize {
+    if p.causal { rows.end.min(p.kv_len) } else { p.kv_len }
 }
 
 /// Dropout's factor for score `(row, j)`: 1/keep where kept, 0 where dropped, 1 without dropout.
@@ -582,29 +630,34 @@ fn attention_forward_in<C: Real>(
         [(&mut out, p.q_len * d), (&mut lse, p.q_len), (&mut none, 0)],
         #[inline(always)]
         |bh, out, lse, _| {
-            let (ql, kv) = (p.q_len, p.kv_len);
-            let values = &a.v[bh * kv * d..][..kv * d];
-            // S, then P·dropout in its place, then O = that · V.
-            let mut s = vec![C::default(); ql * kv];
-            a.scores(p, bh, &mut s);
-            for (i, row) in s.chunks_exact_mut(kv.max(1)).enumerate().take(ql) {
-                let m = row.iter().fold(C::NEG_INFINITY, |m, &x| m.max(x));
-                if m == C::NEG_INFINITY {
-                    // Every key hidden: the row attends to nothing (output 0, lse +inf).
-                    row.fill(C::default());
-                    continue;
+            let values = &a.v[bh * p.kv_len * d..][..p.kv_len * d];
+            let mut s = Vec::new();
+            for rows in query_blocks(p.q_len) {
+                // S, then P·dropout in its place, then O = that · V, over the keys a causal
+                // block can see.
+                let kv = visible_keys(p, &rows);
+                s.resize(rows.len() * kv, C::default());
+                a.scores(p, bh, rows.clone(), kv, &mut s);
+                for (i, row) in rows.clone().zip(s.chunks_exact_mut(kv.max(1))) {
+                    let m = row.iter().fold(C::NEG_INFINITY, |m, &x| m.max(x));
+                    if m == C::NEG_INFINITY {
+                        // Every key hidden: the row attends to nothing (output 0, lse +inf).
+                        row.fill(C::default());
+                        continue;
+                    }
+                    // e^{−inf} = 0: hidden scores add nothing, with no branch.
+                    let z = sum_map(row, |x| (x - m).exp());
+                    lse[i] = m + z.ln();
+                    let l = lse[i];
+                    row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                    if p.dropout.is_some() {
+                        let r = bh * p.q_len + i;
+                        row.iter_mut().enumerate().for_each(|(j, x)| *x *= drop_factor::<C>(p, r, j));
+                    }
                 }
-                // e^{−inf} = 0: hidden scores add nothing, with no branch.
-                let z = sum_map(row, |x| (x - m).exp());
-                lse[i] = m + z.ln();
-                let l = lse[i];
-                row.iter_mut().for_each(|x| *x = (*x - l).exp());
-                if p.dropout.is_some() {
-                    let r = bh * ql + i;
-                    row.iter_mut().enumerate().for_each(|(j, x)| *x *= drop_factor::<C>(p, r, j));
-                }
+                let o = &mut out[rows.start * d..][..rows.len() * d];
+                gemm((rows.len(), kv, d), C::of(1.0), (&s, kv, 1), (values, d, 1), C::default(), o);
             }
-            gemm((ql, kv, d), C::of(1.0), (&s, kv, 1), (values, d, 1), out);
         },
     );
     Ok((wrap_in(out, q.dtype()), wrap_in(lse, DType::F64)))
@@ -656,37 +709,47 @@ fn attention_backward_in<C: Real>(
         [(&mut dq, ql), (&mut dk, kl), (&mut dv, kl)],
         #[inline(always)]
         |bh, dq, dk, dv| {
-            let (ql, kv) = (p.q_len, p.kv_len);
+            let ql = p.q_len;
             let (qs, keys, values) = (&a.q[bh * ql * d..][..ql * d], &a.k[bh * kl..][..kl], &a.v[bh * kl..][..kl]);
             let (dor, orows) = (&dos[bh * ql * d..][..ql * d], &os[bh * ql * d..][..ql * d]);
-            // P from the scores and the forward's log-sum-exp (a hidden row's lse is +inf, so
-            // its P is 0) and dP = dO·Vᵀ; then dS = P ⊙ (dP·dropout − δ)·scale in dP's place,
-            // P·dropout in P's, and three gemms.
-            let mut pm = vec![C::default(); ql * kv];
-            a.scores(p, bh, &mut pm);
-            let mut ds = vec![C::default(); ql * kv];
-            gemm((ql, d, kv), C::of(1.0), (dor, d, 1), (values, 1, d), &mut ds);
-            let w = kv.max(1);
-            for (i, (prow, dsrow)) in pm.chunks_exact_mut(w).zip(ds.chunks_exact_mut(w)).enumerate().take(ql) {
-                let r = bh * ql + i;
-                // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout
-                // included: dP is the gradient through the dropped, scaled probabilities).
-                let delta = dot(&dor[i * d..][..d], &orows[i * d..][..d]);
-                let zr = z[r];
-                prow.iter_mut().for_each(|x| *x = (*x - zr).exp());
-                if p.dropout.is_some() {
-                    for (j, (pij, dp)) in prow.iter_mut().zip(dsrow.iter_mut()).enumerate() {
-                        let keep = drop_factor::<C>(p, r, j);
-                        *dp = *pij * (*dp * keep - delta) * scale;
-                        *pij *= keep;
+            let (mut pm, mut ds) = (Vec::new(), Vec::new());
+            for rows in query_blocks(ql) {
+                // P from the scores and the forward's log-sum-exp (a hidden row's lse is +inf,
+                // so its P is 0) and dP = dO·Vᵀ; then dS = P ⊙ (dP·dropout − δ)·scale in dP's
+                // place, P·dropout in P's, and three gemms: dQ of these rows, and dK, dV summed
+                // over the blocks in order (the same bits on every run).
+                let kv = visible_keys(p, &rows);
+                let n = rows.len();
+                let (q_rows, do_rows) = (&qs[rows.start * d..][..n * d], &dor[rows.start * d..][..n * d]);
+                pm.resize(n * kv, C::default());
+                ds.resize(n * kv, C::default());
+                a.scores(p, bh, rows.clone(), kv, &mut pm);
+                gemm((n, d, kv), C::of(1.0), (do_rows, d, 1), (values, 1, d), C::default(), &mut ds);
+                let w = kv.max(1);
+                for (i, (prow, dsrow)) in rows.clone().zip(pm.chunks_exact_mut(w).zip(ds.chunks_exact_mut(w))) {
+                    let r = bh * ql + i;
+                    // Σ_j P_ij dP_ij = dO_i · O_i: the softmax backward's row term (dropout
+                    // included: dP is the gradient through the dropped, scaled probabilities).
+                    let delta = dot(&dor[i * d..][..d], &orows[i * d..][..d]);
+                    let zr = z[r];
+                    prow.iter_mut().for_each(|x| *x = (*x - zr).exp());
+                    if p.dropout.is_some() {
+                        for (j, (pij, dp)) in prow.iter_mut().zip(dsrow.iter_mut()).enumerate() {
+                            let keep = drop_factor::<C>(p, r, j);
+                            *dp = *pij * (*dp * keep - delta) * scale;
+                            *pij *= keep;
+                        }
+                    } else {
+                        prow.iter().zip(dsrow.iter_mut()).for_each(|(&pij, dp)| *dp = pij * (*dp - delta) * scale);
                     }
-                } else {
-                    prow.iter().zip(dsrow.iter_mut()).for_each(|(&pij, dp)| *dp = pij * (*dp - delta) * scale);
                 }
+                // The first block writes dK and dV (zero beyond its keys), later ones add to them.
+                let (one, zero) = (C::of(1.0), C::default());
+                let add = if rows.start == 0 { zero } else { one };
+                gemm((kv, n, d), one, (&pm, 1, kv), (do_rows, d, 1), add, &mut dv[..kv * d]);
+                gemm((n, kv, d), one, (&ds, kv, 1), (keys, d, 1), zero, &mut dq[rows.start * d..][..n * d]);
+                gemm((kv, n, d), one, (&ds, 1, kv), (q_rows, d, 1), add, &mut dk[..kv * d]);
             }
-            gemm((kv, ql, d), C::of(1.0), (&pm, 1, kv), (dor, d, 1), dv);
-            gemm((ql, kv, d), C::of(1.0), (&ds, kv, 1), (keys, d, 1), dq);
-            gemm((kv, ql, d), C::of(1.0), (&ds, 1, kv), (qs, d, 1), dk);
         },
     );
     let dt = q.dtype();

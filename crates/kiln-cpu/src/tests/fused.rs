@@ -151,8 +151,12 @@ fn attention_in(dtype: DType, tol: f64) {
         |v: Vec<f64>| if dtype == DType::F32 { v.into_iter().map(|x| f64::from(x as f32)).collect() } else { v };
     let st = |v: Vec<f64>| st(HostData::from_f64(&v, dtype));
     // Enough work to split the heads across threads; a key mask over batch 1's last 5 keys;
-    // head_dim 13 leaves a tail after the dot product's lanes of four.
-    for (causal, ql, kl) in [(true, 37, 37), (false, 29, 41)] {
+    // head_dim 13 leaves a tail after the dot product's lanes of four. Lengths past the query
+    // block (128 rows) run several blocks; the causal ones see fewer keys per block, with more
+    // queries than keys and fewer.
+    for (causal, ql, kl) in
+        [(true, 37, 37), (false, 29, 41), (true, 300, 300), (true, 150, 200), (true, 200, 140), (false, 130, 131)]
+    {
         let (batch, heads, d) = (2, 3, 13);
         let bh = batch * heads;
         let (q, k, v, dout) = (
