@@ -180,6 +180,11 @@ fn floats_in<'a, C: Real>(op: &'static str, s: &'a CpuStorage, len: usize) -> Re
     if !s.dtype().is_float() {
         return Err(Error::UnsupportedDType { op, dtype: s.dtype(), why: " (needs a float tensor)".into() });
     }
+    values_in(op, s, len)
+}
+
+/// The first `len` values of a storage of any dtype (class ids, masks), in `C`.
+fn values_in<'a, C: Real>(op: &'static str, s: &'a CpuStorage, len: usize) -> Result<Cow<'a, [C]>> {
     if s.len() < len {
         return Err(Error::invalid(op, format!("storage holds {} elements, needs {len}", s.len())));
     }
@@ -191,19 +196,11 @@ fn wrap_in<C: Real>(v: Vec<C>, dtype: DType) -> CpuStorage {
 }
 
 fn floats(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<f64>> {
-    if !s.dtype().is_float() {
-        return Err(Error::UnsupportedDType { op, dtype: s.dtype(), why: " (needs a float tensor)".into() });
-    }
-    values(op, s, len)
+    Ok(floats_in::<f64>(op, s, len)?.into_owned())
 }
 
 fn values(op: &'static str, s: &CpuStorage, len: usize) -> Result<Vec<f64>> {
-    if s.len() < len {
-        return Err(Error::invalid(op, format!("storage holds {} elements, needs {len}", s.len())));
-    }
-    let mut v = s.as_host().to_f64_vec();
-    v.truncate(len);
-    Ok(v)
+    Ok(values_in::<f64>(op, s, len)?.into_owned())
 }
 
 fn wrap(v: &[f64], dtype: DType) -> CpuStorage {
